@@ -1,0 +1,3 @@
+"""TBD Agents: a self-hosted AI agent hub."""
+
+__version__ = "0.1.0"

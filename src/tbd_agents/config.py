@@ -1,0 +1,238 @@
+"""Settings: the one place that reads the environment.
+
+`Settings()` is built once at start-up (CLI, API, worker, scripts) and passed down. Nothing else in
+the package reads `os.environ`. Consistency between the backend variables is checked here so a
+mismatched profile stops start-up with one message that names the variables and the fix.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from platformdirs import user_data_dir
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from tbd_agents.errors import ConfigurationError
+
+
+class DbBackend(StrEnum):
+    POSTGRES = "postgres"
+    MONGO = "mongo"
+
+
+class VectorBackend(StrEnum):
+    PGVECTOR = "pgvector"
+    QDRANT = "qdrant"
+
+
+#: Which vector store each document store belongs with (the guide's two profiles).
+PROFILE_OF_BACKEND = {
+    DbBackend.POSTGRES: VectorBackend.PGVECTOR,
+    DbBackend.MONGO: VectorBackend.QDRANT,
+}
+
+_POSTGRES_SCHEMES = {"postgresql", "postgres", "postgresql+asyncpg", "postgresql+psycopg"}
+
+
+def default_data_dir() -> Path:
+    return Path(user_data_dir("tbd-agents", appauthor=False))
+
+
+def redact_url(url: str) -> str:
+    """Return `url` with any password replaced by `***` (safe to print and log)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        # Not an SQLAlchemy-style URL (e.g. mongodb+srv://): hide user-info by hand.
+        scheme, sep, rest = url.partition("://")
+        if not sep or "@" not in rest:
+            return url
+        creds, _, host = rest.rpartition("@")
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+    return parsed.render_as_string(hide_password=True)
+
+
+class Settings(BaseSettings):
+    """Every setting of TBD Agents, from the environment or a `.env` file."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # --- document store -------------------------------------------------------------------
+    db_backend: DbBackend = Field(
+        default=DbBackend.POSTGRES,
+        description="Document store: postgres (typed tables + pgvector) or mongo (MongoDB + Qdrant).",
+    )
+    postgres_uri: str | None = Field(
+        default=None,
+        description="PostgreSQL server. Unset: an embedded PostgreSQL is started in DATA_DIR.",
+    )
+    postgres_db_name: str = Field(default="tbd_agents", description="PostgreSQL database name.")
+    mongo_uri: str = Field(default="mongodb://localhost:27017", description="MongoDB server.")
+    mongo_db_name: str = Field(default="copilot_agent_hub", description="MongoDB database name.")
+
+    # --- vectors and profiles ---------------------------------------------------------------
+    vector_store_backend: VectorBackend | None = Field(
+        default=None,
+        description="pgvector or qdrant. Unset: follows DB_BACKEND (postgres→pgvector, mongo→qdrant).",
+    )
+    compose_profiles: str = Field(
+        default="", description="Docker Compose profiles; checked against the two variables above."
+    )
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
+
+    # --- local data ------------------------------------------------------------------------
+    data_dir: Path = Field(default_factory=default_data_dir)
+    embedded_pg_data_dir: Path | None = Field(
+        default=None,
+        description="Data directory of the embedded PostgreSQL (default DATA_DIR/pgdata).",
+    )
+    embedded_pg_shared_buffers: str | None = Field(
+        default=None, description="shared_buffers for the embedded server; unset: sized from RAM."
+    )
+    embedded_pg_maintenance_work_mem: str | None = Field(default=None)
+
+    # --- PostgreSQL engine ------------------------------------------------------------------
+    postgres_pool_size: int = Field(default=10, ge=1, le=500)
+    postgres_max_overflow: int = Field(default=10, ge=0, le=500)
+    postgres_connect_timeout: float = Field(default=10.0, gt=0)
+    application_name: str = Field(default="tbd-agents")
+
+    # --- runtime ---------------------------------------------------------------------------
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: str = "INFO"
+
+    @field_validator("db_backend", "vector_store_backend", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return value or None
+        return value
+
+    @field_validator("postgres_uri", "redis_url", "qdrant_url", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("postgres_uri")
+    @classmethod
+    def _check_postgres_uri(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(
+                f"POSTGRES_URI is not a URL ({exc}); write it as "
+                "postgresql://user:password@host:5432/dbname"
+            ) from None
+        if url.drivername not in _POSTGRES_SCHEMES:
+            raise ValueError(
+                f"POSTGRES_URI must start with postgresql:// or postgresql+asyncpg:// "
+                f"(got {url.drivername}://)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_profiles(self) -> Settings:
+        problems = profile_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # --- derived values ----------------------------------------------------------------------
+    @property
+    def vector_backend(self) -> VectorBackend:
+        """The vector store in force (explicit setting, else the one of DB_BACKEND's profile)."""
+        return self.vector_store_backend or PROFILE_OF_BACKEND[self.db_backend]
+
+    @property
+    def uses_embedded_postgres(self) -> bool:
+        return self.db_backend is DbBackend.POSTGRES and self.postgres_uri is None
+
+    @property
+    def pg_data_dir(self) -> Path:
+        return self.embedded_pg_data_dir or (self.data_dir / "pgdata")
+
+    @cached_property
+    def postgres_database(self) -> str:
+        """The database to use: the one named in POSTGRES_URI, else POSTGRES_DB_NAME."""
+        if self.postgres_uri:
+            name = make_url(self.postgres_uri).database
+            if name:
+                return name
+        return self.postgres_db_name
+
+    def postgres_url(self, base: str | None = None) -> URL:
+        """SQLAlchemy URL (asyncpg driver) of the configured server, or of `base` if given."""
+        raw = base or self.postgres_uri
+        if raw is None:
+            raise ConfigurationError(
+                "No PostgreSQL server URI: the embedded server must be started first "
+                "(tbd_agents.storage.postgres.embedded)."
+            )
+        url = make_url(raw).set(drivername="postgresql+asyncpg")
+        if not url.database:
+            url = url.set(database=self.postgres_database)
+        return url
+
+
+def profile_problems(settings: Settings) -> list[str]:
+    """Return the profile mismatches of `settings`, each naming the variables and the fix."""
+    problems: list[str] = []
+    db = settings.db_backend
+    wanted = PROFILE_OF_BACKEND[db]
+    if settings.vector_store_backend and settings.vector_store_backend is not wanted:
+        problems.append(
+            f"DB_BACKEND={db.value} goes with VECTOR_STORE_BACKEND={wanted.value}, but "
+            f"VECTOR_STORE_BACKEND={settings.vector_store_backend.value}: set "
+            f"VECTOR_STORE_BACKEND={wanted.value} (or DB_BACKEND="
+            f"{'mongo' if db is DbBackend.POSTGRES else 'postgres'} to use the other profile)"
+        )
+    profiles = {p.strip().lower() for p in settings.compose_profiles.split(",") if p.strip()}
+    known = {v.value for v in VectorBackend}
+    active = profiles & known
+    if len(active) > 1:
+        problems.append(
+            f"COMPOSE_PROFILES={settings.compose_profiles} starts both the qdrant and pgvector "
+            "stacks: keep one (pgvector with DB_BACKEND=postgres, qdrant with DB_BACKEND=mongo)"
+        )
+    elif active and active != {wanted.value}:
+        other = active.pop()
+        problems.append(
+            f"COMPOSE_PROFILES={other} does not match DB_BACKEND={db.value}: set "
+            f"COMPOSE_PROFILES={wanted.value} and restart, or set DB_BACKEND="
+            f"{'postgres' if other == 'pgvector' else 'mongo'} with VECTOR_STORE_BACKEND={other}"
+        )
+    return problems
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment (and `.env`); raise ConfigurationError on bad input."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]).upper()
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{loc}: {msg}" if loc else msg)
+        raise ConfigurationError(
+            "Invalid configuration: " + "; ".join(lines), details={"errors": lines}
+        ) from None

@@ -1,0 +1,39 @@
+"""Field types shared by the domain models."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator
+
+
+def new_id() -> str:
+    """A fresh record id (UUID text, as PostgreSQL's `gen_random_uuid()::text` makes)."""
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_utc(value: datetime) -> datetime:
+    """Timezone-aware UTC. A naive value is taken as UTC (how BSON and most stores write time)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _normalise_enum_input(value: Any) -> Any:
+    if isinstance(value, str) and not isinstance(value, StrEnum):
+        return value.strip().lower().replace("-", "_")
+    return value
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(to_utc)]
+"""A datetime that is always timezone-aware UTC after validation."""
+
+LenientEnum = BeforeValidator(_normalise_enum_input)
+"""Accept enum values case-insensitively, with `-` for `_` (legacy documents vary)."""

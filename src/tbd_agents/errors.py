@@ -1,0 +1,93 @@
+"""One error hierarchy for the whole product.
+
+Every error a user can cause or fix carries a message that says what happened and what to do.
+Each class names the HTTP status the API maps it to, so the mapping lives in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+
+class TbdError(Exception):
+    """Base class of every error raised on purpose by TBD Agents."""
+
+    http_status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, *, details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = dict(details or {})
+
+
+class ConfigurationError(TbdError):
+    """Settings are missing, inconsistent or unsafe; start-up stops."""
+
+    code = "configuration_error"
+
+
+class NotFound(TbdError):
+    http_status = 404
+    code = "not_found"
+
+    def __init__(self, entity: str, entity_id: str) -> None:
+        super().__init__(f"{entity} {entity_id!r} was not found", details={"id": entity_id})
+        self.entity = entity
+        self.entity_id = entity_id
+
+
+class Conflict(TbdError):
+    """A unique constraint or a state rule forbids the change."""
+
+    http_status = 409
+    code = "conflict"
+
+
+class DuplicateKey(Conflict):
+    code = "duplicate_key"
+
+    def __init__(self, entity: str, fields: Sequence[str], detail: str = "") -> None:
+        names = ", ".join(fields) if fields else "a unique key"
+        msg = f"{entity} with the same {names} already exists"
+        super().__init__(msg + (f" ({detail})" if detail else ""), details={"fields": list(fields)})
+        self.entity = entity
+        self.fields = list(fields)
+
+
+class InvalidData(TbdError):
+    """A value breaks a rule of the data model (enum, range, reference, required field)."""
+
+    http_status = 422
+    code = "invalid_data"
+
+
+class UnsupportedQuery(TbdError):
+    """The query asks for something this backend (or this field) cannot do; nothing is ignored."""
+
+    http_status = 400
+    code = "unsupported_query"
+
+
+class StorageError(TbdError):
+    """The database is unreachable, not migrated, or refuses an operation for an operator reason."""
+
+    http_status = 503
+    code = "storage_unavailable"
+
+
+class DatabaseUnreachable(StorageError):
+    code = "database_unreachable"
+
+
+class SchemaNotReady(StorageError):
+    code = "schema_not_ready"
+
+
+class ExtensionMissing(StorageError):
+    code = "extension_missing"
+
+
+class InsufficientPrivilege(StorageError):
+    code = "insufficient_privilege"

@@ -1,0 +1,56 @@
+"""The SQLAlchemy async engine (asyncpg driver), built once per process and event loop."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+
+def _json_default(value: Any) -> Any:
+    # Datetimes and other non-JSON values inside JSONB payloads: ISO text rather than a crash.
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def json_dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+
+
+def asyncpg_url(url: URL | str) -> URL:
+    """`url` with the asyncpg driver, whichever of postgresql:// or postgresql+asyncpg:// it had."""
+    return make_url(url).set(drivername="postgresql+asyncpg") if isinstance(url, str) else url.set(
+        drivername="postgresql+asyncpg"
+    )
+
+
+def libpq_url(url: URL | str) -> str:
+    """`url` as a libpq connection string (for pg_dump, psql and plain asyncpg), password kept."""
+    return asyncpg_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def create_engine(
+    url: URL | str,
+    *,
+    application_name: str = "tbd-agents",
+    pool_size: int = 10,
+    max_overflow: int = 10,
+    connect_timeout: float = 10.0,
+) -> AsyncEngine:
+    """An async engine whose JSONB values round-trip as Python objects and whose sessions run
+    in UTC, so TIMESTAMPTZ values come back timezone-aware UTC."""
+    return create_async_engine(
+        asyncpg_url(url),
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=True,
+        json_serializer=json_dumps,
+        json_deserializer=json.loads,
+        connect_args={
+            "timeout": connect_timeout,
+            "server_settings": {"application_name": application_name, "timezone": "UTC"},
+        },
+    )

@@ -1,0 +1,167 @@
+"""Driver errors → domain errors, in one place.
+
+Every row of the guide's troubleshooting table becomes an error whose message names the cause and
+the fix. Other SQL states map to the domain hierarchy (unique → DuplicateKey, check / not-null /
+foreign key → InvalidData). Anything unrecognised is returned as None and re-raised by the caller.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Iterator
+
+from sqlalchemy.engine import URL
+
+from tbd_agents.errors import (
+    DatabaseUnreachable,
+    DuplicateKey,
+    ExtensionMissing,
+    InsufficientPrivilege,
+    InvalidData,
+    SchemaNotReady,
+    TbdError,
+)
+
+UPGRADE_HINT = "run `alembic upgrade head` (or `tbd-agents db upgrade`) against this database"
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+
+
+def sqlstate_of(exc: BaseException) -> str | None:
+    """The PostgreSQL SQLSTATE of `exc` or of the driver error it wraps."""
+    for err in _chain(exc):
+        state = getattr(err, "sqlstate", None) or getattr(err, "pgcode", None)
+        if isinstance(state, str) and state:
+            return state
+    return None
+
+
+def _driver_message(exc: BaseException) -> str:
+    for err in _chain(exc):
+        if getattr(err, "sqlstate", None):
+            return str(err).strip()
+    return str(exc).strip()
+
+
+def where(url: URL | None) -> str:
+    """`host:port/database` of `url` for messages (never the password)."""
+    if url is None:
+        return "the configured PostgreSQL server"
+    host = url.host or url.query.get("host") or "localhost"
+    if isinstance(host, tuple):
+        host = host[0]
+    port = f":{url.port or 5432}" if url.host else ""
+    return f"{host}{port}/{url.database}"
+
+
+def connection_refused(url: URL | None, detail: str, *, embedded: bool = False) -> DatabaseUnreachable:
+    if embedded:
+        fix = (
+            "the embedded PostgreSQL did not answer: check its log in the data directory "
+            "(EMBEDDED_PG_DATA_DIR, default DATA_DIR/pgdata) and that no other process holds it"
+        )
+    else:
+        fix = (
+            "check that PostgreSQL is running and reachable at that address. With Docker Compose, "
+            "set COMPOSE_PROFILES=pgvector (and DB_BACKEND=postgres) in .env and run "
+            "`docker compose ps` to confirm the pgvector container is Up. To use the embedded "
+            "server instead, unset POSTGRES_URI"
+        )
+    return DatabaseUnreachable(
+        f"Cannot connect to PostgreSQL at {where(url)} ({detail}): {fix}.",
+        details={"target": where(url)},
+    )
+
+
+_CONNECTION_ERRORS = (ConnectionRefusedError, ConnectionResetError, socket.gaierror, TimeoutError)
+_EXTENSION_RE = re.compile(r'extension "([^"]+)"')
+_RELATION_RE = re.compile(r'relation "([^"]+)" does not exist')
+_COLUMN_RE = re.compile(r'column "([^"]+)"')
+_UNIQUE_KEY_RE = re.compile(r"Key \(([^)]*)\)")
+
+
+def translate(
+    exc: BaseException,
+    *,
+    url: URL | None = None,
+    entity: str = "record",
+    embedded: bool = False,
+) -> TbdError | None:
+    """Map a driver/SQLAlchemy exception to a domain error, or None if it is not one we know."""
+    if isinstance(exc, TbdError):
+        return exc
+    state = sqlstate_of(exc)
+    message = _driver_message(exc)
+    if state is None:
+        for err in _chain(exc):
+            if isinstance(err, _CONNECTION_ERRORS) or (
+                isinstance(err, OSError) and err.errno is not None
+            ):
+                return connection_refused(url, str(err) or type(err).__name__, embedded=embedded)
+        return None
+    if state in ("57P03", "08001", "08006", "08004"):
+        return connection_refused(url, message, embedded=embedded)
+    if state == "3D000":
+        db = url.database if url else "the database"
+        return DatabaseUnreachable(
+            f'Database "{db}" does not exist on {where(url)}: create it (`createdb {db}` or '
+            f"`CREATE DATABASE {db};`), or point POSTGRES_URI / POSTGRES_DB_NAME at an existing one.",
+        )
+    if state in ("28P01", "28000"):
+        return DatabaseUnreachable(
+            f"PostgreSQL at {where(url)} rejected the credentials ({message}): fix the user and "
+            "password in POSTGRES_URI.",
+        )
+    if state == "42P01":
+        found = _RELATION_RE.search(message)
+        rel = found.group(1) if found else "a table"
+        return SchemaNotReady(
+            f'relation "{rel}" does not exist: the tables have not been created in {where(url)}; '
+            f"{UPGRADE_HINT}.",
+        )
+    if state == "42703":
+        found = _COLUMN_RE.search(message)
+        col = found.group(1) if found else "?"
+        return SchemaNotReady(
+            f'column "{col}" does not exist in {where(url)}: the database schema is older than this '
+            f"version of TBD Agents; {UPGRADE_HINT}, then confirm with `alembic current` that it is "
+            "at head.",
+        )
+    if state == "42501":
+        user = url.username if url and url.username else "the connection user"
+        db = url.database if url and url.database else "the database"
+        return InsufficientPrivilege(
+            f"Permission denied on {where(url)} ({message}): grant the privilege to the "
+            f"connection user, e.g. `GRANT CREATE ON DATABASE {db} TO {user};` and "
+            f"`GRANT CREATE ON SCHEMA public TO {user};` (or make it a superuser).",
+        )
+    if state in ("58P01", "0A000") and "extension" in message.lower():
+        found = _EXTENSION_RE.search(message)
+        ext = found.group(1) if found else "vector"
+        return extension_missing(url, ext)
+    if state == "23505":
+        found = _UNIQUE_KEY_RE.search(message)
+        fields = [f.strip() for f in found.group(1).split(",")] if found else []
+        return DuplicateKey(entity, fields)
+    if state in ("23514", "23502", "23503", "22P02", "22001", "22003", "22007", "22021"):
+        return InvalidData(f"{entity} rejected by the database: {message}")
+    return None
+
+
+def extension_missing(url: URL | None, extension: str = "vector") -> ExtensionMissing:
+    return ExtensionMissing(
+        f'PostgreSQL extension "{extension}" is not available on {where(url)}: pgvector is not '
+        "installed on this server. Use the pgvector/pgvector:pg16 image (the pgvector compose "
+        "profile does this), install your distribution's pgvector package (e.g. "
+        "postgresql-16-pgvector) and run `CREATE EXTENSION vector;`, or unset POSTGRES_URI to use "
+        "the embedded PostgreSQL, which ships pgvector.",
+        details={"extension": extension},
+    )
