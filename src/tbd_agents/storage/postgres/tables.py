@@ -1,0 +1,9 @@
+"""Every table of the PostgreSQL schema, gathered on one metadata (what Alembic compares against).
+
+The 15 entity tables come from `schema`; tables that only some features need (API keys, run
+events, knowledge chunks, migration checkpoints…) live in their own modules and are imported here.
+"""
+
+from tbd_agents.storage.postgres.schema import TABLES, metadata
+
+__all__ = ["TABLES", "metadata"]

@@ -1,0 +1,30 @@
+"""Shared fixtures: one embedded PostgreSQL 18 for the whole run, the machine's PostgreSQL 15."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import pg
+
+# Tests never see a developer's settings: every variable of ours comes from the test itself.
+for _name in list(os.environ):
+    if _name.startswith(("DB_", "POSTGRES_", "MONGO_", "VECTOR_", "COMPOSE_", "QDRANT_", "REDIS_")):
+        del os.environ[_name]
+
+
+@pytest.fixture(scope="session")
+def pg18_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """libpq URI of an embedded PostgreSQL 18 + pgvector, started once per test run."""
+    data_dir: Path = tmp_path_factory.mktemp("pg18") / "data"
+    uri = pg.start_embedded(data_dir)
+    yield uri
+
+
+@pytest.fixture(scope="session")
+def pg15_server() -> str:
+    """libpq URI of the machine's PostgreSQL 15 (127.0.0.1:5432, trust auth, no pgvector)."""
+    return pg.PG15_URI
