@@ -24,8 +24,11 @@ def _default(table: str, name: str, field: Any) -> str:
     return "—"
 
 
+_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
 def _sql_type(table: str, column: str) -> str:
-    return str(TABLES[table].c[column].type.compile(dialect=postgresql.dialect()))
+    return str(TABLES[table].c[column].type.compile(dialect=_DIALECT))
 
 
 def _enum_values(table: str, column: str) -> str:
@@ -46,8 +49,8 @@ def _entity_section(model: type[Entity]) -> list[str]:
         notes.append(f"Unique: {keys}.")
     owner = model.owner_field or "the parent record's owner"
     notes.append(f"Owner: `{owner}`." if model.owner_field else f"Owner: {owner}.")
-    for column, parent in CASCADES.get(table, ()):
-        notes.append(f"`{column}` → `{parent}.id`, deleted with its parent.")
+    for ref, parent in CASCADES.get(table, ()):
+        notes.append(f"`{ref}` → `{parent}.id`, deleted with its parent.")
     lines += [" ".join(notes), "", "| field | PostgreSQL type | null | default | values |"]
     lines.append("|---|---|---|---|---|")
     for name, field in model.model_fields.items():
