@@ -87,11 +87,19 @@ class Settings(BaseSettings):
     compose_profiles: str = Field(
         default="", description="Docker Compose profiles; checked against the two variables above."
     )
-    qdrant_url: str | None = None
-    qdrant_api_key: SecretStr | None = None
+    qdrant_url: str | None = Field(
+        default=None,
+        description="Qdrant server URL; unset: Qdrant's embedded local mode in DATA_DIR.",
+    )
+    qdrant_api_key: SecretStr | None = Field(
+        default=None, description="API key of the Qdrant server."
+    )
 
     # --- local data ------------------------------------------------------------------------
-    data_dir: Path = Field(default_factory=default_data_dir)
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Where local state lives (embedded PostgreSQL, Qdrant local mode, key files).",
+    )
     embedded_pg_data_dir: Path | None = Field(
         default=None,
         description="Data directory of the embedded PostgreSQL (default DATA_DIR/pgdata).",
@@ -99,19 +107,31 @@ class Settings(BaseSettings):
     embedded_pg_shared_buffers: str | None = Field(
         default=None, description="shared_buffers for the embedded server; unset: sized from RAM."
     )
-    embedded_pg_maintenance_work_mem: str | None = Field(default=None)
+    embedded_pg_maintenance_work_mem: str | None = Field(
+        default=None, description="maintenance_work_mem for the embedded server; unset: 512MB."
+    )
 
     # --- PostgreSQL engine ------------------------------------------------------------------
-    postgres_pool_size: int = Field(default=10, ge=1, le=500)
-    postgres_max_overflow: int = Field(default=10, ge=0, le=500)
-    postgres_connect_timeout: float = Field(default=10.0, gt=0)
-    application_name: str = Field(default="tbd-agents")
+    postgres_pool_size: int = Field(
+        default=10, ge=1, le=500, description="Connections kept open per process."
+    )
+    postgres_max_overflow: int = Field(
+        default=10, ge=0, le=500, description="Extra connections allowed above the pool size."
+    )
+    postgres_connect_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds to wait for a PostgreSQL connection."
+    )
+    application_name: str = Field(
+        default="tbd-agents", description="application_name shown in pg_stat_activity."
+    )
 
     # --- runtime ---------------------------------------------------------------------------
-    redis_url: str | None = None
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
-    log_level: str = "INFO"
+    redis_url: str | None = Field(
+        default=None, description="Redis for Celery workers and the event bus; unset: in-process."
+    )
+    host: str = Field(default="127.0.0.1", description="Address the API server binds to.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port of the API server.")
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
     @field_validator("db_backend", "vector_store_backend", mode="before")
     @classmethod
