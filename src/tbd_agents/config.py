@@ -133,6 +133,29 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535, description="Port of the API server.")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
+    # --- API security ----------------------------------------------------------------------
+    token_encryption_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key(s) encrypting tokens at rest: comma-separated `VERSION:KEY` "
+        "entries (the highest version encrypts, every listed one decrypts). Unset: a key file "
+        "DATA_DIR/token-encryption.keys created once with 0600 permissions.",
+    )
+    allow_unauthenticated: bool = Field(
+        default=False,
+        description="Serve requests without an API key as the local admin. Refused unless HOST "
+        "is a loopback address; start-up warns loudly.",
+    )
+    github_auth: bool = Field(
+        default=False,
+        description="Also accept GitHub tokens as Bearer credentials (identity = GitHub login).",
+    )
+    github_api_url: str = Field(
+        default="https://api.github.com", description="GitHub API used to validate GitHub tokens."
+    )
+    github_admin_users: str = Field(
+        default="", description="Comma-separated GitHub logins that get the admin scope."
+    )
+
     @field_validator("db_backend", "vector_store_backend", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
