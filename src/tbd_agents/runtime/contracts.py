@@ -1,0 +1,70 @@
+"""The seam between the agent engine and the places runs execute.
+
+The engine (`tbd_agents.engine`) runs one agent turn loop and reports everything through an
+`EventSink`, checking a `HaltSignal` between and during steps. Where a run executes (in-process, or
+on a Celery worker) and how its events are stored and streamed (`tbd_agents.runtime`) is not the
+engine's business: the runtime hands it a sink and a halt signal and gets a `RunOutcome` back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from tbd_agents.domain.enums import TaskStatus
+
+
+class EventType(StrEnum):
+    """Event names users of TBD Agents know, plus tool and error events."""
+
+    LOG = "log"
+    MESSAGE = "message"
+    MESSAGE_DELTA = "message_delta"
+    USAGE = "usage"
+    STATUS = "status"
+    PROGRESS = "progress"
+    TOOL_CALL = "tool_call"
+    TOOL_RESULT = "tool_result"
+    ERROR = "error"
+
+
+class EventSink(Protocol):
+    """Receives a run's events in order. Implementations persist before they publish."""
+
+    async def emit(self, event_type: EventType, data: Mapping[str, Any]) -> None: ...
+
+
+class HaltSignal(Protocol):
+    """Tells a running engine that the user asked it to stop (possibly from another process)."""
+
+    def is_set(self) -> bool: ...
+
+    async def wait(self) -> None:
+        """Return once halt is requested (used to cancel a model call or tool call in flight)."""
+        ...
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def add(self, other: Usage) -> None:
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cost_usd += other.cost_usd
+
+
+@dataclass(slots=True)
+class RunOutcome:
+    """How a run ended: one of completed / failed / halted / max_turns_reached."""
+
+    status: TaskStatus
+    result: str | None = None
+    error: str | None = None
+    turns: int = 0
+    tool_calls: int = 0
+    usage: Usage = field(default_factory=Usage)
