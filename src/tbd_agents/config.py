@@ -125,6 +125,48 @@ class Settings(BaseSettings):
         default="tbd-agents", description="application_name shown in pg_stat_activity."
     )
 
+    # --- embeddings, knowledge and memory ---------------------------------------------------
+    embedding_provider: str = Field(
+        default="fastembed",
+        description="fastembed, sentence_transformers, openai (any OpenAI-compatible /embeddings) "
+        "or hashing (offline, no model). A model that cannot be loaded falls back to hashing, "
+        "and start-up says so.",
+    )
+    embedding_model: str | None = Field(
+        default=None,
+        description="Model name or local path; unset: the provider's default "
+        "(fastembed: BAAI/bge-small-en-v1.5).",
+    )
+    embedding_dimensions: int | None = Field(
+        default=None, ge=1, le=16000, description="Vector size; unset: the model's own."
+    )
+    embedding_base_url: str | None = Field(
+        default=None, description="Base URL of the OpenAI-compatible API (…/v1) for `openai`."
+    )
+    embedding_api_key: SecretStr | None = Field(
+        default=None, description="API key for EMBEDDING_BASE_URL."
+    )
+    embedding_batch_size: int = Field(
+        default=64, ge=1, le=4096, description="Texts per embedding call."
+    )
+    embedding_allow_download: bool = Field(
+        default=False,
+        description="Let fastembed / sentence-transformers download a model that is not cached "
+        "yet (into DATA_DIR/models). Off: only local files are used, nothing is downloaded.",
+    )
+    embedding_load_timeout: float = Field(
+        default=120.0, gt=0, description="Seconds allowed for loading an embedding model."
+    )
+    knowledge_chunk_size: int = Field(
+        default=1200, ge=100, le=100_000, description="Target characters per knowledge chunk."
+    )
+    knowledge_chunk_overlap: int = Field(
+        default=150, ge=0, le=10_000, description="Characters repeated between adjacent chunks."
+    )
+    memory_max_per_agent: int = Field(
+        default=1000, ge=1, description="Memories kept per agent; the oldest are evicted."
+    )
+
     # --- runtime ---------------------------------------------------------------------------
     redis_url: str | None = Field(
         default=None, description="Redis for Celery workers and the event bus; unset: in-process."
