@@ -91,3 +91,24 @@ class ExtensionMissing(StorageError):
 
 class InsufficientPrivilege(StorageError):
     code = "insufficient_privilege"
+
+
+class AuthenticationRequired(TbdError):
+    """The request carries no valid credentials (missing, unknown, revoked or expired key)."""
+
+    http_status = 401
+    code = "authentication_required"
+
+
+class PermissionDenied(TbdError):
+    """The caller is known but its scope does not allow the operation."""
+
+    http_status = 403
+    code = "permission_denied"
+
+
+class UpstreamError(TbdError):
+    """A service we call on the user's behalf (model provider, GitHub, MCP server) failed."""
+
+    http_status = 502
+    code = "upstream_error"
