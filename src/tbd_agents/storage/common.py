@@ -13,6 +13,18 @@ updates, so the rules live here, once:
 * `check_upsert_key` / `check_update_fields` validate the arguments of `upsert`.
 
 Everything a backend cannot or will not do raises `UnsupportedQuery`; nothing is silently ignored.
+
+Operator semantics every backend must give (the contract suite checks them):
+
+* `eq`, `in_`, `gt`/`gte`/`lt`/`lte` never match a null value.
+* `ne` and `not_in` DO match null values ("model != 'x'" includes agents without a model), as
+  MongoDB's `$ne` / `$nin` do; PostgreSQL uses `IS DISTINCT FROM` / `IS NULL OR <> ALL(...)`.
+* `in_` with an empty list matches nothing; `not_in` with an empty list matches everything.
+* `contains_any` with an empty list matches nothing; `contains_all` with an empty list matches
+  every record (vacuous truth; MongoDB's `$all: []` matches nothing, so the Mongo adapter must
+  drop that condition instead of sending it).
+* Text sorts and comparisons follow code-point order (PostgreSQL databases created with the C /
+  C.UTF-8 collation, MongoDB's default binary comparison).
 """
 
 from __future__ import annotations
