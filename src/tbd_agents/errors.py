@@ -112,3 +112,41 @@ class UpstreamError(TbdError):
 
     http_status = 502
     code = "upstream_error"
+
+
+class UpstreamError(TbdError):
+    """A model provider, MCP server or tool failed; the request itself was fine."""
+
+    http_status = 502
+    code = "upstream_error"
+
+
+class UpstreamAuthError(UpstreamError):
+    """The provider refused the credentials (check the provider's token)."""
+
+    code = "upstream_auth_failed"
+
+
+class UpstreamRateLimited(UpstreamError):
+    """The provider kept answering 429 after the allowed retries."""
+
+    code = "upstream_rate_limited"
+
+
+class ContextTooLong(UpstreamError):
+    """The conversation does not fit the model's context window."""
+
+    code = "context_too_long"
+
+
+class UpstreamUnreachable(UpstreamError):
+    """The provider or server could not be reached, or did not answer in time."""
+
+    code = "upstream_unreachable"
+
+
+class GuardrailBlocked(TbdError):
+    """A guardrail with action `block` refused the input or the output."""
+
+    http_status = 422
+    code = "guardrail_blocked"
