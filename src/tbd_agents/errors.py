@@ -114,13 +114,6 @@ class UpstreamError(TbdError):
     code = "upstream_error"
 
 
-class UpstreamError(TbdError):
-    """A model provider, MCP server or tool failed; the request itself was fine."""
-
-    http_status = 502
-    code = "upstream_error"
-
-
 class UpstreamAuthError(UpstreamError):
     """The provider refused the credentials (check the provider's token)."""
 
