@@ -62,9 +62,18 @@ def _compare_server_default(
     return None
 
 
+def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+    """Render pgvector column types (VECTOR, HALFVEC, ...) with their import in revisions."""
+    if type_ == "type" and type(obj).__module__.startswith("pgvector.sqlalchemy"):
+        autogen_context.imports.add("import pgvector.sqlalchemy")
+        return f"pgvector.sqlalchemy.{obj!r}"
+    return False
+
+
 def _configure(**kwargs: object) -> None:
     context.configure(
         target_metadata=target_metadata,
+        render_item=_render_item,
         compare_type=True,
         compare_server_default=_compare_server_default,
         **kwargs,  # type: ignore[arg-type]

@@ -14,11 +14,12 @@ Revisions:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -31,9 +32,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from tbd_agents.config import DbBackend, Settings, load_settings
-from tbd_agents.errors import SchemaNotReady, StorageError
+from tbd_agents.errors import ConfigurationError, SchemaNotReady, StorageError
 from tbd_agents.storage.postgres.engine import asyncpg_url
 from tbd_agents.storage.postgres.errors import UPGRADE_HINT, translate, where
+
+if TYPE_CHECKING:
+    from tbd_agents.storage.postgres.embedded import EmbeddedPostgres
 
 #: Revision that creates the 15 document tables (no pgvector needed).
 DOCUMENT_SCHEMA_REVISION = "3f1c2a9d8b47"
@@ -162,13 +166,24 @@ async def ensure_at_head(url: URL | str) -> None:
     """Refuse (SchemaNotReady) unless the database at `url` is at the head revision."""
     current = await current_revisions(url)
     head = head_revision()
-    if current != (head,):
-        shown = ", ".join(current) if current else "no revision (empty database)"
+    if current == (head,):
+        return
+    target = where(asyncpg_url(url))
+    known = {info.revision for info in history()}
+    unknown = [rev for rev in current if rev not in known]
+    if unknown:
         raise SchemaNotReady(
-            f"The database {where(asyncpg_url(url))} is at {shown}, but this version of "
-            f"TBD Agents needs revision {head}: {UPGRADE_HINT}.",
+            f"The database {target} is at revision {', '.join(unknown)}, which this version of "
+            "TBD Agents does not know (a newer version migrated it): run the newer version, or "
+            "downgrade the database with it (`alembic downgrade <revision>`).",
             details={"current": list(current), "head": head},
         )
+    shown = ", ".join(current) if current else "no revision (empty database)"
+    raise SchemaNotReady(
+        f"The database {target} is at {shown}, but this version of TBD Agents needs revision "
+        f"{head}: {UPGRADE_HINT}.",
+        details={"current": list(current), "head": head},
+    )
 
 
 @contextmanager
@@ -187,3 +202,45 @@ def migration_target(settings: Settings | None = None) -> Iterator[URL | None]:
             yield url
     else:
         yield settings.postgres_url()
+
+
+@dataclass
+class PreparedDatabase:
+    """A PostgreSQL database ready for the application; `aclose()` stops an embedded server."""
+
+    url: URL
+    embedded: EmbeddedPostgres | None = None
+
+    async def aclose(self) -> None:
+        server, self.embedded = self.embedded, None
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+
+
+async def prepare_database(settings: Settings) -> PreparedDatabase:
+    """Make the configured PostgreSQL database usable by the application.
+
+    Embedded (no POSTGRES_URI): start the server and migrate it to head. External: check that the
+    server answers and the database is at head, else raise (DatabaseUnreachable, SchemaNotReady
+    saying to run `alembic upgrade head`): the application never creates tables itself."""
+    if settings.db_backend is not DbBackend.POSTGRES:
+        raise ConfigurationError(
+            f"DB_BACKEND={settings.db_backend.value}: the application uses MongoDB, not "
+            "PostgreSQL. Set DB_BACKEND=postgres (and COMPOSE_PROFILES=pgvector) in .env and "
+            "restart to use PostgreSQL."
+        )
+    if settings.uses_embedded_postgres:
+        from tbd_agents.storage.postgres.embedded import EmbeddedPostgres
+
+        server = EmbeddedPostgres(settings)
+        url = await asyncio.to_thread(server.start)
+        prepared = PreparedDatabase(url, server)
+        try:
+            await upgrade_to_head(url)
+        except BaseException:
+            await prepared.aclose()
+            raise
+        return prepared
+    url = settings.postgres_url()
+    await ensure_at_head(url)
+    return PreparedDatabase(url)

@@ -1,0 +1,19 @@
+"""The `tbd-agents` command line. Each command group lives in its own module, registered here."""
+
+from __future__ import annotations
+
+import typer
+
+from tbd_agents.cli import db
+
+app = typer.Typer(
+    name="tbd-agents",
+    help="TBD Agents: a self-hosted AI agent hub (agents, tools, knowledge, workflows).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+app.add_typer(db.app, name="db")
+
+__all__ = ["app"]

@@ -1,0 +1,172 @@
+"""`tbd-agents db ...`: the database schema (Alembic migrations) of the PostgreSQL backend.
+
+The target database comes from the settings, as for `alembic ...`: DB_BACKEND=mongo makes the
+commands no-ops that say so; POSTGRES_URI (+ POSTGRES_DB_NAME) names an external server; without
+POSTGRES_URI the embedded PostgreSQL is started for the command and stopped afterwards.
+`--url` overrides all of that for one command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+from sqlalchemy.engine import URL
+
+from tbd_agents.cli.common import friendly_errors, settings
+from tbd_agents.storage.postgres import migrate
+from tbd_agents.storage.postgres.engine import asyncpg_url
+from tbd_agents.storage.postgres.errors import where
+
+app = typer.Typer(
+    help=(
+        "Manage the PostgreSQL schema (Alembic migrations). Acts on POSTGRES_URI, or on the "
+        "embedded PostgreSQL when POSTGRES_URI is unset; does nothing with DB_BACKEND=mongo."
+    ),
+    no_args_is_help=True,
+)
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        help="Database URL (postgresql:// or postgresql+asyncpg://); overrides POSTGRES_URI.",
+        show_default=False,
+    ),
+]
+
+MONGO_NOOP = (
+    "DB_BACKEND=mongo: documents are stored in MongoDB, which needs no migrations, so there is "
+    "nothing to do. To use PostgreSQL, set DB_BACKEND=postgres and COMPOSE_PROFILES=pgvector in "
+    ".env and restart."
+)
+
+
+def _show_progress() -> None:
+    """Print Alembic's "Running upgrade a -> b" lines on stderr."""
+    log = logging.getLogger("alembic.runtime.migration")
+    if not any(getattr(h, "_tbd_cli", False) for h in log.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.addFilter(lambda record: record.getMessage().startswith("Running "))
+        handler._tbd_cli = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+@contextmanager
+def _target(url: str | None) -> Iterator[URL | None]:
+    if url:
+        yield asyncpg_url(url)
+        return
+    with migrate.migration_target(settings()) as target:
+        yield target
+
+
+def _describe(revisions: tuple[str, ...]) -> str:
+    if not revisions:
+        return "no revision (empty database: run `tbd-agents db upgrade`)"
+    head = migrate.head_revision()
+    return ", ".join(f"{rev} (head)" if rev == head else rev for rev in revisions)
+
+
+@app.command()
+@friendly_errors
+def upgrade(
+    revision: Annotated[
+        str, typer.Argument(help="Target revision: head (default), a revision id, or +N.")
+    ] = "head",
+    url: UrlOption = None,
+) -> None:
+    """Apply pending migrations (like `alembic upgrade head`).
+
+    Safe to repeat: a database at head is left unchanged. Concurrent runs wait for each other
+    (advisory lock), so the second one finds nothing to do.
+    """
+    _show_progress()
+    with _target(url) as target:
+        if target is None:
+            typer.echo(MONGO_NOOP)
+            return
+        asyncio.run(migrate.upgrade_to_head(target, revision))
+        current = asyncio.run(migrate.current_revisions(target))
+        typer.echo(f"{where(target)} is at {_describe(current)}")
+
+
+@app.command()
+@friendly_errors
+def current(url: UrlOption = None) -> None:
+    """Show the revision the database is at (like `alembic current`)."""
+    with _target(url) as target:
+        if target is None:
+            typer.echo(MONGO_NOOP)
+            return
+        typer.echo(_describe(asyncio.run(migrate.current_revisions(target))))
+
+
+@app.command()
+@friendly_errors
+def history(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also show parents, files and descriptions.")
+    ] = False,
+) -> None:
+    """List the migrations shipped with this version (like `alembic history`).
+
+    Newest first. Needs no database.
+    """
+    for info in migrate.history():
+        down = info.down_revision or "<base>"
+        title = info.message.splitlines()[0] if info.message else ""
+        mark = " (head)" if info.is_head else ""
+        if not verbose:
+            typer.echo(f"{down} -> {info.revision}{mark}, {title}")
+            continue
+        typer.echo(f"Rev: {info.revision}{mark}\nParent: {down}\nPath: {info.path}\n")
+        for line in info.message.splitlines():
+            typer.echo(f"    {line}".rstrip())
+        typer.echo("")
+
+
+@app.command()
+@friendly_errors
+def downgrade(
+    revision: Annotated[
+        str, typer.Argument(help="Target revision: -1 (default: one step back), an id, or base.")
+    ] = "-1",
+    url: UrlOption = None,
+) -> None:
+    """Roll back migrations (like `alembic downgrade -1`).
+
+    `base` drops every table: the data is lost.
+    """
+    _show_progress()
+    with _target(url) as target:
+        if target is None:
+            typer.echo(MONGO_NOOP)
+            return
+        asyncio.run(migrate.downgrade(target, revision))
+        typer.echo(
+            f"{where(target)} is at {_describe(asyncio.run(migrate.current_revisions(target)))}"
+        )
+
+
+@app.command()
+@friendly_errors
+def check(url: UrlOption = None) -> None:
+    """Check the database is at head and matches this version's schema (like `alembic check`).
+
+    Exits 1 and says what differs otherwise.
+    """
+    with _target(url) as target:
+        if target is None:
+            typer.echo(MONGO_NOOP)
+            return
+        asyncio.run(migrate.ensure_at_head(target))
+        asyncio.run(migrate.check(target))
+        typer.echo(f"{where(target)} is at head and matches the schema of this version.")
