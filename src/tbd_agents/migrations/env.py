@@ -70,9 +70,21 @@ def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
     return False
 
 
+def _include_object(
+    obj: Any, _name: str | None, type_: str, _reflected: bool, compare_to: Any
+) -> bool:
+    """Skip comparing generated (computed) columns that exist on both sides: Alembic's
+    server-default comparison crashes on them (it reads `.arg` of the reflected `Computed`), and
+    their expression is fixed by the revision that created them."""
+    if type_ == "column" and compare_to is not None:
+        return getattr(obj, "computed", None) is None and compare_to.computed is None
+    return True
+
+
 def _configure(**kwargs: object) -> None:
     context.configure(
         target_metadata=target_metadata,
+        include_object=_include_object,
         render_item=_render_item,
         compare_type=True,
         compare_server_default=_compare_server_default,
