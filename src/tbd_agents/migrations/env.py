@@ -19,9 +19,10 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from logging.config import fileConfig
-from typing import Any
+from typing import Any, Literal
 
 from alembic import context
+from alembic.autogenerate.api import AutogenContext
 from alembic.util.exc import CommandError
 from sqlalchemy import Connection, func, select
 from sqlalchemy.engine import URL
@@ -62,7 +63,7 @@ def _compare_server_default(
     return None
 
 
-def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+def _render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
     """Render pgvector column types (VECTOR, HALFVEC, ...) with their import in revisions."""
     if type_ == "type" and type(obj).__module__.startswith("pgvector.sqlalchemy"):
         autogen_context.imports.add("import pgvector.sqlalchemy")
