@@ -1,0 +1,120 @@
+"""The indexes TBD Agents needs in MongoDB, and `ensure_indexes`, which creates the missing ones.
+
+This is MongoDB's analogue of a migration: run when the store opens, idempotent, and it never
+drops or rebuilds anything. The plan mirrors the PostgreSQL schema so both backends serve the same
+queries from an index:
+
+* one unique index per `Entity.unique_keys` entry (`uq_<collection>_<fields>`);
+* `(created_at, _id)` on every collection (`idx_<collection>_created_at`), the default sort and
+  its keyset tie-break;
+* one index per column `storage.postgres.schema` indexes with a B-tree or a GIN index
+  (`idx_<collection>_<field>`; on an array field MongoDB builds a multikey index, which serves
+  `$in` / `$all`). The lists are imported, not copied, so the two plans cannot drift.
+
+An existing index on the same keys under another name (e.g. one created by an older version) is
+accepted as it is. A clash that needs a decision — a non-unique index where a unique one is
+needed, duplicates that prevent a unique index — stops with a `StorageError` naming the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError, OperationFailure
+
+from tbd_agents.domain.models import Entity
+from tbd_agents.errors import StorageError
+from tbd_agents.storage.postgres.schema import BTREE_INDEXES, GIN_INDEXES
+
+_PERMISSION_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed
+
+Keys = tuple[tuple[str, Any], ...]  # (field, 1 | -1 | "text" | ...)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexSpec:
+    name: str
+    keys: Keys
+    unique: bool = False
+
+    @property
+    def fields(self) -> list[str]:
+        return ["id" if k == "_id" else k for k, _ in self.keys]
+
+
+def index_plan(model: type[Entity]) -> list[IndexSpec]:
+    """Every index `model`'s collection should have."""
+    coll = model.collection
+    plan = [
+        IndexSpec(f"uq_{coll}_{'_'.join(key)}", tuple((k, 1) for k in key), unique=True)
+        for key in model.unique_keys
+    ]
+    plan.append(IndexSpec(f"idx_{coll}_created_at", (("created_at", 1), ("_id", 1))))
+    singles = dict.fromkeys((*BTREE_INDEXES.get(coll, ()), *GIN_INDEXES.get(coll, ())))
+    plan.extend(IndexSpec(f"idx_{coll}_{field}", ((field, 1),)) for field in singles)
+    return plan
+
+
+def index_fields(models: Iterable[type[Entity]]) -> dict[str, list[str]]:
+    """Index name → fields, for naming the fields of a duplicate-key error."""
+    return {spec.name: spec.fields for m in models for spec in index_plan(m) if spec.unique}
+
+
+def _normalise(keys: Any) -> Keys:
+    """Key pattern as (field, direction) pairs; legacy float directions (1.0) become ints."""
+    return tuple(
+        (str(name), direction if isinstance(direction, str) else int(direction))
+        for name, direction in keys
+    )
+
+
+def _check_existing(coll: str, spec: IndexSpec, existing: Mapping[str, Mapping[str, Any]]) -> bool:
+    """True if an index on the same keys already does the job; raise if it cannot."""
+    for name, info in existing.items():
+        if _normalise(info.get("key", ())) == spec.keys:
+            if spec.unique and not info.get("unique", False):
+                raise StorageError(
+                    f"MongoDB collection {coll} has a non-unique index {name!r} on "
+                    f"{', '.join(spec.fields)}, where TBD Agents needs a unique one: drop it "
+                    f'(`db.{coll}.dropIndex("{name}")`) and start again so {spec.name} is built.'
+                )
+            return True
+    if spec.name in existing:
+        raise StorageError(
+            f"MongoDB collection {coll} has an index named {spec.name!r} on other keys: drop it "
+            f'(`db.{coll}.dropIndex("{spec.name}")`) and start again.'
+        )
+    return False
+
+
+async def ensure_indexes(
+    database: AsyncDatabase[dict[str, Any]], models: Iterable[type[Entity]]
+) -> list[str]:
+    """Create the planned indexes that are missing; return the names created."""
+    created: list[str] = []
+    for model in models:
+        coll = database.get_collection(model.collection)
+        existing = await coll.index_information()
+        for spec in index_plan(model):
+            if _check_existing(model.collection, spec, existing):
+                continue
+            try:
+                await coll.create_index(list(spec.keys), name=spec.name, unique=spec.unique)
+            except DuplicateKeyError as exc:
+                raise StorageError(
+                    f"cannot create the unique index {spec.name} on MongoDB collection "
+                    f"{model.collection}: documents share the same {', '.join(spec.fields)} "
+                    f"({exc}). Remove or rename the duplicates, then start again."
+                ) from exc
+            except OperationFailure as exc:
+                if exc.code in _PERMISSION_CODES:
+                    raise  # mapped to InsufficientPrivilege / credentials by the store
+                raise StorageError(
+                    f"cannot create index {spec.name} on MongoDB collection {model.collection}: "
+                    f"{exc}"
+                ) from exc
+            created.append(spec.name)
+    return created

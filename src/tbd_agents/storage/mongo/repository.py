@@ -1,0 +1,385 @@
+"""The MongoDB implementation of the storage protocol, on pymongo's official async API.
+
+`MongoStore` wraps an `AsyncDatabase` (injected: a real `AsyncMongoClient` database in
+production, the in-process emulation in tests — the code here is the same for both). `open()`
+checks the server and creates the indexes the services need (`indexes.ensure_indexes`, MongoDB's
+analogue of a migration). `MongoRepository` serves one entity; documents keep the existing
+TBD Agents shape (`codec`), queries are translated by `query`, and driver errors leave as domain
+errors (`errors`).
+
+MongoDB has no multi-document transaction outside a replica set, and this store does not use one:
+`transactional` is False, writes take effect as they happen, and an exception inside
+`unit_of_work()` undoes nothing. Two places make up for it where they can: `insert_many` removes
+the records it inserted when a later one fails (all or none, though others may glimpse the
+partial batch), and deleting a parent record deletes its children (the links PostgreSQL enforces
+with cascading foreign keys) right after it.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, Generic, TypeVar, cast
+
+from pymongo import ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
+
+from tbd_agents.domain.models import ENTITIES, ENTITY_BY_COLLECTION, Entity
+from tbd_agents.domain.types import utcnow
+from tbd_agents.errors import DuplicateKey, InvalidData, NotFound, UnsupportedQuery
+from tbd_agents.storage.common import (
+    check_filters,
+    check_query,
+    check_update_fields,
+    check_upsert_key,
+    validate_changes,
+    well_formed_id,
+)
+from tbd_agents.storage.mongo.codec import bson_value, from_document, id_forms, to_document
+from tbd_agents.storage.mongo.errors import translated
+from tbd_agents.storage.mongo.indexes import ensure_indexes, index_fields
+from tbd_agents.storage.mongo.query import (
+    filter_document,
+    id_cursor_value,
+    keyset_document,
+    sort_spec,
+)
+from tbd_agents.storage.postgres.schema import CASCADES
+from tbd_agents.storage.protocol import (
+    Filter,
+    Page,
+    Query,
+    Repository,
+    Sort,
+    encode_cursor,
+    eq,
+)
+
+E = TypeVar("E", bound=Entity)
+Doc = dict[str, Any]
+Database = AsyncDatabase[Doc]
+
+#: Order of `find_one` (the protocol's default sort).
+DEFAULT_SORT: tuple[Sort, ...] = (Sort("created_at"), Sort("id"))
+
+#: Parent collection → [(child collection, reference field)], from the PostgreSQL cascades.
+CHILDREN: dict[str, builtins.list[tuple[str, str]]] = {}
+for _child, _links in CASCADES.items():
+    for _field, _parent in _links:
+        CHILDREN.setdefault(_parent, []).append((_child, _field))
+
+_INDEX_FIELDS = index_fields(ENTITIES)
+
+
+def _id_filter(record_id: str) -> Doc:
+    forms = id_forms(record_id, include_int=True)
+    return {"_id": forms[0] if len(forms) == 1 else {"$in": forms}}
+
+
+class MongoRepository(Generic[E]):
+    """`storage.protocol.Repository` for one entity, on one MongoDB collection."""
+
+    def __init__(self, model: type[E], database: Database, *, target: str) -> None:
+        self.model = model
+        self._db = database
+        self.collection: AsyncCollection[Doc] = database.get_collection(model.collection)
+        self._target = target
+
+    # --- plumbing --------------------------------------------------------------------------
+    @contextmanager
+    def _driver(self) -> Iterator[None]:
+        with translated(
+            entity=self.model.__name__, target=self._target, index_fields=_INDEX_FIELDS
+        ):
+            yield
+
+    def _document_of(self, record: E) -> Doc:
+        if not isinstance(record, self.model):
+            raise InvalidData(
+                f"{self.model.collection} stores {self.model.__name__} records, "
+                f"not {type(record).__name__}"
+            )
+        return to_document(record)
+
+    def _model(self, doc: Mapping[str, Any]) -> E:
+        return from_document(self.model, doc)
+
+    # --- reads -----------------------------------------------------------------------------
+    async def get(self, record_id: str) -> E:
+        """The record with `record_id` (ObjectId or string `_id`); NotFound if there is none."""
+        if not well_formed_id(record_id):
+            raise NotFound(self.model.__name__, str(record_id))
+        with self._driver():
+            doc = await self.collection.find_one(_id_filter(record_id))
+        if doc is None:
+            raise NotFound(self.model.__name__, record_id)
+        return self._model(doc)
+
+    async def find_one(self, *filters: Filter) -> E | None:
+        """The first matching record in the default order (created_at, id), or None."""
+        checked = check_filters(self.model, filters)
+        with self._driver():
+            docs = await self.collection.find(
+                filter_document(self.model, checked), sort=sort_spec(DEFAULT_SORT), limit=1
+            ).to_list(None)
+        return self._model(docs[0]) if docs else None
+
+    async def list(self, query: Query = Query()) -> Page[E]:  # noqa: B008 - frozen dataclass
+        """One page in the query's order (one find; `limit + 1` documents tell if more follow)."""
+        checked = check_query(self.model, query)
+        where = filter_document(self.model, checked.filters)
+        after = keyset_document(checked.sort, checked.after)
+        spec = {"$and": [where, after]} if where and after else (where or after)
+        limit = 0 if checked.limit is None else checked.limit + 1
+        with self._driver():
+            docs = await self.collection.find(
+                spec, sort=sort_spec(checked.sort), limit=limit
+            ).to_list(None)
+        if checked.limit is None or len(docs) <= checked.limit:
+            return Page(items=[self._model(d) for d in docs], next_cursor=None)
+        docs = docs[: checked.limit]
+        items = [self._model(d) for d in docs]
+        position = [
+            id_cursor_value(docs[-1]["_id"]) if s.field == "id" else getattr(items[-1], s.field)
+            for s in checked.sort
+        ]
+        return Page(items=items, next_cursor=encode_cursor(position))
+
+    async def iterate(self, query: Query = Query(), batch_size: int = 500) -> AsyncIterator[E]:  # noqa: B008
+        """Every matching record in the query's order, fetched in keyset pages of `batch_size`.
+
+        `query.limit`, if set, caps the total number of records yielded.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise UnsupportedQuery(f"batch_size must be a positive integer, got {batch_size!r}")
+        remaining = query.limit
+        cursor = query.cursor
+        while remaining is None or remaining > 0:
+            size = batch_size if remaining is None else min(batch_size, remaining)
+            page = await self.list(Query(query.filters, query.sort, size, cursor))
+            for item in page.items:
+                yield item
+            if remaining is not None:
+                remaining -= len(page.items)
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def count(self, *filters: Filter) -> int:
+        """How many records match `filters` (all records without filters)."""
+        checked = check_filters(self.model, filters)
+        with self._driver():
+            return await self.collection.count_documents(filter_document(self.model, checked))
+
+    # --- writes ----------------------------------------------------------------------------
+    async def create(self, record: E) -> E:
+        """Insert `record`; DuplicateKey naming the key if its id or a unique key is taken."""
+        doc = self._document_of(record)
+        with self._driver():
+            await self.collection.insert_one(doc)
+        return self._model(doc)
+
+    async def insert_many(self, records: Sequence[E]) -> int:
+        """Insert every record, all or none; DuplicateKey if an id or unique key is taken.
+
+        Not atomic: on a clash, the records of this call that were already inserted are deleted
+        again before DuplicateKey is raised. Returns the number inserted.
+        """
+        docs = [self._document_of(r) for r in records]
+        if not docs:
+            return 0
+        try:
+            with self._driver():
+                result = await self.collection.insert_many(docs, ordered=True)
+        except DuplicateKey as exc:
+            cause = exc.__cause__
+            done = cause.details.get("nInserted", 0) if isinstance(cause, BulkWriteError) else 0
+            if done:
+                with self._driver():
+                    await self.collection.delete_many(
+                        {"_id": {"$in": [d["_id"] for d in docs[:done]]}}
+                    )
+            raise
+        return len(result.inserted_ids)
+
+    async def update(self, record_id: str, changes: Mapping[str, Any]) -> E:
+        """Set only the named fields (validated against the model) and `updated_at`.
+
+        `updated_at` is set to now unless `changes` names it. NotFound for an unknown id,
+        InvalidData for an unknown field, `id`/`created_at`, or a value the field refuses.
+        """
+        values = validate_changes(self.model, changes)
+        if not well_formed_id(record_id):
+            raise NotFound(self.model.__name__, str(record_id))
+        values.setdefault("updated_at", utcnow())
+        with self._driver():
+            doc = await self.collection.find_one_and_update(
+                _id_filter(record_id),
+                {"$set": {k: bson_value(v) for k, v in values.items()}},
+                return_document=ReturnDocument.AFTER,
+            )
+        if doc is None:
+            raise NotFound(self.model.__name__, record_id)
+        return self._model(doc)
+
+    async def upsert(
+        self, record: E, key: Sequence[str], update_fields: Sequence[str] | None = None
+    ) -> E:
+        """Insert `record`, or update the record with the same `key` values.
+
+        `key` must be `("id",)` or one of the model's unique keys. On update, the existing
+        record's `id` and `created_at` are kept and `update_fields` (default: every other field)
+        are overwritten with the record's values. Two concurrent upserts of a new key may race
+        to insert; the loser retries once as an update.
+        """
+        conflict_key = check_upsert_key(self.model, key)
+        fields = check_update_fields(self.model, conflict_key, update_fields)
+        doc = self._document_of(record)
+        key_filters = check_filters(self.model, _key_filters(record, conflict_key))
+        match = filter_document(self.model, key_filters)
+        changes = {f: doc[f] for f in fields}
+        on_insert = {k: v for k, v in doc.items() if k not in changes}
+        update = {"$set": changes, "$setOnInsert": on_insert}
+        for attempt in (1, 2):
+            try:
+                with self._driver():
+                    stored = await self.collection.find_one_and_update(
+                        match, update, upsert=True, return_document=ReturnDocument.AFTER
+                    )
+            except DuplicateKey as exc:
+                if attempt == 2 or sorted(exc.fields) != sorted(conflict_key):
+                    raise
+                continue
+            return self._model(cast(Doc, stored))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def delete(self, record_id: str) -> bool:
+        """Delete one record (and its children); True if it existed (False for malformed ids)."""
+        if not well_formed_id(record_id):
+            return False
+        with self._driver():
+            doc = await self.collection.find_one_and_delete(_id_filter(record_id))
+        if doc is None:
+            return False
+        await self._delete_children([doc["_id"]])
+        return True
+
+    async def delete_where(self, *filters: Filter) -> int:
+        """Delete every matching record (and their children); refuses an empty filter list."""
+        if not filters:
+            raise UnsupportedQuery(
+                f"delete_where on {self.model.collection} needs at least one filter; "
+                "deleting every record must be asked for with a real condition"
+            )
+        spec = filter_document(self.model, check_filters(self.model, filters))
+        if not CHILDREN.get(self.model.collection):
+            with self._driver():
+                return (await self.collection.delete_many(spec)).deleted_count
+        with self._driver():
+            ids = [d["_id"] for d in await self.collection.find(spec, {"_id": 1}).to_list(None)]
+            if not ids:
+                return 0
+            deleted = (await self.collection.delete_many({"_id": {"$in": ids}})).deleted_count
+        await self._delete_children(ids)
+        return deleted
+
+    async def _delete_children(self, parent_ids: builtins.list[Any]) -> None:
+        """Delete the records that reference the deleted parents (any stored id form)."""
+        links = CHILDREN.get(self.model.collection, [])
+        if not links:
+            return
+        forms: builtins.list[Any] = []
+        for raw in parent_ids:
+            forms.extend(id_forms(str(raw)))
+        for child_collection, field in links:
+            repo = MongoRepository(
+                ENTITY_BY_COLLECTION[child_collection], self._db, target=self._target
+            )
+            with self._driver():
+                ids = await repo.collection.find({field: {"$in": forms}}, {"_id": 1}).to_list(None)
+                if ids:
+                    await repo.collection.delete_many({"_id": {"$in": [d["_id"] for d in ids]}})
+            await repo._delete_children([d["_id"] for d in ids])
+
+
+def _key_filters(record: Entity, key: Sequence[str]) -> builtins.list[Filter]:
+    return [eq(field, getattr(record, field)) for field in key]
+
+
+class MongoRepositories:
+    """The 15 repositories of one unit of work (no transaction: see the module docstring)."""
+
+    agents: Repository[Any]
+    chat_sessions: Repository[Any]
+    chat_messages: Repository[Any]
+    memories: Repository[Any]
+    skills: Repository[Any]
+    tokens: Repository[Any]
+    providers: Repository[Any]
+    knowledge_items: Repository[Any]
+    knowledge_sources: Repository[Any]
+    custom_tools: Repository[Any]
+    guardrails: Repository[Any]
+    workflows: Repository[Any]
+    task_executions: Repository[Any]
+    scheduled_agents: Repository[Any]
+    mcp_servers: Repository[Any]
+
+    def __init__(self, database: Database, *, target: str) -> None:
+        self._by_model: dict[type[Entity], MongoRepository[Any]] = {}
+        for model in ENTITIES:
+            repo: MongoRepository[Any] = MongoRepository(model, database, target=target)
+            self._by_model[model] = repo
+            setattr(self, model.collection, repo)
+
+    def for_model(self, model: type[E]) -> MongoRepository[E]:
+        """The repository of `model` (one of the 15 entities)."""
+        try:
+            return cast(MongoRepository[E], self._by_model[model])
+        except KeyError:
+            raise UnsupportedQuery(f"{model.__name__} is not a stored entity") from None
+
+
+class MongoStore:
+    """`storage.protocol.DocumentStore` over one MongoDB database (pymongo async API)."""
+
+    backend = "mongo"
+    #: No multi-document transactions (they need a replica set): writes apply as they happen.
+    transactional = False
+
+    def __init__(
+        self, database: Database, *, client: Any = None, target: str = "the MongoDB server"
+    ) -> None:
+        """`database`: an `AsyncDatabase` (or the test emulation). `client`, if given, is closed
+        by `close()`. `target` names the server in error messages (never with a password)."""
+        self.database = database
+        self._client = client
+        self.target = target
+        self._repos = MongoRepositories(database, target=target)
+
+    def _driver(self) -> Any:
+        return translated(entity="database", target=self.target, index_fields=_INDEX_FIELDS)
+
+    async def open(self) -> None:
+        """Check the server answers and create the missing indexes (idempotent)."""
+        await self.ping()
+        with self._driver():
+            await ensure_indexes(self.database, ENTITIES)
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[MongoRepositories]:
+        """The repositories. Not a transaction: an exception in the block undoes nothing."""
+        yield self._repos
+
+    async def ping(self) -> None:
+        """Raise DatabaseUnreachable (naming the server and the fix) if MongoDB does not answer."""
+        with self._driver():
+            await self.database.command("ping")
+
+    async def close(self) -> None:
+        """Close the client (if this store was given one)."""
+        if self._client is not None:
+            await self._client.close()
