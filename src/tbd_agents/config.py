@@ -171,6 +171,54 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, description="Redis for Celery workers and the event bus; unset: in-process."
     )
+    run_queue: str = Field(
+        default="tbd-agents-runs",
+        min_length=1,
+        description="Celery queue the runs are sent to and the workers consume.",
+    )
+    run_executor: str = Field(
+        default="tbd_agents.engine.inprocess:build_executor",
+        description="`module:factory` that builds what executes one run (default: the agent "
+        "engine). Tests and custom deployments may point it at their own executor.",
+    )
+    run_lease_seconds: float = Field(
+        default=30.0,
+        ge=1,
+        le=3600,
+        description="A running task whose worker has not heartbeaten for this long is marked "
+        "failed (heartbeats are sent every third of it).",
+    )
+    run_event_retention_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="Events of finished runs older than this are purged; replay with "
+        "Last-Event-ID works while they are kept.",
+    )
+    scheduler_poll_seconds: float = Field(
+        default=10.0, gt=0, le=3600, description="How often the scheduler looks for due schedules."
+    )
+    scheduler_misfire_grace_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="An occurrence found later than this after its time counts as missed (after "
+        "downtime) and follows the schedule's missed-run policy.",
+    )
+    webhook_allowed_hosts: str = Field(
+        default="",
+        description="Comma-separated host names, IPs or CIDR ranges that webhooks may reach even "
+        "though they resolve to private, loopback or link-local addresses (refused otherwise).",
+    )
+    webhook_max_attempts: int = Field(
+        default=5, ge=1, le=50, description="Delivery attempts per webhook before giving up."
+    )
+    webhook_backoff_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="Delay before the second webhook attempt; doubled for each later one.",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="Timeout of one webhook HTTP request."
+    )
     host: str = Field(default="127.0.0.1", description="Address the API server binds to.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port of the API server.")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")

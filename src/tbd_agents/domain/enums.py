@@ -103,6 +103,20 @@ class IntervalUnit(StrEnum):
     DAYS = "days"
 
 
+class OverlapPolicy(StrEnum):
+    """What a schedule does when its previous run is still pending or running."""
+
+    SKIP = "skip"  # record the occurrence as skipped, start nothing
+    ALLOW = "allow"  # start another run alongside
+
+
+class MissedRunPolicy(StrEnum):
+    """What a schedule does with occurrences that passed while no scheduler was running."""
+
+    SKIP = "skip"  # drop them; wait for the next occurrence
+    RUN_ONCE = "run_once"  # run once for all of them, then carry on
+
+
 class McpTransport(StrEnum):
     STDIO = "stdio"
     SSE = "sse"

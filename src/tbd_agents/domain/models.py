@@ -27,7 +27,9 @@ from tbd_agents.domain.enums import (
     McpTransport,
     MemoryScope,
     MessageRole,
+    MissedRunPolicy,
     OutputFormat,
+    OverlapPolicy,
     ProviderType,
     TaskStatus,
     TaskTrigger,
@@ -273,6 +275,8 @@ class ScheduledAgent(Entity):
     enabled: bool = True
     start_at: UtcDatetime | None = None
     end_at: UtcDatetime | None = None
+    overlap_policy: Annotated[OverlapPolicy, LenientEnum] = OverlapPolicy.SKIP
+    missed_run_policy: Annotated[MissedRunPolicy, LenientEnum] = MissedRunPolicy.RUN_ONCE
     last_run_at: UtcDatetime | None = None
     next_run_at: UtcDatetime | None = None
     github_user: str | None = None

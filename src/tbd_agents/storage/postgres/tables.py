@@ -4,7 +4,10 @@ The 15 entity tables come from `schema`; tables that only some features need (AP
 events, knowledge chunks, migration checkpoints…) live in their own modules and are imported here.
 """
 
-from tbd_agents.storage.postgres import schema_vectors  # noqa: F401  (registers its tables)
+from tbd_agents.storage.postgres import (
+    schema_runtime,  # noqa: F401  (registers its tables)
+    schema_vectors,  # noqa: F401  (registers its tables)
+)
 from tbd_agents.storage.postgres.schema import TABLES, metadata
 
 __all__ = ["TABLES", "metadata"]
