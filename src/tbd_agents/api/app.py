@@ -1,0 +1,113 @@
+"""The application factory and its lifespan.
+
+`create_app(settings, store=None)` builds the FastAPI app. Clients (document store, HTTP client,
+key ring, authenticator) are built once when the app starts and closed when it stops. When a
+`store` is passed in (tests, the CLI after it started the embedded server) the caller keeps
+ownership of it; otherwise the app opens one from the settings and closes it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+import tbd_agents
+from tbd_agents.api.deps import ApiContext
+from tbd_agents.api.errors import install_error_handlers
+from tbd_agents.config import Settings
+from tbd_agents.errors import ConfigurationError
+from tbd_agents.security.cipher import KeyRingProvider
+from tbd_agents.security.github import GitHubIdentity
+from tbd_agents.services.keys import Authenticator
+from tbd_agents.storage.protocol import DocumentStore
+
+log = logging.getLogger("tbd_agents.api")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_auth_settings(settings: Settings) -> None:
+    """Refuse open (unauthenticated) access unless the server listens on loopback only."""
+    if settings.allow_unauthenticated and not is_loopback(settings.host):
+        raise ConfigurationError(
+            f"ALLOW_UNAUTHENTICATED=true with HOST={settings.host}: unauthenticated access is only "
+            "allowed on a loopback address (HOST=127.0.0.1). Unset ALLOW_UNAUTHENTICATED and use "
+            "API keys (`tbd-agents keys create`), or bind to 127.0.0.1"
+        )
+
+
+def _build_context(settings: Settings, store: DocumentStore, http: httpx.AsyncClient) -> ApiContext:
+    github = None
+    if settings.github_auth:
+        github = GitHubIdentity(http, settings.github_api_url)
+    admins = frozenset(u.strip() for u in settings.github_admin_users.split(",") if u.strip())
+    auth = Authenticator(
+        store,
+        allow_unauthenticated=settings.allow_unauthenticated,
+        github=github,
+        github_admins=admins,
+    )
+    return ApiContext(settings, store, KeyRingProvider(settings), http, auth)
+
+
+def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAPI:
+    """The API application for `settings`, on `store` if given (else opened at start-up)."""
+    check_auth_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = store is None
+        active = store if store is not None else await _open_store(settings)
+        http = httpx.AsyncClient(timeout=httpx.Timeout(30.0), follow_redirects=False)
+        try:
+            ctx = _build_context(settings, active, http)
+            await _attach_optional_services(ctx)
+            app.state.ctx = ctx
+            if settings.allow_unauthenticated:
+                log.warning(
+                    "AUTHENTICATION IS DISABLED (ALLOW_UNAUTHENTICATED=true): every request to "
+                    "%s:%s acts as the local admin", settings.host, settings.port
+                )
+            yield
+        finally:
+            await http.aclose()
+            if owned:
+                await active.close()
+
+    app = FastAPI(
+        title="TBD Agents",
+        version=tbd_agents.__version__,
+        description="Self-hosted AI agent hub. Authenticate with `Authorization: Bearer <API key>`.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    from tbd_agents.api.routers import all_routers
+
+    for router in all_routers():
+        app.include_router(router)
+    return app
+
+
+async def _open_store(settings: Settings) -> DocumentStore:
+    from tbd_agents.storage.factory import open_store
+
+    return await open_store(settings)
+
+
+async def _attach_optional_services(ctx: ApiContext) -> None:
+    """Knowledge and memory services, when their packages are installed in this tree."""
+    from tbd_agents.api.routers import attach_services
+
+    await attach_services(ctx)

@@ -1,0 +1,29 @@
+"""Every router of the API, in the order they appear in the OpenAPI document."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from tbd_agents.api.deps import ApiContext
+
+
+def all_routers() -> list[APIRouter]:
+    from tbd_agents.api.resources import resource_routers
+    from tbd_agents.api.routers import bundle, chat, health, keys, knowledge, providers
+
+    return [
+        health.router,
+        keys.router,
+        chat.router,
+        providers.router,
+        knowledge.router,
+        *resource_routers(),
+        bundle.router,
+    ]
+
+
+async def attach_services(ctx: ApiContext) -> None:
+    """Hook for services built once per app (knowledge ingestion, memory search)."""
+    from tbd_agents.api.routers import knowledge
+
+    await knowledge.attach(ctx)

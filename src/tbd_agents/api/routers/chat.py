@@ -1,0 +1,57 @@
+"""Messages of a chat session: /api/chat/sessions/{session_id}/messages (oldest first)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from tbd_agents.api.crud import ERRORS
+from tbd_agents.api.deps import MAX_LIMIT, Caller, Ctx
+from tbd_agents.api.schemas import json_response, output_schema, page_json, page_schema, record_json
+from tbd_agents.domain.enums import MessageRole
+from tbd_agents.domain.models import ChatMessage, ChatSession
+from tbd_agents.domain.types import LenientEnum
+from tbd_agents.services.catalog import ChatMessages
+from tbd_agents.services.records import Records
+from tbd_agents.storage.protocol import Sort, eq
+
+router = APIRouter(prefix="/api/chat/sessions/{session_id}/messages", tags=["chat"], responses=ERRORS)
+SessionId = Annotated[str, Path(description="Chat session id.")]
+
+
+class MessageCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Annotated[MessageRole, LenientEnum]
+    content: str = ""
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
+    tool_call_id: str | None = None
+    name: str | None = None
+    usage: dict[str, Any] | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+@router.get("", response_model=page_schema(ChatMessage), summary="List a session's messages")
+async def list_messages(
+    session_id: SessionId,
+    ctx: Ctx,
+    caller: Caller,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+) -> Response:
+    async with ctx.store.unit_of_work() as repos:
+        service = ChatMessages(repos, caller)
+        await Records(repos, caller, ChatSession).get(session_id)
+        page = await service.list([eq("session_id", session_id)], limit=limit, cursor=cursor, sort=(Sort("created_at"),))
+    return json_response(page_json(ChatMessage, page.items, page.next_cursor))
+
+
+@router.post("", status_code=201, response_model=output_schema(ChatMessage), summary="Add a message to a session")
+async def add_message(session_id: SessionId, body: MessageCreate, ctx: Ctx, caller: Caller) -> Response:
+    data = body.model_dump()
+    data["session_id"] = session_id
+    async with ctx.store.unit_of_work() as repos:
+        await Records(repos, caller, ChatSession).get(session_id)
+        message = await ChatMessages(repos, caller).create(data)
+    return json_response(record_json(message), 201)

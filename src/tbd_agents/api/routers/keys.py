@@ -1,0 +1,97 @@
+"""API keys over HTTP (/api/keys) and the caller's own identity (/api/me)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from tbd_agents.api.crud import ERRORS
+from tbd_agents.api.deps import MAX_LIMIT, Caller, Ctx
+from tbd_agents.domain.auth import ApiKey, KeyScope
+from tbd_agents.errors import PermissionDenied
+from tbd_agents.services.keys import ApiKeys
+
+router = APIRouter(tags=["auth"], responses=ERRORS)
+
+
+class MeOut(BaseModel):
+    identity: str
+    scope: KeyScope
+    via: str
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(default="", max_length=200)
+    owner: str | None = Field(default=None, min_length=1, max_length=512, description="Admins only; default: the caller.")
+    scope: KeyScope = KeyScope.USER
+    expires_at: datetime | None = None
+
+
+class KeyOut(BaseModel):
+    id: str
+    name: str
+    owner: str
+    scope: KeyScope
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+    expires_at: datetime | None
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="The key itself: shown this once, store it now.")
+
+
+class KeyPage(BaseModel):
+    items: list[KeyOut]
+    next_cursor: str | None
+
+
+def _out(record: ApiKey) -> KeyOut:
+    return KeyOut.model_validate(record.model_dump(exclude={"key_hash", "updated_at"}))
+
+
+@router.get("/api/me", response_model=MeOut, summary="Who the credentials belong to")
+async def me(caller: Caller) -> MeOut:
+    return MeOut(identity=caller.identity, scope=caller.scope, via=caller.via)
+
+
+@router.post("/api/keys", status_code=201, response_model=KeyCreated, summary="Create an API key")
+async def create_key(body: KeyCreate, ctx: Ctx, caller: Caller) -> KeyCreated:
+    caller.require_write()
+    owner = body.owner or caller.identity
+    if not caller.is_admin and (owner != caller.identity or body.scope is KeyScope.ADMIN):
+        raise PermissionDenied("users may create keys only for themselves, without the admin scope")
+    async with ctx.store.unit_of_work() as repos:
+        created = await ApiKeys(repos).create(owner, scope=body.scope, name=body.name, expires_at=body.expires_at)
+    return KeyCreated(**_out(created.record).model_dump(), key=created.plaintext)
+
+
+@router.get("/api/keys", response_model=KeyPage, summary="List API keys (yours; admins: all)")
+async def list_keys(
+    ctx: Ctx,
+    caller: Caller,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+    owner: Annotated[str | None, Query(max_length=512)] = None,
+) -> KeyPage:
+    if not caller.is_admin and owner not in (None, caller.identity):
+        raise PermissionDenied("only admins may list other owners' keys")
+    scope_owner = owner if caller.is_admin else caller.identity
+    async with ctx.store.unit_of_work() as repos:
+        page = await ApiKeys(repos).list(owner=scope_owner, limit=limit, cursor=cursor)
+    return KeyPage(items=[_out(k) for k in page.items], next_cursor=page.next_cursor)
+
+
+@router.delete("/api/keys/{key_id}", status_code=204, summary="Revoke an API key")
+async def revoke_key(key_id: Annotated[str, Path()], ctx: Ctx, caller: Caller) -> Response:
+    caller.require_write()
+    async with ctx.store.unit_of_work() as repos:
+        record = await ApiKeys(repos).revoke(key_id, owner=None if caller.is_admin else caller.identity)
+    ctx.auth.forget(record.id)
+    return Response(status_code=204)

@@ -1,0 +1,152 @@
+"""Request and response schemas derived from the domain models.
+
+For each resource: `<Model>Create` (every writable field, unknown fields refused), `<Model>Update`
+(the same fields, all optional: only the fields present in the body change, and `null` clears a
+nullable field), `<Model>Out` (what responses carry: stored fields minus secrets), and
+`<Model>Page` (`items` + `next_cursor`). Responses are serialised straight from the domain models
+(pydantic-core), never through an intermediate dict.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from functools import cache
+from typing import Annotated, Any, Literal
+
+from fastapi import Response
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
+from pydantic.fields import FieldInfo
+
+from tbd_agents.domain.models import Entity, Memory, Token
+from tbd_agents.services.resources import spec_of
+from tbd_agents.services.tokens import MASK
+
+SERVER_FIELDS = frozenset({"id", "created_at", "updated_at"})
+
+#: Stored fields never sent back (secrets; large derived data).
+HIDDEN: dict[type[Entity], frozenset[str]] = {
+    Token: frozenset({"encrypted_value"}),
+    Memory: frozenset({"embedding"}),
+}
+
+#: Write-only request fields that are not stored as such.
+EXTRA_INPUT: dict[type[Entity], dict[str, Any]] = {
+    Token: {
+        "value": (
+            str,
+            Field(min_length=1, max_length=65536, description="The secret; write-only, stored encrypted."),
+        )
+    },
+}
+
+
+def writable_fields(model: type[Entity]) -> list[str]:
+    spec = spec_of(model)
+    owner = {model.owner_field} if model.owner_field else set()
+    return [
+        name
+        for name in model.model_fields
+        if name not in SERVER_FIELDS and name not in owner and name not in spec.managed
+    ]
+
+
+def _annotated(info: FieldInfo) -> Any:
+    base = info.annotation
+    return Annotated[(base, *info.metadata)] if info.metadata else base
+
+
+@cache
+def create_schema(model: type[Entity]) -> type[BaseModel]:
+    fields: dict[str, Any] = {}
+    for name in writable_fields(model):
+        info = model.model_fields[name]
+        if info.default_factory is not None:
+            default: Any = Field(default_factory=info.default_factory)
+        elif info.is_required():
+            default = Field()
+        else:
+            default = Field(default=info.default)
+        fields[name] = (_annotated(info), default)
+    fields.update(EXTRA_INPUT.get(model, {}))
+    schema: type[BaseModel] = create_model(
+        f"{model.__name__}Create", __config__=ConfigDict(extra="forbid"), **fields
+    )
+    return schema
+
+
+@cache
+def update_schema(model: type[Entity]) -> type[BaseModel]:
+    fields: dict[str, Any] = {}
+    immutable = spec_of(model).immutable
+    for name in writable_fields(model):
+        if name in immutable:
+            continue
+        fields[name] = (_annotated(model.model_fields[name]), Field(default=None))
+    for name, (annotation, info) in EXTRA_INPUT.get(model, {}).items():
+        fields[name] = (Annotated[annotation, info], Field(default=None))
+    schema: type[BaseModel] = create_model(
+        f"{model.__name__}Update", __config__=ConfigDict(extra="forbid"), **fields
+    )
+    return schema
+
+
+@cache
+def output_schema(model: type[Entity]) -> type[BaseModel]:
+    hidden = HIDDEN.get(model, frozenset())
+    fields: dict[str, Any] = {
+        name: (info.annotation, Field())
+        for name, info in model.model_fields.items()
+        if name not in hidden
+    }
+    if model is Token:
+        fields["value"] = (Literal["********"], Field(description="Always masked."))
+    schema: type[BaseModel] = create_model(f"{model.__name__}Out", **fields)
+    return schema
+
+
+@cache
+def page_schema(model: type[Entity]) -> type[BaseModel]:
+    schema: type[BaseModel] = create_model(
+        f"{model.__name__}Page",
+        items=(list[output_schema(model)], Field()),  # type: ignore[valid-type]
+        next_cursor=(str | None, Field(description="Pass as `cursor` for the next page; null at the end.")),
+    )
+    return schema
+
+
+@cache
+def _list_adapter(model: type[Entity]) -> TypeAdapter[list[Any]]:
+    return TypeAdapter(list[model])  # type: ignore[valid-type]
+
+
+def _exclude(model: type[Entity]) -> set[str] | None:
+    hidden = HIDDEN.get(model)
+    return set(hidden) if hidden else None
+
+
+def _masked(model: type[Entity], raw: bytes) -> bytes:
+    if model is Token:
+        return raw[:-1] + b',"value":"' + MASK.encode() + b'"}'
+    return raw
+
+
+def record_json(record: Entity) -> bytes:
+    """One record as its response JSON (secrets removed or masked)."""
+    model = type(record)
+    return _masked(model, record.__pydantic_serializer__.to_json(record, exclude=_exclude(model)))
+
+
+def page_json(model: type[Entity], items: Iterable[Entity], next_cursor: str | None) -> bytes:
+    """`{"items": [...], "next_cursor": ...}` in one serialisation pass."""
+    rows = list(items)
+    if model is Token:
+        body = b"[" + b",".join(record_json(r) for r in rows) + b"]"
+    else:
+        hidden = _exclude(model)
+        body = _list_adapter(model).dump_json(rows, exclude={"__all__": hidden} if hidden else None)
+    return b'{"items":' + body + b',"next_cursor":' + json.dumps(next_cursor).encode() + b"}"
+
+
+def json_response(body: bytes, status_code: int = 200) -> Response:
+    return Response(content=body, status_code=status_code, media_type="application/json")

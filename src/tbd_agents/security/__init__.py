@@ -1,0 +1,1 @@
+"""Security primitives: API keys, token encryption with versioned keys, GitHub identity."""

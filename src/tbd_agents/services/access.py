@@ -1,0 +1,67 @@
+"""Who is calling, and which records that caller may see and change.
+
+Every stored record has an owner: the model's `owner_field` (`created_by` or `github_user`) holds
+the caller's identity when the record is created. Child records (chat messages, knowledge items,
+task executions) have no owner of their own; they belong to whoever owns their parent. Users see
+and change only their own records; admins see and change all of them. A record the caller may not
+see is reported as not found, so ids of other users' records leak nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tbd_agents.domain.auth import KeyScope
+from tbd_agents.domain.models import Entity
+from tbd_agents.errors import NotFound, PermissionDenied
+from tbd_agents.storage.protocol import Filter, eq
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller: its identity (stored as record owner) and its scope."""
+
+    identity: str
+    scope: KeyScope
+    via: str = "api_key"  # api_key | github | unauthenticated
+
+    @property
+    def is_admin(self) -> bool:
+        return self.scope is KeyScope.ADMIN
+
+    @property
+    def can_write(self) -> bool:
+        return self.scope is not KeyScope.READ_ONLY
+
+    def require_write(self) -> None:
+        if not self.can_write:
+            raise PermissionDenied(
+                "this API key is read-only: use a key created without --read-only to change data"
+            )
+
+    def require_admin(self) -> None:
+        if not self.is_admin:
+            raise PermissionDenied(
+                "this operation needs an admin key (`tbd-agents keys create --admin`)"
+            )
+
+
+def owner_filters(model: type[Entity], principal: Principal) -> tuple[Filter, ...]:
+    """Filters restricting `model` (an owned entity) to what `principal` may see."""
+    field = model.owner_field
+    if principal.is_admin or field is None:
+        return ()
+    return (eq(field, principal.identity),)
+
+
+def may_see(record: Entity, principal: Principal) -> bool:
+    field = type(record).owner_field
+    if principal.is_admin or field is None:
+        return True
+    return bool(getattr(record, field) == principal.identity)
+
+
+def ensure_visible(record: Entity, principal: Principal) -> None:
+    """NotFound (never 403) for a record the principal may not see."""
+    if not may_see(record, principal):
+        raise NotFound(type(record).collection, record.id)

@@ -1,0 +1,113 @@
+"""Which service object handles each resource, and the resource-specific rules on top of the
+generic `Records`: connection strings with passwords moved into tokens, chat message counters."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tbd_agents.domain.models import (
+    ChatMessage,
+    ChatSession,
+    Entity,
+    KnowledgeSource,
+    McpServer,
+    Provider,
+    Token,
+)
+from tbd_agents.domain.types import new_id
+from tbd_agents.errors import InvalidData
+from tbd_agents.security.cipher import TokenCipher
+from tbd_agents.services.access import Principal
+from tbd_agents.services.records import E, Records
+from tbd_agents.services.tokens import (
+    TokenRecords,
+    extract_connection_secrets,
+    is_connection_secret,
+    referenced_names,
+)
+from tbd_agents.storage.protocol import Repositories, eq, in_
+
+#: Fields whose password-bearing connection strings are moved into tokens.
+SECRET_FIELDS: dict[type[Entity], tuple[str, ...]] = {
+    McpServer: ("connection_config",),
+    KnowledgeSource: ("connection_config",),
+    Provider: ("base_url",),
+}
+
+
+class SecretAwareRecords(Records[E]):
+    """Records whose connection configs are scrubbed of passwords before they are stored."""
+
+    def __init__(
+        self, repos: Repositories, principal: Principal, model: type[E], cipher: TokenCipher
+    ) -> None:
+        super().__init__(repos, principal, model)
+        self.tokens = TokenRecords(repos, principal, cipher)
+
+    async def _scrub(self, record_id: str, values: dict[str, Any]) -> dict[str, Any]:
+        for name in SECRET_FIELDS[self.model]:
+            if name not in values or values[name] is None:
+                continue
+            value = values[name]
+            if isinstance(value, str) and not is_connection_secret(value):
+                continue
+            values[name] = await extract_connection_secrets(
+                self.tokens, self.model.collection, record_id, value
+            )
+        return values
+
+    async def create(self, data: Mapping[str, Any]) -> E:
+        values = dict(data)
+        values.setdefault("id", new_id())
+        self.principal.require_write()
+        return await super().create(await self._scrub(values["id"], values))
+
+    async def update(self, record_id: str, changes: Mapping[str, Any]) -> E:
+        await self.get(record_id)
+        return await super().update(record_id, await self._scrub(record_id, dict(changes)))
+
+    async def delete(self, record_id: str) -> E:
+        record = await super().delete(record_id)
+        names = set()
+        for name in SECRET_FIELDS[self.model]:
+            names |= referenced_names(getattr(record, name))
+        own = sorted(n for n in names if n.startswith(f"conn.{self.model.collection}.{record.id}"))
+        if own:
+            await self.repos.for_model(Token).delete_where(in_("name", own))
+        return record
+
+
+class ChatMessages(Records[ChatMessage]):
+    """Messages of a chat session; appending one updates the session's counters."""
+
+    def __init__(self, repos: Repositories, principal: Principal) -> None:
+        super().__init__(repos, principal, ChatMessage)
+
+    async def create(self, data: Mapping[str, Any]) -> ChatMessage:
+        message = await super().create(data)
+        sessions = self.repos.for_model(ChatSession)
+        count = await self.repo.count(eq("session_id", message.session_id))
+        await sessions.update(
+            message.session_id, {"message_count": count, "last_message_at": message.created_at}
+        )
+        return message
+
+    async def update(self, record_id: str, changes: Mapping[str, Any]) -> ChatMessage:
+        raise InvalidData("chat messages cannot be edited; add a new message instead")
+
+
+def records_for(
+    model: type[E], repos: Repositories, principal: Principal, cipher: TokenCipher
+) -> Records[Any]:
+    """The service object for `model` within one unit of work."""
+    if model is Token:
+        return TokenRecords(repos, principal, cipher)
+    if model in SECRET_FIELDS:
+        return SecretAwareRecords(repos, principal, model, cipher)
+    if model is ChatMessage:
+        return ChatMessages(repos, principal)
+    return Records(repos, principal, model)
+
+
+__all__ = ["SECRET_FIELDS", "ChatMessages", "SecretAwareRecords", "records_for"]

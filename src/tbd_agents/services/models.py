@@ -1,0 +1,53 @@
+"""The models a provider offers: its stored list, or its live `/models` listing."""
+
+from __future__ import annotations
+
+import httpx
+
+from tbd_agents.domain.enums import AuthType, ProviderType
+from tbd_agents.domain.models import Provider
+from tbd_agents.errors import InvalidData, UpstreamError
+from tbd_agents.security.cipher import TokenCipher
+from tbd_agents.services.tokens import resolve_text
+from tbd_agents.storage.protocol import Repositories
+
+DEFAULT_BASE_URLS = {
+    ProviderType.OPENAI: "https://api.openai.com/v1",
+    ProviderType.ANTHROPIC: "https://api.anthropic.com/v1",
+}
+
+
+async def list_provider_models(
+    repos: Repositories,
+    cipher: TokenCipher,
+    http: httpx.AsyncClient,
+    provider: Provider,
+    *,
+    refresh: bool,
+) -> tuple[list[str], str]:
+    """(model ids, "stored" | "provider"). The API key is resolved for this call only."""
+    if not refresh:
+        return list(provider.models), "stored"
+    base = provider.base_url or DEFAULT_BASE_URLS.get(provider.provider_type)
+    if not base:
+        raise InvalidData("this provider has no base_url to ask for models", details={"field": "base_url"})
+    base = await resolve_text(repos, cipher, provider.created_by, base)
+    headers = dict(provider.extra_headers)
+    if provider.api_key_token_name and provider.auth_type is not AuthType.NONE:
+        key = await resolve_text(repos, cipher, provider.created_by, "{{token:" + provider.api_key_token_name + "}}")
+        if provider.provider_type is ProviderType.ANTHROPIC:
+            headers["x-api-key"] = key
+            headers["anthropic-version"] = "2023-06-01"
+        else:
+            headers["Authorization"] = f"Bearer {key}"
+    try:
+        response = await http.get(base.rstrip("/") + "/models", headers=headers, timeout=15.0)
+    except httpx.HTTPError as exc:
+        raise UpstreamError(f"the provider could not be reached ({type(exc).__name__})") from None
+    if response.status_code != 200:
+        raise UpstreamError(f"the provider answered {response.status_code} to GET /models")
+    try:
+        data = response.json().get("data", [])
+        return sorted(str(m["id"]) for m in data if isinstance(m, dict) and "id" in m), "provider"
+    except (ValueError, AttributeError):
+        raise UpstreamError("the provider's /models answer is not the expected JSON") from None

@@ -1,0 +1,207 @@
+"""Generic use cases on one resource: list, get, create, update, delete — with ownership,
+reference checks and delete rules applied the same way for every resource.
+
+Services never commit: they run inside the unit of work the request edge opened, so a request's
+changes are committed together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Generic, TypeVar
+
+from tbd_agents.domain.models import Entity
+from tbd_agents.errors import Conflict, InvalidData, NotFound
+from tbd_agents.services.access import Principal, ensure_visible, owner_filters
+from tbd_agents.services.resources import Dependant, OnDelete, Reference, ResourceSpec, spec_of
+from tbd_agents.storage.protocol import (
+    Filter,
+    Page,
+    Query,
+    Repositories,
+    Sort,
+    contains_any,
+    eq,
+    in_,
+)
+
+E = TypeVar("E", bound=Entity)
+
+#: How many dependants a 409 lists per kind (the message says when there are more).
+DEPENDANTS_SHOWN = 20
+
+
+class Records(Generic[E]):
+    """Records of one entity type as one caller may see and change them."""
+
+    def __init__(self, repos: Repositories, principal: Principal, model: type[E]) -> None:
+        self.repos = repos
+        self.principal = principal
+        self.model = model
+        self.spec: ResourceSpec = spec_of(model)
+        self.repo = repos.for_model(model)
+
+    # --- reading -------------------------------------------------------------------------
+    async def get(self, record_id: str) -> E:
+        """The record, or NotFound if it does not exist or the caller may not see it."""
+        record: E = await self.repo.get(record_id)
+        await self._ensure_visible(record)
+        return record
+
+    async def list(
+        self,
+        filters: Sequence[Filter] = (),
+        *,
+        limit: int,
+        cursor: str | None = None,
+        sort: tuple[Sort, ...] = (Sort("created_at", True),),
+    ) -> Page[E]:
+        """One page of visible records matching `filters`; constant statements per call."""
+        scope = await self._visibility_filters(filters)
+        if scope is None:
+            return Page(items=[], next_cursor=None)
+        query = Query(filters=(*filters, *scope), sort=sort, limit=limit, cursor=cursor)
+        page: Page[E] = await self.repo.list(query)
+        return page
+
+    async def _visibility_filters(self, filters: Sequence[Filter]) -> tuple[Filter, ...] | None:
+        if self.principal.is_admin:
+            return ()
+        parent = self.spec.parent
+        if parent is None:
+            return owner_filters(self.model, self.principal)
+        given = next((f for f in filters if f.field == parent.field and f.op == "eq"), None)
+        if given is not None:
+            parent_record = await self.repos.for_model(parent.target).find_one(
+                eq("id", given.value), *owner_filters(parent.target, self.principal)
+            )
+            return () if parent_record is not None else None
+        owned = await self.repos.for_model(parent.target).list(
+            Query(filters=owner_filters(parent.target, self.principal), sort=(Sort("id"),))
+        )
+        return (in_(parent.field, [p.id for p in owned.items]),)
+
+    async def _ensure_visible(self, record: Entity) -> None:
+        parent = self.spec.parent
+        if parent is None:
+            ensure_visible(record, self.principal)
+            return
+        if self.principal.is_admin:
+            return
+        parent_id = getattr(record, parent.field)
+        found = await self.repos.for_model(parent.target).find_one(
+            eq("id", parent_id), *owner_filters(parent.target, self.principal)
+        )
+        if found is None:
+            raise NotFound(self.model.collection, record.id)
+
+    # --- writing -------------------------------------------------------------------------
+    async def create(self, data: Mapping[str, Any]) -> E:
+        """Create a record owned by the caller (or by the caller's parent record)."""
+        self.principal.require_write()
+        values = dict(data)
+        owner = self.model.owner_field
+        if owner is not None:
+            values[owner] = self.principal.identity
+        if self.spec.parent is not None:
+            await self._check_parent(values.get(self.spec.parent.field))
+        await self.check_references(values)
+        try:
+            record = self.model.model_validate(values)
+        except ValueError as exc:
+            raise InvalidData(f"invalid {self.spec.label}: {exc}") from None
+        created: E = await self.repo.create(record)
+        return created
+
+    async def update(self, record_id: str, changes: Mapping[str, Any]) -> E:
+        """Apply a partial update (only the given fields; None clears a nullable field)."""
+        self.principal.require_write()
+        await self.get(record_id)
+        fixed = sorted(set(changes) & self.spec.immutable)
+        if fixed:
+            raise InvalidData(
+                f"{fixed[0]} of a {self.spec.label} cannot be changed after creation",
+                details={"field": fixed[0]},
+            )
+        await self.check_references(changes)
+        if not changes:
+            return await self.get(record_id)
+        updated: E = await self.repo.update(record_id, dict(changes))
+        return updated
+
+    async def delete(self, record_id: str) -> E:
+        """Delete after the resource's rules: refuse (409) while dependants exist, else cascade."""
+        self.principal.require_write()
+        record = await self.get(record_id)
+        blocking: dict[str, list[str]] = {}
+        for dep in self.spec.dependants:
+            if dep.on_delete is OnDelete.REFUSE:
+                ids = await self._dependant_ids(dep, record)
+                if ids:
+                    blocking[dep.model.collection] = ids
+        if blocking:
+            listing = "; ".join(f"{k}: {', '.join(v)}" for k, v in blocking.items())
+            raise Conflict(
+                f"this {self.spec.label} is still used ({listing}): delete or change those first",
+                details={"dependants": blocking},
+            )
+        for dep in self.spec.dependants:
+            if dep.on_delete is OnDelete.CASCADE:
+                await self.repos.for_model(dep.model).delete_where(self._dependant_filter(dep, record))
+        await self.repo.delete(record.id)
+        return record
+
+    def _dependant_filter(self, dep: Dependant, record: Entity) -> Filter:
+        value = getattr(record, dep.by)
+        return contains_any(dep.field, [value]) if dep.many else eq(dep.field, value)
+
+    async def _dependant_ids(self, dep: Dependant, record: Entity) -> list[str]:
+        page = await self.repos.for_model(dep.model).list(
+            Query(filters=(self._dependant_filter(dep, record),), sort=(Sort("id"),), limit=DEPENDANTS_SHOWN)
+        )
+        return [r.id for r in page.items]
+
+    async def _check_parent(self, parent_id: Any) -> None:
+        parent = self.spec.parent
+        assert parent is not None
+        if not isinstance(parent_id, str):
+            raise InvalidData(f"{parent.field} is required", details={"field": parent.field})
+        found = await self.repos.for_model(parent.target).find_one(
+            eq("id", parent_id) if len(parent_id) <= 128 else eq("id", ""),
+            *owner_filters(parent.target, self.principal),
+        )
+        if found is None:
+            raise InvalidData(
+                f"{parent.field}: no {parent.target.collection} record {parent_id!r}",
+                details={"field": parent.field, "missing": [parent_id]},
+            )
+
+    async def check_references(self, values: Mapping[str, Any]) -> None:
+        """InvalidData naming the field if a reference names an unknown or invisible record."""
+        for ref in self.spec.references:
+            if ref.field not in values or values[ref.field] is None:
+                continue
+            raw = values[ref.field]
+            wanted = [v for v in (raw if ref.many else [raw]) if isinstance(v, str)]
+            if wanted:
+                await self._check_reference(ref, wanted)
+
+    async def _check_reference(self, ref: Reference, wanted: list[str]) -> None:
+        unique = sorted(set(wanted))
+        valid = [v for v in unique if 0 < len(v) <= 512]
+        found: set[str] = set()
+        if valid:
+            page = await self.repos.for_model(ref.target).list(
+                Query(
+                    filters=(in_(ref.by, valid), *owner_filters(ref.target, self.principal)),
+                    sort=(Sort("id"),),
+                )
+            )
+            found = {getattr(r, ref.by) for r in page.items}
+        missing = [v for v in unique if v not in found]
+        if missing:
+            raise InvalidData(
+                f"{ref.field}: no {ref.target.collection} record with {ref.by} "
+                + ", ".join(repr(m) for m in missing),
+                details={"field": ref.field, "missing": missing},
+            )

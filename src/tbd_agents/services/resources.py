@@ -1,0 +1,182 @@
+"""What the services know about each resource: references, dependants, parents, managed fields.
+
+This table is the single statement of the referential rules the API enforces:
+
+* a record that names an unknown (or invisible) record in a reference field is refused with 422
+  naming the field;
+* deleting a record either cascades to its children or is refused with 409 listing dependants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from tbd_agents.domain.models import (
+    Agent,
+    ChatMessage,
+    ChatSession,
+    CustomTool,
+    Entity,
+    Guardrail,
+    KnowledgeItem,
+    KnowledgeSource,
+    McpServer,
+    Memory,
+    Provider,
+    ScheduledAgent,
+    Skill,
+    TaskExecution,
+    Token,
+    Workflow,
+)
+
+
+class OnDelete(StrEnum):
+    REFUSE = "refuse"  # 409 while dependants exist
+    CASCADE = "cascade"  # dependants are deleted with the record
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """`field` of the record names a `target` record by `by` (its id, or its name for tokens)."""
+
+    field: str
+    target: type[Entity]
+    many: bool = False
+    by: str = "id"
+
+
+@dataclass(frozen=True, slots=True)
+class Dependant:
+    """Records of `model` whose `field` names the record being deleted."""
+
+    model: type[Entity]
+    field: str
+    on_delete: OnDelete
+    many: bool = False
+    by: str = "id"
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceSpec:
+    model: type[Entity]
+    label: str
+    references: tuple[Reference, ...] = ()
+    dependants: tuple[Dependant, ...] = ()
+    parent: Reference | None = None  # owner comes from this parent (child records)
+    managed: frozenset[str] = field(default_factory=frozenset)  # set by the server only
+    immutable: frozenset[str] = field(default_factory=frozenset)  # set at creation only
+
+
+_AGENT_REFS = (
+    Reference("provider_id", Provider),
+    Reference("mcp_server_ids", McpServer, many=True),
+    Reference("knowledge_source_ids", KnowledgeSource, many=True),
+    Reference("custom_tool_ids", CustomTool, many=True),
+    Reference("skill_ids", Skill, many=True),
+    Reference("guardrail_ids", Guardrail, many=True),
+)
+
+
+def _used_by_agents(field_name: str) -> Dependant:
+    return Dependant(Agent, field_name, OnDelete.REFUSE, many=True)
+
+
+SPECS: dict[type[Entity], ResourceSpec] = {
+    spec.model: spec
+    for spec in (
+        ResourceSpec(
+            Agent,
+            "agent",
+            references=_AGENT_REFS,
+            dependants=(
+                Dependant(Workflow, "agent_id", OnDelete.REFUSE),
+                Dependant(ChatSession, "agent_id", OnDelete.REFUSE),
+                Dependant(Memory, "agent_id", OnDelete.CASCADE),
+            ),
+        ),
+        ResourceSpec(Skill, "skill", dependants=(_used_by_agents("skill_ids"),)),
+        ResourceSpec(
+            McpServer,
+            "MCP server",
+            dependants=(_used_by_agents("mcp_server_ids"),),
+            managed=frozenset({"status", "last_error"}),
+        ),
+        ResourceSpec(CustomTool, "custom tool", dependants=(_used_by_agents("custom_tool_ids"),)),
+        ResourceSpec(Guardrail, "guardrail", dependants=(_used_by_agents("guardrail_ids"),)),
+        ResourceSpec(
+            Provider,
+            "provider",
+            references=(Reference("api_key_token_name", Token, by="name"),),
+            dependants=(Dependant(Agent, "provider_id", OnDelete.REFUSE),),
+        ),
+        ResourceSpec(
+            Token,
+            "token",
+            dependants=(Dependant(Provider, "api_key_token_name", OnDelete.REFUSE, by="name"),),
+            managed=frozenset({"encrypted_value", "key_version"}),
+        ),
+        ResourceSpec(
+            KnowledgeSource,
+            "knowledge source",
+            dependants=(
+                _used_by_agents("knowledge_source_ids"),
+                Dependant(KnowledgeItem, "source_id", OnDelete.CASCADE),
+            ),
+            managed=frozenset({"status", "last_error"}),
+        ),
+        ResourceSpec(
+            KnowledgeItem,
+            "knowledge item",
+            parent=Reference("source_id", KnowledgeSource),
+            managed=frozenset({"status", "file_id", "sha256", "file_size"}),
+            immutable=frozenset({"source_id"}),
+        ),
+        ResourceSpec(
+            Memory,
+            "memory",
+            references=(Reference("agent_id", Agent),),
+            managed=frozenset({"embedding"}),
+        ),
+        ResourceSpec(
+            Workflow,
+            "workflow",
+            references=(Reference("agent_id", Agent),),
+            dependants=(
+                Dependant(ScheduledAgent, "workflow_id", OnDelete.CASCADE),
+                Dependant(TaskExecution, "workflow_id", OnDelete.CASCADE),
+            ),
+            managed=frozenset({"status", "messages", "logs", "last_run_at"}),
+        ),
+        ResourceSpec(
+            TaskExecution,
+            "task",
+            parent=Reference("workflow_id", Workflow),
+        ),
+        ResourceSpec(
+            ScheduledAgent,
+            "scheduled agent",
+            references=(Reference("workflow_id", Workflow),),
+            managed=frozenset({"last_run_at", "next_run_at"}),
+        ),
+        ResourceSpec(
+            ChatSession,
+            "chat session",
+            references=(Reference("agent_id", Agent),),
+            dependants=(Dependant(ChatMessage, "session_id", OnDelete.CASCADE),),
+            managed=frozenset({"message_count", "last_message_at"}),
+            immutable=frozenset({"agent_id"}),
+        ),
+        ResourceSpec(
+            ChatMessage,
+            "chat message",
+            parent=Reference("session_id", ChatSession),
+            immutable=frozenset({"session_id"}),
+        ),
+    )
+}
+
+
+def spec_of(model: type[Entity]) -> ResourceSpec:
+    return SPECS[model]
