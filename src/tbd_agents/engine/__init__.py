@@ -1,0 +1,1 @@
+"""The agent engine: providers, one tool loop, MCP and sandboxed tools, guardrails, compaction."""

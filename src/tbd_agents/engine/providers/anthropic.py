@@ -1,0 +1,176 @@
+"""Anthropic Messages API provider (api.anthropic.com or a gateway with bearer auth).
+
+Our messages map to Anthropic's content blocks: the system prompt goes in `system`, tool calls
+are `tool_use` blocks, tool results are `tool_result` blocks in a user turn, and consecutive
+turns of the same role are merged (the API requires alternation).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anthropic
+
+from tbd_agents.domain.enums import AuthType
+from tbd_agents.engine.config import EngineConfig
+from tbd_agents.engine.messages import (
+    ChatRequest,
+    Completion,
+    Message,
+    StreamEvent,
+    TextDelta,
+    TokenUsage,
+    ToolCall,
+    decode_arguments,
+)
+from tbd_agents.engine.providers.base import (
+    ProviderSettings,
+    classify_status,
+    unreachable,
+    with_retries,
+)
+from tbd_agents.errors import UpstreamError
+
+ANTHROPIC_URL = "https://api.anthropic.com"
+DEFAULT_MAX_TOKENS = 4096
+
+
+def build_client(settings: ProviderSettings, config: EngineConfig) -> anthropic.AsyncAnthropic:
+    auth: dict[str, Any]
+    if settings.auth_type is AuthType.BEARER:
+        auth = {"auth_token": settings.api_key or ""}
+    else:
+        auth = {"api_key": settings.api_key or ""}
+    return anthropic.AsyncAnthropic(
+        base_url=settings.base_url or ANTHROPIC_URL,
+        default_headers=dict(settings.extra_headers),
+        timeout=config.model_timeout,
+        max_retries=0,
+        **auth,
+    )
+
+
+def to_wire(messages: list[Message]) -> tuple[str, list[dict[str, Any]]]:
+    """(system text, alternating user/assistant turns of content blocks)."""
+    system = "\n\n".join(m.content for m in messages if m.role == "system" and m.content)
+    turns: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "system":
+            continue
+        blocks: list[dict[str, Any]] = []
+        role = "assistant" if m.role == "assistant" else "user"
+        if m.role == "tool":
+            blocks.append(
+                {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}
+            )
+        else:
+            if m.content:
+                blocks.append({"type": "text", "text": m.content})
+            for c in m.tool_calls:
+                blocks.append(
+                    {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments}
+                )
+        if not blocks:
+            blocks.append({"type": "text", "text": "(empty)"})
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    if turns and turns[0]["role"] != "user":
+        turns.insert(
+            0, {"role": "user", "content": [{"type": "text", "text": "(conversation continues)"}]}
+        )
+    return system, turns
+
+
+class AnthropicProvider:
+    def __init__(self, settings: ProviderSettings, config: EngineConfig) -> None:
+        self.name = settings.name
+        self.settings = settings
+        self.config = config
+        self._client = build_client(settings, config)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        return with_retries(self.name, self.config, lambda: self._stream_once(request))
+
+    def _params(self, request: ChatRequest) -> dict[str, Any]:
+        system, turns = to_wire(request.messages)
+        params: dict[str, Any] = {
+            "model": request.model,
+            "messages": turns,
+            "max_tokens": request.max_output_tokens or DEFAULT_MAX_TOKENS,
+            "stream": True,
+        }
+        if system:
+            params["system"] = system
+        if request.tools:
+            params["tools"] = [
+                {"name": t.name, "description": t.description, "input_schema": t.parameters}
+                for t in request.tools
+            ]
+        if request.temperature is not None:
+            params["temperature"] = min(request.temperature, 1.0)
+        return params
+
+    async def _stream_once(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        text: list[str] = []
+        blocks: dict[int, dict[str, str]] = {}
+        usage = TokenUsage()
+        stop: str | None = None
+        try:
+            stream = await self._client.messages.create(**self._params(request))
+            async for event in stream:
+                kind = event.type
+                if kind == "message_start":
+                    usage.input_tokens = event.message.usage.input_tokens or 0
+                    usage.output_tokens = event.message.usage.output_tokens or 0
+                elif kind == "content_block_start":
+                    block = event.content_block
+                    if block.type == "tool_use":
+                        blocks[event.index] = {"id": block.id, "name": block.name, "json": ""}
+                elif kind == "content_block_delta":
+                    delta = event.delta
+                    if delta.type == "text_delta":
+                        text.append(delta.text)
+                        yield TextDelta(delta.text)
+                    elif delta.type == "input_json_delta" and event.index in blocks:
+                        blocks[event.index]["json"] += delta.partial_json
+                elif kind == "message_delta":
+                    stop = event.delta.stop_reason or stop
+                    if event.usage is not None and event.usage.output_tokens is not None:
+                        usage.output_tokens = event.usage.output_tokens
+        except anthropic.APIStatusError as exc:
+            raise classify_status(
+                self.name, exc.status_code, _message(exc), dict(exc.response.headers)
+            ) from None
+        except anthropic.APIConnectionError as exc:
+            raise unreachable(self.name, self.settings.base_url, exc) from None
+        except anthropic.APIError as exc:
+            raise UpstreamError(
+                f"provider {self.name!r} failed mid-answer: {exc.message}"
+            ) from None
+        message = Message(role="assistant", content="".join(text))
+        for index in sorted(blocks):
+            b = blocks[index]
+            args, problem = decode_arguments(b["json"])
+            message.tool_calls.append(
+                ToolCall(id=b["id"], name=b["name"], arguments=args, arguments_error=problem)
+            )
+        yield Completion(message=message, usage=usage, stop_reason=stop)
+
+
+def _message(exc: anthropic.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+    try:
+        return json.dumps(body) if body is not None else str(exc.message)
+    except TypeError:
+        return str(exc.message)

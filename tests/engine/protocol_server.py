@@ -1,0 +1,348 @@
+"""A local HTTP server speaking the OpenAI chat-completions (incl. Azure paths) and Anthropic
+messages wire formats, streaming included, that plays scripted turns.
+
+Tests queue `Turn`s (or install a responder that builds a Turn from the request it receives);
+every request is recorded with its path, headers and JSON body for assertions. It runs uvicorn in
+a background thread on 127.0.0.1 with an ephemeral port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+@dataclass
+class Turn:
+    text: str = ""
+    tool_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    usage: tuple[int, int] = (100, 20)
+    status: int = 200  # != 200: an error answer
+    error_body: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    chunk_chars: int = 8
+    delay: float = 0.0  # seconds between chunks
+    hang: float = 0.0  # seconds to sleep before the first byte
+
+
+@dataclass
+class Recorded:
+    kind: str  # "openai" | "anthropic"
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+    def conversation(self) -> list[dict[str, Any]]:
+        """The request's messages in one shape: role, text, tool_calls [(id,name,args)],
+        tool_results [(id, text)]."""
+        out: list[dict[str, Any]] = []
+        if self.kind == "anthropic":
+            if self.body.get("system"):
+                out.append(
+                    {
+                        "role": "system",
+                        "text": self.body["system"],
+                        "tool_calls": [],
+                        "tool_results": [],
+                    }
+                )
+            for m in self.body["messages"]:
+                blocks = (
+                    m["content"]
+                    if isinstance(m["content"], list)
+                    else [{"type": "text", "text": m["content"]}]
+                )
+                entry: dict[str, Any] = {
+                    "role": m["role"],
+                    "text": "",
+                    "tool_calls": [],
+                    "tool_results": [],
+                }
+                for b in blocks:
+                    if b["type"] == "text":
+                        entry["text"] += b["text"]
+                    elif b["type"] == "tool_use":
+                        entry["tool_calls"].append((b["id"], b["name"], b["input"]))
+                    elif b["type"] == "tool_result":
+                        content = b["content"]
+                        if isinstance(content, list):
+                            content = "".join(c.get("text", "") for c in content)
+                        entry["tool_results"].append((b["tool_use_id"], content))
+                out.append(entry)
+            return out
+        for m in self.body["messages"]:
+            entry = {
+                "role": m["role"],
+                "text": m.get("content") or "",
+                "tool_calls": [],
+                "tool_results": [],
+            }
+            for c in m.get("tool_calls") or []:
+                entry["tool_calls"].append(
+                    (c["id"], c["function"]["name"], json.loads(c["function"]["arguments"]))
+                )
+            if m["role"] == "tool":
+                entry["tool_results"].append((m["tool_call_id"], m["content"]))
+                entry["text"] = ""
+            out.append(entry)
+        return out
+
+    def all_text(self) -> str:
+        return "\n".join(
+            e["text"] + "".join(r[1] for r in e["tool_results"]) for e in self.conversation()
+        )
+
+    def tool_names(self) -> list[str]:
+        if self.kind == "anthropic":
+            return [t["name"] for t in self.body.get("tools", [])]
+        return [t["function"]["name"] for t in self.body.get("tools", [])]
+
+
+Responder = Callable[[Recorded], Turn]
+
+
+class ProtocolServer:
+    def __init__(self) -> None:
+        self.turns: deque[Turn] = deque()
+        self.responder: Responder | None = None
+        self.requests: list[Recorded] = []
+        self.open_streams = 0
+        self.cancelled_streams = 0
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._openai, methods=["POST"]),
+                Route(
+                    "/openai/deployments/{deployment}/chat/completions",
+                    self._openai,
+                    methods=["POST"],
+                ),
+                Route("/v1/messages", self._anthropic, methods=["POST"]),
+            ]
+        )
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def start(self) -> ProtocolServer:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("protocol server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(5)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.turns.clear()
+            self.responder = None
+            self.requests.clear()
+            self.cancelled_streams = 0
+
+    def script(self, *turns: Turn) -> None:
+        with self._lock:
+            self.turns.extend(turns)
+
+    # --- handlers --------------------------------------------------------------------------
+    def _next(self, rec: Recorded) -> Turn:
+        with self._lock:
+            self.requests.append(rec)
+            if self.turns:
+                return self.turns.popleft()
+            responder = self.responder
+        if responder is None:
+            return Turn(status=500, error_body={"error": {"message": "no scripted turn left"}})
+        return responder(rec)
+
+    async def _record(self, request: Request, kind: str) -> Recorded:
+        body = await request.json()
+        return Recorded(
+            kind, request.url.path, dict(request.query_params), dict(request.headers), body
+        )
+
+    async def _openai(self, request: Request) -> Response:
+        rec = await self._record(request, "openai")
+        turn = self._next(rec)
+        if turn.hang:
+            await asyncio.sleep(turn.hang)
+        if turn.status != 200:
+            body = turn.error_body or {
+                "error": {"message": f"scripted {turn.status}", "type": "error"}
+            }
+            return JSONResponse(body, status_code=turn.status, headers=turn.headers)
+        return StreamingResponse(
+            self._guard(self._openai_chunks(turn, rec)), media_type="text/event-stream"
+        )
+
+    async def _anthropic(self, request: Request) -> Response:
+        rec = await self._record(request, "anthropic")
+        turn = self._next(rec)
+        if turn.hang:
+            await asyncio.sleep(turn.hang)
+        if turn.status != 200:
+            body = turn.error_body or {
+                "type": "error",
+                "error": {"type": "api_error", "message": f"scripted {turn.status}"},
+            }
+            return JSONResponse(body, status_code=turn.status, headers=turn.headers)
+        return StreamingResponse(
+            self._guard(self._anthropic_events(turn, rec)), media_type="text/event-stream"
+        )
+
+    async def _guard(self, gen: AsyncIterator[str]) -> AsyncIterator[str]:
+        self.open_streams += 1
+        try:
+            async for item in gen:
+                yield item
+        except asyncio.CancelledError:
+            self.cancelled_streams += 1
+            raise
+        finally:
+            self.open_streams -= 1
+
+    @staticmethod
+    def _pieces(text: str, size: int) -> list[str]:
+        return [text[i : i + size] for i in range(0, len(text), size)] if text else []
+
+    async def _openai_chunks(self, turn: Turn, rec: Recorded) -> AsyncIterator[str]:
+        cid = f"chatcmpl-{next(self._ids)}"
+        model = rec.body.get("model", "m")
+
+        def chunk(
+            delta: dict[str, Any],
+            finish: str | None = None,
+            usage: Any = None,
+            choices: bool = True,
+        ) -> str:
+            payload: dict[str, Any] = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]
+                if choices
+                else [],
+            }
+            if usage is not None:
+                payload["usage"] = usage
+            return f"data: {json.dumps(payload)}\n\n"
+
+        yield chunk({"role": "assistant", "content": ""})
+        for piece in self._pieces(turn.text, turn.chunk_chars):
+            if turn.delay:
+                await asyncio.sleep(turn.delay)
+            yield chunk({"content": piece})
+        for i, (name, args) in enumerate(turn.tool_calls):
+            call_id = f"call_{next(self._ids)}"
+            yield chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": i,
+                            "id": call_id,
+                            "type": "function",
+                            "function": {"name": name, "arguments": ""},
+                        }
+                    ]
+                }
+            )
+            raw = json.dumps(args)
+            for piece in self._pieces(raw, 7):
+                yield chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
+        yield chunk({}, finish="tool_calls" if turn.tool_calls else "stop")
+        usage = {
+            "prompt_tokens": turn.usage[0],
+            "completion_tokens": turn.usage[1],
+            "total_tokens": sum(turn.usage),
+        }
+        yield chunk({}, usage=usage, choices=False)
+        yield "data: [DONE]\n\n"
+
+    async def _anthropic_events(self, turn: Turn, rec: Recorded) -> AsyncIterator[str]:
+        def ev(name: str, data: dict[str, Any]) -> str:
+            return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n"
+
+        mid = f"msg_{next(self._ids)}"
+        yield ev(
+            "message_start",
+            {
+                "message": {
+                    "id": mid,
+                    "type": "message",
+                    "role": "assistant",
+                    "content": [],
+                    "model": rec.body.get("model", "m"),
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": turn.usage[0], "output_tokens": 1},
+                }
+            },
+        )
+        index = 0
+        if turn.text:
+            yield ev(
+                "content_block_start",
+                {"index": index, "content_block": {"type": "text", "text": ""}},
+            )
+            for piece in self._pieces(turn.text, turn.chunk_chars):
+                if turn.delay:
+                    await asyncio.sleep(turn.delay)
+                yield ev(
+                    "content_block_delta",
+                    {"index": index, "delta": {"type": "text_delta", "text": piece}},
+                )
+            yield ev("content_block_stop", {"index": index})
+            index += 1
+        for name, args in turn.tool_calls:
+            tid = f"toolu_{next(self._ids)}"
+            yield ev(
+                "content_block_start",
+                {
+                    "index": index,
+                    "content_block": {"type": "tool_use", "id": tid, "name": name, "input": {}},
+                },
+            )
+            for piece in self._pieces(json.dumps(args), 7):
+                yield ev(
+                    "content_block_delta",
+                    {"index": index, "delta": {"type": "input_json_delta", "partial_json": piece}},
+                )
+            yield ev("content_block_stop", {"index": index})
+            index += 1
+        stop = "tool_use" if turn.tool_calls else "end_turn"
+        yield ev(
+            "message_delta",
+            {
+                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "usage": {"output_tokens": turn.usage[1]},
+            },
+        )
+        yield ev("message_stop", {})
