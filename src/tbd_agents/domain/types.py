@@ -16,7 +16,10 @@ def new_id() -> str:
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """Now, timezone-aware UTC, in whole milliseconds: the precision every backend keeps (BSON
+    dates hold milliseconds), so a record's default timestamps read back exactly as created."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond - now.microsecond % 1000)
 
 
 def to_utc(value: datetime) -> datetime:
