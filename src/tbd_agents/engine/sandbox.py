@@ -1,0 +1,260 @@
+"""Custom Python tools, run one call per separate process under limits.
+
+What the sandbox guarantees:
+- the process environment holds only PATH, HOME/TMPDIR (a fresh temporary directory that is also
+  the working directory, deleted afterwards), LANG and the tool's declared variables: never the
+  parent's environment, so no TOKEN_ENCRYPTION_KEY, database URI or undeclared secret;
+- `setrlimit` caps CPU seconds, address space (the tool's `memory_limit_mb`), file size, open
+  files and (for non-root users) new processes/threads;
+- a wall-clock timeout kills the whole process group;
+- when the engine runs as root, the tool runs as ENGINE_SANDBOX_USER (default `nobody`), so files
+  readable only by root (the key file, `.env`) are out of reach;
+- whatever the tool does (crash, `os._exit`, segfault, garbage on stdout) the engine gets an
+  error result and carries on.
+What it does not do: it is not a container. Network access, reading world-readable files and
+CPU time of the machine are not restricted. See docs/engine.md.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import pwd
+import shutil
+import signal
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from tbd_agents.errors import InvalidData
+
+log = logging.getLogger(__name__)
+
+RUNNER = Path(__file__).with_name("sandbox_runner.py")
+MAX_OUTPUT = 1_000_000
+#: Imported before the privilege switch (the interpreter may be unreadable to the tool's user).
+PRELOAD = (
+    "json", "math", "re", "datetime", "decimal", "fractions", "statistics", "random", "string",
+    "textwrap", "base64", "hashlib", "hmac", "uuid", "time", "collections", "itertools",
+    "functools", "operator", "dataclasses", "enum", "typing", "csv", "io", "urllib.parse",
+    "html", "unicodedata", "zoneinfo", "calendar", "copy", "pprint", "bisect", "heapq",
+    "asyncio", "difflib", "struct", "binascii", "ipaddress", "secrets", "locale", "encodings.idna",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxLimits:
+    timeout_seconds: float = 30.0
+    memory_mb: int = 256
+    file_size_mb: int = 16
+    open_files: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxResult:
+    ok: bool
+    result: Any = None
+    error: str | None = None
+    stdout: str = ""
+    exit_code: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def entry_point(source: str, tool_name: str) -> str:
+    """Check `source` by parsing it (never executing) and return the function to call.
+
+    The tool must define a top-level function `run` (or one named like the tool) taking the
+    arguments of its parameters schema as keyword arguments. Raises InvalidData naming the fix.
+    """
+    try:
+        tree = ast.parse(source, filename="<custom tool>")
+    except SyntaxError as exc:
+        raise InvalidData(
+            f"custom tool {tool_name!r}: source_code has a syntax error at line {exc.lineno}: {exc.msg}",
+            details={"line": exc.lineno},
+        ) from None
+    names = {
+        node.name for node in tree.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+    for candidate in ("run", tool_name):
+        if candidate in names:
+            return candidate
+    raise InvalidData(
+        f"custom tool {tool_name!r}: source_code must define a top-level function `run(**arguments)` "
+        f"(found: {', '.join(sorted(names)) or 'no functions'})"
+    )
+
+
+def validate_custom_tool(name: str, source: str, parameters_schema: dict[str, Any]) -> str:
+    """Validation on save: the source parses and has an entry point; the schema is a JSON Schema."""
+    entry = entry_point(source, name)
+    try:
+        jsonschema.Draft202012Validator.check_schema(parameters_schema)
+    except jsonschema.SchemaError as exc:
+        raise InvalidData(
+            f"custom tool {name!r}: parameters_schema is not a valid JSON Schema: {exc.message}"
+        ) from None
+    if parameters_schema.get("type", "object") != "object":
+        raise InvalidData(f"custom tool {name!r}: parameters_schema must describe an object")
+    return entry
+
+
+def _drop_target(user: str | None) -> tuple[int, int] | None:
+    if not user or os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        log.warning("ENGINE_SANDBOX_USER=%s does not exist: custom tools run as root", user)
+        return None
+    return entry.pw_uid, entry.pw_gid
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+async def _read_capped(stream: asyncio.StreamReader | None, cap: int) -> tuple[bytes, bool]:
+    if stream is None:
+        return b"", False
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await stream.read(65536)
+        if not chunk:
+            return b"".join(chunks), False
+        if size < cap:
+            chunks.append(chunk[: cap - size])
+        size += len(chunk)
+        if size > cap:  # keep draining so the child never blocks on a full pipe
+            continue
+
+
+class Sandbox:
+    """Runs custom tool calls in child processes (see the module docstring)."""
+
+    def __init__(self, user: str | None = "nobody") -> None:
+        self._drop = _drop_target(user)
+
+    async def run(
+        self,
+        source: str,
+        entry: str,
+        arguments: dict[str, Any],
+        *,
+        env: dict[str, str] | None = None,
+        limits: SandboxLimits = SandboxLimits(),
+    ) -> SandboxResult:
+        """Run `entry(**arguments)` from `source` in a fresh process; never raises for tool faults."""
+        workdir = tempfile.mkdtemp(prefix="tbd-tool-")
+        if self._drop:
+            os.chown(workdir, *self._drop)
+        child_env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": workdir,
+            "TMPDIR": workdir,
+            "LANG": "C.UTF-8",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONIOENCODING": "utf-8",
+            **(env or {}),
+        }
+        request = {
+            "source": source,
+            "entry": entry,
+            "arguments": arguments,
+            "limits": {
+                "cpu_seconds": max(1, int(limits.timeout_seconds + 0.999)),
+                "memory_mb": limits.memory_mb,
+                "file_size_mb": limits.file_size_mb,
+                "open_files": limits.open_files,
+            },
+            "drop_to": list(self._drop) if self._drop else None,
+            "preload": list(PRELOAD),
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-I", str(RUNNER),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, cwd=workdir, env=child_env, start_new_session=True,
+        )  # fmt: skip
+        try:
+            return await self._talk(proc, json.dumps(request).encode(), limits)
+        finally:
+            _kill_group(proc.pid)
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    async def _talk(
+        self, proc: asyncio.subprocess.Process, payload: bytes, limits: SandboxLimits
+    ) -> SandboxResult:
+        async def exchange() -> tuple[bytes, bytes]:
+            assert proc.stdin is not None
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                proc.stdin.write(payload)
+                await proc.stdin.drain()
+                proc.stdin.close()
+            (out, _), (err, _) = await asyncio.gather(
+                _read_capped(proc.stdout, MAX_OUTPUT), _read_capped(proc.stderr, 20_000)
+            )
+            await proc.wait()
+            return out, err
+
+        try:
+            out, err = await asyncio.wait_for(exchange(), timeout=limits.timeout_seconds)
+        except TimeoutError:
+            _kill_group(proc.pid)
+            await proc.wait()
+            return SandboxResult(
+                ok=False,
+                error=f"timed out after {limits.timeout_seconds:g} s; the tool's processes were killed",
+                exit_code=proc.returncode,
+            )
+        return self._interpret(proc.returncode, out, err, limits)
+
+    @staticmethod
+    def _interpret(
+        code: int | None, out: bytes, err: bytes, limits: SandboxLimits
+    ) -> SandboxResult:
+        stderr_tail = err.decode("utf-8", "replace")[-2000:]
+        if code is not None and code < 0:
+            sig = (
+                signal.Signals(-code).name
+                if -code in signal.Signals._value2member_map_
+                else str(-code)
+            )
+            hint = " (CPU time limit)" if sig in ("SIGXCPU", "SIGKILL") else ""
+            return SandboxResult(
+                ok=False, error=f"tool process crashed with signal {sig}{hint}", exit_code=code,
+                details={"stderr": stderr_tail},
+            )  # fmt: skip
+        try:
+            reply = json.loads(out.decode("utf-8"))
+            if not isinstance(reply, dict) or "ok" not in reply:
+                raise ValueError("not a reply object")
+        except ValueError:
+            reason = f"exited with code {code}" if code else "produced no result"
+            if "MemoryError" in stderr_tail:
+                reason = f"ran out of its {limits.memory_mb} MB memory limit"
+            return SandboxResult(
+                ok=False, error=f"tool process {reason} without a valid result", exit_code=code,
+                details={"stderr": stderr_tail},
+            )  # fmt: skip
+        return SandboxResult(
+            ok=bool(reply["ok"]),
+            result=reply.get("result"),
+            error=reply.get("error"),
+            stdout=str(reply.get("stdout", "")),
+            exit_code=code,
+            details={"traceback": reply["traceback"]} if reply.get("traceback") else {},
+        )
