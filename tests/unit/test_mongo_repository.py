@@ -331,3 +331,26 @@ async def test_unreachable_server_names_target_and_fix() -> None:
                 await repos.agents.get(str(OID_A))
     finally:
         await store.close()
+
+
+async def test_open_mongo_store_builds_the_client_from_settings() -> None:
+    from tbd_agents.config import Settings
+    from tbd_agents.storage.mongo.connect import mongo_client, open_mongo_store
+
+    port = _free_port()
+    settings = Settings(
+        db_backend="mongo",
+        mongo_uri=f"mongodb://app:s3cret@127.0.0.1:{port}/?serverSelectionTimeoutMS=150",
+        mongo_db_name="hub",
+        application_name="tbd-test",
+    )
+    client = mongo_client(settings)
+    try:
+        assert client.codec_options.tz_aware is True
+        assert client.options.pool_options.metadata["application"] == {"name": "tbd-test"}
+    finally:
+        await client.close()
+    with pytest.raises(DatabaseUnreachable) as exc:
+        await open_mongo_store(settings)
+    assert f"127.0.0.1:{port}" in exc.value.message
+    assert "s3cret" not in exc.value.message

@@ -47,6 +47,12 @@ def unreachable(target: str, detail: str) -> DatabaseUnreachable:
     )
 
 
+def _short(exc: BaseException) -> str:
+    """The first, useful part of a pymongo connection error (not its topology dump)."""
+    text = str(exc).split(" (configured timeouts")[0].split(", Timeout:")[0].strip()
+    return (text[:300] or type(exc).__name__).rstrip(",")
+
+
 def _fields_of_key_pattern(pattern: Mapping[str, Any]) -> list[str]:
     return ["id" if name == "_id" else name for name in pattern]
 
@@ -99,7 +105,7 @@ def translate(
             return DuplicateKey(entity, duplicate_fields(dup, index_fields))
         return None
     if isinstance(exc, ConnectionFailure):
-        return unreachable(target, str(exc).split(",")[0] or type(exc).__name__)
+        return unreachable(target, _short(exc))
     if isinstance(exc, OperationFailure):
         if exc.code == _AUTH_FAILED:
             return DatabaseUnreachable(
