@@ -207,11 +207,16 @@ def field_meta(model: type[Entity], name: str) -> FieldMeta:
 
 
 def well_formed_id(record_id: object) -> bool:
-    """True if `record_id` could be an id in any backend (non-empty text of at most 128 chars).
+    """True if `record_id` could be an id in any backend: non-empty text of at most 128
+    characters without NUL (PostgreSQL text cannot hold NUL).
 
     Repositories answer NotFound for anything else instead of passing it to the driver.
     """
-    return isinstance(record_id, str) and 0 < len(record_id) <= MAX_ID_LENGTH
+    return (
+        isinstance(record_id, str)
+        and 0 < len(record_id) <= MAX_ID_LENGTH
+        and "\x00" not in record_id
+    )
 
 
 def _first_error(exc: ValidationError) -> str:

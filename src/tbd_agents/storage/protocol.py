@@ -259,6 +259,10 @@ class DocumentStore(Protocol):
     rolls back."""
 
     backend: str
+    #: True if a unit of work is atomic across records (an exception undoes every write of the
+    #: block). False where the backend has no multi-record transaction: writes are applied as
+    #: they happen and an exception undoes nothing.
+    transactional: bool
 
     def unit_of_work(self) -> AbstractAsyncContextManager[Repositories]: ...
 

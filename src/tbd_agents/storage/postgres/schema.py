@@ -123,9 +123,10 @@ def _sql_type(annotation: Any) -> TypeEngine[Any]:
             return ARRAY(Text)
         if item is float:
             return ARRAY(Double)
-        return JSONB()
+        return JSONB(none_as_null=True)
     if origin is dict:
-        return JSONB()
+        # none_as_null: a Python None is SQL NULL (is_null finds it), not the JSON value null.
+        return JSONB(none_as_null=True)
     if isinstance(annotation, type):
         if issubclass(annotation, StrEnum) or annotation is str:
             return Text()

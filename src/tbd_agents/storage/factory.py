@@ -1,0 +1,42 @@
+"""Build the document store chosen by the settings — the one place that branches on the backend."""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import URL
+
+from tbd_agents.config import DbBackend, Settings
+from tbd_agents.errors import ConfigurationError
+from tbd_agents.storage.protocol import DocumentStore
+
+
+async def open_store(settings: Settings, *, url: URL | str | None = None) -> DocumentStore:
+    """The document store of `settings.db_backend`, connected lazily (call `ping()` to check it).
+
+    PostgreSQL: `url` (e.g. the embedded server's URL from `prepare_database`) or, without it,
+    `POSTGRES_URI` / `POSTGRES_DB_NAME`. This function never starts a server itself. The engine
+    uses the pool size, timeout and application name of the settings and is disposed by
+    `store.close()`.
+    """
+    if settings.db_backend is DbBackend.POSTGRES:
+        return _open_postgres(settings, url)
+    raise ConfigurationError(
+        f"DB_BACKEND={settings.db_backend.value} is not available in this build: "
+        "set DB_BACKEND=postgres"
+    )
+
+
+def _open_postgres(settings: Settings, url: URL | str | None) -> DocumentStore:
+    from tbd_agents.storage.postgres.engine import create_engine
+    from tbd_agents.storage.postgres.repository import PostgresStore
+
+    if isinstance(url, URL):
+        url = url.render_as_string(hide_password=False)  # str(URL) would mask the password
+    target = settings.postgres_url(url)  # no url: POSTGRES_URI (ConfigurationError if unset)
+    engine = create_engine(
+        target,
+        application_name=settings.application_name,
+        pool_size=settings.postgres_pool_size,
+        max_overflow=settings.postgres_max_overflow,
+        connect_timeout=settings.postgres_connect_timeout,
+    )
+    return PostgresStore(engine, url=target, embedded=settings.uses_embedded_postgres)

@@ -1,0 +1,406 @@
+"""The PostgreSQL implementation of the storage protocol (SQLAlchemy Core on the typed tables).
+
+`PostgresStore` wraps an `AsyncEngine`; each `unit_of_work()` takes one connection, opens one
+transaction and yields `PostgresRepositories` bound to it (commit on normal exit, rollback on an
+exception). `PostgresRepository` serves one entity: every call issues a fixed number of statements
+(one for reads and most writes), rows come back as domain models, and driver errors leave as
+domain errors (`storage.postgres.errors.translate`); unknown errors propagate unchanged.
+
+A failed statement aborts a PostgreSQL transaction. So that a caught `DuplicateKey` does not
+poison the unit of work, `create` inserts with `ON CONFLICT DO NOTHING` and reports the clash
+itself, and `insert_many` runs inside a savepoint.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Generic, NoReturn, TypeVar, cast
+
+from sqlalchemy import Select, delete, exists, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import URL, Result
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql import Executable
+
+from tbd_agents.domain.models import (
+    ENTITIES,
+    Entity,
+)
+from tbd_agents.domain.types import utcnow
+from tbd_agents.errors import (
+    DuplicateKey,
+    InvalidData,
+    NotFound,
+    SchemaNotReady,
+    UnsupportedQuery,
+)
+from tbd_agents.storage.common import (
+    check_filters,
+    check_query,
+    check_update_fields,
+    check_upsert_key,
+    cursor_values,
+    fields_of,
+    validate_changes,
+    well_formed_id,
+)
+from tbd_agents.storage.postgres.errors import UPGRADE_HINT, translate, where
+from tbd_agents.storage.postgres.query import db_value, keyset_clause, order_by, where_clause
+from tbd_agents.storage.postgres.schema import TABLES
+from tbd_agents.storage.protocol import Filter, Page, Query, Repository, encode_cursor
+
+E = TypeVar("E", bound=Entity)
+
+#: asyncpg accepts at most 32767 bind parameters per statement.
+MAX_BIND_PARAMS = 32_000
+
+#: Order of `find_one` (the protocol's default sort).
+DEFAULT_SORT_FIELDS = ("created_at", "id")
+
+
+class PostgresRepository(Generic[E]):
+    """`storage.protocol.Repository` for one entity, on one connection (one transaction)."""
+
+    def __init__(
+        self,
+        model: type[E],
+        conn: AsyncConnection,
+        *,
+        url: URL | None = None,
+        embedded: bool = False,
+    ) -> None:
+        self.model = model
+        self.table = TABLES[model.collection]
+        self._conn = conn
+        self._url = url
+        self._embedded = embedded
+        self._columns = tuple(fields_of(model))
+
+    # --- plumbing --------------------------------------------------------------------------
+    def _raise(self, exc: BaseException) -> NoReturn:
+        err = translate(exc, url=self._url, entity=self.model.__name__, embedded=self._embedded)
+        if err is None:
+            raise exc
+        raise err from exc
+
+    async def _execute(self, stmt: Executable) -> Result[Any]:
+        try:
+            return await self._conn.execute(stmt)
+        except (DBAPIError, OSError) as exc:
+            self._raise(exc)
+
+    def _to_model(self, row: Any) -> E:
+        return self.model.model_validate(dict(row._mapping))
+
+    def _row_of(self, record: E) -> dict[str, Any]:
+        if not isinstance(record, self.model):
+            raise InvalidData(
+                f"{self.model.collection} stores {self.model.__name__} records, "
+                f"not {type(record).__name__}"
+            )
+        return {name: db_value(getattr(record, name)) for name in self._columns}
+
+    def _select(self) -> Select[Any]:
+        return select(self.table)
+
+    # --- reads -----------------------------------------------------------------------------
+    async def get(self, record_id: str) -> E:
+        """The record with `record_id`; NotFound if there is none (or the id is malformed)."""
+        if not well_formed_id(record_id):
+            raise NotFound(self.model.__name__, str(record_id))
+        result = await self._execute(self._select().where(self.table.c.id == record_id))
+        row = result.first()
+        if row is None:
+            raise NotFound(self.model.__name__, record_id)
+        return self._to_model(row)
+
+    async def find_one(self, *filters: Filter) -> E | None:
+        """The first matching record in the default order (created_at, id), or None."""
+        checked = check_filters(self.model, filters)
+        stmt = (
+            self._select()
+            .where(*where_clause(self.table, self.model, checked))
+            .order_by(*(self.table.c[f] for f in DEFAULT_SORT_FIELDS))
+            .limit(1)
+        )
+        row = (await self._execute(stmt)).first()
+        return None if row is None else self._to_model(row)
+
+    async def list(self, query: Query = Query()) -> Page[E]:  # noqa: B008 - frozen dataclass
+        """One page in the query's order (one statement; `limit + 1` rows tell if more follow)."""
+        checked = check_query(self.model, query)
+        conds = where_clause(self.table, self.model, checked.filters)
+        if checked.after is not None:
+            conds.append(keyset_clause(self.table, checked.sort, checked.after))
+        stmt = self._select().where(*conds).order_by(*order_by(self.table, checked.sort))
+        if checked.limit is not None:
+            stmt = stmt.limit(checked.limit + 1)
+        rows = (await self._execute(stmt)).all()
+        items = [self._to_model(r) for r in rows]
+        if checked.limit is None or len(items) <= checked.limit:
+            return Page(items=items, next_cursor=None)
+        items = items[: checked.limit]
+        return Page(items=items, next_cursor=encode_cursor(cursor_values(items[-1], checked.sort)))
+
+    async def iterate(self, query: Query = Query(), batch_size: int = 500) -> AsyncIterator[E]:  # noqa: B008
+        """Every matching record in the query's order, fetched in keyset pages of `batch_size`.
+
+        `query.limit`, if set, caps the total number of records yielded.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise UnsupportedQuery(f"batch_size must be a positive integer, got {batch_size!r}")
+        remaining = query.limit
+        cursor = query.cursor
+        while remaining is None or remaining > 0:
+            size = batch_size if remaining is None else min(batch_size, remaining)
+            page = await self.list(Query(query.filters, query.sort, size, cursor))
+            for item in page.items:
+                yield item
+            if remaining is not None:
+                remaining -= len(page.items)
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def count(self, *filters: Filter) -> int:
+        """How many records match `filters` (all records without filters)."""
+        checked = check_filters(self.model, filters)
+        stmt = (
+            select(func.count())
+            .select_from(self.table)
+            .where(*where_clause(self.table, self.model, checked))
+        )
+        return int((await self._execute(stmt)).scalar_one())
+
+    # --- writes ----------------------------------------------------------------------------
+    async def create(self, record: E) -> E:
+        """Insert `record`; DuplicateKey naming the key if its id or a unique key is taken.
+
+        The unit of work stays usable after a DuplicateKey.
+        """
+        row = self._row_of(record)
+        stmt = pg_insert(self.table).values(row).on_conflict_do_nothing().returning(self.table)
+        created = (await self._execute(stmt)).first()
+        if created is None:
+            raise DuplicateKey(self.model.__name__, await self._clashing_key(row))
+        return self._to_model(created)
+
+    async def _clashing_key(self, row: Mapping[str, Any]) -> builtins.list[str]:
+        """Which unique key of `row` already exists (one statement, only on the error path)."""
+        keys = [("id",), *self.model.unique_keys]
+        probes = [
+            exists().where(*(self.table.c[f] == row[f] for f in key)).label(f"k{i}")
+            for i, key in enumerate(keys)
+        ]
+        found = (await self._execute(select(*probes))).one()
+        for key, hit in zip(keys, found, strict=True):
+            if hit:
+                return builtins.list(key)
+        return []  # the clashing row went away in between; the insert still did not happen
+
+    async def insert_many(self, records: Sequence[E]) -> int:
+        """Insert every record, all or none (one multi-row INSERT per batch, in a savepoint).
+
+        DuplicateKey if any id or unique key is taken (also within `records`); the unit of work
+        stays usable. Returns the number of rows inserted.
+        """
+        rows = [self._row_of(r) for r in records]
+        if not rows:
+            return 0
+        per_batch = max(1, MAX_BIND_PARAMS // len(self._columns))
+        inserted = 0
+        try:
+            async with self._conn.begin_nested():
+                for start in range(0, len(rows), per_batch):
+                    batch = rows[start : start + per_batch]
+                    result = await self._conn.execute(insert(self.table).values(batch))
+                    inserted += result.rowcount
+        except (DBAPIError, OSError) as exc:
+            self._raise(exc)
+        return inserted
+
+    async def update(self, record_id: str, changes: Mapping[str, Any]) -> E:
+        """Set only the named fields (validated against the model) and `updated_at`.
+
+        `updated_at` is set to now unless `changes` names it. NotFound for an unknown id,
+        InvalidData for an unknown field, `id`/`created_at`, or a value the field refuses.
+        """
+        values = validate_changes(self.model, changes)
+        if not well_formed_id(record_id):
+            raise NotFound(self.model.__name__, str(record_id))
+        values.setdefault("updated_at", utcnow())
+        stmt = (
+            update(self.table)
+            .where(self.table.c.id == record_id)
+            .values({k: db_value(v) for k, v in values.items()})
+            .returning(self.table)
+        )
+        row = (await self._execute(stmt)).first()
+        if row is None:
+            raise NotFound(self.model.__name__, record_id)
+        return self._to_model(row)
+
+    async def upsert(
+        self, record: E, key: Sequence[str], update_fields: Sequence[str] | None = None
+    ) -> E:
+        """Insert `record`, or update the row with the same `key` values (one statement).
+
+        `key` must be `("id",)` or one of the model's unique keys. On update, the existing row's
+        `id` and `created_at` are kept and `update_fields` (default: every other field) are
+        overwritten with the record's values.
+        """
+        conflict_key = check_upsert_key(self.model, key)
+        fields = check_update_fields(self.model, conflict_key, update_fields)
+        row = self._row_of(record)
+        insert_row = pg_insert(self.table).values(row)
+        stmt = insert_row.on_conflict_do_update(
+            index_elements=[self.table.c[k] for k in conflict_key],
+            set_={f: insert_row.excluded[f] for f in fields},
+        ).returning(self.table)
+        return self._to_model((await self._execute(stmt)).one())
+
+    async def delete(self, record_id: str) -> bool:
+        """Delete one record; True if it existed (False for malformed ids)."""
+        if not well_formed_id(record_id):
+            return False
+        stmt = delete(self.table).where(self.table.c.id == record_id).returning(self.table.c.id)
+        return (await self._execute(stmt)).first() is not None
+
+    async def delete_where(self, *filters: Filter) -> int:
+        """Delete every matching record; refuses an empty filter list. Returns how many."""
+        if not filters:
+            raise UnsupportedQuery(
+                f"delete_where on {self.model.collection} needs at least one filter; "
+                "deleting every record must be asked for explicitly (e.g. not_null('id') is refused "
+                "too: use a real condition)"
+            )
+        checked = check_filters(self.model, filters)
+        stmt = delete(self.table).where(*where_clause(self.table, self.model, checked))
+        result = await self._execute(stmt)
+        return int(cast(Any, result).rowcount)
+
+
+class PostgresRepositories:
+    """The 15 repositories of one unit of work, all on the same connection.
+
+    Attributes are typed as the protocol declares them (`Repository[Any]`); use
+    `for_model(Agent)` for a repository typed with its entity.
+    """
+
+    agents: Repository[Any]
+    chat_sessions: Repository[Any]
+    chat_messages: Repository[Any]
+    memories: Repository[Any]
+    skills: Repository[Any]
+    tokens: Repository[Any]
+    providers: Repository[Any]
+    knowledge_items: Repository[Any]
+    knowledge_sources: Repository[Any]
+    custom_tools: Repository[Any]
+    guardrails: Repository[Any]
+    workflows: Repository[Any]
+    task_executions: Repository[Any]
+    scheduled_agents: Repository[Any]
+    mcp_servers: Repository[Any]
+
+    def __init__(self, conn: AsyncConnection, *, url: URL | None, embedded: bool) -> None:
+        self.connection = conn
+        self._url, self._embedded = url, embedded
+        self._by_model: dict[type[Entity], PostgresRepository[Any]] = {}
+        for model in ENTITIES:
+            repo: PostgresRepository[Any] = PostgresRepository(
+                model, conn, url=url, embedded=embedded
+            )
+            self._by_model[model] = repo
+            setattr(self, model.collection, repo)
+
+    def for_model(self, model: type[E]) -> PostgresRepository[E]:
+        """The repository of `model`: one of the 15 entities, or an extra entity whose table is
+        registered in `schema.TABLES` (e.g. `ApiKey`, by `schema_auth`)."""
+        try:
+            return cast(PostgresRepository[E], self._by_model[model])
+        except KeyError:
+            if model.collection not in TABLES:
+                raise UnsupportedQuery(f"{model.__name__} is not a stored entity") from None
+        repo = PostgresRepository(model, self.connection, url=self._url, embedded=self._embedded)
+        self._by_model[model] = repo
+        return repo
+
+
+class PostgresStore:
+    """`storage.protocol.DocumentStore` over an async SQLAlchemy engine (asyncpg)."""
+
+    backend = "postgres"
+    transactional = True
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        url: URL | None = None,
+        embedded: bool = False,
+        owns_engine: bool = True,
+    ) -> None:
+        self.engine = engine
+        self.url = url if url is not None else engine.url
+        self._embedded = embedded
+        self._owns_engine = owns_engine
+
+    def _raise(self, exc: BaseException) -> NoReturn:
+        err = translate(exc, url=self.url, embedded=self._embedded)
+        if err is None:
+            raise exc
+        raise err from exc
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[PostgresRepositories]:
+        """Repositories on one connection in one transaction: commit when the block ends
+        normally, roll back when it raises (the exception propagates)."""
+        try:
+            conn = await self.engine.connect()
+        except (DBAPIError, OSError) as exc:
+            self._raise(exc)
+        try:
+            try:
+                trans = await conn.begin()
+            except (DBAPIError, OSError) as exc:
+                self._raise(exc)
+            try:
+                yield PostgresRepositories(conn, url=self.url, embedded=self._embedded)
+            except BaseException:
+                await trans.rollback()
+                raise
+            try:
+                await trans.commit()
+            except (DBAPIError, OSError) as exc:
+                self._raise(exc)
+        finally:
+            await conn.close()
+
+    async def ping(self) -> None:
+        """Check the server answers and the 15 tables exist (one round trip).
+
+        Raises DatabaseUnreachable (with the fix) or SchemaNotReady naming the missing tables.
+        """
+        names = [m.collection for m in ENTITIES]
+        probe = select(*(func.to_regclass(f"public.{n}").label(n) for n in names))
+        try:
+            async with self.engine.connect() as conn:
+                row = (await conn.execute(probe)).one()
+        except (DBAPIError, OSError) as exc:
+            self._raise(exc)
+        missing = [n for n, oid in zip(names, row, strict=True) if oid is None]
+        if missing:
+            raise SchemaNotReady(
+                f'relation "{missing[0]}" does not exist: the tables have not been created in '
+                f"{where(self.url)} (missing: {', '.join(missing)}); {UPGRADE_HINT}.",
+                details={"missing": missing},
+            )
+
+    async def close(self) -> None:
+        """Close the pool (if this store created the engine)."""
+        if self._owns_engine:
+            await self.engine.dispose()

@@ -1,0 +1,85 @@
+"""The `store` fixture of the contract suite: every test runs once per backend in BACKENDS.
+
+A backend is a name and a factory. The factory receives the pytest request and returns an async
+context manager yielding a `DocumentStore` on a fresh, empty database; it is entered once per test
+module (module scope) and every test starts from empty collections (see `store`). To add a
+backend, append one `Backend(...)` entry to BACKENDS; the tests do not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+
+import pytest
+
+from tbd_agents.domain.models import ENTITIES
+from tbd_agents.storage.protocol import DocumentStore, not_in
+from tests.support import pg
+
+StoreFactory = Callable[[pytest.FixtureRequest], AbstractAsyncContextManager[DocumentStore]]
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    open: StoreFactory
+    marks: tuple[pytest.MarkDecorator, ...] = field(default=())
+
+
+@asynccontextmanager
+async def _postgres(server_uri: str, revision: str) -> AsyncIterator[DocumentStore]:
+    from tbd_agents.storage.postgres.engine import create_engine
+    from tbd_agents.storage.postgres.repository import PostgresStore
+
+    url = pg.create_migrated_database(server_uri, prefix="contract", revision=revision)
+    store = PostgresStore(create_engine(url, pool_size=2, max_overflow=2), url=url)
+    try:
+        yield store
+    finally:
+        await store.close()
+        pg.drop_database(url)
+
+
+def pg18_store(request: pytest.FixtureRequest) -> AbstractAsyncContextManager[DocumentStore]:
+    """Embedded PostgreSQL 18 + pgvector, schema at head."""
+    return _postgres(request.getfixturevalue("pg18_server"), "head")
+
+
+def pg15_store(request: pytest.FixtureRequest) -> AbstractAsyncContextManager[DocumentStore]:
+    """The machine's PostgreSQL 15 (no pgvector): the document tables only."""
+    from tbd_agents.storage.postgres.migrate import DOCUMENT_SCHEMA_REVISION
+
+    return _postgres(request.getfixturevalue("pg15_server"), DOCUMENT_SCHEMA_REVISION)
+
+
+#: Every backend the contract suite runs against (the MongoDB emulation is appended here).
+BACKENDS: tuple[Backend, ...] = (
+    Backend("pg18", pg18_store),
+    Backend("pg15", pg15_store, marks=(pytest.mark.pg15,)),
+)
+
+
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param(b, id=b.name, marks=b.marks) for b in BACKENDS],
+)
+async def backend_store(request: pytest.FixtureRequest) -> AsyncIterator[DocumentStore]:
+    backend: Backend = request.param
+    async with backend.open(request) as store:
+        yield store
+
+
+async def empty_all(store: DocumentStore) -> None:
+    """Delete every record of every collection, through the protocol itself."""
+    async with store.unit_of_work() as repos:
+        for model in ENTITIES:
+            await repos.for_model(model).delete_where(not_in("id", ()))
+
+
+@pytest.fixture
+async def store(backend_store: DocumentStore) -> DocumentStore:
+    """A store whose collections are all empty when the test starts."""
+    await empty_all(backend_store)
+    return backend_store
