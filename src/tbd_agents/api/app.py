@@ -78,7 +78,9 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
             if settings.allow_unauthenticated:
                 log.warning(
                     "AUTHENTICATION IS DISABLED (ALLOW_UNAUTHENTICATED=true): every request to "
-                    "%s:%s acts as the local admin", settings.host, settings.port
+                    "%s:%s acts as the local admin",
+                    settings.host,
+                    settings.port,
                 )
             yield
         finally:

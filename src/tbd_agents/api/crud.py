@@ -77,20 +77,31 @@ class ListFilter:
         return contains_all(name, value) if self.op == "contains_all" else eq(name, value)
 
 
-TAGS = ListFilter("tags", list[str] | None, op="contains_all", description="Records having every tag given (repeat the parameter).")
+TAGS = ListFilter(
+    "tags",
+    list[str] | None,
+    op="contains_all",
+    description="Records having every tag given (repeat the parameter).",
+)
 
 
-def owner_filter(model: type[Entity], principal: Principal, owner: str | None) -> tuple[Filter, ...]:
+def owner_filter(
+    model: type[Entity], principal: Principal, owner: str | None
+) -> tuple[Filter, ...]:
     if owner is None:
         return ()
     if not principal.is_admin and owner != principal.identity:
         raise PermissionDenied("only admins may list other owners' records")
     if model.owner_field is None:
-        raise UnsupportedQuery(f"{model.collection} records have no owner of their own; filter by their parent")
+        raise UnsupportedQuery(
+            f"{model.collection} records have no owner of their own; filter by their parent"
+        )
     return (eq(model.owner_field, owner),)
 
 
-def _list_endpoint(model: type[Entity], filters: Sequence[ListFilter], sort: tuple[Sort, ...]) -> Any:
+def _list_endpoint(
+    model: type[Entity], filters: Sequence[ListFilter], sort: tuple[Sort, ...]
+) -> Any:
     async def list_records(ctx: Any, common: Any, **params: Any) -> Response:
         principal, paging, owner = common
         assert isinstance(paging, Paging)
@@ -132,7 +143,10 @@ def crud_router(
     router = APIRouter(prefix=prefix, tags=[tag], responses=ERRORS)
     Out = output_schema(model)
     router.add_api_route(
-        "", _list_endpoint(model, filters, sort), methods=["GET"], response_model=page_schema(model),
+        "",
+        _list_endpoint(model, filters, sort),
+        methods=["GET"],
+        response_model=page_schema(model),
         summary=f"List {model.collection}",
     )
 
@@ -153,14 +167,20 @@ def crud_router(
 
         create_record.__annotations__["body"] = Annotated[Create, Body()]
         router.add_api_route(
-            "", create_record, methods=["POST"], status_code=201, response_model=Out,
+            "",
+            create_record,
+            methods=["POST"],
+            status_code=201,
+            response_model=Out,
             summary=f"Create one of {model.collection}",
         )
 
     if writable:
         Update = update_schema(model)
 
-        async def update_record(record_id: RecordId, ctx: Ctx, caller: Caller, body: Any) -> Response:
+        async def update_record(
+            record_id: RecordId, ctx: Ctx, caller: Caller, body: Any
+        ) -> Response:
             async with ctx.store.unit_of_work() as repos:
                 service = records_for(model, repos, caller, ctx.cipher())
                 record = await service.update(record_id, body.model_dump(exclude_unset=True))
@@ -168,7 +188,10 @@ def crud_router(
 
         update_record.__annotations__["body"] = Annotated[Update, Body()]
         router.add_api_route(
-            "/{record_id}", update_record, methods=["PATCH"], response_model=Out,
+            "/{record_id}",
+            update_record,
+            methods=["PATCH"],
+            response_model=Out,
             summary=f"Change some fields of one of {model.collection} (null clears a nullable field)",
         )
 

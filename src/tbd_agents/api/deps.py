@@ -64,11 +64,24 @@ class Paging:
 
 def common_list_params(
     caller: Caller,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size (max 200).")] = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=2048, description="`next_cursor` of the previous page.")] = None,
-    owner: Annotated[str | None, Query(max_length=512, description="Owner identity (admins; users may only name themselves).")] = None,
-    created_after: Annotated[datetime | None, Query(description="Created at or after (ISO 8601).")] = None,
-    created_before: Annotated[datetime | None, Query(description="Created before (ISO 8601).")] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_LIMIT, description="Page size (max 200).")
+    ] = DEFAULT_LIMIT,
+    cursor: Annotated[
+        str | None, Query(max_length=2048, description="`next_cursor` of the previous page.")
+    ] = None,
+    owner: Annotated[
+        str | None,
+        Query(
+            max_length=512, description="Owner identity (admins; users may only name themselves)."
+        ),
+    ] = None,
+    created_after: Annotated[
+        datetime | None, Query(description="Created at or after (ISO 8601).")
+    ] = None,
+    created_before: Annotated[
+        datetime | None, Query(description="Created before (ISO 8601).")
+    ] = None,
 ) -> tuple[Principal, Paging, str | None]:
     filters: list[Filter] = []
     if created_after is not None:

@@ -35,7 +35,11 @@ EXTRA_INPUT: dict[type[Entity], dict[str, Any]] = {
     Token: {
         "value": (
             str,
-            Field(min_length=1, max_length=65536, description="The secret; write-only, stored encrypted."),
+            Field(
+                min_length=1,
+                max_length=65536,
+                description="The secret; write-only, stored encrypted.",
+            ),
         )
     },
 }
@@ -107,10 +111,14 @@ def output_schema(model: type[Entity]) -> type[BaseModel]:
 
 @cache
 def page_schema(model: type[Entity]) -> type[BaseModel]:
+    item: Any = output_schema(model)
     schema: type[BaseModel] = create_model(
         f"{model.__name__}Page",
-        items=(list[output_schema(model)], Field()),  # type: ignore[valid-type]
-        next_cursor=(str | None, Field(description="Pass as `cursor` for the next page; null at the end.")),
+        items=(list[item], Field()),
+        next_cursor=(
+            str | None,
+            Field(description="Pass as `cursor` for the next page; null at the end."),
+        ),
     )
     return schema
 

@@ -40,4 +40,6 @@ def generate_key() -> NewKey:
     """A new random key with its public prefix and stored digest."""
     public = secrets.token_hex(_PUBLIC_LEN // 2)
     plaintext = f"{KEY_PREFIX}{public}_{secrets.token_urlsafe(32)}"
-    return NewKey(plaintext, prefix=plaintext[: len(KEY_PREFIX) + _PUBLIC_LEN], key_hash=hash_key(plaintext))
+    return NewKey(
+        plaintext, prefix=plaintext[: len(KEY_PREFIX) + _PUBLIC_LEN], key_hash=hash_key(plaintext)
+    )

@@ -59,7 +59,9 @@ def parse_key_ring(spec: str, *, source: str = "TOKEN_ENCRYPTION_KEY") -> dict[i
             raise ConfigurationError(f"{source}: version {version} is invalid or repeated")
         ring[version] = key
     if not ring:
-        raise ConfigurationError(f"{source} holds no key; make one with `tbd-agents tokens generate-key`")
+        raise ConfigurationError(
+            f"{source} holds no key; make one with `tbd-agents tokens generate-key`"
+        )
     return ring
 
 
@@ -102,7 +104,9 @@ class TokenCipher:
     def reencrypt(self, ciphertext: str) -> tuple[str, int]:
         """The same secret encrypted with the current key (fails if no key can read it)."""
         try:
-            return self._multi.rotate(ciphertext.encode("ascii")).decode("ascii"), self.current_version
+            return self._multi.rotate(ciphertext.encode("ascii")).decode(
+                "ascii"
+            ), self.current_version
         except InvalidToken:
             self.decrypt(ciphertext)  # raises the explanatory error
             raise
@@ -151,7 +155,9 @@ class KeyRingProvider:
         self._file: KeyFile | None = None
         self._stamp: tuple[int, int] | None = None
         if settings.token_encryption_key is not None:
-            self._cipher = TokenCipher(parse_key_ring(settings.token_encryption_key.get_secret_value()))
+            self._cipher = TokenCipher(
+                parse_key_ring(settings.token_encryption_key.get_secret_value())
+            )
         else:
             self._file = KeyFile(key_file_path(settings))
             self._cipher = TokenCipher(self._file.ensure())

@@ -26,7 +26,12 @@ class GitHubIdentity:
     """Validate GitHub tokens with `GET {api_url}/user`, caching results for `ttl` seconds."""
 
     def __init__(
-        self, client: httpx.AsyncClient, api_url: str, *, ttl: float = 60.0, max_entries: int = 10_000
+        self,
+        client: httpx.AsyncClient,
+        api_url: str,
+        *,
+        ttl: float = 60.0,
+        max_entries: int = 10_000,
     ) -> None:
         self._client = client
         self._url = api_url.rstrip("/") + "/user"
@@ -57,11 +62,16 @@ class GitHubIdentity:
         try:
             response = await self._client.get(
                 self._url,
-                headers={"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json"},
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Accept": "application/vnd.github+json",
+                },
                 timeout=10.0,
             )
         except httpx.HTTPError as exc:
-            raise UpstreamError(f"GitHub could not be reached to check the token ({type(exc).__name__})") from None
+            raise UpstreamError(
+                f"GitHub could not be reached to check the token ({type(exc).__name__})"
+            ) from None
         if response.status_code in (401, 403):
             return None
         if response.status_code != 200:

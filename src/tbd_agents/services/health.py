@@ -65,7 +65,9 @@ async def readiness(
     settings: Settings, store: DocumentStore, services: Mapping[str, Any]
 ) -> list[CheckResult]:
     """Database (reachable and at the Alembic head), vector store, Redis (when configured)."""
-    probes: list[tuple[str, Callable[[], Awaitable[str]]]] = [("database", lambda: _database(store))]
+    probes: list[tuple[str, Callable[[], Awaitable[str]]]] = [
+        ("database", lambda: _database(store))
+    ]
     vectors = services.get("vector_store")
     if vectors is not None and hasattr(vectors, "ping"):
         probes.append(("vector_store", vectors.ping))

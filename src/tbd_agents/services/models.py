@@ -30,11 +30,15 @@ async def list_provider_models(
         return list(provider.models), "stored"
     base = provider.base_url or DEFAULT_BASE_URLS.get(provider.provider_type)
     if not base:
-        raise InvalidData("this provider has no base_url to ask for models", details={"field": "base_url"})
+        raise InvalidData(
+            "this provider has no base_url to ask for models", details={"field": "base_url"}
+        )
     base = await resolve_text(repos, cipher, provider.created_by, base)
     headers = dict(provider.extra_headers)
     if provider.api_key_token_name and provider.auth_type is not AuthType.NONE:
-        key = await resolve_text(repos, cipher, provider.created_by, "{{token:" + provider.api_key_token_name + "}}")
+        key = await resolve_text(
+            repos, cipher, provider.created_by, "{{token:" + provider.api_key_token_name + "}}"
+        )
         if provider.provider_type is ProviderType.ANTHROPIC:
             headers["x-api-key"] = key
             headers["anthropic-version"] = "2023-06-01"

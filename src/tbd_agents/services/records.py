@@ -7,6 +7,8 @@ changes are committed together or not at all.
 
 from __future__ import annotations
 
+import builtins
+
 from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -133,7 +135,7 @@ class Records(Generic[E]):
         """Delete after the resource's rules: refuse (409) while dependants exist, else cascade."""
         self.principal.require_write()
         record = await self.get(record_id)
-        blocking: dict[str, list[str]] = {}
+        blocking: dict[str, builtins.list[str]] = {}
         for dep in self.spec.dependants:
             if dep.on_delete is OnDelete.REFUSE:
                 ids = await self._dependant_ids(dep, record)
@@ -147,7 +149,9 @@ class Records(Generic[E]):
             )
         for dep in self.spec.dependants:
             if dep.on_delete is OnDelete.CASCADE:
-                await self.repos.for_model(dep.model).delete_where(self._dependant_filter(dep, record))
+                await self.repos.for_model(dep.model).delete_where(
+                    self._dependant_filter(dep, record)
+                )
         await self.repo.delete(record.id)
         return record
 
@@ -155,9 +159,13 @@ class Records(Generic[E]):
         value = getattr(record, dep.by)
         return contains_any(dep.field, [value]) if dep.many else eq(dep.field, value)
 
-    async def _dependant_ids(self, dep: Dependant, record: Entity) -> list[str]:
+    async def _dependant_ids(self, dep: Dependant, record: Entity) -> builtins.list[str]:
         page = await self.repos.for_model(dep.model).list(
-            Query(filters=(self._dependant_filter(dep, record),), sort=(Sort("id"),), limit=DEPENDANTS_SHOWN)
+            Query(
+                filters=(self._dependant_filter(dep, record),),
+                sort=(Sort("id"),),
+                limit=DEPENDANTS_SHOWN,
+            )
         )
         return [r.id for r in page.items]
 
@@ -186,8 +194,8 @@ class Records(Generic[E]):
             if wanted:
                 await self._check_reference(ref, wanted)
 
-    async def _check_reference(self, ref: Reference, wanted: list[str]) -> None:
-        unique = sorted(set(wanted))
+    async def _check_reference(self, ref: Reference, wanted: builtins.list[str]) -> None:
+        unique: builtins.list[str] = sorted(set(wanted))
         valid = [v for v in unique if 0 < len(v) <= 512]
         found: set[str] = set()
         if valid:

@@ -48,7 +48,9 @@ class TokenRecords(Records[Token]):
         if "value" in values:
             value = values.pop("value")
             if not isinstance(value, str) or not value:
-                raise InvalidData("value: a token needs a non-empty value", details={"field": "value"})
+                raise InvalidData(
+                    "value: a token needs a non-empty value", details={"field": "value"}
+                )
             values["encrypted_value"], values["key_version"] = self.cipher.encrypt(value)
         return await super().update(record_id, values)
 
@@ -101,7 +103,9 @@ async def extract_connection_secrets(
         name = token_name_for(collection, record_id, path)
         existing = await records.repo.find_one(eq("name", name))
         if existing is None:
-            await records.create({"name": name, "value": value, "description": f"from {collection} {record_id}"})
+            await records.create(
+                {"name": name, "value": value, "description": f"from {collection} {record_id}"}
+            )
         else:
             await records.update(existing.id, {"value": value})
         config = _replace(config, path, "{{token:" + name + "}}")
@@ -113,7 +117,9 @@ def referenced_names(tree: Any) -> set[str]:
     return {m.group(1) for _, text in _walk(tree) for m in REFERENCE.finditer(text)}
 
 
-async def resolve_tree(repos: Repositories, cipher: TokenCipher, owner: str | None, tree: Any) -> Any:
+async def resolve_tree(
+    repos: Repositories, cipher: TokenCipher, owner: str | None, tree: Any
+) -> Any:
     """`tree` with each `{{token:NAME}}` replaced by the value of `owner`'s token NAME.
 
     Call this only where the value is about to be used (starting an MCP server, calling a

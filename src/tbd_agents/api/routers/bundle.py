@@ -1,9 +1,52 @@
-"""Export / import of bundles (see services/bundle.py)."""
+"""Export / import of bundles: GET /api/export, POST /api/import (see services/bundle.py)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
 
 from tbd_agents.api.crud import ERRORS
+from tbd_agents.api.deps import Caller, Ctx
+from tbd_agents.services.bundle import (
+    Bundle,
+    ImportMode,
+    ImportReport,
+    export_bundle,
+    import_bundle,
+)
 
 router = APIRouter(tags=["export/import"], responses=ERRORS)
+
+
+@router.get("/api/export", response_model=Bundle, summary="Export your configuration as a bundle")
+async def export(
+    ctx: Ctx,
+    caller: Caller,
+    include_items: Annotated[
+        bool, Query(description="Also export knowledge items (text).")
+    ] = False,
+) -> dict[str, Any]:
+    async with ctx.store.unit_of_work() as repos:
+        return await export_bundle(repos, caller, include_items=include_items)
+
+
+@router.post(
+    "/api/import",
+    response_model=ImportReport,
+    response_model_by_alias=True,
+    summary="Import a bundle",
+)
+async def import_(
+    bundle: Bundle,
+    ctx: Ctx,
+    caller: Caller,
+    mode: Annotated[
+        ImportMode, Query(description="On a name conflict: skip, rename or overwrite.")
+    ] = ImportMode.SKIP,
+    dry_run: Annotated[
+        bool, Query(description="Report what would happen; change nothing.")
+    ] = False,
+) -> ImportReport:
+    async with ctx.store.unit_of_work() as repos:
+        return await import_bundle(repos, caller, bundle, mode=mode, dry_run=dry_run)

@@ -17,7 +17,9 @@ from tbd_agents.services.catalog import ChatMessages
 from tbd_agents.services.records import Records
 from tbd_agents.storage.protocol import Sort, eq
 
-router = APIRouter(prefix="/api/chat/sessions/{session_id}/messages", tags=["chat"], responses=ERRORS)
+router = APIRouter(
+    prefix="/api/chat/sessions/{session_id}/messages", tags=["chat"], responses=ERRORS
+)
 SessionId = Annotated[str, Path(description="Chat session id.")]
 
 
@@ -43,12 +45,21 @@ async def list_messages(
     async with ctx.store.unit_of_work() as repos:
         service = ChatMessages(repos, caller)
         await Records(repos, caller, ChatSession).get(session_id)
-        page = await service.list([eq("session_id", session_id)], limit=limit, cursor=cursor, sort=(Sort("created_at"),))
+        page = await service.list(
+            [eq("session_id", session_id)], limit=limit, cursor=cursor, sort=(Sort("created_at"),)
+        )
     return json_response(page_json(ChatMessage, page.items, page.next_cursor))
 
 
-@router.post("", status_code=201, response_model=output_schema(ChatMessage), summary="Add a message to a session")
-async def add_message(session_id: SessionId, body: MessageCreate, ctx: Ctx, caller: Caller) -> Response:
+@router.post(
+    "",
+    status_code=201,
+    response_model=output_schema(ChatMessage),
+    summary="Add a message to a session",
+)
+async def add_message(
+    session_id: SessionId, body: MessageCreate, ctx: Ctx, caller: Caller
+) -> Response:
     data = body.model_dump()
     data["session_id"] = session_id
     async with ctx.store.unit_of_work() as repos:

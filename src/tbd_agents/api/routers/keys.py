@@ -26,7 +26,9 @@ class MeOut(BaseModel):
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(default="", max_length=200)
-    owner: str | None = Field(default=None, min_length=1, max_length=512, description="Admins only; default: the caller.")
+    owner: str | None = Field(
+        default=None, min_length=1, max_length=512, description="Admins only; default: the caller."
+    )
     scope: KeyScope = KeyScope.USER
     expires_at: datetime | None = None
 
@@ -68,7 +70,9 @@ async def create_key(body: KeyCreate, ctx: Ctx, caller: Caller) -> KeyCreated:
     if not caller.is_admin and (owner != caller.identity or body.scope is KeyScope.ADMIN):
         raise PermissionDenied("users may create keys only for themselves, without the admin scope")
     async with ctx.store.unit_of_work() as repos:
-        created = await ApiKeys(repos).create(owner, scope=body.scope, name=body.name, expires_at=body.expires_at)
+        created = await ApiKeys(repos).create(
+            owner, scope=body.scope, name=body.name, expires_at=body.expires_at
+        )
     return KeyCreated(**_out(created.record).model_dump(), key=created.plaintext)
 
 
@@ -92,6 +96,8 @@ async def list_keys(
 async def revoke_key(key_id: Annotated[str, Path()], ctx: Ctx, caller: Caller) -> Response:
     caller.require_write()
     async with ctx.store.unit_of_work() as repos:
-        record = await ApiKeys(repos).revoke(key_id, owner=None if caller.is_admin else caller.identity)
+        record = await ApiKeys(repos).revoke(
+            key_id, owner=None if caller.is_admin else caller.identity
+        )
     ctx.auth.forget(record.id)
     return Response(status_code=204)

@@ -28,14 +28,24 @@ class ModelsOut(BaseModel):
     source: str
 
 
-@router.get("/api/providers/{provider_id}/models", response_model=ModelsOut, summary="List a provider's models")
+@router.get(
+    "/api/providers/{provider_id}/models",
+    response_model=ModelsOut,
+    summary="List a provider's models",
+)
 async def provider_models(
     provider_id: Annotated[str, Path()],
     ctx: Ctx,
     caller: Caller,
-    refresh: Annotated[bool, Query(description="Ask the provider's API instead of the stored list.")] = False,
+    refresh: Annotated[
+        bool, Query(description="Ask the provider's API instead of the stored list.")
+    ] = False,
 ) -> ModelsOut:
     async with ctx.store.unit_of_work() as repos:
         provider: Provider = await Records(repos, caller, Provider).get(provider_id)
-        models, source = await list_provider_models(repos, ctx.cipher(), ctx.http, provider, refresh=refresh)
-    return ModelsOut(provider_id=provider.id, default_model=provider.default_model, models=models, source=source)
+        models, source = await list_provider_models(
+            repos, ctx.cipher(), ctx.http, provider, refresh=refresh
+        )
+    return ModelsOut(
+        provider_id=provider.id, default_model=provider.default_model, models=models, source=source
+    )

