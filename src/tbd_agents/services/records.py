@@ -8,7 +8,6 @@ changes are committed together or not at all.
 from __future__ import annotations
 
 import builtins
-
 from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
