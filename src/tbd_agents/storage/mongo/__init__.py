@@ -1,0 +1,1 @@
+"""MongoDB backend of the storage protocol (pymongo async API); see docs/storage-mongo.md."""
