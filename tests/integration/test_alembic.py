@@ -190,6 +190,25 @@ async def test_documents_only_server_migrates_to_the_document_revision(pg15_serv
         pg.drop_database(url)
 
 
+@pytest.mark.pg15
+async def test_document_revision_has_the_current_document_tables(pg15_server: str) -> None:
+    """Documents-only servers stop at DOCUMENT_SCHEMA_REVISION: a later revision that changes one
+    of the 15 tables would leave them behind. Such a change belongs in that revision (before the
+    first release) or needs DOCUMENT_SCHEMA_REVISION moved."""
+    url = pg.create_migrated_database(
+        pg15_server, "docrev", revision=migrate.DOCUMENT_SCHEMA_REVISION
+    )
+    try:
+        diffs = await migrate.schema_differences(url, sorted(_ENTITY_TABLES))
+        assert diffs == [], (
+            "revisions after DOCUMENT_SCHEMA_REVISION change the 15 document tables, so "
+            "documents-only servers (PostgreSQL without pgvector) miss these changes: "
+            f"{[str(d)[:120] for d in diffs]}"
+        )
+    finally:
+        pg.drop_database(url)
+
+
 _ENTITY_TABLES = {
     "agents",
     "chat_sessions",

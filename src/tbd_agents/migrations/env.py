@@ -15,14 +15,12 @@ migrators run one after the other and the second finds nothing to do.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from logging.config import fileConfig
-from typing import Any, Literal
+from typing import Any
 
 from alembic import context
-from alembic.autogenerate.api import AutogenContext
 from alembic.util.exc import CommandError
 from sqlalchemy import Connection, func, select
 from sqlalchemy.engine import URL
@@ -30,6 +28,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from tbd_agents.errors import TbdError
+from tbd_agents.migrations.autogen import AUTOGENERATE_OPTIONS
 from tbd_agents.storage.postgres.engine import asyncpg_url
 from tbd_agents.storage.postgres.errors import translate
 from tbd_agents.storage.postgres.migrate import MIGRATION_LOCK_KEY, migration_target
@@ -39,58 +38,8 @@ config = context.config
 target_metadata = metadata
 
 
-_VOLATILE_DEFAULT = re.compile(r"gen_random_uuid|clock_timestamp|random\(")
-
-
-def _normalise_default(sql: str) -> str:
-    return re.sub(r"[\s()]", "", sql).lower()
-
-
-def _compare_server_default(
-    _context: Any,
-    _inspected_column: Any,
-    _metadata_column: Any,
-    inspected_default: str | None,
-    _metadata_default: Any,
-    rendered_metadata_default: str | None,
-) -> bool | None:
-    """Compare volatile defaults (gen_random_uuid()) by their text: Alembic's usual way of
-    evaluating both expressions on the server gives two different UUIDs. None = usual way."""
-    sides = (inspected_default or "", rendered_metadata_default or "")
-    if any(_VOLATILE_DEFAULT.search(side) for side in sides):
-        a, b = (_normalise_default(side.strip("'\"")) for side in sides)
-        return a != b
-    return None
-
-
-def _render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
-    """Render pgvector column types (VECTOR, HALFVEC, ...) with their import in revisions."""
-    if type_ == "type" and type(obj).__module__.startswith("pgvector.sqlalchemy"):
-        autogen_context.imports.add("import pgvector.sqlalchemy")
-        return f"pgvector.sqlalchemy.{obj!r}"
-    return False
-
-
-def _include_object(
-    obj: Any, _name: str | None, type_: str, _reflected: bool, compare_to: Any
-) -> bool:
-    """Skip comparing generated (computed) columns that exist on both sides: Alembic's
-    server-default comparison crashes on them (it reads `.arg` of the reflected `Computed`), and
-    their expression is fixed by the revision that created them."""
-    if type_ == "column" and compare_to is not None:
-        return getattr(obj, "computed", None) is None and compare_to.computed is None
-    return True
-
-
-def _configure(**kwargs: object) -> None:
-    context.configure(
-        target_metadata=target_metadata,
-        include_object=_include_object,
-        render_item=_render_item,
-        compare_type=True,
-        compare_server_default=_compare_server_default,
-        **kwargs,  # type: ignore[arg-type]
-    )
+def _configure(**kwargs: Any) -> None:
+    context.configure(target_metadata=target_metadata, **AUTOGENERATE_OPTIONS, **kwargs)
 
 
 def run_on_connection(connection: Connection) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.resources import files
@@ -27,7 +27,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy import Connection
+from sqlalchemy import Connection, MetaData
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
@@ -147,6 +147,33 @@ async def current_revisions(url: URL | str) -> tuple[str, ...]:
 async def check(url: URL | str) -> None:
     """Raise CommandError if the metadata and the migrations disagree (`alembic check`)."""
     await _alembic_command(url, "check")
+
+
+async def schema_differences(
+    url: URL | str, table_names: Collection[str] | None = None
+) -> list[Any]:
+    """What `alembic check` would report for the database at `url` (empty: none), optionally
+    only for the tables named in `table_names`."""
+    from alembic.autogenerate import compare_metadata
+
+    from tbd_agents.migrations.autogen import AUTOGENERATE_OPTIONS
+    from tbd_agents.storage.postgres.tables import metadata
+
+    target = metadata
+    if table_names is not None:
+        target = MetaData(naming_convention=metadata.naming_convention)
+        for name in table_names:
+            metadata.tables[name].to_metadata(target)
+
+    def compare(connection: Connection) -> list[Any]:
+        ctx = MigrationContext.configure(connection, opts=dict(AUTOGENERATE_OPTIONS))
+        diffs = list(compare_metadata(ctx, target))
+        connection.rollback()
+        if table_names is not None:  # other tables of the database are not "removed"
+            diffs = [d for d in diffs if not (isinstance(d, tuple) and d[0] == "remove_table")]
+        return diffs
+
+    return await _with_connection(url, compare)
 
 
 @dataclass(frozen=True)
