@@ -50,7 +50,9 @@ class Api:
             transport=httpx.ASGITransport(app=self.app), base_url="http://api", headers=headers
         )
 
-    async def user(self, owner: str | None = None, scope: KeyScope = KeyScope.USER) -> httpx.AsyncClient:
+    async def user(
+        self, owner: str | None = None, scope: KeyScope = KeyScope.USER
+    ) -> httpx.AsyncClient:
         return self.client(await self.key(owner, scope))
 
 

@@ -1,0 +1,152 @@
+"""Every resource: create 201, get, partial update, list with pagination, delete 204, 404s, 422."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.api.factory import RESOURCES, body_for, create
+
+NAMES = sorted(RESOURCES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+async def test_create_get_update_delete(alice: httpx.AsyncClient, name: str) -> None:
+    path = RESOURCES[name].path
+    record = await create(alice, name)
+    assert record["id"]
+    got = await alice.get(f"{path}/{record['id']}")
+    assert got.status_code == 200
+    assert got.json() == record
+
+    patch = RESOURCES[name].patch
+    changed = await alice.patch(f"{path}/{record['id']}", json=patch)
+    assert changed.status_code == 200, changed.text
+    after = changed.json()
+    for key, value in patch.items():
+        assert after[key] == value
+    untouched = {k: v for k, v in record.items() if k not in patch and k != "updated_at"}
+    assert {k: after[k] for k in untouched} == untouched
+    assert after["updated_at"] >= record["updated_at"]
+
+    deleted = await alice.delete(f"{path}/{record['id']}")
+    assert deleted.status_code == 204
+    assert deleted.content == b""
+    gone = await alice.get(f"{path}/{record['id']}")
+    assert gone.status_code == 404
+    assert gone.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(
+    "bad_id", ["00000000-0000-0000-0000-000000000000", "x" * 500, "%20", "не-id", "1;DROP"]
+)
+async def test_unknown_and_malformed_ids_are_404(
+    alice: httpx.AsyncClient, name: str, bad_id: str
+) -> None:
+    path = RESOURCES[name].path
+    for response in (
+        await alice.get(f"{path}/{bad_id}"),
+        await alice.patch(f"{path}/{bad_id}", json=RESOURCES[name].patch),
+        await alice.delete(f"{path}/{bad_id}"),
+    ):
+        assert response.status_code == 404, (response.request.method, response.text)
+        assert set(response.json()["error"]) == {"code", "message", "details"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+async def test_invalid_body_is_422_with_field_path(alice: httpx.AsyncClient, name: str) -> None:
+    path = RESOURCES[name].path
+    body = await body_for(alice, name)
+    body["no_such_field"] = 1
+    response = await alice.post(path, json=body)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert ["body", "no_such_field"] in [e["loc"] for e in error["details"]["errors"]]
+
+    record = await create(alice, name)
+    bad_type = await alice.patch(f"{path}/{record['id']}", json={"created_at": "yesterday"})
+    assert bad_type.status_code == 422
+    not_json = await alice.post(
+        path, content=b"{nope", headers={"content-type": "application/json"}
+    )
+    assert not_json.status_code == 422
+
+
+@pytest.mark.parametrize("name", NAMES)
+async def test_pagination_covers_every_record_once(alice: httpx.AsyncClient, name: str) -> None:
+    path = RESOURCES[name].path
+    created = {(await create(alice, name))["id"] for _ in range(5)}
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        response = await alice.get(path, params=params)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        assert len(page["items"]) <= 2
+        seen += [r["id"] for r in page["items"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert created <= set(seen)
+    assert len(seen) == len(set(seen))
+    assert pages >= 3
+
+
+async def test_limit_bounds_and_bad_cursor(alice: httpx.AsyncClient) -> None:
+    assert (await alice.get("/api/agents", params={"limit": 0})).status_code == 422
+    assert (await alice.get("/api/agents", params={"limit": 201})).status_code == 422
+    assert (await alice.get("/api/agents", params={"limit": 200})).status_code == 200
+    bad = await alice.get("/api/agents", params={"cursor": "not-a-cursor"})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["code"] == "unsupported_query"
+
+
+async def test_patch_clears_nullable_and_refuses_null_for_required(
+    alice: httpx.AsyncClient,
+) -> None:
+    agent = await create(alice, "agents", model="gpt-x", temperature=0.5)
+    cleared = await alice.patch(f"/api/agents/{agent['id']}", json={"model": None})
+    assert cleared.status_code == 200
+    assert cleared.json()["model"] is None
+    assert cleared.json()["temperature"] == 0.5
+    refused = await alice.patch(f"/api/agents/{agent['id']}", json={"name": None})
+    assert refused.status_code == 422
+    assert refused.json()["error"]["details"]["errors"][0]["loc"][:2] == ["body", "name"]
+    empty = await alice.patch(f"/api/agents/{agent['id']}", json={})
+    assert empty.status_code == 200
+    assert empty.json()["model"] is None
+
+
+async def test_unique_name_conflict_is_409(alice: httpx.AsyncClient) -> None:
+    provider = await create(alice, "providers")
+    again = await alice.post("/api/providers", json={"name": provider["name"]})
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "duplicate_key"
+    token = await create(alice, "tokens")
+    clash = await alice.post("/api/tokens", json={"name": token["name"], "value": "x"})
+    assert clash.status_code == 409
+
+
+async def test_server_managed_fields_are_not_writable(alice: httpx.AsyncClient) -> None:
+    agent = await create(alice, "agents")
+    workflow = await create(alice, "workflows", agent_id=agent["id"])
+    for body in ({"status": "running"}, {"logs": []}, {"github_user": "mallory"}, {"id": "x"}):
+        response = await alice.patch(f"/api/workflows/{workflow['id']}", json=body)
+        assert response.status_code == 422, body
+    session = await create(alice, "chat-sessions", agent_id=agent["id"])
+    moved = await alice.patch(f"/api/chat/sessions/{session['id']}", json={"agent_id": agent["id"]})
+    assert moved.status_code == 422
+
+
+async def test_unknown_route_uses_the_error_shape(alice: httpx.AsyncClient) -> None:
+    response = await alice.get("/api/nothing-here")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    wrong_method = await alice.put("/api/agents")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]["code"] == "method_not_allowed"
