@@ -126,11 +126,11 @@ async def test_open_mode_on_loopback_acts_as_local_admin(
 ) -> None:
     settings = make_settings(tmp_path, allow_unauthenticated=True, host="127.0.0.1")
     app = create_app(settings, api.store)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://x"
-        ) as client:
-            me = (await client.get("/api/me")).json()
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as client,
+    ):
+        me = (await client.get("/api/me")).json()
     assert me == {"identity": "local", "scope": "admin", "via": "unauthenticated"}
     assert "AUTHENTICATION IS DISABLED" in caplog.text
 
@@ -168,15 +168,15 @@ async def test_github_identity_with_cache(api: Api, tmp_path: Path, github_api: 
     _FakeGitHub.calls.clear()
     settings = make_settings(tmp_path, github_auth=True, github_api_url=github_api)
     app = create_app(settings, api.store)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://x"
-        ) as client:
-            good = {"Authorization": "Bearer gho_good"}
-            first = await client.get("/api/me", headers=good)
-            second = await client.get("/api/me", headers=good)
-            bad = await client.get("/api/me", headers={"Authorization": "Bearer gho_bad"})
-            agent = await client.post("/api/agents", json={"name": "gh"}, headers=good)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as client,
+    ):
+        good = {"Authorization": "Bearer gho_good"}
+        first = await client.get("/api/me", headers=good)
+        second = await client.get("/api/me", headers=good)
+        bad = await client.get("/api/me", headers={"Authorization": "Bearer gho_bad"})
+        agent = await client.post("/api/agents", json={"name": "gh"}, headers=good)
     assert first.json() == {"identity": "octo", "scope": "user", "via": "github"}
     assert second.status_code == 200
     assert bad.status_code == 401
