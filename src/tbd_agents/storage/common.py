@@ -95,6 +95,7 @@ OPERATOR_KINDS: dict[Op, frozenset[FieldKind]] = {
 }
 LIST_OPERATORS = frozenset({Op.IN, Op.NOT_IN, Op.CONTAINS_ANY, Op.CONTAINS_ALL})
 NULL_OPERATORS = frozenset({Op.IS_NULL, Op.NOT_NULL})
+_TEXT_KINDS = frozenset({FieldKind.TEXT, FieldKind.ENUM, FieldKind.STR_ARRAY})
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +238,7 @@ def coerce_value(model: type[Entity], meta: FieldMeta, value: Any) -> Any:
             "use is_null()/not_null() to test for a missing value",
             details={"field": meta.name},
         )
-    if meta.kind in (FieldKind.TEXT, FieldKind.ENUM) and not isinstance(value, str):
+    if meta.kind in _TEXT_KINDS and not isinstance(value, str):
         raise UnsupportedQuery(
             f"{model.collection}.{meta.name} holds text; {value!r} is not a string",
             details={"field": meta.name},
