@@ -1,0 +1,241 @@
+"""Agent memory: remember, recall (semantic and keyword), forget, expire, cap.
+
+Scopes mean what they say:
+
+* `session`: visible to the agent inside one workflow run / chat session (`session_id`);
+* `agent`: visible to the agent in all its sessions;
+* `global`: visible to every agent of the same owner (the agent's `created_by`).
+
+Each memory has one vector (text `"<key>: <value>"`) in the `memories` vector collection. A row and
+its vector change together: on pgvector in the same transaction (and ON DELETE CASCADE), on Qdrant
+right after the row in the same unit of work, with search results re-checked against the rows so a
+vector whose row is gone is never returned. Updates re-embed; expiry and the per-agent cap delete
+rows and vectors together. These functions serve both the API and the agent's memory tools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from tbd_agents.domain.enums import MemoryScope
+from tbd_agents.domain.models import Agent, Memory
+from tbd_agents.domain.types import utcnow
+from tbd_agents.embeddings.base import Embedder
+from tbd_agents.errors import InvalidData
+from tbd_agents.storage.protocol import DocumentStore, Query, asc, eq, in_, lte
+from tbd_agents.vectors.base import MEMORIES, VectorRecord, VectorStore, Where
+
+_BATCH = 500
+
+
+class SearchMode(StrEnum):
+    SEMANTIC = "semantic"
+    KEYWORD = "keyword"
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryHit:
+    memory: Memory
+    score: float
+
+
+def memory_text(key: str, value: str) -> str:
+    """The text a memory's vector is made from."""
+    return f"{key}: {value}"
+
+
+def visible_to(agent: Agent, session_id: str | None) -> Where:
+    """Memories an agent may read: its own agent-scoped ones, its session-scoped ones of
+    `session_id`, and the global ones of its owner."""
+    groups: list[tuple[Any, ...]] = [
+        (eq("agent_id", agent.id), eq("scope", MemoryScope.AGENT.value))
+    ]
+    if session_id:
+        groups.append(
+            (
+                eq("agent_id", agent.id),
+                eq("scope", MemoryScope.SESSION.value),
+                eq("session_id", session_id),
+            )
+        )
+    groups.append((eq("scope", MemoryScope.GLOBAL.value), eq("owner", agent.created_by)))
+    return Where(any_of=tuple(groups))
+
+
+class MemoryService:
+    """Memory use cases over a document store, a vector store and an embedder."""
+
+    def __init__(
+        self,
+        documents: DocumentStore,
+        vectors: VectorStore,
+        embedder: Embedder,
+        *,
+        max_per_agent: int = 1000,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.documents = documents
+        self.vectors = vectors
+        self.embedder = embedder
+        self.max_per_agent = max_per_agent
+        self.clock = clock
+
+    async def remember(
+        self,
+        agent: Agent,
+        key: str,
+        value: str,
+        *,
+        scope: MemoryScope = MemoryScope.AGENT,
+        session_id: str | None = None,
+        ttl: timedelta | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Memory:
+        """Create or update the memory (agent, scope, key), re-embedding its text; then evict the
+        agent's oldest memories beyond the cap (rows and vectors)."""
+        scope = MemoryScope(scope)
+        if scope is MemoryScope.SESSION and not session_id:
+            raise InvalidData("a session-scoped memory needs session_id (the chat or workflow run)")
+        if ttl is not None and ttl <= timedelta(0):
+            raise InvalidData("ttl must be positive")
+        now = self.clock()
+        (vector,) = await self.embedder.embed([memory_text(key, value)])
+        record = Memory(
+            agent_id=agent.id,
+            scope=scope,
+            key=key,
+            value=value,
+            session_id=session_id if scope is MemoryScope.SESSION else None,
+            embedding=vector,
+            metadata=metadata or {},
+            expires_at=now + ttl if ttl else None,
+            created_by=agent.created_by,
+            created_at=now,
+            updated_at=now,
+        )
+        fields = (
+            "value",
+            "session_id",
+            "embedding",
+            "metadata",
+            "expires_at",
+            "created_by",
+            "updated_at",
+        )
+        async with self.documents.unit_of_work() as repos:
+            stored = await repos.for_model(Memory).upsert(
+                record, ("agent_id", "scope", "key"), fields
+            )
+            await self.vectors.bind(repos).upsert(
+                MEMORIES.name, [self._vector_record(stored, vector)], self.embedder.space
+            )
+        await self._enforce_cap(agent.id)
+        return stored
+
+    @staticmethod
+    def _vector_record(memory: Memory, vector: Sequence[float]) -> VectorRecord:
+        return VectorRecord(
+            id=memory.id,
+            vector=vector,
+            text=memory_text(memory.key, memory.value),
+            payload={
+                "agent_id": memory.agent_id,
+                "scope": memory.scope.value,
+                "session_id": memory.session_id,
+                "owner": memory.created_by,
+                "key": memory.key,
+            },
+        )
+
+    async def _delete(self, ids: Sequence[str]) -> int:
+        """Delete memory rows and their vectors (same transaction on pgvector)."""
+        if not ids:
+            return 0
+        async with self.documents.unit_of_work() as repos:
+            removed = await repos.for_model(Memory).delete_where(in_("id", list(ids)))
+            await self.vectors.bind(repos).delete(MEMORIES.name, list(ids))
+        return removed
+
+    async def _enforce_cap(self, agent_id: str) -> int:
+        async with self.documents.unit_of_work() as repos:
+            excess = (
+                await repos.for_model(Memory).count(eq("agent_id", agent_id)) - self.max_per_agent
+            )
+            if excess <= 0:
+                return 0
+            query = Query(
+                filters=(eq("agent_id", agent_id),), sort=(asc("updated_at"),), limit=excess
+            )
+            oldest = [m.id for m in (await repos.for_model(Memory).list(query)).items]
+        return await self._delete(oldest)
+
+    async def forget(self, agent: Agent, key: str, scope: MemoryScope = MemoryScope.AGENT) -> bool:
+        """Delete the memory (agent, scope, key) and its vector; True if it existed."""
+        async with self.documents.unit_of_work() as repos:
+            found = await repos.for_model(Memory).find_one(
+                eq("agent_id", agent.id), eq("scope", MemoryScope(scope)), eq("key", key)
+            )
+        return found is not None and await self._delete([found.id]) == 1
+
+    async def delete(self, memory_id: str) -> bool:
+        """Delete one memory by id, with its vector; True if it existed."""
+        return await self._delete([memory_id]) == 1
+
+    async def expire(self) -> int:
+        """Delete every memory whose expires_at has passed, with its vector; return how many."""
+        total = 0
+        while True:
+            query = Query(filters=(lte("expires_at", self.clock()),), limit=_BATCH)
+            async with self.documents.unit_of_work() as repos:
+                ids = [m.id for m in (await repos.for_model(Memory).list(query)).items]
+            if not ids:
+                return total
+            total += await self._delete(ids)
+
+    async def search(
+        self,
+        agent: Agent,
+        query: str,
+        *,
+        session_id: str | None = None,
+        k: int = 5,
+        mode: SearchMode = SearchMode.SEMANTIC,
+    ) -> list[MemoryHit]:
+        """Up to k memories visible to the agent (see `visible_to`), best first; expired ones
+        are never returned."""
+        where = visible_to(agent, session_id)
+        wanted = k * 2 + 5  # room for expired rows not yet swept
+        if SearchMode(mode) is SearchMode.SEMANTIC:
+            vector = await self.embedder.embed_query(query)
+            hits = await self.vectors.search(
+                MEMORIES.name, vector, self.embedder.space, wanted, where
+            )
+        else:
+            hits = await self.vectors.text_search(MEMORIES.name, query, wanted, where)
+        if not hits:
+            return []
+        async with self.documents.unit_of_work() as repos:
+            page = await repos.for_model(Memory).list(
+                Query(filters=(in_("id", [h.id for h in hits]),))
+            )
+        now = self.clock()
+        rows = {m.id: m for m in page.items if not _expired(m, now)}
+        return [MemoryHit(rows[h.id], h.score) for h in hits if h.id in rows][:k]
+
+    async def recall(
+        self, agent: Agent, key: str, *, scope: MemoryScope = MemoryScope.AGENT
+    ) -> Memory | None:
+        """The memory (agent, scope, key) if it exists and has not expired."""
+        async with self.documents.unit_of_work() as repos:
+            found = await repos.for_model(Memory).find_one(
+                eq("agent_id", agent.id), eq("scope", MemoryScope(scope)), eq("key", key)
+            )
+        return None if found is None or _expired(found, self.clock()) else found
+
+
+def _expired(memory: Memory, now: datetime) -> bool:
+    return memory.expires_at is not None and memory.expires_at <= now
