@@ -92,3 +92,16 @@ async def bob(api: Api) -> AsyncIterator[httpx.AsyncClient]:
 async def admin(api: Api) -> AsyncIterator[httpx.AsyncClient]:
     async with await api.user(f"admin-{uuid.uuid4().hex[:6]}", KeyScope.ADMIN) as client:
         yield client
+
+
+@pytest.fixture
+async def fresh_api(pg18_server: str, tmp_path: Path) -> AsyncIterator[Api]:
+    """An app on its own new database (for tests that act on every row of a table)."""
+    url = pg.create_migrated_database(pg18_server, prefix="apifresh")
+    store = PostgresStore(create_engine(url, pool_size=2, max_overflow=2), url=url)
+    settings = make_settings(tmp_path / "fresh")
+    app = create_app(settings, store)
+    async with app.router.lifespan_context(app):
+        yield Api(app, store, settings)
+    await store.close()
+    pg.drop_database(url)

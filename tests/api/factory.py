@@ -43,8 +43,12 @@ async def post(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> di
     return data
 
 
-async def body_for(client: httpx.AsyncClient, name: str) -> dict[str, Any]:
-    """A valid create body for resource `name`, creating the parents it needs."""
+async def body_for(
+    client: httpx.AsyncClient, name: str, given: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A valid create body for resource `name`, creating the parents it needs (unless `given`
+    names them)."""
+    given = given or {}
     if name in ("agents", "skills", "custom-tools", "guardrails", "knowledge-sources"):
         return {"name": uniq(name), "tags": ["t1"]}
     if name == "mcps":
@@ -54,19 +58,19 @@ async def body_for(client: httpx.AsyncClient, name: str) -> dict[str, Any]:
     if name == "tokens":
         return {"name": uniq("tok"), "value": "not-a-real-secret"}
     if name == "knowledge-items":
-        source = await create(client, "knowledge-sources")
-        return {"source_id": source["id"], "title": "item", "text_content": "hello", "tags": ["t1"]}
+        source_id = given.get("source_id") or (await create(client, "knowledge-sources"))["id"]
+        return {"source_id": source_id, "title": "item", "text_content": "hello", "tags": ["t1"]}
     if name in ("memories", "workflows", "chat-sessions"):
-        agent = await create(client, "agents")
+        agent_id = given.get("agent_id") or (await create(client, "agents"))["id"]
         extra = {"key": uniq("k")} if name == "memories" else {}
-        return {"agent_id": agent["id"], **extra}
+        return {"agent_id": agent_id, **extra}
     if name == "scheduled-agents":
-        workflow = await create(client, "workflows")
-        return {"workflow_id": workflow["id"], "name": uniq("sched")}
+        workflow_id = given.get("workflow_id") or (await create(client, "workflows"))["id"]
+        return {"workflow_id": workflow_id, "name": uniq("sched")}
     raise KeyError(name)
 
 
-async def create(client: httpx.AsyncClient, name: str, **overrides: Any) -> dict[str, Any]:
-    body = await body_for(client, name)
+async def create(client: httpx.AsyncClient, resource: str, **overrides: Any) -> dict[str, Any]:
+    body = await body_for(client, resource, overrides)
     body.update(overrides)
-    return await post(client, RESOURCES[name].path, body)
+    return await post(client, RESOURCES[resource].path, body)
