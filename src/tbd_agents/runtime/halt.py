@@ -1,0 +1,134 @@
+"""Halting a run, from any process.
+
+A halt request is written to the database first (`run_halts`, the flag a worker's heartbeat
+reads) and then announced on the bus (`…:halt` channel, which a worker listens to), so the
+running engine hears it at once over Redis and at the latest on its next heartbeat without it.
+A run that is still queued is halted on the spot: no worker will start it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from enum import StrEnum
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tbd_agents.domain.enums import TaskStatus, WorkflowStatus
+from tbd_agents.errors import Conflict, NotFound
+from tbd_agents.runtime.bus import EventBus, halt_channel
+from tbd_agents.runtime.contracts import EventType
+from tbd_agents.runtime.events import TERMINAL_STATUSES, EventStore, PersistingEventSink
+from tbd_agents.runtime.leases import tasks, workflows
+from tbd_agents.storage.postgres.schema_runtime import run_halts
+
+_log = logging.getLogger(__name__)
+
+
+class RunHaltSignal:
+    """The `HaltSignal` of one run in one process (an asyncio.Event plus the reason)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self.reason = ""
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def set(self, reason: str) -> None:
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+
+class HaltResult(StrEnum):
+    HALTED = "halted"  # the run was queued: it is halted and will not start
+    HALTING = "halting"  # the run is executing: its worker was told to stop
+
+
+async def request_halt(
+    engine: AsyncEngine,
+    bus: EventBus,
+    events: EventStore,
+    task_id: str,
+    requested_by: str | None = None,
+) -> HaltResult:
+    """Ask run `task_id` to stop. NotFound for an unknown run, Conflict for a finished one."""
+    async with engine.begin() as conn:
+        row = (
+            await conn.execute(
+                select(tasks.c.status, tasks.c.workflow_id)
+                .where(tasks.c.id == task_id)
+                .with_for_update()
+            )
+        ).one_or_none()
+        if row is None:
+            raise NotFound("task execution", task_id)
+        status = TaskStatus(row.status)
+        if status in TERMINAL_STATUSES:
+            raise Conflict(
+                f"task execution {task_id!r} has already ended ({status.value}); nothing to halt"
+            )
+        await conn.execute(
+            insert(run_halts)
+            .values(task_id=task_id, requested_by=requested_by)
+            .on_conflict_do_nothing()
+        )
+        if status is TaskStatus.PENDING:
+            await conn.execute(
+                update(tasks)
+                .where(tasks.c.id == task_id)
+                .values(
+                    status=TaskStatus.HALTED.value,
+                    error="halted before it started",
+                    completed_at=func.now(),
+                    updated_at=func.now(),
+                )
+            )
+            await conn.execute(
+                update(workflows)
+                .where(workflows.c.id == row.workflow_id)
+                .values(status=WorkflowStatus.HALTED.value, updated_at=func.now())
+            )
+    if status is TaskStatus.PENDING:
+        sink = PersistingEventSink(events, bus, task_id)
+        await sink.emit(EventType.STATUS, {"status": TaskStatus.HALTED.value, "reason": "halt"})
+        return HaltResult.HALTED
+    try:
+        await bus.publish(halt_channel(task_id), {"task_id": task_id, "by": requested_by})
+    except (OSError, ConnectionError) as exc:
+        _log.warning(
+            "halt of %s stored but not announced (%s); the worker's heartbeat reads it",
+            task_id,
+            exc,
+        )
+    return HaltResult.HALTING
+
+
+@asynccontextmanager
+async def listening_for_halt(
+    bus: EventBus, task_id: str, signal: RunHaltSignal
+) -> AsyncIterator[None]:
+    """Set `signal` when a halt of `task_id` is announced on the bus, while the block runs."""
+    async with bus.subscribe(halt_channel(task_id)) as subscription:
+
+        async def listen() -> None:
+            while not signal.is_set():
+                if await subscription.get(3600.0) is not None:
+                    signal.set("halt requested")
+
+        listener = asyncio.create_task(listen(), name=f"halt-listener-{task_id}")
+        try:
+            yield
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener

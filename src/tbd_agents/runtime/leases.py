@@ -1,0 +1,182 @@
+"""Task-execution state on PostgreSQL: claim, lease heartbeat, finish and the reaper.
+
+A run moves pending → running → completed / failed / halted / max_turns_reached, and every move is
+one conditional UPDATE, so two processes can never both own a run:
+
+- `claim` takes a pending run for one worker (status running, `worker_id`, `heartbeat_at`).
+  A run that is not pending (already taken, halted while queued, finished) is not claimed.
+- `heartbeat` renews the lease while the worker still owns the run, and reports a halt request.
+- `finish` records the outcome only if the worker still owns the run.
+- `reap_expired` marks failed every running run whose lease ran out (its worker died or lost the
+  database). It never re-executes a run: tool calls may have had side effects already.
+
+Times come from the database clock (`now()`), so the workers' clocks do not matter.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import exists, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from tbd_agents.domain.enums import TaskStatus, WorkflowStatus
+from tbd_agents.domain.models import TaskExecution
+from tbd_agents.runtime.contracts import RunOutcome
+from tbd_agents.storage.postgres.schema import TABLES
+from tbd_agents.storage.postgres.schema_runtime import run_halts
+
+tasks = TABLES["task_executions"]
+workflows = TABLES["workflows"]
+
+
+def new_worker_id(role: str = "worker") -> str:
+    """A worker id that names the host and process: `role@host:pid:random`."""
+    return f"{role}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def task_from_row(row: Any) -> TaskExecution:
+    return TaskExecution.model_validate(dict(row._mapping))
+
+
+async def _set_workflow_status(
+    conn: AsyncConnection, workflow_id: str, status: WorkflowStatus, *, ran: bool = False
+) -> None:
+    values: dict[str, Any] = {"status": status.value, "updated_at": func.now()}
+    if ran:
+        values["last_run_at"] = func.now()
+    await conn.execute(update(workflows).where(workflows.c.id == workflow_id).values(**values))
+
+
+async def claim(engine: AsyncEngine, task_id: str, worker_id: str) -> TaskExecution | None:
+    """Take the pending run `task_id` for `worker_id`; None if it is not pending any more."""
+    stmt = (
+        update(tasks)
+        .where(tasks.c.id == task_id, tasks.c.status == TaskStatus.PENDING.value)
+        .values(
+            status=TaskStatus.RUNNING.value,
+            worker_id=worker_id,
+            heartbeat_at=func.now(),
+            started_at=func.coalesce(tasks.c.started_at, func.now()),
+            updated_at=func.now(),
+        )
+        .returning(*tasks.c)
+    )
+    async with engine.begin() as conn:
+        row = (await conn.execute(stmt)).one_or_none()
+        if row is None:
+            return None
+        await _set_workflow_status(conn, row.workflow_id, WorkflowStatus.RUNNING, ran=True)
+    return task_from_row(row)
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    owned: bool  # False: the lease was lost (reaped, or the run was ended elsewhere)
+    halt_requested: bool
+
+
+async def heartbeat(engine: AsyncEngine, task_id: str, worker_id: str) -> Heartbeat:
+    """Renew the lease of a run this worker owns; say whether a halt was requested."""
+    halted = exists().where(run_halts.c.task_id == task_id)
+    stmt = (
+        update(tasks)
+        .where(
+            tasks.c.id == task_id,
+            tasks.c.worker_id == worker_id,
+            tasks.c.status == TaskStatus.RUNNING.value,
+        )
+        .values(heartbeat_at=func.now())
+        .returning(select(halted).scalar_subquery())
+    )
+    async with engine.begin() as conn:
+        row = (await conn.execute(stmt)).one_or_none()
+    if row is None:
+        return Heartbeat(owned=False, halt_requested=False)
+    return Heartbeat(owned=True, halt_requested=bool(row[0]))
+
+
+async def finish(
+    engine: AsyncEngine, task_id: str, worker_id: str, outcome: RunOutcome
+) -> TaskExecution | None:
+    """Record how the run ended, if `worker_id` still owns it; return the updated run."""
+    usage = {
+        "input_tokens": outcome.usage.input_tokens,
+        "output_tokens": outcome.usage.output_tokens,
+        "cost_usd": outcome.usage.cost_usd,
+    }
+    stmt = (
+        update(tasks)
+        .where(
+            tasks.c.id == task_id,
+            tasks.c.worker_id == worker_id,
+            tasks.c.status == TaskStatus.RUNNING.value,
+        )
+        .values(
+            status=outcome.status.value,
+            result=outcome.result,
+            error=outcome.error,
+            turns=outcome.turns,
+            tool_calls=outcome.tool_calls,
+            usage=usage,
+            completed_at=func.now(),
+            updated_at=func.now(),
+        )
+        .returning(*tasks.c)
+    )
+    async with engine.begin() as conn:
+        row = (await conn.execute(stmt)).one_or_none()
+        if row is None:
+            return None
+        await _set_workflow_status(conn, row.workflow_id, WorkflowStatus(outcome.status.value))
+    return task_from_row(row)
+
+
+async def reap_expired(engine: AsyncEngine, lease_seconds: float) -> list[TaskExecution]:
+    """Mark failed every running run whose last heartbeat is older than `lease_seconds`.
+
+    Safe to call from any number of processes at once: rows are locked with SKIP LOCKED and the
+    UPDATE re-checks the status, so each run is reaped once. Returns the reaped runs."""
+    expired = (
+        select(tasks.c.id)
+        .where(tasks.c.status == TaskStatus.RUNNING.value)
+        .where(
+            func.coalesce(tasks.c.heartbeat_at, tasks.c.started_at, tasks.c.updated_at)
+            < func.now() - timedelta(seconds=lease_seconds)
+        )
+        .with_for_update(skip_locked=True)
+        .cte("expired")
+    )
+    message = text(
+        "'the worker ' || coalesce(task_executions.worker_id, '?') || ' stopped renewing its "
+        "lease (it died or lost the database); the run was marked failed and not retried, "
+        "because its tool calls may already have had effects. Start it again if that is safe.'"
+    )
+    stmt = (
+        update(tasks)
+        .where(tasks.c.id.in_(select(expired.c.id)))
+        .where(tasks.c.status == TaskStatus.RUNNING.value)
+        .values(
+            status=TaskStatus.FAILED.value,
+            error=message,
+            completed_at=func.now(),
+            updated_at=func.now(),
+        )
+        .returning(*tasks.c)
+    )
+    async with engine.begin() as conn:
+        rows = (await conn.execute(stmt)).all()
+        for row in rows:
+            await _set_workflow_status(conn, row.workflow_id, WorkflowStatus.FAILED)
+    return [task_from_row(r) for r in rows]
+
+
+async def load(engine: AsyncEngine, task_id: str) -> TaskExecution | None:
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(tasks).where(tasks.c.id == task_id))).one_or_none()
+    return task_from_row(row) if row is not None else None

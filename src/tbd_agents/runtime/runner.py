@@ -1,0 +1,142 @@
+"""Executing one run with the runtime's guarantees, wherever it runs (in-process or a worker).
+
+`execute_run` claims the run, renews its lease while the executor works, stops the executor when
+a halt arrives or the lease is lost, records the outcome, emits the final status event and
+queues the completion/failure webhook. The same function serves both backends, so a run behaves
+the same with and without Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tbd_agents.domain.enums import TaskStatus
+from tbd_agents.domain.models import TaskExecution
+from tbd_agents.runtime import leases
+from tbd_agents.runtime.bus import EventBus
+from tbd_agents.runtime.contracts import EventType, RunOutcome
+from tbd_agents.runtime.events import TERMINAL_STATUSES, EventStore, PersistingEventSink
+from tbd_agents.runtime.executor import RunExecutor
+from tbd_agents.runtime.halt import RunHaltSignal, listening_for_halt
+from tbd_agents.runtime.webhooks import WebhookService
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class RunServices:
+    """What executing a run needs; built once per process."""
+
+    db: AsyncEngine
+    bus: EventBus
+    events: EventStore
+    executor: RunExecutor
+    webhooks: WebhookService
+    worker_id: str
+    lease_seconds: float
+
+
+class LeaseLost(Exception):
+    """The run was ended elsewhere (reaped after a missed lease) while this worker ran it."""
+
+
+async def _keep_lease(
+    services: RunServices, task_id: str, halt: RunHaltSignal, run: asyncio.Task[RunOutcome]
+) -> None:
+    interval = max(services.lease_seconds / 3.0, 0.2)
+    while not run.done():
+        beat = await leases.heartbeat(services.db, task_id, services.worker_id)
+        if not beat.owned:
+            _log.error("run %s: lease lost; stopping the executor", task_id)
+            run.cancel(LeaseLost.__name__)
+            return
+        if beat.halt_requested:
+            halt.set("halt requested")
+        await asyncio.sleep(interval)
+
+
+async def _run_executor(
+    services: RunServices, task: TaskExecution, sink: PersistingEventSink, halt: RunHaltSignal
+) -> RunOutcome | None:
+    """The executor's outcome; a failed outcome if it raised; None if the lease was lost."""
+    run = asyncio.create_task(services.executor.execute(task, sink, halt), name=f"run-{task.id}")
+    keeper = asyncio.create_task(_keep_lease(services, task.id, halt, run))
+    try:
+        return await run
+    except asyncio.CancelledError:
+        if keeper.done() and not keeper.cancelled() and keeper.exception() is None:
+            return None  # cancelled by the lease keeper
+        raise
+    except Exception as exc:
+        _log.exception("run %s: the executor raised", task.id)
+        return RunOutcome(TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+
+
+async def execute_run(services: RunServices, task_id: str) -> TaskExecution | None:
+    """Run `task_id` if it is still pending; return the finished run (None if not executed here).
+
+    Never re-executes a run that another worker started: a run found running or finished is
+    left alone (the reaper ends runs whose worker died)."""
+    task = await leases.claim(services.db, task_id, services.worker_id)
+    if task is None:
+        _log.info("run %s is not pending any more; not executing it", task_id)
+        return None
+    sink = PersistingEventSink(services.events, services.bus, task.id)
+    halt = RunHaltSignal()
+    async with listening_for_halt(services.bus, task.id, halt):
+        beat = await leases.heartbeat(services.db, task.id, services.worker_id)
+        if beat.halt_requested:  # asked before this worker listened
+            halt.set("halt requested")
+        await sink.emit(
+            EventType.STATUS, {"status": TaskStatus.RUNNING.value, "worker_id": services.worker_id}
+        )
+        outcome = await _run_executor(services, task, sink, halt)
+    if outcome is None:
+        return None
+    if outcome.status not in TERMINAL_STATUSES:
+        outcome.error = outcome.error or f"executor returned non-final status {outcome.status}"
+        outcome.status = TaskStatus.FAILED
+    finished = await leases.finish(services.db, task.id, services.worker_id, outcome)
+    if finished is None:
+        _log.error(
+            "run %s ended (%s) after its lease was lost; outcome not recorded",
+            task.id,
+            outcome.status,
+        )
+        return None
+    await sink.emit(EventType.STATUS, final_status_data(finished))
+    await services.webhooks.enqueue_for(finished)
+    return finished
+
+
+def final_status_data(task: TaskExecution) -> dict[str, object]:
+    """The data of a run's last event (a `status` event with a final status)."""
+    return {
+        "status": task.status.value,
+        "result": task.result,
+        "error": task.error,
+        "turns": task.turns,
+        "tool_calls": task.tool_calls,
+        "usage": task.usage,
+    }
+
+
+async def reap(services: RunServices) -> list[TaskExecution]:
+    """Fail the runs whose lease expired, tell their followers, queue their failure webhooks."""
+    reaped = await leases.reap_expired(services.db, services.lease_seconds)
+    for task in reaped:
+        _log.warning("run %s failed: %s", task.id, task.error)
+        sink = PersistingEventSink(services.events, services.bus, task.id)
+        await sink.emit(EventType.ERROR, {"message": task.error or "worker lost"})
+        await sink.emit(EventType.STATUS, final_status_data(task))
+        await services.webhooks.enqueue_for(task)
+    return reaped

@@ -1,0 +1,373 @@
+"""Scheduled agents: when each occurrence is due, and firing each one exactly once.
+
+A schedule (`scheduled_agents`) repeats every `interval_value` minutes / hours / days counted
+from `start_at` (or its creation), or follows `cron_expression` read in `timezone`. Nothing fires
+before `start_at` or after `end_at`, nor while `enabled` is false.
+
+`Scheduler.tick(now)` locks the due schedules with `SELECT … FOR UPDATE SKIP LOCKED` (another
+scheduler process skips them instead of waiting), claims the occurrence by inserting its
+(scheduled_agent_id, occurrence_at) key into `schedule_occurrences`, creates the pending run and
+moves `next_run_at` on — all in one transaction — and dispatches the runs after the commit. Any
+number of scheduler processes can tick at once: each occurrence is claimed by exactly one.
+
+Policies, per schedule:
+- overlap (`overlap_policy`): `skip` records the occurrence as `skipped_overlap` while an earlier
+  run of the schedule is still pending or running; `allow` starts another.
+- missed runs (`missed_run_policy`): occurrences found more than SCHEDULER_MISFIRE_GRACE_SECONDS
+  late (the schedulers were down) are folded into one: `run_once` runs once for them, `skip`
+  records them as `skipped_missed` and waits for the next occurrence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from tbd_agents.domain.enums import (
+    IntervalUnit,
+    MissedRunPolicy,
+    OverlapPolicy,
+    TaskStatus,
+    TaskTrigger,
+)
+from tbd_agents.domain.models import ScheduledAgent, TaskExecution
+from tbd_agents.errors import InvalidData
+from tbd_agents.storage.postgres.schema import TABLES
+from tbd_agents.storage.postgres.schema_runtime import schedule_occurrences
+
+_log = logging.getLogger(__name__)
+schedules = TABLES["scheduled_agents"]
+tasks = TABLES["task_executions"]
+workflows = TABLES["workflows"]
+
+_TINY = timedelta(microseconds=1)
+_UNIT = {
+    IntervalUnit.MINUTES: timedelta(minutes=1),
+    IntervalUnit.HOURS: timedelta(hours=1),
+    IntervalUnit.DAYS: timedelta(days=1),
+}
+_COUNT_CAP = 10_000
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+# --- when -----------------------------------------------------------------------------------
+def _zone(schedule: ScheduledAgent) -> ZoneInfo:
+    try:
+        return ZoneInfo(schedule.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidData(
+            f"schedule timezone {schedule.timezone!r} is unknown: use an IANA name such as "
+            "'UTC' or 'Europe/Paris'"
+        ) from None
+
+
+def validate_schedule(schedule: ScheduledAgent) -> None:
+    """Raise InvalidData (naming the fix) if the schedule cannot be computed."""
+    if schedule.cron_expression is not None and not croniter.is_valid(schedule.cron_expression):
+        raise InvalidData(
+            f"cron_expression {schedule.cron_expression!r} is not valid: use five fields "
+            "'minute hour day-of-month month day-of-week', e.g. '*/15 * * * *'"
+        )
+    _zone(schedule)
+    if schedule.start_at and schedule.end_at and schedule.end_at <= schedule.start_at:
+        raise InvalidData("end_at must be after start_at")
+
+
+def occurrence_after(schedule: ScheduledAgent, after: datetime) -> datetime | None:
+    """The schedule's first occurrence strictly after `after` (UTC), or None if it has ended."""
+    if schedule.start_at is not None and after < schedule.start_at:
+        after = schedule.start_at - _TINY
+    if schedule.cron_expression:
+        zone = _zone(schedule)
+        it = croniter(schedule.cron_expression, after.astimezone(zone))
+        found: datetime = it.get_next(datetime)
+        result = found.astimezone(UTC)
+    else:
+        step = _UNIT[schedule.interval_unit] * schedule.interval_value
+        anchor = schedule.start_at or schedule.created_at
+        periods = 0 if after < anchor else (after - anchor) // step + 1
+        result = anchor + step * periods
+    if schedule.end_at is not None and result > schedule.end_at:
+        return None
+    return result
+
+
+def occurrences_between(
+    schedule: ScheduledAgent, first: datetime, last: datetime
+) -> list[datetime]:
+    """The schedule's occurrences t with first <= t <= last, in order (at most 10,000)."""
+    out: list[datetime] = []
+    current = occurrence_after(schedule, first - _TINY)
+    while current is not None and current <= last and len(out) < _COUNT_CAP:
+        out.append(current)
+        current = occurrence_after(schedule, current)
+    return out
+
+
+# --- claiming -------------------------------------------------------------------------------
+class Outcome(StrEnum):
+    FIRED = "fired"
+    SKIPPED_OVERLAP = "skipped_overlap"
+    SKIPPED_MISSED = "skipped_missed"
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    schedule_id: str
+    occurrence_at: datetime
+    outcome: Outcome
+    missed: int
+    task_id: str | None
+
+
+@dataclass(slots=True)
+class TickReport:
+    claimed: list[Claimed] = field(default_factory=list)
+
+    @property
+    def fired(self) -> list[Claimed]:
+        return [c for c in self.claimed if c.outcome is Outcome.FIRED]
+
+
+def _schedule(row: Any) -> ScheduledAgent:
+    return ScheduledAgent.model_validate(dict(row._mapping))
+
+
+def _values(model: TaskExecution) -> dict[str, Any]:
+    return {k: (v.value if isinstance(v, StrEnum) else v) for k, v in model.model_dump().items()}
+
+
+async def create_pending_run(
+    conn: AsyncConnection,
+    workflow_id: str,
+    prompt: str,
+    *,
+    trigger: TaskTrigger = TaskTrigger.API,
+    scheduled_agent_id: str | None = None,
+) -> TaskExecution:
+    """Insert a pending task execution for `workflow_id` on `conn` (the caller commits)."""
+    agent_id = (
+        await conn.execute(select(workflows.c.agent_id).where(workflows.c.id == workflow_id))
+    ).scalar_one_or_none()
+    if agent_id is None:
+        raise InvalidData(f"workflow {workflow_id!r} does not exist")
+    task = TaskExecution(
+        workflow_id=workflow_id,
+        agent_id=agent_id,
+        scheduled_agent_id=scheduled_agent_id,
+        status=TaskStatus.PENDING,
+        trigger=trigger,
+        prompt=prompt,
+    )
+    await conn.execute(insert(tasks).values(**_values(task)))
+    return task
+
+
+async def _has_active_run(conn: AsyncConnection, schedule_id: str) -> bool:
+    active = (
+        select(tasks.c.id)
+        .where(tasks.c.scheduled_agent_id == schedule_id)
+        .where(tasks.c.status.in_([TaskStatus.PENDING.value, TaskStatus.RUNNING.value]))
+        .limit(1)
+    )
+    return (await conn.execute(active)).first() is not None
+
+
+class Scheduler:
+    """Fires due schedules; safe to run in any number of processes at once."""
+
+    def __init__(
+        self,
+        db: AsyncEngine,
+        dispatch: Callable[[str], Awaitable[None]],
+        *,
+        scheduler_id: str,
+        misfire_grace_seconds: float,
+        clock: Clock | None = None,
+        batch_size: int = 100,
+    ) -> None:
+        self.db = db
+        self.dispatch = dispatch
+        self.scheduler_id = scheduler_id
+        self.grace = timedelta(seconds=misfire_grace_seconds)
+        self.clock = clock or SystemClock()
+        self.batch_size = batch_size
+
+    async def tick(self, now: datetime | None = None) -> TickReport:
+        """Claim and start everything due at `now` (default: the clock); dispatch after commit."""
+        now = now or self.clock.now()
+        report = TickReport()
+        async with self.db.begin() as conn:
+            await self._initialise(conn, now)
+            due = (
+                select(schedules)
+                .where(schedules.c.enabled.is_(True))
+                .where(schedules.c.next_run_at <= now)
+                .order_by(schedules.c.next_run_at)
+                .limit(self.batch_size)
+                .with_for_update(skip_locked=True)
+            )
+            for row in (await conn.execute(due)).all():
+                claimed = await self._process(conn, _schedule(row), now)
+                if claimed is not None:
+                    report.claimed.append(claimed)
+        for item in report.fired:
+            if item.task_id is not None:
+                await self.dispatch(item.task_id)
+        return report
+
+    async def _initialise(self, conn: AsyncConnection, now: datetime) -> None:
+        """Give enabled schedules without `next_run_at` their first occurrence after now."""
+        fresh = (
+            select(schedules)
+            .where(schedules.c.enabled.is_(True))
+            .where(schedules.c.next_run_at.is_(None))
+            .limit(self.batch_size)
+            .with_for_update(skip_locked=True)
+        )
+        for row in (await conn.execute(fresh)).all():
+            schedule = _schedule(row)
+            try:
+                nxt = occurrence_after(schedule, now - _TINY)
+            except InvalidData as exc:
+                _log.error("schedule %s cannot be computed: %s", schedule.id, exc.message)
+                continue
+            if nxt is not None:
+                await conn.execute(
+                    update(schedules).where(schedules.c.id == schedule.id).values(next_run_at=nxt)
+                )
+
+    async def _process(
+        self, conn: AsyncConnection, schedule: ScheduledAgent, now: datetime
+    ) -> Claimed | None:
+        assert schedule.next_run_at is not None
+        try:
+            due = occurrences_between(schedule, schedule.next_run_at, now)
+            following = occurrence_after(schedule, now)
+        except InvalidData as exc:
+            _log.error("schedule %s cannot be computed: %s", schedule.id, exc.message)
+            return None
+        claimed: Claimed | None = None
+        if due:
+            claimed = await self._claim(conn, schedule, due, now)
+        changes: dict[str, Any] = {"next_run_at": following, "updated_at": func.now()}
+        if claimed is not None and claimed.outcome is Outcome.FIRED:
+            changes["last_run_at"] = claimed.occurrence_at
+        await conn.execute(update(schedules).where(schedules.c.id == schedule.id).values(**changes))
+        return claimed
+
+    async def _claim(
+        self, conn: AsyncConnection, schedule: ScheduledAgent, due: list[datetime], now: datetime
+    ) -> Claimed | None:
+        latest = due[-1]
+        late = now - latest > self.grace
+        if late and schedule.missed_run_policy is MissedRunPolicy.SKIP:
+            outcome, missed = Outcome.SKIPPED_MISSED, len(due)
+        elif schedule.overlap_policy is OverlapPolicy.SKIP and await _has_active_run(
+            conn, schedule.id
+        ):
+            outcome, missed = Outcome.SKIPPED_OVERLAP, len(due) - 1
+        else:
+            outcome, missed = Outcome.FIRED, len(due) - 1
+        inserted = (
+            await conn.execute(
+                pg_insert(schedule_occurrences)
+                .values(
+                    scheduled_agent_id=schedule.id,
+                    occurrence_at=latest,
+                    outcome=outcome.value,
+                    missed=missed,
+                    claimed_by=self.scheduler_id,
+                )
+                .on_conflict_do_nothing()
+                .returning(schedule_occurrences.c.occurrence_at)
+            )
+        ).first()
+        if inserted is None:
+            return None  # already claimed (e.g. next_run_at was moved back by an edit)
+        task_id = None
+        if outcome is Outcome.FIRED:
+            task = await create_pending_run(
+                conn,
+                schedule.workflow_id,
+                schedule.prompt,
+                trigger=TaskTrigger.SCHEDULE,
+                scheduled_agent_id=schedule.id,
+            )
+            task_id = task.id
+            await conn.execute(
+                update(schedule_occurrences)
+                .where(
+                    and_(
+                        schedule_occurrences.c.scheduled_agent_id == schedule.id,
+                        schedule_occurrences.c.occurrence_at == latest,
+                    )
+                )
+                .values(task_id=task_id)
+            )
+        return Claimed(schedule.id, latest, outcome, missed, task_id)
+
+    async def run(self, stop: asyncio.Event, poll_seconds: float) -> None:
+        """Tick every `poll_seconds` until `stop` is set; a failed tick is logged and retried."""
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except Exception:
+                _log.exception("scheduler tick failed; retrying in %.0f s", poll_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), poll_seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class OccurrenceRecord:
+    occurrence_at: datetime
+    outcome: str
+    missed: int
+    task_id: str | None
+    task_status: str | None
+    claimed_by: str
+
+
+async def schedule_history(
+    db: AsyncEngine, schedule_id: str, *, limit: int = 50, before: datetime | None = None
+) -> list[OccurrenceRecord]:
+    """The schedule's claimed occurrences, newest first, with the status of each run."""
+    stmt = (
+        select(schedule_occurrences, tasks.c.status.label("task_status"))
+        .select_from(
+            schedule_occurrences.outerjoin(tasks, tasks.c.id == schedule_occurrences.c.task_id)
+        )
+        .where(schedule_occurrences.c.scheduled_agent_id == schedule_id)
+        .order_by(schedule_occurrences.c.occurrence_at.desc())
+        .limit(limit)
+    )
+    if before is not None:
+        stmt = stmt.where(schedule_occurrences.c.occurrence_at < before)
+    async with db.connect() as conn:
+        rows = (await conn.execute(stmt)).all()
+    return [
+        OccurrenceRecord(
+            r.occurrence_at, r.outcome, r.missed, r.task_id, r.task_status, r.claimed_by
+        )
+        for r in rows
+    ]

@@ -1,0 +1,266 @@
+"""`Runtime`: where runs execute and how their events flow, built once per process.
+
+The backend is chosen once from the settings: without `REDIS_URL` runs execute in this process
+(`InProcessBackend`) and events travel on an in-process bus; with `REDIS_URL` runs are sent to
+Celery workers (`CeleryBackend`) and events travel over Redis pub/sub. Everything else — the
+stored events, leases, halts, schedules and webhooks — is the same code on PostgreSQL, so a run
+behaves the same with or without Redis.
+
+Use from the API process::
+
+    runtime = await Runtime.open(settings, db, role="api")
+    await runtime.start()                      # reaper, webhooks, event purge (+ scheduler)
+    task = await runtime.start_run(workflow_id, "prompt")
+    async for event in runtime.follow(task.id, after_seq=last_event_id): ...
+    await runtime.halt(task.id)
+    await runtime.aclose()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tbd_agents.config import Settings
+from tbd_agents.domain.enums import TaskTrigger
+from tbd_agents.domain.models import TaskExecution
+from tbd_agents.runtime import leases
+from tbd_agents.runtime.bus import EventBus, InProcessBus, RedisBus
+from tbd_agents.runtime.contracts import EventSink, HaltSignal, RunOutcome
+from tbd_agents.runtime.events import EventStore, RunEvent, follow
+from tbd_agents.runtime.executor import ExecutorContext, RunExecutor, build_executor
+from tbd_agents.runtime.halt import HaltResult, request_halt
+from tbd_agents.runtime.runner import RunServices, execute_run, reap
+from tbd_agents.runtime.scheduler import Clock, Scheduler, create_pending_run
+from tbd_agents.runtime.webhooks import SecretCipher, WebhookService
+from tbd_agents.storage.protocol import DocumentStore
+
+_log = logging.getLogger(__name__)
+
+MAINTENANCE_SECONDS = 1.0
+PURGE_EVERY = timedelta(hours=1)
+
+
+class RunBackend(Protocol):
+    name: str
+
+    async def submit(self, task_id: str) -> str | None:
+        """Start or queue the run; return the backend's id for it (Celery task id) if any."""
+        ...
+
+    async def aclose(self, drain_seconds: float) -> None: ...
+
+
+def default_cipher(settings: Settings) -> SecretCipher | None:
+    """The API's token cipher (webhook secrets are encrypted with the same keys), if usable."""
+    try:
+        from tbd_agents.security.cipher import KeyRingProvider
+    except ImportError:  # pragma: no cover - the security package ships with the product
+        return None
+    cipher: SecretCipher = KeyRingProvider(settings).cipher()
+    return cipher
+
+
+class Runtime:
+    """Runs, events, halts, schedules and webhooks of one process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: AsyncEngine,
+        bus: EventBus,
+        *,
+        role: str,
+        cipher: SecretCipher | None = None,
+        executor: RunExecutor | None = None,
+        store: DocumentStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.bus = bus
+        self.role = role
+        self.worker_id = leases.new_worker_id(role)
+        self.events = EventStore(db)
+        self.webhooks = WebhookService(db, settings, cipher)
+        self.store = store
+        self._executor = executor
+        self._services: RunServices | None = None
+        self._services_lock = asyncio.Lock()
+        self._loops: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+        self.backend: RunBackend = self._make_backend()
+
+    @classmethod
+    async def open(
+        cls,
+        settings: Settings,
+        db: AsyncEngine,
+        *,
+        role: str = "api",
+        cipher: SecretCipher | None = None,
+        executor: RunExecutor | None = None,
+        store: DocumentStore | None = None,
+    ) -> Runtime:
+        """The runtime the settings ask for: Celery + Redis with REDIS_URL, else in-process."""
+        bus: EventBus = RedisBus(settings.redis_url) if settings.redis_url else InProcessBus()
+        if cipher is None:
+            cipher = default_cipher(settings)
+        return cls(settings, db, bus, role=role, cipher=cipher, executor=executor, store=store)
+
+    def _make_backend(self) -> RunBackend:
+        if self.settings.redis_url:
+            from tbd_agents.runtime.celery_app import CeleryBackend
+
+            return CeleryBackend(self.settings)
+        from tbd_agents.runtime.inprocess import InProcessBackend
+
+        return InProcessBackend(self)
+
+    @property
+    def distributed(self) -> bool:
+        return bool(self.settings.redis_url)
+
+    # --- execution ------------------------------------------------------------------------
+    async def services(self) -> RunServices:
+        """What executing runs needs in this process (the executor is built on first use)."""
+        async with self._services_lock:
+            if self._services is None:
+                executor = self._executor or await build_executor(
+                    ExecutorContext(self.settings, self.db, self.store)
+                )
+                self._executor = executor
+                self._services = RunServices(
+                    db=self.db,
+                    bus=self.bus,
+                    events=self.events,
+                    executor=executor,
+                    webhooks=self.webhooks,
+                    worker_id=self.worker_id,
+                    lease_seconds=self.settings.run_lease_seconds,
+                )
+            return self._services
+
+    async def execute(self, task_id: str) -> TaskExecution | None:
+        """Execute a pending run here (what a worker does with a queued run)."""
+        return await execute_run(await self.services(), task_id)
+
+    # --- API-facing operations -------------------------------------------------------------
+    async def start_run(
+        self,
+        workflow_id: str,
+        prompt: str,
+        *,
+        trigger: TaskTrigger = TaskTrigger.API,
+    ) -> TaskExecution:
+        """Create a pending run of the workflow, commit it, then hand it to the backend."""
+        async with self.db.begin() as conn:
+            task = await create_pending_run(conn, workflow_id, prompt, trigger=trigger)
+        await self.dispatch(task.id)
+        return task
+
+    async def dispatch(self, task_id: str) -> None:
+        """Hand a committed pending run to the backend (after the transaction that made it)."""
+        backend_id = await self.backend.submit(task_id)
+        if backend_id is not None:
+            async with self.db.begin() as conn:
+                await conn.execute(
+                    update(leases.tasks)
+                    .where(leases.tasks.c.id == task_id)
+                    .values(celery_task_id=backend_id)
+                )
+
+    async def halt(self, task_id: str, requested_by: str | None = None) -> HaltResult:
+        """Stop a run wherever it executes (NotFound / Conflict for unknown or finished runs)."""
+        return await request_halt(self.db, self.bus, self.events, task_id, requested_by)
+
+    def follow(self, task_id: str, after_seq: int = 0) -> AsyncIterator[RunEvent]:
+        """The run's events after `after_seq`: stored ones, then live ones, until it ends."""
+        return follow(self.events, self.bus, task_id, after_seq)
+
+    def scheduler(self, clock: Clock | None = None) -> Scheduler:
+        return Scheduler(
+            self.db,
+            self.dispatch,
+            scheduler_id=self.worker_id,
+            misfire_grace_seconds=self.settings.scheduler_misfire_grace_seconds,
+            clock=clock,
+        )
+
+    # --- background work -------------------------------------------------------------------
+    async def maintain_once(self) -> None:
+        """One round of upkeep: fail runs with expired leases, send due webhooks."""
+        await reap(await self._maintenance_services())
+        await self.webhooks.deliver_due()
+
+    async def _maintenance_services(self) -> RunServices:
+        # Reaping needs no executor: avoid building the engine in processes that never run one.
+        if self._services is not None:
+            return self._services
+        return RunServices(
+            db=self.db,
+            bus=self.bus,
+            events=self.events,
+            executor=_NoExecutor(),
+            webhooks=self.webhooks,
+            worker_id=self.worker_id,
+            lease_seconds=self.settings.run_lease_seconds,
+        )
+
+    async def _maintenance_loop(self) -> None:
+        reap_every = max(self.settings.run_lease_seconds / 3.0, MAINTENANCE_SECONDS)
+        last_reap = last_purge = datetime.min.replace(tzinfo=UTC)
+        while not self._stop.is_set():
+            now = datetime.now(UTC)
+            try:
+                if (now - last_reap).total_seconds() >= reap_every:
+                    await reap(await self._maintenance_services())
+                    last_reap = now
+                await self.webhooks.deliver_due()
+                if now - last_purge >= PURGE_EVERY:
+                    cutoff = now - timedelta(days=self.settings.run_event_retention_days)
+                    purged = await self.events.purge(cutoff)
+                    if purged:
+                        _log.info("purged %d events of runs that ended before %s", purged, cutoff)
+                    last_purge = now
+            except Exception:
+                _log.exception("runtime upkeep failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), MAINTENANCE_SECONDS)
+
+    async def start(self, *, scheduler: bool = False, clock: Clock | None = None) -> None:
+        """Start the upkeep loop (reaper, webhooks, purge) and, if asked, the scheduler loop."""
+        self._stop.clear()
+        self._loops.append(asyncio.create_task(self._maintenance_loop(), name="runtime-upkeep"))
+        if scheduler:
+            loop = self.scheduler(clock).run(self._stop, self.settings.scheduler_poll_seconds)
+            self._loops.append(asyncio.create_task(loop, name="scheduler"))
+
+    async def aclose(self, drain_seconds: float = 30.0) -> None:
+        """Stop the loops, let running in-process runs finish (halting them after
+        `drain_seconds`), and close the bus and the executor. The database engine is the
+        caller's."""
+        self._stop.set()
+        for task in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._loops.clear()
+        await self.backend.aclose(drain_seconds)
+        await self.webhooks.aclose()
+        if self._executor is not None:
+            await self._executor.aclose()
+        await self.bus.aclose()
+
+
+class _NoExecutor:
+    async def execute(self, task: TaskExecution, sink: EventSink, halt: HaltSignal) -> RunOutcome:
+        raise RuntimeError("this process does not execute runs")
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,468 @@
+"""Completion and failure webhooks: signed, retried with backoff, logged, checked at send time.
+
+When a run ends, one delivery is queued in `webhook_deliveries` (completed / halted / max turns →
+the workflow's `webhook_url`; failed → its `error_webhook_url`). Any runtime process then sends
+due deliveries (`deliver_due`), each claimed for the length of one attempt so two processes never
+send the same attempt, and every attempt is logged in `webhook_attempts`. A failed attempt is
+retried after `WEBHOOK_BACKOFF_SECONDS`, doubled each time, up to `WEBHOOK_MAX_ATTEMPTS`.
+
+Every request carries:
+- `X-TBD-Event`: `task.completed` or `task.failed`; `X-TBD-Delivery`: the delivery id;
+- `X-TBD-Timestamp`: Unix seconds; `X-TBD-Signature`: `sha256=` + hex HMAC-SHA256 of
+  `"{timestamp}.{body}"` with the workflow's secret (`verify_signature` checks one).
+
+Before each attempt the host is resolved and every address checked: private, loopback,
+link-local, multicast, reserved and unspecified addresses are refused unless the host or address
+is listed in `WEBHOOK_ALLOWED_HOSTS`. The request then goes to the checked address (the host
+name is kept for the Host header and TLS), so DNS cannot answer differently between the check
+and the connection. Redirects are not followed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import secrets
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tbd_agents.config import Settings
+from tbd_agents.domain.enums import TaskStatus
+from tbd_agents.domain.models import TaskExecution
+from tbd_agents.errors import InvalidData, NotFound, TbdError
+from tbd_agents.storage.postgres.engine import json_dumps
+from tbd_agents.storage.postgres.schema import TABLES
+from tbd_agents.storage.postgres.schema_runtime import (
+    webhook_attempts,
+    webhook_deliveries,
+    webhook_secrets,
+)
+
+_log = logging.getLogger(__name__)
+_workflows = TABLES["workflows"]
+
+SIGNATURE_HEADER = "X-TBD-Signature"
+TIMESTAMP_HEADER = "X-TBD-Timestamp"
+DELIVERY_HEADER = "X-TBD-Delivery"
+EVENT_HEADER = "X-TBD-Event"
+USER_AGENT = "tbd-agents-webhooks/1"
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The signature header value for `body` sent at `timestamp`."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def verify_signature(
+    secret: str, timestamp: str, body: bytes, signature: str, *, tolerance: float | None = 300.0
+) -> bool:
+    """True if `signature` is ours for `body` and `timestamp` (within `tolerance` seconds)."""
+    if tolerance is not None:
+        try:
+            if abs(time.time() - int(timestamp)) > tolerance:
+                return False
+        except ValueError:
+            return False
+    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+
+
+class SecretCipher(Protocol):
+    """Encrypts secrets at rest (the API's `TokenCipher` fits)."""
+
+    def encrypt(self, plaintext: str) -> tuple[str, int]: ...
+
+    def decrypt(self, ciphertext: str) -> str: ...
+
+
+class WebhookRefused(Exception):
+    """The URL may not be called (scheme, or an address the allow-list does not permit)."""
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class HostPolicy:
+    """Which internal hosts webhooks may reach (public addresses are always allowed)."""
+
+    names: frozenset[str] = frozenset()
+    networks: tuple[Network, ...] = ()
+
+    @classmethod
+    def parse(cls, spec: str) -> HostPolicy:
+        names: set[str] = set()
+        networks: list[Network] = []
+        for item in (part.strip() for part in spec.split(",")):
+            if not item:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                names.add(item.lower().rstrip("."))
+        return cls(frozenset(names), tuple(networks))
+
+    def permits(self, host: str, address: Address) -> bool:
+        if host.lower().rstrip(".") in self.names:
+            return True
+        return any(address in net for net in self.networks)
+
+
+def _is_internal(address: Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return (
+        address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_multicast
+        or address.is_reserved
+        or address.is_unspecified
+    )
+
+
+async def resolve_checked(url: str, policy: HostPolicy) -> tuple[str, int, Address]:
+    """(host, port, address to connect to) for `url`, or WebhookRefused saying why not."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise WebhookRefused(f"webhook URL must be http:// or https:// with a host, got {url!r}")
+    host = parts.hostname
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise WebhookRefused(f"cannot resolve webhook host {host!r}: {exc}") from None
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+    if not addresses:
+        raise WebhookRefused(f"webhook host {host!r} has no address")
+    for address in addresses:
+        if _is_internal(address) and not policy.permits(host, address):
+            raise WebhookRefused(
+                f"webhook host {host!r} resolves to {address}, an internal address; add the "
+                "host or address to WEBHOOK_ALLOWED_HOSTS to allow it"
+            )
+    return host, port, addresses[0]
+
+
+def _pinned_url(url: str, address: Address, port: int) -> str:
+    parts = urlsplit(url)
+    shown = f"[{address}]" if isinstance(address, ipaddress.IPv6Address) else str(address)
+    return urlunsplit((parts.scheme, f"{shown}:{port}", parts.path or "/", parts.query, ""))
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    attempt: int
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    id: str
+    task_id: str
+    workflow_id: str
+    event: str
+    url: str
+    status: str
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    log: tuple[Attempt, ...] = ()
+
+
+def _event_of(task: TaskExecution) -> str:
+    return "task.failed" if task.status is TaskStatus.FAILED else "task.completed"
+
+
+def payload_of(task: TaskExecution) -> dict[str, Any]:
+    return {
+        "event": _event_of(task),
+        "task_id": task.id,
+        "workflow_id": task.workflow_id,
+        "scheduled_agent_id": task.scheduled_agent_id,
+        "status": task.status.value,
+        "result": task.result,
+        "error": task.error,
+        "turns": task.turns,
+        "tool_calls": task.tool_calls,
+        "usage": task.usage,
+        "started_at": task.started_at,
+        "completed_at": task.completed_at,
+    }
+
+
+class WebhookService:
+    """Queue, send and list webhook deliveries; keep the per-workflow secrets."""
+
+    def __init__(
+        self,
+        db: AsyncEngine,
+        settings: Settings,
+        cipher: SecretCipher | None,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.db = db
+        self.cipher = cipher
+        self.policy = HostPolicy.parse(settings.webhook_allowed_hosts)
+        self.max_attempts = settings.webhook_max_attempts
+        self.backoff = settings.webhook_backoff_seconds
+        self.timeout = settings.webhook_timeout_seconds
+        self._client = client
+        self._own_client = client is None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._own_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # --- secrets ----------------------------------------------------------------------------
+    def _require_cipher(self) -> SecretCipher:
+        if self.cipher is None:
+            raise InvalidData(
+                "webhook secrets need the token encryption key (TOKEN_ENCRYPTION_KEY or its key "
+                "file) in this process"
+            )
+        return self.cipher
+
+    async def secret(self, workflow_id: str, *, rotate: bool = False) -> str:
+        """The workflow's signing secret, created on first use (or replaced when `rotate`)."""
+        cipher = self._require_cipher()
+        async with self.db.begin() as conn:
+            if not rotate:
+                stored = (
+                    await conn.execute(
+                        select(webhook_secrets.c.encrypted_secret).where(
+                            webhook_secrets.c.workflow_id == workflow_id
+                        )
+                    )
+                ).scalar_one_or_none()
+                if stored is not None:
+                    return cipher.decrypt(stored)
+            exists = (
+                await conn.execute(select(_workflows.c.id).where(_workflows.c.id == workflow_id))
+            ).scalar_one_or_none()
+            if exists is None:
+                raise NotFound("workflow", workflow_id)
+            fresh = "whsec_" + secrets.token_urlsafe(32)
+            encrypted, _version = cipher.encrypt(fresh)
+            stmt = insert(webhook_secrets).values(
+                workflow_id=workflow_id, encrypted_secret=encrypted
+            )
+            if rotate:
+                await conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=[webhook_secrets.c.workflow_id],
+                        set_={"encrypted_secret": encrypted, "updated_at": func.now()},
+                    )
+                )
+                return fresh
+            await conn.execute(stmt.on_conflict_do_nothing())
+        # A concurrent first use may have stored its own secret first: return what is stored.
+        return await self.secret(workflow_id)
+
+    # --- queueing ---------------------------------------------------------------------------
+    async def enqueue_for(self, task: TaskExecution) -> str | None:
+        """Queue the webhook of a finished run, if its workflow has one; return the delivery id.
+
+        Queueing twice for the same run and event is a no-op (unique key)."""
+        event = _event_of(task)
+        column = (
+            _workflows.c.error_webhook_url if event == "task.failed" else _workflows.c.webhook_url
+        )
+        async with self.db.begin() as conn:
+            url = (
+                await conn.execute(select(column).where(_workflows.c.id == task.workflow_id))
+            ).scalar_one_or_none()
+            if not url:
+                return None
+            stmt = (
+                insert(webhook_deliveries)
+                .values(
+                    task_id=task.id,
+                    workflow_id=task.workflow_id,
+                    event=event,
+                    url=url,
+                    payload=json.loads(json_dumps(payload_of(task))),
+                )
+                .on_conflict_do_nothing()
+                .returning(webhook_deliveries.c.id)
+            )
+            delivery_id: str | None = (await conn.execute(stmt)).scalar_one_or_none()
+        return delivery_id
+
+    # --- sending ----------------------------------------------------------------------------
+    async def _claim_due(self, limit: int) -> list[Any]:
+        hold = timedelta(seconds=self.timeout + 30)
+        due = (
+            select(webhook_deliveries.c.id)
+            .where(webhook_deliveries.c.status == "pending")
+            .where(webhook_deliveries.c.next_attempt_at <= func.now())
+            .order_by(webhook_deliveries.c.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .cte("due")
+        )
+        stmt = (
+            update(webhook_deliveries)
+            .where(webhook_deliveries.c.id.in_(select(due.c.id)))
+            .values(
+                attempts=webhook_deliveries.c.attempts + 1,
+                next_attempt_at=func.now() + hold,
+                updated_at=func.now(),
+            )
+            .returning(*webhook_deliveries.c)
+        )
+        async with self.db.begin() as conn:
+            return list((await conn.execute(stmt)).all())
+
+    async def deliver_due(self, limit: int = 20) -> int:
+        """Send every delivery that is due (at most `limit`); return how many were attempted."""
+        claimed = await self._claim_due(limit)
+        if claimed:
+            await asyncio.gather(*(self._attempt(row) for row in claimed))
+        return len(claimed)
+
+    async def _send(self, row: Any) -> tuple[int | None, str | None]:
+        body = json_dumps(row.payload).encode()
+        try:
+            secret = await self.secret(row.workflow_id)
+            host, port, address = await resolve_checked(row.url, self.policy)
+        except WebhookRefused as exc:
+            return None, str(exc)
+        except TbdError as exc:
+            return None, exc.message
+        stamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "Host": host if port in (80, 443) else f"{host}:{port}",
+            EVENT_HEADER: row.event,
+            DELIVERY_HEADER: row.id,
+            TIMESTAMP_HEADER: stamp,
+            SIGNATURE_HEADER: sign(secret, stamp, body),
+        }
+        try:
+            response = await self.client.post(
+                _pinned_url(row.url, address, port),
+                content=body,
+                headers=headers,
+                timeout=self.timeout,
+                extensions={"sni_hostname": host},
+            )
+        except httpx.HTTPError as exc:
+            return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if 200 <= response.status_code < 300:
+            return response.status_code, None
+        return response.status_code, f"receiver answered HTTP {response.status_code}"
+
+    async def _attempt(self, row: Any) -> None:
+        started = time.perf_counter()
+        status_code, error = await self._send(row)
+        elapsed = (time.perf_counter() - started) * 1000.0
+        done = error is None
+        exhausted = not done and row.attempts >= self.max_attempts
+        values: dict[str, Any] = {
+            "last_status_code": status_code,
+            "last_error": error,
+            "updated_at": func.now(),
+        }
+        if done:
+            values.update(status="delivered", delivered_at=func.now())
+        elif exhausted:
+            values.update(status="failed")
+        else:
+            delay = self.backoff * (2 ** (row.attempts - 1))
+            values.update(next_attempt_at=func.now() + timedelta(seconds=delay))
+        async with self.db.begin() as conn:
+            await conn.execute(
+                insert(webhook_attempts).values(
+                    delivery_id=row.id,
+                    attempt=row.attempts,
+                    status_code=status_code,
+                    error=error,
+                    duration_ms=elapsed,
+                )
+            )
+            await conn.execute(
+                update(webhook_deliveries).where(webhook_deliveries.c.id == row.id).values(**values)
+            )
+        if not done:
+            _log.warning(
+                "webhook %s attempt %d to %s failed: %s%s",
+                row.id,
+                row.attempts,
+                row.url,
+                error,
+                " (giving up)" if exhausted else "",
+            )
+
+    # --- reading ----------------------------------------------------------------------------
+    async def list_deliveries(
+        self, *, workflow_id: str | None = None, task_id: str | None = None, limit: int = 50
+    ) -> list[Delivery]:
+        """Deliveries of a workflow or a run, newest first, each with its attempts in order."""
+        if workflow_id is None and task_id is None:
+            raise InvalidData("list_deliveries needs a workflow_id or a task_id")
+        stmt = select(webhook_deliveries).order_by(webhook_deliveries.c.created_at.desc())
+        if workflow_id is not None:
+            stmt = stmt.where(webhook_deliveries.c.workflow_id == workflow_id)
+        if task_id is not None:
+            stmt = stmt.where(webhook_deliveries.c.task_id == task_id)
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(stmt.limit(limit))).all()
+            ids = [r.id for r in rows]
+            attempts = (
+                (
+                    await conn.execute(
+                        select(webhook_attempts)
+                        .where(webhook_attempts.c.delivery_id.in_(ids))
+                        .order_by(webhook_attempts.c.delivery_id, webhook_attempts.c.attempt)
+                    )
+                ).all()
+                if ids
+                else []
+            )
+        by_delivery: dict[str, list[Attempt]] = {}
+        for a in attempts:
+            by_delivery.setdefault(a.delivery_id, []).append(
+                Attempt(a.attempt, a.status_code, a.error, a.duration_ms)
+            )
+        return [_delivery(r, by_delivery.get(r.id, ())) for r in rows]
+
+
+def _delivery(row: Any, log: Sequence[Attempt]) -> Delivery:
+    return Delivery(
+        id=row.id,
+        task_id=row.task_id,
+        workflow_id=row.workflow_id,
+        event=row.event,
+        url=row.url,
+        status=row.status,
+        attempts=row.attempts,
+        last_status_code=row.last_status_code,
+        last_error=row.last_error,
+        log=tuple(log),
+    )

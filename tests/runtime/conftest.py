@@ -1,0 +1,204 @@
+"""Fixtures of the runtime tests: a migrated database per test module, a workflow factory,
+settings for the runtime, Redis on a test database number, and real Celery worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import insert
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tbd_agents.config import Settings
+from tbd_agents.security.cipher import generate_fernet_key
+from tbd_agents.storage.postgres.engine import create_engine
+from tbd_agents.storage.postgres.schema import TABLES
+from tests.support import pg
+
+ROOT = Path(__file__).resolve().parents[2]
+REDIS_TEST_URL = "redis://127.0.0.1:6379/11"
+FERNET = f"1:{generate_fernet_key()}"
+
+
+def redis_available() -> bool:
+    try:
+        return bool(redis.Redis.from_url(REDIS_TEST_URL, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def runtime_settings(url: URL, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "postgres_uri": url.render_as_string(hide_password=False),
+        "run_executor": "tests.runtime.scripted:build_executor",
+        "run_lease_seconds": 3.0,
+        "token_encryption_key": FERNET,
+        "webhook_backoff_seconds": 0.2,
+        "scheduler_misfire_grace_seconds": 90.0,
+        "redis_url": None,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def settings_env(config: Settings) -> dict[str, str]:
+    """The environment that gives a subprocess the same settings."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DB_", "POSTGRES_", "REDIS_", "RUN_", "SCHEDULER_", "WEBHOOK_"))
+    }
+    for name in (
+        "postgres_uri",
+        "redis_url",
+        "run_queue",
+        "run_executor",
+        "run_lease_seconds",
+        "scheduler_misfire_grace_seconds",
+        "scheduler_poll_seconds",
+        "webhook_backoff_seconds",
+        "webhook_allowed_hosts",
+    ):
+        value = getattr(config, name)
+        if value is not None:
+            env[name.upper()] = str(value)
+    assert config.token_encryption_key is not None
+    env["TOKEN_ENCRYPTION_KEY"] = config.token_encryption_key.get_secret_value()
+    env["LOG_LEVEL"] = "INFO"
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "src")])
+    return env
+
+
+@pytest.fixture(scope="module")
+def module_db(pg18_server: str) -> Iterator[URL]:
+    """A migrated database shared by the tests of one module (tests make their own rows)."""
+    url = pg.create_migrated_database(pg18_server, "rt")
+    yield url
+    pg.drop_database(url)
+
+
+@pytest.fixture
+async def db(module_db: URL) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(module_db, application_name="runtime-tests", pool_size=5)
+    yield engine
+    await engine.dispose()
+
+
+async def make_workflow(
+    engine: AsyncEngine, *, webhook_url: str | None = None, error_webhook_url: str | None = None
+) -> str:
+    """Insert an agent and a workflow of it; return the workflow id."""
+    agent_id, workflow_id = str(uuid.uuid4()), str(uuid.uuid4())
+    async with engine.begin() as conn:
+        await conn.execute(insert(TABLES["agents"]).values(id=agent_id, name="runtime test agent"))
+        await conn.execute(
+            insert(TABLES["workflows"]).values(
+                id=workflow_id,
+                agent_id=agent_id,
+                name="runtime test workflow",
+                webhook_url=webhook_url,
+                error_webhook_url=error_webhook_url,
+            )
+        )
+    return workflow_id
+
+
+@dataclass
+class WorkerProcess:
+    """A real `tbd-agents worker` subprocess."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "ready on queue" in self.output():
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker {self.name} exited:\n{self.output()}")
+            time.sleep(0.1)
+        raise AssertionError(f"worker {self.name} not ready after {timeout}s:\n{self.output()}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+
+@dataclass
+class WorkerPool:
+    config: Settings
+    tmp: Path
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    def start(self, name: str, *, wait: bool = True) -> WorkerProcess:
+        log = self.tmp / f"{name}.log"
+        handle = log.open("wb")
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tbd_agents.cli.runtime",
+                "worker",
+                "--pool",
+                "solo",
+                "--name",
+                f"{name}@test",
+            ],
+            env=settings_env(self.config),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=self.tmp,
+        )
+        handle.close()
+        worker = WorkerProcess(name, proc, log)
+        self.workers.append(worker)
+        if wait:
+            worker.wait_ready()
+        return worker
+
+    def stop_all(self) -> None:
+        for worker in self.workers:
+            if worker.proc.poll() is None:
+                worker.proc.send_signal(signal.SIGTERM)
+        for worker in self.workers:
+            try:
+                worker.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
+def celery_settings(url: URL) -> Settings:
+    return runtime_settings(
+        url, redis_url=REDIS_TEST_URL, run_queue=f"test-{uuid.uuid4().hex[:10]}"
+    )
+
+
+@pytest.fixture
+def worker_pool(module_db: URL, tmp_path: Path) -> Iterator[WorkerPool]:
+    if not redis_available():
+        pytest.fail(f"Redis is not reachable at {REDIS_TEST_URL}: start redis-server")
+    pool = WorkerPool(celery_settings(module_db), tmp_path)
+    yield pool
+    pool.stop_all()

@@ -1,0 +1,206 @@
+"""Run behaviour, the same for both backends: in-process (no Redis) and real Celery workers.
+
+Each test starts runs through `Runtime` as the API does, follows their events the way the SSE
+endpoint does, and checks the stored task execution.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tbd_agents.domain.enums import TaskStatus
+from tbd_agents.errors import Conflict
+from tbd_agents.runtime import leases
+from tbd_agents.runtime.events import RunEvent
+from tbd_agents.runtime.halt import HaltResult
+from tbd_agents.runtime.scheduler import create_pending_run
+from tbd_agents.runtime.service import Runtime
+from tbd_agents.storage.postgres.schema import TABLES
+from tests.runtime.conftest import WorkerPool, celery_settings, make_workflow, runtime_settings
+
+tasks = TABLES["task_executions"]
+
+
+@dataclass
+class Harness:
+    runtime: Runtime
+    db: AsyncEngine
+    backend: str
+
+
+@pytest.fixture(scope="module")
+def celery_workers(
+    module_db: URL, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerPool]:
+    pool = WorkerPool(celery_settings(module_db), tmp_path_factory.mktemp("workers"))
+    try:
+        pool.start("runs-a")
+        yield pool
+    finally:
+        pool.stop_all()
+
+
+@pytest.fixture(params=["inprocess", "celery"])
+async def harness(
+    request: pytest.FixtureRequest, module_db: URL, db: AsyncEngine
+) -> AsyncIterator[Harness]:
+    if request.param == "celery":
+        config = request.getfixturevalue("celery_workers").config
+    else:
+        config = runtime_settings(module_db)
+    runtime = await Runtime.open(config, db, role="api")
+    await runtime.start()
+    yield Harness(runtime, db, request.param)
+    await runtime.aclose(drain_seconds=5)
+
+
+async def collect(
+    runtime: Runtime, task_id: str, after: int = 0, timeout: float = 20
+) -> list[RunEvent]:
+    async def gather() -> list[RunEvent]:
+        return [e async for e in runtime.follow(task_id, after)]
+
+    return await asyncio.wait_for(gather(), timeout)
+
+
+async def task_row(db: AsyncEngine, task_id: str) -> leases.TaskExecution:
+    task = await leases.load(db, task_id)
+    assert task is not None
+    return task
+
+
+async def test_run_completes_and_its_events_arrive_in_order(harness: Harness) -> None:
+    workflow = await make_workflow(harness.db)
+    task = await harness.runtime.start_run(workflow, "emit:5")
+    events = await collect(harness.runtime, task.id)
+
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert [e.type for e in events] == ["status"] + ["message_delta"] * 5 + ["message", "status"]
+    assert [e.data["text"] for e in events if e.type == "message_delta"] == [
+        "d1",
+        "d2",
+        "d3",
+        "d4",
+        "d5",
+    ]
+    assert events[0].data["status"] == "running"
+    assert events[-1].data["status"] == "completed"
+    assert events[-1].data["result"] == "done: emit:5"
+
+    stored = await task_row(harness.db, task.id)
+    assert stored.status is TaskStatus.COMPLETED
+    assert stored.result == "done: emit:5"
+    assert stored.usage == {"input_tokens": 3, "output_tokens": 5, "cost_usd": 0.0}
+    assert stored.started_at is not None and stored.completed_at is not None
+    expected_role = "worker@" if harness.backend == "celery" else "api@"
+    assert stored.worker_id is not None and stored.worker_id.startswith(expected_role)
+    if harness.backend == "celery":
+        assert stored.celery_task_id == task.id
+    async with harness.db.connect() as conn:
+        status = (
+            await conn.execute(
+                select(TABLES["workflows"].c.status).where(TABLES["workflows"].c.id == workflow)
+            )
+        ).scalar_one()
+    assert status == "completed"
+
+
+async def test_a_follower_connected_during_the_run_gets_every_event_once(harness: Harness) -> None:
+    workflow = await make_workflow(harness.db)
+    task = await harness.runtime.start_run(workflow, "emit:3;sleep:0.4;emit:3;sleep:0.2;emit:3")
+    events = await collect(harness.runtime, task.id)
+    assert [e.seq for e in events] == list(range(1, 13))
+    assert [e.data.get("text") for e in events if e.type == "message_delta"] == [
+        f"d{i}" for i in range(1, 10)
+    ]
+
+
+async def test_replay_after_the_run_and_resume_with_last_event_id(harness: Harness) -> None:
+    workflow = await make_workflow(harness.db)
+    task = await harness.runtime.start_run(workflow, "emit:6")
+    everything = await collect(harness.runtime, task.id)
+    assert everything[-1].is_terminal
+
+    again = await collect(harness.runtime, task.id)  # connects after the run finished
+    assert [(e.seq, e.type, e.data) for e in again] == [(e.seq, e.type, e.data) for e in everything]
+
+    resumed = await collect(harness.runtime, task.id, after=4)  # Last-Event-ID: 4
+    assert [e.seq for e in resumed] == [e.seq for e in everything if e.seq > 4]
+
+
+async def test_halt_stops_a_running_run(harness: Harness, tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    workflow = await make_workflow(harness.db)
+    task = await harness.runtime.start_run(workflow, f"marker:{marker};block")
+
+    async def halt_when_started() -> HaltResult:
+        deadline = time.monotonic() + 20
+        while not marker.exists():
+            assert time.monotonic() < deadline, "the run never started"
+            await asyncio.sleep(0.05)
+        return await harness.runtime.halt(task.id, requested_by="tester")
+
+    events, result = await asyncio.gather(collect(harness.runtime, task.id), halt_when_started())
+    assert result is HaltResult.HALTING
+    assert events[-1].data["status"] == "halted"
+    assert any(e.type == "log" and e.data["message"] == "halted by request" for e in events)
+    stored = await task_row(harness.db, task.id)
+    assert stored.status is TaskStatus.HALTED
+    with pytest.raises(Conflict, match="already ended"):
+        await harness.runtime.halt(task.id)
+
+
+async def test_halting_a_queued_run_means_it_never_starts(harness: Harness) -> None:
+    workflow = await make_workflow(harness.db)
+    async with harness.db.begin() as conn:
+        task = await create_pending_run(conn, workflow, "emit:1")
+    assert await harness.runtime.halt(task.id) is HaltResult.HALTED
+    await harness.runtime.dispatch(task.id)  # a late delivery of the queued run
+    events = await collect(harness.runtime, task.id)
+    assert [e.data.get("status") for e in events] == ["halted"]
+    await asyncio.sleep(0.5)
+    stored = await task_row(harness.db, task.id)
+    assert stored.status is TaskStatus.HALTED and stored.started_at is None
+
+
+async def test_an_executor_error_fails_the_run_with_the_message(harness: Harness) -> None:
+    workflow = await make_workflow(harness.db)
+    task = await harness.runtime.start_run(workflow, "emit:1;fail")
+    events = await collect(harness.runtime, task.id)
+    assert events[-1].data["status"] == "failed"
+    assert events[-1].data["error"] == "RuntimeError: scripted failure"
+    assert (await task_row(harness.db, task.id)).status is TaskStatus.FAILED
+
+
+async def test_a_run_whose_worker_vanished_is_failed_by_the_reaper(harness: Harness) -> None:
+    workflow = await make_workflow(harness.db)
+    async with harness.db.begin() as conn:
+        task = await create_pending_run(conn, workflow, "never executed")
+    claimed = await leases.claim(harness.db, task.id, "worker@gone:1:abc")
+    assert claimed is not None and claimed.status is TaskStatus.RUNNING
+    async with harness.db.begin() as conn:  # its last heartbeat was long ago
+        await conn.execute(
+            update(tasks)
+            .where(tasks.c.id == task.id)
+            .values(heartbeat_at=func.now() - timedelta(minutes=5))
+        )
+    started = time.monotonic()
+    events = await collect(harness.runtime, task.id)  # the runtime's upkeep loop reaps it
+    assert time.monotonic() - started < harness.runtime.settings.run_lease_seconds + 2
+    assert [e.type for e in events] == ["error", "status"]
+    assert events[-1].data["status"] == "failed"
+    stored = await task_row(harness.db, task.id)
+    assert stored.status is TaskStatus.FAILED
+    assert (
+        stored.error is not None and "worker@gone:1:abc stopped renewing its lease" in stored.error
+    )
