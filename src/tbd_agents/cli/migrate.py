@@ -1,0 +1,241 @@
+"""`tbd-agents migrate from-mongo` / `tbd-agents migrate verify` (and the guide's scripts).
+
+`scripts/migrate_mongo_to_postgres.py` and `scripts/verify_migration.py` run these same commands,
+so both spellings take the same flags. Connections come from the settings (MONGO_URI,
+MONGO_DB_NAME, POSTGRES_URI; no POSTGRES_URI = the embedded PostgreSQL). Exit status: 0 done
+(verify: PASS), 1 failed (verify: FAIL), or documents were quarantined without
+`--accept-quarantine`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from tbd_agents.cli.common import friendly_errors, settings
+from tbd_agents.config import Settings
+from tbd_agents.tools.migration.endpoints import (
+    Target,
+    connect,
+    open_source,
+    prepare_schema,
+    target_database,
+)
+from tbd_agents.tools.migration.render import RichReporter, migration_summary, verify_summary
+from tbd_agents.tools.migration.report import DEFAULT_QUARANTINE_FILE, ReportLog
+from tbd_agents.tools.migration.runner import Migration, MigrationResult, Options
+from tbd_agents.tools.migration.sources import Source
+from tbd_agents.tools.migration.verify import Verifier, VerifyResult
+
+app = typer.Typer(
+    help="Move data from MongoDB (live, or a mongodump) into PostgreSQL, and verify it.",
+    no_args_is_help=True,
+)
+
+CollectionOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--collection",
+        help="Only this collection (repeatable). Default: all 15.",
+        show_default=False,
+    ),
+]
+DumpOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--from-dump",
+        help="Read a mongodump directory (<collection>.bson or .bson.gz files) "
+        "instead of MONGO_URI.",
+        show_default=False,
+    ),
+]
+ArchiveOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--archive",
+        help="Read a `mongodump --archive` file (gzip or not) instead of MONGO_URI.",
+        show_default=False,
+    ),
+]
+AllowEmptyOpt = Annotated[
+    bool,
+    typer.Option("--allow-empty", help="Accept a source without any of the collections, or empty."),
+]
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Print a line per batch (verify: the diffs).")
+]
+
+
+def _console() -> Console:
+    return Console(highlight=False)
+
+
+@app.command("from-mongo")
+@friendly_errors
+def from_mongo(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Read and convert everything; write nothing.")
+    ] = False,
+    collection: CollectionOpt = None,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size", min=1, max=100_000, help="Documents per batch (one transaction each)."
+        ),
+    ] = 500,
+    verbose: VerboseOpt = False,
+    from_dump: DumpOpt = None,
+    archive: ArchiveOpt = None,
+    allow_empty: AllowEmptyOpt = False,
+    accept_quarantine: Annotated[
+        bool,
+        typer.Option("--accept-quarantine", help="Exit 0 even when documents were quarantined."),
+    ] = False,
+    quarantine_file: Annotated[
+        Path,
+        typer.Option(
+            "--quarantine-file",
+            help="JSON-lines report of the documents not migrated (appended to); "
+            "warnings go next to it in <name>.warnings.jsonl.",
+        ),
+    ] = DEFAULT_QUARANTINE_FILE,
+    restart: Annotated[
+        bool,
+        typer.Option(
+            "--restart",
+            help="Ignore the checkpoints of an interrupted run and start every collection over.",
+        ),
+    ] = False,
+) -> None:
+    """Migrate the MongoDB data of TBD Agents into PostgreSQL.
+
+    Idempotent and resumable: re-running rewrites nothing that is already identical, and an
+    interrupted run continues after the last committed batch. Documents that cannot be migrated
+    are written to the quarantine file with the reason, never skipped silently.
+    """
+    config = settings()
+    console = _console()
+    options = Options(collection, batch_size, dry_run, restart, allow_empty)
+    sources = SourceFlags(from_dump, archive, collection)
+    with target_database(config) as target:
+        result = asyncio.run(
+            _migrate(config, sources, target, options, quarantine_file, console, verbose)
+        )
+    migration_summary(console, result, dry_run=dry_run)
+    quarantined = result.quarantined
+    if quarantined:
+        console.print(f"{quarantined:,} documents quarantined: see {quarantine_file}")
+    if quarantined and not accept_quarantine:
+        console.print(
+            "Exit status 1: documents were quarantined (pass --accept-quarantine to accept them)."
+        )
+        raise typer.Exit(1)
+
+
+@dataclass(frozen=True)
+class SourceFlags:
+    from_dump: Path | None
+    archive: Path | None
+    collections: list[str] | None
+
+    async def open(self, config: Settings, console: Console, target: Target) -> Source:
+        source = await asyncio.to_thread(
+            open_source,
+            config,
+            from_dump=self.from_dump,
+            archive=self.archive,
+            collections=self.collections,
+        )
+        console.print(f"Source: {source.label}")
+        console.print(f"Target: {target.label}")
+        return source
+
+
+async def _migrate(
+    config: Settings,
+    flags: SourceFlags,
+    target: Target,
+    options: Options,
+    quarantine_file: Path,
+    console: Console,
+    verbose: bool,
+) -> MigrationResult:
+    source = await flags.open(config, console, target)
+    conn = None
+    log = ReportLog(quarantine_file)
+    try:
+        console.print(
+            f"Batch size {options.batch_size}"
+            + (" · DRY RUN: nothing will be written" if options.dry_run else "")
+        )
+        ready = await prepare_schema(target, dry_run=options.dry_run)
+        if not ready:
+            console.print(
+                "Note: the target is not at the head revision; the dry run cannot compare with "
+                "existing rows. The real run migrates the embedded server first, or refuses "
+                "another server until `alembic upgrade head` is run."
+            )
+        conn = await connect(target) if ready else None
+        with RichReporter(console, verbose=verbose) as reporter:
+            return await Migration(source, conn, options, log, reporter).run()
+    finally:
+        log.close()
+        if conn is not None:
+            await conn.close()
+        await source.close()
+
+
+@app.command()
+@friendly_errors
+def verify(
+    collection: CollectionOpt = None,
+    from_dump: DumpOpt = None,
+    archive: ArchiveOpt = None,
+    allow_empty: AllowEmptyOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Compare the source with PostgreSQL by content; print RESULT: PASS or FAIL (exit 0 / 1).
+
+    Every document is converted again and hashed (all fields) and compared with the hash of its
+    PostgreSQL row; missing, extra and differing ids are listed, with a field-level diff of a
+    sample. Documents the conversion rules keep out (quarantined) are counted, not expected.
+    """
+    config = settings()
+    console = _console()
+    flags = SourceFlags(from_dump, archive, collection)
+    with target_database(config) as target:
+        result = asyncio.run(_verify(config, flags, target, console, allow_empty))
+    verify_summary(console, result, verbose=verbose)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+async def _verify(
+    config: Settings, flags: SourceFlags, target: Target, console: Console, allow_empty: bool
+) -> VerifyResult:
+    from tbd_agents.storage.postgres.migrate import ensure_at_head
+
+    source = await flags.open(config, console, target)
+    conn = reader = None
+    try:
+        await ensure_at_head(target.url)
+        conn = await connect(target)
+        reader = await connect(target)
+        return await Verifier(source, conn, reader).run(flags.collections, allow_empty)
+    finally:
+        for connection in (conn, reader):
+            if connection is not None:
+                await connection.close()
+        await source.close()
+
+
+def single_command(command: str) -> typer.Typer:
+    """A one-command app for the guide's `python scripts/...py` entry points."""
+    standalone = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    standalone.command()(from_mongo if command == "from-mongo" else verify)
+    return standalone

@@ -1,0 +1,172 @@
+"""Streaming BSON files: `mongodump` collection files (`.bson`, `.bson.gz`) and `--archive` files.
+
+Nothing here loads a whole collection: documents are read one length-prefixed frame at a time, and
+skipping documents (to resume) seeks over frames without decoding them. An archive is split
+("demultiplexed") once into one plain `.bson` file per collection of the wanted database, so every
+collection can then be read, re-read and resumed like a dump directory's file.
+
+Archive layout (mongodump's documented format): magic number, a header document, one metadata
+document per collection, a terminator, then interleaved segments; each segment is a namespace
+header document (`db`, `collection`, `EOF`), zero or more documents of that namespace and a
+terminator. The CRC the `EOF` header carries is not checked (the BSON framing is).
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import io
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import bson
+
+from tbd_agents.errors import InvalidData
+
+ARCHIVE_MAGIC = 0x8199E26D
+_TERMINATOR = -1
+_INT32 = struct.Struct("<i")
+_UINT32 = struct.Struct("<I")
+#: Larger than any document MongoDB accepts (16 MiB + headroom); a bigger frame means corruption.
+MAX_FRAME = 48 * 1024 * 1024
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """A dump document that is not valid BSON (kept raw for the quarantine report)."""
+
+    raw: bytes
+    error: str
+
+    def as_document(self) -> dict[str, Any]:
+        return {"$undecodable": base64.b64encode(self.raw).decode("ascii"), "error": self.error}
+
+
+#: One document as a source hands it out: decoded, or raw when it is not valid BSON.
+SourceDocument = dict[str, Any] | Undecodable
+
+
+def open_stream(path: Path) -> BinaryIO:
+    """Open `path` for reading, transparently un-gzipping it when it starts with the gzip magic."""
+    raw = path.open("rb")
+    head = raw.read(2)
+    raw.seek(0)
+    if head == _GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    return raw
+
+
+def _read_exact(stream: BinaryIO, size: int, what: str, origin: str) -> bytes:
+    data = stream.read(size)
+    if len(data) != size:
+        raise InvalidData(
+            f"{origin} is truncated: expected {size} bytes of {what}, got {len(data)}. "
+            "Re-create the dump (mongodump) or copy it again."
+        )
+    return data
+
+
+def _frame_length(prefix: bytes, origin: str) -> int:
+    length: int = _INT32.unpack(prefix)[0]
+    if length < 5 or length > MAX_FRAME:
+        raise InvalidData(
+            f"{origin} is not valid BSON: a document claims {length} bytes. "
+            "Is this a mongodump .bson/.bson.gz file or an --archive file?"
+        )
+    return length
+
+
+def iter_frames(stream: BinaryIO, origin: str) -> Iterator[bytes]:
+    """Yield each raw BSON document of a `.bson` stream, in file order."""
+    while True:
+        prefix = stream.read(4)
+        if not prefix:
+            return
+        if len(prefix) != 4:
+            raise InvalidData(f"{origin} is truncated after its last complete document.")
+        length = _frame_length(prefix, origin)
+        yield prefix + _read_exact(stream, length - 4, "a document", origin)
+
+
+def skip_frames(stream: BinaryIO, count: int, origin: str) -> None:
+    """Advance `stream` over `count` documents without decoding them."""
+    for done in range(count):
+        prefix = stream.read(4)
+        if len(prefix) != 4:
+            raise InvalidData(
+                f"{origin} has only {done} documents, fewer than the {count} a checkpoint says were "
+                "already migrated: the dump changed since that run. Re-run with --restart."
+            )
+        stream.seek(_frame_length(prefix, origin) - 4, io.SEEK_CUR)
+
+
+def _next_frame_or_terminator(stream: BinaryIO, origin: str) -> bytes | None:
+    """The next document of an archive, or None at a terminator."""
+    prefix = _read_exact(stream, 4, "a document or terminator", origin)
+    if _INT32.unpack(prefix)[0] == _TERMINATOR:
+        return None
+    length = _frame_length(prefix, origin)
+    return prefix + _read_exact(stream, length - 4, "a document", origin)
+
+
+@dataclass
+class ArchiveContents:
+    """What an archive holds: namespaces found, and the files written for the wanted database."""
+
+    databases: set[str]
+    files: dict[str, Path]
+    documents: dict[str, int]
+
+
+def demux_archive(
+    archive: Path, database: str, collections: set[str] | None, out_dir: Path
+) -> ArchiveContents:
+    """Split the collections of `database` in a mongodump archive into `<out_dir>/<name>.bson`.
+
+    `collections` limits which collections are written (None: all of them). Returns the databases
+    seen and the files written. Raises InvalidData when the file is not a (complete) archive."""
+    origin = f"archive {archive}"
+    databases: set[str] = set()
+    files: dict[str, Path] = {}
+    counts: dict[str, int] = {}
+    handles: dict[str, BinaryIO] = {}
+    with open_stream(archive) as stream:
+        magic = stream.read(4)
+        if len(magic) != 4 or _UINT32.unpack(magic)[0] != ARCHIVE_MAGIC:
+            raise InvalidData(
+                f"{archive} is not a mongodump archive (no archive magic number). For a dump "
+                "directory use --from-dump PATH; for `mongodump --archive=FILE` use --archive FILE."
+            )
+        if _next_frame_or_terminator(stream, origin) is None:
+            raise InvalidData(f"{origin} has no header document.")
+        while (meta := _next_frame_or_terminator(stream, origin)) is not None:
+            databases.add(str(bson.decode(meta).get("db", "")))
+        try:
+            while True:
+                prefix = stream.read(4)
+                if not prefix:
+                    break
+                if len(prefix) != 4:
+                    raise InvalidData(f"{origin} is truncated between two segments.")
+                length = _frame_length(prefix, origin)
+                header = bson.decode(prefix + _read_exact(stream, length - 4, "a header", origin))
+                db, name = str(header.get("db", "")), str(header.get("collection", ""))
+                databases.add(db)
+                wanted = db == database and (collections is None or name in collections)
+                if wanted and name not in handles:
+                    files[name] = out_dir / f"{name}.bson"
+                    handles[name] = files[name].open("wb")
+                    counts[name] = 0
+                while (doc := _next_frame_or_terminator(stream, origin)) is not None:
+                    if wanted:
+                        handles[name].write(doc)
+                        counts[name] += 1
+        finally:
+            for handle in handles.values():
+                handle.close()
+    databases.discard("")
+    return ArchiveContents(databases=databases, files=files, documents=counts)

@@ -1,0 +1,98 @@
+"""The two ends of a migration, from the settings: which source to read, which database to fill.
+
+Source: `--from-dump PATH` (mongodump directory), `--archive FILE` (mongodump archive) or, by
+default, the live MongoDB at MONGO_URI; the database is MONGO_DB_NAME (default
+`copilot_agent_hub`, the application's). Target: POSTGRES_URI, else the embedded PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg  # type: ignore[import-untyped]
+from sqlalchemy.engine import URL
+
+from tbd_agents.config import Settings, redact_url
+from tbd_agents.errors import InvalidData, SchemaNotReady
+from tbd_agents.storage.postgres.engine import libpq_url
+from tbd_agents.storage.postgres.errors import translate
+from tbd_agents.tools.migration.sources import ArchiveSource, DumpSource, MongoSource, Source
+
+
+def open_source(
+    settings: Settings,
+    *,
+    from_dump: Path | None = None,
+    archive: Path | None = None,
+    collections: Sequence[str] | None = None,
+) -> Source:
+    """The source the flags and settings name (not yet read)."""
+    if from_dump is not None and archive is not None:
+        raise InvalidData("give either --from-dump PATH or --archive FILE, not both")
+    database = settings.mongo_db_name
+    if archive is not None:
+        return ArchiveSource(archive, database, collections)
+    if from_dump is not None:
+        return DumpSource(from_dump, database)
+    return MongoSource.connect(settings.mongo_uri, database)
+
+
+@dataclass(frozen=True)
+class Target:
+    url: URL
+    embedded: bool
+
+    @property
+    def label(self) -> str:
+        shown = redact_url(
+            self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        )
+        return shown + (" (embedded PostgreSQL)" if self.embedded else "")
+
+
+@contextmanager
+def target_database(settings: Settings) -> Iterator[Target]:
+    """POSTGRES_URI's database, or the embedded server's (started for the block)."""
+    if settings.postgres_uri:
+        yield Target(settings.postgres_url(), embedded=False)
+        return
+    from tbd_agents.storage.postgres.embedded import embedded_server
+
+    with embedded_server(settings) as url:
+        yield Target(url, embedded=True)
+
+
+async def prepare_schema(target: Target, *, dry_run: bool) -> bool:
+    """Make sure the target's tables are at the head revision; return whether they are.
+
+    The embedded server is migrated on the spot; any other server must be migrated by its owner
+    (`alembic upgrade head`), and is refused with that message. A dry run changes nothing and
+    only reports (returns False when the schema is not ready)."""
+    from tbd_agents.storage.postgres.migrate import ensure_at_head, upgrade_to_head
+
+    try:
+        await ensure_at_head(target.url)
+    except SchemaNotReady:
+        if dry_run:
+            return False
+        if not target.embedded:
+            raise
+        await upgrade_to_head(target.url)
+    return True
+
+
+async def connect(target: Target) -> asyncpg.Connection:
+    """A plain asyncpg connection to the target (UTC session, named for pg_stat_activity)."""
+    try:
+        return await asyncpg.connect(
+            libpq_url(target.url),
+            server_settings={"application_name": "tbd-agents-migrate", "timezone": "UTC"},
+        )
+    except Exception as exc:
+        domain = translate(exc, url=target.url, embedded=target.embedded)
+        if domain is None:
+            raise
+        raise domain from exc

@@ -1,0 +1,264 @@
+"""Writing batches into PostgreSQL: COPY, staging + upsert, bad-row isolation, checkpoints.
+
+Each batch is one transaction that also moves the collection's checkpoint, so a killed run loses
+at most the batch in flight and resumes right after the last committed one.
+
+* `copy` mode (the table was empty when the collection started): the batch is COPied straight
+  into the table — the fast path of a first load.
+* `upsert` mode, and any batch the copy refuses: the batch is COPied into a temporary staging table,
+  children whose parent row does not exist are taken out (quarantined as orphans), and the rest is
+  written with `INSERT … SELECT … ON CONFLICT (id) DO UPDATE`, which only rewrites rows whose
+  content differs — re-running a migration leaves identical rows untouched.
+* If PostgreSQL refuses a staged batch, the batch is split in halves inside savepoints until the
+  refused rows are isolated; only those rows are quarantined, with the database's message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+
+from tbd_agents.storage.postgres.schema_migration import migration_checkpoints
+from tbd_agents.tools.migration.batch import PreparedBatch, Rejection
+from tbd_agents.tools.migration.convert import extended_json
+from tbd_agents.tools.migration.transform import CollectionSpec
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass
+class Progress:
+    """A collection's counters as recorded in its checkpoint."""
+
+    position: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    quarantined: int = 0
+
+
+@dataclass
+class BatchOutcome:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+_CHECKPOINT = _q(migration_checkpoints.name)
+
+
+class TableLoader:
+    """Loads one collection's batches into its table over one asyncpg connection."""
+
+    def __init__(self, conn: asyncpg.Connection, spec: CollectionSpec, source: str) -> None:
+        self.conn = conn
+        self.spec = spec
+        self.source = source
+        self.table = _q(spec.name)
+        self.stage_name = f"_stage_{spec.name}"
+        self.stage = _q(self.stage_name)
+        cols = ", ".join(_q(c) for c in spec.columns)
+        updates = [c for c in spec.columns if c != "id"]
+        assignments = ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in updates)
+        old = ", ".join(f"t.{_q(c)}" for c in updates)
+        new = ", ".join(f"EXCLUDED.{_q(c)}" for c in updates)
+        self._upsert_sql = (
+            f"WITH written AS (INSERT INTO {self.table} AS t ({cols}) SELECT {cols} FROM {self.stage} "
+            f"ON CONFLICT (id) DO UPDATE SET {assignments} WHERE ({old}) IS DISTINCT FROM ({new}) "
+            "RETURNING (xmax = 0) AS inserted) "
+            "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written"
+        )
+        self._orphan_sql: str | None = None
+        if spec.parent is not None:
+            column, parent = spec.parent
+            self._orphan_sql = (
+                f"DELETE FROM {self.stage} s WHERE NOT EXISTS (SELECT 1 FROM {_q(parent)} p "
+                f"WHERE p.id = s.{_q(column)}) RETURNING s.id, s.{_q(column)}"
+            )
+
+    async def setup(self) -> None:
+        """Create this connection's staging table (temporary; emptied at every commit)."""
+        await self.conn.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} (LIKE {self.table}) ON COMMIT DELETE ROWS"
+        )
+
+    async def table_is_empty(self) -> bool:
+        return not await self.conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {self.table})")
+
+    # ----------------------------------------------------------------------------- batches
+
+    async def load(
+        self,
+        batch: PreparedBatch,
+        *,
+        mode: str,
+        progress: Progress,
+        before_commit: Callable[[list[Rejection]], None],
+    ) -> BatchOutcome:
+        """Write `batch` and advance the checkpoint, in one transaction.
+
+        `progress` is updated in place with the batch's counts; `before_commit` receives the rows
+        the database refused (orphans, constraint violations) before the transaction commits, so
+        they are on record even if the process dies right after the commit."""
+        outcome = BatchOutcome()
+        indices = list(range(len(batch.records)))
+        async with self.conn.transaction():
+            if mode == "copy" and indices and await self._try_copy(batch):
+                outcome.inserted = len(indices)
+            elif indices:
+                await self._upsert(batch, indices, outcome)
+            outcome.unchanged = (
+                len(indices) - outcome.inserted - outcome.updated - len(outcome.rejected)
+            )
+            progress.position += batch.read
+            progress.inserted += outcome.inserted
+            progress.updated += outcome.updated
+            progress.unchanged += outcome.unchanged
+            progress.quarantined += len(batch.rejected) + len(outcome.rejected)
+            await self._save(progress, batch.last_id)
+            before_commit(outcome.rejected)
+        return outcome
+
+    async def _try_copy(self, batch: PreparedBatch) -> bool:
+        try:
+            async with self.conn.transaction():
+                await self.conn.copy_records_to_table(
+                    self.spec.name, records=batch.records, columns=self.spec.columns
+                )
+        except asyncpg.PostgresError as exc:
+            if not row_level(exc):
+                raise
+            return False
+        return True
+
+    async def _upsert(
+        self, batch: PreparedBatch, indices: Sequence[int], outcome: BatchOutcome
+    ) -> None:
+        """Stage and upsert the rows at `indices`; on refusal, bisect to the refused rows."""
+        try:
+            async with self.conn.transaction():
+                await self.conn.execute(f"TRUNCATE {self.stage}")
+                await self.conn.copy_records_to_table(
+                    self.stage_name,
+                    records=[batch.records[i] for i in indices],
+                    columns=self.spec.columns,
+                )
+                orphans = await self.conn.fetch(self._orphan_sql) if self._orphan_sql else []
+                inserted, updated = await self.conn.fetchrow(self._upsert_sql)
+        except asyncpg.PostgresError as exc:
+            if not row_level(exc):
+                raise
+            if len(indices) == 1:
+                i = indices[0]
+                outcome.rejected.append(
+                    Rejection(batch.ids[i], f"database: {_message(exc)}", batch.documents[i])
+                )
+                return
+            half = len(indices) // 2
+            await self._upsert(batch, indices[:half], outcome)
+            await self._upsert(batch, indices[half:], outcome)
+            return
+        outcome.inserted += inserted
+        outcome.updated += updated
+        if orphans:
+            parent = self.spec.parent[1]  # type: ignore[index]
+            position = {batch.ids[i]: i for i in indices}
+            for record in orphans:
+                i = position[record[0]]
+                outcome.rejected.append(
+                    Rejection(
+                        batch.ids[i], f"orphan: {parent} {record[1]} not found", batch.documents[i]
+                    )
+                )
+
+    # -------------------------------------------------------------------------- checkpoints
+
+    async def begin(self, mode: str) -> None:
+        """Start the collection from scratch: reset its checkpoint (committed at once)."""
+        await self.conn.execute(
+            f"INSERT INTO {_CHECKPOINT} (source, collection, mode) VALUES ($1, $2, $3) "
+            "ON CONFLICT (source, collection) DO UPDATE SET position = 0, last_id = NULL, "
+            "mode = EXCLUDED.mode, inserted = 0, updated = 0, unchanged = 0, quarantined = 0, "
+            "started_at = now(), updated_at = now(), completed_at = NULL",
+            self.source,
+            self.spec.name,
+            mode,
+        )
+
+    async def _save(self, progress: Progress, last_id: Any) -> None:
+        await self.conn.execute(
+            f"UPDATE {_CHECKPOINT} SET position = $3, last_id = $4, inserted = $5, updated = $6, "
+            "unchanged = $7, quarantined = $8, updated_at = now() "
+            "WHERE source = $1 AND collection = $2",
+            self.source,
+            self.spec.name,
+            progress.position,
+            None if last_id is None else extended_json(last_id),
+            progress.inserted,
+            progress.updated,
+            progress.unchanged,
+            progress.quarantined,
+        )
+
+    async def complete(self) -> None:
+        await self.conn.execute(
+            f"UPDATE {_CHECKPOINT} SET completed_at = now(), updated_at = now() "
+            "WHERE source = $1 AND collection = $2",
+            self.source,
+            self.spec.name,
+        )
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A collection's saved state (see `storage/postgres/schema_migration.py`)."""
+
+    mode: str
+    progress: Progress
+    last_id: str | None
+    completed: bool
+
+
+async def read_checkpoint(
+    conn: asyncpg.Connection, source: str, collection: str
+) -> Checkpoint | None:
+    row = await conn.fetchrow(
+        f"SELECT mode, position, last_id, inserted, updated, unchanged, quarantined, "
+        f"completed_at IS NOT NULL AS completed FROM {_CHECKPOINT} "
+        "WHERE source = $1 AND collection = $2",
+        source,
+        collection,
+    )
+    if row is None:
+        return None
+    progress = Progress(
+        position=row["position"],
+        inserted=row["inserted"],
+        updated=row["updated"],
+        unchanged=row["unchanged"],
+        quarantined=row["quarantined"],
+    )
+    return Checkpoint(row["mode"], progress, row["last_id"], row["completed"])
+
+
+#: SQLSTATE classes that mean "this row's data", not "this database": data exceptions (22),
+#: integrity constraints (23), program limits such as an index row too large (54).
+_ROW_LEVEL_CLASSES = ("22", "23", "54")
+
+
+def row_level(exc: asyncpg.PostgresError) -> bool:
+    """True when `exc` is about the rows written (isolate them), not about the server (stop)."""
+    state = getattr(exc, "sqlstate", None) or ""
+    return state[:2] in _ROW_LEVEL_CLASSES
+
+
+def _message(exc: asyncpg.PostgresError) -> str:
+    detail = getattr(exc, "detail", None)
+    text = str(exc).strip()
+    return f"{text} ({detail})" if detail else text

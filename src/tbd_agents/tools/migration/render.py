@@ -1,0 +1,207 @@
+"""What the migration and verification commands print: progress bars, batch lines, summaries."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from tbd_agents.tools.migration.batch import PreparedBatch
+from tbd_agents.tools.migration.loader import BatchOutcome
+from tbd_agents.tools.migration.runner import CollectionResult, MigrationResult
+from tbd_agents.tools.migration.verify import VerifyResult
+
+
+class RateColumn(ProgressColumn):
+    """Documents per second of a task."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.0f} docs/s", style="cyan")
+
+
+class RichReporter:
+    """A progress bar per collection (docs/s, ETA); with `verbose`, a line per batch."""
+
+    def __init__(self, console: Console, *, verbose: bool = False) -> None:
+        self.console = console
+        self.verbose = verbose
+        self.progress = Progress(
+            TextColumn("{task.description:<18}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            RateColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> RichReporter:
+        self.progress.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.progress.stop()
+
+    def collection_started(self, result: CollectionResult) -> None:
+        note = f" (resuming after {result.resumed_from:,})" if result.resumed_from else ""
+        self._tasks[result.name] = self.progress.add_task(
+            result.name + note, total=result.total, completed=result.resumed_from
+        )
+
+    def batch_done(
+        self, result: CollectionResult, batch: PreparedBatch, outcome: BatchOutcome | None
+    ) -> None:
+        self.progress.advance(self._tasks[result.name], batch.read)
+        if not self.verbose:
+            return
+        position = result.resumed_from + result.read
+        if outcome is None:
+            line = (
+                f"{result.name}: batch of {batch.read} (up to #{position}): {len(batch.records)} "
+                f"convertible, {len(batch.rejected)} to quarantine"
+            )
+        else:
+            line = (
+                f"{result.name}: batch of {batch.read} (up to #{position}) committed: "
+                f"{outcome.inserted} inserted, {outcome.updated} updated, {outcome.unchanged} "
+                f"unchanged, {len(batch.rejected) + len(outcome.rejected)} quarantined"
+            )
+        self.progress.console.print(line, highlight=False)
+
+    def collection_done(self, result: CollectionResult) -> None:
+        task = self._tasks[result.name]
+        done = result.resumed_from + result.read
+        self.progress.update(
+            task, total=max(done, 1) if result.total is None else result.total, completed=done
+        )
+
+
+def migration_summary(console: Console, result: MigrationResult, *, dry_run: bool) -> None:
+    """The per-collection table and the notes (extra fields, warnings, ignored collections)."""
+    table = Table(title="Dry run: nothing was written" if dry_run else "Migration summary")
+    table.add_column("collection")
+    heads = (
+        ("read", "would insert", "would overwrite")
+        if dry_run
+        else ("read", "inserted", "updated", "unchanged")
+    )
+    for head in (*heads, "quarantined", "warnings", "seconds", "docs/s"):
+        table.add_column(head, justify="right")
+    for c in result.collections:
+        counts = (
+            (c.would_insert, c.would_overwrite) if dry_run else (c.inserted, c.updated, c.unchanged)
+        )
+        rate = f"{c.read / c.seconds:,.0f}" if c.seconds > 0 and c.read else "-"
+        quarantined = f"{c.quarantined_total:,}" + (
+            f" ({c.quarantined_before:,} earlier)" if c.quarantined_before else ""
+        )
+        table.add_row(
+            c.name,
+            f"{c.read:,}",
+            *(f"{n:,}" for n in counts),
+            quarantined,
+            f"{sum(c.warnings.values()):,}",
+            f"{c.seconds:.1f}",
+            rate,
+        )
+    console.print(table)
+    for c in result.collections:
+        if c.quarantined:
+            reasons = ", ".join(f"{n:,} {k}" for k, n in c.quarantined.most_common())
+            console.print(f"  {c.name}: quarantined {reasons}", highlight=False)
+        if c.warnings:
+            console.print(
+                f"  {c.name}: " + ", ".join(f"{n:,} x {k}" for k, n in c.warnings.most_common()),
+                highlight=False,
+            )
+        if c.extra_kept:
+            fields = ", ".join(f"{k} ({n:,})" for k, n in c.extra_kept.most_common())
+            console.print(
+                f"  {c.name}: unknown fields kept in metadata.mongo_extra: {fields}",
+                highlight=False,
+            )
+        if c.extra_dropped:
+            fields = ", ".join(f"{k} ({n:,})" for k, n in c.extra_dropped.most_common())
+            console.print(
+                f"  {c.name}: unknown fields NOT migrated (no metadata column): {fields}",
+                highlight=False,
+            )
+    if result.ignored:
+        console.print(
+            f"  Not migrated (not TBD Agents collections): {', '.join(result.ignored)}",
+            highlight=False,
+        )
+
+
+def verify_summary(console: Console, result: VerifyResult, *, verbose: bool = False) -> None:
+    """The per-collection comparison, the ids that differ, and the RESULT line."""
+    table = Table(title="Verification by content")
+    table.add_column("collection")
+    for head in ("source", "excluded", "expected", "target", "missing", "extra", "differing", ""):
+        table.add_column(head, justify="right")
+    for c in result.collections:
+        table.add_row(
+            c.name,
+            f"{c.source_documents:,}",
+            f"{sum(c.excluded.values()):,}",
+            f"{c.expected:,}",
+            f"{c.target_rows:,}",
+            f"{c.missing:,}",
+            f"{c.extra:,}",
+            f"{c.differing:,}",
+            "[green]OK[/green]" if c.ok else "[red]FAIL[/red]",
+        )
+    console.print(table)
+    for c in result.collections:
+        if c.excluded:
+            reasons = ", ".join(f"{n:,} {k}" for k, n in c.excluded.most_common())
+            console.print(
+                f"  {c.name}: kept out by the conversion rules (quarantined): {reasons}",
+                highlight=False,
+            )
+        if c.duplicate_ids:
+            console.print(
+                f"  {c.name}: {c.duplicate_ids} ids occur more than once in the source",
+                highlight=False,
+            )
+        for label, ids in (
+            ("missing", c.missing_ids),
+            ("extra", c.extra_ids),
+            ("differing", c.differing_ids),
+        ):
+            if ids:
+                console.print(
+                    f"  {c.name}: {label} ids (first {len(ids)}): {', '.join(ids)}", highlight=False
+                )
+        for doc_id, diff in c.diffs.items():
+            console.print(f"  {c.name} {doc_id} differs in: {', '.join(diff)}", highlight=False)
+            if verbose:
+                for column, (left, right) in diff.items():
+                    console.print(
+                        f"      {column}: source {left}\n      {' ' * len(column)}  target {right}",
+                        highlight=False,
+                        markup=False,
+                    )
+    console.print("RESULT: PASS" if result.ok else "RESULT: FAIL", highlight=False, markup=False)

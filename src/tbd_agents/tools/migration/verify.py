@@ -1,0 +1,211 @@
+"""Verification by content: does PostgreSQL hold exactly what the migration rules say it should?
+
+For each collection the source is converted again, independently of any earlier run, with the
+same rules (model validation, newest-wins for unique keys, children of a missing parent left out),
+and every expected row is reduced to a canonical digest (`rows.row_digest`, every column). The
+target table is read back row by row through the driver and digested the same way. Digests are
+compared in temporary tables on the target (memory stays flat whatever the size), giving counts
+and the first ids that are missing, extra or different, with a field-level diff for a sample of
+the different ones. Vectors (`memories.embedding`) are columns like any other: compared value by
+value, and a dimension mismatch shows in the diff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+
+from tbd_agents.tools.migration.batch import category_of, classify
+from tbd_agents.tools.migration.bsonio import SourceDocument
+from tbd_agents.tools.migration.rows import field_diff, parse_json, row_digest
+from tbd_agents.tools.migration.runner import check_source, find_superseded, wanted_collections
+from tbd_agents.tools.migration.sources import Source
+from tbd_agents.tools.migration.transform import SPECS, CollectionSpec, Row
+
+_SRC = "_verify_source"
+_TGT = "_verify_target"
+
+
+@dataclass
+class CollectionCheck:
+    """The verification of one collection."""
+
+    name: str
+    source_documents: int = 0
+    expected: int = 0
+    target_rows: int = 0
+    #: Source documents the rules keep out of PostgreSQL, by reason category.
+    excluded: Counter[str] = field(default_factory=Counter)
+    missing: int = 0
+    extra: int = 0
+    differing: int = 0
+    duplicate_ids: int = 0
+    missing_ids: list[str] = field(default_factory=list)
+    extra_ids: list[str] = field(default_factory=list)
+    differing_ids: list[str] = field(default_factory=list)
+    #: id → column → (source value, target value), for a sample of differing rows.
+    diffs: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.extra or self.differing or self.duplicate_ids)
+
+
+@dataclass
+class VerifyResult:
+    collections: list[CollectionCheck] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.collections)
+
+
+class Verifier:
+    """Compares a source with a migrated PostgreSQL database (see module docstring)."""
+
+    def __init__(
+        self,
+        source: Source,
+        conn: asyncpg.Connection,
+        reader: asyncpg.Connection,
+        *,
+        batch_size: int = 2000,
+        show: int = 10,
+        sample: int = 3,
+    ) -> None:
+        self.source = source
+        self.conn = conn
+        self.reader = reader
+        self.batch_size = batch_size
+        self.show = show
+        self.sample = sample
+
+    async def run(
+        self, collections: Sequence[str] | None = None, allow_empty: bool = False
+    ) -> VerifyResult:
+        names = wanted_collections(collections)
+        await check_source(self.source, names, allow_empty)
+        present = await self.source.collections()
+        result = VerifyResult()
+        for name in names:
+            result.collections.append(await self._collection(SPECS[name], name in present))
+        return result
+
+    async def _collection(self, spec: CollectionSpec, present: bool) -> CollectionCheck:
+        check = CollectionCheck(name=spec.name)
+        await self.conn.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {_SRC} (id text, digest bytea, parent text);"
+            f"CREATE TEMP TABLE IF NOT EXISTS {_TGT} (id text, digest bytea);"
+            f"TRUNCATE {_SRC}, {_TGT}"
+        )
+        if present:
+            await self._load_source(spec, check)
+        await self._load_target(spec, check)
+        await self._compare(spec, check)
+        if check.differing_ids and present:
+            await self._diff_sample(spec, check)
+        return check
+
+    async def _load_source(self, spec: CollectionSpec, check: CollectionCheck) -> None:
+        superseded = await find_superseded(self.source, spec, self.batch_size)
+        parent_column = spec.parent[0] if spec.parent else None
+
+        def digest(documents: list[SourceDocument]) -> list[tuple[str, bytes, str | None]]:
+            out = []
+            for document in documents:
+                converted = classify(spec, document, superseded)
+                if converted.row is None:
+                    check.excluded[category_of(converted.problem)] += 1
+                    continue
+                row = converted.row
+                out.append(
+                    (row["id"], row_digest(row), row[parent_column] if parent_column else None)
+                )
+            return out
+
+        async for documents in self.source.batches(spec.name, self.batch_size):
+            check.source_documents += len(documents)
+            records = await asyncio.to_thread(digest, documents)
+            await self.conn.copy_records_to_table(_SRC, records=records)
+        if spec.parent is not None:
+            parent = spec.parent[1]
+            orphans = await self.conn.fetchval(
+                f"WITH gone AS (DELETE FROM {_SRC} s WHERE NOT EXISTS "
+                f'(SELECT 1 FROM "{parent}" p WHERE p.id = s.parent) RETURNING 1) '
+                "SELECT count(*) FROM gone"
+            )
+            if orphans:
+                check.excluded["orphan"] += orphans
+        await self.conn.execute(f"CREATE INDEX ON {_SRC} (id); ANALYZE {_SRC}")
+
+    async def _load_target(self, spec: CollectionSpec, check: CollectionCheck) -> None:
+        columns = ", ".join(f'"{c}"' for c in spec.columns)
+        query = f'SELECT {columns} FROM "{spec.name}"'
+        async with self.reader.transaction(readonly=True, isolation="repeatable_read"):
+            cursor = self.reader.cursor(query, prefetch=self.batch_size)
+            batch: list[asyncpg.Record] = []
+            async for record in cursor:
+                batch.append(record)
+                if len(batch) >= self.batch_size:
+                    await self._copy_target(spec, batch)
+                    batch = []
+            if batch:
+                await self._copy_target(spec, batch)
+        check.target_rows = await self.conn.fetchval(f"SELECT count(*) FROM {_TGT}")
+        await self.conn.execute(f"CREATE INDEX ON {_TGT} (id); ANALYZE {_TGT}")
+
+    async def _copy_target(self, spec: CollectionSpec, batch: list[asyncpg.Record]) -> None:
+        records = await asyncio.to_thread(
+            lambda: [(r["id"], row_digest(target_row(spec, r))) for r in batch]
+        )
+        await self.conn.copy_records_to_table(_TGT, records=records)
+
+    async def _compare(self, spec: CollectionSpec, check: CollectionCheck) -> None:
+        check.expected = await self.conn.fetchval(f"SELECT count(*) FROM {_SRC}")
+        check.duplicate_ids = await self.conn.fetchval(
+            f"SELECT count(*) FROM (SELECT id FROM {_SRC} GROUP BY id HAVING count(*) > 1) d"
+        )
+        missing = f"FROM {_SRC} s WHERE NOT EXISTS (SELECT 1 FROM {_TGT} t WHERE t.id = s.id)"
+        extra = f"FROM {_TGT} t WHERE NOT EXISTS (SELECT 1 FROM {_SRC} s WHERE s.id = t.id)"
+        differing = f"FROM {_SRC} s JOIN {_TGT} t USING (id) WHERE s.digest <> t.digest"
+        for attr, sql in (("missing", missing), ("extra", extra), ("differing", differing)):
+            setattr(check, attr, await self.conn.fetchval(f"SELECT count(*) {sql}"))
+            ids = await self.conn.fetch(f"SELECT id {sql} ORDER BY id LIMIT {int(self.show)}")
+            setattr(check, f"{attr}_ids", [r["id"] for r in ids])
+
+    async def _diff_sample(self, spec: CollectionSpec, check: CollectionCheck) -> None:
+        """Field-level differences for the first few differing ids (one more source pass)."""
+        wanted = set(check.differing_ids[: self.sample])
+        superseded = await find_superseded(self.source, spec, self.batch_size)
+        source_rows: dict[str, Row] = {}
+        async with aclosing(self.source.batches(spec.name, self.batch_size)) as batches:
+            async for documents in batches:
+                for document in documents:
+                    converted = classify(spec, document, superseded)
+                    if converted.row is not None and converted.id in wanted:
+                        source_rows[converted.row["id"]] = converted.row
+                if len(source_rows) == len(wanted):
+                    break
+        columns = ", ".join(f'"{c}"' for c in spec.columns)
+        records = await self.reader.fetch(
+            f'SELECT {columns} FROM "{spec.name}" WHERE id = ANY($1::text[])', list(wanted)
+        )
+        for record in records:
+            row = target_row(spec, record)
+            if row["id"] in source_rows:
+                check.diffs[row["id"]] = field_diff(source_rows[row["id"]], row)
+
+
+def target_row(spec: CollectionSpec, record: asyncpg.Record) -> Row:
+    """A row read from PostgreSQL as the same Python values the conversion produces."""
+    row: dict[str, Any] = dict(record)
+    for column in spec.json_columns:
+        if row[column] is not None:
+            row[column] = parse_json(row[column])
+    return row
