@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tbd_agents.cli import db, keys, serve, tokens
+from tbd_agents.cli import db, keys, migrate, serve, tokens
 
 app = typer.Typer(
     name="tbd-agents",
@@ -17,6 +17,7 @@ app = typer.Typer(
 app.add_typer(db.app, name="db")
 app.command(help="Run the API server (embedded PostgreSQL unless POSTGRES_URI is set).")(serve.serve)
 app.add_typer(keys.app, name="keys")
+app.add_typer(migrate.app, name="migrate")
 app.add_typer(tokens.app, name="tokens")
 
 __all__ = ["app"]
