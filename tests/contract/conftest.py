@@ -16,7 +16,7 @@ import pytest
 
 from tbd_agents.domain.models import ENTITIES
 from tbd_agents.storage.protocol import DocumentStore, not_in
-from tests.support import pg
+from tests.support import mongo, pg
 
 StoreFactory = Callable[[pytest.FixtureRequest], AbstractAsyncContextManager[DocumentStore]]
 
@@ -58,6 +58,7 @@ def pg15_store(request: pytest.FixtureRequest) -> AbstractAsyncContextManager[Do
 BACKENDS: tuple[Backend, ...] = (
     Backend("pg18", pg18_store),
     Backend("pg15", pg15_store, marks=(pytest.mark.pg15,)),
+    Backend("mongo", mongo.contract_store),
 )
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC
 from typing import Any
 
@@ -33,6 +33,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.results import InsertManyResult, InsertOneResult
 
 from tbd_agents.storage.mongo.repository import MongoStore
+from tbd_agents.storage.protocol import DocumentStore
 
 Doc = dict[str, Any]
 
@@ -307,7 +308,7 @@ async def make_mongo_store(name: str | None = None) -> MongoStore:
 
 
 @asynccontextmanager
-async def _contract_store() -> AsyncIterator[MongoStore]:
+async def _contract_store() -> AsyncIterator[DocumentStore]:
     store = await make_mongo_store()
     try:
         yield store
@@ -315,6 +316,6 @@ async def _contract_store() -> AsyncIterator[MongoStore]:
         await store.close()
 
 
-def contract_store(request: pytest.FixtureRequest) -> Any:
+def contract_store(request: pytest.FixtureRequest) -> AbstractAsyncContextManager[DocumentStore]:
     """Store factory of the contract suite (see tests/contract/conftest.py)."""
     return _contract_store()

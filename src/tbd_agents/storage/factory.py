@@ -16,9 +16,16 @@ async def open_store(settings: Settings, *, url: URL | str | None = None) -> Doc
     `POSTGRES_URI` / `POSTGRES_DB_NAME`. This function never starts a server itself. The engine
     uses the pool size, timeout and application name of the settings and is disposed by
     `store.close()`.
+
+    MongoDB: `MONGO_URI` / `MONGO_DB_NAME`; opening pings the server and creates missing indexes
+    (`storage.mongo.connect.open_mongo_store`), so an unreachable server fails here.
     """
     if settings.db_backend is DbBackend.POSTGRES:
         return _open_postgres(settings, url)
+    if settings.db_backend is DbBackend.MONGO:
+        from tbd_agents.storage.mongo.connect import open_mongo_store
+
+        return await open_mongo_store(settings)
     raise ConfigurationError(
         f"DB_BACKEND={settings.db_backend.value} is not available in this build: "
         "set DB_BACKEND=postgres"
