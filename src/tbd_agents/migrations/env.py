@@ -39,7 +39,13 @@ target_metadata = metadata
 
 
 def _configure(**kwargs: Any) -> None:
-    context.configure(target_metadata=target_metadata, **AUTOGENERATE_OPTIONS, **kwargs)
+    # One transaction per revision: a failing step (e.g. no pgvector) keeps the steps before it.
+    context.configure(
+        target_metadata=target_metadata,
+        transaction_per_migration=True,
+        **AUTOGENERATE_OPTIONS,
+        **kwargs,
+    )
 
 
 def run_on_connection(connection: Connection) -> None:

@@ -62,7 +62,9 @@ def where(url: URL | None) -> str:
     return f"{host}{port}/{url.database}"
 
 
-def connection_refused(url: URL | None, detail: str, *, embedded: bool = False) -> DatabaseUnreachable:
+def connection_refused(
+    url: URL | None, detail: str, *, embedded: bool = False
+) -> DatabaseUnreachable:
     if embedded:
         fix = (
             "the embedded PostgreSQL did not answer: check its log in the data directory "
@@ -138,6 +140,15 @@ def translate(
     if state == "42501":
         user = url.username if url and url.username else "the connection user"
         db = url.database if url and url.database else "the database"
+        found = _EXTENSION_RE.search(message)
+        if found:  # only superusers may create an untrusted extension such as pgvector
+            return InsufficientPrivilege(
+                f"Permission denied on {where(url)} ({message}): a superuser must create the "
+                f"extension once, e.g. `psql -U postgres -d {db} -c 'CREATE EXTENSION IF NOT "
+                f"EXISTS {found.group(1)};'`, then run `alembic upgrade head` again (or make "
+                f"{user} a superuser).",
+                details={"extension": found.group(1)},
+            )
         return InsufficientPrivilege(
             f"Permission denied on {where(url)} ({message}): grant the privilege to the "
             f"connection user, e.g. `GRANT CREATE ON DATABASE {db} TO {user};` and "

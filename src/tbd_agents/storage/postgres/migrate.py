@@ -165,12 +165,20 @@ async def schema_differences(
         for name in table_names:
             metadata.tables[name].to_metadata(target)
 
+    opts = dict(AUTOGENERATE_OPTIONS)
+    if table_names is not None:
+        wanted = set(table_names)
+
+        def include_name(name: str | None, type_: str, parents: Any) -> bool:
+            # Other tables of the database are left out of the comparison, not "removed".
+            return type_ != "table" or name in wanted
+
+        opts["include_name"] = include_name
+
     def compare(connection: Connection) -> list[Any]:
-        ctx = MigrationContext.configure(connection, opts=dict(AUTOGENERATE_OPTIONS))
+        ctx = MigrationContext.configure(connection, opts=opts)
         diffs = list(compare_metadata(ctx, target))
         connection.rollback()
-        if table_names is not None:  # other tables of the database are not "removed"
-            diffs = [d for d in diffs if not (isinstance(d, tuple) and d[0] == "remove_table")]
         return diffs
 
     return await _with_connection(url, compare)
