@@ -54,9 +54,6 @@ from tbd_agents.storage.protocol import Filter, Page, Query, Repository, encode_
 
 E = TypeVar("E", bound=Entity)
 
-#: asyncpg accepts at most 32767 bind parameters per statement.
-MAX_BIND_PARAMS = 32_000
-
 #: Order of `find_one` (the protocol's default sort).
 DEFAULT_SORT_FIELDS = ("created_at", "id")
 
@@ -202,7 +199,8 @@ class PostgresRepository(Generic[E]):
         return []  # the clashing row went away in between; the insert still did not happen
 
     async def insert_many(self, records: Sequence[E]) -> int:
-        """Insert every record, all or none (one multi-row INSERT per batch, in a savepoint).
+        """Insert every record, all or none: one pipelined executemany (asyncpg sends the whole
+        batch in one round trip) inside a savepoint.
 
         DuplicateKey if any id or unique key is taken (also within `records`); the unit of work
         stays usable. Returns the number of rows inserted.
@@ -210,17 +208,12 @@ class PostgresRepository(Generic[E]):
         rows = [self._row_of(r) for r in records]
         if not rows:
             return 0
-        per_batch = max(1, MAX_BIND_PARAMS // len(self._columns))
-        inserted = 0
         try:
             async with self._conn.begin_nested():
-                for start in range(0, len(rows), per_batch):
-                    batch = rows[start : start + per_batch]
-                    result = await self._conn.execute(insert(self.table).values(batch))
-                    inserted += result.rowcount
+                await self._conn.execute(insert(self.table), rows)
         except (DBAPIError, OSError) as exc:
             self._raise(exc)
-        return inserted
+        return len(rows)
 
     async def update(self, record_id: str, changes: Mapping[str, Any]) -> E:
         """Set only the named fields (validated against the model) and `updated_at`.
