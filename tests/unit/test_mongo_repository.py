@@ -354,3 +354,15 @@ async def test_open_mongo_store_builds_the_client_from_settings() -> None:
         await open_mongo_store(settings)
     assert f"127.0.0.1:{port}" in exc.value.message
     assert "s3cret" not in exc.value.message
+
+
+async def test_open_store_routes_db_backend_mongo_to_mongodb() -> None:
+    from tbd_agents.config import Settings
+    from tbd_agents.storage.factory import open_store
+
+    port = _free_port()
+    settings = Settings(
+        db_backend="mongo", mongo_uri=f"mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=150"
+    )
+    with pytest.raises(DatabaseUnreachable, match="Cannot reach MongoDB"):
+        await open_store(settings)
