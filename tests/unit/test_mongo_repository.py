@@ -366,3 +366,15 @@ async def test_open_store_routes_db_backend_mongo_to_mongodb() -> None:
     )
     with pytest.raises(DatabaseUnreachable, match="Cannot reach MongoDB"):
         await open_store(settings)
+
+
+@pytest.mark.parametrize("record_id", [str(OID_A), "plain-text-id"])
+async def test_upsert_on_id_keeps_the_stored_id_type(store: MongoStore, record_id: str) -> None:
+    async with store.unit_of_work() as repos:
+        first = await repos.skills.upsert(Skill(id=record_id, name="one"), key=["id"])
+        second = await repos.skills.upsert(Skill(id=record_id, name="two"), key=["id"])
+        assert (first.id, second.id, second.name) == (record_id, record_id, "two")
+        assert second.created_at == first.created_at
+        assert await repos.skills.count() == 1
+    doc = await raw(store, "skills").find_one({})
+    assert type(doc["_id"]) is (ObjectId if record_id == str(OID_A) else str)
