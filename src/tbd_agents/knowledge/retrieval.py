@@ -1,0 +1,134 @@
+"""Hybrid retrieval over knowledge chunks: full-text search and vector search, fused with
+reciprocal rank fusion (RRF), scoped to an agent's knowledge sources and tags, with citations.
+
+A chunk's fused score is Σ 1 / (RRF_K + rank) over the lists it appears in (rank from 1). Vector
+candidates below `min_similarity` (cosine) are dropped before fusion, so a query about something
+the knowledge does not contain returns nothing rather than the least-bad chunks; keyword matches
+always count (they share words with the question).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tbd_agents.domain.models import Agent, KnowledgeItem
+from tbd_agents.embeddings.base import Embedder
+from tbd_agents.storage.protocol import DocumentStore, Query, contains_any, in_
+from tbd_agents.vectors.base import KNOWLEDGE_CHUNKS, VectorHit, VectorStore, Where
+
+RRF_K = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    item_id: str
+    chunk_index: int
+    start_offset: int
+    end_offset: int
+    source_id: str
+    title: str
+    file_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievedChunk:
+    text: str
+    score: float
+    citation: Citation
+    similarity: float | None  # cosine similarity, when found by vector search
+    keyword_rank: int | None  # 1-based rank in the full-text results, when found there
+
+
+def scope_of(source_ids: Sequence[str], tags: Sequence[str]) -> Where | None:
+    """Chunks of the given sources or carrying any of the tags; None when both are empty."""
+    groups = []
+    if source_ids:
+        groups.append((in_("source_id", list(source_ids)),))
+    if tags:
+        groups.append((contains_any("tags", list(tags)),))
+    return Where(any_of=tuple(groups)) if groups else None
+
+
+def fuse(lists: Sequence[Sequence[VectorHit]]) -> list[tuple[str, float]]:
+    """Reciprocal rank fusion of ranked hit lists: (id, score), best first."""
+    scores: dict[str, float] = {}
+    for hits in lists:
+        for rank, hit in enumerate(hits, start=1):
+            scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (RRF_K + rank)
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+class KnowledgeRetriever:
+    def __init__(self, documents: DocumentStore, vectors: VectorStore, embedder: Embedder) -> None:
+        self.documents = documents
+        self.vectors = vectors
+        self.embedder = embedder
+
+    async def for_agent(
+        self, agent: Agent, query: str, *, k: int = 5, min_similarity: float = 0.0
+    ) -> list[RetrievedChunk]:
+        """The agent's knowledge (its source ids and knowledge tags) for `query`."""
+        return await self.retrieve(
+            query,
+            source_ids=agent.knowledge_source_ids,
+            tags=agent.knowledge_tags,
+            k=k,
+            min_similarity=min_similarity,
+        )
+
+    async def retrieve(
+        self,
+        query: str,
+        *,
+        source_ids: Sequence[str] = (),
+        tags: Sequence[str] = (),
+        k: int = 5,
+        min_similarity: float = 0.0,
+    ) -> list[RetrievedChunk]:
+        """Up to k chunks of the given sources/tags, best first, each with its citation."""
+        where = scope_of(source_ids, tags)
+        if where is None or not query.strip() or k < 1:
+            return []
+        depth = max(4 * k, 20)
+        vector = await self.embedder.embed_query(query)
+        by_vector = await self.vectors.search(
+            KNOWLEDGE_CHUNKS.name, vector, self.embedder.space, depth, where
+        )
+        by_vector = [h for h in by_vector if h.score >= min_similarity]
+        by_text = await self.vectors.text_search(KNOWLEDGE_CHUNKS.name, query, depth, where)
+        fused = fuse([by_vector, by_text])[:k]
+        hits = {h.id: h for h in (*by_text, *by_vector)}
+        similarity = {h.id: h.score for h in by_vector}
+        keyword_rank = {h.id: rank for rank, h in enumerate(by_text, start=1)}
+        items = await self._items({str(hits[i].payload["item_id"]) for i, _ in fused})
+        out = []
+        for chunk_id, score in fused:
+            hit = hits[chunk_id]
+            item = items.get(str(hit.payload["item_id"]))
+            if item is None:  # deleted while we searched
+                continue
+            citation = Citation(
+                item_id=item.id,
+                chunk_index=int(hit.payload["chunk_index"]),
+                start_offset=int(hit.payload["start_offset"]),
+                end_offset=int(hit.payload["end_offset"]),
+                source_id=item.source_id,
+                title=item.title,
+                file_name=item.file_name,
+            )
+            out.append(
+                RetrievedChunk(
+                    hit.text, score, citation, similarity.get(chunk_id), keyword_rank.get(chunk_id)
+                )
+            )
+        return out
+
+    async def _items(self, ids: set[str]) -> dict[str, KnowledgeItem]:
+        if not ids:
+            return {}
+        async with self.documents.unit_of_work() as repos:
+            page = await repos.for_model(KnowledgeItem).list(
+                Query(filters=(in_("id", sorted(ids)),))
+            )
+        return {i.id: i for i in page.items}
