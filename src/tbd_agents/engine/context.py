@@ -1,0 +1,139 @@
+"""What one run is made of (`RunSpec`, `RunInput`) and the system prompt assembled for it.
+
+The system prompt is built from, in order: the agent's prompt, its skills (selected by id and by
+tag when the spec was built), knowledge passages retrieved for the prompt (numbered, with
+citations), memories recalled for the prompt, and the output-format policy. Skills, knowledge
+and memories each have a token budget; items that do not fit are dropped (lowest ranked first),
+a single oversized item is truncated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tbd_agents.domain.enums import OutputFormat
+from tbd_agents.engine.catalog import ModelInfo
+from tbd_agents.engine.compaction import CompactionPolicy
+from tbd_agents.engine.config import EngineConfig
+from tbd_agents.engine.guardrails import Guardrails
+from tbd_agents.engine.messages import Message
+from tbd_agents.engine.providers.base import ChatProvider
+from tbd_agents.engine.sources import KnowledgeSearch, MemoryItem, MemoryStore, Passage
+from tbd_agents.engine.tokens import count_text, truncate_to_tokens
+from tbd_agents.engine.tools.base import Toolset
+
+FORMAT_POLICY = {
+    OutputFormat.TEXT: "Answer in plain text, without Markdown formatting.",
+    OutputFormat.MARKDOWN: "Format your final answer in Markdown.",
+    OutputFormat.JSON: "Your final answer must be one valid JSON value and nothing else: no prose, "
+    "no code fences.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Budgets:
+    skills_tokens: int = 2000
+    knowledge_tokens: int = 3000
+    memory_tokens: int = 1000
+    knowledge_results: int = 5
+    memory_results: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class SkillText:
+    name: str
+    instructions: str
+    description: str = ""
+
+
+@dataclass(slots=True)
+class RunSpec:
+    """Everything the loop needs about the agent, resolved and ready."""
+
+    provider: ChatProvider
+    model: str
+    model_info: ModelInfo
+    system_prompt: str = "You are a helpful assistant."
+    agent_id: str | None = None
+    owner: str | None = None
+    tools: Toolset = field(default_factory=Toolset)
+    guardrails: Guardrails = field(default_factory=lambda: Guardrails([]))
+    skills: list[SkillText] = field(default_factory=list)
+    knowledge: KnowledgeSearch | None = None
+    knowledge_source_ids: list[str] = field(default_factory=list)
+    knowledge_tags: list[str] = field(default_factory=list)
+    memory: MemoryStore | None = None
+    output_format: OutputFormat = OutputFormat.TEXT
+    max_turns: int = 10
+    temperature: float | None = None
+    budgets: Budgets = field(default_factory=Budgets)
+    compaction: CompactionPolicy = field(default_factory=CompactionPolicy)
+    config: EngineConfig = field(default_factory=EngineConfig)
+    #: Problems found while building the spec (a skipped MCP server…), reported as events.
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class RunInput:
+    prompt: str
+    history: list[Message] = field(default_factory=list)
+    #: The request payload checked by `request` guardrails (defaults to {"prompt": prompt}).
+    request: dict[str, Any] | None = None
+    session_id: str | None = None
+    run_id: str | None = None
+
+
+def _fit(blocks: list[str], budget: int) -> list[str]:
+    out: list[str] = []
+    used = 0
+    for block in blocks:
+        cost = count_text(block)
+        if used + cost > budget:
+            if not out:  # at least part of the best item
+                out.append(truncate_to_tokens(block, budget))
+            break
+        out.append(block)
+        used += cost
+    return out
+
+
+def knowledge_section(passages: list[Passage], budget: int) -> tuple[str, list[dict[str, Any]]]:
+    """The numbered knowledge section and the citations of the passages that made it in."""
+    blocks = [
+        f"[{i}] {p.title or p.item_id} (source {p.source_id}, item {p.item_id}, chunk {p.chunk_index})\n{p.text}"
+        for i, p in enumerate(passages, 1)
+    ]
+    kept = _fit(blocks, budget)
+    if not kept:
+        return "", []
+    citations = [{"ref": i, **p.citation()} for i, p in enumerate(passages[: len(kept)], 1)]
+    text = (
+        "## Knowledge\nUse these passages when they are relevant and cite them by their "
+        "number, like [1].\n\n" + "\n\n".join(kept)
+    )
+    return text, citations
+
+
+def assemble_system_prompt(
+    spec: RunSpec, passages: list[Passage], memories: list[MemoryItem]
+) -> tuple[str, list[dict[str, Any]]]:
+    """The system prompt of a run and the citations it carries."""
+    parts = [spec.system_prompt.strip()]
+    if spec.skills:
+        blocks = [f"### {s.name}\n{s.instructions.strip()}" for s in spec.skills]
+        kept = _fit(blocks, spec.budgets.skills_tokens)
+        if kept:
+            parts.append("## Skills\n" + "\n\n".join(kept))
+    citations: list[dict[str, Any]] = []
+    if passages:
+        text, citations = knowledge_section(passages, spec.budgets.knowledge_tokens)
+        if text:
+            parts.append(text)
+    if memories:
+        blocks = [f"- {m.key}: {m.value}" for m in memories]
+        kept = _fit(blocks, spec.budgets.memory_tokens)
+        if kept:
+            parts.append("## What you remember\n" + "\n".join(kept))
+    parts.append("## Output format\n" + FORMAT_POLICY[spec.output_format])
+    return "\n\n".join(p for p in parts if p), citations

@@ -1,0 +1,326 @@
+"""The one agent loop every entry point uses (workflow runs, chat, schedules).
+
+    guard input → assemble context → [halt? → compact → model call ⟂ halt → tools ⟂ halt]*
+    → format the answer → guard output → outcome
+
+Every step is reported through the `EventSink`; the model call and the tool calls race against
+`HaltSignal.wait()`, so a halt stops work in flight. `max_turns` counts model calls: when the
+model still asks for tools after the last allowed call, those calls are not executed and the run
+ends `max_turns_reached`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from tbd_agents.domain.enums import OutputFormat, TaskStatus
+from tbd_agents.engine.compaction import compact, summary_request
+from tbd_agents.engine.context import RunInput, RunSpec, assemble_system_prompt
+from tbd_agents.engine.guardrails import Verdict
+from tbd_agents.engine.messages import ChatRequest, Completion, Message, TextDelta, ToolCall
+from tbd_agents.engine.providers.base import complete
+from tbd_agents.engine.sources import MemoryItem, Passage
+from tbd_agents.engine.tools.base import ToolContext, ToolResult
+from tbd_agents.errors import TbdError
+from tbd_agents.runtime.contracts import EventSink, EventType, HaltSignal, RunOutcome, Usage
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*?)\n\s*```\s*$", re.DOTALL)
+
+
+class Halted(Exception):
+    """Raised inside the loop when the halt signal fires."""
+
+
+@dataclass(slots=True)
+class RunResult:
+    outcome: RunOutcome
+    #: The messages this run added (user prompt, assistant turns, tool results) for persistence.
+    messages: list[Message] = field(default_factory=list)
+    citations: list[dict[str, Any]] = field(default_factory=list)
+    violations: list[dict[str, str]] = field(default_factory=list)
+
+
+class _NoHalt:
+    def is_set(self) -> bool:
+        return False
+
+    async def wait(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def race(work: Awaitable[T], halt: HaltSignal) -> T:
+    """Await `work`, cancelling it and raising Halted if `halt` fires first."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(halt.wait())
+    try:
+        done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        waiter.cancel()
+        raise
+    if task in done:
+        waiter.cancel()
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    raise Halted
+
+
+class AgentLoop:
+    """Runs one `RunSpec` on one `RunInput`; `run()` never raises for run failures."""
+
+    def __init__(self, spec: RunSpec, sink: EventSink, halt: HaltSignal | None = None) -> None:
+        self.spec = spec
+        self.sink = sink
+        self.halt: HaltSignal = halt or _NoHalt()
+        self.usage = Usage()
+        self.turns = 0
+        self.tool_calls = 0
+        self.result = RunResult(RunOutcome(TaskStatus.RUNNING))
+
+    async def emit(self, kind: EventType, data: dict[str, Any]) -> None:
+        await self.sink.emit(kind, data)
+
+    async def run(self, inp: RunInput) -> RunResult:
+        await self.emit(EventType.STATUS, {"status": "running"})
+        for warning in self.spec.warnings:
+            await self.emit(EventType.LOG, {"level": "warning", "message": warning})
+        try:
+            outcome = await self._run(inp)
+        except Halted:
+            outcome = self._outcome(TaskStatus.HALTED, error="halted by the user")
+        except TbdError as exc:
+            await self.emit(EventType.ERROR, {"code": exc.code, "message": exc.message})
+            outcome = self._outcome(TaskStatus.FAILED, error=exc.message)
+        except Exception as exc:
+            log.exception("agent run failed")
+            message = f"{type(exc).__name__}: {exc}"
+            await self.emit(EventType.ERROR, {"code": "internal_error", "message": message})
+            outcome = self._outcome(TaskStatus.FAILED, error=message)
+        self.result.outcome = outcome
+        await self.emit(
+            EventType.STATUS,
+            {"status": outcome.status.value, "turns": outcome.turns, "tool_calls": outcome.tool_calls,
+             "usage": _usage_dict(outcome.usage), "error": outcome.error},
+        )  # fmt: skip
+        return self.result
+
+    def _outcome(
+        self, status: TaskStatus, result: str | None = None, error: str | None = None
+    ) -> RunOutcome:
+        return RunOutcome(status, result, error, self.turns, self.tool_calls, self.usage)
+
+    # --- steps ---------------------------------------------------------------------------
+    async def _guard_input(self, inp: RunInput) -> str | None:
+        """The prompt after input/request guardrails, or None when blocked."""
+        rails = self.spec.guardrails
+        checks = [
+            rails.check_request(inp.request or {"prompt": inp.prompt}),
+            rails.check_input(inp.prompt),
+        ]
+        prompt = checks[1].text
+        for verdict in checks:
+            await self._report(verdict, "input")
+            if verdict.blocked:
+                await self.emit(
+                    EventType.ERROR, {"code": "guardrail_blocked", "message": verdict.block_message}
+                )
+                self.result.outcome = self._outcome(TaskStatus.FAILED, error=verdict.block_message)
+                return None
+        return prompt
+
+    async def _report(self, verdict: Verdict, stage: str) -> None:
+        for v in verdict.violations:
+            self.result.violations.append({**v.to_dict(), "stage": stage})
+            await self.emit(EventType.LOG, {"level": "warning", "message": f"guardrail {v.guardrail} ({v.action.value}) on {stage}: {v.reason}", "guardrail": v.to_dict(), "stage": stage})  # fmt: skip
+
+    async def _context(self, prompt: str, inp: RunInput) -> list[Message]:
+        spec = self.spec
+        passages: list[Passage] = []
+        memories: list[MemoryItem] = []
+        if spec.knowledge is not None and (spec.knowledge_source_ids or spec.knowledge_tags):
+            passages = await race(
+                spec.knowledge.search(prompt, source_ids=spec.knowledge_source_ids, tags=spec.knowledge_tags, limit=spec.budgets.knowledge_results),
+                self.halt,
+            )  # fmt: skip
+        if spec.memory is not None and spec.agent_id:
+            memories = await race(
+                spec.memory.search(agent_id=spec.agent_id, query=prompt, limit=spec.budgets.memory_results, session_id=inp.session_id, owner=spec.owner),
+                self.halt,
+            )  # fmt: skip
+        system, citations = assemble_system_prompt(spec, passages, memories)
+        self.result.citations = citations
+        if citations:
+            await self.emit(EventType.LOG, {"level": "info", "message": f"{len(citations)} knowledge passages in context", "citations": citations})  # fmt: skip
+        if memories:
+            await self.emit(EventType.LOG, {"level": "info", "message": f"{len(memories)} memories in context", "memories": [m.key for m in memories]})  # fmt: skip
+        return [Message("system", system), *inp.history]
+
+    async def _run(self, inp: RunInput) -> RunOutcome:
+        prompt = await self._guard_input(inp)
+        if prompt is None:
+            return self.result.outcome
+        messages = await self._context(prompt, inp)
+        user = Message("user", prompt)
+        messages.append(user)
+        self.result.messages.append(user)
+        repaired = False
+        for turn in range(1, self.spec.max_turns + 1):
+            if self.halt.is_set():
+                raise Halted
+            messages = await self._compact(messages)
+            self.turns = turn
+            await self.emit(EventType.PROGRESS, {"turn": turn, "max_turns": self.spec.max_turns})
+            completion = await race(self._call_model(messages, turn), self.halt)
+            reply = completion.message
+            messages.append(reply)
+            self.result.messages.append(reply)
+            if reply.tool_calls:
+                await self.emit(EventType.MESSAGE, {**reply.to_dict(), "turn": turn})
+                if turn == self.spec.max_turns:
+                    names = ", ".join(c.name for c in reply.tool_calls)
+                    return self._outcome(TaskStatus.MAX_TURNS_REACHED, reply.content or None,
+                                         f"max_turns ({self.spec.max_turns}) reached with tool calls pending: {names}")  # fmt: skip
+                results = await race(self._run_tools(reply.tool_calls, inp), self.halt)
+                messages.extend(results)
+                self.result.messages.extend(results)
+                continue
+            answer, problem = format_answer(reply.content, self.spec.output_format)
+            if problem and not repaired and turn < self.spec.max_turns:
+                repaired = True
+                fix = Message(
+                    "user",
+                    f"Your answer is not valid JSON ({problem}). Reply with the JSON value only.",
+                )
+                messages.append(fix)
+                continue
+            if problem:
+                await self.emit(EventType.ERROR, {"code": "invalid_output", "message": problem})
+                return self._outcome(
+                    TaskStatus.FAILED, reply.content, f"answer is not valid JSON: {problem}"
+                )
+            return await self._finish(answer, reply, turn)
+        return self._outcome(
+            TaskStatus.MAX_TURNS_REACHED, None, f"max_turns ({self.spec.max_turns}) reached"
+        )
+
+    async def _finish(self, answer: str, reply: Message, turn: int) -> RunOutcome:
+        verdict = self.spec.guardrails.check_output(answer)
+        await self._report(verdict, "output")
+        if verdict.blocked:
+            reply.content = verdict.block_message
+            await self.emit(
+                EventType.ERROR, {"code": "guardrail_blocked", "message": verdict.block_message}
+            )
+            await self.emit(EventType.MESSAGE, {"role": "assistant", "content": verdict.block_message, "turn": turn, "blocked": True})  # fmt: skip
+            return self._outcome(TaskStatus.FAILED, None, verdict.block_message)
+        reply.content = verdict.text
+        if self.spec.guardrails.holds_output:  # nothing streamed yet: send the checked text
+            await self.emit(EventType.MESSAGE_DELTA, {"delta": verdict.text, "turn": turn})
+        await self.emit(EventType.MESSAGE, {"role": "assistant", "content": verdict.text, "turn": turn, "final": True})  # fmt: skip
+        return self._outcome(TaskStatus.COMPLETED, verdict.text)
+
+    async def _compact(self, messages: list[Message]) -> list[Message]:
+        info = self.spec.model_info
+        budget = info.context_window - min(info.max_output_tokens, info.context_window // 4)
+
+        async def summarise(middle: list[Message]) -> str:
+            done = await complete(
+                self.spec.provider, ChatRequest(self.spec.model, summary_request(middle))
+            )
+            await self._account(done, purpose="summary")
+            return done.message.content
+
+        out, report = await compact(messages, budget, summarise, self.spec.compaction)
+        if report.changed:
+            await self.emit(EventType.LOG, {"level": "info", "message": "context compacted", "compaction": report.to_dict()})  # fmt: skip
+        return out
+
+    async def _call_model(self, messages: list[Message], turn: int) -> Completion:
+        request = ChatRequest(
+            model=self.spec.model,
+            messages=messages,
+            tools=self.spec.tools.specs(),
+            temperature=self.spec.temperature,
+            max_output_tokens=self.spec.model_info.max_output_tokens,
+        )
+        hold = self.spec.guardrails.holds_output
+        result: Completion | None = None
+        async for event in self.spec.provider.stream(request):
+            if isinstance(event, TextDelta):
+                if not hold:
+                    await self.emit(EventType.MESSAGE_DELTA, {"delta": event.text, "turn": turn})
+            else:
+                result = event
+        if result is None:
+            raise TbdError("the model ended its answer without completing it")
+        await self._account(result, purpose="turn", turn=turn)
+        return result
+
+    async def _account(self, done: Completion, *, purpose: str, turn: int | None = None) -> None:
+        cost = self.spec.model_info.cost(done.usage.input_tokens, done.usage.output_tokens)
+        call = Usage(done.usage.input_tokens, done.usage.output_tokens, cost)
+        self.usage.add(call)
+        await self.emit(EventType.USAGE, {"model": self.spec.model, "purpose": purpose, "turn": turn, **_usage_dict(call), "total": _usage_dict(self.usage)})  # fmt: skip
+
+    async def _run_tools(self, calls: list[ToolCall], inp: RunInput) -> list[Message]:
+        async def emit(kind: str, data: dict[str, Any]) -> None:
+            await self.emit(EventType(kind), data)
+
+        ctx = ToolContext(self.spec.agent_id, inp.session_id, self.spec.owner, inp.run_id, emit)
+        self.tool_calls += len(calls)
+        results = await asyncio.gather(*(self._one_tool(call, ctx) for call in calls))
+        return [
+            Message("tool", res.content, tool_call_id=call.id, name=call.name)
+            for call, res in zip(calls, results, strict=True)
+        ]
+
+    async def _one_tool(self, call: ToolCall, ctx: ToolContext) -> ToolResult:
+        tool = self.spec.tools.tools.get(call.name)
+        source = tool.source if tool else "unknown"
+        await self.emit(EventType.TOOL_CALL, {"id": call.id, "name": call.name, "arguments": call.arguments, "source": source})  # fmt: skip
+        verdict = self.spec.guardrails.check_tool_arguments(call.arguments)
+        await self._report(verdict, f"tool {call.name}")
+        if verdict.blocked:
+            result, seconds = ToolResult(f"Error: {verdict.block_message}", True), 0.0
+        else:
+            result, seconds = await self.spec.tools.execute(
+                call, ctx, self.spec.config.max_tool_result_chars
+            )
+        await self.emit(
+            EventType.TOOL_RESULT,
+            {"id": call.id, "name": call.name, "content": result.content, "is_error": result.is_error,
+             "duration_ms": round(seconds * 1000, 1), "source": source},
+        )  # fmt: skip
+        return result
+
+
+def format_answer(text: str, fmt: OutputFormat) -> tuple[str, str | None]:
+    """The final answer per the output format, and a problem when JSON is required but absent."""
+    text = text.strip()
+    if fmt is not OutputFormat.JSON:
+        return text, None
+    m = _FENCE.match(text)
+    if m:
+        text = m.group(1).strip()
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return text, f"{exc.msg} at position {exc.pos}"
+    return json.dumps(value, ensure_ascii=False), None
+
+
+def _usage_dict(u: Usage) -> dict[str, Any]:
+    return {
+        "input_tokens": u.input_tokens,
+        "output_tokens": u.output_tokens,
+        "cost_usd": round(u.cost_usd, 6),
+    }
