@@ -154,6 +154,16 @@ async def test_nul_in_text_is_invalid_data(pg_store: PostgresStore) -> None:
             await repos.agents.create(Agent(name="a\x00b"))
 
 
+async def test_a_row_that_does_not_fit_the_model_is_invalid_data(pg_store: PostgresStore) -> None:
+    async with pg_store.unit_of_work() as repos:
+        await repos.agents.create(Agent(id="bad", name="x"))
+        # Written behind the repository's back: the CHECK constraint allows it, the model not.
+        await repos.connection.execute(text("UPDATE agents SET temperature = NULL, name = ''"))
+        with pytest.raises(InvalidData, match="'bad' does not fit the model: name") as info:
+            await repos.agents.get("bad")
+    assert info.value.details == {"id": "bad", "field": "name"}
+
+
 async def test_deleting_a_parent_deletes_its_children(pg_store: PostgresStore) -> None:
     async with pg_store.unit_of_work() as repos:
         await repos.chat_sessions.create(ChatSession(id="s1", agent_id="a"))

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Generic, NoReturn, TypeVar, cast
 
+from pydantic import ValidationError
 from sqlalchemy import Select, delete, exists, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import URL, Result
@@ -90,7 +91,17 @@ class PostgresRepository(Generic[E]):
             self._raise(exc)
 
     def _to_model(self, row: Any) -> E:
-        return self.model.model_validate(dict(row._mapping))
+        data = dict(row._mapping)
+        try:
+            return self.model.model_validate(data)
+        except ValidationError as exc:  # a row written by other means than this repository
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"])
+            raise InvalidData(
+                f"{self.model.collection} record {data.get('id')!r} does not fit the model: "
+                f"{field}: {err['msg']}; fix the row (or migrate it) in the database",
+                details={"id": data.get("id"), "field": field},
+            ) from None
 
     def _row_of(self, record: E) -> dict[str, Any]:
         if not isinstance(record, self.model):
@@ -136,10 +147,10 @@ class PostgresRepository(Generic[E]):
         if checked.limit is not None:
             stmt = stmt.limit(checked.limit + 1)
         rows = (await self._execute(stmt)).all()
-        items = [self._to_model(r) for r in rows]
-        if checked.limit is None or len(items) <= checked.limit:
+        more = checked.limit is not None and len(rows) > checked.limit
+        items = [self._to_model(r) for r in (rows[: checked.limit] if more else rows)]
+        if not more:
             return Page(items=items, next_cursor=None)
-        items = items[: checked.limit]
         return Page(items=items, next_cursor=encode_cursor(cursor_values(items[-1], checked.sort)))
 
     async def iterate(self, query: Query = Query(), batch_size: int = 500) -> AsyncIterator[E]:  # noqa: B008
