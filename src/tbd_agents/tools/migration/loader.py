@@ -131,7 +131,7 @@ class TableLoader:
                 await self.conn.copy_records_to_table(
                     self.spec.name, records=batch.records, columns=self.spec.columns
                 )
-        except asyncpg.PostgresError as exc:
+        except WRITE_ERRORS as exc:
             if not row_level(exc):
                 raise
             return False
@@ -151,7 +151,7 @@ class TableLoader:
                 )
                 orphans = await self.conn.fetch(self._orphan_sql) if self._orphan_sql else []
                 inserted, updated = await self.conn.fetchrow(self._upsert_sql)
-        except asyncpg.PostgresError as exc:
+        except WRITE_ERRORS as exc:
             if not row_level(exc):
                 raise
             if len(indices) == 1:
@@ -252,13 +252,20 @@ async def read_checkpoint(
 _ROW_LEVEL_CLASSES = ("22", "23", "54")
 
 
-def row_level(exc: asyncpg.PostgresError) -> bool:
+#: What writing a batch can raise: server errors, and the driver's refusal to encode a value
+#: (e.g. OverflowError for a number beyond an INTEGER column's range).
+WRITE_ERRORS = (asyncpg.PostgresError, OverflowError, ValueError)
+
+
+def row_level(exc: BaseException) -> bool:
     """True when `exc` is about the rows written (isolate them), not about the server (stop)."""
+    if not isinstance(exc, asyncpg.PostgresError):
+        return True
     state = getattr(exc, "sqlstate", None) or ""
     return state[:2] in _ROW_LEVEL_CLASSES
 
 
-def _message(exc: asyncpg.PostgresError) -> str:
+def _message(exc: BaseException) -> str:
     detail = getattr(exc, "detail", None)
-    text = str(exc).strip()
+    text = str(exc).strip() or type(exc).__name__
     return f"{text} ({detail})" if detail else text

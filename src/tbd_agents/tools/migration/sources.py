@@ -233,6 +233,7 @@ class ArchiveSource(DumpSource):
 # ---------------------------------------------------------------------------------------- live
 
 #: BSON type order of MongoDB's sort (numbers < strings < objects < ... < ObjectId < bool < date).
+#: (An `_id` of type Timestamp, which nobody uses, is not supported when resuming a live read.)
 _TYPE_RANK = {
     "number": 1,
     "string": 2,
@@ -241,14 +242,13 @@ _TYPE_RANK = {
     "objectId": 7,
     "bool": 8,
     "date": 9,
-    "timestamp": 10,
 }
 
 
 def _rank_of(value: Any) -> str:
     from datetime import datetime
 
-    from bson import Binary, ObjectId, Timestamp
+    from bson import Binary, ObjectId
 
     if isinstance(value, bool):
         return "bool"
@@ -260,8 +260,6 @@ def _rank_of(value: Any) -> str:
         return "objectId"
     if isinstance(value, datetime):
         return "date"
-    if isinstance(value, Timestamp):
-        return "timestamp"
     if isinstance(value, bytes | Binary):
         return "binData"
     return "object"
@@ -274,7 +272,7 @@ def after_id_filter(last_id: Any) -> dict[str, Any]:
     later = [alias for alias, r in _TYPE_RANK.items() if r > rank]
     if not later:
         return {"_id": {"$gt": last_id}}
-    return {"$or": [{"_id": {"$gt": last_id}}, {"_id": {"$type": later}}]}
+    return {"$or": [{"_id": {"$gt": last_id}}, *({"_id": {"$type": alias}} for alias in later)]}
 
 
 class MongoSource:
@@ -317,7 +315,7 @@ class MongoSource:
         self, collection: str, batch_size: int, resume: Resume | None = None
     ) -> AsyncGenerator[list[SourceDocument], None]:
         query = after_id_filter(resume.last_id) if resume and resume.position else {}
-        cursor = self._db[collection].find(query).sort("_id", 1).batch_size(batch_size)
+        cursor = self._db[collection].find(query).sort("_id", 1)
         batch: list[SourceDocument] = []
         async for document in cursor:
             batch.append(document)

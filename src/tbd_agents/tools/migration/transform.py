@@ -149,6 +149,9 @@ def _validation_message(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False):
         loc = ".".join(str(p) for p in err["loc"]) or "document"
+        if err["type"] == "missing":
+            parts.append(f"{loc}: {err['msg']}")
+            continue
         shown = repr(err.get("input"))
         shown = shown if len(shown) <= 80 else shown[:77] + "..."
         parts.append(f"{loc}: {err['msg']} (got {shown})")

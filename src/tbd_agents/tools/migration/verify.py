@@ -23,10 +23,11 @@ import asyncpg  # type: ignore[import-untyped]
 
 from tbd_agents.tools.migration.batch import category_of, classify
 from tbd_agents.tools.migration.bsonio import SourceDocument
+from tbd_agents.tools.migration.loader import WRITE_ERRORS, row_level
 from tbd_agents.tools.migration.rows import field_diff, parse_json, row_digest
 from tbd_agents.tools.migration.runner import check_source, find_superseded, wanted_collections
 from tbd_agents.tools.migration.sources import Source
-from tbd_agents.tools.migration.transform import SPECS, CollectionSpec, Row
+from tbd_agents.tools.migration.transform import SPECS, CollectionSpec, Row, to_record
 
 _SRC = "_verify_source"
 _TGT = "_verify_target"
@@ -78,6 +79,7 @@ class Verifier:
         batch_size: int = 2000,
         show: int = 10,
         sample: int = 3,
+        probe_limit: int = 1000,
     ) -> None:
         self.source = source
         self.conn = conn
@@ -85,6 +87,7 @@ class Verifier:
         self.batch_size = batch_size
         self.show = show
         self.sample = sample
+        self.probe_limit = probe_limit
 
     async def run(
         self, collections: Sequence[str] | None = None, allow_empty: bool = False
@@ -108,6 +111,8 @@ class Verifier:
             await self._load_source(spec, check)
         await self._load_target(spec, check)
         await self._compare(spec, check)
+        if present and 0 < check.missing <= self.probe_limit:
+            await self._probe_missing(spec, check)
         if check.differing_ids and present:
             await self._diff_sample(spec, check)
         return check
@@ -179,19 +184,54 @@ class Verifier:
             ids = await self.conn.fetch(f"SELECT id {sql} ORDER BY id LIMIT {int(self.show)}")
             setattr(check, f"{attr}_ids", [r["id"] for r in ids])
 
-    async def _diff_sample(self, spec: CollectionSpec, check: CollectionCheck) -> None:
-        """Field-level differences for the first few differing ids (one more source pass)."""
-        wanted = set(check.differing_ids[: self.sample])
+    async def _source_rows(self, spec: CollectionSpec, wanted: set[str]) -> dict[str, Row]:
+        """The converted rows of the documents with ids in `wanted` (one more source pass)."""
         superseded = await find_superseded(self.source, spec, self.batch_size)
-        source_rows: dict[str, Row] = {}
+        found: dict[str, Row] = {}
         async with aclosing(self.source.batches(spec.name, self.batch_size)) as batches:
             async for documents in batches:
                 for document in documents:
                     converted = classify(spec, document, superseded)
                     if converted.row is not None and converted.id in wanted:
-                        source_rows[converted.row["id"]] = converted.row
-                if len(source_rows) == len(wanted):
+                        found[converted.row["id"]] = converted.row
+                if len(found) == len(wanted):
                     break
+        return found
+
+    async def _probe_missing(self, spec: CollectionSpec, check: CollectionCheck) -> None:
+        """Try each missing row against the target's constraints in a transaction that is always
+        rolled back: a row PostgreSQL refuses (and the migration quarantined) is excluded with
+        the database's reason; one it would accept stays missing."""
+        ids = [
+            r["id"]
+            for r in await self.conn.fetch(
+                f"SELECT id FROM {_SRC} s WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {_TGT} t WHERE t.id = s.id)"
+            )
+        ]
+        refused: list[str] = []
+        for doc_id, row in (await self._source_rows(spec, set(ids))).items():
+            probe = self.conn.transaction()
+            await probe.start()
+            try:
+                await self.conn.copy_records_to_table(
+                    spec.name, records=[to_record(spec, row)], columns=spec.columns
+                )
+            except WRITE_ERRORS as exc:
+                if not row_level(exc):
+                    raise
+                refused.append(doc_id)
+            finally:
+                await probe.rollback()
+        if refused:
+            await self.conn.execute(f"DELETE FROM {_SRC} WHERE id = ANY($1::text[])", refused)
+            check.excluded["database"] += len(refused)
+            await self._compare(spec, check)
+
+    async def _diff_sample(self, spec: CollectionSpec, check: CollectionCheck) -> None:
+        """Field-level differences for the first few differing ids (one more source pass)."""
+        wanted = set(check.differing_ids[: self.sample])
+        source_rows = await self._source_rows(spec, wanted)
         columns = ", ".join(f'"{c}"' for c in spec.columns)
         records = await self.reader.fetch(
             f'SELECT {columns} FROM "{spec.name}" WHERE id = ANY($1::text[])', list(wanted)
