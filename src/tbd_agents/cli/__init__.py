@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tbd_agents.cli import db, keys, migrate, serve, tokens
+from tbd_agents.cli import db, keys, migrate, serve, tokens, vectors
 
 app = typer.Typer(
     name="tbd-agents",
@@ -19,5 +19,6 @@ app.command(help="Run the API server (embedded PostgreSQL unless POSTGRES_URI is
 app.add_typer(keys.app, name="keys")
 app.add_typer(migrate.app, name="migrate")
 app.add_typer(tokens.app, name="tokens")
+app.add_typer(vectors.app, name="vectors")
 
 __all__ = ["app"]
