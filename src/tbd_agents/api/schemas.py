@@ -15,12 +15,13 @@ from functools import cache
 from typing import Annotated, Any, Literal
 
 from fastapi import Response
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
+from pydantic import BaseModel, Field, TypeAdapter, create_model
 from pydantic.fields import FieldInfo
 
 from tbd_agents.domain.models import Entity, Memory, Token
 from tbd_agents.services.resources import spec_of
 from tbd_agents.services.tokens import MASK
+from tbd_agents.services.validation import Input
 
 SERVER_FIELDS = frozenset({"id", "created_at", "updated_at"})
 
@@ -73,9 +74,7 @@ def create_schema(model: type[Entity]) -> type[BaseModel]:
             default = Field(default=info.default)
         fields[name] = (_annotated(info), default)
     fields.update(EXTRA_INPUT.get(model, {}))
-    schema: type[BaseModel] = create_model(
-        f"{model.__name__}Create", __config__=ConfigDict(extra="forbid"), **fields
-    )
+    schema: type[BaseModel] = create_model(f"{model.__name__}Create", __base__=Input, **fields)
     return schema
 
 
@@ -89,9 +88,7 @@ def update_schema(model: type[Entity]) -> type[BaseModel]:
         fields[name] = (_annotated(model.model_fields[name]), Field(default=None))
     for name, (annotation, info) in EXTRA_INPUT.get(model, {}).items():
         fields[name] = (Annotated[annotation, info], Field(default=None))
-    schema: type[BaseModel] = create_model(
-        f"{model.__name__}Update", __config__=ConfigDict(extra="forbid"), **fields
-    )
+    schema: type[BaseModel] = create_model(f"{model.__name__}Update", __base__=Input, **fields)
     return schema
 
 

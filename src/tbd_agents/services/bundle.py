@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tbd_agents.domain.models import (
     Agent,
@@ -41,6 +41,7 @@ from tbd_agents.errors import Conflict, InvalidData
 from tbd_agents.services.access import Principal, owner_filters
 from tbd_agents.services.resources import spec_of
 from tbd_agents.services.tokens import referenced_names
+from tbd_agents.services.validation import Input
 from tbd_agents.storage.protocol import Filter, Query, Repositories, Sort, eq, in_, is_null
 
 BUNDLE_FORMAT = "tbd-agents-bundle"
@@ -75,7 +76,9 @@ class ImportMode(StrEnum):
     OVERWRITE = "overwrite"
 
 
-class Bundle(BaseModel):
+class Bundle(Input):
+    model_config = ConfigDict(extra="ignore")
+
     format: str = Field(default=BUNDLE_FORMAT, pattern=f"^{BUNDLE_FORMAT}$")
     version: int = Field(default=BUNDLE_VERSION, ge=1)
     exported_at: str | None = None

@@ -45,6 +45,8 @@ class Records(Generic[E]):
     # --- reading -------------------------------------------------------------------------
     async def get(self, record_id: str) -> E:
         """The record, or NotFound if it does not exist or the caller may not see it."""
+        if "\x00" in record_id:
+            raise NotFound(self.model.collection, record_id)
         record: E = await self.repo.get(record_id)
         await self._ensure_visible(record)
         return record

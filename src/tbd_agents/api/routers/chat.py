@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from tbd_agents.api.crud import ERRORS
 from tbd_agents.api.deps import MAX_LIMIT, Caller, Ctx
@@ -15,6 +15,7 @@ from tbd_agents.domain.models import ChatMessage, ChatSession
 from tbd_agents.domain.types import LenientEnum
 from tbd_agents.services.catalog import ChatMessages
 from tbd_agents.services.records import Records
+from tbd_agents.services.validation import Input
 from tbd_agents.storage.protocol import Sort, eq
 
 router = APIRouter(
@@ -23,8 +24,7 @@ router = APIRouter(
 SessionId = Annotated[str, Path(description="Chat session id.")]
 
 
-class MessageCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class MessageCreate(Input):
     role: Annotated[MessageRole, LenientEnum]
     content: str = ""
     tool_calls: list[dict[str, Any]] = Field(default_factory=list)

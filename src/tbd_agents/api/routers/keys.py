@@ -6,13 +6,14 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from tbd_agents.api.crud import ERRORS
 from tbd_agents.api.deps import MAX_LIMIT, Caller, Ctx
 from tbd_agents.domain.auth import ApiKey, KeyScope
 from tbd_agents.errors import PermissionDenied
 from tbd_agents.services.keys import ApiKeys
+from tbd_agents.services.validation import Input
 
 router = APIRouter(tags=["auth"], responses=ERRORS)
 
@@ -23,8 +24,7 @@ class MeOut(BaseModel):
     via: str
 
 
-class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class KeyCreate(Input):
     name: str = Field(default="", max_length=200)
     owner: str | None = Field(
         default=None, min_length=1, max_length=512, description="Admins only; default: the caller."
