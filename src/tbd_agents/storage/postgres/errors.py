@@ -162,7 +162,7 @@ def translate(
         found = _UNIQUE_KEY_RE.search(message)
         fields = [f.strip() for f in found.group(1).split(",")] if found else []
         return DuplicateKey(entity, fields)
-    if state in ("23514", "23502", "23503", "22P02", "22001", "22003", "22007", "22021"):
+    if state in ("23514", "23502", "23503", "22P02", "22001", "22003", "22007", "22021", "22P05"):
         return InvalidData(f"{entity} rejected by the database: {message}")
     return None
 
