@@ -3,7 +3,8 @@
     guard input → assemble context → [halt? → compact → model call ⟂ halt → tools ⟂ halt]*
     → format the answer → guard output → outcome
 
-Every step is reported through the `EventSink`; the model call and the tool calls race against
+Every step is reported through the `EventSink` (the run's final status event is left to the
+caller, which records the outcome before announcing it); the model call and the tool calls race against
 `HaltSignal.wait()`, so a halt stops work in flight. `max_turns` counts model calls: when the
 model still asks for tools after the last allowed call, those calls are not executed and the run
 ends `max_turns_reached`.
@@ -106,11 +107,7 @@ class AgentLoop:
             await self.emit(EventType.ERROR, {"code": "internal_error", "message": message})
             outcome = self._outcome(TaskStatus.FAILED, error=message)
         self.result.outcome = outcome
-        await self.emit(
-            EventType.STATUS,
-            {"status": outcome.status.value, "turns": outcome.turns, "tool_calls": outcome.tool_calls,
-             "usage": _usage_dict(outcome.usage), "error": outcome.error},
-        )  # fmt: skip
+        # The final status event is the runtime's (it records the outcome first) or the chat's.
         return self.result
 
     def _outcome(
