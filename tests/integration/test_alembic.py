@@ -288,3 +288,27 @@ def test_alembic_command_line_error_is_one_line(tmp_path: Path, pg15_server: str
         assert "Traceback" not in output
     finally:
         pg.drop_database(url)
+
+
+def test_alembic_revision_writes_a_dated_file_on_the_head(tmp_path: Path) -> None:
+    import re
+    import shutil
+
+    from alembic import command
+
+    scripts = tmp_path / "migrations"
+    shutil.copytree(
+        migrate.migrations_path(), scripts, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    cfg = migrate.alembic_config()
+    cfg.set_main_option("script_location", str(scripts))
+    command.revision(cfg, message="describe your change")
+    new = sorted(
+        set((scripts / "versions").glob("*.py"))
+        - {scripts / "versions" / Path(p).name for p in (i.path for i in migrate.history())}
+    )
+    assert len(new) == 1
+    assert re.fullmatch(r"\d{8}_[0-9a-f]{12}_describe_your_change\.py", new[0].name)
+    text = new[0].read_text()
+    assert f"down_revision: str | Sequence[str] | None = {migrate.head_revision()!r}" in text
+    compile(text, str(new[0]), "exec")
