@@ -9,16 +9,20 @@ from tbd_agents.api.deps import ApiContext
 
 def all_routers() -> list[APIRouter]:
     from tbd_agents.api.resources import resource_routers
-    from tbd_agents.api.routers import bundle, chat, health, keys, knowledge, providers
+    from tbd_agents.api.routers import agent_chat, bundle, chat, health, keys, knowledge, providers
+    from tbd_agents.runtime import api as runtime_api
 
     return [
         health.router,
         keys.router,
         chat.router,
+        agent_chat.router,
         providers.router,
         knowledge.router,
+        knowledge.memories,
         *resource_routers(),
         bundle.router,
+        runtime_api.router,
     ]
 
 
