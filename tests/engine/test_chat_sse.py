@@ -85,7 +85,7 @@ async def events(response: httpx.Response) -> AsyncIterator[tuple[str, dict, flo
 async def test_deltas_stream_incrementally_and_history_persists(
     setup, protocol_server: ProtocolServer
 ) -> None:
-    client, agent_id, store = setup
+    client, agent_id, _store = setup
     protocol_server.script(
         Turn(text="The answer is forty-two, after long thought.", chunk_chars=3, delay=0.05)
     )
