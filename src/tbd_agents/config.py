@@ -223,6 +223,34 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535, description="Port of the API server.")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
+    # --- agent engine ----------------------------------------------------------------------
+    engine_model_timeout: float = Field(
+        default=120.0, gt=0, description="Seconds a model call may take (connect and each read)."
+    )
+    engine_model_max_retries: int = Field(
+        default=3, ge=0, le=20, description="Retries of a model call after 429 / 5xx / network errors."
+    )
+    engine_mcp_connect_timeout: float = Field(
+        default=15.0, gt=0, description="Seconds to connect to an MCP server and list its tools."
+    )
+    engine_mcp_call_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds one MCP tool call may take."
+    )
+    engine_compaction_threshold: float = Field(
+        default=0.8,
+        gt=0.1,
+        le=1.0,
+        description="Compact a run's context above this fraction of the model's context window.",
+    )
+    engine_model_catalog: Path | None = Field(
+        default=None,
+        description="TOML file of model context windows and prices overriding the built-in table.",
+    )
+    engine_sandbox_user: str | None = Field(
+        default="nobody",
+        description="System user custom tools run as when the server runs as root (empty: no switch).",
+    )
+
     # --- API security ----------------------------------------------------------------------
     token_encryption_key: SecretStr | None = Field(
         default=None,

@@ -14,6 +14,7 @@ from typing import Any
 from tbd_agents.domain.enums import AuthType, McpServerStatus
 from tbd_agents.domain.models import Agent, CustomTool, Guardrail, McpServer, Provider, Skill
 from tbd_agents.engine.catalog import ModelCatalog
+from tbd_agents.engine.compaction import CompactionPolicy
 from tbd_agents.engine.config import EngineConfig
 from tbd_agents.engine.context import RunSpec, SkillText
 from tbd_agents.engine.guardrails import Guardrails
@@ -193,6 +194,7 @@ async def open_plan(
         output_format=agent.output_format,
         max_turns=agent.max_turns or 10,
         temperature=agent.temperature,
+        compaction=CompactionPolicy(threshold=config.compaction_threshold),
         config=config,
         warnings=warnings,
     )
