@@ -123,6 +123,8 @@ class ProtocolServer:
         self.requests: list[Recorded] = []
         self.open_streams = 0
         self.cancelled_streams = 0
+        #: time.monotonic() of each stream's first content chunk (for latency benchmarks)
+        self.first_chunk_at: list[float] = []
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         app = Starlette(
@@ -256,9 +258,11 @@ class ProtocolServer:
             return f"data: {json.dumps(payload)}\n\n"
 
         yield chunk({"role": "assistant", "content": ""})
-        for piece in self._pieces(turn.text, turn.chunk_chars):
+        for i, piece in enumerate(self._pieces(turn.text, turn.chunk_chars)):
             if turn.delay:
                 await asyncio.sleep(turn.delay)
+            if i == 0:
+                self.first_chunk_at.append(time.monotonic())
             yield chunk({"content": piece})
         for i, (name, args) in enumerate(turn.tool_calls):
             call_id = f"call_{next(self._ids)}"
