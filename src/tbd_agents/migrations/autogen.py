@@ -54,11 +54,30 @@ def _include_object(
     return True
 
 
+def _compare_type(
+    _context: Any,
+    inspected_column: Any,
+    _metadata_column: Any,
+    inspected_type: Any,
+    metadata_type: Any,
+) -> bool | None:
+    """Embedding columns may hold any size: `tbd-agents vectors reembed` changes it (and switches
+    to halfvec above 2000 dimensions) and records it in `vector_collections`. None = usual way."""
+    vector_types = ("pgvector.sqlalchemy",)
+    if (
+        inspected_column.name == "embedding"
+        and type(inspected_type).__module__.startswith(vector_types)
+        and type(metadata_type).__module__.startswith(vector_types)
+    ):
+        return False
+    return None
+
+
 #: Keyword arguments for `context.configure` / `MigrationContext.configure(opts=...)`.
 AUTOGENERATE_OPTIONS: dict[str, Any] = {
     "include_object": _include_object,
     "render_item": _render_item,
-    "compare_type": True,
+    "compare_type": _compare_type,
     "compare_server_default": _compare_server_default,
     # CHECK constraints (enum columns, ranges) are compared by name too, so a new enum column
     # whose revision forgot its CHECK fails `alembic check`.
