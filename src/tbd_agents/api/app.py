@@ -99,6 +99,9 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
 
     for router in all_routers():
         app.include_router(router)
+    from tbd_agents.web import mount as mount_dashboard
+
+    mount_dashboard(app)  # the web dashboard at / and /dashboard
     return app
 
 

@@ -1,0 +1,226 @@
+// The only way the dashboard talks to the server: the public API with the signed-in key.
+
+const KEY_NAME = "tbd-agents.api-key";
+
+/** The signed-in API key (kept for this browser tab's session only), or null. */
+export function currentKey() {
+  return window.sessionStorage.getItem(KEY_NAME);
+}
+
+export function rememberKey(key) {
+  window.sessionStorage.setItem(KEY_NAME, key);
+}
+
+/** Forget the key and tell the app (it shows the sign-in screen). */
+export function forgetKey(reason = "") {
+  window.sessionStorage.removeItem(KEY_NAME);
+  window.dispatchEvent(new CustomEvent("tbd:signed-out", { detail: { reason } }));
+}
+
+/** An API answer that is not a success, in the API's one error shape. */
+export class ApiError extends Error {
+  constructor(status, code, message, details = {}) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+    this.code = code;
+    this.details = details || {};
+  }
+
+  /**
+   * The errors that name a body field, as Map(field -> [messages]). `loc` paths look like
+   * ["body", "name"] or ["body", "connection_config", "command"]; the first element after
+   * "body" is the form field, the rest of the path is said in the message.
+   */
+  fieldErrors() {
+    const out = new Map();
+    for (const err of this.details.errors || []) {
+      const loc = (err.loc || []).map(String);
+      if (loc[0] !== "body" || loc.length < 2) continue;
+      const field = loc[1];
+      const rest = loc.slice(2).join(".");
+      const msg = rest ? `${rest}: ${err.msg}` : err.msg;
+      if (!out.has(field)) out.set(field, []);
+      out.get(field).push(msg);
+    }
+    return out;
+  }
+}
+
+/** Raised (without any request) when there is no key to send. */
+export class NotSignedIn extends Error {
+  constructor() {
+    super("Sign in with an API key first.");
+    this.name = "NotSignedIn";
+  }
+}
+
+function authHeaders(key, extra = {}) {
+  return { Authorization: `Bearer ${key}`, ...extra };
+}
+
+function buildUrl(path, query) {
+  const url = new URL(path, window.location.origin);
+  for (const [name, value] of Object.entries(query || {})) {
+    if (value === undefined || value === null || value === "") continue;
+    if (Array.isArray(value)) value.forEach((v) => url.searchParams.append(name, v));
+    else url.searchParams.set(name, String(value));
+  }
+  return url.pathname + url.search;
+}
+
+async function errorFrom(response) {
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    body = null;
+  }
+  const err = body && body.error;
+  if (err) return new ApiError(response.status, err.code, err.message, err.details);
+  return new ApiError(response.status, "http_error", `${response.status} ${response.statusText}`.trim());
+}
+
+/**
+ * Call the API. Never sends a request without a key (throws NotSignedIn). A 401 signs the user
+ * out. Resolves with the parsed JSON (null for 204); rejects with ApiError.
+ */
+export async function api(method, path, { body, query, signal, key } = {}) {
+  const useKey = key || currentKey();
+  if (!useKey) throw new NotSignedIn();
+  const headers = authHeaders(useKey, { Accept: "application/json" });
+  const init = { method, headers, signal };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(buildUrl(path, query), init);
+  if (response.status === 401 && !key) forgetKey("Your API key was refused (revoked or expired). Sign in again.");
+  if (!response.ok) throw await errorFrom(response);
+  if (response.status === 204) return null;
+  const text = await response.text();
+  return text ? JSON.parse(text) : null;
+}
+
+export const get = (path, query, opts = {}) => api("GET", path, { ...opts, query });
+export const post = (path, body, query) => api("POST", path, { body, query });
+export const patch = (path, body) => api("PATCH", path, { body });
+export const del = (path) => api("DELETE", path);
+
+/** Every item of a list endpoint (following cursors, at most `maxPages` pages of 200). */
+export async function listAll(path, query = {}, maxPages = 10) {
+  const items = [];
+  let cursor = null;
+  for (let page = 0; page < maxPages; page += 1) {
+    const res = await get(path, { ...query, limit: 200, cursor });
+    items.push(...res.items);
+    cursor = res.next_cursor;
+    if (!cursor) break;
+  }
+  return items;
+}
+
+/** The API's OpenAPI document, to know which optional endpoints this server has. */
+let openapi = null;
+export async function features() {
+  if (!openapi) {
+    const response = await fetch("/openapi.json", { headers: { Accept: "application/json" } });
+    openapi = response.ok ? await response.json() : { paths: {} };
+  }
+  return openapi;
+}
+
+/** True when this server has `method` on the OpenAPI path template `path`. */
+export async function hasEndpoint(method, path) {
+  const doc = await features();
+  const item = (doc.paths || {})[path];
+  return Boolean(item && item[method.toLowerCase()]);
+}
+
+/**
+ * Parse a Server-Sent Events byte stream from a fetch Response (EventSource cannot send an
+ * Authorization header). Calls `onEvent({event, data, id})` per event; `data` is parsed as JSON
+ * when it is JSON. Resolves when the stream ends.
+ */
+export async function readEvents(response, onEvent) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  let frame = { event: "message", data: [], id: null };
+  const dispatch = () => {
+    if (frame.data.length) {
+      const raw = frame.data.join("\n");
+      let data = raw;
+      try { data = JSON.parse(raw); } catch { data = raw; }
+      onEvent({ event: frame.event, data, id: frame.id });
+    }
+    frame = { event: "message", data: [], id: null };
+  };
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let nl;
+    while ((nl = buffer.search(/\r\n|\r|\n/)) >= 0) {
+      const line = buffer.slice(0, nl);
+      buffer = buffer.slice(nl + (buffer.startsWith("\r\n", nl) ? 2 : 1));
+      if (line === "") { dispatch(); continue; }
+      if (line.startsWith(":")) continue;
+      const colon = line.indexOf(":");
+      const field = colon < 0 ? line : line.slice(0, colon);
+      let val = colon < 0 ? "" : line.slice(colon + 1);
+      if (val.startsWith(" ")) val = val.slice(1);
+      if (field === "event") frame.event = val;
+      else if (field === "data") frame.data.push(val);
+      else if (field === "id") frame.id = val;
+    }
+  }
+  dispatch();
+}
+
+/**
+ * Open an SSE endpoint with the key (POST with a JSON body, or GET) and feed its events to
+ * `onEvent`. Resolves when the stream ends; rejects with ApiError on an error answer.
+ */
+export async function stream(method, path, { body, query, signal, onEvent, lastEventId } = {}) {
+  const key = currentKey();
+  if (!key) throw new NotSignedIn();
+  const headers = authHeaders(key, { Accept: "text/event-stream" });
+  if (lastEventId) headers["Last-Event-ID"] = String(lastEventId);
+  const init = { method, headers, signal };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(buildUrl(path, query), init);
+  if (response.status === 401) forgetKey("Your API key was refused. Sign in again.");
+  if (!response.ok) throw await errorFrom(response);
+  await readEvents(response, onEvent);
+}
+
+/**
+ * Upload a multipart form with progress (XMLHttpRequest: fetch reports no upload progress).
+ * `onProgress(loaded, total)` is called as bytes leave. Resolves with the JSON answer.
+ */
+export function upload(path, formData, onProgress) {
+  const key = currentKey();
+  if (!key) return Promise.reject(new NotSignedIn());
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", path);
+    xhr.setRequestHeader("Authorization", `Bearer ${key}`);
+    xhr.setRequestHeader("Accept", "application/json");
+    xhr.upload.addEventListener("progress", (e) => onProgress && onProgress(e.loaded, e.lengthComputable ? e.total : 0));
+    xhr.addEventListener("error", () => reject(new ApiError(0, "network_error", "The upload failed: the server could not be reached.")));
+    xhr.addEventListener("load", () => {
+      let body = null;
+      try { body = xhr.responseText ? JSON.parse(xhr.responseText) : null; } catch { body = null; }
+      if (xhr.status >= 200 && xhr.status < 300) { resolve(body); return; }
+      if (xhr.status === 401) forgetKey("Your API key was refused. Sign in again.");
+      const err = body && body.error;
+      reject(err ? new ApiError(xhr.status, err.code, err.message, err.details)
+        : new ApiError(xhr.status, "http_error", `upload failed (${xhr.status})`));
+    });
+    xhr.send(formData);
+  });
+}

@@ -1,0 +1,74 @@
+// Panels shown under a record's form, per resource (models of a provider, run history, …).
+
+import { get, patch } from "../api.js";
+import { append, h, notify, replace, when } from "../dom.js";
+import { runsTable } from "./runs.js";
+
+async function agentExtras(ctx, record, form) {
+  // Offer the chosen provider's models in the model field.
+  const providerSelect = form.widget("provider_id").control;
+  const model = form.widget("model");
+  const refresh = async () => {
+    const providerId = providerSelect.value;
+    if (!providerId) { model.setSuggestions([]); return; }
+    try {
+      const res = await get(`/api/providers/${encodeURIComponent(providerId)}/models`);
+      model.setSuggestions(res.models);
+      model.control.placeholder = res.default_model ? `default: ${res.default_model}` : "";
+    } catch {
+      model.setSuggestions([]);
+    }
+  };
+  providerSelect.addEventListener("change", refresh);
+  await refresh();
+}
+
+async function providerExtras(ctx, record, form, box) {
+  if (!record) return;
+  const out = h("div", { role: "status" });
+  const button = h("button", { type: "button" }, "Ask the provider for its models");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    replace(out, h("p", { class: "muted" }, "Asking…"));
+    try {
+      const res = await get(`/api/providers/${encodeURIComponent(record.id)}/models`, { refresh: true });
+      const use = h("button", { type: "button", onClick: () => { form.set("models", res.models); notify("Model list filled in; save to keep it."); } }, "Use this list");
+      replace(out, h("p", {}, `${res.models.length} models (${res.source}):`),
+        h("ul", { class: "chips" }, res.models.map((m) => h("li", {}, m))), use);
+    } catch (e) {
+      replace(out, h("p", { class: "error", role: "alert" }, e.message));
+    } finally {
+      button.disabled = false;
+    }
+  });
+  append(box, [h("section", { class: "card", "aria-labelledby": "models-title" },
+    h("h2", { id: "models-title" }, "Models"), button, out)]);
+}
+
+async function scheduleExtras(ctx, record, form, box) {
+  if (!record) return;
+  const state = h("p", {}, record.enabled ? "This schedule is enabled." : "This schedule is disabled.",
+    " Next run: ", h("strong", {}, record.enabled ? when(record.next_run_at) : "—"),
+    "; last run: ", when(record.last_run_at), ".");
+  const toggle = h("button", { type: "button", class: "primary" }, record.enabled ? "Disable" : "Enable");
+  toggle.addEventListener("click", async () => {
+    const updated = await patch(`/api/scheduled-agents/${encodeURIComponent(record.id)}`, { enabled: !record.enabled });
+    notify(updated.enabled ? "Schedule enabled." : "Schedule disabled.", "success");
+    window.dispatchEvent(new HashChangeEvent("hashchange"));
+  });
+  const history = h("div");
+  append(box, [
+    h("section", { class: "card", "aria-labelledby": "sched-state" }, h("h2", { id: "sched-state" }, "State"), state, toggle),
+    h("section", { class: "card", "aria-labelledby": "sched-runs" }, h("h2", { id: "sched-runs" }, "Run history"), history),
+  ]);
+  await runsTable(history, { scheduled_agent_id: record.id }, "This schedule has not run yet.");
+}
+
+/** Render the extra panels of `res` into `box` (record is null while creating). */
+export async function renderExtras(ctx, res, record, form, box) {
+  if (res === "agents") await agentExtras(ctx, record, form);
+  else if (res === "providers") await providerExtras(ctx, record, form, box);
+  else if (res === "scheduled-agents") await scheduleExtras(ctx, record, form, box);
+  else if (res === "workflows" && record) await (await import("./workflow.js")).renderWorkflowPanel(ctx, record, box);
+  else if (res === "knowledge-sources" && record) await (await import("./knowledge.js")).renderKnowledgePanel(ctx, record, box);
+}

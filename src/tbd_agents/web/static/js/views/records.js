@@ -1,0 +1,229 @@
+// Generic screens for every resource: a searchable list and a create/edit form with delete.
+
+import { ApiError, del, get, listAll, patch, post } from "../api.js";
+import { confirmDialog, dialog, h, notify, replace, uid, when } from "../dom.js";
+import { buildForm } from "../forms.js";
+import { RESOURCES, editFields } from "../resources.js";
+
+const MASK = "••••••••";
+
+/** Where records of an API collection are shown (for links to dependants). */
+const ROUTE_OF_COLLECTION = {
+  agents: "agents",
+  workflows: "workflows",
+  chat_sessions: "chat",
+  memories: "memories",
+  providers: "providers",
+  scheduled_agents: "scheduled-agents",
+  knowledge_items: "knowledge-sources",
+};
+
+export function labelOf(record) {
+  return record.name || record.title || record.key || record.id;
+}
+
+function cell(def, key, record, names) {
+  const value = record[key];
+  if (def === RESOURCES.tokens && key === "value") return h("span", { class: "masked", "aria-label": "hidden secret" }, MASK);
+  if (key === "when") {
+    return record.cron_expression ? h("code", {}, record.cron_expression) : `every ${record.interval_value} ${record.interval_unit}`;
+  }
+  if (key === "agent_id" && names.agents) return names.agents.get(value) || value;
+  if (value === null || value === undefined || value === "") return h("span", { class: "muted" }, "—");
+  if (typeof value === "boolean") return value ? "yes" : "no";
+  if (Array.isArray(value)) return value.length ? value.join(", ") : h("span", { class: "muted" }, "—");
+  if (key.endsWith("_at")) return when(value);
+  if (key === "status") return h("span", { class: ["badge", `status-${value}`] }, String(value).replace(/_/g, " "));
+  const text = String(value);
+  return text.length > 120 ? `${text.slice(0, 117)}…` : text;
+}
+
+function matches(record, q) {
+  if (!q) return true;
+  const hay = [record.name, record.title, record.key, record.value !== "********" ? record.value : "", record.description, ...(record.tags || [])]
+    .filter(Boolean).join(" ").toLowerCase();
+  return hay.includes(q);
+}
+
+async function agentNames() {
+  try {
+    return new Map((await listAll("/api/agents")).map((a) => [a.id, a.name]));
+  } catch {
+    return null;
+  }
+}
+
+/** The records that would stop a delete, as far as the dashboard can tell beforehand. */
+async function knownDependants(res, record) {
+  if (res !== "agents") return [];
+  const [workflows, sessions] = await Promise.all([
+    get("/api/workflows", { agent_id: record.id, limit: 20 }),
+    get("/api/chat/sessions", { agent_id: record.id, limit: 20 }),
+  ]);
+  return [
+    ...workflows.items.map((w) => ({ label: `workflow “${w.name || w.id}”`, href: `#/workflows/${w.id}` })),
+    ...sessions.items.map((s) => ({ label: `chat session “${s.title}”`, href: `#/chat/${record.id}/${s.id}` })),
+  ];
+}
+
+function dependantLinks(dependants) {
+  return h("ul", { class: "dependants" }, dependants.map((d) => h("li", {}, d.href ? h("a", { href: d.href }, d.label) : d.label)));
+}
+
+/**
+ * Ask, then delete `record`. Dependants known beforehand are listed; when the API refuses (409)
+ * its list of dependants is shown. Resolves true when the record was deleted.
+ */
+export async function deleteRecord(res, record) {
+  const def = RESOURCES[res];
+  const known = await knownDependants(res, record).catch(() => []);
+  const body = h("div", {},
+    h("p", {}, `Delete the ${def.singular} “${labelOf(record)}”? This cannot be undone.`),
+    def.deleteNote ? h("p", { class: "muted" }, def.deleteNote) : null,
+    known.length ? [h("p", { class: "warning" }, "These still use it and must be deleted first:"), dependantLinks(known)] : null);
+  if (!(await confirmDialog(`Delete ${def.singular}`, body, "Delete", true))) return false;
+  try {
+    await del(`${def.path}/${encodeURIComponent(record.id)}`);
+    notify(`Deleted ${def.singular} “${labelOf(record)}”.`, "success");
+    return true;
+  } catch (error) {
+    const deps = error instanceof ApiError && error.details.dependants;
+    await dialog(`Cannot delete this ${def.singular}`, (close) => h("div", {},
+      h("p", { role: "alert" }, error.message),
+      deps ? dependantLinks(Object.entries(deps).flatMap(([collection, ids]) => ids.map((id) => ({
+        label: `${collection.replace(/_/g, " ")}: ${id}`,
+        href: ROUTE_OF_COLLECTION[collection] ? `#/${ROUTE_OF_COLLECTION[collection]}/${id}` : null,
+      })))) : null,
+      h("div", { class: "actions" }, h("button", { type: "button", class: "primary", onClick: () => close() }, "Close"))));
+    return false;
+  }
+}
+
+function filterControls(def, query, onChange) {
+  if (!def.filters) return null;
+  const controls = def.filters.map((f) => {
+    const id = uid(`flt-${f.name}`);
+    const select = h("select", { id, name: f.name, onChange: () => onChange(f.name, select.value) },
+      h("option", { value: "" }, "any"));
+    Promise.resolve(f.options()).then((opts) => {
+      select.append(...opts.map((o) => h("option", { value: o.value }, o.label)));
+      select.value = query.get(f.name) || "";
+    });
+    return h("div", { class: "field inline" }, h("label", { for: id, class: "label" }, f.label), select);
+  });
+  return h("div", { class: "filters" }, controls);
+}
+
+/** The list screen of resource `res`. */
+export async function renderList(ctx, res) {
+  const def = RESOURCES[res];
+  const apiQuery = {};
+  for (const f of def.filters || []) if (ctx.query.get(f.name)) apiQuery[f.name] = ctx.query.get(f.name);
+  const [first, names] = await Promise.all([
+    get(def.path, { ...apiQuery, limit: 100 }),
+    def.columns.some(([k]) => k === "agent_id") ? agentNames() : null,
+  ]);
+  if (!ctx.isCurrent()) return;
+  let items = first.items;
+  let cursor = first.next_cursor;
+  const searchId = uid("search");
+  const search = h("input", { id: searchId, type: "search", placeholder: `Search ${def.title.toLowerCase()}`, autocomplete: "off" });
+  const tbody = h("tbody");
+  const more = h("button", { type: "button", hidden: !cursor }, "Load more");
+  const count = h("p", { class: "muted", role: "status" });
+  const table = h("table", { class: "records" },
+    h("caption", { class: "visually-hidden" }, def.title),
+    h("thead", {}, h("tr", {}, def.columns.map(([, label]) => h("th", { scope: "col" }, label)), h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")))),
+    tbody);
+
+  const draw = () => {
+    const q = search.value.trim().toLowerCase();
+    const shown = items.filter((r) => matches(r, q));
+    count.textContent = `${shown.length} of ${items.length}${cursor ? "+" : ""} shown`;
+    replace(tbody, shown.map((record) => {
+      const href = `#/${res}/${record.id}`;
+      const cells = def.columns.map(([key], i) => h("td", {}, i === 0 ? h("a", { href }, cell(def, key, record, names || {})) : cell(def, key, record, names || {})));
+      const actions = h("td", { class: "row-actions" },
+        res === "agents" ? h("a", { href: `#/chat/${record.id}`, class: "button small" }, "Chat") : null,
+        h("a", { href, class: "button small", "aria-label": `Edit ${labelOf(record)}` }, "Edit"),
+        h("button", { type: "button", class: "small danger", "aria-label": `Delete ${labelOf(record)}`, onClick: async () => {
+          if (await deleteRecord(res, record)) { items = items.filter((r) => r.id !== record.id); draw(); }
+        } }, "Delete"));
+      return h("tr", {}, cells, actions);
+    }));
+    if (!shown.length && items.length) tbody.append(h("tr", {}, h("td", { colspan: def.columns.length + 1, class: "muted" }, "Nothing matches the search.")));
+  };
+  search.addEventListener("input", draw);
+  more.addEventListener("click", async () => {
+    const page = await get(def.path, { ...apiQuery, limit: 100, cursor });
+    items = items.concat(page.items);
+    cursor = page.next_cursor;
+    more.hidden = !cursor;
+    draw();
+  });
+
+  const newButton = h("a", { href: `#/${res}/new`, class: "button primary" }, `New ${def.singular}`);
+  const filters = filterControls(def, ctx.query, (name, value) => {
+    const q = new URLSearchParams(ctx.query);
+    if (value) q.set(name, value); else q.delete(name);
+    window.location.hash = `#/${res}${q.toString() ? `?${q}` : ""}`;
+  });
+  const header = h("div", { class: "page-head" }, h("h1", {}, def.title), newButton);
+  if (!items.length && !Object.keys(apiQuery).length) {
+    replace(ctx.main, header, h("div", { class: "empty card" },
+      h("p", {}, def.empty),
+      h("a", { href: `#/${res}/new`, class: "button primary" }, `Create the first ${def.singular}`)));
+    return;
+  }
+  draw();
+  replace(ctx.main, header, filters,
+    h("div", { class: "toolbar" }, h("label", { for: searchId, class: "label" }, "Search"), search, count),
+    items.length ? h("div", { class: "table-wrap" }, table) : h("div", { class: "empty card" }, h("p", {}, def.empty)),
+    more);
+}
+
+/** The create (record null) or edit screen of one record of `res`, with its extra panels. */
+export async function renderRecord(ctx, res, id) {
+  const def = RESOURCES[res];
+  const creating = id === null;
+  const record = creating ? null : await get(`${def.path}/${encodeURIComponent(id)}`);
+  if (!ctx.isCurrent()) return;
+  const preset = {};
+  for (const [k, v] of ctx.query.entries()) preset[k] = v;
+  const fields = editFields(def, creating).map((f) => (f.kind === "secret" && !creating
+    ? { ...f, required: false, placeholder: `${MASK} (unchanged — type a new value to replace it)` } : f));
+  const filled = record ? (def.fill ? def.fill(record) : record) : (Object.keys(preset).length ? preset : null);
+  const titleId = uid("title");
+  const title = creating ? `New ${def.singular}` : labelOf(record);
+  const form = buildForm({
+    fields,
+    record: filled,
+    labelledBy: titleId,
+    submitLabel: creating ? `Create ${def.singular}` : "Save changes",
+    onCancel: () => { window.location.hash = `#/${res}`; },
+    onSubmit: async (values) => {
+      let body = def.prepare ? def.prepare(values) : values;
+      for (const f of fields) if (f.kind === "secret" && !creating && !body[f.name]) delete body[f.name];
+      if (creating) {
+        const created = await post(def.path, body);
+        notify(`Created ${def.singular} “${labelOf(created)}”.`, "success");
+        window.location.hash = `#/${res}/${created.id}`;
+      } else {
+        await patch(`${def.path}/${encodeURIComponent(record.id)}`, body);
+        notify("Saved.", "success");
+        for (const f of fields) if (f.kind === "secret") form.widget(f.name).set("");
+      }
+    },
+    extraActions: creating ? [] : [h("button", { type: "button", class: "danger", onClick: async () => {
+      if (await deleteRecord(res, record)) window.location.hash = `#/${res}`;
+    } }, "Delete")],
+  });
+  const head = h("div", { class: "page-head" },
+    h("div", {}, h("p", { class: "crumbs" }, h("a", { href: `#/${res}` }, def.title)), h("h1", { id: titleId }, title)),
+    record && res === "agents" ? h("a", { href: `#/chat/${record.id}`, class: "button primary" }, "Chat with this agent") : null);
+  const extras = h("div", { class: "extras" });
+  replace(ctx.main, head, h("section", { class: "card" }, form.element), extras);
+  await form.ready;
+  const { renderExtras } = await import("./extras.js");
+  await renderExtras(ctx, res, record, form, extras);
+}

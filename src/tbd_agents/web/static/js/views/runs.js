@@ -1,0 +1,52 @@
+// Run history (task executions): status, trigger, when, duration, tokens and cost.
+
+import { get } from "../api.js";
+import { duration, h, replace, when } from "../dom.js";
+
+export function tokensOf(usage) {
+  if (!usage) return "—";
+  const inp = usage.input_tokens ?? 0;
+  const out = usage.output_tokens ?? 0;
+  return inp || out ? `${inp} in / ${out} out` : "—";
+}
+
+export function costOf(usage) {
+  return usage && usage.cost_usd ? `$${Number(usage.cost_usd).toFixed(6)}` : "—";
+}
+
+function row(task, onOpen) {
+  const status = h("span", { class: ["badge", `status-${task.status}`] }, task.status.replace(/_/g, " "));
+  return h("tr", { dataset: { taskId: task.id } },
+    h("td", {}, onOpen ? h("button", { type: "button", class: "link", onClick: () => onOpen(task) }, when(task.started_at || task.created_at)) : when(task.started_at || task.created_at)),
+    h("td", {}, status),
+    h("td", {}, task.trigger),
+    h("td", {}, duration(task.started_at, task.completed_at)),
+    h("td", {}, tokensOf(task.usage)),
+    h("td", {}, costOf(task.usage)),
+    h("td", { class: "prompt-cell" }, task.prompt.length > 80 ? `${task.prompt.slice(0, 77)}…` : task.prompt));
+}
+
+/**
+ * Fill `box` with the runs matching `query` (newest first), with a "Load more" button.
+ * `onOpen(task)`, when given, makes each run's time a button. Returns a refresh function.
+ */
+export async function runsTable(box, query, emptyText, onOpen) {
+  let cursor = null;
+  let items = [];
+  const load = async (more) => {
+    const page = await get("/api/tasks", { ...query, limit: 20, cursor: more ? cursor : null });
+    items = more ? items.concat(page.items) : page.items;
+    cursor = page.next_cursor;
+    draw();
+  };
+  const draw = () => {
+    if (!items.length) { replace(box, h("p", { class: "muted" }, emptyText)); return; }
+    const moreButton = cursor ? h("button", { type: "button", onClick: () => load(true) }, "Load more runs") : null;
+    replace(box, h("div", { class: "table-wrap" }, h("table", { class: "records runs" },
+      h("caption", { class: "visually-hidden" }, "Runs"),
+      h("thead", {}, h("tr", {}, ["Started", "Status", "Trigger", "Duration", "Tokens", "Cost", "Prompt"].map((t) => h("th", { scope: "col" }, t)))),
+      h("tbody", {}, items.map((t) => row(t, onOpen))))), moreButton);
+  };
+  await load(false);
+  return () => load(false);
+}

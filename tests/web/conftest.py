@@ -1,0 +1,154 @@
+"""Browser tests of the dashboard: Debian's Chromium driven headless by Playwright.
+
+One browser per test session; one API server per test module (uvicorn in a thread, on its own
+migrated database of the embedded PostgreSQL 18), with the engine's local OpenAI-protocol server
+standing in for the model. Each test gets a fresh browser context (empty sessionStorage).
+Screenshots land in tests/web/artifacts/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+from sqlalchemy.engine import URL
+
+from tbd_agents.config import Settings
+from tbd_agents.domain.auth import KeyScope
+from tbd_agents.services.keys import ApiKeys
+from tbd_agents.storage.postgres.engine import create_engine
+from tbd_agents.storage.postgres.repository import PostgresStore
+from tests.api.live import live_server
+from tests.engine.protocol_server import ProtocolServer
+from tests.support import pg
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).parent / "artifacts"
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+#: A laptop screen.
+VIEWPORT = {"width": 1366, "height": 768}
+
+
+def ensure_chromium() -> Path:
+    """Debian's chromium, installed with apt-get when missing (needs root; never a download of
+    Playwright's own browser builds)."""
+    if CHROMIUM.exists():
+        return CHROMIUM
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise RuntimeError(
+            f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)"
+        )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update"], check=True, env=env, capture_output=True)
+    subprocess.run(
+        ["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    if not CHROMIUM.exists():
+        raise RuntimeError("apt-get install chromium finished but /usr/bin/chromium is missing")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def playwright_session() -> Iterator[Playwright]:
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="session")
+def browser(playwright_session: Playwright) -> Iterator[Browser]:
+    path = ensure_chromium()
+    browser = playwright_session.chromium.launch(
+        executable_path=str(path), args=LAUNCH_ARGS, headless=True
+    )
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="session")
+def model_server() -> Iterator[ProtocolServer]:
+    """The engine tests' local OpenAI/Anthropic-protocol server, playing scripted turns."""
+    server = ProtocolServer().start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class Dashboard:
+    base: str
+    key: str
+    settings: Settings
+    url: URL
+
+    def new_key(self, owner: str, scope: KeyScope = KeyScope.USER) -> str:
+        """A new API key of `owner`, written straight to the database (as the CLI does)."""
+
+        async def create() -> str:
+            # A store per call: an async engine belongs to the event loop that made it.
+            store = PostgresStore(create_engine(self.url, pool_size=1, max_overflow=0), url=self.url)
+            try:
+                async with store.unit_of_work() as repos:
+                    return (await ApiKeys(repos).create(owner, scope=scope, name="web")).plaintext
+            finally:
+                await store.close()
+
+        return pg.run(create())
+
+
+@pytest.fixture(scope="module")
+def dashboard(pg18_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+    """The API (with the dashboard) on a real socket, on a fresh migrated database."""
+    url = pg.create_migrated_database(pg18_server, prefix="web")
+    settings = Settings(
+        postgres_uri=url.render_as_string(hide_password=False),
+        token_encryption_key=f"1:{Fernet.generate_key().decode()}",
+        data_dir=tmp_path_factory.mktemp("web"),
+        embedding_provider="hashing",
+    )
+    with live_server(settings) as base:
+        board = Dashboard(base, "", settings, url)
+        board.key = board.new_key("web-admin", KeyScope.ADMIN)
+        yield board
+    pg.drop_database(url)
+
+
+@pytest.fixture
+def page(browser: Browser, dashboard: Dashboard) -> Iterator[Page]:
+    context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def shot(page: Page, name: str) -> None:
+    """Keep a screenshot of the current screen as a test artifact."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(page: Page, dashboard: Dashboard, key: str | None = None) -> None:
+    page.goto(dashboard.base + "/")
+    page.get_by_label("API key").fill(key or dashboard.key)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Welcome to TBD Agents").wait_for()
