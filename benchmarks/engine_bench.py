@@ -24,14 +24,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.engine.conftest import FAST, provider_settings  # noqa: E402
+from tests.engine.protocol_server import ProtocolServer, Turn  # noqa: E402
+
 from tbd_agents.engine.catalog import ModelCatalog  # noqa: E402
 from tbd_agents.engine.context import RunInput, RunSpec  # noqa: E402
 from tbd_agents.engine.loop import AgentLoop  # noqa: E402
 from tbd_agents.engine.messages import ToolSpec  # noqa: E402
 from tbd_agents.engine.providers import build_provider  # noqa: E402
 from tbd_agents.engine.tools.base import FunctionTool, ToolResult, Toolset  # noqa: E402
-from tests.engine.conftest import FAST, provider_settings  # noqa: E402
-from tests.engine.protocol_server import ProtocolServer, Turn  # noqa: E402
 
 
 class NullSink:
@@ -64,7 +65,14 @@ async def overhead(server: ProtocolServer, runs: int) -> dict[str, float]:
         return ToolResult(json.dumps({"id": args.get("id"), "ok": True}))
 
     tools = Toolset()
-    tools.add(FunctionTool(ToolSpec("lookup", "look up", {"type": "object", "properties": {"id": {"type": "integer"}}}), lookup))
+    tools.add(
+        FunctionTool(
+            ToolSpec(
+                "lookup", "look up", {"type": "object", "properties": {"id": {"type": "integer"}}}
+            ),
+            lookup,
+        )
+    )
     catalog = ModelCatalog.load()
     per_turn: list[float] = []
     for _ in range(runs):
@@ -74,7 +82,13 @@ async def overhead(server: ProtocolServer, runs: int) -> dict[str, float]:
             Turn(text="done " * 20),
         )
         provider = TimedProvider(build_provider(provider_settings("openai", server.url), FAST))
-        spec = RunSpec(provider=provider, model="gpt-4o", model_info=catalog.get("gpt-4o"), tools=tools, config=FAST)
+        spec = RunSpec(
+            provider=provider,
+            model="gpt-4o",
+            model_info=catalog.get("gpt-4o"),
+            tools=tools,
+            config=FAST,
+        )
         t0 = time.perf_counter()
         result = await AgentLoop(spec, NullSink()).run(RunInput("go"))
         wall = time.perf_counter() - t0
@@ -82,12 +96,18 @@ async def overhead(server: ProtocolServer, runs: int) -> dict[str, float]:
         assert result.outcome.turns == 3, result.outcome
         per_turn.append((wall - provider.model_seconds) / 3 * 1000)
     per_turn.sort()
-    return {"p50_ms": statistics.median(per_turn), "p95_ms": per_turn[int(len(per_turn) * 0.95) - 1], "runs": runs}
+    return {
+        "p50_ms": statistics.median(per_turn),
+        "p95_ms": per_turn[int(len(per_turn) * 0.95) - 1],
+        "runs": runs,
+    }
 
 
 async def sse_latency(server: ProtocolServer, runs: int) -> dict[str, float]:
     import httpx
     from cryptography.fernet import Fernet
+    from tests.api.live import live_server
+    from tests.support import pg
 
     from tbd_agents.config import Settings
     from tbd_agents.domain.enums import ProviderType
@@ -95,25 +115,41 @@ async def sse_latency(server: ProtocolServer, runs: int) -> dict[str, float]:
     from tbd_agents.services.keys import ApiKeys
     from tbd_agents.storage.postgres.engine import create_engine
     from tbd_agents.storage.postgres.repository import PostgresStore
-    from tests.api.live import live_server
-    from tests.support import pg
 
     tmp = Path(tempfile.mkdtemp(prefix="engine-bench-"))
     server_uri = pg.start_embedded(tmp / "pg")
     url = await asyncio.to_thread(pg.create_migrated_database, server_uri, "bench")
-    settings = Settings(postgres_uri=url.render_as_string(hide_password=False), token_encryption_key=f"1:{Fernet.generate_key().decode()}", data_dir=tmp, embedding_provider="hashing")
+    settings = Settings(
+        postgres_uri=url.render_as_string(hide_password=False),
+        token_encryption_key=f"1:{Fernet.generate_key().decode()}",
+        data_dir=tmp,
+        embedding_provider="hashing",
+    )
     store = PostgresStore(create_engine(url, pool_size=2), url=url)
     async with store.unit_of_work() as repos:
         key = (await ApiKeys(repos).create("bench", name="bench")).plaintext
-        provider = await repos.providers.create(Provider(name="bench", provider_type=ProviderType.CUSTOM, base_url=f"{server.url}/v1", created_by="bench"))
-        agent = await repos.agents.create(Agent(name="bench", model="llama3.1", provider_id=provider.id, created_by="bench"))
+        provider = await repos.providers.create(
+            Provider(
+                name="bench",
+                provider_type=ProviderType.CUSTOM,
+                base_url=f"{server.url}/v1",
+                created_by="bench",
+            )
+        )
+        agent = await repos.agents.create(
+            Agent(name="bench", model="llama3.1", provider_id=provider.id, created_by="bench")
+        )
     latencies: list[float] = []
     with live_server(settings) as base:
-        async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+        async with httpx.AsyncClient(
+            base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as client:
             for i in range(runs + 3):
                 server.first_chunk_at.clear()
                 server.script(Turn(text="hello there, streaming", chunk_chars=4))
-                async with client.stream("POST", f"/api/agents/{agent.id}/chat", json={"message": "hi"}) as r:
+                async with client.stream(
+                    "POST", f"/api/agents/{agent.id}/chat", json={"message": "hi"}
+                ) as r:
                     got = None
                     async for line in r.aiter_lines():
                         if line == "event: delta" and got is None:
@@ -122,7 +158,11 @@ async def sse_latency(server: ProtocolServer, runs: int) -> dict[str, float]:
                         latencies.append((got - server.first_chunk_at[0]) * 1000)
     await store.close()
     latencies.sort()
-    return {"p50_ms": statistics.median(latencies), "p95_ms": latencies[int(len(latencies) * 0.95) - 1], "runs": len(latencies)}
+    return {
+        "p50_ms": statistics.median(latencies),
+        "p95_ms": latencies[int(len(latencies) * 0.95) - 1],
+        "runs": len(latencies),
+    }
 
 
 async def main() -> None:
@@ -132,9 +172,13 @@ async def main() -> None:
     server = ProtocolServer().start()
     try:
         over = await overhead(server, args.runs)
-        print(f"engine overhead per turn (excl. model time): p50 {over['p50_ms']:.2f} ms, p95 {over['p95_ms']:.2f} ms over {over['runs']} runs x 3 turns")
+        print(
+            f"engine overhead per turn (excl. model time): p50 {over['p50_ms']:.2f} ms, p95 {over['p95_ms']:.2f} ms over {over['runs']} runs x 3 turns"
+        )
         relay = await sse_latency(server, max(20, args.runs // 2))
-        print(f"SSE relay latency to first delta: p50 {relay['p50_ms']:.2f} ms, p95 {relay['p95_ms']:.2f} ms over {relay['runs']} chats")
+        print(
+            f"SSE relay latency to first delta: p50 {relay['p50_ms']:.2f} ms, p95 {relay['p95_ms']:.2f} ms over {relay['runs']} chats"
+        )
     finally:
         server.stop()
 
