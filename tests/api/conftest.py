@@ -61,6 +61,7 @@ def make_settings(tmp: Path, **overrides: object) -> Settings:
         "data_dir": tmp,
         "token_encryption_key": TEST_KEY,
         "postgres_uri": "postgresql://unused@127.0.0.1:1/unused",
+        "embedding_provider": "hashing",
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

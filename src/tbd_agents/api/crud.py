@@ -138,6 +138,7 @@ def crud_router(
     sort: tuple[Sort, ...] = (Sort("created_at", True),),
     writable: bool = True,
     creatable: bool = True,
+    deletable: bool = True,
 ) -> APIRouter:
     """The five routes of `model` under `prefix`."""
     router = APIRouter(prefix=prefix, tags=[tag], responses=ERRORS)
@@ -195,10 +196,12 @@ def crud_router(
             summary=f"Change some fields of one of {model.collection} (null clears a nullable field)",
         )
 
-    @router.delete("/{record_id}", status_code=204, summary=f"Delete one of {model.collection}")
-    async def delete_record(record_id: RecordId, ctx: Ctx, caller: Caller) -> Response:
-        async with ctx.store.unit_of_work() as repos:
-            await records_for(model, repos, caller, ctx.cipher()).delete(record_id)
-        return Response(status_code=204)
+    if deletable:
+
+        @router.delete("/{record_id}", status_code=204, summary=f"Delete one of {model.collection}")
+        async def delete_record(record_id: RecordId, ctx: Ctx, caller: Caller) -> Response:
+            async with ctx.store.unit_of_work() as repos:
+                await records_for(model, repos, caller, ctx.cipher()).delete(record_id)
+            return Response(status_code=204)
 
     return router

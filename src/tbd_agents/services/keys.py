@@ -110,7 +110,7 @@ class Authenticator:
         self._open = allow_unauthenticated
         self._github = github
         self._github_admins = github_admins
-        self._ttl = cache_seconds
+        self.cache_seconds = cache_seconds
         self._cache: dict[str, _Cached] = {}
 
     def forget(self, key_id: str) -> None:
@@ -151,7 +151,7 @@ class Authenticator:
         principal = Principal(record.owner, record.scope, via="api_key")
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[digest] = _Cached(principal, record.id, now + self._ttl)
+        self._cache[digest] = _Cached(principal, record.id, now + self.cache_seconds)
         return principal
 
 

@@ -1,14 +1,258 @@
-"""Knowledge items beyond CRUD: multipart upload and content download (wired in attach())."""
+"""Knowledge and memory routes that go through the ingestion, retrieval and memory services:
+text and file ingestion (multipart upload), content download, deletes that take the vectors
+along, hybrid knowledge search, memory upsert/search with embeddings."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import dataclasses
+import json
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile
+from pydantic import BaseModel, Field
 
 from tbd_agents.api.crud import ERRORS
-from tbd_agents.api.deps import ApiContext
+from tbd_agents.api.deps import ApiContext, Caller, Ctx
+from tbd_agents.api.schemas import create_schema, json_response, output_schema, record_json
+from tbd_agents.domain.enums import MemoryScope
+from tbd_agents.domain.models import KnowledgeItem, KnowledgeSource, Memory
+from tbd_agents.errors import StorageError
+from tbd_agents.services.catalog import records_for
+from tbd_agents.services.knowledge import KnowledgeServices, build_knowledge_services
+from tbd_agents.services.memory import SearchMode
+from tbd_agents.services.validation import Input
 
+log = logging.getLogger("tbd_agents.api")
 router = APIRouter(tags=["knowledge"], responses=ERRORS)
+memories = APIRouter(tags=["memories"], responses=ERRORS)
+RecordId = Annotated[str, Path(description="Record id.")]
+MAX_UPLOAD = 50 * 1024 * 1024
 
 
 async def attach(ctx: ApiContext) -> None:
-    """Build the knowledge services once per app (nothing yet)."""
+    """Build the knowledge and memory services once per app; on failure their routes answer 503."""
+    try:
+        ctx.services["knowledge"] = await build_knowledge_services(ctx.settings, ctx.store)
+        ctx.services["vector_store"] = ctx.services["knowledge"].vectors
+    except Exception as exc:  # start anyway: the rest of the API does not need vectors
+        log.error("knowledge and memory services are unavailable: %s", exc, exc_info=True)
+        ctx.services["knowledge_error"] = f"{type(exc).__name__}: {exc}"
+
+
+def _knowledge(ctx: ApiContext) -> KnowledgeServices:
+    service = ctx.services.get("knowledge")
+    if service is None:
+        reason = ctx.services.get("knowledge_error", "not configured")
+        raise StorageError(
+            f"knowledge and memory services are unavailable ({reason}); see the server log"
+        )
+    assert isinstance(service, KnowledgeServices)
+    return service
+
+
+ItemCreate = create_schema(KnowledgeItem)
+
+
+@router.post(
+    "/api/knowledge-items",
+    status_code=201,
+    response_model=output_schema(KnowledgeItem),
+    summary="Add a text item to a knowledge source (chunked and indexed)",
+)
+async def create_item(body: ItemCreate, ctx: Ctx, caller: Caller) -> Response:  # type: ignore[valid-type]
+    item = await _knowledge(ctx).add_text(caller, body.model_dump())  # type: ignore[attr-defined]
+    return json_response(record_json(item), 201)
+
+
+@router.post(
+    "/api/knowledge-items/upload",
+    status_code=201,
+    response_model=output_schema(KnowledgeItem),
+    summary="Upload a file (.txt .md .html .pdf .json .csv) into a knowledge source",
+)
+async def upload_item(
+    ctx: Ctx,
+    caller: Caller,
+    source_id: Annotated[str, Form(min_length=1, max_length=128)],
+    file: Annotated[UploadFile, File()],
+    title: Annotated[str, Form(max_length=1000)] = "",
+    tags: Annotated[list[str] | None, Form()] = None,
+) -> Response:
+    payload = await file.read(MAX_UPLOAD + 1)
+    if len(payload) > MAX_UPLOAD:
+        from tbd_agents.errors import InvalidData
+
+        raise InvalidData(
+            f"file: larger than {MAX_UPLOAD // (1024 * 1024)} MB", details={"field": "file"}
+        )
+    item = await _knowledge(ctx).add_file(
+        caller, source_id, file.filename or "upload", payload, file.content_type, title, tags or []
+    )
+    return json_response(record_json(item), 201)
+
+
+@router.get(
+    "/api/knowledge-items/{record_id}/content",
+    summary="Download an item's file (or its text)",
+    responses={200: {"content": {"application/octet-stream": {}, "text/plain": {}}}},
+)
+async def item_content(record_id: RecordId, ctx: Ctx, caller: Caller) -> Response:
+    item, stored = await _knowledge(ctx).content(caller, record_id)
+    if stored is None:
+        return Response(item.text_content.encode(), media_type="text/plain; charset=utf-8")
+    name = (stored.file_name or "download").replace('"', "")
+    return Response(
+        stored.data,
+        media_type=stored.content_type or "application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+@router.delete(
+    "/api/knowledge-items/{record_id}",
+    status_code=204,
+    summary="Delete an item with its chunks and file",
+)
+async def delete_item(record_id: RecordId, ctx: Ctx, caller: Caller) -> Response:
+    await _knowledge(ctx).delete_item(caller, record_id)
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/api/knowledge-sources/{record_id}",
+    status_code=204,
+    summary="Delete a source with its items, chunks and files (409 while agents use it)",
+)
+async def delete_source(record_id: RecordId, ctx: Ctx, caller: Caller) -> Response:
+    async with ctx.store.unit_of_work() as repos:
+        await records_for(KnowledgeSource, repos, caller, ctx.cipher()).delete(record_id)
+    knowledge = ctx.services.get("knowledge")
+    if isinstance(knowledge, KnowledgeServices):
+        await knowledge.forget_source_vectors(record_id)
+    return Response(status_code=204)
+
+
+class SearchIn(Input):
+    query: str = Field(min_length=1, max_length=10_000)
+    source_ids: list[str] = Field(default_factory=list, description="Default: all your sources.")
+    tags: list[str] = Field(default_factory=list)
+    k: int = Field(default=5, ge=1, le=50)
+
+
+class CitationOut(BaseModel):
+    item_id: str
+    chunk_index: int
+    start_offset: int
+    end_offset: int
+    source_id: str
+    title: str
+    file_name: str | None
+
+
+class ChunkOut(BaseModel):
+    text: str
+    score: float
+    similarity: float | None
+    keyword_rank: int | None
+    citation: CitationOut
+
+
+@router.post(
+    "/api/knowledge/search",
+    response_model=list[ChunkOut],
+    summary="Hybrid (vector + keyword) search",
+)
+async def search_knowledge(body: SearchIn, ctx: Ctx, caller: Caller) -> list[ChunkOut]:
+    hits = await _knowledge(ctx).search(caller, body.query, body.source_ids, body.tags, body.k)
+    return [
+        ChunkOut(
+            text=h.text,
+            score=h.score,
+            similarity=h.similarity,
+            keyword_rank=h.keyword_rank,
+            citation=CitationOut(**dataclasses.asdict(h.citation)),
+        )
+        for h in hits
+    ]
+
+
+# --- memories -------------------------------------------------------------------------------
+class MemoryCreate(Input):
+    agent_id: str = Field(min_length=1, max_length=128)
+    key: str = Field(min_length=1, max_length=512)
+    value: str = ""
+    scope: MemoryScope = MemoryScope.AGENT
+    session_id: str | None = Field(default=None, max_length=128)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    ttl_seconds: int | None = Field(default=None, ge=1, le=10 * 365 * 86400)
+
+
+class MemoryUpdate(Input):
+    value: str | None = None
+    metadata: dict[str, Any] | None = None
+    ttl_seconds: int | None = Field(default=None, ge=1, le=10 * 365 * 86400)
+
+
+class MemoryHitOut(BaseModel):
+    score: float
+    memory: output_schema(Memory)  # type: ignore[valid-type]
+
+
+@memories.post(
+    "/api/memories",
+    status_code=201,
+    response_model=output_schema(Memory),
+    summary="Remember (create or update the memory agent/scope/key, re-embedded)",
+)
+async def remember(body: MemoryCreate, ctx: Ctx, caller: Caller) -> Response:
+    memory = await _knowledge(ctx).remember(caller, body.model_dump())
+    return json_response(record_json(memory), 201)
+
+
+@memories.get(
+    "/api/memories/search",
+    response_model=list[MemoryHitOut],
+    summary="Keyword or semantic memory search",
+)
+async def search_memories(
+    ctx: Ctx,
+    caller: Caller,
+    agent_id: Annotated[str, Query(min_length=1, max_length=128)],
+    q: Annotated[str, Query(min_length=1, max_length=10_000)],
+    mode: SearchMode = SearchMode.SEMANTIC,
+    session_id: Annotated[str | None, Query(max_length=128)] = None,
+    k: Annotated[int, Query(ge=1, le=50)] = 5,
+) -> Response:
+    hits = await _knowledge(ctx).search_memories(caller, agent_id, q, mode, session_id, k)
+    rows = [
+        b'{"score":' + json.dumps(h.score).encode() + b',"memory":' + record_json(h.memory) + b"}"
+        for h in hits
+    ]
+    body = b"[" + b",".join(rows) + b"]"
+    return json_response(body)
+
+
+@memories.patch(
+    "/api/memories/{record_id}",
+    response_model=output_schema(Memory),
+    summary="Change a memory's value (re-embedded)",
+)
+async def update_memory(
+    record_id: RecordId, body: MemoryUpdate, ctx: Ctx, caller: Caller
+) -> Response:
+    changes = body.model_dump(exclude_unset=True)
+    if "value" in changes and changes["value"] is None:
+        from tbd_agents.errors import InvalidData
+
+        raise InvalidData("value cannot be null", details={"field": "value"})
+    memory = await _knowledge(ctx).update_memory(caller, record_id, changes)
+    return json_response(record_json(memory))
+
+
+@memories.delete(
+    "/api/memories/{record_id}", status_code=204, summary="Forget a memory (row and vector)"
+)
+async def delete_memory(record_id: RecordId, ctx: Ctx, caller: Caller) -> Response:
+    await _knowledge(ctx).delete_memory(caller, record_id)
+    return Response(status_code=204)

@@ -1,0 +1,203 @@
+"""Knowledge and memory as the API uses them: built once per app from the settings.
+
+Wraps the ingestion, retrieval and memory services of `tbd_agents.knowledge` and
+`services/memory.py` with the API's access rules (a caller works only on knowledge sources and
+agents it may see) and removes vectors with their rows on every backend.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from tbd_agents.config import Settings
+from tbd_agents.domain.enums import MemoryScope
+from tbd_agents.domain.models import Agent, KnowledgeItem, KnowledgeSource, Memory
+from tbd_agents.embeddings.base import Embedder
+from tbd_agents.errors import InvalidData, NotFound
+from tbd_agents.knowledge.files import FileStore, StoredFile
+from tbd_agents.knowledge.ingest import ChunkingOptions, KnowledgeIngestion
+from tbd_agents.knowledge.retrieval import KnowledgeRetriever, RetrievedChunk
+from tbd_agents.services.access import Principal
+from tbd_agents.services.memory import MemoryHit, MemoryService, SearchMode
+from tbd_agents.services.records import Records
+from tbd_agents.storage.protocol import DocumentStore, eq
+from tbd_agents.vectors.base import KNOWLEDGE_CHUNKS, VectorStore, Where
+
+log = logging.getLogger("tbd_agents.api")
+
+
+@dataclass
+class KnowledgeServices:
+    store: DocumentStore
+    vectors: VectorStore
+    embedder: Embedder
+    files: FileStore
+    ingestion: KnowledgeIngestion
+    retriever: KnowledgeRetriever
+    memory: MemoryService
+
+    async def close(self) -> None:
+        await self.vectors.close()
+
+    # --- knowledge ------------------------------------------------------------------------
+    async def _writable_source(self, principal: Principal, source_id: str) -> KnowledgeSource:
+        principal.require_write()
+        async with self.store.unit_of_work() as repos:
+            try:
+                source: KnowledgeSource = await Records(repos, principal, KnowledgeSource).get(
+                    source_id
+                )
+            except NotFound as exc:
+                raise InvalidData(
+                    f"source_id: no knowledge_sources record {source_id!r}",
+                    details={"field": "source_id", "missing": [source_id]},
+                ) from exc
+        return source
+
+    async def add_text(self, principal: Principal, data: dict[str, Any]) -> KnowledgeItem:
+        source = await self._writable_source(principal, data["source_id"])
+        return await self.ingestion.ingest_text(
+            source.id,
+            data.get("text_content", ""),
+            title=data.get("title", ""),
+            tags=data.get("tags", []),
+            content_type=data.get("content_type", "text/plain"),
+        )
+
+    async def add_file(
+        self,
+        principal: Principal,
+        source_id: str,
+        file_name: str,
+        payload: bytes,
+        content_type: str | None,
+        title: str,
+        tags: list[str],
+    ) -> KnowledgeItem:
+        source = await self._writable_source(principal, source_id)
+        return await self.ingestion.ingest_file(
+            source.id, file_name, payload, content_type=content_type, tags=tags, title=title
+        )
+
+    async def content(
+        self, principal: Principal, item_id: str
+    ) -> tuple[KnowledgeItem, StoredFile | None]:
+        async with self.store.unit_of_work() as repos:
+            item: KnowledgeItem = await Records(repos, principal, KnowledgeItem).get(item_id)
+            stored = await self.files.bind(repos).get(item.file_id) if item.file_id else None
+        return item, stored
+
+    async def delete_item(self, principal: Principal, item_id: str) -> None:
+        async with self.store.unit_of_work() as repos:
+            await Records(repos, principal, KnowledgeItem).get(item_id)
+            principal.require_write()
+        await self.ingestion.delete_item(item_id)
+
+    async def forget_source_vectors(self, source_id: str) -> None:
+        """Chunks of a deleted source (a no-op on pgvector, where they cascade with the rows)."""
+        await self.vectors.delete_where(KNOWLEDGE_CHUNKS.name, Where((eq("source_id", source_id),)))
+
+    async def search(
+        self, principal: Principal, query: str, source_ids: list[str], tags: list[str], k: int
+    ) -> list[RetrievedChunk]:
+        async with self.store.unit_of_work() as repos:
+            records = Records(repos, principal, KnowledgeSource)
+            visible = [(await records.get(s)).id for s in source_ids]
+            if not visible and not principal.is_admin:
+                page = await records.list([], limit=200)
+                visible = [s.id for s in page.items]
+        return await self.retriever.retrieve(query, source_ids=visible, tags=tags, k=k)
+
+    # --- memory ---------------------------------------------------------------------------
+    async def _agent(self, principal: Principal, agent_id: str) -> Agent:
+        async with self.store.unit_of_work() as repos:
+            try:
+                agent: Agent = await Records(repos, principal, Agent).get(agent_id)
+            except NotFound as exc:
+                raise InvalidData(
+                    f"agent_id: no agents record {agent_id!r}",
+                    details={"field": "agent_id", "missing": [agent_id]},
+                ) from exc
+        return agent
+
+    async def remember(self, principal: Principal, data: dict[str, Any]) -> Memory:
+        principal.require_write()
+        agent = await self._agent(principal, data["agent_id"])
+        ttl = data.get("ttl_seconds")
+        return await self.memory.remember(
+            agent,
+            data["key"],
+            data.get("value", ""),
+            scope=MemoryScope(data.get("scope", MemoryScope.AGENT)),
+            session_id=data.get("session_id"),
+            ttl=timedelta(seconds=ttl) if ttl else None,
+            metadata=data.get("metadata") or {},
+        )
+
+    async def update_memory(
+        self, principal: Principal, memory_id: str, changes: dict[str, Any]
+    ) -> Memory:
+        async with self.store.unit_of_work() as repos:
+            current: Memory = await Records(repos, principal, Memory).get(memory_id)
+        data = {
+            "agent_id": current.agent_id,
+            "key": current.key,
+            "scope": current.scope,
+            "value": current.value,
+            "session_id": current.session_id,
+            "metadata": current.metadata,
+        }
+        data.update({k: v for k, v in changes.items() if k in ("value", "metadata", "ttl_seconds")})
+        return await self.remember(principal, data)
+
+    async def delete_memory(self, principal: Principal, memory_id: str) -> None:
+        principal.require_write()
+        async with self.store.unit_of_work() as repos:
+            await Records(repos, principal, Memory).get(memory_id)
+        await self.memory.delete(memory_id)
+
+    async def search_memories(
+        self,
+        principal: Principal,
+        agent_id: str,
+        query: str,
+        mode: SearchMode,
+        session_id: str | None,
+        k: int,
+    ) -> list[MemoryHit]:
+        agent = await self._agent(principal, agent_id)
+        return await self.memory.search(agent, query, session_id=session_id, k=k, mode=mode)
+
+
+async def build_knowledge_services(settings: Settings, store: DocumentStore) -> KnowledgeServices:
+    """Embedder (with its start-up fallback), vector store and file store of the settings."""
+    from tbd_agents.embeddings.factory import load_embedder
+    from tbd_agents.vectors.factory import open_vector_store
+
+    choice = await load_embedder(settings)
+    log.info("%s", choice.message)
+    vectors = open_vector_store(settings, store)
+    files: FileStore
+    engine = getattr(store, "engine", None)
+    if store.backend == "postgres" and engine is not None:
+        from tbd_agents.knowledge.files import PgFileStore
+
+        files = PgFileStore(engine)
+    else:
+        from tbd_agents.knowledge.files import GridFsFileStore
+
+        files = GridFsFileStore(getattr(store, "database"))  # noqa: B009
+    chunking = ChunkingOptions(settings.knowledge_chunk_size, settings.knowledge_chunk_overlap)
+    embedder = choice.embedder
+    return KnowledgeServices(
+        store=store,
+        vectors=vectors,
+        embedder=embedder,
+        files=files,
+        ingestion=KnowledgeIngestion(store, vectors, embedder, files, chunking),
+        retriever=KnowledgeRetriever(store, vectors, embedder),
+        memory=MemoryService(store, vectors, embedder, max_per_agent=settings.memory_max_per_agent),
+    )

@@ -1,0 +1,141 @@
+"""Knowledge items (text, multipart upload, download, search, delete) and memories over HTTP."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.api.factory import create
+
+MARKDOWN = b"# Deployment\n\nThe staging cluster runs on kiwi-7 nodes.\n\n## Rollback\n\nUse the blue slot.\n"
+
+
+async def test_upload_download_search_delete(
+    alice: httpx.AsyncClient, bob: httpx.AsyncClient
+) -> None:
+    source = await create(alice, "knowledge-sources")
+    uploaded = await alice.post(
+        "/api/knowledge-items/upload",
+        data={"source_id": source["id"], "tags": ["ops"]},
+        files={"file": ("deploy.md", MARKDOWN, "text/markdown")},
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    item = uploaded.json()
+    assert item["file_name"] == "deploy.md" and item["status"] == "indexed"
+    assert item["file_size"] == len(MARKDOWN) and "kiwi-7" in item["text_content"]
+
+    content = await alice.get(f"/api/knowledge-items/{item['id']}/content")
+    assert content.status_code == 200 and content.content == MARKDOWN
+    assert 'filename="deploy.md"' in content.headers["content-disposition"]
+    assert (await bob.get(f"/api/knowledge-items/{item['id']}/content")).status_code == 404
+    denied = await bob.post(
+        "/api/knowledge-items/upload",
+        data={"source_id": source["id"]},
+        files={"file": ("x.txt", b"x", "text/plain")},
+    )
+    assert denied.status_code == 422 and denied.json()["error"]["details"]["field"] == "source_id"
+
+    text = await alice.post(
+        "/api/knowledge-items",
+        json={
+            "source_id": source["id"],
+            "title": "notes",
+            "text_content": "Rotate the pager every Monday.",
+        },
+    )
+    assert text.status_code == 201 and text.json()["status"] == "indexed"
+    plain = await alice.get(f"/api/knowledge-items/{text.json()['id']}/content")
+    assert plain.text == "Rotate the pager every Monday."
+
+    hits = (
+        await alice.post("/api/knowledge/search", json={"query": "kiwi-7 staging cluster"})
+    ).json()
+    assert hits and hits[0]["citation"]["item_id"] == item["id"]
+    assert hits[0]["citation"]["source_id"] == source["id"]
+    assert (await bob.post("/api/knowledge/search", json={"query": "kiwi-7"})).json() == []
+    assert (
+        await bob.post(
+            "/api/knowledge/search", json={"query": "kiwi", "source_ids": [source["id"]]}
+        )
+    ).status_code == 404
+
+    assert (await bob.delete(f"/api/knowledge-items/{item['id']}")).status_code == 404
+    assert (await alice.delete(f"/api/knowledge-items/{item['id']}")).status_code == 204
+    assert (await alice.get(f"/api/knowledge-items/{item['id']}")).status_code == 404
+    after = (
+        await alice.post("/api/knowledge/search", json={"query": "kiwi-7 staging cluster"})
+    ).json()
+    assert item["id"] not in [h["citation"]["item_id"] for h in after]
+
+    assert (await alice.delete(f"/api/knowledge-sources/{source['id']}")).status_code == 204
+    assert (await alice.get(f"/api/knowledge-items/{text.json()['id']}")).status_code == 404
+    assert (await alice.post("/api/knowledge/search", json={"query": "pager Monday"})).json() == []
+
+
+async def test_upload_refuses_empty_and_unknown_source(alice: httpx.AsyncClient) -> None:
+    missing = await alice.post(
+        "/api/knowledge-items/upload",
+        data={"source_id": "nope"},
+        files={"file": ("a.txt", b"hello", "text/plain")},
+    )
+    assert missing.status_code == 422
+    source = await create(alice, "knowledge-sources")
+    empty = await alice.post(
+        "/api/knowledge-items/upload",
+        data={"source_id": source["id"]},
+        files={"file": ("a.txt", b"   ", "text/plain")},
+    )
+    assert empty.status_code == 422
+    no_file = await alice.post("/api/knowledge-items/upload", data={"source_id": source["id"]})
+    assert no_file.status_code == 422
+
+
+async def test_memories_remember_search_update_forget(
+    alice: httpx.AsyncClient, bob: httpx.AsyncClient
+) -> None:
+    agent = await create(alice, "agents")
+    first = await alice.post(
+        "/api/memories", json={"agent_id": agent["id"], "key": "favourite_colour", "value": "teal"}
+    )
+    assert first.status_code == 201, first.text
+    memory = first.json()
+    assert "embedding" not in memory
+    again = await alice.post(
+        "/api/memories", json={"agent_id": agent["id"], "key": "favourite_colour", "value": "amber"}
+    )
+    assert again.json()["id"] == memory["id"] and again.json()["value"] == "amber"
+    await alice.post(
+        "/api/memories", json={"agent_id": agent["id"], "key": "home_city", "value": "Lisbon"}
+    )
+
+    listed = (await alice.get("/api/memories", params={"agent_id": agent["id"]})).json()["items"]
+    assert {m["key"] for m in listed} == {"favourite_colour", "home_city"}
+    for mode in ("semantic", "keyword"):
+        hits = (
+            await alice.get(
+                "/api/memories/search",
+                params={"agent_id": agent["id"], "q": "Lisbon", "mode": mode},
+            )
+        ).json()
+        assert hits and hits[0]["memory"]["key"] == "home_city", mode
+
+    changed = await alice.patch(f"/api/memories/{memory['id']}", json={"value": "violet"})
+    assert changed.status_code == 200 and changed.json()["value"] == "violet"
+    assert (
+        await bob.patch(f"/api/memories/{memory['id']}", json={"value": "x"})
+    ).status_code == 404
+    assert (
+        await bob.get("/api/memories/search", params={"agent_id": agent["id"], "q": "x"})
+    ).status_code == 422
+    assert (
+        await bob.post("/api/memories", json={"agent_id": agent["id"], "key": "k"})
+    ).status_code == 422
+    assert (await bob.delete(f"/api/memories/{memory['id']}")).status_code == 404
+    assert (await alice.delete(f"/api/memories/{memory['id']}")).status_code == 204
+    assert (await alice.get(f"/api/memories/{memory['id']}")).status_code == 404
+    hits = (
+        await alice.get(
+            "/api/memories/search",
+            params={"agent_id": agent["id"], "q": "violet colour", "mode": "keyword"},
+        )
+    ).json()
+    assert memory["id"] not in [h["memory"]["id"] for h in hits]
