@@ -130,5 +130,5 @@ async def test_list_statement_count_is_independent_of_page_size(
             assert response.status_code == 200, response.text
             assert len(response.json()["items"]) == limit
             counts[limit] = len(statements)
-    assert counts[1] == counts[50], (path, counts, seen)
+    assert counts[1] == counts[50], (path, counts)
     assert counts[1] <= 3, (path, counts)
