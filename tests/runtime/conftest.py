@@ -96,7 +96,11 @@ async def db(module_db: URL) -> AsyncIterator[AsyncEngine]:
 
 
 async def make_workflow(
-    engine: AsyncEngine, *, webhook_url: str | None = None, error_webhook_url: str | None = None
+    engine: AsyncEngine,
+    *,
+    webhook_url: str | None = None,
+    error_webhook_url: str | None = None,
+    owner: str | None = None,
 ) -> str:
     """Insert an agent and a workflow of it; return the workflow id."""
     agent_id, workflow_id = str(uuid.uuid4()), str(uuid.uuid4())
@@ -109,6 +113,7 @@ async def make_workflow(
                 name="runtime test workflow",
                 webhook_url=webhook_url,
                 error_webhook_url=error_webhook_url,
+                github_user=owner,
             )
         )
     return workflow_id

@@ -14,30 +14,26 @@ from datetime import datetime
 from pathlib import Path
 
 from tbd_agents.config import load_settings
-from tbd_agents.runtime.service import Runtime
-from tbd_agents.storage.postgres.engine import create_engine
+from tbd_agents.runtime.service import process_runtime
 
 
 async def main(directory: Path, name: str) -> None:
-    settings = load_settings()
-    engine = create_engine(settings.postgres_url(), application_name=f"sched-{name}", pool_size=4)
-    runtime = await Runtime.open(settings, engine, role=f"scheduler-{name}")
-    await runtime.start()
-    scheduler = runtime.scheduler()
-    clock, ack, stop = directory / "clock", directory / f"ack-{name}", directory / "stop"
-    seen = ""
-    try:
-        while not stop.exists():
-            text = clock.read_text().strip() if clock.exists() else ""
-            if text and text != seen:
-                step, _, instant = text.partition("|")
-                await scheduler.tick(datetime.fromisoformat(instant))
-                seen = text
-                ack.write_text(step)
-            await asyncio.sleep(0.005)
-    finally:
-        await runtime.aclose(drain_seconds=5)
-        await engine.dispose()
+    async with process_runtime(load_settings(), f"scheduler-{name}") as runtime:
+        await runtime.start()
+        scheduler = runtime.scheduler()
+        clock, ack, stop = directory / "clock", directory / f"ack-{name}", directory / "stop"
+        seen = ""
+        try:
+            while not stop.exists():
+                text = clock.read_text().strip() if clock.exists() else ""
+                if text and text != seen:
+                    step, _, instant = text.partition("|")
+                    await scheduler.tick(datetime.fromisoformat(instant))
+                    seen = text
+                    ack.write_text(step)
+                await asyncio.sleep(0.005)
+        finally:
+            await runtime.aclose(drain_seconds=5)
 
 
 if __name__ == "__main__":

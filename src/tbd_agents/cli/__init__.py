@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from tbd_agents.cli import db, keys, migrate, serve, tokens, vectors
+from tbd_agents.cli import runtime as runtime_cli
 
 app = typer.Typer(
     name="tbd-agents",
@@ -20,5 +21,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(migrate.app, name="migrate")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(vectors.app, name="vectors")
+app.command(name="worker")(runtime_cli.worker)
+app.command(name="scheduler")(runtime_cli.scheduler)
 
 __all__ = ["app"]

@@ -87,20 +87,9 @@ def worker(
 
 
 async def _scheduler(config: Settings) -> None:
-    from tbd_agents.runtime.service import Runtime
-    from tbd_agents.storage.postgres.engine import create_engine
-    from tbd_agents.storage.postgres.migrate import prepare_database
+    from tbd_agents.runtime.service import process_runtime
 
-    prepared = await prepare_database(config)
-    engine = create_engine(
-        prepared.url,
-        application_name=f"{config.application_name}-scheduler",
-        pool_size=config.postgres_pool_size,
-        max_overflow=config.postgres_max_overflow,
-        connect_timeout=config.postgres_connect_timeout,
-    )
-    try:
-        runtime = await Runtime.open(config, engine, role="scheduler")
+    async with process_runtime(config, "scheduler") as runtime:
         where = "Celery workers" if runtime.distributed else "this process (no REDIS_URL)"
         typer.echo(
             f"Scheduler {runtime.worker_id}: polling every {config.scheduler_poll_seconds:g} s; "
@@ -115,9 +104,6 @@ async def _scheduler(config: Settings) -> None:
         await stop.wait()
         typer.echo("Scheduler stopping: letting runs in progress finish…", err=True)
         await runtime.aclose(drain_seconds=config.run_lease_seconds)
-    finally:
-        await engine.dispose()
-        await prepared.aclose()
 
 
 @app.command()

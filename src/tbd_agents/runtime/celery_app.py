@@ -94,8 +94,7 @@ class WorkerState:
         self.thread.daemon = True
         self.thread.start()
         self.runtime: Any = None
-        self._prepared: Any = None
-        self._engine: Any = None
+        self._context: Any = None
         self.call(self._open())
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -103,19 +102,10 @@ class WorkerState:
         return future.result()
 
     async def _open(self) -> None:
-        from tbd_agents.runtime.service import Runtime
-        from tbd_agents.storage.postgres.engine import create_engine
-        from tbd_agents.storage.postgres.migrate import prepare_database
+        from tbd_agents.runtime.service import process_runtime
 
-        self._prepared = await prepare_database(self.settings)
-        self._engine = create_engine(
-            self._prepared.url,
-            application_name=f"{self.settings.application_name}-worker",
-            pool_size=self.settings.postgres_pool_size,
-            max_overflow=self.settings.postgres_max_overflow,
-            connect_timeout=self.settings.postgres_connect_timeout,
-        )
-        self.runtime = await Runtime.open(self.settings, self._engine, role="worker")
+        self._context = process_runtime(self.settings, "worker")
+        self.runtime = await self._context.__aenter__()
         await self.runtime.services()  # build the executor now: a bad RUN_EXECUTOR fails start-up
         await self.runtime.start()
 
@@ -126,10 +116,8 @@ class WorkerState:
     async def _close(self) -> None:
         if self.runtime is not None:
             await self.runtime.aclose(drain_seconds=0)
-        if self._engine is not None:
-            await self._engine.dispose()
-        if self._prepared is not None:
-            await self._prepared.aclose()
+        if self._context is not None:
+            await self._context.__aexit__(None, None, None)
 
     def close(self) -> None:
         try:

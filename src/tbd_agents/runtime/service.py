@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -31,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tbd_agents.config import Settings
 from tbd_agents.domain.enums import TaskTrigger
 from tbd_agents.domain.models import TaskExecution
+from tbd_agents.errors import ConfigurationError
 from tbd_agents.runtime import leases
 from tbd_agents.runtime.bus import EventBus, InProcessBus, RedisBus
 from tbd_agents.runtime.contracts import EventSink, HaltSignal, RunOutcome
@@ -264,3 +266,28 @@ class _NoExecutor:
 
     async def aclose(self) -> None:
         return None
+
+
+@asynccontextmanager
+async def process_runtime(settings: Settings, role: str) -> AsyncIterator[Runtime]:
+    """The runtime of a worker or scheduler process: the configured database prepared (embedded
+    server started, or an external one checked to be at head), the document store opened on it,
+    and everything closed again when the block ends."""
+    from tbd_agents.storage.factory import open_store
+    from tbd_agents.storage.postgres.migrate import prepare_database
+
+    named = settings.model_copy(update={"application_name": f"{settings.application_name}-{role}"})
+    prepared = await prepare_database(named)
+    try:
+        store = await open_store(named, url=prepared.url)
+        try:
+            engine = getattr(store, "engine", None)
+            if not isinstance(engine, AsyncEngine):
+                raise ConfigurationError(
+                    "runs, schedules and webhooks need the PostgreSQL store (DB_BACKEND=postgres)"
+                )
+            yield await Runtime.open(named, engine, role=role, store=store)
+        finally:
+            await store.close()
+    finally:
+        await prepared.aclose()

@@ -1,0 +1,276 @@
+"""HTTP endpoints of the runtime: start, follow (SSE), halt, webhook log, schedule history.
+
+The router carries its own lifespan: when the app starts it builds the process's `Runtime` (on
+the app's PostgreSQL store), starts its upkeep loop — and, with no REDIS_URL, the scheduler, so
+the embedded default runs everything in one process — and closes it on shutdown. The runtime is
+also published as `ctx.services["runtime"]` for other routers (workflow prompts, chat).
+
+Authorisation follows the parent workflow: a caller sees the runs, events and deliveries of the
+workflows it owns (admins: all); starting, halting and rotating secrets need a writable key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Header, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from tbd_agents.api.crud import ERRORS
+from tbd_agents.api.deps import ApiContext, Caller, Ctx
+from tbd_agents.domain.models import ScheduledAgent, TaskExecution, Workflow
+from tbd_agents.errors import ConfigurationError, InvalidData
+from tbd_agents.runtime.events import RunEvent
+from tbd_agents.runtime.scheduler import schedule_history
+from tbd_agents.runtime.service import Runtime
+from tbd_agents.services.access import Principal, ensure_visible
+from tbd_agents.storage.postgres.engine import create_engine
+
+KEEPALIVE_SECONDS = 15.0
+
+
+def _require_postgres(ctx: ApiContext) -> Any:
+    url = getattr(ctx.store, "url", None)
+    if ctx.store.backend != "postgres" or url is None:
+        raise ConfigurationError(
+            "runs, schedules and webhooks need the PostgreSQL store (DB_BACKEND=postgres)"
+        )
+    return url
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    ctx: ApiContext = app.state.ctx
+    if ctx.store.backend != "postgres":
+        yield  # the runtime needs PostgreSQL; its endpoints answer with the reason
+        return
+    settings = ctx.settings
+    # Its own small pool: background upkeep never competes with requests for connections.
+    engine = create_engine(
+        _require_postgres(ctx),
+        application_name=f"{settings.application_name}-runtime",
+        pool_size=4,
+        max_overflow=4,
+        connect_timeout=settings.postgres_connect_timeout,
+    )
+    try:
+        runtime = await Runtime.open(
+            settings, engine, role="api", cipher=ctx.cipher(), store=ctx.store
+        )
+        await runtime.start(scheduler=not runtime.distributed)
+        ctx.services["runtime"] = runtime
+        try:
+            yield
+        finally:
+            ctx.services.pop("runtime", None)
+            await runtime.aclose(drain_seconds=settings.run_lease_seconds)
+    finally:
+        await engine.dispose()
+
+
+router = APIRouter(tags=["runs"], lifespan=lifespan, responses=ERRORS)
+
+
+def runtime_of(ctx: ApiContext) -> Runtime:
+    runtime = ctx.services.get("runtime")
+    if not isinstance(runtime, Runtime):
+        _require_postgres(ctx)  # raises the reason
+        raise ConfigurationError("the runtime is not running in this process")
+    return runtime
+
+
+async def _workflow(ctx: ApiContext, caller: Principal, workflow_id: str) -> Workflow:
+    async with ctx.store.unit_of_work() as repos:
+        workflow: Workflow = await repos.workflows.get(workflow_id)
+    ensure_visible(workflow, caller)
+    return workflow
+
+
+async def _task(ctx: ApiContext, caller: Principal, task_id: str) -> TaskExecution:
+    async with ctx.store.unit_of_work() as repos:
+        task: TaskExecution = await repos.task_executions.get(task_id)
+        workflow: Workflow = await repos.workflows.get(task.workflow_id)
+    ensure_visible(workflow, caller)
+    return task
+
+
+class RunIn(BaseModel):
+    prompt: str = Field(min_length=1, max_length=200_000)
+
+
+@router.post("/api/workflows/{workflow_id}/runs", status_code=202, summary="Start a run")
+async def start_run(workflow_id: str, body: RunIn, ctx: Ctx, caller: Caller) -> TaskExecution:
+    """Queue a run of the workflow with `prompt`; follow it at `/api/tasks/{id}/events`."""
+    caller.require_write()
+    await _workflow(ctx, caller, workflow_id)
+    return await runtime_of(ctx).start_run(workflow_id, body.prompt)
+
+
+def _sse(event: RunEvent) -> bytes:
+    data = json.dumps(event.data, ensure_ascii=False, separators=(",", ":"), default=str)
+    return f"id: {event.seq}\nevent: {event.type}\ndata: {data}\n\n".encode()
+
+
+async def _stream(events: AsyncIterator[RunEvent]) -> AsyncIterator[bytes]:
+    pending: asyncio.Future[RunEvent] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(events))
+            done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE_SECONDS)
+            if not done:
+                yield b": keepalive\n\n"
+                continue
+            try:
+                event = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = None
+            yield _sse(event)
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _last_event_id(header: str | None, query: int | None) -> int:
+    if query is not None:
+        return query
+    if header is None or not header.strip():
+        return 0
+    try:
+        value = int(header.strip())
+    except ValueError:
+        raise InvalidData(f"Last-Event-ID must be an event number, got {header!r}") from None
+    if value < 0:
+        raise InvalidData("Last-Event-ID must not be negative")
+    return value
+
+
+@router.get(
+    "/api/tasks/{task_id}/events",
+    summary="Follow a run's events (Server-Sent Events)",
+    response_class=StreamingResponse,
+)
+async def task_events(
+    task_id: str,
+    request: Request,
+    ctx: Ctx,
+    caller: Caller,
+    last_event_id: Annotated[
+        int | None, Query(ge=0, description="Resume after this event (as Last-Event-ID).")
+    ] = None,
+    last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamingResponse:
+    """Every event of the run after `Last-Event-ID` (stored ones first, then live ones), each
+    with `id:` = its number; the stream ends after the run's final `status` event."""
+    await _task(ctx, caller, task_id)
+    after = _last_event_id(last_event_id_header, last_event_id)
+    events = runtime_of(ctx).follow(task_id, after)
+    return StreamingResponse(
+        _stream(events),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.post("/api/tasks/{task_id}/halt", summary="Halt a run, wherever it executes")
+async def halt_task(task_id: str, ctx: Ctx, caller: Caller) -> dict[str, str]:
+    caller.require_write()
+    await _task(ctx, caller, task_id)
+    result = await runtime_of(ctx).halt(task_id, requested_by=caller.identity)
+    return {"task_id": task_id, "result": result.value}
+
+
+class AttemptOut(BaseModel):
+    attempt: int
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+
+
+class DeliveryOut(BaseModel):
+    id: str
+    task_id: str
+    workflow_id: str
+    event: str
+    url: str
+    status: str
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    log: list[AttemptOut]
+
+
+def _deliveries(items: list[Any]) -> list[DeliveryOut]:
+    return [DeliveryOut.model_validate(asdict(d)) for d in items]
+
+
+@router.get("/api/workflows/{workflow_id}/webhook-deliveries", summary="Webhook delivery log")
+async def workflow_deliveries(
+    workflow_id: str,
+    ctx: Ctx,
+    caller: Caller,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> list[DeliveryOut]:
+    await _workflow(ctx, caller, workflow_id)
+    found = await runtime_of(ctx).webhooks.list_deliveries(workflow_id=workflow_id, limit=limit)
+    return _deliveries(found)
+
+
+@router.get("/api/tasks/{task_id}/webhook-deliveries", summary="Webhook deliveries of a run")
+async def task_deliveries(task_id: str, ctx: Ctx, caller: Caller) -> list[DeliveryOut]:
+    await _task(ctx, caller, task_id)
+    return _deliveries(await runtime_of(ctx).webhooks.list_deliveries(task_id=task_id))
+
+
+@router.post(
+    "/api/workflows/{workflow_id}/webhook-secret",
+    summary="Show (or rotate) the workflow's webhook signing secret",
+)
+async def webhook_secret(
+    workflow_id: str,
+    ctx: Ctx,
+    caller: Caller,
+    rotate: Annotated[bool, Query(description="Replace the secret with a new one.")] = False,
+) -> dict[str, str]:
+    """The HMAC-SHA256 secret receivers use to check `X-TBD-Signature` (created on first use)."""
+    caller.require_write()
+    await _workflow(ctx, caller, workflow_id)
+    secret = await runtime_of(ctx).webhooks.secret(workflow_id, rotate=rotate)
+    return {"workflow_id": workflow_id, "secret": secret, "header": "X-TBD-Signature"}
+
+
+class OccurrenceOut(BaseModel):
+    occurrence_at: Any
+    outcome: str
+    missed: int
+    task_id: str | None
+    task_status: str | None
+    claimed_by: str
+
+
+@router.get("/api/scheduled-agents/{schedule_id}/history", summary="Run history of a schedule")
+async def history(
+    schedule_id: str,
+    ctx: Ctx,
+    caller: Caller,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> list[OccurrenceOut]:
+    """Claimed occurrences, newest first: fired (with the run's status) or skipped, and why."""
+    async with ctx.store.unit_of_work() as repos:
+        schedule: ScheduledAgent = await repos.scheduled_agents.get(schedule_id)
+    ensure_visible(schedule, caller)
+    found = await schedule_history(runtime_of(ctx).db, schedule_id, limit=limit)
+    return [OccurrenceOut.model_validate(asdict(o)) for o in found]
