@@ -8,13 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from tbd_agents.errors import TbdError
+from tbd_agents.errors import UpstreamError
 
 
-class EmbeddingError(TbdError):
+class EmbeddingError(UpstreamError):
     """The embedding model or endpoint failed (unreachable, refused, or returned nonsense)."""
 
-    http_status = 502
     code = "embedding_failed"
 
 
