@@ -44,6 +44,8 @@ class Progress:
 
 @dataclass
 class BatchOutcome:
+    #: Source position after this batch (documents dealt with so far, including earlier runs).
+    position: int = 0
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
@@ -117,6 +119,7 @@ class TableLoader:
                 len(indices) - outcome.inserted - outcome.updated - len(outcome.rejected)
             )
             progress.position += batch.read
+            outcome.position = progress.position
             progress.inserted += outcome.inserted
             progress.updated += outcome.updated
             progress.unchanged += outcome.unchanged

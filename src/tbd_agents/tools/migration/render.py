@@ -76,7 +76,7 @@ class RichReporter:
         self.progress.advance(self._tasks[result.name], batch.read)
         if not self.verbose:
             return
-        position = result.resumed_from + result.read
+        position = result.resumed_from + result.read if outcome is None else outcome.position
         if outcome is None:
             line = (
                 f"{result.name}: batch of {batch.read} (up to #{position}): {len(batch.records)} "

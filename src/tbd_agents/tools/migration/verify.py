@@ -94,6 +94,12 @@ class Verifier:
     ) -> VerifyResult:
         names = wanted_collections(collections)
         await check_source(self.source, names, allow_empty)
+        await self.conn.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {_SRC} (id text, digest bytea, parent text);"
+            f"CREATE TEMP TABLE IF NOT EXISTS {_TGT} (id text, digest bytea);"
+            f"CREATE INDEX IF NOT EXISTS {_SRC}_id ON {_SRC} (id);"
+            f"CREATE INDEX IF NOT EXISTS {_TGT}_id ON {_TGT} (id)"
+        )
         present = await self.source.collections()
         result = VerifyResult()
         for name in names:
@@ -102,11 +108,7 @@ class Verifier:
 
     async def _collection(self, spec: CollectionSpec, present: bool) -> CollectionCheck:
         check = CollectionCheck(name=spec.name)
-        await self.conn.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {_SRC} (id text, digest bytea, parent text);"
-            f"CREATE TEMP TABLE IF NOT EXISTS {_TGT} (id text, digest bytea);"
-            f"TRUNCATE {_SRC}, {_TGT}"
-        )
+        await self.conn.execute(f"TRUNCATE {_SRC}, {_TGT}")
         if present:
             await self._load_source(spec, check)
         await self._load_target(spec, check)
@@ -147,7 +149,7 @@ class Verifier:
             )
             if orphans:
                 check.excluded["orphan"] += orphans
-        await self.conn.execute(f"CREATE INDEX ON {_SRC} (id); ANALYZE {_SRC}")
+        await self.conn.execute(f"ANALYZE {_SRC}")
 
     async def _load_target(self, spec: CollectionSpec, check: CollectionCheck) -> None:
         columns = ", ".join(f'"{c}"' for c in spec.columns)
@@ -163,7 +165,7 @@ class Verifier:
             if batch:
                 await self._copy_target(spec, batch)
         check.target_rows = await self.conn.fetchval(f"SELECT count(*) FROM {_TGT}")
-        await self.conn.execute(f"CREATE INDEX ON {_TGT} (id); ANALYZE {_TGT}")
+        await self.conn.execute(f"ANALYZE {_TGT}")
 
     async def _copy_target(self, spec: CollectionSpec, batch: list[asyncpg.Record]) -> None:
         records = await asyncio.to_thread(
@@ -172,17 +174,25 @@ class Verifier:
         await self.conn.copy_records_to_table(_TGT, records=records)
 
     async def _compare(self, spec: CollectionSpec, check: CollectionCheck) -> None:
-        check.expected = await self.conn.fetchval(f"SELECT count(*) FROM {_SRC}")
-        check.duplicate_ids = await self.conn.fetchval(
-            f"SELECT count(*) FROM (SELECT id FROM {_SRC} GROUP BY id HAVING count(*) > 1) d"
-        )
-        missing = f"FROM {_SRC} s WHERE NOT EXISTS (SELECT 1 FROM {_TGT} t WHERE t.id = s.id)"
-        extra = f"FROM {_TGT} t WHERE NOT EXISTS (SELECT 1 FROM {_SRC} s WHERE s.id = t.id)"
-        differing = f"FROM {_SRC} s JOIN {_TGT} t USING (id) WHERE s.digest <> t.digest"
-        for attr, sql in (("missing", missing), ("extra", extra), ("differing", differing)):
-            setattr(check, attr, await self.conn.fetchval(f"SELECT count(*) {sql}"))
-            ids = await self.conn.fetch(f"SELECT id {sql} ORDER BY id LIMIT {int(self.show)}")
-            setattr(check, f"{attr}_ids", [r["id"] for r in ids])
+        """Counts and first ids of missing, extra and differing rows (one round trip)."""
+        sets = {
+            "missing": f"FROM {_SRC} s WHERE NOT EXISTS (SELECT 1 FROM {_TGT} t WHERE t.id = s.id)",
+            "extra": f"FROM {_TGT} t WHERE NOT EXISTS (SELECT 1 FROM {_SRC} s WHERE s.id = t.id)",
+            "differing": f"FROM {_SRC} s JOIN {_TGT} t USING (id) WHERE s.digest <> t.digest",
+        }
+        parts = [
+            f"(SELECT count(*) FROM {_SRC}) AS expected",
+            f"(SELECT count(*) FROM (SELECT id FROM {_SRC} GROUP BY id HAVING count(*) > 1) d) AS duplicate_ids",
+        ]
+        for name, rows in sets.items():
+            parts.append(f"(SELECT count(*) {rows}) AS {name}")
+            parts.append(
+                f"(SELECT coalesce(array_agg(id ORDER BY id), '{{}}') FROM "
+                f"(SELECT id {rows} ORDER BY id LIMIT {int(self.show)}) x) AS {name}_ids"
+            )
+        found = await self.conn.fetchrow("SELECT " + ", ".join(parts))
+        for key, value in found.items():
+            setattr(check, key, list(value) if isinstance(value, list) else value)
 
     async def _source_rows(self, spec: CollectionSpec, wanted: set[str]) -> dict[str, Row]:
         """The converted rows of the documents with ids in `wanted` (one more source pass)."""
