@@ -23,7 +23,7 @@ from tbd_agents.storage.postgres.engine import libpq_url
 from tbd_agents.tools.migration.report import read_report
 from tests.integration.test_migration import MIGRATE, VERIFY, run_script
 from tests.support import pg
-from tests.support.dumps import DB, edge_case_dataset, write_dump
+from tests.support.dumps import DB, checksums, edge_case_dataset, write_dump
 
 MESSAGES = 40_000
 
@@ -120,21 +120,9 @@ async def test_killed_run_resumes_after_the_last_committed_batch(
 
 
 async def _fingerprint(url: URL) -> dict[str, tuple[int, str]]:
-    """Row count and checksum (rows and their xmin) of every table of the database."""
     conn = await asyncpg.connect(libpq_url(url))
     try:
-        tables = [
-            r["tablename"]
-            for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-        ]
-        out = {}
-        for table in tables:
-            row = await conn.fetchrow(
-                f"SELECT count(*) AS n, md5(coalesce(string_agg(t::text || xmin::text, ',' ORDER BY t::text), '')) AS h "
-                f'FROM "{table}" t'
-            )
-            out[table] = (row["n"], row["h"])
-        return out
+        return await checksums(conn, with_xmin=True)
     finally:
         await conn.close()
 

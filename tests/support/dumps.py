@@ -614,3 +614,20 @@ async def snapshot(conn: Any, tables: Iterable[str]) -> dict[str, dict[str, tupl
         )
         out[table] = {r["id"]: (r["x"], r["h"]) for r in rows}
     return out
+
+
+async def checksums(conn: Any, *, with_xmin: bool = False) -> dict[str, tuple[int, str]]:
+    """Row count and checksum of every table of the `public` schema (with `with_xmin`, the
+    checksum also changes when a row is rewritten with the same content)."""
+    tables = [
+        r["tablename"]
+        for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    ]
+    text = "t::text || xmin::text" if with_xmin else "t::text"
+    out: dict[str, tuple[int, str]] = {}
+    for table in sorted(tables):
+        row = await conn.fetchrow(
+            f"SELECT count(*) AS n, md5(coalesce(string_agg({text}, ',' ORDER BY {text}), '')) AS h FROM \"{table}\" t"
+        )
+        out[table] = (row["n"], row["h"])
+    return out

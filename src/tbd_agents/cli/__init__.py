@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tbd_agents.cli import db, keys, migrate, serve, tokens, vectors
+from tbd_agents.cli import backup, db, keys, migrate, serve, tokens, vectors
 from tbd_agents.cli import runtime as runtime_cli
 
 app = typer.Typer(
@@ -16,6 +16,8 @@ app = typer.Typer(
 )
 
 app.add_typer(db.app, name="db")
+db.app.command()(backup.backup)
+db.app.command()(backup.restore)
 app.command(help="Run the API server (embedded PostgreSQL unless POSTGRES_URI is set).")(serve.serve)
 app.add_typer(keys.app, name="keys")
 app.add_typer(migrate.app, name="migrate")
