@@ -279,7 +279,13 @@ async def test_three_scheduler_processes_fire_each_occurrence_exactly_once(
             await asyncio.to_thread(_wait_acks, tmp_path, names, step, procs)
 
         async with db.connect() as conn:
-            rows = (await conn.execute(select(schedule_occurrences))).all()
+            rows = (
+                await conn.execute(
+                    select(schedule_occurrences).where(
+                        schedule_occurrences.c.scheduled_agent_id.in_(list(ids.values()))
+                    )
+                )
+            ).all()
         by_schedule: dict[str, list[Any]] = {}
         for row in rows:
             by_schedule.setdefault(row.scheduled_agent_id, []).append(row)
