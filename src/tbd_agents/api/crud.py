@@ -108,7 +108,7 @@ def _list_endpoint(
         wanted = [*paging.filters, *owner_filter(model, principal, owner)]
         wanted += [f for lf in filters if (f := lf.to_filter(params.get(lf.param))) is not None]
         async with ctx.store.unit_of_work() as repos:
-            service = records_for(model, repos, principal, ctx.cipher())
+            service = records_for(model, repos, principal, ctx.cipher)
             page = await service.list(wanted, limit=paging.limit, cursor=paging.cursor, sort=sort)
         return json_response(page_json(model, page.items, page.next_cursor))
 
@@ -154,7 +154,7 @@ def crud_router(
     @router.get("/{record_id}", response_model=Out, summary=f"Get one of {model.collection}")
     async def get_record(record_id: RecordId, ctx: Ctx, caller: Caller) -> Response:
         async with ctx.store.unit_of_work() as repos:
-            record = await records_for(model, repos, caller, ctx.cipher()).get(record_id)
+            record = await records_for(model, repos, caller, ctx.cipher).get(record_id)
         return json_response(record_json(record))
 
     if creatable:
@@ -162,7 +162,7 @@ def crud_router(
 
         async def create_record(ctx: Ctx, caller: Caller, body: Any) -> Response:
             async with ctx.store.unit_of_work() as repos:
-                service = records_for(model, repos, caller, ctx.cipher())
+                service = records_for(model, repos, caller, ctx.cipher)
                 record = await service.create(body.model_dump(exclude_unset=False))
             return json_response(record_json(record), 201)
 
@@ -183,7 +183,7 @@ def crud_router(
             record_id: RecordId, ctx: Ctx, caller: Caller, body: Any
         ) -> Response:
             async with ctx.store.unit_of_work() as repos:
-                service = records_for(model, repos, caller, ctx.cipher())
+                service = records_for(model, repos, caller, ctx.cipher)
                 record = await service.update(record_id, body.model_dump(exclude_unset=True))
             return json_response(record_json(record))
 
@@ -201,7 +201,7 @@ def crud_router(
         @router.delete("/{record_id}", status_code=204, summary=f"Delete one of {model.collection}")
         async def delete_record(record_id: RecordId, ctx: Ctx, caller: Caller) -> Response:
             async with ctx.store.unit_of_work() as repos:
-                await records_for(model, repos, caller, ctx.cipher()).delete(record_id)
+                await records_for(model, repos, caller, ctx.cipher).delete(record_id)
             return Response(status_code=204)
 
     return router

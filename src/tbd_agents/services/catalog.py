@@ -3,7 +3,7 @@ generic `Records`: connection strings with passwords moved into tokens, chat mes
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from tbd_agents.domain.models import (
@@ -40,7 +40,11 @@ class SecretAwareRecords(Records[E]):
     """Records whose connection configs are scrubbed of passwords before they are stored."""
 
     def __init__(
-        self, repos: Repositories, principal: Principal, model: type[E], cipher: TokenCipher
+        self,
+        repos: Repositories,
+        principal: Principal,
+        model: type[E],
+        cipher: Callable[[], TokenCipher],
     ) -> None:
         super().__init__(repos, principal, model)
         self.tokens = TokenRecords(repos, principal, cipher)
@@ -98,9 +102,10 @@ class ChatMessages(Records[ChatMessage]):
 
 
 def records_for(
-    model: type[E], repos: Repositories, principal: Principal, cipher: TokenCipher
+    model: type[E], repos: Repositories, principal: Principal, cipher: Callable[[], TokenCipher]
 ) -> Records[Any]:
-    """The service object for `model` within one unit of work."""
+    """The service object for `model` within one unit of work (`cipher` is called only when a
+    token value is encrypted)."""
     if model is Token:
         return TokenRecords(repos, principal, cipher)
     if model in SECRET_FIELDS:

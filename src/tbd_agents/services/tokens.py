@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,9 +31,15 @@ _URL_WITH_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:[^/\s@]+
 class TokenRecords(Records[Token]):
     """Token CRUD with encryption of the write-only `value`."""
 
-    def __init__(self, repos: Repositories, principal: Principal, cipher: TokenCipher) -> None:
+    def __init__(
+        self, repos: Repositories, principal: Principal, cipher: Callable[[], TokenCipher]
+    ) -> None:
         super().__init__(repos, principal, Token)
-        self.cipher = cipher
+        self._cipher = cipher  # looked up only when a value is encrypted
+
+    @property
+    def cipher(self) -> TokenCipher:
+        return self._cipher()
 
     async def create(self, data: Mapping[str, Any]) -> Token:
         values = dict(data)

@@ -126,7 +126,7 @@ async def delete_item(record_id: RecordId, ctx: Ctx, caller: Caller) -> Response
 )
 async def delete_source(record_id: RecordId, ctx: Ctx, caller: Caller) -> Response:
     async with ctx.store.unit_of_work() as repos:
-        await records_for(KnowledgeSource, repos, caller, ctx.cipher()).delete(record_id)
+        await records_for(KnowledgeSource, repos, caller, ctx.cipher).delete(record_id)
     knowledge = ctx.services.get("knowledge")
     if isinstance(knowledge, KnowledgeServices):
         await knowledge.forget_source_vectors(record_id)
