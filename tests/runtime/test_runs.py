@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tbd_agents.domain.enums import TaskStatus
+from tbd_agents.domain.enums import TaskStatus, TaskTrigger
 from tbd_agents.errors import Conflict
 from tbd_agents.runtime import leases
 from tbd_agents.runtime.events import RunEvent
@@ -60,8 +61,9 @@ async def harness(
         config = runtime_settings(module_db)
     runtime = await Runtime.open(config, db, role="api")
     await runtime.start()
-    yield Harness(runtime, db, request.param)
-    await runtime.aclose(drain_seconds=5)
+    harness = Harness(runtime, db, request.param)
+    yield harness
+    await harness.runtime.aclose(drain_seconds=5)
 
 
 async def collect(
@@ -204,3 +206,27 @@ async def test_a_run_whose_worker_vanished_is_failed_by_the_reaper(harness: Harn
     assert (
         stored.error is not None and "worker@gone:1:abc stopped renewing its lease" in stored.error
     )
+
+
+async def test_a_scheduled_run_never_dispatched_is_picked_up(harness: Harness) -> None:
+    workflow = await make_workflow(harness.db)
+    async with harness.db.begin() as conn:
+        schedule_id = str(uuid.uuid4())
+        await conn.execute(
+            insert(TABLES["scheduled_agents"]).values(
+                id=schedule_id, workflow_id=workflow, enabled=False
+            )
+        )
+        task = await create_pending_run(
+            conn, workflow, "emit:1", trigger=TaskTrigger.SCHEDULE, scheduled_agent_id=schedule_id
+        )
+        await conn.execute(  # its scheduler died before dispatching it, two minutes ago
+            update(tasks)
+            .where(tasks.c.id == task.id)
+            .values(created_at=func.now() - timedelta(minutes=2))
+        )
+    await harness.runtime.aclose(drain_seconds=1)  # restart: the first upkeep round sweeps
+    harness.runtime = await Runtime.open(harness.runtime.settings, harness.db, role="api")
+    await harness.runtime.start()
+    events = await collect(harness.runtime, task.id)
+    assert events[-1].data["status"] == "completed"

@@ -180,3 +180,22 @@ async def load(engine: AsyncEngine, task_id: str) -> TaskExecution | None:
     async with engine.connect() as conn:
         row = (await conn.execute(select(tasks).where(tasks.c.id == task_id))).one_or_none()
     return task_from_row(row) if row is not None else None
+
+
+async def orphaned_pending(
+    engine: AsyncEngine, older_than_seconds: float, limit: int = 100
+) -> list[str]:
+    """Scheduled runs that no backend took: pending, created by a scheduler more than
+    `older_than_seconds` ago and never handed to Celery (the scheduler died between its commit
+    and the dispatch). Dispatching them again is safe: only one process can claim a run."""
+    stmt = (
+        select(tasks.c.id)
+        .where(tasks.c.status == TaskStatus.PENDING.value)
+        .where(tasks.c.celery_task_id.is_(None))
+        .where(tasks.c.scheduled_agent_id.is_not(None))
+        .where(tasks.c.created_at < func.now() - timedelta(seconds=older_than_seconds))
+        .order_by(tasks.c.created_at)
+        .limit(limit)
+    )
+    async with engine.connect() as conn:
+        return list((await conn.execute(stmt)).scalars())

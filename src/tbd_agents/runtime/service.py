@@ -48,6 +48,9 @@ _log = logging.getLogger(__name__)
 
 MAINTENANCE_SECONDS = 1.0
 PURGE_EVERY = timedelta(hours=1)
+ORPHAN_SWEEP_EVERY = timedelta(seconds=30)
+#: A scheduled run still pending this long after its creation, never dispatched, is dispatched.
+ORPHAN_AFTER_SECONDS = 60.0
 
 
 class RunBackend(Protocol):
@@ -217,7 +220,7 @@ class Runtime:
 
     async def _maintenance_loop(self) -> None:
         reap_every = max(self.settings.run_lease_seconds / 3.0, MAINTENANCE_SECONDS)
-        last_reap = last_purge = datetime.min.replace(tzinfo=UTC)
+        last_reap = last_purge = last_sweep = datetime.min.replace(tzinfo=UTC)
         while not self._stop.is_set():
             now = datetime.now(UTC)
             try:
@@ -225,6 +228,11 @@ class Runtime:
                     await reap(await self._maintenance_services())
                     last_reap = now
                 await self.webhooks.deliver_due()
+                if now - last_sweep >= ORPHAN_SWEEP_EVERY:
+                    for task_id in await leases.orphaned_pending(self.db, ORPHAN_AFTER_SECONDS):
+                        _log.warning("run %s was never dispatched; dispatching it now", task_id)
+                        await self.dispatch(task_id)
+                    last_sweep = now
                 if now - last_purge >= PURGE_EVERY:
                     cutoff = now - timedelta(days=self.settings.run_event_retention_days)
                     purged = await self.events.purge(cutoff)
