@@ -27,6 +27,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from tbd_agents.domain.auth import ApiKey
 from tbd_agents.domain.models import ENTITIES, ENTITY_BY_COLLECTION, Entity
 from tbd_agents.domain.types import utcnow
 from tbd_agents.errors import DuplicateKey, InvalidData, NotFound, UnsupportedQuery
@@ -309,6 +310,10 @@ def _key_filters(record: Entity, key: Sequence[str]) -> builtins.list[Filter]:
     return [eq(field, getattr(record, field)) for field in key]
 
 
+#: Entities stored beside the 15 collections (their indexes are created by `open()` too).
+EXTRA_ENTITIES: tuple[type[Entity], ...] = (ApiKey,)
+
+
 class MongoRepositories:
     """The 15 repositories of one unit of work (no transaction: see the module docstring)."""
 
@@ -329,6 +334,7 @@ class MongoRepositories:
     mcp_servers: Repository[Any]
 
     def __init__(self, database: Database, *, target: str) -> None:
+        self._database, self._target = database, target
         self._by_model: dict[type[Entity], MongoRepository[Any]] = {}
         for model in ENTITIES:
             repo: MongoRepository[Any] = MongoRepository(model, database, target=target)
@@ -336,11 +342,16 @@ class MongoRepositories:
             setattr(self, model.collection, repo)
 
     def for_model(self, model: type[E]) -> MongoRepository[E]:
-        """The repository of `model` (one of the 15 entities)."""
+        """The repository of `model`: one of the 15 entities or an extra one (`EXTRA_ENTITIES`,
+        e.g. API keys in the `api_keys` collection)."""
         try:
             return cast(MongoRepository[E], self._by_model[model])
         except KeyError:
-            raise UnsupportedQuery(f"{model.__name__} is not a stored entity") from None
+            if model not in EXTRA_ENTITIES:
+                raise UnsupportedQuery(f"{model.__name__} is not a stored entity") from None
+        repo = MongoRepository(model, self._database, target=self._target)
+        self._by_model[model] = repo
+        return repo
 
 
 class MongoStore:
@@ -367,7 +378,7 @@ class MongoStore:
         """Check the server answers and create the missing indexes (idempotent)."""
         await self.ping()
         with self._driver():
-            await ensure_indexes(self.database, ENTITIES)
+            await ensure_indexes(self.database, (*ENTITIES, *EXTRA_ENTITIES))
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[MongoRepositories]:
