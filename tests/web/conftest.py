@@ -102,7 +102,9 @@ class Dashboard:
 
         async def create() -> str:
             # A store per call: an async engine belongs to the event loop that made it.
-            store = PostgresStore(create_engine(self.url, pool_size=1, max_overflow=0), url=self.url)
+            store = PostgresStore(
+                create_engine(self.url, pool_size=1, max_overflow=0), url=self.url
+            )
             try:
                 async with store.unit_of_work() as repos:
                     return (await ApiKeys(repos).create(owner, scope=scope, name="web")).plaintext

@@ -137,6 +137,31 @@ export async function hasEndpoint(method, path) {
   return Boolean(item && item[method.toLowerCase()]);
 }
 
+function resolveSchema(doc, schema) {
+  let current = schema;
+  for (let i = 0; current && i < 10; i += 1) {
+    if (current.$ref) current = current.$ref.split("/").slice(1).reduce((node, part) => node && node[part], doc);
+    else if (current.allOf && current.allOf.length === 1) current = current.allOf[0];
+    else break;
+  }
+  return current;
+}
+
+/**
+ * The JSON body fields that `method` on the record path accepts, as a Set, or null when the
+ * server's OpenAPI document does not say. `path` is a collection path ("/api/agents"); with
+ * `item` true the item path ("/api/agents/{id}", whatever its parameter is called) is used.
+ */
+export async function bodyFields(method, path, item = false) {
+  const doc = await features();
+  const paths = doc.paths || {};
+  const key = item ? Object.keys(paths).find((p) => p.startsWith(`${path}/{`) && /^\{[^}/]+\}$/.test(p.slice(path.length + 1))) : path;
+  const op = key && paths[key] && paths[key][method.toLowerCase()];
+  const schema = op && op.requestBody && op.requestBody.content && op.requestBody.content["application/json"];
+  const resolved = schema ? resolveSchema(doc, schema.schema) : null;
+  return resolved && resolved.properties ? new Set(Object.keys(resolved.properties)) : null;
+}
+
 /**
  * Parse a Server-Sent Events byte stream from a fetch Response (EventSource cannot send an
  * Authorization header). Calls `onEvent({event, data, id})` per event; `data` is parsed as JSON

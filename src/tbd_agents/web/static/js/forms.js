@@ -138,7 +138,8 @@ const WIDGETS = {
       list.replaceChildren(...shown.map((o) => {
         const cid = uid("opt");
         const cb = h("input", { type: "checkbox", id: cid, value: o.value, checked: selected.has(o.value), onChange: (e) => { if (e.target.checked) selected.add(o.value); else selected.delete(o.value); box.dispatchEvent(new Event("change", { bubbles: true })); } });
-        return h("li", {}, cb, h("label", { for: cid }, o.label, o.hint ? h("span", { class: "muted" }, ` — ${o.hint}`) : null));
+        if (o.hint) cb.setAttribute("aria-describedby", `${cid}-hint`);
+        return h("li", {}, cb, h("label", { for: cid }, o.label), o.hint ? h("span", { class: "muted small", id: `${cid}-hint` }, o.hint) : null);
       }));
     };
     filter.addEventListener("input", render);
@@ -231,10 +232,12 @@ export function buildForm({ fields, record = null, submitLabel = "Save", onSubmi
     const isCheck = spec.kind === "checkbox";
     const label = spec.kind === "multi"
       ? h("span", { class: "label", id: `${id}-label` }, spec.label)
-      : h("label", { for: id, class: "label" }, spec.label, spec.required ? h("span", { class: "req", "aria-hidden": "true" }, " *") : null);
+      : h("label", { for: id, class: "label" }, spec.label);
+    // The required mark sits outside the label, so the field's name stays exactly its label.
+    const star = spec.required ? h("span", { class: "req", "aria-hidden": "true", title: "required" }, "*") : null;
     if (spec.kind === "multi") widget.node.setAttribute("aria-labelledby", `${id}-label`);
     const row = h("div", { class: ["field", isCheck && "field-check", `field-${spec.name}`], dataset: { field: spec.name } },
-      isCheck ? [widget.node, label] : [label, widget.node], help, err);
+      isCheck ? [widget.node, label] : [h("div", { class: "label-row" }, label, star), widget.node], help, err);
     widgets.set(spec.name, widget);
     rows.set(spec.name, row);
     errorNodes.set(spec.name, err);
@@ -309,15 +312,13 @@ export function buildForm({ fields, record = null, submitLabel = "Save", onSubmi
     clearErrors();
     const byField = error instanceof ApiError ? error.fieldErrors() : error instanceof Map ? error : new Map();
     const unplaced = [];
-    let first = null;
     for (const [name, messages] of byField) {
-      if (widgets.has(name) && !rows.get(name).hidden) {
-        setFieldError(name, messages);
-        first = first || widgets.get(name).control;
-      } else {
-        unplaced.push(`${name}: ${messages.join(" ")}`);
-      }
+      if (widgets.has(name) && !rows.get(name).hidden) setFieldError(name, messages);
+      else unplaced.push(`${name}: ${messages.join(" ")}`);
     }
+    // Focus the first field in the form's order that has an error.
+    const firstSpec = fields.find((f) => byField.has(f.name) && !rows.get(f.name).hidden);
+    const first = firstSpec ? widgets.get(firstSpec.name).control : null;
     const headline = error instanceof ApiError ? error.message : byField.size ? "Some fields need a fix." : String(error.message || error);
     summary.replaceChildren(h("p", {}, headline), unplaced.length ? h("ul", {}, unplaced.map((u) => h("li", {}, u))) : null);
     summary.hidden = false;

@@ -68,6 +68,7 @@ async function route() {
   const ctx = { main, parts, query, me, isCurrent: () => seq === renderSeq };
   main.replaceChildren(h("p", { class: "muted" }, "Loading…"));
   main.setAttribute("aria-busy", "true");
+  delete main.dataset.rendered;
   try {
     if (!first) await (await import("./views/home.js")).renderHome(ctx);
     else if (first === "chat") await (await import("./views/chat.js")).renderChat(ctx, second, third);
@@ -86,7 +87,10 @@ async function route() {
     if (error && error.name === "NotSignedIn") return;
     replace(main, h("h1", {}, "Something went wrong"), h("p", { class: "error", role: "alert" }, error.message || String(error)));
   } finally {
-    if (ctx.isCurrent()) main.removeAttribute("aria-busy");
+    if (ctx.isCurrent()) {
+      main.removeAttribute("aria-busy");
+      main.dataset.rendered = window.location.hash || "#/";
+    }
   }
   if (!ctx.isCurrent()) return;
   const heading = main.querySelector("h1");

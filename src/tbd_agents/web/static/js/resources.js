@@ -194,6 +194,7 @@ export const RESOURCES = {
       { name: "value", label: "Value", kind: "textarea", rows: 4 },
       { name: "session_id", label: "Session id", kind: "text", nullable: true, showIf: (v) => v.scope === "session" },
       { name: "expires_at", label: "Expires at", kind: "datetime", nullable: true },
+      { name: "ttl_seconds", label: "Forget after (seconds)", kind: "integer", nullable: true, min: 1, help: "Empty: keep until deleted." },
       { name: "metadata", label: "Metadata (JSON)", kind: "json", rows: 3 },
     ],
   },

@@ -1,6 +1,6 @@
 // Panels shown under a record's form, per resource (models of a provider, run history, …).
 
-import { get, patch } from "../api.js";
+import { get, hasEndpoint, patch } from "../api.js";
 import { append, h, notify, replace, when } from "../dom.js";
 import { runsTable } from "./runs.js";
 
@@ -61,7 +61,27 @@ async function scheduleExtras(ctx, record, form, box) {
     h("section", { class: "card", "aria-labelledby": "sched-state" }, h("h2", { id: "sched-state" }, "State"), state, toggle),
     h("section", { class: "card", "aria-labelledby": "sched-runs" }, h("h2", { id: "sched-runs" }, "Run history"), history),
   ]);
-  await runsTable(history, { scheduled_agent_id: record.id }, "This schedule has not run yet.");
+  if (await hasEndpoint("get", HISTORY)) {
+    const occurrences = await get(HISTORY.replace("{schedule_id}", encodeURIComponent(record.id)), { limit: 50 });
+    replace(history, occurrencesView(occurrences, record));
+  }
+  const runs = h("div");
+  append(history, [h("h3", {}, "Runs"), runs]);
+  await runsTable(runs, { scheduled_agent_id: record.id }, "This schedule has not started a run yet.");
+}
+
+const HISTORY = "/api/scheduled-agents/{schedule_id}/history";
+
+function occurrencesView(items, record) {
+  if (!items.length) return h("p", { class: "muted" }, "No occurrence has come up yet.");
+  return h("div", { class: "table-wrap" }, h("table", { class: "records occurrences" },
+    h("caption", { class: "visually-hidden" }, "Occurrences"),
+    h("thead", {}, h("tr", {}, ["Occurrence", "Outcome", "Missed", "Run"].map((t) => h("th", { scope: "col" }, t)))),
+    h("tbody", {}, items.map((o) => h("tr", {},
+      h("td", {}, when(o.occurrence_at)),
+      h("td", {}, o.outcome.replace(/_/g, " ")),
+      h("td", {}, String(o.missed)),
+      h("td", {}, o.task_id ? h("a", { href: `#/workflows/${record.workflow_id}` }, o.task_status ? o.task_status.replace(/_/g, " ") : "started") : "—"))))));
 }
 
 /** Render the extra panels of `res` into `box` (record is null while creating). */

@@ -1,6 +1,6 @@
 // Generic screens for every resource: a searchable list and a create/edit form with delete.
 
-import { ApiError, del, get, listAll, patch, post } from "../api.js";
+import { ApiError, bodyFields, del, get, listAll, patch, post } from "../api.js";
 import { confirmDialog, dialog, h, notify, replace, uid, when } from "../dom.js";
 import { buildForm } from "../forms.js";
 import { RESOURCES, editFields } from "../resources.js";
@@ -190,8 +190,12 @@ export async function renderRecord(ctx, res, id) {
   if (!ctx.isCurrent()) return;
   const preset = {};
   for (const [k, v] of ctx.query.entries()) preset[k] = v;
-  const fields = editFields(def, creating).map((f) => (f.kind === "secret" && !creating
-    ? { ...f, required: false, placeholder: `${MASK} (unchanged — type a new value to replace it)` } : f));
+  // Only the fields this server accepts for this operation (read from its OpenAPI document).
+  const accepted = await bodyFields(creating ? "post" : "patch", def.path, !creating);
+  const fields = editFields(def, creating)
+    .filter((f) => f.virtual || !accepted || accepted.has(f.name))
+    .map((f) => (f.kind === "secret" && !creating
+      ? { ...f, required: false, placeholder: `${MASK} (unchanged — type a new value to replace it)` } : f));
   const filled = record ? (def.fill ? def.fill(record) : record) : (Object.keys(preset).length ? preset : null);
   const titleId = uid("title");
   const title = creating ? `New ${def.singular}` : labelOf(record);

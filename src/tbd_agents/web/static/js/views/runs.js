@@ -1,7 +1,7 @@
 // Run history (task executions): status, trigger, when, duration, tokens and cost.
 
-import { get } from "../api.js";
-import { duration, h, replace, when } from "../dom.js";
+import { del, get } from "../api.js";
+import { confirmDialog, duration, h, notify, replace, when } from "../dom.js";
 
 export function tokensOf(usage) {
   if (!usage) return "—";
@@ -14,7 +14,15 @@ export function costOf(usage) {
   return usage && usage.cost_usd ? `$${Number(usage.cost_usd).toFixed(6)}` : "—";
 }
 
-function row(task, onOpen) {
+async function deleteRun(task, after) {
+  const ok = await confirmDialog("Delete run", h("p", {}, `Delete the run of ${when(task.created_at)} and its events?`), "Delete", true);
+  if (!ok) return;
+  await del(`/api/tasks/${encodeURIComponent(task.id)}`);
+  notify("Run deleted.", "success");
+  await after();
+}
+
+function row(task, onOpen, onDelete) {
   const status = h("span", { class: ["badge", `status-${task.status}`] }, task.status.replace(/_/g, " "));
   return h("tr", { dataset: { taskId: task.id } },
     h("td", {}, onOpen ? h("button", { type: "button", class: "link", onClick: () => onOpen(task) }, when(task.started_at || task.created_at)) : when(task.started_at || task.created_at)),
@@ -23,7 +31,8 @@ function row(task, onOpen) {
     h("td", {}, duration(task.started_at, task.completed_at)),
     h("td", {}, tokensOf(task.usage)),
     h("td", {}, costOf(task.usage)),
-    h("td", { class: "prompt-cell" }, task.prompt.length > 80 ? `${task.prompt.slice(0, 77)}…` : task.prompt));
+    h("td", { class: "prompt-cell" }, task.prompt.length > 80 ? `${task.prompt.slice(0, 77)}…` : task.prompt),
+    h("td", { class: "row-actions" }, h("button", { type: "button", class: "small danger", "aria-label": "Delete this run", onClick: () => onDelete(task) }, "Delete")));
 }
 
 /**
@@ -44,8 +53,8 @@ export async function runsTable(box, query, emptyText, onOpen) {
     const moreButton = cursor ? h("button", { type: "button", onClick: () => load(true) }, "Load more runs") : null;
     replace(box, h("div", { class: "table-wrap" }, h("table", { class: "records runs" },
       h("caption", { class: "visually-hidden" }, "Runs"),
-      h("thead", {}, h("tr", {}, ["Started", "Status", "Trigger", "Duration", "Tokens", "Cost", "Prompt"].map((t) => h("th", { scope: "col" }, t)))),
-      h("tbody", {}, items.map((t) => row(t, onOpen))))), moreButton);
+      h("thead", {}, h("tr", {}, ["Started", "Status", "Trigger", "Duration", "Tokens", "Cost", "Prompt", ""].map((t) => h("th", { scope: "col" }, t)))),
+      h("tbody", {}, items.map((t) => row(t, onOpen, (task) => deleteRun(task, () => load(false))))))), moreButton);
   };
   await load(false);
   return () => load(false);

@@ -1,19 +1,16 @@
 // A workflow's page: run a prompt, watch its events live, halt it, see the history of runs.
 
-import { features, get, post, stream } from "../api.js";
+import { get, hasEndpoint, post, stream } from "../api.js";
 import { append, h, notify, replace, uid, when } from "../dom.js";
 import { renderInto } from "../markdown.js";
 import { costOf, runsTable, tokensOf } from "./runs.js";
 
 const TERMINAL = new Set(["completed", "failed", "halted", "max_turns_reached"]);
 
-/** The workflow endpoint whose path ends with `/{param}/<action>` and has `method`, if any. */
-async function endpoint(method, action) {
-  const doc = await features();
-  const re = new RegExp(`^/api/workflows/\\{[^}]+\\}/${action}$`);
-  const path = Object.keys(doc.paths || {}).find((p) => re.test(p) && doc.paths[p][method]);
-  return path || null;
-}
+const RUNS = "/api/workflows/{workflow_id}/runs";
+const EVENTS = "/api/tasks/{task_id}/events";
+const HALT = "/api/tasks/{task_id}/halt";
+const DELIVERIES = "/api/workflows/{workflow_id}/webhook-deliveries";
 
 const fill = (template, id) => template.replace(/\{[^}]+\}/, encodeURIComponent(id));
 
@@ -64,6 +61,9 @@ function eventLog(box) {
           bar.max = data.max_turns;
           bar.value = data.turn;
           progressText.textContent = ` turn ${data.turn} of ${data.max_turns}`;
+        } else if (Array.isArray(data.todos)) {
+          add("progress", h("span", {}, `${data.done} of ${data.total} steps done`),
+            h("ul", { class: "todos" }, data.todos.map((t) => h("li", { dataset: { status: t.status } }, `${t.status === "done" ? "✓" : "○"} ${t.title}`))));
         } else {
           add("progress", h("span", {}, data.message || JSON.stringify(data)));
         }
@@ -79,49 +79,66 @@ function eventLog(box) {
   };
 }
 
+function deliveriesView(items) {
+  if (!items.length) return h("p", { class: "muted" }, "No webhook deliveries yet.");
+  return h("div", { class: "table-wrap" }, h("table", { class: "records" },
+    h("caption", { class: "visually-hidden" }, "Webhook deliveries"),
+    h("thead", {}, h("tr", {}, ["Event", "URL", "Status", "Attempts", "Last answer"].map((t) => h("th", { scope: "col" }, t)))),
+    h("tbody", {}, items.map((d) => h("tr", {},
+      h("td", {}, d.event), h("td", {}, d.url),
+      h("td", {}, h("span", { class: ["badge", `status-${d.status}`] }, d.status)),
+      h("td", {}, String(d.attempts)),
+      h("td", {}, d.last_error || (d.last_status_code ? `HTTP ${d.last_status_code}` : "—")))))));
+}
+
 /** Panels of a workflow's page. */
 export async function renderWorkflowPanel(ctx, workflow, box) {
-  const [promptPath, streamPath, haltPath] = await Promise.all([
-    endpoint("post", "prompt"), endpoint("get", "stream"), endpoint("post", "halt"),
+  const [canRun, canFollow, canHalt, canListDeliveries] = await Promise.all([
+    hasEndpoint("post", RUNS), hasEndpoint("get", EVENTS), hasEndpoint("post", HALT), hasEndpoint("get", DELIVERIES),
   ]);
   const historyBox = h("div");
-  const liveBox = h("div", { class: "live" });
+  const liveBox = h("div", { class: "live", "aria-label": "Run" });
+  const runTitle = h("p", { class: "muted run-title" });
   const log = eventLog(liveBox);
   log.status(workflow.status);
   let refreshHistory = null;
   let controller = null;
-  let lastSeq = null;
+  let following = null;
 
   const halt = h("button", { type: "button", class: "danger", hidden: true }, "Halt");
-  const follow = async () => {
-    if (!streamPath) return;
+  /** Show the events of run `task` (stored ones, then live ones until it ends). */
+  const follow = async (task) => {
     controller?.abort();
-    controller = new AbortController();
-    halt.hidden = !haltPath;
+    log.reset();
+    log.status(task.status);
+    following = task.id;
+    runTitle.textContent = `Run of ${when(task.created_at)}: “${task.prompt.length > 60 ? `${task.prompt.slice(0, 57)}…` : task.prompt}”`;
+    if (!canFollow) return;
+    const mine = new AbortController();
+    controller = mine;
+    halt.hidden = !canHalt || TERMINAL.has(task.status);
     try {
-      await stream("GET", fill(streamPath, workflow.id), {
-        signal: controller.signal,
-        lastEventId: lastSeq,
-        onEvent: ({ event, data, id }) => {
-          if (id) lastSeq = id;
-          const isEnvelope = data && typeof data === "object" && "type" in data && "data" in data && "seq" in data;
-          const type = isEnvelope ? data.type : event;
-          log.handle(type, isEnvelope ? data.data : data);
-          if (type === "status" && TERMINAL.has((isEnvelope ? data.data : data).status)) halt.hidden = true;
+      await stream("GET", fill(EVENTS, task.id), {
+        signal: mine.signal,
+        onEvent: ({ event, data }) => {
+          log.handle(event, data);
+          if (event === "status" && TERMINAL.has(data.status)) halt.hidden = true;
         },
       });
     } catch (error) {
       if (error.name !== "AbortError") notify(`Event stream: ${error.message}`, "error");
     } finally {
-      halt.hidden = true;
-      if (refreshHistory) await refreshHistory();
+      if (controller === mine) {
+        halt.hidden = true;
+        if (refreshHistory && ctx.isCurrent()) await refreshHistory();
+      }
     }
   };
   halt.addEventListener("click", async () => {
     halt.disabled = true;
     try {
-      await post(fill(haltPath, workflow.id), {});
-      notify("Halt requested.", "info");
+      const res = await post(fill(HALT, following), {});
+      notify(`Halt: ${res.result.replace(/_/g, " ")}.`, "info");
     } catch (error) {
       notify(error.message, "error");
     } finally {
@@ -129,7 +146,8 @@ export async function renderWorkflowPanel(ctx, workflow, box) {
     }
   });
 
-  if (promptPath) {
+  const runSection = h("section", { class: "card", "aria-labelledby": "run-title" }, h("h2", { id: "run-title" }, "Run"));
+  if (canRun) {
     const promptId = uid("prompt");
     const input = h("textarea", { id: promptId, name: "prompt", rows: 3, "aria-describedby": `${promptId}-err` });
     const err = h("p", { class: "field-error", id: `${promptId}-err`, hidden: true });
@@ -144,12 +162,9 @@ export async function renderWorkflowPanel(ctx, workflow, box) {
       if (!input.value.trim()) { err.textContent = "Write a prompt first."; err.hidden = false; input.setAttribute("aria-invalid", "true"); input.focus(); return; }
       run.disabled = true;
       try {
-        await post(fill(promptPath, workflow.id), { prompt: input.value.trim() });
-        log.reset();
-        log.status("pending");
-        lastSeq = null;
+        const task = await post(fill(RUNS, workflow.id), { prompt: input.value.trim() });
         if (refreshHistory) await refreshHistory();
-        follow();
+        follow(task);
       } catch (error) {
         const fields = error.fieldErrors ? error.fieldErrors() : new Map();
         err.textContent = fields.get("prompt")?.join(" ") || error.message;
@@ -160,24 +175,33 @@ export async function renderWorkflowPanel(ctx, workflow, box) {
         run.disabled = false;
       }
     });
-    append(box, [h("section", { class: "card", "aria-labelledby": "run-title" }, h("h2", { id: "run-title" }, "Run"), form, liveBox)]);
+    append(runSection, [form]);
   } else {
-    append(box, [h("section", { class: "card" }, h("h2", {}, "Run"), h("p", { class: "muted" }, "This server has no endpoint to start workflow runs."))]);
+    append(runSection, [h("p", { class: "muted" }, "This server has no endpoint to start workflow runs.")]);
   }
+  append(runSection, [runTitle, liveBox]);
+  append(box, [runSection]);
 
   const openRun = async (task) => {
+    liveBox.scrollIntoView({ block: "nearest" });
+    if (canFollow) { follow(task); return; }
     const full = await get(`/api/tasks/${encodeURIComponent(task.id)}`);
     log.reset();
     log.status(full.status);
     if (full.result) log.handle("message", { role: "assistant", content: full.result, final: true });
     if (full.error) log.handle("error", { message: full.error });
     log.handle("usage", full.usage || {});
-    liveBox.scrollIntoView({ block: "nearest" });
   };
   append(box, [h("section", { class: "card", "aria-labelledby": "hist-title" }, h("h2", { id: "hist-title" }, "History"), historyBox,
-    h("p", { class: "muted small" }, `Last run: ${when(workflow.last_run_at)}`))]);
+    h("p", { class: "muted small" }, `Last run: ${when(workflow.last_run_at)}. Choose a run's time to see its events.`))]);
   refreshHistory = await runsTable(historyBox, { workflow_id: workflow.id }, "No runs yet. Write a prompt above and press Run.", openRun);
-  if (!TERMINAL.has(workflow.status) && workflow.status !== "idle" && streamPath) follow();
+  if (canListDeliveries && (workflow.webhook_url || workflow.error_webhook_url)) {
+    const deliveries = await get(fill(DELIVERIES, workflow.id), { limit: 20 });
+    append(box, [h("section", { class: "card", "aria-labelledby": "hooks-title" }, h("h2", { id: "hooks-title" }, "Webhook deliveries"), deliveriesView(deliveries))]);
+  }
+  // A run still going when the page opens is followed right away.
+  const latest = (await get("/api/tasks", { workflow_id: workflow.id, limit: 1 })).items[0];
+  if (latest && !TERMINAL.has(latest.status)) follow(latest);
   // Leaving the page stops following.
   window.addEventListener("hashchange", () => controller?.abort(), { once: true });
 }

@@ -1,0 +1,66 @@
+"""Helpers that drive the dashboard the way a person does (labels, buttons, links)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+from playwright.sync_api import Page, expect
+
+from tests.web.conftest import Dashboard
+
+
+def goto(page: Page, dashboard: Dashboard, route: str) -> None:
+    """Open `#/<route>` in the signed-in dashboard and wait for its heading."""
+    page.evaluate("(h) => { window.location.hash = h; }", f"#/{route}")
+    rendered(page, f"#/{route}")
+
+
+def rendered(page: Page, hash_: str | None = None) -> None:
+    """Wait until the screen at `hash_` (default: the current one) has finished rendering."""
+    target = hash_ or "#" + page.url.split("#", 1)[1]
+    expect(page.locator("#main")).to_have_attribute("data-rendered", target)
+
+
+def fill_form(page: Page, values: dict[str, Any]) -> None:
+    """Fill fields by their visible label. Values: str (text/textarea/select by label), bool
+    (checkbox), list[str] (check these options of a picker)."""
+    form = page.locator("main form").first
+    for label, value in values.items():
+        if isinstance(value, list):
+            group = form.get_by_role("group", name=label, exact=True)
+            for option in value:
+                group.get_by_label(option, exact=True).check()
+            continue
+        field = form.get_by_label(label, exact=True)
+        if isinstance(value, bool):
+            field.set_checked(value)
+        elif field.evaluate("e => e.tagName") == "SELECT":
+            field.select_option(label=value)
+        else:
+            field.fill(str(value))
+
+
+def create(
+    page: Page, dashboard: Dashboard, route: str, singular: str, values: dict[str, Any]
+) -> str:
+    """Create a record through its form; return its id (from the address the page moves to)."""
+    goto(page, dashboard, f"{route}/new")
+    page.locator("main form").first.wait_for()
+    fill_form(page, values)
+    page.get_by_role("button", name=f"Create {singular}").click()
+    page.wait_for_url(re.compile(rf"#/{re.escape(route)}/[0-9a-f-]{{36}}$"))
+    rendered(page)
+    return page.url.rsplit("/", 1)[1]
+
+
+def api(dashboard: Dashboard, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """Call the API as the dashboard's admin (to check what the screens did)."""
+    return httpx.request(
+        method,
+        dashboard.base + path,
+        headers={"Authorization": f"Bearer {dashboard.key}"},
+        timeout=30,
+        **kwargs,
+    )
