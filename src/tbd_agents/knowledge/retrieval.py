@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tbd_agents.domain.models import Agent, KnowledgeItem
+from tbd_agents.domain.models import Agent, KnowledgeItem, KnowledgeSource
 from tbd_agents.embeddings.base import Embedder
+from tbd_agents.knowledge.external import EXTERNAL_TYPES, ExternalHit, search_external
 from tbd_agents.storage.protocol import DocumentStore, Query, contains_any, in_
 from tbd_agents.vectors.base import KNOWLEDGE_CHUNKS, VectorHit, VectorStore, Where
 
@@ -22,13 +23,17 @@ RRF_K = 60
 
 @dataclass(frozen=True, slots=True)
 class Citation:
-    item_id: str
+    """Where a chunk comes from. External collections have no item: `item_id` is None and
+    `external_id` is the record's id in that collection (offsets then span the record's text)."""
+
+    item_id: str | None
     chunk_index: int
     start_offset: int
     end_offset: int
     source_id: str
     title: str
     file_name: str | None
+    external_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,13 +73,22 @@ class KnowledgeRetriever:
     async def for_agent(
         self, agent: Agent, query: str, *, k: int = 5, min_similarity: float = 0.0
     ) -> list[RetrievedChunk]:
-        """The agent's knowledge (its source ids and knowledge tags) for `query`."""
+        """The agent's knowledge (its source ids and knowledge tags) for `query`, including
+        external collections among its sources (queried read-only)."""
+        external: list[KnowledgeSource] = []
+        if agent.knowledge_source_ids:
+            async with self.documents.unit_of_work() as repos:
+                page = await repos.for_model(KnowledgeSource).list(
+                    Query(filters=(in_("id", agent.knowledge_source_ids),))
+                )
+            external = [s for s in page.items if s.source_type in EXTERNAL_TYPES]
         return await self.retrieve(
             query,
             source_ids=agent.knowledge_source_ids,
             tags=agent.knowledge_tags,
             k=k,
             min_similarity=min_similarity,
+            external_sources=external,
         )
 
     async def retrieve(
@@ -85,8 +99,10 @@ class KnowledgeRetriever:
         tags: Sequence[str] = (),
         k: int = 5,
         min_similarity: float = 0.0,
+        external_sources: Sequence[KnowledgeSource] = (),
     ) -> list[RetrievedChunk]:
-        """Up to k chunks of the given sources/tags, best first, each with its citation."""
+        """Up to k chunks of the given sources/tags (and external collections), best first,
+        each with its citation."""
         where = scope_of(source_ids, tags)
         if where is None or not query.strip() or k < 1:
             return []
@@ -97,13 +113,30 @@ class KnowledgeRetriever:
         )
         by_vector = [h for h in by_vector if h.score >= min_similarity]
         by_text = await self.vectors.text_search(KNOWLEDGE_CHUNKS.name, query, depth, where)
+        # External collections hold vectors of the same embedding space (checked), so their
+        # hits join the vector list, ranked by the same cosine similarity.
+        outside: dict[str, ExternalHit] = {}
+        for source in external_sources:
+            found = await search_external(source, vector, self.embedder.space, depth)
+            for h in found:
+                if h.score >= min_similarity:
+                    outside[f"external:{h.source.id}:{h.id}"] = h
+        by_vector = sorted(
+            [*by_vector, *(VectorHit(key, h.score, h.text, {}) for key, h in outside.items())],
+            key=lambda h: -h.score,
+        )[:depth]
         fused = fuse([by_vector, by_text])[:k]
-        hits = {h.id: h for h in (*by_text, *by_vector)}
         similarity = {h.id: h.score for h in by_vector}
+        hits = {h.id: h for h in (*by_text, *by_vector)}
         keyword_rank = {h.id: rank for rank, h in enumerate(by_text, start=1)}
-        items = await self._items({str(hits[i].payload["item_id"]) for i, _ in fused})
+        items = await self._items(
+            {str(hits[i].payload["item_id"]) for i, _ in fused if i not in outside}
+        )
         out = []
         for chunk_id, score in fused:
+            if chunk_id in outside:
+                out.append(_external_result(outside[chunk_id], score))
+                continue
             hit = hits[chunk_id]
             item = items.get(str(hit.payload["item_id"]))
             if item is None:  # deleted while we searched
@@ -132,3 +165,17 @@ class KnowledgeRetriever:
                 Query(filters=(in_("id", sorted(ids)),))
             )
         return {i.id: i for i in page.items}
+
+
+def _external_result(hit: ExternalHit, score: float) -> RetrievedChunk:
+    citation = Citation(
+        item_id=None,
+        chunk_index=0,
+        start_offset=0,
+        end_offset=len(hit.text),
+        source_id=hit.source.id,
+        title=hit.title or hit.source.name,
+        file_name=None,
+        external_id=hit.id,
+    )
+    return RetrievedChunk(hit.text, score, citation, hit.score, None)
