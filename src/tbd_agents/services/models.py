@@ -8,7 +8,7 @@ from tbd_agents.domain.enums import AuthType, ProviderType
 from tbd_agents.domain.models import Provider
 from tbd_agents.errors import InvalidData, UpstreamError
 from tbd_agents.security.cipher import TokenCipher
-from tbd_agents.services.tokens import resolve_text
+from tbd_agents.services.tokens import resolve_text, resolve_tree
 from tbd_agents.storage.protocol import Repositories
 
 DEFAULT_BASE_URLS = {
@@ -34,7 +34,9 @@ async def list_provider_models(
             "this provider has no base_url to ask for models", details={"field": "base_url"}
         )
     base = await resolve_text(repos, cipher, provider.created_by, base)
-    headers = dict(provider.extra_headers)
+    headers: dict[str, str] = await resolve_tree(
+        repos, cipher, provider.created_by, dict(provider.extra_headers)
+    )
     if provider.api_key_token_name and provider.auth_type is not AuthType.NONE:
         key = await resolve_text(
             repos, cipher, provider.created_by, "{{token:" + provider.api_key_token_name + "}}"
