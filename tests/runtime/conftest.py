@@ -69,6 +69,8 @@ def settings_env(config: Settings) -> dict[str, str]:
         "scheduler_poll_seconds",
         "webhook_backoff_seconds",
         "webhook_allowed_hosts",
+        "embedding_provider",
+        "data_dir",
     ):
         value = getattr(config, name)
         if value is not None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,16 @@ import pytest
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tbd_agents.config import Settings
 from tbd_agents.domain.auth import KeyScope
+from tbd_agents.domain.enums import ProviderType
+from tbd_agents.domain.models import Agent, Provider, Token, Workflow
+from tbd_agents.security.cipher import KeyRingProvider
 from tbd_agents.services.keys import ApiKeys
 from tbd_agents.storage.postgres.engine import create_engine
 from tbd_agents.storage.postgres.repository import PostgresStore
 from tests.api.live import live_server
+from tests.engine.protocol_server import ProtocolServer, Turn
 from tests.runtime.conftest import WorkerPool, make_workflow
 
 
@@ -43,6 +49,14 @@ async def sse(client: httpx.AsyncClient, path: str, **headers: str) -> list[dict
             elif line.startswith("data: "):
                 current["data"] = json.loads(line[6:])
     return events
+
+
+@pytest.fixture(scope="module")
+def model_server() -> Iterator[ProtocolServer]:
+    """A local server speaking the OpenAI wire format (the engine tests' scripted model)."""
+    server = ProtocolServer().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -120,3 +134,62 @@ async def test_prompt_through_the_api_runs_on_a_worker_streams_and_halts(
             ).status_code == 404
             bad = await client.get(f"/api/tasks/{task_id}/events", headers={"Last-Event-ID": "x"})
             assert bad.status_code == 422
+
+
+async def test_the_real_engine_runs_a_prompt_on_a_worker(
+    db: AsyncEngine,
+    worker_pool: WorkerPool,
+    api_key: tuple[str, str],
+    tmp_path: Path,
+    model_server: ProtocolServer,
+) -> None:
+    """The default executor (the agent engine) on a Celery worker, its provider a local server
+    speaking the OpenAI wire format: streamed deltas reach the API's SSE stream."""
+    key, owner = api_key
+    worker_pool.config = worker_pool.config.model_copy(
+        update={
+            "run_executor": Settings.model_fields["run_executor"].default,
+            "embedding_provider": "hashing",
+            "data_dir": tmp_path,
+            # The engine builds its run (plan, tools, token counting) on the worker's loop: on
+            # this shared 2-vCPU machine that took up to 2 s, too close to the 3 s test lease.
+            "run_lease_seconds": 15.0,
+        }
+    )
+    worker = worker_pool.start("engine")
+    store = PostgresStore(db, owns_engine=False)
+    cipher = KeyRingProvider(worker_pool.config).cipher()
+    secret, version = cipher.encrypt("sk-worker-test")
+    async with store.unit_of_work() as repos:
+        await repos.tokens.create(
+            Token(name=f"k-{uuid.uuid4().hex[:6]}", encrypted_value=secret, key_version=version,
+                  created_by=owner)
+        )  # fmt: skip
+        token = (await repos.tokens.list()).items[-1]
+        provider = await repos.providers.create(
+            Provider(name=f"p-{uuid.uuid4().hex[:6]}", provider_type=ProviderType.OPENAI,
+                     api_key_token_name=token.name, base_url=f"{model_server.url}/v1",
+                     created_by=owner)
+        )  # fmt: skip
+        agent = await repos.agents.create(
+            Agent(name="on-a-worker", model="gpt-4o", provider_id=provider.id, created_by=owner)
+        )
+        workflow = await repos.workflows.create(
+            Workflow(agent_id=agent.id, name="engine on worker", github_user=owner, max_turns=3)
+        )
+    model_server.reset()
+    model_server.script(Turn(text="Hello from the model on a worker.", chunk_chars=6))
+    settings = worker_pool.config.model_copy(update={"data_dir": tmp_path / "api"})
+    with live_server(settings) as base:
+        async with httpx.AsyncClient(
+            base_url=base, headers={"Authorization": f"Bearer {key}"}
+        ) as client:
+            started = await client.post(f"/api/workflows/{workflow.id}/runs", json={"prompt": "hi"})
+            assert started.status_code == 202, started.text
+            events = await sse(client, f"/api/tasks/{started.json()['id']}/events")
+    assert f":{worker.proc.pid}:" in events[0]["data"]["worker_id"], worker.output()
+    deltas = "".join(e["data"]["delta"] for e in events if e["event"] == "message_delta")
+    assert deltas == "Hello from the model on a worker.", worker.output()[-6000:]
+    assert events[-1]["data"]["status"] == "completed", events[-1]
+    assert events[-1]["data"]["result"] == "Hello from the model on a worker."
+    assert model_server.requests[0].headers["authorization"] == "Bearer sk-worker-test"
