@@ -90,7 +90,7 @@ async def test_external_qdrant_collection_is_fused_and_cited(
     hits = await retriever.for_agent(agent, "What is the guest wifi password schedule?")
     top = hits[0]
     assert "guest wifi password" in top.text
-    assert top.citation.item_id is None
+    assert top.citation.item_id == "external:2"
     assert top.citation.external_id == "2"
     assert top.citation.source_id == external.id
     assert top.citation.title == "Wifi"

@@ -67,11 +67,13 @@ class _FakeEmbeddingsAPI(BaseHTTPRequestHandler):
     """A small OpenAI-compatible /v1/embeddings endpoint: vectors derived from the text length,
     returned in reverse order with their `index` (clients must reorder)."""
 
-    calls: list[dict[str, Any]] = []  # noqa: RUF012
+    calls: list[dict[str, Any]] = []
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).calls.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+        type(self).calls.append(
+            {"path": self.path, "body": body, "auth": self.headers.get("Authorization")}
+        )
         if self.headers.get("Authorization") != "Bearer sk-test":
             self._send(401, {"error": {"message": "bad key"}})
             return
@@ -142,7 +144,7 @@ async def test_openai_compatible_errors_name_the_endpoint_and_fix(embeddings_api
     with pytest.raises(EmbeddingError, match=r"refused the credentials \(HTTP 401\)"):
         await bad_key.embed(["x"])
     closed = OpenAICompatibleEmbedder(base_url="http://127.0.0.1:9/v1", model="m", dimension=8)
-    with pytest.raises(EmbeddingError, match="unreachable.*EMBEDDING_BASE_URL"):
+    with pytest.raises(EmbeddingError, match=r"unreachable.*EMBEDDING_BASE_URL"):
         await closed.embed(["x"])
 
 

@@ -23,10 +23,11 @@ RRF_K = 60
 
 @dataclass(frozen=True, slots=True)
 class Citation:
-    """Where a chunk comes from. External collections have no item: `item_id` is None and
-    `external_id` is the record's id in that collection (offsets then span the record's text)."""
+    """Where a chunk comes from. External collections have no item: `item_id` is then
+    `external:<record id>` and `external_id` the record's id in that collection (offsets span the
+    record's text)."""
 
-    item_id: str | None
+    item_id: str
     chunk_index: int
     start_offset: int
     end_offset: int
@@ -169,7 +170,7 @@ class KnowledgeRetriever:
 
 def _external_result(hit: ExternalHit, score: float) -> RetrievedChunk:
     citation = Citation(
-        item_id=None,
+        item_id=f"external:{hit.id}",
         chunk_index=0,
         start_offset=0,
         end_offset=len(hit.text),
