@@ -44,7 +44,8 @@ def test_tuning_settings_win() -> None:
 @pytest.mark.slow
 async def test_embedded_server_migrates_itself_is_tuned_and_keeps_its_data() -> None:
     data_dir = pg.private_dir("tbd-embedded-") / "nested" / "pgdata"  # parents are created
-    settings = load_settings(embedded_pg_data_dir=data_dir, embedded_pg_shared_buffers="64MB")
+    # 128MB is PostgreSQL's default: the first start needs no tuning restart.
+    settings = load_settings(embedded_pg_data_dir=data_dir, embedded_pg_shared_buffers="128MB")
     assert settings.uses_embedded_postgres
 
     prepared = await migrate.prepare_database(settings)
@@ -52,7 +53,7 @@ async def test_embedded_server_migrates_itself_is_tuned_and_keeps_its_data() -> 
         assert await migrate.current_revisions(prepared.url) == (migrate.head_revision(),)
         conn = await asyncpg.connect(libpq_url(prepared.url))
         try:
-            assert await conn.fetchval("SHOW shared_buffers") == "64MB"
+            assert await conn.fetchval("SHOW shared_buffers") == "128MB"
             assert await conn.fetchval("SHOW maintenance_work_mem") == "512MB"
             assert int(await conn.fetchval("SHOW max_connections")) == (
                 tuning_for(settings).max_connections
@@ -84,7 +85,7 @@ async def test_embedded_server_migrates_itself_is_tuned_and_keeps_its_data() -> 
 def test_context_manager_starts_and_stops() -> None:
     data_dir = pg.private_dir("tbd-embedded-") / "pgdata"
     settings = load_settings(
-        embedded_pg_data_dir=data_dir, embedded_pg_shared_buffers="32MB", postgres_db_name="other"
+        embedded_pg_data_dir=data_dir, embedded_pg_shared_buffers="128MB", postgres_db_name="other"
     )
     with EmbeddedPostgres(settings) as url:
         assert url.database == "other"

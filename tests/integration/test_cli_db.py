@@ -68,11 +68,12 @@ def test_upgrade_then_current_on_a_fresh_embedded_server_with_no_environment() -
 
 
 def test_history_needs_no_database(tmp_path: Path) -> None:
-    result = _tbd("db", "history", env=_bare_env(tmp_path), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    result = runner.invoke(app, ["db", "history"], env={"XDG_DATA_HOME": str(tmp_path)})
+    assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].split(",")[0].endswith(f"{migrate.head_revision()} (head)")
     assert lines[-1].startswith(f"<base> -> {migrate.DOCUMENT_SCHEMA_REVISION},")
+    assert not (tmp_path / "tbd-agents").exists()
     verbose = runner.invoke(app, ["db", "history", "--verbose"])
     assert verbose.exit_code == 0
     assert f"Rev: {migrate.DOCUMENT_SCHEMA_REVISION}" in verbose.stdout
@@ -80,10 +81,11 @@ def test_history_needs_no_database(tmp_path: Path) -> None:
 
 
 def test_mongo_backend_makes_upgrade_a_no_op(tmp_path: Path) -> None:
-    result = _tbd("db", "upgrade", env=_bare_env(tmp_path, DB_BACKEND="mongo"), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    env = {"DB_BACKEND": "mongo", "XDG_DATA_HOME": str(tmp_path)}
+    result = runner.invoke(app, ["db", "upgrade"], env=env)
+    assert result.exit_code == 0, result.output
     assert result.stdout.startswith("DB_BACKEND=mongo: documents are stored in MongoDB")
-    assert not (tmp_path / "data").exists()  # no embedded server was started
+    assert not (tmp_path / "tbd-agents").exists()  # no embedded server was started
 
 
 def test_upgrade_current_downgrade_check_with_url(pg18_server: str) -> None:
@@ -155,24 +157,24 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
 
 
 @pytest.mark.pg15
-def test_upgrade_on_a_server_without_pgvector(tmp_path: Path, pg15_server: str) -> None:
+def test_upgrade_on_a_server_without_pgvector(pg15_server: str) -> None:
     url = pg.create_database(pg15_server, "clinovec")
     try:
-        result = _tbd(
-            "db", "upgrade", "--url", libpq_url(url), env=_bare_env(tmp_path), cwd=tmp_path
-        )
-        assert result.returncode == 1
-        assert "Traceback" not in result.stderr
-        assert 'Error: PostgreSQL extension "vector" is not available' in result.stderr
+        result = runner.invoke(app, ["db", "upgrade", "--url", libpq_url(url)])
+        assert result.exit_code == 1
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        lines = result.stderr.strip().splitlines()
+        assert lines[0].startswith(f"Running upgrade  -> {migrate.DOCUMENT_SCHEMA_REVISION}")
+        assert lines[-1].startswith('Error: PostgreSQL extension "vector" is not available')
     finally:
         pg.drop_database(url)
 
 
-def test_profile_mismatch_stops_the_command(tmp_path: Path) -> None:
-    result = _tbd("db", "current", env=_bare_env(tmp_path, COMPOSE_PROFILES="qdrant"), cwd=tmp_path)
-    assert result.returncode == 1
+def test_profile_mismatch_stops_the_command() -> None:
+    result = runner.invoke(app, ["db", "current"], env={"COMPOSE_PROFILES": "qdrant"})
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)
     assert "COMPOSE_PROFILES=qdrant does not match DB_BACKEND=postgres" in result.stderr
-    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("command", ["upgrade", "current", "history", "downgrade", "check"])

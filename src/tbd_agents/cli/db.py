@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
@@ -47,15 +46,20 @@ MONGO_NOOP = (
 )
 
 
+class _Progress(logging.Handler):
+    """Alembic's "Running upgrade a -> b" lines, on whatever stderr is current."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage().startswith("Running ")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        typer.echo(record.getMessage(), err=True)
+
+
 def _show_progress() -> None:
-    """Print Alembic's "Running upgrade a -> b" lines on stderr."""
     log = logging.getLogger("alembic.runtime.migration")
-    if not any(getattr(h, "_tbd_cli", False) for h in log.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler.addFilter(lambda record: record.getMessage().startswith("Running "))
-        handler._tbd_cli = True  # type: ignore[attr-defined]
-        log.addHandler(handler)
+    if not any(isinstance(h, _Progress) for h in log.handlers):
+        log.addHandler(_Progress())
     log.setLevel(logging.INFO)
 
 
