@@ -75,6 +75,7 @@ async function pickAgent(ctx) {
 async function renderHistory(list, sessionId) {
   const messages = await listAll(`/api/chat/sessions/${encodeURIComponent(sessionId)}/messages`);
   const calls = new Map();
+  let last = null; // the assistant bubble a turn's later messages join (as in the live view)
   for (const m of messages) {
     if (m.role === "tool") {
       const view = calls.get(m.tool_call_id);
@@ -82,7 +83,15 @@ async function renderHistory(list, sessionId) {
       continue;
     }
     if (m.role === "system") continue;
-    const b = bubble(m.role === "user" ? "user" : "assistant", m.content);
+    let b;
+    if (m.role === "assistant" && last) {
+      b = last;
+      if (m.content) b.set(b.text() ? `${b.text()}\n\n${m.content}` : m.content);
+    } else {
+      b = bubble(m.role === "user" ? "user" : "assistant", m.content);
+      list.append(b.el);
+    }
+    last = m.role === "assistant" ? b : null;
     for (const c of m.tool_calls || []) {
       const fn = c.function || c;
       const view = toolCallView({ id: c.id, name: fn.name || c.name, arguments: fn.arguments ?? c.arguments });
@@ -90,7 +99,6 @@ async function renderHistory(list, sessionId) {
       b.tools.append(view);
     }
     if (m.usage) b.usage(m.usage);
-    if (m.content || (m.tool_calls || []).length) list.append(b.el);
   }
 }
 
@@ -172,6 +180,7 @@ export async function renderChat(ctx, agentId, sessionId) {
     status.textContent = `${agent.name} is answering…`;
     controller = new AbortController();
     const calls = new Map();
+    const errors = new Set();
     const wasNew = !current;
     try {
       await stream("POST", `/api/agents/${encodeURIComponent(agentId)}/chat`, {
@@ -184,7 +193,11 @@ export async function renderChat(ctx, agentId, sessionId) {
           else if (event === "tool_result") calls.get(data.id)?.setResult(data);
           else if (event === "usage") reply.usage(data.total || data);
           else if (event === "progress" && data.turn) status.textContent = `${agent.name} is answering… (turn ${data.turn}${data.max_turns ? ` of ${data.max_turns}` : ""})`;
-          else if (event === "error") reply.el.append(h("p", { class: "error", role: "alert" }, data.message || "The run failed."));
+          else if (event === "error") {
+            // The run's own error and the chat's "run failed" often carry the same message.
+            const message = data.message || "The run failed.";
+            if (!errors.has(message)) { errors.add(message); reply.el.append(h("p", { class: "error", role: "alert" }, message)); }
+          }
           else if (event === "done") {
             if (data.result && !reply.text()) reply.set(data.result);
             reply.usage(data.usage);
