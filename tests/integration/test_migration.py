@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -95,7 +96,7 @@ async def test_dump_migrates_every_edge_case_and_verifies(
     assert (
         "legacy_flag (1)" in first.stdout and "old_config (1)" in first.stdout
     )  # dropped, reported
-    assert "audit_log" in first.stdout  # not ours: reported, not migrated
+    assert "Not migrated (not TBD Agents collections): audit_log" in first.stdout
 
     verified = run_script(VERIFY, "--from-dump", str(dump), url=target, cwd=tmp_path)
     assert verified.returncode == 0, verified.stdout + verified.stderr
@@ -210,6 +211,27 @@ async def _check_values(conn: asyncpg.Connection, d: Dataset) -> None:
     assert schedule["workflow_id"] == d.ids["workflow_logs"]
     item = await conn.fetchrow("SELECT * FROM knowledge_items WHERE id = $1", d.ids["kitem"])
     assert item["file_id"] == str(d.documents["fs.files"][0]["_id"]) and item["file_size"] == 11
+    files = {r["id"]: r for r in await conn.fetch("SELECT * FROM knowledge_files")}
+    assert set(files) == {d.ids["file_via_item"], d.ids["file_meta"], d.ids["file_empty"]}
+    pdf = files[d.ids["file_via_item"]]
+    chunks = sorted(
+        (c for c in d.documents["fs.chunks"] if str(c["files_id"]) == d.ids["file_via_item"]),
+        key=lambda c: c["n"],
+    )
+    original = b"".join(c["data"] for c in chunks)
+    assert bytes(pdf["data"]) == original and pdf["size"] == len(original) > 10_000
+    assert (
+        pdf["sha256"] == hashlib.sha256(original).hexdigest() and pdf["item_id"] == d.ids["kitem"]
+    )
+    assert (pdf["file_name"], pdf["content_type"]) == ("manual.pdf", "application/pdf")
+    notes = files[d.ids["file_meta"]]
+    assert (
+        bytes(notes["data"]) == "# Notes ✓\n".encode() and notes["item_id"] == d.ids["kitem_meta"]
+    )
+    assert (
+        bytes(files[d.ids["file_empty"]]["data"]) == b""
+        and files[d.ids["file_empty"]]["content_type"] == "application/octet-stream"
+    )
     provider = await conn.fetchrow("SELECT * FROM providers WHERE id = $1", d.ids["provider"])
     assert provider["provider_type"] == "azure_openai" and json.loads(
         provider["extra_headers"]
@@ -244,6 +266,10 @@ async def test_verify_catches_missing_extra_and_changed_rows(
         )
         removed = await conn.fetchval("DELETE FROM skills RETURNING id")
         await conn.execute("INSERT INTO guardrails (id, name) VALUES ('not-in-source', 'x')")
+        tampered = await conn.fetchval(
+            "UPDATE knowledge_files SET data = data || '\\x00'::bytea, size = size + 1 "
+            "WHERE id = (SELECT min(id) FROM knowledge_files WHERE size > 0) RETURNING id"
+        )
         vector = await conn.fetchval(
             "UPDATE memories SET embedding = embedding[1:383] WHERE cardinality(embedding) = 384 RETURNING id"
         )
@@ -257,6 +283,7 @@ async def test_verify_catches_missing_extra_and_changed_rows(
     assert f"skills: missing ids (first 1): {removed}" in out
     assert "guardrails: extra ids (first 1): not-in-source" in out
     assert f"memories {vector} differs in: embedding" in out  # a vector one dimension short
+    assert f"fs.files: differing ids (first 1): {tampered}" in out  # file bytes: SHA-256 compared
     only_agents = run_script(
         VERIFY, "--from-dump", str(dump), "--collection", "agents", url=target, cwd=tmp_path
     )

@@ -74,6 +74,42 @@ def _naive(*args: int) -> datetime:
     return datetime(*args)
 
 
+def _gridfs(
+    d: Dataset,
+    data: bytes,
+    *,
+    chunk: int,
+    name: str,
+    meta: dict[str, Any] | None = None,
+    file_id: ObjectId | None = None,
+    sha256: bool = False,
+    reverse: bool = False,
+    drop_chunk: int | None = None,
+) -> str:
+    """Store `data` as mongofiles / a driver's GridFS bucket would (chunks in `fs.chunks`)."""
+    file_id = file_id or oid()
+    doc: dict[str, Any] = {
+        "_id": file_id,
+        "length": Int64(len(data)),
+        "chunkSize": chunk,
+        "uploadDate": _naive(2024, 3, 1),
+        "filename": name,
+    }
+    if meta is not None:
+        doc["metadata"] = meta
+    if sha256:
+        doc["sha256"] = hashlib.sha256(data).hexdigest()
+    d.add("fs.files", doc)
+    chunks = [
+        {"_id": oid(), "files_id": file_id, "n": i, "data": data[o : o + chunk]}
+        for i, o in enumerate(range(0, len(data), chunk))
+        if i != drop_chunk
+    ]
+    for piece in reversed(chunks) if reverse else chunks:
+        d.add("fs.chunks", piece)
+    return str(file_id)
+
+
 def _undecodable_skill() -> bytes:
     raw = bson.encode({"_id": "skill-bad-utf8", "name": "XXXX"})
     return raw.replace(b"XXXX", b"\xff\xfe\xfd\xfc")
@@ -473,24 +509,58 @@ def edge_case_dataset(
         "scheduled_agents", {"_id": oid(), "workflow_id": "gone", "interval_value": 1}, "orphan"
     )
 
-    # --- GridFS bytes of the knowledge item, and a collection that is not ours -----------
-    data = b"%PDF-1.4 ok"
-    d.add(
-        "fs.files",
+    # --- GridFS: files owned through knowledge_items.file_id or metadata.item_id ---------
+    second_item = d.add(
+        "knowledge_items",
         {
-            "_id": file_id,
-            "length": Int64(len(data)),
-            "chunkSize": 4,
-            "uploadDate": _naive(2024, 3, 1),
-            "filename": "manual.pdf",
-            "metadata": {"contentType": "application/pdf"},
-            "sha256": hashlib.sha256(data).hexdigest(),
+            "_id": oid(),
+            "source_id": str(source["_id"]),
+            "title": "notes",
+            "content_type": "text/markdown",
         },
+        "kitem_meta",
     )
-    for n in range(0, len(data), 4):
-        d.add(
-            "fs.chunks", {"_id": oid(), "files_id": file_id, "n": n // 4, "data": data[n : n + 4]}
-        )
+    pdf = b"%PDF-1.4 " + bytes(range(256)) * 40 + b"%%EOF"  # 10 KB+, every byte value
+    _gridfs(
+        d,
+        pdf,
+        file_id=file_id,
+        chunk=4096,
+        name="manual.pdf",
+        meta={"contentType": "application/pdf"},
+        sha256=True,
+        reverse=True,
+    )
+    d.ids["file_via_item"] = str(file_id)
+    d.ids["file_meta"] = _gridfs(
+        d,
+        "# Notes ✓\n".encode(),
+        chunk=255 * 1024,
+        name="notes.md",
+        meta={"contentType": "text/markdown", "item_id": str(second_item["_id"])},
+    )
+    d.ids["file_empty"] = _gridfs(
+        d, b"", chunk=1024, name="empty.txt", meta={"item_id": str(second_item["_id"])}
+    )
+    broken = _gridfs(
+        d,
+        b"abcdefgh",
+        chunk=4,
+        name="broken",
+        meta={"item_id": str(second_item["_id"])},
+        drop_chunk=1,
+    )
+    d.quarantined.add(("fs.files", broken, "incomplete GridFS file"))
+    corrupt = _gridfs(
+        d,
+        b"payload",
+        chunk=4,
+        name="c",
+        meta={"item_id": str(second_item["_id"]), "sha256": "0" * 64},
+    )
+    d.quarantined.add(("fs.files", corrupt, "corrupt GridFS file"))
+    lonely = _gridfs(d, b"nobody owns me", chunk=4, name="lonely.txt")
+    d.quarantined.add(("fs.files", lonely, "orphan"))
     d.add("audit_log", {"_id": oid(), "event": "login"})
     return d
 

@@ -61,7 +61,7 @@ class TableLoader:
     def __init__(self, conn: asyncpg.Connection, spec: CollectionSpec, source: str) -> None:
         self.conn = conn
         self.spec = spec
-        self.source = source
+        self.checkpoints = Checkpoints(conn, source, spec.name)
         self.table = _q(spec.name)
         self.stage_name = f"_stage_{spec.name}"
         self.stage = _q(self.stage_name)
@@ -124,7 +124,7 @@ class TableLoader:
             progress.updated += outcome.updated
             progress.unchanged += outcome.unchanged
             progress.quarantined += len(batch.rejected) + len(outcome.rejected)
-            await self._save(progress, batch.last_id)
+            await self.checkpoints.save(progress, batch.last_id)
             before_commit(outcome.rejected)
         return outcome
 
@@ -180,7 +180,13 @@ class TableLoader:
                     )
                 )
 
-    # -------------------------------------------------------------------------- checkpoints
+
+class Checkpoints:
+    """The checkpoint row of one (source, collection), written on the loader's connection."""
+
+    def __init__(self, conn: asyncpg.Connection, source: str, collection: str) -> None:
+        self.conn = conn
+        self.key = (source, collection)
 
     async def begin(self, mode: str) -> None:
         """Start the collection from scratch: reset its checkpoint (committed at once)."""
@@ -189,18 +195,17 @@ class TableLoader:
             "ON CONFLICT (source, collection) DO UPDATE SET position = 0, last_id = NULL, "
             "mode = EXCLUDED.mode, inserted = 0, updated = 0, unchanged = 0, quarantined = 0, "
             "started_at = now(), updated_at = now(), completed_at = NULL",
-            self.source,
-            self.spec.name,
+            *self.key,
             mode,
         )
 
-    async def _save(self, progress: Progress, last_id: Any) -> None:
+    async def save(self, progress: Progress, last_id: Any) -> None:
+        """Record `progress` (inside the batch's transaction)."""
         await self.conn.execute(
             f"UPDATE {_CHECKPOINT} SET position = $3, last_id = $4, inserted = $5, updated = $6, "
             "unchanged = $7, quarantined = $8, updated_at = now() "
             "WHERE source = $1 AND collection = $2",
-            self.source,
-            self.spec.name,
+            *self.key,
             progress.position,
             None if last_id is None else extended_json(last_id),
             progress.inserted,
@@ -213,9 +218,26 @@ class TableLoader:
         await self.conn.execute(
             f"UPDATE {_CHECKPOINT} SET completed_at = now(), updated_at = now() "
             "WHERE source = $1 AND collection = $2",
-            self.source,
-            self.spec.name,
+            *self.key,
         )
+
+    async def read(self) -> Checkpoint | None:
+        row = await self.conn.fetchrow(
+            "SELECT mode, position, last_id, inserted, updated, unchanged, quarantined, "
+            f"completed_at IS NOT NULL AS completed FROM {_CHECKPOINT} "
+            "WHERE source = $1 AND collection = $2",
+            *self.key,
+        )
+        if row is None:
+            return None
+        progress = Progress(
+            position=row["position"],
+            inserted=row["inserted"],
+            updated=row["updated"],
+            unchanged=row["unchanged"],
+            quarantined=row["quarantined"],
+        )
+        return Checkpoint(row["mode"], progress, row["last_id"], row["completed"])
 
 
 @dataclass(frozen=True)
@@ -226,28 +248,6 @@ class Checkpoint:
     progress: Progress
     last_id: str | None
     completed: bool
-
-
-async def read_checkpoint(
-    conn: asyncpg.Connection, source: str, collection: str
-) -> Checkpoint | None:
-    row = await conn.fetchrow(
-        f"SELECT mode, position, last_id, inserted, updated, unchanged, quarantined, "
-        f"completed_at IS NOT NULL AS completed FROM {_CHECKPOINT} "
-        "WHERE source = $1 AND collection = $2",
-        source,
-        collection,
-    )
-    if row is None:
-        return None
-    progress = Progress(
-        position=row["position"],
-        inserted=row["inserted"],
-        updated=row["updated"],
-        unchanged=row["unchanged"],
-        quarantined=row["quarantined"],
-    )
-    return Checkpoint(row["mode"], progress, row["last_id"], row["completed"])
 
 
 #: SQLSTATE classes that mean "this row's data", not "this database": data exceptions (22),

@@ -19,9 +19,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from tbd_agents.tools.migration.batch import PreparedBatch
-from tbd_agents.tools.migration.loader import BatchOutcome
-from tbd_agents.tools.migration.runner import CollectionResult, MigrationResult
+from tbd_agents.tools.migration.runner import BatchStep, CollectionResult, MigrationResult
 from tbd_agents.tools.migration.verify import VerifyResult
 
 
@@ -70,23 +68,21 @@ class RichReporter:
             result.name + note, total=result.total, completed=result.resumed_from
         )
 
-    def batch_done(
-        self, result: CollectionResult, batch: PreparedBatch, outcome: BatchOutcome | None
-    ) -> None:
-        self.progress.advance(self._tasks[result.name], batch.read)
+    def batch_done(self, result: CollectionResult, step: BatchStep) -> None:
+        self.progress.advance(self._tasks[result.name], step.read)
         if not self.verbose:
             return
-        position = result.resumed_from + result.read if outcome is None else outcome.position
+        outcome = step.outcome
         if outcome is None:
             line = (
-                f"{result.name}: batch of {batch.read} (up to #{position}): {len(batch.records)} "
-                f"convertible, {len(batch.rejected)} to quarantine"
+                f"{result.name}: batch of {step.read} (up to #{result.resumed_from + result.read}): "
+                f"{step.convertible} convertible, {step.quarantined} to quarantine"
             )
         else:
             line = (
-                f"{result.name}: batch of {batch.read} (up to #{position}) committed: "
+                f"{result.name}: batch of {step.read} (up to #{outcome.position}) committed: "
                 f"{outcome.inserted} inserted, {outcome.updated} updated, {outcome.unchanged} "
-                f"unchanged, {len(batch.rejected) + len(outcome.rejected)} quarantined"
+                f"unchanged, {step.quarantined} quarantined"
             )
         self.progress.console.print(line, highlight=False)
 

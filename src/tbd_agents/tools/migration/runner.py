@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,7 +25,16 @@ from tbd_agents.errors import InvalidData
 from tbd_agents.tools.migration.batch import PreparedBatch, Rejection, classify, prepare_batch
 from tbd_agents.tools.migration.bsonio import SourceDocument
 from tbd_agents.tools.migration.convert import id_from_extended_json
-from tbd_agents.tools.migration.loader import BatchOutcome, Progress, TableLoader, read_checkpoint
+from tbd_agents.tools.migration.gridfs import (
+    CHUNKS,
+    FILES,
+    ChunkSpool,
+    FileBatch,
+    file_batches,
+    resolve_owners,
+    write_files,
+)
+from tbd_agents.tools.migration.loader import BatchOutcome, Checkpoints, Progress, TableLoader
 from tbd_agents.tools.migration.report import ReportLog
 from tbd_agents.tools.migration.sources import Resume, Source
 from tbd_agents.tools.migration.transform import (
@@ -95,36 +104,48 @@ class Reporter(Protocol):
 
     def collection_started(self, result: CollectionResult) -> None: ...
 
-    def batch_done(
-        self, result: CollectionResult, batch: PreparedBatch, outcome: BatchOutcome | None
-    ) -> None: ...
+    def batch_done(self, result: CollectionResult, step: BatchStep) -> None: ...
 
     def collection_done(self, result: CollectionResult) -> None: ...
+
+
+@dataclass(frozen=True)
+class BatchStep:
+    """One batch dealt with: documents read, how many can be loaded / were quarantined, and,
+    unless this is a dry run, what the committed transaction did."""
+
+    read: int
+    convertible: int
+    quarantined: int
+    outcome: BatchOutcome | None = None
 
 
 class SilentReporter:
     def collection_started(self, result: CollectionResult) -> None:
         return None
 
-    def batch_done(
-        self, result: CollectionResult, batch: PreparedBatch, outcome: BatchOutcome | None
-    ) -> None:
+    def batch_done(self, result: CollectionResult, step: BatchStep) -> None:
         return None
 
     def collection_done(self, result: CollectionResult) -> None:
         return None
 
 
+#: Everything a run can migrate, in order: the 15 collections, then the GridFS files.
+ALL_COLLECTIONS: tuple[str, ...] = (*LOAD_ORDER, FILES)
+
+
 def wanted_collections(names: Sequence[str] | None) -> list[str]:
-    """`names` (default: all 15) in load order; unknown names raise InvalidData."""
+    """`names` (default: the 15 collections and GridFS) in load order; unknown names raise."""
     if not names:
-        return list(LOAD_ORDER)
-    unknown = sorted(set(names) - set(LOAD_ORDER))
+        return list(ALL_COLLECTIONS)
+    unknown = sorted(set(names) - set(ALL_COLLECTIONS))
     if unknown:
         raise InvalidData(
-            f"unknown collection {', '.join(unknown)}; the collections are: {', '.join(sorted(LOAD_ORDER))}"
+            f"unknown collection {', '.join(unknown)}; the collections are: "
+            f"{', '.join(sorted(LOAD_ORDER))}, and {FILES} (GridFS files)"
         )
-    return [n for n in LOAD_ORDER if n in names]
+    return [n for n in ALL_COLLECTIONS if n in names]
 
 
 async def check_source(source: Source, names: Sequence[str], allow_empty: bool) -> list[str]:
@@ -138,7 +159,8 @@ async def check_source(source: Source, names: Sequence[str], allow_empty: bool) 
             "(the application's default is copilot_agent_hub) or the dump path; pass "
             "--allow-empty to accept an empty source."
         )
-    return sorted(n for n in present - set(LOAD_ORDER) if not n.startswith("system."))
+    ours = {*ALL_COLLECTIONS, CHUNKS}
+    return sorted(n for n in present - ours if not n.startswith("system."))
 
 
 async def find_superseded(source: Source, spec: CollectionSpec, batch_size: int) -> dict[str, str]:
@@ -176,7 +198,10 @@ class Migration:
         self.options = options
         self.log = log
         self.reporter = reporter or SilentReporter()
+        # Dry run only: ids the run would have written, for the checks that look them up
+        # (parents of children; knowledge items and their file_id, owners of GridFS files).
         self._dry_parents: dict[str, set[str]] = {}
+        self._dry_file_owners: dict[str, str] = {}
 
     async def run(self) -> MigrationResult:
         names = wanted_collections(self.options.collections)
@@ -185,7 +210,10 @@ class Migration:
         )
         present = await self.source.collections()
         for name in names:
-            result.collections.append(await self._collection(SPECS[name], name in present))
+            if name == FILES:
+                result.collections.append(await self._files(name in present))
+            else:
+                result.collections.append(await self._collection(SPECS[name], name in present))
         if result.read == 0 and not self.options.allow_empty:
             raise InvalidData(
                 f"{self.source.label} holds no documents in the collections to migrate. Check "
@@ -213,27 +241,31 @@ class Migration:
         assert self.conn is not None
         loader = TableLoader(self.conn, spec, self.source.identity)
         await loader.setup()
-        checkpoint = (
-            None
-            if self.options.restart
-            else await read_checkpoint(self.conn, self.source.identity, spec.name)
-        )
+        progress, resume = await self._start(loader.checkpoints, result, loader.table_is_empty)
+        self.reporter.collection_started(result)
+        if present:
+            superseded = await find_superseded(self.source, spec, self.options.batch_size)
+            await self._pipeline(spec, loader, result, progress, resume, superseded)
+        await loader.checkpoints.complete()
+
+    async def _start(
+        self,
+        checkpoints: Checkpoints,
+        result: CollectionResult,
+        empty: Callable[[], Awaitable[bool]],
+    ) -> tuple[Progress, Resume | None]:
+        """Resume an interrupted collection from its checkpoint, or start it over."""
+        checkpoint = None if self.options.restart else await checkpoints.read()
         if checkpoint is not None and not checkpoint.completed:
             result.mode = checkpoint.mode
             progress = checkpoint.progress
             result.resumed_from = progress.position
             result.quarantined_before = progress.quarantined
             last_id = id_from_extended_json(checkpoint.last_id) if checkpoint.last_id else None
-            resume = Resume(progress.position, last_id) if progress.position else None
-        else:
-            result.mode = "copy" if await loader.table_is_empty() else "upsert"
-            await loader.begin(result.mode)
-            progress, resume = Progress(), None
-        self.reporter.collection_started(result)
-        if present:
-            superseded = await find_superseded(self.source, spec, self.options.batch_size)
-            await self._pipeline(spec, loader, result, progress, resume, superseded)
-        await loader.complete()
+            return progress, Resume(progress.position, last_id) if progress.position else None
+        result.mode = "copy" if await empty() else "upsert"
+        await checkpoints.begin(result.mode)
+        return Progress(), None
 
     async def _pipeline(
         self,
@@ -294,7 +326,12 @@ class Migration:
         result.updated += outcome.updated
         result.unchanged += outcome.unchanged
         result.quarantined.update(r.category for r in outcome.rejected)
-        self.reporter.batch_done(result, batch, outcome)
+        self.reporter.batch_done(
+            result,
+            BatchStep(
+                batch.read, len(batch.records), len(batch.rejected) + len(outcome.rejected), outcome
+            ),
+        )
 
     # ----------------------------------------------------------------------------- dry run
 
@@ -313,24 +350,36 @@ class Migration:
             self._record(spec, result, batch)
             orphan_ids = {o.id for o in orphans}
             ids = [i for i in batch.ids if i not in orphan_ids]
-            existing = await self._existing(spec, ids)
+            existing = await self._existing_in(spec.name, ids)
             result.would_overwrite += existing
             result.would_insert += len(ids) - existing
             if accepted is not None:
                 accepted.update(ids)
-            self.reporter.batch_done(result, batch, None)
+            if spec.name == "knowledge_items":
+                self._remember_files(spec, batch, orphan_ids)
+            self.reporter.batch_done(result, BatchStep(batch.read, len(ids), len(batch.rejected)))
         self.log.sync()
 
     @staticmethod
     def _is_parent(spec: CollectionSpec) -> bool:
-        return any(s.parent and s.parent[1] == spec.name for s in SPECS.values())
+        return spec.name == "knowledge_items" or any(
+            s.parent and s.parent[1] == spec.name for s in SPECS.values()
+        )
 
-    async def _existing(self, spec: CollectionSpec, ids: list[str]) -> int:
+    def _remember_files(
+        self, spec: CollectionSpec, batch: PreparedBatch, skip: set[str | None]
+    ) -> None:
+        column = spec.columns.index("file_id")
+        for item_id, record in zip(batch.ids, batch.records, strict=True):
+            if item_id not in skip and record[column] is not None:
+                self._dry_file_owners.setdefault(record[column], item_id)
+
+    async def _existing_in(self, table: str, ids: list[str]) -> int:
         if self.conn is None or not ids:
             return 0
         return int(
             await self.conn.fetchval(
-                f'SELECT count(*) FROM "{spec.name}" WHERE id = ANY($1::text[])', ids
+                f'SELECT count(*) FROM "{table}" WHERE id = ANY($1::text[])', ids
             )
         )
 
@@ -355,3 +404,95 @@ class Migration:
                     )
                 )
         return orphans
+
+    # --------------------------------------------------------------------------- GridFS
+
+    async def _files(self, present: bool) -> CollectionResult:
+        result = CollectionResult(name=FILES)
+        started = time.perf_counter()
+        result.total = await self.source.count(FILES) if present else 0
+        spool = await ChunkSpool.build(self.source, self.options.batch_size) if present else None
+        try:
+            if self.options.dry_run:
+                self.reporter.collection_started(result)
+                if spool is not None:
+                    async for batch in file_batches(self.source, spool, self.options.batch_size):
+                        await self._dry_files(result, batch)
+            else:
+                await self._load_files(result, spool)
+        finally:
+            if spool is not None:
+                spool.close()
+        result.seconds = time.perf_counter() - started
+        self.reporter.collection_done(result)
+        return result
+
+    async def _load_files(self, result: CollectionResult, spool: ChunkSpool | None) -> None:
+        assert self.conn is not None
+        checkpoints = Checkpoints(self.conn, self.source.identity, FILES)
+        progress, resume = await self._start(checkpoints, result, _not_empty)
+        self.reporter.collection_started(result)
+        if spool is not None:
+            async for batch in file_batches(self.source, spool, self.options.batch_size, resume):
+                await self._write_files(result, batch, checkpoints, progress)
+        await checkpoints.complete()
+
+    async def _owned(self, batch: FileBatch) -> list[dict[str, Any]]:
+        """The batch's rows whose knowledge item exists; the others join `batch.rejected`.
+        A dry run also counts the knowledge items it would have written."""
+        items = self._dry_parents.get("knowledge_items", set())
+        rows = []
+        resolved = await resolve_owners(self.conn, batch.rows, items, self._dry_file_owners)
+        for (row, problem), document in zip(resolved, batch.documents, strict=True):
+            if problem is None:
+                rows.append(row)
+            else:
+                batch.rejected.append(Rejection(row["id"], problem, document))
+        return rows
+
+    async def _write_files(
+        self,
+        result: CollectionResult,
+        batch: FileBatch,
+        checkpoints: Checkpoints,
+        progress: Progress,
+    ) -> None:
+        assert self.conn is not None
+        async with self.conn.transaction():
+            rows = await self._owned(batch)
+            inserted, updated = await write_files(self.conn, rows)
+            outcome = BatchOutcome(
+                inserted=inserted, updated=updated, unchanged=len(rows) - inserted - updated
+            )
+            progress.position += batch.read
+            outcome.position = progress.position
+            progress.inserted += inserted
+            progress.updated += updated
+            progress.unchanged += outcome.unchanged
+            progress.quarantined += len(batch.rejected)
+            await checkpoints.save(progress, batch.last_id)
+            self.log.rejected(FILES, batch.rejected)
+            self.log.sync()
+        result.read += batch.read
+        result.inserted += inserted
+        result.updated += updated
+        result.unchanged += outcome.unchanged
+        result.quarantined.update(r.category for r in batch.rejected)
+        self.reporter.batch_done(
+            result, BatchStep(batch.read, len(rows), len(batch.rejected), outcome)
+        )
+
+    async def _dry_files(self, result: CollectionResult, batch: FileBatch) -> None:
+        rows = await self._owned(batch)
+        existing = await self._existing_in("knowledge_files", [r["id"] for r in rows])
+        result.read += batch.read
+        result.would_overwrite += existing
+        result.would_insert += len(rows) - existing
+        result.quarantined.update(r.category for r in batch.rejected)
+        self.log.rejected(FILES, batch.rejected)
+        self.reporter.batch_done(result, BatchStep(batch.read, len(rows), len(batch.rejected)))
+
+
+async def _not_empty() -> bool:
+    """File batches are always upserted (there is no COPY fast path for them)."""
+    return False

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +23,13 @@ import asyncpg  # type: ignore[import-untyped]
 
 from tbd_agents.tools.migration.batch import category_of, classify
 from tbd_agents.tools.migration.bsonio import SourceDocument
+from tbd_agents.tools.migration.gridfs import (
+    FILES,
+    ChunkSpool,
+    digest_row,
+    file_batches,
+    resolve_owners,
+)
 from tbd_agents.tools.migration.loader import WRITE_ERRORS, row_level
 from tbd_agents.tools.migration.rows import field_diff, parse_json, row_digest
 from tbd_agents.tools.migration.runner import check_source, find_superseded, wanted_collections
@@ -103,7 +110,10 @@ class Verifier:
         present = await self.source.collections()
         result = VerifyResult()
         for name in names:
-            result.collections.append(await self._collection(SPECS[name], name in present))
+            if name == FILES:
+                result.collections.append(await self._files(name in present))
+            else:
+                result.collections.append(await self._collection(SPECS[name], name in present))
         return result
 
     async def _collection(self, spec: CollectionSpec, present: bool) -> CollectionCheck:
@@ -111,8 +121,13 @@ class Verifier:
         await self.conn.execute(f"TRUNCATE {_SRC}, {_TGT}")
         if present:
             await self._load_source(spec, check)
-        await self._load_target(spec, check)
-        await self._compare(spec, check)
+        columns = ", ".join(f'"{c}"' for c in spec.columns)
+        await self._load_target(
+            f'SELECT {columns} FROM "{spec.name}"',
+            lambda r: (r["id"], row_digest(target_row(spec, r))),
+            check,
+        )
+        await self._compare(check)
         if present and 0 < check.missing <= self.probe_limit:
             await self._probe_missing(spec, check)
         if check.differing_ids and present:
@@ -151,29 +166,61 @@ class Verifier:
                 check.excluded["orphan"] += orphans
         await self.conn.execute(f"ANALYZE {_SRC}")
 
-    async def _load_target(self, spec: CollectionSpec, check: CollectionCheck) -> None:
-        columns = ", ".join(f'"{c}"' for c in spec.columns)
-        query = f'SELECT {columns} FROM "{spec.name}"'
+    async def _load_target(
+        self,
+        query: str,
+        digest: Callable[[asyncpg.Record], tuple[str, bytes]],
+        check: CollectionCheck,
+    ) -> None:
+        """Digest every row `query` returns (read in one snapshot) into the target table."""
+
+        async def copy(batch: list[asyncpg.Record]) -> None:
+            records = await asyncio.to_thread(lambda: [digest(r) for r in batch])
+            await self.conn.copy_records_to_table(_TGT, records=records)
+
         async with self.reader.transaction(readonly=True, isolation="repeatable_read"):
-            cursor = self.reader.cursor(query, prefetch=self.batch_size)
             batch: list[asyncpg.Record] = []
-            async for record in cursor:
+            async for record in self.reader.cursor(query, prefetch=self.batch_size):
                 batch.append(record)
                 if len(batch) >= self.batch_size:
-                    await self._copy_target(spec, batch)
+                    await copy(batch)
                     batch = []
             if batch:
-                await self._copy_target(spec, batch)
+                await copy(batch)
         check.target_rows = await self.conn.fetchval(f"SELECT count(*) FROM {_TGT}")
         await self.conn.execute(f"ANALYZE {_TGT}")
 
-    async def _copy_target(self, spec: CollectionSpec, batch: list[asyncpg.Record]) -> None:
-        records = await asyncio.to_thread(
-            lambda: [(r["id"], row_digest(target_row(spec, r))) for r in batch]
+    async def _files(self, present: bool) -> CollectionCheck:
+        """GridFS files against `knowledge_files`: metadata and the SHA-256 of the bytes (the
+        target's computed by PostgreSQL from the stored bytes, and the one stored beside them)."""
+        check = CollectionCheck(name=FILES)
+        await self.conn.execute(f"TRUNCATE {_SRC}, {_TGT}")
+        if present:
+            spool = await ChunkSpool.build(self.source, self.batch_size)
+            try:
+                async for batch in file_batches(self.source, spool, self.batch_size):
+                    check.source_documents += batch.read
+                    check.excluded.update(r.category for r in batch.rejected)
+                    records = []
+                    for row, problem in await resolve_owners(self.conn, batch.rows):
+                        if problem is None:
+                            records.append((row["id"], digest_row(row), row["item_id"]))
+                        else:
+                            check.excluded[category_of(problem)] += 1
+                    await self.conn.copy_records_to_table(_SRC, records=records)
+            finally:
+                spool.close()
+            await self.conn.execute(f"ANALYZE {_SRC}")
+        await self._load_target(
+            "SELECT id, item_id, file_name, content_type, size, encode(sha256(data), 'hex') AS sha256, "
+            "sha256 AS stored FROM knowledge_files",
+            _file_digest,
+            check,
         )
-        await self.conn.copy_records_to_table(_TGT, records=records)
+        await self._compare(check)
+        return check
 
-    async def _compare(self, spec: CollectionSpec, check: CollectionCheck) -> None:
+    async def _compare(self, check: CollectionCheck) -> None:
         """Counts and first ids of missing, extra and differing rows (one round trip)."""
         sets = {
             "missing": f"FROM {_SRC} s WHERE NOT EXISTS (SELECT 1 FROM {_TGT} t WHERE t.id = s.id)",
@@ -236,7 +283,7 @@ class Verifier:
         if refused:
             await self.conn.execute(f"DELETE FROM {_SRC} WHERE id = ANY($1::text[])", refused)
             check.excluded["database"] += len(refused)
-            await self._compare(spec, check)
+            await self._compare(check)
 
     async def _diff_sample(self, spec: CollectionSpec, check: CollectionCheck) -> None:
         """Field-level differences for the first few differing ids (one more source pass)."""
@@ -259,3 +306,9 @@ def target_row(spec: CollectionSpec, record: asyncpg.Record) -> Row:
         if row[column] is not None:
             row[column] = parse_json(row[column])
     return row
+
+
+def _file_digest(record: asyncpg.Record) -> tuple[str, bytes]:
+    row = dict(record)
+    stored = row.pop("stored")
+    return row["id"], digest_row(row, stored)

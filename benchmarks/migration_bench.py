@@ -1,0 +1,194 @@
+"""MongoDB → PostgreSQL migration throughput and memory (run by hand).
+
+    .venv/bin/python benchmarks/migration_bench.py [--small 200000] [--large 2000000]
+
+Builds mongodump directories of chat_messages-like documents (1,000 chat_sessions as parents;
+messages of 40–1,500 characters, half of them with a usage sub-document), starts the embedded
+PostgreSQL 18 with the product's tuning in a temporary directory, and migrates each dump into a
+fresh database at head with the migration library (what `tbd-agents migrate from-mongo` runs):
+
+* batch sizes 500 / 5,000 / 20,000 on the small dump: first load (empty tables: straight COPY)
+  and re-run over the same rows (staging table + upsert that rewrites nothing);
+* the large dump (ten times the small one) at batch size 5,000: first load.
+
+Each migration runs in its own process, so its peak RSS (ru_maxrss) is its own. rows/s counts
+chat_messages only (the collection's own wall time, reading and converting included); "end to
+end" is the whole process, start-up and the parents included. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import bson
+from bson import ObjectId
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+DB = "copilot_agent_hub"
+SESSIONS = 1_000
+WORDS = "the a agent tool result message model token stream memory search plan step run data".split()
+
+
+def write_dump(root: Path, messages: int, seed: int = 7) -> Path:
+    """A dump directory with SESSIONS sessions and `messages` messages (streamed to disk)."""
+    rng = random.Random(seed)
+    directory = root / DB
+    directory.mkdir(parents=True)
+    start = datetime(2024, 1, 1)  # noqa: DTZ001 - naive, as pymongo stored them
+    sessions = [ObjectId() for _ in range(SESSIONS)]
+    with (directory / "chat_sessions.bson").open("wb") as out:
+        for i, sid in enumerate(sessions):
+            out.write(bson.encode({"_id": sid, "agent_id": ObjectId(), "title": f"chat {i}",
+                                   "github_user": "octo", "created_at": start}))
+    with (directory / "chat_messages.bson").open("wb") as out:
+        for i in range(messages):
+            role = "user" if i % 2 == 0 else "assistant"
+            length = rng.randint(8, 250)
+            doc = {
+                "_id": ObjectId(),
+                "session_id": sessions[rng.randrange(SESSIONS)],
+                "role": role,
+                "content": " ".join(rng.choice(WORDS) for _ in range(length)),
+                "created_at": start + timedelta(seconds=i),
+                "updated_at": start + timedelta(seconds=i),
+            }
+            if role == "assistant":
+                doc["usage"] = {"prompt_tokens": rng.randint(10, 4000), "completion_tokens": rng.randint(1, 900)}
+            out.write(bson.encode(doc))
+    return root
+
+
+# ----------------------------------------------------------------------------------- child
+
+
+async def _child(dump: Path, url: str, batch_size: int) -> dict[str, float]:
+    import asyncpg
+
+    from tbd_agents.tools.migration.report import ReportLog
+    from tbd_agents.tools.migration.runner import Migration, Options
+    from tbd_agents.tools.migration.sources import DumpSource
+
+    conn = await asyncpg.connect(url)
+    log = ReportLog(Path(tempfile.mkdtemp()) / "q.jsonl")
+    started = time.perf_counter()
+    try:
+        options = Options(collections=["chat_sessions", "chat_messages"], batch_size=batch_size)
+        result = await Migration(DumpSource(dump, DB), conn, options, log).run()
+    finally:
+        log.close()
+        await conn.close()
+    messages = next(c for c in result.collections if c.name == "chat_messages")
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "rows": messages.read,
+        "seconds": messages.seconds,
+        "rows_per_s": messages.read / messages.seconds,
+        "inserted": messages.inserted,
+        "unchanged": messages.unchanged,
+        "mode": messages.mode,
+        "migration_seconds": time.perf_counter() - started,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+    }
+
+
+# ---------------------------------------------------------------------------------- parent
+
+
+def _run_child(dump: Path, url: str, batch_size: int) -> dict[str, float]:
+    started = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(dump), url, str(batch_size)],
+        capture_output=True, text=True, check=True,
+    )
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    result["process_seconds"] = time.perf_counter() - started
+    return result
+
+
+def _fresh_database(admin: str, name: str) -> str:
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    from tbd_agents.storage.postgres.migrate import upgrade_to_head
+
+    async def create() -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    url = make_url(admin).set(database=name)
+    asyncio.run(upgrade_to_head(url))
+    return url.render_as_string(hide_password=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", type=int, default=200_000)
+    parser.add_argument("--large", type=int, default=2_000_000)
+    parser.add_argument("--batches", default="500,5000,20000")
+    args = parser.parse_args()
+
+    from tbd_agents.config import load_settings
+    from tbd_agents.storage.postgres.embedded import EmbeddedPostgres
+
+    work = Path(tempfile.mkdtemp(prefix="tbd-migration-bench-"))
+    os.chmod(work, 0o755)  # the embedded server runs as its own user when we are root
+    try:
+        t = time.perf_counter()
+        small = write_dump(work / "small", args.small)
+        large = write_dump(work / "large", args.large) if args.large else None
+        print(f"dumps written in {time.perf_counter() - t:.0f} s: "
+              f"{(small / DB / 'chat_messages.bson').stat().st_size / 1e6:.0f} MB"
+              + (f", {(large / DB / 'chat_messages.bson').stat().st_size / 1e6:.0f} MB" if large else ""))
+        settings = load_settings(db_backend="postgres", postgres_uri=None, data_dir=work / "data")
+        server = EmbeddedPostgres(settings)
+        server.start()
+        admin = server.url("postgres").set(drivername="postgresql").render_as_string(hide_password=False)
+        rows = []
+        try:
+            for batch in (int(b) for b in args.batches.split(",")):
+                url = _fresh_database(admin, f"bench_{batch}")
+                first = _run_child(small, url, batch)
+                again = _run_child(small, url, batch)
+                rows.append((f"{args.small:,}", batch, first, again))
+                print(rows[-1], flush=True)
+            if large is not None:
+                url = _fresh_database(admin, "bench_large")
+                rows.append((f"{args.large:,}", 5000, _run_child(large, url, 5000), None))
+                print(rows[-1], flush=True)
+        finally:
+            server.stop()
+        print(f"\nload average at the end: {os.getloadavg()}\n")
+        print("| messages | batch | first load rows/s | re-run rows/s | first load end to end | peak RSS (first / re-run) | CPU s of the migration process |")
+        print("|---|---|---|---|---|---|---|")
+        for size, batch, first, again in rows:
+            rerun = f"{again['rows_per_s']:,.0f}" if again else "–"
+            rss = f"{first['peak_rss_mb']:.0f} MB" + (f" / {again['peak_rss_mb']:.0f} MB" if again else "")
+            print(f"| {size} | {batch:,} | {first['rows_per_s']:,.0f} | {rerun} | {first['process_seconds']:.1f} s | {rss} | {first['cpu_seconds']:.1f} |")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        print(json.dumps(asyncio.run(_child(Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])))))
+    else:
+        main()
