@@ -57,9 +57,12 @@ async def test_health_needs_no_credentials(api: Api) -> None:
         assert (await client.get("/health")).json() == {"status": "ok"}
         ready = await client.get("/health/ready")
     assert ready.status_code == 200
-    check = ready.json()["checks"][0]
-    assert check["name"] == "database" and check["ok"] is True
-    assert check["latency_ms"] >= 0
+    checks = {c["name"]: c for c in ready.json()["checks"]}
+    assert checks["database"]["ok"] is True and checks["database"]["latency_ms"] >= 0
+    assert "at revision" in checks["database"]["detail"]
+    assert checks["vector_store"]["ok"] is True and checks["vector_store"]["detail"].startswith(
+        "pgvector"
+    )
 
 
 async def test_read_only_key_reads_but_cannot_write(api: Api) -> None:

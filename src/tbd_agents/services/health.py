@@ -50,6 +50,18 @@ async def _database(store: DocumentStore) -> str:
     return store.backend
 
 
+async def _vectors(vectors: Any) -> str:
+    from tbd_agents.vectors.base import KNOWLEDGE_CHUNKS
+
+    info = await vectors.collection_info(KNOWLEDGE_CHUNKS.name)
+    state = "ready" if info is not None else "no knowledge indexed yet"
+    return f"{vectors.backend}, {state}"
+
+
+async def _failed(reason: str) -> str:
+    raise RuntimeError(f"knowledge and memory services did not start: {reason}")
+
+
 async def _redis(url: str) -> str:
     import redis.asyncio as aioredis
 
@@ -69,8 +81,11 @@ async def readiness(
         ("database", lambda: _database(store))
     ]
     vectors = services.get("vector_store")
-    if vectors is not None and hasattr(vectors, "ping"):
-        probes.append(("vector_store", vectors.ping))
+    if vectors is not None:
+        probes.append(("vector_store", lambda: _vectors(vectors)))
+    elif "knowledge_error" in services:
+        reason = str(services["knowledge_error"])
+        probes.append(("vector_store", lambda: _failed(reason)))
     if settings.redis_url:
         redis_url = settings.redis_url
         probes.append(("redis", lambda: _redis(redis_url)))
