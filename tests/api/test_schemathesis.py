@@ -69,7 +69,10 @@ def test_every_operation_conforms_to_the_schema(
             suppress_health_check=list(HealthCheck),
         )
         def run(case: schemathesis.Case) -> None:
-            case.call_and_validate(headers=headers, checks=CHECKS)
+            response = case.call(headers=headers)
+            if response.status_code == 400 and response.text == "Invalid HTTP request received.":
+                return  # uvicorn's HTTP parser refused the bytes before the app saw them
+            case.validate_response(response, checks=CHECKS)
 
         try:
             run()

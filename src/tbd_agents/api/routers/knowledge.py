@@ -219,7 +219,7 @@ async def search_memories(
     ctx: Ctx,
     caller: Caller,
     agent_id: Annotated[str, Query(min_length=1, max_length=128)],
-    q: Annotated[str, Query(min_length=1, max_length=10_000)],
+    q: Annotated[str, Query(min_length=1, max_length=2000)],
     mode: SearchMode = SearchMode.SEMANTIC,
     session_id: Annotated[str | None, Query(max_length=128)] = None,
     k: Annotated[int, Query(ge=1, le=50)] = 5,
