@@ -226,7 +226,10 @@ export async function renderRecord(ctx, res, id) {
     h("div", {}, h("p", { class: "crumbs" }, h("a", { href: `#/${res}` }, def.title)), h("h1", { id: titleId }, title)),
     record && res === "agents" ? h("a", { href: `#/chat/${record.id}`, class: "button primary" }, "Chat with this agent") : null);
   const extras = h("div", { class: "extras" });
-  replace(ctx.main, head, h("section", { class: "card" }, form.element), extras);
+  const formCard = h("section", { class: "card", "aria-labelledby": titleId }, form.element);
+  // Where the record's main action is a panel (run a workflow, add documents), it comes first.
+  if (record && def.extrasFirst) replace(ctx.main, head, extras, h("h2", { class: "settings-title" }, "Settings"), formCard);
+  else replace(ctx.main, head, formCard, extras);
   await form.ready;
   const { renderExtras } = await import("./extras.js");
   await renderExtras(ctx, res, record, form, extras);

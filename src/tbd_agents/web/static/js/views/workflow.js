@@ -193,7 +193,7 @@ export async function renderWorkflowPanel(ctx, workflow, box) {
     log.handle("usage", full.usage || {});
   };
   append(box, [h("section", { class: "card", "aria-labelledby": "hist-title" }, h("h2", { id: "hist-title" }, "History"), historyBox,
-    h("p", { class: "muted small" }, `Last run: ${when(workflow.last_run_at)}. Choose a run's time to see its events.`))]);
+    h("p", { class: "muted small" }, "Choose a run's time to see its events."))]);
   refreshHistory = await runsTable(historyBox, { workflow_id: workflow.id }, "No runs yet. Write a prompt above and press Run.", openRun);
   if (canListDeliveries && (workflow.webhook_url || workflow.error_webhook_url)) {
     const deliveries = await get(fill(DELIVERIES, workflow.id), { limit: 20 });
