@@ -54,7 +54,7 @@ def test_upgrade_then_current_on_a_fresh_embedded_server_with_no_environment() -
 
     up = _tbd("db", "upgrade", env=env, cwd=home)
     assert up.returncode == 0, up.stdout + up.stderr
-    assert f"Running upgrade  -> {migrate.DOCUMENT_SCHEMA_REVISION}" in up.stderr
+    assert f"Running upgrade  -> {migrate.INITIAL_REVISION}" in up.stderr
     assert f"is at {head} (head)" in up.stdout
 
     pgdata = home / "data" / "tbd-agents" / "pgdata"
@@ -72,7 +72,7 @@ def test_history_needs_no_database(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].split(",")[0].endswith(f"{migrate.head_revision()} (head)")
-    assert lines[-1].startswith(f"<base> -> {migrate.DOCUMENT_SCHEMA_REVISION},")
+    assert lines[-1].startswith(f"<base> -> {migrate.INITIAL_REVISION},")
     assert not (tmp_path / "tbd-agents").exists()
     verbose = runner.invoke(app, ["db", "history", "--verbose"])
     assert verbose.exit_code == 0
@@ -164,7 +164,7 @@ def test_upgrade_on_a_server_without_pgvector(pg15_server: str) -> None:
         assert result.exit_code == 1
         assert result.exception is None or isinstance(result.exception, SystemExit)
         lines = result.stderr.strip().splitlines()
-        assert lines[0].startswith(f"Running upgrade  -> {migrate.DOCUMENT_SCHEMA_REVISION}")
+        assert lines[0].startswith(f"Running upgrade  -> {migrate.INITIAL_REVISION}")
         assert lines[-1].startswith('Error: PostgreSQL extension "vector" is not available')
     finally:
         pg.drop_database(url)

@@ -1,6 +1,7 @@
 """Run-time tables: run events, halt requests, schedule occurrences, webhook secrets and deliveries.
 
-Also adds the schedule policies (`overlap_policy`, `missed_run_policy`) to `scheduled_agents`.
+The schedule policies of `scheduled_agents` (`overlap_policy`, `missed_run_policy`) are added by
+revision 5d2e8a41c9f0, before the pgvector revision, so documents-only servers get them too.
 Generated with `alembic revision --autogenerate` from `storage/postgres/schema_runtime.py` and the
 domain model, then reviewed.
 
@@ -218,21 +219,9 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("delivery_id", "attempt", name=op.f("pk_webhook_attempts")),
     )
-    op.add_column(
-        "scheduled_agents",
-        sa.Column("overlap_policy", sa.Text(), server_default=sa.text("'skip'"), nullable=False),
-    )
-    op.add_column(
-        "scheduled_agents",
-        sa.Column(
-            "missed_run_policy", sa.Text(), server_default=sa.text("'run_once'"), nullable=False
-        ),
-    )
 
 
 def downgrade() -> None:
-    op.drop_column("scheduled_agents", "missed_run_policy")
-    op.drop_column("scheduled_agents", "overlap_policy")
     op.drop_table("webhook_attempts")
     op.drop_index("idx_webhook_deliveries_workflow_id", table_name="webhook_deliveries")
     op.drop_index("idx_webhook_deliveries_status_next_attempt_at", table_name="webhook_deliveries")

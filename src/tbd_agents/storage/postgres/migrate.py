@@ -6,8 +6,9 @@ PostgreSQL advisory lock (`MIGRATION_LOCK_KEY`) on its connection, so two migrat
 once never both run DDL: the second waits, then finds nothing left to do.
 
 Revisions:
-- `DOCUMENT_SCHEMA_REVISION`: the 15 document tables. Needs nothing beyond PostgreSQL 13+, so a
-  server without pgvector (a "documents only" server) can be migrated up to here.
+- `INITIAL_REVISION` ... `DOCUMENT_SCHEMA_REVISION`: the 15 document tables. Need nothing beyond
+  PostgreSQL 13+, so a server without pgvector (a "documents only" server) can be migrated up to
+  here.
 - `VECTOR_REVISION`: enables the `vector` extension; fails with a clear message where pgvector is
   not installed. `head` is at or after it.
 """
@@ -40,8 +41,12 @@ from tbd_agents.storage.postgres.errors import UPGRADE_HINT, translate, where
 if TYPE_CHECKING:
     from tbd_agents.storage.postgres.embedded import EmbeddedPostgres
 
-#: Revision that creates the 15 document tables (no pgvector needed).
-DOCUMENT_SCHEMA_REVISION = "3f1c2a9d8b47"
+#: Last revision before pgvector: the 15 document tables as the code expects them. Servers without
+#: pgvector (documents only) are migrated up to here. Changes to those 15 tables go into a revision
+#: placed before VECTOR_REVISION, and this constant moves to it.
+DOCUMENT_SCHEMA_REVISION = "5d2e8a41c9f0"
+#: Revision that creates the 15 document tables.
+INITIAL_REVISION = "3f1c2a9d8b47"
 #: Revision that enables the pgvector extension.
 VECTOR_REVISION = "7b5e0d4c1a26"
 #: Key of the session-level advisory lock held while migrating ("tbd_migr" as a bigint).
