@@ -169,15 +169,17 @@ async def test_internal_targets_need_the_allow_list(url: str) -> None:
 
 
 async def test_the_allow_list_takes_names_addresses_and_ranges() -> None:
-    host, port, address = await resolve_checked(
+    host, port, addresses = await resolve_checked(
         "http://localhost:9/", HostPolicy.parse("localhost")
     )
-    assert (host, port) == ("localhost", 9) and address.is_loopback
+    assert (host, port) == ("localhost", 9) and all(a.is_loopback for a in addresses)
     policy = HostPolicy.parse("10.0.0.0/8, 127.0.0.1")
-    assert str((await resolve_checked("https://10.9.8.7/h", policy))[2]) == "10.9.8.7"
+    assert [str(a) for a in (await resolve_checked("https://10.9.8.7/h", policy))[2]] == [
+        "10.9.8.7"
+    ]
     assert (await resolve_checked("https://10.9.8.7/h", policy))[1] == 443
     public = await resolve_checked("http://93.184.216.34/", HostPolicy.parse(""))
-    assert str(public[2]) == "93.184.216.34"
+    assert [str(a) for a in public[2]] == ["93.184.216.34"]
 
 
 @pytest.mark.parametrize("url", ["ftp://example.com/x", "file:///etc/passwd", "http:///nohost"])
@@ -194,3 +196,23 @@ def test_signatures_expire_and_depend_on_every_byte() -> None:
     old = str(int(time.time()) - 3600)
     assert not verify_signature("s3cret", old, b"x", sign("s3cret", old, b"x"))
     assert verify_signature("s3cret", old, b"x", sign("s3cret", old, b"x"), tolerance=None)
+
+
+async def test_a_host_name_is_sent_to_its_checked_address_and_kept_in_the_host_header(
+    module_db: URL, db: AsyncEngine, receiver: Receiver
+) -> None:
+    """`localhost` may resolve to ::1 first while the receiver listens on 127.0.0.1 only: the
+    next checked address is tried, and the receiver sees the name it was configured with."""
+    config = runtime_settings(module_db, webhook_allowed_hosts="localhost")
+    runtime = await Runtime.open(config, db, role="api")
+    await runtime.start()
+    try:
+        url = f"http://localhost:{receiver.port}/named"
+        workflow = await make_workflow(db, webhook_url=url)
+        await runtime.start_run(workflow, "emit:1")
+        delivery = await wait_delivery(runtime, workflow, "delivered")
+    finally:
+        await runtime.aclose()
+    assert delivery.attempts == 1
+    headers, _, path = receiver.requests[0]
+    assert path == "/named" and headers["Host"] == f"localhost:{receiver.port}"

@@ -136,8 +136,9 @@ def _is_internal(address: Address) -> bool:
     )
 
 
-async def resolve_checked(url: str, policy: HostPolicy) -> tuple[str, int, Address]:
-    """(host, port, address to connect to) for `url`, or WebhookRefused saying why not."""
+async def resolve_checked(url: str, policy: HostPolicy) -> tuple[str, int, list[Address]]:
+    """(host, port, the addresses to connect to, in resolver order) for `url`, or
+    WebhookRefused saying why not. Every address is checked, not only the first."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise WebhookRefused(f"webhook URL must be http:// or https:// with a host, got {url!r}")
@@ -147,7 +148,11 @@ async def resolve_checked(url: str, policy: HostPolicy) -> tuple[str, int, Addre
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise WebhookRefused(f"cannot resolve webhook host {host!r}: {exc}") from None
-    addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+    addresses: list[Address] = []
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if address not in addresses:
+            addresses.append(address)
     if not addresses:
         raise WebhookRefused(f"webhook host {host!r} has no address")
     for address in addresses:
@@ -156,7 +161,7 @@ async def resolve_checked(url: str, policy: HostPolicy) -> tuple[str, int, Addre
                 f"webhook host {host!r} resolves to {address}, an internal address; add the "
                 "host or address to WEBHOOK_ALLOWED_HOSTS to allow it"
             )
-    return host, port, addresses[0]
+    return host, port, addresses
 
 
 def _pinned_url(url: str, address: Address, port: int) -> str:
@@ -349,7 +354,7 @@ class WebhookService:
         body = json_dumps(row.payload).encode()
         try:
             secret = await self.secret(row.workflow_id)
-            host, port, address = await resolve_checked(row.url, self.policy)
+            host, port, addresses = await resolve_checked(row.url, self.policy)
         except WebhookRefused as exc:
             return None, str(exc)
         except TbdError as exc:
@@ -364,19 +369,25 @@ class WebhookService:
             TIMESTAMP_HEADER: stamp,
             SIGNATURE_HEADER: sign(secret, stamp, body),
         }
-        try:
-            response = await self.client.post(
-                _pinned_url(row.url, address, port),
-                content=body,
-                headers=headers,
-                timeout=self.timeout,
-                extensions={"sni_hostname": host},
-            )
-        except httpx.HTTPError as exc:
-            return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        if 200 <= response.status_code < 300:
-            return response.status_code, None
-        return response.status_code, f"receiver answered HTTP {response.status_code}"
+        error = "no address to connect to"
+        for address in addresses:  # the next checked address when one refuses the connection
+            try:
+                response = await self.client.post(
+                    _pinned_url(row.url, address, port),
+                    content=body,
+                    headers=headers,
+                    timeout=self.timeout,
+                    extensions={"sni_hostname": host},
+                )
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                error = f"{type(exc).__name__} to {address}: {exc}"
+                continue
+            except httpx.HTTPError as exc:
+                return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if 200 <= response.status_code < 300:
+                return response.status_code, None
+            return response.status_code, f"receiver answered HTTP {response.status_code}"
+        return None, error
 
     async def _attempt(self, row: Any) -> None:
         started = time.perf_counter()
