@@ -230,3 +230,31 @@ async def test_a_scheduled_run_never_dispatched_is_picked_up(harness: Harness) -
     await harness.runtime.start()
     events = await collect(harness.runtime, task.id)
     assert events[-1].data["status"] == "completed"
+
+
+async def test_a_due_schedule_fires_once_and_its_run_completes(harness: Harness) -> None:
+    from tbd_agents.runtime.scheduler import schedule_history
+
+    workflow = await make_workflow(harness.db)
+    schedule_id = str(uuid.uuid4())
+    async with harness.db.begin() as conn:
+        await conn.execute(
+            insert(TABLES["scheduled_agents"]).values(
+                id=schedule_id,
+                workflow_id=workflow,
+                prompt="emit:2",
+                interval_value=1,
+                interval_unit="hours",
+                next_run_at=func.now() - timedelta(seconds=5),
+            )
+        )
+    scheduler = harness.runtime.scheduler()
+    first = await scheduler.tick()
+    second = await scheduler.tick()
+    fired = [c for c in first.fired if c.schedule_id == schedule_id]
+    assert len(fired) == 1 and fired[0].task_id is not None
+    assert [c for c in second.claimed if c.schedule_id == schedule_id] == []
+    events = await collect(harness.runtime, fired[0].task_id)
+    assert events[-1].data["status"] == "completed"
+    history = await schedule_history(harness.db, schedule_id)
+    assert [(h.outcome, h.task_status) for h in history] == [("fired", "completed")]
