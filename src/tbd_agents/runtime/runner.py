@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tbd_agents.domain.enums import TaskStatus
 from tbd_agents.domain.models import TaskExecution
+from tbd_agents.errors import TbdError
 from tbd_agents.runtime import leases
 from tbd_agents.runtime.bus import EventBus
 from tbd_agents.runtime.contracts import EventType, RunOutcome
@@ -72,6 +73,9 @@ async def _run_executor(
         if keeper.done() and not keeper.cancelled() and keeper.exception() is None:
             return None  # cancelled by the lease keeper
         raise
+    except TbdError as exc:  # a known cause with its fix in the message: no traceback needed
+        _log.warning("run %s failed: %s", task.id, exc.message)
+        return RunOutcome(TaskStatus.FAILED, error=exc.message)
     except Exception as exc:
         _log.exception("run %s: the executor raised", task.id)
         return RunOutcome(TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
