@@ -35,7 +35,7 @@ class ApiContext:
         return self.keyring.cipher()
 
 
-def get_context(request: Request) -> ApiContext:
+async def get_context(request: Request) -> ApiContext:
     ctx: ApiContext = request.app.state.ctx
     return ctx
 
@@ -47,7 +47,7 @@ async def get_principal(
     request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    ctx = get_context(request)
+    ctx: ApiContext = request.app.state.ctx
     return await ctx.auth.authenticate(request.headers.get("authorization"))
 
 
@@ -62,7 +62,7 @@ class Paging:
     filters: tuple[Filter, ...]
 
 
-def common_list_params(
+async def common_list_params(
     caller: Caller,
     limit: Annotated[
         int, Query(ge=1, le=MAX_LIMIT, description="Page size (max 200).")
