@@ -169,8 +169,8 @@ def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen([CLI, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-async def wait_ready(port: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_ready(port: int, limit: float = 120) -> None:
+    deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -192,9 +192,15 @@ async def bench(args: argparse.Namespace) -> None:
     try:
         await wait_ready(port)
         env = {**os.environ, "DATA_DIR": str(data_dir)}
-        key = subprocess.run(
-            [CLI, "keys", "create", "--admin"], env=env, check=True, capture_output=True, text=True
-        ).stdout.strip()
+        created = await asyncio.to_thread(
+            subprocess.run,
+            [CLI, "keys", "create", "--admin"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        key = created.stdout.strip()
         conns = [Conn("127.0.0.1", port, key) for _ in range(args.concurrency)]
         for c in conns:
             await c.open()
