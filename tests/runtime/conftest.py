@@ -159,7 +159,9 @@ class WorkerPool:
     tmp: Path
     workers: list[WorkerProcess] = field(default_factory=list)
 
-    def start(self, name: str, *, wait: bool = True) -> WorkerProcess:
+    def start(
+        self, name: str, *, wait: bool = True, pool: str = "solo", concurrency: int = 1
+    ) -> WorkerProcess:
         log = self.tmp / f"{name}.log"
         handle = log.open("wb")
         proc = subprocess.Popen(
@@ -169,7 +171,9 @@ class WorkerPool:
                 "tbd_agents.cli.runtime",
                 "worker",
                 "--pool",
-                "solo",
+                pool,
+                "--concurrency",
+                str(concurrency),
                 "--name",
                 f"{name}@test",
             ],

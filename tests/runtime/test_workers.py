@@ -7,6 +7,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -86,5 +87,29 @@ async def test_sigterm_lets_the_run_in_progress_finish(
         assert exit_code == 0, worker.output()
         finished = await leases.load(db, task.id)
         assert finished is not None and finished.status is TaskStatus.COMPLETED
+    finally:
+        await runtime.aclose(drain_seconds=2)
+
+
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
+async def test_threads_and_prefork_pools_run_several_runs_at_once(
+    db: AsyncEngine, worker_pool: WorkerPool, pool: str
+) -> None:
+    worker_pool.start(f"pool-{pool}", pool=pool, concurrency=2)
+    runtime = await Runtime.open(worker_pool.config, db, role="api")
+    try:
+        workflow = await make_workflow(db)
+        first = await runtime.start_run(workflow, "sleep:1.5;emit:1")
+        second = await runtime.start_run(workflow, "sleep:1.5;emit:1")
+        for task in (first, second):
+            events = await collect(runtime, task.id, timeout=30)
+            assert events[-1].data["status"] == "completed"
+        a, b = await leases.load(db, first.id), await leases.load(db, second.id)
+        assert a is not None and b is not None
+        assert a.started_at and a.completed_at and b.started_at and b.completed_at
+        # side by side, not one after the other: their running periods overlap
+        assert a.started_at < b.completed_at and b.started_at < a.completed_at
+        if pool == "prefork":  # one child process per slot
+            assert a.worker_id.split(":")[1] != b.worker_id.split(":")[1]  # type: ignore[union-attr]
     finally:
         await runtime.aclose(drain_seconds=2)
