@@ -4,6 +4,7 @@ next to their field; secrets never shown after save; dependants shown on delete.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 
@@ -267,7 +268,7 @@ def test_child_records_workflow_schedule_memory_item(signed_in: Page, dashboard:
     goto(page, dashboard, f"knowledge-items/new?source_id={source['id']}")
     fill_form(page, {"Title": "Handbook", "Text": "Holidays are booked in the portal."})
     page.get_by_role("button", name="Create knowledge item").click()
-    page.wait_for_url("**/#/knowledge-items/*")
+    page.wait_for_url(re.compile(r"#/knowledge-items/[0-9a-f-]{36}$"))
     items = api(
         dashboard, "GET", "/api/knowledge-items", params={"source_id": source["id"]}
     ).json()["items"]

@@ -26,7 +26,8 @@ def rendered(page: Page, hash_: str | None = None) -> None:
 def fill_form(page: Page, values: dict[str, Any]) -> None:
     """Fill fields by their visible label. Values: str (text/textarea/select by label), bool
     (checkbox), list[str] (check these options of a picker)."""
-    form = page.locator("main form").first
+    record_form = page.locator("main form.record-form")
+    form = record_form if record_form.count() else page.locator("main form").first
     for label, value in values.items():
         if isinstance(value, list):
             group = form.get_by_role("group", name=label, exact=True)
@@ -47,7 +48,6 @@ def create(
 ) -> str:
     """Create a record through its form; return its id (from the address the page moves to)."""
     goto(page, dashboard, f"{route}/new")
-    page.locator("main form").first.wait_for()
     fill_form(page, values)
     page.get_by_role("button", name=f"Create {singular}").click()
     page.wait_for_url(re.compile(rf"#/{re.escape(route)}/[0-9a-f-]{{36}}$"))

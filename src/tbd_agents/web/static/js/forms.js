@@ -1,7 +1,7 @@
 // Form building: one widget per field kind, values in and out, API errors next to their field.
 //
 // A field spec: { name, label, kind, required, help, placeholder, options, rows, min, max, step,
-//   nullable, virtual (not sent), showIf(values) }. Kinds: text, textarea, code, number, integer,
+//   nullable, virtual (helps the form, never sent), showIf(values) }. Kinds: text, textarea, code, number, integer,
 //   checkbox, select, multi, tags, lines, json, kv, secret, datetime, model.
 
 import { ApiError } from "./api.js";
@@ -299,7 +299,7 @@ export function buildForm({ fields, record = null, submitLabel = "Save", onSubmi
       try {
         const v = widgets.get(spec.name).get();
         if (spec.required && (v === "" || v === null || (Array.isArray(v) && !v.length))) throw new FieldValueError("Required.");
-        if (!spec.virtual) out[spec.name] = v;
+        out[spec.name] = v; // virtual fields too: the caller drops them before sending
       } catch (e) {
         if (!(e instanceof FieldValueError)) throw e;
         problems.set(spec.name, [e.message]);
@@ -342,10 +342,16 @@ export function buildForm({ fields, record = null, submitLabel = "Save", onSubmi
     }
   });
 
+  let initial = {};
   const ready = Promise.all([...widgets.values()].map((w) => w.ready).filter(Boolean)).then(() => {
     if (record) for (const spec of fields) if (record[spec.name] !== undefined) widgets.get(spec.name).set(record[spec.name]);
     refreshVisibility();
+    initial = rawValues();
   });
+  /** The subset of `vals` that differs from what the form showed when it was filled. */
+  const changed = (vals) => Object.fromEntries(Object.entries(vals).filter(([k, v]) => JSON.stringify(v) !== JSON.stringify(initial[k])));
+  /** Remember the current values as the saved state (after a successful save). */
+  const markSaved = () => { initial = rawValues(); };
   refreshVisibility();
   return {
     element: form,
@@ -354,6 +360,8 @@ export function buildForm({ fields, record = null, submitLabel = "Save", onSubmi
     set: (name, v) => { widgets.get(name).set(v); refreshVisibility(); },
     showErrors,
     clearErrors,
+    changed,
+    markSaved,
     ready,
   };
 }

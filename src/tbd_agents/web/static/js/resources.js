@@ -240,10 +240,9 @@ export const RESOURCES = {
       { name: "missed_run_policy", label: "After downtime", kind: "select", options: [{ value: "run_once", label: "run once for the missed occurrences" }, { value: "skip", label: "skip missed occurrences" }], default: "run_once" },
     ],
     /** The form's virtual `mode` decides which of interval / cron is sent. */
-    prepare(values) {
-      const out = { ...values };
-      if (!("cron_expression" in out)) out.cron_expression = null;
-      return out;
+    prepare(body, all) {
+      // In interval mode the cron field is hidden: clear any cron expression saved before.
+      return all.mode === "interval" ? { ...body, cron_expression: null } : body;
     },
     fill(record) {
       return { ...record, mode: record.cron_expression ? "cron" : "interval" };

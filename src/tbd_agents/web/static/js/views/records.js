@@ -119,10 +119,11 @@ export async function renderList(ctx, res) {
   const def = RESOURCES[res];
   const apiQuery = {};
   for (const f of def.filters || []) if (ctx.query.get(f.name)) apiQuery[f.name] = ctx.query.get(f.name);
-  const [first, names] = await Promise.all([
+  const [first, agents] = await Promise.all([
     get(def.path, { ...apiQuery, limit: 100 }),
     def.columns.some(([k]) => k === "agent_id") ? agentNames() : null,
   ]);
+  const names = { agents };
   if (!ctx.isCurrent()) return;
   let items = first.items;
   let cursor = first.next_cursor;
@@ -142,7 +143,7 @@ export async function renderList(ctx, res) {
     count.textContent = `${shown.length} of ${items.length}${cursor ? "+" : ""} shown`;
     replace(tbody, shown.map((record) => {
       const href = `#/${res}/${record.id}`;
-      const cells = def.columns.map(([key], i) => h("td", {}, i === 0 ? h("a", { href }, cell(def, key, record, names || {})) : cell(def, key, record, names || {})));
+      const cells = def.columns.map(([key], i) => h("td", {}, i === 0 ? h("a", { href }, cell(def, key, record, names)) : cell(def, key, record, names)));
       const actions = h("td", { class: "row-actions" },
         res === "agents" ? h("a", { href: `#/chat/${record.id}`, class: "button small" }, "Chat") : null,
         h("a", { href, class: "button small", "aria-label": `Edit ${labelOf(record)}` }, "Edit"),
@@ -206,17 +207,26 @@ export async function renderRecord(ctx, res, id) {
     submitLabel: creating ? `Create ${def.singular}` : "Save changes",
     onCancel: () => { window.location.hash = `#/${res}`; },
     onSubmit: async (values) => {
-      let body = def.prepare ? def.prepare(values) : values;
-      for (const f of fields) if (f.kind === "secret" && !creating && !body[f.name]) delete body[f.name];
+      const virtual = new Set(fields.filter((f) => f.virtual).map((f) => f.name));
+      const body = (picked) => {
+        const prepared = def.prepare ? def.prepare(picked, values) : picked;
+        return Object.fromEntries(Object.entries(prepared).filter(([k]) => !virtual.has(k)));
+      };
       if (creating) {
-        const created = await post(def.path, body);
+        // Empty optional fields are left to the server's defaults.
+        const filled = Object.fromEntries(Object.entries(values).filter(([, v]) => v !== null));
+        const created = await post(def.path, body(filled));
         notify(`Created ${def.singular} “${labelOf(created)}”.`, "success");
         window.location.hash = `#/${res}/${created.id}`;
-      } else {
-        await patch(`${def.path}/${encodeURIComponent(record.id)}`, body);
-        notify("Saved.", "success");
-        for (const f of fields) if (f.kind === "secret") form.widget(f.name).set("");
+        return;
       }
+      // PATCH only what changed (an untouched secret field is empty, so it is never sent).
+      const changes = body(form.changed(values));
+      if (!Object.keys(changes).length) { notify("Nothing changed.", "info"); return; }
+      await patch(`${def.path}/${encodeURIComponent(record.id)}`, changes);
+      for (const f of fields) if (f.kind === "secret") form.widget(f.name).set("");
+      form.markSaved();
+      notify("Saved.", "success");
     },
     extraActions: creating ? [] : [h("button", { type: "button", class: "danger", onClick: async () => {
       if (await deleteRecord(res, record)) window.location.hash = `#/${res}`;
@@ -226,6 +236,7 @@ export async function renderRecord(ctx, res, id) {
     h("div", {}, h("p", { class: "crumbs" }, h("a", { href: `#/${res}` }, def.title)), h("h1", { id: titleId }, title)),
     record && res === "agents" ? h("a", { href: `#/chat/${record.id}`, class: "button primary" }, "Chat with this agent") : null);
   const extras = h("div", { class: "extras" });
+  form.element.classList.add("record-form");
   const formCard = h("section", { class: "card", "aria-labelledby": titleId }, form.element);
   // Where the record's main action is a panel (run a workflow, add documents), it comes first.
   if (record && def.extrasFirst) replace(ctx.main, head, extras, h("h2", { class: "settings-title" }, "Settings"), formCard);
