@@ -21,8 +21,10 @@ from tbd_agents.cli.common import friendly_errors, settings
 from tbd_agents.config import Settings
 from tbd_agents.tools.migration.endpoints import (
     Target,
+    close_vectors,
     connect,
     open_source,
+    open_vectors,
     prepare_schema,
     target_database,
 )
@@ -30,6 +32,7 @@ from tbd_agents.tools.migration.render import RichReporter, migration_summary, v
 from tbd_agents.tools.migration.report import DEFAULT_QUARANTINE_FILE, ReportLog
 from tbd_agents.tools.migration.runner import Migration, MigrationResult, Options
 from tbd_agents.tools.migration.sources import Source
+from tbd_agents.tools.migration.vectors import VectorSource
 from tbd_agents.tools.migration.verify import Verifier, VerifyResult
 
 app = typer.Typer(
@@ -65,6 +68,15 @@ ArchiveOpt = Annotated[
 AllowEmptyOpt = Annotated[
     bool,
     typer.Option("--allow-empty", help="Accept a source without any of the collections, or empty."),
+]
+QdrantPathOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--qdrant-path",
+        help="Copy vectors from Qdrant local-mode data in this directory (default: the server at "
+        "QDRANT_URL, if set).",
+        show_default=False,
+    ),
 ]
 VerboseOpt = Annotated[
     bool, typer.Option("--verbose", "-v", help="Print a line per batch (verify: the diffs).")
@@ -111,6 +123,7 @@ def from_mongo(
             help="Ignore the checkpoints of an interrupted run and start every collection over.",
         ),
     ] = False,
+    qdrant_path: QdrantPathOpt = None,
 ) -> None:
     """Migrate the MongoDB data of TBD Agents into PostgreSQL.
 
@@ -121,7 +134,7 @@ def from_mongo(
     config = settings()
     console = _console()
     options = Options(collection, batch_size, dry_run, restart, allow_empty)
-    sources = SourceFlags(from_dump, archive, collection)
+    sources = SourceFlags(from_dump, archive, collection, qdrant_path)
     with target_database(config) as target:
         result = asyncio.run(
             _migrate(config, sources, target, options, quarantine_file, console, verbose)
@@ -142,6 +155,17 @@ class SourceFlags:
     from_dump: Path | None
     archive: Path | None
     collections: list[str] | None
+    qdrant_path: Path | None
+
+    def vectors(self, config: Settings, console: Console, target: Target) -> VectorSource | None:
+        vectors = open_vectors(config, target, self.qdrant_path)
+        console.print(
+            f"Vectors: {vectors.label}"
+            if vectors
+            else "Vectors: no Qdrant source (set QDRANT_URL or pass --qdrant-path to copy the "
+            "knowledge chunk and memory vectors)"
+        )
+        return vectors
 
     async def open(self, config: Settings, console: Console, target: Target) -> Source:
         source = await asyncio.to_thread(
@@ -166,9 +190,10 @@ async def _migrate(
     verbose: bool,
 ) -> MigrationResult:
     source = await flags.open(config, console, target)
-    conn = None
+    conn = vectors = None
     log = ReportLog(quarantine_file)
     try:
+        vectors = flags.vectors(config, console, target)
         console.print(
             f"Batch size {options.batch_size}"
             + (" · DRY RUN: nothing will be written" if options.dry_run else "")
@@ -182,11 +207,12 @@ async def _migrate(
             )
         conn = await connect(target) if ready else None
         with RichReporter(console, verbose=verbose) as reporter:
-            return await Migration(source, conn, options, log, reporter).run()
+            return await Migration(source, conn, options, log, reporter, vectors).run()
     finally:
         log.close()
         if conn is not None:
             await conn.close()
+        await close_vectors(vectors)
         await source.close()
 
 
@@ -198,6 +224,7 @@ def verify(
     archive: ArchiveOpt = None,
     allow_empty: AllowEmptyOpt = False,
     verbose: VerboseOpt = False,
+    qdrant_path: QdrantPathOpt = None,
 ) -> None:
     """Compare the source with PostgreSQL by content; print RESULT: PASS or FAIL (exit 0 / 1).
 
@@ -207,7 +234,7 @@ def verify(
     """
     config = settings()
     console = _console()
-    flags = SourceFlags(from_dump, archive, collection)
+    flags = SourceFlags(from_dump, archive, collection, qdrant_path)
     with target_database(config) as target:
         result = asyncio.run(_verify(config, flags, target, console, allow_empty))
     verify_summary(console, result, verbose=verbose)
@@ -221,16 +248,19 @@ async def _verify(
     from tbd_agents.storage.postgres.migrate import ensure_at_head
 
     source = await flags.open(config, console, target)
-    conn = reader = None
+    conn = reader = vectors = None
     try:
+        vectors = flags.vectors(config, console, target)
         await ensure_at_head(target.url)
         conn = await connect(target)
         reader = await connect(target)
-        return await Verifier(source, conn, reader).run(flags.collections, allow_empty)
+        verifier = Verifier(source, conn, reader, vectors=vectors)
+        return await verifier.run(flags.collections, allow_empty)
     finally:
         for connection in (conn, reader):
             if connection is not None:
                 await connection.close()
+        await close_vectors(vectors)
         await source.close()
 
 

@@ -75,7 +75,8 @@ def plain(value: Any, findings: Findings, nested: bool = False) -> Any:
     if kind is ObjectId:
         return str(value)
     if kind is datetime:
-        return to_utc(value).isoformat() if nested else to_utc(value)
+        # Top level: the models make every datetime aware UTC (naive = UTC) themselves.
+        return to_utc(value).isoformat() if nested else value
     if kind is Int64:
         return int(value)
     if kind is Decimal128:

@@ -20,6 +20,7 @@ from tbd_agents.errors import InvalidData, SchemaNotReady
 from tbd_agents.storage.postgres.engine import libpq_url
 from tbd_agents.storage.postgres.errors import translate
 from tbd_agents.tools.migration.sources import ArchiveSource, DumpSource, MongoSource, Source
+from tbd_agents.tools.migration.vectors import VectorSource
 
 
 def open_source(
@@ -96,3 +97,33 @@ async def connect(target: Target) -> asyncpg.Connection:
         if domain is None:
             raise
         raise domain from exc
+
+
+def open_vectors(
+    settings: Settings, target: Target, qdrant_path: Path | None
+) -> VectorSource | None:
+    """The Qdrant to copy vectors from (`--qdrant-path` local mode directory, else QDRANT_URL),
+    with an engine on the target for the pgvector side; None when neither is given."""
+    from tbd_agents.storage.postgres.engine import create_engine
+    from tbd_agents.vectors.qdrant import QdrantVectorStore, open_qdrant
+
+    if qdrant_path is not None:
+        if not qdrant_path.is_dir():
+            raise InvalidData(
+                f"--qdrant-path {qdrant_path}: no such directory (Qdrant local-mode data)."
+            )
+        store, label = QdrantVectorStore.at_path(qdrant_path), f"Qdrant local data {qdrant_path}"
+    elif settings.qdrant_url:
+        store, label = open_qdrant(settings), f"Qdrant {redact_url(settings.qdrant_url)}"
+    else:
+        return None
+    engine = create_engine(
+        target.url, application_name="tbd-agents-migrate", pool_size=1, max_overflow=1
+    )
+    return VectorSource(store, engine, label)
+
+
+async def close_vectors(vectors: VectorSource | None) -> None:
+    if vectors is not None:
+        await vectors.qdrant.close()
+        await vectors.engine.dispose()

@@ -43,6 +43,10 @@ from tbd_agents.tools.migration.transform import (
     CollectionSpec,
     UniqueKeyResolver,
 )
+from tbd_agents.tools.migration.vectors import COLLECTION_NAMES as VECTOR_COLLECTIONS
+from tbd_agents.tools.migration.vectors import PREFIX, VectorSource, column_type, prepare_target
+from tbd_agents.tools.migration.vectors import batches as vector_batches
+from tbd_agents.tools.migration.vectors import write as write_vectors
 
 
 @dataclass(frozen=True)
@@ -131,8 +135,9 @@ class SilentReporter:
         return None
 
 
-#: Everything a run can migrate, in order: the 15 collections, then the GridFS files.
-ALL_COLLECTIONS: tuple[str, ...] = (*LOAD_ORDER, FILES)
+#: Everything a run can migrate, in order: the 15 collections, the GridFS files, and the Qdrant
+#: collections (copied when a Qdrant source is given).
+ALL_COLLECTIONS: tuple[str, ...] = (*LOAD_ORDER, FILES, *VECTOR_COLLECTIONS)
 
 
 def wanted_collections(names: Sequence[str] | None) -> list[str]:
@@ -143,7 +148,8 @@ def wanted_collections(names: Sequence[str] | None) -> list[str]:
     if unknown:
         raise InvalidData(
             f"unknown collection {', '.join(unknown)}; the collections are: "
-            f"{', '.join(sorted(LOAD_ORDER))}, and {FILES} (GridFS files)"
+            f"{', '.join(sorted(LOAD_ORDER))}, {FILES} (GridFS files), and "
+            f"{', '.join(VECTOR_COLLECTIONS)} (vectors)"
         )
     return [n for n in ALL_COLLECTIONS if n in names]
 
@@ -190,6 +196,7 @@ class Migration:
         options: Options,
         log: ReportLog,
         reporter: Reporter | None = None,
+        vectors: VectorSource | None = None,
     ) -> None:
         if conn is None and not options.dry_run:
             raise ValueError("a target connection is required unless dry_run")
@@ -198,6 +205,7 @@ class Migration:
         self.options = options
         self.log = log
         self.reporter = reporter or SilentReporter()
+        self.vectors = vectors
         # Dry run only: ids the run would have written, for the checks that look them up
         # (parents of children; knowledge items and their file_id, owners of GridFS files).
         self._dry_parents: dict[str, set[str]] = {}
@@ -210,7 +218,14 @@ class Migration:
         )
         present = await self.source.collections()
         for name in names:
-            if name == FILES:
+            if name in VECTOR_COLLECTIONS:
+                if self.vectors is not None:
+                    result.collections.append(await self._vector_collection(name))
+                elif self.options.collections:
+                    raise InvalidData(
+                        f"{name} needs a Qdrant source: set QDRANT_URL or pass --qdrant-path"
+                    )
+            elif name == FILES:
                 result.collections.append(await self._files(name in present))
             else:
                 result.collections.append(await self._collection(SPECS[name], name in present))
@@ -491,6 +506,56 @@ class Migration:
         result.quarantined.update(r.category for r in batch.rejected)
         self.log.rejected(FILES, batch.rejected)
         self.reporter.batch_done(result, BatchStep(batch.read, len(rows), len(batch.rejected)))
+
+    # -------------------------------------------------------------------------- vectors
+
+    async def _vector_collection(self, prefixed: str) -> CollectionResult:
+        """Copy one Qdrant collection into its pgvector table (dry run: read and check only)."""
+        assert self.vectors is not None
+        name = prefixed.removeprefix(PREFIX)
+        result = CollectionResult(name=prefixed, mode="upsert")
+        started = time.perf_counter()
+        info = await self.vectors.qdrant.collection_info(name)
+        result.total = info.count if info else 0
+        self.reporter.collection_started(result)
+        if info is not None:
+            vector_type = ""
+            if self.conn is not None and not self.options.dry_run:
+                await prepare_target(self.vectors.engine, name, info.space)
+                vector_type = await column_type(
+                    self.conn, "memory_vectors" if name == "memories" else name
+                )
+            async for batch in vector_batches(
+                self.vectors.qdrant, self.conn, name, self.options.batch_size
+            ):
+                outcome = None
+                if self.conn is not None and not self.options.dry_run:
+                    async with self.conn.transaction():
+                        inserted, updated = await write_vectors(
+                            self.conn, name, batch.rows, vector_type
+                        )
+                        self.log.rejected(prefixed, batch.rejected)
+                        self.log.sync()
+                    outcome = BatchOutcome(
+                        result.read + batch.read,
+                        inserted,
+                        updated,
+                        len(batch.rows) - inserted - updated,
+                    )
+                    result.inserted += inserted
+                    result.updated += updated
+                    result.unchanged += outcome.unchanged
+                else:
+                    self.log.rejected(prefixed, batch.rejected)
+                    result.would_insert += len(batch.rows)
+                result.read += batch.read
+                result.quarantined.update(r.category for r in batch.rejected)
+                self.reporter.batch_done(
+                    result, BatchStep(batch.read, len(batch.rows), len(batch.rejected), outcome)
+                )
+        result.seconds = time.perf_counter() - started
+        self.reporter.collection_done(result)
+        return result
 
 
 async def _not_empty() -> bool:

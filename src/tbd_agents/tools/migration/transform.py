@@ -23,7 +23,6 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any, Union, get_args, get_origin
 
 from bson import ObjectId
@@ -42,15 +41,6 @@ EXTRA_KEY = "mongo_extra"
 UNKNOWN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 
 Row = dict[str, Any]
-
-
-def _is_enum(annotation: Any) -> bool:
-    for part in (annotation, *get_args(annotation)):
-        while get_origin(part) is typing.Annotated:
-            part = get_args(part)[0]
-        if isinstance(part, type) and issubclass(part, StrEnum):
-            return True
-    return False
 
 
 def _optional(annotation: Any) -> bool:
@@ -76,8 +66,6 @@ class CollectionSpec:
     keeps_extra: bool
     #: Model fields a document may carry (all but `id`, which comes from `_id`).
     fields: frozenset[str]
-    #: Fields holding enum members (stored as their value).
-    enum_fields: tuple[str, ...]
     #: Positions of the JSONB columns in `columns`, and a getter of a row's values in order.
     json_indices: tuple[int, ...]
     getter: Callable[[Row], tuple[Any, ...]]
@@ -108,7 +96,6 @@ def _spec(model: type[Entity]) -> CollectionSpec:
         defaulted=defaulted,
         keeps_extra="metadata" in model.model_fields,
         fields=frozenset(model.model_fields) - {"id"},
-        enum_fields=tuple(n for n, f in model.model_fields.items() if _is_enum(f.annotation)),
         json_indices=tuple(i for i, c in enumerate(columns) if c in json_columns),
         getter=operator.itemgetter(*columns),
     )
@@ -203,12 +190,8 @@ def convert_document(spec: CollectionSpec, document: Mapping[str, Any]) -> Conve
     except ValidationError as exc:
         result.problem = _validation_message(exc)
         return result
-    row = dict(model.__dict__)
-    for name in spec.enum_fields:
-        value = row[name]
-        if value is not None:
-            row[name] = value.value
-    result.row = row
+    # Enum members are `str` subclasses holding their value: stored and hashed as that text.
+    result.row = dict(model.__dict__)
     return result
 
 

@@ -35,6 +35,12 @@ from tbd_agents.tools.migration.rows import field_diff, parse_json, row_digest
 from tbd_agents.tools.migration.runner import check_source, find_superseded, wanted_collections
 from tbd_agents.tools.migration.sources import Source
 from tbd_agents.tools.migration.transform import SPECS, CollectionSpec, Row, to_record
+from tbd_agents.tools.migration.vectors import COLLECTION_NAMES as VECTOR_COLLECTIONS
+from tbd_agents.tools.migration.vectors import PREFIX as VECTOR_PREFIX
+from tbd_agents.tools.migration.vectors import VectorSource
+from tbd_agents.tools.migration.vectors import batches as vector_batches
+from tbd_agents.tools.migration.vectors import digest as vector_digest
+from tbd_agents.tools.migration.vectors import target_rows as vector_target_rows
 
 _SRC = "_verify_source"
 _TGT = "_verify_target"
@@ -87,6 +93,7 @@ class Verifier:
         show: int = 10,
         sample: int = 3,
         probe_limit: int = 1000,
+        vectors: VectorSource | None = None,
     ) -> None:
         self.source = source
         self.conn = conn
@@ -95,6 +102,7 @@ class Verifier:
         self.show = show
         self.sample = sample
         self.probe_limit = probe_limit
+        self.vectors = vectors
 
     async def run(
         self, collections: Sequence[str] | None = None, allow_empty: bool = False
@@ -110,7 +118,10 @@ class Verifier:
         present = await self.source.collections()
         result = VerifyResult()
         for name in names:
-            if name == FILES:
+            if name in VECTOR_COLLECTIONS:
+                if self.vectors is not None:
+                    result.collections.append(await self._vectors(name))
+            elif name == FILES:
                 result.collections.append(await self._files(name in present))
             else:
                 result.collections.append(await self._collection(SPECS[name], name in present))
@@ -217,6 +228,28 @@ class Verifier:
             _file_digest,
             check,
         )
+        await self._compare(check)
+        return check
+
+    async def _vectors(self, prefixed: str) -> CollectionCheck:
+        """A Qdrant collection against its pgvector table: ids, texts, payload fields and the
+        vectors (dimension and every value at float32 precision)."""
+        assert self.vectors is not None
+        name = prefixed.removeprefix(VECTOR_PREFIX)
+        check = CollectionCheck(name=prefixed)
+        await self.conn.execute(f"TRUNCATE {_SRC}, {_TGT}")
+        if await self.vectors.qdrant.collection_info(name) is not None:
+            async for batch in vector_batches(
+                self.vectors.qdrant, self.conn, name, self.batch_size
+            ):
+                check.source_documents += batch.read
+                check.excluded.update(r.category for r in batch.rejected)
+                records = [(r["id"], vector_digest(r), None) for r in batch.rows]
+                await self.conn.copy_records_to_table(_SRC, records=records)
+        await self.conn.execute(f"ANALYZE {_SRC}")
+        async for digests in vector_target_rows(self.reader, name):
+            await self.conn.copy_records_to_table(_TGT, records=digests)
+        check.target_rows = await self.conn.fetchval(f"SELECT count(*) FROM {_TGT}")
         await self._compare(check)
         return check
 
