@@ -9,8 +9,10 @@ import pytest
 from tests.support import pg
 
 # Tests never see a developer's settings: every variable of ours comes from the test itself.
+_OURS = ("DB_", "POSTGRES_", "MONGO_", "VECTOR_", "COMPOSE_", "QDRANT_", "REDIS_")
+_OURS += ("EMBEDDING_", "KNOWLEDGE_", "MEMORY_")
 for _name in list(os.environ):
-    if _name.startswith(("DB_", "POSTGRES_", "MONGO_", "VECTOR_", "COMPOSE_", "QDRANT_", "REDIS_")):
+    if _name.startswith(_OURS):
         del os.environ[_name]
 
 
