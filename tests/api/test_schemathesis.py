@@ -26,7 +26,7 @@ from tbd_agents.domain.auth import KeyScope
 from tests.api.conftest import Api, make_settings
 from tests.api.live import live_server
 
-MAX_EXAMPLES = int(os.environ.get("TBD_SCHEMATHESIS_EXAMPLES", "8"))
+MAX_EXAMPLES = int(os.environ.get("TBD_SCHEMATHESIS_EXAMPLES", "5"))
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
