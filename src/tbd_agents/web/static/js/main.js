@@ -113,6 +113,11 @@ function showSignIn(reason) {
 
 async function start() {
   window.addEventListener("tbd:signed-out", (e) => showSignIn(e.detail && e.detail.reason));
+  // The skip link moves focus without touching the address (the hash is the router's).
+  document.querySelector(".skip-link").addEventListener("click", (e) => {
+    e.preventDefault();
+    document.getElementById("main")?.focus();
+  });
   window.addEventListener("hashchange", async () => {
     await route();
     const main = document.getElementById("main");

@@ -1,0 +1,133 @@
+"""Export then import a bundle from the dashboard, with a dry-run preview of conflicts; no
+secret value in the bundle."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+from playwright.sync_api import Page, expect
+
+from tests.web.conftest import Dashboard, shot, sign_in
+from tests.web.ui import goto
+
+SECRET = "sk-bundle-" + uuid.uuid4().hex
+
+
+def call(dashboard: Dashboard, key: str, method: str, path: str, **kwargs: object) -> dict:
+    import httpx
+
+    response = httpx.request(
+        method,
+        dashboard.base + path,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+        **kwargs,
+    )
+    response.raise_for_status()
+    return response.json()
+
+
+def test_export_then_import_with_a_preview(
+    page: Page, dashboard: Dashboard, tmp_path: Path
+) -> None:
+    alice = dashboard.new_key(f"alice-{uuid.uuid4().hex[:6]}")
+    call(dashboard, alice, "POST", "/api/tokens", json={"name": "vendor-key", "value": SECRET})
+    provider = call(
+        dashboard, alice, "POST", "/api/providers",
+        json={"name": "vendor", "provider_type": "openai", "api_key_token_name": "vendor-key"},
+    )  # fmt: skip
+    skill = call(
+        dashboard, alice, "POST", "/api/skills", json={"name": "tone", "instructions": "Be kind."}
+    )
+    agent = call(
+        dashboard, alice, "POST", "/api/agents",
+        json={"name": "concierge", "provider_id": provider["id"], "skill_ids": [skill["id"]]},
+    )  # fmt: skip
+    call(
+        dashboard, alice, "POST", "/api/workflows", json={"name": "daily", "agent_id": agent["id"]}
+    )
+
+    # Alice exports.
+    sign_in(page, dashboard, alice)
+    goto(page, dashboard, "transfer")
+    with page.expect_download() as info:
+        page.get_by_role("button", name="Download bundle").click()
+    bundle_path = tmp_path / "bundle.json"
+    info.value.save_as(bundle_path)
+    text = bundle_path.read_text(encoding="utf-8")
+    assert SECRET not in text
+    bundle = json.loads(text)
+    assert bundle["tokens_required"] == ["vendor-key"]
+    assert [a["name"] for a in bundle["resources"]["agents"]] == ["concierge"]
+    expect(page.locator("#main")).to_contain_text("Exported 4 records")
+    expect(page.locator("#main")).to_contain_text("vendor-key")
+    page.get_by_role("button", name="Sign out").click()
+
+    # Bob previews, then imports it.
+    bob = dashboard.new_key(f"bob-{uuid.uuid4().hex[:6]}")
+    sign_in(page, dashboard, bob)
+    goto(page, dashboard, "transfer")
+    page.get_by_label("Bundle file").set_input_files(bundle_path)
+    import_button = page.get_by_role("button", name="Import", exact=True)
+    expect(import_button).to_be_disabled()
+    # Provider names are unique across users: the API says to rename, next to the file.
+    page.get_by_role("button", name="Preview import").click()
+    expect(page.locator(".field-error")).to_contain_text("mode=rename")
+    expect(import_button).to_be_disabled()
+    page.get_by_label("When a name already exists").select_option("rename")
+    page.get_by_role("button", name="Preview import").click()
+    report = page.locator(".report")
+    expect(report).to_have_attribute("data-dry-run", "true")
+    expect(report).to_contain_text("Preview — nothing was changed.")
+    expect(report).to_contain_text("agents: 1")
+    expect(report).to_contain_text("Create these tokens")
+    assert call(dashboard, bob, "GET", "/api/agents")["items"] == []
+    import_button.click()
+    expect(report).to_have_attribute("data-dry-run", "false")
+    expect(report).to_contain_text("Imported.")
+    agents = call(dashboard, bob, "GET", "/api/agents")["items"]
+    assert [a["name"] for a in agents] == ["concierge"]
+    assert agents[0]["id"] != agent["id"]
+    assert len(agents[0]["skill_ids"]) == 1 and agents[0]["skill_ids"] != [skill["id"]]
+
+    assert [p["name"] for p in call(dashboard, bob, "GET", "/api/providers")["items"]] != ["vendor"]
+
+    page.get_by_label("When a name already exists").select_option("skip")
+    expect(import_button).to_be_disabled()  # a new mode needs a new preview
+    page.get_by_role("button", name="Sign out").click()
+
+    # Alice previews her own bundle: every record conflicts, and the preview says what happens.
+    sign_in(page, dashboard, alice)
+    goto(page, dashboard, "transfer")
+    page.get_by_label("Bundle file").set_input_files(bundle_path)
+    page.get_by_role("button", name="Preview import").click()
+    conflicts = page.locator("table.conflicts tbody tr")
+    expect(conflicts.filter(has_text="concierge")).to_contain_text("skip")
+    expect(page.locator(".report")).to_contain_text("Would skip")
+    shot(page, "transfer")
+
+
+def test_a_file_that_is_not_json_is_refused(
+    page: Page, dashboard: Dashboard, tmp_path: Path
+) -> None:
+    sign_in(page, dashboard)
+    goto(page, dashboard, "transfer")
+    bad = tmp_path / "notes.json"
+    bad.write_text("this is not json", encoding="utf-8")
+    page.get_by_label("Bundle file").set_input_files(bad)
+    page.get_by_role("button", name="Preview import").click()
+    expect(page.locator(".field-error")).to_contain_text("not valid JSON")
+
+
+def test_a_bundle_of_another_format_is_refused_by_the_api(
+    page: Page, dashboard: Dashboard, tmp_path: Path
+) -> None:
+    sign_in(page, dashboard)
+    goto(page, dashboard, "transfer")
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"format": "something-else", "resources": {}}), encoding="utf-8")
+    page.get_by_label("Bundle file").set_input_files(other)
+    page.get_by_role("button", name="Preview import").click()
+    expect(page.locator(".field-error")).to_contain_text("format")
