@@ -134,7 +134,7 @@ async def test_wrong_or_empty_sources_are_refused_with_the_fix(
     assert result.read == 0 and len(result.collections) == 16  # the 15 and GridFS
     with pytest.raises(
         InvalidData,
-        match=r"unknown collection agent; the collections are: agents, .* and fs.files \(GridFS files\)",
+        match=r"unknown collection agent; the collections are: agents, .*, fs.files \(GridFS files\), and qdrant:knowledge_chunks, qdrant:memories \(vectors\)",
     ):
         await Migration(empty, conns[0], Options(collections=["agent"]), log).run()
     log.close()

@@ -47,6 +47,7 @@ from tbd_agents.tools.migration.vectors import COLLECTION_NAMES as VECTOR_COLLEC
 from tbd_agents.tools.migration.vectors import PREFIX, VectorSource, column_type, prepare_target
 from tbd_agents.tools.migration.vectors import batches as vector_batches
 from tbd_agents.tools.migration.vectors import write as write_vectors
+from tbd_agents.tools.migration.worker import in_worker
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,7 @@ async def find_superseded(source: Source, spec: CollectionSpec, batch_size: int)
                 resolver.offer(converted.row)
 
     async for documents in source.batches(spec.name, batch_size):
-        await asyncio.to_thread(offer, documents)
+        await in_worker(offer, documents)
     return resolver.superseded()
 
 
@@ -295,7 +296,7 @@ class Migration:
         in_flight: PreparedBatch | None = None
         try:
             async for documents in self.source.batches(spec.name, self.options.batch_size, resume):
-                batch = await asyncio.to_thread(prepare_batch, spec, documents, superseded)
+                batch = await in_worker(prepare_batch, spec, documents, superseded)
                 self._record(spec, result, batch)
                 if pending is not None and in_flight is not None:
                     self._loaded(result, in_flight, await pending)
@@ -359,7 +360,7 @@ class Migration:
         superseded = await find_superseded(self.source, spec, self.options.batch_size)
         accepted = self._dry_parents.setdefault(spec.name, set()) if self._is_parent(spec) else None
         async for documents in self.source.batches(spec.name, self.options.batch_size):
-            batch = await asyncio.to_thread(prepare_batch, spec, documents, superseded)
+            batch = await in_worker(prepare_batch, spec, documents, superseded)
             orphans = await self._dry_orphans(spec, batch)
             batch.rejected.extend(orphans)
             self._record(spec, result, batch)

@@ -9,7 +9,6 @@ the last skipped one is the document the checkpoint names.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import tempfile
 from collections.abc import AsyncGenerator, Iterator, Sequence
@@ -33,6 +32,7 @@ from tbd_agents.tools.migration.bsonio import (
     skip_frames,
 )
 from tbd_agents.tools.migration.convert import extended_json
+from tbd_agents.tools.migration.worker import in_worker
 
 #: How dump files are decoded: BSON datetimes come out naive and hold UTC (the codec never applies
 #: the machine's time zone); the conversion marks them UTC. Decoding naive is twice as fast as
@@ -137,7 +137,7 @@ async def _threaded(
     overlap with the database work of the event loop)."""
     done = object()
     while True:
-        batch = await asyncio.to_thread(next, iterator, done)
+        batch = await in_worker(next, iterator, done)
         if batch is done:
             return
         yield batch  # type: ignore[misc]
@@ -164,7 +164,7 @@ class DumpSource:
 
     async def count(self, collection: str) -> int | None:
         path = self._file(collection)
-        return None if path is None else await asyncio.to_thread(_count_frames, path)
+        return None if path is None else await in_worker(_count_frames, path)
 
     async def batches(
         self, collection: str, batch_size: int, resume: Resume | None = None

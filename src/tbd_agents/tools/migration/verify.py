@@ -12,7 +12,6 @@ value, and a dimension mismatch shows in the diff.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import aclosing
@@ -41,6 +40,7 @@ from tbd_agents.tools.migration.vectors import VectorSource
 from tbd_agents.tools.migration.vectors import batches as vector_batches
 from tbd_agents.tools.migration.vectors import digest as vector_digest
 from tbd_agents.tools.migration.vectors import target_rows as vector_target_rows
+from tbd_agents.tools.migration.worker import in_worker
 
 _SRC = "_verify_source"
 _TGT = "_verify_target"
@@ -164,7 +164,7 @@ class Verifier:
 
         async for documents in self.source.batches(spec.name, self.batch_size):
             check.source_documents += len(documents)
-            records = await asyncio.to_thread(digest, documents)
+            records = await in_worker(digest, documents)
             await self.conn.copy_records_to_table(_SRC, records=records)
         if spec.parent is not None:
             parent = spec.parent[1]
@@ -186,7 +186,7 @@ class Verifier:
         """Digest every row `query` returns (read in one snapshot) into the target table."""
 
         async def copy(batch: list[asyncpg.Record]) -> None:
-            records = await asyncio.to_thread(lambda: [digest(r) for r in batch])
+            records = await in_worker(lambda: [digest(r) for r in batch])
             await self.conn.copy_records_to_table(_TGT, records=records)
 
         async with self.reader.transaction(readonly=True, isolation="repeatable_read"):
