@@ -112,7 +112,11 @@ async def test_round_trip_between_instances(fresh_api: Api, second_api: Api) -> 
         assert schedule["workflow_id"] == workflow["id"]
         (item,) = await _all(b, "/api/knowledge-items")
         assert item["source_id"] == agent["knowledge_source_ids"][0]
+        assert item["status"] == "indexed"  # imported items are chunked and indexed like uploads
+        hits = (await b.post("/api/knowledge/search", json={"query": "hello"})).json()
+        assert [h["citation"]["item_id"] for h in hits] == [item["id"]]
         assert report["id_map"]["agents"] == {made["agent"]["id"]: agent["id"]}
+        assert report["id_map"]["knowledge_items"] == {made["item"]["id"]: item["id"]}
 
         again = (await b.post("/api/import", params={"mode": "skip"}, json=bundle)).json()
         assert again["created"] == {}

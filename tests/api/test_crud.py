@@ -141,6 +141,10 @@ async def test_server_managed_fields_are_not_writable(alice: httpx.AsyncClient) 
     session = await create(alice, "chat-sessions", agent_id=agent["id"])
     moved = await alice.patch(f"/api/chat/sessions/{session['id']}", json={"agent_id": agent["id"]})
     assert moved.status_code == 422
+    item = await create(alice, "knowledge-items")
+    for body in ({"text_content": "x"}, {"tags": ["x"]}, {"status": "indexed"}):
+        response = await alice.patch(f"/api/knowledge-items/{item['id']}", json=body)
+        assert response.status_code == 422, body
 
 
 async def test_unknown_route_uses_the_error_shape(alice: httpx.AsyncClient) -> None:

@@ -160,6 +160,7 @@ class _Importer:
     report: ImportReport
     id_map: dict[str, dict[str, str]] = field(default_factory=dict)
     parent_outcome: dict[str, str] = field(default_factory=dict)  # source id → action
+    index_later: list[tuple[str, KnowledgeItem]] | None = None  # (bundle id, item) to ingest
 
     def _count(self, bucket: dict[str, int], model: type[Entity]) -> None:
         bucket[model.collection] = bucket.get(model.collection, 0) + 1
@@ -288,7 +289,11 @@ class _Importer:
                 f"{model.collection} record {old_id!r}: {loc}: {err['msg']}",
                 details={"field": f"resources.{model.collection}.{loc}"},
             ) from None
-        if not self.dry_run:
+        later = self.index_later is not None and isinstance(entity, KnowledgeItem)
+        if later and isinstance(entity, KnowledgeItem) and entity.text_content.strip():
+            assert self.index_later is not None
+            self.index_later.append((old_id, entity))
+        elif not self.dry_run:
             await self.repos.for_model(model).create(entity)
         self._map(model, old_id, entity.id, "create")
         self._count(self.report.created, model)
@@ -301,8 +306,12 @@ async def import_bundle(
     *,
     mode: ImportMode = ImportMode.SKIP,
     dry_run: bool = False,
+    index_later: list[tuple[str, KnowledgeItem]] | None = None,
 ) -> ImportReport:
-    """Import `bundle` for `principal` (see the module docstring); all-or-nothing on PostgreSQL."""
+    """Import `bundle` for `principal` (see the module docstring); all-or-nothing on PostgreSQL.
+
+    With `index_later` (a list), knowledge items with text are not written here but appended to
+    it, for the caller to ingest (chunk, embed, index) once the transaction has committed."""
     if bundle.version > BUNDLE_VERSION:
         raise InvalidData(
             f"bundle version {bundle.version} is newer than this server reads ({BUNDLE_VERSION}): "
@@ -318,7 +327,7 @@ async def import_bundle(
     if not dry_run:
         principal.require_write()
     report = ImportReport(dry_run=dry_run, mode=mode)
-    importer = _Importer(repos, principal, mode, dry_run, report)
+    importer = _Importer(repos, principal, mode, dry_run, report, index_later=index_later)
     for model in ORDER:
         for raw in bundle.resources.get(model.collection, []):
             await importer.run_one(model, raw)

@@ -131,7 +131,8 @@ SPECS: dict[type[Entity], ResourceSpec] = {
             "knowledge item",
             parent=Reference("source_id", KnowledgeSource),
             managed=frozenset({"status", "file_id", "sha256", "file_size"}),
-            immutable=frozenset({"source_id"}),
+            # Chunks and vectors are made from these at ingestion: re-upload to change them.
+            immutable=frozenset({"source_id", "text_content", "content_type", "file_name", "tags"}),
         ),
         ResourceSpec(
             Memory,

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 
 from tbd_agents.api.crud import ERRORS
 from tbd_agents.api.deps import Caller, Ctx
+from tbd_agents.domain.models import KnowledgeItem
 from tbd_agents.services.bundle import (
     Bundle,
     ImportMode,
@@ -15,6 +16,7 @@ from tbd_agents.services.bundle import (
     export_bundle,
     import_bundle,
 )
+from tbd_agents.services.knowledge import KnowledgeServices
 
 router = APIRouter(tags=["export/import"], responses=ERRORS)
 
@@ -48,5 +50,24 @@ async def import_(
         bool, Query(description="Report what would happen; change nothing.")
     ] = False,
 ) -> ImportReport:
+    knowledge = ctx.services.get("knowledge")
+    later: list[tuple[str, KnowledgeItem]] | None = None
+    if isinstance(knowledge, KnowledgeServices) and not dry_run:
+        later = []
     async with ctx.store.unit_of_work() as repos:
-        return await import_bundle(repos, caller, bundle, mode=mode, dry_run=dry_run)
+        report = await import_bundle(
+            repos, caller, bundle, mode=mode, dry_run=dry_run, index_later=later
+        )
+    if knowledge is not None and later:
+        # Items become searchable like uploaded ones: chunked, embedded, indexed.
+        items = report.id_map.setdefault(KnowledgeItem.collection, {})
+        for old_id, item in later:
+            indexed = await knowledge.ingestion.ingest_text(
+                item.source_id,
+                item.text_content,
+                title=item.title,
+                tags=item.tags,
+                content_type=item.content_type,
+            )
+            items[old_id] = indexed.id
+    return report
