@@ -11,6 +11,8 @@ import builtins
 from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
+from pydantic import ValidationError
+
 from tbd_agents.domain.models import Entity
 from tbd_agents.errors import Conflict, InvalidData, NotFound
 from tbd_agents.services.access import Principal, ensure_visible, owner_filters
@@ -111,8 +113,12 @@ class Records(Generic[E]):
         await self.check_references(values)
         try:
             record = self.model.model_validate(values)
-        except ValueError as exc:
-            raise InvalidData(f"invalid {self.spec.label}: {exc}") from None
+        except ValidationError as exc:  # never echo the input: it may hold a secret
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise InvalidData(
+                f"invalid {self.spec.label}: {where}: {err['msg']}", details={"field": where}
+            ) from None
         created: E = await self.repo.create(record)
         return created
 
