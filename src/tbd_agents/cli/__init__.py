@@ -18,7 +18,7 @@ app = typer.Typer(
 app.add_typer(db.app, name="db")
 db.app.command()(backup.backup)
 db.app.command()(backup.restore)
-app.command(help="Run the API server (embedded PostgreSQL unless POSTGRES_URI is set).")(serve.serve)
+app.command()(serve.serve)
 app.add_typer(keys.app, name="keys")
 app.add_typer(migrate.app, name="migrate")
 app.add_typer(tokens.app, name="tokens")
