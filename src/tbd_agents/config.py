@@ -113,7 +113,11 @@ class Settings(BaseSettings):
 
     # --- PostgreSQL engine ------------------------------------------------------------------
     postgres_pool_size: int = Field(
-        default=10, ge=1, le=500, description="Connections kept open per process."
+        default=20,
+        ge=1,
+        le=500,
+        description="Connections kept open per process; at least the requests served at once "
+        "(connections above it are closed after each use, so a smaller pool reconnects).",
     )
     postgres_max_overflow: int = Field(
         default=10, ge=0, le=500, description="Extra connections allowed above the pool size."
