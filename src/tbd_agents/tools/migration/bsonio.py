@@ -80,16 +80,34 @@ def _frame_length(prefix: bytes, origin: str) -> int:
     return length
 
 
-def iter_frames(stream: BinaryIO, origin: str) -> Iterator[bytes]:
-    """Yield each raw BSON document of a `.bson` stream, in file order."""
+def iter_frames(stream: BinaryIO, origin: str, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """Yield each raw BSON document of a `.bson` stream, in file order (read in 1 MiB chunks)."""
+    buffer = b""
+    offset = 0
     while True:
-        prefix = stream.read(4)
-        if not prefix:
-            return
-        if len(prefix) != 4:
-            raise InvalidData(f"{origin} is truncated after its last complete document.")
-        length = _frame_length(prefix, origin)
-        yield prefix + _read_exact(stream, length - 4, "a document", origin)
+        if len(buffer) - offset < 4:
+            more = stream.read(chunk)
+            buffer = buffer[offset:] + more
+            offset = 0
+            if not more:
+                if buffer:
+                    raise InvalidData(f"{origin} is truncated after its last complete document.")
+                return
+            continue
+        length = _frame_length(buffer[offset : offset + 4], origin)
+        end = offset + length
+        if end > len(buffer):
+            more = stream.read(max(chunk, end - len(buffer)))
+            if not more:
+                raise InvalidData(
+                    f"{origin} is truncated: expected {length} bytes of a document, got "
+                    f"{len(buffer) - offset}. Re-create the dump (mongodump) or copy it again."
+                )
+            buffer = buffer[offset:] + more
+            offset = 0
+            continue
+        yield buffer[offset:end]
+        offset = end
 
 
 def skip_frames(stream: BinaryIO, count: int, origin: str) -> None:

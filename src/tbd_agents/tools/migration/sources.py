@@ -95,28 +95,33 @@ def _file_batches(
 ) -> Iterator[list[SourceDocument]]:
     origin = str(path)
     with open_stream(path) as stream:
+        frames = iter_frames(stream, origin)
         if resume is not None and resume.position > 0:
             skip_frames(stream, resume.position - 1, origin)
-            last = next(iter_frames(stream, origin), None)
-            decoded = None if last is None else _decode(last)
-            if isinstance(decoded, Undecodable):
-                same = resume.last_id is None
-            else:
-                same = decoded is not None and decoded.get("_id") == resume.last_id
-            if not same:
-                raise InvalidData(
-                    f"{origin}: document {resume.position} is not the one the checkpoint recorded "
-                    f"({extended_json(resume.last_id)}): the dump changed since the interrupted "
-                    "run. Re-run with --restart to migrate this collection from the start."
-                )
+            _check_resumed(next(frames, None), resume, origin)
         batch: list[SourceDocument] = []
-        for raw in iter_frames(stream, origin):
+        for raw in frames:
             batch.append(_decode(raw))
             if len(batch) >= batch_size:
                 yield batch
                 batch = []
         if batch:
             yield batch
+
+
+def _check_resumed(last: bytes | None, resume: Resume, origin: str) -> None:
+    """The last document before the resume point must be the one the checkpoint recorded."""
+    decoded = None if last is None else _decode(last)
+    if isinstance(decoded, Undecodable):
+        same = resume.last_id is None
+    else:
+        same = decoded is not None and decoded.get("_id") == resume.last_id
+    if not same:
+        raise InvalidData(
+            f"{origin}: document {resume.position} is not the one the checkpoint recorded "
+            f"({extended_json(resume.last_id)}): the dump changed since the interrupted run. "
+            "Re-run with --restart to migrate this collection from the start."
+        )
 
 
 def _count_frames(path: Path) -> int | None:

@@ -160,8 +160,16 @@ def convert_document(spec: CollectionSpec, document: Mapping[str, Any]) -> Conve
     for key, value in document.items():
         if key in fields:
             kind = type(value)
-            # Fast path for the common scalars; everything else goes through `plain`.
-            if not ((kind is str and "\x00" not in value) or kind is int or kind is bool):
+            # Fast paths for the common values (top-level datetimes are made UTC by the model);
+            # everything else goes through `plain`.
+            if kind is ObjectId:
+                value = str(value)
+            elif not (
+                (kind is str and "\x00" not in value)
+                or kind is int
+                or kind is datetime
+                or kind is bool
+            ):
                 if value is None:
                     if key in defaulted:
                         continue
@@ -191,7 +199,8 @@ def convert_document(spec: CollectionSpec, document: Mapping[str, Any]) -> Conve
         result.problem = _validation_message(exc)
         return result
     # Enum members are `str` subclasses holding their value: stored and hashed as that text.
-    result.row = dict(model.__dict__)
+    # The model is not kept, so its field dict becomes the row as it is.
+    result.row = model.__dict__
     return result
 
 
