@@ -43,7 +43,7 @@ def parse_key_ring(spec: str, *, source: str = "TOKEN_ENCRYPTION_KEY") -> dict[i
     """`{version: key}` from `VERSION:KEY` entries separated by commas or new lines."""
     ring: dict[int, str] = {}
     entries = [e.strip() for e in spec.replace("\n", ",").split(",") if e.strip()]
-    for entry in entries:
+    for position, entry in enumerate(entries, start=1):
         version_text, sep, key = entry.partition(":")
         if not sep:
             version_text, key = "1", entry
@@ -52,7 +52,7 @@ def parse_key_ring(spec: str, *, source: str = "TOKEN_ENCRYPTION_KEY") -> dict[i
             Fernet(key.encode("ascii"))
         except (ValueError, UnicodeEncodeError):
             raise ConfigurationError(
-                f"{source}: entry {entry[:6]}… is not VERSION:KEY with a Fernet key; make a key "
+                f"{source}: entry {position} is not VERSION:KEY with a Fernet key; make a key "
                 "with `tbd-agents tokens generate-key`"
             ) from None
         if version < 1 or version in ring:
