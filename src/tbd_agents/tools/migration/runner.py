@@ -318,7 +318,7 @@ class Migration:
                 with suppress(asyncio.CancelledError):
                     await pending
 
-    def _before_commit(self, spec: CollectionSpec) -> Any:
+    def _before_commit(self, spec: CollectionSpec) -> Callable[[list[Rejection]], None]:
         def write(rejected: list[Rejection]) -> None:
             self.log.rejected(spec.name, rejected)
             self.log.sync()

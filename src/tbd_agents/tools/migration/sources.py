@@ -22,7 +22,7 @@ from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.errors import InvalidBSON
 
 from tbd_agents.config import redact_url
-from tbd_agents.errors import InvalidData
+from tbd_agents.errors import DatabaseUnreachable, InvalidData
 from tbd_agents.tools.migration.bsonio import (
     SourceDocument,
     Undecodable,
@@ -311,7 +311,17 @@ class MongoSource:
         )
 
     async def collections(self) -> set[str]:
-        return set(await self._db.list_collection_names())
+        from pymongo.errors import PyMongoError
+
+        try:
+            return set(await self._db.list_collection_names())
+        except PyMongoError as exc:
+            detail = str(exc).split(", Timeout:", 1)[0][:200]
+            raise DatabaseUnreachable(
+                f"Cannot read {self.label} ({type(exc).__name__}: {detail}). Check MONGO_URI and "
+                "MONGO_DB_NAME, that the server is running and reachable, or migrate from a dump "
+                "with --from-dump PATH / --archive FILE."
+            ) from exc
 
     async def count(self, collection: str) -> int | None:
         return int(await self._db[collection].estimated_document_count())
