@@ -368,3 +368,29 @@ def test_every_list_screen_renders(signed_in: Page, dashboard: Dashboard) -> Non
         expect(page.get_by_role("link", name="New ", exact=False).first).to_be_visible()
         shot(page, f"list-{route}")
     assert json.dumps(page.evaluate("sessionStorage.length")) == "1"
+
+
+def test_memory_search_by_keyword_and_meaning(signed_in: Page, dashboard: Dashboard) -> None:
+    page = signed_in
+    agent = api(dashboard, "POST", "/api/agents", json={"name": unique("rememberer")}).json()
+    for key, value in (("coffee", "Takes coffee black, no sugar."), ("city", "Lives in Lyon.")):
+        api(
+            dashboard,
+            "POST",
+            "/api/memories",
+            json={"agent_id": agent["id"], "key": key, "value": value},
+        )
+    goto(page, dashboard, f"memories?agent_id={agent['id']}")
+    search = page.get_by_role("search")
+    expect(search.get_by_label("Agent")).to_have_value(agent["id"])
+    search.get_by_label("Match").select_option("keyword")
+    search.get_by_label("Search memories").fill("coffee sugar")
+    search.get_by_role("button", name="Search").click()
+    hits = page.locator(".hits .hit")
+    expect(hits.first).to_contain_text("Takes coffee black")
+    expect(hits.first.locator(".badge")).to_contain_text("score")
+    expect(hits.filter(has_text="Lyon")).to_have_count(0)
+    search.get_by_label("Match").select_option("semantic")
+    search.get_by_role("button", name="Search").click()
+    expect(page.locator(".hits .hit").first).to_contain_text("coffee")
+    shot(page, "memory-search")

@@ -177,7 +177,9 @@ export async function renderList(ctx, res) {
     return;
   }
   draw();
-  replace(ctx.main, header, filters,
+  const extra = res === "memories" ? await (await import("./memories.js")).memorySearchPanel(ctx.query) : null;
+  if (!ctx.isCurrent()) return;
+  replace(ctx.main, header, extra, filters,
     h("div", { class: "toolbar" }, h("label", { for: searchId, class: "label" }, "Search"), search, count),
     items.length ? h("div", { class: "table-wrap" }, table) : h("div", { class: "empty card" }, h("p", {}, def.empty)),
     more);
