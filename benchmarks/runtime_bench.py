@@ -124,7 +124,7 @@ def start_workers(settings: Settings, count: int, concurrency: int, log_dir: Pat
         log = (log_dir / f"worker{i}.log").open("wb")
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "tbd_agents.cli.runtime", "worker", "--pool", "threads",
+                [sys.executable, "-c", "from tbd_agents.cli import app; app()", "worker", "--pool", "threads",
                  "--concurrency", str(concurrency), "--name", f"bench{i}@%h"],
                 env=env, stdout=log, stderr=subprocess.STDOUT,
             )

@@ -28,6 +28,8 @@ from tests.support import pg
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_TEST_URL = "redis://127.0.0.1:6379/11"
+#: The `tbd-agents` command line, as installed (the registered commands, run by this Python).
+TBD_AGENTS = [sys.executable, "-c", "from tbd_agents.cli import app; app()"]
 FERNET = f"1:{generate_fernet_key()}"
 
 
@@ -166,9 +168,7 @@ class WorkerPool:
         handle = log.open("wb")
         proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "tbd_agents.cli.runtime",
+                *TBD_AGENTS,
                 "worker",
                 "--pool",
                 pool,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,13 +14,19 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tbd_agents.storage.postgres.schema import TABLES
-from tests.runtime.conftest import ROOT, make_workflow, runtime_settings, settings_env
+from tests.runtime.conftest import (
+    ROOT,
+    TBD_AGENTS,
+    make_workflow,
+    runtime_settings,
+    settings_env,
+)
 
 
 def test_worker_without_redis_says_what_to_set(module_db: URL) -> None:
     env = settings_env(runtime_settings(module_db))
     result = subprocess.run(
-        [sys.executable, "-m", "tbd_agents.cli.runtime", "worker"],
+        [*TBD_AGENTS, "worker"],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 1
@@ -47,7 +52,7 @@ async def test_scheduler_process_fires_a_due_schedule_and_stops_on_sigterm(
     env = settings_env(runtime_settings(module_db, scheduler_poll_seconds=0.2))
     log = (tmp_path / "scheduler.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tbd_agents.cli.runtime", "scheduler"],
+        [*TBD_AGENTS, "scheduler"],
         env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     tasks = TABLES["task_executions"]
