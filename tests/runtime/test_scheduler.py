@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -327,3 +327,42 @@ async def test_three_scheduler_processes_fire_each_occurrence_exactly_once(
             log.close()
     for p, n in zip(procs, names, strict=True):
         assert p.returncode == 0, (tmp_path / f"{n}.log").read_text()
+
+
+async def test_an_edited_schedule_gets_its_next_run_from_the_new_definition(
+    db: AsyncEngine,
+) -> None:
+    workflow = await make_workflow(db)
+    sid = await insert_schedule(
+        db, workflow, interval_value=1, interval_unit=IntervalUnit.DAYS, start_at=T0,
+        next_run_at=T0 + timedelta(days=1),
+    )  # fmt: skip
+    scheduler = _scheduler(db)
+    await scheduler.tick(T0 + 3 * MIN)
+    schedules = TABLES["scheduled_agents"]
+    async with db.begin() as conn:  # the API changes it to every 5 minutes (updated_at moves)
+        await conn.execute(
+            update(schedules)
+            .where(schedules.c.id == sid)
+            .values(interval_unit="minutes", interval_value=5, updated_at=func.now())
+        )
+    await scheduler.tick(T0 + 4 * MIN)
+    async with db.connect() as conn:
+        nxt = (
+            await conn.execute(select(schedules.c.next_run_at).where(schedules.c.id == sid))
+        ).scalar_one()
+    assert nxt == T0 + 5 * MIN
+    report = await scheduler.tick(T0 + 5 * MIN)
+    assert [c.occurrence_at for c in report.fired if c.schedule_id == sid] == [T0 + 5 * MIN]
+
+
+async def test_a_schedule_that_cannot_be_computed_is_reported_once(
+    db: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    workflow = await make_workflow(db)
+    await insert_schedule(db, workflow, cron_expression="61 * * * *")
+    scheduler = _scheduler(db)
+    for minute in range(3):
+        await scheduler.tick(T0 + minute * MIN)
+    errors = [r for r in caplog.records if "cannot be computed" in r.getMessage()]
+    assert len(errors) == 1 and "is not valid" in errors[0].getMessage()

@@ -59,6 +59,8 @@ _UNIT = {
     IntervalUnit.DAYS: timedelta(days=1),
 }
 _COUNT_CAP = 10_000
+#: Schedules changed this recently get their next run recomputed from their definition.
+EDIT_WINDOW = timedelta(minutes=2)
 
 
 class Clock(Protocol):
@@ -81,13 +83,18 @@ def _zone(schedule: ScheduledAgent) -> ZoneInfo:
         ) from None
 
 
-def validate_schedule(schedule: ScheduledAgent) -> None:
-    """Raise InvalidData (naming the fix) if the schedule cannot be computed."""
-    if schedule.cron_expression is not None and not croniter.is_valid(schedule.cron_expression):
+def _check_cron(expression: str) -> None:
+    if not croniter.is_valid(expression):
         raise InvalidData(
-            f"cron_expression {schedule.cron_expression!r} is not valid: use five fields "
+            f"cron_expression {expression!r} is not valid: use five fields "
             "'minute hour day-of-month month day-of-week', e.g. '*/15 * * * *'"
         )
+
+
+def validate_schedule(schedule: ScheduledAgent) -> None:
+    """Raise InvalidData (naming the fix) if the schedule cannot be computed."""
+    if schedule.cron_expression is not None:
+        _check_cron(schedule.cron_expression)
     _zone(schedule)
     if schedule.start_at and schedule.end_at and schedule.end_at <= schedule.start_at:
         raise InvalidData("end_at must be after start_at")
@@ -98,6 +105,7 @@ def occurrence_after(schedule: ScheduledAgent, after: datetime) -> datetime | No
     if schedule.start_at is not None and after < schedule.start_at:
         after = schedule.start_at - _TINY
     if schedule.cron_expression:
+        _check_cron(schedule.cron_expression)
         zone = _zone(schedule)
         it = croniter(schedule.cron_expression, after.astimezone(zone))
         found: datetime = it.get_next(datetime)
@@ -212,6 +220,7 @@ class Scheduler:
         self.grace = timedelta(seconds=misfire_grace_seconds)
         self.clock = clock or SystemClock()
         self.batch_size = batch_size
+        self._reported: set[str] = set()
 
     async def tick(self, now: datetime | None = None) -> TickReport:
         """Claim and start everything due at `now` (default: the clock); dispatch after commit."""
@@ -219,6 +228,7 @@ class Scheduler:
         report = TickReport()
         async with self.db.begin() as conn:
             await self._initialise(conn, now)
+            await self._reconcile(conn, now)
             due = (
                 select(schedules)
                 .where(schedules.c.enabled.is_(True))
@@ -250,12 +260,42 @@ class Scheduler:
             try:
                 nxt = occurrence_after(schedule, now - _TINY)
             except InvalidData as exc:
-                _log.error("schedule %s cannot be computed: %s", schedule.id, exc.message)
+                self._report_invalid(schedule, exc)
                 continue
             if nxt is not None:
                 await conn.execute(
                     update(schedules).where(schedules.c.id == schedule.id).values(next_run_at=nxt)
                 )
+
+    async def _reconcile(self, conn: AsyncConnection, now: datetime) -> None:
+        """Move `next_run_at` of recently edited schedules to what their definition says now
+        (an interval or cron changed through the API keeps no stale next run)."""
+        edited = (
+            select(schedules)
+            .where(schedules.c.enabled.is_(True))
+            .where(schedules.c.next_run_at > now)
+            .where(schedules.c.updated_at >= func.now() - EDIT_WINDOW)
+            .limit(self.batch_size)
+            .with_for_update(skip_locked=True)
+        )
+        for row in (await conn.execute(edited)).all():
+            schedule = _schedule(row)
+            try:
+                expected = occurrence_after(schedule, now - _TINY)
+            except InvalidData as exc:
+                self._report_invalid(schedule, exc)
+                continue
+            if expected != schedule.next_run_at:
+                await conn.execute(
+                    update(schedules)
+                    .where(schedules.c.id == schedule.id)
+                    .values(next_run_at=expected)
+                )
+
+    def _report_invalid(self, schedule: ScheduledAgent, exc: InvalidData) -> None:
+        if schedule.id not in self._reported:  # once per process, not every tick
+            self._reported.add(schedule.id)
+            _log.error("schedule %s cannot be computed: %s", schedule.id, exc.message)
 
     async def _process(
         self, conn: AsyncConnection, schedule: ScheduledAgent, now: datetime
@@ -265,7 +305,7 @@ class Scheduler:
             due = occurrences_between(schedule, schedule.next_run_at, now)
             following = occurrence_after(schedule, now)
         except InvalidData as exc:
-            _log.error("schedule %s cannot be computed: %s", schedule.id, exc.message)
+            self._report_invalid(schedule, exc)
             return None
         claimed: Claimed | None = None
         if due:
