@@ -71,6 +71,7 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
         owned = store is None
         active = store if store is not None else await _open_store(settings)
         http = httpx.AsyncClient(timeout=httpx.Timeout(30.0), follow_redirects=False)
+        ctx: ApiContext | None = None
         try:
             ctx = _build_context(settings, active, http)
             await _attach_optional_services(ctx)
@@ -84,6 +85,9 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
                 )
             yield
         finally:
+            knowledge = ctx.services.get("knowledge") if ctx is not None else None
+            if knowledge is not None:
+                await knowledge.close()  # its vector store client
             await http.aclose()
             if owned:
                 await active.close()
