@@ -41,6 +41,15 @@ class Progress:
     unchanged: int = 0
     quarantined: int = 0
 
+    def advance(self, read: int, outcome: BatchOutcome, quarantined: int) -> None:
+        """Count a batch of `read` documents; set the outcome's position."""
+        self.position += read
+        outcome.position = self.position
+        self.inserted += outcome.inserted
+        self.updated += outcome.updated
+        self.unchanged += outcome.unchanged
+        self.quarantined += quarantined
+
 
 @dataclass
 class BatchOutcome:
@@ -118,12 +127,7 @@ class TableLoader:
             outcome.unchanged = (
                 len(indices) - outcome.inserted - outcome.updated - len(outcome.rejected)
             )
-            progress.position += batch.read
-            outcome.position = progress.position
-            progress.inserted += outcome.inserted
-            progress.updated += outcome.updated
-            progress.unchanged += outcome.unchanged
-            progress.quarantined += len(batch.rejected) + len(outcome.rejected)
+            progress.advance(batch.read, outcome, len(batch.rejected) + len(outcome.rejected))
             await self.checkpoints.save(progress, batch.last_id)
             before_commit(outcome.rejected)
         return outcome

@@ -480,12 +480,7 @@ class Migration:
             outcome = BatchOutcome(
                 inserted=inserted, updated=updated, unchanged=len(rows) - inserted - updated
             )
-            progress.position += batch.read
-            outcome.position = progress.position
-            progress.inserted += inserted
-            progress.updated += updated
-            progress.unchanged += outcome.unchanged
-            progress.quarantined += len(batch.rejected)
+            progress.advance(batch.read, outcome, len(batch.rejected))
             await checkpoints.save(progress, batch.last_id)
             self.log.rejected(FILES, batch.rejected)
             self.log.sync()
