@@ -40,7 +40,7 @@ from tbd_agents.embeddings.base import EmbeddingSpace
 from tbd_agents.storage.postgres.embedded import EmbeddedPostgres
 from tbd_agents.storage.postgres.engine import create_engine, libpq_url
 from tbd_agents.storage.postgres.migrate import upgrade_to_head
-from tbd_agents.storage.protocol import eq
+from tbd_agents.storage.protocol import eq, in_
 from tbd_agents.vectors.base import VectorRecord, Where
 from tbd_agents.vectors.pgvector import PgVectorStore
 from tbd_agents.vectors.qdrant import QdrantVectorStore
@@ -241,34 +241,44 @@ async def bench_pg(
         found, times = await timed(queries, unfiltered)
         out.append(row(f"unfiltered, ef_search={ef}", found, truth, times))
     store = PgVectorStore(engine)
-    for label, field, values, col in (
-        ("1 % (one item)", "item_id", items, "i"),
-        ("10 % (one source)", "source_id", sources, "s"),
-    ):
-        target = 7
-        mask = values == target
+    forced = PgVectorStore(engine, exact_threshold=0)  # always HNSW + iterative scan
+    filters = (
+        ("1 % (one item)", "item_id", items, [7]),
+        ("5 % (five items)", "item_id", items, [3, 7, 11, 19, 23]),
+        ("10 % (one source)", "source_id", sources, [7]),
+    )
+    for label, field, values, chosen in filters:
+        mask = np.isin(values, chosen)
         ftruth = exact_top(data, queries, mask)
+        prefix = "i" if field == "item_id" else "s"
+        wanted = [f"{prefix}{v}" for v in chosen]
+        where = Where((in_(field, wanted),))
 
-        async def filtered(
-            q: np.ndarray, field: str = field, val: str = f"{col}{target}"
-        ) -> list[int]:
-            hits = await store.search(
-                "knowledge_chunks", q.tolist(), SPACE, K, Where((eq(field, val),))
+        for plan_store, plan_label in (
+            (store, "store plan"),
+            (forced, "forced HNSW + iterative scan"),
+        ):
+
+            async def filtered(
+                q: np.ndarray, s: PgVectorStore = plan_store, w: Where = where
+            ) -> list[int]:
+                hits = await s.search("knowledge_chunks", q.tolist(), SPACE, K, w)
+                return [int(h.payload["chunk_index"]) for h in hits]
+
+            found, times = await timed(queries, filtered)
+            out.append(
+                row(
+                    f"filtered {label}: {plan_label} `{plan_store.last_plan}`", found, ftruth, times
+                )
             )
-            return [int(h.payload["chunk_index"]) for h in hits]
 
-        found, times = await timed(queries, filtered)
-        out.append(row(f"filtered {label}: store plan `{store.last_plan}`", found, ftruth, times))
-
-        async def plain(
-            q: np.ndarray, field: str = field, val: str = f"{col}{target}"
-        ) -> list[int]:
+        async def plain(q: np.ndarray, field: str = field, wanted: list[str] = wanted) -> list[int]:
             async with conn.transaction():
                 await conn.execute("SET LOCAL hnsw.ef_search = 100")
                 rows = await conn.fetch(
-                    f"SELECT chunk_index FROM knowledge_chunks WHERE {field} = $1 "
+                    f"SELECT chunk_index FROM knowledge_chunks WHERE {field} = ANY($1) "
                     "ORDER BY embedding <=> $2 LIMIT 10",
-                    val,
+                    wanted,
                     q,
                 )
             return [r[0] for r in rows]

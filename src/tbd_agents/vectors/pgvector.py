@@ -51,7 +51,7 @@ from tbd_agents.vectors.base import (
 #: Default hnsw.ef_search: recall@10 ≥ 0.95 on embedding-like data at 100k rows (benchmarks).
 EF_SEARCH = 100
 #: Filters matching at most this many rows are searched exactly (see benchmarks/RESULTS.md).
-EXACT_THRESHOLD = 10_000
+EXACT_THRESHOLD = 5_000
 _WRITE_BATCH = 500
 
 _TYPES: dict[FieldKind, Any] = {
