@@ -167,3 +167,37 @@ def test_chat_without_agents_says_what_to_do_first(page: Page, dashboard: Dashbo
     goto(page, dashboard, "chat")
     expect(page.locator(".empty")).to_contain_text("create an agent")
     expect(page.get_by_role("link", name="Create an agent")).to_be_visible()
+
+
+def test_rename_and_delete_a_chat_session(page: Page, dashboard: Dashboard) -> None:
+    agent = api(
+        dashboard, "POST", "/api/agents", json={"name": f"talker-{uuid.uuid4().hex[:6]}"}
+    ).json()
+    session = api(
+        dashboard,
+        "POST",
+        "/api/chat/sessions",
+        json={"agent_id": agent["id"], "title": "Old title"},
+    ).json()
+    api(
+        dashboard,
+        "POST",
+        f"/api/chat/sessions/{session['id']}/messages",
+        json={"role": "user", "content": "Hi there"},
+    )
+    sign_in(page, dashboard)
+    goto(page, dashboard, f"chat/{agent['id']}/{session['id']}")
+    expect(page.locator(".messages .message-user")).to_have_text("YouHi there")
+    page.get_by_role("button", name="Rename").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("Title").fill("Greetings")
+    dialog.get_by_role("button", name="Rename").click()
+    expect(page.locator(".sessions a[aria-current=page]")).to_have_text("Greetings")
+    assert (
+        api(dashboard, "GET", f"/api/chat/sessions/{session['id']}").json()["title"] == "Greetings"
+    )
+    page.get_by_role("button", name="Delete chat").click()
+    page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    rendered(page, f"#/chat/{agent['id']}")
+    assert api(dashboard, "GET", f"/api/chat/sessions/{session['id']}").status_code == 404
+    expect(page.locator(".sessions")).to_contain_text("No earlier chats.")

@@ -157,7 +157,8 @@ def test_api_validation_errors_appear_next_to_their_field(
         "f => { const s = f.querySelector('select[name=api_key_token_name]'); s.append(new Option('ghost', 'ghost')); s.value = 'ghost'; }"
     )
     page.get_by_role("button", name="Create provider").click()
-    expect(page.locator(".field-api_key_token_name .field-error")).to_be_visible()
+    expect(page.locator(".field-api_key_token_name .field-error")).to_contain_text("ghost")
+    expect(page.locator(".form-errors")).not_to_contain_text("null")
     shot(page, "field-errors")
 
 

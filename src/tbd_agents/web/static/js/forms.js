@@ -320,7 +320,8 @@ export function buildForm({ fields, record = null, submitLabel = "Save", onSubmi
     const firstSpec = fields.find((f) => byField.has(f.name) && !rows.get(f.name).hidden);
     const first = firstSpec ? widgets.get(firstSpec.name).control : null;
     const headline = error instanceof ApiError ? error.message : byField.size ? "Some fields need a fix." : String(error.message || error);
-    summary.replaceChildren(h("p", {}, headline), unplaced.length ? h("ul", {}, unplaced.map((u) => h("li", {}, u))) : null);
+    summary.replaceChildren(h("p", {}, headline));
+    if (unplaced.length) summary.append(h("ul", {}, unplaced.map((u) => h("li", {}, u))));
     summary.hidden = false;
     (first || summary).focus();
   };

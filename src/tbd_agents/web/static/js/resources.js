@@ -165,7 +165,7 @@ export const RESOURCES = {
     path: "/api/knowledge-items",
     title: "Knowledge items",
     singular: "knowledge item",
-    hidden: true,
+    parent: { field: "source_id", route: "knowledge-sources", title: "Knowledge source" },
     columns: [["title", "Title"], ["content_type", "Type"], ["status", "Status"], ["file_size", "Size"]],
     empty: "No documents in this source yet. Upload a file or add text.",
     fields: [

@@ -1,7 +1,7 @@
 // Chat with an agent: sessions, streamed replies rendered as Markdown, tool calls, usage.
 
 import { del, get, hasEndpoint, listAll, patch, stream } from "../api.js";
-import { append, confirmDialog, h, notify, replace, uid, when } from "../dom.js";
+import { append, confirmDialog, dialog, h, notify, replace, uid, when } from "../dom.js";
 import { renderInto } from "../markdown.js";
 
 function usageText(usage) {
@@ -55,6 +55,20 @@ function bubble(role, content = "") {
     text: () => text,
     usage(u) { meta.textContent = usageText(u); },
   };
+}
+
+/** Ask for a chat's new title in a dialog; resolves with it (trimmed) or undefined. */
+function askTitle(current) {
+  return dialog("Rename chat", (close) => {
+    const id = uid("title");
+    const input = h("input", { id, type: "text", value: current, autofocus: true, maxlength: 200 });
+    const form = h("form", { class: "form" },
+      h("div", { class: "field" }, h("label", { for: id, class: "label" }, "Title"), input),
+      h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Rename"),
+        h("button", { type: "button", onClick: () => close(undefined) }, "Cancel")));
+    form.addEventListener("submit", (e) => { e.preventDefault(); close(input.value.trim() || undefined); });
+    return form;
+  });
 }
 
 async function pickAgent(ctx) {
@@ -136,8 +150,11 @@ export async function renderChat(ctx, agentId, sessionId) {
     const session = sessions.items.find((s) => s.id === current) || await get(`/api/chat/sessions/${encodeURIComponent(current)}`);
     sessionTools.push(
       h("button", { type: "button", class: "small", onClick: async () => {
-        const title = window.prompt("New title for this chat", session.title);
-        if (title && title.trim()) { await patch(`/api/chat/sessions/${encodeURIComponent(current)}`, { title: title.trim() }); notify("Chat renamed.", "success"); window.dispatchEvent(new HashChangeEvent("hashchange")); }
+        const title = await askTitle(session.title);
+        if (!title) return;
+        await patch(`/api/chat/sessions/${encodeURIComponent(current)}`, { title });
+        notify("Chat renamed.", "success");
+        window.dispatchEvent(new HashChangeEvent("hashchange"));
       } }, "Rename"),
       h("button", { type: "button", class: "small danger", onClick: async () => {
         if (!(await confirmDialog("Delete chat", h("p", {}, `Delete “${session.title}” and its messages?`), "Delete", true))) return;

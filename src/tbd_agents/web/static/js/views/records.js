@@ -193,6 +193,9 @@ export async function renderRecord(ctx, res, id) {
   if (!ctx.isCurrent()) return;
   const preset = {};
   for (const [k, v] of ctx.query.entries()) preset[k] = v;
+  // Child records (knowledge items) lead back to their parent rather than to a flat list.
+  const parentId = def.parent && ((record && record[def.parent.field]) || preset[def.parent.field]);
+  const back = parentId ? `#/${def.parent.route}/${parentId}` : `#/${res}`;
   // Only the fields this server accepts for this operation (read from its OpenAPI document).
   const accepted = await bodyFields(creating ? "post" : "patch", def.path, !creating);
   const fields = editFields(def, creating)
@@ -207,7 +210,7 @@ export async function renderRecord(ctx, res, id) {
     record: filled,
     labelledBy: titleId,
     submitLabel: creating ? `Create ${def.singular}` : "Save changes",
-    onCancel: () => { window.location.hash = `#/${res}`; },
+    onCancel: () => { window.location.hash = back; },
     onSubmit: async (values) => {
       const virtual = new Set(fields.filter((f) => f.virtual).map((f) => f.name));
       const body = (picked) => {
@@ -231,11 +234,11 @@ export async function renderRecord(ctx, res, id) {
       notify("Saved.", "success");
     },
     extraActions: creating ? [] : [h("button", { type: "button", class: "danger", onClick: async () => {
-      if (await deleteRecord(res, record)) window.location.hash = `#/${res}`;
+      if (await deleteRecord(res, record)) window.location.hash = back;
     } }, "Delete")],
   });
   const head = h("div", { class: "page-head" },
-    h("div", {}, h("p", { class: "crumbs" }, h("a", { href: `#/${res}` }, def.title)), h("h1", { id: titleId }, title)),
+    h("div", {}, h("p", { class: "crumbs" }, h("a", { href: back }, parentId ? def.parent.title : def.title)), h("h1", { id: titleId }, title)),
     record && res === "agents" ? h("a", { href: `#/chat/${record.id}`, class: "button primary" }, "Chat with this agent") : null);
   const extras = h("div", { class: "extras" });
   form.element.classList.add("record-form");
