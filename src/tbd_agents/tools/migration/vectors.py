@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,8 +27,9 @@ from tbd_agents.storage.postgres.schema_vectors import VECTOR_TABLES
 from tbd_agents.tools.migration.batch import Rejection
 from tbd_agents.tools.migration.rows import row_digest
 from tbd_agents.vectors.base import COLLECTIONS, FieldKind
-from tbd_agents.vectors.pgvector import PgVectorStore
-from tbd_agents.vectors.qdrant import QdrantVectorStore
+
+if TYPE_CHECKING:  # qdrant-client is heavy (~100 MB resident): imported only when vectors are copied
+    from tbd_agents.vectors.qdrant import QdrantVectorStore
 
 #: Qdrant collection → (parent table, column of the vector table that references it).
 PARENTS = {"knowledge_chunks": ("knowledge_items", "item_id"), "memories": ("memories", "id")}
@@ -136,6 +137,8 @@ def _as_document(point: Any) -> dict[str, Any]:
 
 async def prepare_target(engine: AsyncEngine, name: str, space: EmbeddingSpace) -> None:
     """Record (or check) the collection's embedding space on the pgvector side."""
+    from tbd_agents.vectors.pgvector import PgVectorStore
+
     await PgVectorStore(engine).ensure_collection(name, space)
 
 
