@@ -148,3 +148,30 @@ async def test_cap_evicts_oldest_rows_with_their_vectors(env: Env) -> None:
     assert sorted(h.memory.key for h in left) == ["fact 2", "fact 3", "fact 4"]
     assert await vector_count(env, ALICE_1) == 3
     assert await vector_count(env, ALICE_2) == 1
+
+
+async def test_a_vector_out_of_step_with_its_row_is_never_returned(env: Env) -> None:
+    """Simulates a write that updated the row but failed before the vector (no shared
+    transaction in the qdrant profile): search must not serve the stale vector."""
+    from tbd_agents.embeddings.hashing import HashingEmbedder
+    from tbd_agents.vectors.base import VectorRecord
+
+    mem = await env.service.remember(ALICE_1, "city", "lives in Lisbon")
+    stale_vector = await HashingEmbedder(384).embed_query("city: lives in Porto")
+    record = VectorRecord(
+        id=mem.id,
+        vector=stale_vector,
+        text="city: lives in Porto",
+        payload={
+            "agent_id": ALICE_1.id,
+            "scope": "agent",
+            "session_id": None,
+            "owner": "alice",
+            "key": "city",
+        },
+    )
+    await env.vectors.upsert("memories", [record], HashingEmbedder(384).space)  # type: ignore[attr-defined]
+    assert await env.service.search(ALICE_1, "Porto", mode=SearchMode.KEYWORD) == []
+    await env.service.remember(ALICE_1, "city", "lives in Lisbon")  # re-embeds
+    hits = await env.service.search(ALICE_1, "Lisbon", mode=SearchMode.KEYWORD)
+    assert [h.memory.value for h in hits] == ["lives in Lisbon"]

@@ -224,7 +224,13 @@ class MemoryService:
             )
         now = self.clock()
         rows = {m.id: m for m in page.items if not _expired(m, now)}
-        return [MemoryHit(rows[h.id], h.score) for h in hits if h.id in rows][:k]
+        # A vector whose text no longer matches its row (a write that failed half-way on a store
+        # without shared transactions) is never returned.
+        return [
+            MemoryHit(rows[h.id], h.score)
+            for h in hits
+            if h.id in rows and h.text == memory_text(rows[h.id].key, rows[h.id].value)
+        ][:k]
 
     async def recall(
         self, agent: Agent, key: str, *, scope: MemoryScope = MemoryScope.AGENT
