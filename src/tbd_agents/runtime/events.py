@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, literal, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tbd_agents.domain.enums import TaskStatus
 from tbd_agents.errors import NotFound, StorageError
@@ -75,23 +75,34 @@ class RunEvent:
         )
 
 
+def _retry_or_raise(exc: IntegrityError, task_id: str) -> None:
+    """Return (retry) when another writer took the `seq`; raise anything else."""
+    state = sqlstate_of(exc)
+    if state == "23505":
+        return
+    if state == "23503":
+        raise NotFound("task execution", task_id) from None
+    raise exc
+
+
+def _too_many_writers(task_id: str) -> StorageError:
+    return StorageError(f"could not append an event to run {task_id}: too many concurrent writers")
+
+
 class EventStore:
     """The `run_events` table."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def append(self, task_id: str, event_type: str, data: Mapping[str, Any]) -> RunEvent:
-        """Store one event as the run's next `seq` and commit it.
-
-        Two writers racing on the same run (a worker and a halt request) cannot take the same
-        number: the primary key refuses the second, which retries with the next one."""
+    @staticmethod
+    def _insert(task_id: str, event_type: str, data: Mapping[str, Any]) -> Any:
         next_seq = (
             select(func.coalesce(func.max(run_events.c.seq), 0) + 1)
             .where(run_events.c.task_id == task_id)
             .scalar_subquery()
         )
-        stmt = (
+        return (
             insert(run_events)
             .from_select(
                 ["task_id", "seq", "type", "data"],
@@ -104,21 +115,39 @@ class EventStore:
             )
             .returning(run_events.c.seq, run_events.c.created_at)
         )
+
+    async def append(self, task_id: str, event_type: str, data: Mapping[str, Any]) -> RunEvent:
+        """Store one event as the run's next `seq` and commit it.
+
+        Two writers racing on the same run (a worker and a halt request) cannot take the same
+        number: the primary key refuses the second, which retries with the next one."""
+        stmt = self._insert(task_id, event_type, data)
         for _ in range(_APPEND_RETRIES):
             try:
                 async with self.engine.begin() as conn:
                     row = (await conn.execute(stmt)).one()
             except IntegrityError as exc:
-                state = sqlstate_of(exc)
-                if state == "23505":  # another writer took this seq: take the next one
-                    continue
-                if state == "23503":
-                    raise NotFound("task execution", task_id) from None
-                raise
+                _retry_or_raise(exc, task_id)
+                continue
             return RunEvent(task_id, row.seq, event_type, dict(data), row.created_at)
-        raise StorageError(
-            f"could not append an event to run {task_id}: too many concurrent writers"
-        )
+        raise _too_many_writers(task_id)
+
+    async def append_on(
+        self, conn: AsyncConnection, task_id: str, event_type: str, data: Mapping[str, Any]
+    ) -> RunEvent:
+        """Store one event on `conn`, inside the caller's transaction (committed with it), so
+        the event and the state change it reports are one atomic write. Each try runs in a
+        savepoint: a `seq` taken by another writer is retried with the next one."""
+        stmt = self._insert(task_id, event_type, data)
+        for _ in range(_APPEND_RETRIES):
+            try:
+                async with conn.begin_nested():
+                    row = (await conn.execute(stmt)).one()
+            except IntegrityError as exc:
+                _retry_or_raise(exc, task_id)
+                continue
+            return RunEvent(task_id, row.seq, event_type, dict(data), row.created_at)
+        raise _too_many_writers(task_id)
 
     async def read(self, task_id: str, after_seq: int = 0, limit: int = 1000) -> list[RunEvent]:
         """The run's events with `seq` > `after_seq`, in order, at most `limit`."""
@@ -174,14 +203,18 @@ class PersistingEventSink:
         """Like `emit`, returning the stored event."""
         kind = event_type.value if isinstance(event_type, EventType) else str(event_type)
         event = await self.store.append(self.task_id, kind, data)
-        self.last_seq = event.seq
+        await self.publish(event)
+        return event
+
+    async def publish(self, event: RunEvent) -> None:
+        """Announce an event that is already stored and committed."""
+        self.last_seq = max(self.last_seq, event.seq)
         try:
             await self.bus.publish(events_channel(self.task_id), event.to_message())
         except (OSError, ConnectionError) as exc:
             _log.warning(
                 "run %s: event %d stored but not published (%s)", self.task_id, event.seq, exc
             )
-        return event
 
 
 async def follow(

@@ -98,9 +98,14 @@ async def request_halt(
                 .where(workflows.c.id == row.workflow_id)
                 .values(status=WorkflowStatus.HALTED.value, updated_at=func.now())
             )
+            final = await events.append_on(
+                conn,
+                task_id,
+                EventType.STATUS.value,
+                {"status": TaskStatus.HALTED.value, "reason": "halted before it started"},
+            )
     if status is TaskStatus.PENDING:
-        sink = PersistingEventSink(events, bus, task_id)
-        await sink.emit(EventType.STATUS, {"status": TaskStatus.HALTED.value, "reason": "halt"})
+        await PersistingEventSink(events, bus, task_id).publish(final)
         return HaltResult.HALTED
     try:
         await bus.publish(halt_channel(task_id), {"task_id": task_id, "by": requested_by})

@@ -53,8 +53,9 @@ async def _set_workflow_status(
     await conn.execute(update(workflows).where(workflows.c.id == workflow_id).values(**values))
 
 
-async def claim(engine: AsyncEngine, task_id: str, worker_id: str) -> TaskExecution | None:
-    """Take the pending run `task_id` for `worker_id`; None if it is not pending any more."""
+async def claim_on(conn: AsyncConnection, task_id: str, worker_id: str) -> TaskExecution | None:
+    """Take the pending run `task_id` for `worker_id` on `conn` (the caller's transaction);
+    None if it is not pending any more."""
     stmt = (
         update(tasks)
         .where(tasks.c.id == task_id, tasks.c.status == TaskStatus.PENDING.value)
@@ -67,12 +68,17 @@ async def claim(engine: AsyncEngine, task_id: str, worker_id: str) -> TaskExecut
         )
         .returning(*tasks.c)
     )
-    async with engine.begin() as conn:
-        row = (await conn.execute(stmt)).one_or_none()
-        if row is None:
-            return None
-        await _set_workflow_status(conn, row.workflow_id, WorkflowStatus.RUNNING, ran=True)
+    row = (await conn.execute(stmt)).one_or_none()
+    if row is None:
+        return None
+    await _set_workflow_status(conn, row.workflow_id, WorkflowStatus.RUNNING, ran=True)
     return task_from_row(row)
+
+
+async def claim(engine: AsyncEngine, task_id: str, worker_id: str) -> TaskExecution | None:
+    """`claim_on` in a transaction of its own."""
+    async with engine.begin() as conn:
+        return await claim_on(conn, task_id, worker_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +107,10 @@ async def heartbeat(engine: AsyncEngine, task_id: str, worker_id: str) -> Heartb
     return Heartbeat(owned=True, halt_requested=bool(row[0]))
 
 
-async def finish(
-    engine: AsyncEngine, task_id: str, worker_id: str, outcome: RunOutcome
+async def finish_on(
+    conn: AsyncConnection, task_id: str, worker_id: str, outcome: RunOutcome
 ) -> TaskExecution | None:
-    """Record how the run ended, if `worker_id` still owns it; return the updated run."""
+    """Record how the run ended, on `conn`, if `worker_id` still owns it; the updated run."""
     usage = {
         "input_tokens": outcome.usage.input_tokens,
         "output_tokens": outcome.usage.output_tokens,
@@ -129,15 +135,22 @@ async def finish(
         )
         .returning(*tasks.c)
     )
-    async with engine.begin() as conn:
-        row = (await conn.execute(stmt)).one_or_none()
-        if row is None:
-            return None
-        await _set_workflow_status(conn, row.workflow_id, WorkflowStatus(outcome.status.value))
+    row = (await conn.execute(stmt)).one_or_none()
+    if row is None:
+        return None
+    await _set_workflow_status(conn, row.workflow_id, WorkflowStatus(outcome.status.value))
     return task_from_row(row)
 
 
-async def reap_expired(engine: AsyncEngine, lease_seconds: float) -> list[TaskExecution]:
+async def finish(
+    engine: AsyncEngine, task_id: str, worker_id: str, outcome: RunOutcome
+) -> TaskExecution | None:
+    """`finish_on` in a transaction of its own."""
+    async with engine.begin() as conn:
+        return await finish_on(conn, task_id, worker_id, outcome)
+
+
+async def reap_expired_on(conn: AsyncConnection, lease_seconds: float) -> list[TaskExecution]:
     """Mark failed every running run whose last heartbeat is older than `lease_seconds`.
 
     Safe to call from any number of processes at once: rows are locked with SKIP LOCKED and the
@@ -169,11 +182,16 @@ async def reap_expired(engine: AsyncEngine, lease_seconds: float) -> list[TaskEx
         )
         .returning(*tasks.c)
     )
-    async with engine.begin() as conn:
-        rows = (await conn.execute(stmt)).all()
-        for row in rows:
-            await _set_workflow_status(conn, row.workflow_id, WorkflowStatus.FAILED)
+    rows = (await conn.execute(stmt)).all()
+    for row in rows:
+        await _set_workflow_status(conn, row.workflow_id, WorkflowStatus.FAILED)
     return [task_from_row(r) for r in rows]
+
+
+async def reap_expired(engine: AsyncEngine, lease_seconds: float) -> list[TaskExecution]:
+    """`reap_expired_on` in a transaction of its own."""
+    async with engine.begin() as conn:
+        return await reap_expired_on(conn, lease_seconds)
 
 
 async def load(engine: AsyncEngine, task_id: str) -> TaskExecution | None:

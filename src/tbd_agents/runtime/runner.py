@@ -21,7 +21,12 @@ from tbd_agents.errors import TbdError
 from tbd_agents.runtime import leases
 from tbd_agents.runtime.bus import EventBus
 from tbd_agents.runtime.contracts import EventType, RunOutcome
-from tbd_agents.runtime.events import TERMINAL_STATUSES, EventStore, PersistingEventSink
+from tbd_agents.runtime.events import (
+    TERMINAL_STATUSES,
+    EventStore,
+    PersistingEventSink,
+    RunEvent,
+)
 from tbd_agents.runtime.executor import RunExecutor
 from tbd_agents.runtime.halt import RunHaltSignal, listening_for_halt
 from tbd_agents.runtime.webhooks import WebhookService
@@ -89,9 +94,17 @@ async def execute_run(services: RunServices, task_id: str) -> TaskExecution | No
     """Run `task_id` if it is still pending; return the finished run (None if not executed here).
 
     Never re-executes a run that another worker started: a run found running or finished is
-    left alone (the reaper ends runs whose worker died)."""
-    task = await leases.claim(services.db, task_id, services.worker_id)
-    if task is None:
+    left alone (the reaper ends runs whose worker died). Each state change is written in one
+    transaction with the event that reports it (and, at the end, the webhook to send)."""
+    running = {"status": TaskStatus.RUNNING.value, "worker_id": services.worker_id}
+    async with services.db.begin() as conn:
+        task = await leases.claim_on(conn, task_id, services.worker_id)
+        started = (
+            await services.events.append_on(conn, task_id, EventType.STATUS.value, running)
+            if task is not None
+            else None
+        )
+    if task is None or started is None:
         _log.info("run %s is not pending any more; not executing it", task_id)
         return None
     sink = PersistingEventSink(services.events, services.bus, task.id)
@@ -100,16 +113,20 @@ async def execute_run(services: RunServices, task_id: str) -> TaskExecution | No
         beat = await leases.heartbeat(services.db, task.id, services.worker_id)
         if beat.halt_requested:  # asked before this worker listened
             halt.set("halt requested")
-        await sink.emit(
-            EventType.STATUS, {"status": TaskStatus.RUNNING.value, "worker_id": services.worker_id}
-        )
+        await sink.publish(started)
         outcome = await _run_executor(services, task, sink, halt)
     if outcome is None:
         return None
     if outcome.status not in TERMINAL_STATUSES:
         outcome.error = outcome.error or f"executor returned non-final status {outcome.status}"
         outcome.status = TaskStatus.FAILED
-    finished = await leases.finish(services.db, task.id, services.worker_id, outcome)
+    async with services.db.begin() as conn:
+        finished = await leases.finish_on(conn, task.id, services.worker_id, outcome)
+        if finished is not None:
+            final = await services.events.append_on(
+                conn, task.id, EventType.STATUS.value, final_status_data(finished)
+            )
+            await services.webhooks.enqueue_on(conn, finished)
     if finished is None:
         _log.error(
             "run %s ended (%s) after its lease was lost; outcome not recorded",
@@ -117,8 +134,7 @@ async def execute_run(services: RunServices, task_id: str) -> TaskExecution | No
             outcome.status,
         )
         return None
-    await sink.emit(EventType.STATUS, final_status_data(finished))
-    await services.webhooks.enqueue_for(finished)
+    await sink.publish(final)
     return finished
 
 
@@ -135,12 +151,24 @@ def final_status_data(task: TaskExecution) -> dict[str, object]:
 
 
 async def reap(services: RunServices) -> list[TaskExecution]:
-    """Fail the runs whose lease expired, tell their followers, queue their failure webhooks."""
-    reaped = await leases.reap_expired(services.db, services.lease_seconds)
+    """Fail the runs whose lease expired, with their error and final events and their failure
+    webhooks in the same transaction; then tell their followers."""
+    announced: list[RunEvent] = []
+    async with services.db.begin() as conn:
+        reaped = await leases.reap_expired_on(conn, services.lease_seconds)
+        for task in reaped:
+            error = {"message": task.error or "worker lost"}
+            announced.append(
+                await services.events.append_on(conn, task.id, EventType.ERROR.value, error)
+            )
+            announced.append(
+                await services.events.append_on(
+                    conn, task.id, EventType.STATUS.value, final_status_data(task)
+                )
+            )
+            await services.webhooks.enqueue_on(conn, task)
     for task in reaped:
         _log.warning("run %s failed: %s", task.id, task.error)
-        sink = PersistingEventSink(services.events, services.bus, task.id)
-        await sink.emit(EventType.ERROR, {"message": task.error or "worker lost"})
-        await sink.emit(EventType.STATUS, final_status_data(task))
-        await services.webhooks.enqueue_for(task)
+    for event in announced:
+        await PersistingEventSink(services.events, services.bus, event.task_id).publish(event)
     return reaped

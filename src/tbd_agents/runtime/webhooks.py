@@ -38,7 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tbd_agents.config import Settings
 from tbd_agents.domain.enums import TaskStatus
@@ -290,32 +290,38 @@ class WebhookService:
 
     # --- queueing ---------------------------------------------------------------------------
     async def enqueue_for(self, task: TaskExecution) -> str | None:
-        """Queue the webhook of a finished run, if its workflow has one; return the delivery id.
+        """`enqueue_on` in a transaction of its own."""
+        async with self.db.begin() as conn:
+            return await self.enqueue_on(conn, task)
+
+    @staticmethod
+    async def enqueue_on(conn: AsyncConnection, task: TaskExecution) -> str | None:
+        """Queue the webhook of a finished run on `conn` (in the transaction that records the
+        end of the run, so a crash cannot lose it), if its workflow has one; the delivery id.
 
         Queueing twice for the same run and event is a no-op (unique key)."""
         event = _event_of(task)
         column = (
             _workflows.c.error_webhook_url if event == "task.failed" else _workflows.c.webhook_url
         )
-        async with self.db.begin() as conn:
-            url = (
-                await conn.execute(select(column).where(_workflows.c.id == task.workflow_id))
-            ).scalar_one_or_none()
-            if not url:
-                return None
-            stmt = (
-                insert(webhook_deliveries)
-                .values(
-                    task_id=task.id,
-                    workflow_id=task.workflow_id,
-                    event=event,
-                    url=url,
-                    payload=json.loads(json_dumps(payload_of(task))),
-                )
-                .on_conflict_do_nothing()
-                .returning(webhook_deliveries.c.id)
+        url = (
+            await conn.execute(select(column).where(_workflows.c.id == task.workflow_id))
+        ).scalar_one_or_none()
+        if not url:
+            return None
+        stmt = (
+            insert(webhook_deliveries)
+            .values(
+                task_id=task.id,
+                workflow_id=task.workflow_id,
+                event=event,
+                url=url,
+                payload=json.loads(json_dumps(payload_of(task))),
             )
-            delivery_id: str | None = (await conn.execute(stmt)).scalar_one_or_none()
+            .on_conflict_do_nothing()
+            .returning(webhook_deliveries.c.id)
+        )
+        delivery_id: str | None = (await conn.execute(stmt)).scalar_one_or_none()
         return delivery_id
 
     # --- sending ----------------------------------------------------------------------------
