@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
-from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_playwright
 from sqlalchemy.engine import URL
 
 from tbd_agents.config import Settings
@@ -138,6 +138,14 @@ def page(browser: Browser, dashboard: Dashboard) -> Iterator[Page]:
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    def console(message: ConsoleMessage) -> None:
+        # Answers with an error status are expected in some tests (401, 404, 409, 422); anything
+        # else logged as an error (a Content-Security-Policy refusal, a failed module) is a bug.
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            errors.append(message.text)
+
+    page.on("console", console)
     yield page
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"

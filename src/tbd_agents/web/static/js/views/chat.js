@@ -168,6 +168,8 @@ export async function renderChat(ctx, agentId, sessionId) {
     h("div", { class: "page-head" },
       h("div", {}, h("p", { class: "crumbs" }, h("a", { href: "#/chat" }, "Chat")), h("h1", {}, `Chat with ${agent.name}`)),
       h("div", { class: "row-actions" }, sessionTools, h("a", { href: `#/agents/${agentId}`, class: "button small" }, "Edit agent"))),
+    agent.provider_id ? null : h("p", { class: "notice notice-info" },
+      h("span", {}, "This agent has no provider yet, so it cannot answer. ", h("a", { href: `#/agents/${agentId}` }, "Choose one in its settings"), ".")),
     h("div", { class: "chat" }, sessionNav,
       h("section", { class: "conversation", "aria-label": "Conversation" }, log, status,
         canChat ? composer : h("p", { class: "notice notice-info" }, "This server has no chat endpoint; past chats are shown read-only."))));
