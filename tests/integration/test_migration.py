@@ -288,3 +288,32 @@ async def test_verify_catches_missing_extra_and_changed_rows(
         VERIFY, "--from-dump", str(dump), "--collection", "agents", url=target, cwd=tmp_path
     )
     assert only_agents.returncode == 0 and "RESULT: PASS" in only_agents.stdout
+
+
+async def test_a_user_without_write_privileges_gets_the_guides_fix(
+    target: URL, dump: Path, tmp_path: Path
+) -> None:
+    role = f"ro_{target.database}"
+    conn = await asyncpg.connect(libpq_url(target))
+    try:
+        await conn.execute(
+            f'CREATE ROLE "{role}" LOGIN; GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"'
+        )
+    finally:
+        await conn.close()
+    try:
+        denied = run_script(
+            MIGRATE, "--from-dump", str(dump), url=target.set(username=role), cwd=tmp_path
+        )
+        assert denied.returncode == 1
+        assert (
+            "Permission denied" in denied.stderr and "permission denied for table" in denied.stderr
+        )
+        assert f"GRANT CREATE ON DATABASE {target.database} TO {role};" in denied.stderr
+        assert "Traceback" not in denied.stderr
+    finally:
+        conn = await asyncpg.connect(libpq_url(target))
+        try:
+            await conn.execute(f'DROP OWNED BY "{role}"; DROP ROLE "{role}"')
+        finally:
+            await conn.close()

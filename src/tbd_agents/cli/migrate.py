@@ -23,6 +23,7 @@ from tbd_agents.tools.migration.endpoints import (
     Target,
     close_vectors,
     connect,
+    database_errors,
     open_source,
     open_vectors,
     prepare_schema,
@@ -207,7 +208,8 @@ async def _migrate(
             )
         conn = await connect(target) if ready else None
         with RichReporter(console, verbose=verbose) as reporter:
-            return await Migration(source, conn, options, log, reporter, vectors).run()
+            async with database_errors(target):
+                return await Migration(source, conn, options, log, reporter, vectors).run()
     finally:
         log.close()
         if conn is not None:
@@ -255,7 +257,8 @@ async def _verify(
         conn = await connect(target)
         reader = await connect(target)
         verifier = Verifier(source, conn, reader, vectors=vectors)
-        return await verifier.run(flags.collections, allow_empty)
+        async with database_errors(target):
+            return await verifier.run(flags.collections, allow_empty)
     finally:
         for connection in (conn, reader):
             if connection is not None:

@@ -7,8 +7,8 @@ default, the live MongoDB at MONGO_URI; the database is MONGO_DB_NAME (default
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +16,7 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.engine import URL
 
 from tbd_agents.config import Settings, redact_url
-from tbd_agents.errors import InvalidData, SchemaNotReady
+from tbd_agents.errors import InvalidData, SchemaNotReady, TbdError
 from tbd_agents.storage.postgres.engine import libpq_url
 from tbd_agents.storage.postgres.errors import translate
 from tbd_agents.tools.migration.sources import ArchiveSource, DumpSource, MongoSource, Source
@@ -127,3 +127,18 @@ async def close_vectors(vectors: VectorSource | None) -> None:
     if vectors is not None:
         await vectors.qdrant.close()
         await vectors.engine.dispose()
+
+
+@asynccontextmanager
+async def database_errors(target: Target) -> AsyncIterator[None]:
+    """Turn PostgreSQL errors raised in the block into the product's errors (permission denied,
+    schema not ready, unreachable...), each naming the fix; others pass through unchanged."""
+    try:
+        yield
+    except TbdError:
+        raise
+    except Exception as exc:
+        domain = translate(exc, url=target.url, embedded=target.embedded)
+        if domain is None or isinstance(domain, InvalidData):
+            raise
+        raise domain from exc
