@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_fifteen_entities_each_with_its_own_table() -> None:
     names = [e.collection for e in ENTITIES]
     assert len(set(names)) == 15
-    assert set(TABLES) == set(names)
+    # Feature modules may register further entity tables (e.g. api_keys); the 15 are all there.
+    assert set(names) <= set(TABLES)
 
 
 @pytest.mark.parametrize("model", ENTITIES, ids=lambda m: m.collection)
