@@ -111,6 +111,12 @@ class Records(Generic[E]):
         if self.spec.parent is not None:
             await self._check_parent(values.get(self.spec.parent.field))
         await self.check_references(values)
+        record = self._validated(values)
+        created: E = await self.repo.create(record)
+        return created
+
+    def _validated(self, values: Mapping[str, Any]) -> E:
+        """`values` as a record, checked by the model and the resource's cross-field rules."""
         try:
             record = self.model.model_validate(values)
         except ValidationError as exc:  # never echo the input: it may hold a secret
@@ -119,13 +125,14 @@ class Records(Generic[E]):
             raise InvalidData(
                 f"invalid {self.spec.label}: {where}: {err['msg']}", details={"field": where}
             ) from None
-        created: E = await self.repo.create(record)
-        return created
+        if self.spec.check is not None:
+            self.spec.check(record)
+        return record
 
     async def update(self, record_id: str, changes: Mapping[str, Any]) -> E:
         """Apply a partial update (only the given fields; None clears a nullable field)."""
         self.principal.require_write()
-        await self.get(record_id)
+        current = await self.get(record_id)
         fixed = sorted(set(changes) & self.spec.immutable)
         if fixed:
             raise InvalidData(
@@ -134,7 +141,9 @@ class Records(Generic[E]):
             )
         await self.check_references(changes)
         if not changes:
-            return await self.get(record_id)
+            return current
+        if self.spec.check is not None:
+            self._validated({**current.model_dump(), **changes})
         updated: E = await self.repo.update(record_id, dict(changes))
         return updated
 

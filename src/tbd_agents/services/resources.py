@@ -9,6 +9,7 @@ This table is the single statement of the referential rules the API enforces:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -30,6 +31,7 @@ from tbd_agents.domain.models import (
     Token,
     Workflow,
 )
+from tbd_agents.runtime.scheduler import validate_schedule
 
 
 class OnDelete(StrEnum):
@@ -67,6 +69,13 @@ class ResourceSpec:
     parent: Reference | None = None  # owner comes from this parent (child records)
     managed: frozenset[str] = field(default_factory=frozenset)  # set by the server only
     immutable: frozenset[str] = field(default_factory=frozenset)  # set at creation only
+    #: Rules across fields that the model alone cannot check; raises InvalidData naming the fix.
+    check: Callable[[Entity], None] | None = None
+
+
+def _check_schedule(record: Entity) -> None:
+    if isinstance(record, ScheduledAgent):
+        validate_schedule(record)
 
 
 _AGENT_REFS = (
@@ -160,6 +169,7 @@ SPECS: dict[type[Entity], ResourceSpec] = {
             "scheduled agent",
             references=(Reference("workflow_id", Workflow),),
             managed=frozenset({"last_run_at", "next_run_at"}),
+            check=_check_schedule,
         ),
         ResourceSpec(
             ChatSession,
