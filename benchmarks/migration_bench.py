@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/migration_bench.py [--small 200000] [--large 2000000]
 
 Builds mongodump directories of chat_messages-like documents (1,000 chat_sessions as parents;
-messages of 40–1,500 characters, half of them with a usage sub-document), starts the embedded
+messages of 40 to 1,500 characters, half of them with a usage sub-document), starts the embedded
 PostgreSQL 18 with the product's tuning in a temporary directory, and migrates each dump into a
 fresh database at head with the migration library (what `tbd-agents migrate from-mongo` runs):
 
@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import bson
@@ -40,7 +40,23 @@ sys.path.insert(0, str(ROOT / "src"))
 
 DB = "copilot_agent_hub"
 SESSIONS = 1_000
-WORDS = "the a agent tool result message model token stream memory search plan step run data".split()
+WORDS = [
+    "the",
+    "a",
+    "agent",
+    "tool",
+    "result",
+    "message",
+    "model",
+    "token",
+    "stream",
+    "memory",
+    "search",
+    "plan",
+    "step",
+    "run",
+    "data",
+]
 
 
 def write_dump(root: Path, messages: int, seed: int = 7) -> Path:
@@ -48,12 +64,21 @@ def write_dump(root: Path, messages: int, seed: int = 7) -> Path:
     rng = random.Random(seed)
     directory = root / DB
     directory.mkdir(parents=True)
-    start = datetime(2024, 1, 1)  # noqa: DTZ001 - naive, as pymongo stored them
+    start = datetime(2024, 1, 1)
     sessions = [ObjectId() for _ in range(SESSIONS)]
     with (directory / "chat_sessions.bson").open("wb") as out:
         for i, sid in enumerate(sessions):
-            out.write(bson.encode({"_id": sid, "agent_id": ObjectId(), "title": f"chat {i}",
-                                   "github_user": "octo", "created_at": start}))
+            out.write(
+                bson.encode(
+                    {
+                        "_id": sid,
+                        "agent_id": ObjectId(),
+                        "title": f"chat {i}",
+                        "github_user": "octo",
+                        "created_at": start,
+                    }
+                )
+            )
     with (directory / "chat_messages.bson").open("wb") as out:
         for i in range(messages):
             role = "user" if i % 2 == 0 else "assistant"
@@ -67,7 +92,10 @@ def write_dump(root: Path, messages: int, seed: int = 7) -> Path:
                 "updated_at": start + timedelta(seconds=i),
             }
             if role == "assistant":
-                doc["usage"] = {"prompt_tokens": rng.randint(10, 4000), "completion_tokens": rng.randint(1, 900)}
+                doc["usage"] = {
+                    "prompt_tokens": rng.randint(10, 4000),
+                    "completion_tokens": rng.randint(1, 900),
+                }
             out.write(bson.encode(doc))
     return root
 
@@ -125,7 +153,9 @@ def _run_child(dump: Path, url: str, batch_size: int) -> dict[str, float]:
     started = time.perf_counter()
     out = subprocess.run(
         [sys.executable, __file__, "--child", str(dump), url, str(batch_size)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     result["process_seconds"] = time.perf_counter() - started
@@ -167,13 +197,23 @@ def main() -> None:
         t = time.perf_counter()
         small = write_dump(work / "small", args.small)
         large = write_dump(work / "large", args.large) if args.large else None
-        print(f"dumps written in {time.perf_counter() - t:.0f} s: "
-              f"{(small / DB / 'chat_messages.bson').stat().st_size / 1e6:.0f} MB"
-              + (f", {(large / DB / 'chat_messages.bson').stat().st_size / 1e6:.0f} MB" if large else ""))
+        print(
+            f"dumps written in {time.perf_counter() - t:.0f} s: "
+            f"{(small / DB / 'chat_messages.bson').stat().st_size / 1e6:.0f} MB"
+            + (
+                f", {(large / DB / 'chat_messages.bson').stat().st_size / 1e6:.0f} MB"
+                if large
+                else ""
+            )
+        )
         settings = load_settings(db_backend="postgres", postgres_uri=None, data_dir=work / "data")
         server = EmbeddedPostgres(settings)
         server.start()
-        admin = server.url("postgres").set(drivername="postgresql").render_as_string(hide_password=False)
+        admin = (
+            server.url("postgres")
+            .set(drivername="postgresql")
+            .render_as_string(hide_password=False)
+        )
         rows = []
         try:
             for batch in (int(b) for b in args.batches.split(",")):
@@ -189,16 +229,23 @@ def main() -> None:
         finally:
             server.stop()
         print(f"\nload average at the end: {os.getloadavg()}\n")
-        print("| messages | batch | first load rows/s | re-run rows/s | first load end to end | peak RSS (first / re-run) | CPU µs/row: migration process + PostgreSQL backend (first / re-run) |")
+        print(
+            "| messages | batch | first load rows/s | re-run rows/s | first load end to end | peak RSS (first / re-run) | CPU µs/row: migration process + PostgreSQL backend (first / re-run) |"
+        )
         print("|---|---|---|---|---|---|---|")
         for size, batch, first, again in rows:
-            rerun = f"{again['rows_per_s']:,.0f}" if again else "–"
-            rss = f"{first['peak_rss_mb']:.0f} MB" + (f" / {again['peak_rss_mb']:.0f} MB" if again else "")
+            rerun = f"{again['rows_per_s']:,.0f}" if again else "-"
+            rss = f"{first['peak_rss_mb']:.0f} MB" + (
+                f" / {again['peak_rss_mb']:.0f} MB" if again else ""
+            )
             cpu = " / ".join(
                 f"{r['cpu_seconds'] / r['rows'] * 1e6:.0f} + {r['server_cpu_seconds'] / r['rows'] * 1e6:.0f}"
-                for r in (first, again) if r
+                for r in (first, again)
+                if r
             )
-            print(f"| {size} | {batch:,} | {first['rows_per_s']:,.0f} | {rerun} | {first['process_seconds']:.1f} s | {rss} | {cpu} |")
+            print(
+                f"| {size} | {batch:,} | {first['rows_per_s']:,.0f} | {rerun} | {first['process_seconds']:.1f} s | {rss} | {cpu} |"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

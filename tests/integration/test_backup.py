@@ -183,3 +183,19 @@ def test_backup_of_the_machine_postgresql_15_uses_a_client_that_accepts_it(
         assert "CREATE TABLE public.t" in (tmp_path / "x.sql").read_text()
     finally:
         pg.drop_database(url)
+
+
+def test_the_password_goes_in_a_private_passfile_not_the_command_line(
+    populated: tuple[URL, Path], tmp_path: Path
+) -> None:
+    source, _ = populated
+    url = source.set(password="pa:ss\\word")
+    with backup._connection(url) as dsn:
+        assert "pa:ss" not in dsn and "passfile=" in dsn
+        passfile = Path(dsn.split("passfile=")[1].split("&")[0].replace("%2F", "/"))
+        assert passfile.read_text() == "*:*:*:*:pa\\:ss\\\\word\n"
+        assert passfile.stat().st_mode & 0o777 == 0o600
+    assert not passfile.exists()
+    # libpq accepts the passfile parameter (the test server trusts local connections).
+    done = backup.backup(url, tmp_path / "p.dump", major=18)
+    assert done.size > 0

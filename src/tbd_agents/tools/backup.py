@@ -9,7 +9,8 @@ restore under any user.
 The client tools must be at least as new as the server: `pg_dump` refuses a newer server. They are
 looked up, in order, in the embedded PostgreSQL's `bin` directory (PostgreSQL 18), the Debian
 layout `/usr/lib/postgresql/<major>/bin`, and PATH; the first whose major version is at least the
-server's is used. The password never appears on a command line: it is passed in PGPASSWORD.
+server's is used. The password never appears on a command line or in the environment: it is
+written to a private temporary password file (libpq's `passfile`) for the duration of the command.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,17 +119,24 @@ async def database_is_empty(url: URL) -> bool:
         await conn.close()
 
 
-def _connection(url: URL) -> tuple[str, dict[str, str]]:
-    """libpq connection string without the password, and the environment that carries it."""
-    env = dict(os.environ)
-    if url.password:
-        env["PGPASSWORD"] = str(url.password)
-    return libpq_url(url.set(password=None)), env
+@contextmanager
+def _connection(url: URL) -> Iterator[str]:
+    """A libpq connection string without the password in it: the password, if any, goes in a
+    private temporary password file named by the string's `passfile` parameter."""
+    if not url.password:
+        yield libpq_url(url)
+        return
+    with tempfile.TemporaryDirectory(prefix="tbd-pgpass-") as tmp:
+        passfile = Path(tmp) / "pgpass"
+        secret = str(url.password).replace("\\", "\\\\").replace(":", "\\:")
+        passfile.write_text(f"*:*:*:*:{secret}\n", encoding="utf-8")
+        passfile.chmod(0o600)
+        yield libpq_url(url.set(password=None).update_query_dict({"passfile": str(passfile)}))
 
 
-def _run(command: list[str], env: dict[str, str], what: str, url: URL) -> None:
+def _run(command: list[str], what: str, url: URL) -> None:
     # An argument list (no shell); the executable comes from `find_tool`.
-    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)  # noqa: S603
+    result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()
         shown = "\n".join(detail[-15:])
@@ -137,18 +148,11 @@ def backup(url: URL, file: Path, *, fmt: str = "custom", major: int) -> Outcome:
     if fmt not in FORMATS:
         raise InvalidData(f"unknown backup format {fmt!r}: use custom or plain")
     tool = find_tool("pg_dump", major)
-    dsn, env = _connection(url)
     file.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    command = [
-        str(tool.path),
-        f"--format={fmt}",
-        "--no-owner",
-        "--no-acl",
-        f"--file={file}",
-        f"--dbname={dsn}",
-    ]
-    _run(command, env, "pg_dump", url)
+    with _connection(url) as dsn:
+        options = [f"--format={fmt}", "--no-owner", "--no-acl", f"--file={file}", f"--dbname={dsn}"]
+        _run([str(tool.path), *options], "pg_dump", url)
     return Outcome(file, file.stat().st_size, time.perf_counter() - started, tool)
 
 
@@ -161,42 +165,32 @@ def backup_format(file: Path) -> str:
 def restore(url: URL, file: Path, *, jobs: int = 1, major: int, clean: bool = False) -> Outcome:
     """Restore `file` (either format) into the database at `url`.
 
-    Custom archives go through pg_restore (`jobs` parallel workers); plain SQL through psql,
-    stopping at the first error. With `clean`, objects of a custom archive that already exist are
-    dropped first; a plain script can only be restored into an empty database."""
+    Custom archives go through pg_restore (`jobs` parallel workers); plain SQL through psql in one
+    transaction, stopping at the first error. With `clean`, objects of a custom archive that
+    already exist are dropped first; a plain script can only be restored into an empty database."""
     if not file.is_file():
         raise InvalidData(f"{file}: no such backup file")
-    fmt = backup_format(file)
-    dsn, env = _connection(url)
+    custom = backup_format(file) == "custom"
+    if not custom and jobs > 1:
+        raise InvalidData(
+            "-j/--jobs needs a custom-format backup (tbd-agents db backup --format custom)"
+        )
+    tool = find_tool("pg_restore" if custom else "psql", major)
     started = time.perf_counter()
-    if fmt == "custom":
-        tool = find_tool("pg_restore", major)
-        command = [
-            str(tool.path),
-            "--no-owner",
-            "--no-acl",
-            "--exit-on-error",
-            f"--jobs={jobs}",
-            f"--dbname={dsn}",
-        ]
-        if clean:
-            command += ["--clean", "--if-exists"]
-        _run([*command, str(file)], env, "pg_restore", url)
-    else:
-        if jobs > 1:
-            raise InvalidData(
-                "-j/--jobs needs a custom-format backup (tbd-agents db backup --format custom)"
+    with _connection(url) as dsn:
+        if custom:
+            options = [
+                "--no-owner",
+                "--no-acl",
+                "--exit-on-error",
+                f"--jobs={jobs}",
+                f"--dbname={dsn}",
+            ]
+            options += ["--clean", "--if-exists"] if clean else []
+            _run([str(tool.path), *options, str(file)], "pg_restore", url)
+        else:
+            options = ["--no-psqlrc", "--quiet", "-v", "ON_ERROR_STOP=1", "--single-transaction"]
+            _run(
+                [str(tool.path), *options, f"--dbname={dsn}", f"--file={file}"], "psql restore", url
             )
-        tool = find_tool("psql", major)
-        command = [
-            str(tool.path),
-            "--no-psqlrc",
-            "--quiet",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "--single-transaction",
-            f"--dbname={dsn}",
-            f"--file={file}",
-        ]
-        _run(command, env, "psql restore", url)
     return Outcome(file, file.stat().st_size, time.perf_counter() - started, tool)
