@@ -162,6 +162,9 @@ async def test_pgvector_missing_names_the_extension_and_the_fix(pg15_server: str
         assert "CREATE EXTENSION vector" in message
         # The revisions before it went through: the document tables are usable.
         assert await migrate.current_revisions(url) == (migrate.DOCUMENT_SCHEMA_REVISION,)
+        # The app started against it names the extension, not an upgrade that would fail again.
+        with pytest.raises(ExtensionMissing, match='extension "vector" is not available'):
+            await migrate.ensure_at_head(url)
     finally:
         pg.drop_database(url)
 

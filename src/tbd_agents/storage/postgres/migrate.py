@@ -36,7 +36,7 @@ from sqlalchemy.pool import NullPool
 from tbd_agents.config import DbBackend, Settings, load_settings
 from tbd_agents.errors import ConfigurationError, SchemaNotReady, StorageError
 from tbd_agents.storage.postgres.engine import asyncpg_url
-from tbd_agents.storage.postgres.errors import UPGRADE_HINT, translate, where
+from tbd_agents.storage.postgres.errors import UPGRADE_HINT, extension_missing, translate, where
 
 if TYPE_CHECKING:
     from tbd_agents.storage.postgres.embedded import EmbeddedPostgres
@@ -149,6 +149,19 @@ async def current_revisions(url: URL | str) -> tuple[str, ...]:
     return await _with_connection(url, read)
 
 
+async def vector_extension_available(url: URL | str) -> bool:
+    """Whether the server at `url` can `CREATE EXTENSION vector` (pgvector is installed)."""
+
+    def read(connection: Connection) -> bool:
+        found = connection.exec_driver_sql(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"
+        ).first()
+        connection.rollback()
+        return found is not None
+
+    return await _with_connection(url, read)
+
+
 async def check(url: URL | str) -> None:
     """Raise CommandError if the metadata and the migrations disagree (`alembic check`)."""
     await _alembic_command(url, "check")
@@ -231,6 +244,9 @@ async def ensure_at_head(url: URL | str) -> None:
             "downgrade the database with it (`alembic downgrade <revision>`).",
             details={"current": list(current), "head": head},
         )
+    if not await vector_extension_available(url):
+        # `alembic upgrade head` would stop at the pgvector revision: say what actually blocks.
+        raise extension_missing(asyncpg_url(url))
     shown = ", ".join(current) if current else "no revision (empty database)"
     raise SchemaNotReady(
         f"The database {target} is at {shown}, but this version of TBD Agents needs revision "
