@@ -79,9 +79,11 @@ def backup(
     stamp = datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
     out = file or Path(f"tbd_agents_{stamp}.{'dump' if fmt == 'custom' else 'sql'}")
     with _target(url) as target:
-        major = asyncio.run(tool.server_major(target))
-        typer.echo(f"Backing up {_shown(target)} (PostgreSQL {major}) to {out} ({fmt} format)")
-        done = tool.backup(target, out, fmt=fmt, major=major)
+        server = asyncio.run(tool.inspect(target))
+        typer.echo(
+            f"Backing up {_shown(target)} (PostgreSQL {server.major}) to {out} ({fmt} format)"
+        )
+        done = tool.backup(target, out, fmt=fmt, major=server.major)
     typer.echo(
         f"Done: {_size(done.size)} in {done.seconds:.1f} s with {done.tool.path} ({done.tool.major})."
     )
@@ -110,13 +112,13 @@ def restore(
 ) -> None:
     """Restore a backup into the database (which must be empty unless --clean)."""
     with _target(url) as target:
-        major = asyncio.run(tool.server_major(target))
-        if not clean and not asyncio.run(tool.database_is_empty(target)):
+        server = asyncio.run(tool.inspect(target))
+        if not clean and not server.empty:
             raise InvalidData(
                 f"{_shown(target)} already has tables: restore into an empty database (createdb a new "
                 "one and pass --url, or unset POSTGRES_URI for a fresh embedded data directory), or "
                 "pass --clean to replace the objects the backup contains (custom format)."
             )
         typer.echo(f"Restoring {file} ({tool.backup_format(file)} format) into {_shown(target)}")
-        done = tool.restore(target, file, jobs=jobs, major=major, clean=clean)
+        done = tool.restore(target, file, jobs=jobs, major=server.major, clean=clean)
     typer.echo(f"Done in {done.seconds:.1f} s with {done.tool.path} ({done.tool.major}).")

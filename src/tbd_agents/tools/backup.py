@@ -93,8 +93,16 @@ def find_tool(name: str, server_major: int) -> Tool:
     )
 
 
-async def server_major(url: URL) -> int:
-    """Major version of the PostgreSQL server at `url`."""
+@dataclass(frozen=True)
+class Server:
+    """What backup and restore need to know about the target before running the tools."""
+
+    major: int
+    empty: bool
+
+
+async def inspect(url: URL) -> Server:
+    """Major version of the server at `url`, and whether the database has no table in `public`."""
     try:
         conn = await asyncpg.connect(libpq_url(url))
     except Exception as exc:
@@ -103,18 +111,11 @@ async def server_major(url: URL) -> int:
             raise
         raise domain from exc
     try:
-        return int(await conn.fetchval("SHOW server_version_num")) // 10000
-    finally:
-        await conn.close()
-
-
-async def database_is_empty(url: URL) -> bool:
-    """True when the database has no table in its `public` schema."""
-    conn = await asyncpg.connect(libpq_url(url))
-    try:
-        return not await conn.fetchval(
+        major = int(await conn.fetchval("SHOW server_version_num")) // 10000
+        exists = await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'public')"
         )
+        return Server(major, not exists)
     finally:
         await conn.close()
 
