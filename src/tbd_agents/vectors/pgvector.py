@@ -6,12 +6,13 @@ its vector are written and deleted in one transaction.
 
 Search plan, chosen per query from the filter's selectivity (see benchmarks/RESULTS.md):
 
-* no filter: the HNSW index, `hnsw.ef_search` = max(EF_SEARCH, k);
+* no filter: the HNSW index, `hnsw.ef_search` = max(EF_SEARCH, k) (100);
 * a filter matching at most `exact_threshold` rows (counted with a bounded COUNT through the
   B-tree/GIN indexes, in the same statement): exact search over just those rows, with the HNSW
   index kept out of the plan (ORDER BY distance + 0), which always returns k when k match;
 * a broader filter: HNSW with `hnsw.iterative_scan = relaxed_order` (the scan continues until k
-  rows pass the filter), re-ordered by distance; should it still come back short, exact search.
+  rows pass the filter) and a wider beam (FILTERED_EF_SEARCH, 400), re-ordered by distance;
+  should it still come back short, exact search.
 """
 
 from __future__ import annotations
@@ -50,8 +51,11 @@ from tbd_agents.vectors.base import (
 
 #: Default hnsw.ef_search: recall@10 ≥ 0.95 on embedding-like data at 100k rows (benchmarks).
 EF_SEARCH = 100
+#: hnsw.ef_search for filtered searches that use the index: the iterative scan's recall among
+#: the matching rows needs a wider beam (≥ 0.95 at 10 % selectivity, benchmarks/RESULTS.md).
+FILTERED_EF_SEARCH = 400
 #: Filters matching at most this many rows are searched exactly (see benchmarks/RESULTS.md).
-EXACT_THRESHOLD = 5_000
+EXACT_THRESHOLD = 10_000
 _WRITE_BATCH = 500
 
 _TYPES: dict[FieldKind, Any] = {
@@ -129,12 +133,14 @@ class PgVectorStore:
         *,
         exact_threshold: int = EXACT_THRESHOLD,
         ef_search: int = EF_SEARCH,
+        filtered_ef_search: int = FILTERED_EF_SEARCH,
         _conn: AsyncConnection | None = None,
         _layouts: dict[str, _Layout] | None = None,
     ) -> None:
         self.engine = engine
         self.exact_threshold = exact_threshold
         self.ef_search = ef_search
+        self.filtered_ef_search = filtered_ef_search
         self._conn = _conn
         self._layouts: dict[str, _Layout] = {} if _layouts is None else _layouts
         self._spaces: dict[str, EmbeddingSpace] = {}
@@ -153,6 +159,7 @@ class PgVectorStore:
             self.engine,
             exact_threshold=self.exact_threshold,
             ef_search=self.ef_search,
+            filtered_ef_search=self.filtered_ef_search,
             _conn=conn,
             _layouts=self._layouts,
         )
@@ -414,6 +421,8 @@ class PgVectorStore:
         async with self._connect() as conn:
             layout = await self._layout_for(conn, name)
             query = sa.cast(sa.literal(_vector_text(vector)), layout.table.c.embedding.type)
+            filtered = where is not None and not where.empty
+            ef = self.filtered_ef_search if filtered else self.ef_search
             # Custom plans only: a cached generic plan does not know how selective the filter
             # is (measured: 5 ms → 150 ms for a 1 % filter). The HNSW settings last until the
             # transaction ends.
@@ -423,7 +432,7 @@ class PgVectorStore:
                     "set_config('hnsw.ef_search', :ef, true), "
                     "set_config('hnsw.iterative_scan', 'relaxed_order', true)"
                 ),
-                {"ef": str(min(1000, max(self.ef_search, k)))},
+                {"ef": str(min(1000, max(ef, k)))},
             )
             if where is None or where.empty:
                 self.last_plan = "hnsw"
