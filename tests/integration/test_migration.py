@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import URL
 
+from tbd_agents.storage.postgres.embedded import postgres_bin_dir
 from tbd_agents.storage.postgres.engine import libpq_url
 from tbd_agents.tools.migration.report import read_report, warnings_path_for
 from tbd_agents.tools.migration.transform import LOAD_ORDER
@@ -317,3 +318,48 @@ async def test_a_user_without_write_privileges_gets_the_guides_fix(
             await conn.execute(f'DROP OWNED BY "{role}"; DROP ROLE "{role}"')
         finally:
             await conn.close()
+
+
+def test_embedded_target_is_migrated_first_then_backed_up(tmp_path: Path) -> None:
+    """No POSTGRES_URI: the tools use the embedded PostgreSQL in DATA_DIR, migrate its schema to
+    head before loading, and `tbd-agents db backup` dumps it with the embedded server's pg_dump."""
+    data = pg.private_dir("tbd-mig-embedded-")
+    dump = write_dump(tmp_path / "dump", edge_case_dataset(log_entries=20, big=500))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "MONGO_", "DB_"))}
+    env.update(DATA_DIR=str(data))
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(MIGRATE),
+            "--from-dump",
+            str(dump),
+            "--accept-quarantine",
+            "--collection",
+            "agents",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "(embedded PostgreSQL)" in run.stdout and "tbd_agents" in run.stdout
+    out = tmp_path / "embedded.dump"
+    cli = ROOT / ".venv" / "bin" / "tbd-agents"
+    made = subprocess.run(
+        [str(cli), "db", "backup", str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    listing = subprocess.run(
+        [str(postgres_bin_dir() / "pg_restore"), "--list", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "TABLE DATA public agents" in listing and "TABLE DATA public alembic_version" in listing
