@@ -28,7 +28,8 @@ from tbd_agents.tools.migration.batch import Rejection
 from tbd_agents.tools.migration.rows import row_digest
 from tbd_agents.vectors.base import COLLECTIONS, FieldKind
 
-if TYPE_CHECKING:  # qdrant-client is heavy (~100 MB resident): imported only when vectors are copied
+# qdrant-client is heavy (~100 MB resident): imported only where vectors are copied.
+if TYPE_CHECKING:
     from tbd_agents.vectors.qdrant import QdrantVectorStore
 
 #: Qdrant collection → (parent table, column of the vector table that references it).
