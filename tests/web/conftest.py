@@ -1,8 +1,8 @@
 """Browser tests of the dashboard: Debian's Chromium driven headless by Playwright.
 
-One browser per test session; one API server per test module (uvicorn in a thread, on its own
-migrated database of the embedded PostgreSQL 18), with the engine's local OpenAI-protocol server
-standing in for the model. Each test gets a fresh browser context (empty sessionStorage).
+One browser and one API server per test session (uvicorn in a thread, on its own migrated
+database of the embedded PostgreSQL 18), with the engine's local OpenAI-protocol server standing
+in for the model. Each test gets a fresh browser context (empty sessionStorage).
 Screenshots land in tests/web/artifacts/ (git-ignored).
 """
 
@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
-from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    Playwright,
+    expect,
+    sync_playwright,
+)
 from sqlalchemy.engine import URL
 
 from tbd_agents.config import Settings
@@ -42,6 +49,9 @@ LAUNCH_ARGS = [
 ]
 #: A laptop screen.
 VIEWPORT = {"width": 1366, "height": 768}
+
+# Assertions wait as long as actions do (the machine is shared; a screen may take a moment).
+expect.set_options(timeout=15_000)
 
 
 def ensure_chromium() -> Path:
@@ -114,9 +124,11 @@ class Dashboard:
         return pg.run(create())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def dashboard(pg18_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
-    """The API (with the dashboard) on a real socket, on a fresh migrated database."""
+    """The API (with the dashboard) on a real socket, on a fresh migrated database: one for the
+    whole browser suite (tests name their records uniquely and use their own users where they
+    need an empty account)."""
     url = pg.create_migrated_database(pg18_server, prefix="web")
     settings = Settings(
         postgres_uri=url.render_as_string(hide_password=False),

@@ -96,6 +96,7 @@ def test_chat_streams_a_reply_incrementally(
     expect(reply).to_contain_text("<script>window.pwned = 1</script>")
     assert page.evaluate("window.pwned") is None
     expect(reply.locator(".usage")).to_contain_text("321 in · 45 out tokens")
+    expect(page.locator("#live")).to_contain_text("replied: Hello there!")  # said once, at the end
     # The model saw the user's message.
     assert "Say hello with a list." in model_server.requests[-1].all_text()
     assert model_server.requests[-1].headers["authorization"] == "Bearer sk-local-model"

@@ -1,7 +1,7 @@
 // Chat with an agent: sessions, streamed replies rendered as Markdown, tool calls, usage.
 
 import { del, get, hasEndpoint, listAll, patch, stream } from "../api.js";
-import { append, confirmDialog, dialog, h, notify, replace, uid, when } from "../dom.js";
+import { announce, append, confirmDialog, dialog, h, notify, replace, uid, when } from "../dom.js";
 import { renderInto } from "../markdown.js";
 
 function usageText(usage) {
@@ -53,6 +53,7 @@ function bubble(role, content = "") {
     },
     set(full) { text = full; draw(); },
     text: () => text,
+    plain: () => body.textContent,
     usage(u) { meta.textContent = usageText(u); },
   };
 }
@@ -134,7 +135,9 @@ export async function renderChat(ctx, agentId, sessionId) {
       h("span", { class: "muted small" }, when(s.last_message_at || s.updated_at)))))
       : h("p", { class: "muted" }, "No earlier chats."));
 
-  const log = h("div", { class: "messages", role: "log", "aria-live": "polite", "aria-label": "Conversation", tabindex: "0" });
+  // Not live while a reply streams (a screen reader would repeat every re-render); the finished
+  // reply is announced once instead.
+  const log = h("div", { class: "messages", role: "log", "aria-live": "off", "aria-label": "Conversation", tabindex: "0" });
   const status = h("p", { class: "chat-status muted", role: "status" });
   const inputId = uid("msg");
   const input = h("textarea", { id: inputId, rows: 3, name: "message", placeholder: "Write a message (Enter sends, Shift+Enter for a new line)", "aria-describedby": `${inputId}-err` });
@@ -200,6 +203,7 @@ export async function renderChat(ctx, agentId, sessionId) {
     controller = new AbortController();
     const calls = new Map();
     const errors = new Set();
+    let finished = false;
     const wasNew = !current;
     try {
       await stream("POST", `/api/agents/${encodeURIComponent(agentId)}/chat`, {
@@ -224,6 +228,7 @@ export async function renderChat(ctx, agentId, sessionId) {
         },
       });
       status.textContent = "";
+      finished = true;
     } catch (error) {
       if (error.name === "AbortError") status.textContent = "Stopped.";
       else { reply.el.append(h("p", { class: "error", role: "alert" }, error.message)); status.textContent = ""; }
@@ -235,6 +240,7 @@ export async function renderChat(ctx, agentId, sessionId) {
       stop.hidden = true;
       input.focus();
     }
+    if (finished) announce(`${agent.name} replied: ${reply.plain().slice(0, 300)}`);
     if (wasNew && current && ctx.isCurrent()) {
       // Show the new session in the list without reloading the conversation.
       window.history.replaceState(null, "", `#/chat/${agentId}/${current}`);
