@@ -45,5 +45,6 @@ def _open_postgres(settings: Settings, url: URL | str | None) -> DocumentStore:
         pool_size=settings.postgres_pool_size,
         max_overflow=settings.postgres_max_overflow,
         connect_timeout=settings.postgres_connect_timeout,
+        pool_pre_ping=settings.postgres_pool_pre_ping,
     )
     return PostgresStore(engine, url=target, embedded=settings.uses_embedded_postgres)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -17,13 +18,25 @@ def _json_default(value: Any) -> Any:
 
 
 def json_dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+    """Compact JSON text for JSONB parameters (orjson; datetimes as ISO text). Values orjson
+    refuses (integers beyond 64 bits) go through the standard library with the same layout."""
+    try:
+        return orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+
+
+def json_loads(text: str | bytes) -> Any:
+    """Python objects from JSONB text (orjson)."""
+    return orjson.loads(text)
 
 
 def asyncpg_url(url: URL | str) -> URL:
     """`url` with the asyncpg driver, whichever of postgresql:// or postgresql+asyncpg:// it had."""
-    return make_url(url).set(drivername="postgresql+asyncpg") if isinstance(url, str) else url.set(
-        drivername="postgresql+asyncpg"
+    return (
+        make_url(url).set(drivername="postgresql+asyncpg")
+        if isinstance(url, str)
+        else url.set(drivername="postgresql+asyncpg")
     )
 
 
@@ -39,16 +52,21 @@ def create_engine(
     pool_size: int = 10,
     max_overflow: int = 10,
     connect_timeout: float = 10.0,
+    pool_pre_ping: bool = False,
 ) -> AsyncEngine:
     """An async engine whose JSONB values round-trip as Python objects and whose sessions run
-    in UTC, so TIMESTAMPTZ values come back timezone-aware UTC."""
+    in UTC, so TIMESTAMPTZ values come back timezone-aware UTC.
+
+    `pool_pre_ping` adds a round trip per checkout; without it a connection the server dropped
+    fails its first use (translated to DatabaseUnreachable) and SQLAlchemy then replaces every
+    older pooled connection."""
     return create_async_engine(
         asyncpg_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,
+        pool_pre_ping=pool_pre_ping,
         json_serializer=json_dumps,
-        json_deserializer=json.loads,
+        json_deserializer=json_loads,
         connect_args={
             "timeout": connect_timeout,
             "server_settings": {"application_name": application_name, "timezone": "UTC"},
