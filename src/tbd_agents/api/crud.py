@@ -107,7 +107,7 @@ def _list_endpoint(
         assert isinstance(paging, Paging)
         wanted = [*paging.filters, *owner_filter(model, principal, owner)]
         wanted += [f for lf in filters if (f := lf.to_filter(params.get(lf.param))) is not None]
-        async with ctx.store.unit_of_work() as repos:
+        async with ctx.store.unit_of_work(readonly=True) as repos:
             service = records_for(model, repos, principal, ctx.cipher)
             page = await service.list(wanted, limit=paging.limit, cursor=paging.cursor, sort=sort)
         return json_response(page_json(model, page.items, page.next_cursor))
@@ -153,7 +153,7 @@ def crud_router(
 
     @router.get("/{record_id}", response_model=Out, summary=f"Get one of {model.collection}")
     async def get_record(record_id: RecordId, ctx: Ctx, caller: Caller) -> Response:
-        async with ctx.store.unit_of_work() as repos:
+        async with ctx.store.unit_of_work(readonly=True) as repos:
             record = await records_for(model, repos, caller, ctx.cipher).get(record_id)
         return json_response(record_json(record))
 

@@ -264,7 +264,9 @@ class DocumentStore(Protocol):
     #: they happen and an exception undoes nothing.
     transactional: bool
 
-    def unit_of_work(self) -> AbstractAsyncContextManager[Repositories]: ...
+    def unit_of_work(self, *, readonly: bool = False) -> AbstractAsyncContextManager[Repositories]:
+        """`readonly=True`: the block only reads; the backend may skip the transaction."""
+        ...
 
     async def ping(self) -> None:
         """Raise a StorageError subclass that names the fix if the store is not usable."""

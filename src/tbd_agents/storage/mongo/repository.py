@@ -381,8 +381,9 @@ class MongoStore:
             await ensure_indexes(self.database, (*ENTITIES, *EXTRA_ENTITIES))
 
     @asynccontextmanager
-    async def unit_of_work(self) -> AsyncIterator[MongoRepositories]:
-        """The repositories. Not a transaction: an exception in the block undoes nothing."""
+    async def unit_of_work(self, *, readonly: bool = False) -> AsyncIterator[MongoRepositories]:
+        """The repositories. Not a transaction: an exception in the block undoes nothing
+        (`readonly` changes nothing here)."""
         yield self._repos
 
     async def ping(self) -> None:

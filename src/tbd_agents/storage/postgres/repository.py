@@ -392,13 +392,23 @@ class PostgresStore:
         raise err from exc
 
     @asynccontextmanager
-    async def unit_of_work(self) -> AsyncIterator[PostgresRepositories]:
+    async def unit_of_work(self, *, readonly: bool = False) -> AsyncIterator[PostgresRepositories]:
         """Repositories on one connection in one transaction: commit when the block ends
-        normally, roll back when it raises (the exception propagates)."""
+        normally, roll back when it raises (the exception propagates).
+
+        `readonly=True` is for blocks that only read: no BEGIN/COMMIT round trips, each statement
+        runs on its own (autocommit), so two reads of the block may see different snapshots."""
         try:
             conn = await self.engine.connect()
         except (DBAPIError, OSError) as exc:
             self._raise(exc)
+        if readonly:
+            try:
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+                yield PostgresRepositories(conn, url=self.url, embedded=self._embedded)
+            finally:
+                await conn.close()
+            return
         try:
             try:
                 trans = await conn.begin()
