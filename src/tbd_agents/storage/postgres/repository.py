@@ -64,6 +64,7 @@ from tbd_agents.storage.common import (
 )
 from tbd_agents.storage.postgres.errors import UPGRADE_HINT, translate, where
 from tbd_agents.storage.postgres.query import db_value, keyset_clause, order_by, where_clause
+from tbd_agents.storage.postgres.rows import row_builder
 from tbd_agents.storage.postgres.tables import TABLES  # every table, extra modules included
 from tbd_agents.storage.protocol import Filter, Page, Query, Repository, encode_cursor
 
@@ -103,6 +104,7 @@ class PostgresRepository(Generic[E]):
         self._url = url
         self._embedded = embedded
         self._columns = tuple(fields_of(model))
+        self._build = row_builder(model)
 
     # --- plumbing --------------------------------------------------------------------------
     def _raise(self, exc: BaseException) -> NoReturn:
@@ -118,6 +120,10 @@ class PostgresRepository(Generic[E]):
             self._raise(exc)
 
     def _to_model(self, row: Any) -> E:
+        if self._build is not None:
+            built = self._build(row._mapping)
+            if built is not None:
+                return built  # type: ignore[return-value]  # the builder of self.model
         data = dict(row._mapping)
         try:
             return self.model.model_validate(data)
