@@ -16,7 +16,7 @@ from tbd_agents.services.access import Principal
 from tbd_agents.services.keys import Authenticator
 from tbd_agents.storage.protocol import DocumentStore, Filter, contains_all, eq, gte, lt
 
-MAX_LIMIT = 200
+MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50
 
 
@@ -65,7 +65,7 @@ class Paging:
 async def common_list_params(
     caller: Caller,
     limit: Annotated[
-        int, Query(ge=1, le=MAX_LIMIT, description="Page size (max 200).")
+        int, Query(ge=1, le=MAX_LIMIT, description="Page size (max 1000).")
     ] = DEFAULT_LIMIT,
     cursor: Annotated[
         str | None, Query(max_length=2048, description="`next_cursor` of the previous page.")
