@@ -25,13 +25,16 @@ from pydantic import BaseModel, Field
 
 from tbd_agents.api.crud import ERRORS
 from tbd_agents.api.deps import ApiContext, Caller, Ctx
+from tbd_agents.domain.enums import TaskStatus, WorkflowStatus
 from tbd_agents.domain.models import ScheduledAgent, TaskExecution, Workflow
-from tbd_agents.errors import ConfigurationError, InvalidData
+from tbd_agents.errors import ConfigurationError, Conflict, InvalidData, NotFound
 from tbd_agents.runtime.events import RunEvent
 from tbd_agents.runtime.scheduler import schedule_history
 from tbd_agents.runtime.service import Runtime
 from tbd_agents.services.access import Principal, ensure_visible
 from tbd_agents.storage.postgres.engine import create_engine
+from tbd_agents.storage.protocol import Query as ListQuery
+from tbd_agents.storage.protocol import desc, eq, in_
 
 KEEPALIVE_SECONDS = 15.0
 
@@ -191,6 +194,80 @@ async def halt_task(task_id: str, ctx: Ctx, caller: Caller) -> dict[str, str]:
     await _task(ctx, caller, task_id)
     result = await runtime_of(ctx).halt(task_id, requested_by=caller.identity)
     return {"task_id": task_id, "result": result.value}
+
+
+# --- the workflow-level paths existing TBD Agents clients call ----------------------------------
+
+_ACTIVE = (TaskStatus.PENDING, TaskStatus.RUNNING)
+
+
+async def _latest_run(
+    ctx: ApiContext, workflow_id: str, *, active_only: bool = False
+) -> TaskExecution | None:
+    filters = [eq("workflow_id", workflow_id)]
+    if active_only:
+        filters.append(in_("status", _ACTIVE))
+    query = ListQuery(filters=tuple(filters), sort=(desc("created_at"),), limit=1)
+    async with ctx.store.unit_of_work() as repos:
+        page = await repos.task_executions.list(query)
+    return page.items[0] if page.items else None
+
+
+@router.post(
+    "/api/workflows/{workflow_id}/prompt", status_code=202, summary="Send a prompt (start a run)"
+)
+async def prompt_workflow(workflow_id: str, body: RunIn, ctx: Ctx, caller: Caller) -> TaskExecution:
+    """Same as `POST /api/workflows/{id}/runs`: the run continues the workflow's conversation."""
+    return await start_run(workflow_id, body, ctx, caller)
+
+
+@router.get(
+    "/api/workflows/{workflow_id}/stream",
+    summary="Follow the workflow's latest run (Server-Sent Events)",
+    response_class=StreamingResponse,
+)
+async def workflow_stream(
+    workflow_id: str,
+    request: Request,
+    ctx: Ctx,
+    caller: Caller,
+    last_event_id: Annotated[
+        int | None, Query(ge=0, description="Resume after this event (as Last-Event-ID).")
+    ] = None,
+    last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamingResponse:
+    """The events of the workflow's most recent run, as `GET /api/tasks/{id}/events` gives them
+    (event ids are that run's event numbers)."""
+    await _workflow(ctx, caller, workflow_id)
+    run = await _latest_run(ctx, workflow_id)
+    if run is None:
+        raise NotFound("run of workflow", workflow_id)
+    return await task_events(run.id, request, ctx, caller, last_event_id, last_event_id_header)
+
+
+@router.post("/api/workflows/{workflow_id}/halt", summary="Halt the workflow's active run")
+async def halt_workflow(workflow_id: str, ctx: Ctx, caller: Caller) -> dict[str, str]:
+    caller.require_write()
+    await _workflow(ctx, caller, workflow_id)
+    run = await _latest_run(ctx, workflow_id, active_only=True)
+    if run is None:
+        raise Conflict(f"workflow {workflow_id!r} has no pending or running run to halt")
+    return await halt_task(run.id, ctx, caller)
+
+
+@router.post("/api/workflows/{workflow_id}/reset", summary="Clear the workflow's conversation")
+async def reset_workflow(workflow_id: str, ctx: Ctx, caller: Caller) -> Workflow:
+    """Forget the conversation and logs (runs and their events stay in the history); refused
+    with 409 while a run is pending or running."""
+    caller.require_write()
+    await _workflow(ctx, caller, workflow_id)
+    if await _latest_run(ctx, workflow_id, active_only=True) is not None:
+        raise Conflict(f"workflow {workflow_id!r} has an active run: halt it before a reset")
+    async with ctx.store.unit_of_work() as repos:
+        reset: Workflow = await repos.workflows.update(
+            workflow_id, {"messages": [], "logs": [], "status": WorkflowStatus.IDLE}
+        )
+    return reset
 
 
 class AttemptOut(BaseModel):

@@ -1,0 +1,101 @@
+"""The workflow-level paths existing TBD Agents clients call (prompt, stream, halt, reset), on the
+in-process backend over a real socket."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tbd_agents.domain.auth import KeyScope
+from tbd_agents.services.keys import ApiKeys
+from tbd_agents.storage.postgres.engine import create_engine
+from tbd_agents.storage.postgres.repository import PostgresStore
+from tbd_agents.storage.postgres.schema import TABLES
+from tests.api.live import live_server
+from tests.runtime.conftest import make_workflow, runtime_settings
+from tests.runtime.test_api import sse
+
+OWNER = "workflow-paths-user"
+
+
+@pytest.fixture
+async def key(module_db: URL) -> AsyncIterator[str]:
+    store = PostgresStore(create_engine(module_db, pool_size=1), url=module_db)
+    async with store.unit_of_work() as repos:
+        created = await ApiKeys(repos).create(OWNER, scope=KeyScope.USER, name="paths")
+    yield created.plaintext
+    await store.close()
+
+
+async def test_prompt_stream_halt_and_reset(
+    db: AsyncEngine, module_db: URL, key: str, tmp_path: Path
+) -> None:
+    workflow = await make_workflow(db, owner=OWNER)
+    settings = runtime_settings(module_db, data_dir=tmp_path)
+    with live_server(settings) as base:
+        async with httpx.AsyncClient(
+            base_url=base, headers={"Authorization": f"Bearer {key}"}
+        ) as client:
+            none_yet = await client.get(f"/api/workflows/{workflow}/stream")
+            assert none_yet.status_code == 404
+            nothing_to_halt = await client.post(f"/api/workflows/{workflow}/halt")
+            assert nothing_to_halt.status_code == 409
+
+            started = await client.post(
+                f"/api/workflows/{workflow}/prompt", json={"prompt": "emit:2"}
+            )
+            assert started.status_code == 202, started.text
+            events = await sse(client, f"/api/workflows/{workflow}/stream")
+            assert events[-1]["data"]["status"] == "completed"
+            assert [e["data"]["text"] for e in events if e["event"] == "message_delta"] == [
+                "d1",
+                "d2",
+            ]
+            resumed = await sse(
+                client, f"/api/workflows/{workflow}/stream", **{"Last-Event-ID": "1"}
+            )
+            assert resumed == events[1:]
+
+            marker = tmp_path / "blocking"
+            await client.post(
+                f"/api/workflows/{workflow}/prompt", json={"prompt": f"marker:{marker};block"}
+            )
+            deadline = time.monotonic() + 20
+            while not marker.exists():
+                assert time.monotonic() < deadline, "the run never started"
+                await asyncio.sleep(0.05)
+            busy = await client.post(f"/api/workflows/{workflow}/reset")
+            assert busy.status_code == 409
+            halted = await client.post(f"/api/workflows/{workflow}/halt")
+            assert halted.status_code == 200, halted.text
+            live = await sse(client, f"/api/workflows/{workflow}/stream")
+            assert live[-1]["data"]["status"] == "halted"
+
+            async with db.begin() as conn:
+                await conn.execute(
+                    TABLES["workflows"]
+                    .update()
+                    .where(TABLES["workflows"].c.id == workflow)
+                    .values(messages=[{"role": "user", "content": "old"}])
+                )
+            reset = await client.post(f"/api/workflows/{workflow}/reset")
+            assert reset.status_code == 200, reset.text
+            assert reset.json()["messages"] == []
+            assert reset.json()["status"] == "idle"
+            async with db.connect() as conn:
+                runs = (
+                    await conn.execute(
+                        select(TABLES["task_executions"].c.id).where(
+                            TABLES["task_executions"].c.workflow_id == workflow
+                        )
+                    )
+                ).all()
+            assert len(runs) == 2  # the history stays
