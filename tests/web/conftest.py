@@ -66,7 +66,7 @@ def ensure_chromium() -> Path:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update"], check=True, env=env, capture_output=True)
     subprocess.run(
-        ["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
+        ["apt-get", "install", "-y", "chromium"],
         check=True,
         env=env,
         capture_output=True,

@@ -9,7 +9,7 @@ from pathlib import Path
 from playwright.sync_api import Page, expect
 
 from tests.web.conftest import Dashboard, shot, sign_in
-from tests.web.ui import api, create
+from tests.web.ui import api, create, rendered
 
 HANDBOOK = """# Travel handbook
 
@@ -61,6 +61,15 @@ def test_upload_a_markdown_file_and_find_it(
     expect(hits.first.locator(".hit-head")).to_contain_text("Travel handbook")
     expect(hits.first.locator(".badge")).to_contain_text("score")
     shot(page, "knowledge")
+    # Deleting the source says its documents go with it, then takes them along.
+    page.locator(".record-form").get_by_role("button", name="Delete", exact=True).click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("Deleted along with it")
+    expect(dialog).to_contain_text("document “Travel handbook”")
+    dialog.get_by_role("button", name="Delete").click()
+    rendered(page, "#/knowledge-sources")
+    assert api(dashboard, "GET", f"/api/knowledge-sources/{source_id}").status_code == 404
+    assert api(dashboard, "GET", f"/api/knowledge-items/{items[0]['id']}").status_code == 404
 
 
 def test_upload_needs_a_file(page: Page, dashboard: Dashboard) -> None:

@@ -303,6 +303,16 @@ def test_delete_shows_the_dependants_that_block_it(signed_in: Page, dashboard: D
     shot(page, "delete-refused")
     refused.get_by_role("button", name="Close").click()
     assert api(dashboard, "GET", f"/api/agents/{agent['id']}").status_code == 200
+    # A provider lists the agents that use it.
+    provider = api(dashboard, "POST", "/api/providers", json={"name": unique("used")}).json()
+    api(dashboard, "PATCH", f"/api/agents/{agent['id']}", json={"provider_id": provider["id"]})
+    goto(page, dashboard, "providers")
+    page.get_by_role("button", name=f"Delete {provider['name']}").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog.get_by_role("link", name=f"agent “{agent['name']}”")).to_have_attribute(
+        "href", f"#/agents/{agent['id']}"
+    )
+    dialog.get_by_role("button", name="Cancel").click()
 
 
 def test_empty_states_tell_a_newcomer_what_to_do(page: Page, dashboard: Dashboard) -> None:

@@ -39,5 +39,7 @@ export async function memorySearchPanel(query) {
       replace(results, h("p", { class: "error", role: "alert" }, error.message));
     }
   });
-  return h("section", { class: "card", "aria-label": "Search memories" }, form, results);
+  const titleId = uid("msearch");
+  return h("section", { class: "card", "aria-labelledby": titleId },
+    h("h2", { id: titleId }, "Find a memory by meaning or keyword"), form, results);
 }

@@ -53,17 +53,44 @@ async function agentNames() {
   }
 }
 
-/** The records that would stop a delete, as far as the dashboard can tell beforehand. */
+/**
+ * What a delete would meet, as far as the dashboard can tell beforehand: records that still use
+ * this one (the API refuses the delete while they exist) and records deleted along with it.
+ */
 async function knownDependants(res, record) {
-  if (res !== "agents") return [];
-  const [workflows, sessions] = await Promise.all([
-    get("/api/workflows", { agent_id: record.id, limit: 20 }),
-    get("/api/chat/sessions", { agent_id: record.id, limit: 20 }),
-  ]);
-  return [
-    ...workflows.items.map((w) => ({ label: `workflow “${w.name || w.id}”`, href: `#/workflows/${w.id}` })),
-    ...sessions.items.map((s) => ({ label: `chat session “${s.title}”`, href: `#/chat/${record.id}/${s.id}` })),
-  ];
+  const id = record.id;
+  const page = (path, query) => get(path, { ...query, limit: 50 }).then((p) => p.items);
+  if (res === "agents") {
+    const [workflows, sessions] = await Promise.all([
+      page("/api/workflows", { agent_id: id }), page("/api/chat/sessions", { agent_id: id })]);
+    return {
+      blocking: [
+        ...workflows.map((w) => ({ label: `workflow “${w.name || w.id}”`, href: `#/workflows/${w.id}` })),
+        ...sessions.map((c) => ({ label: `chat session “${c.title}”`, href: `#/chat/${id}/${c.id}` })),
+      ],
+      cascading: [],
+    };
+  }
+  if (res === "providers") {
+    const agents = await page("/api/agents", { provider_id: id });
+    return { blocking: agents.map((a) => ({ label: `agent “${a.name}”`, href: `#/agents/${a.id}` })), cascading: [] };
+  }
+  if (res === "knowledge-sources") {
+    const items = await page("/api/knowledge-items", { source_id: id });
+    return { blocking: [], cascading: items.map((i) => ({ label: `document “${i.title || i.file_name || i.id}”` })) };
+  }
+  if (res === "workflows") {
+    const [schedules, runs] = await Promise.all([
+      page("/api/scheduled-agents", { workflow_id: id }), page("/api/tasks", { workflow_id: id })]);
+    return {
+      blocking: [],
+      cascading: [
+        ...schedules.map((sc) => ({ label: `schedule “${sc.name || sc.id}”`, href: `#/scheduled-agents/${sc.id}` })),
+        ...(runs.length ? [{ label: `${runs.length}${runs.length === 50 ? "+" : ""} runs and their events` }] : []),
+      ],
+    };
+  }
+  return { blocking: [], cascading: [] };
 }
 
 function dependantLinks(dependants) {
@@ -76,11 +103,12 @@ function dependantLinks(dependants) {
  */
 export async function deleteRecord(res, record) {
   const def = RESOURCES[res];
-  const known = await knownDependants(res, record).catch(() => []);
+  const known = await knownDependants(res, record).catch(() => ({ blocking: [], cascading: [] }));
   const body = h("div", {},
     h("p", {}, `Delete the ${def.singular} “${labelOf(record)}”? This cannot be undone.`),
     def.deleteNote ? h("p", { class: "muted" }, def.deleteNote) : null,
-    known.length ? [h("p", { class: "warning" }, "These still use it and must be deleted first:"), dependantLinks(known)] : null);
+    known.blocking.length ? [h("p", { class: "warning" }, "These still use it and must be changed or deleted first:"), dependantLinks(known.blocking)] : null,
+    known.cascading.length ? [h("p", {}, "Deleted along with it:"), dependantLinks(known.cascading)] : null);
   if (!(await confirmDialog(`Delete ${def.singular}`, body, "Delete", true))) return false;
   try {
     await del(`${def.path}/${encodeURIComponent(record.id)}`);
