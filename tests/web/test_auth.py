@@ -73,6 +73,7 @@ def test_sign_in_keeps_the_key_for_the_session_and_sign_out_forgets_it(
 ) -> None:
     sign_in(page, dashboard)
     expect(page.locator("#who")).to_have_text("web-admin (admin)")
+    shot(page, "home")
     assert page.evaluate("Object.values(sessionStorage)") == [dashboard.key]
     assert page.evaluate("localStorage.length") == 0
     page.reload()
