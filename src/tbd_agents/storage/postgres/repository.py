@@ -105,6 +105,7 @@ class PostgresRepository(Generic[E]):
         self._embedded = embedded
         self._columns = tuple(fields_of(model))
         self._build = row_builder(model)
+        self._names = tuple(c.name for c in self.table.c)
 
     # --- plumbing --------------------------------------------------------------------------
     def _raise(self, exc: BaseException) -> NoReturn:
@@ -121,7 +122,8 @@ class PostgresRepository(Generic[E]):
 
     def _to_model(self, row: Any) -> E:
         if self._build is not None:
-            built = self._build(row._mapping)
+            # every statement here selects or returns the table's columns in table order
+            built = self._build(dict(zip(self._names, row, strict=True)))
             if built is not None:
                 return built  # type: ignore[return-value]  # the builder of self.model
         data = dict(row._mapping)
