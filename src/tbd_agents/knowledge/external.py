@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from qdrant_client import AsyncQdrantClient
 
 from tbd_agents.domain.enums import KnowledgeSourceType
 from tbd_agents.domain.models import KnowledgeSource
@@ -65,6 +64,8 @@ async def search_qdrant(
     source: KnowledgeSource, vector: Sequence[float], space: EmbeddingSpace, k: int
 ) -> list[ExternalHit]:
     """Top k of an external Qdrant collection (read-only)."""
+    from qdrant_client import AsyncQdrantClient  # ~100 MB with its imports: only when used
+
     collection = _config(source, "collection")
     cfg = source.connection_config
     if cfg.get("url"):
