@@ -260,6 +260,7 @@ async def bench(args: argparse.Namespace) -> None:
             return 1, int(status != 200 or body.count(b'"system_prompt":') != 1000)
 
         proc = psutil.Process(server.pid)
+        print(f"API process RSS after seeding: {proc.memory_info().rss / 2**20:.0f} MB", flush=True)
         results = []
         for name, op in [
             ("GET by id", get_one),
