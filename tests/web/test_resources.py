@@ -405,3 +405,66 @@ def test_memory_search_by_keyword_and_meaning(signed_in: Page, dashboard: Dashbo
     search.get_by_role("button", name="Search").click()
     expect(page.locator(".hits .hit").first).to_contain_text("coffee")
     shot(page, "memory-search")
+
+
+def test_child_records_are_edited_and_deleted_from_their_screens(
+    signed_in: Page, dashboard: Dashboard
+) -> None:
+    page = signed_in
+    agent = api(dashboard, "POST", "/api/agents", json={"name": unique("owner")}).json()
+    source = api(dashboard, "POST", "/api/knowledge-sources", json={"name": unique("notes")}).json()
+    item = api(
+        dashboard,
+        "POST",
+        "/api/knowledge-items",
+        json={"source_id": source["id"], "title": "Draft", "text_content": "Some notes."},
+    ).json()
+    memory = api(
+        dashboard,
+        "POST",
+        "/api/memories",
+        json={"agent_id": agent["id"], "key": "k1", "value": "v1"},
+    ).json()
+    workflow = api(
+        dashboard, "POST", "/api/workflows", json={"name": unique("wf"), "agent_id": agent["id"]}
+    ).json()
+    schedule = api(
+        dashboard,
+        "POST",
+        "/api/scheduled-agents",
+        json={
+            "workflow_id": workflow["id"],
+            "name": unique("sched"),
+            "prompt": "go",
+            "enabled": False,
+        },
+    ).json()
+
+    # A knowledge item: edited from its page (which leads back to its source), deleted from the source.
+    goto(page, dashboard, f"knowledge-items/{item['id']}")
+    expect(page.locator(".crumbs a")).to_have_attribute(
+        "href", f"#/knowledge-sources/{source['id']}"
+    )
+    fill_form(page, {"Title": "Final"})
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.locator(".notice-success").last).to_contain_text("Saved")
+    assert api(dashboard, "GET", f"/api/knowledge-items/{item['id']}").json()["title"] == "Final"
+    page.locator(".crumbs a").click()
+    rendered(page, f"#/knowledge-sources/{source['id']}")
+    row = page.locator("table.items tbody tr").filter(has_text="Final")
+    row.get_by_role("button", name="Delete").click()
+    page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    expect(page.locator(".empty-items")).to_be_visible()
+    assert api(dashboard, "GET", f"/api/knowledge-items/{item['id']}").status_code == 404
+
+    # A memory and a schedule, deleted from their lists.
+    for route, label in (
+        (f"memories?agent_id={agent['id']}", "k1"),
+        ("scheduled-agents", schedule["name"]),
+    ):
+        goto(page, dashboard, route)
+        page.get_by_role("button", name=f"Delete {label}").click()
+        page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+        expect(page.get_by_role("button", name=f"Delete {label}")).to_have_count(0)
+    assert api(dashboard, "GET", f"/api/memories/{memory['id']}").status_code == 404
+    assert api(dashboard, "GET", f"/api/scheduled-agents/{schedule['id']}").status_code == 404

@@ -114,6 +114,11 @@ def test_halt_a_running_workflow(
         "items"
     ]
     assert tasks[0]["status"] == "halted"
+    # A run can be deleted from the history.
+    page.locator("table.runs tbody tr").first.get_by_role("button", name="Delete this run").click()
+    page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    expect(page.locator("#hist-title + div")).to_contain_text("No runs yet")
+    assert api(dashboard, "GET", f"/api/tasks/{tasks[0]['id']}").status_code == 404
 
 
 def test_a_prompt_is_required(page: Page, dashboard: Dashboard, agent: dict[str, Any]) -> None:
