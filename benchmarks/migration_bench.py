@@ -103,9 +103,10 @@ def write_dump(root: Path, messages: int, seed: int = 7) -> Path:
 # ----------------------------------------------------------------------------------- child
 
 
-async def _child(dump: Path, url: str, batch_size: int) -> dict[str, float]:
+async def _child(dump: Path, url: str, batch_size: int, workers: int) -> dict[str, float]:
     import asyncpg
 
+    from tbd_agents.tools.migration.procpool import peak_rss
     from tbd_agents.tools.migration.report import ReportLog
     from tbd_agents.tools.migration.runner import Migration, Options
     from tbd_agents.tools.migration.sources import DumpSource
@@ -117,15 +118,19 @@ async def _child(dump: Path, url: str, batch_size: int) -> dict[str, float]:
     started = time.perf_counter()
     cpu = time.process_time()
     try:
-        options = Options(collections=["chat_sessions", "chat_messages"], batch_size=batch_size)
-        result = await Migration(DumpSource(dump, DB), conn, options, log).run()
+        options = Options(
+            collections=["chat_sessions", "chat_messages"], batch_size=batch_size, workers=workers
+        )
+        migration = Migration(DumpSource(dump, DB), conn, options, log)
+        result = await migration.run()
+        children_rss = migration.children_peak_rss()
         server_cpu = _cpu_of(backend) - server_cpu
         cpu = time.process_time() - cpu
+        children_cpu = _children_cpu()
     finally:
         log.close()
         await conn.close()
     messages = next(c for c in result.collections if c.name == "chat_messages")
-    usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "rows": messages.read,
         "seconds": messages.seconds,
@@ -134,10 +139,18 @@ async def _child(dump: Path, url: str, batch_size: int) -> dict[str, float]:
         "unchanged": messages.unchanged,
         "mode": messages.mode,
         "migration_seconds": time.perf_counter() - started,
-        "cpu_seconds": cpu,
-        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "cpu_seconds": cpu + children_cpu,
+        "workers": workers,
+        # The migration process plus its converter processes (peak of each, summed).
+        "peak_rss_mb": (peak_rss() + children_rss) / 2**20,
         "server_cpu_seconds": server_cpu,
     }
+
+
+def _children_cpu() -> float:
+    """CPU seconds of the converter processes (reaped children), user + system."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _cpu_of(pid: int) -> float:
@@ -149,10 +162,10 @@ def _cpu_of(pid: int) -> float:
 # ---------------------------------------------------------------------------------- parent
 
 
-def _run_child(dump: Path, url: str, batch_size: int) -> dict[str, float]:
+def _run_child(dump: Path, url: str, batch_size: int, workers: int) -> dict[str, float]:
     started = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, __file__, "--child", str(dump), url, str(batch_size)],
+        [sys.executable, __file__, "--child", str(dump), url, str(batch_size), str(workers)],
         capture_output=True,
         text=True,
         check=True,
@@ -186,6 +199,9 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=200_000)
     parser.add_argument("--large", type=int, default=2_000_000)
     parser.add_argument("--batches", default="500,5000,20000")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="converter processes (0: a worker thread)"
+    )
     args = parser.parse_args()
 
     from tbd_agents.config import load_settings
@@ -194,6 +210,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="tbd-migration-bench-"))
     os.chmod(work, 0o755)  # the embedded server runs as its own user when we are root
     try:
+        print(f"load average at the start: {os.getloadavg()}", flush=True)
         t = time.perf_counter()
         small = write_dump(work / "small", args.small)
         large = write_dump(work / "large", args.large) if args.large else None
@@ -218,13 +235,15 @@ def main() -> None:
         try:
             for batch in (int(b) for b in args.batches.split(",")):
                 url = _fresh_database(admin, f"bench_{batch}")
-                first = _run_child(small, url, batch)
-                again = _run_child(small, url, batch)
+                first = _run_child(small, url, batch, args.workers)
+                again = _run_child(small, url, batch, args.workers)
                 rows.append((f"{args.small:,}", batch, first, again))
                 print(rows[-1], flush=True)
             if large is not None:
                 url = _fresh_database(admin, "bench_large")
-                rows.append((f"{args.large:,}", 5000, _run_child(large, url, 5000), None))
+                rows.append(
+                    (f"{args.large:,}", 5000, _run_child(large, url, 5000, args.workers), None)
+                )
                 print(rows[-1], flush=True)
         finally:
             server.stop()
@@ -251,7 +270,13 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "--child":
-        print(json.dumps(asyncio.run(_child(Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])))))
+    if len(sys.argv) == 6 and sys.argv[1] == "--child":
+        dump, url, size, workers = (
+            Path(sys.argv[2]),
+            sys.argv[3],
+            int(sys.argv[4]),
+            int(sys.argv[5]),
+        )
+        print(json.dumps(asyncio.run(_child(dump, url, size, workers))))
     else:
         main()

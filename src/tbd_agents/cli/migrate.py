@@ -125,6 +125,16 @@ def from_mongo(
         ),
     ] = False,
     qdrant_path: QdrantPathOpt = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=0,
+            max=8,
+            help="Converter processes for a dump or archive (0: convert in a thread of the "
+            "migration process).",
+        ),
+    ] = 1,
 ) -> None:
     """Migrate the MongoDB data of TBD Agents into PostgreSQL.
 
@@ -134,7 +144,7 @@ def from_mongo(
     """
     config = settings()
     console = _console()
-    options = Options(collection, batch_size, dry_run, restart, allow_empty)
+    options = Options(collection, batch_size, dry_run, restart, allow_empty, workers)
     sources = SourceFlags(from_dump, archive, collection, qdrant_path)
     with target_database(config) as target:
         result = asyncio.run(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -35,6 +35,7 @@ from tbd_agents.tools.migration.gridfs import (
     write_files,
 )
 from tbd_agents.tools.migration.loader import BatchOutcome, Checkpoints, Progress, TableLoader
+from tbd_agents.tools.migration.procpool import ConverterPool
 from tbd_agents.tools.migration.report import ReportLog
 from tbd_agents.tools.migration.sources import Resume, Source
 from tbd_agents.tools.migration.transform import (
@@ -59,6 +60,8 @@ class Options:
     dry_run: bool = False
     restart: bool = False
     allow_empty: bool = False
+    #: Converter processes for dump sources (0: convert in the worker thread); see `procpool`.
+    workers: int = 0
 
 
 @dataclass
@@ -211,8 +214,23 @@ class Migration:
         # (parents of children; knowledge items and their file_id, owners of GridFS files).
         self._dry_parents: dict[str, set[str]] = {}
         self._dry_file_owners: dict[str, str] = {}
+        self._pool: ConverterPool | None = None
 
     async def run(self) -> MigrationResult:
+        """Migrate every wanted collection (converter processes, if any, are stopped at the end)."""
+        if self.options.workers < 0:
+            raise InvalidData("workers must be 0 (convert in a thread) or a positive number")
+        try:
+            return await self._run()
+        finally:
+            if self._pool is not None:
+                self._pool.close()
+
+    def children_peak_rss(self) -> int:
+        """Sum of the converter processes' peak resident memory in bytes (0 without them)."""
+        return self._pool.children_peak_rss() if self._pool is not None else 0
+
+    async def _run(self) -> MigrationResult:
         names = wanted_collections(self.options.collections)
         result = MigrationResult(
             ignored=await check_source(self.source, names, self.options.allow_empty)
@@ -295,8 +313,7 @@ class Migration:
         pending: asyncio.Task[BatchOutcome] | None = None
         in_flight: PreparedBatch | None = None
         try:
-            async for documents in self.source.batches(spec.name, self.options.batch_size, resume):
-                batch = await in_worker(prepare_batch, spec, documents, superseded)
+            async for batch in self._prepared(spec, resume, superseded):
                 self._record(spec, result, batch)
                 if pending is not None and in_flight is not None:
                     self._loaded(result, in_flight, await pending)
@@ -317,6 +334,25 @@ class Migration:
                 pending.cancel()
                 with suppress(asyncio.CancelledError):
                     await pending
+
+    async def _prepared(
+        self, spec: CollectionSpec, resume: Resume | None, superseded: dict[str, str]
+    ) -> AsyncIterator[PreparedBatch]:
+        """The collection's converted batches, in source order: from converter processes when
+        configured and the source hands out raw frames (and no document loses a unique key),
+        else from the worker thread."""
+        size = self.options.batch_size
+        frame_batches = getattr(self.source, "frame_batches", None)
+        if self.options.workers and frame_batches is not None and not superseded:
+            if self._pool is None:
+                self._pool = ConverterPool(self.options.workers).__enter__()
+            async for batch in self._pool.ordered(
+                spec.name, frame_batches(spec.name, size, resume)
+            ):
+                yield batch
+            return
+        async for documents in self.source.batches(spec.name, size, resume):
+            yield await in_worker(prepare_batch, spec, documents, superseded)
 
     def _before_commit(self, spec: CollectionSpec) -> Callable[[list[Rejection]], None]:
         def write(rejected: list[Rejection]) -> None:

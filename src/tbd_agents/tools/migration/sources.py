@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import bson
 from bson.codec_options import CodecOptions, DatetimeConversion
@@ -42,6 +42,9 @@ CODEC_OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=False)
 _WIDE_DATES: CodecOptions[dict[str, Any]] = CodecOptions(
     tz_aware=False, datetime_conversion=DatetimeConversion.DATETIME_AUTO
 )
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,8 @@ class Source(Protocol):
 # --------------------------------------------------------------------------------------- files
 
 
-def _decode(raw: bytes) -> SourceDocument:
+def decode_frame(raw: bytes) -> SourceDocument:
+    """One raw dump document decoded (`Undecodable` when it is not valid BSON)."""
     try:
         return bson.decode(raw, codec_options=CODEC_OPTIONS)
     except (InvalidBSON, UnicodeDecodeError, ValueError, OverflowError) as exc:
@@ -90,18 +94,17 @@ def _decode(raw: bytes) -> SourceDocument:
             return Undecodable(raw=raw, error=f"{type(exc).__name__}: {exc}")
 
 
-def _file_batches(
-    path: Path, batch_size: int, resume: Resume | None
-) -> Iterator[list[SourceDocument]]:
+def _frame_batches(path: Path, batch_size: int, resume: Resume | None) -> Iterator[list[bytes]]:
+    """The raw documents of a dump file in batches, starting after `resume`."""
     origin = str(path)
     with open_stream(path) as stream:
         frames = iter_frames(stream, origin)
         if resume is not None and resume.position > 0:
             skip_frames(stream, resume.position - 1, origin)
             _check_resumed(next(frames, None), resume, origin)
-        batch: list[SourceDocument] = []
+        batch: list[bytes] = []
         for raw in frames:
-            batch.append(_decode(raw))
+            batch.append(raw)
             if len(batch) >= batch_size:
                 yield batch
                 batch = []
@@ -109,9 +112,16 @@ def _file_batches(
             yield batch
 
 
+def _file_batches(
+    path: Path, batch_size: int, resume: Resume | None
+) -> Iterator[list[SourceDocument]]:
+    for frames in _frame_batches(path, batch_size, resume):
+        yield [decode_frame(raw) for raw in frames]
+
+
 def _check_resumed(last: bytes | None, resume: Resume, origin: str) -> None:
     """The last document before the resume point must be the one the checkpoint recorded."""
-    decoded = None if last is None else _decode(last)
+    decoded = None if last is None else decode_frame(last)
     if isinstance(decoded, Undecodable):
         same = resume.last_id is None
     else:
@@ -135,9 +145,7 @@ def _count_frames(path: Path) -> int | None:
         return count
 
 
-async def _threaded(
-    iterator: Iterator[list[SourceDocument]],
-) -> AsyncGenerator[list[SourceDocument], None]:
+async def _threaded(iterator: Iterator[list[T]]) -> AsyncGenerator[list[T], None]:
     """Run a blocking batch iterator in a worker thread (file reads and BSON decoding then
     overlap with the database work of the event loop)."""
     done = object()
@@ -178,6 +186,16 @@ class DumpSource:
         if path is None:
             return
         async for batch in _threaded(_file_batches(path, batch_size, resume)):
+            yield batch
+
+    async def frame_batches(
+        self, collection: str, batch_size: int, resume: Resume | None = None
+    ) -> AsyncGenerator[list[bytes], None]:
+        """Like `batches`, but each document as its raw BSON bytes (decoded by the consumer)."""
+        path = self._file(collection)
+        if path is None:
+            return
+        async for batch in _threaded(_frame_batches(path, batch_size, resume)):
             yield batch
 
     async def close(self) -> None:

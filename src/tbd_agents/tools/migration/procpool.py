@@ -1,0 +1,181 @@
+"""Converting batches in child processes: reader (parent) → converter process(es) → loader (parent).
+
+The conversion (BSON decoding, the domain model, COPY encoding) is pure Python and holds the GIL,
+so a worker thread cannot run it beside the event loop that drives the load. `ConverterPool` runs
+`convert_frames` in separate processes instead:
+
+* the parent reads raw BSON frames from the dump (cheap) and sends each batch's bytes to a child;
+* the child decodes, converts and encodes the batch exactly as the thread path does
+  (`prepare_batch`) and sends back the records, ids, rejections and warnings — not the decoded
+  documents: the parent keeps the raw frames and decodes a document only if it must be
+  quarantined later (`LazyDocuments`);
+* at most `workers + 1` batches are in flight (`ordered`), so memory stays bounded by the batch
+  size, never by the dump size, and results come back in source order (checkpoints stay exact).
+
+Children are forked (they inherit the imported modules, so starting one costs milliseconds), ask
+the kernel to kill them when the parent dies (`PR_SET_PDEATHSIG`), and ignore Ctrl-C (the parent
+handles it and shuts the pool down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import multiprocessing
+import os
+import signal
+from enum import Enum
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import overload
+
+from tbd_agents.tools.migration.batch import PreparedBatch, prepare_batch
+from tbd_agents.tools.migration.bsonio import SourceDocument
+from tbd_agents.tools.migration.transform import SPECS
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_init() -> None:
+    """In each child: die with the parent, leave Ctrl-C to the parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the executor's own shutdown still applies
+        pass
+
+
+def convert_frames(collection: str, frames: list[bytes]) -> tuple[PreparedBatch, list[int]]:
+    """Decode and convert one batch of raw frames (runs in a child).
+
+    Returns the prepared batch without its `documents` and, for each record, the position of its
+    frame in `frames` (so the parent can decode that document again if it is ever needed)."""
+    from tbd_agents.tools.migration.sources import decode_frame
+
+    documents = [decode_frame(raw) for raw in frames]
+    batch = prepare_batch(SPECS[collection], documents, {})
+    position = {id(document): i for i, document in enumerate(documents)}
+    accepted = [position[id(document)] for document in batch.documents]
+    batch.documents = []
+    # Enum members pickle as a class lookup + call each; their text is what COPY sends anyway.
+    batch.records = [
+        tuple(v._value_ if isinstance(v, Enum) else v for v in record) for record in batch.records
+    ]
+    return batch, accepted
+
+
+class LazyDocuments(Sequence[SourceDocument]):
+    """The source documents of a batch's records, decoded from the raw frames on access."""
+
+    def __init__(self, frames: list[bytes], accepted: list[int]) -> None:
+        self._frames = frames
+        self._accepted = accepted
+
+    def __len__(self) -> int:
+        return len(self._accepted)
+
+    @overload
+    def __getitem__(self, index: int) -> SourceDocument: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[SourceDocument]: ...
+
+    def __getitem__(self, index: int | slice) -> SourceDocument | Sequence[SourceDocument]:
+        from tbd_agents.tools.migration.sources import decode_frame
+
+        if isinstance(index, slice):
+            return [decode_frame(self._frames[i]) for i in self._accepted[index]]
+        return decode_frame(self._frames[self._accepted[index]])
+
+
+class ConverterPool:
+    """`workers` converter processes (see module docstring); use as a context manager."""
+
+    def __init__(self, workers: int) -> None:
+        if workers < 1:
+            raise ValueError("a converter pool needs at least one worker process")
+        self.workers = workers
+        self._executor: ProcessPoolExecutor | None = None
+        self._peaks: dict[int, int] = {}
+        #: Process ids of the children (known once the pool is entered).
+        self.pids: list[int] = []
+
+    def __enter__(self) -> ConverterPool:
+        self._executor = ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_child_init,
+        )
+        # Fork the children now, before any reader thread is busy.
+        self._executor.submit(os.getpid).result()
+        self.pids = list(getattr(self._executor, "_processes", None) or {})
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Record the children's peak memory, then stop them (pending work is cancelled)."""
+        if self._executor is None:
+            return
+        self._note_peaks()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._executor = None
+
+    def submit(
+        self, collection: str, frames: list[bytes]
+    ) -> Future[tuple[PreparedBatch, list[int]]]:
+        assert self._executor is not None, "use ConverterPool as a context manager"
+        return self._executor.submit(convert_frames, collection, frames)
+
+    async def ordered(
+        self, collection: str, frame_batches: AsyncIterator[list[bytes]]
+    ) -> AsyncIterator[PreparedBatch]:
+        """Prepared batches of `frame_batches`, in order, with at most `workers + 1` in flight."""
+        in_flight: deque[tuple[list[bytes], Future[tuple[PreparedBatch, list[int]]]]] = deque()
+        try:
+            async for frames in frame_batches:
+                in_flight.append((frames, self.submit(collection, frames)))
+                if len(in_flight) > self.workers:
+                    yield await self._result(*in_flight.popleft())
+            while in_flight:
+                yield await self._result(*in_flight.popleft())
+        finally:
+            for _, future in in_flight:
+                future.cancel()
+            self._note_peaks()
+
+    @staticmethod
+    async def _result(
+        frames: list[bytes], future: Future[tuple[PreparedBatch, list[int]]]
+    ) -> PreparedBatch:
+        batch, accepted = await asyncio.wrap_future(future)
+        batch.documents = LazyDocuments(frames, accepted)  # type: ignore[assignment]
+        return batch
+
+    def _note_peaks(self) -> None:
+        processes = getattr(self._executor, "_processes", None) or {}
+        for pid in list(processes):
+            peak = peak_rss(pid)
+            if peak:
+                self._peaks[pid] = max(self._peaks.get(pid, 0), peak)
+
+    def children_peak_rss(self) -> int:
+        """Sum of the children's peak resident memory in bytes (as far as observed)."""
+        self._note_peaks()
+        return sum(self._peaks.values())
+
+
+def peak_rss(pid: int | None = None) -> int:
+    """Peak resident memory (VmHWM) of process `pid` (default: this one) in bytes; 0 if gone."""
+    try:
+        status = Path(f"/proc/{pid or os.getpid()}/status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
