@@ -24,6 +24,7 @@ from sqlalchemy import (
     ARRAY,
     Select,
     Table,
+    bindparam,
     delete,
     exists,
     func,
@@ -82,6 +83,16 @@ def _result_columns(table: Table) -> tuple[ColumnElement[Any], ...]:
     )
 
 
+@functools.cache
+def _by_id(table: Table) -> Select[Any]:
+    """SELECT of one row by id, built once per table (its cache key is then cheap to compute)."""
+    return (
+        select(*_result_columns(table))
+        .select_from(table)
+        .where(table.c.id == bindparam("record_id", type_=table.c.id.type))
+    )
+
+
 #: Order of `find_one` (the protocol's default sort).
 DEFAULT_SORT_FIELDS = ("created_at", "id")
 
@@ -114,9 +125,9 @@ class PostgresRepository(Generic[E]):
             raise exc
         raise err from exc
 
-    async def _execute(self, stmt: Executable) -> Result[Any]:
+    async def _execute(self, stmt: Executable, params: dict[str, Any] | None = None) -> Result[Any]:
         try:
-            return await self._conn.execute(stmt)
+            return await self._conn.execute(stmt, params)
         except (DBAPIError, OSError) as exc:
             self._raise(exc)
 
@@ -154,7 +165,7 @@ class PostgresRepository(Generic[E]):
         """The record with `record_id`; NotFound if there is none (or the id is malformed)."""
         if not well_formed_id(record_id):
             raise NotFound(self.model.__name__, str(record_id))
-        result = await self._execute(self._select().where(self.table.c.id == record_id))
+        result = await self._execute(_by_id(self.table), {"record_id": record_id})
         row = result.first()
         if row is None:
             raise NotFound(self.model.__name__, record_id)
