@@ -1,4 +1,4 @@
-"""A schedule the scheduler could not compute is refused when it is saved, not skipped later."""
+"""Records the engine or scheduler could not use are refused when they are saved, not later."""
 
 from __future__ import annotations
 
@@ -45,3 +45,25 @@ async def test_update_is_checked_against_the_stored_fields(alice: httpx.AsyncCli
     )
     assert good.status_code == 200, good.text
     assert good.json()["end_at"].startswith("2026-06-01")
+
+
+@pytest.mark.parametrize("pattern", ["(unclosed", "(a+)+$"])
+async def test_guardrail_with_a_bad_or_runaway_pattern_is_refused(
+    alice: httpx.AsyncClient, pattern: str
+) -> None:
+    response = await alice.post(
+        "/api/guardrails", json={"name": "g", "guardrail_type": "input", "patterns": [pattern]}
+    )
+    assert response.status_code == 422, response.text
+    assert pattern in response.json()["error"]["message"]
+
+
+async def test_guardrail_update_is_checked_too(alice: httpx.AsyncClient) -> None:
+    created = await alice.post(
+        "/api/guardrails", json={"name": "g", "guardrail_type": "input", "patterns": [r"\d{16}"]}
+    )
+    assert created.status_code == 201, created.text
+    bad = await alice.patch(f"/api/guardrails/{created.json()['id']}", json={"patterns": ["[z-a]"]})
+    assert bad.status_code == 422, bad.text
+    kept = await alice.get(f"/api/guardrails/{created.json()['id']}")
+    assert kept.json()["patterns"] == [r"\d{16}"]

@@ -31,6 +31,7 @@ from tbd_agents.domain.models import (
     Token,
     Workflow,
 )
+from tbd_agents.engine.guardrails import validate_guardrail
 from tbd_agents.runtime.scheduler import validate_schedule
 
 
@@ -78,6 +79,11 @@ def _check_schedule(record: Entity) -> None:
         validate_schedule(record)
 
 
+def _check_guardrail(record: Entity) -> None:
+    if isinstance(record, Guardrail):
+        validate_guardrail(record)  # patterns compile and cannot backtrack catastrophically
+
+
 _AGENT_REFS = (
     Reference("provider_id", Provider),
     Reference("mcp_server_ids", McpServer, many=True),
@@ -113,7 +119,12 @@ SPECS: dict[type[Entity], ResourceSpec] = {
             managed=frozenset({"status", "last_error"}),
         ),
         ResourceSpec(CustomTool, "custom tool", dependants=(_used_by_agents("custom_tool_ids"),)),
-        ResourceSpec(Guardrail, "guardrail", dependants=(_used_by_agents("guardrail_ids"),)),
+        ResourceSpec(
+            Guardrail,
+            "guardrail",
+            dependants=(_used_by_agents("guardrail_ids"),),
+            check=_check_guardrail,
+        ),
         ResourceSpec(
             Provider,
             "provider",
