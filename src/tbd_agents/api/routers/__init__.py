@@ -9,7 +9,16 @@ from tbd_agents.api.deps import ApiContext
 
 def all_routers() -> list[APIRouter]:
     from tbd_agents.api.resources import resource_routers
-    from tbd_agents.api.routers import agent_chat, bundle, chat, health, keys, knowledge, providers
+    from tbd_agents.api.routers import (
+        agent_chat,
+        bundle,
+        chat,
+        health,
+        keys,
+        knowledge,
+        providers,
+        tool_checks,
+    )
     from tbd_agents.runtime import api as runtime_api
 
     return [
@@ -20,6 +29,7 @@ def all_routers() -> list[APIRouter]:
         providers.router,
         knowledge.router,
         knowledge.memories,
+        tool_checks.router,
         *resource_routers(),
         bundle.router,
         runtime_api.router,

@@ -1,0 +1,277 @@
+""" "Try it" endpoints for the tool screens: test an MCP server, validate and run a custom tool,
+try a guardrail on a text.
+
+None of these change a run; they report what a run would see. Failures of the thing under test
+(a server that does not start, a tool that crashes or times out) are answers with `ok: false`,
+never a 500, and every wait is bounded: MCP connections by the connect timeout (the record's
+`connection_config.connect_timeout`, else ENGINE_MCP_CONNECT_TIMEOUT), tools by their own
+`timeout_seconds`. Secrets (`{{token:NAME}}`) are resolved for the call only and never returned.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+
+import jsonschema
+from fastapi import APIRouter, Path
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tbd_agents.api.crud import ERRORS
+from tbd_agents.api.deps import ApiContext, Caller, Ctx
+from tbd_agents.domain.enums import GuardrailAction, GuardrailType, McpServerStatus
+from tbd_agents.domain.models import CustomTool, Guardrail, McpServer
+from tbd_agents.engine.config import EngineConfig
+from tbd_agents.engine.guardrails import Guardrails, Verdict, compile_rule
+from tbd_agents.engine.sandbox import Sandbox, SandboxLimits, validate_custom_tool
+from tbd_agents.engine.tools.mcp import McpConnection, McpServerConfig
+from tbd_agents.errors import InvalidData, TbdError
+from tbd_agents.services.records import Records
+from tbd_agents.services.tokens import resolve_tree
+
+router = APIRouter(tags=["tool checks"], responses=ERRORS)
+
+
+def _engine(ctx: ApiContext) -> tuple[EngineConfig, Sandbox]:
+    """The engine settings and sandbox of this app, built on first use."""
+    found = ctx.services.get("tool_checks")
+    if found is None:
+        config = EngineConfig.from_settings(ctx.settings)
+        found = (config, Sandbox(config.sandbox_user))
+        ctx.services["tool_checks"] = found
+    config, sandbox = found
+    assert isinstance(config, EngineConfig)
+    assert isinstance(sandbox, Sandbox)
+    return config, sandbox
+
+
+def _ms(start: float) -> int:
+    return round((time.perf_counter() - start) * 1000)
+
+
+# --- MCP servers ---------------------------------------------------------------------------
+class McpToolOut(BaseModel):
+    name: str
+    description: str
+    allowed: bool = Field(description="Offered to agents under the record's allowed_tools.")
+
+
+class McpTestOut(BaseModel):
+    ok: bool
+    tools: list[McpToolOut]
+    error: str | None
+    latency_ms: int
+
+
+@router.post(
+    "/api/mcps/{mcp_id}/test",
+    response_model=McpTestOut,
+    summary="Connect to an MCP server and list its tools",
+)
+async def test_mcp(mcp_id: Annotated[str, Path()], ctx: Ctx, caller: Caller) -> McpTestOut:
+    """Connect with the stored config (secrets resolved), list the tools, disconnect. Records
+    the outcome in the server's `status` / `last_error`."""
+    caller.require_write()
+    config, _ = _engine(ctx)
+    async with ctx.store.unit_of_work() as repos:
+        server: McpServer = await Records(repos, caller, McpServer).get(mcp_id)
+        try:
+            resolved = await resolve_tree(
+                repos, ctx.cipher(), server.created_by, dict(server.connection_config)
+            )
+            cfg: McpServerConfig | None = McpServerConfig.from_connection_config(
+                server.name, server.transport_type, resolved, server.allowed_tools,
+                connect_timeout=config.mcp_connect_timeout, call_timeout=config.mcp_call_timeout,
+            )  # fmt: skip
+            problem = None
+        except TbdError as exc:
+            cfg, problem = None, exc.message
+    start = time.perf_counter()
+    out = McpTestOut(ok=False, tools=[], error=problem, latency_ms=0)
+    if cfg is not None:
+        conn = McpConnection(cfg)
+        try:
+            tools = await conn.connect()
+            allow = set(cfg.allowed_tools)
+            out.ok = True
+            out.tools = [
+                McpToolOut(
+                    name=t.name,
+                    description=t.description or "",
+                    allowed=not allow or t.name in allow,
+                )
+                for t in tools
+            ]
+        except TbdError as exc:
+            out.error = exc.message
+        finally:
+            out.latency_ms = _ms(start)
+            await conn.aclose()
+    if server.status is not McpServerStatus.DISABLED:
+        status = McpServerStatus.CONNECTED if out.ok else McpServerStatus.ERROR
+        async with ctx.store.unit_of_work() as repos:
+            await repos.mcp_servers.update(server.id, {"status": status, "last_error": out.error})
+    return out
+
+
+# --- custom tools --------------------------------------------------------------------------
+class ValidateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source_code: str = Field(max_length=1_000_000)
+    name: str = Field(default="run", max_length=200, description="The tool's name (entry point).")
+    parameters_schema: dict[str, Any] | None = None
+
+
+class ValidateOut(BaseModel):
+    ok: bool
+    errors: list[str]
+    entry_point: str | None = None
+
+
+@router.post(
+    "/api/custom-tools/validate",
+    response_model=ValidateOut,
+    summary="Check a custom tool's source (parsed, never run)",
+)
+async def validate_tool(body: ValidateIn, caller: Caller) -> ValidateOut:
+    schema = body.parameters_schema or {"type": "object", "properties": {}}
+    try:
+        entry = validate_custom_tool(body.name, body.source_code, schema)
+    except InvalidData as exc:
+        return ValidateOut(ok=False, errors=[exc.message])
+    return ValidateOut(ok=True, errors=[], entry_point=entry)
+
+
+class RunIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunOut(BaseModel):
+    ok: bool
+    result: Any = None
+    error: str | None
+    duration_ms: int
+    stdout: str = ""
+
+
+@router.post(
+    "/api/custom-tools/{tool_id}/run",
+    response_model=RunOut,
+    summary="Run a custom tool once in the sandbox",
+)
+async def run_tool(
+    tool_id: Annotated[str, Path()], body: RunIn, ctx: Ctx, caller: Caller
+) -> RunOut:
+    """Run the stored tool with `arguments` (checked against its parameters_schema), its
+    declared env (secrets resolved) and its own limits, as an agent's call would."""
+    caller.require_write()
+    _, sandbox = _engine(ctx)
+    async with ctx.store.unit_of_work() as repos:
+        tool: CustomTool = await Records(repos, caller, CustomTool).get(tool_id)
+        env = await resolve_tree(repos, ctx.cipher(), tool.created_by, dict(tool.env))
+    start = time.perf_counter()
+    try:
+        entry = validate_custom_tool(tool.name, tool.source_code, tool.parameters_schema)
+        jsonschema.validate(body.arguments, tool.parameters_schema)
+    except InvalidData as exc:
+        return RunOut(ok=False, error=exc.message, duration_ms=_ms(start))
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "arguments"
+        msg = f"arguments do not match parameters_schema at {where}: {exc.message}"
+        return RunOut(ok=False, error=msg, duration_ms=_ms(start))
+    limits = SandboxLimits(timeout_seconds=tool.timeout_seconds, memory_mb=tool.memory_limit_mb)
+    res = await sandbox.run(tool.source_code, entry, body.arguments, env=env, limits=limits)
+    return RunOut(
+        ok=res.ok, result=res.result, error=res.error, duration_ms=_ms(start), stdout=res.stdout
+    )
+
+
+# --- guardrails ----------------------------------------------------------------------------
+class TryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(max_length=200_000)
+
+
+class TryUnsavedIn(TryIn):
+    guardrail: dict[str, Any] = Field(
+        description="A guardrail as it would be created (name optional)."
+    )
+
+
+class TryOut(BaseModel):
+    action: str = Field(description="pass, flag, redact or block: what happened to the text.")
+    triggered: bool
+    output: str = Field(description="What the caller would receive.")
+    reasons: list[str]
+
+
+def _try(g: Guardrail, text: str) -> TryOut:
+    rules = Guardrails([compile_rule(g)])
+    verdict: Verdict
+    if g.guardrail_type is GuardrailType.INPUT:
+        verdict = rules.check_input(text)
+    elif g.guardrail_type is GuardrailType.OUTPUT:
+        verdict = rules.check_output(text)
+    elif g.guardrail_type is GuardrailType.TOOL:
+        verdict = rules.check_tool_arguments(_json_object(text, "tool call arguments"))
+    else:
+        verdict = rules.check_request(_json_object(text, "a request payload"))
+        verdict.text = text if not verdict.blocked else ""
+    reasons = [v.reason for v in verdict.violations]
+    if verdict.blocked:
+        return TryOut(action="block", triggered=True, output=verdict.block_message, reasons=reasons)
+    actions = {v.action for v in verdict.violations}
+    action = "pass"
+    if GuardrailAction.REDACT in actions:
+        action = "redact"
+    elif actions:
+        action = "flag"
+    return TryOut(action=action, triggered=bool(reasons), output=verdict.text, reasons=reasons)
+
+
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        value = exc.msg
+    if not isinstance(value, dict):
+        raise InvalidData(
+            f"this guardrail applies to {what}: text must be a JSON object",
+            details={"field": "text"},
+        )
+    return value
+
+
+@router.post(
+    "/api/guardrails/try",
+    response_model=TryOut,
+    summary="Try an unsaved guardrail on a text",
+)
+async def try_unsaved(body: TryUnsavedIn, caller: Caller) -> TryOut:
+    values = {"name": "unsaved", **body.guardrail}
+    values.pop("created_by", None)
+    try:
+        g = Guardrail.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise InvalidData(
+            f"invalid guardrail: {where}: {err['msg']}", details={"field": f"guardrail.{where}"}
+        ) from None
+    return _try(g, body.text)
+
+
+@router.post(
+    "/api/guardrails/{guardrail_id}/try",
+    response_model=TryOut,
+    summary="Try a saved guardrail on a text",
+)
+async def try_saved(
+    guardrail_id: Annotated[str, Path()], body: TryIn, ctx: Ctx, caller: Caller
+) -> TryOut:
+    """Apply the guardrail (even when disabled) as a run would at its stage."""
+    async with ctx.store.unit_of_work() as repos:
+        g: Guardrail = await Records(repos, caller, Guardrail).get(guardrail_id)
+    return _try(g, body.text)
