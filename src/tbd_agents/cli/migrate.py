@@ -132,9 +132,9 @@ def from_mongo(
             min=0,
             max=8,
             help="Converter processes for a dump or archive (0: convert in a thread of the "
-            "migration process).",
+            "migration process). Helps only when a core is idle: each row then costs more CPU.",
         ),
-    ] = 1,
+    ] = 0,
 ) -> None:
     """Migrate the MongoDB data of TBD Agents into PostgreSQL.
 
