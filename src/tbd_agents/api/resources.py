@@ -114,6 +114,10 @@ def resource_routers() -> list[APIRouter]:
                 _f("key", str | None),
                 _f("session_id", str | None),
             ),
+            # Writes go through the memory service (embedding, TTL, cap): `routers/knowledge.py`.
+            creatable=False,
+            writable=False,
+            deletable=False,
         ),
         crud_router(
             Workflow,
