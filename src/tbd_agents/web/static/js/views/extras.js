@@ -91,4 +91,7 @@ export async function renderExtras(ctx, res, record, form, box) {
   else if (res === "scheduled-agents") await scheduleExtras(ctx, record, form, box);
   else if (res === "workflows" && record) await (await import("./workflow.js")).renderWorkflowPanel(ctx, record, box);
   else if (res === "knowledge-sources" && record) await (await import("./knowledge.js")).renderKnowledgePanel(ctx, record, box);
+  else if (res === "mcps") (await import("./tool_checks.js")).mcpPanel(record, form, box);
+  else if (res === "custom-tools") (await import("./tool_checks.js")).customToolPanel(record, form, box);
+  else if (res === "guardrails") (await import("./tool_checks.js")).guardrailPanel(record, form, box);
 }
