@@ -4,7 +4,12 @@ same checkpoints; and the children are gone when the run ends."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +107,67 @@ async def test_negative_workers_is_refused(tmp_path: Path) -> None:
         await Migration(
             DumpSource(dump, DB), None, Options(dry_run=True, workers=-1), ReportLog(tmp_path / "q")
         ).run()
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            if f"\nPPid:\t{pid}\n" in status:
+                found.append(int(entry.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text().split("State:", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+async def test_converter_processes_end_with_the_run_and_resume_is_exact(
+    pg18_server: str, tmp_path: Path, sig: signal.Signals
+) -> None:
+    from tests.integration.test_migration import MIGRATE
+    from tests.integration.test_migration_resume import MESSAGES, _chat_dump, _position
+
+    url = pg.create_migrated_database(pg18_server, "wkill")
+    dump = _chat_dump(tmp_path / "dump")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "MONGO_", "DB_"))}
+    env["POSTGRES_URI"] = libpq_url(url)
+    args = [sys.executable, str(MIGRATE), "--from-dump", str(dump), "--batch-size", "500"]
+    conn = await asyncpg.connect(libpq_url(url))
+    try:
+        process = subprocess.Popen(
+            [*args, "--workers", "1"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 120
+        while await _position(conn) < 2_000:
+            assert process.poll() is None, "the migration ended before it could be stopped"
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        children = [c for c in _children_of(process.pid) if _running(c)]
+        assert children, "no converter process was running"
+        process.send_signal(sig)
+        process.wait(timeout=60)
+        gone_by = time.monotonic() + 10
+        while any(_running(c) for c in children) and time.monotonic() < gone_by:
+            await asyncio.sleep(0.05)
+        assert not any(_running(c) for c in children), "a converter process outlived the run"
+        stopped_at = await _position(conn)
+        assert await conn.fetchval("SELECT count(*) FROM chat_messages") == stopped_at
+        resumed = subprocess.run(
+            [*args, "--workers", "1"], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert await conn.fetchval("SELECT count(*) FROM chat_messages") == MESSAGES
+        assert await _position(conn) == MESSAGES
+    finally:
+        await conn.close()
+        pg.drop_database(url)
