@@ -93,6 +93,13 @@ def _by_id(table: Table) -> Select[Any]:
     )
 
 
+@functools.cache
+def _insert(table: Table) -> Executable:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING the row, built once per table; the VALUES come
+    from the parameters of each execution."""
+    return pg_insert(table).on_conflict_do_nothing().returning(table)
+
+
 #: Order of `find_one` (the protocol's default sort).
 DEFAULT_SORT_FIELDS = ("created_at", "id")
 
@@ -236,8 +243,7 @@ class PostgresRepository(Generic[E]):
         The unit of work stays usable after a DuplicateKey.
         """
         row = self._row_of(record)
-        stmt = pg_insert(self.table).values(row).on_conflict_do_nothing().returning(self.table)
-        created = (await self._execute(stmt)).first()
+        created = (await self._execute(_insert(self.table), row)).first()
         if created is None:
             raise DuplicateKey(self.model.__name__, await self._clashing_key(row))
         return self._to_model(created)
