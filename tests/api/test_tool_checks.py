@@ -267,3 +267,16 @@ async def test_another_user_gets_404(alice: httpx.AsyncClient, bob: httpx.AsyncC
     assert (await bob.post(f"/api/custom-tools/{tool['id']}/run", json={})).status_code == 404
     assert (await bob.post(f"/api/guardrails/{guard}/try", json={"text": "x"})).status_code == 404
     assert (await alice.post(f"/api/guardrails/{guard}/try", json={"text": "x"})).status_code == 200
+
+
+async def test_guardrail_try_with_a_remote_schema_ref_is_a_422(alice: httpx.AsyncClient) -> None:
+    schema = {"$ref": "http://127.0.0.1:9/schema.json"}
+    resp = await alice.post(
+        "/api/guardrails/try",
+        json={
+            "guardrail": {"guardrail_type": "request", "prompt_config": {"json_schema": schema}},
+            "text": "{}",
+        },
+    )
+    assert resp.status_code == 422
+    assert "cannot be resolved" in resp.json()["error"]["message"]

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import jsonschema
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from referencing.exceptions import Unresolvable
 
 from tbd_agents.api.crud import ERRORS
 from tbd_agents.api.deps import ApiContext, Caller, Ctx
@@ -177,6 +178,9 @@ async def run_tool(
         jsonschema.validate(body.arguments, tool.parameters_schema)
     except InvalidData as exc:
         return RunOut(ok=False, error=exc.message, duration_ms=_ms(start))
+    except Unresolvable as exc:
+        msg = f"parameters_schema refers to {exc.ref!r}, which cannot be resolved (use #/$defs/...)"
+        return RunOut(ok=False, error=msg, duration_ms=_ms(start))
     except jsonschema.ValidationError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "arguments"
         msg = f"arguments do not match parameters_schema at {where}: {exc.message}"
@@ -208,6 +212,17 @@ class TryOut(BaseModel):
 
 
 def _try(g: Guardrail, text: str) -> TryOut:
+    try:
+        return _apply_one(g, text)
+    except Unresolvable as exc:
+        raise InvalidData(
+            f"guardrail {g.name!r}: prompt_config.json_schema refers to {exc.ref!r}, which cannot be "
+            "resolved; use only local references (#/$defs/...)",
+            details={"field": "prompt_config"},
+        ) from None
+
+
+def _apply_one(g: Guardrail, text: str) -> TryOut:
     rules = Guardrails([compile_rule(g)])
     verdict: Verdict
     if g.guardrail_type is GuardrailType.INPUT:
