@@ -24,10 +24,10 @@ import ctypes
 import multiprocessing
 import os
 import signal
-from enum import Enum
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from enum import Enum
 from pathlib import Path
 from typing import overload
 
