@@ -67,3 +67,17 @@ async def test_guardrail_update_is_checked_too(alice: httpx.AsyncClient) -> None
     assert bad.status_code == 422, bad.text
     kept = await alice.get(f"/api/guardrails/{created.json()['id']}")
     assert kept.json()["patterns"] == [r"\d{16}"]
+
+
+async def test_guardrail_schema_with_a_remote_ref_is_refused(alice: httpx.AsyncClient) -> None:
+    body = {
+        "name": "g",
+        "guardrail_type": "request",
+        "prompt_config": {"json_schema": {"properties": {"a": {"$ref": "http://127.0.0.1:9/s"}}}},
+    }
+    response = await alice.post("/api/guardrails", json=body)
+    assert response.status_code == 422, response.text
+    assert "http://127.0.0.1:9/s" in response.json()["error"]["message"]
+    local = {"$defs": {"n": {"type": "integer"}}, "properties": {"a": {"$ref": "#/$defs/n"}}}
+    body["prompt_config"] = {"json_schema": local}
+    assert (await alice.post("/api/guardrails", json=body)).status_code == 201

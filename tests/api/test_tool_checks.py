@@ -279,4 +279,4 @@ async def test_guardrail_try_with_a_remote_schema_ref_is_a_422(alice: httpx.Asyn
         },
     )
     assert resp.status_code == 422
-    assert "cannot be resolved" in resp.json()["error"]["message"]
+    assert "only references inside the schema itself" in resp.json()["error"]["message"]

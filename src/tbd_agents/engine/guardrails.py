@@ -20,7 +20,7 @@ backtracks catastrophically cannot stall a run: a timeout counts as a violation.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +108,19 @@ def _int_setting(cfg: dict[str, Any], key: str, name: str) -> int | None:
     return value
 
 
+def _remote_refs(node: Any) -> Iterator[str]:
+    """Every `$ref` in a JSON Schema that does not point inside the schema itself."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str) and not value.startswith("#"):
+                yield value
+            else:
+                yield from _remote_refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _remote_refs(item)
+
+
 def compile_rule(g: Guardrail) -> Rule:
     """Compile and check a guardrail; raise InvalidData naming what to fix (used on save too)."""
     patterns = []
@@ -147,6 +160,12 @@ def compile_rule(g: Guardrail) -> Rule:
             raise InvalidData(
                 f"guardrail {g.name!r}: prompt_config.json_schema is not a JSON Schema: {exc.message}"
             ) from None
+        remote = next(_remote_refs(schema), None)
+        if remote is not None:
+            raise InvalidData(
+                f"guardrail {g.name!r}: prompt_config.json_schema refers to {remote!r}; only "
+                "references inside the schema itself ('#/…') are allowed (nothing is fetched)"
+            )
     return Rule(
         name=g.name,
         kind=g.guardrail_type,
