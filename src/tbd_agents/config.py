@@ -239,7 +239,10 @@ class Settings(BaseSettings):
         default=120.0, gt=0, description="Seconds a model call may take (connect and each read)."
     )
     engine_model_max_retries: int = Field(
-        default=3, ge=0, le=20, description="Retries of a model call after 429 / 5xx / network errors."
+        default=3,
+        ge=0,
+        le=20,
+        description="Retries of a model call after 429 / 5xx / network errors.",
     )
     engine_mcp_connect_timeout: float = Field(
         default=15.0, gt=0, description="Seconds to connect to an MCP server and list its tools."
