@@ -31,19 +31,19 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from functools import cache
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 from pydantic import TypeAdapter, ValidationError
 
 from tbd_agents.domain.models import Entity
 from tbd_agents.domain.types import LenientEnum, UtcDatetime
 from tbd_agents.errors import InvalidData, UnsupportedQuery
-from tbd_agents.storage.protocol import Filter, Op, Query, Sort, decode_cursor
+from tbd_agents.storage.protocol import Filter, Op, Page, Query, Sort, decode_cursor
 
 #: Longest id any backend stores (the models' `id` max_length).
 MAX_ID_LENGTH = 128
@@ -438,3 +438,27 @@ def check_update_fields(
         if "updated_at" not in chosen:
             chosen.append("updated_at")
     return tuple(chosen)
+
+
+E = TypeVar("E", bound=Entity)
+
+
+async def iterate_pages(
+    list_page: Callable[[Query], Awaitable[Page[E]]], query: Query, batch_size: int
+) -> AsyncIterator[E]:
+    """Every record `query` matches, read through `list_page` in keyset pages of `batch_size`
+    (the shared body of `Repository.iterate`); `query.limit`, if set, caps the total."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UnsupportedQuery(f"batch_size must be a positive integer, got {batch_size!r}")
+    remaining = query.limit
+    cursor = query.cursor
+    while remaining is None or remaining > 0:
+        size = batch_size if remaining is None else min(batch_size, remaining)
+        page = await list_page(Query(query.filters, query.sort, size, cursor))
+        for item in page.items:
+            yield item
+        if remaining is not None:
+            remaining -= len(page.items)
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor

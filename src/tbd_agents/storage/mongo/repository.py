@@ -36,6 +36,7 @@ from tbd_agents.storage.common import (
     check_query,
     check_update_fields,
     check_upsert_key,
+    iterate_pages,
     validate_changes,
     well_formed_id,
 )
@@ -149,25 +150,12 @@ class MongoRepository(Generic[E]):
         ]
         return Page(items=items, next_cursor=encode_cursor(position))
 
-    async def iterate(self, query: Query = Query(), batch_size: int = 500) -> AsyncIterator[E]:  # noqa: B008
+    def iterate(self, query: Query = Query(), batch_size: int = 500) -> AsyncIterator[E]:  # noqa: B008
         """Every matching record in the query's order, fetched in keyset pages of `batch_size`.
 
         `query.limit`, if set, caps the total number of records yielded.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise UnsupportedQuery(f"batch_size must be a positive integer, got {batch_size!r}")
-        remaining = query.limit
-        cursor = query.cursor
-        while remaining is None or remaining > 0:
-            size = batch_size if remaining is None else min(batch_size, remaining)
-            page = await self.list(Query(query.filters, query.sort, size, cursor))
-            for item in page.items:
-                yield item
-            if remaining is not None:
-                remaining -= len(page.items)
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+        return iterate_pages(self.list, query, batch_size)
 
     async def count(self, *filters: Filter) -> int:
         """How many records match `filters` (all records without filters)."""

@@ -60,6 +60,7 @@ from tbd_agents.storage.common import (
     check_upsert_key,
     cursor_values,
     fields_of,
+    iterate_pages,
     validate_changes,
     well_formed_id,
 )
@@ -206,25 +207,12 @@ class PostgresRepository(Generic[E]):
             return Page(items=items, next_cursor=None)
         return Page(items=items, next_cursor=encode_cursor(cursor_values(items[-1], checked.sort)))
 
-    async def iterate(self, query: Query = Query(), batch_size: int = 500) -> AsyncIterator[E]:  # noqa: B008
+    def iterate(self, query: Query = Query(), batch_size: int = 500) -> AsyncIterator[E]:  # noqa: B008
         """Every matching record in the query's order, fetched in keyset pages of `batch_size`.
 
         `query.limit`, if set, caps the total number of records yielded.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise UnsupportedQuery(f"batch_size must be a positive integer, got {batch_size!r}")
-        remaining = query.limit
-        cursor = query.cursor
-        while remaining is None or remaining > 0:
-            size = batch_size if remaining is None else min(batch_size, remaining)
-            page = await self.list(Query(query.filters, query.sort, size, cursor))
-            for item in page.items:
-                yield item
-            if remaining is not None:
-                remaining -= len(page.items)
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+        return iterate_pages(self.list, query, batch_size)
 
     async def count(self, *filters: Filter) -> int:
         """How many records match `filters` (all records without filters)."""
