@@ -17,6 +17,7 @@ def all_routers() -> list[APIRouter]:
         keys,
         knowledge,
         providers,
+        schedule_preview,
         tool_checks,
     )
     from tbd_agents.runtime import api as runtime_api
@@ -30,6 +31,7 @@ def all_routers() -> list[APIRouter]:
         knowledge.router,
         knowledge.memories,
         tool_checks.router,
+        schedule_preview.router,
         *resource_routers(),
         bundle.router,
         runtime_api.router,
