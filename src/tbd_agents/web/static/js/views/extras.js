@@ -46,6 +46,7 @@ async function providerExtras(ctx, record, form, box) {
 }
 
 async function scheduleExtras(ctx, record, form, box) {
+  await (await import("./schedule_preview.js")).schedulePreviewPanel(form, box);
   if (!record) return;
   const state = h("p", {}, record.enabled ? "This schedule is enabled." : "This schedule is disabled.",
     " Next run: ", h("strong", {}, record.enabled ? when(record.next_run_at) : "—"),
