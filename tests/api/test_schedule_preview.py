@@ -95,6 +95,14 @@ async def test_invalid_input_is_a_422_naming_the_field(alice: httpx.AsyncClient)
     never = await alice.post(URL, json={"cron_expression": "0 0 30 2 *"})
     assert never.status_code == 422
     assert never.json()["error"]["details"]["field"] == "cron_expression"
+    huge = await alice.post(URL, json={"interval_value": 10**15, "interval_unit": "days"})
+    assert huge.status_code == 422
+    assert huge.json()["error"]["details"]["field"] == "interval_value"
+    late = await alice.post(
+        URL, json={"cron_expression": "0 0 * * *", "start_at": "9999-12-31T00:00:00Z"}
+    )
+    assert late.status_code == 422
+    assert late.json()["error"]["details"]["field"] == "start_at"
     too_many = await alice.post(URL, json={"count": 21})
     assert too_many.status_code == 422
     assert "count" in too_many.json()["error"]["message"]

@@ -84,6 +84,14 @@ def next_occurrences(schedule: ScheduledAgent, now: datetime, count: int) -> lis
             "(e.g. day 30 of February): change the day or month fields",
             details={"field": "cron_expression"},
         ) from None
+    except OverflowError:
+        late_start = schedule.start_at is not None and schedule.start_at.year > 9000
+        field = "start_at" if late_start or schedule.cron_expression else "interval_value"
+        raise InvalidData(
+            f"the schedule's times fall after the year 9999: use a smaller interval_value or an "
+            f"earlier start_at (check {field})",
+            details={"field": field},
+        ) from None
     return out
 
 
