@@ -81,3 +81,19 @@ async def test_guardrail_schema_with_a_remote_ref_is_refused(alice: httpx.AsyncC
     local = {"$defs": {"n": {"type": "integer"}}, "properties": {"a": {"$ref": "#/$defs/n"}}}
     body["prompt_config"] = {"json_schema": local}
     assert (await alice.post("/api/guardrails", json=body)).status_code == 201
+
+
+async def test_schedule_whose_runs_overflow_the_calendar_is_refused(
+    alice: httpx.AsyncClient,
+) -> None:
+    workflow = await create(alice, "workflows")
+    response = await alice.post(
+        "/api/scheduled-agents",
+        json={
+            "workflow_id": workflow["id"],
+            "interval_value": 2_000_000_000,
+            "interval_unit": "days",
+        },
+    )
+    assert response.status_code == 422, response.text
+    assert "after the year 9999" in response.json()["error"]["message"]

@@ -30,7 +30,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -98,6 +98,27 @@ def validate_schedule(schedule: ScheduledAgent) -> None:
     _zone(schedule)
     if schedule.start_at and schedule.end_at and schedule.end_at <= schedule.start_at:
         raise InvalidData("end_at must be after start_at")
+    try:
+        occurrence_after(schedule, datetime.now(UTC))
+    except (CroniterError, OverflowError) as exc:
+        raise unschedulable(schedule, exc) from None
+
+
+def unschedulable(schedule: ScheduledAgent, exc: CroniterError | OverflowError) -> InvalidData:
+    """The error (naming the field to fix) for a schedule whose times cannot be computed."""
+    if isinstance(exc, CroniterError):
+        return InvalidData(
+            f"cron_expression {schedule.cron_expression!r} never matches a real date "
+            "(e.g. day 30 of February): change the day or month fields",
+            details={"field": "cron_expression"},
+        )
+    late_start = schedule.start_at is not None and schedule.start_at.year > 9000
+    field = "start_at" if late_start or schedule.cron_expression else "interval_value"
+    return InvalidData(
+        f"the schedule's times fall after the year 9999: use a smaller interval_value or an "
+        f"earlier start_at (check {field})",
+        details={"field": field},
+    )
 
 
 def occurrence_after(schedule: ScheduledAgent, after: datetime) -> datetime | None:

@@ -17,7 +17,7 @@ from tbd_agents.api.crud import ERRORS
 from tbd_agents.api.deps import Caller
 from tbd_agents.domain.models import ScheduledAgent
 from tbd_agents.errors import InvalidData
-from tbd_agents.runtime.scheduler import occurrence_after, validate_schedule
+from tbd_agents.runtime.scheduler import occurrence_after, unschedulable, validate_schedule
 
 router = APIRouter(tags=["scheduled agents"], responses=ERRORS)
 
@@ -64,7 +64,8 @@ def _check(schedule: ScheduledAgent) -> None:
         try:
             validate_schedule(schedule.model_copy(update=update))
         except InvalidData as exc:
-            raise InvalidData(exc.message, details={"field": name}) from None
+            field = exc.details.get("field", name)  # unschedulable() names it already
+            raise InvalidData(exc.message, details={"field": field}) from None
 
 
 def next_occurrences(schedule: ScheduledAgent, now: datetime, count: int) -> list[datetime]:
@@ -78,20 +79,8 @@ def next_occurrences(schedule: ScheduledAgent, now: datetime, count: int) -> lis
         while current is not None and len(out) < count:
             out.append(current)
             current = occurrence_after(schedule, current)
-    except CroniterError:
-        raise InvalidData(
-            f"cron_expression {schedule.cron_expression!r} never matches a real date "
-            "(e.g. day 30 of February): change the day or month fields",
-            details={"field": "cron_expression"},
-        ) from None
-    except OverflowError:
-        late_start = schedule.start_at is not None and schedule.start_at.year > 9000
-        field = "start_at" if late_start or schedule.cron_expression else "interval_value"
-        raise InvalidData(
-            f"the schedule's times fall after the year 9999: use a smaller interval_value or an "
-            f"earlier start_at (check {field})",
-            details={"field": field},
-        ) from None
+    except (CroniterError, OverflowError) as exc:
+        raise unschedulable(schedule, exc) from None
     return out
 
 
