@@ -147,6 +147,12 @@ async def _stream(events: AsyncIterator[RunEvent]) -> AsyncIterator[bytes]:
             await aclose()
 
 
+LastEventQuery = Annotated[
+    int | None, Query(ge=0, description="Resume after this event (as Last-Event-ID).")
+]
+LastEventHeader = Annotated[str | None, Header(alias="Last-Event-ID")]
+
+
 def _last_event_id(header: str | None, query: int | None) -> int:
     if query is not None:
         return query
@@ -171,10 +177,8 @@ async def task_events(
     request: Request,
     ctx: Ctx,
     caller: Caller,
-    last_event_id: Annotated[
-        int | None, Query(ge=0, description="Resume after this event (as Last-Event-ID).")
-    ] = None,
-    last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    last_event_id: LastEventQuery = None,
+    last_event_id_header: LastEventHeader = None,
 ) -> StreamingResponse:
     """Every event of the run after `Last-Event-ID` (stored ones first, then live ones), each
     with `id:` = its number; the stream ends after the run's final `status` event."""
@@ -231,10 +235,8 @@ async def workflow_stream(
     request: Request,
     ctx: Ctx,
     caller: Caller,
-    last_event_id: Annotated[
-        int | None, Query(ge=0, description="Resume after this event (as Last-Event-ID).")
-    ] = None,
-    last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    last_event_id: LastEventQuery = None,
+    last_event_id_header: LastEventHeader = None,
 ) -> StreamingResponse:
     """The events of the workflow's most recent run, as `GET /api/tasks/{id}/events` gives them
     (event ids are that run's event numbers)."""
