@@ -270,6 +270,8 @@ async def bench(args: argparse.Namespace) -> None:
             ("list 1,000 agents (one page of 1,000)", list_all),
             ("list 1,000 agents (5 pages of 200)", walk),
         ]:
+            if args.only and not any(word in name for word in args.only.split(",")):
+                continue
             await run(name, conns, 1.0, op, proc)  # warm-up
             results.append(await run(name, conns, args.seconds, op, proc))
             print(results[-1].row(), flush=True)
@@ -297,6 +299,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--port", type=int, default=8799)
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
+    parser.add_argument(
+        "--only", default="", help="comma-separated words: run the scenarios whose name has one"
+    )
     asyncio.run(bench(parser.parse_args()))
 
 

@@ -17,15 +17,17 @@ from pydantic import BaseModel
 
 from tbd_agents.api.deps import Caller, CommonList, Ctx, Paging
 from tbd_agents.api.schemas import (
+    HIDDEN,
     create_schema,
     json_response,
     output_schema,
+    page_body,
     page_json,
     page_schema,
     record_json,
     update_schema,
 )
-from tbd_agents.domain.models import Entity
+from tbd_agents.domain.models import Entity, Token
 from tbd_agents.errors import PermissionDenied, UnsupportedQuery
 from tbd_agents.services.access import Principal
 from tbd_agents.services.catalog import records_for
@@ -102,6 +104,8 @@ def owner_filter(
 def _list_endpoint(
     model: type[Entity], filters: Sequence[ListFilter], sort: tuple[Sort, ...]
 ) -> Any:
+    hidden = HIDDEN.get(model, frozenset())
+
     async def list_records(ctx: Any, common: Any, **params: Any) -> Response:
         principal, paging, owner = common
         assert isinstance(paging, Paging)
@@ -109,8 +113,15 @@ def _list_endpoint(
         wanted += [f for lf in filters if (f := lf.to_filter(params.get(lf.param))) is not None]
         async with ctx.store.unit_of_work(readonly=True) as repos:
             service = records_for(model, repos, principal, ctx.cipher)
-            page = await service.list(wanted, limit=paging.limit, cursor=paging.cursor, sort=sort)
-        return json_response(page_json(model, page.items, page.next_cursor))
+            if model is Token:  # values are masked record by record
+                page = await service.list(
+                    wanted, limit=paging.limit, cursor=paging.cursor, sort=sort
+                )
+                return json_response(page_json(model, page.items, page.next_cursor))
+            found = await service.list_json(
+                wanted, limit=paging.limit, cursor=paging.cursor, sort=sort, omit=hidden
+            )
+        return json_response(page_body(found.items, found.next_cursor))
 
     parameters = [
         inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Ctx),

@@ -15,13 +15,14 @@ from functools import cache
 from typing import Annotated, Any, Literal
 
 from fastapi import Response
-from pydantic import BaseModel, Field, TypeAdapter, create_model
+from pydantic import BaseModel, Field, create_model
 from pydantic.fields import FieldInfo
 
 from tbd_agents.domain.models import Entity, Memory, Token
 from tbd_agents.services.resources import spec_of
 from tbd_agents.services.tokens import MASK
 from tbd_agents.services.validation import Input
+from tbd_agents.storage.common import records_json
 
 SERVER_FIELDS = frozenset({"id", "created_at", "updated_at"})
 
@@ -120,11 +121,6 @@ def page_schema(model: type[Entity]) -> type[BaseModel]:
     return schema
 
 
-@cache
-def _list_adapter(model: type[Entity]) -> TypeAdapter[list[Any]]:
-    return TypeAdapter(list[model])  # type: ignore[valid-type]
-
-
 def _exclude(model: type[Entity]) -> set[str] | None:
     hidden = HIDDEN.get(model)
     return set(hidden) if hidden else None
@@ -146,11 +142,13 @@ def page_json(model: type[Entity], items: Iterable[Entity], next_cursor: str | N
     """`{"items": [...], "next_cursor": ...}` in one serialisation pass."""
     rows = list(items)
     if model is Token:
-        body = b"[" + b",".join(record_json(r) for r in rows) + b"]"
-    else:
-        hidden = _exclude(model)
-        body = _list_adapter(model).dump_json(rows, exclude={"__all__": hidden} if hidden else None)
-    return b'{"items":' + body + b',"next_cursor":' + json.dumps(next_cursor).encode() + b"}"
+        return page_body(b"[" + b",".join(record_json(r) for r in rows) + b"]", next_cursor)
+    return page_body(records_json(model, rows, HIDDEN.get(model, frozenset())), next_cursor)
+
+
+def page_body(items: bytes, next_cursor: str | None) -> bytes:
+    """`{"items": <items, a JSON array>, "next_cursor": ...}`."""
+    return b'{"items":' + items + b',"next_cursor":' + json.dumps(next_cursor).encode() + b"}"
 
 
 def json_response(body: bytes, status_code: int = 200) -> Response:

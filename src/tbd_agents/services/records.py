@@ -19,6 +19,7 @@ from tbd_agents.services.access import Principal, ensure_visible, owner_filters
 from tbd_agents.services.resources import Dependant, OnDelete, Reference, ResourceSpec, spec_of
 from tbd_agents.storage.protocol import (
     Filter,
+    JsonPage,
     Page,
     Query,
     Repositories,
@@ -68,6 +69,22 @@ class Records(Generic[E]):
         query = Query(filters=(*filters, *scope), sort=sort, limit=limit, cursor=cursor)
         page: Page[E] = await self.repo.list(query)
         return page
+
+    async def list_json(
+        self,
+        filters: Sequence[Filter] = (),
+        *,
+        limit: int,
+        cursor: str | None = None,
+        sort: tuple[Sort, ...] = (Sort("created_at", True),),
+        omit: frozenset[str] = frozenset(),
+    ) -> JsonPage:
+        """The page `list` returns, as JSON (fields in `omit` left out), for sending as is."""
+        scope = await self._visibility_filters(filters)
+        if scope is None:
+            return JsonPage(b"[]", None)
+        query = Query(filters=(*filters, *scope), sort=sort, limit=limit, cursor=cursor)
+        return await self.repo.list_json(query, omit)
 
     async def _visibility_filters(self, filters: Sequence[Filter]) -> tuple[Filter, ...] | None:
         if self.principal.is_admin:

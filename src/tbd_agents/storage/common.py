@@ -43,7 +43,7 @@ from pydantic import TypeAdapter, ValidationError
 from tbd_agents.domain.models import Entity
 from tbd_agents.domain.types import LenientEnum, UtcDatetime
 from tbd_agents.errors import InvalidData, UnsupportedQuery
-from tbd_agents.storage.protocol import Filter, Op, Page, Query, Sort, decode_cursor
+from tbd_agents.storage.protocol import Filter, JsonPage, Op, Page, Query, Sort, decode_cursor
 
 #: Longest id any backend stores (the models' `id` max_length).
 MAX_ID_LENGTH = 128
@@ -462,3 +462,27 @@ async def iterate_pages(
         if page.next_cursor is None:
             return
         cursor = page.next_cursor
+
+
+@cache
+def _list_adapter(model: type[Entity]) -> TypeAdapter[list[Any]]:
+    return TypeAdapter(list[model])  # type: ignore[valid-type]
+
+
+def records_json(
+    model: type[Entity], records: Sequence[Entity], omit: frozenset[str] = frozenset()
+) -> bytes:
+    """`records` as one JSON array (UTF-8) of their fields minus `omit`, in one pass."""
+    exclude = {"__all__": set(omit)} if omit else None
+    return _list_adapter(model).dump_json(list(records), exclude=exclude)
+
+
+async def list_json_via_models(
+    list_page: Callable[[Query], Awaitable[Page[E]]],
+    model: type[E],
+    query: Query,
+    omit: frozenset[str],
+) -> JsonPage:
+    """`Repository.list_json` for a backend that reads models anyway: list, then serialise."""
+    page = await list_page(query)
+    return JsonPage(records_json(model, page.items, omit), page.next_cursor)

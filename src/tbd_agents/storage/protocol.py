@@ -151,6 +151,14 @@ class Page(Generic[E]):
     next_cursor: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class JsonPage:
+    """A page as the API sends it: the records as one JSON array (UTF-8), and the cursor."""
+
+    items: bytes
+    next_cursor: str | None = None
+
+
 def encode_cursor(values: Sequence[Any]) -> str:
     """Opaque cursor for the position after a row whose sort-key values are `values`."""
 
@@ -198,6 +206,11 @@ class Repository(Protocol[E]):
 
     async def list(self, query: Query = ...) -> Page[E]:
         """One page in the query's order; `next_cursor` is None on the last page."""
+        ...
+
+    async def list_json(self, query: Query = ..., omit: frozenset[str] = ...) -> JsonPage:
+        """The page `list` returns, as the JSON of the records' fields minus `omit` (the values
+        `TypeAdapter(list[model]).dump_json` gives; object key order may differ)."""
         ...
 
     def iterate(self, query: Query = ..., batch_size: int = 500) -> AsyncIterator[E]:

@@ -37,6 +37,7 @@ from tbd_agents.storage.common import (
     check_update_fields,
     check_upsert_key,
     iterate_pages,
+    list_json_via_models,
     validate_changes,
     well_formed_id,
 )
@@ -52,6 +53,7 @@ from tbd_agents.storage.mongo.query import (
 from tbd_agents.storage.postgres.schema import CASCADES
 from tbd_agents.storage.protocol import (
     Filter,
+    JsonPage,
     Page,
     Query,
     Repository,
@@ -149,6 +151,14 @@ class MongoRepository(Generic[E]):
             for s in checked.sort
         ]
         return Page(items=items, next_cursor=encode_cursor(position))
+
+    async def list_json(
+        self,
+        query: Query = Query(),  # noqa: B008 - frozen dataclass
+        omit: frozenset[str] = frozenset(),
+    ) -> JsonPage:
+        """`list` serialised by the models (documents are decoded into models anyway)."""
+        return await list_json_via_models(self.list, self.model, query, omit)
 
     def iterate(self, query: Query = Query(), batch_size: int = 500) -> AsyncIterator[E]:  # noqa: B008
         """Every matching record in the query's order, fetched in keyset pages of `batch_size`.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
@@ -26,8 +27,17 @@ def json_dumps(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default)
 
 
+#: A run of digits long enough to be an integer outside orjson's 64-bit range.
+_LONG_NUMBER = re.compile(r"[0-9]{19,}")
+_LONG_NUMBER_BYTES = re.compile(rb"[0-9]{19,}")
+
+
 def json_loads(text: str | bytes) -> Any:
-    """Python objects from JSONB text (orjson)."""
+    """Python objects from JSONB text (orjson). orjson reads an integer beyond 64 bits as a
+    float; text with such a run of digits goes through the standard library, which keeps it."""
+    long = _LONG_NUMBER.search(text) if isinstance(text, str) else _LONG_NUMBER_BYTES.search(text)
+    if long:
+        return json.loads(text)
     return orjson.loads(text)
 
 

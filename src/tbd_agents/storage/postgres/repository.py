@@ -61,14 +61,16 @@ from tbd_agents.storage.common import (
     cursor_values,
     fields_of,
     iterate_pages,
+    list_json_via_models,
     validate_changes,
     well_formed_id,
 )
 from tbd_agents.storage.postgres.errors import UPGRADE_HINT, translate, where
+from tbd_agents.storage.postgres.json_rows import json_array, json_document
 from tbd_agents.storage.postgres.query import db_value, keyset_clause, order_by, where_clause
 from tbd_agents.storage.postgres.rows import row_builder
 from tbd_agents.storage.postgres.tables import TABLES  # every table, extra modules included
-from tbd_agents.storage.protocol import Filter, Page, Query, Repository, encode_cursor
+from tbd_agents.storage.protocol import Filter, JsonPage, Page, Query, Repository, encode_cursor
 
 E = TypeVar("E", bound=Entity)
 
@@ -206,6 +208,40 @@ class PostgresRepository(Generic[E]):
         if not more:
             return Page(items=items, next_cursor=None)
         return Page(items=items, next_cursor=encode_cursor(cursor_values(items[-1], checked.sort)))
+
+    async def list_json(
+        self,
+        query: Query = Query(),  # noqa: B008 - frozen dataclass
+        omit: frozenset[str] = frozenset(),
+    ) -> JsonPage:
+        """The page `list` returns, serialised by PostgreSQL (`json_rows`): one statement, the
+        same rows and cursor, no model built. Falls back to models for a column type
+        `json_rows` does not translate."""
+        fields = tuple(name for name in self._columns if name not in omit)
+        document = json_document(self.table, fields)
+        if document is None:
+            return await list_json_via_models(self.list, self.model, query, omit)
+        checked = check_query(self.model, query)
+        conds = where_clause(self.table, self.model, checked.filters)
+        if checked.after is not None:
+            conds.append(keyset_clause(self.table, checked.sort, checked.after))
+        keys = [self.table.c[s.field] for s in checked.sort]
+        stmt = (
+            select(document, *keys)
+            .select_from(self.table)
+            .where(*conds)
+            .order_by(*order_by(self.table, checked.sort))
+        )
+        if checked.limit is not None:
+            stmt = stmt.limit(checked.limit + 1)
+        rows = (await self._execute(stmt)).all()
+        more = checked.limit is not None and len(rows) > checked.limit
+        if more:
+            rows = rows[: checked.limit]
+        items = json_array(row[0] for row in rows)
+        if not more:
+            return JsonPage(items, None)
+        return JsonPage(items, encode_cursor(list(rows[-1][1:])))
 
     def iterate(self, query: Query = Query(), batch_size: int = 500) -> AsyncIterator[E]:  # noqa: B008
         """Every matching record in the query's order, fetched in keyset pages of `batch_size`.
