@@ -257,7 +257,7 @@ async def bench(args: argparse.Namespace) -> None:
         async def list_all(c: Conn) -> tuple[int, int]:
             status, body = await c.request("GET", "/api/agents?limit=1000&tags=bench")
             # count the records without parsing (the load generator shares the 2 cores)
-            return 1, int(status != 200 or body.count(b'"system_prompt":') != 1000)
+            return 1, int(status != 200 or body.count(b'"system_prompt"') != 1000)
 
         proc = psutil.Process(server.pid)
         print(f"API process RSS after seeding: {proc.memory_info().rss / 2**20:.0f} MB", flush=True)

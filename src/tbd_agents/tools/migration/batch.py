@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tbd_agents.tools.migration.bsonio import SourceDocument, Undecodable
+from tbd_agents.tools.migration.copybin import BinaryRows
 from tbd_agents.tools.migration.transform import (
     CollectionSpec,
     Converted,
@@ -69,6 +70,12 @@ class PreparedBatch:
     warnings: list[Warning] = field(default_factory=list)
     extra_kept: Counter[str] = field(default_factory=Counter)
     extra_dropped: Counter[str] = field(default_factory=Counter)
+    #: The records already encoded for a binary COPY (converter processes), `records` then empty.
+    binary: BinaryRows | None = None
+
+    def __len__(self) -> int:
+        """How many rows there are to load."""
+        return len(self.ids)
 
 
 def classify(

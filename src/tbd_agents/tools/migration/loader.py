@@ -24,6 +24,7 @@ import asyncpg  # type: ignore[import-untyped]
 from tbd_agents.storage.postgres.schema_migration import migration_checkpoints
 from tbd_agents.tools.migration.batch import PreparedBatch, Rejection
 from tbd_agents.tools.migration.convert import extended_json
+from tbd_agents.tools.migration.copybin import one_chunk
 from tbd_agents.tools.migration.transform import CollectionSpec
 
 
@@ -118,7 +119,7 @@ class TableLoader:
         the database refused (orphans, constraint violations) before the transaction commits, so
         they are on record even if the process dies right after the commit."""
         outcome = BatchOutcome()
-        indices = list(range(len(batch.records)))
+        indices = list(range(len(batch)))
         async with self.conn.transaction():
             if mode == "copy" and indices and await self._try_copy(batch):
                 outcome.inserted = len(indices)
@@ -135,14 +136,25 @@ class TableLoader:
     async def _try_copy(self, batch: PreparedBatch) -> bool:
         try:
             async with self.conn.transaction():
-                await self.conn.copy_records_to_table(
-                    self.spec.name, records=batch.records, columns=self.spec.columns
-                )
+                await self._copy(self.spec.name, batch, None)
         except WRITE_ERRORS as exc:
             if not row_level(exc):
                 raise
             return False
         return True
+
+    async def _copy(self, table: str, batch: PreparedBatch, indices: Sequence[int] | None) -> None:
+        """COPY the batch's rows (those at `indices`, or all) into `table`."""
+        if batch.binary is not None:
+            await self.conn.copy_to_table(
+                table,
+                source=one_chunk(batch.binary.payload(indices)),
+                columns=self.spec.columns,
+                format="binary",
+            )
+            return
+        records = batch.records if indices is None else [batch.records[i] for i in indices]
+        await self.conn.copy_records_to_table(table, records=records, columns=self.spec.columns)
 
     async def _upsert(
         self, batch: PreparedBatch, indices: Sequence[int], outcome: BatchOutcome
@@ -151,11 +163,7 @@ class TableLoader:
         try:
             async with self.conn.transaction():
                 await self.conn.execute(f"TRUNCATE {self.stage}")
-                await self.conn.copy_records_to_table(
-                    self.stage_name,
-                    records=[batch.records[i] for i in indices],
-                    columns=self.spec.columns,
-                )
+                await self._copy(self.stage_name, batch, indices)
                 orphans = await self.conn.fetch(self._orphan_sql) if self._orphan_sql else []
                 inserted, updated = await self.conn.fetchrow(self._upsert_sql)
         except WRITE_ERRORS as exc:

@@ -5,8 +5,10 @@ so a worker thread cannot run it beside the event loop that drives the load. `Co
 `convert_frames` in separate processes instead:
 
 * the parent reads raw BSON frames from the dump (cheap) and sends each batch's bytes to a child;
-* the child decodes, converts and encodes the batch exactly as the thread path does
-  (`prepare_batch`) and sends back the records, ids, rejections and warnings — not the decoded
+* the child decodes and converts the batch exactly as the thread path does (`prepare_batch`),
+  encodes the rows for a binary COPY (`copybin`: the parent then only forwards bytes, instead of
+  unpickling tuples and encoding them on its own core) and sends back those bytes, the ids,
+  rejections and warnings — not the decoded
   documents: the parent keeps the raw frames and decodes a document only if it must be
   quarantined later (`LazyDocuments`);
 * at most `workers + 1` batches are in flight (`ordered`), so memory stays bounded by the batch
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import multiprocessing
 import os
 import signal
@@ -33,6 +36,7 @@ from typing import overload
 
 from tbd_agents.tools.migration.batch import PreparedBatch, prepare_batch
 from tbd_agents.tools.migration.bsonio import SourceDocument
+from tbd_agents.tools.migration.copybin import ENCODE_ERRORS, RowEncoder, row_encoder
 from tbd_agents.tools.migration.transform import SPECS
 
 _PR_SET_PDEATHSIG = 1
@@ -60,11 +64,26 @@ def convert_frames(collection: str, frames: list[bytes]) -> tuple[PreparedBatch,
     position = {id(document): i for i, document in enumerate(documents)}
     accepted = [position[id(document)] for document in batch.documents]
     batch.documents = []
+    encoder = _row_encoder(collection)
+    if encoder is not None:  # the parent forwards these bytes to COPY as they are
+        try:
+            batch.binary = encoder.encode(batch.records)
+        except ENCODE_ERRORS:
+            pass  # a value the column cannot take: the loader finds and quarantines its row
+        else:
+            batch.records = []
+            return batch, accepted
     # Enum members pickle as a class lookup + call each; their text is what COPY sends anyway.
     batch.records = [
         tuple(v._value_ if isinstance(v, Enum) else v for v in record) for record in batch.records
     ]
     return batch, accepted
+
+
+@functools.cache
+def _row_encoder(collection: str) -> RowEncoder | None:
+    spec = SPECS[collection]
+    return row_encoder(spec.table, spec.columns)
 
 
 class LazyDocuments(Sequence[SourceDocument]):

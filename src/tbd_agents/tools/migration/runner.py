@@ -380,9 +380,7 @@ class Migration:
         result.quarantined.update(r.category for r in outcome.rejected)
         self.reporter.batch_done(
             result,
-            BatchStep(
-                batch.read, len(batch.records), len(batch.rejected) + len(outcome.rejected), outcome
-            ),
+            BatchStep(batch.read, len(batch), len(batch.rejected) + len(outcome.rejected), outcome),
         )
 
     # ----------------------------------------------------------------------------- dry run
