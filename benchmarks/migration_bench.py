@@ -28,11 +28,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import bson
+import psutil
 from bson import ObjectId
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,6 +113,8 @@ async def _child(dump: Path, url: str, batch_size: int, workers: int) -> dict[st
     from tbd_agents.tools.migration.runner import Migration, Options
     from tbd_agents.tools.migration.sources import DumpSource
 
+    sampler = PssSampler()
+    sampler.start()
     conn = await asyncpg.connect(url)
     backend = await conn.fetchval("SELECT pg_backend_pid()")
     server_cpu = _cpu_of(backend)
@@ -143,8 +147,43 @@ async def _child(dump: Path, url: str, batch_size: int, workers: int) -> dict[st
         "workers": workers,
         # The migration process plus its converter processes (peak of each, summed).
         "peak_rss_mb": (peak_rss() + children_rss) / 2**20,
+        "parent_rss_mb": peak_rss() / 2**20,
+        # Peak of the processes' summed PSS (shared pages split between their sharers), sampled.
+        "peak_pss_mb": sampler.stop() / 2**20,
+        "children_rss_mb": children_rss / 2**20,
         "server_cpu_seconds": server_cpu,
     }
+
+
+class PssSampler(threading.Thread):
+    """Samples the summed proportional set size of this process and its children (10 Hz)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak = 0
+        self._done = threading.Event()
+
+    @staticmethod
+    def _pss(pid: int) -> int:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            return 0
+        for line in text.splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def run(self) -> None:
+        me = psutil.Process()
+        while not self._done.wait(0.1):
+            pids = [me.pid] + [c.pid for c in me.children(recursive=True)]
+            self.peak = max(self.peak, sum(self._pss(p) for p in pids))
+
+    def stop(self) -> int:
+        self._done.set()
+        self.join()
+        return self.peak
 
 
 def _children_cpu() -> float:
@@ -249,13 +288,16 @@ def main() -> None:
             server.stop()
         print(f"\nload average at the end: {os.getloadavg()}\n")
         print(
-            "| messages | batch | first load rows/s | re-run rows/s | first load end to end | peak RSS (first / re-run) | CPU µs/row: migration process + PostgreSQL backend (first / re-run) |"
+            "| messages | batch | first load rows/s | re-run rows/s | first load end to end | peak RSS, summed (first / re-run) | peak PSS, summed (first / re-run) | CPU µs/row: migration process + PostgreSQL backend (first / re-run) |"
         )
-        print("|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|")
         for size, batch, first, again in rows:
             rerun = f"{again['rows_per_s']:,.0f}" if again else "-"
             rss = f"{first['peak_rss_mb']:.0f} MB" + (
                 f" / {again['peak_rss_mb']:.0f} MB" if again else ""
+            )
+            pss = f"{first['peak_pss_mb']:.0f} MB" + (
+                f" / {again['peak_pss_mb']:.0f} MB" if again else ""
             )
             cpu = " / ".join(
                 f"{r['cpu_seconds'] / r['rows'] * 1e6:.0f} + {r['server_cpu_seconds'] / r['rows'] * 1e6:.0f}"
@@ -263,7 +305,7 @@ def main() -> None:
                 if r
             )
             print(
-                f"| {size} | {batch:,} | {first['rows_per_s']:,.0f} | {rerun} | {first['process_seconds']:.1f} s | {rss} | {cpu} |"
+                f"| {size} | {batch:,} | {first['rows_per_s']:,.0f} | {rerun} | {first['process_seconds']:.1f} s | {rss} | {pss} | {cpu} |"
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)

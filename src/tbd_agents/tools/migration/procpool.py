@@ -14,9 +14,12 @@ so a worker thread cannot run it beside the event loop that drives the load. `Co
 * at most `workers + 1` batches are in flight (`ordered`), so memory stays bounded by the batch
   size, never by the dump size, and results come back in source order (checkpoints stay exact).
 
-Children are forked (they inherit the imported modules, so starting one costs milliseconds), ask
-the kernel to kill them when the parent dies (`PR_SET_PDEATHSIG`), and ignore Ctrl-C (the parent
-handles it and shuts the pool down).
+Children are forked (they inherit the imported modules, so starting one costs milliseconds; a
+fork server or spawned children would re-import the program's `__main__`, the whole CLI), ask the
+kernel to kill them when the parent dies (`PR_SET_PDEATHSIG`), and ignore Ctrl-C (the parent
+handles it and shuts the pool down). Pages inherited at the fork stay shared until written, so
+the sum of the processes' RSS counts them once per process; `docs/migration.md` gives both that
+sum and the proportional (PSS) total.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import functools
 import multiprocessing
 import os
 import signal
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -50,6 +54,11 @@ def _child_init() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):  # not Linux: the executor's own shutdown still applies
         pass
+
+
+def _started() -> int:
+    time.sleep(0.05)
+    return os.getpid()
 
 
 def convert_frames(collection: str, frames: list[bytes]) -> tuple[PreparedBatch, list[int]]:
@@ -128,9 +137,12 @@ class ConverterPool:
             mp_context=multiprocessing.get_context("fork"),
             initializer=_child_init,
         )
-        # Fork the children now, before any reader thread is busy.
-        self._executor.submit(os.getpid).result()
-        self.pids = list(getattr(self._executor, "_processes", None) or {})
+        # Fork every child now, before any reader thread is busy (one short task per child).
+        started = [self._executor.submit(_started) for _ in range(self.workers)]
+        self.pids = sorted(
+            {future.result() for future in started}
+            | set(getattr(self._executor, "_processes", None) or {})
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
