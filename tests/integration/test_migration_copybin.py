@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Table
 
 from tbd_agents.storage.postgres.engine import libpq_url
-from tbd_agents.tools.migration.copybin import ENCODE_ERRORS, BinaryRows, one_chunk, row_encoder
+from tbd_agents.tools.migration.copybin import BinaryRows, Unencodable, one_chunk, row_encoder
 from tbd_agents.tools.migration.transform import SPECS, CollectionSpec, to_record
 from tests.contract.test_rows import full_record
 from tests.support import pg
@@ -119,11 +119,11 @@ def test_payload_of_some_rows() -> None:
     assert isinstance(whole, BinaryRows) and len(whole) == 5
 
 
-def test_a_value_the_column_cannot_take_raises_an_encode_error() -> None:
+def test_a_value_the_column_cannot_take_is_unencodable() -> None:
     spec = SPECS["agents"]
     encoder = row_encoder(spec.table, spec.columns)
     assert encoder is not None
     for bad in ({"max_turns": 2**31}, {"name": "lone \ud800 surrogate"}):
         record = to_record(spec, {**dict(full_record(spec.model).__dict__), **bad})
-        with pytest.raises(ENCODE_ERRORS):
+        with pytest.raises(Unencodable):
             encoder.encode([record])

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tbd_agents.tools.migration.bsonio import SourceDocument, Undecodable
-from tbd_agents.tools.migration.copybin import BinaryRows
+from tbd_agents.tools.migration.copybin import BinaryRows, RowEncoder
 from tbd_agents.tools.migration.transform import (
     CollectionSpec,
     Converted,
@@ -72,6 +72,8 @@ class PreparedBatch:
     extra_dropped: Counter[str] = field(default_factory=Counter)
     #: The records already encoded for a binary COPY (converter processes), `records` then empty.
     binary: BinaryRows | None = None
+    #: For each record, the position of its document in the batch's input.
+    positions: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         """How many rows there are to load."""
@@ -97,14 +99,23 @@ def document_id(document: SourceDocument) -> Any:
 
 
 def prepare_batch(
-    spec: CollectionSpec, documents: Sequence[SourceDocument], superseded: Mapping[str, str]
+    spec: CollectionSpec,
+    documents: Sequence[SourceDocument],
+    superseded: Mapping[str, str],
+    encoder: RowEncoder | None = None,
 ) -> PreparedBatch:
-    """Convert every document of a batch (see module docstring)."""
+    """Convert every document of a batch (see module docstring).
+
+    With `encoder`, each row is encoded for a binary COPY as soon as it is converted and the batch
+    keeps neither the records nor their documents (only `positions`), so `documents` may decode
+    each one on access and memory holds one document at a time; raises `Unencodable` if a value
+    does not fit its column."""
     batch = PreparedBatch(
         read=len(documents), last_id=document_id(documents[-1]) if documents else None
     )
     parent_column = spec.parent[0] if spec.parent else None
-    for document in documents:
+    encoded: list[bytes] = []
+    for position, document in enumerate(documents):
         converted = classify(spec, document, superseded)
         if converted.extra:
             (batch.extra_kept if converted.extra_kept else batch.extra_dropped).update(
@@ -121,11 +132,17 @@ def prepare_batch(
             )
         if converted.nonfinite:
             batch.warnings.append(Warning(row["id"], NONFINITE_WARNING))
-        batch.records.append(to_record(spec, row))
+        if encoder is not None:
+            encoded.append(encoder.encode_one(to_record(spec, row)))
+        else:
+            batch.records.append(to_record(spec, row))
+            batch.documents.append(document)
+        batch.positions.append(position)
         batch.ids.append(row["id"])
-        batch.documents.append(document)
         if parent_column is not None:
             batch.parent_ids.append(row[parent_column])
+    if encoder is not None:
+        batch.binary = BinaryRows.of(encoded)
     return batch
 
 

@@ -49,8 +49,9 @@ _EMPTY_ARRAY = {oid: struct.pack("!iiii", 12, 0, 0, oid) for oid in (_TEXT_OID, 
 Encoder = Callable[[Any], bytes]
 
 #: What encoding a value the column cannot take raises (a number out of range, a lone surrogate,
-#: a value of the wrong type). The batch then travels as tuples, so that the loader isolates and
-#: quarantines the row with PostgreSQL's or asyncpg's own message, as without converter processes.
+#: a value of the wrong type); `RowEncoder.encode_one` turns it into `Unencodable`. The batch then
+#: travels as tuples, so that the loader isolates and quarantines the row with PostgreSQL's or
+#: asyncpg's own message, as without converter processes.
 ENCODE_ERRORS = (struct.error, OverflowError, ValueError, TypeError, AttributeError)
 
 
@@ -117,6 +118,10 @@ def _encoder(column_type: Any) -> Encoder | None:
     return None
 
 
+class Unencodable(Exception):
+    """A record holds a value its column cannot take (see `ENCODE_ERRORS`)."""
+
+
 class RowEncoder:
     """Encodes records (tuples in `columns` order) of one table as binary COPY tuples."""
 
@@ -124,21 +129,19 @@ class RowEncoder:
         self._encoders = encoders
         self._count = struct.pack("!h", len(encoders))
 
+    def encode_one(self, record: Sequence[Any]) -> bytes:
+        """One record as one COPY tuple; Unencodable if a value does not fit its column."""
+        try:
+            return self._count + b"".join(
+                _NULL if value is None else encode(value)
+                for encode, value in zip(self._encoders, record, strict=True)
+            )
+        except ENCODE_ERRORS as exc:
+            raise Unencodable(f"{type(exc).__name__}: {exc}") from exc
+
     def encode(self, records: Sequence[Sequence[Any]]) -> BinaryRows:
         """The records as one buffer of COPY tuples, with where each one starts."""
-        parts: list[bytes] = []
-        offsets = array("q", [0])
-        size = 0
-        count, encoders = self._count, self._encoders
-        for record in records:
-            row = count + b"".join(
-                _NULL if value is None else encode(value)
-                for encode, value in zip(encoders, record, strict=True)
-            )
-            parts.append(row)
-            size += len(row)
-            offsets.append(size)
-        return BinaryRows(b"".join(parts), offsets)
+        return BinaryRows.of([self.encode_one(record) for record in records])
 
 
 def row_encoder(table: Table, columns: Sequence[str]) -> RowEncoder | None:
@@ -158,6 +161,16 @@ class BinaryRows:
 
     data: bytes
     offsets: array[int]
+
+    @classmethod
+    def of(cls, rows: Sequence[bytes]) -> BinaryRows:
+        """Rows encoded one by one (`RowEncoder.encode_one`), as one buffer."""
+        offsets = array("q", [0])
+        size = 0
+        for row in rows:
+            size += len(row)
+            offsets.append(size)
+        return cls(b"".join(rows), offsets)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1

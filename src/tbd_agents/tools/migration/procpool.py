@@ -40,7 +40,7 @@ from typing import overload
 
 from tbd_agents.tools.migration.batch import PreparedBatch, prepare_batch
 from tbd_agents.tools.migration.bsonio import SourceDocument
-from tbd_agents.tools.migration.copybin import ENCODE_ERRORS, RowEncoder, row_encoder
+from tbd_agents.tools.migration.copybin import RowEncoder, Unencodable, row_encoder
 from tbd_agents.tools.migration.transform import SPECS
 
 _PR_SET_PDEATHSIG = 1
@@ -65,28 +65,26 @@ def convert_frames(collection: str, frames: list[bytes]) -> tuple[PreparedBatch,
     """Decode and convert one batch of raw frames (runs in a child).
 
     Returns the prepared batch without its `documents` and, for each record, the position of its
-    frame in `frames` (so the parent can decode that document again if it is ever needed)."""
-    from tbd_agents.tools.migration.sources import decode_frame
-
-    documents = [decode_frame(raw) for raw in frames]
-    batch = prepare_batch(SPECS[collection], documents, {})
-    position = {id(document): i for i, document in enumerate(documents)}
-    accepted = [position[id(document)] for document in batch.documents]
-    batch.documents = []
+    frame in `frames` (so the parent can decode that document again if it is ever needed). The
+    rows come encoded for a binary COPY, one document decoded at a time; if a value does not fit
+    its column, the batch comes as tuples instead (the loader then isolates that row)."""
+    spec = SPECS[collection]
+    documents = LazyDocuments(frames, range(len(frames)))
     encoder = _row_encoder(collection)
     if encoder is not None:  # the parent forwards these bytes to COPY as they are
         try:
-            batch.binary = encoder.encode(batch.records)
-        except ENCODE_ERRORS:
-            pass  # a value the column cannot take: the loader finds and quarantines its row
+            batch = prepare_batch(spec, documents, {}, encoder)
+        except Unencodable:
+            pass
         else:
-            batch.records = []
-            return batch, accepted
+            return batch, batch.positions
+    batch = prepare_batch(spec, documents, {})
+    batch.documents = []
     # Enum members pickle as a class lookup + call each; their text is what COPY sends anyway.
     batch.records = [
         tuple(v._value_ if isinstance(v, Enum) else v for v in record) for record in batch.records
     ]
-    return batch, accepted
+    return batch, batch.positions
 
 
 @functools.cache
@@ -98,7 +96,7 @@ def _row_encoder(collection: str) -> RowEncoder | None:
 class LazyDocuments(Sequence[SourceDocument]):
     """The source documents of a batch's records, decoded from the raw frames on access."""
 
-    def __init__(self, frames: list[bytes], accepted: list[int]) -> None:
+    def __init__(self, frames: list[bytes], accepted: Sequence[int]) -> None:
         self._frames = frames
         self._accepted = accepted
 
