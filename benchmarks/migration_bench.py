@@ -207,8 +207,9 @@ def _run_child(dump: Path, url: str, batch_size: int, workers: int) -> dict[str,
         [sys.executable, __file__, "--child", str(dump), url, str(batch_size), str(workers)],
         capture_output=True,
         text=True,
-        check=True,
     )
+    if out.returncode != 0:
+        raise SystemExit(f"the migration process failed:\n{out.stderr}")
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     result["process_seconds"] = time.perf_counter() - started
     return result
