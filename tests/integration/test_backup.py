@@ -12,9 +12,11 @@ from sqlalchemy.engine import URL
 from typer.testing import CliRunner
 
 from tbd_agents.cli import app
+from tbd_agents.embeddings.hashing import HashingEmbedder
 from tbd_agents.errors import StorageError
-from tbd_agents.storage.postgres.engine import libpq_url
+from tbd_agents.storage.postgres.engine import create_engine, libpq_url
 from tbd_agents.tools import backup
+from tbd_agents.tools.migration.memvectors import MemoryEmbeddings
 from tbd_agents.tools.migration.report import ReportLog
 from tbd_agents.tools.migration.runner import Migration, Options
 from tbd_agents.tools.migration.sources import DumpSource
@@ -28,28 +30,19 @@ runner = CliRunner()
 
 async def _populate(url: URL, dump: Path, tmp: Path) -> None:
     conn = await asyncpg.connect(libpq_url(url))
+    engine = create_engine(url, pool_size=1, max_overflow=1)
     try:
         log = ReportLog(tmp / "q.jsonl")
-        await Migration(DumpSource(dump, DB), conn, Options(), log).run()
+        # The memory vectors come from the memories' embeddings (one has the column's size).
+        embeddings = MemoryEmbeddings(HashingEmbedder(384).space, engine)
+        await Migration(DumpSource(dump, DB), conn, Options(), log, embeddings=embeddings).run()
         log.close()
         item = await conn.fetchval("SELECT id FROM knowledge_items LIMIT 1")
-        memory = await conn.fetchrow(
-            "SELECT id, agent_id, scope, key, value FROM memories WHERE embedding IS NOT NULL LIMIT 1"
-        )
         vector = "[" + ",".join(f"{(i % 7) / 7 - 0.3:.6f}" for i in range(384)) + "]"
         await conn.execute(
             "INSERT INTO knowledge_chunks (item_id, source_id, chunk_index, text, start_offset, end_offset, embedding) "
             "SELECT id, source_id, 0, 'chunk text', 0, 10, $2::vector FROM knowledge_items WHERE id = $1",
             item,
-            vector,
-        )
-        await conn.execute(
-            "INSERT INTO memory_vectors (id, agent_id, scope, key, text, embedding) VALUES ($1, $2, $3, $4, $5, $6::vector)",
-            memory["id"],
-            memory["agent_id"],
-            memory["scope"],
-            memory["key"],
-            memory["value"],
             vector,
         )
         await conn.execute(
@@ -59,6 +52,7 @@ async def _populate(url: URL, dump: Path, tmp: Path) -> None:
         )
     finally:
         await conn.close()
+        await engine.dispose()
 
 
 async def _checksums(url: URL) -> dict[str, tuple[int, str]]:

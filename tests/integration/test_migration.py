@@ -32,9 +32,11 @@ VERIFY = ROOT / "scripts" / "verify_migration.py"
 def run_script(
     script: Path, *args: str, url: URL, cwd: Path, tz: str = "Asia/Kolkata"
 ) -> subprocess.CompletedProcess[str]:
-    """Run one of the guide's scripts as a user would: settings from the environment only."""
+    """Run one of the guide's scripts as a user would: settings from the environment only
+    (the offline hashing embedder unless the test sets EMBEDDING_PROVIDER)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "MONGO_", "DB_"))}
     env.update(POSTGRES_URI=libpq_url(url), TZ=tz, COLUMNS="200")
+    env.setdefault("EMBEDDING_PROVIDER", "hashing")
     return subprocess.run(
         [sys.executable, str(script), *args],
         cwd=cwd,

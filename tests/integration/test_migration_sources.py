@@ -10,8 +10,10 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import URL
 
+from tbd_agents.embeddings.hashing import HashingEmbedder
 from tbd_agents.errors import InvalidData
-from tbd_agents.storage.postgres.engine import libpq_url
+from tbd_agents.storage.postgres.engine import create_engine, libpq_url
+from tbd_agents.tools.migration.memvectors import MemoryEmbeddings
 from tbd_agents.tools.migration.report import ReportLog, read_report
 from tbd_agents.tools.migration.runner import Migration, Options
 from tbd_agents.tools.migration.sources import ArchiveSource, DumpSource, MongoSource, Source
@@ -43,15 +45,25 @@ async def conns(target: URL) -> AsyncIterator[tuple[asyncpg.Connection, asyncpg.
     await b.close()
 
 
+@pytest.fixture
+async def embeddings(target: URL) -> AsyncIterator[MemoryEmbeddings]:
+    """The memory vectors' space (the hashing embedder's) and an engine to record it."""
+    engine = create_engine(target, pool_size=1, max_overflow=1)
+    yield MemoryEmbeddings(HashingEmbedder(384).space, engine)
+    await engine.dispose()
+
+
 async def migrate_and_verify(
     source: Source,
     conns: tuple[asyncpg.Connection, asyncpg.Connection],
     report: Path,
+    embeddings: MemoryEmbeddings,
     batch_size: int = 3,
 ) -> set[tuple[str, str | None, str]]:
     log = ReportLog(report)
     try:
-        await Migration(source, conns[0], Options(batch_size=batch_size), log).run()
+        options = Options(batch_size=batch_size)
+        await Migration(source, conns[0], options, log, embeddings=embeddings).run()
     finally:
         log.close()
     result = await Verifier(source, *conns).run()
@@ -65,7 +77,9 @@ async def migrate_and_verify(
 
 
 async def test_gzip_archive_with_interleaved_segments(
-    conns: tuple[asyncpg.Connection, asyncpg.Connection], tmp_path: Path
+    conns: tuple[asyncpg.Connection, asyncpg.Connection],
+    embeddings: MemoryEmbeddings,
+    tmp_path: Path,
 ) -> None:
     dataset = edge_case_dataset()
     namespaces = archive_of(dataset) | {
@@ -76,7 +90,8 @@ async def test_gzip_archive_with_interleaved_segments(
     try:
         assert source.identity == f"archive:{archive.resolve()}"
         assert await source.count("chat_messages") == len(dataset.documents["chat_messages"])
-        assert await migrate_and_verify(source, conns, tmp_path / "q.jsonl") == dataset.quarantined
+        quarantined = await migrate_and_verify(source, conns, tmp_path / "q.jsonl", embeddings)
+        assert quarantined == dataset.quarantined
     finally:
         await source.close()
     # Only the wanted database was taken: other_db's agents are not in the target.
@@ -84,7 +99,9 @@ async def test_gzip_archive_with_interleaved_segments(
 
 
 async def test_live_database_through_the_async_driver_api(
-    conns: tuple[asyncpg.Connection, asyncpg.Connection], tmp_path: Path
+    conns: tuple[asyncpg.Connection, asyncpg.Connection],
+    embeddings: MemoryEmbeddings,
+    tmp_path: Path,
 ) -> None:
     dataset = edge_case_dataset(live=True, log_entries=200, big=20_000)
     client, database = emulated_database(dataset)
@@ -92,7 +109,7 @@ async def test_live_database_through_the_async_driver_api(
         database, label="emulated", identity="mongodb:emulated/" + DB, client=client
     )
     assert (
-        await migrate_and_verify(source, conns, tmp_path / "q.jsonl", batch_size=4)
+        await migrate_and_verify(source, conns, tmp_path / "q.jsonl", embeddings, batch_size=4)
         == dataset.quarantined
     )
     # The same data read from a dump verifies against what the live run wrote.

@@ -336,6 +336,9 @@ def edge_case_dataset(
         },
         "memory_mixed_numbers",
     )
+    # An embedding of 4 dimensions: migrated in its row, but no memory vector (the column holds
+    # 384), which the memory vectors step reports as a warning.
+    d.warned.add(("embedding:memories", d.ids["memory_mixed_numbers"]))
     d.quarantine(
         "memories", {"_id": oid(), "agent_id": agent_ref, "scope": "team", "key": "k3"}, "invalid"
     )

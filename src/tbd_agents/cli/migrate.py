@@ -2,9 +2,10 @@
 
 `scripts/migrate_mongo_to_postgres.py` and `scripts/verify_migration.py` run these same commands,
 so both spellings take the same flags. Connections come from the settings (MONGO_URI,
-MONGO_DB_NAME, POSTGRES_URI; no POSTGRES_URI = the embedded PostgreSQL). Exit status: 0 done
-(verify: PASS), 1 failed (verify: FAIL), or documents were quarantined without
-`--accept-quarantine`.
+MONGO_DB_NAME, POSTGRES_URI; no POSTGRES_URI = the embedded PostgreSQL; EMBEDDING_* for the space
+of the memory vectors copied from the memories' embeddings). Exit status: 0 done (verify: PASS),
+1 failed (verify: FAIL), documents were quarantined without `--accept-quarantine`, or memory
+vectors could not be copied (the summary says why).
 """
 
 from __future__ import annotations
@@ -24,14 +25,18 @@ from tbd_agents.tools.migration.endpoints import (
     close_vectors,
     connect,
     database_errors,
+    open_memory_embeddings,
     open_source,
     open_vectors,
     prepare_schema,
     target_database,
 )
+from tbd_agents.tools.migration.memvectors import STEP as MEMORY_VECTORS
+from tbd_agents.tools.migration.memvectors import MemoryEmbeddings
 from tbd_agents.tools.migration.render import RichReporter, migration_summary, verify_summary
 from tbd_agents.tools.migration.report import DEFAULT_QUARANTINE_FILE, ReportLog
-from tbd_agents.tools.migration.runner import Migration, MigrationResult, Options
+from tbd_agents.tools.migration.results import MigrationResult
+from tbd_agents.tools.migration.runner import Migration, Options, wanted_collections
 from tbd_agents.tools.migration.sources import Source
 from tbd_agents.tools.migration.vectors import VectorSource
 from tbd_agents.tools.migration.verify import Verifier, VerifyResult
@@ -154,10 +159,14 @@ def from_mongo(
     quarantined = result.quarantined
     if quarantined:
         console.print(f"{quarantined:,} documents quarantined: see {quarantine_file}")
-    if quarantined and not accept_quarantine:
+    refused = quarantined and not accept_quarantine
+    if refused:
         console.print(
             "Exit status 1: documents were quarantined (pass --accept-quarantine to accept them)."
         )
+    if result.problems:
+        console.print("Exit status 1: the migration needs attention (see above).")
+    if refused or result.problems:
         raise typer.Exit(1)
 
 
@@ -173,10 +182,26 @@ class SourceFlags:
         console.print(
             f"Vectors: {vectors.label}"
             if vectors
-            else "Vectors: no Qdrant source (set QDRANT_URL or pass --qdrant-path to copy the "
-            "knowledge chunk and memory vectors)"
+            else "Vectors: no Qdrant source: memory vectors come from the memories' embedding "
+            "field (set QDRANT_URL or pass --qdrant-path to copy the knowledge chunk and memory "
+            "vectors from Qdrant)"
         )
         return vectors
+
+    async def memory_embeddings(
+        self, config: Settings, console: Console, target: Target, vectors: VectorSource | None
+    ) -> MemoryEmbeddings | None:
+        """Without a Qdrant source, when memories are migrated: the embedder's space."""
+        if vectors is not None or MEMORY_VECTORS not in wanted_collections(self.collections):
+            return None
+        embeddings = await open_memory_embeddings(config, target)
+        console.print(
+            f"Memory vectors: recorded as {embeddings.space.describe()}"
+            if embeddings.unusable is None
+            else f"Memory vectors: not copied: {embeddings.unusable} (see the summary)",
+            markup=False,
+        )
+        return embeddings
 
     async def open(self, config: Settings, console: Console, target: Target) -> Source:
         source = await asyncio.to_thread(
@@ -201,10 +226,11 @@ async def _migrate(
     verbose: bool,
 ) -> MigrationResult:
     source = await flags.open(config, console, target)
-    conn = vectors = None
+    conn = vectors = embeddings = None
     log = ReportLog(quarantine_file)
     try:
         vectors = flags.vectors(config, console, target)
+        embeddings = await flags.memory_embeddings(config, console, target, vectors)
         console.print(
             f"Batch size {options.batch_size}"
             + (" · DRY RUN: nothing will be written" if options.dry_run else "")
@@ -219,12 +245,15 @@ async def _migrate(
         conn = await connect(target) if ready else None
         with RichReporter(console, verbose=verbose) as reporter:
             async with database_errors(target):
-                return await Migration(source, conn, options, log, reporter, vectors).run()
+                migration = Migration(source, conn, options, log, reporter, vectors, embeddings)
+                return await migration.run()
     finally:
         log.close()
         if conn is not None:
             await conn.close()
         await close_vectors(vectors)
+        if embeddings is not None:
+            await embeddings.engine.dispose()
         await source.close()
 
 

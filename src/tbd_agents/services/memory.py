@@ -48,6 +48,34 @@ def memory_text(key: str, value: str) -> str:
     return f"{key}: {value}"
 
 
+def memory_vector_record(
+    memory_id: str,
+    *,
+    agent_id: str,
+    scope: MemoryScope | str,
+    session_id: str | None,
+    owner: str | None,
+    key: str,
+    value: str,
+    vector: Sequence[float],
+) -> VectorRecord:
+    """The record of a memory in the `memories` vector collection: its text (`memory_text`) and
+    the payload searches filter on (`owner` is the memory's `created_by`). The service writes
+    these; the MongoDB migration builds the same ones from the migrated rows."""
+    return VectorRecord(
+        id=memory_id,
+        vector=vector,
+        text=memory_text(key, value),
+        payload={
+            "agent_id": agent_id,
+            "scope": MemoryScope(scope).value,
+            "session_id": session_id,
+            "owner": owner,
+            "key": key,
+        },
+    )
+
+
 def visible_to(agent: Agent, session_id: str | None) -> Where:
     """Memories an agent may read: its own agent-scoped ones, its session-scoped ones of
     `session_id`, and the global ones of its owner."""
@@ -138,17 +166,15 @@ class MemoryService:
 
     @staticmethod
     def _vector_record(memory: Memory, vector: Sequence[float]) -> VectorRecord:
-        return VectorRecord(
-            id=memory.id,
+        return memory_vector_record(
+            memory.id,
+            agent_id=memory.agent_id,
+            scope=memory.scope,
+            session_id=memory.session_id,
+            owner=memory.created_by,
+            key=memory.key,
+            value=memory.value,
             vector=vector,
-            text=memory_text(memory.key, memory.value),
-            payload={
-                "agent_id": memory.agent_id,
-                "scope": memory.scope.value,
-                "session_id": memory.session_id,
-                "owner": memory.created_by,
-                "key": memory.key,
-            },
         )
 
     async def _delete(self, ids: Sequence[str]) -> int:

@@ -19,6 +19,7 @@ from tbd_agents.config import Settings, redact_url
 from tbd_agents.errors import InvalidData, SchemaNotReady, TbdError
 from tbd_agents.storage.postgres.engine import libpq_url
 from tbd_agents.storage.postgres.errors import translate
+from tbd_agents.tools.migration.memvectors import MemoryEmbeddings
 from tbd_agents.tools.migration.sources import ArchiveSource, DumpSource, MongoSource, Source
 from tbd_agents.tools.migration.vectors import VectorSource
 
@@ -127,6 +128,19 @@ async def close_vectors(vectors: VectorSource | None) -> None:
     if vectors is not None:
         await vectors.qdrant.close()
         await vectors.engine.dispose()
+
+
+async def open_memory_embeddings(settings: Settings, target: Target) -> MemoryEmbeddings:
+    """The configured embedder's space (EMBEDDING_PROVIDER...), which the memory vectors copied
+    from the memories' embeddings are recorded as, with an engine on the target to record it."""
+    from tbd_agents.embeddings.factory import load_embedder
+    from tbd_agents.storage.postgres.engine import create_engine
+
+    choice = await load_embedder(settings)
+    engine = create_engine(
+        target.url, application_name="tbd-agents-migrate", pool_size=1, max_overflow=1
+    )
+    return MemoryEmbeddings.from_choice(choice, engine)
 
 
 @asynccontextmanager

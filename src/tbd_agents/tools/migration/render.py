@@ -19,7 +19,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from tbd_agents.tools.migration.runner import BatchStep, CollectionResult, MigrationResult
+from tbd_agents.tools.migration.results import BatchStep, CollectionResult, MigrationResult
 from tbd_agents.tools.migration.verify import VerifyResult
 
 
@@ -132,6 +132,9 @@ def migration_summary(console: Console, result: MigrationResult, *, dry_run: boo
                 f"  {c.name}: " + ", ".join(f"{n:,} x {k}" for k, n in c.warnings.most_common()),
                 highlight=False,
             )
+        if c.skipped:
+            reasons = ", ".join(f"{n:,} {k}" for k, n in c.skipped.most_common())
+            console.print(f"  {c.name}: left out {reasons}", highlight=False)
         if c.extra_kept:
             fields = ", ".join(f"{k} ({n:,})" for k, n in c.extra_kept.most_common())
             console.print(
@@ -149,6 +152,8 @@ def migration_summary(console: Console, result: MigrationResult, *, dry_run: boo
             f"  Not migrated (not TBD Agents collections): {', '.join(result.ignored)}",
             highlight=False,
         )
+    for problem in result.problems:
+        console.print(f"Needs attention: {problem}", highlight=False, markup=False)
 
 
 def verify_summary(console: Console, result: VerifyResult, *, verbose: bool = False) -> None:
@@ -173,10 +178,7 @@ def verify_summary(console: Console, result: VerifyResult, *, verbose: bool = Fa
     for c in result.collections:
         if c.excluded:
             reasons = ", ".join(f"{n:,} {k}" for k, n in c.excluded.most_common())
-            console.print(
-                f"  {c.name}: kept out by the conversion rules (quarantined): {reasons}",
-                highlight=False,
-            )
+            console.print(f"  {c.name}: {c.excluded_note}: {reasons}", highlight=False)
         if c.duplicate_ids:
             console.print(
                 f"  {c.name}: {c.duplicate_ids} ids occur more than once in the source",

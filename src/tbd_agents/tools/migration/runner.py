@@ -7,17 +7,19 @@ the checkpoint), converting batch N+1 while PostgreSQL writes batch N.
 
 A dry run reads and converts everything the same way and asks the target only read-only
 questions (which ids exist, which parents exist); it opens no write transaction.
+
+Vectors come after the documents: from Qdrant when a Qdrant source is given (`vectors`), else the
+memories' own embeddings (`memvectors`, step `embedding:memories`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
@@ -35,8 +37,22 @@ from tbd_agents.tools.migration.gridfs import (
     write_files,
 )
 from tbd_agents.tools.migration.loader import BatchOutcome, Checkpoints, Progress, TableLoader
+from tbd_agents.tools.migration.memvectors import STEP as MEMORY_VECTORS
+from tbd_agents.tools.migration.memvectors import (
+    MemoryEmbeddings,
+    MemoryVectorStep,
+    source_memories,
+    target_memories,
+)
 from tbd_agents.tools.migration.procpool import ConverterPool
 from tbd_agents.tools.migration.report import ReportLog
+from tbd_agents.tools.migration.results import (
+    BatchStep,
+    CollectionResult,
+    MigrationResult,
+    Reporter,
+    SilentReporter,
+)
 from tbd_agents.tools.migration.sources import Resume, Source
 from tbd_agents.tools.migration.transform import (
     LOAD_ORDER,
@@ -64,88 +80,15 @@ class Options:
     workers: int = 0
 
 
-@dataclass
-class CollectionResult:
-    """What happened to one collection in this run (counts of this run unless noted)."""
-
-    name: str
-    mode: str = "upsert"
-    total: int | None = None
-    resumed_from: int = 0
-    read: int = 0
-    inserted: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    #: Dry run only: rows that would be written, split by whether their id already exists.
-    would_insert: int = 0
-    would_overwrite: int = 0
-    quarantined: Counter[str] = field(default_factory=Counter)
-    #: Quarantined before this run resumed (from the checkpoint).
-    quarantined_before: int = 0
-    warnings: Counter[str] = field(default_factory=Counter)
-    extra_kept: Counter[str] = field(default_factory=Counter)
-    extra_dropped: Counter[str] = field(default_factory=Counter)
-    seconds: float = 0.0
-
-    @property
-    def quarantined_total(self) -> int:
-        return self.quarantined_before + sum(self.quarantined.values())
-
-
-@dataclass
-class MigrationResult:
-    collections: list[CollectionResult] = field(default_factory=list)
-    #: Source collections that are not among the 15 (reported, not migrated).
-    ignored: list[str] = field(default_factory=list)
-
-    @property
-    def quarantined(self) -> int:
-        return sum(c.quarantined_total for c in self.collections)
-
-    @property
-    def read(self) -> int:
-        return sum(c.read + c.resumed_from for c in self.collections)
-
-
-class Reporter(Protocol):
-    """Receives progress events (the CLI draws progress bars from them)."""
-
-    def collection_started(self, result: CollectionResult) -> None: ...
-
-    def batch_done(self, result: CollectionResult, step: BatchStep) -> None: ...
-
-    def collection_done(self, result: CollectionResult) -> None: ...
-
-
-@dataclass(frozen=True)
-class BatchStep:
-    """One batch dealt with: documents read, how many can be loaded / were quarantined, and,
-    unless this is a dry run, what the committed transaction did."""
-
-    read: int
-    convertible: int
-    quarantined: int
-    outcome: BatchOutcome | None = None
-
-
-class SilentReporter:
-    def collection_started(self, result: CollectionResult) -> None:
-        return None
-
-    def batch_done(self, result: CollectionResult, step: BatchStep) -> None:
-        return None
-
-    def collection_done(self, result: CollectionResult) -> None:
-        return None
-
-
-#: Everything a run can migrate, in order: the 15 collections, the GridFS files, and the Qdrant
-#: collections (copied when a Qdrant source is given).
-ALL_COLLECTIONS: tuple[str, ...] = (*LOAD_ORDER, FILES, *VECTOR_COLLECTIONS)
+#: Everything a run can migrate, in order: the 15 collections, the GridFS files, the memory
+#: vectors from the memories' embeddings (without a Qdrant source) and the Qdrant collections
+#: (copied when a Qdrant source is given).
+ALL_COLLECTIONS: tuple[str, ...] = (*LOAD_ORDER, FILES, MEMORY_VECTORS, *VECTOR_COLLECTIONS)
 
 
 def wanted_collections(names: Sequence[str] | None) -> list[str]:
-    """`names` (default: the 15 collections and GridFS) in load order; unknown names raise."""
+    """`names` (default: everything) in load order, the memory vectors with `memories`; unknown
+    names raise."""
     if not names:
         return list(ALL_COLLECTIONS)
     unknown = sorted(set(names) - set(ALL_COLLECTIONS))
@@ -153,9 +96,11 @@ def wanted_collections(names: Sequence[str] | None) -> list[str]:
         raise InvalidData(
             f"unknown collection {', '.join(unknown)}; the collections are: "
             f"{', '.join(sorted(LOAD_ORDER))}, {FILES} (GridFS files), and "
-            f"{', '.join(VECTOR_COLLECTIONS)} (vectors)"
+            f"{', '.join(VECTOR_COLLECTIONS)} (vectors); {MEMORY_VECTORS} (the memory vectors "
+            "from the memories' embeddings) comes with memories"
         )
-    return [n for n in ALL_COLLECTIONS if n in names]
+    wanted = {*names, MEMORY_VECTORS} if "memories" in names else set(names)
+    return [n for n in ALL_COLLECTIONS if n in wanted]
 
 
 async def check_source(source: Source, names: Sequence[str], allow_empty: bool) -> list[str]:
@@ -201,7 +146,11 @@ class Migration:
         log: ReportLog,
         reporter: Reporter | None = None,
         vectors: VectorSource | None = None,
+        embeddings: MemoryEmbeddings | None = None,
     ) -> None:
+        """`vectors`: the Qdrant source, if any. `embeddings`: the space memory vectors copied
+        from the memories' embeddings are recorded as (used without `vectors`; None: that step
+        is left out)."""
         if conn is None and not options.dry_run:
             raise ValueError("a target connection is required unless dry_run")
         self.source = source
@@ -210,6 +159,7 @@ class Migration:
         self.log = log
         self.reporter = reporter or SilentReporter()
         self.vectors = vectors
+        self.embeddings = embeddings
         # Dry run only: ids the run would have written, for the checks that look them up
         # (parents of children; knowledge items and their file_id, owners of GridFS files).
         self._dry_parents: dict[str, set[str]] = {}
@@ -243,6 +193,14 @@ class Migration:
                 elif self.options.collections:
                     raise InvalidData(
                         f"{name} needs a Qdrant source: set QDRANT_URL or pass --qdrant-path"
+                    )
+            elif name == MEMORY_VECTORS:
+                if self.vectors is None and self.embeddings is not None:
+                    await self._memory_vectors(result, "memories" in present)
+                elif self.options.collections and name in self.options.collections:
+                    raise InvalidData(
+                        f"{name} copies memory vectors only without a Qdrant source (with one, "
+                        "they come from qdrant:memories)"
                     )
             elif name == FILES:
                 result.collections.append(await self._files(name in present))
@@ -539,6 +497,28 @@ class Migration:
 
     # -------------------------------------------------------------------------- vectors
 
+    async def _memory_vectors(self, result: MigrationResult, present: bool) -> None:
+        """Memory vectors from the memories' embeddings: the migrated rows of the target; in a
+        dry run, the converted source documents (see `memvectors`)."""
+        assert self.embeddings is not None
+        size = self.options.batch_size
+        step = MemoryVectorStep(
+            self.conn, self.embeddings, self.log, self.reporter, dry_run=self.options.dry_run
+        )
+        memories: AsyncIterator[Sequence[Mapping[str, Any]]] = _no_memories()
+        total = 0
+        if not self.options.dry_run:
+            assert self.conn is not None
+            memories = target_memories(self.conn, size)
+            total = int(await self.conn.fetchval("SELECT count(*) FROM memories"))
+        elif present:
+            superseded = await find_superseded(self.source, SPECS["memories"], size)
+            memories = source_memories(self.source, size, superseded)
+            total = await self.source.count("memories") or 0
+        result.collections.append(await step.run(memories, total))
+        if step.problem is not None:
+            result.problems.append(step.problem)
+
     async def _vector_collection(self, prefixed: str) -> CollectionResult:
         """Copy one Qdrant collection into its pgvector table (dry run: read and check only)."""
         assert self.vectors is not None
@@ -586,6 +566,11 @@ class Migration:
         result.seconds = time.perf_counter() - started
         self.reporter.collection_done(result)
         return result
+
+
+async def _no_memories() -> AsyncIterator[list[Mapping[str, Any]]]:
+    return
+    yield
 
 
 async def _not_empty() -> bool:

@@ -8,6 +8,11 @@ compared in temporary tables on the target (memory stays flat whatever the size)
 and the first ids that are missing, extra or different, with a field-level diff for a sample of
 the different ones. Vectors (`memories.embedding`) are columns like any other: compared value by
 value, and a dimension mismatch shows in the diff.
+
+The pgvector tables are compared with where their vectors came from: the Qdrant collections when
+a Qdrant source is given, else `memory_vectors` with the migrated memories' embeddings (step
+`embedding:memories`: the rows the migration builds from them, memories without an embedding or
+with one the column cannot hold counted as excluded).
 """
 
 from __future__ import annotations
@@ -30,6 +35,13 @@ from tbd_agents.tools.migration.gridfs import (
     resolve_owners,
 )
 from tbd_agents.tools.migration.loader import WRITE_ERRORS, row_level
+from tbd_agents.tools.migration.memvectors import (
+    NO_EMBEDDING,
+    column_dimension,
+    embedding_batch,
+    target_memories,
+)
+from tbd_agents.tools.migration.memvectors import STEP as MEMORY_VECTORS
 from tbd_agents.tools.migration.rows import field_diff, parse_json, row_digest
 from tbd_agents.tools.migration.runner import check_source, find_superseded, wanted_collections
 from tbd_agents.tools.migration.sources import Source
@@ -41,6 +53,7 @@ from tbd_agents.tools.migration.vectors import batches as vector_batches
 from tbd_agents.tools.migration.vectors import digest as vector_digest
 from tbd_agents.tools.migration.vectors import target_rows as vector_target_rows
 from tbd_agents.tools.migration.worker import in_worker
+from tbd_agents.vectors.base import MEMORIES
 
 _SRC = "_verify_source"
 _TGT = "_verify_target"
@@ -56,6 +69,8 @@ class CollectionCheck:
     target_rows: int = 0
     #: Source documents the rules keep out of PostgreSQL, by reason category.
     excluded: Counter[str] = field(default_factory=Counter)
+    #: What `excluded` means, for the report.
+    excluded_note: str = "kept out by the conversion rules (quarantined)"
     missing: int = 0
     extra: int = 0
     differing: int = 0
@@ -121,6 +136,9 @@ class Verifier:
             if name in VECTOR_COLLECTIONS:
                 if self.vectors is not None:
                     result.collections.append(await self._vectors(name))
+            elif name == MEMORY_VECTORS:
+                if self.vectors is None:
+                    result.collections.append(await self._memory_vectors())
             elif name == FILES:
                 result.collections.append(await self._files(name in present))
             else:
@@ -248,6 +266,28 @@ class Verifier:
                 await self.conn.copy_records_to_table(_SRC, records=records)
         await self.conn.execute(f"ANALYZE {_SRC}")
         async for digests in vector_target_rows(self.reader, name):
+            await self.conn.copy_records_to_table(_TGT, records=digests)
+        check.target_rows = await self.conn.fetchval(f"SELECT count(*) FROM {_TGT}")
+        await self._compare(check)
+        return check
+
+    async def _memory_vectors(self) -> CollectionCheck:
+        """`memory_vectors` against the vector rows the migrated memories' embeddings make:
+        ids, texts, payload fields and every vector value at float32 precision."""
+        check = CollectionCheck(name=MEMORY_VECTORS, excluded_note="memories without a vector")
+        await self.conn.execute(f"TRUNCATE {_SRC}, {_TGT}")
+        _, dimension = await column_dimension(self.conn)
+        async with self.reader.transaction(readonly=True, isolation="repeatable_read"):
+            async for memories in target_memories(self.reader, self.batch_size):
+                batch = await in_worker(embedding_batch, memories, dimension)
+                check.source_documents += batch.read
+                if batch.no_embedding:
+                    check.excluded[NO_EMBEDDING] += batch.no_embedding
+                check.excluded.update(w.message.split(":", 1)[0] for w in batch.warnings)
+                records = [(r["id"], vector_digest(r), None) for r in batch.rows]
+                await self.conn.copy_records_to_table(_SRC, records=records)
+        await self.conn.execute(f"ANALYZE {_SRC}")
+        async for digests in vector_target_rows(self.reader, MEMORIES.name):
             await self.conn.copy_records_to_table(_TGT, records=digests)
         check.target_rows = await self.conn.fetchval(f"SELECT count(*) FROM {_TGT}")
         await self._compare(check)

@@ -1,0 +1,89 @@
+"""What a migration run reports: per-collection results, progress events, the run's outcome."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from tbd_agents.tools.migration.loader import BatchOutcome
+
+
+@dataclass
+class CollectionResult:
+    """What happened to one collection in this run (counts of this run unless noted)."""
+
+    name: str
+    mode: str = "upsert"
+    total: int | None = None
+    resumed_from: int = 0
+    read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    #: Dry run only: rows that would be written, split by whether their id already exists.
+    would_insert: int = 0
+    would_overwrite: int = 0
+    quarantined: Counter[str] = field(default_factory=Counter)
+    #: Quarantined before this run resumed (from the checkpoint).
+    quarantined_before: int = 0
+    warnings: Counter[str] = field(default_factory=Counter)
+    extra_kept: Counter[str] = field(default_factory=Counter)
+    extra_dropped: Counter[str] = field(default_factory=Counter)
+    #: Rows read but left out on purpose, by reason (memory vectors: "no embedding").
+    skipped: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    @property
+    def quarantined_total(self) -> int:
+        return self.quarantined_before + sum(self.quarantined.values())
+
+
+@dataclass
+class MigrationResult:
+    collections: list[CollectionResult] = field(default_factory=list)
+    #: Source collections that are not among the 15 (reported, not migrated).
+    ignored: list[str] = field(default_factory=list)
+    #: What needs the user's attention beyond quarantined documents (each says how to fix it);
+    #: the command exits 1 when there is any.
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def quarantined(self) -> int:
+        return sum(c.quarantined_total for c in self.collections)
+
+    @property
+    def read(self) -> int:
+        return sum(c.read + c.resumed_from for c in self.collections)
+
+
+class Reporter(Protocol):
+    """Receives progress events (the CLI draws progress bars from them)."""
+
+    def collection_started(self, result: CollectionResult) -> None: ...
+
+    def batch_done(self, result: CollectionResult, step: BatchStep) -> None: ...
+
+    def collection_done(self, result: CollectionResult) -> None: ...
+
+
+@dataclass(frozen=True)
+class BatchStep:
+    """One batch dealt with: documents read, how many can be loaded / were quarantined, and,
+    unless this is a dry run, what the committed transaction did."""
+
+    read: int
+    convertible: int
+    quarantined: int
+    outcome: BatchOutcome | None = None
+
+
+class SilentReporter:
+    def collection_started(self, result: CollectionResult) -> None:
+        return None
+
+    def batch_done(self, result: CollectionResult, step: BatchStep) -> None:
+        return None
+
+    def collection_done(self, result: CollectionResult) -> None:
+        return None
