@@ -21,6 +21,7 @@ def test_tuning_follows_the_machine() -> None:
     assert big.shared_buffers == "1024MB"  # RAM/4 capped at 1 GB
     assert big.effective_cache_size == "16384MB"
     assert big.maintenance_work_mem == "512MB"
+    assert big.as_settings()["random_page_cost"] == "1.1"
     small = tuning_for(settings, ram_bytes=2 * GB)
     assert small.shared_buffers == "512MB"
     tiny = tuning_for(settings, ram_bytes=256 * 1024**2)
@@ -55,6 +56,7 @@ async def test_embedded_server_migrates_itself_is_tuned_and_keeps_its_data() -> 
         try:
             assert await conn.fetchval("SHOW shared_buffers") == "128MB"
             assert await conn.fetchval("SHOW maintenance_work_mem") == "512MB"
+            assert await conn.fetchval("SHOW random_page_cost") == "1.1"
             assert int(await conn.fetchval("SHOW max_connections")) == (
                 tuning_for(settings).max_connections
             )
