@@ -66,7 +66,7 @@ from tbd_agents.storage.common import (
     well_formed_id,
 )
 from tbd_agents.storage.postgres.errors import UPGRADE_HINT, translate, where
-from tbd_agents.storage.postgres.json_rows import json_array, json_document
+from tbd_agents.storage.postgres.json_rows import json_document, json_page_statement
 from tbd_agents.storage.postgres.query import db_value, keyset_clause, order_by, where_clause
 from tbd_agents.storage.postgres.rows import row_builder
 from tbd_agents.storage.postgres.tables import TABLES  # every table, extra modules included
@@ -225,23 +225,13 @@ class PostgresRepository(Generic[E]):
         conds = where_clause(self.table, self.model, checked.filters)
         if checked.after is not None:
             conds.append(keyset_clause(self.table, checked.sort, checked.after))
-        keys = [self.table.c[s.field] for s in checked.sort]
-        stmt = (
-            select(document, *keys)
-            .select_from(self.table)
-            .where(*conds)
-            .order_by(*order_by(self.table, checked.sort))
-        )
-        if checked.limit is not None:
-            stmt = stmt.limit(checked.limit + 1)
-        rows = (await self._execute(stmt)).all()
-        more = checked.limit is not None and len(rows) > checked.limit
-        if more:
-            rows = rows[: checked.limit]
-        items = json_array(row[0] for row in rows)
-        if not more:
-            return JsonPage(items, None)
-        return JsonPage(items, encode_cursor(list(rows[-1][1:])))
+        statement = json_page_statement(self.table, document, checked, conds)
+        row: tuple[Any, ...] = tuple((await self._execute(statement)).one())
+        items, found = row[0], row[1]
+        body = ("[" + (items or "") + "]").encode()
+        if checked.limit is None or found <= checked.limit:
+            return JsonPage(body, None)
+        return JsonPage(body, encode_cursor(list(row[2:])))
 
     def iterate(self, query: Query = Query(), batch_size: int = 500) -> AsyncIterator[E]:  # noqa: B008
         """Every matching record in the query's order, fetched in keyset pages of `batch_size`.
