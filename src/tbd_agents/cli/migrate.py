@@ -33,6 +33,7 @@ from tbd_agents.tools.migration.endpoints import (
 )
 from tbd_agents.tools.migration.memvectors import STEP as MEMORY_VECTORS
 from tbd_agents.tools.migration.memvectors import MemoryEmbeddings
+from tbd_agents.tools.migration.procpool import default_workers
 from tbd_agents.tools.migration.render import RichReporter, migration_summary, verify_summary
 from tbd_agents.tools.migration.report import DEFAULT_QUARANTINE_FILE, ReportLog
 from tbd_agents.tools.migration.results import MigrationResult
@@ -131,15 +132,16 @@ def from_mongo(
     ] = False,
     qdrant_path: QdrantPathOpt = None,
     workers: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--workers",
             min=0,
             max=8,
+            show_default="one per CPU, at most 4; 0 on a single CPU",
             help="Converter processes for a dump or archive (0: convert in a thread of the "
-            "migration process). Helps only when a core is idle: each row then costs more CPU.",
+            "migration process).",
         ),
-    ] = 0,
+    ] = None,
 ) -> None:
     """Migrate the MongoDB data of TBD Agents into PostgreSQL.
 
@@ -149,6 +151,8 @@ def from_mongo(
     """
     config = settings()
     console = _console()
+    if workers is None:
+        workers = default_workers()
     options = Options(collection, batch_size, dry_run, restart, allow_empty, workers)
     sources = SourceFlags(from_dump, archive, collection, qdrant_path)
     with target_database(config) as target:
