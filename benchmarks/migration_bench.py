@@ -150,6 +150,7 @@ async def _child(dump: Path, url: str, batch_size: int, workers: int) -> dict[st
         "parent_rss_mb": peak_rss() / 2**20,
         # Peak of the processes' summed PSS (shared pages split between their sharers), sampled.
         "peak_pss_mb": sampler.stop() / 2**20,
+        "pss_series": sampler.series,
         "children_rss_mb": children_rss / 2**20,
         "server_cpu_seconds": server_cpu,
     }
@@ -176,9 +177,16 @@ class PssSampler(threading.Thread):
 
     def run(self) -> None:
         me = psutil.Process()
+        started = time.monotonic()
+        #: (seconds, summed PSS MB) once per second, to see whether memory levels off.
+        self.series: list[tuple[int, int]] = []
         while not self._done.wait(0.1):
             pids = [me.pid] + [c.pid for c in me.children(recursive=True)]
-            self.peak = max(self.peak, sum(self._pss(p) for p in pids))
+            pss = sum(self._pss(p) for p in pids)
+            self.peak = max(self.peak, pss)
+            second = int(time.monotonic() - started)
+            if not self.series or self.series[-1][0] != second:
+                self.series.append((second, pss // 2**20))
 
     def stop(self) -> int:
         self._done.set()
