@@ -2,8 +2,9 @@
 
 A list endpoint that answers with a page of 1,000 agents spent ~80 % of its CPU time turning rows
 into models (JSONB decoding included) and the models back into JSON. For reads whose only purpose
-is to send the records out, `json_document` builds one `json_build_object(...)` per row instead,
-so the server process only joins strings.
+is to send the records out, `json_document` builds one `json_build_object(...)` per row and
+`json_page_statement` joins a page of them into one value, so the server process receives one
+string and sends it on.
 
 The text has the same JSON values as `TypeAdapter(list[model]).dump_json` of the same rows:
 
