@@ -75,8 +75,9 @@ class PreparedBatch:
     #: For each record, the position of its document in the batch's input.
     positions: list[int] = field(default_factory=list)
 
-    def __len__(self) -> int:
-        """How many rows there are to load."""
+    @property
+    def row_count(self) -> int:
+        """How many rows there are to load (one id per record, whichever form they travel in)."""
         return len(self.ids)
 
 

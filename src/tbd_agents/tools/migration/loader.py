@@ -119,7 +119,7 @@ class TableLoader:
         the database refused (orphans, constraint violations) before the transaction commits, so
         they are on record even if the process dies right after the commit."""
         outcome = BatchOutcome()
-        indices = list(range(len(batch)))
+        indices = list(range(batch.row_count))
         async with self.conn.transaction():
             if mode == "copy" and indices and await self._try_copy(batch):
                 outcome.inserted = len(indices)

@@ -338,7 +338,9 @@ class Migration:
         result.quarantined.update(r.category for r in outcome.rejected)
         self.reporter.batch_done(
             result,
-            BatchStep(batch.read, len(batch), len(batch.rejected) + len(outcome.rejected), outcome),
+            BatchStep(
+                batch.read, batch.row_count, len(batch.rejected) + len(outcome.rejected), outcome
+            ),
         )
 
     # ----------------------------------------------------------------------------- dry run
