@@ -177,6 +177,12 @@ class Settings(BaseSettings):
     memory_max_per_agent: int = Field(
         default=1000, ge=1, description="Memories kept per agent; the oldest are evicted."
     )
+    memory_expiry_sweep_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How often the API server deletes expired memories with their vectors "
+        "(0: never; expired memories are hidden from search either way).",
+    )
 
     # --- runtime ---------------------------------------------------------------------------
     redis_url: str | None = Field(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 
+from tbd_agents.storage.protocol import eq
 from tests.api.factory import create
 
 MARKDOWN = b"# Deployment\n\nThe staging cluster runs on kiwi-7 nodes.\n\n## Rollback\n\nUse the blue slot.\n"
@@ -139,3 +142,60 @@ async def test_memories_remember_search_update_forget(
         )
     ).json()
     assert memory["id"] not in [h["memory"]["id"] for h in hits]
+
+
+async def test_the_api_server_sweeps_expired_memories_with_their_vectors(
+    pg18_server: str, tmp_path: Path
+) -> None:
+    """MEMORY_EXPIRY_SWEEP_SECONDS: expired memories are deleted (row and vector) by the server
+    itself, not only hidden from search; a memory that has not expired stays."""
+    import asyncio
+    from datetime import timedelta
+
+    from sqlalchemy import text
+
+    from tbd_agents.api import create_app
+    from tbd_agents.domain.models import Memory
+    from tbd_agents.storage.postgres.engine import create_engine
+    from tbd_agents.storage.postgres.repository import PostgresStore
+    from tests.api.conftest import Api, make_settings
+    from tests.support import pg
+
+    url = pg.create_migrated_database(pg18_server, prefix="sweep")
+    store = PostgresStore(create_engine(url, pool_size=2, max_overflow=2), url=url)
+    settings = make_settings(tmp_path, memory_expiry_sweep_seconds=0.2)
+    app = create_app(settings, store)
+    try:
+        async with app.router.lifespan_context(app):
+            api = Api(app, store, settings)
+            async with await api.user() as client:
+                agent = (await client.post("/api/agents", json={"name": "forgetful"})).json()
+                for key in ("short", "long"):
+                    created = await client.post(
+                        "/api/memories",
+                        json={"agent_id": agent["id"], "key": key, "value": f"{key} lived"},
+                    )
+                    assert created.status_code == 201, created.text
+            async with store.unit_of_work() as repos:
+                short = await repos.for_model(Memory).find_one(eq("key", "short"))
+                assert short is not None
+                await repos.for_model(Memory).update(
+                    short.id, {"expires_at": short.created_at - timedelta(seconds=1)}
+                )
+
+            async def vectors() -> set[str]:
+                async with store.engine.connect() as conn:
+                    rows = await conn.execute(text("SELECT id FROM memory_vectors"))
+                    return {r[0] for r in rows}
+
+            deadline = asyncio.get_running_loop().time() + 20
+            while short.id in await vectors():
+                assert asyncio.get_running_loop().time() < deadline, "expired memory not swept"
+                await asyncio.sleep(0.1)
+            async with store.unit_of_work(readonly=True) as repos:
+                left = [m.key for m in (await repos.for_model(Memory).list()).items]
+            assert left == ["long"]
+            assert len(await vectors()) == 1
+    finally:
+        await store.close()
+        pg.drop_database(url)

@@ -8,10 +8,13 @@ ownership of it; otherwise the app opens one from the settings and closes it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import httpx
 from fastapi import FastAPI
@@ -25,6 +28,9 @@ from tbd_agents.security.cipher import KeyRingProvider
 from tbd_agents.security.github import GitHubIdentity
 from tbd_agents.services.keys import Authenticator
 from tbd_agents.storage.protocol import DocumentStore
+
+if TYPE_CHECKING:
+    from tbd_agents.services.memory import MemoryService
 
 log = logging.getLogger("tbd_agents.api")
 
@@ -72,9 +78,11 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
         active = store if store is not None else await _open_store(settings)
         http = httpx.AsyncClient(timeout=httpx.Timeout(30.0), follow_redirects=False)
         ctx: ApiContext | None = None
+        sweeper: asyncio.Task[None] | None = None
         try:
             ctx = _build_context(settings, active, http)
             await _attach_optional_services(ctx)
+            sweeper = _start_memory_sweep(ctx)
             app.state.ctx = ctx
             if settings.allow_unauthenticated:
                 log.warning(
@@ -85,6 +93,10 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
                 )
             yield
         finally:
+            if sweeper is not None:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
             knowledge = ctx.services.get("knowledge") if ctx is not None else None
             if knowledge is not None:
                 await knowledge.close()  # its vector store client
@@ -120,3 +132,25 @@ async def _attach_optional_services(ctx: ApiContext) -> None:
     from tbd_agents.api.routers import attach_services
 
     await attach_services(ctx)
+
+
+def _start_memory_sweep(ctx: ApiContext) -> asyncio.Task[None] | None:
+    """Delete expired memories (row and vector) every MEMORY_EXPIRY_SWEEP_SECONDS, when the
+    memory service is up. Several API processes may sweep at once: a memory deleted by one is
+    simply not found by the others."""
+    knowledge = ctx.services.get("knowledge")
+    every = ctx.settings.memory_expiry_sweep_seconds
+    if knowledge is None or every <= 0:
+        return None
+    return asyncio.create_task(_sweep_memories(knowledge.memory, every), name="memory-expiry")
+
+
+async def _sweep_memories(memory: MemoryService, every: float) -> None:
+    while True:
+        try:
+            deleted = await memory.expire()
+            if deleted:
+                log.info("deleted %d expired memories and their vectors", deleted)
+        except Exception:
+            log.exception("the memory expiry sweep failed; trying again in %.0f s", every)
+        await asyncio.sleep(every)
