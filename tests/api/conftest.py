@@ -62,6 +62,8 @@ def make_settings(tmp: Path, **overrides: object) -> Settings:
         "token_encryption_key": TEST_KEY,
         "postgres_uri": "postgresql://unused@127.0.0.1:1/unused",
         "embedding_provider": "hashing",
+        # no background sweep: tests that count statements would see its queries
+        "memory_expiry_sweep_seconds": 0,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
