@@ -132,4 +132,5 @@ def test_a_value_the_column_cannot_take_is_unencodable() -> None:
 def test_default_workers_follow_the_cpus() -> None:
     from tbd_agents.tools.migration.procpool import default_workers
 
-    assert [default_workers(n) for n in (1, 2, 3, 4, 16)] == [0, 2, 3, 4, 4]
+    assert [default_workers(n, "linux") for n in (1, 2, 3, 4, 16)] == [0, 2, 3, 4, 4]
+    assert default_workers(8, "darwin") == 0

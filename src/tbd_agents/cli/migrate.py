@@ -137,7 +137,7 @@ def from_mongo(
             "--workers",
             min=0,
             max=8,
-            show_default="one per CPU, at most 4; 0 on a single CPU",
+            show_default="one per CPU, at most 4; 0 on a single CPU or outside Linux",
             help="Converter processes for a dump or archive (0: convert in a thread of the "
             "migration process).",
         ),

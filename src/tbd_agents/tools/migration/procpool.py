@@ -30,6 +30,7 @@ import functools
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -46,13 +47,17 @@ from tbd_agents.tools.migration.transform import SPECS
 _PR_SET_PDEATHSIG = 1
 
 
-def default_workers(cpus: int | None = None) -> int:
-    """Converter processes when none are asked for: one per CPU, at most 4; none on one CPU.
+def default_workers(cpus: int | None = None, platform: str = sys.platform) -> int:
+    """Converter processes when none are asked for: one per CPU, at most 4; none on one CPU, and
+    none outside Linux (the pool forks, which macOS does not support safely in a process that
+    has started threads).
 
     Measured on 2 CPUs (`benchmarks/RESULTS.md`): 2 converter processes load 64k to 72k rows/s
     against ~48k for the thread, and use less CPU per row (the children encode the COPY data)."""
     count = os.cpu_count() if cpus is None else cpus
-    return 0 if count is None or count < 2 else min(count, 4)
+    if not platform.startswith("linux") or count is None or count < 2:
+        return 0
+    return min(count, 4)
 
 
 def _child_init() -> None:
