@@ -8,15 +8,20 @@ backend, append one `Backend(...)` entry to BACKENDS; the tests do not change.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pytest
+from sqlalchemy.engine import URL
 
 from tbd_agents.domain.models import ENTITIES
 from tbd_agents.storage.protocol import DocumentStore, not_in
 from tests.support import mongo, pg
+
+if TYPE_CHECKING:
+    from tbd_agents.storage.postgres.repository import PostgresStore
 
 StoreFactory = Callable[[pytest.FixtureRequest], AbstractAsyncContextManager[DocumentStore]]
 
@@ -84,3 +89,24 @@ async def store(backend_store: DocumentStore) -> DocumentStore:
     """A store whose collections are all empty when the test starts."""
     await empty_all(backend_store)
     return backend_store
+
+
+@pytest.fixture(scope="module")
+def pg_url(pg18_server: str, request: pytest.FixtureRequest) -> Iterator[URL]:
+    """A migrated database of its own for a module of PostgreSQL-only tests."""
+    prefix = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "")
+    url = pg.create_migrated_database(pg18_server, prefix=prefix[:12])
+    yield url
+    pg.drop_database(url)
+
+
+@pytest.fixture
+async def pg_store(pg_url: URL) -> AsyncIterator[PostgresStore]:
+    """A PostgresStore on `pg_url` whose collections are empty when the test starts."""
+    from tbd_agents.storage.postgres.engine import create_engine
+    from tbd_agents.storage.postgres.repository import PostgresStore
+
+    store = PostgresStore(create_engine(pg_url, pool_size=2, max_overflow=0), url=pg_url)
+    await empty_all(store)
+    yield store
+    await store.close()

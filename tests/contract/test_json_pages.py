@@ -9,26 +9,21 @@ same cursors, so a client cannot tell which path served a page.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from pydantic import TypeAdapter
 from sqlalchemy import text
-from sqlalchemy.engine import URL
 
 from tbd_agents.domain.models import ENTITIES, Agent, Entity, Memory
 from tbd_agents.storage.common import records_json
-from tbd_agents.storage.postgres.engine import create_engine
 from tbd_agents.storage.postgres.json_rows import json_document
 from tbd_agents.storage.postgres.query import db_value
 from tbd_agents.storage.postgres.repository import PostgresStore
 from tbd_agents.storage.postgres.tables import TABLES
 from tbd_agents.storage.protocol import DocumentStore, Query, Sort, contains_all
-from tests.contract.conftest import empty_all
 from tests.contract.test_rows import full_record
-from tests.support import pg
 
 
 def typed(raw: bytes) -> Any:
@@ -38,21 +33,6 @@ def typed(raw: bytes) -> Any:
         parse_int=lambda s: ("int", int(s)),
         parse_float=lambda s: ("float", float(s)),
     )
-
-
-@pytest.fixture(scope="module")
-def pg_url(pg18_server: str) -> Iterator[URL]:
-    url = pg.create_migrated_database(pg18_server, prefix="jsonpages")
-    yield url
-    pg.drop_database(url)
-
-
-@pytest.fixture
-async def pg_store(pg_url: URL) -> AsyncIterator[PostgresStore]:
-    store = PostgresStore(create_engine(pg_url, pool_size=2, max_overflow=0), url=pg_url)
-    await empty_all(store)
-    yield store
-    await store.close()
 
 
 async def _insert_rows(store: PostgresStore, model: type[Entity], records: list[Entity]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,23 +18,7 @@ from tbd_agents.storage.factory import open_store
 from tbd_agents.storage.postgres.engine import create_engine
 from tbd_agents.storage.postgres.repository import PostgresStore
 from tbd_agents.storage.protocol import Query, contains_all, contains_any, desc, eq, in_
-from tests.contract.conftest import empty_all
 from tests.support import pg
-
-
-@pytest.fixture(scope="module")
-def pg_url(pg18_server: str) -> Iterator[URL]:
-    url = pg.create_migrated_database(pg18_server, prefix="pgspec")
-    yield url
-    pg.drop_database(url)
-
-
-@pytest.fixture
-async def pg_store(pg_url: URL) -> AsyncIterator[PostgresStore]:
-    store = PostgresStore(create_engine(pg_url, pool_size=2, max_overflow=0), url=pg_url)
-    await empty_all(store)
-    yield store
-    await store.close()
 
 
 class StatementLog:

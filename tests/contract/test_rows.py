@@ -6,42 +6,21 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from enum import Enum
 from typing import Any, get_args, get_origin
 
-import pytest
 from pydantic.fields import FieldInfo
 from sqlalchemy import select, text
-from sqlalchemy.engine import URL
 
 from tbd_agents.domain.enums import OutputFormat
 from tbd_agents.domain.models import ENTITIES, Agent, Entity
-from tbd_agents.storage.postgres.engine import create_engine
 from tbd_agents.storage.postgres.query import db_value
 from tbd_agents.storage.postgres.repository import PostgresStore
 from tbd_agents.storage.postgres.rows import row_builder
 from tbd_agents.storage.postgres.tables import TABLES
-from tests.contract.conftest import empty_all
-from tests.support import pg
 
 WHEN = datetime(2024, 2, 29, 23, 59, 58, 123000, tzinfo=timezone(timedelta(hours=5)))
-
-
-@pytest.fixture(scope="module")
-def pg_url(pg18_server: str) -> Iterator[URL]:
-    url = pg.create_migrated_database(pg18_server, prefix="rows")
-    yield url
-    pg.drop_database(url)
-
-
-@pytest.fixture
-async def pg_store(pg_url: URL) -> AsyncIterator[PostgresStore]:
-    store = PostgresStore(create_engine(pg_url, pool_size=2, max_overflow=0), url=pg_url)
-    await empty_all(store)
-    yield store
-    await store.close()
 
 
 def _sample(name: str, info: FieldInfo) -> Any:
