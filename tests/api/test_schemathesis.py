@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -84,3 +85,50 @@ def test_every_operation_conforms_to_the_schema(
             failures.append(f"{operation.label}: {str(exc)[:2000]}")
     assert operations > 50
     assert not failures, "\n\n".join(failures)
+
+
+STATEFUL_EXAMPLES = int(os.environ.get("TBD_SCHEMATHESIS_STATEFUL_EXAMPLES", "20"))
+
+
+@pytest.mark.slow
+def test_stateful_sequences_conform_to_the_schema(live_base: str, admin_key: str) -> None:
+    """Chains of calls linked through the ids the API returns (create → get → update → delete,
+    nested resources), so operations on existing records are exercised, not only 404s.
+
+    Failures are collected instead of raised: the server's state moves on between examples, so
+    Hypothesis could not replay (shrink) a sequence anyway; every failing step is reported."""
+    schema = schemathesis.openapi.from_url(f"{live_base}/openapi.json")
+    headers = {"Authorization": f"Bearer {admin_key}"}
+    machine = schema.as_state_machine()
+    steps: list[tuple[str, int]] = []
+    failures: dict[str, str] = {}
+
+    class Sequences(machine):  # type: ignore[misc, valid-type]
+        def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, object]:
+            return {"headers": headers}
+
+        def validate_response(self, response: Any, case: schemathesis.Case, **kwargs: Any) -> None:
+            steps.append((case.operation.label, response.status_code))
+            if response.status_code == 400 and response.text == "Invalid HTTP request received.":
+                return
+            try:
+                case.validate_response(response, checks=CHECKS)
+            except Exception as exc:
+                failures.setdefault(case.operation.label, str(exc)[:2000])
+
+    Sequences.run(
+        settings=settings(
+            max_examples=STATEFUL_EXAMPLES,
+            stateful_step_count=10,
+            deadline=None,
+            database=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+    )
+    reached = {label for label, code in steps if code < 400}
+    print(
+        f"stateful: {len(steps)} calls, {len({s for s, _ in steps})} operations, {len(reached)} answered 2xx/3xx"
+    )
+    assert not failures, "\n\n".join(f"{k}: {v}" for k, v in failures.items())
+    assert len(reached) > 10
