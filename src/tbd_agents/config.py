@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     embedded_pg_maintenance_work_mem: str | None = Field(
         default=None, description="maintenance_work_mem for the embedded server; unset: 512MB."
     )
+    embedded_pg_password_file: Path | None = Field(
+        default=None,
+        description="File (0600) holding the embedded server's `postgres` password, created on "
+        "first start (default: beside its data directory, DATA_DIR/pgdata.password).",
+    )
 
     # --- PostgreSQL engine ------------------------------------------------------------------
     postgres_pool_size: int = Field(

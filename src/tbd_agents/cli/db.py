@@ -18,6 +18,7 @@ import typer
 from sqlalchemy.engine import URL
 
 from tbd_agents.cli.common import friendly_errors, settings
+from tbd_agents.errors import InvalidData
 from tbd_agents.storage.postgres import migrate
 from tbd_agents.storage.postgres.engine import asyncpg_url
 from tbd_agents.storage.postgres.errors import where
@@ -174,3 +175,23 @@ def check(url: UrlOption = None) -> None:
         asyncio.run(migrate.ensure_at_head(target))
         asyncio.run(migrate.check(target))
         typer.echo(f"{where(target)} is at head and matches the schema of this version.")
+
+
+@app.command("reset-password")
+@friendly_errors
+def reset_password() -> None:
+    """Give the embedded PostgreSQL a new password (when its password file is lost).
+
+    Every TBD Agents process using the embedded server must be stopped first. The new password
+    goes into the password file (EMBEDDED_PG_PASSWORD_FILE, default DATA_DIR/pgdata.password).
+    """
+    config = settings()
+    if not config.uses_embedded_postgres:
+        raise InvalidData(
+            "reset-password is for the embedded PostgreSQL (DB_BACKEND=postgres without "
+            "POSTGRES_URI); change an external server's password with its own tools (ALTER ROLE)"
+        )
+    from tbd_agents.storage.postgres.embedded import reset_password as reset
+
+    path = reset(config)
+    typer.echo(f"New password of the embedded PostgreSQL written to {path}.")

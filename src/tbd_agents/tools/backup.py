@@ -130,9 +130,14 @@ def _connection(url: URL) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="tbd-pgpass-") as tmp:
         passfile = Path(tmp) / "pgpass"
         secret = str(url.password).replace("\\", "\\\\").replace(":", "\\:")
-        passfile.write_text(f"*:*:*:*:{secret}\n", encoding="utf-8")
-        passfile.chmod(0o600)
-        yield libpq_url(url.set(password=None).update_query_dict({"passfile": str(passfile)}))
+        fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(f"*:*:*:*:{secret}\n")
+        # URL.set(password=None) keeps the password: rebuild the URL without it.
+        bare = URL.create(
+            url.drivername, url.username, None, url.host, url.port, url.database, url.query
+        )
+        yield libpq_url(bare.update_query_dict({"passfile": str(passfile)}))
 
 
 def _run(command: list[str], what: str, url: URL) -> None:

