@@ -133,7 +133,7 @@ class RedisBus:
                     break
             yield _RedisSubscription(pubsub)
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
     async def ping(self) -> None:
         await self.redis.ping()
