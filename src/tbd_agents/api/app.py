@@ -24,6 +24,7 @@ from tbd_agents.api.deps import ApiContext
 from tbd_agents.api.errors import install_error_handlers
 from tbd_agents.config import Settings
 from tbd_agents.errors import ConfigurationError
+from tbd_agents.logs import protect
 from tbd_agents.security.cipher import KeyRingProvider
 from tbd_agents.security.github import GitHubIdentity
 from tbd_agents.services.keys import Authenticator
@@ -71,6 +72,7 @@ def _build_context(settings: Settings, store: DocumentStore, http: httpx.AsyncCl
 def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAPI:
     """The API application for `settings`, on `store` if given (else opened at start-up)."""
     check_auth_settings(settings)
+    protect(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
