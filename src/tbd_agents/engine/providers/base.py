@@ -21,6 +21,7 @@ from tbd_agents.domain.enums import AuthType, ProviderType
 from tbd_agents.engine.config import EngineConfig
 from tbd_agents.engine.messages import ChatRequest, Completion, StreamEvent, TextDelta
 from tbd_agents.errors import (
+    ConfigurationError,
     ContextTooLong,
     UpstreamAuthError,
     UpstreamError,
@@ -28,6 +29,7 @@ from tbd_agents.errors import (
     UpstreamUnreachable,
 )
 from tbd_agents.logs import MASK, redact, url_password
+from tbd_agents.services.validation import check_headers, check_provider
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,16 @@ class ProviderSettings:
     azure_api_version: str | None = None
     default_model: str | None = None
     extra_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        # Resolved tokens can put what no HTTP client sends into the URL or a header value:
+        # refuse it here, naming the field, rather than as an SDK crash mid-run.
+        try:
+            check_provider(self.base_url, dict(self.extra_headers))
+            if self.api_key:
+                check_headers({"Authorization": self.api_key}, "the API key token")
+        except ValueError as exc:
+            raise ConfigurationError(f"provider {self.name!r}: {exc}") from None
 
 
 class ChatProvider(Protocol):
