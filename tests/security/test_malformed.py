@@ -188,10 +188,8 @@ async def test_model_refresh_with_unsendable_resolved_url(
 )
 async def test_mcp_timeouts_refused_at_save(alice: httpx.AsyncClient, raw: str) -> None:  # noqa: F811
     for key in ("connect_timeout", "call_timeout"):
-        text = (
-            '{"name": "%s", "connection_config": {"command": "echo", "%s": %s}}'
-            % (uniq("m"), key, raw)
-        )
+        config = f'{{"command": "echo", "{key}": {raw}}}'
+        text = f'{{"name": "{uniq("m")}", "connection_config": {config}}}'
         got = await alice.post(
             "/api/mcps", content=text, headers={"Content-Type": "application/json"}
         )
@@ -201,7 +199,9 @@ async def test_mcp_timeouts_refused_at_save(alice: httpx.AsyncClient, raw: str) 
 
 @pytest.mark.parametrize("raw", ["NaN", "Infinity", "-0.5", "2.5", "1e309"])
 async def test_temperature_refused_at_save(alice: httpx.AsyncClient, raw: str) -> None:  # noqa: F811
-    text = '{"name": "%s", "temperature": %s}' % (uniq("a"), raw)
-    got = await alice.post("/api/agents", content=text, headers={"Content-Type": "application/json"})
+    text = f'{{"name": "{uniq("a")}", "temperature": {raw}}}'
+    got = await alice.post(
+        "/api/agents", content=text, headers={"Content-Type": "application/json"}
+    )
     assert got.status_code == 422, (raw, got.text)
     assert "temperature" in got.text
