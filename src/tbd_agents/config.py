@@ -244,6 +244,11 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address the API server binds to.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port of the API server.")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_http_level: str = Field(
+        default="WARNING",
+        description="Level of the HTTP client loggers (httpx, httpcore, openai, anthropic): their "
+        "INFO line per request is noise; what they log is redacted like every other line.",
+    )
 
     # --- agent engine ----------------------------------------------------------------------
     engine_model_timeout: float = Field(

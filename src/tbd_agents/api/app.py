@@ -17,13 +17,14 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import httpx
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
 
 import tbd_agents
 from tbd_agents.api.deps import ApiContext
 from tbd_agents.api.errors import install_error_handlers
 from tbd_agents.config import Settings
-from tbd_agents.errors import ConfigurationError
+from tbd_agents.errors import ConfigurationError, InvalidData
+from tbd_agents.logs import protect
 from tbd_agents.security.cipher import KeyRingProvider
 from tbd_agents.security.github import GitHubIdentity
 from tbd_agents.services.keys import Authenticator
@@ -71,6 +72,7 @@ def _build_context(settings: Settings, store: DocumentStore, http: httpx.AsyncCl
 def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAPI:
     """The API application for `settings`, on `store` if given (else opened at start-up)."""
     check_auth_settings(settings)
+    protect(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -109,6 +111,7 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
         version=tbd_agents.__version__,
         description="Self-hosted AI agent hub. Authenticate with `Authorization: Bearer <API key>`.",
         lifespan=lifespan,
+        dependencies=[Depends(refuse_nul_parameters)],
     )
     install_error_handlers(app)
     from tbd_agents.api.routers import all_routers
@@ -119,6 +122,22 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
 
     mount_dashboard(app)  # the web dashboard at / and /dashboard
     return app
+
+
+def refuse_nul_parameters(request: Request) -> None:
+    """422 naming the parameter when a query or path parameter holds U+0000, which PostgreSQL
+    text cannot store or compare (the body check is `services.validation.Input`)."""
+    for kind, params in (
+        ("query", request.query_params.multi_items()),
+        ("path", request.path_params.items()),
+    ):
+        for name, value in params:
+            if "\x00" in name or (isinstance(value, str) and "\x00" in value):
+                raise InvalidData(
+                    f"{kind} parameter {name.replace(chr(0), '')!r} may not contain the NUL "
+                    "character (U+0000)",
+                    details={"field": name.replace("\x00", ""), "in": kind},
+                )
 
 
 async def _open_store(settings: Settings) -> DocumentStore:

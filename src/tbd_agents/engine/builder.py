@@ -79,6 +79,8 @@ async def load_plan(
             repos, cipher, owner, "{{token:" + provider.api_key_token_name + "}}"
         )
     headers = await resolve_tree(repos, cipher, owner, dict(provider.extra_headers))
+    # A password moved into a token ({{token:conn.providers.<id>.base_url}}) is put back here.
+    base_url = await resolve_tree(repos, cipher, owner, provider.base_url)
     model = model_override or agent.model or provider.default_model
     if not model:
         raise InvalidData(f"agent {agent.name!r} has no model and its provider no default_model")
@@ -89,7 +91,7 @@ async def load_plan(
             provider_type=provider.provider_type,
             api_key=key,
             auth_type=provider.auth_type,
-            base_url=provider.base_url,
+            base_url=base_url,
             azure_deployment=provider.azure_deployment,
             azure_api_version=provider.azure_api_version,
             default_model=provider.default_model,

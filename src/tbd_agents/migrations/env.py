@@ -70,7 +70,7 @@ def run_on_connection(connection: Connection) -> None:
 
 
 async def _run_async(url: URL) -> None:
-    engine = create_async_engine(url, poolclass=NullPool)
+    engine = create_async_engine(url, poolclass=NullPool, hide_parameters=True)
     try:
         async with engine.connect() as conn:
             await conn.run_sync(run_on_connection)

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Header, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from tbd_agents.api.crud import ERRORS
 from tbd_agents.api.deps import ApiContext, Caller, Ctx
@@ -107,6 +107,13 @@ async def _task(ctx: ApiContext, caller: Principal, task_id: str) -> TaskExecuti
 class RunIn(BaseModel):
     prompt: str = Field(min_length=1, max_length=200_000)
 
+    @field_validator("prompt")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("text may not contain the NUL character (U+0000)")
+        return value
+
 
 @router.post("/api/workflows/{workflow_id}/runs", status_code=202, summary="Start a run")
 async def start_run(workflow_id: str, body: RunIn, ctx: Ctx, caller: Caller) -> TaskExecution:
@@ -147,8 +154,11 @@ async def _stream(events: AsyncIterator[RunEvent]) -> AsyncIterator[bytes]:
             await aclose()
 
 
+#: Event numbers are PostgreSQL `integer`s.
+MAX_EVENT_ID = 2**31 - 1
 LastEventQuery = Annotated[
-    int | None, Query(ge=0, description="Resume after this event (as Last-Event-ID).")
+    int | None,
+    Query(ge=0, le=MAX_EVENT_ID, description="Resume after this event (as Last-Event-ID)."),
 ]
 LastEventHeader = Annotated[str | None, Header(alias="Last-Event-ID")]
 
@@ -158,12 +168,17 @@ def _last_event_id(header: str | None, query: int | None) -> int:
         return query
     if header is None or not header.strip():
         return 0
-    try:
-        value = int(header.strip())
-    except ValueError:
-        raise InvalidData(f"Last-Event-ID must be an event number, got {header!r}") from None
-    if value < 0:
-        raise InvalidData("Last-Event-ID must not be negative")
+    text = header.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > len(str(MAX_EVENT_ID)):
+        raise InvalidData(
+            f"Last-Event-ID must be an event number (0 to {MAX_EVENT_ID}), got {text[:40]!r}",
+            details={"field": "Last-Event-ID"},
+        )
+    value = int(text)
+    if value > MAX_EVENT_ID:
+        raise InvalidData(
+            f"Last-Event-ID must be at most {MAX_EVENT_ID}", details={"field": "Last-Event-ID"}
+        )
     return value
 
 

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from celery import Celery, signals
 
 from tbd_agents.config import Settings
+from tbd_agents.logs import protect
 
 _log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def make_celery(settings: Settings) -> Celery:
             "Celery workers need Redis: set REDIS_URL (e.g. redis://localhost:6379/0); "
             "without it runs execute in the API process and no worker is needed"
         )
+    protect(settings)
     app = Celery("tbd_agents", broker=settings.redis_url, set_as_current=False)
     app.conf.update(
         task_acks_late=True,

@@ -9,6 +9,7 @@ from tbd_agents.domain.models import Provider
 from tbd_agents.errors import InvalidData, UpstreamError
 from tbd_agents.security.cipher import TokenCipher
 from tbd_agents.services.tokens import resolve_text, resolve_tree
+from tbd_agents.services.validation import check_headers, check_http_url
 from tbd_agents.storage.protocol import Repositories
 
 DEFAULT_BASE_URLS = {
@@ -46,6 +47,11 @@ async def list_provider_models(
             headers["anthropic-version"] = "2023-06-01"
         else:
             headers["Authorization"] = f"Bearer {key}"
+    try:  # resolved tokens may hold what HTTP cannot carry: say which field, not a crash
+        check_http_url(base, "base_url")
+        check_headers(headers, "extra_headers (or the API key token)")
+    except ValueError as exc:
+        raise InvalidData(f"cannot ask the provider for models: {exc}") from None
     try:
         response = await http.get(base.rstrip("/") + "/models", headers=headers, timeout=15.0)
     except httpx.HTTPError as exc:

@@ -6,8 +6,11 @@ PostgreSQL text and JSONB cannot hold U+0000, so a NUL anywhere in a body is ref
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
+import httpx
 from pydantic import BaseModel, ConfigDict, model_validator
 
 
@@ -41,3 +44,75 @@ class Input(BaseModel):
         if where is not None:
             raise ValueError(f"{where}: text may not contain the NUL character (U+0000)")
         return data
+
+
+#: Longest MCP connect/call timeout accepted (seconds).
+MAX_TIMEOUT_SECONDS = 3600.0
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def timeout_seconds(config: dict[str, Any], name: str, default: float, where: str) -> float:
+    """`config[name]` as a number of seconds in (0, MAX_TIMEOUT_SECONDS], or `default` when
+    absent; ValueError naming `where.name` otherwise (strings, booleans, NaN, ±inf, ≤ 0)."""
+    value = config.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where}.{name} must be a number of seconds, not {type(value).__name__}")
+    seconds = float(value)
+    if not math.isfinite(seconds) or not 0 < seconds <= MAX_TIMEOUT_SECONDS:
+        raise ValueError(f"{where}.{name} must be more than 0 and at most {MAX_TIMEOUT_SECONDS:g}")
+    return seconds
+
+
+def check_http_url(url: str, where: str) -> None:
+    """ValueError naming `where` unless `url` is an http(s) URL an HTTP client can send."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        raise ValueError(f"{where} may not contain control characters (CR, LF, tab, …)")
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, UnicodeError, ValueError):
+        raise ValueError(f"{where} is not a valid URL") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"{where} must be an http:// or https:// URL with a host")
+
+
+def check_headers(headers: dict[str, str], where: str) -> None:
+    """ValueError naming the header unless every name is an HTTP token and every value is
+    Latin-1 text without CR, LF or other control characters (what HTTP/1.1 can carry)."""
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"{where}: {name!r} is not a valid header name")
+        if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in value):
+            raise ValueError(f"{where}.{name} may not contain CR, LF or control characters")
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError(f"{where}.{name} must be Latin-1 text (HTTP header values)") from None
+
+
+def check_mcp_config(config: dict[str, Any]) -> None:
+    for name in ("connect_timeout", "call_timeout"):
+        timeout_seconds(config, name, 1.0, "connection_config")
+
+
+def check_provider(base_url: str | None, extra_headers: dict[str, str] | None) -> None:
+    if base_url and "{{" not in base_url:
+        check_http_url(base_url, "base_url")
+    check_headers(extra_headers or {}, "extra_headers")
+
+
+class McpServerInput(Input):
+    @model_validator(mode="after")
+    def _mcp_config(self) -> Any:
+        config = getattr(self, "connection_config", None)
+        if isinstance(config, dict):
+            check_mcp_config(config)
+        return self
+
+
+class ProviderInput(Input):
+    @model_validator(mode="after")
+    def _provider(self) -> Any:
+        check_provider(getattr(self, "base_url", None), getattr(self, "extra_headers", None))
+        return self

@@ -7,7 +7,6 @@ turns of the same role are merged (the API requires alternation).
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,6 +27,9 @@ from tbd_agents.engine.messages import (
 from tbd_agents.engine.providers.base import (
     ProviderSettings,
     classify_status,
+    clean_excerpt,
+    error_excerpt,
+    sent_secrets,
     unreachable,
     with_retries,
 )
@@ -145,15 +147,15 @@ class AnthropicProvider:
                     if event.usage is not None and event.usage.output_tokens is not None:
                         usage.output_tokens = event.usage.output_tokens
         except anthropic.APIStatusError as exc:
+            excerpt = error_excerpt(exc.body, exc.message, sent_secrets(self.settings))
             raise classify_status(
-                self.name, exc.status_code, _message(exc), dict(exc.response.headers)
+                self.name, exc.status_code, excerpt, dict(exc.response.headers)
             ) from None
         except anthropic.APIConnectionError as exc:
             raise unreachable(self.name, self.settings.base_url, exc) from None
         except anthropic.APIError as exc:
-            raise UpstreamError(
-                f"provider {self.name!r} failed mid-answer: {exc.message}"
-            ) from None
+            detail = clean_excerpt(exc.message, sent_secrets(self.settings))
+            raise UpstreamError(f"provider {self.name!r} failed mid-answer: {detail}") from None
         message = Message(role="assistant", content="".join(text))
         for index in sorted(blocks):
             b = blocks[index]
@@ -162,15 +164,3 @@ class AnthropicProvider:
                 ToolCall(id=b["id"], name=b["name"], arguments=args, arguments_error=problem)
             )
         yield Completion(message=message, usage=usage, stop_reason=stop)
-
-
-def _message(exc: anthropic.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-    try:
-        return json.dumps(body) if body is not None else str(exc.message)
-    except TypeError:
-        return str(exc.message)

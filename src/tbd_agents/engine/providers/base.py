@@ -11,6 +11,7 @@ import asyncio
 import email.utils
 import logging
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,12 +21,15 @@ from tbd_agents.domain.enums import AuthType, ProviderType
 from tbd_agents.engine.config import EngineConfig
 from tbd_agents.engine.messages import ChatRequest, Completion, StreamEvent, TextDelta
 from tbd_agents.errors import (
+    ConfigurationError,
     ContextTooLong,
     UpstreamAuthError,
     UpstreamError,
     UpstreamRateLimited,
     UpstreamUnreachable,
 )
+from tbd_agents.logs import MASK, redact, url_password
+from tbd_agents.services.validation import check_headers, check_provider
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,16 @@ class ProviderSettings:
     azure_api_version: str | None = None
     default_model: str | None = None
     extra_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        # Resolved tokens can put what no HTTP client sends into the URL or a header value:
+        # refuse it here, naming the field, rather than as an SDK crash mid-run.
+        try:
+            check_provider(self.base_url, dict(self.extra_headers))
+            if self.api_key:
+                check_headers({"Authorization": self.api_key}, "the API key token")
+        except ValueError as exc:
+            raise ConfigurationError(f"provider {self.name!r}: {exc}") from None
 
 
 class ChatProvider(Protocol):
@@ -73,6 +87,42 @@ class RetryableError(Exception):
         super().__init__(error.message)
         self.error = error
         self.retry_after = retry_after
+
+
+#: Longest excerpt of a provider's error text we keep (events, task records, webhooks, logs).
+EXCERPT_LIMIT = 300
+#: A long run of key-like characters mixing letters and digits: treated as a credential.
+_KEYLIKE = re.compile(r"(?=[A-Za-z0-9_\-]*[0-9])(?=[A-Za-z0-9_\-]*[A-Za-z])[A-Za-z0-9_\-]{32,}")
+
+
+def sent_secrets(settings: ProviderSettings) -> list[str]:
+    """The secret values we send to the provider (API key, header values, URL password)."""
+    values = [settings.api_key, url_password(settings.base_url), *settings.extra_headers.values()]
+    return [v for v in values if v]
+
+
+def clean_excerpt(text: str, secrets: list[str], limit: int = EXCERPT_LIMIT) -> str:
+    """`text` with the values we sent and anything key-like masked, on one line, capped."""
+    text = _KEYLIKE.sub(MASK, redact(" ".join(text.split()), secrets))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def error_excerpt(body: object, fallback: str, secrets: list[str]) -> str:
+    """What we keep of a provider's error answer: its error type/code and a bounded, redacted
+    excerpt of its message (never the body as it came: an upstream may echo our key)."""
+    kind: object = None
+    code: object = None
+    message: object = None
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            kind, code, message = err.get("type"), err.get("code"), err.get("message")
+        elif isinstance(err, str):
+            message = err
+    labels = [str(v) for v in (kind, code) if isinstance(v, (str, int)) and str(v)]
+    label = clean_excerpt("/".join(labels), secrets, 80) if labels else ""
+    text = clean_excerpt(str(message) if message else fallback, secrets)
+    return f"{label}: {text}" if label else text
 
 
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
@@ -131,10 +181,12 @@ def classify_status(
 
 
 def unreachable(provider: str, base_url: str | None, exc: BaseException) -> RetryableError:
-    where = base_url or "its default endpoint"
+    where = redact(base_url) if base_url else "its default endpoint"
+    detail = clean_excerpt(str(exc), [url_password(base_url) or ""])
     return RetryableError(
         UpstreamUnreachable(
-            f"provider {provider!r} could not be reached at {where} ({type(exc).__name__}: {exc}). "
+            f"provider {provider!r} could not be reached at {where} ({type(exc).__name__}: "
+            f"{detail}). "
             "Check base_url and that the server is running."
         ),
         None,

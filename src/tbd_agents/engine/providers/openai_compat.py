@@ -28,6 +28,9 @@ from tbd_agents.engine.messages import (
 from tbd_agents.engine.providers.base import (
     ProviderSettings,
     classify_status,
+    clean_excerpt,
+    error_excerpt,
+    sent_secrets,
     unreachable,
     with_retries,
 )
@@ -183,15 +186,15 @@ class OpenAICompatProvider:
                     if choice.finish_reason:
                         finish = choice.finish_reason
         except openai.APIStatusError as exc:
+            excerpt = error_excerpt(exc.body, exc.message, sent_secrets(self.settings))
             raise classify_status(
-                self.name, exc.status_code, _message(exc), dict(exc.response.headers)
+                self.name, exc.status_code, excerpt, dict(exc.response.headers)
             ) from None
         except openai.APIConnectionError as exc:
             raise unreachable(self.name, self.settings.base_url, exc) from None
         except openai.APIError as exc:  # an error event inside the stream
-            raise UpstreamError(
-                f"provider {self.name!r} failed mid-answer: {exc.message}"
-            ) from None
+            detail = clean_excerpt(exc.message, sent_secrets(self.settings))
+            raise UpstreamError(f"provider {self.name!r} failed mid-answer: {detail}") from None
         message = Message(role="assistant", content="".join(text))
         for index in sorted(calls):
             slot = calls[index]
@@ -207,13 +210,3 @@ class OpenAICompatProvider:
         if usage is None:  # server without usage in streams: estimate
             usage = TokenUsage(count_messages(request.messages), count_text(message.content))
         yield Completion(message=message, usage=usage, stop_reason=finish)
-
-
-def _message(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict) and err.get("message"):
-            code = err.get("code")
-            return f"{err['message']}" + (f" ({code})" if code else "")
-    return str(exc.message)

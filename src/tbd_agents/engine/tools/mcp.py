@@ -25,6 +25,7 @@ from tbd_agents.domain.enums import McpTransport
 from tbd_agents.engine.messages import ToolSpec
 from tbd_agents.engine.tools.base import ToolContext, ToolResult
 from tbd_agents.errors import InvalidData, UpstreamUnreachable
+from tbd_agents.services.validation import timeout_seconds
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +64,19 @@ class McpServerConfig:
     ) -> McpServerConfig:
         """Read the record's `connection_config` (stdio: command/args/env/cwd; sse and
         streamable_http: url/headers; optional connect_timeout/call_timeout)."""
+        try:
+            connect = timeout_seconds(
+                config, "connect_timeout", connect_timeout, "connection_config"
+            )
+            call = timeout_seconds(config, "call_timeout", call_timeout, "connection_config")
+        except ValueError as exc:
+            raise InvalidData(f"MCP server {name!r}: {exc}") from None
         out = cls(
             name,
             transport,
             allowed_tools=list(allowed_tools),
-            connect_timeout=float(config.get("connect_timeout", connect_timeout)),
-            call_timeout=float(config.get("call_timeout", call_timeout)),
+            connect_timeout=connect,
+            call_timeout=call,
         )
         if transport is McpTransport.STDIO:
             if not config.get("command"):

@@ -75,6 +75,9 @@ def create_engine(
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_pre_ping=pool_pre_ping,
+        # Errors and echo show the statement, never its bind parameters (row values: token
+        # ciphertext, connection configs, prompts).
+        hide_parameters=True,
         json_serializer=json_dumps,
         json_deserializer=json_loads,
         connect_args={

@@ -176,3 +176,32 @@ def extension_missing(url: URL | None, extension: str = "vector") -> ExtensionMi
         "the embedded PostgreSQL, which ships pgvector.",
         details={"extension": extension},
     )
+
+
+_DIAGNOSTICS = ("schema_name", "table_name", "column_name", "constraint_name", "data_type_name")
+
+
+def describe(exc: BaseException) -> str | None:
+    """What a database error is, without any value it carried: SQLSTATE, driver error class,
+    table / column / constraint and the statement's shape (its SQL with placeholders, never the
+    bind parameters or the server's message, which can quote a row). None if `exc` is not a
+    database error."""
+    state = sqlstate_of(exc)
+    if state is None:
+        return None
+    parts = [f"SQLSTATE {state}"]
+    chain = list(_chain(exc))
+    names = [type(e).__name__ for e in chain if getattr(e, "sqlstate", None)]
+    if names:
+        parts.append(names[-1])
+    for attr in _DIAGNOSTICS:
+        value = next((getattr(e, attr) for e in chain if getattr(e, attr, None)), None)
+        if isinstance(value, str):
+            parts.append(f"{attr.removesuffix('_name')}={value}")
+    statement = next(
+        (getattr(e, "statement", None) for e in chain if getattr(e, "statement", None)), None
+    )
+    if isinstance(statement, str):
+        shape = " ".join(statement.split())
+        parts.append(f"statement: {shape[:300]}{'…' if len(shape) > 300 else ''}")
+    return "; ".join(parts)

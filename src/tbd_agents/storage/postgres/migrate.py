@@ -86,7 +86,7 @@ def migrations_path() -> str:
 async def _with_connection(url: URL | str, fn: Callable[[Connection], T]) -> T:
     """Run `fn(sync_connection)` on a fresh connection to `url`; translate driver errors."""
     target = asyncpg_url(url)
-    engine = create_async_engine(target, poolclass=NullPool)
+    engine = create_async_engine(target, poolclass=NullPool, hide_parameters=True)
     try:
         async with engine.connect() as conn:
             return await conn.run_sync(fn)
