@@ -129,6 +129,8 @@ class Records(Generic[E]):
             await self._check_parent(values.get(self.spec.parent.field))
         await self.check_references(values)
         record = self._validated(values)
+        if self.spec.gate is not None:
+            self.spec.gate(record, self.principal)
         created: E = await self.repo.create(record)
         return created
 
@@ -159,8 +161,10 @@ class Records(Generic[E]):
         await self.check_references(changes)
         if not changes:
             return current
-        if self.spec.check is not None:
-            self._validated({**current.model_dump(), **changes})
+        if self.spec.check is not None or self.spec.gate is not None:
+            merged = self._validated({**current.model_dump(), **changes})
+            if self.spec.gate is not None:
+                self.spec.gate(merged, self.principal)
         updated: E = await self.repo.update(record_id, dict(changes))
         return updated
 
