@@ -33,6 +33,8 @@ E = TypeVar("E", bound=Entity)
 
 #: How many dependants a 409 lists per kind (the message says when there are more).
 DEPENDANTS_SHOWN = 20
+#: Integer fields are stored as 32-bit integers (PostgreSQL `integer`).
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 
 
 class Records(Generic[E]):
@@ -144,6 +146,12 @@ class Records(Generic[E]):
             raise InvalidData(
                 f"invalid {self.spec.label}: {where}: {err['msg']}", details={"field": where}
             ) from None
+        for name, value in record:
+            if type(value) is int and not INT_MIN <= value <= INT_MAX:
+                raise InvalidData(
+                    f"invalid {self.spec.label}: {name}: must be between {INT_MIN} and {INT_MAX}",
+                    details={"field": name},
+                )
         if self.spec.check is not None:
             self.spec.check(record)
         return record
@@ -161,10 +169,9 @@ class Records(Generic[E]):
         await self.check_references(changes)
         if not changes:
             return current
-        if self.spec.check is not None or self.spec.gate is not None:
-            merged = self._validated({**current.model_dump(), **changes})
-            if self.spec.gate is not None:
-                self.spec.gate(merged, self.principal)
+        merged = self._validated({**current.model_dump(), **changes})
+        if self.spec.gate is not None:
+            self.spec.gate(merged, self.principal)
         updated: E = await self.repo.update(record_id, dict(changes))
         return updated
 
