@@ -298,7 +298,10 @@ class _Importer:
             self.parent_outcome[new] = outcome
 
     def _service(self, model: type[Entity]) -> Records[Any]:
-        return records_for(model, self.repos, self.principal, self.cipher)
+        service = records_for(model, self.repos, self.principal, self.cipher)
+        # tokens are matched by name and reported in `missing_tokens`, never fatal
+        service.unchecked = frozenset(r.field for r in service.spec.references if r.by != "id")
+        return service
 
     @contextmanager
     def _located(self, model: type[Entity], old_id: str) -> Iterator[None]:

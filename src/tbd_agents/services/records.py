@@ -46,6 +46,8 @@ class Records(Generic[E]):
         self.model = model
         self.spec: ResourceSpec = spec_of(model)
         self.repo = repos.for_model(model)
+        #: Reference fields left unchecked (an import reports missing tokens instead of failing).
+        self.unchecked: frozenset[str] = frozenset()
 
     # --- reading -------------------------------------------------------------------------
     async def get(self, record_id: str) -> E:
@@ -231,7 +233,7 @@ class Records(Generic[E]):
     async def check_references(self, values: Mapping[str, Any]) -> None:
         """InvalidData naming the field if a reference names an unknown or invisible record."""
         for ref in self.spec.references:
-            if ref.field not in values or values[ref.field] is None:
+            if ref.field not in values or values[ref.field] is None or ref.field in self.unchecked:
                 continue
             raw = values[ref.field]
             wanted = [v for v in (raw if ref.many else [raw]) if isinstance(v, str)]
