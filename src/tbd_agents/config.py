@@ -303,6 +303,26 @@ class Settings(BaseSettings):
     github_admin_users: str = Field(
         default="", description="Comma-separated GitHub logins that get the admin scope."
     )
+    user_stdio_mcp_commands: str = Field(
+        default="",
+        description="Comma-separated executables non-admins may start as stdio MCP servers "
+        "(exact match on the command after token resolution; `*`: any). They run confined. "
+        "Empty: only admins' stdio MCP servers start.",
+    )
+    allow_user_custom_tools: bool = Field(
+        default=False,
+        description="Let non-admins create, check and run custom tools (Python run in the "
+        "sandbox). Admins always may.",
+    )
+    auth_failure_limit: int = Field(
+        default=20,
+        ge=1,
+        description="Failed authentications one client address may make per window before "
+        "further failures are answered 429 (per server process).",
+    )
+    auth_failure_window_seconds: float = Field(
+        default=60.0, gt=0, description="Window of AUTH_FAILURE_LIMIT, in seconds."
+    )
 
     @field_validator("db_backend", "vector_store_backend", mode="before")
     @classmethod

@@ -107,6 +107,17 @@ class PermissionDenied(TbdError):
     code = "permission_denied"
 
 
+class TooManyAttempts(TbdError):
+    """Too many failed authentications from one client address; retry after `retry_after` s."""
+
+    http_status = 429
+    code = "too_many_attempts"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, details={"retry_after": retry_after})
+        self.retry_after = retry_after
+
+
 class UpstreamError(TbdError):
     """A service we call on the user's behalf (model provider, GitHub, MCP server) failed."""
 

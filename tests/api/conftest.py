@@ -3,6 +3,7 @@ with its lifespan running, and HTTP clients holding real API keys of distinct us
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -64,6 +65,13 @@ def make_settings(tmp: Path, **overrides: object) -> Settings:
         "embedding_provider": "hashing",
         # no background sweep: tests that count statements would see its queries
         "memory_expiry_sweep_seconds": 0,
+        # The API tests act as ordinary users on every resource, stdio MCP servers and custom
+        # tools included: the operator opt-ins are on here. The gates themselves (default off)
+        # are tested in tests/security/test_authz*.py.
+        "user_stdio_mcp_commands": f"echo,{sys.executable}",
+        "allow_user_custom_tools": True,
+        # The tests send many bad credentials from one address on purpose.
+        "auth_failure_limit": 100_000,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -63,19 +63,20 @@ async def test_mcp_test_lists_tools_with_allowlist_and_records_status(
     assert record["last_error"] is None
 
 
-async def test_mcp_test_of_a_broken_server_is_ok_false(alice: httpx.AsyncClient) -> None:
+async def test_mcp_test_of_a_broken_server_is_ok_false(admin: httpx.AsyncClient) -> None:
+    # an admin's server: a command outside USER_STDIO_MCP_COMMANDS
     server = await _create(
-        alice,
+        admin,
         "/api/mcps",
         {"name": uniq("mcp"), "connection_config": {"command": "/nonexistent/mcp-server"}},
     )
-    resp = await alice.post(f"/api/mcps/{server['id']}/test")
+    resp = await admin.post(f"/api/mcps/{server['id']}/test")
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["ok"] is False
     assert body["tools"] == []
     assert "failed to connect" in body["error"]
-    record = (await alice.get(f"/api/mcps/{server['id']}")).json()
+    record = (await admin.get(f"/api/mcps/{server['id']}")).json()
     assert record["status"] == "error"
     assert record["last_error"] == body["error"]
 

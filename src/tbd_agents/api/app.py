@@ -27,7 +27,8 @@ from tbd_agents.errors import ConfigurationError, InvalidData
 from tbd_agents.logs import protect
 from tbd_agents.security.cipher import KeyRingProvider
 from tbd_agents.security.github import GitHubIdentity
-from tbd_agents.services.keys import Authenticator
+from tbd_agents.services.keys import Authenticator, FailureThrottle
+from tbd_agents.services.privilege import HostCapabilities
 from tbd_agents.storage.protocol import DocumentStore
 
 if TYPE_CHECKING:
@@ -65,6 +66,8 @@ def _build_context(settings: Settings, store: DocumentStore, http: httpx.AsyncCl
         allow_unauthenticated=settings.allow_unauthenticated,
         github=github,
         github_admins=admins,
+        host=HostCapabilities.from_settings(settings),
+        throttle=FailureThrottle(settings.auth_failure_limit, settings.auth_failure_window_seconds),
     )
     return ApiContext(settings, store, KeyRingProvider(settings), http, auth)
 

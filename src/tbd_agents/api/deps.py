@@ -48,7 +48,8 @@ async def get_principal(
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     ctx: ApiContext = request.app.state.ctx
-    return await ctx.auth.authenticate(request.headers.get("authorization"))
+    client = request.client.host if request.client is not None else ""
+    return await ctx.auth.authenticate(request.headers.get("authorization"), client)
 
 
 Ctx = Annotated[ApiContext, Depends(get_context)]

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tbd_agents.errors import TbdError
+from tbd_agents.errors import TbdError, TooManyAttempts
 
 log = logging.getLogger("tbd_agents.api")
 
@@ -47,6 +47,8 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.http_status >= 500:
         log.error("%s %s failed: %s: %s", request.method, request.url.path, exc.code, exc.message)
     headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
+    if isinstance(exc, TooManyAttempts):
+        headers = {"Retry-After": str(exc.retry_after)}
     return _respond(exc.http_status, exc.code, exc.message, details, headers)
 
 

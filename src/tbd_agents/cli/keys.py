@@ -30,6 +30,14 @@ def create(
         typer.Option(help="Identity the key acts as (default: admin for --admin, else required)."),
     ] = None,
     name: Annotated[str, typer.Option(help="A label to recognise the key by.")] = "",
+    github: Annotated[
+        bool,
+        typer.Option(
+            "--github",
+            help="The owner is a GitHub login: that login may also sign in with GitHub "
+            "(GITHUB_AUTH) as the same identity.",
+        ),
+    ] = False,
 ) -> None:
     """Create a key and print it. It is shown this once: only its hash is stored."""
     if admin and read_only:
@@ -41,7 +49,7 @@ def create(
 
     async def run() -> str:
         async with open_cli_store(settings()) as store, store.unit_of_work() as repos:
-            created = await ApiKeys(repos).create(who, scope=scope, name=name)
+            created = await ApiKeys(repos).create(who, scope=scope, name=name, github=github)
             return created.plaintext
 
     key = asyncio.run(run())

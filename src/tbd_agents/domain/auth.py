@@ -35,3 +35,6 @@ class ApiKey(Entity):
     last_used_at: UtcDatetime | None = None
     revoked_at: UtcDatetime | None = None
     expires_at: UtcDatetime | None = None
+    #: Made for the GitHub login `owner` (`keys create --github`): that login may then sign in
+    #: with GitHub as the same identity. A login owning only other keys is refused.
+    github: bool = False

@@ -21,9 +21,24 @@ class RetrieverKnowledge:
     async def search(
         self, query: str, *, source_ids: Sequence[str], tags: Sequence[str], limit: int
     ) -> list[Passage]:
-        chunks = await self.retriever.retrieve(
-            query, source_ids=source_ids, tags=tags, k=limit, min_similarity=self.min_similarity
+        return await self.search_within(
+            query, source_ids=source_ids, tags=tags, limit=limit, within=None
         )
+
+    async def search_within(
+        self,
+        query: str,
+        *,
+        source_ids: Sequence[str],
+        tags: Sequence[str],
+        limit: int,
+        within: Sequence[str] | None,
+    ) -> list[Passage]:
+        """`search`, with tag matches only in the sources `within` (None: anywhere)."""
+        chunks = await self.retriever.retrieve(
+            query, source_ids=source_ids, tags=tags, k=limit,
+            min_similarity=self.min_similarity, within=within,
+        )  # fmt: skip
         return [
             Passage(
                 text=c.text,

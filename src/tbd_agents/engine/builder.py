@@ -1,18 +1,31 @@
 """From stored records to a ready `RunSpec`: the same path for workflow runs, chat and schedules.
 
 `load_plan` reads everything an agent uses in one unit of work (provider, skills by id and tag,
-guardrails, custom tools, MCP servers by id and tag) and resolves `{{token:NAME}}` references;
+guardrails, custom tools, MCP servers by id and tag, knowledge sources) — only records of the
+agent's owner — applies the host gates (stdio MCP servers and custom tools need an admin owner
+unless the operator allows users; services/privilege.py) and resolves `{{token:NAME}}` references;
 `open_plan` then connects MCP servers outside any transaction and assembles the toolset.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from tbd_agents.domain.enums import AuthType, McpServerStatus
-from tbd_agents.domain.models import Agent, CustomTool, Guardrail, McpServer, Provider, Skill
+from tbd_agents.domain.models import (
+    Agent,
+    CustomTool,
+    Entity,
+    Guardrail,
+    KnowledgeSource,
+    McpServer,
+    Provider,
+    Skill,
+    Token,
+)
 from tbd_agents.engine.catalog import ModelCatalog
 from tbd_agents.engine.compaction import CompactionPolicy
 from tbd_agents.engine.config import EngineConfig
@@ -21,15 +34,25 @@ from tbd_agents.engine.guardrails import Guardrails
 from tbd_agents.engine.messages import ToolSpec
 from tbd_agents.engine.providers import ProviderSettings, build_provider
 from tbd_agents.engine.sandbox import Sandbox, SandboxLimits
-from tbd_agents.engine.sources import KnowledgeSearch, MemoryStore
+from tbd_agents.engine.sources import KnowledgeSearch, MemoryStore, Passage
 from tbd_agents.engine.tools.base import Toolset
 from tbd_agents.engine.tools.builtins import builtin_tools
 from tbd_agents.engine.tools.custom import CustomPythonTool
 from tbd_agents.engine.tools.mcp import McpConnection, McpServerConfig, open_servers
 from tbd_agents.errors import InvalidData, TbdError
 from tbd_agents.security.cipher import TokenCipher
-from tbd_agents.services.tokens import resolve_tree
-from tbd_agents.storage.protocol import Query, Repositories, contains_any, in_
+from tbd_agents.services.privilege import CUSTOM_TOOLS_SETTING
+from tbd_agents.services.tokens import referenced_names, resolve_tree
+from tbd_agents.storage.protocol import (
+    Filter,
+    Query,
+    Repositories,
+    Sort,
+    contains_any,
+    eq,
+    in_,
+    is_null,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +67,82 @@ class RunPlan:
     custom_tools: list[tuple[CustomTool, dict[str, str]]] = field(default_factory=list)
     mcp: list[McpServerConfig] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: The agent's knowledge sources the run may search (its owner's).
+    knowledge_source_ids: list[str] = field(default_factory=list)
+    #: Every source a knowledge tag may match in (its owner's); None: no restriction.
+    knowledge_scope: frozenset[str] | None = None
+
+
+@dataclass(slots=True)
+class _Owner:
+    """Whose records a run may load: the agent owner's; ownerless (operator) records only when
+    the agent itself is ownerless or its owner is an admin."""
+
+    owner: str | None
+    ownerless_ok: bool
+
+    def allows(self, record_owner: str | None) -> bool:
+        return self.ownerless_ok if record_owner is None else record_owner == self.owner
+
+    def filters(self, model: type[Entity]) -> list[tuple[Filter, ...]]:
+        """One filter group per query selecting the records `allows` accepts."""
+        field_name = model.owner_field
+        if field_name is None:
+            return [()]
+        groups: list[tuple[Filter, ...]] = [
+            (is_null(field_name),) if self.owner is None else (eq(field_name, self.owner),)
+        ]
+        if self.owner is not None and self.ownerless_ok:
+            groups.append((is_null(field_name),))
+        return groups
 
 
 async def _by_ids_and_tags(
-    repos: Repositories, model: type[Any], ids: list[str], tags: list[str]
+    repos: Repositories,
+    model: type[Any],
+    ids: list[str],
+    tags: list[str],
+    who: _Owner,
+    plan: RunPlan,
+    label: str,
 ) -> list[Any]:
+    """Records named by id or carrying a tag, only those `who` may use; ids of others' records
+    are reported in the run's warnings (by id: their names are not the agent owner's to see)."""
     found: dict[str, Any] = {}
     if ids:
         for rec in (await repos.for_model(model).list(Query(filters=(in_("id", ids),)))).items:
-            found[rec.id] = rec
+            if who.allows(getattr(rec, model.owner_field)):
+                found[rec.id] = rec
+            else:
+                plan.warnings.append(
+                    f"{label} {rec.id} belongs to another owner and was not loaded: "
+                    "reference your own records"
+                )
     if tags:
-        q = Query(filters=(contains_any("tags", tags),), limit=200)
-        for rec in (await repos.for_model(model).list(q)).items:
-            found.setdefault(rec.id, rec)
+        for group in who.filters(model):
+            q = Query(filters=(contains_any("tags", tags), *group), limit=200)
+            for rec in (await repos.for_model(model).list(q)).items:
+                found.setdefault(rec.id, rec)
     return list(found.values())
+
+
+async def _resolve(repos: Repositories, cipher: TokenCipher, owner: str | None, tree: Any) -> Any:
+    """`tree` with `{{token:…}}` resolved among `owner`'s tokens (ownerless records: among
+    ownerless tokens only, never a user's)."""
+    if owner is None:
+        names = sorted(referenced_names(tree))
+        if names:
+            page = await repos.for_model(Token).list(
+                Query(filters=(in_("name", names), is_null("created_by")), sort=(Sort("id"),))
+            )
+            missing = sorted(set(names) - {t.name for t in page.items})
+            if missing:
+                raise InvalidData(
+                    f"token(s) {', '.join(missing)} referenced but not found among the "
+                    "operator's (ownerless) tokens",
+                    details={"missing": missing},
+                )
+    return await resolve_tree(repos, cipher, owner, tree)
 
 
 async def load_plan(
@@ -68,19 +153,28 @@ async def load_plan(
     *,
     model_override: str | None = None,
 ) -> RunPlan:
-    """Everything `agent` uses, with secrets resolved; raises InvalidData naming what is missing."""
+    """Everything `agent` uses, with secrets resolved; raises InvalidData naming what is missing.
+
+    Only records of the agent's owner are loaded (see `_Owner`); records another owner holds
+    are skipped with a warning and never resolved with anyone's tokens."""
     if not agent.provider_id:
         raise InvalidData(f"agent {agent.name!r} has no provider_id: set one (GET /api/providers)")
+    owner: str | None = getattr(agent, Agent.owner_field or "created_by")
+    who = _Owner(owner, owner is None or await config.host.admins.is_admin(repos, owner))
     provider: Provider = await repos.providers.get(agent.provider_id)
-    owner = provider.created_by
+    if not who.allows(provider.created_by):
+        raise InvalidData(
+            f"agent {agent.name!r}: provider {provider.id} belongs to another owner: set a "
+            "provider_id of yours (GET /api/providers)"
+        )
     key = None
     if provider.api_key_token_name and provider.auth_type is not AuthType.NONE:
-        key = await resolve_tree(
-            repos, cipher, owner, "{{token:" + provider.api_key_token_name + "}}"
+        key = await _resolve(
+            repos, cipher, provider.created_by, "{{token:" + provider.api_key_token_name + "}}"
         )
-    headers = await resolve_tree(repos, cipher, owner, dict(provider.extra_headers))
+    headers = await _resolve(repos, cipher, provider.created_by, dict(provider.extra_headers))
     # A password moved into a token ({{token:conn.providers.<id>.base_url}}) is put back here.
-    base_url = await resolve_tree(repos, cipher, owner, provider.base_url)
+    base_url = await _resolve(repos, cipher, provider.created_by, provider.base_url)
     model = model_override or agent.model or provider.default_model
     if not model:
         raise InvalidData(f"agent {agent.name!r} has no model and its provider no default_model")
@@ -99,41 +193,110 @@ async def load_plan(
         ),
         model=model,
     )
-    plan.skills = await _by_ids_and_tags(repos, Skill, agent.skill_ids, agent.skill_tags)
-    if agent.guardrail_ids:
-        page = await repos.guardrails.list(Query(filters=(in_("id", agent.guardrail_ids),)))
-        plan.guardrails = list(page.items)
-    if agent.custom_tool_ids:
-        page = await repos.custom_tools.list(Query(filters=(in_("id", agent.custom_tool_ids),)))
-        for tool in page.items:
-            if not tool.is_enabled:
-                plan.warnings.append(f"custom tool {tool.name!r} is disabled and was not offered")
-                continue
-            env = await resolve_tree(repos, cipher, tool.created_by, dict(tool.env))
-            plan.custom_tools.append((tool, env))
+    plan.skills = await _by_ids_and_tags(
+        repos, Skill, agent.skill_ids, agent.skill_tags, who, plan, "skill"
+    )
+    plan.guardrails = await _by_ids_and_tags(
+        repos, Guardrail, agent.guardrail_ids, [], who, plan, "guardrail"
+    )
+    await _load_custom_tools(repos, cipher, agent, config, who, plan)
+    await _load_mcp(repos, cipher, agent, config, who, plan)
+    await _load_knowledge_scope(repos, agent, who, plan)
+    return plan
+
+
+async def _load_custom_tools(
+    repos: Repositories,
+    cipher: TokenCipher,
+    agent: Agent,
+    config: EngineConfig,
+    who: _Owner,
+    plan: RunPlan,
+) -> None:
+    tools: list[CustomTool] = await _by_ids_and_tags(
+        repos, CustomTool, agent.custom_tool_ids, [], who, plan, "custom tool"
+    )
+    for tool in tools:
+        if not tool.is_enabled:
+            plan.warnings.append(f"custom tool {tool.name!r} is disabled and was not offered")
+            continue
+        if not await config.host.custom_tools_for(repos, tool.created_by):
+            plan.warnings.append(
+                f"custom tool {tool.name!r} was not offered: its owner is not an admin and "
+                f"{CUSTOM_TOOLS_SETTING} is false"
+            )
+            continue
+        env = await _resolve(repos, cipher, tool.created_by, dict(tool.env))
+        plan.custom_tools.append((tool, env))
+
+
+async def _load_mcp(
+    repos: Repositories,
+    cipher: TokenCipher,
+    agent: Agent,
+    config: EngineConfig,
+    who: _Owner,
+    plan: RunPlan,
+) -> None:
     servers: list[McpServer] = await _by_ids_and_tags(
-        repos, McpServer, agent.mcp_server_ids, agent.mcp_server_tags
+        repos, McpServer, agent.mcp_server_ids, agent.mcp_server_tags, who, plan, "MCP server"
     )
     for server in servers:
         if server.status is McpServerStatus.DISABLED:
             continue
         try:
-            cfg = await resolve_tree(
-                repos, cipher, server.created_by, dict(server.connection_config)
-            )
-            plan.mcp.append(
-                McpServerConfig.from_connection_config(
-                    server.name,
-                    server.transport_type,
-                    cfg,
-                    server.allowed_tools,
-                    connect_timeout=config.mcp_connect_timeout,
-                    call_timeout=config.mcp_call_timeout,
-                )
-            )
+            cfg = await _resolve(repos, cipher, server.created_by, dict(server.connection_config))
+            mcp = McpServerConfig.from_connection_config(
+                server.name, server.transport_type, cfg, server.allowed_tools,
+                connect_timeout=config.mcp_connect_timeout, call_timeout=config.mcp_call_timeout,
+            )  # fmt: skip
+            if mcp.command is not None:
+                mcp.confined = await config.host.stdio_launch(repos, server.created_by, mcp.command)
+            plan.mcp.append(mcp)
         except TbdError as exc:
             plan.warnings.append(f"MCP server {server.name!r} skipped: {exc.message}")
-    return plan
+
+
+async def _load_knowledge_scope(
+    repos: Repositories, agent: Agent, who: _Owner, plan: RunPlan
+) -> None:
+    """The owner's sources: the agent's ids among them, and the scope its tags search in."""
+    owned: set[str] = set()
+    for group in who.filters(KnowledgeSource):
+        async for src in repos.for_model(KnowledgeSource).iterate(
+            Query(filters=group, sort=(Sort("id"),))
+        ):
+            owned.add(src.id)
+    plan.knowledge_scope = frozenset(owned)
+    plan.knowledge_source_ids = [i for i in agent.knowledge_source_ids if i in owned]
+    for other in sorted(set(agent.knowledge_source_ids) - owned):
+        plan.warnings.append(
+            f"knowledge source {other} is not one of the agent owner's and is not searched"
+        )
+
+
+class OwnedKnowledge:
+    """`KnowledgeSearch` confined to the sources a run may use: tag matches in other owners'
+    sources are excluded in the query when the search supports it, and filtered out after."""
+
+    def __init__(self, inner: KnowledgeSearch, scope: frozenset[str]) -> None:
+        self.inner = inner
+        self.scope = scope
+
+    async def search(
+        self, query: str, *, source_ids: Sequence[str], tags: Sequence[str], limit: int
+    ) -> list[Passage]:
+        ids = [i for i in source_ids if i in self.scope]
+        if not ids and not tags:
+            return []
+        scoped = getattr(self.inner, "search_within", None)
+        if scoped is not None:
+            found: list[Passage] = await scoped(
+                query, source_ids=ids, tags=tags, limit=limit, within=sorted(self.scope)
+            )
+        else:
+            found = await self.inner.search(query, source_ids=ids, tags=tags, limit=limit)
+        return [p for p in found if p.source_id in self.scope][:limit]
 
 
 async def open_plan(
@@ -147,6 +310,8 @@ async def open_plan(
 ) -> tuple[RunSpec, list[McpConnection]]:
     """Connect MCP servers, build tools and the provider: the spec of one run."""
     agent = plan.agent
+    if knowledge is not None and plan.knowledge_scope is not None:
+        knowledge = OwnedKnowledge(knowledge, plan.knowledge_scope)
     tools = Toolset()
     warnings = list(plan.warnings)
     conns, per_server, problems = await open_servers(plan.mcp)
@@ -174,7 +339,7 @@ async def open_plan(
     memory = memory if agent.memory_enabled else None
     builtins, missing = builtin_tools(
         agent.builtin_tools, memory=memory, knowledge=knowledge,
-        knowledge_source_ids=agent.knowledge_source_ids, knowledge_tags=agent.knowledge_tags,
+        knowledge_source_ids=plan.knowledge_source_ids, knowledge_tags=agent.knowledge_tags,
         timeout=config.builtin_tool_timeout,
     )  # fmt: skip
     tools.extend(builtins)
@@ -190,7 +355,7 @@ async def open_plan(
         guardrails=Guardrails.from_records(plan.guardrails),
         skills=[SkillText(s.name, s.instructions, s.description) for s in plan.skills],
         knowledge=knowledge,
-        knowledge_source_ids=list(agent.knowledge_source_ids),
+        knowledge_source_ids=list(plan.knowledge_source_ids),
         knowledge_tags=list(agent.knowledge_tags),
         memory=memory,
         output_format=agent.output_format,

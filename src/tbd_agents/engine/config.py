@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tbd_agents.services.privilege import HostCapabilities
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +33,9 @@ class EngineConfig:
     sandbox_user: str | None = "nobody"
     #: Largest tool result (characters) fed back to the model; longer results are cut.
     max_tool_result_chars: int = 20_000
+    #: What non-admins' records may run on the host (stdio MCP servers, custom tools) and who
+    #: counts as an admin, checked on the record's owner when a run loads it.
+    host: HostCapabilities = field(default_factory=HostCapabilities)
 
     @classmethod
     def from_settings(cls, settings: Any) -> EngineConfig:
@@ -40,4 +45,6 @@ class EngineConfig:
             key = f"engine_{name}"
             if hasattr(settings, key):
                 values[name] = getattr(settings, key)
+        if hasattr(settings, "user_stdio_mcp_commands"):
+            values["host"] = HostCapabilities.from_settings(settings)
         return cls(**values)

@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from tbd_agents.domain.models import Agent, KnowledgeItem, KnowledgeSource
 from tbd_agents.embeddings.base import Embedder
 from tbd_agents.knowledge.external import EXTERNAL_TYPES, ExternalHit, search_external
-from tbd_agents.storage.protocol import DocumentStore, Query, contains_any, in_
+from tbd_agents.storage.protocol import (
+    DocumentStore,
+    Filter,
+    Query,
+    Sort,
+    contains_any,
+    eq,
+    in_,
+    is_null,
+)
 from tbd_agents.vectors.base import KNOWLEDGE_CHUNKS, VectorHit, VectorStore, Where
 
 RRF_K = 60
@@ -46,13 +55,21 @@ class RetrievedChunk:
     keyword_rank: int | None  # 1-based rank in the full-text results, when found there
 
 
-def scope_of(source_ids: Sequence[str], tags: Sequence[str]) -> Where | None:
-    """Chunks of the given sources or carrying any of the tags; None when both are empty."""
-    groups = []
+def scope_of(
+    source_ids: Sequence[str], tags: Sequence[str], within: Sequence[str] | None = None
+) -> Where | None:
+    """Chunks of the given sources or carrying any of the tags; None when both are empty.
+
+    Tags are shared words, not owned names: `within` (the sources the caller may search)
+    confines tag matches to those sources. None means no confinement (admins)."""
+    groups: list[tuple[Filter, ...]] = []
     if source_ids:
         groups.append((in_("source_id", list(source_ids)),))
-    if tags:
-        groups.append((contains_any("tags", list(tags)),))
+    if tags and (within is None or within):
+        tagged: tuple[Filter, ...] = (contains_any("tags", list(tags)),)
+        if within is not None:
+            tagged = (*tagged, in_("source_id", list(within)))
+        groups.append(tagged)
     return Where(any_of=tuple(groups)) if groups else None
 
 
@@ -75,21 +92,27 @@ class KnowledgeRetriever:
         self, agent: Agent, query: str, *, k: int = 5, min_similarity: float = 0.0
     ) -> list[RetrievedChunk]:
         """The agent's knowledge (its source ids and knowledge tags) for `query`, including
-        external collections among its sources (queried read-only)."""
-        external: list[KnowledgeSource] = []
-        if agent.knowledge_source_ids:
-            async with self.documents.unit_of_work() as repos:
-                page = await repos.for_model(KnowledgeSource).list(
-                    Query(filters=(in_("id", agent.knowledge_source_ids),))
+        external collections among its sources (queried read-only). Only sources with the
+        agent's owner (ownerless agents: ownerless sources) are searched, by id or by tag."""
+        owner = agent.created_by
+        mine = eq("created_by", owner) if owner is not None else is_null("created_by")
+        async with self.documents.unit_of_work(readonly=True) as repos:
+            owned = [
+                s
+                async for s in repos.for_model(KnowledgeSource).iterate(
+                    Query(filters=(mine,), sort=(Sort("id"),))
                 )
-            external = [s for s in page.items if s.source_type in EXTERNAL_TYPES]
+            ]
+        wanted = set(agent.knowledge_source_ids)
+        external = [s for s in owned if s.id in wanted and s.source_type in EXTERNAL_TYPES]
         return await self.retrieve(
             query,
-            source_ids=agent.knowledge_source_ids,
+            source_ids=[s.id for s in owned if s.id in wanted],
             tags=agent.knowledge_tags,
             k=k,
             min_similarity=min_similarity,
             external_sources=external,
+            within=[s.id for s in owned],
         )
 
     async def retrieve(
@@ -101,10 +124,11 @@ class KnowledgeRetriever:
         k: int = 5,
         min_similarity: float = 0.0,
         external_sources: Sequence[KnowledgeSource] = (),
+        within: Sequence[str] | None = None,
     ) -> list[RetrievedChunk]:
         """Up to k chunks of the given sources/tags (and external collections), best first,
-        each with its citation."""
-        where = scope_of(source_ids, tags)
+        each with its citation; tag matches only in the sources `within` (None: anywhere)."""
+        where = scope_of(source_ids, tags, within)
         if where is None or not query.strip() or k < 1:
             return []
         depth = max(4 * k, 20)

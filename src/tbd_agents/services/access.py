@@ -9,11 +9,17 @@ see is reported as not found, so ids of other users' records leak nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from tbd_agents.domain.auth import KeyScope
 from tbd_agents.domain.models import Entity
 from tbd_agents.errors import NotFound, PermissionDenied
+from tbd_agents.services.privilege import (
+    HostCapabilities,
+    custom_tool_refusal,
+    stdio_refusal,
+)
 from tbd_agents.storage.protocol import Filter, eq
 
 
@@ -24,6 +30,10 @@ class Principal:
     identity: str
     scope: KeyScope
     via: str = "api_key"  # api_key | github | unauthenticated
+    #: When the credentials stop working (an expiring API key); keys it creates may not outlive it.
+    expires_at: datetime | None = None
+    #: What the operator lets non-admins run on the host (services/privilege.py).
+    host: HostCapabilities = field(default_factory=HostCapabilities, compare=False)
 
     @property
     def is_admin(self) -> bool:
@@ -44,6 +54,19 @@ class Principal:
             raise PermissionDenied(
                 "this operation needs an admin key (`tbd-agents keys create --admin`)"
             )
+
+    def require_custom_tools(self) -> None:
+        """PermissionDenied unless this caller may create, check or run custom tools."""
+        if not self.is_admin and not self.host.allow_user_custom_tools:
+            raise PermissionDenied(custom_tool_refusal())
+
+    def require_stdio(self, command: str) -> None:
+        """PermissionDenied unless this caller may save a stdio MCP server starting `command`
+        (given literally: a `{{token:…}}` command cannot be checked before it runs)."""
+        if self.is_admin:
+            return
+        if "{{" in command or not self.host.user_may_start(command):
+            raise PermissionDenied(stdio_refusal(command))
 
 
 def owner_filters(model: type[Entity], principal: Principal) -> tuple[Filter, ...]:

@@ -11,16 +11,21 @@ intact across instances. A record matches an existing one of the importer by its
 `skip` keeps the existing record, `rename` imports a copy under a free name, `overwrite` updates
 the existing record. `dry_run` reads only and reports what would happen, conflicts included.
 References that resolve neither inside the bundle nor to a visible record fail the import (422).
+Records are created and overwritten through the same services as POST / PATCH, so an import
+gets every check a save gets (bounds, guardrail patterns, the host-capability gates of stdio
+MCP servers and custom tools, connection passwords moved into tokens) and belongs to the
+importer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from tbd_agents.domain.models import (
     Agent,
@@ -37,8 +42,11 @@ from tbd_agents.domain.models import (
     Workflow,
 )
 from tbd_agents.domain.types import new_id, utcnow
-from tbd_agents.errors import Conflict, InvalidData
+from tbd_agents.errors import ConfigurationError, Conflict, InvalidData
+from tbd_agents.security.cipher import TokenCipher
 from tbd_agents.services.access import Principal, owner_filters
+from tbd_agents.services.catalog import records_for
+from tbd_agents.services.records import Records
 from tbd_agents.services.resources import spec_of
 from tbd_agents.services.tokens import referenced_names
 from tbd_agents.services.validation import Input
@@ -151,6 +159,10 @@ async def export_bundle(
     ).model_dump(mode="json")
 
 
+def _no_cipher() -> TokenCipher:
+    raise ConfigurationError("importing a connection password needs the token cipher")
+
+
 @dataclass
 class _Importer:
     repos: Repositories
@@ -161,6 +173,7 @@ class _Importer:
     id_map: dict[str, dict[str, str]] = field(default_factory=dict)
     parent_outcome: dict[str, str] = field(default_factory=dict)  # source id → action
     index_later: list[tuple[str, KnowledgeItem]] | None = None  # (bundle id, item) to ingest
+    cipher: Callable[[], TokenCipher] = _no_cipher
 
     def _count(self, bucket: dict[str, int], model: type[Entity]) -> None:
         bucket[model.collection] = bucket.get(model.collection, 0) + 1
@@ -242,9 +255,17 @@ class _Importer:
             return
         if existing is not None and self.mode is ImportMode.OVERWRITE:
             self._conflict(model, name, existing.id, "overwritten")
-            changes = {k: v for k, v in record.items() if k != "id"}
-            if not self.dry_run:
-                await self.repos.for_model(model).update(existing.id, changes)
+            service = self._service(model)
+            changes = {
+                k: v for k, v in record.items() if k != "id" and k not in service.spec.immutable
+            }
+            with self._located(model, old_id):
+                if self.dry_run:
+                    merged = service._validated({**existing.model_dump(), **changes})
+                    if service.spec.gate is not None:
+                        service.spec.gate(merged, self.principal)
+                else:
+                    await service.update(existing.id, changes)
             self._map(model, old_id, existing.id, "overwrite")
             self._count(self.report.overwritten, model)
             return
@@ -276,25 +297,44 @@ class _Importer:
         if model is KnowledgeSource:
             self.parent_outcome[new] = outcome
 
+    def _service(self, model: type[Entity]) -> Records[Any]:
+        service = records_for(model, self.repos, self.principal, self.cipher)
+        # tokens are matched by name and reported in `missing_tokens`, never fatal
+        service.unchecked = frozenset(r.field for r in service.spec.references if r.by != "id")
+        return service
+
+    @contextmanager
+    def _located(self, model: type[Entity], old_id: str) -> Iterator[None]:
+        """Errors of the services, located in the bundle (`resources.<collection>.<field>`)."""
+        try:
+            yield
+        except InvalidData as exc:
+            where = exc.details.get("field")
+            details = dict(exc.details)
+            if isinstance(where, str):
+                details["field"] = f"resources.{model.collection}.{where}"
+            raise InvalidData(
+                f"{model.collection} record {old_id!r}: {exc.message}", details=details
+            ) from None
+
     async def _create(self, model: type[Entity], old_id: str, record: dict[str, Any]) -> None:
+        """Create through the resource's service, as POST would: owner = importer, references,
+        bounds, cross-field checks (guardrail patterns), capability gates, and passwords in
+        connection strings moved into tokens."""
         record["id"] = new_id()
+        service = self._service(model)
         if model.owner_field:
             record[model.owner_field] = self.principal.identity
-        try:
-            entity = model.model_validate(record)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise InvalidData(
-                f"{model.collection} record {old_id!r}: {loc}: {err['msg']}",
-                details={"field": f"resources.{model.collection}.{loc}"},
-            ) from None
-        later = self.index_later is not None and isinstance(entity, KnowledgeItem)
-        if later and isinstance(entity, KnowledgeItem) and entity.text_content.strip():
-            assert self.index_later is not None
-            self.index_later.append((old_id, entity))
-        elif not self.dry_run:
-            await self.repos.for_model(model).create(entity)
+        with self._located(model, old_id):
+            entity = service._validated(record)
+            if service.spec.gate is not None:
+                service.spec.gate(entity, self.principal)
+            later = self.index_later is not None and isinstance(entity, KnowledgeItem)
+            if later and isinstance(entity, KnowledgeItem) and entity.text_content.strip():
+                assert self.index_later is not None
+                self.index_later.append((old_id, entity))
+            elif not self.dry_run:
+                entity = await service.create(record)
         self._map(model, old_id, entity.id, "create")
         self._count(self.report.created, model)
 
@@ -307,6 +347,7 @@ async def import_bundle(
     mode: ImportMode = ImportMode.SKIP,
     dry_run: bool = False,
     index_later: list[tuple[str, KnowledgeItem]] | None = None,
+    cipher: Callable[[], TokenCipher] = _no_cipher,
 ) -> ImportReport:
     """Import `bundle` for `principal` (see the module docstring); all-or-nothing on PostgreSQL.
 
@@ -327,7 +368,9 @@ async def import_bundle(
     if not dry_run:
         principal.require_write()
     report = ImportReport(dry_run=dry_run, mode=mode)
-    importer = _Importer(repos, principal, mode, dry_run, report, index_later=index_later)
+    importer = _Importer(
+        repos, principal, mode, dry_run, report, index_later=index_later, cipher=cipher
+    )
     for model in ORDER:
         for raw in bundle.resources.get(model.collection, []):
             await importer.run_one(model, raw)

@@ -4,25 +4,36 @@ Authentication is on every request's path, so verified keys are cached in the pr
 `AUTH_CACHE_SECONDS`. A key revoked through the API of the same process stops working at once; a
 key revoked from the CLI (another process) stops working within that time. `last_used_at` is
 written at most once per `LAST_USED_RESOLUTION` per key, never on every request.
+
+GitHub logins and API-key owners share one namespace (record owners), so a GitHub login is
+accepted only when it cannot take over another identity: a login that owns API keys not made
+for GitHub (`keys create --github`), or a reserved name (`admin`, `local`) without such a key,
+is refused with 403. Failed authentications are counted per client address (`FailureThrottle`):
+past the limit, further failures are answered 429 with Retry-After; successes are never held.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from tbd_agents.domain.auth import ApiKey, KeyScope
 from tbd_agents.domain.types import utcnow
-from tbd_agents.errors import AuthenticationRequired, NotFound
+from tbd_agents.errors import AuthenticationRequired, NotFound, PermissionDenied, TooManyAttempts
 from tbd_agents.security.apikeys import generate_key, hash_key, looks_like_api_key
 from tbd_agents.security.github import GitHubIdentity
 from tbd_agents.services.access import Principal
+from tbd_agents.services.privilege import HostCapabilities
 from tbd_agents.storage.protocol import DocumentStore, Page, Query, Repositories, Sort, eq
 
 AUTH_CACHE_SECONDS = 5.0
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 LOCAL_IDENTITY = "local"
+#: Owner names a GitHub login may take only through a key made with `--github`.
+RESERVED_IDENTITIES = frozenset({"admin", LOCAL_IDENTITY})
 
 _FIX = (
     "send `Authorization: Bearer <API key>`; an admin creates keys with "
@@ -49,6 +60,7 @@ class ApiKeys:
         scope: KeyScope = KeyScope.USER,
         name: str = "",
         expires_at: datetime | None = None,
+        github: bool = False,
     ) -> CreatedKey:
         """A new key for `owner`; the plaintext is returned here and never again."""
         new = generate_key()
@@ -59,6 +71,7 @@ class ApiKeys:
             prefix=new.prefix,
             key_hash=new.key_hash,
             expires_at=expires_at,
+            github=github,
         )
         stored: ApiKey = await self.repo.create(record)
         return CreatedKey(stored, new.plaintext)
@@ -94,6 +107,40 @@ class _Cached:
     expires: float
 
 
+@dataclass(slots=True)
+class FailureThrottle:
+    """Failed authentications per client address in a sliding window, in this process only."""
+
+    limit: int = 20
+    window: float = 60.0
+    max_clients: int = 10_000
+    _failures: dict[str, deque[float]] = field(default_factory=dict)
+
+    def _recent(self, client: str, now: float) -> deque[float]:
+        times = self._failures.get(client)
+        if times is None:
+            if len(self._failures) >= self.max_clients:
+                self._failures.clear()
+            times = self._failures[client] = deque()
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        return times
+
+    def failed(self, client: str) -> TooManyAttempts | None:
+        """Record a failure; the 429 to answer instead of the 401 once over the limit."""
+        now = time.monotonic()
+        times = self._recent(client, now)
+        times.append(now)
+        if len(times) <= self.limit:
+            return None
+        retry = max(1, math.ceil(times[-self.limit - 1] + self.window - now))
+        return TooManyAttempts(
+            f"too many failed authentications from this address ({len(times)} in "
+            f"{self.window:g} s): wait {retry} s and send a valid API key",
+            retry_after=retry,
+        )
+
+
 class Authenticator:
     """Turns an `Authorization` header into a `Principal`, or raises AuthenticationRequired."""
 
@@ -105,32 +152,68 @@ class Authenticator:
         github: GitHubIdentity | None = None,
         github_admins: frozenset[str] = frozenset(),
         cache_seconds: float = AUTH_CACHE_SECONDS,
+        host: HostCapabilities | None = None,
+        throttle: FailureThrottle | None = None,
     ) -> None:
         self._store = store
         self._open = allow_unauthenticated
         self._github = github
         self._github_admins = github_admins
         self.cache_seconds = cache_seconds
+        self._host = host or HostCapabilities()
+        self.throttle = throttle or FailureThrottle()
         self._cache: dict[str, _Cached] = {}
+        self._logins: dict[str, float] = {}  # GitHub logins checked free, until (monotonic)
 
     def forget(self, key_id: str) -> None:
         """Drop a key from the cache (after revocation in this process)."""
         for digest in [d for d, c in self._cache.items() if c.key_id == key_id]:
             del self._cache[digest]
 
-    async def authenticate(self, authorization: str | None) -> Principal:
+    async def authenticate(self, authorization: str | None, client: str = "") -> Principal:
+        """The caller; failures from `client` (its address) beyond the limit become 429."""
+        try:
+            return await self._authenticate(authorization)
+        except AuthenticationRequired as exc:
+            throttled = self.throttle.failed(client)
+            if throttled is not None:
+                raise throttled from exc
+            raise
+
+    async def _authenticate(self, authorization: str | None) -> Principal:
         credential = _bearer(authorization)
         if credential is None:
             if self._open:
-                return Principal(LOCAL_IDENTITY, KeyScope.ADMIN, via="unauthenticated")
+                return Principal(
+                    LOCAL_IDENTITY, KeyScope.ADMIN, via="unauthenticated", host=self._host
+                )
             raise AuthenticationRequired(f"no credentials: {_FIX}")
         if looks_like_api_key(credential):
             return await self._api_key(credential)
         if self._github is not None:
             user = await self._github.verify(credential)
+            await self._check_login(user.login)
             scope = KeyScope.ADMIN if user.login in self._github_admins else KeyScope.USER
-            return Principal(user.login, scope, via="github")
+            return Principal(user.login, scope, via="github", host=self._host)
         raise AuthenticationRequired(f"unknown credentials: {_FIX}")
+
+    async def _check_login(self, login: str) -> None:
+        """PermissionDenied if the GitHub `login` would act as an API-key identity."""
+        now = time.monotonic()
+        if self._logins.get(login, 0.0) > now:
+            return
+        async with self._store.unit_of_work(readonly=True) as repos:
+            page = await repos.for_model(ApiKey).list(Query(filters=(eq("owner", login),)))
+        linked = any(k.github for k in page.items)
+        if not linked and (login in RESERVED_IDENTITIES or page.items):
+            raise PermissionDenied(
+                f"the GitHub login {login!r} is also the owner of API keys (or a reserved name) "
+                "on this server, so it cannot sign in with GitHub: use one of those API keys, or "
+                f"an admin links the login with `tbd-agents keys create --owner {login} --github`"
+            )
+        if len(self._logins) > 10_000:
+            self._logins.clear()
+        self._logins[login] = now + self.cache_seconds
 
     async def _api_key(self, credential: str) -> Principal:
         digest = hash_key(credential)
@@ -148,7 +231,9 @@ class Authenticator:
                 raise AuthenticationRequired(f"this API key expired at {record.expires_at}: {_FIX}")
             if record.last_used_at is None or wall - record.last_used_at > LAST_USED_RESOLUTION:
                 await repo.update(record.id, {"last_used_at": wall})
-        principal = Principal(record.owner, record.scope, via="api_key")
+        principal = Principal(
+            record.owner, record.scope, via="api_key", expires_at=record.expires_at, host=self._host
+        )
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[digest] = _Cached(principal, record.id, now + self.cache_seconds)

@@ -20,10 +20,10 @@ from tbd_agents.errors import InvalidData, NotFound
 from tbd_agents.knowledge.files import FileStore, StoredFile
 from tbd_agents.knowledge.ingest import ChunkingOptions, KnowledgeIngestion
 from tbd_agents.knowledge.retrieval import KnowledgeRetriever, RetrievedChunk
-from tbd_agents.services.access import Principal
+from tbd_agents.services.access import Principal, owner_filters
 from tbd_agents.services.memory import MemoryHit, MemoryService, SearchMode
 from tbd_agents.services.records import Records
-from tbd_agents.storage.protocol import DocumentStore, eq
+from tbd_agents.storage.protocol import DocumentStore, Query, Sort, eq
 from tbd_agents.vectors.base import KNOWLEDGE_CHUNKS, VectorStore, Where
 
 log = logging.getLogger("tbd_agents.api")
@@ -103,13 +103,25 @@ class KnowledgeServices:
     async def search(
         self, principal: Principal, query: str, source_ids: list[str], tags: list[str], k: int
     ) -> list[RetrievedChunk]:
-        async with self.store.unit_of_work() as repos:
+        """Chunks of the given sources (each must be visible) or with any of the tags; for
+        users, tags match only in their own sources, and no sources nor tags means all of
+        their own sources. Admins search everything."""
+        within: list[str] | None = None
+        async with self.store.unit_of_work(readonly=True) as repos:
             records = Records(repos, principal, KnowledgeSource)
             visible = [(await records.get(s)).id for s in source_ids]
-            if not visible and not principal.is_admin:
-                page = await records.list([], limit=200)
-                visible = [s.id for s in page.items]
-        return await self.retriever.retrieve(query, source_ids=visible, tags=tags, k=k)
+            if not principal.is_admin:
+                within = [
+                    s.id
+                    async for s in repos.for_model(KnowledgeSource).iterate(
+                        Query(filters=owner_filters(KnowledgeSource, principal), sort=(Sort("id"),))
+                    )
+                ]
+                if not visible and not tags:
+                    visible = within
+        return await self.retriever.retrieve(
+            query, source_ids=visible, tags=tags, k=k, within=within
+        )
 
     # --- memory ---------------------------------------------------------------------------
     async def _agent(self, principal: Principal, agent_id: str) -> Agent:

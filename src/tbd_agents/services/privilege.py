@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from tbd_agents.config import Settings
 from tbd_agents.domain.auth import ApiKey, KeyScope
 from tbd_agents.domain.types import utcnow
+from tbd_agents.errors import PermissionDenied
 from tbd_agents.storage.protocol import Query, Repositories, eq, is_null
 
 LOCAL_IDENTITY = "local"
@@ -59,3 +60,62 @@ class AdminDirectory:
         now = utcnow()
         page = await repos.for_model(ApiKey).list(query)
         return any(key.expires_at is None or key.expires_at > now for key in page.items)
+
+
+#: The setting names, quoted in every refusal so the operator knows what to change.
+STDIO_SETTING = "USER_STDIO_MCP_COMMANDS"
+CUSTOM_TOOLS_SETTING = "ALLOW_USER_CUSTOM_TOOLS"
+
+
+@dataclass(frozen=True, slots=True)
+class HostCapabilities:
+    """What the operator lets non-admins run on the host (admins may always).
+
+    - `user_stdio_commands`: executables a non-admin's stdio MCP server may start (exact match
+      on the command after token resolution; `*` any). Such servers run confined.
+    - `allow_user_custom_tools`: non-admins may create, check and run custom tools.
+    """
+
+    user_stdio_commands: frozenset[str] = frozenset()
+    allow_user_custom_tools: bool = False
+    admins: AdminDirectory = AdminDirectory()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> HostCapabilities:
+        return cls(
+            user_stdio_commands=parse_names(settings.user_stdio_mcp_commands),
+            allow_user_custom_tools=settings.allow_user_custom_tools,
+            admins=AdminDirectory.from_settings(settings),
+        )
+
+    def user_may_start(self, command: str) -> bool:
+        """True if a non-admin's stdio server may start `command` (resolved, exact)."""
+        return "*" in self.user_stdio_commands or command in self.user_stdio_commands
+
+    async def stdio_launch(self, repos: Repositories, owner: str | None, command: str) -> bool:
+        """How a stdio server owned by `owner` starts `command`: False = as the server's user
+        (admin owner), True = confined (allow-listed for users); PermissionDenied otherwise."""
+        if await self.admins.is_admin(repos, owner):
+            return False
+        if self.user_may_start(command):
+            return True
+        raise PermissionDenied(stdio_refusal(command))
+
+    async def custom_tools_for(self, repos: Repositories, owner: str | None) -> bool:
+        """True if custom tools owned by `owner` may run."""
+        return self.allow_user_custom_tools or await self.admins.is_admin(repos, owner)
+
+
+def stdio_refusal(command: str) -> str:
+    return (
+        f"stdio MCP servers run a command on the host ({command!r}): only admins may use them "
+        f"unless the operator lists the command in {STDIO_SETTING}; ask an admin to create the "
+        "server, or use an sse / streamable_http MCP server"
+    )
+
+
+def custom_tool_refusal() -> str:
+    return (
+        "custom tools execute Python on the host (in the sandbox): only admins may create, check "
+        f"or run them unless the operator sets {CUSTOM_TOOLS_SETTING}=true; ask an admin"
+    )

@@ -33,6 +33,8 @@ E = TypeVar("E", bound=Entity)
 
 #: How many dependants a 409 lists per kind (the message says when there are more).
 DEPENDANTS_SHOWN = 20
+#: Integer fields are stored as 32-bit integers (PostgreSQL `integer`).
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 
 
 class Records(Generic[E]):
@@ -44,6 +46,8 @@ class Records(Generic[E]):
         self.model = model
         self.spec: ResourceSpec = spec_of(model)
         self.repo = repos.for_model(model)
+        #: Reference fields left unchecked (an import reports missing tokens instead of failing).
+        self.unchecked: frozenset[str] = frozenset()
 
     # --- reading -------------------------------------------------------------------------
     async def get(self, record_id: str) -> E:
@@ -129,6 +133,8 @@ class Records(Generic[E]):
             await self._check_parent(values.get(self.spec.parent.field))
         await self.check_references(values)
         record = self._validated(values)
+        if self.spec.gate is not None:
+            self.spec.gate(record, self.principal)
         created: E = await self.repo.create(record)
         return created
 
@@ -142,6 +148,12 @@ class Records(Generic[E]):
             raise InvalidData(
                 f"invalid {self.spec.label}: {where}: {err['msg']}", details={"field": where}
             ) from None
+        for name, value in record:
+            if type(value) is int and not INT_MIN <= value <= INT_MAX:
+                raise InvalidData(
+                    f"invalid {self.spec.label}: {name}: must be between {INT_MIN} and {INT_MAX}",
+                    details={"field": name},
+                )
         if self.spec.check is not None:
             self.spec.check(record)
         return record
@@ -159,8 +171,9 @@ class Records(Generic[E]):
         await self.check_references(changes)
         if not changes:
             return current
-        if self.spec.check is not None:
-            self._validated({**current.model_dump(), **changes})
+        merged = self._validated({**current.model_dump(), **changes})
+        if self.spec.gate is not None:
+            self.spec.gate(merged, self.principal)
         updated: E = await self.repo.update(record_id, dict(changes))
         return updated
 
@@ -220,7 +233,7 @@ class Records(Generic[E]):
     async def check_references(self, values: Mapping[str, Any]) -> None:
         """InvalidData naming the field if a reference names an unknown or invisible record."""
         for ref in self.spec.references:
-            if ref.field not in values or values[ref.field] is None:
+            if ref.field not in values or values[ref.field] is None or ref.field in self.unchecked:
                 continue
             raw = values[ref.field]
             wanted = [v for v in (raw if ref.many else [raw]) if isinstance(v, str)]

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from tbd_agents.domain.enums import McpTransport
 from tbd_agents.domain.models import (
     Agent,
     ChatMessage,
@@ -33,6 +34,7 @@ from tbd_agents.domain.models import (
 )
 from tbd_agents.engine.guardrails import validate_guardrail
 from tbd_agents.runtime.scheduler import validate_schedule
+from tbd_agents.services.access import Principal
 
 
 class OnDelete(StrEnum):
@@ -72,6 +74,8 @@ class ResourceSpec:
     immutable: frozenset[str] = field(default_factory=frozenset)  # set at creation only
     #: Rules across fields that the model alone cannot check; raises InvalidData naming the fix.
     check: Callable[[Entity], None] | None = None
+    #: Who may save the record as it would be stored; raises PermissionDenied naming the setting.
+    gate: Callable[[Entity, Principal], None] | None = None
 
 
 def _check_schedule(record: Entity) -> None:
@@ -82,6 +86,16 @@ def _check_schedule(record: Entity) -> None:
 def _check_guardrail(record: Entity) -> None:
     if isinstance(record, Guardrail):
         validate_guardrail(record)  # patterns compile and cannot backtrack catastrophically
+
+
+def _gate_mcp(record: Entity, principal: Principal) -> None:
+    """stdio servers start a host process: admins, or commands the operator allows users."""
+    if isinstance(record, McpServer) and record.transport_type is McpTransport.STDIO:
+        principal.require_stdio(str(record.connection_config.get("command") or ""))
+
+
+def _gate_custom_tool(record: Entity, principal: Principal) -> None:
+    principal.require_custom_tools()
 
 
 _AGENT_REFS = (
@@ -117,8 +131,14 @@ SPECS: dict[type[Entity], ResourceSpec] = {
             "MCP server",
             dependants=(_used_by_agents("mcp_server_ids"),),
             managed=frozenset({"status", "last_error"}),
+            gate=_gate_mcp,
         ),
-        ResourceSpec(CustomTool, "custom tool", dependants=(_used_by_agents("custom_tool_ids"),)),
+        ResourceSpec(
+            CustomTool,
+            "custom tool",
+            dependants=(_used_by_agents("custom_tool_ids"),),
+            gate=_gate_custom_tool,
+        ),
         ResourceSpec(
             Guardrail,
             "guardrail",

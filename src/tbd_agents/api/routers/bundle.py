@@ -56,8 +56,9 @@ async def import_(
         later = []
     async with ctx.store.unit_of_work() as repos:
         report = await import_bundle(
-            repos, caller, bundle, mode=mode, dry_run=dry_run, index_later=later
-        )
+            repos, caller, bundle, mode=mode, dry_run=dry_run, index_later=later,
+            cipher=ctx.cipher,
+        )  # fmt: skip
     if knowledge is not None and later:
         # Items become searchable like uploaded ones: chunked, embedded, indexed.
         items = report.id_map.setdefault(KnowledgeItem.collection, {})

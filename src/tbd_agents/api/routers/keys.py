@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
@@ -11,7 +11,8 @@ from pydantic import BaseModel, Field
 from tbd_agents.api.crud import ERRORS
 from tbd_agents.api.deps import MAX_LIMIT, Caller, Ctx
 from tbd_agents.domain.auth import ApiKey, KeyScope
-from tbd_agents.errors import PermissionDenied
+from tbd_agents.errors import InvalidData, PermissionDenied
+from tbd_agents.services.access import Principal
 from tbd_agents.services.keys import ApiKeys
 from tbd_agents.services.validation import Input
 
@@ -31,6 +32,9 @@ class KeyCreate(Input):
     )
     scope: KeyScope = KeyScope.USER
     expires_at: datetime | None = None
+    github: bool = Field(
+        default=False, description="Admins only: the owner is a GitHub login linked to this key."
+    )
 
 
 class KeyOut(BaseModel):
@@ -43,6 +47,7 @@ class KeyOut(BaseModel):
     last_used_at: datetime | None
     revoked_at: datetime | None
     expires_at: datetime | None
+    github: bool = False
 
 
 class KeyCreated(KeyOut):
@@ -67,13 +72,33 @@ async def me(caller: Caller) -> MeOut:
 async def create_key(body: KeyCreate, ctx: Ctx, caller: Caller) -> KeyCreated:
     caller.require_write()
     owner = body.owner or caller.identity
-    if not caller.is_admin and (owner != caller.identity or body.scope is KeyScope.ADMIN):
-        raise PermissionDenied("users may create keys only for themselves, without the admin scope")
+    if not caller.is_admin and (
+        owner != caller.identity or body.scope is KeyScope.ADMIN or body.github
+    ):
+        raise PermissionDenied(
+            "users may create keys only for themselves, without the admin scope or --github"
+        )
+    _check_expiry(caller, body.expires_at)
     async with ctx.store.unit_of_work() as repos:
         created = await ApiKeys(repos).create(
-            owner, scope=body.scope, name=body.name, expires_at=body.expires_at
+            owner, scope=body.scope, name=body.name, expires_at=body.expires_at, github=body.github
         )
     return KeyCreated(**_out(created.record).model_dump(), key=created.plaintext)
+
+
+def _check_expiry(caller: Principal, expires_at: datetime | None) -> None:
+    """A key made with an expiring key may not outlive it (else expiry means nothing)."""
+    limit = caller.expires_at
+    if limit is None:
+        return
+    if expires_at is not None and expires_at.tzinfo is None:
+        expires_at = expires_at.replace(tzinfo=UTC)  # stored as UTC, compared as UTC
+    if expires_at is None or expires_at > limit:
+        raise InvalidData(
+            f"expires_at: this API key expires at {limit.isoformat()}, so keys it creates must "
+            "expire too, no later than that: give expires_at up to that time",
+            details={"field": "expires_at"},
+        )
 
 
 @router.get("/api/keys", response_model=KeyPage, summary="List API keys (yours; admins: all)")

@@ -6,6 +6,10 @@ None of these change a run; they report what a run would see. Failures of the th
 never a 500, and every wait is bounded: MCP connections by the connect timeout (the record's
 `connection_config.connect_timeout`, else ENGINE_MCP_CONNECT_TIMEOUT), tools by their own
 `timeout_seconds`. Secrets (`{{token:NAME}}`) are resolved for the call only and never returned.
+
+What executes code on the host is gated as at run time (services/privilege.py): a stdio server is
+started only for an admin owner or, confined, for a command in USER_STDIO_MCP_COMMANDS; custom
+tools are validated and run only for admins unless ALLOW_USER_CUSTOM_TOOLS is set (403 otherwise).
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from tbd_agents.engine.config import EngineConfig
 from tbd_agents.engine.guardrails import Guardrails, Verdict, compile_rule
 from tbd_agents.engine.sandbox import Sandbox, SandboxLimits, validate_custom_tool
 from tbd_agents.engine.tools.mcp import McpConnection, McpServerConfig
-from tbd_agents.errors import InvalidData, TbdError
+from tbd_agents.errors import InvalidData, PermissionDenied, TbdError
+from tbd_agents.services.privilege import custom_tool_refusal
 from tbd_agents.services.records import Records
 from tbd_agents.services.tokens import resolve_tree
 
@@ -88,6 +93,10 @@ async def test_mcp(mcp_id: Annotated[str, Path()], ctx: Ctx, caller: Caller) -> 
             problem = None
         except TbdError as exc:
             cfg, problem = None, exc.message
+        if cfg is not None and cfg.command is not None:
+            # As a run would: the owner decides (admin, or a command allowed for users).
+            caller.require_stdio(cfg.command)
+            cfg.confined = await config.host.stdio_launch(repos, server.created_by, cfg.command)
     start = time.perf_counter()
     out = McpTestOut(ok=False, tools=[], error=problem, latency_ms=0)
     if cfg is not None:
@@ -136,6 +145,7 @@ class ValidateOut(BaseModel):
     summary="Check a custom tool's source (parsed, never run)",
 )
 async def validate_tool(body: ValidateIn, caller: Caller) -> ValidateOut:
+    caller.require_custom_tools()
     schema = body.parameters_schema or {"type": "object", "properties": {}}
     try:
         entry = validate_custom_tool(body.name, body.source_code, schema)
@@ -168,9 +178,12 @@ async def run_tool(
     """Run the stored tool with `arguments` (checked against its parameters_schema), its
     declared env (secrets resolved) and its own limits, as an agent's call would."""
     caller.require_write()
-    _, sandbox = _engine(ctx)
+    caller.require_custom_tools()
+    config, sandbox = _engine(ctx)
     async with ctx.store.unit_of_work() as repos:
         tool: CustomTool = await Records(repos, caller, CustomTool).get(tool_id)
+        if not await config.host.custom_tools_for(repos, tool.created_by):
+            raise PermissionDenied(custom_tool_refusal())  # as a run would: the owner decides
         env = await resolve_tree(repos, ctx.cipher(), tool.created_by, dict(tool.env))
     start = time.perf_counter()
     try:

@@ -50,6 +50,7 @@ class McpServerConfig:
     allowed_tools: list[str] = field(default_factory=list)
     connect_timeout: float = 15.0
     call_timeout: float = 60.0
+    confined: bool = False  # stdio of a non-admin owner (USER_STDIO_MCP_COMMANDS): start confined
 
     @classmethod
     def from_connection_config(
