@@ -165,6 +165,7 @@ async def open_plan(
                         timeout_seconds=record.timeout_seconds, memory_mb=record.memory_limit_mb
                     ),
                     env=env,
+                    allowed_hosts=list(record.allowed_hosts),
                 )
             )
         except TbdError as exc:

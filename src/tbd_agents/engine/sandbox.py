@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import pwd
 import shutil
 import signal
@@ -171,21 +172,30 @@ def set_save_ceilings(ceilings: Ceilings) -> None:
     _save_ceilings = ceilings
 
 
-def check_tool_limits(name: str, timeout_seconds: int, memory_limit_mb: int) -> None:
-    """On save: refuse limits above the operator's ceilings, naming the setting."""
+_HOST = re.compile(r"^(\*\.)?[A-Za-z0-9_.-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
+
+
+def check_tool_policy(tool: Any) -> None:
+    """On save: refuse limits above the operator's ceilings (naming the setting) and
+    malformed `allowed_hosts` entries. `tool` is a CustomTool record."""
     c = _save_ceilings
-    if timeout_seconds > c.timeout_seconds:
-        raise InvalidData(
-            f"custom tool {name!r}: timeout_seconds {timeout_seconds} is above the server's "
-            f"ceiling SANDBOX_MAX_TIMEOUT_SECONDS={c.timeout_seconds}; lower it",
-            details={"field": "timeout_seconds", "setting": "SANDBOX_MAX_TIMEOUT_SECONDS"},
-        )
-    if memory_limit_mb > c.memory_mb:
-        raise InvalidData(
-            f"custom tool {name!r}: memory_limit_mb {memory_limit_mb} is above the server's "
-            f"ceiling SANDBOX_MAX_MEMORY_MB={c.memory_mb}; lower it",
-            details={"field": "memory_limit_mb", "setting": "SANDBOX_MAX_MEMORY_MB"},
-        )
+    for field_name, value, ceiling, setting in (
+        ("timeout_seconds", tool.timeout_seconds, c.timeout_seconds, "SANDBOX_MAX_TIMEOUT_SECONDS"),
+        ("memory_limit_mb", tool.memory_limit_mb, c.memory_mb, "SANDBOX_MAX_MEMORY_MB"),
+    ):
+        if value > ceiling:
+            raise InvalidData(
+                f"custom tool {tool.name!r}: {field_name} {value} is above the server's ceiling "
+                f"{setting}={ceiling}; lower it (or ask the operator to raise {setting})",
+                details={"field": field_name, "setting": setting},
+            )
+    for host in tool.allowed_hosts:
+        if not _HOST.match(host) or host.startswith(".") or len(host) > 260:
+            raise InvalidData(
+                f"custom tool {tool.name!r}: allowed_hosts entry {host!r} must be a host name "
+                "or IP, optionally `*.` in front and `:port` behind (no scheme, no path)",
+                details={"field": "allowed_hosts"},
+            )
 
 
 def _child_env(home: str, env: dict[str, str] | None) -> dict[str, str]:

@@ -32,6 +32,7 @@ from tbd_agents.domain.models import (
     Workflow,
 )
 from tbd_agents.engine.guardrails import validate_guardrail
+from tbd_agents.engine.sandbox import check_tool_policy
 from tbd_agents.runtime.scheduler import validate_schedule
 
 
@@ -79,6 +80,11 @@ def _check_schedule(record: Entity) -> None:
         validate_schedule(record)
 
 
+def _check_custom_tool(record: Entity) -> None:
+    if isinstance(record, CustomTool):
+        check_tool_policy(record)  # operator ceilings, allowed_hosts syntax
+
+
 def _check_guardrail(record: Entity) -> None:
     if isinstance(record, Guardrail):
         validate_guardrail(record)  # patterns compile and cannot backtrack catastrophically
@@ -118,7 +124,12 @@ SPECS: dict[type[Entity], ResourceSpec] = {
             dependants=(_used_by_agents("mcp_server_ids"),),
             managed=frozenset({"status", "last_error"}),
         ),
-        ResourceSpec(CustomTool, "custom tool", dependants=(_used_by_agents("custom_tool_ids"),)),
+        ResourceSpec(
+            CustomTool,
+            "custom tool",
+            dependants=(_used_by_agents("custom_tool_ids"),),
+            check=_check_custom_tool,
+        ),
         ResourceSpec(
             Guardrail,
             "guardrail",

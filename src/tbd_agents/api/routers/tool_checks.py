@@ -39,7 +39,7 @@ def _engine(ctx: ApiContext) -> tuple[EngineConfig, Sandbox]:
     found = ctx.services.get("tool_checks")
     if found is None:
         config = EngineConfig.from_settings(ctx.settings)
-        found = (config, Sandbox(config.sandbox_user))
+        found = (config, Sandbox.from_config(config))
         ctx.services["tool_checks"] = found
     config, sandbox = found
     assert isinstance(config, EngineConfig)
@@ -186,7 +186,10 @@ async def run_tool(
         msg = f"arguments do not match parameters_schema at {where}: {exc.message}"
         return RunOut(ok=False, error=msg, duration_ms=_ms(start))
     limits = SandboxLimits(timeout_seconds=tool.timeout_seconds, memory_mb=tool.memory_limit_mb)
-    res = await sandbox.run(tool.source_code, entry, body.arguments, env=env, limits=limits)
+    res = await sandbox.run(
+        tool.source_code, entry, body.arguments, env=env, limits=limits,
+        allowed_hosts=tool.allowed_hosts,
+    )  # fmt: skip
     return RunOut(
         ok=res.ok, result=res.result, error=res.error, duration_ms=_ms(start), stdout=res.stdout
     )

@@ -6,7 +6,7 @@ Servers used as document stores only stay at the previous revision
 (`tbd_agents.storage.postgres.migrate.DOCUMENT_SCHEMA_REVISION`).
 
 Revision ID: 7b5e0d4c1a26
-Revises: 5d2e8a41c9f0
+Revises: e4a9c2f7d815
 Create Date: 2026-11-25 20:31:00+00:00
 """
 
@@ -19,7 +19,7 @@ from tbd_agents.storage.postgres.errors import extension_missing
 
 # revision identifiers, used by Alembic.
 revision: str = "7b5e0d4c1a26"
-down_revision: str | Sequence[str] | None = "5d2e8a41c9f0"
+down_revision: str | Sequence[str] | None = "e4a9c2f7d815"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 #: Last revision before pgvector: the 15 document tables as the code expects them. Servers without
 #: pgvector (documents only) are migrated up to here. Changes to those 15 tables go into a revision
 #: placed before VECTOR_REVISION, and this constant moves to it.
-DOCUMENT_SCHEMA_REVISION = "5d2e8a41c9f0"
+DOCUMENT_SCHEMA_REVISION = "e4a9c2f7d815"
 #: Revision that creates the 15 document tables.
 INITIAL_REVISION = "3f1c2a9d8b47"
 #: Revision that enables the pgvector extension.
