@@ -47,6 +47,8 @@ ETC_ALLOWED = (
 )  # fmt: skip
 DEVICES = ("null", "zero", "full", "random", "urandom")
 RELAY_PORT = 3128
+VIEW_PATH = "/usr/local/bin:/usr/bin:/bin"
+VIEW_TMP = "/tmp"  # noqa: S108 - inside the view: the call's own fresh work directory
 #: Exit code of the launcher when the confinement itself failed (the message is on stderr).
 CONFINE_FAILED = 125
 
@@ -95,7 +97,9 @@ def view(extra_ro: Sequence[str] = ()) -> list[dict[str, Any]]:
         if os.path.exists(real) and not _under(real, shown):
             binds.append(_entry(real, real))
             shown.append(real)
-    binds += [_entry(f"/dev/{d}", rw=True, dev=True) for d in DEVICES if os.path.exists(f"/dev/{d}")]
+    binds += [
+        _entry(f"/dev/{d}", rw=True, dev=True) for d in DEVICES if os.path.exists(f"/dev/{d}")
+    ]
     return binds
 
 
@@ -114,7 +118,7 @@ class Confiner:
         self.drop = drop
         self.internal_hosts = internal_hosts
         self.python = python
-        self._problem: str | None | bool = False  # False: not probed yet
+        self._problem: str | bool | None = False  # False: not probed yet
 
     @property
     def enabled(self) -> bool:
@@ -166,9 +170,9 @@ class Confiner:
             os.chown(work, *self.drop)
         uid, gid = self.drop or (os.getuid(), os.getgid())
         binds = view(extra_ro) + list(extra_binds)
-        binds.append(_entry(str(work), "/tmp", rw=True))
+        binds.append(_entry(str(work), VIEW_TMP, rw=True))
         spec: dict[str, Any] = {
-            "argv": argv, "env": env, "cwd": "/tmp", "limits": limits,
+            "argv": argv, "env": env, "cwd": VIEW_TMP, "limits": limits,
             "drop": list(self.drop) if self.drop else None, "files": _passwd(uid, gid),
         }  # fmt: skip
         if egress_dir is not None:
@@ -201,6 +205,29 @@ class Confiner:
                 env[name] = env[name.lower()] = proxy
         spec = self._spec(base, argv, env, limits, egress_dir, extra_ro, extra_binds)
         return Launch([self.python, "-I", str(LAUNCHER), str(spec)], {}, base / "work")
+
+    def stdio_command(
+        self, command: str, args: Sequence[str], env: dict[str, str]
+    ) -> tuple[str, list[str]]:
+        """(command, args) running a long-lived stdio program (an MCP server) confined, with
+        no network. The command is looked up in the view's PATH; an absolute command outside
+        the system dirs shows its installation prefix read-only. Raises RuntimeError if the
+        sandbox is unavailable; the small work directory stays behind until the OS cleans /tmp."""
+        problem = self.problem() if self.enabled else "SANDBOX_ISOLATION=none"
+        if problem:
+            raise RuntimeError(f"cannot run {command!r} confined: {problem}")
+        found = command if os.path.isabs(command) else shutil.which(command, path=VIEW_PATH)
+        if found is None:
+            raise RuntimeError(
+                f"{command!r} not found in {VIEW_PATH} (confined servers see only those)"
+            )
+        real = os.path.realpath(found)
+        extra = [] if _under(real, SYSTEM_DIRS) else [os.path.dirname(os.path.dirname(real))]
+        env = {"PATH": VIEW_PATH, "HOME": VIEW_TMP, "TMPDIR": VIEW_TMP, "LANG": "C.UTF-8", **env}
+        launch = self.prepare(
+            Path(tempfile.mkdtemp(prefix="tbd-mcp-")), [found, *args], env, extra_ro=extra
+        )
+        return launch.argv[0], launch.argv[1:]
 
     @contextlib.asynccontextmanager
     async def launch(

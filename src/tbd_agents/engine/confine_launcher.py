@@ -18,6 +18,7 @@ Exit code 125 with a line on stderr means the confinement itself failed.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -31,6 +32,9 @@ import stat
 import struct
 import sys
 import threading
+from typing import Any
+
+Spec = dict[str, Any]
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x4000000, 0x8000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
@@ -44,6 +48,7 @@ SYS_OPEN_TREE, SYS_MOVE_MOUNT = 428, 429  # same on x86_64 and aarch64
 AT_FDCWD, AT_RECURSIVE, OPEN_TREE_CLONE = -100, 0x8000, 1
 SYS_LANDLOCK = (444, 445, 446)  # create_ruleset, add_rule, restrict_self (same on both)
 STAGE = "/tmp"  # noqa: S108 - a mount point in our private mount namespace, not a temp file
+VIEW_TMP = STAGE  # inside the view: the call's own work directory
 MB = 1024 * 1024
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -62,7 +67,10 @@ def _check(result: int, what: str) -> int:
 
 def _mount(src: str | None, dst: str, fstype: str | None, flags: int, data: str = "") -> None:
     enc = [None if v is None else v.encode() for v in (src, dst, fstype)]
-    _check(libc.mount(enc[0], enc[1], enc[2], ctypes.c_ulong(flags), data.encode() or None), f"mount {dst}")
+    _check(
+        libc.mount(enc[0], enc[1], enc[2], ctypes.c_ulong(flags), data.encode() or None),
+        f"mount {dst}",
+    )
 
 
 def _write(path: str, text: str) -> None:
@@ -91,7 +99,9 @@ def _clone(path: str) -> int:
     nr = SYS_OPEN_TREE
     fd = libc.syscall(nr, AT_FDCWD, path.encode(), OPEN_TREE_CLONE | os.O_CLOEXEC)
     if fd < 0 and ctypes.get_errno() == errno.EINVAL:  # locked submounts: copy them too
-        fd = libc.syscall(nr, AT_FDCWD, path.encode(), OPEN_TREE_CLONE | os.O_CLOEXEC | AT_RECURSIVE)
+        fd = libc.syscall(
+            nr, AT_FDCWD, path.encode(), OPEN_TREE_CLONE | os.O_CLOEXEC | AT_RECURSIVE
+        )
     return _check(fd, f"open_tree {path}")
 
 
@@ -103,7 +113,7 @@ def _bind(fd: int, dst: str, writable: bool, device: bool) -> None:
     _mount(None, dst, None, flags)
 
 
-def build_view(spec: dict, fds: list[int | None] | None) -> None:
+def build_view(spec: Spec, fds: list[int | None] | None) -> None:
     """Runs as init of the new PID namespace: build the view under STAGE and pivot into it.
     `fds`: the mounts cloned before the user switch (root server), else cloned here."""
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
@@ -135,15 +145,15 @@ def build_view(spec: dict, fds: list[int | None] | None) -> None:
     _check(libc.syscall(nr, b".", b"."), "pivot_root")
     _check(libc.umount2(b".", MNT_DETACH), "umount old root")
     os.chdir("/")
-    _mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | _lock_flags("/"))
-    try:  # no nested user namespaces (kernel attack surface); best effort
+    _mount(
+        None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | _lock_flags("/")
+    )
+    with contextlib.suppress(OSError):  # no nested user namespaces (attack surface); best effort
         _write("/proc/sys/user/max_user_namespaces", "0")
-    except OSError:
-        pass
 
 
 # --- Landlock -----------------------------------------------------------------------------
-def landlock(spec: dict) -> int:
+def landlock(spec: Spec) -> int:
     """Restrict the program to the view's read-only paths, writes under /tmp and /dev, and
     (ABI 4+) TCP connect to the relay port only. Returns the ABI used (0: unavailable)."""
     create, add, restrict = SYS_LANDLOCK
@@ -158,7 +168,7 @@ def landlock(spec: dict) -> int:
     attr = struct.pack("QQQ", fs_all, net, scoped)[: 8 * (1 + (abi >= 4) + (abi >= 6))]
     ruleset = _check(libc.syscall(create, attr, len(attr), 0), "landlock_create_ruleset")
     file_rights = 1 | 2 | 4 | (1 << 14 if abi >= 3 else 0) | (1 << 15 if abi >= 5 else 0)
-    for path, rights in (("/", read), ("/tmp", fs_all), ("/dev", file_rights | 8)):
+    for path, rights in (("/", read), (VIEW_TMP, fs_all), ("/dev", file_rights | 8)):
         try:
             fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
         except OSError:
@@ -172,10 +182,10 @@ def landlock(spec: dict) -> int:
         _check(libc.syscall(add, ruleset, 2, rule, 0), "landlock_add_rule port")
     _check(libc.syscall(restrict, ruleset, 0), "landlock_restrict_self")
     os.close(ruleset)
-    return abi
+    return int(abi)
 
 
-def apply_limits(limits: dict | None) -> None:
+def apply_limits(limits: Spec | None) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if not limits:
         return
@@ -184,24 +194,22 @@ def apply_limits(limits: dict | None) -> None:
                         (resource.RLIMIT_NOFILE, limits["open_files"]),
                         (resource.RLIMIT_CPU, limits["cpu_seconds"])):  # fmt: skip
         hard = value + 1 if kind == resource.RLIMIT_CPU else value
-        try:
+        with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(kind, (value, hard))
-        except (ValueError, OSError):
-            pass
 
 
 # --- processes ----------------------------------------------------------------------------
-def run_program(spec: dict) -> None:
+def run_program(spec: Spec) -> None:
     """The program's process (PID 2): never returns."""
     _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
     if spec.get("landlock", True):
         landlock(spec)
     apply_limits(spec.get("limits"))
-    os.chdir(spec.get("cwd", "/tmp"))
-    os.execve(spec["argv"][0], spec["argv"], spec["env"])
+    os.chdir(spec.get("cwd", VIEW_TMP))
+    os.execve(spec["argv"][0], spec["argv"], spec["env"])  # noqa: S606 - the confined program
 
 
-def namespace_init(spec: dict, fds: list[int | None] | None, status_w: int) -> None:
+def namespace_init(spec: Spec, fds: list[int | None] | None, status_w: int) -> None:
     """PID 1 of the new namespace: build the view, run the program, report its wait status."""
     try:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -210,7 +218,7 @@ def namespace_init(spec: dict, fds: list[int | None] | None, status_w: int) -> N
         if pid == 0:
             os.close(status_w)
             run_program(spec)
-    except BaseException as exc:  # noqa: BLE001 - any failure here is a confinement failure
+    except BaseException as exc:
         os.write(2, f"sandbox: cannot confine the process: {exc}\n".encode())
         os._exit(125)
     while True:
@@ -283,7 +291,7 @@ def enter_namespaces(drop: list[int] | None) -> None:
     _write("/proc/self/gid_map", f"{gid} {gid} 1")
 
 
-def open_sources(spec: dict) -> list[int | None]:
+def open_sources(spec: Spec) -> list[int | None]:
     return [None if e.get("link") is not None else _clone(e["src"]) for e in spec["binds"]]
 
 
@@ -317,7 +325,9 @@ def main() -> int:
         if fd is not None:
             os.close(fd)
     if listener is not None:
-        threading.Thread(target=relay, args=(listener, spec["relay"]["socket"]), daemon=True).start()
+        threading.Thread(
+            target=relay, args=(listener, spec["relay"]["socket"]), daemon=True
+        ).start()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: os.kill(pid, signal.SIGKILL))
     with os.fdopen(status_r, "rb") as r:
@@ -334,9 +344,9 @@ def main() -> int:
         return 125
     status = int(reported)
     if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        signal.signal(sig, signal.SIG_DFL)
-        os.kill(os.getpid(), sig)
+        signum = os.WTERMSIG(status)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 125
 
 

@@ -28,8 +28,8 @@ import contextlib
 import json
 import logging
 import os
-import re
 import pwd
+import re
 import shutil
 import signal
 import sys
@@ -40,7 +40,7 @@ from typing import Any
 
 import jsonschema
 
-from tbd_agents.engine.confine import CONFINE_FAILED, Confiner, Isolation
+from tbd_agents.engine.confine import CONFINE_FAILED, VIEW_TMP, Confiner, Isolation
 from tbd_agents.errors import InvalidData
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ _save_ceilings = Ceilings()
 
 
 def set_save_ceilings(ceilings: Ceilings) -> None:
-    global _save_ceilings  # noqa: PLW0603 - one process-wide operator policy, set at start-up
+    global _save_ceilings
     _save_ceilings = ceilings
 
 
@@ -268,7 +268,7 @@ class Sandbox:
                     error=f"custom tools cannot run: the sandbox is unavailable ({problem}); an "
                     "operator may set SANDBOX_ISOLATION=none to run them with rlimits only",
                 )
-        request = {
+        request: dict[str, Any] = {
             "source": source,
             "entry": entry,
             "arguments": arguments,
@@ -282,14 +282,16 @@ class Sandbox:
             "preload": list(PRELOAD),
         }
         if self.confiner.enabled:
-            child_env = _child_env("/tmp", env)  # noqa: S108 - the tool's own /tmp in its view
+            child_env = _child_env(VIEW_TMP, env)
             argv = [self.python, "-I", RUNNER_IN_VIEW]
             extra = [_entry_file(RUNNER, RUNNER_IN_VIEW)]
             async with self.confiner.launch(
                 argv, child_env, limits=request["limits"], allowed_hosts=allowed_hosts,
                 extra_binds=extra,
             ) as launch:  # fmt: skip
-                return await self._spawn(launch.argv, launch.env, str(launch.workdir), request, limits)
+                return await self._spawn(
+                    launch.argv, launch.env, str(launch.workdir), request, limits
+                )
         workdir = tempfile.mkdtemp(prefix="tbd-tool-")
         try:
             if self._drop:

@@ -22,6 +22,7 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
 from tbd_agents.domain.enums import McpTransport
+from tbd_agents.engine.confine import Confiner
 from tbd_agents.engine.messages import ToolSpec
 from tbd_agents.engine.tools.base import ToolContext, ToolResult
 from tbd_agents.errors import InvalidData, UpstreamUnreachable
@@ -49,6 +50,9 @@ class McpServerConfig:
     allowed_tools: list[str] = field(default_factory=list)
     connect_timeout: float = 15.0
     call_timeout: float = 60.0
+    #: Run a stdio server through the sandbox launcher (engine/confine.py): no network, an
+    #: allow-list view of the filesystem. Set for servers of non-admin owners.
+    confined: Confiner | None = field(default=None, repr=False)
 
     @classmethod
     def from_connection_config(
@@ -90,6 +94,9 @@ def _transport(cfg: McpServerConfig) -> Any:
         assert cfg.command is not None
         # The SDK adds only HOME/PATH/SHELL/TERM/USER/LOGNAME to what we declare: never the
         # engine's own secrets (TOKEN_ENCRYPTION_KEY, POSTGRES_URI…).
+        if cfg.confined is not None:
+            command, args = cfg.confined.stdio_command(cfg.command, cfg.args, cfg.env)
+            return StdioServerParameters(command=command, args=args, env={})
         return StdioServerParameters(command=cfg.command, args=cfg.args, env=cfg.env, cwd=cfg.cwd)
     assert cfg.url is not None
     if cfg.transport is McpTransport.SSE:
