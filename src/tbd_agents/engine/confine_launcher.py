@@ -31,7 +31,6 @@ import socket
 import stat
 import struct
 import sys
-import threading
 from typing import Any
 
 Spec = dict[str, Any]
@@ -228,13 +227,19 @@ def namespace_init(spec: Spec, fds: list[int | None] | None, status_w: int) -> N
             os._exit(0)
 
 
-def relay(listener: socket.socket, target: str) -> None:
-    """Forward each TCP connection to 127.0.0.1:PORT to the egress proxy's unix socket."""
+def relay(listener: socket.socket | None, target: str, status_r: int) -> bytes:
+    """Until the program's status arrives on `status_r`: forward each TCP connection to
+    127.0.0.1:PORT to the egress proxy's unix socket. (A process that unshared its PID namespace
+    cannot start threads, so this is one select loop.) Returns the reported status."""
     sel = selectors.DefaultSelector()
-    sel.register(listener, selectors.EVENT_READ)
+    sel.register(status_r, selectors.EVENT_READ)
+    if listener is not None:
+        sel.register(listener, selectors.EVENT_READ)
     peers: dict[socket.socket, socket.socket] = {}
     while True:
         for key, _ in sel.select():
+            if key.fileobj == status_r:
+                return os.read(status_r, 64)
             sock = key.fileobj
             assert isinstance(sock, socket.socket)
             if sock is listener:
@@ -324,14 +329,10 @@ def main() -> int:
     for fd in fds or ():
         if fd is not None:
             os.close(fd)
-    if listener is not None:
-        threading.Thread(
-            target=relay, args=(listener, spec["relay"]["socket"]), daemon=True
-        ).start()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: os.kill(pid, signal.SIGKILL))
-    with os.fdopen(status_r, "rb") as r:
-        reported = r.read()
+    relay_to = spec["relay"]["socket"] if spec.get("relay") else ""
+    reported = relay(listener, relay_to, status_r)
     while True:
         try:
             os.waitpid(pid, 0)
