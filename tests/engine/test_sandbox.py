@@ -173,10 +173,14 @@ async def test_a_stdio_mcp_server_runs_confined(tmp_path) -> None:
     secret = tmp_path / "secret.txt"
     secret.write_text("host secret")
     secret.chmod(0o644)
-    source = Path(SERVERS / "demo_mcp.py").read_text().replace(
-        "    return a + b\n",
-        f"    try:\n        open({str(secret)!r}).read()\n        return -1\n"
-        "    except OSError:\n        return a + b\n",
+    source = (
+        Path(SERVERS / "demo_mcp.py")
+        .read_text()
+        .replace(
+            "    return a + b\n",
+            f"    try:\n        open({str(secret)!r}).read()\n        return -1\n"
+            "    except OSError:\n        return a + b\n",
+        )
     )
     cfg = stdio_config(allowed=["add", "environment"], call_timeout=10, connect_timeout=30)
     cfg.args = ["-I", "-c", source, "stdio"]
