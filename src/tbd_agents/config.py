@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from platformdirs import user_data_dir
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -279,6 +279,33 @@ class Settings(BaseSettings):
     engine_sandbox_user: str | None = Field(
         default="nobody",
         description="System user custom tools run as when the server runs as root (empty: no switch).",
+    )
+    sandbox_isolation: Literal["auto", "namespaces", "none"] = Field(
+        default="auto",
+        description="Confinement of custom tools (and confined stdio MCP servers): `auto` and "
+        "`namespaces` run them in Linux user/mount/network/PID namespaces and refuse to run them "
+        "where the kernel cannot; `none` (explicit opt-out, warned at start) keeps only rlimits, "
+        "a clean environment and the uid switch.",
+    )
+    sandbox_max_timeout_seconds: int = Field(
+        default=120,
+        ge=1,
+        le=3600,
+        description="Ceiling on a custom tool's timeout_seconds: higher values are refused on "
+        "save and clamped at run time.",
+    )
+    sandbox_max_memory_mb: int = Field(
+        default=1024,
+        ge=16,
+        le=65536,
+        description="Ceiling on a custom tool's memory_limit_mb: higher values are refused on "
+        "save and clamped at run time.",
+    )
+    sandbox_egress_internal_hosts: str = Field(
+        default="",
+        description="Comma-separated host names, IPs or CIDR ranges that custom tools with "
+        "allowed_hosts may reach although they are internal (loopback, private, link-local); "
+        "public addresses need only the tool's allowed_hosts.",
     )
 
     # --- API security ----------------------------------------------------------------------

@@ -194,7 +194,8 @@ def configure_logging(config: Settings, *, handlers: bool = True, timestamps: bo
         logging.basicConfig(
             level=config.log_level.upper(), format=f"%(asctime)s {fmt}" if timestamps else fmt
         )
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    for name in QUIET_LOGGERS:  # quiet unless the command asked for them (e.g. `db upgrade`)
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(logging.WARNING)
     for name in HTTP_LOGGERS:
         logging.getLogger(name).setLevel(config.log_http_level.upper())

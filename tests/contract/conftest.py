@@ -54,9 +54,7 @@ def pg18_store(request: pytest.FixtureRequest) -> AbstractAsyncContextManager[Do
 
 def pg15_store(request: pytest.FixtureRequest) -> AbstractAsyncContextManager[DocumentStore]:
     """The machine's PostgreSQL 15 (no pgvector): the document tables only."""
-    from tbd_agents.storage.postgres.migrate import DOCUMENT_SCHEMA_REVISION
-
-    return _postgres(request.getfixturevalue("pg15_server"), DOCUMENT_SCHEMA_REVISION)
+    return _postgres(request.getfixturevalue("pg15_server"), pg.DOCUMENTS_ONLY)
 
 
 #: Every backend the contract suite runs against (the MongoDB emulation is appended here).

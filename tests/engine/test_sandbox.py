@@ -159,3 +159,41 @@ def test_validation_parses_without_executing() -> None:
         entry_point("x = 1\n", "t")
     with pytest.raises(InvalidData, match="not a valid JSON Schema"):
         validate_custom_tool("t", "def run():\n    pass\n", {"type": 12})
+
+
+async def test_a_stdio_mcp_server_runs_confined(tmp_path) -> None:
+    """The MCP adapter (`McpServerConfig.confined`): the demo server runs through the launcher,
+    answers over stdio, and cannot read a file its (root) parent can."""
+    from pathlib import Path
+
+    from tbd_agents.engine.tools.base import ToolContext
+    from tbd_agents.engine.tools.mcp import open_servers
+    from tests.engine.mcp_fixtures import SERVERS, stdio_config
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("host secret")
+    secret.chmod(0o644)
+    source = (
+        Path(SERVERS / "demo_mcp.py")
+        .read_text()
+        .replace(
+            "    return a + b\n",
+            f"    try:\n        open({str(secret)!r}).read()\n        return -1\n"
+            "    except OSError:\n        return a + b\n",
+        )
+    )
+    cfg = stdio_config(allowed=["add", "environment"], call_timeout=10, connect_timeout=30)
+    cfg.args = ["-I", "-c", source, "stdio"]
+    cfg.env = {"DECLARED": "1"}
+    cfg.confined = Sandbox("nobody").confiner
+    conns, per_server, problems = await open_servers([cfg])
+    try:
+        assert problems == []
+        tools = {t.spec.name: t for t in per_server[0][1]}
+        res = await tools["add"].call({"a": 20, "b": 22}, ToolContext())
+        assert not res.is_error and res.content == "42"  # -1 would mean it read the file
+        env = set((await tools["environment"].call({}, ToolContext())).content.split(","))
+        assert "DECLARED" in env and "TOKEN_ENCRYPTION_KEY" not in env
+    finally:
+        for conn in conns:
+            await conn.aclose()

@@ -194,21 +194,57 @@ async def test_documents_only_server_migrates_to_the_document_revision(pg15_serv
 
 @pytest.mark.pg15
 async def test_document_revision_has_the_current_document_tables(pg15_server: str) -> None:
-    """Documents-only servers stop at DOCUMENT_SCHEMA_REVISION: a revision after the pgvector one
-    that changes one of the 15 tables would leave them behind. Such a change belongs in a
-    revision before VECTOR_REVISION, and DOCUMENT_SCHEMA_REVISION moves to it."""
-    url = pg.create_migrated_database(
-        pg15_server, "docrev", revision=migrate.DOCUMENT_SCHEMA_REVISION
-    )
+    """A server without pgvector migrated documents-only (every revision, the pgvector ones
+    skipped) has the 15 document tables exactly as the code expects them, is at head, has no
+    vector extension, and the app refuses it naming the extension."""
+    url = pg.create_migrated_database(pg15_server, "docrev", revision=pg.DOCUMENTS_ONLY)
     try:
         diffs = await migrate.schema_differences(url, sorted(_ENTITY_TABLES))
         assert diffs == [], (
-            "revisions after DOCUMENT_SCHEMA_REVISION change the 15 document tables, so "
-            "documents-only servers (PostgreSQL without pgvector) miss these changes: "
+            "a documents-only server misses changes to the 15 document tables: "
             f"{[str(d)[:120] for d in diffs]}"
         )
+        assert await migrate.current_revisions(url) == (migrate.head_revision(),)
+        assert not await migrate.vector_extension_installed(url)
+        with pytest.raises(ExtensionMissing, match='extension "vector" is not available'):
+            await migrate.ensure_at_head(url)
     finally:
         pg.drop_database(url)
+
+
+#: The head of the versions before custom_tools.allowed_hosts: databases of earlier releases are
+#: at or before it.
+PREVIOUS_HEAD = "e41a9c2b7d58"
+
+
+async def test_a_database_at_the_previous_head_gets_new_columns(fresh_db: URL) -> None:
+    """Revisions are appended at the head, so `upgrade head` brings every existing database
+    forward (a revision inserted in the middle of the chain would count as applied)."""
+    await migrate.upgrade_to_head(fresh_db, PREVIOUS_HEAD)
+    conn = await asyncpg.connect(libpq_url(fresh_db))
+    try:
+        await conn.execute(
+            "INSERT INTO custom_tools (id, name) VALUES ('0f000000-0000-0000-0000-000000000001', 'old')"
+        )
+    finally:
+        await conn.close()
+    await migrate.upgrade_to_head(fresh_db)
+    assert await migrate.current_revisions(fresh_db) == (migrate.head_revision(),)
+    conn = await asyncpg.connect(libpq_url(fresh_db))
+    try:
+        assert (
+            await conn.fetchval("SELECT allowed_hosts FROM custom_tools WHERE name = 'old'") == []
+        )
+    finally:
+        await conn.close()
+    await migrate.check(fresh_db)
+
+
+def test_the_chain_is_linear() -> None:
+    """One parent per revision, so `alembic downgrade -1` (the guide's command) is never
+    ambiguous."""
+    for script in migrate.script_directory().walk_revisions():
+        assert not isinstance(script.down_revision, tuple | list), script.revision
 
 
 _ENTITY_TABLES = {

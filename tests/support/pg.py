@@ -113,6 +113,10 @@ def _drop_templates() -> None:
             drop_database(url)
 
 
+#: `revision` value meaning "head, documents only": every revision, the pgvector ones skipped.
+DOCUMENTS_ONLY = "documents-only"
+
+
 def migrated_template(server_uri: str, revision: str = "head") -> URL:
     """The template database of this process on `server_uri`, migrated to `revision`."""
     from tbd_agents.storage.postgres.migrate import upgrade_to_head
@@ -122,7 +126,10 @@ def migrated_template(server_uri: str, revision: str = "head") -> URL:
         if key not in _templates:
             label = "".join(c for c in revision if c.isalnum())[:12]
             url = create_database(server_uri, f"tpl_{os.getpid()}_{label}")
-            run(upgrade_to_head(url, revision))
+            if revision == DOCUMENTS_ONLY:
+                run(upgrade_to_head(url, documents_only=True))
+            else:
+                run(upgrade_to_head(url, revision))
             if not _templates:
                 atexit.register(_drop_templates)
             _templates[key] = url
@@ -132,6 +139,6 @@ def migrated_template(server_uri: str, revision: str = "head") -> URL:
 def create_migrated_database(server_uri: str, prefix: str = "t", revision: str = "head") -> URL:
     """An empty database on `server_uri` at `revision` of the migrations (default: head).
 
-    Use `revision=DOCUMENT_SCHEMA_REVISION` on servers without pgvector (PostgreSQL 15 here)."""
+    Use `revision=DOCUMENTS_ONLY` on servers without pgvector (PostgreSQL 15 here)."""
     template = migrated_template(server_uri, revision)
     return create_database(server_uri, prefix, template=template.database)

@@ -23,6 +23,7 @@ import tbd_agents
 from tbd_agents.api.deps import ApiContext
 from tbd_agents.api.errors import install_error_handlers
 from tbd_agents.config import Settings
+from tbd_agents.engine.sandbox import Ceilings, set_save_ceilings
 from tbd_agents.errors import ConfigurationError, InvalidData
 from tbd_agents.logs import protect
 from tbd_agents.security.cipher import KeyRingProvider
@@ -76,6 +77,9 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
     """The API application for `settings`, on `store` if given (else opened at start-up)."""
     check_auth_settings(settings)
     protect(settings)
+    set_save_ceilings(
+        Ceilings(settings.sandbox_max_timeout_seconds, settings.sandbox_max_memory_mb)
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

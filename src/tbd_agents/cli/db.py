@@ -87,6 +87,14 @@ def upgrade(
         str, typer.Argument(help="Target revision: head (default), a revision id, or +N.")
     ] = "head",
     url: UrlOption = None,
+    documents_only: Annotated[
+        bool,
+        typer.Option(
+            "--documents-only",
+            help="Skip the pgvector revisions: keep only the document tables current on a "
+            "server without pgvector (the API refuses such a database).",
+        ),
+    ] = False,
 ) -> None:
     """Apply pending migrations (like `alembic upgrade head`).
 
@@ -98,7 +106,7 @@ def upgrade(
         if target is None:
             typer.echo(MONGO_NOOP)
             return
-        asyncio.run(migrate.upgrade_to_head(target, revision))
+        asyncio.run(migrate.upgrade_to_head(target, revision, documents_only=documents_only))
         current = asyncio.run(migrate.current_revisions(target))
         typer.echo(f"{where(target)} is at {_describe(current)}")
 

@@ -202,6 +202,9 @@ class CustomTool(Entity):
     env: dict[str, str] = Field(default_factory=dict)
     timeout_seconds: int = Field(default=30, ge=1, le=3600)
     memory_limit_mb: int = Field(default=256, ge=16, le=65536)
+    #: Hosts the tool may reach through the sandbox's egress proxy (`name`, `*.suffix`, either
+    #: with `:port`); empty: no network at all.
+    allowed_hosts: StrList = Field(default_factory=list)
     tags: StrList = Field(default_factory=list)
     created_by: str | None = None
 

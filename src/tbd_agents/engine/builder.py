@@ -314,6 +314,9 @@ async def open_plan(
         knowledge = OwnedKnowledge(knowledge, plan.knowledge_scope)
     tools = Toolset()
     warnings = list(plan.warnings)
+    for cfg in plan.mcp:
+        if cfg.confined:
+            cfg.confiner = sandbox.confiner
     conns, per_server, problems = await open_servers(plan.mcp)
     for name, reason in problems:
         warnings.append(f"MCP server {name!r}: {reason}")
@@ -332,6 +335,7 @@ async def open_plan(
                         timeout_seconds=record.timeout_seconds, memory_mb=record.memory_limit_mb
                     ),
                     env=env,
+                    allowed_hosts=list(record.allowed_hosts),
                 )
             )
         except TbdError as exc:

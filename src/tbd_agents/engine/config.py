@@ -31,6 +31,13 @@ class EngineConfig:
     model_catalog: Path | None = None
     #: System user custom tools run as when the engine runs as root (None: do not switch).
     sandbox_user: str | None = "nobody"
+    #: SANDBOX_ISOLATION: auto | namespaces | none (see engine/sandbox.py).
+    sandbox_isolation: str = "auto"
+    #: Operator ceilings on a custom tool's own timeout and memory limit.
+    sandbox_max_timeout_seconds: int = 120
+    sandbox_max_memory_mb: int = 1024
+    #: Internal hosts/addresses/CIDRs tools with allowed_hosts may reach (webhook syntax).
+    sandbox_egress_internal_hosts: str = ""
     #: Largest tool result (characters) fed back to the model; longer results are cut.
     max_tool_result_chars: int = 20_000
     #: What non-admins' records may run on the host (stdio MCP servers, custom tools) and who
@@ -39,12 +46,14 @@ class EngineConfig:
 
     @classmethod
     def from_settings(cls, settings: Any) -> EngineConfig:
-        """Take every `engine_*` field that `settings` defines; defaults for the rest."""
+        """Take every `engine_*` field (and `sandbox_*` one) that `settings` defines; defaults
+        for the rest."""
         values: dict[str, Any] = {}
         for name in cls.__dataclass_fields__:
-            key = f"engine_{name}"
-            if hasattr(settings, key):
-                values[name] = getattr(settings, key)
+            for key in (f"engine_{name}", name if name.startswith("sandbox_") else None):
+                if key and hasattr(settings, key):
+                    values[name] = getattr(settings, key)
+                    break
         if hasattr(settings, "user_stdio_mcp_commands"):
             values["host"] = HostCapabilities.from_settings(settings)
         return cls(**values)

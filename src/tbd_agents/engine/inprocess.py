@@ -146,7 +146,7 @@ async def engine_services(
         cipher=KeyRingProvider(settings).cipher(),
         config=config,
         catalog=ModelCatalog.load(config.model_catalog),
-        sandbox=Sandbox(config.sandbox_user),
+        sandbox=Sandbox.from_config(config),
     )
     if db is not None:
         try:

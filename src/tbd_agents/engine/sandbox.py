@@ -1,18 +1,23 @@
-"""Custom Python tools, run one call per separate process under limits.
+"""Custom Python tools, run one call per separate, confined process under limits.
 
-What the sandbox guarantees:
-- the process environment holds only PATH, HOME/TMPDIR (a fresh temporary directory that is also
-  the working directory, deleted afterwards), LANG and the tool's declared variables: never the
-  parent's environment, so no TOKEN_ENCRYPTION_KEY, database URI or undeclared secret;
-- `setrlimit` caps CPU seconds, address space (the tool's `memory_limit_mb`), file size, open
-  files and (for non-root users) new processes/threads;
-- a wall-clock timeout kills the whole process group;
-- when the engine runs as root, the tool runs as ENGINE_SANDBOX_USER (default `nobody`), so files
-  readable only by root (the key file, `.env`) are out of reach;
+What the sandbox guarantees (SANDBOX_ISOLATION=auto or namespaces, Linux):
+- the tool runs in its own user, mount, network, PID, IPC and UTS namespaces (engine/confine.py):
+  it sees only an allow-list of the filesystem (system dirs, a subset of /etc, the Python
+  installation, a fresh /tmp), so never DATA_DIR, the key file, `.env` files, the checkout,
+  homes, the host's /proc or any unix socket; Landlock repeats the allow-list in the kernel;
+- no network: its namespace has only loopback. A tool with `allowed_hosts` reaches exactly
+  those hosts through the egress proxy (engine/egress.py), internal addresses only when the
+  operator lists them in SANDBOX_EGRESS_INTERNAL_HOSTS;
+- the environment holds only PATH, HOME/TMPDIR, LANG and the tool's declared variables;
+- `setrlimit` caps CPU seconds, address space, file size, open files and new processes; the
+  owner's timeout and memory are clamped to SANDBOX_MAX_TIMEOUT_SECONDS / SANDBOX_MAX_MEMORY_MB;
+- a wall-clock timeout kills the whole process group (and with it the PID namespace);
+- when the engine runs as root, the tool runs as ENGINE_SANDBOX_USER (default `nobody`);
 - whatever the tool does (crash, `os._exit`, segfault, garbage on stdout) the engine gets an
   error result and carries on.
-What it does not do: it is not a container. Network access, reading world-readable files and
-CPU time of the machine are not restricted. See docs/engine.md.
+Where namespaces are unavailable (macOS, kernels without user namespaces) tools are refused
+unless the operator sets SANDBOX_ISOLATION=none: then only the environment, rlimits and the uid
+switch apply, as before. See docs/engine.md and docs/security.md.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import json
 import logging
 import os
 import pwd
+import re
 import shutil
 import signal
 import sys
@@ -34,11 +40,13 @@ from typing import Any
 
 import jsonschema
 
+from tbd_agents.engine.confine import CONFINE_FAILED, VIEW_TMP, Confiner, Isolation
 from tbd_agents.errors import InvalidData
 
 log = logging.getLogger(__name__)
 
 RUNNER = Path(__file__).with_name("sandbox_runner.py")
+RUNNER_IN_VIEW = "/run/tbd/sandbox_runner.py"
 MAX_OUTPUT = 1_000_000
 #: Imported before the privilege switch (the interpreter may be unreadable to the tool's user).
 PRELOAD = (
@@ -139,11 +147,106 @@ async def _read_capped(stream: asyncio.StreamReader | None, cap: int) -> tuple[b
             continue
 
 
+@dataclass(frozen=True, slots=True)
+class Ceilings:
+    """Operator limits no tool owner can exceed (SANDBOX_MAX_TIMEOUT_SECONDS / _MEMORY_MB)."""
+
+    timeout_seconds: int = 120
+    memory_mb: int = 1024
+
+    def clamp(self, limits: SandboxLimits) -> SandboxLimits:
+        return SandboxLimits(
+            timeout_seconds=min(limits.timeout_seconds, self.timeout_seconds),
+            memory_mb=min(limits.memory_mb, self.memory_mb),
+            file_size_mb=limits.file_size_mb,
+            open_files=limits.open_files,
+        )
+
+
+#: The ceilings that saving a custom tool checks (set from the settings at start-up).
+_save_ceilings = Ceilings()
+
+
+def set_save_ceilings(ceilings: Ceilings) -> None:
+    global _save_ceilings
+    _save_ceilings = ceilings
+
+
+_HOST = re.compile(r"^(\*\.)?[A-Za-z0-9_.-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
+
+
+def check_tool_policy(tool: Any) -> None:
+    """On save: refuse limits above the operator's ceilings (naming the setting) and
+    malformed `allowed_hosts` entries. `tool` is a CustomTool record."""
+    c = _save_ceilings
+    for field_name, value, ceiling, setting in (
+        ("timeout_seconds", tool.timeout_seconds, c.timeout_seconds, "SANDBOX_MAX_TIMEOUT_SECONDS"),
+        ("memory_limit_mb", tool.memory_limit_mb, c.memory_mb, "SANDBOX_MAX_MEMORY_MB"),
+    ):
+        if value > ceiling:
+            raise InvalidData(
+                f"custom tool {tool.name!r}: {field_name} {value} is above the server's ceiling "
+                f"{setting}={ceiling}; lower it (or ask the operator to raise {setting})",
+                details={"field": field_name, "setting": setting},
+            )
+    for host in tool.allowed_hosts:
+        if not _HOST.match(host) or host.startswith(".") or len(host) > 260:
+            raise InvalidData(
+                f"custom tool {tool.name!r}: allowed_hosts entry {host!r} must be a host name "
+                "or IP, optionally `*.` in front and `:port` behind (no scheme, no path)",
+                details={"field": "allowed_hosts"},
+            )
+
+
+def _child_env(home: str, env: dict[str, str] | None) -> dict[str, str]:
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": home,
+        "TMPDIR": home,
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONIOENCODING": "utf-8",
+        **(env or {}),
+    }
+
+
+def _entry_file(src: Path, dst: str) -> dict[str, Any]:
+    return {"src": str(src), "dst": dst}
+
+
 class Sandbox:
     """Runs custom tool calls in child processes (see the module docstring)."""
 
-    def __init__(self, user: str | None = "nobody") -> None:
+    def __init__(
+        self,
+        user: str | None = "nobody",
+        *,
+        isolation: Isolation | str = Isolation.AUTO,
+        ceilings: Ceilings = Ceilings(),
+        egress_internal_hosts: str = "",
+        python: str = sys.executable,
+    ) -> None:
         self._drop = _drop_target(user)
+        self.ceilings = ceilings
+        self.python = python
+        self.confiner = Confiner(
+            Isolation(isolation), self._drop, internal_hosts=egress_internal_hosts, python=python
+        )
+        if not self.confiner.enabled:
+            log.warning(
+                "SANDBOX_ISOLATION=none: custom tools run without namespaces (they can read "
+                "what the sandbox user can read and use the network)"
+            )
+
+    @classmethod
+    def from_config(cls, config: Any) -> Sandbox:
+        """The sandbox an EngineConfig describes."""
+        return cls(
+            config.sandbox_user,
+            isolation=config.sandbox_isolation,
+            ceilings=Ceilings(config.sandbox_max_timeout_seconds, config.sandbox_max_memory_mb),
+            egress_internal_hosts=config.sandbox_egress_internal_hosts,
+        )
 
     async def run(
         self,
@@ -153,21 +256,19 @@ class Sandbox:
         *,
         env: dict[str, str] | None = None,
         limits: SandboxLimits = SandboxLimits(),
+        allowed_hosts: list[str] | tuple[str, ...] = (),
     ) -> SandboxResult:
         """Run `entry(**arguments)` from `source` in a fresh process; never raises for tool faults."""
-        workdir = tempfile.mkdtemp(prefix="tbd-tool-")
-        if self._drop:
-            os.chown(workdir, *self._drop)
-        child_env = {
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "HOME": workdir,
-            "TMPDIR": workdir,
-            "LANG": "C.UTF-8",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "PYTHONIOENCODING": "utf-8",
-            **(env or {}),
-        }
-        request = {
+        limits = self.ceilings.clamp(limits)
+        if self.confiner.enabled:
+            problem = await asyncio.to_thread(self.confiner.problem)
+            if problem:
+                return SandboxResult(
+                    ok=False,
+                    error=f"custom tools cannot run: the sandbox is unavailable ({problem}); an "
+                    "operator may set SANDBOX_ISOLATION=none to run them with rlimits only",
+                )
+        request: dict[str, Any] = {
             "source": source,
             "entry": entry,
             "arguments": arguments,
@@ -177,13 +278,41 @@ class Sandbox:
                 "file_size_mb": limits.file_size_mb,
                 "open_files": limits.open_files,
             },
-            "drop_to": list(self._drop) if self._drop else None,
+            "drop_to": None,
             "preload": list(PRELOAD),
         }
+        if self.confiner.enabled:
+            child_env = _child_env(VIEW_TMP, env)
+            argv = [self.python, "-I", RUNNER_IN_VIEW]
+            extra = [_entry_file(RUNNER, RUNNER_IN_VIEW)]
+            async with self.confiner.launch(
+                argv, child_env, limits=request["limits"], allowed_hosts=allowed_hosts,
+                extra_binds=extra,
+            ) as launch:  # fmt: skip
+                return await self._spawn(
+                    launch.argv, launch.env, str(launch.workdir), request, limits
+                )
+        workdir = tempfile.mkdtemp(prefix="tbd-tool-")
+        try:
+            if self._drop:
+                os.chown(workdir, *self._drop)
+                request["drop_to"] = list(self._drop)
+            argv = [self.python, "-I", str(RUNNER)]
+            return await self._spawn(argv, _child_env(workdir, env), workdir, request, limits)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    async def _spawn(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: str,
+        request: dict[str, Any],
+        limits: SandboxLimits,
+    ) -> SandboxResult:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", str(RUNNER),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, cwd=workdir, env=child_env, start_new_session=True,
+            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, cwd=cwd, env=env, start_new_session=True,
         )  # fmt: skip
         try:
             return await self._talk(proc, json.dumps(request).encode(), limits)
@@ -193,7 +322,6 @@ class Sandbox:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
-            shutil.rmtree(workdir, ignore_errors=True)
 
     async def _talk(
         self, proc: asyncio.subprocess.Process, payload: bytes, limits: SandboxLimits
@@ -227,6 +355,9 @@ class Sandbox:
         code: int | None, out: bytes, err: bytes, limits: SandboxLimits
     ) -> SandboxResult:
         stderr_tail = err.decode("utf-8", "replace")[-2000:]
+        if code == CONFINE_FAILED and "sandbox: " in stderr_tail:
+            line = stderr_tail[stderr_tail.rindex("sandbox: ") :].strip()
+            return SandboxResult(ok=False, error=line, exit_code=code)
         if code is not None and code < 0:
             sig = (
                 signal.Signals(-code).name

@@ -33,6 +33,7 @@ from tbd_agents.domain.models import (
     Workflow,
 )
 from tbd_agents.engine.guardrails import validate_guardrail
+from tbd_agents.engine.sandbox import check_tool_policy
 from tbd_agents.runtime.scheduler import validate_schedule
 from tbd_agents.services.access import Principal
 
@@ -81,6 +82,11 @@ class ResourceSpec:
 def _check_schedule(record: Entity) -> None:
     if isinstance(record, ScheduledAgent):
         validate_schedule(record)
+
+
+def _check_custom_tool(record: Entity) -> None:
+    if isinstance(record, CustomTool):
+        check_tool_policy(record)  # operator ceilings, allowed_hosts syntax
 
 
 def _check_guardrail(record: Entity) -> None:
@@ -137,6 +143,7 @@ SPECS: dict[type[Entity], ResourceSpec] = {
             CustomTool,
             "custom tool",
             dependants=(_used_by_agents("custom_tool_ids"),),
+            check=_check_custom_tool,
             gate=_gate_custom_tool,
         ),
         ResourceSpec(

@@ -44,7 +44,7 @@ def _engine(ctx: ApiContext) -> tuple[EngineConfig, Sandbox]:
     found = ctx.services.get("tool_checks")
     if found is None:
         config = EngineConfig.from_settings(ctx.settings)
-        found = (config, Sandbox(config.sandbox_user))
+        found = (config, Sandbox.from_config(config))
         ctx.services["tool_checks"] = found
     config, sandbox = found
     assert isinstance(config, EngineConfig)
@@ -79,7 +79,7 @@ async def test_mcp(mcp_id: Annotated[str, Path()], ctx: Ctx, caller: Caller) -> 
     """Connect with the stored config (secrets resolved), list the tools, disconnect. Records
     the outcome in the server's `status` / `last_error`."""
     caller.require_write()
-    config, _ = _engine(ctx)
+    config, sandbox = _engine(ctx)
     async with ctx.store.unit_of_work() as repos:
         server: McpServer = await Records(repos, caller, McpServer).get(mcp_id)
         try:
@@ -97,6 +97,7 @@ async def test_mcp(mcp_id: Annotated[str, Path()], ctx: Ctx, caller: Caller) -> 
             # As a run would: the owner decides (admin, or a command allowed for users).
             caller.require_stdio(cfg.command)
             cfg.confined = await config.host.stdio_launch(repos, server.created_by, cfg.command)
+            cfg.confiner = sandbox.confiner if cfg.confined else None
     start = time.perf_counter()
     out = McpTestOut(ok=False, tools=[], error=problem, latency_ms=0)
     if cfg is not None:
@@ -199,7 +200,10 @@ async def run_tool(
         msg = f"arguments do not match parameters_schema at {where}: {exc.message}"
         return RunOut(ok=False, error=msg, duration_ms=_ms(start))
     limits = SandboxLimits(timeout_seconds=tool.timeout_seconds, memory_mb=tool.memory_limit_mb)
-    res = await sandbox.run(tool.source_code, entry, body.arguments, env=env, limits=limits)
+    res = await sandbox.run(
+        tool.source_code, entry, body.arguments, env=env, limits=limits,
+        allowed_hosts=tool.allowed_hosts,
+    )  # fmt: skip
     return RunOut(
         ok=res.ok, result=res.result, error=res.error, duration_ms=_ms(start), stdout=res.stdout
     )

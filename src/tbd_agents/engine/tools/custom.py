@@ -20,6 +20,7 @@ class CustomPythonTool:
     sandbox: Sandbox
     limits: SandboxLimits
     env: dict[str, str] = field(default_factory=dict, repr=False)
+    allowed_hosts: list[str] = field(default_factory=list)
     entry: str = "run"
     source: str = "custom"
     timeout: float = field(init=False)
@@ -32,8 +33,9 @@ class CustomPythonTool:
 
     async def call(self, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
         res = await self.sandbox.run(
-            self.source_code, self.entry, arguments, env=self.env, limits=self.limits
-        )
+            self.source_code, self.entry, arguments, env=self.env, limits=self.limits,
+            allowed_hosts=self.allowed_hosts,
+        )  # fmt: skip
         if not res.ok:
             return ToolResult(f"Error: {res.error}", is_error=True, data=res.details or None)
         value = res.result

@@ -22,6 +22,7 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
 from tbd_agents.domain.enums import McpTransport
+from tbd_agents.engine.confine import Confiner
 from tbd_agents.engine.messages import ToolSpec
 from tbd_agents.engine.tools.base import ToolContext, ToolResult
 from tbd_agents.errors import InvalidData, UpstreamUnreachable
@@ -50,7 +51,11 @@ class McpServerConfig:
     allowed_tools: list[str] = field(default_factory=list)
     connect_timeout: float = 15.0
     call_timeout: float = 60.0
-    confined: bool = False  # stdio of a non-admin owner (USER_STDIO_MCP_COMMANDS): start confined
+    #: stdio of a non-admin owner (USER_STDIO_MCP_COMMANDS): start it through the sandbox
+    #: launcher (engine/confine.py: no network, an allow-list view of the filesystem).
+    confined: bool = False
+    #: The launcher that confines it, attached by `open_plan` from the run's sandbox.
+    confiner: Confiner | None = field(default=None, repr=False)
 
     @classmethod
     def from_connection_config(
@@ -99,6 +104,13 @@ def _transport(cfg: McpServerConfig) -> Any:
         assert cfg.command is not None
         # The SDK adds only HOME/PATH/SHELL/TERM/USER/LOGNAME to what we declare: never the
         # engine's own secrets (TOKEN_ENCRYPTION_KEY, POSTGRES_URI…).
+        if cfg.confined:
+            if cfg.confiner is None:  # fail closed: never start a user's command unconfined
+                raise InvalidData(
+                    f"MCP server {cfg.name!r} must run confined, and no sandbox was given"
+                )
+            command, args = cfg.confiner.stdio_command(cfg.command, cfg.args, cfg.env)
+            return StdioServerParameters(command=command, args=args, env={})
         return StdioServerParameters(command=cfg.command, args=cfg.args, env=cfg.env, cwd=cfg.cwd)
     assert cfg.url is not None
     if cfg.transport is McpTransport.SSE:

@@ -2,8 +2,9 @@
 
 Checks `pg_available_extensions` first, so a server without pgvector fails with a message that
 names the extension and the fix instead of PostgreSQL's "could not open extension control file".
-Servers used as document stores only stay at the previous revision
-(`tbd_agents.storage.postgres.migrate.DOCUMENT_SCHEMA_REVISION`).
+A plain `upgrade head` on a server without pgvector stops before this revision
+(`tbd_agents.storage.postgres.migrate.DOCUMENT_SCHEMA_REVISION`); with `documents_only` (see
+`tbd_agents.migrations.options`) it does nothing and the chain goes on.
 
 Revision ID: 7b5e0d4c1a26
 Revises: 5d2e8a41c9f0
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import context, op
 
+from tbd_agents.migrations.options import documents_only
 from tbd_agents.storage.postgres.errors import extension_missing
 
 # revision identifiers, used by Alembic.
@@ -25,6 +27,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    if documents_only():
+        return
     if not context.is_offline_mode():
         bind = op.get_bind()
         available = bind.execute(
@@ -36,4 +40,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    if documents_only():
+        return
     op.execute("DROP EXTENSION IF EXISTS vector")

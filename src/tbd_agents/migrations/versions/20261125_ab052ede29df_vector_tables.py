@@ -16,6 +16,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from tbd_agents.migrations.options import documents_only
+
 # revision identifiers, used by Alembic.
 revision: str = "ab052ede29df"
 down_revision: str | Sequence[str] | None = "7b5e0d4c1a26"
@@ -24,6 +26,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    if documents_only():  # needs pgvector: nothing to do on a documents-only server
+        return
     op.create_table(
         "vector_collections",
         sa.Column("name", sa.Text(), nullable=False),
@@ -194,6 +198,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    if documents_only():
+        return
     op.drop_index("idx_knowledge_files_sha256", table_name="knowledge_files")
     op.drop_index("idx_knowledge_files_item_id", table_name="knowledge_files")
     op.drop_table("knowledge_files")

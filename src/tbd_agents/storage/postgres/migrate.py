@@ -6,11 +6,13 @@ PostgreSQL advisory lock (`MIGRATION_LOCK_KEY`) on its connection, so two migrat
 once never both run DDL: the second waits, then finds nothing left to do.
 
 Revisions:
-- `INITIAL_REVISION` ... `DOCUMENT_SCHEMA_REVISION`: the 15 document tables. Need nothing beyond
-  PostgreSQL 13+, so a server without pgvector (a "documents only" server) can be migrated up to
-  here.
+- `INITIAL_REVISION` ... `DOCUMENT_SCHEMA_REVISION`: the 15 document tables as first shipped.
+  Need nothing beyond PostgreSQL 13+.
 - `VECTOR_REVISION`: enables the `vector` extension; fails with a clear message where pgvector is
   not installed. `head` is at or after it.
+- A server without pgvector (a "documents only" server) runs the whole chain with
+  `documents_only=True`: the pgvector revisions do nothing, every other one runs, so the document
+  tables are always at the current schema. The application refuses such a database.
 """
 
 from __future__ import annotations
@@ -41,9 +43,11 @@ from tbd_agents.storage.postgres.errors import UPGRADE_HINT, extension_missing, 
 if TYPE_CHECKING:
     from tbd_agents.storage.postgres.embedded import EmbeddedPostgres
 
-#: Last revision before pgvector: the 15 document tables as the code expects them. Servers without
-#: pgvector (documents only) are migrated up to here. Changes to those 15 tables go into a revision
-#: placed before VECTOR_REVISION, and this constant moves to it.
+#: The last revision before pgvector: a plain `upgrade head` on a server without pgvector stops
+#: here (with the extension message). Changes to the document tables are appended at the head like
+#: any revision; a documents-only server takes them with `upgrade_to_head(url,
+#: documents_only=True)`, which runs the whole chain and skips the pgvector revisions
+#: (`tbd_agents.migrations.options`).
 DOCUMENT_SCHEMA_REVISION = "5d2e8a41c9f0"
 #: Revision that creates the 15 document tables.
 INITIAL_REVISION = "3f1c2a9d8b47"
@@ -53,6 +57,8 @@ VECTOR_REVISION = "7b5e0d4c1a26"
 MIGRATION_LOCK_KEY = 0x7462645F6D696772
 
 SCRIPT_LOCATION = "tbd_agents:migrations"
+#: Config attribute read by `tbd_agents.migrations.options.documents_only`.
+DOCUMENTS_ONLY = "documents_only"
 
 T = TypeVar("T")
 
@@ -107,10 +113,15 @@ _alembic_busy = threading.Lock()
 
 
 async def _alembic_command(
-    url: URL | str, name: str, *args: Any, stdout: TextIO | None = None
+    url: URL | str,
+    name: str,
+    *args: Any,
+    stdout: TextIO | None = None,
+    attributes: dict[str, Any] | None = None,
 ) -> None:
     def run(connection: Connection) -> None:
         cfg = alembic_config(stdout=stdout)
+        cfg.attributes.update(attributes or {})
         cfg.attributes["connection"] = connection
         getattr(command, name)(cfg, *args)
 
@@ -124,18 +135,23 @@ async def _alembic_command(
         _alembic_busy.release()
 
 
-async def upgrade_to_head(url: URL | str, revision: str = "head") -> None:
+async def upgrade_to_head(
+    url: URL | str, revision: str = "head", *, documents_only: bool = False
+) -> None:
     """Bring the database at `url` up to `revision` (default: head) under the migration lock.
 
-    Raises ExtensionMissing when `revision` needs pgvector and the server lacks it,
+    `documents_only` skips the pgvector revisions (a server without pgvector keeping the document
+    tables). Raises ExtensionMissing when `revision` needs pgvector and the server lacks it,
     InsufficientPrivilege when the user may not create tables, DatabaseUnreachable when the server
     cannot be reached."""
-    await _alembic_command(url, "upgrade", revision)
+    attributes = {DOCUMENTS_ONLY: True} if documents_only else None
+    await _alembic_command(url, "upgrade", revision, attributes=attributes)
 
 
-async def downgrade(url: URL | str, revision: str = "-1") -> None:
+async def downgrade(url: URL | str, revision: str = "-1", *, documents_only: bool = False) -> None:
     """Take the database at `url` down to `revision` (default: one step back)."""
-    await _alembic_command(url, "downgrade", revision)
+    attributes = {DOCUMENTS_ONLY: True} if documents_only else None
+    await _alembic_command(url, "downgrade", revision, attributes=attributes)
 
 
 async def current_revisions(url: URL | str) -> tuple[str, ...]:
@@ -155,6 +171,19 @@ async def vector_extension_available(url: URL | str) -> bool:
     def read(connection: Connection) -> bool:
         found = connection.exec_driver_sql(
             "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"
+        ).first()
+        connection.rollback()
+        return found is not None
+
+    return await _with_connection(url, read)
+
+
+async def vector_extension_installed(url: URL | str) -> bool:
+    """Whether the `vector` extension is created in the database at `url`."""
+
+    def read(connection: Connection) -> bool:
+        found = connection.exec_driver_sql(
+            "SELECT 1 FROM pg_extension WHERE extname = 'vector'"
         ).first()
         connection.rollback()
         return found is not None
@@ -233,7 +262,10 @@ async def ensure_at_head(url: URL | str) -> None:
     current = await current_revisions(url)
     head = head_revision()
     if current == (head,):
-        return
+        if await vector_extension_installed(url):
+            return
+        # At head, but migrated documents-only (the pgvector revisions were skipped).
+        raise extension_missing(asyncpg_url(url))
     target = where(asyncpg_url(url))
     known = {info.revision for info in history()}
     unknown = [rev for rev in current if rev not in known]
