@@ -34,11 +34,13 @@ def _stdio(script: str, **extra: Any) -> dict[str, Any]:
 
 # --- MCP -----------------------------------------------------------------------------------
 async def test_mcp_test_lists_tools_with_allowlist_and_records_status(
-    alice: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
 ) -> None:
-    token = await _token(alice)
+    # An admin's server runs unconfined, so it can load its script from the test tree (a
+    # user's allow-listed server runs confined: tests/engine/test_sandbox.py).
+    token = await _token(admin)
     server = await _create(
-        alice,
+        admin,
         "/api/mcps",
         {
             "name": uniq("mcp"),
@@ -46,7 +48,7 @@ async def test_mcp_test_lists_tools_with_allowlist_and_records_status(
             "allowed_tools": ["add"],
         },
     )
-    resp = await alice.post(f"/api/mcps/{server['id']}/test")
+    resp = await admin.post(f"/api/mcps/{server['id']}/test")
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["ok"] is True
@@ -58,7 +60,7 @@ async def test_mcp_test_lists_tools_with_allowlist_and_records_status(
     assert tools["lookup_order"]["allowed"] is False
     assert tools["add"]["description"]
     assert SECRET not in resp.text
-    record = (await alice.get(f"/api/mcps/{server['id']}")).json()
+    record = (await admin.get(f"/api/mcps/{server['id']}")).json()
     assert record["status"] == "connected"
     assert record["last_error"] is None
 
@@ -81,14 +83,14 @@ async def test_mcp_test_of_a_broken_server_is_ok_false(admin: httpx.AsyncClient)
     assert record["last_error"] == body["error"]
 
 
-async def test_mcp_test_of_a_hanging_server_times_out(alice: httpx.AsyncClient) -> None:
+async def test_mcp_test_of_a_hanging_server_times_out(admin: httpx.AsyncClient) -> None:
     server = await _create(
-        alice,
+        admin,
         "/api/mcps",
         {"name": uniq("mcp"), "connection_config": _stdio("hanging_mcp.py", connect_timeout=1)},
     )
     start = time.monotonic()
-    resp = await alice.post(f"/api/mcps/{server['id']}/test")
+    resp = await admin.post(f"/api/mcps/{server['id']}/test")
     assert time.monotonic() - start < 10
     body = resp.json()
     assert body["ok"] is False

@@ -24,7 +24,6 @@ from tbd_agents.domain.models import (
     McpServer,
     Provider,
     Skill,
-    Token,
 )
 from tbd_agents.engine.catalog import ModelCatalog
 from tbd_agents.engine.compaction import CompactionPolicy
@@ -42,7 +41,7 @@ from tbd_agents.engine.tools.mcp import McpConnection, McpServerConfig, open_ser
 from tbd_agents.errors import InvalidData, TbdError
 from tbd_agents.security.cipher import TokenCipher
 from tbd_agents.services.privilege import CUSTOM_TOOLS_SETTING
-from tbd_agents.services.tokens import referenced_names, resolve_tree
+from tbd_agents.services.tokens import resolve_tree
 from tbd_agents.storage.protocol import (
     Filter,
     Query,
@@ -128,20 +127,7 @@ async def _by_ids_and_tags(
 
 async def _resolve(repos: Repositories, cipher: TokenCipher, owner: str | None, tree: Any) -> Any:
     """`tree` with `{{token:…}}` resolved among `owner`'s tokens (ownerless records: among
-    ownerless tokens only, never a user's)."""
-    if owner is None:
-        names = sorted(referenced_names(tree))
-        if names:
-            page = await repos.for_model(Token).list(
-                Query(filters=(in_("name", names), is_null("created_by")), sort=(Sort("id"),))
-            )
-            missing = sorted(set(names) - {t.name for t in page.items})
-            if missing:
-                raise InvalidData(
-                    f"token(s) {', '.join(missing)} referenced but not found among the "
-                    "operator's (ownerless) tokens",
-                    details={"missing": missing},
-                )
+    ownerless tokens only, never a user's: see `resolve_tree`)."""
     return await resolve_tree(repos, cipher, owner, tree)
 
 

@@ -21,7 +21,16 @@ from tbd_agents.errors import InvalidData
 from tbd_agents.security.cipher import TokenCipher
 from tbd_agents.services.access import Principal
 from tbd_agents.services.records import Records
-from tbd_agents.storage.protocol import DocumentStore, Query, Repositories, Sort, eq, in_, ne
+from tbd_agents.storage.protocol import (
+    DocumentStore,
+    Query,
+    Repositories,
+    Sort,
+    eq,
+    in_,
+    is_null,
+    ne,
+)
 
 MASK = "********"
 REFERENCE = re.compile(r"\{\{\s*token:([A-Za-z0-9_.\-]{1,200})\s*\}\}")
@@ -126,7 +135,9 @@ def referenced_names(tree: Any) -> set[str]:
 async def resolve_tree(
     repos: Repositories, cipher: TokenCipher, owner: str | None, tree: Any
 ) -> Any:
-    """`tree` with each `{{token:NAME}}` replaced by the value of `owner`'s token NAME.
+    """`tree` with each `{{token:NAME}}` replaced by the value of `owner`'s token NAME
+    (`owner` None: a record without an owner, resolved among ownerless tokens only, never a
+    user's).
 
     Call this only where the value is about to be used (starting an MCP server, calling a
     provider); never store or return the result. One query whatever the number of references.
@@ -136,8 +147,7 @@ async def resolve_tree(
     if not names:
         return tree
     filters = [in_("name", sorted(names))]
-    if owner is not None:
-        filters.append(eq("created_by", owner))
+    filters.append(eq("created_by", owner) if owner is not None else is_null("created_by"))
     page = await repos.for_model(Token).list(Query(filters=tuple(filters), sort=(Sort("id"),)))
     values = {t.name: cipher.decrypt(t.encrypted_value) for t in page.items}
     missing = sorted(names - set(values))
