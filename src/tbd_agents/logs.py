@@ -50,11 +50,21 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         rf"\1{MASK}",
     ),
     (re.compile(r"\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}", re.I), rf"\1 {MASK}"),
-    # "api_key": "…", password=…, token: … (not numbers: `input_tokens=1200` stays)
+    # "api_key": "…", password=…, 'token': '…' (not numbers: `input_tokens=1200` stays)
     (
         re.compile(
-            rf"([\"']?\b{_SECRET_NAME}[\"']?\s*[:=]\s*[\"']?)(?![0-9.]+\b)(?!{re.escape(MASK)})"
-            r"[^\s\"',;&}]{4,}",
+            rf"((?:[\"']\b{_SECRET_NAME}[\"']\s*[:=]|\b{_SECRET_NAME}\s*=)\s*[\"']?)"
+            rf"(?![0-9.]+\b)(?!{re.escape(MASK)})[^\s\"',;&}}]{{4,}}",
+            re.I,
+        ),
+        rf"\1{MASK}",
+    ),
+    # token: … in prose: only a value that looks like a credential (a digit, or 16+ characters),
+    # so "api keys: github flag" stays readable
+    (
+        re.compile(
+            rf"(\b{_SECRET_NAME}:\s*)(?![0-9.]+\b)(?!{re.escape(MASK)})"
+            r"(?=[^\s\"',;&}]*[0-9]|[^\s\"',;&}]{16,})[^\s\"',;&}]{4,}",
             re.I,
         ),
         rf"\1{MASK}",

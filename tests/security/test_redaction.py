@@ -188,3 +188,16 @@ async def test_a_500_logs_the_statement_shape_never_the_row(
     line = failure.getMessage()
     assert "SQLSTATE P0001" in line and "INSERT INTO agents" in line, line
     assert Agent.collection in line
+
+
+def test_prose_with_secret_words_stays_readable() -> None:
+    """Only credential-looking values are masked after `word:` in prose (migration and error
+    messages must stay useful), while `name=value` and quoted JSON pairs are always masked."""
+    from tbd_agents.logs import redact
+
+    assert redact("api keys: github flag (keys made for a login)").endswith(
+        "github flag (keys made for a login)"
+    )
+    assert "abcd1234efgh" not in redact("token: abcd1234efgh")
+    assert "hunter" not in redact("password=hunter2x")
+    assert "plainword" not in redact('{"secret": "plainword"}')
