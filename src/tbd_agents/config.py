@@ -225,6 +225,13 @@ class Settings(BaseSettings):
         description="Comma-separated host names, IPs or CIDR ranges that webhooks may reach even "
         "though they resolve to private, loopback or link-local addresses (refused otherwise).",
     )
+    outbound_allowed_hosts: str = Field(
+        default="",
+        description="Comma-separated host names, IPs or CIDR ranges that provider base_urls, MCP "
+        "server URLs and external knowledge sources of non-admin owners may reach although they "
+        "resolve to internal addresses (records of admins may always; cloud metadata addresses "
+        "only when listed here). Webhooks use WEBHOOK_ALLOWED_HOSTS instead.",
+    )
     webhook_max_attempts: int = Field(
         default=5, ge=1, le=50, description="Delivery attempts per webhook before giving up."
     )

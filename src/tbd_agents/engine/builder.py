@@ -28,6 +28,8 @@ from tbd_agents.engine.tools.custom import CustomPythonTool
 from tbd_agents.engine.tools.mcp import McpConnection, McpServerConfig, open_servers
 from tbd_agents.errors import InvalidData, TbdError
 from tbd_agents.security.cipher import TokenCipher
+from tbd_agents.security.outbound import HostPolicy, OutboundGuard
+from tbd_agents.services.privilege import AdminDirectory
 from tbd_agents.services.tokens import resolve_tree
 from tbd_agents.storage.protocol import Query, Repositories, contains_any, in_
 
@@ -67,8 +69,13 @@ async def load_plan(
     config: EngineConfig,
     *,
     model_override: str | None = None,
+    outbound: OutboundGuard | None = None,
 ) -> RunPlan:
-    """Everything `agent` uses, with secrets resolved; raises InvalidData naming what is missing."""
+    """Everything `agent` uses, with secrets resolved; raises InvalidData naming what is missing.
+
+    `outbound` decides, per record owner, which addresses its provider and MCP servers may
+    reach (default: no allow-list, admins and ownerless records trusted)."""
+    outbound = outbound or OutboundGuard(HostPolicy(), AdminDirectory())
     if not agent.provider_id:
         raise InvalidData(f"agent {agent.name!r} has no provider_id: set one (GET /api/providers)")
     provider: Provider = await repos.providers.get(agent.provider_id)
@@ -94,6 +101,7 @@ async def load_plan(
             azure_api_version=provider.azure_api_version,
             default_model=provider.default_model,
             extra_headers=headers,
+            outbound=await outbound.policy_for(repos, owner),
         ),
         model=model,
     )
@@ -127,6 +135,7 @@ async def load_plan(
                     server.allowed_tools,
                     connect_timeout=config.mcp_connect_timeout,
                     call_timeout=config.mcp_call_timeout,
+                    outbound=await outbound.policy_for(repos, server.created_by),
                 )
             )
         except TbdError as exc:

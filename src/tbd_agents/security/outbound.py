@@ -229,7 +229,9 @@ class _Pinning:
     policy: OutboundPolicy
     what: str
 
-    async def _pinned(self, request: Any, send: Any, connect_errors: tuple[type, ...]) -> Any:
+    async def _pinned(
+        self, request: Any, send: Any, connect_errors: tuple[type[Exception], ...]
+    ) -> Any:
         host = request.url.host
         port = request.url.port or (443 if request.url.scheme == "https" else 80)
         addresses = await check_host(host, port, self.policy, self.what)
@@ -292,7 +294,7 @@ def http_client(policy: OutboundPolicy, what: str = "outbound", **kwargs: Any) -
 def mcp_http_client(
     policy: OutboundPolicy, what: str = "MCP server", **kwargs: Any
 ) -> httpx2.AsyncClient:
-    """`http_client` for the `httpx2` stack (the `mcp` SDK's SSE and streamable HTTP)."""
+    """`http_client` for the `httpx2` stack (the `mcp` SDK and the `anthropic` SDK)."""
     kwargs.setdefault("follow_redirects", False)
     return httpx2.AsyncClient(transport=PinnedTransport2(policy, what), trust_env=False, **kwargs)
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from tbd_agents.config import Settings
 from tbd_agents.domain.auth import ApiKey, KeyScope
 from tbd_agents.domain.types import utcnow
+from tbd_agents.security.outbound import HostPolicy, OutboundGuard
 from tbd_agents.storage.protocol import Query, Repositories, eq, is_null
 
 LOCAL_IDENTITY = "local"
@@ -59,3 +60,10 @@ class AdminDirectory:
         now = utcnow()
         page = await repos.for_model(ApiKey).list(query)
         return any(key.expires_at is None or key.expires_at > now for key in page.items)
+
+
+def outbound_guard(settings: Settings) -> OutboundGuard:
+    """The outbound-address policy of `settings`: OUTBOUND_ALLOWED_HOSTS plus admin owners."""
+    return OutboundGuard(
+        HostPolicy.parse(settings.outbound_allowed_hosts), AdminDirectory.from_settings(settings)
+    )

@@ -16,6 +16,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import httpx
+import httpx2
+
 from tbd_agents.domain.enums import AuthType, ProviderType
 from tbd_agents.engine.config import EngineConfig
 from tbd_agents.engine.messages import ChatRequest, Completion, StreamEvent, TextDelta
@@ -25,6 +28,12 @@ from tbd_agents.errors import (
     UpstreamError,
     UpstreamRateLimited,
     UpstreamUnreachable,
+)
+from tbd_agents.security.outbound import (
+    OutboundPolicy,
+    OutboundRefused,
+    http_client,
+    mcp_http_client,
 )
 
 log = logging.getLogger(__name__)
@@ -43,6 +52,16 @@ class ProviderSettings:
     azure_api_version: str | None = None
     default_model: str | None = None
     extra_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    #: What the provider's API calls may reach (`trusted` when its owner is an admin).
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
+
+    def http_client(self, timeout: float) -> httpx.AsyncClient:
+        """The SDK's HTTP client: every request checked and pinned (security.outbound)."""
+        return http_client(self.outbound, f"provider {self.name!r}", timeout=timeout)
+
+    def http_client2(self, timeout: float) -> httpx2.AsyncClient:
+        """The same for SDKs built on `httpx2` (anthropic)."""
+        return mcp_http_client(self.outbound, f"provider {self.name!r}", timeout=timeout)
 
 
 class ChatProvider(Protocol):
@@ -130,7 +149,11 @@ def classify_status(
     return UpstreamError(text)
 
 
-def unreachable(provider: str, base_url: str | None, exc: BaseException) -> RetryableError:
+def unreachable(
+    provider: str, base_url: str | None, exc: BaseException
+) -> RetryableError | OutboundRefused:
+    if isinstance(exc.__cause__, OutboundRefused):  # the address policy, not the network
+        return exc.__cause__
     where = base_url or "its default endpoint"
     return RetryableError(
         UpstreamUnreachable(

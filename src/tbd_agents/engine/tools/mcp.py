@@ -25,6 +25,7 @@ from tbd_agents.domain.enums import McpTransport
 from tbd_agents.engine.messages import ToolSpec
 from tbd_agents.engine.tools.base import ToolContext, ToolResult
 from tbd_agents.errors import InvalidData, UpstreamUnreachable
+from tbd_agents.security.outbound import OutboundPolicy, OutboundRefused, mcp_http_client
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ class McpServerConfig:
     allowed_tools: list[str] = field(default_factory=list)
     connect_timeout: float = 15.0
     call_timeout: float = 60.0
+    #: What sse / streamable_http may reach (`trusted` when the owner is an admin).
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
 
     @classmethod
     def from_connection_config(
@@ -60,6 +63,7 @@ class McpServerConfig:
         *,
         connect_timeout: float = 15.0,
         call_timeout: float = 60.0,
+        outbound: OutboundPolicy | None = None,
     ) -> McpServerConfig:
         """Read the record's `connection_config` (stdio: command/args/env/cwd; sse and
         streamable_http: url/headers; optional connect_timeout/call_timeout)."""
@@ -69,6 +73,7 @@ class McpServerConfig:
             allowed_tools=list(allowed_tools),
             connect_timeout=float(config.get("connect_timeout", connect_timeout)),
             call_timeout=float(config.get("call_timeout", call_timeout)),
+            outbound=outbound or OutboundPolicy(),
         )
         if transport is McpTransport.STDIO:
             if not config.get("command"):
@@ -92,15 +97,26 @@ def _transport(cfg: McpServerConfig) -> Any:
         # engine's own secrets (TOKEN_ENCRYPTION_KEY, POSTGRES_URI…).
         return StdioServerParameters(command=cfg.command, args=cfg.args, env=cfg.env, cwd=cfg.cwd)
     assert cfg.url is not None
+    what = f"MCP server {cfg.name!r}"
+
+    def pinned_client(
+        headers: dict[str, str] | None = None,
+        timeout: httpx2.Timeout | None = None,
+        auth: httpx2.Auth | None = None,
+    ) -> httpx2.AsyncClient:
+        # Every request (each redirect hop the SDK follows too) is checked and pinned.
+        return mcp_http_client(cfg.outbound, what, headers=headers, timeout=timeout, auth=auth)
+
     if cfg.transport is McpTransport.SSE:
         return sse_client(
             cfg.url,
             headers=cfg.headers,
             timeout=cfg.connect_timeout,
             sse_read_timeout=cfg.call_timeout * 5,
+            httpx_client_factory=pinned_client,
         )
-    client = httpx2.AsyncClient(
-        headers=cfg.headers, timeout=httpx2.Timeout(cfg.connect_timeout, read=cfg.call_timeout * 5)
+    client = pinned_client(
+        cfg.headers, httpx2.Timeout(cfg.connect_timeout, read=cfg.call_timeout * 5)
     )
     return streamable_http_client(cfg.url, http_client=client)
 
@@ -156,6 +172,9 @@ class McpConnection:
             ) from None
         except Exception as exc:
             self._close_in_background()
+            refused = _refusal(exc)
+            if refused is not None:
+                raise refused from None
             raise UpstreamUnreachable(
                 f"MCP server {self.cfg.name!r} failed to connect: {_describe(exc)}"
             ) from None
@@ -239,6 +258,21 @@ class McpConnection:
 
 
 _BACKGROUND: set[asyncio.Future[None]] = set()
+
+
+def _refusal(exc: BaseException | None) -> OutboundRefused | None:
+    """The outbound-policy refusal behind `exc` (inside groups or as a cause), if any."""
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, OutboundRefused):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                found = _refusal(inner)
+                if found is not None:
+                    return found
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 def _describe(exc: BaseException) -> str:
