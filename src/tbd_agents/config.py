@@ -230,6 +230,14 @@ class Settings(BaseSettings):
         description="Comma-separated host names, IPs or CIDR ranges that webhooks may reach even "
         "though they resolve to private, loopback or link-local addresses (refused otherwise).",
     )
+    outbound_allowed_hosts: str = Field(
+        default="",
+        description="Comma-separated host names, IPs or CIDR ranges that provider base_urls, MCP "
+        "server URLs and external knowledge sources of non-admin owners, and custom tools with "
+        "allowed_hosts (through the sandbox's egress proxy), may reach although they resolve to "
+        "internal addresses (records of admins may always, tools never; cloud metadata "
+        "addresses only when listed here). Webhooks use WEBHOOK_ALLOWED_HOSTS instead.",
+    )
     webhook_max_attempts: int = Field(
         default=5, ge=1, le=50, description="Delivery attempts per webhook before giving up."
     )
@@ -300,12 +308,6 @@ class Settings(BaseSettings):
         le=65536,
         description="Ceiling on a custom tool's memory_limit_mb: higher values are refused on "
         "save and clamped at run time.",
-    )
-    sandbox_egress_internal_hosts: str = Field(
-        default="",
-        description="Comma-separated host names, IPs or CIDR ranges that custom tools with "
-        "allowed_hosts may reach although they are internal (loopback, private, link-local); "
-        "public addresses need only the tool's allowed_hosts.",
     )
 
     # --- API security ----------------------------------------------------------------------

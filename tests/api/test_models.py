@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from sqlalchemy.engine import URL
 
+from tbd_agents.api import create_app
+from tbd_agents.storage.postgres.engine import create_engine
+from tbd_agents.storage.postgres.repository import PostgresStore
+from tests.api.conftest import Api, make_settings
 from tests.api.factory import create, post, uniq
 
 KEY = "sk-models-test-91c2"
@@ -38,6 +43,19 @@ class _Provider(BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+@pytest.fixture(scope="module")
+async def api(api_db: URL, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
+    """The module's app, with the local provider's address on the operator allow-list (the
+    records are alice's, a non-admin: without it the refresh is refused, see
+    tests/security/test_outbound.py)."""
+    store = PostgresStore(create_engine(api_db, pool_size=4, max_overflow=4), url=api_db)
+    settings = make_settings(tmp_path_factory.mktemp("api"), outbound_allowed_hosts="127.0.0.1")
+    app = create_app(settings, store)
+    async with app.router.lifespan_context(app):
+        yield Api(app, store, settings)
+    await store.close()
 
 
 @pytest.fixture

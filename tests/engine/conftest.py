@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
 from tbd_agents.domain.enums import AuthType, ProviderType
 from tbd_agents.engine.config import EngineConfig
 from tbd_agents.engine.providers import ProviderSettings
+from tbd_agents.security.outbound import OutboundPolicy
 from tests.engine.protocol_server import ProtocolServer
 
 PROVIDER_KINDS = ("openai", "azure_openai", "anthropic", "custom")
@@ -33,7 +35,15 @@ def server(protocol_server: ProtocolServer) -> Iterator[ProtocolServer]:
     protocol_server.reset()
 
 
+#: The local test servers run on 127.0.0.1: these providers are as an admin's records.
+ADMIN_OWNED = OutboundPolicy(trusted=True)
+
+
 def provider_settings(kind: str, url: str, key: str = "sk-test-key") -> ProviderSettings:
+    return replace(_provider_settings(kind, url, key), outbound=ADMIN_OWNED)
+
+
+def _provider_settings(kind: str, url: str, key: str) -> ProviderSettings:
     if kind == "openai":
         return ProviderSettings(
             name="p-openai", provider_type=ProviderType.OPENAI, api_key=key, base_url=f"{url}/v1"

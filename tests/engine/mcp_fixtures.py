@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tbd_agents.domain.enums import McpTransport
 from tbd_agents.engine.tools.mcp import McpServerConfig
+from tbd_agents.security.outbound import OutboundPolicy
 
 SERVERS = Path(__file__).parent / "servers"
 
@@ -69,5 +70,6 @@ def http_config(
         transport=transport,
         url=url,
         allowed_tools=allowed or [],
+        outbound=OutboundPolicy(trusted=True),  # a local server, as an admin's record
         **kw,
     )

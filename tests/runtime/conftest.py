@@ -59,7 +59,9 @@ def settings_env(config: Settings) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("DB_", "POSTGRES_", "REDIS_", "RUN_", "SCHEDULER_", "WEBHOOK_"))
+        if not k.startswith(
+            ("DB_", "POSTGRES_", "REDIS_", "RUN_", "SCHEDULER_", "WEBHOOK_", "OUTBOUND_")
+        )
     }
     for name in (
         "postgres_uri",
@@ -71,6 +73,7 @@ def settings_env(config: Settings) -> dict[str, str]:
         "scheduler_poll_seconds",
         "webhook_backoff_seconds",
         "webhook_allowed_hosts",
+        "outbound_allowed_hosts",
         "embedding_provider",
         "data_dir",
     ):

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Path, Query, Response
 from pydantic import BaseModel
 
-from tbd_agents.api.deps import Caller, CommonList, Ctx, Paging
+from tbd_agents.api.deps import ApiContext, Caller, CommonList, Ctx, Paging
 from tbd_agents.api.schemas import (
     HIDDEN,
     create_schema,
@@ -29,8 +29,9 @@ from tbd_agents.api.schemas import (
 )
 from tbd_agents.domain.models import Entity, Token
 from tbd_agents.errors import PermissionDenied, UnsupportedQuery
+from tbd_agents.security.outbound import HostPolicy
 from tbd_agents.services.access import Principal
-from tbd_agents.services.catalog import records_for
+from tbd_agents.services.catalog import check_saved_addresses, records_for
 from tbd_agents.storage.protocol import Filter, Sort, contains_all, eq
 
 RecordId = Annotated[str, Path(description="Record id.")]
@@ -140,6 +141,10 @@ def _list_endpoint(
     return list_records
 
 
+def outbound_allow_list(ctx: ApiContext) -> HostPolicy:
+    return HostPolicy.parse(ctx.settings.outbound_allowed_hosts)
+
+
 def crud_router(
     model: type[Entity],
     prefix: str,
@@ -172,9 +177,11 @@ def crud_router(
         Create = create_schema(model)
 
         async def create_record(ctx: Ctx, caller: Caller, body: Any) -> Response:
+            values = body.model_dump(exclude_unset=False)
+            check_saved_addresses(model, values, caller, outbound_allow_list(ctx))
             async with ctx.store.unit_of_work() as repos:
                 service = records_for(model, repos, caller, ctx.cipher)
-                record = await service.create(body.model_dump(exclude_unset=False))
+                record = await service.create(values)
             return json_response(record_json(record), 201)
 
         create_record.__annotations__["body"] = Annotated[Create, Body()]
@@ -193,9 +200,11 @@ def crud_router(
         async def update_record(
             record_id: RecordId, ctx: Ctx, caller: Caller, body: Any
         ) -> Response:
+            changes = body.model_dump(exclude_unset=True)
+            check_saved_addresses(model, changes, caller, outbound_allow_list(ctx))
             async with ctx.store.unit_of_work() as repos:
                 service = records_for(model, repos, caller, ctx.cipher)
-                record = await service.update(record_id, body.model_dump(exclude_unset=True))
+                record = await service.update(record_id, changes)
             return json_response(record_json(record))
 
         update_record.__annotations__["body"] = Annotated[Update, Body()]

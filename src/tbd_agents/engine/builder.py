@@ -40,7 +40,8 @@ from tbd_agents.engine.tools.custom import CustomPythonTool
 from tbd_agents.engine.tools.mcp import McpConnection, McpServerConfig, open_servers
 from tbd_agents.errors import InvalidData, TbdError
 from tbd_agents.security.cipher import TokenCipher
-from tbd_agents.services.privilege import CUSTOM_TOOLS_SETTING
+from tbd_agents.security.outbound import HostPolicy, OutboundGuard
+from tbd_agents.services.privilege import CUSTOM_TOOLS_SETTING, AdminDirectory
 from tbd_agents.services.tokens import resolve_tree
 from tbd_agents.storage.protocol import (
     Filter,
@@ -138,11 +139,15 @@ async def load_plan(
     config: EngineConfig,
     *,
     model_override: str | None = None,
+    outbound: OutboundGuard | None = None,
 ) -> RunPlan:
     """Everything `agent` uses, with secrets resolved; raises InvalidData naming what is missing.
 
     Only records of the agent's owner are loaded (see `_Owner`); records another owner holds
-    are skipped with a warning and never resolved with anyone's tokens."""
+    are skipped with a warning and never resolved with anyone's tokens. `outbound` decides, per
+    record owner, which addresses its provider and MCP servers may reach (default: no
+    allow-list, admins and ownerless records trusted)."""
+    outbound = outbound or OutboundGuard(HostPolicy(), AdminDirectory())
     if not agent.provider_id:
         raise InvalidData(f"agent {agent.name!r} has no provider_id: set one (GET /api/providers)")
     owner: str | None = getattr(agent, Agent.owner_field or "created_by")
@@ -176,6 +181,7 @@ async def load_plan(
             azure_api_version=provider.azure_api_version,
             default_model=provider.default_model,
             extra_headers=headers,
+            outbound=await outbound.policy_for(repos, provider.created_by),
         ),
         model=model,
     )
@@ -186,7 +192,7 @@ async def load_plan(
         repos, Guardrail, agent.guardrail_ids, [], who, plan, "guardrail"
     )
     await _load_custom_tools(repos, cipher, agent, config, who, plan)
-    await _load_mcp(repos, cipher, agent, config, who, plan)
+    await _load_mcp(repos, cipher, agent, config, who, plan, outbound)
     await _load_knowledge_scope(repos, agent, who, plan)
     return plan
 
@@ -223,6 +229,7 @@ async def _load_mcp(
     config: EngineConfig,
     who: _Owner,
     plan: RunPlan,
+    outbound: OutboundGuard,
 ) -> None:
     servers: list[McpServer] = await _by_ids_and_tags(
         repos, McpServer, agent.mcp_server_ids, agent.mcp_server_tags, who, plan, "MCP server"
@@ -235,6 +242,7 @@ async def _load_mcp(
             mcp = McpServerConfig.from_connection_config(
                 server.name, server.transport_type, cfg, server.allowed_tools,
                 connect_timeout=config.mcp_connect_timeout, call_timeout=config.mcp_call_timeout,
+                outbound=await outbound.policy_for(repos, server.created_by),
             )  # fmt: skip
             if mcp.command is not None:
                 mcp.confined = await config.host.stdio_launch(repos, server.created_by, mcp.command)

@@ -36,8 +36,9 @@ class EngineConfig:
     #: Operator ceilings on a custom tool's own timeout and memory limit.
     sandbox_max_timeout_seconds: int = 120
     sandbox_max_memory_mb: int = 1024
-    #: Internal hosts/addresses/CIDRs tools with allowed_hosts may reach (webhook syntax).
-    sandbox_egress_internal_hosts: str = ""
+    #: OUTBOUND_ALLOWED_HOSTS: internal hosts/addresses/CIDRs that tools with allowed_hosts may
+    #: reach through the egress proxy (the one outbound policy of security/outbound.py).
+    outbound_allowed_hosts: str = ""
     #: Largest tool result (characters) fed back to the model; longer results are cut.
     max_tool_result_chars: int = 20_000
     #: What non-admins' records may run on the host (stdio MCP servers, custom tools) and who
@@ -50,7 +51,8 @@ class EngineConfig:
         for the rest."""
         values: dict[str, Any] = {}
         for name in cls.__dataclass_fields__:
-            for key in (f"engine_{name}", name if name.startswith("sandbox_") else None):
+            direct = name.startswith("sandbox_") or name == "outbound_allowed_hosts"
+            for key in (f"engine_{name}", name if direct else None):
                 if key and hasattr(settings, key):
                     values[name] = getattr(settings, key)
                     break

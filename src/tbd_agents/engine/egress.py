@@ -7,7 +7,7 @@ connects only when
 - the host is in the tool's `allowed_hosts` (`name`, `*.suffix` or either with `:port`; without
   a port only 80 and 443), and
 - every address the host resolves to is public, or the operator allowed it in
-  SANDBOX_EGRESS_INTERNAL_HOSTS (loopback, private, link-local such as 169.254.169.254, …
+  OUTBOUND_ALLOWED_HOSTS (loopback, private, link-local such as 169.254.169.254, …
   are refused otherwise), the same check webhooks use.
 It then connects to the checked address (not a second lookup) and splices bytes both ways.
 Anything else gets a `403` with the reason in the body, which is what the tool sees.
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tbd_agents.runtime.webhooks import HostPolicy, WebhookRefused, resolve_checked
+from tbd_agents.security.outbound import HostPolicy, OutboundPolicy, OutboundRefused, check_host
 
 log = logging.getLogger(__name__)
 
@@ -149,12 +149,11 @@ class EgressProxy:
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if not host_allowed(host, port, self.allowed):
             raise Refused(f"{host}:{port} is not in this tool's allowed_hosts")
-        shown = f"[{host}]" if ":" in host else host
+        policy = OutboundPolicy(allowed=self.policy, hint="")  # tools are never trusted
         try:
-            _, _, addresses = await resolve_checked(f"http://{shown}:{port}/", self.policy)
-        except WebhookRefused as exc:
-            reason = str(exc).replace("WEBHOOK_ALLOWED_HOSTS", "SANDBOX_EGRESS_INTERNAL_HOSTS")
-            raise Refused(reason.replace("webhook ", "")) from None
+            addresses = await check_host(host, port, policy, "tool network")
+        except OutboundRefused as exc:
+            raise Refused(exc.message) from None
         last: OSError | None = None
         for address in addresses:
             try:

@@ -27,6 +27,8 @@ from tbd_agents.engine.sandbox import Sandbox
 from tbd_agents.engine.sources import KnowledgeSearch, MemoryStore
 from tbd_agents.runtime.contracts import EventSink, HaltSignal, RunOutcome
 from tbd_agents.security.cipher import KeyRingProvider, TokenCipher
+from tbd_agents.security.outbound import OutboundGuard
+from tbd_agents.services.privilege import outbound_guard
 from tbd_agents.storage.protocol import DocumentStore
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ class EngineServices:
     sandbox: Sandbox
     memory_service: Any | None = None  # services.memory.MemoryService
     retriever: Any | None = None  # knowledge.retrieval.KnowledgeRetriever
+    outbound: OutboundGuard | None = None  # None: no allow-list, admins trusted
 
     def memory_for(self, agent: Agent) -> MemoryStore | None:
         if self.memory_service is None:
@@ -79,8 +82,9 @@ async def run_agent(
     """Build the agent's run and execute it; returns the loop's `RunResult`."""
     async with services.store.unit_of_work() as repos:
         plan = await load_plan(
-            repos, services.cipher, agent, services.config, model_override=model_override
-        )
+            repos, services.cipher, agent, services.config,
+            model_override=model_override, outbound=services.outbound,
+        )  # fmt: skip
     spec, conns = await open_plan(
         plan, services.config, services.catalog,
         memory=services.memory_for(agent), knowledge=services.knowledge(), sandbox=services.sandbox,
@@ -147,6 +151,7 @@ async def engine_services(
         config=config,
         catalog=ModelCatalog.load(config.model_catalog),
         sandbox=Sandbox.from_config(config),
+        outbound=outbound_guard(settings),
     )
     if db is not None:
         try:
@@ -160,7 +165,9 @@ async def engine_services(
             services.memory_service = MemoryService(
                 store, vectors, embedder, max_per_agent=settings.memory_max_per_agent
             )
-            services.retriever = KnowledgeRetriever(store, vectors, embedder)
+            services.retriever = KnowledgeRetriever(
+                store, vectors, embedder, outbound=services.outbound
+            )
         except Exception:
             log.warning("memory and knowledge are unavailable to agents", exc_info=True)
     return services

@@ -7,7 +7,7 @@ What the sandbox guarantees (SANDBOX_ISOLATION=auto or namespaces, Linux):
   homes, the host's /proc or any unix socket; Landlock repeats the allow-list in the kernel;
 - no network: its namespace has only loopback. A tool with `allowed_hosts` reaches exactly
   those hosts through the egress proxy (engine/egress.py), internal addresses only when the
-  operator lists them in SANDBOX_EGRESS_INTERNAL_HOSTS;
+  operator lists them in OUTBOUND_ALLOWED_HOSTS;
 - the environment holds only PATH, HOME/TMPDIR, LANG and the tool's declared variables;
 - `setrlimit` caps CPU seconds, address space, file size, open files and new processes; the
   owner's timeout and memory are clamped to SANDBOX_MAX_TIMEOUT_SECONDS / SANDBOX_MAX_MEMORY_MB;
@@ -245,7 +245,7 @@ class Sandbox:
             config.sandbox_user,
             isolation=config.sandbox_isolation,
             ceilings=Ceilings(config.sandbox_max_timeout_seconds, config.sandbox_max_memory_mb),
-            egress_internal_hosts=config.sandbox_egress_internal_hosts,
+            egress_internal_hosts=config.outbound_allowed_hosts,
         )
 
     async def run(

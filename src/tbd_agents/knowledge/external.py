@@ -12,6 +12,10 @@ system filled. Its `connection_config` says where and which fields hold the text
 The collection must hold vectors of the same size (and, when `model` is given, the same model) as
 the configured embedder; otherwise the search fails with EmbeddingMismatch naming both. Nothing is
 ever written to an external collection.
+
+Connections follow `security.outbound`: the qdrant `url` is checked and every request pinned; the
+pgvector `uri` host is checked and replaced by the checked address. Records of non-admin owners
+may not use a qdrant local `path`, unix sockets or `host=`-style URI parameters.
 """
 
 from __future__ import annotations
@@ -27,6 +31,13 @@ from tbd_agents.domain.enums import KnowledgeSourceType
 from tbd_agents.domain.models import KnowledgeSource
 from tbd_agents.embeddings.base import EmbeddingSpace
 from tbd_agents.errors import InvalidData
+from tbd_agents.security.outbound import (
+    OutboundPolicy,
+    OutboundRefused,
+    PinnedTransport,
+    check_url,
+    pin_pg_uri,
+)
 from tbd_agents.storage.postgres.engine import create_engine
 from tbd_agents.vectors.base import EmbeddingMismatch
 
@@ -60,8 +71,16 @@ def _check_model(source: KnowledgeSource, size: int, space: EmbeddingSpace) -> N
         raise EmbeddingMismatch(f"{source.name} (external)", stored, space)
 
 
+def _what(source: KnowledgeSource) -> str:
+    return f"knowledge source {source.name!r}"
+
+
 async def search_qdrant(
-    source: KnowledgeSource, vector: Sequence[float], space: EmbeddingSpace, k: int
+    source: KnowledgeSource,
+    vector: Sequence[float],
+    space: EmbeddingSpace,
+    k: int,
+    policy: OutboundPolicy,
 ) -> list[ExternalHit]:
     """Top k of an external Qdrant collection (read-only)."""
     from qdrant_client import AsyncQdrantClient  # ~100 MB with its imports: only when used
@@ -69,8 +88,21 @@ async def search_qdrant(
     collection = _config(source, "collection")
     cfg = source.connection_config
     if cfg.get("url"):
-        client = AsyncQdrantClient(url=cfg["url"], api_key=cfg.get("api_key"))
+        url = str(cfg["url"])
+        await check_url(url, policy, _what(source))  # refused before any client exists
+        client = AsyncQdrantClient(
+            url=url,
+            api_key=cfg.get("api_key"),
+            check_compatibility=False,
+            transport=PinnedTransport(policy, _what(source)),  # every request checked, pinned
+            trust_env=False,
+        )
     else:
+        if not policy.trusted:
+            raise OutboundRefused(
+                f"{_what(source)}: a local qdrant `path` is a directory on the hub's host; only "
+                "records owned by an admin may use one (set connection_config.url instead)"
+            )
         client = AsyncQdrantClient(path=_config(source, "path"))
     try:
         info = await client.get_collection(collection)
@@ -103,16 +135,19 @@ def _ident(source: KnowledgeSource, key: str, default: str | None = None) -> str
 
 
 async def search_pgvector(
-    source: KnowledgeSource, vector: Sequence[float], space: EmbeddingSpace, k: int
+    source: KnowledgeSource,
+    vector: Sequence[float],
+    space: EmbeddingSpace,
+    k: int,
+    policy: OutboundPolicy,
 ) -> list[ExternalHit]:
     """Top k of an external pgvector table (read-only transaction)."""
     table = _ident(source, "table")
     text_col = _ident(source, "text_column", "text")
     vec_col = _ident(source, "vector_column", "embedding")
     id_col = _ident(source, "id_column", "id")
-    engine = create_engine(
-        _config(source, "uri"), application_name="tbd-agents-external", pool_size=1
-    )
+    uri = await pin_pg_uri(str(_config(source, "uri")), policy, _what(source))
+    engine = create_engine(uri, application_name="tbd-agents-external", pool_size=1)
     q = "[" + ",".join(repr(float(x)) for x in vector) + "]"
     try:
         async with engine.connect() as conn:
@@ -140,8 +175,14 @@ async def search_pgvector(
 
 
 async def search_external(
-    source: KnowledgeSource, vector: Sequence[float], space: EmbeddingSpace, k: int
+    source: KnowledgeSource,
+    vector: Sequence[float],
+    space: EmbeddingSpace,
+    k: int,
+    policy: OutboundPolicy | None = None,
 ) -> list[ExternalHit]:
+    """Top k of an external source; `policy` says what it may reach (default: not trusted)."""
+    policy = policy or OutboundPolicy()
     if source.source_type is KnowledgeSourceType.QDRANT:
-        return await search_qdrant(source, vector, space, k)
-    return await search_pgvector(source, vector, space, k)
+        return await search_qdrant(source, vector, space, k, policy)
+    return await search_pgvector(source, vector, space, k, policy)

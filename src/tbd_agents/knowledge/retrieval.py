@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from tbd_agents.domain.models import Agent, KnowledgeItem, KnowledgeSource
 from tbd_agents.embeddings.base import Embedder
 from tbd_agents.knowledge.external import EXTERNAL_TYPES, ExternalHit, search_external
+from tbd_agents.security.outbound import HostPolicy, OutboundGuard, OutboundPolicy
+from tbd_agents.services.privilege import AdminDirectory
 from tbd_agents.storage.protocol import (
     DocumentStore,
     Filter,
@@ -83,10 +85,23 @@ def fuse(lists: Sequence[Sequence[VectorHit]]) -> list[tuple[str, float]]:
 
 
 class KnowledgeRetriever:
-    def __init__(self, documents: DocumentStore, vectors: VectorStore, embedder: Embedder) -> None:
+    def __init__(
+        self,
+        documents: DocumentStore,
+        vectors: VectorStore,
+        embedder: Embedder,
+        *,
+        outbound: OutboundGuard | None = None,
+    ) -> None:
         self.documents = documents
         self.vectors = vectors
         self.embedder = embedder
+        #: Which addresses an external source may reach, by its owner (security.outbound).
+        self.outbound = outbound or OutboundGuard(HostPolicy(), AdminDirectory())
+
+    async def _policy(self, source: KnowledgeSource) -> OutboundPolicy:
+        async with self.documents.unit_of_work(readonly=True) as repos:
+            return await self.outbound.policy_for(repos, source.created_by)
 
     async def for_agent(
         self, agent: Agent, query: str, *, k: int = 5, min_similarity: float = 0.0
@@ -142,7 +157,8 @@ class KnowledgeRetriever:
         # hits join the vector list, ranked by the same cosine similarity.
         outside: dict[str, ExternalHit] = {}
         for source in external_sources:
-            found = await search_external(source, vector, self.embedder.space, depth)
+            policy = await self._policy(source)
+            found = await search_external(source, vector, self.embedder.space, depth, policy)
             for h in found:
                 if h.score >= min_similarity:
                     outside[f"external:{h.source.id}:{h.id}"] = h

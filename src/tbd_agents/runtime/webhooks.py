@@ -11,9 +11,10 @@ Every request carries:
 - `X-TBD-Timestamp`: Unix seconds; `X-TBD-Signature`: `sha256=` + hex HMAC-SHA256 of
   `"{timestamp}.{body}"` with the workflow's secret (`verify_signature` checks one).
 
-Before each attempt the host is resolved and every address checked: private, loopback,
-link-local, multicast, reserved and unspecified addresses are refused unless the host or address
-is listed in `WEBHOOK_ALLOWED_HOSTS`. The request then goes to the checked address (the host
+Before each attempt the host is resolved and every address checked (`security.outbound`):
+private, loopback, link-local, multicast, reserved, unspecified and cloud-metadata addresses are
+refused unless the host or address is listed in `WEBHOOK_ALLOWED_HOSTS` (separate from
+`OUTBOUND_ALLOWED_HOSTS`: webhook targets are not trusted by owner). The request then goes to the checked address (the host
 name is kept for the Host header and TLS), so DNS cannot answer differently between the check
 and the connection. Redirects are not followed.
 """
@@ -23,17 +24,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import secrets
-import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from sqlalchemy import func, select, update
@@ -44,6 +42,15 @@ from tbd_agents.config import Settings
 from tbd_agents.domain.enums import TaskStatus
 from tbd_agents.domain.models import TaskExecution
 from tbd_agents.errors import InvalidData, NotFound, TbdError
+from tbd_agents.security.outbound import (
+    Address,
+    HostPolicy,
+    OutboundPolicy,
+    OutboundRefused,
+    check_url,
+    is_internal,
+    pinned_url,
+)
 from tbd_agents.storage.postgres.engine import json_dumps
 from tbd_agents.storage.postgres.schema import TABLES
 from tbd_agents.storage.postgres.schema_runtime import (
@@ -93,81 +100,18 @@ class WebhookRefused(Exception):
     """The URL may not be called (scheme, or an address the allow-list does not permit)."""
 
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-@dataclass(frozen=True)
-class HostPolicy:
-    """Which internal hosts webhooks may reach (public addresses are always allowed)."""
-
-    names: frozenset[str] = frozenset()
-    networks: tuple[Network, ...] = ()
-
-    @classmethod
-    def parse(cls, spec: str) -> HostPolicy:
-        names: set[str] = set()
-        networks: list[Network] = []
-        for item in (part.strip() for part in spec.split(",")):
-            if not item:
-                continue
-            try:
-                networks.append(ipaddress.ip_network(item, strict=False))
-            except ValueError:
-                names.add(item.lower().rstrip("."))
-        return cls(frozenset(names), tuple(networks))
-
-    def permits(self, host: str, address: Address) -> bool:
-        if host.lower().rstrip(".") in self.names:
-            return True
-        return any(address in net for net in self.networks)
-
-
-def _is_internal(address: Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return (
-        address.is_private
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-    )
+_is_internal = is_internal  # the name this module used before security.outbound existed
 
 
 async def resolve_checked(url: str, policy: HostPolicy) -> tuple[str, int, list[Address]]:
     """(host, port, the addresses to connect to, in resolver order) for `url`, or
-    WebhookRefused saying why not. Every address is checked, not only the first."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise WebhookRefused(f"webhook URL must be http:// or https:// with a host, got {url!r}")
-    host = parts.hostname
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    WebhookRefused saying why not. Every address is checked, not only the first
+    (security.outbound with WEBHOOK_ALLOWED_HOSTS as the allow-list; no owner is trusted)."""
+    checked = OutboundPolicy(allowed=policy, setting="WEBHOOK_ALLOWED_HOSTS", hint="")
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise WebhookRefused(f"cannot resolve webhook host {host!r}: {exc}") from None
-    addresses: list[Address] = []
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-        if address not in addresses:
-            addresses.append(address)
-    if not addresses:
-        raise WebhookRefused(f"webhook host {host!r} has no address")
-    for address in addresses:
-        if _is_internal(address) and not policy.permits(host, address):
-            raise WebhookRefused(
-                f"webhook host {host!r} resolves to {address}, an internal address; add the "
-                "host or address to WEBHOOK_ALLOWED_HOSTS to allow it"
-            )
-    return host, port, addresses
-
-
-def _pinned_url(url: str, address: Address, port: int) -> str:
-    parts = urlsplit(url)
-    shown = f"[{address}]" if isinstance(address, ipaddress.IPv6Address) else str(address)
-    return urlunsplit((parts.scheme, f"{shown}:{port}", parts.path or "/", parts.query, ""))
+        return await check_url(url, checked, "webhook")
+    except OutboundRefused as exc:
+        raise WebhookRefused(exc.message) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,7 +323,7 @@ class WebhookService:
         for address in addresses:  # the next checked address when one refuses the connection
             try:
                 response = await self.client.post(
-                    _pinned_url(row.url, address, port),
+                    pinned_url(row.url, address, port),
                     content=body,
                     headers=headers,
                     timeout=self.timeout,

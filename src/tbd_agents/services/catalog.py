@@ -18,6 +18,13 @@ from tbd_agents.domain.models import (
 from tbd_agents.domain.types import new_id
 from tbd_agents.errors import InvalidData
 from tbd_agents.security.cipher import TokenCipher
+from tbd_agents.security.outbound import (
+    HostPolicy,
+    OutboundPolicy,
+    OutboundRefused,
+    check_saved_pg_uri,
+    check_saved_url,
+)
 from tbd_agents.services.access import Principal
 from tbd_agents.services.records import E, Records
 from tbd_agents.services.tokens import (
@@ -82,6 +89,37 @@ class SecretAwareRecords(Records[E]):
         return record
 
 
+def check_saved_addresses(
+    model: type[Entity], values: Mapping[str, Any], principal: Principal, allowed: HostPolicy
+) -> None:
+    """Refuse (422) a non-admin's provider / MCP / knowledge record whose URL host is a literal
+    internal address (any spelling), a qdrant local `path`, or a socket-style pgvector URI.
+    DNS names are checked again at every connection (security.outbound)."""
+    if principal.is_admin or model not in SECRET_FIELDS:
+        return
+    policy = OutboundPolicy(allowed=allowed)
+    what = f"{model.collection[:-1]} {values.get('name') or ''}".strip()
+    if model is Provider:
+        check_saved_url(values.get("base_url"), policy, what)
+        return
+    config = values.get("connection_config")
+    if not isinstance(config, Mapping):
+        return
+    check_saved_url(_str(config.get("url")), policy, what)
+    if model is KnowledgeSource:
+        if config.get("path") and not config.get("url"):
+            raise OutboundRefused(
+                f"{what}: a local qdrant `path` is a directory on the hub's host; only admins "
+                "may register one (use connection_config.url)",
+                details={"field": "connection_config.path"},
+            )
+        check_saved_pg_uri(_str(config.get("uri")), policy, what)
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 class ChatMessages(Records[ChatMessage]):
     """Messages of a chat session; appending one updates the session's counters."""
 
@@ -115,4 +153,10 @@ def records_for(
     return Records(repos, principal, model)
 
 
-__all__ = ["SECRET_FIELDS", "ChatMessages", "SecretAwareRecords", "records_for"]
+__all__ = [
+    "SECRET_FIELDS",
+    "ChatMessages",
+    "SecretAwareRecords",
+    "check_saved_addresses",
+    "records_for",
+]

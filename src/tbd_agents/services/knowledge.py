@@ -22,6 +22,7 @@ from tbd_agents.knowledge.ingest import ChunkingOptions, KnowledgeIngestion
 from tbd_agents.knowledge.retrieval import KnowledgeRetriever, RetrievedChunk
 from tbd_agents.services.access import Principal, owner_filters
 from tbd_agents.services.memory import MemoryHit, MemoryService, SearchMode
+from tbd_agents.services.privilege import outbound_guard
 from tbd_agents.services.records import Records
 from tbd_agents.storage.protocol import DocumentStore, Query, Sort, eq
 from tbd_agents.vectors.base import KNOWLEDGE_CHUNKS, VectorStore, Where
@@ -210,6 +211,6 @@ async def build_knowledge_services(settings: Settings, store: DocumentStore) -> 
         embedder=embedder,
         files=files,
         ingestion=KnowledgeIngestion(store, vectors, embedder, files, chunking),
-        retriever=KnowledgeRetriever(store, vectors, embedder),
+        retriever=KnowledgeRetriever(store, vectors, embedder, outbound=outbound_guard(settings)),
         memory=MemoryService(store, vectors, embedder, max_per_agent=settings.memory_max_per_agent),
     )

@@ -8,6 +8,7 @@ from tbd_agents.domain.enums import AuthType, ProviderType
 from tbd_agents.domain.models import Provider
 from tbd_agents.errors import InvalidData, UpstreamError
 from tbd_agents.security.cipher import TokenCipher
+from tbd_agents.security.outbound import OutboundGuard, http_client
 from tbd_agents.services.tokens import resolve_text, resolve_tree
 from tbd_agents.services.validation import check_headers, check_http_url
 from tbd_agents.storage.protocol import Repositories
@@ -21,12 +22,13 @@ DEFAULT_BASE_URLS = {
 async def list_provider_models(
     repos: Repositories,
     cipher: TokenCipher,
-    http: httpx.AsyncClient,
+    outbound: OutboundGuard,
     provider: Provider,
     *,
     refresh: bool,
 ) -> tuple[list[str], str]:
-    """(model ids, "stored" | "provider"). The API key is resolved for this call only."""
+    """(model ids, "stored" | "provider"). The API key is resolved for this call only; the
+    request follows the outbound policy of the provider's owner (security.outbound)."""
     if not refresh:
         return list(provider.models), "stored"
     base = provider.base_url or DEFAULT_BASE_URLS.get(provider.provider_type)
@@ -52,8 +54,10 @@ async def list_provider_models(
         check_headers(headers, "extra_headers (or the API key token)")
     except ValueError as exc:
         raise InvalidData(f"cannot ask the provider for models: {exc}") from None
+    policy = await outbound.policy_for(repos, provider.created_by)
     try:
-        response = await http.get(base.rstrip("/") + "/models", headers=headers, timeout=15.0)
+        async with http_client(policy, f"provider {provider.name!r}", timeout=15.0) as http:
+            response = await http.get(base.rstrip("/") + "/models", headers=headers)
     except httpx.HTTPError as exc:
         raise UpstreamError(f"the provider could not be reached ({type(exc).__name__})") from None
     if response.status_code != 200:

@@ -23,6 +23,7 @@ from tbd_agents.config import Settings
 from tbd_agents.domain.auth import ApiKey, KeyScope
 from tbd_agents.domain.types import utcnow
 from tbd_agents.errors import PermissionDenied
+from tbd_agents.security.outbound import HostPolicy, OutboundGuard
 from tbd_agents.storage.protocol import Query, Repositories, eq, is_null
 
 LOCAL_IDENTITY = "local"
@@ -118,4 +119,11 @@ def custom_tool_refusal() -> str:
     return (
         "custom tools execute Python on the host (in the sandbox): only admins may create, check "
         f"or run them unless the operator sets {CUSTOM_TOOLS_SETTING}=true; ask an admin"
+    )
+
+
+def outbound_guard(settings: Settings) -> OutboundGuard:
+    """The outbound-address policy of `settings`: OUTBOUND_ALLOWED_HOSTS plus admin owners."""
+    return OutboundGuard(
+        HostPolicy.parse(settings.outbound_allowed_hosts), AdminDirectory.from_settings(settings)
     )

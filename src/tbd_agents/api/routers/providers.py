@@ -16,6 +16,7 @@ from tbd_agents.api.crud import ERRORS
 from tbd_agents.api.deps import Caller, Ctx
 from tbd_agents.domain.models import Provider
 from tbd_agents.services.models import list_provider_models
+from tbd_agents.services.privilege import outbound_guard
 from tbd_agents.services.records import Records
 
 router = APIRouter(tags=["providers"], responses=ERRORS)
@@ -44,7 +45,7 @@ async def provider_models(
     async with ctx.store.unit_of_work() as repos:
         provider: Provider = await Records(repos, caller, Provider).get(provider_id)
         models, source = await list_provider_models(
-            repos, ctx.cipher(), ctx.http, provider, refresh=refresh
+            repos, ctx.cipher(), outbound_guard(ctx.settings), provider, refresh=refresh
         )
     return ModelsOut(
         provider_id=provider.id, default_model=provider.default_model, models=models, source=source

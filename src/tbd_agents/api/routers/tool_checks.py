@@ -32,7 +32,7 @@ from tbd_agents.engine.guardrails import Guardrails, Verdict, compile_rule
 from tbd_agents.engine.sandbox import Sandbox, SandboxLimits, validate_custom_tool
 from tbd_agents.engine.tools.mcp import McpConnection, McpServerConfig
 from tbd_agents.errors import InvalidData, PermissionDenied, TbdError
-from tbd_agents.services.privilege import custom_tool_refusal
+from tbd_agents.services.privilege import custom_tool_refusal, outbound_guard
 from tbd_agents.services.records import Records
 from tbd_agents.services.tokens import resolve_tree
 
@@ -86,9 +86,11 @@ async def test_mcp(mcp_id: Annotated[str, Path()], ctx: Ctx, caller: Caller) -> 
             resolved = await resolve_tree(
                 repos, ctx.cipher(), server.created_by, dict(server.connection_config)
             )
+            policy = await outbound_guard(ctx.settings).policy_for(repos, server.created_by)
             cfg: McpServerConfig | None = McpServerConfig.from_connection_config(
                 server.name, server.transport_type, resolved, server.allowed_tools,
                 connect_timeout=config.mcp_connect_timeout, call_timeout=config.mcp_call_timeout,
+                outbound=policy,
             )  # fmt: skip
             problem = None
         except TbdError as exc:

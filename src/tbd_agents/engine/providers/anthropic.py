@@ -50,6 +50,7 @@ def build_client(settings: ProviderSettings, config: EngineConfig) -> anthropic.
         default_headers=dict(settings.extra_headers),
         timeout=config.model_timeout,
         max_retries=0,
+        http_client=settings.http_client2(config.model_timeout),
         **auth,
     )
 

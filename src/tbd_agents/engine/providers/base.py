@@ -17,6 +17,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import httpx
+import httpx2
+
 from tbd_agents.domain.enums import AuthType, ProviderType
 from tbd_agents.engine.config import EngineConfig
 from tbd_agents.engine.messages import ChatRequest, Completion, StreamEvent, TextDelta
@@ -29,6 +32,12 @@ from tbd_agents.errors import (
     UpstreamUnreachable,
 )
 from tbd_agents.logs import MASK, redact, url_password
+from tbd_agents.security.outbound import (
+    OutboundPolicy,
+    OutboundRefused,
+    http_client,
+    mcp_http_client,
+)
 from tbd_agents.services.validation import check_headers, check_provider
 
 log = logging.getLogger(__name__)
@@ -47,6 +56,16 @@ class ProviderSettings:
     azure_api_version: str | None = None
     default_model: str | None = None
     extra_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    #: What the provider's API calls may reach (`trusted` when its owner is an admin).
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
+
+    def http_client(self, timeout: float) -> httpx.AsyncClient:
+        """The SDK's HTTP client: every request checked and pinned (security.outbound)."""
+        return http_client(self.outbound, f"provider {self.name!r}", timeout=timeout)
+
+    def http_client2(self, timeout: float) -> httpx2.AsyncClient:
+        """The same for SDKs built on `httpx2` (anthropic)."""
+        return mcp_http_client(self.outbound, f"provider {self.name!r}", timeout=timeout)
 
     def __post_init__(self) -> None:
         # Resolved tokens can put what no HTTP client sends into the URL or a header value:
@@ -180,7 +199,11 @@ def classify_status(
     return UpstreamError(text)
 
 
-def unreachable(provider: str, base_url: str | None, exc: BaseException) -> RetryableError:
+def unreachable(
+    provider: str, base_url: str | None, exc: BaseException
+) -> RetryableError | OutboundRefused:
+    if isinstance(exc.__cause__, OutboundRefused):  # the address policy, not the network
+        return exc.__cause__
     where = redact(base_url) if base_url else "its default endpoint"
     detail = clean_excerpt(str(exc), [url_password(base_url) or ""])
     return RetryableError(

@@ -47,7 +47,11 @@ def build_client(settings: ProviderSettings, config: EngineConfig) -> openai.Asy
     """An SDK client for the provider; retries are ours (`max_retries=0` in the SDK)."""
     headers = dict(settings.extra_headers)
     key = settings.api_key
-    common: dict[str, Any] = {"timeout": config.model_timeout, "max_retries": 0}
+    common: dict[str, Any] = {
+        "timeout": config.model_timeout,
+        "max_retries": 0,
+        "http_client": settings.http_client(config.model_timeout),
+    }
     if settings.provider_type is ProviderType.AZURE_OPENAI:
         if not settings.base_url:
             raise ConfigurationError(

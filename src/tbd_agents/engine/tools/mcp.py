@@ -26,6 +26,7 @@ from tbd_agents.engine.confine import Confiner
 from tbd_agents.engine.messages import ToolSpec
 from tbd_agents.engine.tools.base import ToolContext, ToolResult
 from tbd_agents.errors import InvalidData, UpstreamUnreachable
+from tbd_agents.security.outbound import OutboundPolicy, OutboundRefused, mcp_http_client
 from tbd_agents.services.validation import timeout_seconds
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class McpServerConfig:
     confined: bool = False
     #: The launcher that confines it, attached by `open_plan` from the run's sandbox.
     confiner: Confiner | None = field(default=None, repr=False)
+    #: What sse / streamable_http may reach (`trusted` when the owner is an admin).
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
 
     @classmethod
     def from_connection_config(
@@ -67,6 +70,7 @@ class McpServerConfig:
         *,
         connect_timeout: float = 15.0,
         call_timeout: float = 60.0,
+        outbound: OutboundPolicy | None = None,
     ) -> McpServerConfig:
         """Read the record's `connection_config` (stdio: command/args/env/cwd; sse and
         streamable_http: url/headers; optional connect_timeout/call_timeout)."""
@@ -83,6 +87,7 @@ class McpServerConfig:
             allowed_tools=list(allowed_tools),
             connect_timeout=connect,
             call_timeout=call,
+            outbound=outbound or OutboundPolicy(),
         )
         if transport is McpTransport.STDIO:
             if not config.get("command"):
@@ -113,15 +118,26 @@ def _transport(cfg: McpServerConfig) -> Any:
             return StdioServerParameters(command=command, args=args, env={})
         return StdioServerParameters(command=cfg.command, args=cfg.args, env=cfg.env, cwd=cfg.cwd)
     assert cfg.url is not None
+    what = f"MCP server {cfg.name!r}"
+
+    def pinned_client(
+        headers: dict[str, str] | None = None,
+        timeout: httpx2.Timeout | None = None,
+        auth: httpx2.Auth | None = None,
+    ) -> httpx2.AsyncClient:
+        # Every request (each redirect hop the SDK follows too) is checked and pinned.
+        return mcp_http_client(cfg.outbound, what, headers=headers, timeout=timeout, auth=auth)
+
     if cfg.transport is McpTransport.SSE:
         return sse_client(
             cfg.url,
             headers=cfg.headers,
             timeout=cfg.connect_timeout,
             sse_read_timeout=cfg.call_timeout * 5,
+            httpx_client_factory=pinned_client,
         )
-    client = httpx2.AsyncClient(
-        headers=cfg.headers, timeout=httpx2.Timeout(cfg.connect_timeout, read=cfg.call_timeout * 5)
+    client = pinned_client(
+        cfg.headers, httpx2.Timeout(cfg.connect_timeout, read=cfg.call_timeout * 5)
     )
     return streamable_http_client(cfg.url, http_client=client)
 
@@ -177,6 +193,9 @@ class McpConnection:
             ) from None
         except Exception as exc:
             self._close_in_background()
+            refused = _refusal(exc)
+            if refused is not None:
+                raise refused from None
             raise UpstreamUnreachable(
                 f"MCP server {self.cfg.name!r} failed to connect: {_describe(exc)}"
             ) from None
@@ -260,6 +279,21 @@ class McpConnection:
 
 
 _BACKGROUND: set[asyncio.Future[None]] = set()
+
+
+def _refusal(exc: BaseException | None) -> OutboundRefused | None:
+    """The outbound-policy refusal behind `exc` (inside groups or as a cause), if any."""
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, OutboundRefused):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                found = _refusal(inner)
+                if found is not None:
+                    return found
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 def _describe(exc: BaseException) -> str:
