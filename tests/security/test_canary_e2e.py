@@ -37,11 +37,16 @@ from sqlalchemy.engine import URL
 
 from tbd_agents.config import Settings
 from tbd_agents.domain.auth import KeyScope
+from tbd_agents.domain.enums import ProviderType
+from tbd_agents.engine.messages import ChatRequest, Message
+from tbd_agents.engine.providers import ProviderSettings, build_provider
+from tbd_agents.errors import UpstreamAuthError
 from tbd_agents.logs import HTTP_LOGGERS, configure_logging
 from tbd_agents.services.keys import ApiKeys
 from tbd_agents.storage.postgres.engine import create_engine
 from tbd_agents.storage.postgres.repository import PostgresStore
 from tests.api.live import free_port, live_server
+from tests.engine.conftest import FAST
 from tests.runtime.conftest import FERNET, ROOT, runtime_settings
 from tests.support import pg
 from tests.support.echo_provider import EchoProvider, echo_provider
@@ -142,7 +147,10 @@ async def make_provider(
 
 async def make_workflow(api: Session, provider_id: str, hooks: WebhookReceiver) -> str:
     agent = await api.call(
-        "POST", "/api/agents", 201, json={"name": f"a-{provider_id[:8]}", "provider_id": provider_id}
+        "POST",
+        "/api/agents",
+        201,
+        json={"name": f"a-{provider_id[:8]}", "provider_id": provider_id},
     )
     workflow = await api.call(
         "POST",
@@ -163,7 +171,9 @@ async def run_failing(api: Session, workflow: str, echo: EchoProvider) -> dict[s
     """Prompt the workflow with the upstream answering 500 (retried) then 401; return the task."""
     echo.statuses.extend([500, 401])
     before = len(echo.seen)
-    started = await api.call("POST", f"/api/workflows/{workflow}/prompt", 202, json={"prompt": "hi"})
+    started = await api.call(
+        "POST", f"/api/workflows/{workflow}/prompt", 202, json={"prompt": "hi"}
+    )
     stream = await api.raw("GET", f"/api/workflows/{workflow}/stream")
     assert '"status":"failed"' in stream, stream
     task: dict[str, Any] = await api.call("GET", f"/api/tasks/{started['id']}", 200)
@@ -269,6 +279,35 @@ async def test_a_workflow_run_against_an_echoing_upstream_leaks_nothing(
     c.assert_clean("the log", logged)
 
 
+@pytest.mark.parametrize("kind", [ProviderType.OPENAI, ProviderType.ANTHROPIC])
+async def test_the_basic_credential_of_a_url_password_is_masked_in_provider_errors(
+    kind: ProviderType,
+) -> None:
+    """The excerpt masks what httpx sends for a URL password (base64 of `user:password`) by
+    itself, with no token resolved (so nothing registered) in between."""
+    c = Canaries()
+    with echo_provider() as echo:
+        provider = build_provider(
+            ProviderSettings(
+                name="direct",
+                provider_type=kind,
+                api_key=c.api_key,
+                base_url=f"http://{BASIC_USER}:{c.url_password}@{echo.netloc}/v1",
+            ),
+            FAST,
+        )
+        request = ChatRequest(model="m", messages=[Message(role="user", content="hi")])
+        try:
+            with pytest.raises(UpstreamAuthError) as caught:
+                async for _ in provider.stream(request):
+                    pass
+        finally:
+            await provider.aclose()
+    assert echo.seen[0].basic == f"{BASIC_USER}:{c.url_password}"
+    assert "bad_key_Basic " in caught.value.message, caught.value.message
+    c.assert_clean("the provider error", caught.value.message)
+
+
 # --- the same against a real `tbd-agents serve` -------------------------------------------------
 
 
@@ -329,9 +368,7 @@ async def wait_ready(base: str, proc: subprocess.Popen[bytes], log: Path) -> Non
             await asyncio.sleep(0.3)
 
 
-async def test_the_output_of_serve_at_debug_holds_no_canary(
-    serve_db: URL, tmp_path: Path
-) -> None:
+async def test_the_output_of_serve_at_debug_holds_no_canary(serve_db: URL, tmp_path: Path) -> None:
     c = Canaries()
     key = await api_key(serve_db)
     port = free_port()
@@ -379,6 +416,6 @@ async def test_the_output_of_serve_at_debug_holds_no_canary(
     assert "DEBUG" in output and "HTTP Request: POST http://" in output, output[-3000:]
     assert "unhandled database error" in output and "SQLSTATE P0001" in output, output[-3000:]
     assert "receive_response_headers.complete" in output, output[-3000:]
-    assert output.count("/chat/completions \"HTTP/1.0 401") == 2, output[-3000:]
+    assert output.count('/chat/completions "HTTP/1.0 401') == 2, output[-3000:]
     assert output.count("answered 500: invalid_request_error") == 2, output[-3000:]
     c.assert_clean("the output of serve", output)
