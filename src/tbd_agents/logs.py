@@ -18,6 +18,7 @@ The message, its arguments and the exception/stack text are redacted when the re
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import threading
@@ -83,12 +84,14 @@ _secrets: frozenset[str] = frozenset()
 
 
 def register_secrets(values: Iterable[str | None]) -> None:
-    """Add literal values that must never appear in a log line (their URL-encoded forms too)."""
+    """Add literal values that must never appear in a log line (their URL-encoded forms too; for
+    a URL with a password, also the password and its `Authorization: Basic` credential)."""
     global _secrets
     found = set()
     for value in values:
-        if value and len(value) >= MIN_SECRET_LENGTH:
-            found.update({value, quote(value, safe=""), unquote(value)})
+        for item in (value, *url_credentials(value)):
+            if item and len(item) >= MIN_SECRET_LENGTH:
+                found.update({item, quote(item, safe=""), unquote(item)})
     with _lock:
         _secrets = _secrets | {v for v in found if len(v) >= MIN_SECRET_LENGTH}
 
@@ -113,6 +116,16 @@ def url_password(url: str | None) -> str | None:
     except ValueError:
         return None
     return unquote(password) if password else None
+
+
+def url_credentials(url: str | None) -> list[str]:
+    """The password in the user-info of `url` and the `Authorization: Basic` value an HTTP
+    client sends for it (base64 of `user:password`, which an upstream may echo); [] without one."""
+    password = url_password(url)
+    if not url or not password:
+        return []
+    user = unquote(urlsplit(url).username or "")
+    return [password, base64.b64encode(f"{user}:{password}".encode()).decode()]
 
 
 def settings_secrets(config: Settings) -> list[str]:

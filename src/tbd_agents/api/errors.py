@@ -3,8 +3,9 @@
 Domain errors (`tbd_agents.errors`) map to their class's `http_status`; request validation maps
 to 422 with the path of each bad field (never echoing the submitted value, which may be a
 secret); unknown routes and methods keep their 404/405; anything else is a 500 whose message
-says where to look, logged with its traceback (a database error: its SQLSTATE, table,
-constraint and statement shape, never its values).
+says where to look, logged once with its traceback (a database error: its SQLSTATE, table,
+constraint and statement shape, never its values), answered inside the app so the server does
+not log the exception again in full.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tbd_agents.errors import TbdError, TooManyAttempts
 
@@ -102,8 +104,41 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+class AnswerUnexpected:
+    """Answer an unhandled error with the 500 of `_unexpected` inside the app.
+
+    A handler registered for `Exception` runs in Starlette's outermost middleware, which
+    re-raises the error after answering: the server then logs the whole exception (a database
+    driver's message quotes the failing row's values, secrets included) and drops the
+    connection. An error after the answer has started is left to the server.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:
+                raise
+            response = await _unexpected(Request(scope), exc)
+            await response(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TbdError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)
+    app.add_exception_handler(Exception, _unexpected)  # errors of outer middleware
+    app.add_middleware(AnswerUnexpected)

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from tbd_agents.domain.models import Token
 from tbd_agents.errors import InvalidData
+from tbd_agents.logs import register_secrets
 from tbd_agents.security.cipher import TokenCipher
 from tbd_agents.services.access import Principal
 from tbd_agents.services.records import Records
@@ -150,6 +151,9 @@ async def resolve_tree(
     filters.append(eq("created_by", owner) if owner is not None else is_null("created_by"))
     page = await repos.for_model(Token).list(Query(filters=tuple(filters), sort=(Sort("id"),)))
     values = {t.name: cipher.decrypt(t.encrypted_value) for t in page.items}
+    # Decrypted for use: from now on no log line of this process may carry them (an upstream
+    # can echo them back in what the HTTP client loggers print).
+    register_secrets(values.values())
     missing = sorted(names - set(values))
     if missing:
         raise InvalidData(

@@ -31,7 +31,7 @@ from tbd_agents.errors import (
     UpstreamRateLimited,
     UpstreamUnreachable,
 )
-from tbd_agents.logs import MASK, redact, url_password
+from tbd_agents.logs import MASK, redact, url_credentials
 from tbd_agents.security.outbound import (
     OutboundPolicy,
     OutboundRefused,
@@ -115,8 +115,10 @@ _KEYLIKE = re.compile(r"(?=[A-Za-z0-9_\-]*[0-9])(?=[A-Za-z0-9_\-]*[A-Za-z])[A-Za
 
 
 def sent_secrets(settings: ProviderSettings) -> list[str]:
-    """The secret values we send to the provider (API key, header values, URL password)."""
-    values = [settings.api_key, url_password(settings.base_url), *settings.extra_headers.values()]
+    """The secret values we send to the provider (API key, header values, URL password and the
+    Basic credential made of it)."""
+    values = [settings.api_key, *url_credentials(settings.base_url)]
+    values.extend(settings.extra_headers.values())
     return [v for v in values if v]
 
 
@@ -205,7 +207,7 @@ def unreachable(
     if isinstance(exc.__cause__, OutboundRefused):  # the address policy, not the network
         return exc.__cause__
     where = redact(base_url) if base_url else "its default endpoint"
-    detail = clean_excerpt(str(exc), [url_password(base_url) or ""])
+    detail = clean_excerpt(str(exc), url_credentials(base_url))
     return RetryableError(
         UpstreamUnreachable(
             f"provider {provider!r} could not be reached at {where} ({type(exc).__name__}: "
