@@ -7,13 +7,18 @@ Content-Length over the limit is refused before anything is read. JSON bodies (a
 a content type, which FastAPI parses as JSON) are read whole here (they would be anyway) and their
 nesting is checked against MAX_JSON_DEPTH before any parser sees them: deeper gets 422. Errors use
 the API's error shape (api/errors.py) and name the setting to change.
+
+The 413 is sent at once; then the rest of the body is read and thrown away (never kept) for at
+most `LINGER_SECONDS` before the response is closed, like a web server's lingering close: closing
+a socket that still has unread data makes the kernel send a reset, and a client that reads only
+after it has sent everything would never see the 413.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
 import anyio.to_thread
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -34,6 +39,8 @@ UPLOAD_ROUTES = frozenset(
 
 #: Bodies larger than this are depth-checked in a worker thread (the check is C code in passes).
 _CHECK_INLINE = 256 * 1024
+#: How long the rest of a refused body is drained (and discarded) before the connection closes.
+LINGER_SECONDS = 10.0
 
 
 class BodyTooLarge(Exception):
@@ -62,7 +69,9 @@ class RequestLimits:
         headers = _headers(scope)
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            await _too_large(limit, setting)(scope, receive, send)
+            # A client waiting for `100 Continue` has not sent the body: nothing to drain.
+            waiting = headers.get("expect", "").lower() == "100-continue"
+            await _refuse(limit, setting, scope, receive, send, more=not waiting)
             return
         if _is_json(headers.get("content-type")):
             await self._buffered(scope, receive, send, limit, setting)
@@ -82,7 +91,8 @@ class RequestLimits:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await _too_large(limit, setting)(scope, receive, send)
+                del chunks
+                await _refuse(limit, setting, scope, receive, send, more=message.get("more_body"))
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -115,14 +125,16 @@ class RequestLimits:
         size = 0
         tripped = False
         started = False
+        more: bool | None = True
 
         async def counted() -> Message:
-            nonlocal size, tripped
+            nonlocal size, tripped, more
             if tripped:
                 raise BodyTooLarge
             message = await receive()
             if message["type"] == "http.request":
                 size += len(message.get("body", b""))
+                more = message.get("more_body", False)
                 if size > limit:
                     tripped = True
                     raise BodyTooLarge
@@ -143,7 +155,7 @@ class RequestLimits:
             if not tripped:
                 raise
         if tripped and not started:
-            await _too_large(limit, setting)(scope, receive, send)
+            await _refuse(limit, setting, scope, receive, send, more=more)
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -166,14 +178,30 @@ async def _too_deep(body: bytes, limit: int) -> bool:
     return await anyio.to_thread.run_sync(json_too_deep, body, limit)
 
 
-def _too_large(limit: int, setting: str) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-    mb = limit / MB
+async def _refuse(
+    limit: int, setting: str, scope: Scope, receive: Receive, send: Send, more: bool | None = True
+) -> None:
+    """Answer 413, then drain what is left of the body (see LINGER_SECONDS)."""
     message = (
-        f"the request body is larger than {mb:g} MB ({setting}); send less, or raise {setting}"
+        f"the request body is larger than {limit / MB:g} MB ({setting}); "
+        f"send less, or raise {setting}"
     )
     details: dict[str, Any] = {"limit_bytes": limit, "setting": setting}
-    return JSONResponse(
+    response = JSONResponse(
         error_body("payload_too_large", message, details),
         status_code=413,
         headers={"Connection": "close"},
     )
+    start = {"type": "http.response.start", "status": 413, "headers": response.raw_headers}
+    await send(start)
+    # The whole 413 goes out now; the response is closed only after the drain, because the
+    # server stops delivering the request body once the response is complete.
+    await send({"type": "http.response.body", "body": response.body, "more_body": bool(more)})
+    if not more:
+        return
+    with anyio.move_on_after(LINGER_SECONDS):
+        while True:
+            drained = await receive()
+            if drained["type"] != "http.request" or not drained.get("more_body", False):
+                break
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
