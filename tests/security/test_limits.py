@@ -23,7 +23,6 @@ from pypdf import PdfWriter
 from pypdf.generic import DictionaryObject, NameObject, StreamObject
 from sqlalchemy.engine import URL
 
-from tbd_agents.api.routers.knowledge import content_disposition
 from tests.api.conftest import Api, api, api_db, make_settings  # noqa: F401
 from tests.api.factory import create
 from tests.api.live import live_server
@@ -365,6 +364,8 @@ async def test_non_ascii_download_name(client: httpx.AsyncClient) -> None:
     assert 'filename="_berblick Q3 __.md"' in disposition
     encoded = disposition.split("filename*=UTF-8''", 1)[1]
     assert unquote(encoded) == name == uploaded.json()["file_name"]
+    from tbd_agents.api.routers.knowledge import content_disposition
+
     tricky = content_disposition('a"b\\c\r\nSet-Cookie: x.txt')
     assert tricky.startswith('attachment; filename="a_b_c__Set-Cookie: x.txt"; filename*=')
     assert "\r" not in tricky and "\n" not in tricky
