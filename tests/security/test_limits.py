@@ -413,3 +413,17 @@ async def test_api_responses_are_no_store(client: httpx.AsyncClient) -> None:
     ):
         assert response.headers["cache-control"] == "no-store", response.request.url
     assert "no-store" not in (await client.get("/health")).headers.get("cache-control", "")
+
+
+async def test_extraction_worker_memory_is_capped() -> None:
+    """A real worker process with a 128 MB address-space cap, fed a file that needs far more."""
+    from tbd_agents.errors import PayloadTooLarge
+    from tbd_agents.knowledge.extract import ExtractLimits
+    from tbd_agents.knowledge.isolate import extract_isolated
+
+    data = b"[" + b"1," * 40_000_000 + b"1]"  # 80 MB of JSON: a list of 40 M numbers
+    limits = ExtractLimits(max_chars=10**9, memory_mb=128, timeout_seconds=60)
+    with pytest.raises(PayloadTooLarge) as refused:
+        await extract_isolated(data, "application/json", limits)
+    assert "KNOWLEDGE_EXTRACT_MEMORY_MB" in refused.value.message
+    assert extraction_workers() == []
