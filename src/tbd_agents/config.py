@@ -310,6 +310,49 @@ class Settings(BaseSettings):
         "save and clamped at run time.",
     )
 
+    # --- request, upload and extraction limits -------------------------------------------
+    max_request_body_mb: float = Field(
+        default=10.0,
+        gt=0,
+        le=10_000,
+        description="Largest request body in MB on every route except the upload routes; "
+        "counted while it arrives (also chunked bodies), a larger one gets 413.",
+    )
+    max_upload_mb: float = Field(
+        default=50.0,
+        gt=0,
+        le=10_000,
+        description="Largest body in MB of the upload routes (POST /api/knowledge-items/upload "
+        "and POST /api/import).",
+    )
+    max_json_depth: int = Field(
+        default=64,
+        ge=2,
+        le=1000,
+        description="Deepest nesting of arrays/objects accepted in a JSON request body or an "
+        "uploaded JSON knowledge file; deeper gets 422.",
+    )
+    knowledge_max_pdf_pages: int = Field(
+        default=2000, ge=1, description="PDFs with more pages are refused (413)."
+    )
+    knowledge_max_extracted_chars: int = Field(
+        default=5_000_000,
+        ge=1000,
+        description="Most characters of text one knowledge file may expand to (413 above).",
+    )
+    knowledge_extract_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Seconds text extraction of one file may take; its worker process is "
+        "killed then and the upload refused (422).",
+    )
+    knowledge_extract_memory_mb: int = Field(
+        default=1024,
+        ge=128,
+        description="Address-space limit (MB) of the extraction worker process.",
+    )
+
     # --- API security ----------------------------------------------------------------------
     token_encryption_key: SecretStr | None = Field(
         default=None,

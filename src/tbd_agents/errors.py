@@ -63,6 +63,13 @@ class InvalidData(TbdError):
     code = "invalid_data"
 
 
+class PayloadTooLarge(TbdError):
+    """A request body, upload or extracted text is over a configured limit (named in the message)."""
+
+    http_status = 413
+    code = "payload_too_large"
+
+
 class UnsupportedQuery(TbdError):
     """The query asks for something this backend (or this field) cannot do; nothing is ignored."""
 

@@ -21,7 +21,9 @@ from fastapi import Depends, FastAPI, Request
 
 import tbd_agents
 from tbd_agents.api.deps import ApiContext
+from tbd_agents.api.docs import SecurityHeaders, install_docs
 from tbd_agents.api.errors import install_error_handlers
+from tbd_agents.api.limits import RequestLimits
 from tbd_agents.config import Settings
 from tbd_agents.engine.sandbox import Ceilings, set_save_ceilings
 from tbd_agents.errors import ConfigurationError, InvalidData
@@ -119,8 +121,13 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
         description="Self-hosted AI agent hub. Authenticate with `Authorization: Bearer <API key>`.",
         lifespan=lifespan,
         dependencies=[Depends(refuse_nul_parameters)],
+        docs_url=None,  # served by api/docs.py without a CDN
+        redoc_url=None,
     )
     install_error_handlers(app)
+    app.add_middleware(RequestLimits, settings=settings)  # body size and JSON depth
+    app.add_middleware(SecurityHeaders)  # CSP on HTML, no-store on /api
+    install_docs(app)
     from tbd_agents.api.routers import all_routers
 
     for router in all_routers():

@@ -4,11 +4,11 @@ Embedding happens before any transaction opens (it is the slow part). Then, in o
 the knowledge item, its file bytes and its chunks are written; on the all-PostgreSQL stack that is
 one transaction, so an item is never visible without its chunks. Re-uploading the same bytes to
 the same source returns the existing item (matched by SHA-256) instead of indexing them twice.
+Text is extracted in a worker process within `ExtractLimits` (see knowledge/isolate.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,8 +18,9 @@ from tbd_agents.domain.models import KnowledgeItem, KnowledgeSource
 from tbd_agents.embeddings.base import Embedder
 from tbd_agents.errors import InvalidData
 from tbd_agents.knowledge.chunking import Chunk, chunk_text
-from tbd_agents.knowledge.extract import content_type_of, extract
+from tbd_agents.knowledge.extract import ExtractLimits, content_type_of
 from tbd_agents.knowledge.files import FileStore
+from tbd_agents.knowledge.isolate import extract_isolated
 from tbd_agents.storage.protocol import DocumentStore, eq
 from tbd_agents.vectors.base import KNOWLEDGE_CHUNKS, VectorRecord, VectorStore, Where
 
@@ -44,12 +45,14 @@ class KnowledgeIngestion:
         embedder: Embedder,
         files: FileStore,
         chunking: ChunkingOptions | None = None,
+        limits: ExtractLimits | None = None,
     ) -> None:
         self.documents = documents
         self.vectors = vectors
         self.embedder = embedder
         self.files = files
         self.chunking = chunking or ChunkingOptions()
+        self.limits = limits or ExtractLimits()
 
     async def _source(self, source_id: str) -> KnowledgeSource:
         async with self.documents.unit_of_work() as repos:
@@ -67,7 +70,7 @@ class KnowledgeIngestion:
         """Index `text` (plain or Markdown) as a new item of the source."""
         source = await self._source(source_id)
         if content_type == "text/html":
-            text, found_title = extract(text.encode(), content_type)
+            text, found_title = await extract_isolated(text.encode(), content_type, self.limits)
             title = title or found_title
         item = KnowledgeItem(
             source_id=source.id,
@@ -99,7 +102,7 @@ class KnowledgeIngestion:
             )
         if existing is not None:
             return existing
-        text, found_title = await asyncio.to_thread(extract, data, ctype)
+        text, found_title = await extract_isolated(data, ctype, self.limits)
         item = KnowledgeItem(
             source_id=source.id,
             title=title or found_title or file_name,

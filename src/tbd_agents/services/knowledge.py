@@ -17,6 +17,7 @@ from tbd_agents.domain.enums import MemoryScope
 from tbd_agents.domain.models import Agent, KnowledgeItem, KnowledgeSource, Memory
 from tbd_agents.embeddings.base import Embedder
 from tbd_agents.errors import InvalidData, NotFound
+from tbd_agents.knowledge.extract import ExtractLimits
 from tbd_agents.knowledge.files import FileStore, StoredFile
 from tbd_agents.knowledge.ingest import ChunkingOptions, KnowledgeIngestion
 from tbd_agents.knowledge.retrieval import KnowledgeRetriever, RetrievedChunk
@@ -210,7 +211,9 @@ async def build_knowledge_services(settings: Settings, store: DocumentStore) -> 
         vectors=vectors,
         embedder=embedder,
         files=files,
-        ingestion=KnowledgeIngestion(store, vectors, embedder, files, chunking),
+        ingestion=KnowledgeIngestion(
+            store, vectors, embedder, files, chunking, ExtractLimits.from_settings(settings)
+        ),
         retriever=KnowledgeRetriever(store, vectors, embedder, outbound=outbound_guard(settings)),
         memory=MemoryService(store, vectors, embedder, max_per_agent=settings.memory_max_per_agent),
     )

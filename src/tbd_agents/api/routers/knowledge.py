@@ -7,7 +7,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile
 from pydantic import BaseModel, Field
@@ -27,7 +29,6 @@ log = logging.getLogger("tbd_agents.api")
 router = APIRouter(tags=["knowledge"], responses=ERRORS)
 memories = APIRouter(tags=["memories"], responses=ERRORS)
 RecordId = Annotated[str, Path(description="Record id.")]
-MAX_UPLOAD = 50 * 1024 * 1024
 
 
 async def attach(ctx: ApiContext) -> None:
@@ -79,13 +80,7 @@ async def upload_item(
     title: Annotated[str, Form(max_length=1000)] = "",
     tags: Annotated[list[str] | None, Form()] = None,
 ) -> Response:
-    payload = await file.read(MAX_UPLOAD + 1)
-    if len(payload) > MAX_UPLOAD:
-        from tbd_agents.errors import InvalidData
-
-        raise InvalidData(
-            f"file: larger than {MAX_UPLOAD // (1024 * 1024)} MB", details={"field": "file"}
-        )
+    payload = await file.read()  # the whole body is at most MAX_UPLOAD_MB (api/limits.py)
     item = await _knowledge(ctx).add_file(
         caller, source_id, file.filename or "upload", payload, file.content_type, title, tags or []
     )
@@ -101,12 +96,19 @@ async def item_content(record_id: RecordId, ctx: Ctx, caller: Caller) -> Respons
     item, stored = await _knowledge(ctx).content(caller, record_id)
     if stored is None:
         return Response(item.text_content.encode(), media_type="text/plain; charset=utf-8")
-    name = (stored.file_name or "download").replace('"', "")
     return Response(
         stored.data,
         media_type=stored.content_type or "application/octet-stream",
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        headers={"Content-Disposition": content_disposition(stored.file_name or "download")},
     )
+
+
+def content_disposition(name: str) -> str:
+    """`attachment` with the name twice (RFC 6266): an ASCII `filename` for old clients
+    (anything else becomes `_`) and the exact name as UTF-8 in `filename*` (RFC 5987)."""
+    fallback = re.sub(r'[^\x20-\x7e]|["\\]', "_", name).strip() or "download"
+    exact = quote(name, safe="")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{exact}"
 
 
 @router.delete(
