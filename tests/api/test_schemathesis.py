@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis.errors import Unsatisfiable
+from hypothesis.errors import FlakyStrategyDefinition, Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -87,7 +87,7 @@ def test_every_operation_conforms_to_the_schema(
     assert not failures, "\n\n".join(failures)
 
 
-STATEFUL_EXAMPLES = int(os.environ.get("TBD_SCHEMATHESIS_STATEFUL_EXAMPLES", "20"))
+STATEFUL_EXAMPLES = int(os.environ.get("TBD_SCHEMATHESIS_STATEFUL_EXAMPLES", "100"))
 
 
 @pytest.mark.slow
@@ -104,8 +104,9 @@ def test_stateful_sequences_conform_to_the_schema(live_base: str, admin_key: str
     failures: dict[str, str] = {}
 
     class Sequences(machine):  # type: ignore[misc, valid-type]
-        def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, object]:
-            return {"headers": headers}
+        def before_call(self, case: schemathesis.Case) -> None:
+            # On the case itself: call kwargs are not always applied to stateful steps.
+            case.headers = {**(case.headers or {}), **headers}
 
         def validate_response(self, response: Any, case: schemathesis.Case, **kwargs: Any) -> None:
             steps.append((case.operation.label, response.status_code))
@@ -116,16 +117,25 @@ def test_stateful_sequences_conform_to_the_schema(live_base: str, admin_key: str
             except Exception as exc:
                 failures.setdefault(case.operation.label, str(exc)[:2000])
 
-    Sequences.run(
-        settings=settings(
-            max_examples=STATEFUL_EXAMPLES,
-            stateful_step_count=10,
-            deadline=None,
-            database=None,
-            phases=[Phase.generate],
-            suppress_health_check=list(HealthCheck),
-        )
-    )
+    # Rule preconditions depend on the server's answers, which change as the database fills, so
+    # Hypothesis may find one sequence's choices leading elsewhere the next time and stop with
+    # FlakyStrategyDefinition: such a run ends early and the next one starts afresh. Check
+    # failures are collected above, never raised, so nothing is lost by that.
+    runs = STATEFUL_EXAMPLES // 5
+    for _ in range(runs):
+        try:
+            Sequences.run(
+                settings=settings(
+                    max_examples=5,
+                    stateful_step_count=10,
+                    deadline=None,
+                    database=None,
+                    phases=[Phase.generate],
+                    suppress_health_check=list(HealthCheck),
+                )
+            )
+        except FlakyStrategyDefinition:
+            continue
     reached = {label for label, code in steps if code < 400}
     print(
         f"stateful: {len(steps)} calls, {len({s for s, _ in steps})} operations, {len(reached)} answered 2xx/3xx"
