@@ -121,7 +121,7 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
         description="Self-hosted AI agent hub. Authenticate with `Authorization: Bearer <API key>`.",
         lifespan=lifespan,
         dependencies=[Depends(refuse_nul_parameters)],
-        docs_url=None,  # served by api/docs.py without a CDN
+        docs_url=None,  # Swagger UI and ReDoc served by api/docs.py from the package, no CDN
         redoc_url=None,
     )
     install_error_handlers(app)
