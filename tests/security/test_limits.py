@@ -1,6 +1,7 @@
-"""Request-size, upload and extraction limits, the docs page's CSP and no-store, attacked for real:
-a uvicorn server on a loopback socket (same process, so its memory is measurable), the embedded
-PostgreSQL of the API tests, and extraction worker processes that really run and get killed."""
+"""Request-size, upload and extraction limits and no-store, attacked for real: a uvicorn server on
+a loopback socket (same process, so its memory is measurable), the embedded PostgreSQL of the API
+tests, and extraction worker processes that really run and get killed. (The /docs pages and their
+policy: test_docs_page.py.)"""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import threading
 import time
 import zlib
 from collections.abc import AsyncIterator, Iterator
-from html.parser import HTMLParser
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -347,7 +347,7 @@ async def test_slow_extraction_is_killed_at_the_time_limit(
     assert extraction_workers() == []
 
 
-# --- downloads, docs, headers -------------------------------------------------------------------
+# --- downloads, headers -------------------------------------------------------------------------
 async def test_non_ascii_download_name(client: httpx.AsyncClient) -> None:
     source = await create(client, "knowledge-sources")
     name = "Überblick Q3 東京.md"
@@ -369,34 +369,6 @@ async def test_non_ascii_download_name(client: httpx.AsyncClient) -> None:
     tricky = content_disposition('a"b\\c\r\nSet-Cookie: x.txt')
     assert tricky.startswith('attachment; filename="a_b_c__Set-Cookie: x.txt"; filename*=')
     assert "\r" not in tricky and "\n" not in tricky
-
-
-class _Resources(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.urls: list[str] = []
-        self.scripts = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.scripts += tag == "script"
-        for attr, value in attrs:
-            if attr in ("src", "href", "action", "data") and value:
-                self.urls.append(value)
-
-
-@pytest.mark.parametrize("path", ["/docs", "/redoc"])
-async def test_docs_page_has_a_csp_and_loads_nothing_external(
-    client: httpx.AsyncClient, path: str
-) -> None:
-    page = await client.get(path)
-    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    csp = page.headers["content-security-policy"]
-    assert "default-src 'none'" in csp and "http" not in csp
-    parser = _Resources()
-    parser.feed(page.text)
-    assert parser.scripts == 0
-    assert parser.urls and all(not urlsplit(u).netloc for u in parser.urls), parser.urls
-    assert "/api/agents" in page.text and "/openapi.json" in parser.urls
 
 
 async def test_api_responses_are_no_store(client: httpx.AsyncClient) -> None:
