@@ -34,6 +34,7 @@ def chat_env(
         token_encryption_key=f"1:{Fernet.generate_key().decode()}",
         data_dir=tmp_path_factory.mktemp("chat"),
         embedding_provider="hashing",
+        outbound_allowed_hosts="127.0.0.1",  # carol (a user) talks to the local scripted model
     )
     with live_server(settings) as base:
         yield base, settings, url

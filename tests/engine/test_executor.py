@@ -36,6 +36,7 @@ async def runtime(exec_db) -> AsyncIterator[tuple[Runtime, PostgresStore, Settin
         postgres_uri=exec_db.render_as_string(hide_password=False),
         token_encryption_key=FERNET,
         allow_user_custom_tools=True,  # alice (a user) runs a custom tool
+        outbound_allowed_hosts="127.0.0.1",  # ... against the local scripted model
         redis_url=None,
         run_lease_seconds=5.0,
     )

@@ -162,7 +162,7 @@ def test_validation_parses_without_executing() -> None:
 
 
 async def test_a_stdio_mcp_server_runs_confined(tmp_path) -> None:
-    """The MCP adapter (`McpServerConfig.confined`): the demo server runs through the launcher,
+    """The MCP adapter (`McpServerConfig.confined` + `confiner`): the demo server runs through the launcher,
     answers over stdio, and cannot read a file its (root) parent can."""
     from pathlib import Path
 
@@ -185,7 +185,8 @@ async def test_a_stdio_mcp_server_runs_confined(tmp_path) -> None:
     cfg = stdio_config(allowed=["add", "environment"], call_timeout=10, connect_timeout=30)
     cfg.args = ["-I", "-c", source, "stdio"]
     cfg.env = {"DECLARED": "1"}
-    cfg.confined = Sandbox("nobody").confiner
+    cfg.confined = True
+    cfg.confiner = Sandbox("nobody").confiner
     conns, per_server, problems = await open_servers([cfg])
     try:
         assert problems == []

@@ -90,7 +90,7 @@ async def test_user_cannot_make_the_server_run_a_command(hub: Api, tmp_path: Pat
             json={
                 "name": _name("h"),
                 "transport_type": "streamable_http",
-                "connection_config": {"url": "http://127.0.0.1:9/mcp"},
+                "connection_config": {"url": "http://mcp.example:9/mcp"},
             },
         )
         assert http.status_code == 201, http.text
@@ -134,7 +134,10 @@ async def test_allow_listed_command_works_for_a_user(
 ) -> None:
     async for api in _app(authz_store, tmp_path, user_stdio_mcp_commands=sys.executable):
         async with await api.user() as user:
-            config = {"command": sys.executable, "args": [str(SERVERS / "demo_mcp.py"), "stdio"]}
+            # A user's allow-listed server runs confined: it sees no test tree, so its source
+            # travels in the arguments.
+            source = (SERVERS / "demo_mcp.py").read_text()
+            config = {"command": sys.executable, "args": ["-I", "-c", source, "stdio"]}
             made = await user.post(
                 "/api/mcps", json={"name": _name("ok"), "connection_config": config}
             )

@@ -26,7 +26,7 @@ from tbd_agents.engine.inprocess import EngineServices, run_agent
 from tbd_agents.engine.sandbox import Sandbox
 from tbd_agents.runtime.contracts import EventType
 from tbd_agents.services.access import Principal
-from tbd_agents.services.privilege import HostCapabilities
+from tbd_agents.services.privilege import HostCapabilities, outbound_guard
 from tbd_agents.services.tokens import TokenRecords
 from tbd_agents.storage.postgres.engine import create_engine
 from tbd_agents.storage.postgres.repository import PostgresStore
@@ -79,7 +79,10 @@ def runs_db(pg18_server: str) -> Iterator[URL]:
 async def hub(runs_db: URL, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
     store = PostgresStore(create_engine(runs_db, pool_size=4, max_overflow=4), url=runs_db)
     settings = make_settings(
-        tmp_path_factory.mktemp("runs"), user_stdio_mcp_commands="", allow_user_custom_tools=False
+        tmp_path_factory.mktemp("runs"),
+        user_stdio_mcp_commands="",
+        allow_user_custom_tools=False,
+        outbound_allowed_hosts="127.0.0.1",  # the scripted model and the trap are local
     )
     app = create_app(settings, store)
     async with app.router.lifespan_context(app):
@@ -97,6 +100,7 @@ def _services(hub: Api) -> EngineServices:
         catalog=ModelCatalog.load(None),
         sandbox=Sandbox(None),
         retriever=ctx.services["knowledge"].retriever,
+        outbound=outbound_guard(hub.settings),
     )
 
 

@@ -42,6 +42,7 @@ from tbd_agents.engine.messages import ChatRequest, Message
 from tbd_agents.engine.providers import ProviderSettings, build_provider
 from tbd_agents.errors import UpstreamAuthError
 from tbd_agents.logs import HTTP_LOGGERS, configure_logging
+from tbd_agents.security.outbound import OutboundPolicy
 from tbd_agents.services.keys import ApiKeys
 from tbd_agents.storage.postgres.engine import create_engine
 from tbd_agents.storage.postgres.repository import PostgresStore
@@ -226,6 +227,7 @@ def engine_settings(url: URL, tmp: Path, **overrides: Any) -> Settings:
         data_dir=tmp,
         embedding_provider="hashing",
         webhook_allowed_hosts="127.0.0.1",
+        outbound_allowed_hosts="127.0.0.1",  # the echoing upstream is local; the owner a user
         log_level="DEBUG",
         log_http_level="DEBUG",
         engine_model_max_retries=1,
@@ -293,6 +295,7 @@ async def test_the_basic_credential_of_a_url_password_is_masked_in_provider_erro
                 provider_type=kind,
                 api_key=c.api_key,
                 base_url=f"http://{BASIC_USER}:{c.url_password}@{echo.netloc}/v1",
+                outbound=OutboundPolicy(trusted=True),  # a local upstream: an admin's record
             ),
             FAST,
         )
@@ -321,6 +324,7 @@ def serve_env(url: URL, data: Path, port: int) -> dict[str, str]:
         "PORT": str(port),
         "EMBEDDING_PROVIDER": "hashing",
         "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+        "OUTBOUND_ALLOWED_HOSTS": "127.0.0.1",
         "LOG_LEVEL": "DEBUG",
         "LOG_HTTP_LEVEL": "DEBUG",
         "ENGINE_MODEL_MAX_RETRIES": "1",

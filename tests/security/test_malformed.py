@@ -149,7 +149,7 @@ async def test_provider_urls_and_headers_refused_at_save(
     alice: httpx.AsyncClient,  # noqa: F811
     fields: dict[str, Any],
 ) -> None:
-    body = {"name": uniq("p"), "provider_type": "custom", "base_url": "http://127.0.0.1:9/v1"}
+    body = {"name": uniq("p"), "provider_type": "custom", "base_url": "http://models.example:9/v1"}
     got = await alice.post("/api/providers", json={**body, **fields})
     assert got.status_code == 422, got.text
     assert next(iter(fields)) in got.text

@@ -27,6 +27,7 @@ from tbd_agents.engine.messages import ChatRequest, Message
 from tbd_agents.engine.providers import ProviderSettings, build_provider
 from tbd_agents.errors import UpstreamError
 from tbd_agents.logs import configure_logging
+from tbd_agents.security.outbound import OutboundPolicy
 from tbd_agents.storage.postgres.engine import create_engine
 from tbd_agents.storage.postgres.repository import PostgresStore
 from tests.api.conftest import Api, make_settings
@@ -126,6 +127,7 @@ async def test_provider_error_bodies_never_carry_our_key(
         api_key=API_KEY,
         base_url=f"http://user:{URL_PASSWORD}@{echo_server}/{path}/v1",
         extra_headers={"X-Org": HEADER_SECRET},
+        outbound=OutboundPolicy(trusted=True),  # a local upstream: as an admin's record
     )
     provider = build_provider(settings, FAST)
     request = ChatRequest(model="m", messages=[Message(role="user", content="hi")])
