@@ -4,6 +4,10 @@ One browser and one API server per test session (uvicorn in a thread, on its own
 database of the embedded PostgreSQL 18), with the engine's local OpenAI-protocol server standing
 in for the model. Each test gets a fresh browser context (empty sessionStorage).
 Screenshots land in tests/web/artifacts/ (git-ignored).
+
+Every test that drives the browser lives under tests/web/, which pytest runs last: Playwright's
+sync API leaves an event loop registered on the main thread, after which `asyncio.run` (used by
+the fixtures of the other test packages) refuses to start.
 """
 
 from __future__ import annotations

@@ -138,9 +138,10 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
     return app
 
 
-def refuse_nul_parameters(request: Request) -> None:
+async def refuse_nul_parameters(request: Request) -> None:
     """422 naming the parameter when a query or path parameter holds U+0000, which PostgreSQL
-    text cannot store or compare (the body check is `services.validation.Input`)."""
+    text cannot store or compare (the body check is `services.validation.Input`). Async on
+    purpose: it runs for every request, and a sync dependency costs a thread-pool hop each time."""
     for kind, params in (
         ("query", request.query_params.multi_items()),
         ("path", request.path_params.items()),

@@ -29,7 +29,6 @@ from tbd_agents.storage.postgres.repository import PostgresStore
 from tests.api.conftest import api_db, make_settings  # noqa: F401
 from tests.api.live import live_server
 from tests.support import pg
-from tests.web.conftest import browser, playwright_session  # noqa: F401
 
 VIEWERS = ["/docs", "/redoc"]
 JS_TYPES = ("text/javascript", "application/javascript")
