@@ -215,7 +215,7 @@ class Watch:
 
 
 @pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:  # noqa: F811
+def page(browser: Browser) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1366, "height": 900})
     context.set_default_timeout(20_000)
     yield context.new_page()
