@@ -18,6 +18,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import pytest
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Page, expect
 from sqlalchemy.engine import URL
 
@@ -174,7 +175,7 @@ def test_without_the_assets_package_docs_is_the_list(
         assert httpx.get(url + "/docs/static/swagger-ui.css").status_code == 404
 
 
-async def test_an_unknown_redoc_bundle_is_not_served_as_redoc(tmp_path: Path) -> None:
+def test_an_unknown_redoc_bundle_is_not_served_as_redoc(tmp_path: Path) -> None:
     """If the package's ReDoc no longer matches our fixes, /redoc is the list, /docs stays."""
     real = docs.assets_dir()
     assert real is not None, "fastapi-offline is a dependency: pip install -e ."
@@ -185,10 +186,11 @@ async def test_an_unknown_redoc_bundle_is_not_served_as_redoc(tmp_path: Path) ->
     (tmp_path / docs.REDOC_FILE).write_text("window.Redoc = {init() {}};")
     app = FastAPI(docs_url=None, redoc_url=None)
     docs.install_docs(app, tmp_path)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        assert parse((await client.get("/redoc")).text).scripts == []
-        assert "swagger-ui-bundle.js" in (await client.get("/docs")).text
+    # TestClient runs the app on its own loop in a thread: under tests/web an event loop stays
+    # registered on the main thread (Playwright), so this test must not be a coroutine.
+    with TestClient(app) as client:
+        assert parse(client.get("/redoc").text).scripts == []
+        assert "swagger-ui-bundle.js" in client.get("/docs").text
 
 
 # --- in a real browser ------------------------------------------------------------------------------
