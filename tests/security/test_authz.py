@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from tbd_agents.storage.postgres.repository import PostgresStore
 from tbd_agents.storage.protocol import eq
 from tests.api.conftest import Api, make_settings
 from tests.support import pg
+from tests.support.http_stub import StubHandler, serve
 
 SERVERS = Path(__file__).parents[1] / "engine" / "servers"
 
@@ -234,30 +233,20 @@ async def test_tag_search_returns_only_the_callers_knowledge(hub: Api) -> None:
 
 
 # --- H3: GitHub logins ----------------------------------------------------------------------
-class _FakeGitHub(BaseHTTPRequestHandler):
+class _FakeGitHub(StubHandler):
     logins: dict[str, str] = {}
 
     def do_GET(self) -> None:
         token = self.headers.get("Authorization", "").removeprefix("Bearer ")
         login = self.logins.get(token)
         body = json.dumps({"login": login} if login else {"message": "Bad credentials"}).encode()
-        self.send_response(200 if login else 401)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+        self.reply(200 if login else 401, body)
 
 
 @pytest.fixture(scope="module")
 def github_url() -> Iterator[str]:
-    server = HTTPServer(("127.0.0.1", 0), _FakeGitHub)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serve(_FakeGitHub) as address:
+        yield f"http://{address}"
 
 
 async def test_github_login_cannot_take_a_key_owners_identity(

@@ -4,10 +4,8 @@ protocol server, MCP servers are real processes / sockets, knowledge is the API'
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +33,12 @@ from tests.api.conftest import Api, make_settings
 from tests.engine.protocol_server import ProtocolServer, Turn
 from tests.engine.support import Recorder
 from tests.support import pg
+from tests.support.http_stub import StubHandler, serve
 
 SECRET = "ALICE-TOKEN-VALUE-9f3"
 
 
-class _Recording(BaseHTTPRequestHandler):
+class _Recording(StubHandler):
     seen: list[str] = []
 
     def _any(self) -> None:
@@ -49,16 +48,11 @@ class _Recording(BaseHTTPRequestHandler):
 
     do_GET = do_POST = _any
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
 
 @pytest.fixture(scope="module")
 def trap_url() -> Iterator[str]:
-    server = HTTPServer(("127.0.0.1", 0), _Recording)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/mcp"
-    server.shutdown()
+    with serve(_Recording) as address:
+        yield f"http://{address}/mcp"
 
 
 @pytest.fixture(scope="module")

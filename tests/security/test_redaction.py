@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -33,6 +31,7 @@ from tbd_agents.storage.postgres.repository import PostgresStore
 from tests.api.conftest import Api, make_settings
 from tests.engine.conftest import FAST
 from tests.support import pg
+from tests.support.http_stub import StubHandler, serve
 
 API_KEY = "sk-canary-" + uuid.uuid4().hex  # a provider key
 URL_PASSWORD = "pw-canary-" + uuid.uuid4().hex[:16]
@@ -77,7 +76,7 @@ def test_log_records_are_redacted(configured: None, caplog: pytest.LogCaptureFix
     assert "***" in caplog.text and "input" not in caplog.text
 
 
-class _Echo(BaseHTTPRequestHandler):
+class _Echo(StubHandler):
     """A provider that echoes our credentials in its error body (401 on /v1/chat, 500 else)."""
 
     def do_POST(self) -> None:
@@ -93,22 +92,13 @@ class _Echo(BaseHTTPRequestHandler):
                 }
             }
         ).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.reply(status, body)
 
 
 @pytest.fixture(scope="module")
 def echo_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serve(_Echo) as address:
+        yield address
 
 
 @pytest.mark.parametrize("kind", [ProviderType.OPENAI, ProviderType.ANTHROPIC])
