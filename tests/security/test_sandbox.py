@@ -205,3 +205,33 @@ async def test_concurrent_calls_are_isolated_from_each_other() -> None:
         *(Sandbox("nobody").run(writer, "run", {"tag": str(i)}) for i in range(3))
     )
     assert all(r.ok and r.result == ["mark"] for r in results), results
+
+
+async def test_a_python_installation_under_tmp_stays_visible(tmp_path: Path) -> None:
+    """The view's /tmp is the call's own work directory; a read-only directory that lives under
+    the host's /tmp (a checkout or virtualenv in a temporary directory, as CI clones have) is
+    mounted on top of it, not hidden by it."""
+    import shutil
+    import tempfile
+
+    from tbd_agents.engine.confine import Confiner, Isolation
+
+    shared = Path(tempfile.mkdtemp(prefix="tbd-ro-", dir="/tmp"))
+    try:
+        (shared / "marker.txt").write_text("visible")
+        shared.chmod(0o755)
+        (shared / "marker.txt").chmod(0o644)
+        confiner = Confiner(Isolation.AUTO, None)
+        async with confiner.launch(
+            ["/bin/cat", str(shared / "marker.txt")], {"PATH": "/usr/bin:/bin"},
+            extra_ro=[str(shared)],
+        ) as launch:  # fmt: skip
+            proc = await asyncio.create_subprocess_exec(
+                *launch.argv, env=launch.env, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+        assert out.decode() == "visible"
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)

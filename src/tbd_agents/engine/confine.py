@@ -178,7 +178,9 @@ class Confiner:
         if egress_dir is not None:
             binds.append(_entry(str(egress_dir), "/run/tbd/egress", rw=True))
             spec["relay"] = {"port": RELAY_PORT, "socket": "/run/tbd/egress/proxy.sock"}
-        spec["binds"] = binds
+        # Parents before children: a Python installation under /tmp (a checkout or a venv in a
+        # temporary directory) is mounted on top of the view's /tmp, not hidden by it.
+        spec["binds"] = sorted(binds, key=lambda e: str(e["dst"]).rstrip("/").count("/"))
         path = base / "spec.json"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
