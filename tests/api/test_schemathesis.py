@@ -92,7 +92,9 @@ def test_every_operation_conforms_to_the_schema(
     assert operations > 50
     assert not failures, "\n\n".join(failures)
     # authenticated for real: 401 everywhere would conform to the schema and prove nothing
-    assert sum(c != 401 for c in calls) > len(calls) // 2
+    # (negative cases may also break the Authorization header itself, so fewer get through)
+    share = 2 if mode is GenerationMode.POSITIVE else 5
+    assert sum(c != 401 for c in calls) > len(calls) // share
 
 
 STATEFUL_EXAMPLES = int(os.environ.get("TBD_SCHEMATHESIS_STATEFUL_EXAMPLES", "100"))
