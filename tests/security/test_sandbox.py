@@ -200,11 +200,18 @@ async def test_allowed_hosts_reach_an_internal_server_only_with_the_operator_all
 
 
 async def test_concurrent_calls_are_isolated_from_each_other() -> None:
-    writer = "import os\ndef run(tag):\n    open('/tmp/mark', 'w').write(tag)\n    return sorted(os.listdir('/tmp'))\n"
+    # Each call writes its own /tmp/mark, waits while the others write theirs, and reads it back.
+    # (The listing may also hold the mount point of a Python installation that lives under the
+    # host's /tmp, as in CI clones: only files named mark* are compared.)
+    writer = (
+        "import os, time\ndef run(tag):\n    open('/tmp/mark', 'w').write(tag)\n"
+        "    time.sleep(0.3)\n"
+        "    return [open('/tmp/mark').read(), [n for n in os.listdir('/tmp') if 'mark' in n]]\n"
+    )
     results = await asyncio.gather(
         *(Sandbox("nobody").run(writer, "run", {"tag": str(i)}) for i in range(3))
     )
-    assert all(r.ok and r.result == ["mark"] for r in results), results
+    assert all(r.ok and r.result == [str(i), ["mark"]] for i, r in enumerate(results)), results
 
 
 async def test_a_python_installation_under_tmp_stays_visible(tmp_path: Path) -> None:
