@@ -27,10 +27,15 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 def _worker_env() -> dict[str, str]:
-    env = dict(os.environ)
-    paths = [_PACKAGE_ROOT, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    return env
+    """Only what the worker needs to start: it parses untrusted files, so the server's secrets
+    (TOKEN_ENCRYPTION_KEY, POSTGRES_URI, …) are not passed on."""
+    inherited = os.environ.get("PYTHONPATH", "")
+    paths = [_PACKAGE_ROOT, *filter(None, inherited.split(os.pathsep))]
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": os.pathsep.join(paths),
+    }
 
 
 async def extract_isolated(
