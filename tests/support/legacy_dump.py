@@ -11,7 +11,9 @@ all of them.
 
 Three ways to use it: `.documents` (collection → raw BSON-ready documents), `.write_dump(root)`
 (a `mongodump --out` directory plus `summary.json`), `.load_into(database)` / `.emulated_source()`
-(the in-process MongoDB emulation). Output is deterministic for a given `(scale, seed)`.
+(the in-process MongoDB emulation). Output is deterministic for a given `(scale, seed)`. The
+documents themselves are made in `legacy_entities` (configuration) and `legacy_activity` (runs,
+memories, chats, volume). docs/legacy-data.md describes the data and the acceptance tests.
 """
 
 from __future__ import annotations
@@ -216,7 +218,7 @@ def legacy_database(*, scale: int = 1, seed: int = 1) -> LegacyDatabase:
         raise ValueError(f"scale must be 1 or more, not {scale}")
     if not 0 <= seed < 2**24:
         raise ValueError(f"seed must be in [0, 2**24), not {seed}")
-    from tests.support.legacy_entities import build
+    from tests.support.legacy_activity import build
 
     return build(scale, seed)
 
