@@ -176,7 +176,7 @@ class EventStore:
         ended = (
             select(_tasks.c.id)
             .where(_tasks.c.status.in_(_TERMINAL_VALUES))
-            .where(func.coalesce(_tasks.c.completed_at, _tasks.c.updated_at) < finished_before)
+            .where(func.coalesce(_tasks.c.finished_at, _tasks.c.updated_at) < finished_before)
         )
         stmt = delete(run_events).where(run_events.c.task_id.in_(ended))
         async with self.engine.begin() as conn:

@@ -89,7 +89,7 @@ async def request_halt(
                 .values(
                     status=TaskStatus.HALTED.value,
                     error="halted before it started",
-                    completed_at=func.now(),
+                    finished_at=func.now(),
                     updated_at=func.now(),
                 )
             )

@@ -96,7 +96,7 @@ async def execute_run(services: RunServices, task_id: str) -> TaskExecution | No
     Never re-executes a run that another worker started: a run found running or finished is
     left alone (the reaper ends runs whose worker died). Each state change is written in one
     transaction with the event that reports it (and, at the end, the webhook to send)."""
-    running = {"status": TaskStatus.RUNNING.value, "worker_id": services.worker_id}
+    running = {"status": TaskStatus.RUNNING.value, "worker": services.worker_id}
     async with services.db.begin() as conn:
         task = await leases.claim_on(conn, task_id, services.worker_id)
         started = (
@@ -142,7 +142,7 @@ def final_status_data(task: TaskExecution) -> dict[str, object]:
     """The data of a run's last event (a `status` event with a final status)."""
     return {
         "status": task.status.value,
-        "result": task.result,
+        "result": task.response,
         "error": task.error,
         "turns": task.turns,
         "tool_calls": task.tool_calls,
