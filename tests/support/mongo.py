@@ -46,6 +46,9 @@ def _through_bson(value: Any, options: CodecOptions = _AWARE) -> Any:
     return bson.decode(bson.encode({"v": value}), codec_options=options)["v"]
 
 
+_UPDATE_OPERATORS = frozenset({"$set", "$setOnInsert", "$unset", "$inc"})
+
+
 async def _checkpoint() -> None:
     await asyncio.sleep(0)
 
@@ -185,9 +188,7 @@ class EmulatedCollection:
     ) -> Doc | None:
         await _checkpoint()
         spec, change = self._in(filter), self._in(update)
-        unsupported = set(change) - {"$set", "$setOnInsert"}
-        if unsupported:
-            raise NotImplementedError(f"emulation supports $set / $setOnInsert only: {unsupported}")
+        self._check_operators(change)
         target = self.sync.find_one(spec, sort=sort)
         if target is not None:
             candidate, own_id = {**target, **change.get("$set", {})}, target["_id"]
@@ -205,6 +206,36 @@ class EmulatedCollection:
             spec, change, projection, sort=sort, upsert=upsert, return_document=return_document
         )
         return self.out(result)
+
+    @staticmethod
+    def _check_operators(change: Mapping[str, Any]) -> None:
+        # The unique-index check below applies `$set` only: the other operators must not touch
+        # a uniquely indexed field (the run-time's `$inc` / `$unset` never do).
+        unsupported = set(change) - _UPDATE_OPERATORS
+        if unsupported:
+            raise NotImplementedError(f"emulation supports {sorted(_UPDATE_OPERATORS)} only")
+
+    async def update_one(self, filter: Doc, update: Doc, upsert: bool = False) -> Any:
+        await _checkpoint()
+        spec, change = self._in(filter), self._in(update)
+        self._check_operators(change)
+        target = self.sync.find_one(spec)
+        if target is not None:
+            candidate = {**target, **change.get("$set", {})}
+            if self._clash(candidate, target["_id"]) is not None:
+                raise self._duplicate(candidate, target["_id"])
+        return self.sync.update_one(spec, change, upsert=upsert)
+
+    async def update_many(self, filter: Doc, update: Doc) -> Any:
+        await _checkpoint()
+        change = self._in(update)
+        self._check_operators(change)
+        return self.sync.update_many(self._in(filter), change)
+
+    async def distinct(self, key: str, filter: Doc | None = None) -> list[Any]:
+        await _checkpoint()
+        values = self.sync.distinct(key, self._in(filter or {}))
+        return [_through_bson(v, self.database.codec_options) for v in values]
 
     async def find_one_and_delete(self, filter: Doc, projection: Any = None) -> Doc | None:
         await _checkpoint()
