@@ -169,7 +169,8 @@ async def _check_values(conn: asyncpg.Connection, d: Dataset) -> None:
     session = await conn.fetchrow(
         "SELECT * FROM chat_sessions WHERE id = $1", d.ids["session_extra"]
     )
-    assert json.loads(session["metadata"]) == {"mongo_extra": {"pinned": True, "labels": ["x"]}}
+    assert json.loads(session["metadata"]) == {}
+    assert json.loads(session["extras"]) == {"pinned": True, "labels": ["x"]}
     assert session["agent_id"] == d.ids["agent_full"]
     last = await conn.fetchval(
         "SELECT last_message_at FROM chat_sessions WHERE id = $1", d.ids["session_oid_ref"]
@@ -193,7 +194,8 @@ async def _check_values(conn: asyncpg.Connection, d: Dataset) -> None:
         "SELECT * FROM memories WHERE id = $1", d.ids["memory_mixed_numbers"]
     )
     assert mixed["embedding"] == [1.0, 2.0, 0.25, 0.5] and mixed["scope"] == "session"
-    assert json.loads(mixed["metadata"]) == {"source": "chat", "mongo_extra": {"importance": 0.9}}
+    assert json.loads(mixed["metadata"]) == {"source": "chat"}
+    assert json.loads(mixed["extras"]) == {"importance": 0.9}
     assert await conn.fetchval("SELECT encrypted_value FROM tokens") == "gAAAA-new"
 
     workflow = await conn.fetchrow(

@@ -7,16 +7,16 @@ Only a SHA-256 digest of each key is stored; the key itself is shown once, at cr
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated
 
 from pydantic import Field
 
+from tbd_agents.domain.enums import LenientStrEnum
 from tbd_agents.domain.models import Entity, Name
 from tbd_agents.domain.types import LenientEnum, UtcDatetime
 
 
-class KeyScope(StrEnum):
+class KeyScope(LenientStrEnum):
     READ_ONLY = "read_only"  # read the owner's records, change nothing
     USER = "user"  # read and change the owner's records
     ADMIN = "admin"  # read and change every record, manage every key

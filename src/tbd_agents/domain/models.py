@@ -1,8 +1,15 @@
 """The 15 entities of TBD Agents as pydantic models.
 
 One definition serves both backends: the PostgreSQL tables (`storage/postgres/schema.py`) have one
-column per field, and MongoDB documents have one key per field (with `_id` for `id`). Field names,
-defaults and enum values follow existing TBD Agents documents, so old data reads as it is.
+column per field, and MongoDB documents have one key per field (with `_id` for `id`).
+
+The model is a superset of the existing TBD Agents data model (the reference's section 2): every
+field it has is a field here, under the same name, with the same default, and every value of its
+enums is valid, so an existing document reads, updates and migrates as it is. Fields of our own
+come after them. A stored document's keys that no field names (fields of some later or forked
+version, a user's own annotations) are kept in `extras`: on MongoDB they stay top-level keys of
+the document (the codec moves them in and out), on PostgreSQL they live in the JSONB `extras`
+column, so nothing a document held is ever dropped.
 
 Every model has `id`, `created_at` and `updated_at`. Class variables describe storage facts that are
 the same for every backend: the collection/table name, the unique keys, and which field holds the
@@ -13,13 +20,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tbd_agents.domain.enums import (
     AuthType,
     GuardrailAction,
     GuardrailType,
     IntervalUnit,
+    KnowledgeContentType,
     KnowledgeItemStatus,
     KnowledgeSourceStatus,
     KnowledgeSourceType,
@@ -54,6 +62,16 @@ class Entity(BaseModel):
     id: str = Field(default_factory=new_id, min_length=1, max_length=128)
     created_at: UtcDatetime = Field(default_factory=utcnow)
     updated_at: UtcDatetime = Field(default_factory=utcnow)
+    #: Stored keys no field names, kept as they were (see the module docstring).
+    extras: Json = Field(default_factory=dict)
+
+    @field_validator("extras")
+    @classmethod
+    def _extras_are_not_fields(cls, value: Json) -> Json:
+        clash = sorted(k for k in value if k == "_id" or (k in cls.model_fields and k != "extras"))
+        if clash:
+            raise ValueError(f"extras may not hold keys that are fields of the record: {clash}")
+        return value
 
 
 class Agent(Entity):
@@ -88,7 +106,8 @@ class ChatSession(Entity):
 
     agent_id: str
     github_user: str | None = None
-    title: str = "New chat"
+    #: The first 80 characters of the first user message; None until then.
+    title: str | None = None
     message_count: int = Field(default=0, ge=0)
     last_message_at: UtcDatetime | None = None
     metadata: Json = Field(default_factory=dict)
@@ -119,7 +138,8 @@ class Memory(Entity):
     session_id: str | None = None
     embedding: list[float] | None = None
     metadata: Json = Field(default_factory=dict)
-    expires_at: UtcDatetime | None = None
+    #: When the memory expires (None: never). The existing name of the field.
+    ttl: UtcDatetime | None = None
     created_by: str | None = None
 
 
@@ -151,10 +171,11 @@ class Provider(Entity):
     name: Name
     provider_type: Annotated[ProviderType, LenientEnum] = ProviderType.OPENAI
     api_key_token_name: str | None = None
-    auth_type: Annotated[AuthType, LenientEnum] = AuthType.API_KEY
+    auth_type: Annotated[AuthType, LenientEnum] = AuthType.X_API_KEY
     base_url: str | None = None
     azure_deployment: str | None = None
-    azure_api_version: str | None = None
+    azure_api_version: str | None = "2024-12-01-preview"
+    description: str = ""
     default_model: str | None = None
     models: StrList = Field(default_factory=list)
     extra_headers: dict[str, str] = Field(default_factory=dict)
@@ -168,7 +189,7 @@ class KnowledgeSource(Entity):
     description: str = ""
     source_type: Annotated[KnowledgeSourceType, LenientEnum] = KnowledgeSourceType.MANUAL
     connection_config: Json = Field(default_factory=dict)
-    status: Annotated[KnowledgeSourceStatus, LenientEnum] = KnowledgeSourceStatus.READY
+    status: Annotated[KnowledgeSourceStatus, LenientEnum] = KnowledgeSourceStatus.REGISTERED
     tags: StrList = Field(default_factory=list)
     last_error: str | None = None
     created_by: str | None = None
@@ -179,12 +200,13 @@ class KnowledgeItem(Entity):
     owner_field = None
 
     source_id: str
-    title: str = ""
-    content_type: str = "text/plain"
-    text_content: str = ""
+    name: str = ""
+    content_type: Annotated[KnowledgeContentType, LenientEnum] = KnowledgeContentType.TEXT
+    text_content: str | None = None
+    file_id: str | None = None
     file_name: str | None = None
     file_size: int | None = Field(default=None, ge=0)
-    file_id: str | None = None
+    mime_type: str | None = None
     sha256: str | None = None
     status: Annotated[KnowledgeItemStatus, LenientEnum] = KnowledgeItemStatus.PENDING
     tags: StrList = Field(default_factory=list)
@@ -198,8 +220,11 @@ class CustomTool(Entity):
     description: str = ""
     source_code: str = ""
     parameters_schema: Json = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    #: Environment of the tool: env var → a literal or a `{{token:NAME}}` template.
+    env_config: dict[str, str] = Field(default_factory=dict)
     is_enabled: bool = True
-    env: dict[str, str] = Field(default_factory=dict)
+    #: Set on tools the plugin loader installed.
+    is_plugin: bool = False
     timeout_seconds: int = Field(default=30, ge=1, le=3600)
     memory_limit_mb: int = Field(default=256, ge=16, le=65536)
     #: Hosts the tool may reach through the sandbox's egress proxy (`name`, `*.suffix`, either
@@ -216,9 +241,14 @@ class Guardrail(Entity):
     description: str = ""
     guardrail_type: Annotated[GuardrailType, LenientEnum] = GuardrailType.INPUT
     enabled: bool = True
+    #: `{forbidden_patterns[], required_patterns[], max_length?, min_length?}` (prompt/input).
+    prompt_config: Json | None = None
+    #: `{json_schema}`: the JSON Schema a structured request must satisfy (request).
+    request_config: Json | None = None
+    #: `{forbidden_patterns[], required_patterns[], max_length?, pii_detection, must_be_valid_json}`
+    output_config: Json | None = None
     action: Annotated[GuardrailAction, LenientEnum] = GuardrailAction.BLOCK
     patterns: StrList = Field(default_factory=list)
-    prompt_config: Json = Field(default_factory=dict)
     tags: StrList = Field(default_factory=list)
     created_by: str | None = None
 
@@ -227,17 +257,38 @@ class Workflow(Entity):
     collection = "workflows"
     owner_field = "github_user"
 
+    title: str | None = None
     agent_id: str
-    name: str = ""
-    description: str = ""
-    status: Annotated[WorkflowStatus, LenientEnum] = WorkflowStatus.IDLE
+    github_user: str | None = None
     model: str | None = None
-    max_turns: int = Field(default=5, ge=1)
+    #: Limit on tool calls per run (the existing system never checked its sign: 0 or less
+    #: allows none).
+    max_turns: int = 5
+    current_turn: int = 0
+    session_id: str | None = None
+    skill_ids: StrList = Field(default_factory=list)
+    skill_tags: StrList = Field(default_factory=list)
     messages: list[Json] = Field(default_factory=list)
     logs: list[Json] = Field(default_factory=list)
+    status: Annotated[WorkflowStatus, LenientEnum] = WorkflowStatus.ACTIVE
+    output_format: Annotated[OutputFormat, LenientEnum] = OutputFormat.JSON
+    usage: Json | None = None
+    infinite_session: bool = True
+    caveman: bool = False
+    bypass_memory: bool = False
+    auto_memory: bool = False
+    tsv_tool_results: bool = False
+    reasoning_effort: str | None = None
+    guardrail_ids: StrList = Field(default_factory=list)
+    guardrail_tags: StrList = Field(default_factory=list)
+    repo_url: str | None = None
+    repo_branch: str | None = None
+    repo_token_name: str | None = None
+    #: Environment variable → token name, applied to custom tools.
+    credential_overrides: dict[str, str] = Field(default_factory=dict)
     webhook_url: str | None = None
     error_webhook_url: str | None = None
-    github_user: str | None = None
+    description: str = ""
     last_run_at: UtcDatetime | None = None
     tags: StrList = Field(default_factory=list)
 
@@ -247,21 +298,29 @@ class TaskExecution(Entity):
     owner_field = None
 
     workflow_id: str
-    agent_id: str | None = None
-    scheduled_agent_id: str | None = None
-    status: Annotated[TaskStatus, LenientEnum] = TaskStatus.PENDING
-    trigger: Annotated[TaskTrigger, LenientEnum] = TaskTrigger.MANUAL
-    celery_task_id: str | None = None
     prompt: str = ""
-    result: str | None = None
-    error: str | None = None
+    status: Annotated[TaskStatus, LenientEnum] = TaskStatus.PENDING
+    celery_task_id: str | None = None
+    #: The process running (or that ran) the task; it holds the run's lease.
+    worker: str | None = None
+    model: str | None = None
+    reasoning_effort: str | None = None
     tool_calls: int = Field(default=0, ge=0)
-    turns: int = Field(default=0, ge=0)
-    usage: Json = Field(default_factory=dict)
-    worker_id: str | None = None
-    heartbeat_at: UtcDatetime | None = None
+    #: The final answer.
+    response: str | None = None
+    #: `{todos: [{id, title, status}], current_step, percent_complete}`.
+    progress: Json | None = None
+    logs: list[Json] = Field(default_factory=list)
+    messages: list[Json] = Field(default_factory=list)
+    usage: Json | None = None
     started_at: UtcDatetime | None = None
-    completed_at: UtcDatetime | None = None
+    finished_at: UtcDatetime | None = None
+    scheduled_agent_id: str | None = None
+    agent_id: str | None = None
+    trigger: Annotated[TaskTrigger, LenientEnum] = TaskTrigger.MANUAL
+    error: str | None = None
+    turns: int = Field(default=0, ge=0)
+    heartbeat_at: UtcDatetime | None = None
 
 
 class ScheduledAgent(Entity):
@@ -282,6 +341,8 @@ class ScheduledAgent(Entity):
     missed_run_policy: Annotated[MissedRunPolicy, LenientEnum] = MissedRunPolicy.RUN_ONCE
     last_run_at: UtcDatetime | None = None
     next_run_at: UtcDatetime | None = None
+    #: The existing system's Celery beat entry (`redbeat:scheduled_agent:{id}`); kept as data.
+    redbeat_key: str | None = None
     github_user: str | None = None
 
 
@@ -293,7 +354,7 @@ class McpServer(Entity):
     transport_type: Annotated[McpTransport, LenientEnum] = McpTransport.STDIO
     connection_config: Json = Field(default_factory=dict)
     allowed_tools: StrList = Field(default_factory=list)
-    status: Annotated[McpServerStatus, LenientEnum] = McpServerStatus.UNKNOWN
+    status: Annotated[McpServerStatus, LenientEnum] = McpServerStatus.REGISTERED
     last_error: str | None = None
     tags: StrList = Field(default_factory=list)
     created_by: str | None = None

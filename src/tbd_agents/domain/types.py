@@ -30,8 +30,10 @@ def to_utc(value: datetime) -> datetime:
 
 
 def _normalise_enum_input(value: Any) -> Any:
+    # Matching is the enum's own (`LenientStrEnum._missing_`: any case, `-` or `_`), so a value
+    # spelled with dashes (`x-api-key`) stays as written; only surrounding blanks go here.
     if isinstance(value, str) and not isinstance(value, StrEnum):
-        return value.strip().lower().replace("-", "_")
+        return value.strip()
     return value
 
 
@@ -39,4 +41,4 @@ UtcDatetime = Annotated[datetime, AfterValidator(to_utc)]
 """A datetime that is always timezone-aware UTC after validation."""
 
 LenientEnum = BeforeValidator(_normalise_enum_input)
-"""Accept enum values case-insensitively, with `-` for `_` (legacy documents vary)."""
+"""Accept enum values with surrounding blanks (matching itself is the enum's `_missing_`)."""

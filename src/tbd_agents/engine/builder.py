@@ -218,7 +218,7 @@ async def _load_custom_tools(
                 f"{CUSTOM_TOOLS_SETTING} is false"
             )
             continue
-        env = await _resolve(repos, cipher, tool.created_by, dict(tool.env))
+        env = await _resolve(repos, cipher, tool.created_by, dict(tool.env_config))
         plan.custom_tools.append((tool, env))
 
 

@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tbd_agents.domain.enums import KnowledgeItemStatus
+from tbd_agents.domain.enums import KnowledgeContentType, KnowledgeItemStatus
 from tbd_agents.domain.models import KnowledgeItem, KnowledgeSource
 from tbd_agents.embeddings.base import Embedder
 from tbd_agents.errors import InvalidData
@@ -74,8 +74,9 @@ class KnowledgeIngestion:
             title = title or found_title
         item = KnowledgeItem(
             source_id=source.id,
-            title=title,
-            content_type=content_type,
+            name=title,
+            content_type=KnowledgeContentType.TEXT,
+            mime_type=content_type,
             text_content=text,
             sha256=hashlib.sha256(text.encode()).hexdigest(),
             tags=list(tags),
@@ -105,8 +106,13 @@ class KnowledgeIngestion:
         text, found_title = await extract_isolated(data, ctype, self.limits)
         item = KnowledgeItem(
             source_id=source.id,
-            title=title or found_title or file_name,
-            content_type=ctype,
+            name=title or found_title or file_name,
+            content_type=(
+                KnowledgeContentType.IMAGE
+                if ctype.startswith("image/")
+                else KnowledgeContentType.FILE
+            ),
+            mime_type=ctype,
             text_content=text,
             file_name=file_name,
             file_size=len(data),
@@ -119,7 +125,7 @@ class KnowledgeIngestion:
     async def _index(
         self, source: KnowledgeSource, item: KnowledgeItem, data: bytes | None
     ) -> KnowledgeItem:
-        chunks = chunk_text(item.text_content, self.chunking.size, self.chunking.overlap)
+        chunks = chunk_text(item.text_content or "", self.chunking.size, self.chunking.overlap)
         if not chunks:
             raise InvalidData(f"{item.file_name or 'the text'} contains no text to index")
         vectors = await self.embedder.embed([c.text for c in chunks])
@@ -134,7 +140,7 @@ class KnowledgeIngestion:
                     created.id,
                     data,
                     file_name=item.file_name,
-                    content_type=item.content_type,
+                    content_type=item.mime_type or "application/octet-stream",
                 )
             await self.vectors.bind(repos).upsert(
                 KNOWLEDGE_CHUNKS.name, records, self.embedder.space

@@ -188,7 +188,7 @@ class KnowledgeRetriever:
                 start_offset=int(hit.payload["start_offset"]),
                 end_offset=int(hit.payload["end_offset"]),
                 source_id=item.source_id,
-                title=item.title,
+                title=item.name,
                 file_name=item.file_name,
             )
             out.append(

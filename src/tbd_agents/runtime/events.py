@@ -182,7 +182,7 @@ class EventStore:
         ended = (
             select(_tasks.c.id)
             .where(_tasks.c.status.in_(_TERMINAL_VALUES))
-            .where(func.coalesce(_tasks.c.completed_at, _tasks.c.updated_at) < finished_before)
+            .where(func.coalesce(_tasks.c.finished_at, _tasks.c.updated_at) < finished_before)
         )
         stmt = delete(run_events).where(run_events.c.task_id.in_(ended))
         async with self.engine.begin() as conn:
@@ -192,14 +192,14 @@ class EventStore:
 
 def running_status_data(worker_id: str) -> dict[str, object]:
     """The data of the `status` event that says a worker started the run."""
-    return {"status": TaskStatus.RUNNING.value, "worker_id": worker_id}
+    return {"status": TaskStatus.RUNNING.value, "worker": worker_id}
 
 
 def final_status_data(task: TaskExecution) -> dict[str, object]:
     """The data of a run's last event (a `status` event with a final status)."""
     return {
         "status": task.status.value,
-        "result": task.result,
+        "result": task.response,
         "error": task.error,
         "turns": task.turns,
         "tool_calls": task.tool_calls,

@@ -99,7 +99,7 @@ async def halt_on_sql(
             .values(
                 status=TaskStatus.HALTED.value,
                 error=HALTED_BEFORE_START,
-                completed_at=func.now(),
+                finished_at=func.now(),
                 updated_at=func.now(),
             )
         )

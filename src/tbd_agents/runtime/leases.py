@@ -3,7 +3,7 @@
 A run moves pending → running → completed / failed / halted / max_turns_reached, and every move is
 one conditional UPDATE, so two processes can never both own a run:
 
-- `claim` takes a pending run for one worker (status running, `worker_id`, `heartbeat_at`).
+- `claim` takes a pending run for one worker (status running, `worker`, `heartbeat_at`).
   A run that is not pending (already taken, halted while queued, finished) is not claimed.
 - `heartbeat` renews the lease while the worker still owns the run, and reports a halt request.
 - `finish` records the outcome only if the worker still owns the run.
@@ -61,7 +61,7 @@ async def claim_on(conn: AsyncConnection, task_id: str, worker_id: str) -> TaskE
         .where(tasks.c.id == task_id, tasks.c.status == TaskStatus.PENDING.value)
         .values(
             status=TaskStatus.RUNNING.value,
-            worker_id=worker_id,
+            worker=worker_id,
             heartbeat_at=func.now(),
             started_at=func.coalesce(tasks.c.started_at, func.now()),
             updated_at=func.now(),
@@ -94,7 +94,7 @@ async def heartbeat(engine: AsyncEngine, task_id: str, worker_id: str) -> Heartb
         update(tasks)
         .where(
             tasks.c.id == task_id,
-            tasks.c.worker_id == worker_id,
+            tasks.c.worker == worker_id,
             tasks.c.status == TaskStatus.RUNNING.value,
         )
         .values(heartbeat_at=func.now())
@@ -120,17 +120,17 @@ async def finish_on(
         update(tasks)
         .where(
             tasks.c.id == task_id,
-            tasks.c.worker_id == worker_id,
+            tasks.c.worker == worker_id,
             tasks.c.status == TaskStatus.RUNNING.value,
         )
         .values(
             status=outcome.status.value,
-            result=outcome.result,
+            response=outcome.result,
             error=outcome.error,
             turns=outcome.turns,
             tool_calls=outcome.tool_calls,
             usage=usage,
-            completed_at=func.now(),
+            finished_at=func.now(),
             updated_at=func.now(),
         )
         .returning(*tasks.c)
@@ -166,7 +166,7 @@ async def reap_expired_on(conn: AsyncConnection, lease_seconds: float) -> list[T
         .cte("expired")
     )
     message = text(
-        "'the worker ' || coalesce(task_executions.worker_id, '?') || ' stopped renewing its "
+        "'the worker ' || coalesce(task_executions.worker, '?') || ' stopped renewing its "
         "lease (it died or lost the database); the run was marked failed and not retried, "
         "because its tool calls may already have had effects. Start it again if that is safe.'"
     )
@@ -177,7 +177,7 @@ async def reap_expired_on(conn: AsyncConnection, lease_seconds: float) -> list[T
         .values(
             status=TaskStatus.FAILED.value,
             error=message,
-            completed_at=func.now(),
+            finished_at=func.now(),
             updated_at=func.now(),
         )
         .returning(*tasks.c)

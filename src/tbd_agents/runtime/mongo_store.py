@@ -88,9 +88,9 @@ Doc = dict[str, Any]
 
 #: Task execution fields written here whose names the existing TBD Agents data model spells its
 #: own way; kept in one place.
-WORKER = "worker_id"
-FINISHED_AT = "completed_at"
-RESULT = "result"
+WORKER = "worker"
+FINISHED_AT = "finished_at"
+RESULT = "response"
 
 _APPEND_RETRIES = 200
 _ACTIVE = [TaskStatus.PENDING.value, TaskStatus.RUNNING.value]

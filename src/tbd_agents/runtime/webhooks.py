@@ -156,13 +156,13 @@ def payload_of(task: TaskExecution) -> dict[str, Any]:
         "workflow_id": task.workflow_id,
         "scheduled_agent_id": task.scheduled_agent_id,
         "status": task.status.value,
-        "result": task.result,
+        "result": task.response,
         "error": task.error,
         "turns": task.turns,
         "tool_calls": task.tool_calls,
         "usage": task.usage,
         "started_at": task.started_at,
-        "completed_at": task.completed_at,
+        "completed_at": task.finished_at,
     }
 
 

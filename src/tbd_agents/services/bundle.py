@@ -72,9 +72,9 @@ BY_COLLECTION = {m.collection: m for m in ORDER}
 
 #: Natural key a bundle record is matched on (besides the importer as owner).
 MATCH_KEYS: dict[type[Entity], tuple[str, ...]] = {
-    Workflow: ("agent_id", "name"),
+    Workflow: ("agent_id", "title"),
     ScheduledAgent: ("workflow_id", "name"),
-    KnowledgeItem: ("source_id", "title", "file_name"),
+    KnowledgeItem: ("source_id", "name", "file_name"),
 }
 
 
@@ -330,7 +330,7 @@ class _Importer:
             if service.spec.gate is not None:
                 service.spec.gate(entity, self.principal)
             later = self.index_later is not None and isinstance(entity, KnowledgeItem)
-            if later and isinstance(entity, KnowledgeItem) and entity.text_content.strip():
+            if later and isinstance(entity, KnowledgeItem) and (entity.text_content or "").strip():
                 assert self.index_later is not None
                 self.index_later.append((old_id, entity))
             elif not self.dry_run:

@@ -64,9 +64,9 @@ class KnowledgeServices:
         return await self.ingestion.ingest_text(
             source.id,
             data.get("text_content", ""),
-            title=data.get("title", ""),
+            title=data.get("name") or "",
             tags=data.get("tags", []),
-            content_type=data.get("content_type", "text/plain"),
+            content_type=data.get("mime_type") or "text/plain",
         )
 
     async def add_file(

@@ -140,7 +140,7 @@ class MemoryService:
             session_id=session_id if scope is MemoryScope.SESSION else None,
             embedding=vector,
             metadata=metadata or {},
-            expires_at=now + ttl if ttl else None,
+            ttl=now + ttl if ttl else None,
             created_by=agent.created_by,
             created_at=now,
             updated_at=now,
@@ -150,7 +150,7 @@ class MemoryService:
             "session_id",
             "embedding",
             "metadata",
-            "expires_at",
+            "ttl",
             "created_by",
             "updated_at",
         )
@@ -212,10 +212,10 @@ class MemoryService:
         return await self._delete([memory_id]) == 1
 
     async def expire(self) -> int:
-        """Delete every memory whose expires_at has passed, with its vector; return how many."""
+        """Delete every memory whose ttl has passed, with its vector; return how many."""
         total = 0
         while True:
-            query = Query(filters=(lte("expires_at", self.clock()),), limit=_BATCH)
+            query = Query(filters=(lte("ttl", self.clock()),), limit=_BATCH)
             async with self.documents.unit_of_work() as repos:
                 ids = [m.id for m in (await repos.for_model(Memory).list(query)).items]
             if not ids:
@@ -270,4 +270,4 @@ class MemoryService:
 
 
 def _expired(memory: Memory, now: datetime) -> bool:
-    return memory.expires_at is not None and memory.expires_at <= now
+    return memory.ttl is not None and memory.ttl <= now

@@ -65,10 +65,10 @@ async def import_(
         for old_id, item in later:
             indexed = await knowledge.ingestion.ingest_text(
                 item.source_id,
-                item.text_content,
-                title=item.title,
+                item.text_content or "",
+                title=item.name,
                 tags=item.tags,
-                content_type=item.content_type,
+                content_type=item.mime_type or "text/plain",
             )
             items[old_id] = indexed.id
     return report

@@ -95,7 +95,7 @@ async def upload_item(
 async def item_content(record_id: RecordId, ctx: Ctx, caller: Caller) -> Response:
     item, stored = await _knowledge(ctx).content(caller, record_id)
     if stored is None:
-        return Response(item.text_content.encode(), media_type="text/plain; charset=utf-8")
+        return Response((item.text_content or "").encode(), media_type="text/plain; charset=utf-8")
     return Response(
         stored.data,
         media_type=stored.content_type or "application/octet-stream",

@@ -187,7 +187,7 @@ async def run_tool(
         tool: CustomTool = await Records(repos, caller, CustomTool).get(tool_id)
         if not await config.host.custom_tools_for(repos, tool.created_by):
             raise PermissionDenied(custom_tool_refusal())  # as a run would: the owner decides
-        env = await resolve_tree(repos, ctx.cipher(), tool.created_by, dict(tool.env))
+        env = await resolve_tree(repos, ctx.cipher(), tool.created_by, dict(tool.env_config))
     start = time.perf_counter()
     try:
         entry = validate_custom_tool(tool.name, tool.source_code, tool.parameters_schema)

@@ -14,8 +14,12 @@ Documents keep the shape existing TBD Agents databases have:
 * Int64 becomes `int`; Decimal128 becomes `int` when integral, `float` when a float holds it
   exactly, else its exact decimal text. Binary UUIDs become their text.
 
-Enum values are stored lower-case (the models' values); legacy spellings such as `"STDIO"` are read
-case-insensitively by the models themselves.
+Enum values are stored as the models' values (the existing spellings, e.g. `x-api-key`); legacy
+spellings such as `"STDIO"` are read case-insensitively by the enums themselves.
+
+Keys of a stored document that no model field names are the record's `extras`: read into that
+field and written back as top-level keys, so a document keeps every key it had, under the same
+name, however often the hub updates it (`extras` itself is never a stored key).
 """
 
 from __future__ import annotations
@@ -146,17 +150,35 @@ def bson_value(value: Any) -> Any:
     return value
 
 
+EXTRAS = "extras"
+#: Keys the hub itself keeps beside a record's fields, never extras (the run-time's outbox on a
+#: task execution: `storage.mongo.runtime_schema.OUTBOX_FIELD`).
+INTERNAL_KEYS = frozenset({"runtime_outbox"})
+
+
+def extra_keys(model: type[Entity], doc: Mapping[str, Any]) -> list[str]:
+    """The keys of a stored document that are extras (not `_id`, not a model field, not one of
+    the hub's `INTERNAL_KEYS`)."""
+    fields = model.model_fields
+    return [
+        k for k in doc if k != "_id" and k not in INTERNAL_KEYS and (k not in fields or k == EXTRAS)
+    ]
+
+
 def to_document(record: Entity) -> dict[str, Any]:
-    """The document that stores `record` (`_id` first, then one key per model field)."""
+    """The document that stores `record` (`_id` first, then one key per model field, then the
+    record's extras as top-level keys)."""
     doc: dict[str, Any] = {"_id": storage_id(record.id)}
     for name in type(record).model_fields:
-        if name != "id":
+        if name not in ("id", EXTRAS):
             doc[name] = bson_value(getattr(record, name))
+    for key, value in record.extras.items():
+        doc.setdefault(key, bson_value(value))
     return doc
 
 
 def field_values(model: type[Entity], doc: Mapping[str, Any]) -> dict[str, Any]:
-    """The model's fields found in a stored document, as plain Python (unknown keys dropped).
+    """The model's fields found in a stored document, as plain Python (other keys in `extras`).
 
     A legacy document without `created_at` takes it from its ObjectId's timestamp; without
     `updated_at`, from `created_at`.
@@ -164,8 +186,11 @@ def field_values(model: type[Entity], doc: Mapping[str, Any]) -> dict[str, Any]:
     raw_id = doc.get("_id")
     values: dict[str, Any] = {"id": id_text(raw_id)}
     for name in model.model_fields:
-        if name != "id" and name in doc:
+        if name not in ("id", EXTRAS) and name in doc:
             values[name] = plain_value(doc[name])
+    extras = {key: plain_value(doc[key]) for key in extra_keys(model, doc)}
+    if extras:
+        values[EXTRAS] = extras
     if values.get("created_at") is None and isinstance(raw_id, ObjectId):
         values["created_at"] = raw_id.generation_time
     if values.get("updated_at") is None and values.get("created_at") is not None:

@@ -42,7 +42,9 @@ from tbd_agents.storage.common import (
     well_formed_id,
 )
 from tbd_agents.storage.mongo.codec import (
+    EXTRAS,
     bson_value,
+    extra_keys,
     from_document,
     id_forms,
     id_text,
@@ -229,11 +231,21 @@ class MongoRepository(Generic[E]):
         if not well_formed_id(record_id):
             raise NotFound(self.model.__name__, str(record_id))
         values.setdefault("updated_at", utcnow())
+        extras = values.pop(EXTRAS, None)
+        update: dict[str, Any] = {"$set": {k: bson_value(v) for k, v in values.items()}}
+        if extras is not None:
+            # New extras replace the old: their keys are set, the stored keys they lack unset.
+            with self._driver():
+                current = await self.collection.find_one(_id_filter(record_id))
+            if current is None:
+                raise NotFound(self.model.__name__, record_id)
+            update["$set"].update({k: bson_value(v) for k, v in extras.items()})
+            stale = [k for k in extra_keys(self.model, current) if k not in extras]
+            if stale:
+                update["$unset"] = dict.fromkeys(stale, "")
         with self._driver():
             doc = await self.collection.find_one_and_update(
-                _id_filter(record_id),
-                {"$set": {k: bson_value(v) for k, v in values.items()}},
-                return_document=ReturnDocument.AFTER,
+                _id_filter(record_id), update, return_document=ReturnDocument.AFTER
             )
         if doc is None:
             raise NotFound(self.model.__name__, record_id)
@@ -254,7 +266,9 @@ class MongoRepository(Generic[E]):
         doc = self._document_of(record)
         key_filters = check_filters(self.model, _key_filters(record, conflict_key))
         match = filter_document(self.model, key_filters)
-        changes = {f: doc[f] for f in fields}
+        changes = {f: doc[f] for f in fields if f != EXTRAS}
+        if EXTRAS in fields:
+            changes.update({k: doc[k] for k in record.extras})
         on_insert = {k: v for k, v in doc.items() if k not in changes}
         update = {"$set": changes, "$setOnInsert": on_insert}
         for attempt in (1, 2):

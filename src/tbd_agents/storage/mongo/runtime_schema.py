@@ -43,7 +43,8 @@ RUNTIME_COLLECTIONS = (
 )
 
 #: The field of a task execution document that holds the writes its last state change still
-#: owes (events, webhook); see `runtime/mongo_store.py`. Not a model field: models ignore it.
+#: owes (events, webhook); see `runtime/mongo_store.py`. Not a model field, and not one of the
+#: record's extras either (`codec.INTERNAL_KEYS`).
 OUTBOX_FIELD = "runtime_outbox"
 
 

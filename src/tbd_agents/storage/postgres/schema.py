@@ -56,7 +56,7 @@ BTREE_INDEXES: dict[str, tuple[str, ...]] = {
     "agents": ("name", "provider_id", "created_by"),
     "chat_sessions": ("agent_id", "github_user", "updated_at"),
     "chat_messages": ("session_id",),
-    "memories": ("agent_id", "scope", "session_id", "expires_at", "created_by"),
+    "memories": ("agent_id", "scope", "session_id", "ttl", "created_by"),
     "skills": ("name", "created_by"),
     "tokens": ("created_by",),
     "providers": ("provider_type", "created_by"),

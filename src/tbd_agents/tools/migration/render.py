@@ -138,7 +138,7 @@ def migration_summary(console: Console, result: MigrationResult, *, dry_run: boo
         if c.extra_kept:
             fields = ", ".join(f"{k} ({n:,})" for k, n in c.extra_kept.most_common())
             console.print(
-                f"  {c.name}: unknown fields kept in metadata.mongo_extra: {fields}",
+                f"  {c.name}: unknown fields kept in the extras column: {fields}",
                 highlight=False,
             )
         if c.extra_dropped:

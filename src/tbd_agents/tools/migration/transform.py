@@ -8,9 +8,8 @@ model defaults, normalises enum spelling and refuses invalid values. Document-le
 * A missing (or null) `created_at` is taken from the ObjectId's timestamp, else 1970-01-01 UTC; a
   missing `updated_at` copies `created_at` — so a re-run produces identical rows.
 * A null in a field that cannot be null but has a default takes the default (as a missing one).
-* Unknown fields are kept under `metadata["mongo_extra"]` where the entity has a `metadata` JSON
-  column (chat_sessions, chat_messages, memories, knowledge_items); elsewhere they are dropped and
-  counted by name in the summary.
+* Unknown fields (keys no column names) are kept, under their own names, in the row's `extras`
+  JSONB column, which every table has; they are counted by name in the summary.
 * A document the model refuses (invalid enum value, `interval_value` < 1, missing required field,
   wrong type...) is quarantined with the validation message; no value is invented.
 """
@@ -35,8 +34,8 @@ from tbd_agents.storage.postgres.tables import TABLES
 from tbd_agents.tools.migration.convert import Findings, id_text, plain
 from tbd_agents.tools.migration.rows import json_text
 
-#: Key of `metadata` under which unknown fields of a document are kept.
-EXTRA_KEY = "mongo_extra"
+#: Column holding the unknown fields of a document.
+EXTRAS = "extras"
 #: `created_at` of a document that has none and whose `_id` is not an ObjectId.
 UNKNOWN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -94,8 +93,8 @@ def _spec(model: type[Entity]) -> CollectionSpec:
         parent=links[0] if links else None,
         unique_keys=model.unique_keys,
         defaulted=defaulted,
-        keeps_extra="metadata" in model.model_fields,
-        fields=frozenset(model.model_fields) - {"id"},
+        keeps_extra=EXTRAS in model.model_fields,
+        fields=frozenset(model.model_fields) - {"id", EXTRAS},
         json_indices=tuple(i for i, c in enumerate(columns) if c in json_columns),
         getter=operator.itemgetter(*columns),
     )
@@ -127,7 +126,7 @@ class Converted:
     problem: str | None = None
     nul: bool = False
     nonfinite: bool = False
-    #: Unknown field names, and whether they were kept in `metadata`.
+    #: Unknown field names, and whether they were kept in `extras`.
     extra: tuple[str, ...] = ()
     extra_kept: bool = False
 
@@ -187,11 +186,8 @@ def convert_document(spec: CollectionSpec, document: Mapping[str, Any]) -> Conve
     result = Converted(id=doc_id, nul=findings.nul, nonfinite=findings.nonfinite)
     if extra:
         result.extra = tuple(extra)
-        metadata = data.get("metadata")
-        if spec.keeps_extra and (
-            metadata is None or (isinstance(metadata, dict) and EXTRA_KEY not in metadata)
-        ):
-            data["metadata"] = {**(metadata or {}), EXTRA_KEY: extra}
+        if spec.keeps_extra:
+            data[EXTRAS] = extra
             result.extra_kept = True
     try:
         model = spec.model.model_validate(data)

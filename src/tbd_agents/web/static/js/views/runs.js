@@ -28,7 +28,7 @@ function row(task, onOpen, onDelete) {
     h("td", {}, onOpen ? h("button", { type: "button", class: "link", onClick: () => onOpen(task) }, when(task.started_at || task.created_at)) : when(task.started_at || task.created_at)),
     h("td", {}, status),
     h("td", {}, task.trigger),
-    h("td", {}, duration(task.started_at, task.completed_at)),
+    h("td", {}, duration(task.started_at, task.finished_at)),
     h("td", {}, tokensOf(task.usage)),
     h("td", {}, costOf(task.usage)),
     h("td", { class: "prompt-cell" }, task.prompt.length > 80 ? `${task.prompt.slice(0, 77)}…` : task.prompt),

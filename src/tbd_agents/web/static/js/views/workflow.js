@@ -188,7 +188,7 @@ export async function renderWorkflowPanel(ctx, workflow, box) {
     const full = await get(`/api/tasks/${encodeURIComponent(task.id)}`);
     log.reset();
     log.status(full.status);
-    if (full.result) log.handle("message", { role: "assistant", content: full.result, final: true });
+    if (full.response) log.handle("message", { role: "assistant", content: full.response, final: true });
     if (full.error) log.handle("error", { message: full.error });
     log.handle("usage", full.usage || {});
   };
