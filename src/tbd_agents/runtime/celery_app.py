@@ -57,7 +57,9 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options={"visibility_timeout": 3600},
     )
 
-    @app.task(name=RUN_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
+    # Not shared: Celery copies shared tasks into every app finalized later in the process, and
+    # this one closes over `settings` (a second app would run the first one's).
+    @app.task(name=RUN_TASK, ignore_result=True, shared=False)  # type: ignore[untyped-decorator]
     def run_task(task_id: str) -> str:
         return worker_state(settings).execute(task_id)
 
