@@ -105,7 +105,7 @@ async def test_a_workflow_run_executes_with_the_engine_and_keeps_the_conversatio
     types = [e.type for e in events]
     assert "tool_call" in types and "tool_result" in types and "message_delta" in types
     row = await leases.load(rt.db, task.id)
-    assert row.status is TaskStatus.COMPLETED and row.result == "21 degrees in Oslo."
+    assert row.status is TaskStatus.COMPLETED and row.response == "21 degrees in Oslo."
     assert row.tool_calls == 1 and row.turns == 2
     # the stored key reached the provider, decrypted
     assert protocol_server.requests[0].headers["authorization"] == "Bearer sk-stored-secret"
