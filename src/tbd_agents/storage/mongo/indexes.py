@@ -121,12 +121,12 @@ async def ensure_collection_indexes(
             try:
                 await coll.create_index(list(spec.keys), name=spec.name, unique=spec.unique)
             except DuplicateKeyError as exc:
-                if model.collection in DUPLICATES_TOLERATED:
+                if name in DUPLICATES_TOLERATED:
                     log.warning(
                         "MongoDB collection %s holds documents with the same %s (%s): the unique "
                         "index %s is left out until they are removed; until then an upsert "
                         "updates one of them. Remove the older duplicates to enforce the key.",
-                        model.collection,
+                        name,
                         ", ".join(spec.fields),
                         exc,
                         spec.name,
