@@ -1,6 +1,6 @@
 """Celery on Redis: the queue of runs and the workers that execute them.
 
-The broker is `REDIS_URL`; there is no result backend (a run's state lives in PostgreSQL, where
+The broker is `REDIS_URL`; there is no result backend (a run's state lives in the database, where
 leases make it trustworthy — Celery reports unknown task ids as PENDING forever). Messages are
 acknowledged late and prefetched one at a time, so a worker holds only the run it executes and
 queued runs go to whichever worker is free. A message redelivered after a worker died finds its
