@@ -226,6 +226,7 @@ class KnowledgeItem(Entity):
                 else:
                     data["content_type"] = KnowledgeContentType.TEXT
         return data
+
     sha256: str | None = None
     status: Annotated[KnowledgeItemStatus, LenientEnum] = KnowledgeItemStatus.PENDING
     tags: StrList = Field(default_factory=list)
