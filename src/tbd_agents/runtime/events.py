@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,7 +44,7 @@ TERMINAL_STATUSES = frozenset(
 )
 _TERMINAL_VALUES = frozenset(s.value for s in TERMINAL_STATUSES)
 _tasks = TABLES["task_executions"]
-_APPEND_RETRIES = 20
+_APPEND_RETRIES = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,13 @@ def _retry_or_raise(exc: IntegrityError, task_id: str) -> None:
     raise exc
 
 
+async def _back_off(attempt: int) -> None:
+    """A short random pause before the next try, growing with the tries: writers that lost the
+    same race spread out instead of all colliding again at once (on a busy machine, immediate
+    retries of many writers can lose every round)."""
+    await asyncio.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))  # noqa: S311
+
+
 def _too_many_writers(task_id: str) -> StorageError:
     return StorageError(f"could not append an event to run {task_id}: too many concurrent writers")
 
@@ -128,12 +137,13 @@ class EventStore:
         Two writers racing on the same run (a worker and a halt request) cannot take the same
         number: the primary key refuses the second, which retries with the next one."""
         stmt = self._insert(task_id, event_type, data)
-        for _ in range(_APPEND_RETRIES):
+        for attempt in range(_APPEND_RETRIES):
             try:
                 async with self.engine.begin() as conn:
                     row = (await conn.execute(stmt)).one()
             except IntegrityError as exc:
                 _retry_or_raise(exc, task_id)
+                await _back_off(attempt)
                 continue
             return RunEvent(task_id, row.seq, event_type, dict(data), row.created_at)
         raise _too_many_writers(task_id)
@@ -145,12 +155,13 @@ class EventStore:
         the event and the state change it reports are one atomic write. Each try runs in a
         savepoint: a `seq` taken by another writer is retried with the next one."""
         stmt = self._insert(task_id, event_type, data)
-        for _ in range(_APPEND_RETRIES):
+        for attempt in range(_APPEND_RETRIES):
             try:
                 async with conn.begin_nested():
                     row = (await conn.execute(stmt)).one()
             except IntegrityError as exc:
                 _retry_or_raise(exc, task_id)
+                await _back_off(attempt)
                 continue
             return RunEvent(task_id, row.seq, event_type, dict(data), row.created_at)
         raise _too_many_writers(task_id)
