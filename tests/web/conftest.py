@@ -1,17 +1,21 @@
 """Browser tests of the dashboard: Debian's Chromium driven headless by Playwright.
 
-One browser and one API server per test session (uvicorn in a thread, on its own migrated
-database of the embedded PostgreSQL 18), with the engine's local OpenAI-protocol server standing
-in for the model. Each test gets a fresh browser context (empty sessionStorage).
+One browser and one API server for the tests of this package (uvicorn in a thread, on its own
+migrated database of the embedded PostgreSQL 18), with the engine's local OpenAI-protocol server
+standing in for the model. Each test gets a fresh browser context (empty sessionStorage).
 Screenshots land in tests/web/artifacts/ (git-ignored).
 
-Every test that drives the browser lives under tests/web/, which pytest runs last: Playwright's
-sync API leaves an event loop registered on the main thread, after which `asyncio.run` (used by
-the fixtures of the other test packages) refuses to start.
+While Playwright's sync API runs, it marks its event loop as the running loop of the main thread,
+also between two calls; `asyncio.run` and pytest-asyncio's loops then refuse to start. So every
+test that drives the browser lives under tests/web/ and Playwright is a package-scoped fixture:
+pytest stops it as soon as the next test to run lies outside this package, and the other tests
+never see its loop, whatever order they run in (xdist hands tests/web to one worker as a whole,
+and other modules may run after it on that worker).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -80,13 +84,21 @@ def ensure_chromium() -> Path:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def playwright_session() -> Iterator[Playwright]:
     with sync_playwright() as p:
         yield p
+    # Stopping Playwright runs its loop to the end, which clears the running-loop mark; if a
+    # future Playwright left it set, every asyncio test after this package would fail.
+    leftover = asyncio._get_running_loop()
+    if leftover is not None:
+        raise RuntimeError(
+            f"Playwright left {leftover!r} marked as running on the main thread after it "
+            "stopped: asyncio tests after tests/web would fail; check the Playwright version"
+        )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright_session: Playwright) -> Iterator[Browser]:
     path = ensure_chromium()
     browser = playwright_session.chromium.launch(
@@ -96,7 +108,7 @@ def browser(playwright_session: Playwright) -> Iterator[Browser]:
     browser.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def model_server() -> Iterator[ProtocolServer]:
     """The engine tests' local OpenAI/Anthropic-protocol server, playing scripted turns."""
     server = ProtocolServer().start()
@@ -128,7 +140,7 @@ class Dashboard:
         return pg.run(create())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def dashboard(pg18_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     """The API (with the dashboard) on a real socket, on a fresh migrated database: one for the
     whole browser suite (tests name their records uniquely and use their own users where they
