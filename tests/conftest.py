@@ -1,12 +1,14 @@
-"""Shared fixtures: one embedded PostgreSQL 18 for the whole run, the machine's PostgreSQL 15."""
+"""Shared fixtures: one embedded PostgreSQL 18 per test process, the machine's PostgreSQL 15;
+and the hooks that run the suite on several worker processes (tests/support/parallel.py)."""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
-from tests.support import pg
+from tests.support import parallel, pg
 
 # Tests never see a developer's settings: every variable of ours comes from the test itself.
 _OURS = ("DB_", "POSTGRES_", "MONGO_", "VECTOR_", "COMPOSE_", "QDRANT_", "REDIS_")
@@ -16,9 +18,27 @@ for _name in list(os.environ):
         del os.environ[_name]
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """`python -m pytest` runs on pytest-xdist workers unless `-n` / `-p no:xdist` says otherwise
+    (before xdist's own hook reads `-n`)."""
+    parallel.default_to_parallel(config)
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    return parallel.auto_workers()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    return parallel.make_scheduler(config, log)
+
+
 @pytest.fixture(scope="session")
 def pg18_server() -> str:
-    """libpq URI of an embedded PostgreSQL 18 + pgvector, started once per test run."""
+    """libpq URI of an embedded PostgreSQL 18 + pgvector, started once per test process (each
+    xdist worker has its own, in its own temp dir on its own Unix socket)."""
     # Not under pytest's temp dir: see pg.private_dir.
     return pg.start_embedded()
 

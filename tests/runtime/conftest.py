@@ -273,7 +273,8 @@ class WorkerPool:
                 "--concurrency",
                 str(concurrency),
                 "--name",
-                f"{name}@test",
+                # Node names are global on the broker: unique per xdist worker process.
+                f"{name}@test-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}",
             ],
             env=settings_env(self.config),
             stdout=handle,
