@@ -25,6 +25,7 @@ import pytest
 
 from tbd_agents.engine.sandbox import Ceilings, Sandbox, SandboxLimits
 from tests.security._attacks import ATTACK_TOOL
+from tests.support import pg
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 NOBODY = 65534
@@ -40,13 +41,15 @@ def _port_open(port: int) -> bool:
 
 
 @pytest.fixture
-def server_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def server_files() -> Iterator[dict[str, str]]:
     """A fake DATA_DIR (key file, pgdata) and a listening unix socket, readable by `nobody` too,
-    so only the confinement (not file permissions) can keep a tool out."""
-    root = Path(tmp_path_factory.mktemp("srv", numbered=True))
+    so only the confinement (not file permissions) can keep a tool out.
+
+    It lies directly under the system temp dir: pytest keeps its own temp dirs in 0700 parents
+    (one level deeper under xdist, and reset to 0700 whenever another pytest run starts), which
+    `nobody` could not traverse."""
+    root = pg.private_dir("tbd-srv-")
     os.chmod(root, 0o755)
-    for p in (root.parent, root.parent.parent):
-        os.chmod(p, 0o755)
     data = root / "tbd-agents"
     (data / "pgdata").mkdir(parents=True)
     key = data / "token-encryption.keys"
