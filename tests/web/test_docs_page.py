@@ -32,6 +32,9 @@ from tests.api.live import live_server
 from tests.support import pg
 
 VIEWERS = ["/docs", "/redoc"]
+#: The first /docs/list of a server builds its OpenAPI document: more than httpx's default 5 s
+#: on a busy machine (several test processes at once).
+TIMEOUT = 60.0
 JS_TYPES = ("text/javascript", "application/javascript")
 
 
@@ -97,6 +100,10 @@ def directives(csp: str) -> dict[str, list[str]]:
     return {d[0]: d[1:] for d in parts}
 
 
+def get(url: str) -> httpx.Response:
+    return httpx.get(url, timeout=TIMEOUT)
+
+
 def external_urls(text: str, base: str) -> list[str]:
     return [u for u in re.findall(r"https?://[^\s\"'<>)]+", text) if not u.startswith(base)]
 
@@ -104,7 +111,7 @@ def external_urls(text: str, base: str) -> list[str]:
 # --- the pages over HTTP --------------------------------------------------------------------------
 @pytest.mark.parametrize("path", VIEWERS)
 def test_viewer_page_has_a_nonce_csp_and_no_external_url(live_url: str, path: str) -> None:
-    first, second = httpx.get(live_url + path), httpx.get(live_url + path)
+    first, second = get(live_url + path), get(live_url + path)
     assert first.status_code == 200 and first.headers["content-type"].startswith("text/html")
     csp = directives(first.headers["content-security-policy"])
     assert csp["default-src"] == ["'none'"]
@@ -127,11 +134,11 @@ def test_viewer_page_has_a_nonce_csp_and_no_external_url(live_url: str, path: st
 
 @pytest.mark.parametrize("path", VIEWERS)
 def test_viewer_assets_are_served_with_their_types(live_url: str, path: str) -> None:
-    page = httpx.get(live_url + path)
+    page = get(live_url + path)
     urls = parse(page.text).urls
     assert any(u.endswith(".js") for u in urls)
     for url in urls:
-        asset = httpx.get(urljoin(live_url + path, url))
+        asset = get(urljoin(live_url + path, url))
         assert asset.status_code == 200, url
         assert asset.headers["x-content-type-options"] == "nosniff", url
         kind = asset.headers["content-type"].split(";")[0]
@@ -146,7 +153,7 @@ def test_viewer_assets_are_served_with_their_types(live_url: str, path: str) -> 
 
 
 def test_list_page_has_no_script_and_links_only_here(live_url: str) -> None:
-    page = httpx.get(live_url + "/docs/list")
+    page = get(live_url + "/docs/list")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     csp = page.headers["content-security-policy"]
     assert "default-src 'none'" in csp and "http" not in csp and "script-src" not in csp
@@ -168,11 +175,11 @@ def test_without_the_assets_package_docs_is_the_list(
     settings = make_settings(tmp_path, postgres_uri=api_db.render_as_string(hide_password=False))
     with live_server(settings) as url:
         for path in VIEWERS:
-            page = httpx.get(url + path)
+            page = get(url + path)
             assert page.status_code == 200 and parse(page.text).scripts == []
             assert page.headers["content-security-policy"] == docs.DOCS_CSP
             assert "/api/agents" in page.text
-        assert httpx.get(url + "/docs/static/swagger-ui.css").status_code == 404
+        assert get(url + "/docs/static/swagger-ui.css").status_code == 404
 
 
 def test_an_unknown_redoc_bundle_is_not_served_as_redoc(tmp_path: Path) -> None:
