@@ -190,7 +190,7 @@ async def test_qdrant_vectors_land_in_pgvector_and_verify(target: URL, tmp_path:
         )
         assert (
             failed.returncode == 1
-            and "qdrant:knowledge_chunks: differing ids (first 1): chunk-1" in failed.stdout
+            and "FAIL qdrant:knowledge_chunks chunk-1: differs" in failed.stdout
         )
     finally:
         await conn.close()

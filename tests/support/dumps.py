@@ -186,6 +186,7 @@ def edge_case_dataset(
             "name": "nul\x00name",
             "description": "a\x00b",
             "tool_definitions": [{"text": "x\x00y"}],
+            "old_label": ["ok", "z\x00"],  # unknown field: kept in extras, NUL rule too
         },
         "agent_nul",
     )
@@ -228,6 +229,7 @@ def edge_case_dataset(
             "agent_id": agent_ref,
             "metadata": {"score": float("nan"), "inf": float("inf")},
         },
+        "session_nan",
     )
     d.warned.add(("chat_sessions", str(nan_session["_id"])))
     bad_session = {"_id": oid(), "agent_id": agent_ref, "message_count": -1}
@@ -330,7 +332,7 @@ def edge_case_dataset(
             "key": "k2",
             "session_id": s1["_id"],
             "embedding": [Int64(1), 2, 0.25, Decimal128("0.5")],
-            "expires_at": _naive(2030, 1, 1),
+            "ttl": _naive(2030, 1, 1),
             "metadata": {"source": "chat"},
             "importance": 0.9,
         },
@@ -402,16 +404,23 @@ def edge_case_dataset(
         {
             "_id": oid(),
             "source_id": source["_id"],
-            "title": "manual.pdf",
+            "name": "manual.pdf",
             "file_id": file_id,
             "file_name": "manual.pdf",
             "file_size": Int64(11),
-            "content_type": "application/pdf",
+            "content_type": "FILE",
+            "mime_type": "application/pdf",
             "status": "INDEXED",
         },
         "kitem",
     )
-    d.quarantine("knowledge_items", {"_id": oid(), "source_id": oid(), "title": "lost"}, "orphan")
+    d.quarantine("knowledge_items", {"_id": oid(), "source_id": oid(), "name": "lost"}, "orphan")
+    # A media type where the existing system keeps the kind (text/file/image): refused.
+    d.quarantine(
+        "knowledge_items",
+        {"_id": oid(), "source_id": source["_id"], "content_type": "application/pdf"},
+        "invalid",
+    )
     d.add(
         "custom_tools",
         {
@@ -468,7 +477,7 @@ def edge_case_dataset(
         {
             "_id": oid(),
             "agent_id": ObjectId(agent_ref),
-            "name": "nightly",
+            "title": "nightly",
             "status": "MAX_TURNS_REACHED",
             "messages": [{"role": "user", "content": "go"}],
             "logs": logs,
@@ -487,12 +496,16 @@ def edge_case_dataset(
             "usage": {"total_tokens": Int64(1234), "cost": Decimal128("0.02")},
             "tool_calls": Int64(4),
             "started_at": _naive(2024, 4, 1, 9, 0, 0),
-            "completed_at": _naive(2024, 4, 1, 9, 5, 0),
+            "finished_at": _naive(2024, 4, 1, 9, 5, 0),
         },
         "task",
     )
-    d.quarantine(
-        "task_executions", {"_id": oid(), "workflow_id": oid(), "status": "completed"}, "orphan"
+    # The workflow was deleted: the existing system kept its executions and schedules, and so
+    # does the migration.
+    d.add(
+        "task_executions",
+        {"_id": oid(), "workflow_id": oid(), "status": "completed"},
+        "task_orphan",
     )
     d.add(
         "scheduled_agents",
@@ -508,8 +521,10 @@ def edge_case_dataset(
     d.quarantine(
         "scheduled_agents", {"_id": oid(), "workflow_id": wf["_id"], "interval_value": 0}, "invalid"
     )
-    d.quarantine(
-        "scheduled_agents", {"_id": oid(), "workflow_id": "gone", "interval_value": 1}, "orphan"
+    d.add(
+        "scheduled_agents",
+        {"_id": oid(), "workflow_id": "gone", "interval_value": 1},
+        "schedule_orphan",
     )
 
     # --- GridFS: files owned through knowledge_items.file_id or metadata.item_id ---------
@@ -518,8 +533,9 @@ def edge_case_dataset(
         {
             "_id": oid(),
             "source_id": str(source["_id"]),
-            "title": "notes",
-            "content_type": "text/markdown",
+            "name": "notes",
+            "content_type": "text",
+            "mime_type": "text/markdown",
         },
         "kitem_meta",
     )

@@ -128,21 +128,3 @@ def canonical_text(row: Mapping[str, Any]) -> str:
 def row_digest(row: Mapping[str, Any]) -> bytes:
     """16-byte BLAKE2b digest of `canonical_text(row)`."""
     return hashlib.blake2b(canonical_text(row).encode("utf-8"), digest_size=16).digest()
-
-
-def field_diff(source: Mapping[str, Any], target: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
-    """Columns whose canonical values differ → (source text, target text), each cut to 200 chars."""
-    diff: dict[str, tuple[str, str]] = {}
-    for column in sorted(set(source) | set(target)):
-        a: list[str] = []
-        b: list[str] = []
-        _canonical(source.get(column), a)
-        _canonical(target.get(column), b)
-        left, right = "".join(a), "".join(b)
-        if left != right:
-            diff[column] = (_cut(left), _cut(right))
-    return diff
-
-
-def _cut(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} chars)"
