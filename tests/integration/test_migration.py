@@ -455,7 +455,7 @@ def test_embedded_target_is_migrated_first_then_backed_up(tmp_path: Path) -> Non
     assert run.returncode == 0, run.stdout + run.stderr
     assert "(embedded PostgreSQL)" in run.stdout and "tbd_agents" in run.stdout
     out = tmp_path / "embedded.dump"
-    cli = ROOT / ".venv" / "bin" / "tbd-agents"
+    cli = Path(sys.executable).with_name("tbd-agents")  # the environment running the tests
     made = subprocess.run(
         [str(cli), "db", "backup", str(out)],
         cwd=tmp_path,

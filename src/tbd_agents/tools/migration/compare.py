@@ -100,6 +100,8 @@ def _enum_of(annotation: Any) -> type[StrEnum] | None:
 
 @dataclass(frozen=True)
 class _Column:
+    #: The column's field path (its name, quoted if it must be).
+    path: str
     enum: type[StrEnum] | None
     #: A null in the source means the default (the column cannot be null).
     defaulted: bool
@@ -117,7 +119,9 @@ def _columns(spec: CollectionSpec) -> dict[str, _Column]:
             default = info.get_default(call_default_factory=True)
             if isinstance(default, StrEnum):
                 default = default.value
-        out[name] = _Column(_enum_of(info.annotation), name in spec.defaulted, default)
+        out[name] = _Column(
+            path_segment(name), _enum_of(info.annotation), name in spec.defaulted, default
+        )
     return out
 
 
@@ -290,7 +294,21 @@ class DocumentComparer:
                 if value is None and column.defaulted:
                     continue  # the default, checked with the columns the document lacks
                 seen.add(key)
-                self._column(walk, key, column, value, row[key])
+                held = row[key]
+                if column.enum is None:
+                    # Fast paths for the common values; everything else is walked.
+                    kind = type(value)
+                    if kind is str and "\x00" not in value:
+                        if held != value or type(held) is not str:
+                            walk.differ(column.path, value, held)
+                        continue
+                    if (kind is int or kind is bool) and type(held) is kind:
+                        if held != value:
+                            walk.differ(column.path, value, held)
+                        continue
+                    walk.value(value, held, column.path)
+                else:
+                    self._enum(walk, key, column, value, held)
             elif key == "id" and id_text(value) == doc_id:
                 continue
             elif key in extras and key != EXACT:
@@ -300,18 +318,19 @@ class DocumentComparer:
         for name, column in self.columns.items():
             if name not in seen:
                 self._default(walk, name, column, document, row)
-        keys = {str(k) for k in document}
         for key in extras:
-            if key != EXACT and key not in keys:
+            if key != EXACT and key not in document:
                 walk.differ(f"{EXTRAS}.{key}", ABSENT, extras[key])
-        for path in exact.keys() - walk.used:
-            walk.differ(
-                f"{EXTRAS}.{EXACT}[{path!r}]", Note("(no changed value there)"), exact[path]
-            )
+        if exact:
+            for path in exact.keys() - walk.used:
+                walk.differ(
+                    f"{EXTRAS}.{EXACT}[{path!r}]", Note("(no changed value there)"), exact[path]
+                )
         return walk.found
 
-    def _column(self, walk: _Walk, name: str, column: _Column, value: Any, held: Any) -> None:
-        if column.enum is not None and isinstance(value, str):
+    def _enum(self, walk: _Walk, name: str, column: _Column, value: Any, held: Any) -> None:
+        assert column.enum is not None
+        if isinstance(value, str):
             text = value
             if "\x00" in text:
                 if not walk.exact_holds(name, exact_string(text)):
@@ -327,7 +346,7 @@ class DocumentComparer:
             if held != expected:
                 walk.differ(name, value, held)
             return
-        walk.value(value, held, path_segment(name))
+        walk.value(value, held, column.path)
 
     def _default(
         self, walk: _Walk, name: str, column: _Column, document: Mapping[str, Any], row: Row
@@ -340,6 +359,8 @@ class DocumentComparer:
             expected = to_utc(created) if isinstance(created, datetime) else _created_at(document)
         else:
             expected = column.default
+            if held == expected and type(held) is type(expected):
+                return
         if isinstance(expected, datetime):
             if not (isinstance(held, datetime) and to_utc(held) == expected):
                 walk.differ(name, Note(f"(no value: {expected.isoformat()})"), held)

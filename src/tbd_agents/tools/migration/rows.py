@@ -68,9 +68,17 @@ def _slow_json(value: Any) -> Iterable[str]:
         yield _encode(value)
 
 
+#: Built once: `json.loads` with keyword arguments builds a decoder per call.
+_decode = json.JSONDecoder(parse_float=Decimal).decode
+
+
 def parse_json(text: str) -> Any:
     """Parse JSONB text read from PostgreSQL without rounding any number."""
-    return json.loads(text, parse_float=Decimal)
+    if text == "{}":
+        return {}
+    if text == "[]":
+        return []
+    return _decode(text)
 
 
 def _number(value: int | float | Decimal) -> str:

@@ -197,6 +197,7 @@ class Verifier:
         comparer = DocumentComparer(spec)
         columns = ", ".join(f'"{c}"' for c in spec.columns)
         select = f'SELECT {columns} FROM "{spec.name}" WHERE id = ANY($1::text[])'
+
         async with self.reader.transaction(readonly=True, isolation="repeatable_read"):
             check.target_rows = await self.reader.fetchval(f'SELECT count(*) FROM "{spec.name}"')
             if present:
