@@ -156,6 +156,30 @@ async def test_missed_run_policy_after_downtime(
     assert again.claimed == []  # the next occurrence is 00:12
 
 
+async def test_a_schedule_of_a_deleted_workflow_never_fires_nor_blocks_the_others(
+    db: AsyncEngine,
+) -> None:
+    """Existing deployments keep schedules whose workflow was deleted; the migration keeps them.
+    They are never due: the tick succeeds and the other schedules fire."""
+    workflow = await make_workflow(db)
+    every_minute: dict[str, Any] = {
+        "interval_value": 1,
+        "interval_unit": IntervalUnit.MINUTES,
+        "start_at": T0,
+        "next_run_at": T0,
+        "overlap_policy": OverlapPolicy.ALLOW,
+    }
+    orphan = await insert_schedule(db, "deleted-workflow", **every_minute)
+    alive = await insert_schedule(db, workflow, **every_minute)
+    scheduler = Scheduler(
+        db, _noop_dispatch, scheduler_id="test", misfire_grace_seconds=90.0, batch_size=1
+    )
+    for minute in range(3):
+        await scheduler.tick(T0 + minute * MIN + timedelta(seconds=1))
+    assert await _runs_of(db, orphan) == 0
+    assert await _runs_of(db, alive) == 3
+
+
 async def test_disabled_schedules_and_future_start_at_do_not_fire(db: AsyncEngine) -> None:
     workflow = await make_workflow(db)
     off = await insert_schedule(

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, exists, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -254,6 +254,10 @@ class Scheduler:
                 select(schedules)
                 .where(schedules.c.enabled.is_(True))
                 .where(schedules.c.next_run_at <= now)
+                # A schedule whose workflow was deleted (kept from an existing deployment, which
+                # never deleted them) has nothing to run: it is never due, so it neither fails
+                # the tick nor takes the place of the others.
+                .where(exists().where(workflows.c.id == schedules.c.workflow_id))
                 .order_by(schedules.c.next_run_at)
                 .limit(self.batch_size)
                 .with_for_update(skip_locked=True)
