@@ -103,7 +103,7 @@ async def _by_ids_and_tags(
     ids: list[str],
     tags: list[str],
     who: _Owner,
-    plan: RunPlan,
+    warnings: list[str],
     label: str,
 ) -> list[Any]:
     """Records named by id or carrying a tag, only those `who` may use; ids of others' records
@@ -114,7 +114,7 @@ async def _by_ids_and_tags(
             if who.allows(getattr(rec, model.owner_field)):
                 found[rec.id] = rec
             else:
-                plan.warnings.append(
+                warnings.append(
                     f"{label} {rec.id} belongs to another owner and was not loaded: "
                     "reference your own records"
                 )
@@ -140,13 +140,16 @@ async def load_plan(
     *,
     model_override: str | None = None,
     outbound: OutboundGuard | None = None,
+    guardrail_ids: Sequence[str] = (),
+    guardrail_tags: Sequence[str] = (),
 ) -> RunPlan:
     """Everything `agent` uses, with secrets resolved; raises InvalidData naming what is missing.
 
     Only records of the agent's owner are loaded (see `_Owner`); records another owner holds
     are skipped with a warning and never resolved with anyone's tokens. `outbound` decides, per
     record owner, which addresses its provider and MCP servers may reach (default: no
-    allow-list, admins and ownerless records trusted)."""
+    allow-list, admins and ownerless records trusted). `guardrail_ids` / `guardrail_tags` add
+    a workflow's guardrails (by id, and enabled ones carrying a tag) to the agent's."""
     outbound = outbound or OutboundGuard(HostPolicy(), AdminDirectory())
     if not agent.provider_id:
         raise InvalidData(f"agent {agent.name!r} has no provider_id: set one (GET /api/providers)")
@@ -186,15 +189,47 @@ async def load_plan(
         model=model,
     )
     plan.skills = await _by_ids_and_tags(
-        repos, Skill, agent.skill_ids, agent.skill_tags, who, plan, "skill"
+        repos, Skill, agent.skill_ids, agent.skill_tags, who, plan.warnings, "skill"
     )
-    plan.guardrails = await _by_ids_and_tags(
-        repos, Guardrail, agent.guardrail_ids, [], who, plan, "guardrail"
+    plan.guardrails = await _guardrails(
+        repos, agent, who, plan.warnings, guardrail_ids, guardrail_tags
     )
     await _load_custom_tools(repos, cipher, agent, config, who, plan)
     await _load_mcp(repos, cipher, agent, config, who, plan, outbound)
     await _load_knowledge_scope(repos, agent, who, plan)
     return plan
+
+
+async def _guardrails(
+    repos: Repositories,
+    agent: Agent,
+    who: _Owner,
+    warnings: list[str],
+    ids: Sequence[str],
+    tags: Sequence[str],
+) -> list[Guardrail]:
+    ids = list(dict.fromkeys([*agent.guardrail_ids, *ids]))
+    found: list[Guardrail] = await _by_ids_and_tags(
+        repos, Guardrail, ids, list(tags), who, warnings, "guardrail"
+    )
+    return found
+
+
+async def load_guardrails(
+    repos: Repositories,
+    agent: Agent,
+    admins: AdminDirectory,
+    *,
+    guardrail_ids: Sequence[str] = (),
+    guardrail_tags: Sequence[str] = (),
+) -> tuple[list[Guardrail], list[str]]:
+    """The guardrails a run of `agent` applies (the agent's, plus a workflow's ids and tags),
+    as `load_plan` selects them, and the warnings about records it skipped."""
+    owner: str | None = getattr(agent, Agent.owner_field or "created_by")
+    who = _Owner(owner, owner is None or await admins.is_admin(repos, owner))
+    warnings: list[str] = []
+    found = await _guardrails(repos, agent, who, warnings, guardrail_ids, guardrail_tags)
+    return found, warnings
 
 
 async def _load_custom_tools(
@@ -206,7 +241,7 @@ async def _load_custom_tools(
     plan: RunPlan,
 ) -> None:
     tools: list[CustomTool] = await _by_ids_and_tags(
-        repos, CustomTool, agent.custom_tool_ids, [], who, plan, "custom tool"
+        repos, CustomTool, agent.custom_tool_ids, [], who, plan.warnings, "custom tool"
     )
     for tool in tools:
         if not tool.is_enabled:
@@ -232,7 +267,13 @@ async def _load_mcp(
     outbound: OutboundGuard,
 ) -> None:
     servers: list[McpServer] = await _by_ids_and_tags(
-        repos, McpServer, agent.mcp_server_ids, agent.mcp_server_tags, who, plan, "MCP server"
+        repos,
+        McpServer,
+        agent.mcp_server_ids,
+        agent.mcp_server_tags,
+        who,
+        plan.warnings,
+        "MCP server",
     )
     for server in servers:
         if server.status is McpServerStatus.DISABLED:
@@ -342,6 +383,8 @@ async def open_plan(
     )  # fmt: skip
     tools.extend(builtins)
     warnings += [f"built-in tool {n!r} not offered: {why}" for n, why in missing]
+    rails = Guardrails.from_records(plan.guardrails)
+    warnings += rails.warnings
     spec = RunSpec(
         provider=build_provider(plan.provider, config),
         model=plan.model,
@@ -350,7 +393,7 @@ async def open_plan(
         agent_id=agent.id,
         owner=agent.created_by,
         tools=tools,
-        guardrails=Guardrails.from_records(plan.guardrails),
+        guardrails=rails,
         skills=[SkillText(s.name, s.instructions, s.description) for s in plan.skills],
         knowledge=knowledge,
         knowledge_source_ids=list(plan.knowledge_source_ids),

@@ -96,7 +96,8 @@ async def request_halt(
             await conn.execute(
                 update(workflows)
                 .where(workflows.c.id == row.workflow_id)
-                .values(status=WorkflowStatus.HALTED.value, updated_at=func.now())
+                .where(workflows.c.status != WorkflowStatus.INACTIVE.value)
+                .values(status=WorkflowStatus.ACTIVE.value, updated_at=func.now())
             )
             final = await events.append_on(
                 conn,

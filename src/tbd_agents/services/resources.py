@@ -195,7 +195,9 @@ SPECS: dict[type[Entity], ResourceSpec] = {
                 Dependant(ScheduledAgent, "workflow_id", OnDelete.CASCADE),
                 Dependant(TaskExecution, "workflow_id", OnDelete.CASCADE),
             ),
-            managed=frozenset({"status", "messages", "logs", "last_run_at"}),
+            # `status` may be set to active / inactive (api.schemas: WorkflowInput); the run
+            # state below is the runs' to write.
+            managed=frozenset({"messages", "logs", "last_run_at", "current_turn", "usage"}),
         ),
         ResourceSpec(
             TaskExecution,

@@ -111,6 +111,30 @@ class McpServerInput(Input):
         return self
 
 
+#: Workflow statuses a client may set (`inactive` refuses prompts); runs set the others.
+SETTABLE_WORKFLOW_STATUSES = frozenset({"active", "inactive"})
+
+
+def check_workflow_status(value: Any) -> None:
+    """ValueError unless `value` is a workflow status a client may set."""
+    text = getattr(value, "value", value)
+    folded = text.strip().lower() if isinstance(text, str) else text
+    if folded not in SETTABLE_WORKFLOW_STATUSES:
+        raise ValueError(
+            f"status: a workflow's status can be set to active or inactive, not {text!r} "
+            "(the other values are set by its runs)"
+        )
+
+
+class WorkflowInput(Input):
+    @model_validator(mode="after")
+    def _status(self) -> Any:
+        status = getattr(self, "status", None)
+        if status is not None:
+            check_workflow_status(status)
+        return self
+
+
 class ProviderInput(Input):
     @model_validator(mode="after")
     def _provider(self) -> Any:
