@@ -41,7 +41,7 @@ async def test_upload_download_search_delete(
         "/api/knowledge-items",
         json={
             "source_id": source["id"],
-            "title": "notes",
+            "name": "notes",
             "text_content": "Rotate the pager every Monday.",
         },
     )
@@ -180,7 +180,7 @@ async def test_the_api_server_sweeps_expired_memories_with_their_vectors(
                 short = await repos.for_model(Memory).find_one(eq("key", "short"))
                 assert short is not None
                 await repos.for_model(Memory).update(
-                    short.id, {"expires_at": short.created_at - timedelta(seconds=1)}
+                    short.id, {"ttl": short.created_at - timedelta(seconds=1)}
                 )
 
             async def vectors() -> set[str]:

@@ -188,7 +188,7 @@ async def test_run_sees_only_its_declared_env(
         {
             "name": uniq("env"),
             "source_code": "import os\ndef run():\n    return dict(os.environ)\n",
-            "env": {"SERVICE_KEY": "{{token:" + token + "}}"},
+            "env_config": {"SERVICE_KEY": "{{token:" + token + "}}"},
         },
     )
     body = (await alice.post(f"/api/custom-tools/{tool['id']}/run", json={})).json()

@@ -330,7 +330,7 @@ def edge_case_dataset(
             "key": "k2",
             "session_id": s1["_id"],
             "embedding": [Int64(1), 2, 0.25, Decimal128("0.5")],
-            "expires_at": _naive(2030, 1, 1),
+            "ttl": _naive(2030, 1, 1),
             "metadata": {"source": "chat"},
             "importance": 0.9,
         },

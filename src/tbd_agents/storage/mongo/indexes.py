@@ -13,11 +13,16 @@ queries from an index:
 
 An existing index on the same keys under another name (e.g. one created by an older version) is
 accepted as it is. A clash that needs a decision — a non-unique index where a unique one is
-needed, duplicates that prevent a unique index — stops with a `StorageError` naming the fix.
+needed, duplicates that prevent a unique index — stops with a `StorageError` naming the fix;
+except on the collections in `DUPLICATES_TOLERATED`, where the existing TBD Agents had no unique
+index, so an existing database may hold duplicates it wrote itself: there the unique index is
+left out with a warning naming the duplicates and the fix, and the hub starts (an upsert then
+updates one of the duplicates; the index is built at the first start after they are removed).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,11 +30,16 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
-from tbd_agents.domain.models import Entity
+from tbd_agents.domain.models import Entity, Memory
 from tbd_agents.errors import StorageError
 from tbd_agents.storage.postgres.schema import BTREE_INDEXES, GIN_INDEXES
 
 _PERMISSION_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed
+
+#: Collections whose unique key the existing TBD Agents did not enforce (see the module doc).
+DUPLICATES_TOLERATED = frozenset({Memory.collection})
+
+log = logging.getLogger(__name__)
 
 Keys = tuple[tuple[str, Any], ...]  # (field, 1 | -1 | "text" | ...)
 
@@ -104,6 +114,17 @@ async def ensure_indexes(
             try:
                 await coll.create_index(list(spec.keys), name=spec.name, unique=spec.unique)
             except DuplicateKeyError as exc:
+                if model.collection in DUPLICATES_TOLERATED:
+                    log.warning(
+                        "MongoDB collection %s holds documents with the same %s (%s): the unique "
+                        "index %s is left out until they are removed; until then an upsert "
+                        "updates one of them. Remove the older duplicates to enforce the key.",
+                        model.collection,
+                        ", ".join(spec.fields),
+                        exc,
+                        spec.name,
+                    )
+                    continue
                 raise StorageError(
                     f"cannot create the unique index {spec.name} on MongoDB collection "
                     f"{model.collection}: documents share the same {', '.join(spec.fields)} "
