@@ -117,7 +117,7 @@ async def make_workflow(
             insert(TABLES["workflows"]).values(
                 id=workflow_id,
                 agent_id=agent_id,
-                name="runtime test workflow",
+                title="runtime test workflow",
                 webhook_url=webhook_url,
                 error_webhook_url=error_webhook_url,
                 github_user=owner,

@@ -131,7 +131,7 @@ async def test_purge_keeps_running_runs_and_recent_ones(db: AsyncEngine) -> None
             await conn.execute(
                 update(tasks)
                 .where(tasks.c.id == task_id)
-                .values(status=status, completed_at=ended, updated_at=now - timedelta(days=50))
+                .values(status=status, finished_at=ended, updated_at=now - timedelta(days=50))
             )
     assert await store.purge(now - timedelta(days=30)) == 1
     assert await store.read(old_id) == []

@@ -24,6 +24,7 @@ from tbd_agents.domain.models import (
     McpServer,
     Provider,
     Skill,
+    Workflow,
 )
 from tbd_agents.engine.catalog import ModelCatalog
 from tbd_agents.engine.compaction import CompactionPolicy
@@ -140,16 +141,15 @@ async def load_plan(
     *,
     model_override: str | None = None,
     outbound: OutboundGuard | None = None,
-    guardrail_ids: Sequence[str] = (),
-    guardrail_tags: Sequence[str] = (),
+    workflow: Workflow | None = None,
 ) -> RunPlan:
     """Everything `agent` uses, with secrets resolved; raises InvalidData naming what is missing.
 
     Only records of the agent's owner are loaded (see `_Owner`); records another owner holds
     are skipped with a warning and never resolved with anyone's tokens. `outbound` decides, per
     record owner, which addresses its provider and MCP servers may reach (default: no
-    allow-list, admins and ownerless records trusted). `guardrail_ids` / `guardrail_tags` add
-    a workflow's guardrails (by id, and enabled ones carrying a tag) to the agent's."""
+    allow-list, admins and ownerless records trusted). For a run of `workflow`, its guardrails
+    join the agent's (`load_guardrails`)."""
     outbound = outbound or OutboundGuard(HostPolicy(), AdminDirectory())
     if not agent.provider_id:
         raise InvalidData(f"agent {agent.name!r} has no provider_id: set one (GET /api/providers)")
@@ -191,28 +191,19 @@ async def load_plan(
     plan.skills = await _by_ids_and_tags(
         repos, Skill, agent.skill_ids, agent.skill_tags, who, plan.warnings, "skill"
     )
-    plan.guardrails = await _guardrails(
-        repos, agent, who, plan.warnings, guardrail_ids, guardrail_tags
+    plan.guardrails, skipped = await load_guardrails(
+        repos, agent, config.host.admins, workflow=workflow
     )
+    plan.warnings += skipped
     await _load_custom_tools(repos, cipher, agent, config, who, plan)
     await _load_mcp(repos, cipher, agent, config, who, plan, outbound)
     await _load_knowledge_scope(repos, agent, who, plan)
     return plan
 
 
-async def _guardrails(
-    repos: Repositories,
-    agent: Agent,
-    who: _Owner,
-    warnings: list[str],
-    ids: Sequence[str],
-    tags: Sequence[str],
-) -> list[Guardrail]:
-    ids = list(dict.fromkeys([*agent.guardrail_ids, *ids]))
-    found: list[Guardrail] = await _by_ids_and_tags(
-        repos, Guardrail, ids, list(tags), who, warnings, "guardrail"
-    )
-    return found
+async def _owner_of(repos: Repositories, record: Entity, admins: AdminDirectory) -> _Owner:
+    owner: str | None = getattr(record, type(record).owner_field or "created_by")
+    return _Owner(owner, owner is None or await admins.is_admin(repos, owner))
 
 
 async def load_guardrails(
@@ -220,16 +211,27 @@ async def load_guardrails(
     agent: Agent,
     admins: AdminDirectory,
     *,
-    guardrail_ids: Sequence[str] = (),
-    guardrail_tags: Sequence[str] = (),
+    workflow: Workflow | None = None,
 ) -> tuple[list[Guardrail], list[str]]:
-    """The guardrails a run of `agent` applies (the agent's, plus a workflow's ids and tags),
-    as `load_plan` selects them, and the warnings about records it skipped."""
-    owner: str | None = getattr(agent, Agent.owner_field or "created_by")
-    who = _Owner(owner, owner is None or await admins.is_admin(repos, owner))
+    """The guardrails a run of `agent` applies, and warnings about records it skipped: the
+    agent's `guardrail_ids` (records of the agent's owner), plus, for a workflow run, the
+    workflow's `guardrail_ids` and the records carrying one of its `guardrail_tags` (records
+    of the workflow's owner). Disabled ones are returned too; `Guardrails` drops them."""
     warnings: list[str] = []
-    found = await _guardrails(repos, agent, who, warnings, guardrail_ids, guardrail_tags)
-    return found, warnings
+    found: dict[str, Guardrail] = {}
+    who = await _owner_of(repos, agent, admins)
+    for rec in await _by_ids_and_tags(
+        repos, Guardrail, agent.guardrail_ids, [], who, warnings, "guardrail"
+    ):
+        found[rec.id] = rec
+    if workflow is not None and (workflow.guardrail_ids or workflow.guardrail_tags):
+        who = await _owner_of(repos, workflow, admins)
+        for rec in await _by_ids_and_tags(
+            repos, Guardrail, workflow.guardrail_ids, workflow.guardrail_tags, who, warnings,
+            "guardrail",
+        ):  # fmt: skip
+            found.setdefault(rec.id, rec)
+    return list(found.values()), warnings
 
 
 async def _load_custom_tools(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,16 +86,15 @@ async def run_agent(
     *,
     model_override: str | None = None,
     max_turns: int | None = None,
-    guardrail_ids: Sequence[str] = (),
-    guardrail_tags: Sequence[str] = (),
+    workflow: Workflow | None = None,
 ) -> Any:
-    """Build the agent's run and execute it; returns the loop's `RunResult`. `guardrail_ids`
-    and `guardrail_tags` (a workflow's) add guardrails to the agent's."""
+    """Build the agent's run and execute it; returns the loop's `RunResult`. For a run of
+    `workflow`, its guardrails join the agent's."""
     async with services.store.unit_of_work() as repos:
         plan = await load_plan(
             repos, services.cipher, agent, services.config,
             model_override=model_override, outbound=services.outbound,
-            guardrail_ids=guardrail_ids, guardrail_tags=guardrail_tags,
+            workflow=workflow,
         )  # fmt: skip
     spec, conns = await open_plan(
         plan, services.config, services.catalog,
@@ -149,7 +147,7 @@ class EngineExecutor:
             result = await run_agent(
                 self.services, agent, inp, runlog, halt,
                 model_override=workflow.model, max_turns=workflow.max_turns,
-                guardrail_ids=workflow.guardrail_ids, guardrail_tags=workflow.guardrail_tags,
+                workflow=workflow,
             )  # fmt: skip
         except BaseException as exc:
             runlog.finish(TaskStatus.FAILED, getattr(exc, "message", None) or repr(exc))

@@ -98,11 +98,5 @@ async def prepare_prompt(
     `request` through (422); the effective prompt to start the run with."""
     ensure_accepts_prompts(workflow)
     agent: Agent = await repos.agents.get(workflow.agent_id)
-    records, _ = await load_guardrails(
-        repos,
-        agent,
-        admins or AdminDirectory(),
-        guardrail_ids=workflow.guardrail_ids,
-        guardrail_tags=workflow.guardrail_tags,
-    )
+    records, _ = await load_guardrails(repos, agent, admins or AdminDirectory(), workflow=workflow)
     return check_prompt(Guardrails.from_records(records), prompt, request)
