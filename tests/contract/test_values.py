@@ -131,8 +131,6 @@ async def test_update_with_an_offset_datetime_stores_utc(store: DocumentStore) -
     memory = Memory(agent_id="a", key="k")
     async with store.unit_of_work() as repos:
         await repos.memories.create(memory)
-        updated = await repos.memories.update(
-            memory.id, {"ttl": "2024-05-05T20:00:00-05:00"}
-        )
+        updated = await repos.memories.update(memory.id, {"ttl": "2024-05-05T20:00:00-05:00"})
     assert updated.ttl == datetime(2024, 5, 5, 20, tzinfo=minus_five)
     assert updated.ttl is not None and updated.ttl.utcoffset() == timedelta(0)

@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from cryptography.fernet import Fernet
 
 from tbd_agents.config import Settings
 from tbd_agents.domain.enums import GuardrailAction, GuardrailType, ProviderType, TaskStatus
-from tbd_agents.domain.models import Agent, CustomTool, Guardrail, Provider, Token, Workflow
+from tbd_agents.domain.models import (
+    Agent,
+    CustomTool,
+    Guardrail,
+    McpServer,
+    Provider,
+    Token,
+    Workflow,
+)
 from tbd_agents.errors import Conflict, InvalidData
 from tbd_agents.runtime import leases
 from tbd_agents.runtime.service import Runtime
@@ -20,6 +28,7 @@ from tbd_agents.security.cipher import KeyRingProvider
 from tbd_agents.services.workflow_runs import prepare_prompt
 from tbd_agents.storage.postgres.engine import create_engine
 from tbd_agents.storage.postgres.repository import PostgresStore
+from tests.engine.mcp_fixtures import http_server
 from tests.engine.protocol_server import ProtocolServer, Turn
 from tests.support import pg
 
@@ -347,3 +356,42 @@ async def test_a_structured_request_is_prepared_and_checked_by_request_guardrail
         current = await repos.workflows.get(wf.id)
         with pytest.raises(Conflict, match="set its status to active"):
             await prepare_prompt(repos, current, prompt=None, request={"order_id": 7})
+
+
+@pytest.fixture(scope="module")
+def streamable_url() -> Iterator[str]:
+    with http_server("streamable-http") as url:
+        yield url
+
+
+async def test_stored_mcp_servers_over_http_are_used_unless_disabled(
+    runtime, protocol_server: ProtocolServer, streamable_url: str
+) -> None:
+    """Records as the existing system stored them: transport `http` (streamable HTTP), status
+    `registered`; only `disabled` keeps a server out of a run."""
+    rt, store, settings = runtime
+    protocol_server.reset()
+    wf = await seed(store, settings, protocol_server.url, name="mcp-user")
+    async with store.unit_of_work() as repos:
+        ids = []
+        for name, status in (("calc", "registered"), ("calc-off", "disabled")):
+            server = McpServer.model_validate(
+                {
+                    "name": name,
+                    "transport_type": "http",
+                    "connection_config": {"url": streamable_url, "headers": {}},
+                    "allowed_tools": ["add"],
+                    "status": status,
+                    "created_by": "alice",
+                }
+            )
+            ids.append((await repos.mcp_servers.create(server)).id)
+        await repos.agents.update(wf.agent_id, {"mcp_server_ids": ids})
+    protocol_server.script(Turn(tool_calls=[("add", {"a": 2, "b": 3})]), Turn(text="It is 5."))
+    task = await rt.start_run(wf.id, "2+3?")
+    await finish(rt, task.id)
+    row = await leases.load(rt.db, task.id)
+    assert row.status is TaskStatus.COMPLETED, row.error
+    assert protocol_server.requests[0].tool_names() == ["add"]  # the disabled one is not there
+    result = next(e for e in row.logs if e["event"] == "tool_result")
+    assert result["tool_output"] == "5"
