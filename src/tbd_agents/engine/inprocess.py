@@ -226,8 +226,9 @@ async def engine_services(
             services.memory_service = MemoryService(
                 store, vectors, embedder, max_per_agent=settings.memory_max_per_agent
             )
+            cipher = services.cipher
             services.retriever = KnowledgeRetriever(
-                store, vectors, embedder, outbound=services.outbound
+                store, vectors, embedder, outbound=services.outbound, cipher=lambda: cipher
             )
         except Exception:
             log.warning("memory and knowledge are unavailable to agents", exc_info=True)
