@@ -105,7 +105,7 @@ export const RESOURCES = {
     fields: [
       NAME,
       DESCRIPTION,
-      { name: "guardrail_type", label: "Applies to", kind: "select", options: enumOptions("input", "output", "request", "tool"), default: "input" },
+      { name: "guardrail_type", label: "Applies to", kind: "select", options: enumOptions("prompt", "input", "output", "request", "tool"), default: "input" },
       { name: "action", label: "Action", kind: "select", options: enumOptions("block", "redact", "flag"), default: "block" },
       { name: "enabled", label: "Enabled", kind: "checkbox", default: true },
       { name: "patterns", label: "Patterns (regular expressions)", kind: "lines", rows: 4 },
@@ -122,10 +122,11 @@ export const RESOURCES = {
     deleteNote: "Agents that use this provider must be changed or deleted first.",
     fields: [
       NAME,
+      DESCRIPTION,
       { name: "provider_type", label: "Type", kind: "select", options: enumOptions("openai", "azure_openai", "anthropic", "custom", "github_copilot"), default: "openai" },
       { name: "base_url", label: "Base URL", kind: "text", nullable: true, placeholder: "https://… (empty for the vendor's default)" },
       { name: "api_key_token_name", label: "API key token", kind: "select", nullable: true, noneLabel: "— no key —", options: async () => (await listAll("/api/tokens")).map((t) => ({ value: t.name, label: t.name })), help: "The token holding the API key (its value is never shown here)." },
-      { name: "auth_type", label: "Authentication", kind: "select", options: enumOptions("api_key", "bearer", "none"), default: "api_key" },
+      { name: "auth_type", label: "Authentication", kind: "select", options: enumOptions("x-api-key", "bearer", "api_key", "none"), default: "x-api-key", help: "x-api-key (or api_key): the provider's own way (Anthropic: x-api-key header; OpenAI-compatible: Bearer). bearer: Authorization: Bearer (Anthropic gateways)." },
       { name: "default_model", label: "Default model", kind: "text", nullable: true },
       { name: "models", label: "Models", kind: "lines", help: "One model name per line (offered when editing agents)." },
       { name: "azure_deployment", label: "Azure deployment", kind: "text", nullable: true, showIf: (v) => v.provider_type === "azure_openai" },
@@ -157,7 +158,7 @@ export const RESOURCES = {
     fields: [
       NAME,
       DESCRIPTION,
-      { name: "source_type", label: "Type", kind: "select", options: enumOptions("manual", "file", "url", "github", "qdrant", "pgvector"), default: "manual" },
+      { name: "source_type", label: "Type", kind: "select", options: enumOptions("manual", "mongo_db", "file", "url", "github", "qdrant", "vector_db", "pgvector"), default: "manual" },
       { name: "connection_config", label: "Connection (JSON)", kind: "json", rows: 3, help: "Only for external sources (URL, GitHub, …)." },
       TAGS,
     ],
@@ -211,6 +212,7 @@ export const RESOURCES = {
     fields: [
       { name: "title", label: "Title", kind: "text", nullable: true },
       { name: "agent_id", label: "Agent", kind: "select", required: true, options: named("/api/agents") },
+      { name: "status", label: "Status", kind: "select", options: enumOptions("active", "inactive"), default: "active", help: "An inactive workflow refuses prompts and runs." },
       DESCRIPTION,
       { name: "model", label: "Model override", kind: "text", nullable: true },
       { name: "max_turns", label: "Max turns", kind: "integer", min: 1, default: 5 },
