@@ -116,3 +116,19 @@ class ProviderInput(Input):
     def _provider(self) -> Any:
         check_provider(getattr(self, "base_url", None), getattr(self, "extra_headers", None))
         return self
+
+
+#: Workflow statuses a client may set; the others describe runs and are set by the run-time.
+SETTABLE_WORKFLOW_STATUSES = ("active", "inactive")
+
+
+class WorkflowInput(Input):
+    @model_validator(mode="after")
+    def _status(self) -> Any:
+        status = getattr(self, "status", None)
+        if status is not None and str(status) not in SETTABLE_WORKFLOW_STATUSES:
+            raise ValueError(
+                f"status: a workflow can be set to {' or '.join(SETTABLE_WORKFLOW_STATUSES)} "
+                f"(not {str(status)!r}); the other statuses describe its runs"
+            )
+        return self
