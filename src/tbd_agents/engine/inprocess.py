@@ -61,6 +61,13 @@ class EngineServices:
     memory_service: Any | None = None  # services.memory.MemoryService
     retriever: Any | None = None  # knowledge.retrieval.KnowledgeRetriever
     outbound: OutboundGuard | None = None  # None: no allow-list, admins trusted
+    owned_vectors: Any | None = None  # a vector store opened for these services (closed by aclose)
+
+    async def aclose(self) -> None:
+        """Close what these services opened themselves (their vector store)."""
+        vectors, self.owned_vectors = self.owned_vectors, None
+        if vectors is not None:
+            await vectors.close()
 
     def memory_for(self, agent: Agent) -> MemoryStore | None:
         if self.memory_service is None:
@@ -197,14 +204,24 @@ class EngineExecutor:
             await repos.task_executions.update(task.id, recorded)
 
     async def aclose(self) -> None:
+        await self.services.aclose()
         if self._owns_store:
             await self.services.store.close()
 
 
 async def engine_services(
-    settings: Settings, store: DocumentStore, db: Any | None = None
+    settings: Settings,
+    store: DocumentStore,
+    *,
+    vectors: Any | None = None,
+    embedder: Any | None = None,
 ) -> EngineServices:
-    """Engine services for `settings`: memory and knowledge when their stores can be built."""
+    """Engine services for `settings`: memory and knowledge when their stores can be built.
+
+    Memory and knowledge use the vector store of the settings (`vectors.factory`: pgvector on
+    the PostgreSQL store, Qdrant with the MongoDB profile), whatever the document store is.
+    `vectors` / `embedder`: the process's own, when it has them open already (the API's
+    knowledge services); otherwise they are opened here and closed with the executor."""
     config = EngineConfig.from_settings(settings)
     services = EngineServices(
         store=store,
@@ -214,24 +231,26 @@ async def engine_services(
         sandbox=Sandbox.from_config(config),
         outbound=outbound_guard(settings),
     )
-    if db is not None:
-        try:
-            from tbd_agents.embeddings.factory import load_embedder
-            from tbd_agents.knowledge.retrieval import KnowledgeRetriever
-            from tbd_agents.services.memory import MemoryService
-            from tbd_agents.vectors.pgvector import PgVectorStore
+    try:
+        from tbd_agents.embeddings.factory import load_embedder
+        from tbd_agents.knowledge.retrieval import KnowledgeRetriever
+        from tbd_agents.services.memory import MemoryService
+        from tbd_agents.vectors.factory import open_vector_store
 
+        if embedder is None:
             embedder = (await load_embedder(settings)).embedder
-            vectors = PgVectorStore(db)
-            services.memory_service = MemoryService(
-                store, vectors, embedder, max_per_agent=settings.memory_max_per_agent
-            )
-            cipher = services.cipher
-            services.retriever = KnowledgeRetriever(
-                store, vectors, embedder, outbound=services.outbound, cipher=lambda: cipher
-            )
-        except Exception:
-            log.warning("memory and knowledge are unavailable to agents", exc_info=True)
+        if vectors is None:
+            vectors = open_vector_store(settings, store)
+            services.owned_vectors = vectors
+        services.memory_service = MemoryService(
+            store, vectors, embedder, max_per_agent=settings.memory_max_per_agent
+        )
+        cipher = services.cipher
+        services.retriever = KnowledgeRetriever(
+            store, vectors, embedder, outbound=services.outbound, cipher=lambda: cipher
+        )
+    except Exception:
+        log.warning("memory and knowledge are unavailable to agents", exc_info=True)
     return services
 
 
@@ -243,5 +262,7 @@ async def build_executor(context: Any) -> EngineExecutor:
         from tbd_agents.storage.factory import open_store
 
         store = await open_store(context.settings)
-    db = context.db if getattr(context.settings, "db_backend", None) == "postgres" else None
-    return EngineExecutor(await engine_services(context.settings, store, db), owns_store=owns)
+    services = await engine_services(
+        context.settings, store, vectors=getattr(context, "vectors", None)
+    )
+    return EngineExecutor(services, owns_store=owns)

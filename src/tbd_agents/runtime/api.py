@@ -1,9 +1,9 @@
 """HTTP endpoints of the runtime: start, follow (SSE), halt, webhook log, schedule history.
 
 The router carries its own lifespan: when the app starts it builds the process's `Runtime` (on
-the app's PostgreSQL store), starts its upkeep loop — and, with no REDIS_URL, the scheduler, so
-the embedded default runs everything in one process — and closes it on shutdown. The runtime is
-also published as `ctx.services["runtime"]` for other routers (workflow prompts, chat).
+the app's store: PostgreSQL through a small pool of its own, or MongoDB on the same database),
+starts its upkeep loop — and, with no REDIS_URL, the scheduler, so the embedded default runs
+everything in one process — and closes it on shutdown. The runtime is also published as `ctx.services["runtime"]` for other routers (workflow prompts, chat).
 
 Authorisation follows the parent workflow: a caller sees the runs, events and deliveries of the
 workflows it owns (admins: all); starting, halting and rotating secrets need a writable key.
@@ -29,7 +29,6 @@ from tbd_agents.domain.enums import TaskStatus
 from tbd_agents.domain.models import ScheduledAgent, TaskExecution, Workflow
 from tbd_agents.errors import ConfigurationError, Conflict, InvalidData, NotFound
 from tbd_agents.runtime.events import RunEvent
-from tbd_agents.runtime.scheduler import schedule_history
 from tbd_agents.runtime.service import Runtime
 from tbd_agents.services.access import Principal, ensure_visible
 from tbd_agents.services.privilege import AdminDirectory
@@ -41,43 +40,58 @@ from tbd_agents.storage.protocol import desc, eq, in_
 KEEPALIVE_SECONDS = 15.0
 
 
-def _require_postgres(ctx: ApiContext) -> Any:
-    url = getattr(ctx.store, "url", None)
-    if ctx.store.backend != "postgres" or url is None:
-        raise ConfigurationError(
-            "runs, schedules and webhooks need the PostgreSQL store (DB_BACKEND=postgres)"
-        )
-    return url
+def _unsupported(ctx: ApiContext) -> ConfigurationError:
+    return ConfigurationError(
+        f"runs, schedules and webhooks need the PostgreSQL or the MongoDB store "
+        f"(DB_BACKEND=postgres or mongo), not {ctx.store.backend!r}"
+    )
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     ctx: ApiContext = app.state.ctx
-    if ctx.store.backend != "postgres":
-        yield  # the runtime needs PostgreSQL; its endpoints answer with the reason
-        return
     settings = ctx.settings
-    # Its own small pool: background upkeep never competes with requests for connections.
-    engine = create_engine(
-        _require_postgres(ctx),
-        application_name=f"{settings.application_name}-runtime",
-        pool_size=4,
-        max_overflow=4,
-        connect_timeout=settings.postgres_connect_timeout,
-    )
-    try:
-        runtime = await Runtime.open(
-            settings, engine, role="api", cipher=ctx.cipher(), store=ctx.store
+    backend = ctx.store.backend
+    url = getattr(ctx.store, "url", None)
+    if backend == "postgres" and url is not None:
+        # Its own small pool: background upkeep never competes with requests for connections.
+        engine = create_engine(
+            url,
+            application_name=f"{settings.application_name}-runtime",
+            pool_size=4,
+            max_overflow=4,
+            connect_timeout=settings.postgres_connect_timeout,
         )
-        await runtime.start(scheduler=not runtime.distributed)
-        ctx.services["runtime"] = runtime
         try:
-            yield
+            async with _running(ctx, engine):
+                yield
         finally:
-            ctx.services.pop("runtime", None)
-            await runtime.aclose(drain_seconds=settings.run_lease_seconds)
+            await engine.dispose()
+    elif backend == "mongo":
+        async with _running(ctx, ctx.store):  # same client and database as the documents
+            yield
+    else:
+        yield  # no runtime here; its endpoints answer with the reason
+
+
+@asynccontextmanager
+async def _running(ctx: ApiContext, db: Any) -> AsyncIterator[None]:
+    settings = ctx.settings
+    runtime = await Runtime.open(
+        settings,
+        db,
+        role="api",
+        cipher=ctx.cipher(),
+        store=ctx.store,
+        vectors=ctx.services.get("vector_store"),
+    )
+    await runtime.start(scheduler=not runtime.distributed)
+    ctx.services["runtime"] = runtime
+    try:
+        yield
     finally:
-        await engine.dispose()
+        ctx.services.pop("runtime", None)
+        await runtime.aclose(drain_seconds=settings.run_lease_seconds)
 
 
 router = APIRouter(tags=["runs"], lifespan=lifespan, responses=ERRORS)
@@ -86,7 +100,8 @@ router = APIRouter(tags=["runs"], lifespan=lifespan, responses=ERRORS)
 def runtime_of(ctx: ApiContext) -> Runtime:
     runtime = ctx.services.get("runtime")
     if not isinstance(runtime, Runtime):
-        _require_postgres(ctx)  # raises the reason
+        if ctx.store.backend not in ("postgres", "mongo"):
+            raise _unsupported(ctx)
         raise ConfigurationError("the runtime is not running in this process")
     return runtime
 
@@ -161,7 +176,7 @@ async def _stream(events: AsyncIterator[RunEvent]) -> AsyncIterator[bytes]:
             await aclose()
 
 
-#: Event numbers are PostgreSQL `integer`s.
+#: Event numbers are PostgreSQL `integer`s (the same bound applies on MongoDB).
 MAX_EVENT_ID = 2**31 - 1
 LastEventQuery = Annotated[
     int | None,
@@ -374,5 +389,5 @@ async def history(
     async with ctx.store.unit_of_work() as repos:
         schedule: ScheduledAgent = await repos.scheduled_agents.get(schedule_id)
     ensure_visible(schedule, caller)
-    found = await schedule_history(runtime_of(ctx).db, schedule_id, limit=limit)
+    found = await runtime_of(ctx).runs.schedule_history(schedule_id, limit=limit)
     return [OccurrenceOut.model_validate(asdict(o)) for o in found]

@@ -195,8 +195,7 @@ SPECS: dict[type[Entity], ResourceSpec] = {
                 Dependant(ScheduledAgent, "workflow_id", OnDelete.CASCADE),
                 Dependant(TaskExecution, "workflow_id", OnDelete.CASCADE),
             ),
-            # `status` may be set to active / inactive (api.schemas: WorkflowInput); the run
-            # state below is the runs' to write.
+            # `status` is writable as active/inactive only (WorkflowInput); runs set the rest.
             managed=frozenset({"messages", "logs", "last_run_at", "current_turn", "usage"}),
         ),
         ResourceSpec(

@@ -111,32 +111,24 @@ class McpServerInput(Input):
         return self
 
 
-#: Workflow statuses a client may set (`inactive` refuses prompts); runs set the others.
-SETTABLE_WORKFLOW_STATUSES = frozenset({"active", "inactive"})
+class ProviderInput(Input):
+    @model_validator(mode="after")
+    def _provider(self) -> Any:
+        check_provider(getattr(self, "base_url", None), getattr(self, "extra_headers", None))
+        return self
 
 
-def check_workflow_status(value: Any) -> None:
-    """ValueError unless `value` is a workflow status a client may set."""
-    text = getattr(value, "value", value)
-    folded = text.strip().lower() if isinstance(text, str) else text
-    if folded not in SETTABLE_WORKFLOW_STATUSES:
-        raise ValueError(
-            f"status: a workflow's status can be set to active or inactive, not {text!r} "
-            "(the other values are set by its runs)"
-        )
+#: Workflow statuses a client may set; the others describe runs and are set by the run-time.
+SETTABLE_WORKFLOW_STATUSES = ("active", "inactive")
 
 
 class WorkflowInput(Input):
     @model_validator(mode="after")
     def _status(self) -> Any:
         status = getattr(self, "status", None)
-        if status is not None:
-            check_workflow_status(status)
-        return self
-
-
-class ProviderInput(Input):
-    @model_validator(mode="after")
-    def _provider(self) -> Any:
-        check_provider(getattr(self, "base_url", None), getattr(self, "extra_headers", None))
+        if status is not None and str(status) not in SETTABLE_WORKFLOW_STATUSES:
+            raise ValueError(
+                f"status: a workflow can be set to {' or '.join(SETTABLE_WORKFLOW_STATUSES)} "
+                f"(not {str(status)!r}); the other statuses describe its runs"
+            )
         return self

@@ -104,22 +104,29 @@ async def ensure_indexes(
     database: AsyncDatabase[dict[str, Any]], models: Iterable[type[Entity]]
 ) -> list[str]:
     """Create the planned indexes that are missing; return the names created."""
+    return await ensure_collection_indexes(database, {m.collection: index_plan(m) for m in models})
+
+
+async def ensure_collection_indexes(
+    database: AsyncDatabase[dict[str, Any]], plan: Mapping[str, Iterable[IndexSpec]]
+) -> list[str]:
+    """Create the missing indexes of `plan` (collection → specs); return the names created."""
     created: list[str] = []
-    for model in models:
-        coll = database.get_collection(model.collection)
+    for name, specs in plan.items():
+        coll = database.get_collection(name)
         existing = await coll.index_information()
-        for spec in index_plan(model):
-            if _check_existing(model.collection, spec, existing):
+        for spec in specs:
+            if _check_existing(name, spec, existing):
                 continue
             try:
                 await coll.create_index(list(spec.keys), name=spec.name, unique=spec.unique)
             except DuplicateKeyError as exc:
-                if model.collection in DUPLICATES_TOLERATED:
+                if name in DUPLICATES_TOLERATED:
                     log.warning(
                         "MongoDB collection %s holds documents with the same %s (%s): the unique "
                         "index %s is left out until they are removed; until then an upsert "
                         "updates one of them. Remove the older duplicates to enforce the key.",
-                        model.collection,
+                        name,
                         ", ".join(spec.fields),
                         exc,
                         spec.name,
@@ -127,15 +134,14 @@ async def ensure_indexes(
                     continue
                 raise StorageError(
                     f"cannot create the unique index {spec.name} on MongoDB collection "
-                    f"{model.collection}: documents share the same {', '.join(spec.fields)} "
+                    f"{name}: documents share the same {', '.join(spec.fields)} "
                     f"({exc}). Remove or rename the duplicates, then start again."
                 ) from exc
             except OperationFailure as exc:
                 if exc.code in _PERMISSION_CODES:
                     raise  # mapped to InsufficientPrivilege / credentials by the store
                 raise StorageError(
-                    f"cannot create index {spec.name} on MongoDB collection {model.collection}: "
-                    f"{exc}"
+                    f"cannot create index {spec.name} on MongoDB collection {name}: {exc}"
                 ) from exc
             created.append(spec.name)
     return created
