@@ -202,6 +202,7 @@ async def test_mongo_db_and_vector_db_sources_of_any_usable_status_are_searched(
                 "source_type": "vector_db",
                 "status": "connected",
                 "connection_config": {"path": str(path), "collection": "faq"},
+                "tags": ["office"],
             }
         ),
     )
@@ -225,6 +226,15 @@ async def test_mongo_db_and_vector_db_sources_of_any_usable_status_are_searched(
         "when are expense reports due", source_ids=ids, tags=[], limit=3
     )
     assert passages[0].source_id == local.id and "fifth" in passages[0].text
+    # attached by tag (the existing union of ids and tags), within the sources one may search
+    tagged = await knowledge.search_within(
+        "guest wifi password", source_ids=[], tags=["office"], limit=3, within=ids
+    )
+    assert tagged and tagged[0].source_id == external.id
+    outside = await knowledge.search_within(
+        "guest wifi password", source_ids=[], tags=["office"], limit=3, within=[local.id]
+    )
+    assert all(p.source_id != external.id for p in outside)
 
 
 async def test_existing_pgvector_shape_with_a_dsn_token(
