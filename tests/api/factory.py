@@ -28,7 +28,7 @@ RESOURCES: dict[str, Resource] = {
     "providers": Resource("/api/providers", {"default_model": "changed"}),
     "tokens": Resource("/api/tokens", {"description": "changed"}),
     "knowledge-sources": Resource("/api/knowledge-sources", {"description": "changed"}),
-    "knowledge-items": Resource("/api/knowledge-items", {"title": "changed"}),
+    "knowledge-items": Resource("/api/knowledge-items", {"name": "changed"}),
     "memories": Resource("/api/memories", {"value": "changed"}),
     "workflows": Resource("/api/workflows", {"description": "changed"}),
     "scheduled-agents": Resource("/api/scheduled-agents", {"prompt": "changed"}),
@@ -59,7 +59,7 @@ async def body_for(
         return {"name": uniq("tok"), "value": "not-a-real-secret"}
     if name == "knowledge-items":
         source_id = given.get("source_id") or (await create(client, "knowledge-sources"))["id"]
-        return {"source_id": source_id, "title": "item", "text_content": "hello", "tags": ["t1"]}
+        return {"source_id": source_id, "name": "item", "text_content": "hello", "tags": ["t1"]}
     if name in ("memories", "workflows", "chat-sessions"):
         agent_id = given.get("agent_id") or (await create(client, "agents"))["id"]
         extra = {"key": uniq("k")} if name == "memories" else {}

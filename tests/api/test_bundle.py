@@ -51,7 +51,7 @@ async def _populate(client: httpx.AsyncClient) -> dict[str, Any]:
         guardrail_ids=[guard["id"]],
         knowledge_source_ids=[source["id"]],
     )
-    workflow = await create(client, "workflows", agent_id=agent["id"], name="nightly")
+    workflow = await create(client, "workflows", agent_id=agent["id"], title="nightly")
     schedule = await create(client, "scheduled-agents", workflow_id=workflow["id"])
     return {
         "token": token,

@@ -34,7 +34,7 @@ async def test_parent_and_status_filters(api: Api, alice: httpx.AsyncClient) -> 
     w1 = await create(alice, "workflows", agent_id=a1["id"])
     w2 = await create(alice, "workflows", agent_id=a2["id"])
     assert await _ids(alice, "/api/workflows", agent_id=a1["id"]) == {w1["id"]}
-    assert w2["id"] in await _ids(alice, "/api/workflows", status="idle")
+    assert w2["id"] in await _ids(alice, "/api/workflows", status="active")
     assert await _ids(alice, "/api/workflows", agent_id=a1["id"], status="running") == set()
     assert (await alice.get("/api/workflows", params={"status": "sleeping"})).status_code == 422
     async with api.store.unit_of_work() as repos:

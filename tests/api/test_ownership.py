@@ -66,7 +66,7 @@ async def test_children_follow_their_parent(
     assert (await bob.get(f"/api/knowledge-items/{item['id']}")).status_code == 404
     hidden = await bob.get("/api/knowledge-items", params={"source_id": source["id"]})
     assert hidden.status_code == 200 and hidden.json()["items"] == []
-    stolen = await bob.post("/api/knowledge-items", json={"source_id": source["id"], "title": "x"})
+    stolen = await bob.post("/api/knowledge-items", json={"source_id": source["id"], "name": "x"})
     assert stolen.status_code == 422
     assert stolen.json()["error"]["details"]["field"] == "source_id"
 

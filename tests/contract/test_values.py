@@ -114,15 +114,15 @@ async def test_aware_datetime_comes_back_equal_and_in_utc(store: DocumentStore) 
 
 async def test_naive_datetime_is_taken_as_utc(store: DocumentStore) -> None:
     naive = datetime(2024, 1, 2, 3, 4, 5, 6000)
-    memory = Memory(agent_id="a", key="k", expires_at=naive)
+    memory = Memory(agent_id="a", key="k", ttl=naive)
     async with store.unit_of_work() as repos:
         await repos.memories.create(memory)
         await repos.memories.update(memory.id, {"created_by": "me"})
-        by_naive_filter = await repos.memories.count(eq("expires_at", naive))
+        by_naive_filter = await repos.memories.count(eq("ttl", naive))
     async with store.unit_of_work() as repos:
         loaded = await repos.memories.get(memory.id)
-    assert loaded.expires_at == naive.replace(tzinfo=UTC)
-    assert loaded.expires_at is not None and loaded.expires_at.tzinfo is not None
+    assert loaded.ttl == naive.replace(tzinfo=UTC)
+    assert loaded.ttl is not None and loaded.ttl.tzinfo is not None
     assert by_naive_filter == 1
 
 
@@ -131,8 +131,6 @@ async def test_update_with_an_offset_datetime_stores_utc(store: DocumentStore) -
     memory = Memory(agent_id="a", key="k")
     async with store.unit_of_work() as repos:
         await repos.memories.create(memory)
-        updated = await repos.memories.update(
-            memory.id, {"expires_at": "2024-05-05T20:00:00-05:00"}
-        )
-    assert updated.expires_at == datetime(2024, 5, 5, 20, tzinfo=minus_five)
-    assert updated.expires_at is not None and updated.expires_at.utcoffset() == timedelta(0)
+        updated = await repos.memories.update(memory.id, {"ttl": "2024-05-05T20:00:00-05:00"})
+    assert updated.ttl == datetime(2024, 5, 5, 20, tzinfo=minus_five)
+    assert updated.ttl is not None and updated.ttl.utcoffset() == timedelta(0)

@@ -148,7 +148,7 @@ async def test_items_store_text_bytes_and_status(stack: Stack) -> None:
     _, md, pdf = await ingest_both(stack)
     assert md.status is KnowledgeItemStatus.INDEXED
     assert md.metadata["chunks"] >= 4
-    assert pdf.content_type == "application/pdf"
+    assert pdf.content_type == "file" and pdf.mime_type == "application/pdf"
     assert "ten years" in pdf.text_content
     assert pdf.file_id is not None
     stored = await stack.files.get(pdf.file_id)

@@ -1,5 +1,7 @@
-"""Fixtures of the runtime tests: a migrated database per test module, a workflow factory,
-settings for the runtime, Redis on a test database number, and real Celery worker processes."""
+"""Fixtures of the runtime tests: a migrated database per test module, the `rt` fixture that
+runs a test once per backend (PostgreSQL, and MongoDB through the in-process emulation), a
+workflow factory, settings for the runtime, Redis on a test database number, and real Celery
+worker processes."""
 
 from __future__ import annotations
 
@@ -10,21 +12,29 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import insert
+from sqlalchemy import update
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tbd_agents.config import Settings
+from tbd_agents.domain.models import Agent, TaskExecution, Workflow
+from tbd_agents.runtime.service import Runtime
+from tbd_agents.runtime.store import RunStore, as_run_store
 from tbd_agents.security.cipher import generate_fernet_key
+from tbd_agents.storage.mongo.codec import bson_value, id_forms
 from tbd_agents.storage.postgres.engine import create_engine
+from tbd_agents.storage.postgres.repository import PostgresStore
 from tbd_agents.storage.postgres.schema import TABLES
+from tbd_agents.storage.protocol import DocumentStore
 from tests.support import pg
+from tests.support.mongo import make_mongo_store
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_TEST_URL = "redis://127.0.0.1:6379/11"
@@ -40,9 +50,11 @@ def redis_available() -> bool:
         return False
 
 
-def runtime_settings(url: URL, **overrides: Any) -> Settings:
+def runtime_settings(url: URL | None, **overrides: Any) -> Settings:
+    """Settings for a runtime on the database at `url` (None: MongoDB, `db_backend="mongo"`)."""
     values: dict[str, Any] = {
-        "postgres_uri": url.render_as_string(hide_password=False),
+        "postgres_uri": url.render_as_string(hide_password=False) if url is not None else None,
+        "db_backend": "postgres" if url is not None else "mongo",
         "run_executor": "tests.runtime.scripted:build_executor",
         "run_lease_seconds": 3.0,
         "token_encryption_key": FERNET,
@@ -64,6 +76,7 @@ def settings_env(config: Settings) -> dict[str, str]:
         )
     }
     for name in (
+        "db_backend",
         "postgres_uri",
         "redis_url",
         "run_queue",
@@ -103,27 +116,109 @@ async def db(module_db: URL) -> AsyncIterator[AsyncEngine]:
 
 
 async def make_workflow(
-    engine: AsyncEngine,
+    target: AsyncEngine | DocumentStore | RtBackend,
     *,
     webhook_url: str | None = None,
     error_webhook_url: str | None = None,
     owner: str | None = None,
 ) -> str:
-    """Insert an agent and a workflow of it; return the workflow id."""
-    agent_id, workflow_id = str(uuid.uuid4()), str(uuid.uuid4())
-    async with engine.begin() as conn:
-        await conn.execute(insert(TABLES["agents"]).values(id=agent_id, name="runtime test agent"))
-        await conn.execute(
-            insert(TABLES["workflows"]).values(
-                id=workflow_id,
-                agent_id=agent_id,
-                name="runtime test workflow",
+    """Store an agent and a workflow of it (through the document store); the workflow id."""
+    if isinstance(target, RtBackend):
+        store: DocumentStore = target.store
+    elif isinstance(target, AsyncEngine):
+        store = PostgresStore(target, owns_engine=False)
+    else:
+        store = target
+    async with store.unit_of_work() as repos:
+        agent = await repos.agents.create(Agent(name="runtime test agent"))
+        workflow = await repos.workflows.create(
+            Workflow(
+                agent_id=agent.id,
+                title="runtime test workflow",
                 webhook_url=webhook_url,
                 error_webhook_url=error_webhook_url,
                 github_user=owner,
             )
         )
-    return workflow_id
+    return str(workflow.id)
+
+
+@dataclass
+class RtBackend:
+    """One database the run-time runs on in a test: PostgreSQL or MongoDB (emulated)."""
+
+    name: str
+    store: DocumentStore
+    engine: AsyncEngine | None = None
+    url: URL | None = None
+
+    @property
+    def db(self) -> Any:
+        """What `Runtime.open` takes for this backend (the engine, or the MongoDB store)."""
+        return self.engine if self.engine is not None else self.store
+
+    @property
+    def runs(self) -> RunStore:
+        return as_run_store(self.db)
+
+    def settings(self, **overrides: Any) -> Settings:
+        return runtime_settings(self.url, **overrides)
+
+    async def runtime(self, config: Settings | None = None, *, start: bool = True) -> Runtime:
+        runtime = await Runtime.open(
+            config or self.settings(), self.db, role="api", store=self.store
+        )
+        if start:
+            await runtime.start()
+        return runtime
+
+    async def task(self, task_id: str) -> TaskExecution:
+        found = await self.runs.load(task_id)
+        assert found is not None, f"no task execution {task_id}"
+        return found
+
+    async def set_fields(self, collection: str, record_id: str, **values: Any) -> None:
+        """Overwrite stored fields as they are, bypassing the models (e.g. move times back)."""
+        if self.engine is not None:
+            table = TABLES[collection]
+            async with self.engine.begin() as conn:
+                await conn.execute(update(table).where(table.c.id == record_id).values(**values))
+            return
+        database: Any = self.store.database  # type: ignore[attr-defined]
+        await database.get_collection(collection).update_one(
+            {"_id": {"$in": id_forms(record_id, include_int=True)}},
+            {"$set": {k: bson_value(v) for k, v in values.items()}},
+        )
+
+
+#: The backends `rt` runs a test on.
+RT_BACKENDS = ("pg", "mongo")
+
+
+@asynccontextmanager
+async def open_backend(request: pytest.FixtureRequest, name: str) -> AsyncIterator[RtBackend]:
+    """`name` ("pg" or "mongo") for one test: the module's migrated PostgreSQL database, or a
+    fresh emulated MongoDB database."""
+    if name == "pg":
+        url: URL = request.getfixturevalue("module_db")
+        engine = create_engine(url, application_name="runtime-tests", pool_size=5)
+        try:
+            yield RtBackend("pg", PostgresStore(engine, url=url, owns_engine=False), engine, url)
+        finally:
+            await engine.dispose()
+    else:
+        store = await make_mongo_store()
+        try:
+            yield RtBackend("mongo", store)
+        finally:
+            await store.close()
+
+
+@pytest.fixture(params=RT_BACKENDS)
+async def rt(request: pytest.FixtureRequest) -> AsyncIterator[RtBackend]:
+    """The test's database, once per backend (same behaviour expected of both)."""
+    async with open_backend(request, request.param) as backend:
+        yield backend
 
 
 @dataclass

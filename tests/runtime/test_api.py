@@ -92,7 +92,7 @@ async def test_prompt_through_the_api_runs_on_a_worker_streams_and_halts(
             events = await sse(client, f"/api/tasks/{task_id}/events")
             assert [e["id"] for e in events] == list(range(1, len(events) + 1))
             assert events[0]["event"] == "status" and events[0]["data"]["status"] == "running"
-            assert f":{worker.proc.pid}:" in events[0]["data"]["worker_id"]  # ran on the worker
+            assert f":{worker.proc.pid}:" in events[0]["data"]["worker"]  # ran on the worker
             assert [e["data"]["text"] for e in events if e["event"] == "message_delta"] == [
                 "d1",
                 "d2",
@@ -177,7 +177,7 @@ async def test_the_real_engine_runs_a_prompt_on_a_worker(
             Agent(name="on-a-worker", model="gpt-4o", provider_id=provider.id, created_by=owner)
         )
         workflow = await repos.workflows.create(
-            Workflow(agent_id=agent.id, name="engine on worker", github_user=owner, max_turns=3)
+            Workflow(agent_id=agent.id, title="engine on worker", github_user=owner, max_turns=3)
         )
     model_server.reset()
     model_server.script(Turn(text="Hello from the model on a worker.", chunk_chars=6))
@@ -189,9 +189,12 @@ async def test_the_real_engine_runs_a_prompt_on_a_worker(
             started = await client.post(f"/api/workflows/{workflow.id}/runs", json={"prompt": "hi"})
             assert started.status_code == 202, started.text
             events = await sse(client, f"/api/tasks/{started.json()['id']}/events")
-    assert f":{worker.proc.pid}:" in events[0]["data"]["worker_id"], worker.output()
+    assert f":{worker.proc.pid}:" in events[0]["data"]["worker"], worker.output()
     deltas = "".join(e["data"]["delta"] for e in events if e["event"] == "message_delta")
     assert deltas == "Hello from the model on a worker.", worker.output()[-6000:]
     assert events[-1]["data"]["status"] == "completed", events[-1]
-    assert events[-1]["data"]["result"] == "Hello from the model on a worker."
+    # output_format json (the default) wraps the answer as {"response": text}
+    assert json.loads(events[-1]["data"]["result"]) == {
+        "response": "Hello from the model on a worker."
+    }
     assert model_server.requests[0].headers["authorization"] == "Bearer sk-worker-test"

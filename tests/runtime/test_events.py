@@ -1,4 +1,5 @@
-"""The event store and `follow`: numbering, replay, holes left by lost notifications, purge."""
+"""The event store and `follow`: numbering, replay, holes left by lost notifications, purge — on
+PostgreSQL and on MongoDB."""
 
 from __future__ import annotations
 
@@ -7,16 +8,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tbd_agents.errors import NotFound
 from tbd_agents.runtime.bus import EventBus, InProcessBus, RedisBus
 from tbd_agents.runtime.contracts import EventType
-from tbd_agents.runtime.events import EventStore, PersistingEventSink, RunEvent, follow
-from tbd_agents.runtime.scheduler import create_pending_run
-from tbd_agents.storage.postgres.schema import TABLES
-from tests.runtime.conftest import REDIS_TEST_URL, make_workflow, redis_available
+from tbd_agents.runtime.events import PersistingEventSink, RunEvent, follow
+from tests.runtime.conftest import REDIS_TEST_URL, RtBackend, make_workflow, redis_available
 
 
 @pytest.fixture(params=["inprocess", "redis"])
@@ -31,32 +28,49 @@ async def bus(request: pytest.FixtureRequest) -> AsyncIterator[EventBus]:
         yield InProcessBus()
 
 
-async def new_task(db: AsyncEngine) -> str:
-    workflow = await make_workflow(db)
-    async with db.begin() as conn:
-        task = await create_pending_run(conn, workflow, "p")
+async def new_task(rt: RtBackend) -> str:
+    workflow = await make_workflow(rt)
+    task = await rt.runs.create_run(workflow, "p")
     return task.id
 
 
-async def test_concurrent_appends_number_a_run_from_one_without_gaps(db: AsyncEngine) -> None:
-    store = EventStore(db)
-    task_id = await new_task(db)
+async def test_concurrent_appends_number_a_run_from_one_without_gaps(rt: RtBackend) -> None:
+    store = rt.runs.events
+    task_id = await new_task(rt)
     await asyncio.gather(*(store.append(task_id, "log", {"i": i}) for i in range(60)))
     events = await store.read(task_id)
     assert [e.seq for e in events] == list(range(1, 61))
     assert sorted(e.data["i"] for e in events) == list(range(60))
 
 
-async def test_appending_to_an_unknown_run_is_not_found(db: AsyncEngine) -> None:
+async def test_a_follower_reading_during_concurrent_appends_never_skips_a_number(
+    rt: RtBackend,
+) -> None:
+    """Whatever a reader sees is a prefix 1..n: no event becomes visible before the ones
+    numbered below it (so `follow` never jumps over one)."""
+    store = rt.runs.events
+    task_id = await new_task(rt)
+    seen: list[list[int]] = []
+
+    async def reader() -> None:
+        for _ in range(40):
+            seen.append([e.seq for e in await store.read(task_id)])
+            await asyncio.sleep(0)
+
+    await asyncio.gather(reader(), *(store.append(task_id, "log", {"i": i}) for i in range(30)))
+    assert all(s == list(range(1, len(s) + 1)) for s in seen)
+
+
+async def test_appending_to_an_unknown_run_is_not_found(rt: RtBackend) -> None:
     with pytest.raises(NotFound):
-        await EventStore(db).append("no-such-task", "log", {})
+        await rt.runs.events.append("no-such-task", "log", {})
 
 
 async def test_follow_fills_the_hole_left_by_an_unpublished_event(
-    db: AsyncEngine, bus: EventBus
+    rt: RtBackend, bus: EventBus
 ) -> None:
-    store = EventStore(db)
-    task_id = await new_task(db)
+    store = rt.runs.events
+    task_id = await new_task(rt)
     sink = PersistingEventSink(store, bus, task_id)
     received: list[RunEvent] = []
 
@@ -77,9 +91,9 @@ async def test_follow_fills_the_hole_left_by_an_unpublished_event(
     ]
 
 
-async def test_follow_reads_the_store_when_the_bus_stays_silent(db: AsyncEngine) -> None:
-    store = EventStore(db)
-    task_id = await new_task(db)
+async def test_follow_reads_the_store_when_the_bus_stays_silent(rt: RtBackend) -> None:
+    store = rt.runs.events
+    task_id = await new_task(rt)
     bus = InProcessBus()
 
     async def writer() -> None:
@@ -94,45 +108,44 @@ async def test_follow_reads_the_store_when_the_bus_stays_silent(db: AsyncEngine)
     assert [e.seq for e in events] == [1, 2, 3, 4]
 
 
-async def test_follow_ends_for_a_finished_run_without_a_final_event(db: AsyncEngine) -> None:
-    store = EventStore(db)
-    task_id = await new_task(db)
+async def test_follow_ends_for_a_finished_run_without_a_final_event(rt: RtBackend) -> None:
+    store = rt.runs.events
+    task_id = await new_task(rt)
     await store.append(task_id, "log", {"i": 1})
-    async with db.begin() as conn:
-        await conn.execute(
-            update(TABLES["task_executions"])
-            .where(TABLES["task_executions"].c.id == task_id)
-            .values(status="failed")
-        )
+    await rt.set_fields("task_executions", task_id, status="failed")
     events = await asyncio.wait_for(
         _all(follow(store, InProcessBus(), task_id, poll_seconds=0.1)), 5
     )
     assert [e.seq for e in events] == [1]
 
 
-async def test_follow_of_an_unknown_run_is_not_found(db: AsyncEngine) -> None:
+async def test_follow_of_an_unknown_run_is_not_found(rt: RtBackend) -> None:
     with pytest.raises(NotFound):
-        await _all(follow(EventStore(db), InProcessBus(), "missing"))
+        await _all(follow(rt.runs.events, InProcessBus(), "missing"))
 
 
-async def test_purge_keeps_running_runs_and_recent_ones(db: AsyncEngine) -> None:
-    store = EventStore(db)
-    old_id, recent_id, running_id = [await new_task(db) for _ in range(3)]
+async def test_purge_keeps_running_runs_and_recent_ones(rt: RtBackend) -> None:
+    store = rt.runs.events
+    old_id, recent_id, running_id = [await new_task(rt) for _ in range(3)]
     for task_id in (old_id, recent_id, running_id):
         await store.append(task_id, "log", {})
     now = datetime.now(UTC)
-    tasks = TABLES["task_executions"]
-    async with db.begin() as conn:
-        for task_id, status, ended in (
-            (old_id, "completed", now - timedelta(days=40)),
-            (recent_id, "completed", now - timedelta(days=1)),
-            (running_id, "running", None),
-        ):
-            await conn.execute(
-                update(tasks)
-                .where(tasks.c.id == task_id)
-                .values(status=status, completed_at=ended, updated_at=now - timedelta(days=50))
-            )
+    for task_id, status, ended in (
+        (old_id, "completed", now - timedelta(days=40)),
+        (recent_id, "completed", now - timedelta(days=1)),
+        (running_id, "running", None),
+    ):
+        await rt.set_fields(
+            "task_executions",
+            task_id,
+            status=status,
+            finished_at=ended,
+            updated_at=now - timedelta(days=50),
+        )
+    # On MongoDB only events older than the cut-off are candidates: make them old.
+    if rt.name == "mongo":
+        events = rt.store.database.get_collection("run_events")  # type: ignore[attr-defined]
+        await events.update_many({}, {"$set": {"created_at": now - timedelta(days=45)}})
     assert await store.purge(now - timedelta(days=30)) == 1
     assert await store.read(old_id) == []
     assert len(await store.read(recent_id)) == 1

@@ -1,4 +1,5 @@
-"""Run behaviour, the same for both backends: in-process (no Redis) and real Celery workers.
+"""Run behaviour, the same for every execution backend and database: in-process (no Redis) on
+PostgreSQL and on MongoDB, and real Celery workers on PostgreSQL.
 
 Each test starts runs through `Runtime` as the API does, follows their events the way the SSE
 endpoint does, and checks the stored task execution.
@@ -8,34 +9,33 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tbd_agents.domain.enums import TaskStatus, TaskTrigger
+from tbd_agents.domain.models import ScheduledAgent
 from tbd_agents.errors import Conflict
-from tbd_agents.runtime import leases
 from tbd_agents.runtime.events import RunEvent
 from tbd_agents.runtime.halt import HaltResult
-from tbd_agents.runtime.scheduler import create_pending_run
 from tbd_agents.runtime.service import Runtime
-from tbd_agents.storage.postgres.schema import TABLES
-from tests.runtime.conftest import WorkerPool, celery_settings, make_workflow, runtime_settings
-
-tasks = TABLES["task_executions"]
+from tests.runtime.conftest import (
+    RtBackend,
+    WorkerPool,
+    celery_settings,
+    make_workflow,
+    open_backend,
+)
 
 
 @dataclass
 class Harness:
     runtime: Runtime
-    db: AsyncEngine
+    rt: RtBackend
     backend: str
 
 
@@ -51,19 +51,18 @@ def celery_workers(
         pool.stop_all()
 
 
-@pytest.fixture(params=["inprocess", "celery"])
-async def harness(
-    request: pytest.FixtureRequest, module_db: URL, db: AsyncEngine
-) -> AsyncIterator[Harness]:
-    if request.param == "celery":
-        config = request.getfixturevalue("celery_workers").config
-    else:
-        config = runtime_settings(module_db)
-    runtime = await Runtime.open(config, db, role="api")
-    await runtime.start()
-    harness = Harness(runtime, db, request.param)
-    yield harness
-    await harness.runtime.aclose(drain_seconds=5)
+@pytest.fixture(params=["inprocess-pg", "inprocess-mongo", "celery-pg"])
+async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    backend, database = request.param.split("-")
+    async with open_backend(request, database) as rt:
+        if backend == "celery":
+            config = request.getfixturevalue("celery_workers").config
+        else:
+            config = rt.settings()
+        runtime = await rt.runtime(config)
+        harness = Harness(runtime, rt, backend)
+        yield harness
+        await harness.runtime.aclose(drain_seconds=5)
 
 
 async def collect(
@@ -75,14 +74,8 @@ async def collect(
     return await asyncio.wait_for(gather(), timeout)
 
 
-async def task_row(db: AsyncEngine, task_id: str) -> leases.TaskExecution:
-    task = await leases.load(db, task_id)
-    assert task is not None
-    return task
-
-
 async def test_run_completes_and_its_events_arrive_in_order(harness: Harness) -> None:
-    workflow = await make_workflow(harness.db)
+    workflow = await make_workflow(harness.rt)
     task = await harness.runtime.start_run(workflow, "emit:5")
     events = await collect(harness.runtime, task.id)
 
@@ -99,26 +92,26 @@ async def test_run_completes_and_its_events_arrive_in_order(harness: Harness) ->
     assert events[-1].data["status"] == "completed"
     assert events[-1].data["result"] == "done: emit:5"
 
-    stored = await task_row(harness.db, task.id)
+    stored = await harness.rt.task(task.id)
     assert stored.status is TaskStatus.COMPLETED
-    assert stored.result == "done: emit:5"
-    assert stored.usage == {"input_tokens": 3, "output_tokens": 5, "cost_usd": 0.0}
-    assert stored.started_at is not None and stored.completed_at is not None
+    assert stored.response == "done: emit:5"
+    assert stored.usage is not None
+    assert stored.usage["input_tokens"] == 3 and stored.usage["output_tokens"] == 5
+    # the existing TBD Agents UsageStats fields too
+    assert stored.usage["total_input_tokens"] == 3 and stored.usage["total_output_tokens"] == 5
+    assert stored.usage["total_cost"] == 0.0 and stored.usage["total_premium_requests"] == 0
+    assert stored.started_at is not None and stored.finished_at is not None
     expected_role = "worker@" if harness.backend == "celery" else "api@"
-    assert stored.worker_id is not None and stored.worker_id.startswith(expected_role)
+    assert stored.worker is not None and stored.worker.startswith(expected_role)
     if harness.backend == "celery":
         assert stored.celery_task_id == task.id
-    async with harness.db.connect() as conn:
-        status = (
-            await conn.execute(
-                select(TABLES["workflows"].c.status).where(TABLES["workflows"].c.id == workflow)
-            )
-        ).scalar_one()
-    assert status == "completed"
+    async with harness.rt.store.unit_of_work() as repos:
+        # the outcome is the task's; the workflow takes the next prompt
+        assert (await repos.workflows.get(workflow)).status == "active"
 
 
 async def test_a_follower_connected_during_the_run_gets_every_event_once(harness: Harness) -> None:
-    workflow = await make_workflow(harness.db)
+    workflow = await make_workflow(harness.rt)
     task = await harness.runtime.start_run(workflow, "emit:3;sleep:0.4;emit:3;sleep:0.2;emit:3")
     events = await collect(harness.runtime, task.id)
     assert [e.seq for e in events] == list(range(1, 13))
@@ -128,7 +121,7 @@ async def test_a_follower_connected_during_the_run_gets_every_event_once(harness
 
 
 async def test_replay_after_the_run_and_resume_with_last_event_id(harness: Harness) -> None:
-    workflow = await make_workflow(harness.db)
+    workflow = await make_workflow(harness.rt)
     task = await harness.runtime.start_run(workflow, "emit:6")
     everything = await collect(harness.runtime, task.id)
     assert everything[-1].is_terminal
@@ -142,7 +135,7 @@ async def test_replay_after_the_run_and_resume_with_last_event_id(harness: Harne
 
 async def test_halt_stops_a_running_run(harness: Harness, tmp_path: Path) -> None:
     marker = tmp_path / "started"
-    workflow = await make_workflow(harness.db)
+    workflow = await make_workflow(harness.rt)
     task = await harness.runtime.start_run(workflow, f"marker:{marker};block")
 
     async def halt_when_started() -> HaltResult:
@@ -156,52 +149,48 @@ async def test_halt_stops_a_running_run(harness: Harness, tmp_path: Path) -> Non
     assert result is HaltResult.HALTING
     assert events[-1].data["status"] == "halted"
     assert any(e.type == "log" and e.data["message"] == "halted by request" for e in events)
-    stored = await task_row(harness.db, task.id)
+    stored = await harness.rt.task(task.id)
     assert stored.status is TaskStatus.HALTED
     with pytest.raises(Conflict, match="already ended"):
         await harness.runtime.halt(task.id)
 
 
 async def test_halting_a_queued_run_means_it_never_starts(harness: Harness) -> None:
-    workflow = await make_workflow(harness.db)
-    async with harness.db.begin() as conn:
-        task = await create_pending_run(conn, workflow, "emit:1")
+    workflow = await make_workflow(harness.rt)
+    task = await harness.rt.runs.create_run(workflow, "emit:1")
     assert await harness.runtime.halt(task.id) is HaltResult.HALTED
     await harness.runtime.dispatch(task.id)  # a late delivery of the queued run
     events = await collect(harness.runtime, task.id)
     assert [e.data.get("status") for e in events] == ["halted"]
     await asyncio.sleep(0.5)
-    stored = await task_row(harness.db, task.id)
+    stored = await harness.rt.task(task.id)
     assert stored.status is TaskStatus.HALTED and stored.started_at is None
 
 
 async def test_an_executor_error_fails_the_run_with_the_message(harness: Harness) -> None:
-    workflow = await make_workflow(harness.db)
+    workflow = await make_workflow(harness.rt)
     task = await harness.runtime.start_run(workflow, "emit:1;fail")
     events = await collect(harness.runtime, task.id)
     assert events[-1].data["status"] == "failed"
     assert events[-1].data["error"] == "RuntimeError: scripted failure"
-    assert (await task_row(harness.db, task.id)).status is TaskStatus.FAILED
+    assert (await harness.rt.task(task.id)).status is TaskStatus.FAILED
 
 
 async def test_a_run_whose_worker_vanished_is_failed_by_the_reaper(harness: Harness) -> None:
-    workflow = await make_workflow(harness.db)
-    async with harness.db.begin() as conn:
-        task = await create_pending_run(conn, workflow, "never executed")
-    claimed = await leases.claim(harness.db, task.id, "worker@gone:1:abc")
-    assert claimed is not None and claimed.status is TaskStatus.RUNNING
-    async with harness.db.begin() as conn:  # its last heartbeat was long ago
-        await conn.execute(
-            update(tasks)
-            .where(tasks.c.id == task.id)
-            .values(heartbeat_at=func.now() - timedelta(minutes=5))
-        )
+    workflow = await make_workflow(harness.rt)
+    task = await harness.rt.runs.create_run(workflow, "never executed")
+    claimed = await harness.rt.runs.claim(task.id, "worker@gone:1:abc")
+    assert claimed is not None and claimed.task.status is TaskStatus.RUNNING
+    await harness.rt.set_fields(  # its last heartbeat was long ago
+        "task_executions", task.id, heartbeat_at=datetime.now(UTC) - timedelta(minutes=5)
+    )
     started = time.monotonic()
     events = await collect(harness.runtime, task.id)  # the runtime's upkeep loop reaps it
     assert time.monotonic() - started < harness.runtime.settings.run_lease_seconds + 2
-    assert [e.type for e in events] == ["error", "status"]
+    assert [e.type for e in events] == ["status", "error", "status"]
+    assert events[0].data == {"status": "running", "worker": "worker@gone:1:abc"}
     assert events[-1].data["status"] == "failed"
-    stored = await task_row(harness.db, task.id)
+    stored = await harness.rt.task(task.id)
     assert stored.status is TaskStatus.FAILED
     assert (
         stored.error is not None and "worker@gone:1:abc stopped renewing its lease" in stored.error
@@ -209,52 +198,42 @@ async def test_a_run_whose_worker_vanished_is_failed_by_the_reaper(harness: Harn
 
 
 async def test_a_scheduled_run_never_dispatched_is_picked_up(harness: Harness) -> None:
-    workflow = await make_workflow(harness.db)
-    async with harness.db.begin() as conn:
-        schedule_id = str(uuid.uuid4())
-        await conn.execute(
-            insert(TABLES["scheduled_agents"]).values(
-                id=schedule_id, workflow_id=workflow, enabled=False
-            )
+    workflow = await make_workflow(harness.rt)
+    async with harness.rt.store.unit_of_work() as repos:
+        schedule = await repos.scheduled_agents.create(
+            ScheduledAgent(workflow_id=workflow, enabled=False)
         )
-        task = await create_pending_run(
-            conn, workflow, "emit:1", trigger=TaskTrigger.SCHEDULE, scheduled_agent_id=schedule_id
-        )
-        await conn.execute(  # its scheduler died before dispatching it, two minutes ago
-            update(tasks)
-            .where(tasks.c.id == task.id)
-            .values(created_at=func.now() - timedelta(minutes=2))
-        )
+    task = await harness.rt.runs.create_run(
+        workflow, "emit:1", trigger=TaskTrigger.SCHEDULE, scheduled_agent_id=schedule.id
+    )
+    await harness.rt.set_fields(  # its scheduler died before dispatching it, two minutes ago
+        "task_executions", task.id, created_at=datetime.now(UTC) - timedelta(minutes=2)
+    )
     await harness.runtime.aclose(drain_seconds=1)  # restart: the first upkeep round sweeps
-    harness.runtime = await Runtime.open(harness.runtime.settings, harness.db, role="api")
-    await harness.runtime.start()
+    harness.runtime = await harness.rt.runtime(harness.runtime.settings)
     events = await collect(harness.runtime, task.id)
     assert events[-1].data["status"] == "completed"
 
 
 async def test_a_due_schedule_fires_once_and_its_run_completes(harness: Harness) -> None:
-    from tbd_agents.runtime.scheduler import schedule_history
-
-    workflow = await make_workflow(harness.db)
-    schedule_id = str(uuid.uuid4())
-    async with harness.db.begin() as conn:
-        await conn.execute(
-            insert(TABLES["scheduled_agents"]).values(
-                id=schedule_id,
+    workflow = await make_workflow(harness.rt)
+    async with harness.rt.store.unit_of_work() as repos:
+        schedule = await repos.scheduled_agents.create(
+            ScheduledAgent(
                 workflow_id=workflow,
                 prompt="emit:2",
                 interval_value=1,
                 interval_unit="hours",
-                next_run_at=func.now() - timedelta(seconds=5),
+                next_run_at=datetime.now(UTC) - timedelta(seconds=5),
             )
         )
     scheduler = harness.runtime.scheduler()
     first = await scheduler.tick()
     second = await scheduler.tick()
-    fired = [c for c in first.fired if c.schedule_id == schedule_id]
+    fired = [c for c in first.fired if c.schedule_id == schedule.id]
     assert len(fired) == 1 and fired[0].task_id is not None
-    assert [c for c in second.claimed if c.schedule_id == schedule_id] == []
+    assert [c for c in second.claimed if c.schedule_id == schedule.id] == []
     events = await collect(harness.runtime, fired[0].task_id)
     assert events[-1].data["status"] == "completed"
-    history = await schedule_history(harness.db, schedule_id)
+    history = await harness.rt.runs.schedule_history(schedule.id)
     assert [(h.outcome, h.task_status) for h in history] == [("fired", "completed")]

@@ -1,5 +1,6 @@
-"""Schedules: occurrence arithmetic (interval, cron, time zones, bounds), the policies, and three
-scheduler processes over a simulated hour firing every occurrence exactly once."""
+"""Schedules: occurrence arithmetic (interval, cron, time zones, bounds), the policies (on
+PostgreSQL and on MongoDB), two schedulers racing in one process over a simulated hour on both,
+and three scheduler processes on PostgreSQL firing every occurrence exactly once."""
 
 from __future__ import annotations
 
@@ -8,12 +9,11 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import select
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -30,9 +30,10 @@ from tbd_agents.runtime.scheduler import (
     validate_schedule,
 )
 from tbd_agents.runtime.service import Runtime
-from tbd_agents.storage.postgres.schema import TABLES
+from tbd_agents.storage.postgres.repository import PostgresStore
 from tbd_agents.storage.postgres.schema_runtime import schedule_occurrences
-from tests.runtime.conftest import ROOT, make_workflow, runtime_settings, settings_env
+from tbd_agents.storage.protocol import eq
+from tests.runtime.conftest import ROOT, RtBackend, make_workflow, runtime_settings, settings_env
 
 T0 = datetime(2026, 3, 29, 0, 0, tzinfo=UTC)  # Europe/Paris moves to summer time at 01:00 UTC
 MIN = timedelta(minutes=1)
@@ -44,11 +45,13 @@ def schedule(**fields: Any) -> ScheduledAgent:
     return ScheduledAgent(**fields)
 
 
-async def insert_schedule(db: AsyncEngine, workflow_id: str, **fields: Any) -> str:
+async def insert_schedule(target: AsyncEngine | RtBackend, workflow_id: str, **fields: Any) -> str:
     model = schedule(workflow_id=workflow_id, **fields)
-    values = {k: (v.value if isinstance(v, StrEnum) else v) for k, v in model.model_dump().items()}
-    async with db.begin() as conn:
-        await conn.execute(insert(TABLES["scheduled_agents"]).values(**values))
+    store = (
+        target.store if isinstance(target, RtBackend) else PostgresStore(target, owns_engine=False)
+    )
+    async with store.unit_of_work() as repos:
+        await repos.scheduled_agents.create(model)
     return model.id
 
 
@@ -106,20 +109,17 @@ async def _noop_dispatch(task_id: str) -> None:
     return None
 
 
-def _scheduler(db: AsyncEngine, grace: float = 90.0) -> Scheduler:
-    return Scheduler(db, _noop_dispatch, scheduler_id="test", misfire_grace_seconds=grace)
+def _scheduler(rt: RtBackend, grace: float = 90.0, name: str = "test") -> Scheduler:
+    return Scheduler(rt.runs, _noop_dispatch, scheduler_id=name, misfire_grace_seconds=grace)
 
 
-async def _runs_of(db: AsyncEngine, schedule_id: str) -> int:
-    tasks = TABLES["task_executions"]
-    async with db.connect() as conn:
-        return (
-            await conn.execute(
-                select(func.count())
-                .select_from(tasks)
-                .where(tasks.c.scheduled_agent_id == schedule_id)
-            )
-        ).scalar_one()
+async def _runs_of(target: AsyncEngine | RtBackend, schedule_id: str) -> int:
+    store = (
+        target.store if isinstance(target, RtBackend) else PostgresStore(target, owns_engine=False)
+    )
+    async with store.unit_of_work() as repos:
+        count: int = await repos.task_executions.count(eq("scheduled_agent_id", schedule_id))
+    return count
 
 
 @pytest.mark.parametrize(
@@ -130,11 +130,11 @@ async def _runs_of(db: AsyncEngine, schedule_id: str) -> int:
     ],
 )
 async def test_missed_run_policy_after_downtime(
-    db: AsyncEngine, policy: MissedRunPolicy, outcome: Outcome, runs: int, missed: int
+    rt: RtBackend, policy: MissedRunPolicy, outcome: Outcome, runs: int, missed: int
 ) -> None:
-    workflow = await make_workflow(db)
+    workflow = await make_workflow(rt)
     sid = await insert_schedule(
-        db,
+        rt,
         workflow,
         interval_value=1,
         interval_unit=IntervalUnit.MINUTES,
@@ -144,46 +144,49 @@ async def test_missed_run_policy_after_downtime(
         overlap_policy=OverlapPolicy.ALLOW,
     )
     # Back after downtime at 00:11:40: occurrences 00:00 … 00:11 (12) all older than the grace.
-    scheduler = _scheduler(db, grace=30)
+    scheduler = _scheduler(rt, grace=30)
     report = await scheduler.tick(T0 + 11 * MIN + timedelta(seconds=40))
     assert [(c.outcome, c.missed, c.occurrence_at) for c in report.claimed] == [
         (outcome, missed, T0 + 11 * MIN)
     ]
-    assert await _runs_of(db, sid) == runs
-    history = await schedule_history(db, sid)
+    assert await _runs_of(rt, sid) == runs
+    history = await schedule_history(rt.runs, sid)
     assert [(h.outcome, h.missed) for h in history] == [(outcome.value, missed)]
     again = await scheduler.tick(T0 + 11 * MIN + timedelta(seconds=50))
     assert again.claimed == []  # the next occurrence is 00:12
 
 
 async def test_a_schedule_of_a_deleted_workflow_never_fires_nor_blocks_the_others(
-    db: AsyncEngine,
+    rt: RtBackend,
 ) -> None:
-    """Existing deployments keep schedules whose workflow was deleted; the migration keeps them.
-    They are never due: the tick succeeds and the other schedules fire."""
-    workflow = await make_workflow(db)
+    """Existing deployments keep schedules whose workflow was deleted (the existing system never
+    deleted them), and the migration keeps them. They are never due: the tick succeeds and the
+    other schedules fire, even when the orphans come first and fill a batch."""
+    workflow = await make_workflow(rt)
     every_minute: dict[str, Any] = {
         "interval_value": 1,
         "interval_unit": IntervalUnit.MINUTES,
         "start_at": T0,
-        "next_run_at": T0,
         "overlap_policy": OverlapPolicy.ALLOW,
     }
-    orphan = await insert_schedule(db, "deleted-workflow", **every_minute)
-    alive = await insert_schedule(db, workflow, **every_minute)
+    orphans = [
+        await insert_schedule(rt, f"deleted-workflow-{i}", next_run_at=T0 - MIN, **every_minute)
+        for i in range(12)
+    ]
+    alive = await insert_schedule(rt, workflow, next_run_at=T0, **every_minute)
     scheduler = Scheduler(
-        db, _noop_dispatch, scheduler_id="test", misfire_grace_seconds=90.0, batch_size=1
+        rt.runs, _noop_dispatch, scheduler_id="test", misfire_grace_seconds=90.0, batch_size=10
     )
     for minute in range(3):
         await scheduler.tick(T0 + minute * MIN + timedelta(seconds=1))
-    assert await _runs_of(db, orphan) == 0
-    assert await _runs_of(db, alive) == 3
+    assert [await _runs_of(rt, o) for o in orphans] == [0] * 12
+    assert await _runs_of(rt, alive) == 3
 
 
-async def test_disabled_schedules_and_future_start_at_do_not_fire(db: AsyncEngine) -> None:
-    workflow = await make_workflow(db)
+async def test_disabled_schedules_and_future_start_at_do_not_fire(rt: RtBackend) -> None:
+    workflow = await make_workflow(rt)
     off = await insert_schedule(
-        db,
+        rt,
         workflow,
         interval_value=1,
         interval_unit=IntervalUnit.MINUTES,
@@ -191,19 +194,19 @@ async def test_disabled_schedules_and_future_start_at_do_not_fire(db: AsyncEngin
         enabled=False,
     )
     later = await insert_schedule(
-        db,
+        rt,
         workflow,
         interval_value=1,
         interval_unit=IntervalUnit.MINUTES,
         start_at=T0 + timedelta(hours=2),
     )
-    scheduler = _scheduler(db)
+    scheduler = _scheduler(rt)
     for minute in range(5):
         await scheduler.tick(T0 + minute * MIN)
-    assert await _runs_of(db, off) == 0
-    assert await _runs_of(db, later) == 0
+    assert await _runs_of(rt, off) == 0
+    assert await _runs_of(rt, later) == 0
     await scheduler.tick(T0 + timedelta(hours=2))
-    assert await _runs_of(db, later) == 1
+    assert await _runs_of(rt, later) == 1
 
 
 # --- three scheduler processes over a simulated hour -------------------------------------------
@@ -215,7 +218,7 @@ EXPECTED = {
 }
 
 
-async def _create_hour_schedules(db: AsyncEngine) -> dict[str, str]:
+async def _create_hour_schedules(db: AsyncEngine | RtBackend) -> dict[str, str]:
     workflow = await make_workflow(db)
     common = {"overlap_policy": OverlapPolicy.ALLOW, "prompt": "emit:1"}
     ids = {
@@ -354,39 +357,78 @@ async def test_three_scheduler_processes_fire_each_occurrence_exactly_once(
 
 
 async def test_an_edited_schedule_gets_its_next_run_from_the_new_definition(
-    db: AsyncEngine,
+    rt: RtBackend,
 ) -> None:
-    workflow = await make_workflow(db)
+    workflow = await make_workflow(rt)
     sid = await insert_schedule(
-        db, workflow, interval_value=1, interval_unit=IntervalUnit.DAYS, start_at=T0,
+        rt, workflow, interval_value=1, interval_unit=IntervalUnit.DAYS, start_at=T0,
         next_run_at=T0 + timedelta(days=1),
     )  # fmt: skip
-    scheduler = _scheduler(db)
+    scheduler = _scheduler(rt)
     await scheduler.tick(T0 + 3 * MIN)
-    schedules = TABLES["scheduled_agents"]
-    async with db.begin() as conn:  # the API changes it to every 5 minutes (updated_at moves)
-        await conn.execute(
-            update(schedules)
-            .where(schedules.c.id == sid)
-            .values(interval_unit="minutes", interval_value=5, updated_at=func.now())
+    async with rt.store.unit_of_work() as repos:  # the API changes it to every 5 minutes
+        await repos.scheduled_agents.update(
+            sid, {"interval_unit": IntervalUnit.MINUTES, "interval_value": 5}
         )
     await scheduler.tick(T0 + 4 * MIN)
-    async with db.connect() as conn:
-        nxt = (
-            await conn.execute(select(schedules.c.next_run_at).where(schedules.c.id == sid))
-        ).scalar_one()
+    async with rt.store.unit_of_work() as repos:
+        nxt = (await repos.scheduled_agents.get(sid)).next_run_at
     assert nxt == T0 + 5 * MIN
     report = await scheduler.tick(T0 + 5 * MIN)
     assert [c.occurrence_at for c in report.fired if c.schedule_id == sid] == [T0 + 5 * MIN]
 
 
 async def test_a_schedule_that_cannot_be_computed_is_reported_once(
-    db: AsyncEngine, caplog: pytest.LogCaptureFixture
+    rt: RtBackend, caplog: pytest.LogCaptureFixture
 ) -> None:
-    workflow = await make_workflow(db)
-    await insert_schedule(db, workflow, cron_expression="61 * * * *")
-    scheduler = _scheduler(db)
+    workflow = await make_workflow(rt)
+    await insert_schedule(rt, workflow, cron_expression="61 * * * *")
+    scheduler = _scheduler(rt)
     for minute in range(3):
         await scheduler.tick(T0 + minute * MIN)
     errors = [r for r in caplog.records if "cannot be computed" in r.getMessage()]
     assert len(errors) == 1 and "is not valid" in errors[0].getMessage()
+
+
+async def test_two_schedulers_racing_over_an_hour_fire_each_occurrence_once(
+    rt: RtBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two schedulers of one process tick at the same simulated instants, interleaved on the
+    event loop (on MongoDB nothing locks the schedules: the occurrence key alone decides)."""
+    ids = await _create_hour_schedules(rt)
+    async with rt.runs.scheduling() as session:
+        session_class = type(session)
+    refused: list[datetime] = []
+    claim = session_class.claim
+
+    async def counted(self: Any, schedule: Any, occurrence_at: datetime, *args: Any) -> Any:
+        result = await claim(self, schedule, occurrence_at, *args)
+        if not result[0]:
+            refused.append(occurrence_at)
+        return result
+
+    monkeypatch.setattr(session_class, "claim", counted)
+    first, second = _scheduler(rt, name="race-a"), _scheduler(rt, name="race-b")
+    for step in range(61):
+        now = T0 + step * MIN
+        # The runs they start stay pending (nothing dispatches them): "overlap" stays busy.
+        reports = await asyncio.gather(first.tick(now), second.tick(now))
+        assert all(c.occurrence_at <= now for r in reports for c in r.claimed)
+    claimed_by: set[str] = set()
+    for key, expected in EXPECTED.items():
+        history = await schedule_history(rt.runs, ids[key], limit=200)
+        assert sorted(h.occurrence_at for h in history) == expected, key
+        claimed_by |= {h.claimed_by for h in history}
+    for key in ("interval", "cron-paris", "cron-new-york"):
+        history = await schedule_history(rt.runs, ids[key], limit=200)
+        assert {h.outcome for h in history} == {"fired"}
+        assert await _runs_of(rt, ids[key]) == len(EXPECTED[key])  # one run per occurrence
+    overlap = sorted(await schedule_history(rt.runs, ids["overlap"]), key=lambda h: h.occurrence_at)
+    assert [h.outcome for h in overlap] == ["fired"] + ["skipped_overlap"] * 6
+    assert await _runs_of(rt, ids["overlap"]) == 1
+    for key in ("disabled", "ended"):
+        assert await schedule_history(rt.runs, ids[key]) == []
+        assert await _runs_of(rt, ids[key]) == 0
+    assert claimed_by == {"race-a", "race-b"}  # both won some
+    if rt.name == "mongo":  # both tried every occurrence; the unique key refused the second
+        assert len(refused) == sum(len(v) for v in EXPECTED.values())

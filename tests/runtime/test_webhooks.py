@@ -1,5 +1,5 @@
 """Webhooks against a real local HTTP receiver: signature, retries with backoff, delivery log,
-and the SSRF checks made at send time."""
+and the SSRF checks made at send time — on PostgreSQL and on MongoDB."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tbd_agents.domain.enums import TaskStatus
+from tbd_agents.runtime.contracts import RunOutcome
 from tbd_agents.runtime.service import Runtime
 from tbd_agents.runtime.webhooks import (
     DELIVERY_HEADER,
@@ -29,7 +30,7 @@ from tbd_agents.runtime.webhooks import (
     sign,
     verify_signature,
 )
-from tests.runtime.conftest import make_workflow, runtime_settings
+from tests.runtime.conftest import RtBackend, make_workflow
 
 
 @dataclass
@@ -80,14 +81,12 @@ async def wait_delivery(
 
 
 async def test_a_receiver_failing_twice_gets_the_third_signed_attempt(
-    module_db: URL, db: AsyncEngine, receiver: Receiver
+    rt: RtBackend, receiver: Receiver
 ) -> None:
     receiver.fail_first = 2
-    config = runtime_settings(module_db, webhook_allowed_hosts="127.0.0.1")
-    runtime = await Runtime.open(config, db, role="api")
-    await runtime.start()
+    runtime = await rt.runtime(rt.settings(webhook_allowed_hosts="127.0.0.1"))
     try:
-        workflow = await make_workflow(db, webhook_url=receiver.url())
+        workflow = await make_workflow(rt, webhook_url=receiver.url())
         task = await runtime.start_run(workflow, "emit:1")
         delivery = await wait_delivery(runtime, workflow, "delivered")
         secret = await runtime.webhooks.secret(workflow)
@@ -112,15 +111,11 @@ async def test_a_receiver_failing_twice_gets_the_third_signed_attempt(
         assert payload["result"] == "done: emit:1"
 
 
-async def test_a_failed_run_calls_the_error_webhook(
-    module_db: URL, db: AsyncEngine, receiver: Receiver
-) -> None:
-    config = runtime_settings(module_db, webhook_allowed_hosts="127.0.0.0/8")
-    runtime = await Runtime.open(config, db, role="api")
-    await runtime.start()
+async def test_a_failed_run_calls_the_error_webhook(rt: RtBackend, receiver: Receiver) -> None:
+    runtime = await rt.runtime(rt.settings(webhook_allowed_hosts="127.0.0.0/8"))
     try:
         workflow = await make_workflow(
-            db, webhook_url=receiver.url("/ok"), error_webhook_url=receiver.url("/err")
+            rt, webhook_url=receiver.url("/ok"), error_webhook_url=receiver.url("/err")
         )
         await runtime.start_run(workflow, "fail")
         delivery = await wait_delivery(runtime, workflow, "delivered")
@@ -132,13 +127,11 @@ async def test_a_failed_run_calls_the_error_webhook(
 
 
 async def test_internal_addresses_are_refused_at_send_time(
-    module_db: URL, db: AsyncEngine, receiver: Receiver
+    rt: RtBackend, receiver: Receiver
 ) -> None:
-    config = runtime_settings(module_db, webhook_max_attempts=2)  # no allow-list
-    runtime = await Runtime.open(config, db, role="api")
-    await runtime.start()
+    runtime = await rt.runtime(rt.settings(webhook_max_attempts=2))  # no allow-list
     try:
-        workflow = await make_workflow(db, webhook_url=receiver.url())
+        workflow = await make_workflow(rt, webhook_url=receiver.url())
         await runtime.start_run(workflow, "emit:1")
         delivery = await wait_delivery(runtime, workflow, "failed")
     finally:
@@ -199,16 +192,14 @@ def test_signatures_expire_and_depend_on_every_byte() -> None:
 
 
 async def test_a_host_name_is_sent_to_its_checked_address_and_kept_in_the_host_header(
-    module_db: URL, db: AsyncEngine, receiver: Receiver
+    rt: RtBackend, receiver: Receiver
 ) -> None:
     """`localhost` may resolve to ::1 first while the receiver listens on 127.0.0.1 only: the
     next checked address is tried, and the receiver sees the name it was configured with."""
-    config = runtime_settings(module_db, webhook_allowed_hosts="localhost")
-    runtime = await Runtime.open(config, db, role="api")
-    await runtime.start()
+    runtime = await rt.runtime(rt.settings(webhook_allowed_hosts="localhost"))
     try:
         url = f"http://localhost:{receiver.port}/named"
-        workflow = await make_workflow(db, webhook_url=url)
+        workflow = await make_workflow(rt, webhook_url=url)
         await runtime.start_run(workflow, "emit:1")
         delivery = await wait_delivery(runtime, workflow, "delivered")
     finally:
@@ -216,3 +207,24 @@ async def test_a_host_name_is_sent_to_its_checked_address_and_kept_in_the_host_h
     assert delivery.attempts == 1
     headers, _, path = receiver.requests[0]
     assert path == "/named" and headers["Host"] == f"localhost:{receiver.port}"
+
+
+async def test_each_due_delivery_is_claimed_by_one_sender(rt: RtBackend) -> None:
+    """Several processes sending at once: every due delivery goes to exactly one of them."""
+    workflow = await make_workflow(rt, webhook_url="http://hooks.invalid/x")
+    runs = rt.runs
+    ids = []
+    for i in range(12):
+        task = await runs.create_run(workflow, f"p{i}")
+        claimed = await runs.claim(task.id, "worker@test")
+        assert claimed is not None
+        done = await runs.finish(task.id, "worker@test", RunOutcome(TaskStatus.COMPLETED))
+        assert done is not None
+        ids.append(task.id)
+    hold = timedelta(seconds=60)
+    batches = await asyncio.gather(*(runs.webhooks.claim_due(5, hold) for _ in range(4)))
+    taken = [d.task_id for batch in batches for d in batch]
+    assert sorted(taken) == sorted(ids)  # 12 deliveries, each once, among 4 x 5 slots
+    assert all(d.attempts == 1 for batch in batches for d in batch)
+    assert await runs.webhooks.claim_due(5, hold) == []  # held while being sent
+    assert await runs.webhooks.enqueue(await rt.task(ids[0])) is None  # queued once per run

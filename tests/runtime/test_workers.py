@@ -45,8 +45,8 @@ async def test_queued_work_goes_to_a_second_worker_and_a_killed_worker_run_fails
         events = await collect(runtime, queued.id, timeout=30)
         assert events[-1].data["status"] == "completed"
         done = await leases.load(db, queued.id)
-        assert done is not None and done.worker_id is not None
-        assert f":{second.proc.pid}:" in done.worker_id
+        assert done is not None and done.worker is not None
+        assert f":{second.proc.pid}:" in done.worker
 
         follower = asyncio.create_task(collect(runtime, blocking.id, timeout=30))
         await asyncio.sleep(0.2)
@@ -107,10 +107,10 @@ async def test_threads_and_prefork_pools_run_several_runs_at_once(
             assert events[-1].data["status"] == "completed"
         a, b = await leases.load(db, first.id), await leases.load(db, second.id)
         assert a is not None and b is not None
-        assert a.started_at and a.completed_at and b.started_at and b.completed_at
+        assert a.started_at and a.finished_at and b.started_at and b.finished_at
         # side by side, not one after the other: their running periods overlap
-        assert a.started_at < b.completed_at and b.started_at < a.completed_at
+        assert a.started_at < b.finished_at and b.started_at < a.finished_at
         if pool == "prefork":  # one child process per slot
-            assert a.worker_id.split(":")[1] != b.worker_id.split(":")[1]  # type: ignore[union-attr]
+            assert a.worker.split(":")[1] != b.worker.split(":")[1]  # type: ignore[union-attr]
     finally:
         await runtime.aclose(drain_seconds=2)

@@ -211,7 +211,7 @@ async def test_tag_search_returns_only_the_callers_knowledge(hub: Api) -> None:
             "/api/knowledge-items",
             json={
                 "source_id": source.json()["id"],
-                "title": "secret",
+                "name": "secret",
                 "text_content": "The vault combination is quokka-4471.",
                 "tags": [tag],
             },

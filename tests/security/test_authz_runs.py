@@ -157,7 +157,7 @@ async def test_tags_do_not_pull_in_another_users_records(
             "/api/knowledge-items",
             json={
                 "source_id": source["id"],
-                "title": "t",
+                "name": "t",
                 "text_content": "ALICE-KNOWLEDGE: the quokka launch code is 4471.",
                 "tags": [tag],
             },

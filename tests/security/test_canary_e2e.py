@@ -159,7 +159,7 @@ async def make_workflow(api: Session, provider_id: str, hooks: WebhookReceiver) 
         201,
         json={
             "agent_id": agent["id"],
-            "name": "canary workflow",
+            "title": "canary workflow",
             "max_turns": 2,
             "webhook_url": hooks.url("/done"),
             "error_webhook_url": hooks.url("/failed"),

@@ -19,11 +19,13 @@ Known differences from a real server are listed in docs/storage-mongo.md.
 from __future__ import annotations
 
 import asyncio
+import functools
+import threading
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC
-from typing import Any
+from typing import Any, TypeVar
 
 import bson
 import mongomock
@@ -36,6 +38,7 @@ from tbd_agents.storage.mongo.repository import MongoStore
 from tbd_agents.storage.protocol import DocumentStore
 
 Doc = dict[str, Any]
+T = TypeVar("T")
 
 _AWARE = CodecOptions(tz_aware=True, tzinfo=UTC)
 _NAIVE = CodecOptions(tz_aware=False)
@@ -46,8 +49,25 @@ def _through_bson(value: Any, options: CodecOptions = _AWARE) -> Any:
     return bson.decode(bson.encode({"v": value}), codec_options=options)["v"]
 
 
+_UPDATE_OPERATORS = frozenset({"$set", "$setOnInsert", "$unset", "$inc"})
+
+
 async def _checkpoint() -> None:
     await asyncio.sleep(0)
+
+
+def _atomic(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Yield to the event loop once, then run the call whole, holding the client's lock: a call
+    is atomic against other tasks and against other threads using the same data (a worker's
+    event loop in a thread), as a server's single-document operations are."""
+
+    @functools.wraps(method)
+    async def atomic(self: Any, *args: Any, **kwargs: Any) -> T:
+        await _checkpoint()
+        with self.client_lock:
+            return await method(self, *args, **kwargs)
+
+    return atomic
 
 
 class EmulatedCursor:
@@ -55,6 +75,7 @@ class EmulatedCursor:
 
     def __init__(self, collection: EmulatedCollection, spec: Doc, projection: Any) -> None:
         self._collection = collection
+        self.client_lock = collection.client_lock
         self._spec = spec
         self._projection = projection
         self._sort: list[tuple[str, int]] | None = None
@@ -73,8 +94,8 @@ class EmulatedCursor:
         self._skip = skip
         return self
 
+    @_atomic
     async def to_list(self, length: int | None = None) -> list[Doc]:
-        await _checkpoint()
         found = self._collection.sync.find(
             self._spec,
             self._projection,
@@ -95,6 +116,7 @@ class EmulatedCollection:
 
     def __init__(self, database: EmulatedDatabase, sync: mongomock.Collection) -> None:
         self.database = database
+        self.client_lock = database.client.lock
         self.sync = sync
         self.name = sync.name
 
@@ -134,8 +156,8 @@ class EmulatedCollection:
         return DuplicateKeyError(details["errmsg"], 11000, details)
 
     # --- writes ---------------------------------------------------------------------------
+    @_atomic
     async def insert_one(self, document: Doc) -> InsertOneResult:
-        await _checkpoint()
         document.setdefault("_id", bson.ObjectId())
         doc = self._in(document)
         clash = self._clash(doc)
@@ -144,8 +166,8 @@ class EmulatedCollection:
         self.sync.insert_one(doc)
         return InsertOneResult(doc["_id"], acknowledged=True)
 
+    @_atomic
     async def insert_many(self, documents: Iterable[Doc], ordered: bool = True) -> InsertManyResult:
-        await _checkpoint()
         inserted: list[Any] = []
         errors: list[Doc] = []
         for index, document in enumerate(documents):
@@ -174,6 +196,7 @@ class EmulatedCollection:
             )
         return InsertManyResult(inserted, acknowledged=True)
 
+    @_atomic
     async def find_one_and_update(
         self,
         filter: Doc,
@@ -183,11 +206,8 @@ class EmulatedCollection:
         upsert: bool = False,
         return_document: bool = False,
     ) -> Doc | None:
-        await _checkpoint()
         spec, change = self._in(filter), self._in(update)
-        unsupported = set(change) - {"$set", "$setOnInsert"}
-        if unsupported:
-            raise NotImplementedError(f"emulation supports $set / $setOnInsert only: {unsupported}")
+        self._check_operators(change)
         target = self.sync.find_one(spec, sort=sort)
         if target is not None:
             candidate, own_id = {**target, **change.get("$set", {})}, target["_id"]
@@ -206,16 +226,46 @@ class EmulatedCollection:
         )
         return self.out(result)
 
+    @staticmethod
+    def _check_operators(change: Mapping[str, Any]) -> None:
+        # The unique-index check below applies `$set` only: the other operators must not touch
+        # a uniquely indexed field (the run-time's `$inc` / `$unset` never do).
+        unsupported = set(change) - _UPDATE_OPERATORS
+        if unsupported:
+            raise NotImplementedError(f"emulation supports {sorted(_UPDATE_OPERATORS)} only")
+
+    @_atomic
+    async def update_one(self, filter: Doc, update: Doc, upsert: bool = False) -> Any:
+        spec, change = self._in(filter), self._in(update)
+        self._check_operators(change)
+        target = self.sync.find_one(spec)
+        if target is not None:
+            candidate = {**target, **change.get("$set", {})}
+            if self._clash(candidate, target["_id"]) is not None:
+                raise self._duplicate(candidate, target["_id"])
+        return self.sync.update_one(spec, change, upsert=upsert)
+
+    @_atomic
+    async def update_many(self, filter: Doc, update: Doc) -> Any:
+        change = self._in(update)
+        self._check_operators(change)
+        return self.sync.update_many(self._in(filter), change)
+
+    @_atomic
+    async def distinct(self, key: str, filter: Doc | None = None) -> list[Any]:
+        values = self.sync.distinct(key, self._in(filter or {}))
+        return [_through_bson(v, self.database.codec_options) for v in values]
+
+    @_atomic
     async def find_one_and_delete(self, filter: Doc, projection: Any = None) -> Doc | None:
-        await _checkpoint()
         return self.out(self.sync.find_one_and_delete(self._in(filter), projection))
 
+    @_atomic
     async def delete_one(self, filter: Doc) -> Any:
-        await _checkpoint()
         return self.sync.delete_one(self._in(filter))
 
+    @_atomic
     async def delete_many(self, filter: Doc) -> Any:
-        await _checkpoint()
         return self.sync.delete_many(self._in(filter))
 
     # --- reads ----------------------------------------------------------------------------
@@ -233,23 +283,23 @@ class EmulatedCollection:
             cursor.sort(sort)
         return cursor.limit(limit).skip(skip)
 
+    @_atomic
     async def find_one(self, filter: Doc | None = None, projection: Any = None) -> Doc | None:
-        await _checkpoint()
         return self.out(self.sync.find_one(self._in(filter or {}), projection))
 
+    @_atomic
     async def count_documents(self, filter: Doc) -> int:
-        await _checkpoint()
         return int(self.sync.count_documents(self._in(filter)))
 
     # --- indexes --------------------------------------------------------------------------
+    @_atomic
     async def create_index(
         self, keys: Any, *, name: str | None = None, unique: bool = False
     ) -> str:
-        await _checkpoint()
         return str(self.sync.create_index(keys, name=name, unique=unique))
 
+    @_atomic
     async def index_information(self) -> dict[str, Any]:
-        await _checkpoint()
         return dict(self.sync.index_information())
 
 
@@ -283,10 +333,18 @@ class EmulatedDatabase:
 class EmulatedClient:
     """`AsyncMongoClient`-like: `get_database`, async `close`, `tz_aware` like the driver's."""
 
-    def __init__(self, *, tz_aware: bool = True) -> None:
+    def __init__(self, *, tz_aware: bool = True, sibling_of: EmulatedClient | None = None) -> None:
         self.tz_aware = tz_aware
-        self.sync = mongomock.MongoClient(tz_aware=tz_aware)
+        self.sync = (
+            sibling_of.sync if sibling_of is not None else mongomock.MongoClient(tz_aware=tz_aware)
+        )
+        self.lock = sibling_of.lock if sibling_of is not None else threading.RLock()
         self.closed = False
+
+    def sibling(self) -> EmulatedClient:
+        """Another client on the same data (as a second process's client of one server would
+        be); closing it leaves this one open."""
+        return EmulatedClient(tz_aware=self.tz_aware, sibling_of=self)
 
     def get_database(self, name: str) -> EmulatedDatabase:
         return EmulatedDatabase(self, name)
@@ -319,3 +377,33 @@ async def _contract_store() -> AsyncIterator[DocumentStore]:
 def contract_store(request: pytest.FixtureRequest) -> AbstractAsyncContextManager[DocumentStore]:
     """Store factory of the contract suite (see tests/contract/conftest.py)."""
     return _contract_store()
+
+
+#: A real MongoDB-compatible server to run the contract suite against as well (opt-in: none can
+#: run on the build machines), e.g. `mongodb://127.0.0.1:27017` or a FerretDB.
+SERVER_URI_VARIABLE = "TBD_TEST_MONGO_URI"
+
+
+@asynccontextmanager
+async def _server_store(uri: str) -> AsyncIterator[DocumentStore]:
+    from tbd_agents.config import Settings
+    from tbd_agents.storage.mongo.connect import open_mongo_store
+
+    name = f"tbd_contract_{uuid.uuid4().hex[:12]}"
+    settings = Settings(db_backend="mongo", mongo_uri=uri, mongo_db_name=name)  # type: ignore[call-arg]
+    store = await open_mongo_store(settings)
+    try:
+        yield store
+    finally:
+        await store.database.client.drop_database(name)
+        await store.close()
+
+
+def server_contract_store(uri: str) -> Any:
+    """Store factory of the contract suite for a real server at `uri` (a fresh database each
+    module, dropped afterwards)."""
+
+    def factory(request: pytest.FixtureRequest) -> AbstractAsyncContextManager[DocumentStore]:
+        return _server_store(uri)
+
+    return factory

@@ -10,6 +10,7 @@ import bson
 import pytest
 from bson import Binary, Decimal128, Int64, ObjectId
 from bson.codec_options import CodecOptions
+from pydantic import ValidationError
 
 from tbd_agents.domain.enums import McpTransport, MemoryScope, TaskStatus, WorkflowStatus
 from tbd_agents.domain.models import Agent, McpServer, Memory, TaskExecution, Workflow
@@ -155,7 +156,11 @@ def test_new_record_document_shape() -> None:
     assert doc["status"] == "running" and type(doc["status"]) is str
     expected = datetime(2024, 1, 1, 22, 4, 5, 678000, tzinfo=UTC)
     assert doc["started_at"] == expected and doc["usage"]["when"] == expected
-    assert set(doc) == {"_id", *(f for f in TaskExecution.model_fields if f != "id")}
+    # `extras` is never a stored key: the record's extras are top-level keys (none here).
+    assert set(doc) == {
+        "_id",
+        *(f for f in TaskExecution.model_fields if f not in ("id", "extras")),
+    }
 
     back = from_document(TaskExecution, wire(doc, AWARE))
     stored = {
@@ -179,7 +184,7 @@ def test_round_trip_of_every_field_through_a_bson_file(tmp_path: Path) -> None:
     records = [
         Agent(name="ünïcødé ✓", tags=["a", "b"], tool_definitions=[{"x": [1, {"y": None}]}]),
         Agent(id=str(ObjectId()), name="hex", temperature=0.7, max_turns=3),
-        Memory(agent_id=str(OID), key="k", embedding=[0.5, -1.25], expires_at=datetime.now(UTC)),
+        Memory(agent_id=str(OID), key="k", embedding=[0.5, -1.25], ttl=datetime.now(UTC)),
     ]
     dump = tmp_path / "dump.bson"
     dump.write_bytes(b"".join(bson.encode(to_document(r)) for r in records))
@@ -187,8 +192,8 @@ def test_round_trip_of_every_field_through_a_bson_file(tmp_path: Path) -> None:
         docs = list(bson.decode_file_iter(fh, codec_options=AWARE))
     for record, doc in zip(records, docs, strict=True):
         back = from_document(type(record), doc)
-        assert back.model_dump(exclude={"created_at", "updated_at", "expires_at"}) == (
-            record.model_dump(exclude={"created_at", "updated_at", "expires_at"})
+        assert back.model_dump(exclude={"created_at", "updated_at", "ttl"}) == (
+            record.model_dump(exclude={"created_at", "updated_at", "ttl"})
         )
         assert back.created_at == floor_ms(record.created_at)
 
@@ -209,3 +214,26 @@ def test_millisecond_rounding() -> None:
     exact = datetime(2024, 1, 1, 0, 0, 0, 2000, tzinfo=UTC)
     assert ceil_ms(exact) == exact == floor_ms(exact)
     assert floor_ms(datetime(2024, 1, 1, 5)).tzinfo is UTC  # naive taken as UTC
+
+
+def test_extras_are_top_level_keys_and_read_back_as_extras() -> None:
+    stored = {
+        "_id": OID,
+        "name": "legacy",
+        "legacy_flag": True,
+        "nested": {"ref": REF, "when": datetime(2024, 1, 2, 3, 4, 5)},
+    }
+    agent = from_document(Agent, stored)
+    assert agent.extras == {
+        "legacy_flag": True,
+        "nested": {"ref": str(REF), "when": datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)},
+    }
+    doc = to_document(agent)
+    assert "extras" not in doc
+    assert doc["legacy_flag"] is True and doc["nested"]["ref"] == str(REF)
+    assert list(doc)[-2:] == ["legacy_flag", "nested"]
+
+
+def test_extras_may_not_shadow_a_field() -> None:
+    with pytest.raises(ValidationError, match=r"extras may not hold keys.*\['name'\]"):
+        Agent(name="a", extras={"name": "b"})

@@ -305,6 +305,27 @@ async def test_duplicates_that_block_a_unique_index_are_reported() -> None:
         await MongoStore(db).open()  # type: ignore[arg-type]
 
 
+async def test_duplicate_memories_of_an_existing_database_do_not_stop_the_store(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The existing TBD Agents had no unique index on memories, so concurrent writes could store
+    # two documents with the same key: the store opens, keeps both, and says what to do.
+    db = EmulatedClient().get_database("legacy")
+    twin = {"agent_id": "a", "scope": "agent", "key": "k"}
+    await db.get_collection("memories").insert_many(
+        [{**twin, "value": "1"}, {**twin, "value": "2"}]
+    )
+    store = MongoStore(db)  # type: ignore[arg-type]
+    await store.open()
+    assert (
+        "uq_memories_agent_id_scope_key"
+        not in await db.get_collection("memories").index_information()
+    )
+    assert "Remove the older duplicates" in caplog.text
+    async with store.unit_of_work() as repos:
+        assert sorted(m.value for m in (await repos.memories.list()).items) == ["1", "2"]
+
+
 # --- the real driver --------------------------------------------------------------------------
 
 

@@ -56,7 +56,7 @@ def test_every_field_of_every_entity_has_a_kind() -> None:
         (Agent, "memory_enabled", FieldKind.BOOL, False),
         (Agent, "model", FieldKind.TEXT, True),
         (Memory, "embedding", FieldKind.FLOAT_ARRAY, True),
-        (Memory, "expires_at", FieldKind.DATETIME, True),
+        (Memory, "ttl", FieldKind.DATETIME, True),
         (ChatMessage, "usage", FieldKind.JSON, True),
         (Token, "name", FieldKind.TEXT, False),
     ],
@@ -149,14 +149,14 @@ def test_validate_changes_returns_coerced_values() -> None:
         Memory,
         {
             "scope": "GLOBAL",
-            "expires_at": "2024-01-01T00:00:00-02:00",
+            "ttl": "2024-01-01T00:00:00-02:00",
             "embedding": [1, 2.5],
             "session_id": None,
             "metadata": {"a": [1, {"b": None}]},
         },
     )
     assert out["scope"] is MemoryScope.GLOBAL
-    assert out["expires_at"] == datetime(2024, 1, 1, 2, tzinfo=UTC)
+    assert out["ttl"] == datetime(2024, 1, 1, 2, tzinfo=UTC)
     assert out["embedding"] == [1.0, 2.5]
     assert out["session_id"] is None
     assert out["metadata"] == {"a": [1, {"b": None}]}
@@ -173,7 +173,7 @@ def test_validate_changes_returns_coerced_values() -> None:
         ({"key": ""}, "at least 1 character"),
         ({"key": "k" * 513}, "at most 512"),
         ({"scope": "planet"}, "scope"),
-        ({"expires_at": "tomorrow"}, "expires_at"),
+        ({"ttl": "tomorrow"}, "ttl"),
         ({"metadata": [1, 2]}, "metadata"),
     ],
 )

@@ -5,8 +5,9 @@
 - `scheduler` fires scheduled agents. Several can run at once (each occurrence is claimed once
   in the database). Without REDIS_URL it also executes the runs it starts, in-process.
 
-Both take their database from the settings like the API (POSTGRES_URI, or the embedded server)
-and refuse to start on a database that is not at the current Alembic revision.
+Both take their database from the settings like the API: PostgreSQL (POSTGRES_URI, or the
+embedded server; they refuse to start on a database that is not at the current Alembic
+revision) or, with DB_BACKEND=mongo, MongoDB (MONGO_URI / MONGO_DB_NAME).
 """
 
 from __future__ import annotations

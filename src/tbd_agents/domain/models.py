@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tbd_agents.domain.enums import (
     AuthType,
@@ -207,6 +207,26 @@ class KnowledgeItem(Entity):
     file_name: str | None = None
     file_size: int | None = Field(default=None, ge=0)
     mime_type: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _media_type_in_content_type(cls, data: Any) -> Any:
+        """Earlier versions of this hub kept the media type in `content_type`: read such a record
+        as the kind it is, its media type in `mime_type` (the revision ba7655b3ce11 does the same
+        to stored rows)."""
+        if isinstance(data, dict):
+            kind = data.get("content_type")
+            if isinstance(kind, str) and "/" in kind:
+                data = dict(data)
+                data.setdefault("mime_type", kind)
+                if kind.startswith("image/"):
+                    data["content_type"] = KnowledgeContentType.IMAGE
+                elif data.get("file_id"):
+                    data["content_type"] = KnowledgeContentType.FILE
+                else:
+                    data["content_type"] = KnowledgeContentType.TEXT
+        return data
+
     sha256: str | None = None
     status: Annotated[KnowledgeItemStatus, LenientEnum] = KnowledgeItemStatus.PENDING
     tags: StrList = Field(default_factory=list)

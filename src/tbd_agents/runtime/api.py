@@ -1,9 +1,9 @@
 """HTTP endpoints of the runtime: start, follow (SSE), halt, webhook log, schedule history.
 
 The router carries its own lifespan: when the app starts it builds the process's `Runtime` (on
-the app's PostgreSQL store), starts its upkeep loop — and, with no REDIS_URL, the scheduler, so
-the embedded default runs everything in one process — and closes it on shutdown. The runtime is
-also published as `ctx.services["runtime"]` for other routers (workflow prompts, chat).
+the app's store: PostgreSQL through a small pool of its own, or MongoDB on the same database),
+starts its upkeep loop — and, with no REDIS_URL, the scheduler, so the embedded default runs
+everything in one process — and closes it on shutdown. The runtime is also published as `ctx.services["runtime"]` for other routers (workflow prompts, chat).
 
 Authorisation follows the parent workflow: a caller sees the runs, events and deliveries of the
 workflows it owns (admins: all); starting, halting and rotating secrets need a writable key.
@@ -25,13 +25,14 @@ from pydantic import BaseModel, Field, field_validator
 
 from tbd_agents.api.crud import ERRORS
 from tbd_agents.api.deps import ApiContext, Caller, Ctx
-from tbd_agents.domain.enums import TaskStatus, WorkflowStatus
+from tbd_agents.domain.enums import TaskStatus
 from tbd_agents.domain.models import ScheduledAgent, TaskExecution, Workflow
 from tbd_agents.errors import ConfigurationError, Conflict, InvalidData, NotFound
 from tbd_agents.runtime.events import RunEvent
-from tbd_agents.runtime.scheduler import schedule_history
 from tbd_agents.runtime.service import Runtime
 from tbd_agents.services.access import Principal, ensure_visible
+from tbd_agents.services.privilege import AdminDirectory
+from tbd_agents.services.workflow_runs import prepare_prompt, status_after_run
 from tbd_agents.storage.postgres.engine import create_engine
 from tbd_agents.storage.protocol import Query as ListQuery
 from tbd_agents.storage.protocol import desc, eq, in_
@@ -39,43 +40,58 @@ from tbd_agents.storage.protocol import desc, eq, in_
 KEEPALIVE_SECONDS = 15.0
 
 
-def _require_postgres(ctx: ApiContext) -> Any:
-    url = getattr(ctx.store, "url", None)
-    if ctx.store.backend != "postgres" or url is None:
-        raise ConfigurationError(
-            "runs, schedules and webhooks need the PostgreSQL store (DB_BACKEND=postgres)"
-        )
-    return url
+def _unsupported(ctx: ApiContext) -> ConfigurationError:
+    return ConfigurationError(
+        f"runs, schedules and webhooks need the PostgreSQL or the MongoDB store "
+        f"(DB_BACKEND=postgres or mongo), not {ctx.store.backend!r}"
+    )
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     ctx: ApiContext = app.state.ctx
-    if ctx.store.backend != "postgres":
-        yield  # the runtime needs PostgreSQL; its endpoints answer with the reason
-        return
     settings = ctx.settings
-    # Its own small pool: background upkeep never competes with requests for connections.
-    engine = create_engine(
-        _require_postgres(ctx),
-        application_name=f"{settings.application_name}-runtime",
-        pool_size=4,
-        max_overflow=4,
-        connect_timeout=settings.postgres_connect_timeout,
-    )
-    try:
-        runtime = await Runtime.open(
-            settings, engine, role="api", cipher=ctx.cipher(), store=ctx.store
+    backend = ctx.store.backend
+    url = getattr(ctx.store, "url", None)
+    if backend == "postgres" and url is not None:
+        # Its own small pool: background upkeep never competes with requests for connections.
+        engine = create_engine(
+            url,
+            application_name=f"{settings.application_name}-runtime",
+            pool_size=4,
+            max_overflow=4,
+            connect_timeout=settings.postgres_connect_timeout,
         )
-        await runtime.start(scheduler=not runtime.distributed)
-        ctx.services["runtime"] = runtime
         try:
-            yield
+            async with _running(ctx, engine):
+                yield
         finally:
-            ctx.services.pop("runtime", None)
-            await runtime.aclose(drain_seconds=settings.run_lease_seconds)
+            await engine.dispose()
+    elif backend == "mongo":
+        async with _running(ctx, ctx.store):  # same client and database as the documents
+            yield
+    else:
+        yield  # no runtime here; its endpoints answer with the reason
+
+
+@asynccontextmanager
+async def _running(ctx: ApiContext, db: Any) -> AsyncIterator[None]:
+    settings = ctx.settings
+    runtime = await Runtime.open(
+        settings,
+        db,
+        role="api",
+        cipher=ctx.cipher(),
+        store=ctx.store,
+        vectors=ctx.services.get("vector_store"),
+    )
+    await runtime.start(scheduler=not runtime.distributed)
+    ctx.services["runtime"] = runtime
+    try:
+        yield
     finally:
-        await engine.dispose()
+        ctx.services.pop("runtime", None)
+        await runtime.aclose(drain_seconds=settings.run_lease_seconds)
 
 
 router = APIRouter(tags=["runs"], lifespan=lifespan, responses=ERRORS)
@@ -84,7 +100,8 @@ router = APIRouter(tags=["runs"], lifespan=lifespan, responses=ERRORS)
 def runtime_of(ctx: ApiContext) -> Runtime:
     runtime = ctx.services.get("runtime")
     if not isinstance(runtime, Runtime):
-        _require_postgres(ctx)  # raises the reason
+        if ctx.store.backend not in ("postgres", "mongo"):
+            raise _unsupported(ctx)
         raise ConfigurationError("the runtime is not running in this process")
     return runtime
 
@@ -117,10 +134,15 @@ class RunIn(BaseModel):
 
 @router.post("/api/workflows/{workflow_id}/runs", status_code=202, summary="Start a run")
 async def start_run(workflow_id: str, body: RunIn, ctx: Ctx, caller: Caller) -> TaskExecution:
-    """Queue a run of the workflow with `prompt`; follow it at `/api/tasks/{id}/events`."""
+    """Queue a run of the workflow with `prompt`; follow it at `/api/tasks/{id}/events`.
+    409 while the workflow is inactive; 422 when a guardrail blocks the prompt."""
     caller.require_write()
-    await _workflow(ctx, caller, workflow_id)
-    return await runtime_of(ctx).start_run(workflow_id, body.prompt)
+    workflow = await _workflow(ctx, caller, workflow_id)
+    async with ctx.store.unit_of_work() as repos:
+        prepared = await prepare_prompt(
+            repos, workflow, prompt=body.prompt, admins=AdminDirectory.from_settings(ctx.settings)
+        )
+    return await runtime_of(ctx).start_run(workflow_id, prepared.prompt)
 
 
 def _sse(event: RunEvent) -> bytes:
@@ -154,7 +176,7 @@ async def _stream(events: AsyncIterator[RunEvent]) -> AsyncIterator[bytes]:
             await aclose()
 
 
-#: Event numbers are PostgreSQL `integer`s.
+#: Event numbers are PostgreSQL `integer`s (the same bound applies on MongoDB).
 MAX_EVENT_ID = 2**31 - 1
 LastEventQuery = Annotated[
     int | None,
@@ -277,12 +299,13 @@ async def reset_workflow(workflow_id: str, ctx: Ctx, caller: Caller) -> Workflow
     """Forget the conversation and logs (runs and their events stay in the history); refused
     with 409 while a run is pending or running."""
     caller.require_write()
-    await _workflow(ctx, caller, workflow_id)
+    workflow = await _workflow(ctx, caller, workflow_id)
     if await _latest_run(ctx, workflow_id, active_only=True) is not None:
         raise Conflict(f"workflow {workflow_id!r} has an active run: halt it before a reset")
+    changes = {"messages": [], "logs": [], "current_turn": 0}
     async with ctx.store.unit_of_work() as repos:
         reset: Workflow = await repos.workflows.update(
-            workflow_id, {"messages": [], "logs": [], "status": WorkflowStatus.IDLE}
+            workflow_id, {**changes, "status": status_after_run(workflow.status)}
         )
     return reset
 
@@ -366,5 +389,5 @@ async def history(
     async with ctx.store.unit_of_work() as repos:
         schedule: ScheduledAgent = await repos.scheduled_agents.get(schedule_id)
     ensure_visible(schedule, caller)
-    found = await schedule_history(runtime_of(ctx).db, schedule_id, limit=limit)
+    found = await runtime_of(ctx).runs.schedule_history(schedule_id, limit=limit)
     return [OccurrenceOut.model_validate(asdict(o)) for o in found]

@@ -5,8 +5,8 @@ Two implementations behind one protocol, chosen once from the settings:
 - `InProcessBus`: asyncio queues inside one process (the embedded default, no Redis).
 - `RedisBus`: Redis pub/sub (`REDIS_URL`), so an API process hears a worker's events.
 
-A bus only carries notifications. What a subscriber must not miss is in PostgreSQL (events are
-stored before they are published), and subscribers that stop hearing the bus catch up from there.
+A bus only carries notifications. What a subscriber must not miss is in the database (events
+are stored before they are published), and subscribers that stop hearing the bus catch up from there.
 """
 
 from __future__ import annotations

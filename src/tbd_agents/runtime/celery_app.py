@@ -1,6 +1,6 @@
 """Celery on Redis: the queue of runs and the workers that execute them.
 
-The broker is `REDIS_URL`; there is no result backend (a run's state lives in PostgreSQL, where
+The broker is `REDIS_URL`; there is no result backend (a run's state lives in the database, where
 leases make it trustworthy — Celery reports unknown task ids as PENDING forever). Messages are
 acknowledged late and prefetched one at a time, so a worker holds only the run it executes and
 queued runs go to whichever worker is free. A message redelivered after a worker died finds its
@@ -57,7 +57,9 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options={"visibility_timeout": 3600},
     )
 
-    @app.task(name=RUN_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
+    # Not shared: Celery copies shared tasks into every app finalized later in the process, and
+    # this one closes over `settings` (a second app would run the first one's).
+    @app.task(name=RUN_TASK, ignore_result=True, shared=False)  # type: ignore[untyped-decorator]
     def run_task(task_id: str) -> str:
         return worker_state(settings).execute(task_id)
 

@@ -1,7 +1,9 @@
-"""Run events: stored append-only in PostgreSQL, then published, then followed without gaps.
+"""Run events: stored append-only, then published, then followed without gaps.
 
-- `EventStore` appends to `run_events` (numbering each run's events 1, 2, 3 … in `seq`), reads a
-  run's events after a given `seq`, and purges the events of runs that ended before a cut-off.
+- `EventStore` appends to the PostgreSQL table `run_events` (numbering each run's events 1, 2,
+  3 … in `seq`), reads a run's events after a given `seq`, and purges the events of runs that
+  ended before a cut-off. The MongoDB profile has the same log in `runtime/mongo_store.py`;
+  everything else here works on either (`runtime.store.EventLog`).
 - `PersistingEventSink` is the `EventSink` handed to the engine: every event is committed to the
   store first and only then published on the bus.
 - `follow()` is what an SSE endpoint iterates: it subscribes to the bus first, then replays the
@@ -15,19 +17,23 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, delete, func, insert, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tbd_agents.domain.enums import TaskStatus
+from tbd_agents.domain.models import TaskExecution
 from tbd_agents.errors import NotFound, StorageError
 from tbd_agents.runtime.bus import EventBus, events_channel
 from tbd_agents.runtime.contracts import EventType
 from tbd_agents.storage.postgres.errors import sqlstate_of
 from tbd_agents.storage.postgres.schema import TABLES
 from tbd_agents.storage.postgres.schema_runtime import run_events
+
+if TYPE_CHECKING:
+    from tbd_agents.runtime.store import EventLog
 
 _log = logging.getLogger(__name__)
 
@@ -184,13 +190,30 @@ class EventStore:
         return int(result.rowcount or 0)
 
 
+def running_status_data(worker_id: str) -> dict[str, object]:
+    """The data of the `status` event that says a worker started the run."""
+    return {"status": TaskStatus.RUNNING.value, "worker": worker_id}
+
+
+def final_status_data(task: TaskExecution) -> dict[str, object]:
+    """The data of a run's last event (a `status` event with a final status)."""
+    return {
+        "status": task.status.value,
+        "result": task.response,
+        "error": task.error,
+        "turns": task.turns,
+        "tool_calls": task.tool_calls,
+        "usage": task.usage,
+    }
+
+
 class PersistingEventSink:
     """The `EventSink` of one run: commit the event, then publish it.
 
     A publish that fails is logged and not retried: the event is already stored, and followers
     that miss a notification read it from the store on their next poll."""
 
-    def __init__(self, store: EventStore, bus: EventBus, task_id: str) -> None:
+    def __init__(self, store: EventLog, bus: EventBus, task_id: str) -> None:
         self.store = store
         self.bus = bus
         self.task_id = task_id
@@ -218,7 +241,7 @@ class PersistingEventSink:
 
 
 async def follow(
-    store: EventStore,
+    store: EventLog,
     bus: EventBus,
     task_id: str,
     after_seq: int = 0,

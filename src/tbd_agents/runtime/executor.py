@@ -34,11 +34,15 @@ class RunExecutor(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ExecutorContext:
-    """What a factory may use to build its executor (all owned by the runtime)."""
+    """What a factory may use to build its executor (all owned by the runtime).
+
+    `db`: the PostgreSQL engine of the run store (None on MongoDB). `vectors`: the process's
+    vector store when one is already open (the API's), else None."""
 
     settings: Settings
-    db: AsyncEngine
+    db: AsyncEngine | None
     store: DocumentStore | None = None
+    vectors: Any = None
 
 
 ExecutorFactory = Callable[[ExecutorContext], "RunExecutor | Awaitable[RunExecutor]"]

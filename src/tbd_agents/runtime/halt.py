@@ -1,8 +1,9 @@
 """Halting a run, from any process.
 
 A halt request is written to the database first (`run_halts`, the flag a worker's heartbeat
-reads) and then announced on the bus (`…:halt` channel, which a worker listens to), so the
-running engine hears it at once over Redis and at the latest on its next heartbeat without it.
+reads; `RunStore.halt` on either backend) and then announced on the bus (`…:halt` channel,
+which a worker listens to), so the running engine hears it at once over Redis and at the latest
+on its next heartbeat without it.
 A run that is still queued is halted on the spot: no worker will start it.
 """
 
@@ -14,6 +15,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -23,11 +25,23 @@ from tbd_agents.domain.enums import TaskStatus, WorkflowStatus
 from tbd_agents.errors import Conflict, NotFound
 from tbd_agents.runtime.bus import EventBus, halt_channel
 from tbd_agents.runtime.contracts import EventType
-from tbd_agents.runtime.events import TERMINAL_STATUSES, EventStore, PersistingEventSink
+from tbd_agents.runtime.events import (
+    TERMINAL_STATUSES,
+    EventStore,
+    PersistingEventSink,
+    RunEvent,
+)
 from tbd_agents.runtime.leases import tasks, workflows
 from tbd_agents.storage.postgres.schema_runtime import run_halts
 
+if TYPE_CHECKING:
+    from tbd_agents.runtime.store import RunStore
+
 _log = logging.getLogger(__name__)
+
+HALTED_BEFORE_START = "halted before it started"
+#: The final event of a run halted while it was queued.
+HALTED_BEFORE_START_EVENT = {"status": TaskStatus.HALTED.value, "reason": HALTED_BEFORE_START}
 
 
 class RunHaltSignal:
@@ -54,14 +68,11 @@ class HaltResult(StrEnum):
     HALTING = "halting"  # the run is executing: its worker was told to stop
 
 
-async def request_halt(
-    engine: AsyncEngine,
-    bus: EventBus,
-    events: EventStore,
-    task_id: str,
-    requested_by: str | None = None,
-) -> HaltResult:
-    """Ask run `task_id` to stop. NotFound for an unknown run, Conflict for a finished one."""
+async def halt_on_sql(
+    engine: AsyncEngine, events: EventStore, task_id: str, requested_by: str | None
+) -> RunEvent | None:
+    """The PostgreSQL side of a halt request, in one transaction on the locked task row: the
+    halt flag, and for a queued run its halted state and final event (returned)."""
     async with engine.begin() as conn:
         row = (
             await conn.execute(
@@ -74,38 +85,52 @@ async def request_halt(
             raise NotFound("task execution", task_id)
         status = TaskStatus(row.status)
         if status in TERMINAL_STATUSES:
-            raise Conflict(
-                f"task execution {task_id!r} has already ended ({status.value}); nothing to halt"
-            )
+            raise ended(task_id, status)
         await conn.execute(
             insert(run_halts)
             .values(task_id=task_id, requested_by=requested_by)
             .on_conflict_do_nothing()
         )
-        if status is TaskStatus.PENDING:
-            await conn.execute(
-                update(tasks)
-                .where(tasks.c.id == task_id)
-                .values(
-                    status=TaskStatus.HALTED.value,
-                    error="halted before it started",
-                    finished_at=func.now(),
-                    updated_at=func.now(),
-                )
+        if status is not TaskStatus.PENDING:
+            return None
+        await conn.execute(
+            update(tasks)
+            .where(tasks.c.id == task_id)
+            .values(
+                status=TaskStatus.HALTED.value,
+                error=HALTED_BEFORE_START,
+                finished_at=func.now(),
+                updated_at=func.now(),
             )
-            await conn.execute(
-                update(workflows)
-                .where(workflows.c.id == row.workflow_id)
-                .values(status=WorkflowStatus.HALTED.value, updated_at=func.now())
-            )
-            final = await events.append_on(
-                conn,
-                task_id,
-                EventType.STATUS.value,
-                {"status": TaskStatus.HALTED.value, "reason": "halted before it started"},
-            )
-    if status is TaskStatus.PENDING:
-        await PersistingEventSink(events, bus, task_id).publish(final)
+        )
+        await conn.execute(
+            update(workflows)
+            .where(workflows.c.id == row.workflow_id)
+            .where(workflows.c.status != WorkflowStatus.INACTIVE.value)
+            .values(status=WorkflowStatus.ACTIVE.value, updated_at=func.now())
+        )
+        return await events.append_on(
+            conn, task_id, EventType.STATUS.value, HALTED_BEFORE_START_EVENT
+        )
+
+
+def ended(task_id: str, status: TaskStatus) -> Conflict:
+    """The error for halting a run that has already ended."""
+    return Conflict(
+        f"task execution {task_id!r} has already ended ({status.value}); nothing to halt"
+    )
+
+
+async def request_halt(
+    runs: RunStore,
+    bus: EventBus,
+    task_id: str,
+    requested_by: str | None = None,
+) -> HaltResult:
+    """Ask run `task_id` to stop. NotFound for an unknown run, Conflict for a finished one."""
+    final = await runs.halt(task_id, requested_by)
+    if final is not None:
+        await PersistingEventSink(runs.events, bus, task_id).publish(final)
         return HaltResult.HALTED
     try:
         await bus.publish(halt_channel(task_id), {"task_id": task_id, "by": requested_by})

@@ -13,22 +13,19 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from tbd_agents.domain.enums import TaskStatus
 from tbd_agents.domain.models import TaskExecution
 from tbd_agents.errors import TbdError
-from tbd_agents.runtime import leases
 from tbd_agents.runtime.bus import EventBus
-from tbd_agents.runtime.contracts import EventType, RunOutcome
+from tbd_agents.runtime.contracts import RunOutcome
 from tbd_agents.runtime.events import (
     TERMINAL_STATUSES,
-    EventStore,
     PersistingEventSink,
     RunEvent,
 )
 from tbd_agents.runtime.executor import RunExecutor
 from tbd_agents.runtime.halt import RunHaltSignal, listening_for_halt
+from tbd_agents.runtime.store import EventLog, RunStore
 from tbd_agents.runtime.webhooks import WebhookService
 
 _log = logging.getLogger(__name__)
@@ -38,9 +35,9 @@ _log = logging.getLogger(__name__)
 class RunServices:
     """What executing a run needs; built once per process."""
 
-    db: AsyncEngine
+    runs: RunStore
     bus: EventBus
-    events: EventStore
+    events: EventLog
     executor: RunExecutor
     webhooks: WebhookService
     worker_id: str
@@ -56,7 +53,7 @@ async def _keep_lease(
 ) -> None:
     interval = max(services.lease_seconds / 3.0, 0.2)
     while not run.done():
-        beat = await leases.heartbeat(services.db, task_id, services.worker_id)
+        beat = await services.runs.heartbeat(task_id, services.worker_id)
         if not beat.owned:
             _log.error("run %s: lease lost; stopping the executor", task_id)
             run.cancel(LeaseLost.__name__)
@@ -94,39 +91,29 @@ async def execute_run(services: RunServices, task_id: str) -> TaskExecution | No
     """Run `task_id` if it is still pending; return the finished run (None if not executed here).
 
     Never re-executes a run that another worker started: a run found running or finished is
-    left alone (the reaper ends runs whose worker died). Each state change is written in one
-    transaction with the event that reports it (and, at the end, the webhook to send)."""
-    running = {"status": TaskStatus.RUNNING.value, "worker": services.worker_id}
-    async with services.db.begin() as conn:
-        task = await leases.claim_on(conn, task_id, services.worker_id)
-        started = (
-            await services.events.append_on(conn, task_id, EventType.STATUS.value, running)
-            if task is not None
-            else None
-        )
-    if task is None or started is None:
+    left alone (the reaper ends runs whose worker died). Each state change is written with the
+    event that reports it (and, at the end, the webhook to send): in one transaction on
+    PostgreSQL, through the task's outbox on MongoDB (`RunStore`)."""
+    claimed = await services.runs.claim(task_id, services.worker_id)
+    if claimed is None:
         _log.info("run %s is not pending any more; not executing it", task_id)
         return None
+    task = claimed.task
     sink = PersistingEventSink(services.events, services.bus, task.id)
     halt = RunHaltSignal()
     async with listening_for_halt(services.bus, task.id, halt):
-        beat = await leases.heartbeat(services.db, task.id, services.worker_id)
+        beat = await services.runs.heartbeat(task.id, services.worker_id)
         if beat.halt_requested:  # asked before this worker listened
             halt.set("halt requested")
-        await sink.publish(started)
+        for event in claimed.events:
+            await sink.publish(event)
         outcome = await _run_executor(services, task, sink, halt)
     if outcome is None:
         return None
     if outcome.status not in TERMINAL_STATUSES:
         outcome.error = outcome.error or f"executor returned non-final status {outcome.status}"
         outcome.status = TaskStatus.FAILED
-    async with services.db.begin() as conn:
-        finished = await leases.finish_on(conn, task.id, services.worker_id, outcome)
-        if finished is not None:
-            final = await services.events.append_on(
-                conn, task.id, EventType.STATUS.value, final_status_data(finished)
-            )
-            await services.webhooks.enqueue_on(conn, finished)
+    finished = await services.runs.finish(task.id, services.worker_id, outcome)
     if finished is None:
         _log.error(
             "run %s ended (%s) after its lease was lost; outcome not recorded",
@@ -134,41 +121,29 @@ async def execute_run(services: RunServices, task_id: str) -> TaskExecution | No
             outcome.status,
         )
         return None
-    await sink.publish(final)
-    return finished
+    for event in finished.events:
+        await sink.publish(event)
+    return finished.task
 
 
-def final_status_data(task: TaskExecution) -> dict[str, object]:
-    """The data of a run's last event (a `status` event with a final status)."""
-    return {
-        "status": task.status.value,
-        "result": task.response,
-        "error": task.error,
-        "turns": task.turns,
-        "tool_calls": task.tool_calls,
-        "usage": task.usage,
-    }
+async def announce(services: RunServices, events: list[RunEvent]) -> None:
+    """Publish stored events on the bus (after the writes that stored them)."""
+    for event in events:
+        await PersistingEventSink(services.events, services.bus, event.task_id).publish(event)
 
 
 async def reap(services: RunServices) -> list[TaskExecution]:
     """Fail the runs whose lease expired, with their error and final events and their failure
-    webhooks in the same transaction; then tell their followers."""
-    announced: list[RunEvent] = []
-    async with services.db.begin() as conn:
-        reaped = await leases.reap_expired_on(conn, services.lease_seconds)
-        for task in reaped:
-            error = {"message": task.error or "worker lost"}
-            announced.append(
-                await services.events.append_on(conn, task.id, EventType.ERROR.value, error)
-            )
-            announced.append(
-                await services.events.append_on(
-                    conn, task.id, EventType.STATUS.value, final_status_data(task)
-                )
-            )
-            await services.webhooks.enqueue_on(conn, task)
-    for task in reaped:
-        _log.warning("run %s failed: %s", task.id, task.error)
-    for event in announced:
-        await PersistingEventSink(services.events, services.bus, event.task_id).publish(event)
-    return reaped
+    webhooks; then tell their followers."""
+    reaped = await services.runs.reap_expired(services.lease_seconds)
+    for item in reaped:
+        _log.warning("run %s failed: %s", item.task.id, item.task.error)
+    await announce(services, [e for item in reaped for e in item.events])
+    return [item.task for item in reaped]
+
+
+async def complete_followups(services: RunServices, stale_seconds: float) -> int:
+    """Finish the follow-up writes a dead process left undone (MongoDB); publish their events."""
+    events = await services.runs.complete_followups(stale_seconds)
+    await announce(services, events)
+    return len(events)

@@ -4,11 +4,14 @@ A schedule (`scheduled_agents`) repeats every `interval_value` minutes / hours /
 from `start_at` (or its creation), or follows `cron_expression` read in `timezone`. Nothing fires
 before `start_at` or after `end_at`, nor while `enabled` is false.
 
-`Scheduler.tick(now)` locks the due schedules with `SELECT … FOR UPDATE SKIP LOCKED` (another
-scheduler process skips them instead of waiting), claims the occurrence by inserting its
-(scheduled_agent_id, occurrence_at) key into `schedule_occurrences`, creates the pending run and
-moves `next_run_at` on — all in one transaction — and dispatches the runs after the commit. Any
-number of scheduler processes can tick at once: each occurrence is claimed by exactly one.
+`Scheduler.tick(now)` reads the due schedules, claims each occurrence by inserting its
+(scheduled_agent_id, occurrence_at) key into `schedule_occurrences` (a unique key: a second
+claim is refused), creates the pending run and moves `next_run_at` on, then dispatches the runs.
+On PostgreSQL (`SqlScheduleSession`) the tick is one transaction and the schedules it reads are
+locked with `SELECT … FOR UPDATE SKIP LOCKED` (another scheduler skips them instead of waiting);
+on MongoDB (`runtime/mongo_store.py`) the occurrence key alone decides, and `next_run_at` moves
+by compare-and-set. Any number of scheduler processes can tick at once: each occurrence is
+claimed by exactly one.
 
 Policies, per schedule:
 - overlap (`overlap_policy`): `skip` records the occurrence as `skipped_overlap` while an earlier
@@ -27,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
@@ -46,6 +49,9 @@ from tbd_agents.domain.models import ScheduledAgent, TaskExecution
 from tbd_agents.errors import InvalidData
 from tbd_agents.storage.postgres.schema import TABLES
 from tbd_agents.storage.postgres.schema_runtime import schedule_occurrences
+
+if TYPE_CHECKING:
+    from tbd_agents.runtime.store import RunStore, ScheduleSession
 
 _log = logging.getLogger(__name__)
 schedules = TABLES["scheduled_agents"]
@@ -212,22 +218,129 @@ async def create_pending_run(
     return task
 
 
-async def _has_active_run(conn: AsyncConnection, schedule_id: str) -> bool:
-    active = (
-        select(tasks.c.id)
-        .where(tasks.c.scheduled_agent_id == schedule_id)
-        .where(tasks.c.status.in_([TaskStatus.PENDING.value, TaskStatus.RUNNING.value]))
-        .limit(1)
-    )
-    return (await conn.execute(active)).first() is not None
+class SqlScheduleSession:
+    """A scheduler tick on PostgreSQL: one transaction; the schedules it reads are locked with
+    `FOR UPDATE SKIP LOCKED` (another scheduler skips them instead of waiting)."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def _locked(self, stmt: Any) -> list[ScheduledAgent]:
+        rows = (await self.conn.execute(stmt.with_for_update(skip_locked=True))).all()
+        return [_schedule(row) for row in rows]
+
+    async def fresh(self, limit: int) -> list[ScheduledAgent]:
+        return await self._locked(
+            select(schedules)
+            .where(schedules.c.enabled.is_(True))
+            .where(schedules.c.next_run_at.is_(None))
+            .limit(limit)
+        )
+
+    async def edited(self, now: datetime, window: timedelta, limit: int) -> list[ScheduledAgent]:
+        return await self._locked(
+            select(schedules)
+            .where(schedules.c.enabled.is_(True))
+            .where(schedules.c.next_run_at > now)
+            .where(schedules.c.updated_at >= func.now() - window)
+            .limit(limit)
+        )
+
+    async def due(self, now: datetime, limit: int) -> list[ScheduledAgent]:
+        return await self._locked(
+            select(schedules)
+            .where(schedules.c.enabled.is_(True))
+            .where(schedules.c.next_run_at <= now)
+            # A schedule whose workflow was deleted (kept from an existing deployment, which
+            # never deleted them) has nothing to run: never due, so it neither fails the tick
+            # nor takes the others' place.
+            .where(exists().where(workflows.c.id == schedules.c.workflow_id))
+            .order_by(schedules.c.next_run_at)
+            .limit(limit)
+        )
+
+    async def move(self, schedule: ScheduledAgent, next_run_at: datetime | None) -> None:
+        await self.conn.execute(
+            update(schedules).where(schedules.c.id == schedule.id).values(next_run_at=next_run_at)
+        )
+
+    async def advance(
+        self,
+        schedule: ScheduledAgent,
+        next_run_at: datetime | None,
+        last_run_at: datetime | None,
+    ) -> None:
+        changes: dict[str, Any] = {"next_run_at": next_run_at, "updated_at": func.now()}
+        if last_run_at is not None:
+            changes["last_run_at"] = last_run_at
+        await self.conn.execute(
+            update(schedules).where(schedules.c.id == schedule.id).values(**changes)
+        )
+
+    async def has_active_run(self, schedule_id: str) -> bool:
+        active = (
+            select(tasks.c.id)
+            .where(tasks.c.scheduled_agent_id == schedule_id)
+            .where(tasks.c.status.in_([TaskStatus.PENDING.value, TaskStatus.RUNNING.value]))
+            .limit(1)
+        )
+        return (await self.conn.execute(active)).first() is not None
+
+    async def claim(
+        self,
+        schedule: ScheduledAgent,
+        occurrence_at: datetime,
+        outcome: Outcome,
+        missed: int,
+        claimed_by: str,
+    ) -> tuple[bool, str | None]:
+        conn = self.conn
+        inserted = (
+            await conn.execute(
+                pg_insert(schedule_occurrences)
+                .values(
+                    scheduled_agent_id=schedule.id,
+                    occurrence_at=occurrence_at,
+                    outcome=outcome.value,
+                    missed=missed,
+                    claimed_by=claimed_by,
+                )
+                .on_conflict_do_nothing()
+                .returning(schedule_occurrences.c.occurrence_at)
+            )
+        ).first()
+        if inserted is None:
+            return False, None  # already claimed (e.g. next_run_at was moved back by an edit)
+        if outcome is not Outcome.FIRED:
+            return True, None
+        task = await create_pending_run(
+            conn,
+            schedule.workflow_id,
+            schedule.prompt,
+            trigger=TaskTrigger.SCHEDULE,
+            scheduled_agent_id=schedule.id,
+        )
+        await conn.execute(
+            update(schedule_occurrences)
+            .where(
+                and_(
+                    schedule_occurrences.c.scheduled_agent_id == schedule.id,
+                    schedule_occurrences.c.occurrence_at == occurrence_at,
+                )
+            )
+            .values(task_id=task.id)
+        )
+        return True, task.id
 
 
 class Scheduler:
-    """Fires due schedules; safe to run in any number of processes at once."""
+    """Fires due schedules; safe to run in any number of processes at once.
+
+    `db` is the run store (`runtime.store.RunStore`) or a PostgreSQL engine."""
 
     def __init__(
         self,
-        db: AsyncEngine,
+        db: AsyncEngine | RunStore,
         dispatch: Callable[[str], Awaitable[None]],
         *,
         scheduler_id: str,
@@ -235,7 +348,9 @@ class Scheduler:
         clock: Clock | None = None,
         batch_size: int = 100,
     ) -> None:
-        self.db = db
+        from tbd_agents.runtime.store import as_run_store
+
+        self.runs = as_run_store(db)
         self.dispatch = dispatch
         self.scheduler_id = scheduler_id
         self.grace = timedelta(seconds=misfire_grace_seconds)
@@ -247,23 +362,11 @@ class Scheduler:
         """Claim and start everything due at `now` (default: the clock); dispatch after commit."""
         now = now or self.clock.now()
         report = TickReport()
-        async with self.db.begin() as conn:
-            await self._initialise(conn, now)
-            await self._reconcile(conn, now)
-            due = (
-                select(schedules)
-                .where(schedules.c.enabled.is_(True))
-                .where(schedules.c.next_run_at <= now)
-                # A schedule whose workflow was deleted (kept from an existing deployment, which
-                # never deleted them) has nothing to run: it is never due, so it neither fails
-                # the tick nor takes the place of the others.
-                .where(exists().where(workflows.c.id == schedules.c.workflow_id))
-                .order_by(schedules.c.next_run_at)
-                .limit(self.batch_size)
-                .with_for_update(skip_locked=True)
-            )
-            for row in (await conn.execute(due)).all():
-                claimed = await self._process(conn, _schedule(row), now)
+        async with self.runs.scheduling() as session:
+            await self._initialise(session, now)
+            await self._reconcile(session, now)
+            for schedule in await session.due(now, self.batch_size):
+                claimed = await self._process(session, schedule, now)
                 if claimed is not None:
                     report.claimed.append(claimed)
         for item in report.fired:
@@ -271,51 +374,28 @@ class Scheduler:
                 await self.dispatch(item.task_id)
         return report
 
-    async def _initialise(self, conn: AsyncConnection, now: datetime) -> None:
+    async def _initialise(self, session: ScheduleSession, now: datetime) -> None:
         """Give enabled schedules without `next_run_at` their first occurrence after now."""
-        fresh = (
-            select(schedules)
-            .where(schedules.c.enabled.is_(True))
-            .where(schedules.c.next_run_at.is_(None))
-            .limit(self.batch_size)
-            .with_for_update(skip_locked=True)
-        )
-        for row in (await conn.execute(fresh)).all():
-            schedule = _schedule(row)
+        for schedule in await session.fresh(self.batch_size):
             try:
                 nxt = occurrence_after(schedule, now - _TINY)
             except InvalidData as exc:
                 self._report_invalid(schedule, exc)
                 continue
             if nxt is not None:
-                await conn.execute(
-                    update(schedules).where(schedules.c.id == schedule.id).values(next_run_at=nxt)
-                )
+                await session.move(schedule, nxt)
 
-    async def _reconcile(self, conn: AsyncConnection, now: datetime) -> None:
+    async def _reconcile(self, session: ScheduleSession, now: datetime) -> None:
         """Move `next_run_at` of recently edited schedules to what their definition says now
         (an interval or cron changed through the API keeps no stale next run)."""
-        edited = (
-            select(schedules)
-            .where(schedules.c.enabled.is_(True))
-            .where(schedules.c.next_run_at > now)
-            .where(schedules.c.updated_at >= func.now() - EDIT_WINDOW)
-            .limit(self.batch_size)
-            .with_for_update(skip_locked=True)
-        )
-        for row in (await conn.execute(edited)).all():
-            schedule = _schedule(row)
+        for schedule in await session.edited(now, EDIT_WINDOW, self.batch_size):
             try:
                 expected = occurrence_after(schedule, now - _TINY)
             except InvalidData as exc:
                 self._report_invalid(schedule, exc)
                 continue
             if expected != schedule.next_run_at:
-                await conn.execute(
-                    update(schedules)
-                    .where(schedules.c.id == schedule.id)
-                    .values(next_run_at=expected)
-                )
+                await session.move(schedule, expected)
 
     def _report_invalid(self, schedule: ScheduledAgent, exc: InvalidData) -> None:
         if schedule.id not in self._reported:  # once per process, not every tick
@@ -323,7 +403,7 @@ class Scheduler:
             _log.error("schedule %s cannot be computed: %s", schedule.id, exc.message)
 
     async def _process(
-        self, conn: AsyncConnection, schedule: ScheduledAgent, now: datetime
+        self, session: ScheduleSession, schedule: ScheduledAgent, now: datetime
     ) -> Claimed | None:
         assert schedule.next_run_at is not None
         try:
@@ -334,62 +414,29 @@ class Scheduler:
             return None
         claimed: Claimed | None = None
         if due:
-            claimed = await self._claim(conn, schedule, due, now)
-        changes: dict[str, Any] = {"next_run_at": following, "updated_at": func.now()}
+            claimed = await self._claim(session, schedule, due, now)
+        last_run_at = None
         if claimed is not None and claimed.outcome is Outcome.FIRED:
-            changes["last_run_at"] = claimed.occurrence_at
-        await conn.execute(update(schedules).where(schedules.c.id == schedule.id).values(**changes))
+            last_run_at = claimed.occurrence_at
+        await session.advance(schedule, following, last_run_at)
         return claimed
 
     async def _claim(
-        self, conn: AsyncConnection, schedule: ScheduledAgent, due: list[datetime], now: datetime
+        self, session: ScheduleSession, schedule: ScheduledAgent, due: list[datetime], now: datetime
     ) -> Claimed | None:
         latest = due[-1]
         late = now - latest > self.grace
         if late and schedule.missed_run_policy is MissedRunPolicy.SKIP:
             outcome, missed = Outcome.SKIPPED_MISSED, len(due)
-        elif schedule.overlap_policy is OverlapPolicy.SKIP and await _has_active_run(
-            conn, schedule.id
+        elif schedule.overlap_policy is OverlapPolicy.SKIP and await session.has_active_run(
+            schedule.id
         ):
             outcome, missed = Outcome.SKIPPED_OVERLAP, len(due) - 1
         else:
             outcome, missed = Outcome.FIRED, len(due) - 1
-        inserted = (
-            await conn.execute(
-                pg_insert(schedule_occurrences)
-                .values(
-                    scheduled_agent_id=schedule.id,
-                    occurrence_at=latest,
-                    outcome=outcome.value,
-                    missed=missed,
-                    claimed_by=self.scheduler_id,
-                )
-                .on_conflict_do_nothing()
-                .returning(schedule_occurrences.c.occurrence_at)
-            )
-        ).first()
-        if inserted is None:
-            return None  # already claimed (e.g. next_run_at was moved back by an edit)
-        task_id = None
-        if outcome is Outcome.FIRED:
-            task = await create_pending_run(
-                conn,
-                schedule.workflow_id,
-                schedule.prompt,
-                trigger=TaskTrigger.SCHEDULE,
-                scheduled_agent_id=schedule.id,
-            )
-            task_id = task.id
-            await conn.execute(
-                update(schedule_occurrences)
-                .where(
-                    and_(
-                        schedule_occurrences.c.scheduled_agent_id == schedule.id,
-                        schedule_occurrences.c.occurrence_at == latest,
-                    )
-                )
-                .values(task_id=task_id)
-            )
+        claimed, task_id = await session.claim(schedule, latest, outcome, missed, self.scheduler_id)
+        if not claimed:
+            return None
         return Claimed(schedule.id, latest, outcome, missed, task_id)
 
     async def run(self, stop: asyncio.Event, poll_seconds: float) -> None:
@@ -414,9 +461,15 @@ class OccurrenceRecord:
 
 
 async def schedule_history(
-    db: AsyncEngine, schedule_id: str, *, limit: int = 50, before: datetime | None = None
+    db: AsyncEngine | RunStore,
+    schedule_id: str,
+    *,
+    limit: int = 50,
+    before: datetime | None = None,
 ) -> list[OccurrenceRecord]:
     """The schedule's claimed occurrences, newest first, with the status of each run."""
+    if not isinstance(db, AsyncEngine):
+        return await db.schedule_history(schedule_id, limit=limit, before=before)
     stmt = (
         select(schedule_occurrences, tasks.c.status.label("task_status"))
         .select_from(

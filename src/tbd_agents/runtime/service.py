@@ -3,12 +3,13 @@
 The backend is chosen once from the settings: without `REDIS_URL` runs execute in this process
 (`InProcessBackend`) and events travel on an in-process bus; with `REDIS_URL` runs are sent to
 Celery workers (`CeleryBackend`) and events travel over Redis pub/sub. Everything else — the
-stored events, leases, halts, schedules and webhooks — is the same code on PostgreSQL, so a run
-behaves the same with or without Redis.
+stored events, leases, halts, schedules and webhooks — is the same code over the run store
+(`runtime.store.RunStore`: PostgreSQL, or MongoDB with DB_BACKEND=mongo), so a run behaves the
+same with or without Redis, on either database.
 
 Use from the API process::
 
-    runtime = await Runtime.open(settings, db, role="api")
+    runtime = await Runtime.open(settings, store, role="api")  # PostgreSQL or MongoDB
     await runtime.start()                      # reaper, webhooks, event purge (+ scheduler)
     task = await runtime.start_run(workflow_id, "prompt")
     async for event in runtime.follow(task.id, after_seq=last_event_id): ...
@@ -24,23 +25,22 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tbd_agents.config import Settings
+from tbd_agents.config import DbBackend, Settings
 from tbd_agents.domain.enums import TaskTrigger
 from tbd_agents.domain.models import TaskExecution
-from tbd_agents.errors import ConfigurationError
 from tbd_agents.runtime import leases
 from tbd_agents.runtime.bus import EventBus, InProcessBus, RedisBus
 from tbd_agents.runtime.contracts import EventSink, HaltSignal, RunOutcome
-from tbd_agents.runtime.events import EventStore, RunEvent, follow
+from tbd_agents.runtime.events import RunEvent, follow
 from tbd_agents.runtime.executor import ExecutorContext, RunExecutor, build_executor
 from tbd_agents.runtime.halt import HaltResult, request_halt
-from tbd_agents.runtime.runner import RunServices, execute_run, reap
-from tbd_agents.runtime.scheduler import Clock, Scheduler, create_pending_run
+from tbd_agents.runtime.runner import RunServices, complete_followups, execute_run, reap
+from tbd_agents.runtime.scheduler import Clock, Scheduler
+from tbd_agents.runtime.store import RunStore, as_run_store
 from tbd_agents.runtime.webhooks import SecretCipher, WebhookService
 from tbd_agents.storage.protocol import DocumentStore
 
@@ -51,6 +51,8 @@ PURGE_EVERY = timedelta(hours=1)
 ORPHAN_SWEEP_EVERY = timedelta(seconds=30)
 #: A scheduled run still pending this long after its creation, never dispatched, is dispatched.
 ORPHAN_AFTER_SECONDS = 60.0
+#: Follow-up writes (final events, webhooks) left undone this long are taken over (MongoDB).
+FOLLOWUP_STALE_SECONDS = 30.0
 
 
 class RunBackend(Protocol):
@@ -79,22 +81,29 @@ class Runtime:
     def __init__(
         self,
         settings: Settings,
-        db: AsyncEngine,
+        db: AsyncEngine | RunStore | Any,
         bus: EventBus,
         *,
         role: str,
         cipher: SecretCipher | None = None,
         executor: RunExecutor | None = None,
         store: DocumentStore | None = None,
+        vectors: Any = None,
     ) -> None:
         self.settings = settings
-        self.db = db
+        self.runs: RunStore = as_run_store(db)
+        #: The PostgreSQL engine of the run store (None on MongoDB).
+        self.db: AsyncEngine | None = getattr(self.runs, "engine", None)
         self.bus = bus
         self.role = role
         self.worker_id = leases.new_worker_id(role)
-        self.events = EventStore(db)
-        self.webhooks = WebhookService(db, settings, cipher)
+        self.events = self.runs.events
+        self.webhooks = WebhookService(self.runs.webhooks, settings, cipher)
+        if store is None and hasattr(db, "unit_of_work"):
+            store = cast(DocumentStore, db)  # opened on a document store: the executor uses it
         self.store = store
+        #: The process's vector store, shared with the executor (None: it opens its own).
+        self.vectors = vectors
         self._executor = executor
         self._services: RunServices | None = None
         self._services_lock = asyncio.Lock()
@@ -106,18 +115,31 @@ class Runtime:
     async def open(
         cls,
         settings: Settings,
-        db: AsyncEngine,
+        db: AsyncEngine | RunStore | Any,
         *,
         role: str = "api",
         cipher: SecretCipher | None = None,
         executor: RunExecutor | None = None,
         store: DocumentStore | None = None,
+        vectors: Any = None,
     ) -> Runtime:
-        """The runtime the settings ask for: Celery + Redis with REDIS_URL, else in-process."""
+        """The runtime the settings ask for: Celery + Redis with REDIS_URL, else in-process.
+
+        `db` is where runs are stored: a PostgreSQL engine, a document store (PostgreSQL or
+        MongoDB) or a `RunStore`."""
         bus: EventBus = RedisBus(settings.redis_url) if settings.redis_url else InProcessBus()
         if cipher is None:
             cipher = default_cipher(settings)
-        return cls(settings, db, bus, role=role, cipher=cipher, executor=executor, store=store)
+        return cls(
+            settings,
+            db,
+            bus,
+            role=role,
+            cipher=cipher,
+            executor=executor,
+            store=store,
+            vectors=vectors,
+        )
 
     def _make_backend(self) -> RunBackend:
         if self.settings.redis_url:
@@ -138,11 +160,11 @@ class Runtime:
         async with self._services_lock:
             if self._services is None:
                 executor = self._executor or await build_executor(
-                    ExecutorContext(self.settings, self.db, self.store)
+                    ExecutorContext(self.settings, self.db, self.store, self.vectors)
                 )
                 self._executor = executor
                 self._services = RunServices(
-                    db=self.db,
+                    runs=self.runs,
                     bus=self.bus,
                     events=self.events,
                     executor=executor,
@@ -165,8 +187,7 @@ class Runtime:
         trigger: TaskTrigger = TaskTrigger.API,
     ) -> TaskExecution:
         """Create a pending run of the workflow, commit it, then hand it to the backend."""
-        async with self.db.begin() as conn:
-            task = await create_pending_run(conn, workflow_id, prompt, trigger=trigger)
+        task = await self.runs.create_run(workflow_id, prompt, trigger=trigger)
         await self.dispatch(task.id)
         return task
 
@@ -174,16 +195,11 @@ class Runtime:
         """Hand a committed pending run to the backend (after the transaction that made it)."""
         backend_id = await self.backend.submit(task_id)
         if backend_id is not None:
-            async with self.db.begin() as conn:
-                await conn.execute(
-                    update(leases.tasks)
-                    .where(leases.tasks.c.id == task_id)
-                    .values(celery_task_id=backend_id)
-                )
+            await self.runs.set_backend_id(task_id, backend_id)
 
     async def halt(self, task_id: str, requested_by: str | None = None) -> HaltResult:
         """Stop a run wherever it executes (NotFound / Conflict for unknown or finished runs)."""
-        return await request_halt(self.db, self.bus, self.events, task_id, requested_by)
+        return await request_halt(self.runs, self.bus, task_id, requested_by)
 
     def follow(self, task_id: str, after_seq: int = 0) -> AsyncIterator[RunEvent]:
         """The run's events after `after_seq`: stored ones, then live ones, until it ends."""
@@ -191,7 +207,7 @@ class Runtime:
 
     def scheduler(self, clock: Clock | None = None) -> Scheduler:
         return Scheduler(
-            self.db,
+            self.runs,
             self.dispatch,
             scheduler_id=self.worker_id,
             misfire_grace_seconds=self.settings.scheduler_misfire_grace_seconds,
@@ -200,8 +216,11 @@ class Runtime:
 
     # --- background work -------------------------------------------------------------------
     async def maintain_once(self) -> None:
-        """One round of upkeep: fail runs with expired leases, send due webhooks."""
-        await reap(await self._maintenance_services())
+        """One round of upkeep: fail runs with expired leases, finish follow-ups a dead process
+        left undone, send due webhooks."""
+        services = await self._maintenance_services()
+        await reap(services)
+        await complete_followups(services, FOLLOWUP_STALE_SECONDS)
         await self.webhooks.deliver_due()
 
     async def _maintenance_services(self) -> RunServices:
@@ -209,7 +228,7 @@ class Runtime:
         if self._services is not None:
             return self._services
         return RunServices(
-            db=self.db,
+            runs=self.runs,
             bus=self.bus,
             events=self.events,
             executor=_NoExecutor(),
@@ -225,11 +244,13 @@ class Runtime:
             now = datetime.now(UTC)
             try:
                 if (now - last_reap).total_seconds() >= reap_every:
-                    await reap(await self._maintenance_services())
+                    services = await self._maintenance_services()
+                    await reap(services)
+                    await complete_followups(services, FOLLOWUP_STALE_SECONDS)
                     last_reap = now
                 await self.webhooks.deliver_due()
                 if now - last_sweep >= ORPHAN_SWEEP_EVERY:
-                    for task_id in await leases.orphaned_pending(self.db, ORPHAN_AFTER_SECONDS):
+                    for task_id in await self.runs.orphaned_pending(ORPHAN_AFTER_SECONDS):
                         _log.warning("run %s was never dispatched; dispatching it now", task_id)
                         await self.dispatch(task_id)
                     last_sweep = now
@@ -278,23 +299,27 @@ class _NoExecutor:
 
 @asynccontextmanager
 async def process_runtime(settings: Settings, role: str) -> AsyncIterator[Runtime]:
-    """The runtime of a worker or scheduler process: the configured database prepared (embedded
-    server started, or an external one checked to be at head), the document store opened on it,
-    and everything closed again when the block ends."""
+    """The runtime of a worker or scheduler process on the configured database, closed again when
+    the block ends. PostgreSQL: the database prepared (embedded server started, or an external one
+    checked to be at head) and the document store opened on it. MongoDB: the store opened on
+    MONGO_URI (indexes created)."""
     from tbd_agents.storage.factory import open_store
-    from tbd_agents.storage.postgres.migrate import prepare_database
 
     named = settings.model_copy(update={"application_name": f"{settings.application_name}-{role}"})
+    if named.db_backend is DbBackend.MONGO:
+        store = await open_store(named)
+        try:
+            yield await Runtime.open(named, store, role=role, store=store)
+        finally:
+            await store.close()
+        return
+    from tbd_agents.storage.postgres.migrate import prepare_database
+
     prepared = await prepare_database(named)
     try:
         store = await open_store(named, url=prepared.url)
         try:
-            engine = getattr(store, "engine", None)
-            if not isinstance(engine, AsyncEngine):
-                raise ConfigurationError(
-                    "runs, schedules and webhooks need the PostgreSQL store (DB_BACKEND=postgres)"
-                )
-            yield await Runtime.open(named, engine, role=role, store=store)
+            yield await Runtime.open(named, store, role=role, store=store)
         finally:
             await store.close()
     finally:

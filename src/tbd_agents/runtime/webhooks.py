@@ -1,6 +1,7 @@
 """Completion and failure webhooks: signed, retried with backoff, logged, checked at send time.
 
-When a run ends, one delivery is queued in `webhook_deliveries` (completed / halted / max turns →
+When a run ends, one delivery is queued in `webhook_deliveries` (a table on PostgreSQL, a
+collection on MongoDB: `runtime.store.WebhookStore`) (completed / halted / max turns →
 the workflow's `webhook_url`; failed → its `error_webhook_url`). Any runtime process then sends
 due deliveries (`deliver_due`), each claimed for the length of one attempt so two processes never
 send the same attempt, and every attempt is logged in `webhook_attempts`. A failed attempt is
@@ -31,7 +32,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 from sqlalchemy import func, select, update
@@ -42,6 +43,7 @@ from tbd_agents.config import Settings
 from tbd_agents.domain.enums import TaskStatus
 from tbd_agents.domain.models import TaskExecution
 from tbd_agents.errors import InvalidData, NotFound, TbdError
+from tbd_agents.runtime.store import DueDelivery
 from tbd_agents.security.outbound import (
     Address,
     HostPolicy,
@@ -58,6 +60,9 @@ from tbd_agents.storage.postgres.schema_runtime import (
     webhook_deliveries,
     webhook_secrets,
 )
+
+if TYPE_CHECKING:
+    from tbd_agents.runtime.store import WebhookStore
 
 _log = logging.getLogger(__name__)
 _workflows = TABLES["workflows"]
@@ -136,13 +141,17 @@ class Delivery:
     log: tuple[Attempt, ...] = ()
 
 
-def _event_of(task: TaskExecution) -> str:
+def event_of(task: TaskExecution) -> str:
+    """The webhook event of a finished run."""
     return "task.failed" if task.status is TaskStatus.FAILED else "task.completed"
+
+
+_event_of = event_of
 
 
 def payload_of(task: TaskExecution) -> dict[str, Any]:
     return {
-        "event": _event_of(task),
+        "event": event_of(task),
         "task_id": task.id,
         "workflow_id": task.workflow_id,
         "scheduled_agent_id": task.scheduled_agent_id,
@@ -157,17 +166,192 @@ def payload_of(task: TaskExecution) -> dict[str, Any]:
     }
 
 
+def json_payload(task: TaskExecution) -> dict[str, Any]:
+    """`payload_of(task)` as plain JSON values (how it is stored and sent)."""
+    loaded: dict[str, Any] = json.loads(json_dumps(payload_of(task)))
+    return loaded
+
+
+class SqlWebhookStore:
+    """`runtime.store.WebhookStore` on PostgreSQL (`webhook_secrets`, `webhook_deliveries`,
+    `webhook_attempts`)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def stored_secret(self, workflow_id: str) -> str | None:
+        async with self.engine.connect() as conn:
+            stored: str | None = (
+                await conn.execute(
+                    select(webhook_secrets.c.encrypted_secret).where(
+                        webhook_secrets.c.workflow_id == workflow_id
+                    )
+                )
+            ).scalar_one_or_none()
+        return stored
+
+    async def workflow_exists(self, workflow_id: str) -> bool:
+        async with self.engine.connect() as conn:
+            found = (
+                await conn.execute(select(_workflows.c.id).where(_workflows.c.id == workflow_id))
+            ).scalar_one_or_none()
+        return found is not None
+
+    async def save_secret(self, workflow_id: str, encrypted: str, *, replace: bool) -> None:
+        stmt = insert(webhook_secrets).values(workflow_id=workflow_id, encrypted_secret=encrypted)
+        async with self.engine.begin() as conn:
+            if replace:
+                await conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=[webhook_secrets.c.workflow_id],
+                        set_={"encrypted_secret": encrypted, "updated_at": func.now()},
+                    )
+                )
+            else:
+                await conn.execute(stmt.on_conflict_do_nothing())
+
+    async def enqueue(self, task: TaskExecution) -> str | None:
+        """`enqueue_on` in a transaction of its own."""
+        async with self.engine.begin() as conn:
+            return await self.enqueue_on(conn, task)
+
+    @staticmethod
+    async def enqueue_on(conn: AsyncConnection, task: TaskExecution) -> str | None:
+        """Queue the webhook of a finished run on `conn` (in the transaction that records the
+        end of the run, so a crash cannot lose it), if its workflow has one; the delivery id.
+
+        Queueing twice for the same run and event is a no-op (unique key)."""
+        event = event_of(task)
+        column = (
+            _workflows.c.error_webhook_url if event == "task.failed" else _workflows.c.webhook_url
+        )
+        url = (
+            await conn.execute(select(column).where(_workflows.c.id == task.workflow_id))
+        ).scalar_one_or_none()
+        if not url:
+            return None
+        stmt = (
+            insert(webhook_deliveries)
+            .values(
+                task_id=task.id,
+                workflow_id=task.workflow_id,
+                event=event,
+                url=url,
+                payload=json_payload(task),
+            )
+            .on_conflict_do_nothing()
+            .returning(webhook_deliveries.c.id)
+        )
+        delivery_id: str | None = (await conn.execute(stmt)).scalar_one_or_none()
+        return delivery_id
+
+    async def claim_due(self, limit: int, hold: timedelta) -> list[DueDelivery]:
+        due = (
+            select(webhook_deliveries.c.id)
+            .where(webhook_deliveries.c.status == "pending")
+            .where(webhook_deliveries.c.next_attempt_at <= func.now())
+            .order_by(webhook_deliveries.c.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .cte("due")
+        )
+        stmt = (
+            update(webhook_deliveries)
+            .where(webhook_deliveries.c.id.in_(select(due.c.id)))
+            .values(
+                attempts=webhook_deliveries.c.attempts + 1,
+                next_attempt_at=func.now() + hold,
+                updated_at=func.now(),
+            )
+            .returning(*webhook_deliveries.c)
+        )
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [
+            DueDelivery(r.id, r.task_id, r.workflow_id, r.event, r.url, dict(r.payload), r.attempts)
+            for r in rows
+        ]
+
+    async def record_attempt(
+        self,
+        delivery: DueDelivery,
+        status_code: int | None,
+        error: str | None,
+        duration_ms: float,
+        *,
+        exhausted: bool,
+        retry_after: timedelta | None,
+    ) -> None:
+        values: dict[str, Any] = {
+            "last_status_code": status_code,
+            "last_error": error,
+            "updated_at": func.now(),
+        }
+        if error is None:
+            values.update(status="delivered", delivered_at=func.now())
+        elif exhausted:
+            values.update(status="failed")
+        elif retry_after is not None:
+            values.update(next_attempt_at=func.now() + retry_after)
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert(webhook_attempts).values(
+                    delivery_id=delivery.id,
+                    attempt=delivery.attempts,
+                    status_code=status_code,
+                    error=error,
+                    duration_ms=duration_ms,
+                )
+            )
+            await conn.execute(
+                update(webhook_deliveries)
+                .where(webhook_deliveries.c.id == delivery.id)
+                .values(**values)
+            )
+
+    async def list_deliveries(
+        self, *, workflow_id: str | None, task_id: str | None, limit: int
+    ) -> list[Delivery]:
+        stmt = select(webhook_deliveries).order_by(webhook_deliveries.c.created_at.desc())
+        if workflow_id is not None:
+            stmt = stmt.where(webhook_deliveries.c.workflow_id == workflow_id)
+        if task_id is not None:
+            stmt = stmt.where(webhook_deliveries.c.task_id == task_id)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(stmt.limit(limit))).all()
+            ids = [r.id for r in rows]
+            attempts = (
+                (
+                    await conn.execute(
+                        select(webhook_attempts)
+                        .where(webhook_attempts.c.delivery_id.in_(ids))
+                        .order_by(webhook_attempts.c.delivery_id, webhook_attempts.c.attempt)
+                    )
+                ).all()
+                if ids
+                else []
+            )
+        by_delivery: dict[str, list[Attempt]] = {}
+        for a in attempts:
+            by_delivery.setdefault(a.delivery_id, []).append(
+                Attempt(a.attempt, a.status_code, a.error, a.duration_ms)
+            )
+        return [delivery_of(r, by_delivery.get(r.id, ())) for r in rows]
+
+
 class WebhookService:
-    """Queue, send and list webhook deliveries; keep the per-workflow secrets."""
+    """Queue, send and list webhook deliveries; keep the per-workflow secrets.
+
+    `db` is the webhook store (`runtime.store.WebhookStore`) or a PostgreSQL engine."""
 
     def __init__(
         self,
-        db: AsyncEngine,
+        db: AsyncEngine | WebhookStore,
         settings: Settings,
         cipher: SecretCipher | None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        self.db = db
+        self.store: WebhookStore = SqlWebhookStore(db) if isinstance(db, AsyncEngine) else db
         self.cipher = cipher
         self.policy = HostPolicy.parse(settings.webhook_allowed_hosts)
         self.max_attempts = settings.webhook_max_attempts
@@ -199,108 +383,37 @@ class WebhookService:
     async def secret(self, workflow_id: str, *, rotate: bool = False) -> str:
         """The workflow's signing secret, created on first use (or replaced when `rotate`)."""
         cipher = self._require_cipher()
-        async with self.db.begin() as conn:
-            if not rotate:
-                stored = (
-                    await conn.execute(
-                        select(webhook_secrets.c.encrypted_secret).where(
-                            webhook_secrets.c.workflow_id == workflow_id
-                        )
-                    )
-                ).scalar_one_or_none()
-                if stored is not None:
-                    return cipher.decrypt(stored)
-            exists = (
-                await conn.execute(select(_workflows.c.id).where(_workflows.c.id == workflow_id))
-            ).scalar_one_or_none()
-            if exists is None:
-                raise NotFound("workflow", workflow_id)
-            fresh = "whsec_" + secrets.token_urlsafe(32)
-            encrypted, _version = cipher.encrypt(fresh)
-            stmt = insert(webhook_secrets).values(
-                workflow_id=workflow_id, encrypted_secret=encrypted
-            )
-            if rotate:
-                await conn.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=[webhook_secrets.c.workflow_id],
-                        set_={"encrypted_secret": encrypted, "updated_at": func.now()},
-                    )
-                )
-                return fresh
-            await conn.execute(stmt.on_conflict_do_nothing())
+        if not rotate:
+            stored = await self.store.stored_secret(workflow_id)
+            if stored is not None:
+                return cipher.decrypt(stored)
+        if not await self.store.workflow_exists(workflow_id):
+            raise NotFound("workflow", workflow_id)
+        fresh = "whsec_" + secrets.token_urlsafe(32)
+        encrypted, _version = cipher.encrypt(fresh)
+        await self.store.save_secret(workflow_id, encrypted, replace=rotate)
+        if rotate:
+            return fresh
         # A concurrent first use may have stored its own secret first: return what is stored.
         return await self.secret(workflow_id)
 
     # --- queueing ---------------------------------------------------------------------------
     async def enqueue_for(self, task: TaskExecution) -> str | None:
-        """`enqueue_on` in a transaction of its own."""
-        async with self.db.begin() as conn:
-            return await self.enqueue_on(conn, task)
+        """Queue the webhook of a finished run, if its workflow has one; the delivery id."""
+        return await self.store.enqueue(task)
 
-    @staticmethod
-    async def enqueue_on(conn: AsyncConnection, task: TaskExecution) -> str | None:
-        """Queue the webhook of a finished run on `conn` (in the transaction that records the
-        end of the run, so a crash cannot lose it), if its workflow has one; the delivery id.
-
-        Queueing twice for the same run and event is a no-op (unique key)."""
-        event = _event_of(task)
-        column = (
-            _workflows.c.error_webhook_url if event == "task.failed" else _workflows.c.webhook_url
-        )
-        url = (
-            await conn.execute(select(column).where(_workflows.c.id == task.workflow_id))
-        ).scalar_one_or_none()
-        if not url:
-            return None
-        stmt = (
-            insert(webhook_deliveries)
-            .values(
-                task_id=task.id,
-                workflow_id=task.workflow_id,
-                event=event,
-                url=url,
-                payload=json.loads(json_dumps(payload_of(task))),
-            )
-            .on_conflict_do_nothing()
-            .returning(webhook_deliveries.c.id)
-        )
-        delivery_id: str | None = (await conn.execute(stmt)).scalar_one_or_none()
-        return delivery_id
+    enqueue_on = staticmethod(SqlWebhookStore.enqueue_on)
 
     # --- sending ----------------------------------------------------------------------------
-    async def _claim_due(self, limit: int) -> list[Any]:
-        hold = timedelta(seconds=self.timeout + 30)
-        due = (
-            select(webhook_deliveries.c.id)
-            .where(webhook_deliveries.c.status == "pending")
-            .where(webhook_deliveries.c.next_attempt_at <= func.now())
-            .order_by(webhook_deliveries.c.next_attempt_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-            .cte("due")
-        )
-        stmt = (
-            update(webhook_deliveries)
-            .where(webhook_deliveries.c.id.in_(select(due.c.id)))
-            .values(
-                attempts=webhook_deliveries.c.attempts + 1,
-                next_attempt_at=func.now() + hold,
-                updated_at=func.now(),
-            )
-            .returning(*webhook_deliveries.c)
-        )
-        async with self.db.begin() as conn:
-            return list((await conn.execute(stmt)).all())
-
     async def deliver_due(self, limit: int = 20) -> int:
         """Send every delivery that is due (at most `limit`); return how many were attempted."""
-        claimed = await self._claim_due(limit)
+        hold = timedelta(seconds=self.timeout + 30)
+        claimed = await self.store.claim_due(limit, hold)
         if claimed:
             await asyncio.gather(*(self._attempt(row) for row in claimed))
         return len(claimed)
 
-    async def _send(self, row: Any) -> tuple[int | None, str | None]:
+    async def _send(self, row: DueDelivery) -> tuple[int | None, str | None]:
         body = json_dumps(row.payload).encode()
         try:
             secret = await self.secret(row.workflow_id)
@@ -339,37 +452,18 @@ class WebhookService:
             return response.status_code, f"receiver answered HTTP {response.status_code}"
         return None, error
 
-    async def _attempt(self, row: Any) -> None:
+    async def _attempt(self, row: DueDelivery) -> None:
         started = time.perf_counter()
         status_code, error = await self._send(row)
         elapsed = (time.perf_counter() - started) * 1000.0
         done = error is None
         exhausted = not done and row.attempts >= self.max_attempts
-        values: dict[str, Any] = {
-            "last_status_code": status_code,
-            "last_error": error,
-            "updated_at": func.now(),
-        }
-        if done:
-            values.update(status="delivered", delivered_at=func.now())
-        elif exhausted:
-            values.update(status="failed")
-        else:
-            delay = self.backoff * (2 ** (row.attempts - 1))
-            values.update(next_attempt_at=func.now() + timedelta(seconds=delay))
-        async with self.db.begin() as conn:
-            await conn.execute(
-                insert(webhook_attempts).values(
-                    delivery_id=row.id,
-                    attempt=row.attempts,
-                    status_code=status_code,
-                    error=error,
-                    duration_ms=elapsed,
-                )
-            )
-            await conn.execute(
-                update(webhook_deliveries).where(webhook_deliveries.c.id == row.id).values(**values)
-            )
+        retry_after = None
+        if not done and not exhausted:
+            retry_after = timedelta(seconds=self.backoff * (2 ** (row.attempts - 1)))
+        await self.store.record_attempt(
+            row, status_code, error, elapsed, exhausted=exhausted, retry_after=retry_after
+        )
         if not done:
             _log.warning(
                 "webhook %s attempt %d to %s failed: %s%s",
@@ -387,34 +481,13 @@ class WebhookService:
         """Deliveries of a workflow or a run, newest first, each with its attempts in order."""
         if workflow_id is None and task_id is None:
             raise InvalidData("list_deliveries needs a workflow_id or a task_id")
-        stmt = select(webhook_deliveries).order_by(webhook_deliveries.c.created_at.desc())
-        if workflow_id is not None:
-            stmt = stmt.where(webhook_deliveries.c.workflow_id == workflow_id)
-        if task_id is not None:
-            stmt = stmt.where(webhook_deliveries.c.task_id == task_id)
-        async with self.db.connect() as conn:
-            rows = (await conn.execute(stmt.limit(limit))).all()
-            ids = [r.id for r in rows]
-            attempts = (
-                (
-                    await conn.execute(
-                        select(webhook_attempts)
-                        .where(webhook_attempts.c.delivery_id.in_(ids))
-                        .order_by(webhook_attempts.c.delivery_id, webhook_attempts.c.attempt)
-                    )
-                ).all()
-                if ids
-                else []
-            )
-        by_delivery: dict[str, list[Attempt]] = {}
-        for a in attempts:
-            by_delivery.setdefault(a.delivery_id, []).append(
-                Attempt(a.attempt, a.status_code, a.error, a.duration_ms)
-            )
-        return [_delivery(r, by_delivery.get(r.id, ())) for r in rows]
+        return await self.store.list_deliveries(
+            workflow_id=workflow_id, task_id=task_id, limit=limit
+        )
 
 
-def _delivery(row: Any, log: Sequence[Attempt]) -> Delivery:
+def delivery_of(row: Any, log: Sequence[Attempt]) -> Delivery:
+    """A `Delivery` from a stored delivery (anything with its fields as attributes)."""
     return Delivery(
         id=row.id,
         task_id=row.task_id,

@@ -32,11 +32,16 @@ class ChatRequestBody(BaseModel):
 
 
 async def engine_for(ctx: ApiContext) -> EngineServices:
-    """The engine services of this app, built on first use."""
+    """The engine services of this app, built on first use (sharing the vector store and the
+    embedder of the app's knowledge services when they are up)."""
     services = ctx.services.get("engine")
     if services is None:
+        knowledge = ctx.services.get("knowledge")
         services = await engine_services(
-            ctx.settings, ctx.store, getattr(ctx.store, "engine", None)
+            ctx.settings,
+            ctx.store,
+            vectors=getattr(knowledge, "vectors", None),
+            embedder=getattr(knowledge, "embedder", None),
         )
         ctx.services["engine"] = services
     assert isinstance(services, EngineServices)

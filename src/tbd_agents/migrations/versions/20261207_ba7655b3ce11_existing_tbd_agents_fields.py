@@ -25,6 +25,7 @@ Create Date: 2026-12-07 01:50:00+00:00
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -125,7 +126,7 @@ TO_NULLABLE = (
 )
 
 
-def _json(name: str, default: str | None = "'{}'::jsonb") -> sa.Column:  # type: ignore[type-arg]
+def _json(name: str, default: str | None = "'{}'::jsonb") -> sa.Column[Any]:
     return sa.Column(
         name,
         postgresql.JSONB(none_as_null=True, astext_type=sa.Text()),
@@ -134,19 +135,19 @@ def _json(name: str, default: str | None = "'{}'::jsonb") -> sa.Column:  # type:
     )
 
 
-def _texts(name: str) -> sa.Column:  # type: ignore[type-arg]
+def _texts(name: str) -> sa.Column[Any]:
     return sa.Column(
         name, postgresql.ARRAY(sa.Text()), server_default=sa.text("'{}'"), nullable=False
     )
 
 
-def _flag(name: str, default: bool) -> sa.Column:  # type: ignore[type-arg]
+def _flag(name: str, default: bool) -> sa.Column[Any]:
     return sa.Column(
         name, sa.Boolean(), server_default=sa.text("true" if default else "false"), nullable=False
     )
 
 
-def _text(name: str) -> sa.Column:  # type: ignore[type-arg]
+def _text(name: str) -> sa.Column[Any]:
     return sa.Column(name, sa.Text(), nullable=True)
 
 
@@ -208,8 +209,8 @@ def upgrade() -> None:
         op.alter_column(table, old, new_column_name=new)
     op.execute("ALTER INDEX idx_memories_expires_at RENAME TO idx_memories_ttl")
     for table, columns in NEW_COLUMNS.items():
-        for column in columns:
-            op.add_column(table, column)
+        for new_column in columns:
+            op.add_column(table, new_column)
     # workflows.title is optional, as in the existing model: an empty name means none.
     op.alter_column("workflows", "title", server_default=None, nullable=True)
     op.execute("UPDATE workflows SET title = NULL WHERE title = ''")
@@ -224,9 +225,9 @@ def upgrade() -> None:
     )
     for table, column, _type, _default in TO_NULLABLE:
         op.alter_column(table, column, server_default=None, nullable=True)
-    for (table, column), (_before, after) in ENUM_CHECKS.items():
+    for (table, column), (_values_before, values_after) in ENUM_CHECKS.items():
         op.drop_constraint(op.f(f"ck_{table}_{column}"), table, type_="check")
-        op.create_check_constraint(op.f(f"ck_{table}_{column}"), table, _in(column, after))
+        op.create_check_constraint(op.f(f"ck_{table}_{column}"), table, _in(column, values_after))
     for (table, column), values in NEW_CHECKS.items():
         op.create_check_constraint(op.f(f"ck_{table}_{column}"), table, _in(column, values))
     for (table, column), (_before, after) in DEFAULTS.items():
@@ -250,11 +251,11 @@ def downgrade() -> None:
         ("guardrails", "guardrail_type"): {"prompt": "input"},
         ("providers", "auth_type"): {"x-api-key": "api_key"},
     }
-    for (table, column), (before, _after) in ENUM_CHECKS.items():
+    for (table, column), (values_before, _values_after) in ENUM_CHECKS.items():
         op.drop_constraint(op.f(f"ck_{table}_{column}"), table, type_="check")
         for old, new in nearest[(table, column)].items():
             op.execute(f"UPDATE {table} SET {column} = '{new}' WHERE {column} = '{old}'")
-        op.create_check_constraint(op.f(f"ck_{table}_{column}"), table, _in(column, before))
+        op.create_check_constraint(op.f(f"ck_{table}_{column}"), table, _in(column, values_before))
     for table, column, _type, default in TO_NULLABLE:
         op.execute(f"UPDATE {table} SET {column} = {default} WHERE {column} IS NULL")
         op.alter_column(table, column, server_default=sa.text(default), nullable=False)
@@ -268,8 +269,8 @@ def downgrade() -> None:
     op.execute("UPDATE workflows SET title = '' WHERE title IS NULL")
     op.alter_column("workflows", "title", server_default=sa.text("''"), nullable=False)
     for table, columns in NEW_COLUMNS.items():
-        for column in columns:
-            op.drop_column(table, column.name)
+        for new_column in columns:
+            op.drop_column(table, new_column.name)
     op.execute("ALTER INDEX idx_memories_ttl RENAME TO idx_memories_expires_at")
     for table, old, new in RENAMES:
         op.alter_column(table, new, new_column_name=old)

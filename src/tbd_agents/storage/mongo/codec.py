@@ -151,12 +151,18 @@ def bson_value(value: Any) -> Any:
 
 
 EXTRAS = "extras"
+#: Keys the hub itself keeps beside a record's fields, never extras (the run-time's outbox on a
+#: task execution: `storage.mongo.runtime_schema.OUTBOX_FIELD`).
+INTERNAL_KEYS = frozenset({"runtime_outbox"})
 
 
 def extra_keys(model: type[Entity], doc: Mapping[str, Any]) -> list[str]:
-    """The keys of a stored document that are extras (not `_id`, not a model field)."""
+    """The keys of a stored document that are extras (not `_id`, not a model field, not one of
+    the hub's `INTERNAL_KEYS`)."""
     fields = model.model_fields
-    return [k for k in doc if k != "_id" and (k not in fields or k == EXTRAS)]
+    return [
+        k for k in doc if k != "_id" and k not in INTERNAL_KEYS and (k not in fields or k == EXTRAS)
+    ]
 
 
 def to_document(record: Entity) -> dict[str, Any]:

@@ -13,11 +13,16 @@ queries from an index:
 
 An existing index on the same keys under another name (e.g. one created by an older version) is
 accepted as it is. A clash that needs a decision — a non-unique index where a unique one is
-needed, duplicates that prevent a unique index — stops with a `StorageError` naming the fix.
+needed, duplicates that prevent a unique index — stops with a `StorageError` naming the fix;
+except on the collections in `DUPLICATES_TOLERATED`, where the existing TBD Agents had no unique
+index, so an existing database may hold duplicates it wrote itself: there the unique index is
+left out with a warning naming the duplicates and the fix, and the hub starts (an upsert then
+updates one of the duplicates; the index is built at the first start after they are removed).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,11 +30,16 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
-from tbd_agents.domain.models import Entity
+from tbd_agents.domain.models import Entity, Memory
 from tbd_agents.errors import StorageError
 from tbd_agents.storage.postgres.schema import BTREE_INDEXES, GIN_INDEXES
 
 _PERMISSION_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed
+
+#: Collections whose unique key the existing TBD Agents did not enforce (see the module doc).
+DUPLICATES_TOLERATED = frozenset({Memory.collection})
+
+log = logging.getLogger(__name__)
 
 Keys = tuple[tuple[str, Any], ...]  # (field, 1 | -1 | "text" | ...)
 
@@ -94,27 +104,44 @@ async def ensure_indexes(
     database: AsyncDatabase[dict[str, Any]], models: Iterable[type[Entity]]
 ) -> list[str]:
     """Create the planned indexes that are missing; return the names created."""
+    return await ensure_collection_indexes(database, {m.collection: index_plan(m) for m in models})
+
+
+async def ensure_collection_indexes(
+    database: AsyncDatabase[dict[str, Any]], plan: Mapping[str, Iterable[IndexSpec]]
+) -> list[str]:
+    """Create the missing indexes of `plan` (collection → specs); return the names created."""
     created: list[str] = []
-    for model in models:
-        coll = database.get_collection(model.collection)
+    for name, specs in plan.items():
+        coll = database.get_collection(name)
         existing = await coll.index_information()
-        for spec in index_plan(model):
-            if _check_existing(model.collection, spec, existing):
+        for spec in specs:
+            if _check_existing(name, spec, existing):
                 continue
             try:
                 await coll.create_index(list(spec.keys), name=spec.name, unique=spec.unique)
             except DuplicateKeyError as exc:
+                if name in DUPLICATES_TOLERATED:
+                    log.warning(
+                        "MongoDB collection %s holds documents with the same %s (%s): the unique "
+                        "index %s is left out until they are removed; until then an upsert "
+                        "updates one of them. Remove the older duplicates to enforce the key.",
+                        name,
+                        ", ".join(spec.fields),
+                        exc,
+                        spec.name,
+                    )
+                    continue
                 raise StorageError(
                     f"cannot create the unique index {spec.name} on MongoDB collection "
-                    f"{model.collection}: documents share the same {', '.join(spec.fields)} "
+                    f"{name}: documents share the same {', '.join(spec.fields)} "
                     f"({exc}). Remove or rename the duplicates, then start again."
                 ) from exc
             except OperationFailure as exc:
                 if exc.code in _PERMISSION_CODES:
                     raise  # mapped to InsufficientPrivilege / credentials by the store
                 raise StorageError(
-                    f"cannot create index {spec.name} on MongoDB collection {model.collection}: "
-                    f"{exc}"
+                    f"cannot create index {spec.name} on MongoDB collection {name}: {exc}"
                 ) from exc
             created.append(spec.name)
     return created

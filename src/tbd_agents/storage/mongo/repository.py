@@ -12,7 +12,7 @@ MongoDB has no multi-document transaction outside a replica set, and this store 
 `unit_of_work()` undoes nothing. Two places make up for it where they can: `insert_many` removes
 the records it inserted when a later one fails (all or none, though others may glimpse the
 partial batch), and deleting a parent record deletes its children (the links PostgreSQL enforces
-with cascading foreign keys) right after it.
+with cascading foreign keys, the run-time's collections included) right after it.
 """
 
 from __future__ import annotations
@@ -47,15 +47,25 @@ from tbd_agents.storage.mongo.codec import (
     extra_keys,
     from_document,
     id_forms,
+    id_text,
     to_document,
 )
 from tbd_agents.storage.mongo.errors import translated
-from tbd_agents.storage.mongo.indexes import ensure_indexes, index_fields
+from tbd_agents.storage.mongo.indexes import (
+    ensure_collection_indexes,
+    ensure_indexes,
+    index_fields,
+)
 from tbd_agents.storage.mongo.query import (
     filter_document,
     id_cursor_value,
     keyset_document,
     sort_spec,
+)
+from tbd_agents.storage.mongo.runtime_schema import (
+    RUNTIME_CHILDREN,
+    RUNTIME_INDEXES,
+    delete_runtime_children,
 )
 from tbd_agents.storage.postgres.schema import CASCADES
 from tbd_agents.storage.protocol import (
@@ -305,13 +315,18 @@ class MongoRepository(Generic[E]):
         return deleted
 
     async def _delete_children(self, parent_ids: builtins.list[Any]) -> None:
-        """Delete the records that reference the deleted parents (any stored id form)."""
+        """Delete the records that reference the deleted parents (any stored id form), and the
+        run-time documents that belong to them (`runtime_schema.RUNTIME_CHILDREN`)."""
         links = CHILDREN.get(self.model.collection, [])
-        if not links:
+        runtime = self.model.collection in RUNTIME_CHILDREN
+        if not links and not runtime:
             return
         forms: builtins.list[Any] = []
         for raw in parent_ids:
-            forms.extend(id_forms(str(raw)))
+            forms.extend(id_forms(id_text(raw)))
+        if runtime:
+            with self._driver():
+                await delete_runtime_children(self._db, self.model.collection, forms)
         for child_collection, field in links:
             repo = MongoRepository(
                 ENTITY_BY_COLLECTION[child_collection], self._db, target=self._target
@@ -392,10 +407,12 @@ class MongoStore:
         return translated(entity="database", target=self.target, index_fields=_INDEX_FIELDS)
 
     async def open(self) -> None:
-        """Check the server answers and create the missing indexes (idempotent)."""
+        """Check the server answers and create the missing indexes (idempotent), the run-time's
+        collections' included."""
         await self.ping()
         with self._driver():
             await ensure_indexes(self.database, (*ENTITIES, *EXTRA_ENTITIES))
+            await ensure_collection_indexes(self.database, RUNTIME_INDEXES)
 
     @asynccontextmanager
     async def unit_of_work(self, *, readonly: bool = False) -> AsyncIterator[MongoRepositories]:

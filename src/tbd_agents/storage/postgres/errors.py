@@ -162,6 +162,12 @@ def translate(
         found = _UNIQUE_KEY_RE.search(message)
         fields = [f.strip() for f in found.group(1).split(",")] if found else []
         return DuplicateKey(entity, fields)
+    if state in ("22021", "22P05") and ("0x00" in message or "Unicode escape" in message):
+        # A NUL character (U+0000): PostgreSQL text and JSONB cannot hold it.
+        return InvalidData(
+            f"{entity} rejected by the database: a text value contains the NUL character "
+            "(U+0000), which PostgreSQL cannot store in text or JSON; remove it from the value"
+        )
     if state in ("23514", "23502", "23503", "22P02", "22001", "22003", "22007", "22021", "22P05"):
         return InvalidData(f"{entity} rejected by the database: {message}")
     return None
