@@ -259,6 +259,11 @@ async def _check_values(conn: asyncpg.Connection, d: Dataset) -> None:
     item = await conn.fetchrow("SELECT * FROM knowledge_items WHERE id = $1", d.ids["kitem"])
     assert item["file_id"] == str(d.documents["fs.files"][0]["_id"]) and item["file_size"] == 11
     assert (item["content_type"], item["mime_type"]) == ("file", "application/pdf")
+    media = await conn.fetchrow(
+        "SELECT content_type, mime_type FROM knowledge_items WHERE id = $1",
+        d.ids["kitem_media_type"],
+    )
+    assert (media["content_type"], media["mime_type"]) == ("image", "image/png")
     files = {r["id"]: r for r in await conn.fetch("SELECT * FROM knowledge_files")}
     assert set(files) == {d.ids["file_via_item"], d.ids["file_meta"], d.ids["file_empty"]}
     pdf = files[d.ids["file_via_item"]]

@@ -415,10 +415,15 @@ def edge_case_dataset(
         "kitem",
     )
     d.quarantine("knowledge_items", {"_id": oid(), "source_id": oid(), "name": "lost"}, "orphan")
-    # A media type where the existing system keeps the kind (text/file/image): refused.
+    # Earlier versions of this hub kept the media type in content_type: read as the kind.
+    d.add(
+        "knowledge_items",
+        {"_id": oid(), "source_id": source["_id"], "content_type": "image/png"},
+        "kitem_media_type",
+    )
     d.quarantine(
         "knowledge_items",
-        {"_id": oid(), "source_id": source["_id"], "content_type": "application/pdf"},
+        {"_id": oid(), "source_id": source["_id"], "content_type": "video"},
         "invalid",
     )
     d.add(
