@@ -447,7 +447,7 @@ def test_embedded_target_is_migrated_first_then_backed_up(tmp_path: Path) -> Non
             str(MIGRATE),
             "--from-dump",
             str(dump),
-            "--accept-quarantine",
+            "--accept-losses",
             "--collection",
             "agents",
         ],
