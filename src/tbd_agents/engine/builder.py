@@ -127,8 +127,8 @@ async def _by_ids_and_tags(
 
 
 async def _resolve(repos: Repositories, cipher: TokenCipher, owner: str | None, tree: Any) -> Any:
-    """`tree` with `{{token:…}}` resolved among `owner`'s tokens (ownerless records: among
-    ownerless tokens only, never a user's: see `resolve_tree`)."""
+    """`tree` with `{{token:…}}` resolved among `owner`'s tokens (ownerless records, the
+    operator's: among all tokens, see `resolve_tree`)."""
     return await resolve_tree(repos, cipher, owner, tree)
 
 
