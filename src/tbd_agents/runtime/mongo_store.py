@@ -94,6 +94,9 @@ RESULT = "response"
 
 _APPEND_RETRIES = 200
 _ACTIVE = [TaskStatus.PENDING.value, TaskStatus.RUNNING.value]
+#: An enabled schedule: `enabled` true, or absent (the existing system's documents written
+#: before the field existed; its default is true). `None` in `$in` matches a missing key.
+_ENABLED: Doc = {"enabled": {"$in": [True, None]}}
 _TERMINAL = [s.value for s in TERMINAL_STATUSES]
 _PURGE_BATCH = 500
 
@@ -436,13 +439,20 @@ class MongoScheduleSession:
                 _log.error("schedule skipped: %s", exc.message)
         return found
 
-    async def fresh(self, limit: int) -> list[ScheduledAgent]:
-        return await self._find({"enabled": True, "next_run_at": None}, limit)
+    async def fresh(self, now: datetime, limit: int) -> list[ScheduledAgent]:
+        return await self._find(
+            {
+                **_ENABLED,
+                "next_run_at": None,
+                "$or": [{"end_at": None}, {"end_at": {"$gt": now}}],
+            },
+            limit,
+        )
 
     async def edited(self, now: datetime, window: timedelta, limit: int) -> list[ScheduledAgent]:
         return await self._find(
             {
-                "enabled": True,
+                **_ENABLED,
                 "next_run_at": {"$gt": now},
                 "updated_at": {"$gte": utcnow() - window},
             },
@@ -451,7 +461,7 @@ class MongoScheduleSession:
 
     async def due(self, now: datetime, limit: int) -> list[ScheduledAgent]:
         return await self._find(
-            {"enabled": True, "next_run_at": {"$lte": now}}, limit, sort=[("next_run_at", 1)]
+            {**_ENABLED, "next_run_at": {"$lte": now}}, limit, sort=[("next_run_at", 1)]
         )
 
     def _unchanged(self, schedule: ScheduledAgent) -> Doc:
@@ -472,6 +482,9 @@ class MongoScheduleSession:
         if last_run_at is not None:
             changes["last_run_at"] = last_run_at
         await self.schedules.update_one(self._unchanged(schedule), {"$set": _set(changes)})
+
+    async def workflow_exists(self, workflow_id: str) -> bool:
+        return await self.store.workflows.find_one(_by_id(workflow_id), {"_id": 1}) is not None
 
     async def has_active_run(self, schedule_id: str) -> bool:
         found = await self.store.tasks.find_one(

@@ -18,7 +18,14 @@ Policies, per schedule:
   run of the schedule is still pending or running; `allow` starts another.
 - missed runs (`missed_run_policy`): occurrences found more than SCHEDULER_MISFIRE_GRACE_SECONDS
   late (the schedulers were down) are folded into one: `run_once` runs once for them, `skip`
-  records them as `skipped_missed` and waits for the next occurrence.
+  records them as `skipped_missed` and waits for the next occurrence. A schedule past its
+  `end_at` has nothing to catch up: its missed occurrences are `skipped_missed` whatever the
+  policy (an existing deployment's schedule that ended while it was down does not fire late).
+
+A schedule whose workflow no longer exists (the existing TBD Agents never deleted a workflow's
+schedules) does not fire: each of its occurrences is logged as a warning naming the schedule,
+the workflow and the fix, and the schedule moves on to its next occurrence, so it costs one
+look per occurrence and never holds up the others.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -229,11 +236,12 @@ class SqlScheduleSession:
         rows = (await self.conn.execute(stmt.with_for_update(skip_locked=True))).all()
         return [_schedule(row) for row in rows]
 
-    async def fresh(self, limit: int) -> list[ScheduledAgent]:
+    async def fresh(self, now: datetime, limit: int) -> list[ScheduledAgent]:
         return await self._locked(
             select(schedules)
             .where(schedules.c.enabled.is_(True))
             .where(schedules.c.next_run_at.is_(None))
+            .where(or_(schedules.c.end_at.is_(None), schedules.c.end_at > now))
             .limit(limit)
         )
 
@@ -272,6 +280,10 @@ class SqlScheduleSession:
         await self.conn.execute(
             update(schedules).where(schedules.c.id == schedule.id).values(**changes)
         )
+
+    async def workflow_exists(self, workflow_id: str) -> bool:
+        found = select(workflows.c.id).where(workflows.c.id == workflow_id)
+        return (await self.conn.execute(found)).first() is not None
 
     async def has_active_run(self, schedule_id: str) -> bool:
         active = (
@@ -372,7 +384,7 @@ class Scheduler:
 
     async def _initialise(self, session: ScheduleSession, now: datetime) -> None:
         """Give enabled schedules without `next_run_at` their first occurrence after now."""
-        for schedule in await session.fresh(self.batch_size):
+        for schedule in await session.fresh(now, self.batch_size):
             try:
                 nxt = occurrence_after(schedule, now - _TINY)
             except InvalidData as exc:
@@ -422,12 +434,25 @@ class Scheduler:
     ) -> Claimed | None:
         latest = due[-1]
         late = now - latest > self.grace
-        if late and schedule.missed_run_policy is MissedRunPolicy.SKIP:
+        ended = schedule.end_at is not None and now > schedule.end_at
+        if late and (ended or schedule.missed_run_policy is MissedRunPolicy.SKIP):
             outcome, missed = Outcome.SKIPPED_MISSED, len(due)
         elif schedule.overlap_policy is OverlapPolicy.SKIP and await session.has_active_run(
             schedule.id
         ):
             outcome, missed = Outcome.SKIPPED_OVERLAP, len(due) - 1
+        elif not await session.workflow_exists(schedule.workflow_id):
+            _log.warning(
+                "schedule %s (%r) did not fire at %s: its workflow %s does not exist (deleted); "
+                "delete the schedule or point it at an existing workflow "
+                "(PATCH /api/scheduled-agents/%s with a workflow_id)",
+                schedule.id,
+                schedule.name,
+                latest.isoformat(),
+                schedule.workflow_id,
+                schedule.id,
+            )
+            return None
         else:
             outcome, missed = Outcome.FIRED, len(due) - 1
         claimed, task_id = await session.claim(schedule, latest, outcome, missed, self.scheduler_id)

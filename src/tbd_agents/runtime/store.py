@@ -114,8 +114,8 @@ class WebhookStore(Protocol):
 class ScheduleSession(Protocol):
     """One scheduler tick's view of the schedules (a transaction on PostgreSQL)."""
 
-    async def fresh(self, limit: int) -> list[ScheduledAgent]:
-        """Enabled schedules without `next_run_at`."""
+    async def fresh(self, now: datetime, limit: int) -> list[ScheduledAgent]:
+        """Enabled schedules without `next_run_at` that have not ended by `now`."""
         ...
 
     async def edited(self, now: datetime, window: timedelta, limit: int) -> list[ScheduledAgent]:
@@ -141,6 +141,11 @@ class ScheduleSession(Protocol):
 
     async def has_active_run(self, schedule_id: str) -> bool:
         """True while a run of the schedule is pending or running."""
+        ...
+
+    async def workflow_exists(self, workflow_id: str) -> bool:
+        """False for a schedule's workflow that was deleted (the existing system kept its
+        schedules)."""
         ...
 
     async def claim(
