@@ -95,14 +95,19 @@ async def test_run_completes_and_its_events_arrive_in_order(harness: Harness) ->
     stored = await harness.rt.task(task.id)
     assert stored.status is TaskStatus.COMPLETED
     assert stored.response == "done: emit:5"
-    assert stored.usage == {"input_tokens": 3, "output_tokens": 5, "cost_usd": 0.0}
+    assert stored.usage is not None
+    assert stored.usage["input_tokens"] == 3 and stored.usage["output_tokens"] == 5
+    # the existing TBD Agents UsageStats fields too
+    assert stored.usage["total_input_tokens"] == 3 and stored.usage["total_output_tokens"] == 5
+    assert stored.usage["total_cost"] == 0.0 and stored.usage["total_premium_requests"] == 0
     assert stored.started_at is not None and stored.finished_at is not None
     expected_role = "worker@" if harness.backend == "celery" else "api@"
     assert stored.worker is not None and stored.worker.startswith(expected_role)
     if harness.backend == "celery":
         assert stored.celery_task_id == task.id
     async with harness.rt.store.unit_of_work() as repos:
-        assert (await repos.workflows.get(workflow)).status == "completed"
+        # the outcome is the task's; the workflow takes the next prompt
+        assert (await repos.workflows.get(workflow)).status == "active"
 
 
 async def test_a_follower_connected_during_the_run_gets_every_event_once(harness: Harness) -> None:

@@ -19,14 +19,18 @@ from fastapi import Response
 from pydantic import BaseModel, Field, create_model
 from pydantic.fields import FieldInfo
 
-from tbd_agents.domain.models import Entity, McpServer, Memory, Provider, Token
+from tbd_agents.domain.models import Entity, McpServer, Memory, Provider, Token, Workflow
 from tbd_agents.services.resources import spec_of
 from tbd_agents.services.tokens import MASK
-from tbd_agents.services.validation import Input, McpServerInput, ProviderInput
+from tbd_agents.services.validation import Input, McpServerInput, ProviderInput, WorkflowInput
 from tbd_agents.storage.common import records_json
 
 #: Request bases with checks beyond the field types (the stored model stays lenient on read).
-INPUT_BASES: dict[type[Entity], type[Input]] = {McpServer: McpServerInput, Provider: ProviderInput}
+INPUT_BASES: dict[type[Entity], type[Input]] = {
+    McpServer: McpServerInput,
+    Provider: ProviderInput,
+    Workflow: WorkflowInput,
+}
 
 SERVER_FIELDS = frozenset({"id", "created_at", "updated_at"})
 

@@ -589,11 +589,16 @@ class MongoRunStore:
     async def _set_workflow_status(
         self, workflow_id: str, status: WorkflowStatus, *, ran: bool = False
     ) -> None:
+        """Set the workflow's status (running while a run executes, active once it ended),
+        except on an `inactive` workflow: that stays until its owner switches it back on."""
         now = utcnow()
         values: Doc = {"status": status.value, "updated_at": now}
         if ran:
             values["last_run_at"] = now
-        await self.workflows.update_one(_by_id(workflow_id), {"$set": values})
+        await self.workflows.update_one(
+            {**_by_id(workflow_id), "status": {"$ne": WorkflowStatus.INACTIVE.value}},
+            {"$set": values},
+        )
 
     async def claim(self, task_id: str, worker_id: str) -> Transition | None:
         now = utcnow()
@@ -681,11 +686,7 @@ class MongoRunStore:
                 "error": outcome.error,
                 "turns": outcome.turns,
                 "tool_calls": outcome.tool_calls,
-                "usage": {
-                    "input_tokens": outcome.usage.input_tokens,
-                    "output_tokens": outcome.usage.output_tokens,
-                    "cost_usd": outcome.usage.cost_usd,
-                },
+                "usage": outcome.usage.stats(),
                 FINISHED_AT: now,
                 "updated_at": now,
             }
@@ -701,7 +702,8 @@ class MongoRunStore:
         if written is None:
             return None  # reaped (or ended) between the read and the write
         task, outbox = written
-        await self._set_workflow_status(task.workflow_id, WorkflowStatus(outcome.status.value))
+        # The outcome stays on the task; the workflow accepts the next prompt again.
+        await self._set_workflow_status(task.workflow_id, WorkflowStatus.ACTIVE)
         return Transition(task, await self._follow_up(task, outbox))
 
     async def reap_expired(self, lease_seconds: float) -> list[Transition]:
@@ -754,7 +756,7 @@ class MongoRunStore:
             if written is None:
                 continue
             ended_task, outbox = written
-            await self._set_workflow_status(ended_task.workflow_id, WorkflowStatus.FAILED)
+            await self._set_workflow_status(ended_task.workflow_id, WorkflowStatus.ACTIVE)
             reaped.append(Transition(ended_task, await self._follow_up(ended_task, outbox)))
         return reaped
 
@@ -830,7 +832,7 @@ class MongoRunStore:
                 raise ended(task_id, now_status)
             return None  # running: its worker reads the flag
         task, outbox = written
-        await self._set_workflow_status(task.workflow_id, WorkflowStatus.HALTED)
+        await self._set_workflow_status(task.workflow_id, WorkflowStatus.ACTIVE)
         stored = await self._follow_up(task, outbox)
         return stored[-1] if stored else None
 

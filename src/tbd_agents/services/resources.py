@@ -195,7 +195,8 @@ SPECS: dict[type[Entity], ResourceSpec] = {
                 Dependant(ScheduledAgent, "workflow_id", OnDelete.CASCADE),
                 Dependant(TaskExecution, "workflow_id", OnDelete.CASCADE),
             ),
-            managed=frozenset({"status", "messages", "logs", "last_run_at"}),
+            # `status` is writable as active/inactive only (WorkflowInput); runs set the rest.
+            managed=frozenset({"messages", "logs", "last_run_at", "current_turn", "usage"}),
         ),
         ResourceSpec(
             TaskExecution,
