@@ -429,8 +429,10 @@ class MongoScheduleSession:
         self.store = store
         self.schedules = store.database.get_collection(ScheduledAgent.collection)
 
-    async def _find(self, spec: Doc, limit: int, sort: Any = None) -> list[ScheduledAgent]:
-        docs = await self.schedules.find(spec, sort=sort, limit=limit).to_list(None)
+    async def _find(
+        self, spec: Doc, limit: int, sort: Any = None, skip: int = 0
+    ) -> list[ScheduledAgent]:
+        docs = await self.schedules.find(spec, sort=sort, skip=skip, limit=limit).to_list(None)
         found: list[ScheduledAgent] = []
         for doc in docs:
             try:
@@ -459,10 +461,33 @@ class MongoScheduleSession:
             limit,
         )
 
+    async def _due(
+        self, now: datetime, limit: int, *, workflow_exists: bool
+    ) -> list[ScheduledAgent]:
+        """Due schedules, earliest first, whose workflow exists (or not): read a page at a
+        time, the workflows of each page looked up in one query (no join on MongoDB)."""
+        spec: Doc = {**_ENABLED, "next_run_at": {"$lte": now}}
+        found: list[ScheduledAgent] = []
+        skip = 0
+        while len(found) < limit:
+            page = await self._find(spec, limit, sort=[("next_run_at", 1), ("_id", 1)], skip=skip)
+            if not page:
+                break
+            skip += limit
+            existing = await self._existing_workflows({s.workflow_id for s in page})
+            found += [s for s in page if (s.workflow_id in existing) is workflow_exists]
+        return found[:limit]
+
+    async def _existing_workflows(self, ids: set[str]) -> set[str]:
+        forms = [form for i in sorted(ids) for form in id_forms(i, include_int=True)]
+        docs = await self.store.workflows.find({"_id": {"$in": forms}}, {"_id": 1}).to_list(None)
+        return {id_text(d["_id"]) for d in docs}
+
     async def due(self, now: datetime, limit: int) -> list[ScheduledAgent]:
-        return await self._find(
-            {**_ENABLED, "next_run_at": {"$lte": now}}, limit, sort=[("next_run_at", 1)]
-        )
+        return await self._due(now, limit, workflow_exists=True)
+
+    async def orphaned(self, now: datetime, limit: int) -> list[ScheduledAgent]:
+        return await self._due(now, limit, workflow_exists=False)
 
     def _unchanged(self, schedule: ScheduledAgent) -> Doc:
         return {**_by_id(schedule.id), "next_run_at": bson_value(schedule.next_run_at)}
@@ -482,9 +507,6 @@ class MongoScheduleSession:
         if last_run_at is not None:
             changes["last_run_at"] = last_run_at
         await self.schedules.update_one(self._unchanged(schedule), {"$set": _set(changes)})
-
-    async def workflow_exists(self, workflow_id: str) -> bool:
-        return await self.store.workflows.find_one(_by_id(workflow_id), {"_id": 1}) is not None
 
     async def has_active_run(self, schedule_id: str) -> bool:
         found = await self.store.tasks.find_one(

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -254,14 +254,22 @@ class SqlScheduleSession:
             .limit(limit)
         )
 
-    async def due(self, now: datetime, limit: int) -> list[ScheduledAgent]:
-        return await self._locked(
+    def _due(self, now: datetime, limit: int, *, workflow_exists: bool) -> Any:
+        has_workflow = exists().where(workflows.c.id == schedules.c.workflow_id)
+        return (
             select(schedules)
             .where(schedules.c.enabled.is_(True))
             .where(schedules.c.next_run_at <= now)
+            .where(has_workflow if workflow_exists else ~has_workflow)
             .order_by(schedules.c.next_run_at)
             .limit(limit)
         )
+
+    async def due(self, now: datetime, limit: int) -> list[ScheduledAgent]:
+        return await self._locked(self._due(now, limit, workflow_exists=True))
+
+    async def orphaned(self, now: datetime, limit: int) -> list[ScheduledAgent]:
+        return await self._locked(self._due(now, limit, workflow_exists=False))
 
     async def move(self, schedule: ScheduledAgent, next_run_at: datetime | None) -> None:
         await self.conn.execute(
@@ -280,10 +288,6 @@ class SqlScheduleSession:
         await self.conn.execute(
             update(schedules).where(schedules.c.id == schedule.id).values(**changes)
         )
-
-    async def workflow_exists(self, workflow_id: str) -> bool:
-        found = select(workflows.c.id).where(workflows.c.id == workflow_id)
-        return (await self.conn.execute(found)).first() is not None
 
     async def has_active_run(self, schedule_id: str) -> bool:
         active = (
@@ -377,6 +381,9 @@ class Scheduler:
                 claimed = await self._process(session, schedule, now)
                 if claimed is not None:
                     report.claimed.append(claimed)
+            # Apart, so that they never take the place of schedules that can run.
+            for schedule in await session.orphaned(now, self.batch_size):
+                await self._pass_orphan(session, schedule, now)
         for item in report.fired:
             if item.task_id is not None:
                 await self.dispatch(item.task_id)
@@ -410,6 +417,28 @@ class Scheduler:
             self._reported.add(schedule.id)
             _log.error("schedule %s cannot be computed: %s", schedule.id, exc.message)
 
+    async def _pass_orphan(
+        self, session: ScheduleSession, schedule: ScheduledAgent, now: datetime
+    ) -> None:
+        """A due schedule whose workflow does not exist: report it and move it to its next
+        occurrence (nothing is claimed, no run is created)."""
+        try:
+            following = occurrence_after(schedule, now)
+        except InvalidData as exc:
+            self._report_invalid(schedule, exc)
+            return
+        _log.warning(
+            "schedule %s (%r) did not fire at %s: its workflow %s does not exist (deleted); "
+            "delete the schedule or point it at an existing workflow "
+            "(PATCH /api/scheduled-agents/%s with a workflow_id)",
+            schedule.id,
+            schedule.name,
+            schedule.next_run_at.isoformat() if schedule.next_run_at else "?",
+            schedule.workflow_id,
+            schedule.id,
+        )
+        await session.advance(schedule, following, None)
+
     async def _process(
         self, session: ScheduleSession, schedule: ScheduledAgent, now: datetime
     ) -> Claimed | None:
@@ -441,18 +470,6 @@ class Scheduler:
             schedule.id
         ):
             outcome, missed = Outcome.SKIPPED_OVERLAP, len(due) - 1
-        elif not await session.workflow_exists(schedule.workflow_id):
-            _log.warning(
-                "schedule %s (%r) did not fire at %s: its workflow %s does not exist (deleted); "
-                "delete the schedule or point it at an existing workflow "
-                "(PATCH /api/scheduled-agents/%s with a workflow_id)",
-                schedule.id,
-                schedule.name,
-                latest.isoformat(),
-                schedule.workflow_id,
-                schedule.id,
-            )
-            return None
         else:
             outcome, missed = Outcome.FIRED, len(due) - 1
         claimed, task_id = await session.claim(schedule, latest, outcome, missed, self.scheduler_id)

@@ -123,7 +123,13 @@ class ScheduleSession(Protocol):
         ...
 
     async def due(self, now: datetime, limit: int) -> list[ScheduledAgent]:
-        """Enabled schedules with `next_run_at` at or before `now`, earliest first."""
+        """Enabled schedules with `next_run_at` at or before `now` whose workflow exists,
+        earliest first."""
+        ...
+
+    async def orphaned(self, now: datetime, limit: int) -> list[ScheduledAgent]:
+        """The same, for schedules whose workflow does not exist (deleted: the existing system
+        kept a workflow's schedules)."""
         ...
 
     async def move(self, schedule: ScheduledAgent, next_run_at: datetime | None) -> None:
@@ -141,11 +147,6 @@ class ScheduleSession(Protocol):
 
     async def has_active_run(self, schedule_id: str) -> bool:
         """True while a run of the schedule is pending or running."""
-        ...
-
-    async def workflow_exists(self, workflow_id: str) -> bool:
-        """False for a schedule's workflow that was deleted (the existing system kept its
-        schedules)."""
         ...
 
     async def claim(
