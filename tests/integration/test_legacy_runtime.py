@@ -16,14 +16,19 @@ What an existing user does and gets:
    with the model's answer, and the model server received the token's plaintext as the existing
    system sent it: OpenAI `Authorization: Bearer <key>`, Anthropic `x-api-key: <key>` for the
    default auth type and `Authorization: Bearer <key>` for `bearer` (a gateway). The workflows
-   are owned by a GitHub login, by `local` and by `server`: each runs.
+   are owned by a GitHub login, by `local` and by `server`: each runs, with every existing
+   record it names (the workflow's skills and guardrails, the agent's MCP servers and their
+   tokens), and what cannot be reached from here (an external Qdrant, remote MCP servers) is a
+   warning of the run, not its failure.
 2. **Their schedules fire.** The scheduler, with a controlled clock, over the existing schedules:
    each enabled one whose workflow exists and whose window is open fires once (the missed-run
    policy folds the occurrences missed since the existing system stopped), creating a pending
    run; the disabled one, the one past its `end_at` and the one of a deleted workflow do not. The
    scheduler does not fail or spin on them, and the schedule of the deleted workflow is logged.
-3. **Their inactive workflows refuse prompts** (409 naming the fix) — the `inactive` semantics
-   come from the branch legacy-semantics; the test states them here.
+3. **Their inactive workflows refuse prompts** (409 naming the fix), and no run is created.
+
+The copy of the existing data the PostgreSQL tests use is the dump migrated once per module; on
+MongoDB each test loads the documents into a fresh emulated database.
 """
 
 from __future__ import annotations
@@ -287,12 +292,22 @@ async def _follow(client: httpx.AsyncClient, task_id: str) -> list[dict[str, Any
     return events
 
 
-def _requests_with(server: ProtocolServer, prompt: str) -> list[Recorded]:
-    return [
-        rec
-        for rec in list(server.requests)
-        if any(m["role"] == "user" and prompt in m["text"] for m in rec.conversation())
-    ]
+def _requests_of(server: ProtocolServer, prompt: str) -> list[Recorded]:
+    """The requests whose last user message is `prompt` (a run's own calls)."""
+    found = []
+    for rec in list(server.requests):
+        users = [m["text"] for m in rec.conversation() if m["role"] == "user"]
+        if users and users[-1] == prompt:
+            found.append(rec)
+    return found
+
+
+def _prompt(case: RunCase, profile: str) -> str:
+    if case.workflow == "workflow_full":
+        # Its `request` guardrail (JSON Schema: {"ticket": "ABC-123"}, nothing else) takes
+        # structured requests only: a prompt that is the JSON of one.
+        return json.dumps({"ticket": f"OPS-{PROFILES.index(profile) + 1}"})
+    return f"{case.workflow} on {profile}: what changed since yesterday? 🚀"
 
 
 @pytest.mark.parametrize("case", RUN_CASES, ids=lambda c: c.workflow.removeprefix("workflow_"))
@@ -314,7 +329,7 @@ async def test_an_existing_agent_runs_once_its_provider_points_at_the_model(
     assert patched.status_code == 200, patched.text
     assert patched.json()["api_key_token_name"] == case.token  # the migrated token, as it is
 
-    prompt = f"{case.workflow} on {deployment.profile}: what changed since yesterday? 🚀"
+    prompt = _prompt(case, deployment.profile)
     started = await client.post(f"/api/workflows/{workflow}/runs", json={"prompt": prompt})
     assert started.status_code == 202, started.text
     task_id = started.json()["id"]
@@ -327,8 +342,9 @@ async def test_an_existing_agent_runs_once_its_provider_points_at_the_model(
     )
     assert task["status"] == TaskStatus.COMPLETED.value, f"{task.get('error')}; events: {shown}"
     assert f"answer to: {prompt}" in (task["response"] or ""), task["response"]
+    assert "belongs to another owner" not in shown  # the existing records all load
 
-    sent = _requests_with(model_server, prompt)
+    sent = _requests_of(model_server, prompt)
     assert sent, "the model server received no request of the run"
     secret = legacy.secrets[case.token]
     for rec in sent:
@@ -337,17 +353,42 @@ async def test_an_existing_agent_runs_once_its_provider_points_at_the_model(
         if case.header == "bearer":
             assert headers.get("authorization") == f"Bearer {secret}", headers
             assert "x-api-key" not in headers, headers
-        else:  # Anthropic's own header (branch legacy-semantics, commit e2a05b8, sends it)
+        else:  # Anthropic's own header
             sent_as = {k: v for k, v in headers.items() if k in ("x-api-key", "authorization")}
             assert sent_as == {"x-api-key": secret}, f"the key was sent as {sorted(sent_as)}"
-
     if case.workflow == "workflow_full":
-        # The Ops assistant's stdio MCP server was started as the existing record says, its
-        # `{{token:GITHUB_PAT}}` resolved with the migrated token.
-        starts = [json.loads(line) for line in fake_npx.read_text().splitlines()]
-        assert starts, "the existing stdio MCP server (npx) was never started"
-        assert {s["github_token"] for s in starts} == {legacy.secrets["GITHUB_PAT"]}
-        assert {s["args"] for s in starts} == {"-y @modelcontextprotocol/server-filesystem /data"}
+        _the_ops_assistant_ran_as_configured(legacy, sent[0], events, fake_npx)
+        # The workflow's guardrails are in force: a prompt that is not a structured request
+        # is refused by its `request` guardrail, naming it.
+        refused = await client.post(
+            f"/api/workflows/{workflow}/runs", json={"prompt": "just check it"}
+        )
+        assert refused.status_code == 422, refused.text
+        assert "ticket request schema" in refused.text
+
+
+def _the_ops_assistant_ran_as_configured(
+    legacy: LegacyDatabase, request: Recorded, events: list[dict[str, Any]], npx_starts: Path
+) -> None:
+    """The richest existing agent, run through its workflow: what it is configured with."""
+    # The workflow's skills (the existing system kept them on the workflow) reach the model.
+    system = request.conversation()[0]
+    assert system["role"] == "system"
+    assert "Summarise the input." in system["text"] and "Translate to 日本語." in system["text"]
+    # Its earlier conversation (tool calls in the OpenAI shape) is the history of this turn.
+    assert any(
+        ("call_1", "lookup", {"q": "latency"}) in m["tool_calls"] for m in request.conversation()
+    )
+    # Its stdio MCP server was started as the record says, `{{token:GITHUB_PAT}}` (a token with
+    # a created_by) resolved with the migrated token.
+    starts = [json.loads(line) for line in npx_starts.read_text().splitlines()]
+    assert starts, "the existing stdio MCP server (npx) was never started"
+    assert {s["github_token"] for s in starts} == {legacy.secrets["GITHUB_PAT"]}
+    assert {s["args"] for s in starts} == {"-y @modelcontextprotocol/server-filesystem /data"}
+    # Its external Qdrant (`http://qdrant:6333`) is not reachable from here: the run says so
+    # and goes on without knowledge, as it does without an unreachable MCP server.
+    warnings = [e["data"].get("message", "") for e in events if e.get("event") == "log"]
+    assert any("knowledge not searched" in w and "qdrant" in w for w in warnings), warnings
 
 
 # ---------------------------------------------------------------------- 2. schedules fire
@@ -478,17 +519,17 @@ async def test_a_schedule_of_a_deleted_workflow_is_reported_and_never_fires(
 async def test_inactive_workflows_of_an_existing_deployment_refuse_prompts(
     deployment: Deployment, hub: Hub
 ) -> None:
-    """Needs the `inactive` semantics of branch legacy-semantics (409 naming the fix)."""
+    prompt = "are you there? (an inactive workflow must refuse this)"
     for name in ("workflow_inactive", "workflow_old"):
         workflow = deployment.ids[name]
         for path in (f"/api/workflows/{workflow}/runs", f"/api/workflows/{workflow}/prompt"):
-            refused = await hub.client.post(path, json={"prompt": "hello"})
+            refused = await hub.client.post(path, json={"prompt": prompt})
             assert refused.status_code == 409, (
                 f"{name} {path}: {refused.status_code} {refused.text}"
             )
-            assert "active" in refused.text, refused.text
+            assert "set its status to active" in refused.json()["error"]["message"], refused.text
         async with deployment.store.unit_of_work(readonly=True) as repos:
             page = await repos.task_executions.list(
                 Query(filters=(eq("workflow_id", workflow),), limit=100)
             )
-        assert all(t.prompt != "hello" for t in page.items), f"{name}: a run was created"
+        assert all(t.prompt != prompt for t in page.items), f"{name}: a run was created"
