@@ -145,6 +145,7 @@ SPECS: dict[type[Entity], ResourceSpec] = {
             dependants=(_used_by_agents("custom_tool_ids"),),
             check=_check_custom_tool,
             gate=_gate_custom_tool,
+            managed=frozenset({"is_plugin"}),  # set by the plugin loader
         ),
         ResourceSpec(
             Guardrail,

@@ -183,6 +183,7 @@ export const RESOURCES = {
     fields: [
       { name: "source_id", label: "Source", kind: "select", required: true, options: named("/api/knowledge-sources"), createOnly: true },
       { name: "name", label: "Name", kind: "text" },
+      { name: "content_type", label: "Kind", kind: "select", options: enumOptions("text", "file", "image"), default: "text", help: "text: typed or pasted here; file and image: uploaded." },
       { name: "mime_type", label: "Media type", kind: "text", default: "text/markdown" },
       { name: "text_content", label: "Text", kind: "textarea", rows: 10 },
       { name: "file_name", label: "File name", kind: "text", nullable: true },
