@@ -156,31 +156,40 @@ async def test_missed_run_policy_after_downtime(
     assert again.claimed == []  # the next occurrence is 00:12
 
 
-async def test_a_schedule_of_a_deleted_workflow_never_fires_nor_blocks_the_others(
+async def test_an_ended_schedule_does_not_catch_up_but_its_last_occurrence_fires_on_time(
     rt: RtBackend,
 ) -> None:
-    """Existing deployments keep schedules whose workflow was deleted (the existing system never
-    deleted them), and the migration keeps them. They are never due: the tick succeeds and the
-    other schedules fire, even when the orphans come first and fill a batch."""
     workflow = await make_workflow(rt)
-    every_minute: dict[str, Any] = {
+    common: dict[str, Any] = {
         "interval_value": 1,
         "interval_unit": IntervalUnit.MINUTES,
         "start_at": T0,
-        "overlap_policy": OverlapPolicy.ALLOW,
+        "end_at": T0 + 10 * MIN,
+        "missed_run_policy": MissedRunPolicy.RUN_ONCE,
     }
-    orphans = [
-        await insert_schedule(rt, f"deleted-workflow-{i}", next_run_at=T0 - MIN, **every_minute)
-        for i in range(12)
+    # Schedulers down until 00:30: the occurrences until 00:10 (end_at) were missed, and the
+    # schedules have ended meanwhile. Nothing is left to catch up: recorded, not run.
+    missed = await insert_schedule(rt, workflow, next_run_at=T0 + 5 * MIN, **common)
+    last_missed = await insert_schedule(rt, workflow, next_run_at=T0 + 10 * MIN, **common)
+    scheduler = _scheduler(rt, grace=30)
+    mine = {missed, last_missed}  # (the module's database holds other tests' schedules too)
+    late = await scheduler.tick(T0 + 30 * MIN)
+    assert {c.schedule_id: c.outcome for c in late.claimed if c.schedule_id in mine} == {
+        missed: Outcome.SKIPPED_MISSED,
+        last_missed: Outcome.SKIPPED_MISSED,
+    }
+    assert await _runs_of(rt, missed) == await _runs_of(rt, last_missed) == 0
+    # The last occurrence (00:10, its end_at) seen 20 s late, within the grace: it runs.
+    on_time = await insert_schedule(rt, workflow, next_run_at=T0 + 10 * MIN, **common)
+    mine.add(on_time)
+    report = await scheduler.tick(T0 + 10 * MIN + timedelta(seconds=20))
+    assert [(c.schedule_id, c.outcome) for c in report.claimed if c.schedule_id in mine] == [
+        (on_time, Outcome.FIRED)
     ]
-    alive = await insert_schedule(rt, workflow, next_run_at=T0, **every_minute)
-    scheduler = Scheduler(
-        rt.runs, _noop_dispatch, scheduler_id="test", misfire_grace_seconds=90.0, batch_size=10
-    )
-    for minute in range(3):
-        await scheduler.tick(T0 + minute * MIN + timedelta(seconds=1))
-    assert [await _runs_of(rt, o) for o in orphans] == [0] * 12
-    assert await _runs_of(rt, alive) == 3
+    assert await _runs_of(rt, on_time) == 1
+    # Ended, nothing due any more: later ticks do not look at them again.
+    again = await scheduler.tick(T0 + 2 * timedelta(hours=1))
+    assert [c for c in again.claimed if c.schedule_id in mine] == []
 
 
 async def test_disabled_schedules_and_future_start_at_do_not_fire(rt: RtBackend) -> None:

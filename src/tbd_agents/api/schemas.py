@@ -32,7 +32,9 @@ INPUT_BASES: dict[type[Entity], type[Input]] = {
     Workflow: WorkflowInput,
 }
 
-SERVER_FIELDS = frozenset({"id", "created_at", "updated_at"})
+#: `extras` holds the keys of an existing document that no field names (see domain.models): kept
+#: and returned as they are, never written through the API.
+SERVER_FIELDS = frozenset({"id", "created_at", "updated_at", "extras"})
 
 #: Stored fields never sent back (secrets; large derived data).
 HIDDEN: dict[type[Entity], frozenset[str]] = {

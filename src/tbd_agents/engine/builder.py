@@ -128,8 +128,8 @@ async def _by_ids_and_tags(
 
 
 async def _resolve(repos: Repositories, cipher: TokenCipher, owner: str | None, tree: Any) -> Any:
-    """`tree` with `{{token:…}}` resolved among `owner`'s tokens (ownerless records: among
-    ownerless tokens only, never a user's: see `resolve_tree`)."""
+    """`tree` with `{{token:…}}` resolved among `owner`'s tokens (ownerless records, the
+    operator's: among all tokens, see `resolve_tree`)."""
     return await resolve_tree(repos, cipher, owner, tree)
 
 
@@ -148,8 +148,9 @@ async def load_plan(
     Only records of the agent's owner are loaded (see `_Owner`); records another owner holds
     are skipped with a warning and never resolved with anyone's tokens. `outbound` decides, per
     record owner, which addresses its provider and MCP servers may reach (default: no
-    allow-list, admins and ownerless records trusted). For a run of `workflow`, its guardrails
-    join the agent's (`load_guardrails`)."""
+    allow-list, admins and ownerless records trusted). For a run of `workflow`, its skills and
+    guardrails join the agent's (`_workflow_records`: the existing TBD Agents kept them on the
+    workflow)."""
     outbound = outbound or OutboundGuard(HostPolicy(), AdminDirectory())
     if not agent.provider_id:
         raise InvalidData(f"agent {agent.name!r} has no provider_id: set one (GET /api/providers)")
@@ -191,6 +192,14 @@ async def load_plan(
     plan.skills = await _by_ids_and_tags(
         repos, Skill, agent.skill_ids, agent.skill_tags, who, plan.warnings, "skill"
     )
+    if workflow is not None and (workflow.skill_ids or workflow.skill_tags):
+        known = {s.id for s in plan.skills}
+        for skill in await _workflow_records(
+            repos, Skill, workflow, workflow.skill_ids, workflow.skill_tags, plan.warnings
+        ):
+            if skill.id not in known:
+                known.add(skill.id)
+                plan.skills.append(skill)
     plan.guardrails, skipped = await load_guardrails(
         repos, agent, config.host.admins, workflow=workflow
     )
@@ -206,6 +215,27 @@ async def _owner_of(repos: Repositories, record: Entity, admins: AdminDirectory)
     return _Owner(owner, owner is None or await admins.is_admin(repos, owner))
 
 
+async def _workflow_records(
+    repos: Repositories,
+    model: type[Any],
+    workflow: Workflow,
+    ids: list[str],
+    tags: list[str],
+    warnings: list[str],
+) -> list[Any]:
+    """The records a workflow names itself (its skills and guardrails, by id and by tag): the
+    workflow owner's and the operator's (ownerless) ones.
+
+    Ownerless records come from a deployment of the existing TBD Agents, where skills and
+    guardrails were global and workflows named them whoever owned the workflow (`local`,
+    `server` or a GitHub login): its workflows keep their skills and guardrails. Records of
+    another user are never loaded."""
+    who = _Owner(workflow.github_user, ownerless_ok=True)
+    label = "skill" if model is Skill else "guardrail"
+    found: list[Any] = await _by_ids_and_tags(repos, model, ids, tags, who, warnings, label)
+    return found
+
+
 async def load_guardrails(
     repos: Repositories,
     agent: Agent,
@@ -216,7 +246,8 @@ async def load_guardrails(
     """The guardrails a run of `agent` applies, and warnings about records it skipped: the
     agent's `guardrail_ids` (records of the agent's owner), plus, for a workflow run, the
     workflow's `guardrail_ids` and the records carrying one of its `guardrail_tags` (records
-    of the workflow's owner). Disabled ones are returned too; `Guardrails` drops them."""
+    of the workflow's owner and the operator's: `_workflow_records`). Disabled ones are
+    returned too; `Guardrails` drops them."""
     warnings: list[str] = []
     found: dict[str, Guardrail] = {}
     who = await _owner_of(repos, agent, admins)
@@ -225,11 +256,9 @@ async def load_guardrails(
     ):
         found[rec.id] = rec
     if workflow is not None and (workflow.guardrail_ids or workflow.guardrail_tags):
-        who = await _owner_of(repos, workflow, admins)
-        for rec in await _by_ids_and_tags(
-            repos, Guardrail, workflow.guardrail_ids, workflow.guardrail_tags, who, warnings,
-            "guardrail",
-        ):  # fmt: skip
+        for rec in await _workflow_records(
+            repos, Guardrail, workflow, workflow.guardrail_ids, workflow.guardrail_tags, warnings
+        ):
             found.setdefault(rec.id, rec)
     return list(found.values()), warnings
 

@@ -145,15 +145,32 @@ class AgentLoop:
             self.result.violations.append({**v.to_dict(), "stage": stage})
             await self.emit(EventType.LOG, {"level": "warning", "event": event, "message": f"guardrail {v.guardrail} ({v.action.value}) on {stage}: {v.reason}", "guardrail": v.to_dict(), "stage": stage})  # fmt: skip
 
+    async def _knowledge(self, prompt: str) -> list[Passage]:
+        """The knowledge passages for `prompt`; an unreachable or broken source (an external
+        Qdrant or pgvector that is down, a migrated address that no longer resolves) is a
+        warning of the run, which goes on without knowledge, as it does without an MCP server
+        that cannot be reached."""
+        spec = self.spec
+        assert spec.knowledge is not None
+        try:
+            return await race(
+                spec.knowledge.search(prompt, source_ids=spec.knowledge_source_ids, tags=spec.knowledge_tags, limit=spec.budgets.knowledge_results),
+                self.halt,
+            )  # fmt: skip
+        except Halted:
+            raise
+        except Exception as exc:
+            reason = exc.message if isinstance(exc, TbdError) else f"{type(exc).__name__}: {exc}"
+            log.warning("agent %s: knowledge search failed: %s", spec.agent_id, reason)
+            await self.emit(EventType.LOG, {"level": "warning", "event": "knowledge_unavailable", "message": f"knowledge not searched, the run goes on without it: {reason}"})  # fmt: skip
+            return []
+
     async def _context(self, prompt: str, inp: RunInput) -> list[Message]:
         spec = self.spec
         passages: list[Passage] = []
         memories: list[MemoryItem] = []
         if spec.knowledge is not None and (spec.knowledge_source_ids or spec.knowledge_tags):
-            passages = await race(
-                spec.knowledge.search(prompt, source_ids=spec.knowledge_source_ids, tags=spec.knowledge_tags, limit=spec.budgets.knowledge_results),
-                self.halt,
-            )  # fmt: skip
+            passages = await self._knowledge(prompt)
         if spec.memory is not None and spec.agent_id:
             memories = await race(
                 spec.memory.search(agent_id=spec.agent_id, query=prompt, limit=spec.budgets.memory_results, session_id=inp.session_id, owner=spec.owner),

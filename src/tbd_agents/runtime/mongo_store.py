@@ -94,6 +94,9 @@ RESULT = "response"
 
 _APPEND_RETRIES = 200
 _ACTIVE = [TaskStatus.PENDING.value, TaskStatus.RUNNING.value]
+#: An enabled schedule: `enabled` true, or absent (the existing system's documents written
+#: before the field existed; its default is true). `None` in `$in` matches a missing key.
+_ENABLED: Doc = {"enabled": {"$in": [True, None]}}
 _TERMINAL = [s.value for s in TERMINAL_STATUSES]
 _PURGE_BATCH = 500
 
@@ -426,8 +429,10 @@ class MongoScheduleSession:
         self.store = store
         self.schedules = store.database.get_collection(ScheduledAgent.collection)
 
-    async def _find(self, spec: Doc, limit: int, sort: Any = None) -> list[ScheduledAgent]:
-        docs = await self.schedules.find(spec, sort=sort, limit=limit).to_list(None)
+    async def _find(
+        self, spec: Doc, limit: int, sort: Any = None, skip: int = 0
+    ) -> list[ScheduledAgent]:
+        docs = await self.schedules.find(spec, sort=sort, skip=skip, limit=limit).to_list(None)
         found: list[ScheduledAgent] = []
         for doc in docs:
             try:
@@ -436,43 +441,53 @@ class MongoScheduleSession:
                 _log.error("schedule skipped: %s", exc.message)
         return found
 
-    async def fresh(self, limit: int) -> list[ScheduledAgent]:
-        return await self._find({"enabled": True, "next_run_at": None}, limit)
+    async def fresh(self, now: datetime, limit: int) -> list[ScheduledAgent]:
+        return await self._find(
+            {
+                **_ENABLED,
+                "next_run_at": None,
+                "$or": [{"end_at": None}, {"end_at": {"$gt": now}}],
+            },
+            limit,
+        )
 
     async def edited(self, now: datetime, window: timedelta, limit: int) -> list[ScheduledAgent]:
         return await self._find(
             {
-                "enabled": True,
+                **_ENABLED,
                 "next_run_at": {"$gt": now},
                 "updated_at": {"$gte": utcnow() - window},
             },
             limit,
         )
 
-    async def due(self, now: datetime, limit: int) -> list[ScheduledAgent]:
-        """Due schedules whose workflow exists: one whose workflow was deleted (the existing
-        system never deleted them) has nothing to run, so it is never due — it neither fails the
-        tick nor takes the others' place."""
-        spec: Doc = {"enabled": True, "next_run_at": {"$lte": now}}
-        orphans: list[Any] = []
+    async def _due(
+        self, now: datetime, limit: int, *, workflow_exists: bool
+    ) -> list[ScheduledAgent]:
+        """Due schedules, earliest first, whose workflow exists (or not): read a page at a
+        time, the workflows of each page looked up in one query (no join on MongoDB)."""
+        spec: Doc = {**_ENABLED, "next_run_at": {"$lte": now}}
         found: list[ScheduledAgent] = []
+        skip = 0
         while len(found) < limit:
-            wanted = limit - len(found)
-            query = {**spec, "_id": {"$nin": orphans}} if orphans else spec
-            batch = await self._find(query, wanted, sort=[("next_run_at", 1)])
-            forms = [f for s in batch for f in id_forms(s.workflow_id, include_int=True)]
-            existing = {
-                id_text(d["_id"])
-                for d in await self.store.workflows.find(
-                    {"_id": {"$in": forms}}, {"_id": 1}
-                ).to_list(None)
-            }
-            skipped = [s for s in batch if s.workflow_id not in existing]
-            found.extend(s for s in batch if s.workflow_id in existing)
-            if not skipped or len(batch) < wanted:
+            page = await self._find(spec, limit, sort=[("next_run_at", 1), ("_id", 1)], skip=skip)
+            if not page:
                 break
-            orphans.extend(f for s in skipped for f in id_forms(s.id, include_int=True))
-        return found
+            skip += limit
+            existing = await self._existing_workflows({s.workflow_id for s in page})
+            found += [s for s in page if (s.workflow_id in existing) is workflow_exists]
+        return found[:limit]
+
+    async def _existing_workflows(self, ids: set[str]) -> set[str]:
+        forms = [form for i in sorted(ids) for form in id_forms(i, include_int=True)]
+        docs = await self.store.workflows.find({"_id": {"$in": forms}}, {"_id": 1}).to_list(None)
+        return {id_text(d["_id"]) for d in docs}
+
+    async def due(self, now: datetime, limit: int) -> list[ScheduledAgent]:
+        return await self._due(now, limit, workflow_exists=True)
+
+    async def orphaned(self, now: datetime, limit: int) -> list[ScheduledAgent]:
+        return await self._due(now, limit, workflow_exists=False)
 
     def _unchanged(self, schedule: ScheduledAgent) -> Doc:
         return {**_by_id(schedule.id), "next_run_at": bson_value(schedule.next_run_at)}
