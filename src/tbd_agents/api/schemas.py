@@ -19,7 +19,15 @@ from fastapi import Response
 from pydantic import BaseModel, Field, create_model
 from pydantic.fields import FieldInfo
 
-from tbd_agents.domain.models import Entity, McpServer, Memory, Provider, Token, Workflow
+from tbd_agents.domain.models import (
+    Entity,
+    McpServer,
+    Memory,
+    NameRule,
+    Provider,
+    Token,
+    Workflow,
+)
 from tbd_agents.services.resources import spec_of
 from tbd_agents.services.tokens import MASK
 from tbd_agents.services.validation import Input, McpServerInput, ProviderInput, WorkflowInput
@@ -86,9 +94,17 @@ def _int4_bounds(info: FieldInfo) -> list[Any]:
     return bounds
 
 
+def _name_bounds(info: FieldInfo) -> list[Any]:
+    return [
+        annotated_types.Len(rule.min_length, rule.max_length)
+        for rule in info.metadata
+        if isinstance(rule, NameRule)
+    ]
+
+
 def _annotated(info: FieldInfo) -> Any:
     base = info.annotation
-    metadata = [*info.metadata, *_int4_bounds(info)]
+    metadata = [*info.metadata, *_int4_bounds(info), *_name_bounds(info)]
     return Annotated[(base, *metadata)] if metadata else base
 
 
