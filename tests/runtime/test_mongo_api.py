@@ -269,7 +269,7 @@ async def test_a_run_of_a_deleted_workflow_is_seen_by_admins_only(
     async with store.unit_of_work() as repos:
         await repos.task_executions.create(orphan)
         admin_key = (await ApiKeys(repos).create("ops", scope=KeyScope.ADMIN, name="a")).plaintext
-    async with app_client(store, settings) as (app, client):
+    async with app_client(store, settings) as (_app, client):
         assert (await client.get(f"/api/tasks/{orphan.id}/events")).status_code == 404
         assert (await client.get(f"/api/tasks/{orphan.id}")).status_code == 404
         admin = {"Authorization": f"Bearer {admin_key}"}
