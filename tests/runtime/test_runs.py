@@ -237,3 +237,22 @@ async def test_a_due_schedule_fires_once_and_its_run_completes(harness: Harness)
     assert events[-1].data["status"] == "completed"
     history = await harness.rt.runs.schedule_history(schedule.id)
     assert [(h.outcome, h.task_status) for h in history] == [("fired", "completed")]
+
+
+async def test_a_run_left_running_before_a_migration_is_failed_without_a_webhook(
+    harness: Harness,
+) -> None:
+    # An existing deployment stopped with a run `running`: it was never leased by this hub (no
+    # heartbeat), so the reaper fails it but does not call the workflow's old error webhook.
+    workflow = await make_workflow(harness.rt, error_webhook_url="https://hooks.example/failed")
+    task = await harness.rt.runs.create_run(workflow, "from the old system")
+    await harness.rt.set_fields(
+        "task_executions",
+        task.id,
+        status=TaskStatus.RUNNING.value,
+        started_at=datetime.now(UTC) - timedelta(days=3),
+    )
+    events = await collect(harness.runtime, task.id)  # the upkeep loop reaps it
+    assert events[-1].data["status"] == "failed"
+    assert (await harness.rt.task(task.id)).status is TaskStatus.FAILED
+    assert await harness.runtime.webhooks.list_deliveries(task_id=task.id) == []

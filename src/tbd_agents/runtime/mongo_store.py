@@ -772,7 +772,9 @@ class MongoRunStore:
                     (EventType.ERROR.value, {"message": message}),
                     (EventType.STATUS.value, final_status_data(failed)),
                 ],
-                webhook=True,
+                # No webhook for a run this hub never ran (no lease was ever taken: e.g. a run
+                # left `running` by an existing deployment before it moved here).
+                webhook=doc.get("heartbeat_at") is not None,
                 changed=("status", "error", FINISHED_AT, "updated_at"),
             )
             if written is None:
