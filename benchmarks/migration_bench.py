@@ -9,7 +9,9 @@ fresh database at head with the migration library (what `tbd-agents migrate from
 
 * batch sizes 500 / 5,000 / 20,000 on the small dump: first load (empty tables: straight COPY)
   and re-run over the same rows (staging table + upsert that rewrites nothing);
-* the large dump (ten times the small one) at batch size 5,000: first load.
+* the large dump (ten times the small one) at batch size 5,000: first load;
+* verification (`Verifier`, chat_sessions + chat_messages, every document against its row) of
+  the small dump after its first batch size, and of the large dump (`--no-verify` to skip).
 
 Each migration runs in its own process, so its peak RSS (ru_maxrss) is its own. rows/s counts
 chat_messages only (the collection's own wall time, reading and converting included); "end to
@@ -156,6 +158,43 @@ async def _child(dump: Path, url: str, batch_size: int, workers: int) -> dict[st
     }
 
 
+async def _verify_child(dump: Path, url: str) -> dict[str, float]:
+    """Verify the migrated dump (chat_sessions and chat_messages) with the verification library
+    (what `tbd-agents migrate verify` runs); its wall time, CPU and peak RSS."""
+    import asyncpg
+
+    from tbd_agents.tools.migration.procpool import peak_rss
+    from tbd_agents.tools.migration.sources import DumpSource
+    from tbd_agents.tools.migration.verify import Verifier
+
+    conn = await asyncpg.connect(url, server_settings={"timezone": "UTC"})
+    reader = await asyncpg.connect(url, server_settings={"timezone": "UTC"})
+    backends = [await c.fetchval("SELECT pg_backend_pid()") for c in (conn, reader)]
+    server_cpu = sum(_cpu_of(b) for b in backends)
+    started = time.perf_counter()
+    cpu = time.process_time()
+    try:
+        result = await Verifier(DumpSource(dump, DB), conn, reader).run(
+            ["chat_sessions", "chat_messages"]
+        )
+        seconds = time.perf_counter() - started
+        cpu = time.process_time() - cpu
+        server_cpu = sum(_cpu_of(b) for b in backends) - server_cpu
+    finally:
+        await conn.close()
+        await reader.close()
+    messages = next(c for c in result.collections if c.name == "chat_messages")
+    return {
+        "ok": result.ok,
+        "rows": messages.source_documents,
+        "seconds": seconds,
+        "rows_per_s": messages.source_documents / seconds,
+        "cpu_seconds": cpu,
+        "server_cpu_seconds": server_cpu,
+        "peak_rss_mb": peak_rss() / 2**20,
+    }
+
+
 class PssSampler(threading.Thread):
     """Samples the summed proportional set size of this process and its children (10 Hz)."""
 
@@ -223,6 +262,20 @@ def _run_child(dump: Path, url: str, batch_size: int, workers: int) -> dict[str,
     return result
 
 
+def _run_verify(dump: Path, url: str) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--verify-child", str(dump), url],
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"the verification process failed:\n{out.stderr}")
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    if not result["ok"]:
+        raise SystemExit(f"verification failed: {result}")
+    return result
+
+
 def _fresh_database(admin: str, name: str) -> str:
     import asyncpg
     from sqlalchemy.engine import make_url
@@ -249,6 +302,9 @@ def main() -> None:
     parser.add_argument("--batches", default="500,5000,20000")
     parser.add_argument(
         "--workers", type=int, default=1, help="converter processes (0: a worker thread)"
+    )
+    parser.add_argument(
+        "--no-verify", action="store_true", help="do not time the verification of each dump"
     )
     args = parser.parse_args()
 
@@ -280,6 +336,7 @@ def main() -> None:
             .render_as_string(hide_password=False)
         )
         rows = []
+        verified: list[tuple[str, dict[str, float]]] = []
         try:
             for batch in (int(b) for b in args.batches.split(",")):
                 url = _fresh_database(admin, f"bench_{batch}")
@@ -287,12 +344,18 @@ def main() -> None:
                 again = _run_child(small, url, batch, args.workers)
                 rows.append((f"{args.small:,}", batch, first, again))
                 print(rows[-1], flush=True)
+                if not args.no_verify and not verified:
+                    verified.append((f"{args.small:,}", _run_verify(small, url)))
+                    print(verified[-1], flush=True)
             if large is not None:
                 url = _fresh_database(admin, "bench_large")
                 rows.append(
                     (f"{args.large:,}", 5000, _run_child(large, url, 5000, args.workers), None)
                 )
                 print(rows[-1], flush=True)
+                if not args.no_verify:
+                    verified.append((f"{args.large:,}", _run_verify(large, url)))
+                    print(verified[-1], flush=True)
         finally:
             server.stop()
         print(f"\nload average at the end: {os.getloadavg()}\n")
@@ -316,12 +379,26 @@ def main() -> None:
             print(
                 f"| {size} | {batch:,} | {first['rows_per_s']:,.0f} | {rerun} | {first['process_seconds']:.1f} s | {rss} | {pss} | {cpu} |"
             )
+        if verified:
+            print(
+                "\n| messages verified | seconds (chat_sessions + chat_messages) | documents/s "
+                "| peak RSS | CPU µs/document: verifier + PostgreSQL |"
+            )
+            print("|---|---|---|---|---|")
+        for size, v in verified:
+            print(
+                f"| {size} | {v['seconds']:.1f} s | {v['rows_per_s']:,.0f} | "
+                f"{v['peak_rss_mb']:.0f} MB | {v['cpu_seconds'] / v['rows'] * 1e6:.0f} + "
+                f"{v['server_cpu_seconds'] / v['rows'] * 1e6:.0f} |"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[1] == "--child":
+    if len(sys.argv) == 4 and sys.argv[1] == "--verify-child":
+        print(json.dumps(asyncio.run(_verify_child(Path(sys.argv[2]), sys.argv[3]))))
+    elif len(sys.argv) == 6 and sys.argv[1] == "--child":
         dump, url, size, workers = (
             Path(sys.argv[2]),
             sys.argv[3],

@@ -199,3 +199,29 @@ async def test_the_api_server_sweeps_expired_memories_with_their_vectors(
     finally:
         await store.close()
         pg.drop_database(url)
+
+
+async def test_existing_source_types_items_go_to_hub_sources_only(
+    alice: httpx.AsyncClient,
+) -> None:
+    """`mongo_db` sources hold items stored here; `vector_db` (external Qdrant) and `pgvector`
+    ones are read-only collections: adding an item to one is refused, naming the fix."""
+    local = await create(alice, "knowledge-sources", source_type="mongo_db")
+    assert local["status"] == "registered"
+    added = await alice.post(
+        "/api/knowledge-items",
+        json={"source_id": local["id"], "name": "n", "text_content": "Badges open door 4."},
+    )
+    assert added.status_code == 201, added.text
+    remote = await create(
+        alice,
+        "knowledge-sources",
+        source_type="vector_db",
+        connection_config={"url": "https://qdrant.example.com", "collection": "docs"},
+    )
+    refused = await alice.post(
+        "/api/knowledge-items",
+        json={"source_id": remote["id"], "name": "n", "text_content": "x"},
+    )
+    assert refused.status_code == 422, refused.text
+    assert "mongo_db or manual" in refused.json()["error"]["message"]

@@ -154,3 +154,25 @@ async def test_unknown_route_uses_the_error_shape(alice: httpx.AsyncClient) -> N
     wrong_method = await alice.put("/api/agents")
     assert wrong_method.status_code == 405
     assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+
+
+async def test_existing_defaults_and_writable_state(alice: httpx.AsyncClient) -> None:
+    """Provider: auth_type x-api-key, Azure api version 2024-12-01-preview, description shown.
+    Workflow: status active, settable to inactive and back; run state is the server's."""
+    provider = await create(alice, "providers", description="Team gateway")
+    assert provider["auth_type"] == "x-api-key"
+    assert provider["azure_api_version"] == "2024-12-01-preview"
+    shown = (await alice.get(f"/api/providers/{provider['id']}")).json()
+    assert shown["description"] == "Team gateway"
+    bearer = await alice.patch(f"/api/providers/{provider['id']}", json={"auth_type": "bearer"})
+    assert bearer.status_code == 200 and bearer.json()["auth_type"] == "bearer"
+
+    agent = await create(alice, "agents")
+    workflow = await create(alice, "workflows", agent_id=agent["id"])
+    assert workflow["status"] == "active" and workflow["output_format"] == "json"
+    path = f"/api/workflows/{workflow['id']}"
+    off = await alice.patch(path, json={"status": "inactive"})
+    assert off.status_code == 200 and off.json()["status"] == "inactive"
+    assert (await alice.patch(path, json={"status": "ACTIVE"})).json()["status"] == "active"
+    for body in ({"current_turn": 3}, {"usage": {"total_cost": 1}}, {"status": "idle"}):
+        assert (await alice.patch(path, json=body)).status_code == 422, body

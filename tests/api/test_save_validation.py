@@ -97,3 +97,28 @@ async def test_schedule_whose_runs_overflow_the_calendar_is_refused(
     )
     assert response.status_code == 422, response.text
     assert "after the year 9999" in response.json()["error"]["message"]
+
+
+async def test_mcp_url_transports_need_an_http_url(alice: httpx.AsyncClient) -> None:
+    """sse, http (the existing name of streamable HTTP) and streamable_http connect to a URL."""
+    for transport in ("sse", "http", "streamable_http"):
+        bad = await alice.post(
+            "/api/mcps",
+            json={
+                "name": f"m-{transport}",
+                "transport_type": transport,
+                "connection_config": {"url": "ftp://files.example.com/mcp"},
+            },
+        )
+        assert bad.status_code == 422, bad.text
+        assert "connection_config.url" in bad.json()["error"]["message"]
+    good = await alice.post(
+        "/api/mcps",
+        json={
+            "name": "m-ok",
+            "transport_type": "http",
+            "connection_config": {"url": "https://mcp.example.com/mcp", "headers": {}},
+        },
+    )
+    assert good.status_code == 201, good.text
+    assert good.json()["status"] == "registered"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.api.factory import uniq
-from tests.engine.mcp_fixtures import SERVERS
+from tests.engine.mcp_fixtures import SERVERS, http_server
 
 SECRET = "s3cret-value-for-tests"
 
@@ -63,6 +64,34 @@ async def test_mcp_test_lists_tools_with_allowlist_and_records_status(
     record = (await admin.get(f"/api/mcps/{server['id']}")).json()
     assert record["status"] == "connected"
     assert record["last_error"] is None
+
+
+@pytest.fixture(scope="module")
+def streamable_url() -> Iterator[str]:
+    with http_server("streamable-http") as url:
+        yield url
+
+
+async def test_mcp_test_over_the_existing_http_transport(
+    admin: httpx.AsyncClient, streamable_url: str
+) -> None:
+    """`http` is the existing name of the streamable HTTP transport; `registered` (the default
+    status of a new record) becomes `connected` once a test succeeds."""
+    server = await _create(
+        admin,
+        "/api/mcps",
+        {
+            "name": uniq("mcp"),
+            "transport_type": "http",
+            "connection_config": {"url": streamable_url, "headers": {}},
+        },
+    )
+    assert server["transport_type"] == "http" and server["status"] == "registered"
+    body = (await admin.post(f"/api/mcps/{server['id']}/test")).json()
+    assert body["ok"] is True, body
+    assert "add" in {t["name"] for t in body["tools"]}
+    record = (await admin.get(f"/api/mcps/{server['id']}")).json()
+    assert record["status"] == "connected" and record["transport_type"] == "http"
 
 
 async def test_mcp_test_of_a_broken_server_is_ok_false(admin: httpx.AsyncClient) -> None:

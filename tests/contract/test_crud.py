@@ -7,7 +7,16 @@ from datetime import UTC, datetime
 import pytest
 
 from tbd_agents.domain.enums import MemoryScope, OutputFormat
-from tbd_agents.domain.models import Agent, Memory, Provider, Skill, Token
+from tbd_agents.domain.models import (
+    Agent,
+    Memory,
+    Provider,
+    ScheduledAgent,
+    Skill,
+    TaskExecution,
+    Token,
+    Workflow,
+)
 from tbd_agents.errors import DuplicateKey, InvalidData, NotFound, UnsupportedQuery
 from tbd_agents.storage.protocol import DocumentStore, eq, in_
 from tests.contract.data import T0, seed_agents
@@ -250,6 +259,35 @@ async def test_delete_where_and_count(store: DocumentStore) -> None:
         assert await repos.agents.delete_where(in_("name", ["bravo", "echo", "zulu"])) == 2
     async with store.unit_of_work() as repos:
         assert [a.name for a in (await repos.agents.list()).items] == ["charlie"]
+
+
+async def test_a_task_or_schedule_may_outlive_its_workflow_but_deleting_one_cascades(
+    store: DocumentStore,
+) -> None:
+    """Existing deployments hold task executions and schedules of deleted workflows: they can be
+    stored and read. Deleting a workflow (by id or by filter) deletes its tasks and schedules,
+    and only those."""
+    kept, gone, other = Workflow(agent_id="a"), Workflow(agent_id="a"), Workflow(agent_id="b")
+    async with store.unit_of_work() as repos:
+        await repos.workflows.insert_many([kept, gone, other])
+        orphan = await repos.task_executions.create(TaskExecution(workflow_id="deleted-long-ago"))
+        lonely = await repos.scheduled_agents.create(ScheduledAgent(workflow_id="deleted-too"))
+        for workflow in (kept, gone, other):
+            await repos.task_executions.insert_many(
+                [TaskExecution(workflow_id=workflow.id) for _ in range(2)]
+            )
+            await repos.scheduled_agents.create(ScheduledAgent(workflow_id=workflow.id))
+    async with store.unit_of_work() as repos:
+        assert (await repos.task_executions.get(orphan.id)).workflow_id == "deleted-long-ago"
+        assert (await repos.scheduled_agents.get(lonely.id)).workflow_id == "deleted-too"
+        assert await repos.workflows.delete(gone.id) is True
+        assert await repos.workflows.delete_where(eq("agent_id", "b")) == 1
+    async with store.unit_of_work() as repos:
+        tasks = {t.workflow_id for t in (await repos.task_executions.list()).items}
+        schedules = {s.workflow_id for s in (await repos.scheduled_agents.list()).items}
+        assert await repos.task_executions.count() == 3
+    assert tasks == {kept.id, "deleted-long-ago"}
+    assert schedules == {kept.id, "deleted-too"}
 
 
 async def test_delete_where_refuses_an_empty_filter(store: DocumentStore) -> None:

@@ -27,14 +27,13 @@ def sse_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(params=["stdio", "streamable_http", "sse"])
+#: `http` is the existing TBD Agents name of the streamable HTTP transport.
+@pytest.fixture(params=["stdio", "streamable_http", "http", "sse"])
 def config(request: pytest.FixtureRequest):
     allowed = ["add", "lookup_order", "environment", "slow", "crash"]
     if request.param == "stdio":
         return stdio_config(allowed=allowed, call_timeout=2)
-    url = request.getfixturevalue(
-        "streamable_url" if request.param == "streamable_http" else "sse_url"
-    )
+    url = request.getfixturevalue("sse_url" if request.param == "sse" else "streamable_url")
     return http_config(url, McpTransport(request.param), allowed=allowed, call_timeout=2)
 
 

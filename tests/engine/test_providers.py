@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 
+from tbd_agents.domain.enums import AuthType
 from tbd_agents.engine.messages import ChatRequest, Completion, Message, TextDelta, ToolSpec
 from tbd_agents.engine.providers import build_provider
 from tbd_agents.errors import (
@@ -163,14 +165,51 @@ async def test_auth_headers_and_paths(server: ProtocolServer) -> None:
             strict=True,
         )
     )
+    # auth_type x-api-key (the default): the provider's own way, as the existing system sent it
     assert by_kind["openai"].headers["authorization"] == "Bearer k-123"
     assert by_kind["azure"].path == "/openai/deployments/dep1/chat/completions"
     assert by_kind["azure"].query["api-version"] == "2024-10-21"
     assert by_kind["azure"].headers["api-key"] == "k-123"
-    # This SDK generation sends API keys as bearer credentials too; gateways get the same header.
-    assert by_kind["anthropic"].headers["authorization"] == "Bearer k-123"
+    assert by_kind["anthropic"].headers["x-api-key"] == "k-123"
+    assert "authorization" not in by_kind["anthropic"].headers  # the SDK's bearer copy removed
     assert by_kind["anthropic"].headers["anthropic-version"]
+    # bearer: an Anthropic gateway gets `Authorization: Bearer` and no x-api-key
     assert by_kind["bearer"].headers["authorization"] == "Bearer k-123"
+    assert "x-api-key" not in by_kind["bearer"].headers
     assert "k-123" not in str(by_kind["custom"].headers)
     assert by_kind["copilot"].headers["authorization"] == "Bearer k-123"
     assert by_kind["copilot"].headers["copilot-integration-id"]
+
+
+async def test_auth_types_of_the_existing_providers(server: ProtocolServer) -> None:
+    """`x-api-key` and `api_key` send the key the provider's own way; `none` sends none; an
+    Azure provider without an api version uses the existing default 2024-12-01-preview."""
+    cases = {
+        "anthropic-x": provider_settings("anthropic", server.url, key="k-1"),
+        "anthropic-api_key": replace(
+            provider_settings("anthropic", server.url, key="k-2"), auth_type=AuthType.API_KEY
+        ),
+        "anthropic-none": replace(
+            provider_settings("anthropic", server.url, key="k-3"), auth_type=AuthType.NONE
+        ),
+        "openai-x": replace(
+            provider_settings("openai", server.url, key="k-4"), auth_type=AuthType.X_API_KEY
+        ),
+        "azure-default-version": replace(
+            provider_settings("azure_openai", server.url, key="k-5"), azure_api_version=None
+        ),
+    }
+    for settings in cases.values():
+        server.script(Turn(text="ok"))
+        provider = build_provider(settings, FAST)
+        await collect(provider, req(Message("user", "x")))
+        await provider.aclose()
+    got = dict(zip(cases, server.requests, strict=True))
+    assert got["anthropic-x"].headers["x-api-key"] == "k-1"
+    assert got["anthropic-api_key"].headers["x-api-key"] == "k-2"
+    assert "authorization" not in got["anthropic-api_key"].headers
+    none = got["anthropic-none"].headers
+    assert "x-api-key" not in none and "authorization" not in none
+    assert got["openai-x"].headers["authorization"] == "Bearer k-4"
+    assert got["azure-default-version"].query["api-version"] == "2024-12-01-preview"
+    assert got["azure-default-version"].headers["api-key"] == "k-5"

@@ -486,7 +486,7 @@ def _mismatch(expected: Any, actual: Any, path: str, exact: dict[str, Any]) -> s
         if not isinstance(actual, list | tuple) or len(actual) != len(expected):
             return f"{path}: {actual!r:.80} instead of a list of {len(expected)}"
         for i, (want, got) in enumerate(zip(expected, actual, strict=True)):
-            problem = _mismatch(want, got, f"{path}.{i}", exact)
+            problem = _mismatch(want, got, f"{path}[{i}]", exact)
             if problem:
                 return problem
         return None
@@ -496,7 +496,7 @@ def _mismatch(expected: Any, actual: Any, path: str, exact: dict[str, Any]) -> s
 def text_mismatch(expected: str, actual: Any, path: str, exact: dict[str, Any]) -> str | None:
     """The NUL design, in one place. PostgreSQL TEXT and JSONB cannot hold U+0000: the column
     (or JSON value) holds the text without its NULs, and the row's `extras["$exact"]` maps the
-    field path (`content`, `logs.1.detail`) to the base64 of the exact UTF-8 original."""
+    field path (`content`, `logs[1].detail`) to the base64 of the exact UTF-8 original."""
     if "\x00" not in expected:
         return None if actual == expected else f"{path}: {actual!r:.80} instead of {expected!r:.80}"
     if actual != expected.replace("\x00", ""):

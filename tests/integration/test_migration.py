@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -89,21 +90,27 @@ async def test_dump_migrates_every_edge_case_and_verifies(
         url=target,
         cwd=tmp_path,
     )
-    # Documents were quarantined and not accepted: the run says so and exits 1.
+    # Documents were quarantined and not accepted: the run says so, and why, and exits 1.
     assert first.returncode == 1, first.stderr + first.stdout
-    assert "documents quarantined" in first.stdout and "--accept-quarantine" in first.stdout
+    assert "documents quarantined" in first.stdout and "--accept-losses" in first.stdout
+    assert "chat_messages: quarantined 3 orphan: their chat session is not in the source" in (
+        first.stdout
+    )
     assert f"Source: mongodump directory {dump / 'copilot_agent_hub'}" in first.stdout
     assert quarantined(report) == dataset.quarantined
     warned = {(str(w["collection"]), str(w["id"])) for w in read_report(warnings_path_for(report))}
     assert warned == dataset.warned
-    assert (
-        "legacy_flag (1)" in first.stdout and "old_config (1)" in first.stdout
-    )  # dropped, reported
+    assert "unknown fields kept in the extras column: " in first.stdout
+    assert "legacy_flag (1)" in first.stdout and "old_config (1)" in first.stdout  # reported
     assert "Not migrated (not TBD Agents collections): audit_log" in first.stdout
 
     verified = run_script(VERIFY, "--from-dump", str(dump), url=target, cwd=tmp_path)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "RESULT: PASS" in verified.stdout
+    # The counts come first; quarantined documents are listed with their reason, not skipped.
+    assert verified.stdout.index("Verification by content") < verified.stdout.index("Source:")
+    assert "chat_messages: 3 orphan, quarantined by the migration" in verified.stdout
+    assert "scheduled_agents: 1 invalid, quarantined by the migration" in verified.stdout
 
     conn = await asyncpg.connect(libpq_url(target))
     try:
@@ -115,7 +122,7 @@ async def test_dump_migrates_every_edge_case_and_verifies(
             str(dump),
             "--batch-size",
             "500",
-            "--accept-quarantine",
+            "--accept-losses",
             "--quarantine-file",
             str(tmp_path / "second.jsonl"),
             url=target,
@@ -158,13 +165,35 @@ async def _check_values(conn: asyncpg.Connection, d: Dataset) -> None:
         and from_oid["tags"] == []
     )
     nul = await conn.fetchrow(
-        "SELECT name, description, tool_definitions FROM agents WHERE id = $1", d.ids["agent_nul"]
+        "SELECT name, description, tool_definitions, extras FROM agents WHERE id = $1",
+        d.ids["agent_nul"],
     )
     assert (nul["name"], nul["description"], json.loads(nul["tool_definitions"])) == (
         "nulname",
         "ab",
         [{"text": "xy"}],
     )
+    # The exact originals are in extras["$exact"], by field path: nothing is unrecoverable.
+    extras = json.loads(nul["extras"])
+    assert extras["old_label"] == ["ok", "z"]
+    source = next(a for a in d.documents["agents"] if str(a["_id"]) == d.ids["agent_nul"])
+    originals = {p: base64.b64decode(v).decode() for p, v in extras["$exact"].items()}
+    assert originals == {
+        "name": source["name"],
+        "description": source["description"],
+        "tool_definitions[0].text": "x\x00y",
+        "old_label[1]": "z\x00",
+    }
+    nan = await conn.fetchrow(
+        "SELECT metadata, extras FROM chat_sessions WHERE id = $1", d.ids["session_nan"]
+    )
+    assert json.loads(nan["metadata"]) == {"score": "NaN", "inf": "Infinity"}
+    assert json.loads(nan["extras"]) == {
+        "$exact": {
+            "metadata.score": {"$numberDouble": "NaN"},
+            "metadata.inf": {"$numberDouble": "Infinity"},
+        }
+    }
 
     session = await conn.fetchrow(
         "SELECT * FROM chat_sessions WHERE id = $1", d.ids["session_extra"]
@@ -197,6 +226,19 @@ async def _check_values(conn: asyncpg.Connection, d: Dataset) -> None:
     assert json.loads(mixed["metadata"]) == {"source": "chat"}
     assert json.loads(mixed["extras"]) == {"importance": 0.9}
     assert await conn.fetchval("SELECT encrypted_value FROM tokens") == "gAAAA-new"
+    # A task execution and a schedule whose workflow was deleted are kept, as they were.
+    orphans = await conn.fetch(
+        "SELECT id, workflow_id FROM task_executions WHERE id = $1 UNION ALL "
+        "SELECT id, workflow_id FROM scheduled_agents WHERE id = $2",
+        d.ids["task_orphan"],
+        d.ids["schedule_orphan"],
+    )
+    deleted = next(
+        t for t in d.documents["task_executions"] if str(t["_id"]) == d.ids["task_orphan"]
+    )
+    assert [r["workflow_id"] for r in orphans] == [str(deleted["workflow_id"]), "gone"]
+    task = await conn.fetchrow("SELECT * FROM task_executions WHERE id = $1", d.ids["task"])
+    assert task["finished_at"] == datetime(2024, 4, 1, 9, 5, tzinfo=UTC)
 
     workflow = await conn.fetchrow(
         "SELECT status, logs FROM workflows WHERE id = $1", d.ids["workflow_logs"]
@@ -216,6 +258,12 @@ async def _check_values(conn: asyncpg.Connection, d: Dataset) -> None:
     assert schedule["workflow_id"] == d.ids["workflow_logs"]
     item = await conn.fetchrow("SELECT * FROM knowledge_items WHERE id = $1", d.ids["kitem"])
     assert item["file_id"] == str(d.documents["fs.files"][0]["_id"]) and item["file_size"] == 11
+    assert (item["content_type"], item["mime_type"]) == ("file", "application/pdf")
+    media = await conn.fetchrow(
+        "SELECT content_type, mime_type FROM knowledge_items WHERE id = $1",
+        d.ids["kitem_media_type"],
+    )
+    assert (media["content_type"], media["mime_type"]) == ("image", "image/png")
     files = {r["id"]: r for r in await conn.fetch("SELECT * FROM knowledge_files")}
     assert set(files) == {d.ids["file_via_item"], d.ids["file_meta"], d.ids["file_empty"]}
     pdf = files[d.ids["file_via_item"]]
@@ -229,6 +277,7 @@ async def _check_values(conn: asyncpg.Connection, d: Dataset) -> None:
         pdf["sha256"] == hashlib.sha256(original).hexdigest() and pdf["item_id"] == d.ids["kitem"]
     )
     assert (pdf["file_name"], pdf["content_type"]) == ("manual.pdf", "application/pdf")
+    assert pdf["created_at"] == datetime(2024, 3, 1, tzinfo=UTC)  # the GridFS uploadDate
     notes = files[d.ids["file_meta"]]
     assert (
         bytes(notes["data"]) == "# Notes ✓\n".encode() and notes["item_id"] == d.ids["kitem_meta"]
@@ -249,21 +298,22 @@ async def _check_values(conn: asyncpg.Connection, d: Dataset) -> None:
     )
 
 
-async def test_verify_catches_missing_extra_and_changed_rows(
-    target: URL, dump: Path, tmp_path: Path
+async def test_verify_names_collection_id_and_field_of_each_break(
+    target: URL, dump: Path, dataset: Dataset, tmp_path: Path
 ) -> None:
     report = tmp_path / "q.jsonl"
     done = run_script(
         MIGRATE,
         "--from-dump",
         str(dump),
-        "--accept-quarantine",
+        "--accept-losses",
         "--quarantine-file",
         str(report),
         url=target,
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    d = dataset
     conn = await asyncpg.connect(libpq_url(target))
     try:
         changed = await conn.fetchval(
@@ -271,6 +321,33 @@ async def test_verify_catches_missing_extra_and_changed_rows(
         )
         removed = await conn.fetchval("DELETE FROM skills RETURNING id")
         await conn.execute("INSERT INTO guardrails (id, name) VALUES ('not-in-source', 'x')")
+        # An unknown field dropped from extras; a value nobody had added to extras.
+        await conn.execute(
+            "UPDATE chat_sessions SET extras = extras - 'pinned' WHERE id = $1",
+            d.ids["session_extra"],
+        )
+        await conn.execute(
+            "UPDATE workflows SET extras = extras || '{\"added\": 1}' WHERE id = $1",
+            d.ids["workflow_minimal"],
+        )
+        # A column the document lacks that no longer holds its default; a nested JSON value.
+        await conn.execute(
+            "UPDATE agents SET description = 'filled in' WHERE id = $1", d.ids["agent_string_id"]
+        )
+        await conn.execute(
+            "UPDATE workflows SET logs = jsonb_set(logs, '{7,message}', '\"edited\"') "
+            "WHERE id = $1",
+            d.ids["workflow_logs"],
+        )
+        # The exact original of a NUL string lost.
+        await conn.execute(
+            "UPDATE agents SET extras = extras #- '{$exact,description}' WHERE id = $1",
+            d.ids["agent_nul"],
+        )
+        # A quarantine record forgotten: its document is now missing, not quarantined.
+        forgotten = await conn.fetchval(
+            "DELETE FROM migration_quarantine WHERE collection = 'providers' RETURNING id"
+        )
         tampered = await conn.fetchval(
             "UPDATE knowledge_files SET data = data || '\\x00'::bytea, size = size + 1 "
             "WHERE id = (SELECT min(id) FROM knowledge_files WHERE size > 0) RETURNING id"
@@ -280,19 +357,52 @@ async def test_verify_catches_missing_extra_and_changed_rows(
         )
     finally:
         await conn.close()
-    result = run_script(VERIFY, "--from-dump", str(dump), "--verbose", url=target, cwd=tmp_path)
+    result = run_script(VERIFY, "--from-dump", str(dump), url=target, cwd=tmp_path)
     out = result.stdout
-    assert result.returncode == 1 and "RESULT: FAIL" in out
-    assert f"chat_messages: differing ids (first 1): {changed}" in out
-    assert f"chat_messages {changed} differs in: content" in out and "héllo 👋!" in out
-    assert f"skills: missing ids (first 1): {removed}" in out
-    assert "guardrails: extra ids (first 1): not-in-source" in out
-    assert f"memories {vector} differs in: embedding" in out  # a vector one dimension short
-    assert f"fs.files: differing ids (first 1): {tampered}" in out  # file bytes: SHA-256 compared
+    assert result.returncode == 1 and "RESULT: FAIL" in out, out + result.stderr
+
+    def failure(*needles: str) -> bool:
+        return any(
+            line.lstrip().startswith("FAIL") and all(n in line for n in needles)
+            for line in out.splitlines()
+        )
+
+    assert failure("chat_messages", changed, "content: source 'héllo 👋' · target 'héllo 👋!'")
+    assert failure("skills", removed, "missing row")
+    assert failure("guardrails", "not-in-source", "extra row")
+    assert failure("chat_sessions", d.ids["session_extra"], "pinned: source True", "absent")
+    assert failure("workflows", d.ids["workflow_minimal"], "extras.added")
+    assert failure("agents", d.ids["agent_string_id"], "description", "filled in")
+    assert failure("workflows", d.ids["workflow_logs"], "logs[7].message", "'edited'")
+    assert failure("agents", d.ids["agent_nul"], "$exact", "description")
+    assert failure("providers", forgotten, "missing row")
+    assert failure("memories", vector, "embedding")  # a vector one dimension short
+    assert failure("fs.files", tampered)  # file bytes: SHA-256 compared
     only_agents = run_script(
-        VERIFY, "--from-dump", str(dump), "--collection", "agents", url=target, cwd=tmp_path
+        VERIFY, "--from-dump", str(dump), "--collection", "tokens", url=target, cwd=tmp_path
     )
     assert only_agents.returncode == 0 and "RESULT: PASS" in only_agents.stdout
+
+
+async def test_exit_status_says_whether_anything_was_left_out(
+    target: URL, dump: Path, tmp_path: Path
+) -> None:
+    """Exit 1 when documents were quarantined (or fields not migrated) unless --accept-losses;
+    exit 0 when everything of the source is in PostgreSQL."""
+    clean = run_script(
+        MIGRATE, "--from-dump", str(dump), "--collection", "workflows", url=target, cwd=tmp_path
+    )
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "documents quarantined" not in clean.stdout and "Exit status" not in clean.stdout
+    lossy = ("--from-dump", str(dump), "--collection", "custom_tools")
+    refused = run_script(MIGRATE, *lossy, url=target, cwd=tmp_path)
+    assert refused.returncode == 1
+    assert "custom_tools: quarantined 1 invalid: the data model refuses a value" in refused.stdout
+    assert "pass --accept-losses to accept this" in refused.stdout
+    accepted = run_script(MIGRATE, *lossy, "--accept-losses", url=target, cwd=tmp_path)
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    older = run_script(MIGRATE, *lossy, "--accept-quarantine", url=target, cwd=tmp_path)
+    assert older.returncode == 0, older.stdout + older.stderr  # the earlier name still works
 
 
 async def test_a_user_without_write_privileges_gets_the_guides_fix(
@@ -337,7 +447,7 @@ def test_embedded_target_is_migrated_first_then_backed_up(tmp_path: Path) -> Non
             str(MIGRATE),
             "--from-dump",
             str(dump),
-            "--accept-quarantine",
+            "--accept-losses",
             "--collection",
             "agents",
         ],
@@ -350,7 +460,7 @@ def test_embedded_target_is_migrated_first_then_backed_up(tmp_path: Path) -> Non
     assert run.returncode == 0, run.stdout + run.stderr
     assert "(embedded PostgreSQL)" in run.stdout and "tbd_agents" in run.stdout
     out = tmp_path / "embedded.dump"
-    cli = ROOT / ".venv" / "bin" / "tbd-agents"
+    cli = Path(sys.executable).with_name("tbd-agents")  # the environment running the tests
     made = subprocess.run(
         [str(cli), "db", "backup", str(out)],
         cwd=tmp_path,

@@ -197,12 +197,12 @@ async def test_embeddings_become_searchable_memory_vectors_and_verify(
             run_script, VERIFY, "--from-dump", str(dump), url=target, cwd=tmp_path
         )
         assert failed.returncode == 1 and "RESULT: FAIL" in failed.stdout
-        assert f"{STEP}: differing ids (first 1): {dataset.ids['city']}" in failed.stdout
+        assert f"FAIL {STEP} {dataset.ids['city']}: differs" in failed.stdout
         await conn.execute("DELETE FROM memory_vectors WHERE id = $1", dataset.ids["colour"])
         missing = await asyncio.to_thread(
             run_script, VERIFY, "--from-dump", str(dump), url=target, cwd=tmp_path
         )
-        assert f"{STEP}: missing ids (first 1): {dataset.ids['colour']}" in missing.stdout
+        assert f"FAIL {STEP} {dataset.ids['colour']}: missing row" in missing.stdout
     finally:
         await conn.close()
         await engine.dispose()

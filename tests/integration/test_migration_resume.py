@@ -156,7 +156,7 @@ async def test_dry_run_writes_nothing_and_says_what_it_would_do(
     assert found == {q for q in dataset.quarantined if q[2] != "database"}
 
     real = run_script(
-        MIGRATE, "--from-dump", str(dump), "--accept-quarantine", url=target, cwd=tmp_path
+        MIGRATE, "--from-dump", str(dump), "--accept-losses", url=target, cwd=tmp_path
     )
     assert real.returncode == 0, real.stdout
     populated = await _fingerprint(target)
@@ -165,7 +165,7 @@ async def test_dry_run_writes_nothing_and_says_what_it_would_do(
         "--from-dump",
         str(dump),
         "--dry-run",
-        "--accept-quarantine",
+        "--accept-losses",
         url=target,
         cwd=tmp_path,
     )

@@ -68,7 +68,7 @@ async def migrate_and_verify(
         log.close()
     result = await Verifier(source, *conns).run()
     failures = {
-        c.name: (c.missing_ids, c.extra_ids, c.differing_ids, c.diffs)
+        c.name: (c.missing_ids, c.extra_ids, c.differing_ids, c.differences)
         for c in result.collections
         if not c.ok
     }

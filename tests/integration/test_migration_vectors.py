@@ -118,7 +118,7 @@ async def test_qdrant_vectors_land_in_pgvector_and_verify(target: URL, tmp_path:
         str(report),
     )
     done = await asyncio.to_thread(
-        run_script, MIGRATE, *args, "--accept-quarantine", url=target, cwd=tmp_path
+        run_script, MIGRATE, *args, "--accept-losses", url=target, cwd=tmp_path
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"Vectors: Qdrant local data {qdrant}" in done.stdout
@@ -158,7 +158,7 @@ async def test_qdrant_vectors_land_in_pgvector_and_verify(target: URL, tmp_path:
         ]
         before = await conn.fetch("SELECT id, xmin::text FROM knowledge_chunks ORDER BY id")
         again = await asyncio.to_thread(
-            run_script, MIGRATE, *args, "--accept-quarantine", url=target, cwd=tmp_path
+            run_script, MIGRATE, *args, "--accept-losses", url=target, cwd=tmp_path
         )
         assert again.returncode == 0
         assert await conn.fetch("SELECT id, xmin::text FROM knowledge_chunks ORDER BY id") == before
@@ -190,7 +190,7 @@ async def test_qdrant_vectors_land_in_pgvector_and_verify(target: URL, tmp_path:
         )
         assert (
             failed.returncode == 1
-            and "qdrant:knowledge_chunks: differing ids (first 1): chunk-1" in failed.stdout
+            and "FAIL qdrant:knowledge_chunks chunk-1: differs" in failed.stdout
         )
     finally:
         await conn.close()
@@ -210,7 +210,7 @@ async def test_vectors_of_another_size_are_refused_with_the_reembed_command(
         str(dump),
         "--qdrant-path",
         str(qdrant),
-        "--accept-quarantine",
+        "--accept-losses",
         url=target,
         cwd=tmp_path,
     )

@@ -193,5 +193,8 @@ async def test_the_real_engine_runs_a_prompt_on_a_worker(
     deltas = "".join(e["data"]["delta"] for e in events if e["event"] == "message_delta")
     assert deltas == "Hello from the model on a worker.", worker.output()[-6000:]
     assert events[-1]["data"]["status"] == "completed", events[-1]
-    assert events[-1]["data"]["result"] == "Hello from the model on a worker."
+    # output_format json (the default) wraps the answer as {"response": text}
+    assert json.loads(events[-1]["data"]["result"]) == {
+        "response": "Hello from the model on a worker."
+    }
     assert model_server.requests[0].headers["authorization"] == "Bearer sk-worker-test"

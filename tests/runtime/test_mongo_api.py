@@ -256,3 +256,24 @@ async def test_chat_and_runs_use_memory_and_knowledge_on_mongodb(
         assert events[-1]["data"]["status"] == "completed", events[-1]
         system = model_server.requests[0].conversation()[0]["text"]
         assert "[1] Refund policy" in system and "favourite colour: teal" in system
+
+
+async def test_a_run_of_a_deleted_workflow_is_seen_by_admins_only(
+    store: MongoStore, tmp_path: Path
+) -> None:
+    # Existing deployments kept the runs of deleted workflows; they have no owner left.
+    from tbd_agents.domain.models import TaskExecution
+
+    settings = make_settings(tmp_path, db_backend="mongo", postgres_uri=None)
+    orphan = TaskExecution(workflow_id="65e11a80000000000000dead", prompt="old", status="completed")
+    async with store.unit_of_work() as repos:
+        await repos.task_executions.create(orphan)
+        admin_key = (await ApiKeys(repos).create("ops", scope=KeyScope.ADMIN, name="a")).plaintext
+    async with app_client(store, settings) as (_app, client):
+        assert (await client.get(f"/api/tasks/{orphan.id}/events")).status_code == 404
+        assert (await client.get(f"/api/tasks/{orphan.id}")).status_code == 404
+        admin = {"Authorization": f"Bearer {admin_key}"}
+        seen = await client.get(f"/api/tasks/{orphan.id}", headers=admin)
+        assert seen.status_code == 200 and seen.json()["prompt"] == "old"
+        events = await client.get(f"/api/tasks/{orphan.id}/events", headers=admin)
+        assert events.status_code == 200, events.text

@@ -95,14 +95,19 @@ async def test_run_completes_and_its_events_arrive_in_order(harness: Harness) ->
     stored = await harness.rt.task(task.id)
     assert stored.status is TaskStatus.COMPLETED
     assert stored.response == "done: emit:5"
-    assert stored.usage == {"input_tokens": 3, "output_tokens": 5, "cost_usd": 0.0}
+    assert stored.usage is not None
+    assert stored.usage["input_tokens"] == 3 and stored.usage["output_tokens"] == 5
+    # the existing TBD Agents UsageStats fields too
+    assert stored.usage["total_input_tokens"] == 3 and stored.usage["total_output_tokens"] == 5
+    assert stored.usage["total_cost"] == 0.0 and stored.usage["total_premium_requests"] == 0
     assert stored.started_at is not None and stored.finished_at is not None
     expected_role = "worker@" if harness.backend == "celery" else "api@"
     assert stored.worker is not None and stored.worker.startswith(expected_role)
     if harness.backend == "celery":
         assert stored.celery_task_id == task.id
     async with harness.rt.store.unit_of_work() as repos:
-        assert (await repos.workflows.get(workflow)).status == "completed"
+        # the outcome is the task's; the workflow takes the next prompt
+        assert (await repos.workflows.get(workflow)).status == "active"
 
 
 async def test_a_follower_connected_during_the_run_gets_every_event_once(harness: Harness) -> None:
@@ -232,3 +237,22 @@ async def test_a_due_schedule_fires_once_and_its_run_completes(harness: Harness)
     assert events[-1].data["status"] == "completed"
     history = await harness.rt.runs.schedule_history(schedule.id)
     assert [(h.outcome, h.task_status) for h in history] == [("fired", "completed")]
+
+
+async def test_a_run_left_running_before_a_migration_is_failed_without_a_webhook(
+    harness: Harness,
+) -> None:
+    # An existing deployment stopped with a run `running`: it was never leased by this hub (no
+    # heartbeat), so the reaper fails it but does not call the workflow's old error webhook.
+    workflow = await make_workflow(harness.rt, error_webhook_url="https://hooks.example/failed")
+    task = await harness.rt.runs.create_run(workflow, "from the old system")
+    await harness.rt.set_fields(
+        "task_executions",
+        task.id,
+        status=TaskStatus.RUNNING.value,
+        started_at=datetime.now(UTC) - timedelta(days=3),
+    )
+    events = await collect(harness.runtime, task.id)  # the upkeep loop reaps it
+    assert events[-1].data["status"] == "failed"
+    assert (await harness.rt.task(task.id)).status is TaskStatus.FAILED
+    assert await harness.runtime.webhooks.list_deliveries(task_id=task.id) == []

@@ -156,6 +156,42 @@ async def test_missed_run_policy_after_downtime(
     assert again.claimed == []  # the next occurrence is 00:12
 
 
+async def test_an_ended_schedule_does_not_catch_up_but_its_last_occurrence_fires_on_time(
+    rt: RtBackend,
+) -> None:
+    workflow = await make_workflow(rt)
+    common: dict[str, Any] = {
+        "interval_value": 1,
+        "interval_unit": IntervalUnit.MINUTES,
+        "start_at": T0,
+        "end_at": T0 + 10 * MIN,
+        "missed_run_policy": MissedRunPolicy.RUN_ONCE,
+    }
+    # Schedulers down until 00:30: the occurrences until 00:10 (end_at) were missed, and the
+    # schedules have ended meanwhile. Nothing is left to catch up: recorded, not run.
+    missed = await insert_schedule(rt, workflow, next_run_at=T0 + 5 * MIN, **common)
+    last_missed = await insert_schedule(rt, workflow, next_run_at=T0 + 10 * MIN, **common)
+    scheduler = _scheduler(rt, grace=30)
+    mine = {missed, last_missed}  # (the module's database holds other tests' schedules too)
+    late = await scheduler.tick(T0 + 30 * MIN)
+    assert {c.schedule_id: c.outcome for c in late.claimed if c.schedule_id in mine} == {
+        missed: Outcome.SKIPPED_MISSED,
+        last_missed: Outcome.SKIPPED_MISSED,
+    }
+    assert await _runs_of(rt, missed) == await _runs_of(rt, last_missed) == 0
+    # The last occurrence (00:10, its end_at) seen 20 s late, within the grace: it runs.
+    on_time = await insert_schedule(rt, workflow, next_run_at=T0 + 10 * MIN, **common)
+    mine.add(on_time)
+    report = await scheduler.tick(T0 + 10 * MIN + timedelta(seconds=20))
+    assert [(c.schedule_id, c.outcome) for c in report.claimed if c.schedule_id in mine] == [
+        (on_time, Outcome.FIRED)
+    ]
+    assert await _runs_of(rt, on_time) == 1
+    # Ended, nothing due any more: later ticks do not look at them again.
+    again = await scheduler.tick(T0 + 2 * timedelta(hours=1))
+    assert [c for c in again.claimed if c.schedule_id in mine] == []
+
+
 async def test_disabled_schedules_and_future_start_at_do_not_fire(rt: RtBackend) -> None:
     workflow = await make_workflow(rt)
     off = await insert_schedule(

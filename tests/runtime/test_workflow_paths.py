@@ -89,7 +89,7 @@ async def test_prompt_stream_halt_and_reset(
             reset = await client.post(f"/api/workflows/{workflow}/reset")
             assert reset.status_code == 200, reset.text
             assert reset.json()["messages"] == []
-            assert reset.json()["status"] == "idle"
+            assert reset.json()["status"] == "active"
             async with db.connect() as conn:
                 runs = (
                     await conn.execute(
@@ -99,3 +99,52 @@ async def test_prompt_stream_halt_and_reset(
                     )
                 ).all()
             assert len(runs) == 2  # the history stays
+
+
+async def test_inactive_workflows_refuse_prompts_and_prompt_guardrails_answer_422(
+    db: AsyncEngine, module_db: URL, key: str, tmp_path: Path
+) -> None:
+    workflow = await make_workflow(db, owner=OWNER)
+    settings = runtime_settings(module_db, data_dir=tmp_path)
+    with live_server(settings) as base:
+        async with httpx.AsyncClient(
+            base_url=base, headers={"Authorization": f"Bearer {key}"}
+        ) as client:
+            path = f"/api/workflows/{workflow}"
+            wrong = await client.patch(path, json={"status": "running"})
+            assert wrong.status_code == 422 and "active or inactive" in wrong.text
+            off = await client.patch(path, json={"status": "inactive"})
+            assert off.status_code == 200 and off.json()["status"] == "inactive"
+            refused = await client.post(f"{path}/prompt", json={"prompt": "emit:1"})
+            assert refused.status_code == 409, refused.text
+            assert "set its status to active" in refused.json()["error"]["message"]
+            on = await client.patch(path, json={"status": "active"})
+            assert on.status_code == 200 and on.json()["status"] == "active"
+
+            rail = {"name": "needs-ticket", "guardrail_type": "prompt"}
+            missing = await client.post("/api/guardrails", json=rail)
+            assert missing.status_code == 422 and "prompt_config" in missing.text
+            other = await client.post(
+                "/api/guardrails", json={**rail, "prompt_config": {}, "output_config": {}}
+            )
+            assert other.status_code == 422 and "output_config applies to" in other.text
+            created = await client.post(
+                "/api/guardrails",
+                json={**rail, "prompt_config": {"required_patterns": [r"ticket-\d+"]}},
+            )
+            assert created.status_code == 201, created.text
+            tried = await client.post(
+                f"/api/guardrails/{created.json()['id']}/try", json={"text": "no ticket"}
+            )
+            assert tried.json()["action"] == "block", tried.text
+            attached = await client.patch(path, json={"guardrail_ids": [created.json()["id"]]})
+            assert attached.status_code == 200, attached.text
+            blocked = await client.post(f"{path}/prompt", json={"prompt": "emit:1"})
+            assert blocked.status_code == 422, blocked.text
+            assert "needs-ticket" in blocked.json()["error"]["message"]
+            started = await client.post(f"{path}/prompt", json={"prompt": "emit:1;TICKET-9"})
+            assert started.status_code == 202, started.text
+            events = await sse(client, f"/api/workflows/{workflow}/stream")
+            assert events[-1]["data"]["status"] == "completed"
+            state = (await client.get(path)).json()
+            assert state["status"] == "active"

@@ -14,8 +14,16 @@ from sqlalchemy.engine import URL
 
 from tbd_agents.api import create_app
 from tbd_agents.domain.auth import KeyScope
-from tbd_agents.domain.enums import McpTransport, ProviderType
-from tbd_agents.domain.models import Agent, CustomTool, McpServer, Provider, Skill
+from tbd_agents.domain.enums import GuardrailType, McpTransport, ProviderType
+from tbd_agents.domain.models import (
+    Agent,
+    CustomTool,
+    Guardrail,
+    McpServer,
+    Provider,
+    Skill,
+    Workflow,
+)
 from tbd_agents.engine.builder import load_plan
 from tbd_agents.engine.catalog import ModelCatalog
 from tbd_agents.engine.config import EngineConfig
@@ -248,3 +256,52 @@ async def test_allow_listed_user_stdio_runs_confined_and_tools_need_opt_in(
         plan = await load_plan(repos, _services(hub).cipher, agent, open_config)
     assert [m.confined for m in plan.mcp] == [True]
     assert [t.id for t, _ in plan.custom_tools] == [tool.id]
+
+
+async def test_a_workflow_loads_its_owners_and_the_operators_skills_and_guardrails_only(
+    hub: Api, llm: ProtocolServer
+) -> None:
+    """The existing TBD Agents kept skills and guardrails on the workflow, as global records: a
+    migrated workflow owned by a login names ownerless (the operator's) ones, and keeps them.
+    Another user's records named by the workflow, by id or by tag, are never loaded."""
+    alice, bob, tag = _n("alice"), _n("bob"), _n("shared")
+    async with hub.store.unit_of_work() as repos:
+
+        async def skill(owner: str | None, text: str) -> Skill:
+            made: Skill = await repos.skills.create(
+                Skill(name=_n("s"), instructions=text, tags=[tag], created_by=owner)
+            )
+            return made
+
+        async def guardrail(owner: str | None, word: str) -> Guardrail:
+            made: Guardrail = await repos.guardrails.create(
+                Guardrail(
+                    name=_n(word),
+                    guardrail_type=GuardrailType.PROMPT,
+                    prompt_config={"forbidden_patterns": [word], "required_patterns": []},
+                    tags=[tag],
+                    created_by=owner,
+                )
+            )
+            return made
+
+        operator_skill, bobs_skill = await skill(None, "OPERATOR-SKILL"), await skill(bob, "BOB")
+        operator_rail, bobs_rail = await guardrail(None, "forbidden"), await guardrail(bob, "bob")
+        await skill(None, "OPERATOR-TAGGED")
+        await skill(bob, "BOB-TAGGED")
+    agent = await _agent(hub, alice, llm.url)
+    workflow = Workflow(
+        agent_id=agent.id,
+        github_user=alice,
+        skill_ids=[operator_skill.id, bobs_skill.id],
+        skill_tags=[tag],
+        guardrail_ids=[operator_rail.id, bobs_rail.id],
+    )
+    services = _services(hub)
+    async with hub.store.unit_of_work() as repos:
+        plan = await load_plan(repos, services.cipher, agent, services.config, workflow=workflow)
+    assert sorted(s.instructions for s in plan.skills) == ["OPERATOR-SKILL", "OPERATOR-TAGGED"]
+    assert [g.id for g in plan.guardrails] == [operator_rail.id]
+    warnings = "\n".join(plan.warnings)
+    assert f"skill {bobs_skill.id} belongs to another owner" in warnings
+    assert f"guardrail {bobs_rail.id} belongs to another owner" in warnings

@@ -186,15 +186,15 @@ def edge_case_dataset(
             "name": "nul\x00name",
             "description": "a\x00b",
             "tool_definitions": [{"text": "x\x00y"}],
+            "old_label": ["ok", "z\x00"],  # unknown field: kept in extras, NUL rule too
         },
         "agent_nul",
     )
     d.warned.add(("agents", str(nul_agent["_id"])))
     d.quarantine("agents", {"_id": oid(), "name": "bad enum", "output_format": "yaml"}, "invalid")
     d.quarantine("agents", {"_id": oid(), "description": "no name"}, "invalid")
-    d.quarantine(
-        "agents", {"_id": oid(), "name": "n" * 600}, "invalid"
-    )  # longer than the model allows
+    # The existing system had no limit on names: a long one migrates (only requests are limited).
+    d.add("agents", {"_id": oid(), "name": "n" * 600}, "agent_long_name")
 
     # --- chat sessions and messages (parent → child) -----------------------------------
     agent_ref = d.ids["agent_full"]
@@ -228,6 +228,7 @@ def edge_case_dataset(
             "agent_id": agent_ref,
             "metadata": {"score": float("nan"), "inf": float("inf")},
         },
+        "session_nan",
     )
     d.warned.add(("chat_sessions", str(nan_session["_id"])))
     bad_session = {"_id": oid(), "agent_id": agent_ref, "message_count": -1}
@@ -402,16 +403,28 @@ def edge_case_dataset(
         {
             "_id": oid(),
             "source_id": source["_id"],
-            "title": "manual.pdf",
+            "name": "manual.pdf",
             "file_id": file_id,
             "file_name": "manual.pdf",
             "file_size": Int64(11),
-            "content_type": "application/pdf",
+            "content_type": "FILE",
+            "mime_type": "application/pdf",
             "status": "INDEXED",
         },
         "kitem",
     )
-    d.quarantine("knowledge_items", {"_id": oid(), "source_id": oid(), "title": "lost"}, "orphan")
+    d.quarantine("knowledge_items", {"_id": oid(), "source_id": oid(), "name": "lost"}, "orphan")
+    # Earlier versions of this hub kept the media type in content_type: read as the kind.
+    d.add(
+        "knowledge_items",
+        {"_id": oid(), "source_id": source["_id"], "content_type": "image/png"},
+        "kitem_media_type",
+    )
+    d.quarantine(
+        "knowledge_items",
+        {"_id": oid(), "source_id": source["_id"], "content_type": "video"},
+        "invalid",
+    )
     d.add(
         "custom_tools",
         {
@@ -468,7 +481,7 @@ def edge_case_dataset(
         {
             "_id": oid(),
             "agent_id": ObjectId(agent_ref),
-            "name": "nightly",
+            "title": "nightly",
             "status": "MAX_TURNS_REACHED",
             "messages": [{"role": "user", "content": "go"}],
             "logs": logs,
@@ -487,12 +500,16 @@ def edge_case_dataset(
             "usage": {"total_tokens": Int64(1234), "cost": Decimal128("0.02")},
             "tool_calls": Int64(4),
             "started_at": _naive(2024, 4, 1, 9, 0, 0),
-            "completed_at": _naive(2024, 4, 1, 9, 5, 0),
+            "finished_at": _naive(2024, 4, 1, 9, 5, 0),
         },
         "task",
     )
-    d.quarantine(
-        "task_executions", {"_id": oid(), "workflow_id": oid(), "status": "completed"}, "orphan"
+    # The workflow was deleted: the existing system kept its executions and schedules, and so
+    # does the migration.
+    d.add(
+        "task_executions",
+        {"_id": oid(), "workflow_id": oid(), "status": "completed"},
+        "task_orphan",
     )
     d.add(
         "scheduled_agents",
@@ -508,8 +525,10 @@ def edge_case_dataset(
     d.quarantine(
         "scheduled_agents", {"_id": oid(), "workflow_id": wf["_id"], "interval_value": 0}, "invalid"
     )
-    d.quarantine(
-        "scheduled_agents", {"_id": oid(), "workflow_id": "gone", "interval_value": 1}, "orphan"
+    d.add(
+        "scheduled_agents",
+        {"_id": oid(), "workflow_id": "gone", "interval_value": 1},
+        "schedule_orphan",
     )
 
     # --- GridFS: files owned through knowledge_items.file_id or metadata.item_id ---------
@@ -518,8 +537,9 @@ def edge_case_dataset(
         {
             "_id": oid(),
             "source_id": str(source["_id"]),
-            "title": "notes",
-            "content_type": "text/markdown",
+            "name": "notes",
+            "content_type": "text",
+            "mime_type": "text/markdown",
         },
         "kitem_meta",
     )

@@ -259,6 +259,33 @@ def _workflows(b: Builder, agents: list[ObjectId], refs: dict[str, list[Any]]) -
     return out
 
 
+def _direct_claude(b: Builder, refs: dict[str, list[Any]]) -> None:
+    """An agent on the `anthropic` provider that calls api.anthropic.com with the default
+    auth_type, and a workflow of it (single-user deployment: `github_user` is `local`)."""
+    agent = b.new(
+        "agents",
+        "agent_claude_direct",
+        name="Release notes writer",
+        description="",
+        system_prompt="You write release notes.",
+        model="claude-3-5-sonnet-20241022",
+        provider_id=refs["providers"][5],
+        builtin_tools=[],
+    )
+    b.new(
+        "workflows",
+        "workflow_claude_direct",
+        title="Release notes",
+        agent_id=str(agent["_id"]),
+        github_user="local",
+        model="claude-3-5-sonnet-20241022",
+        status="completed",  # as the last run left it
+        output_format="markdown",
+        messages=[],
+        logs=[],
+    )
+
+
 def _tasks_and_schedules(b: Builder, workflows: list[ObjectId]) -> None:
     full_wf = workflows[0]
     deleted_wf = b.oid(b.when())  # a workflow deleted since: its runs and schedules stay
@@ -304,6 +331,33 @@ def _tasks_and_schedules(b: Builder, workflows: list[ObjectId]) -> None:
         interval_value=7,
         interval_unit="days",
         start_at=datetime(2023, 10, 1),
+    )
+    b.new(
+        "scheduled_agents",
+        "schedule_expired",
+        name="Q1 2024 stand-up notes",
+        workflow_id=str(full_wf),
+        prompt="Summarise yesterday",
+        interval_value=1,
+        interval_unit="days",
+        start_at=datetime(2024, 1, 1, 9, 0),
+        end_at=datetime(2024, 3, 31, 23, 59),
+        enabled=True,  # never disabled: the existing system only did so at the first tick after
+        last_run_at=datetime(2024, 3, 30, 9, 0),
+        next_run_at=datetime(2024, 3, 31, 9, 0),  # the last occurrence, missed
+        redbeat_key=None,
+    )
+    # Old document: no `enabled` (default true), no next_run_at, no timestamps.
+    b.new(
+        "scheduled_agents",
+        "schedule_old",
+        stamps=False,
+        name="daily digest",
+        workflow_id=str(workflows[3]),
+        prompt="digest",
+        interval_value=1,
+        interval_unit="days",
+        start_at=datetime(2023, 11, 1, 6, 30),
     )
     at = b.when()
     for i, status in enumerate(TASK_STATUSES):
@@ -640,6 +694,7 @@ def build(scale: int, seed: int) -> LegacyDatabase:
     }
     agents = _agents(b, refs)
     workflows = _workflows(b, agents, refs)
+    _direct_claude(b, refs)
     _tasks_and_schedules(b, workflows)
     _memories(b, agents, workflows)
     _chat(b, agents)

@@ -87,12 +87,14 @@ class Builder:
 def add_tokens(b: Builder, suffix: str = "") -> None:
     plain = {
         "GITHUB_PAT": "ghp_" + "a1B2" * 9,
-        "OPENAI_KEY": "sk-proj-Ωmega-🔑-" + "x" * 40,
+        # API keys are ASCII (HTTP headers carry nothing else); other secrets may be any text.
+        "OPENAI_KEY": "sk-proj-0mEga9-" + "Xy7_" * 10,
         "ANTHROPIC_KEY": "sk-ant-api03-" + "z" * 60,
         "AZURE_KEY": "0123456789abcdef0123456789abcdef",
         "PG_DSN": "postgresql://kb:p%40ss@db.internal:5432/kb",
         "QDRANT_KEY": "",  # an empty secret is still a secret
         "CUSTOM_LLM_KEY": "key with spaces and 中文",
+        "CLAUDE_KEY": "sk-ant-api03-direct-" + "k9" * 20,
     }
     for i, (name, value) in enumerate(plain.items()):
         token_name = name + suffix
@@ -181,6 +183,16 @@ def add_providers(b: Builder, suffix: str = "") -> None:
         provider_type="custom",
         api_key_token_name="CUSTOM_LLM_KEY" + t,
         base_url="http://llm.internal:8080/v1",
+    )
+    # Anthropic called directly: auth_type absent (the existing default, x-api-key), no base_url.
+    b.new(
+        "providers",
+        "provider_anthropic_direct" if not t else None,
+        name="anthropic" + t,
+        provider_type="anthropic",
+        api_key_token_name="CLAUDE_KEY" + t,
+        base_url=None,
+        description="Claude, api.anthropic.com",
     )
 
 

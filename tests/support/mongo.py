@@ -377,3 +377,33 @@ async def _contract_store() -> AsyncIterator[DocumentStore]:
 def contract_store(request: pytest.FixtureRequest) -> AbstractAsyncContextManager[DocumentStore]:
     """Store factory of the contract suite (see tests/contract/conftest.py)."""
     return _contract_store()
+
+
+#: A real MongoDB-compatible server to run the contract suite against as well (opt-in: none can
+#: run on the build machines), e.g. `mongodb://127.0.0.1:27017` or a FerretDB.
+SERVER_URI_VARIABLE = "TBD_TEST_MONGO_URI"
+
+
+@asynccontextmanager
+async def _server_store(uri: str) -> AsyncIterator[DocumentStore]:
+    from tbd_agents.config import Settings
+    from tbd_agents.storage.mongo.connect import open_mongo_store
+
+    name = f"tbd_contract_{uuid.uuid4().hex[:12]}"
+    settings = Settings(db_backend="mongo", mongo_uri=uri, mongo_db_name=name)  # type: ignore[call-arg]
+    store = await open_mongo_store(settings)
+    try:
+        yield store
+    finally:
+        await store.database.client.drop_database(name)
+        await store.close()
+
+
+def server_contract_store(uri: str) -> Any:
+    """Store factory of the contract suite for a real server at `uri` (a fresh database each
+    module, dropped afterwards)."""
+
+    def factory(request: pytest.FixtureRequest) -> AbstractAsyncContextManager[DocumentStore]:
+        return _server_store(uri)
+
+    return factory

@@ -45,7 +45,7 @@ def test_upload_a_markdown_file_and_find_it(
     items = api(dashboard, "GET", "/api/knowledge-items", params={"source_id": source_id}).json()[
         "items"
     ]
-    assert [(i["title"], i["file_name"]) for i in items] == [
+    assert [(i["name"], i["file_name"]) for i in items] == [
         ("Travel handbook", "travel-handbook.md")
     ]
     # Preview of the extracted text.

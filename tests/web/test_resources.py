@@ -246,7 +246,7 @@ def test_child_records_workflow_schedule_memory_item(signed_in: Page, dashboard:
         dashboard,
         "workflows",
         "workflow",
-        {"Name": wf_name, "Agent": agent["name"], "Max turns": "3"},
+        {"Title": wf_name, "Agent": agent["name"], "Max turns": "3"},
     )
     assert api(dashboard, "GET", f"/api/workflows/{wf_id}").json()["agent_id"] == agent["id"]
     mem_id = create(
@@ -267,13 +267,13 @@ def test_child_records_workflow_schedule_memory_item(signed_in: Page, dashboard:
     )
     shot(page, "memories")
     goto(page, dashboard, f"knowledge-items/new?source_id={source['id']}")
-    fill_form(page, {"Title": "Handbook", "Text": "Holidays are booked in the portal."})
+    fill_form(page, {"Name": "Handbook", "Text": "Holidays are booked in the portal."})
     page.get_by_role("button", name="Create knowledge item").click()
     page.wait_for_url(re.compile(r"#/knowledge-items/[0-9a-f-]{36}$"))
     items = api(
         dashboard, "GET", "/api/knowledge-items", params={"source_id": source["id"]}
     ).json()["items"]
-    assert [i["title"] for i in items] == ["Handbook"]
+    assert [i["name"] for i in items] == ["Handbook"]
     # Deleting a workflow deletes its schedules too (the dialog says so).
     goto(page, dashboard, f"workflows/{wf_id}")
     expect(page.get_by_role("heading", level=1)).to_have_text(wf_name)
@@ -288,7 +288,7 @@ def test_delete_shows_the_dependants_that_block_it(signed_in: Page, dashboard: D
     page = signed_in
     agent = api(dashboard, "POST", "/api/agents", json={"name": unique("busy")}).json()
     wf = api(
-        dashboard, "POST", "/api/workflows", json={"name": "nightly", "agent_id": agent["id"]}
+        dashboard, "POST", "/api/workflows", json={"title": "nightly", "agent_id": agent["id"]}
     ).json()
     goto(page, dashboard, "agents")
     page.get_by_role("button", name=f"Delete {agent['name']}").click()
@@ -417,7 +417,7 @@ def test_child_records_are_edited_and_deleted_from_their_screens(
         dashboard,
         "POST",
         "/api/knowledge-items",
-        json={"source_id": source["id"], "title": "Draft", "text_content": "Some notes."},
+        json={"source_id": source["id"], "name": "Draft", "text_content": "Some notes."},
     ).json()
     memory = api(
         dashboard,
@@ -426,7 +426,7 @@ def test_child_records_are_edited_and_deleted_from_their_screens(
         json={"agent_id": agent["id"], "key": "k1", "value": "v1"},
     ).json()
     workflow = api(
-        dashboard, "POST", "/api/workflows", json={"name": unique("wf"), "agent_id": agent["id"]}
+        dashboard, "POST", "/api/workflows", json={"title": unique("wf"), "agent_id": agent["id"]}
     ).json()
     schedule = api(
         dashboard,
@@ -445,10 +445,10 @@ def test_child_records_are_edited_and_deleted_from_their_screens(
     expect(page.locator(".crumbs a")).to_have_attribute(
         "href", f"#/knowledge-sources/{source['id']}"
     )
-    fill_form(page, {"Title": "Final"})
+    fill_form(page, {"Name": "Final"})
     page.get_by_role("button", name="Save changes").click()
     expect(page.locator(".notice-success").last).to_contain_text("Saved")
-    assert api(dashboard, "GET", f"/api/knowledge-items/{item['id']}").json()["title"] == "Final"
+    assert api(dashboard, "GET", f"/api/knowledge-items/{item['id']}").json()["name"] == "Final"
     page.locator(".crumbs a").click()
     rendered(page, f"#/knowledge-sources/{source['id']}")
     row = page.locator("table.items tbody tr").filter(has_text="Final")

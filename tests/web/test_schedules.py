@@ -17,7 +17,7 @@ def test_create_an_interval_schedule_then_switch_to_cron_and_disable(
         dashboard, "POST", "/api/agents", json={"name": f"cron-{uuid.uuid4().hex[:6]}"}
     ).json()
     workflow = api(
-        dashboard, "POST", "/api/workflows", json={"name": "morning", "agent_id": agent["id"]}
+        dashboard, "POST", "/api/workflows", json={"title": "morning", "agent_id": agent["id"]}
     ).json()
     sign_in(page, dashboard)
     goto(page, dashboard, "scheduled-agents/new")
@@ -86,7 +86,7 @@ def test_a_bad_interval_is_reported_on_its_field(page: Page, dashboard: Dashboar
     agent = api(
         dashboard, "POST", "/api/agents", json={"name": f"badint-{uuid.uuid4().hex[:6]}"}
     ).json()
-    api(dashboard, "POST", "/api/workflows", json={"name": "w-badint", "agent_id": agent["id"]})
+    api(dashboard, "POST", "/api/workflows", json={"title": "w-badint", "agent_id": agent["id"]})
     sign_in(page, dashboard)
     goto(page, dashboard, "scheduled-agents/new")
     fill_form(page, {"Name": "broken", "Workflow": "w-badint", "Prompt": "x", "Every": "0"})

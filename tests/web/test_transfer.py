@@ -46,7 +46,7 @@ def test_export_then_import_with_a_preview(
         json={"name": "concierge", "provider_id": provider["id"], "skill_ids": [skill["id"]]},
     )  # fmt: skip
     call(
-        dashboard, alice, "POST", "/api/workflows", json={"name": "daily", "agent_id": agent["id"]}
+        dashboard, alice, "POST", "/api/workflows", json={"title": "daily", "agent_id": agent["id"]}
     )
 
     # Alice exports.

@@ -52,7 +52,7 @@ def test_create_run_and_watch_a_workflow(
         dashboard,
         "workflows",
         "workflow",
-        {"Name": name, "Agent": agent["name"], "Max turns": "4"},
+        {"Title": name, "Agent": agent["name"], "Max turns": "4"},
     )
     expect(page.locator(".runs, .muted").filter(has_text="No runs yet")).to_be_visible()
     model_server.script(
@@ -94,7 +94,7 @@ def test_halt_a_running_workflow(
     page: Page, dashboard: Dashboard, model_server: ProtocolServer, agent: dict[str, Any]
 ) -> None:
     workflow = api(
-        dashboard, "POST", "/api/workflows", json={"name": "slow", "agent_id": agent["id"]}
+        dashboard, "POST", "/api/workflows", json={"title": "slow", "agent_id": agent["id"]}
     ).json()
     sign_in(page, dashboard)
     page.evaluate("(h) => { window.location.hash = h; }", f"#/workflows/{workflow['id']}")
@@ -123,7 +123,7 @@ def test_halt_a_running_workflow(
 
 def test_a_prompt_is_required(page: Page, dashboard: Dashboard, agent: dict[str, Any]) -> None:
     workflow = api(
-        dashboard, "POST", "/api/workflows", json={"name": "idle", "agent_id": agent["id"]}
+        dashboard, "POST", "/api/workflows", json={"title": "idle", "agent_id": agent["id"]}
     ).json()
     sign_in(page, dashboard)
     page.evaluate("(h) => { window.location.hash = h; }", f"#/workflows/{workflow['id']}")

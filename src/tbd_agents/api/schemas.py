@@ -19,16 +19,30 @@ from fastapi import Response
 from pydantic import BaseModel, Field, create_model
 from pydantic.fields import FieldInfo
 
-from tbd_agents.domain.models import Entity, McpServer, Memory, Provider, Token
+from tbd_agents.domain.models import (
+    Entity,
+    McpServer,
+    Memory,
+    NameRule,
+    Provider,
+    Token,
+    Workflow,
+)
 from tbd_agents.services.resources import spec_of
 from tbd_agents.services.tokens import MASK
-from tbd_agents.services.validation import Input, McpServerInput, ProviderInput
+from tbd_agents.services.validation import Input, McpServerInput, ProviderInput, WorkflowInput
 from tbd_agents.storage.common import records_json
 
 #: Request bases with checks beyond the field types (the stored model stays lenient on read).
-INPUT_BASES: dict[type[Entity], type[Input]] = {McpServer: McpServerInput, Provider: ProviderInput}
+INPUT_BASES: dict[type[Entity], type[Input]] = {
+    McpServer: McpServerInput,
+    Provider: ProviderInput,
+    Workflow: WorkflowInput,
+}
 
-SERVER_FIELDS = frozenset({"id", "created_at", "updated_at"})
+#: `extras` holds the keys of an existing document that no field names (see domain.models): kept
+#: and returned as they are, never written through the API.
+SERVER_FIELDS = frozenset({"id", "created_at", "updated_at", "extras"})
 
 #: Stored fields never sent back (secrets; large derived data).
 HIDDEN: dict[type[Entity], frozenset[str]] = {
@@ -80,9 +94,17 @@ def _int4_bounds(info: FieldInfo) -> list[Any]:
     return bounds
 
 
+def _name_bounds(info: FieldInfo) -> list[Any]:
+    return [
+        annotated_types.Len(rule.min_length, rule.max_length)
+        for rule in info.metadata
+        if isinstance(rule, NameRule)
+    ]
+
+
 def _annotated(info: FieldInfo) -> Any:
     base = info.annotation
-    metadata = [*info.metadata, *_int4_bounds(info)]
+    metadata = [*info.metadata, *_int4_bounds(info), *_name_bounds(info)]
     return Annotated[(base, *metadata)] if metadata else base
 
 

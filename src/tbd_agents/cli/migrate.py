@@ -4,16 +4,17 @@
 so both spellings take the same flags. Connections come from the settings (MONGO_URI,
 MONGO_DB_NAME, POSTGRES_URI; no POSTGRES_URI = the embedded PostgreSQL; EMBEDDING_* for the space
 of the memory vectors copied from the memories' embeddings). Exit status: 0 done (verify: PASS),
-1 failed (verify: FAIL), documents were quarantined without `--accept-quarantine`, or memory
-vectors could not be copied (the summary says why).
+1 failed (verify: FAIL), documents were quarantined or source fields not migrated without
+`--accept-losses`, or memory vectors could not be copied (the summary says why).
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 from rich.console import Console
@@ -111,9 +112,17 @@ def from_mongo(
     from_dump: DumpOpt = None,
     archive: ArchiveOpt = None,
     allow_empty: AllowEmptyOpt = False,
+    accept_losses: Annotated[
+        bool,
+        typer.Option(
+            "--accept-losses",
+            help="Exit 0 even when documents were quarantined or source fields were not "
+            "migrated (the summary lists them and why).",
+        ),
+    ] = False,
     accept_quarantine: Annotated[
         bool,
-        typer.Option("--accept-quarantine", help="Exit 0 even when documents were quarantined."),
+        typer.Option("--accept-quarantine", hidden=True, help="Older name of --accept-losses."),
     ] = False,
     quarantine_file: Annotated[
         Path,
@@ -162,11 +171,21 @@ def from_mongo(
     migration_summary(console, result, dry_run=dry_run)
     quarantined = result.quarantined
     if quarantined:
-        console.print(f"{quarantined:,} documents quarantined: see {quarantine_file}")
-    refused = quarantined and not accept_quarantine
+        console.print(
+            f"{quarantined:,} documents quarantined (why: see above): the documents are in "
+            f"{quarantine_file}",
+            markup=False,
+        )
+    if result.dropped:
+        console.print(
+            f"{result.dropped:,} source fields not migrated (which: see above)", markup=False
+        )
+    refused = result.losses and not (accept_losses or accept_quarantine)
     if refused:
         console.print(
-            "Exit status 1: documents were quarantined (pass --accept-quarantine to accept them)."
+            "Exit status 1: not everything of the source is in PostgreSQL (see above); pass "
+            "--accept-losses to accept this.",
+            markup=False,
         )
     if result.problems:
         console.print("Exit status 1: the migration needs attention (see above).")
@@ -273,16 +292,21 @@ def verify(
 ) -> None:
     """Compare the source with PostgreSQL by content; print RESULT: PASS or FAIL (exit 0 / 1).
 
-    Every document is converted again and hashed (all fields) and compared with the hash of its
-    PostgreSQL row; missing, extra and differing ids are listed, with a field-level diff of a
-    sample. Documents the conversion rules keep out (quarantined) are counted, not expected.
+    Every source document is compared with the row of its id, field by field (the column of the
+    same name, or the row's extras); counts per collection come first, then each failure naming
+    collection, id and field. Documents the migration recorded as quarantined are expected to be
+    absent and are counted with their reason.
     """
     config = settings()
     console = _console()
+    # What the run says before the comparison (source, target) is printed after the counts,
+    # which are the first lines of the output (as the guide describes the script).
+    setup = Console(file=io.StringIO(), highlight=False, width=console.width)
     flags = SourceFlags(from_dump, archive, collection, qdrant_path)
     with target_database(config) as target:
-        result = asyncio.run(_verify(config, flags, target, console, allow_empty))
-    verify_summary(console, result, verbose=verbose)
+        result = asyncio.run(_verify(config, flags, target, setup, allow_empty))
+    context = cast(io.StringIO, setup.file).getvalue().splitlines()
+    verify_summary(console, result, verbose=verbose, context=context)
     if not result.ok:
         raise typer.Exit(1)
 

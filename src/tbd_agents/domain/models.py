@@ -18,6 +18,7 @@ record's owner (None where the owner is the parent record's).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -47,7 +48,19 @@ from tbd_agents.domain.types import LenientEnum, UtcDatetime, new_id, utcnow
 
 Json = dict[str, Any]
 StrList = list[str]
-Name = Annotated[str, Field(min_length=1, max_length=512)]
+
+
+@dataclass(frozen=True, slots=True)
+class NameRule:
+    """Marks a name field: a request must give it 1 to 512 characters (`api.schemas` applies the
+    rule to request bodies). Stored records are not held to it, since the existing TBD Agents had
+    no such limit: an old record with an empty or very long name still reads and migrates."""
+
+    min_length: int = 1
+    max_length: int = 512
+
+
+Name = Annotated[str, NameRule()]
 
 
 class Entity(BaseModel):

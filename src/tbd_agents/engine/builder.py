@@ -24,6 +24,7 @@ from tbd_agents.domain.models import (
     McpServer,
     Provider,
     Skill,
+    Workflow,
 )
 from tbd_agents.engine.catalog import ModelCatalog
 from tbd_agents.engine.compaction import CompactionPolicy
@@ -103,7 +104,7 @@ async def _by_ids_and_tags(
     ids: list[str],
     tags: list[str],
     who: _Owner,
-    plan: RunPlan,
+    warnings: list[str],
     label: str,
 ) -> list[Any]:
     """Records named by id or carrying a tag, only those `who` may use; ids of others' records
@@ -114,7 +115,7 @@ async def _by_ids_and_tags(
             if who.allows(getattr(rec, model.owner_field)):
                 found[rec.id] = rec
             else:
-                plan.warnings.append(
+                warnings.append(
                     f"{label} {rec.id} belongs to another owner and was not loaded: "
                     "reference your own records"
                 )
@@ -127,8 +128,8 @@ async def _by_ids_and_tags(
 
 
 async def _resolve(repos: Repositories, cipher: TokenCipher, owner: str | None, tree: Any) -> Any:
-    """`tree` with `{{token:…}}` resolved among `owner`'s tokens (ownerless records: among
-    ownerless tokens only, never a user's: see `resolve_tree`)."""
+    """`tree` with `{{token:…}}` resolved among `owner`'s tokens (ownerless records, the
+    operator's: among all tokens, see `resolve_tree`)."""
     return await resolve_tree(repos, cipher, owner, tree)
 
 
@@ -140,13 +141,16 @@ async def load_plan(
     *,
     model_override: str | None = None,
     outbound: OutboundGuard | None = None,
+    workflow: Workflow | None = None,
 ) -> RunPlan:
     """Everything `agent` uses, with secrets resolved; raises InvalidData naming what is missing.
 
     Only records of the agent's owner are loaded (see `_Owner`); records another owner holds
     are skipped with a warning and never resolved with anyone's tokens. `outbound` decides, per
     record owner, which addresses its provider and MCP servers may reach (default: no
-    allow-list, admins and ownerless records trusted)."""
+    allow-list, admins and ownerless records trusted). For a run of `workflow`, its skills and
+    guardrails join the agent's (`_workflow_records`: the existing TBD Agents kept them on the
+    workflow)."""
     outbound = outbound or OutboundGuard(HostPolicy(), AdminDirectory())
     if not agent.provider_id:
         raise InvalidData(f"agent {agent.name!r} has no provider_id: set one (GET /api/providers)")
@@ -186,15 +190,77 @@ async def load_plan(
         model=model,
     )
     plan.skills = await _by_ids_and_tags(
-        repos, Skill, agent.skill_ids, agent.skill_tags, who, plan, "skill"
+        repos, Skill, agent.skill_ids, agent.skill_tags, who, plan.warnings, "skill"
     )
-    plan.guardrails = await _by_ids_and_tags(
-        repos, Guardrail, agent.guardrail_ids, [], who, plan, "guardrail"
+    if workflow is not None and (workflow.skill_ids or workflow.skill_tags):
+        known = {s.id for s in plan.skills}
+        for skill in await _workflow_records(
+            repos, Skill, workflow, workflow.skill_ids, workflow.skill_tags, plan.warnings
+        ):
+            if skill.id not in known:
+                known.add(skill.id)
+                plan.skills.append(skill)
+    plan.guardrails, skipped = await load_guardrails(
+        repos, agent, config.host.admins, workflow=workflow
     )
+    plan.warnings += skipped
     await _load_custom_tools(repos, cipher, agent, config, who, plan)
     await _load_mcp(repos, cipher, agent, config, who, plan, outbound)
     await _load_knowledge_scope(repos, agent, who, plan)
     return plan
+
+
+async def _owner_of(repos: Repositories, record: Entity, admins: AdminDirectory) -> _Owner:
+    owner: str | None = getattr(record, type(record).owner_field or "created_by")
+    return _Owner(owner, owner is None or await admins.is_admin(repos, owner))
+
+
+async def _workflow_records(
+    repos: Repositories,
+    model: type[Any],
+    workflow: Workflow,
+    ids: list[str],
+    tags: list[str],
+    warnings: list[str],
+) -> list[Any]:
+    """The records a workflow names itself (its skills and guardrails, by id and by tag): the
+    workflow owner's and the operator's (ownerless) ones.
+
+    Ownerless records come from a deployment of the existing TBD Agents, where skills and
+    guardrails were global and workflows named them whoever owned the workflow (`local`,
+    `server` or a GitHub login): its workflows keep their skills and guardrails. Records of
+    another user are never loaded."""
+    who = _Owner(workflow.github_user, ownerless_ok=True)
+    label = "skill" if model is Skill else "guardrail"
+    found: list[Any] = await _by_ids_and_tags(repos, model, ids, tags, who, warnings, label)
+    return found
+
+
+async def load_guardrails(
+    repos: Repositories,
+    agent: Agent,
+    admins: AdminDirectory,
+    *,
+    workflow: Workflow | None = None,
+) -> tuple[list[Guardrail], list[str]]:
+    """The guardrails a run of `agent` applies, and warnings about records it skipped: the
+    agent's `guardrail_ids` (records of the agent's owner), plus, for a workflow run, the
+    workflow's `guardrail_ids` and the records carrying one of its `guardrail_tags` (records
+    of the workflow's owner and the operator's: `_workflow_records`). Disabled ones are
+    returned too; `Guardrails` drops them."""
+    warnings: list[str] = []
+    found: dict[str, Guardrail] = {}
+    who = await _owner_of(repos, agent, admins)
+    for rec in await _by_ids_and_tags(
+        repos, Guardrail, agent.guardrail_ids, [], who, warnings, "guardrail"
+    ):
+        found[rec.id] = rec
+    if workflow is not None and (workflow.guardrail_ids or workflow.guardrail_tags):
+        for rec in await _workflow_records(
+            repos, Guardrail, workflow, workflow.guardrail_ids, workflow.guardrail_tags, warnings
+        ):
+            found.setdefault(rec.id, rec)
+    return list(found.values()), warnings
 
 
 async def _load_custom_tools(
@@ -206,7 +272,7 @@ async def _load_custom_tools(
     plan: RunPlan,
 ) -> None:
     tools: list[CustomTool] = await _by_ids_and_tags(
-        repos, CustomTool, agent.custom_tool_ids, [], who, plan, "custom tool"
+        repos, CustomTool, agent.custom_tool_ids, [], who, plan.warnings, "custom tool"
     )
     for tool in tools:
         if not tool.is_enabled:
@@ -232,7 +298,13 @@ async def _load_mcp(
     outbound: OutboundGuard,
 ) -> None:
     servers: list[McpServer] = await _by_ids_and_tags(
-        repos, McpServer, agent.mcp_server_ids, agent.mcp_server_tags, who, plan, "MCP server"
+        repos,
+        McpServer,
+        agent.mcp_server_ids,
+        agent.mcp_server_tags,
+        who,
+        plan.warnings,
+        "MCP server",
     )
     for server in servers:
         if server.status is McpServerStatus.DISABLED:
@@ -342,6 +414,8 @@ async def open_plan(
     )  # fmt: skip
     tools.extend(builtins)
     warnings += [f"built-in tool {n!r} not offered: {why}" for n, why in missing]
+    rails = Guardrails.from_records(plan.guardrails)
+    warnings += rails.warnings
     spec = RunSpec(
         provider=build_provider(plan.provider, config),
         model=plan.model,
@@ -350,7 +424,7 @@ async def open_plan(
         agent_id=agent.id,
         owner=agent.created_by,
         tools=tools,
-        guardrails=Guardrails.from_records(plan.guardrails),
+        guardrails=rails,
         skills=[SkillText(s.name, s.instructions, s.description) for s in plan.skills],
         knowledge=knowledge,
         knowledge_source_ids=list(plan.knowledge_source_ids),

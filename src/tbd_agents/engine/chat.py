@@ -48,7 +48,8 @@ async def open_session(
         raise InvalidData("message must not be empty", details={"field": "message"})
     async with services.store.unit_of_work() as repos:
         if session is None:
-            title = text.strip().splitlines()[0][:60] or "New chat"
+            # The first 80 characters of the first line, as the existing TBD Agents titled chats.
+            title = text.strip().splitlines()[0][:80] or None
             session = await repos.chat_sessions.create(
                 ChatSession(agent_id=agent.id, github_user=owner, title=title)
             )

@@ -78,7 +78,8 @@ class RunSpec:
 class RunInput:
     prompt: str
     history: list[Message] = field(default_factory=list)
-    #: The request payload checked by `request` guardrails (defaults to {"prompt": prompt}).
+    #: The structured request checked by `request` guardrails (without one, ours check
+    #: {"prompt": prompt}); when given, `prompt` is its JSON (the existing effective prompt).
     request: dict[str, Any] | None = None
     session_id: str | None = None
     run_id: str | None = None

@@ -4,11 +4,13 @@
 The runtime (`tbd_agents.runtime`) owns the task execution row, the persisted event log, leases
 and halts; this executor loads the workflow's agent, runs the agent loop with the sink and halt
 signal it is given, appends the run's messages to the workflow's conversation (so the next
-prompt continues it; the reset endpoint clears it) and returns the outcome.
+prompt continues it; the reset endpoint clears it), records the run's log, messages, model and
+usage on the task and the workflow (`EngineExecutor`) and returns the outcome.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -23,22 +25,28 @@ from tbd_agents.engine.config import EngineConfig
 from tbd_agents.engine.context import RunInput
 from tbd_agents.engine.loop import AgentLoop
 from tbd_agents.engine.messages import Message
+from tbd_agents.engine.runrecord import RunLog, last_messages, wrap_response
 from tbd_agents.engine.sandbox import Sandbox
 from tbd_agents.engine.sources import KnowledgeSearch, MemoryStore
 from tbd_agents.runtime.contracts import EventSink, HaltSignal, RunOutcome
 from tbd_agents.security.cipher import KeyRingProvider, TokenCipher
 from tbd_agents.security.outbound import OutboundGuard
 from tbd_agents.services.privilege import outbound_guard
+from tbd_agents.services.workflow_runs import ensure_accepts_prompts, status_after_run
 from tbd_agents.storage.protocol import DocumentStore
 
 log = logging.getLogger(__name__)
 
-WORKFLOW_STATUS = {
-    TaskStatus.COMPLETED: WorkflowStatus.COMPLETED,
-    TaskStatus.FAILED: WorkflowStatus.FAILED,
-    TaskStatus.HALTED: WorkflowStatus.HALTED,
-    TaskStatus.MAX_TURNS_REACHED: WorkflowStatus.MAX_TURNS_REACHED,
-}
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    """The structured request a prompt carries (the JSON of an object), if it is one."""
+    if not text.lstrip().startswith("{"):
+        return None
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 @dataclass(slots=True)
@@ -85,12 +93,15 @@ async def run_agent(
     *,
     model_override: str | None = None,
     max_turns: int | None = None,
+    workflow: Workflow | None = None,
 ) -> Any:
-    """Build the agent's run and execute it; returns the loop's `RunResult`."""
+    """Build the agent's run and execute it; returns the loop's `RunResult`. For a run of
+    `workflow`, its guardrails join the agent's."""
     async with services.store.unit_of_work() as repos:
         plan = await load_plan(
             repos, services.cipher, agent, services.config,
             model_override=model_override, outbound=services.outbound,
+            workflow=workflow,
         )  # fmt: skip
     spec, conns = await open_plan(
         plan, services.config, services.catalog,
@@ -105,7 +116,14 @@ async def run_agent(
 
 
 class EngineExecutor:
-    """Executes workflow runs (task executions) with the agent engine."""
+    """Executes workflow runs (task executions) with the agent engine.
+
+    Besides the outcome (which the runtime records), a run leaves what the existing TBD Agents
+    showed: on the task its `model`, `reasoning_effort` (the task's, else the workflow's),
+    `logs` and last 20 `messages`; on the workflow its conversation, `logs`, `current_turn`
+    (the run's tool calls), `usage` and a status back to `active` (unless made `inactive`).
+    A workflow that is `inactive` when the run starts (a schedule fired) fails it (409 text).
+    The workflow's `output_format` `json` wraps the answer as `{"response": text}`."""
 
     def __init__(self, services: EngineServices, owns_store: bool = False) -> None:
         self.services = services
@@ -115,32 +133,75 @@ class EngineExecutor:
         store = self.services.store
         async with store.unit_of_work() as repos:
             workflow: Workflow = await repos.workflows.get(task.workflow_id)
+            ensure_accepts_prompts(workflow)
             agent: Agent = await repos.agents.get(task.agent_id or workflow.agent_id)
-            await repos.workflows.update(workflow.id, {"status": WorkflowStatus.RUNNING})
+            effort = task.reasoning_effort or workflow.reasoning_effort
+            await repos.workflows.update(
+                workflow.id, {"status": WorkflowStatus.RUNNING, "logs": [], "current_turn": 0}
+            )
+            await repos.task_executions.update(
+                task.id,
+                {"model": workflow.model or agent.model or task.model, "reasoning_effort": effort},
+            )
+        runlog = RunLog(sink)
+        runlog.add("prompt_received", task.prompt)
         history = [Message.from_dict(m) for m in workflow.messages]
-        inp = RunInput(task.prompt, history, session_id=workflow.id, run_id=task.id)
+        inp = RunInput(
+            task.prompt, history, request=_json_object(task.prompt),
+            session_id=workflow.id, run_id=task.id,
+        )  # fmt: skip
         try:
             result = await run_agent(
-                self.services, agent, inp, sink, halt,
+                self.services, agent, inp, runlog, halt,
                 model_override=workflow.model, max_turns=workflow.max_turns,
+                workflow=workflow,
             )  # fmt: skip
-        except BaseException:
-            async with store.unit_of_work() as repos:
-                await repos.workflows.update(workflow.id, {"status": WorkflowStatus.FAILED})
+        except BaseException as exc:
+            runlog.finish(TaskStatus.FAILED, getattr(exc, "message", None) or repr(exc))
+            try:
+                await self._record(task, workflow.id, runlog, added=[], model=None, outcome=None)
+            except Exception:  # the run's own error is the one to report; this one is logged
+                log.exception("run %s: recording the failed run's log failed", task.id)
             raise
         outcome: RunOutcome = result.outcome
+        outcome.result = wrap_response(outcome.result, workflow.output_format)
+        runlog.finish(outcome.status, outcome.error or outcome.result)
         added = [m.to_dict() | {"task_id": task.id} for m in result.messages]
-        async with store.unit_of_work() as repos:
-            current = await repos.workflows.get(workflow.id)
-            await repos.workflows.update(
-                workflow.id,
-                {
-                    "messages": [*current.messages, *added],
-                    "status": WORKFLOW_STATUS.get(outcome.status, WorkflowStatus.FAILED),
-                    "last_run_at": utcnow(),
-                },
-            )
+        await self._record(
+            task, workflow.id, runlog, added=added, model=result.model, outcome=outcome
+        )
         return outcome
+
+    async def _record(
+        self,
+        task: TaskExecution,
+        workflow_id: str,
+        runlog: RunLog,
+        *,
+        added: list[dict[str, Any]],
+        model: str | None,
+        outcome: RunOutcome | None,
+    ) -> None:
+        """Write the run's record on the workflow and the task (see the class docstring)."""
+        async with self.services.store.unit_of_work() as repos:
+            current = await repos.workflows.get(workflow_id)
+            conversation = [*current.messages, *added]
+            changes: dict[str, Any] = {
+                "messages": conversation,
+                "logs": runlog.entries,
+                "status": status_after_run(current.status),
+                "last_run_at": utcnow(),
+            }
+            if outcome is not None:
+                changes |= {"current_turn": outcome.tool_calls, "usage": outcome.usage.stats()}
+            await repos.workflows.update(workflow_id, changes)
+            recorded: dict[str, Any] = {
+                "logs": runlog.entries,
+                "messages": last_messages(conversation),
+            }
+            if model is not None:
+                recorded["model"] = model
+            await repos.task_executions.update(task.id, recorded)
 
     async def aclose(self) -> None:
         await self.services.aclose()
@@ -184,8 +245,9 @@ async def engine_services(
         services.memory_service = MemoryService(
             store, vectors, embedder, max_per_agent=settings.memory_max_per_agent
         )
+        cipher = services.cipher
         services.retriever = KnowledgeRetriever(
-            store, vectors, embedder, outbound=services.outbound
+            store, vectors, embedder, outbound=services.outbound, cipher=lambda: cipher
         )
     except Exception:
         log.warning("memory and knowledge are unavailable to agents", exc_info=True)

@@ -43,6 +43,8 @@ class Halted(Exception):
 @dataclass(slots=True)
 class RunResult:
     outcome: RunOutcome
+    #: The model the run used (the agent's, the workflow's override or the provider's default).
+    model: str | None = None
     #: The messages this run added (user prompt, assistant turns, tool results) for persistence.
     messages: list[Message] = field(default_factory=list)
     citations: list[dict[str, Any]] = field(default_factory=list)
@@ -85,7 +87,7 @@ class AgentLoop:
         self.usage = Usage()
         self.turns = 0
         self.tool_calls = 0
-        self.result = RunResult(RunOutcome(TaskStatus.RUNNING))
+        self.result = RunResult(RunOutcome(TaskStatus.RUNNING), model=spec.model)
 
     async def emit(self, kind: EventType, data: dict[str, Any]) -> None:
         await self.sink.emit(kind, data)
@@ -93,7 +95,9 @@ class AgentLoop:
     async def run(self, inp: RunInput) -> RunResult:
         await self.emit(EventType.STATUS, {"status": "running"})
         for warning in self.spec.warnings:
-            await self.emit(EventType.LOG, {"level": "warning", "message": warning})
+            await self.emit(
+                EventType.LOG, {"level": "warning", "event": "warning", "message": warning}
+            )
         try:
             outcome = await self._run(inp)
         except Halted:
@@ -120,8 +124,8 @@ class AgentLoop:
         """The prompt after input/request guardrails, or None when blocked."""
         rails = self.spec.guardrails
         checks = [
-            rails.check_request(inp.request or {"prompt": inp.prompt}),
-            rails.check_input(inp.prompt),
+            rails.check_request(inp.request, inp.prompt),
+            rails.check_input(inp.prompt, structured=inp.request is not None),
         ]
         prompt = checks[1].text
         for verdict in checks:
@@ -135,19 +139,38 @@ class AgentLoop:
         return prompt
 
     async def _report(self, verdict: Verdict, stage: str) -> None:
+        # `output_guardrail_violation` is the existing system's name for an output violation.
+        event = "output_guardrail_violation" if stage == "output" else "guardrail_violation"
         for v in verdict.violations:
             self.result.violations.append({**v.to_dict(), "stage": stage})
-            await self.emit(EventType.LOG, {"level": "warning", "message": f"guardrail {v.guardrail} ({v.action.value}) on {stage}: {v.reason}", "guardrail": v.to_dict(), "stage": stage})  # fmt: skip
+            await self.emit(EventType.LOG, {"level": "warning", "event": event, "message": f"guardrail {v.guardrail} ({v.action.value}) on {stage}: {v.reason}", "guardrail": v.to_dict(), "stage": stage})  # fmt: skip
+
+    async def _knowledge(self, prompt: str) -> list[Passage]:
+        """The knowledge passages for `prompt`; an unreachable or broken source (an external
+        Qdrant or pgvector that is down, a migrated address that no longer resolves) is a
+        warning of the run, which goes on without knowledge, as it does without an MCP server
+        that cannot be reached."""
+        spec = self.spec
+        assert spec.knowledge is not None
+        try:
+            return await race(
+                spec.knowledge.search(prompt, source_ids=spec.knowledge_source_ids, tags=spec.knowledge_tags, limit=spec.budgets.knowledge_results),
+                self.halt,
+            )  # fmt: skip
+        except Halted:
+            raise
+        except Exception as exc:
+            reason = exc.message if isinstance(exc, TbdError) else f"{type(exc).__name__}: {exc}"
+            log.warning("agent %s: knowledge search failed: %s", spec.agent_id, reason)
+            await self.emit(EventType.LOG, {"level": "warning", "event": "knowledge_unavailable", "message": f"knowledge not searched, the run goes on without it: {reason}"})  # fmt: skip
+            return []
 
     async def _context(self, prompt: str, inp: RunInput) -> list[Message]:
         spec = self.spec
         passages: list[Passage] = []
         memories: list[MemoryItem] = []
         if spec.knowledge is not None and (spec.knowledge_source_ids or spec.knowledge_tags):
-            passages = await race(
-                spec.knowledge.search(prompt, source_ids=spec.knowledge_source_ids, tags=spec.knowledge_tags, limit=spec.budgets.knowledge_results),
-                self.halt,
-            )  # fmt: skip
+            passages = await self._knowledge(prompt)
         if spec.memory is not None and spec.agent_id:
             memories = await race(
                 spec.memory.search(agent_id=spec.agent_id, query=prompt, limit=spec.budgets.memory_results, session_id=inp.session_id, owner=spec.owner),
@@ -156,9 +179,9 @@ class AgentLoop:
         system, citations = assemble_system_prompt(spec, passages, memories)
         self.result.citations = citations
         if citations:
-            await self.emit(EventType.LOG, {"level": "info", "message": f"{len(citations)} knowledge passages in context", "citations": citations})  # fmt: skip
+            await self.emit(EventType.LOG, {"level": "info", "event": "knowledge_loaded", "message": f"{len(citations)} knowledge passages in context", "citations": citations})  # fmt: skip
         if memories:
-            await self.emit(EventType.LOG, {"level": "info", "message": f"{len(memories)} memories in context", "memories": [m.key for m in memories]})  # fmt: skip
+            await self.emit(EventType.LOG, {"level": "info", "event": "memories_loaded", "message": f"{len(memories)} memories in context", "memories": [m.key for m in memories]})  # fmt: skip
         return [Message("system", system), *inp.history]
 
     async def _run(self, inp: RunInput) -> RunOutcome:
@@ -238,7 +261,7 @@ class AgentLoop:
 
         out, report = await compact(messages, budget, summarise, self.spec.compaction)
         if report.changed:
-            await self.emit(EventType.LOG, {"level": "info", "message": "context compacted", "compaction": report.to_dict()})  # fmt: skip
+            await self.emit(EventType.LOG, {"level": "info", "event": "compaction_complete", "message": "context compacted", "compaction": report.to_dict()})  # fmt: skip
         return out
 
     async def _call_model(self, messages: list[Message], turn: int) -> Completion:

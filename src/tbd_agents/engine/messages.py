@@ -29,10 +29,19 @@ class ToolCall:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ToolCall:
-        args = data.get("arguments", {})
+        """A stored call: ours (`{id, name, arguments}`) or the OpenAI shape the existing TBD
+        Agents stored in conversations (`{id, type: "function", function: {name, arguments}}`,
+        the arguments as JSON text)."""
+        function = data.get("function")
+        source = function if isinstance(function, dict) and "name" not in data else data
+        if "name" not in source:
+            raise ValueError(f"a stored tool call without a name: {sorted(data)}")
+        args = source.get("arguments", {})
         if isinstance(args, str):
             args = decode_arguments(args)[0]
-        return cls(id=str(data["id"]), name=str(data["name"]), arguments=dict(args or {}))
+        return cls(
+            id=str(data.get("id") or ""), name=str(source["name"]), arguments=dict(args or {})
+        )
 
 
 @dataclass(slots=True)

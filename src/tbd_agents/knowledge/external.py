@@ -1,21 +1,30 @@
 """External vector collections registered as knowledge sources, queried read-only.
 
-A knowledge source with `source_type` `qdrant` or `pgvector` points at a collection that another
-system filled. Its `connection_config` says where and which fields hold the text:
+A knowledge source with `source_type` `qdrant` / `vector_db` (the existing TBD Agents name of an
+external Qdrant collection) or `pgvector` points at a collection that another system filled.
+Its `connection_config` says where and which fields hold the text, in our shape or the existing
+one:
 
-* qdrant: `{"collection": "...", "url": "http://…:6333"` (or `"path"` for a local-mode directory),
-  `"api_key"`, `"vector_name"` (named vectors), `"text_field"` (default `text`),
+* qdrant, vector_db: `{"collection": "...", "url": "http://…:6333"` (or `"path"` for a local-mode
+  directory), `"api_key"` or `"api_key_token_name"` (the existing shape: a token's name),
+  `"vector_name"` (named vectors), `"text_field"` (default `text`, the existing payload key),
   `"title_field"`, `"model"` (the embedding model of its vectors, checked when given)}
-* pgvector: `{"uri": "postgresql://…", "table": "...", "text_column"` (default `text`),
+* pgvector, ours: `{"uri": "postgresql://…", "table": "...", "text_column"` (default `text`),
   `"vector_column"` (default `embedding`), `"id_column"` (default `id`), `"model"`}
+* pgvector, existing: `{"dsn": "postgresql://…"` or `"dsn_token_name"`, `"collection": "..."}`:
+  the table `langchain_pg_embedding_<collection>` in LangChain PGVector's layout (`id`,
+  `document`, `cmetadata`, `embedding`); the collection name must match `^[A-Za-z0-9_]+$`.
+
+`{{token:NAME}}` references anywhere in the config and the `*_token_name` fields are resolved
+among the source owner's tokens just before the search (`resolved_config`), never stored.
 
 The collection must hold vectors of the same size (and, when `model` is given, the same model) as
 the configured embedder; otherwise the search fails with EmbeddingMismatch naming both. Nothing is
 ever written to an external collection.
 
 Connections follow `security.outbound`: the qdrant `url` is checked and every request pinned; the
-pgvector `uri` host is checked and replaced by the checked address. Records of non-admin owners
-may not use a qdrant local `path`, unix sockets or `host=`-style URI parameters.
+pgvector `uri` / `dsn` host is checked and replaced by the checked address. Records of non-admin
+owners may not use a qdrant local `path`, unix sockets or `host=`-style URI parameters.
 """
 
 from __future__ import annotations
@@ -30,7 +39,8 @@ import sqlalchemy as sa
 from tbd_agents.domain.enums import KnowledgeSourceType
 from tbd_agents.domain.models import KnowledgeSource
 from tbd_agents.embeddings.base import EmbeddingSpace
-from tbd_agents.errors import InvalidData
+from tbd_agents.errors import ConfigurationError, InvalidData
+from tbd_agents.security.cipher import TokenCipher
 from tbd_agents.security.outbound import (
     OutboundPolicy,
     OutboundRefused,
@@ -38,11 +48,19 @@ from tbd_agents.security.outbound import (
     check_url,
     pin_pg_uri,
 )
+from tbd_agents.services.tokens import referenced_names, resolve_tree
 from tbd_agents.storage.postgres.engine import create_engine
+from tbd_agents.storage.protocol import Repositories
 from tbd_agents.vectors.base import EmbeddingMismatch
 
-EXTERNAL_TYPES = frozenset({KnowledgeSourceType.QDRANT, KnowledgeSourceType.PGVECTOR})
+#: Sources whose content lives in an external Qdrant collection.
+QDRANT_TYPES = frozenset({KnowledgeSourceType.QDRANT, KnowledgeSourceType.VECTOR_DB})
+EXTERNAL_TYPES = QDRANT_TYPES | {KnowledgeSourceType.PGVECTOR}
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+#: The existing system's check on a pgvector collection name.
+_COLLECTION = re.compile(r"^[A-Za-z0-9_]+$")
+#: Token-name fields of the existing shapes and the config key their value stands for.
+_TOKEN_FIELDS = (("api_key_token_name", "api_key"), ("dsn_token_name", "dsn"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +72,29 @@ class ExternalHit:
     score: float
 
 
-def _config(source: KnowledgeSource, key: str, default: Any = None) -> Any:
-    value = source.connection_config.get(key, default)
+async def resolved_config(
+    repos: Repositories, cipher: TokenCipher | None, source: KnowledgeSource
+) -> dict[str, Any]:
+    """The source's `connection_config` with `api_key_token_name` / `dsn_token_name` and every
+    `{{token:NAME}}` replaced by the owner's token values (for this search only)."""
+    config = dict(source.connection_config)
+    for name_field, target in _TOKEN_FIELDS:
+        name = config.get(name_field)
+        if isinstance(name, str) and name and not config.get(target):
+            config[target] = "{{token:" + name + "}}"
+    if not referenced_names(config):
+        return config
+    if cipher is None:
+        raise ConfigurationError(
+            f"knowledge source {source.name!r} refers to tokens, and this process has no token "
+            "cipher to read them: set TOKEN_ENCRYPTION_KEY"
+        )
+    resolved: dict[str, Any] = await resolve_tree(repos, cipher, source.created_by, config)
+    return resolved
+
+
+def _config(source: KnowledgeSource, cfg: dict[str, Any], key: str, default: Any = None) -> Any:
+    value = cfg.get(key, default)
     if value is None:
         raise InvalidData(
             f"knowledge source {source.name!r} ({source.source_type.value}) needs "
@@ -64,8 +103,10 @@ def _config(source: KnowledgeSource, key: str, default: Any = None) -> Any:
     return value
 
 
-def _check_model(source: KnowledgeSource, size: int, space: EmbeddingSpace) -> None:
-    model = source.connection_config.get("model")
+def _check_model(
+    source: KnowledgeSource, cfg: dict[str, Any], size: int, space: EmbeddingSpace
+) -> None:
+    model = cfg.get("model")
     stored = EmbeddingSpace(str(model or space.model), size)
     if stored != space:
         raise EmbeddingMismatch(f"{source.name} (external)", stored, space)
@@ -81,12 +122,12 @@ async def search_qdrant(
     space: EmbeddingSpace,
     k: int,
     policy: OutboundPolicy,
+    cfg: dict[str, Any],
 ) -> list[ExternalHit]:
     """Top k of an external Qdrant collection (read-only)."""
     from qdrant_client import AsyncQdrantClient  # ~100 MB with its imports: only when used
 
-    collection = _config(source, "collection")
-    cfg = source.connection_config
+    collection = _config(source, cfg, "collection")
     if cfg.get("url"):
         url = str(cfg["url"])
         await check_url(url, policy, _what(source))  # refused before any client exists
@@ -103,13 +144,13 @@ async def search_qdrant(
                 f"{_what(source)}: a local qdrant `path` is a directory on the hub's host; only "
                 "records owned by an admin may use one (set connection_config.url instead)"
             )
-        client = AsyncQdrantClient(path=_config(source, "path"))
+        client = AsyncQdrantClient(path=_config(source, cfg, "path"))
     try:
         info = await client.get_collection(collection)
         params: Any = info.config.params.vectors
         name = cfg.get("vector_name")
         size = (params[name] if name else params).size
-        _check_model(source, int(size), space)
+        _check_model(source, cfg, int(size), space)
         result = await client.query_points(
             collection, query=list(vector), using=name, limit=k, with_payload=True
         )
@@ -127,11 +168,39 @@ async def search_qdrant(
     return hits
 
 
-def _ident(source: KnowledgeSource, key: str, default: str | None = None) -> str:
-    value = str(_config(source, key, default))
+def _ident(
+    source: KnowledgeSource, cfg: dict[str, Any], key: str, default: str | None = None
+) -> str:
+    value = str(_config(source, cfg, key, default))
     if not _IDENT.match(value):
         raise InvalidData(f"connection_config.{key}={value!r} of {source.name!r} is not a name")
     return value
+
+
+def pgvector_config(source: KnowledgeSource, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Our pgvector shape for `cfg`: as it is, or mapped from the existing
+    `{dsn | dsn_token_name, collection}` onto LangChain PGVector's table and columns."""
+    if "table" in cfg or "uri" in cfg or not ("dsn" in cfg or "collection" in cfg):
+        return cfg
+    collection = str(_config(source, cfg, "collection"))
+    if not _COLLECTION.match(collection):
+        raise InvalidData(
+            f"connection_config.collection={collection!r} of {source.name!r} must be letters, "
+            "digits and _ only"
+        )
+    if not cfg.get("dsn"):
+        raise InvalidData(
+            f"knowledge source {source.name!r} (pgvector) needs connection_config.dsn or "
+            "dsn_token_name (a token holding the connection string)"
+        )
+    return {
+        **cfg,
+        "uri": cfg["dsn"],
+        "table": f"langchain_pg_embedding_{collection}",
+        "text_column": "document",
+        "vector_column": "embedding",
+        "id_column": "id",
+    }
 
 
 async def search_pgvector(
@@ -140,13 +209,15 @@ async def search_pgvector(
     space: EmbeddingSpace,
     k: int,
     policy: OutboundPolicy,
+    cfg: dict[str, Any],
 ) -> list[ExternalHit]:
     """Top k of an external pgvector table (read-only transaction)."""
-    table = _ident(source, "table")
-    text_col = _ident(source, "text_column", "text")
-    vec_col = _ident(source, "vector_column", "embedding")
-    id_col = _ident(source, "id_column", "id")
-    uri = await pin_pg_uri(str(_config(source, "uri")), policy, _what(source))
+    cfg = pgvector_config(source, cfg)
+    table = _ident(source, cfg, "table")
+    text_col = _ident(source, cfg, "text_column", "text")
+    vec_col = _ident(source, cfg, "vector_column", "embedding")
+    id_col = _ident(source, cfg, "id_column", "id")
+    uri = await pin_pg_uri(str(_config(source, cfg, "uri")), policy, _what(source))
     engine = create_engine(uri, application_name="tbd-agents-external", pool_size=1)
     q = "[" + ",".join(repr(float(x)) for x in vector) + "]"
     try:
@@ -159,7 +230,7 @@ async def search_pgvector(
                 ),
                 {"t": table, "c": vec_col},
             )
-            _check_model(source, int(size or 0), space)
+            _check_model(source, cfg, int(size or 0), space)
             await conn.execute(sa.text("SELECT set_config('hnsw.ef_search', '100', true)"))
             rows = await conn.execute(
                 sa.text(
@@ -180,9 +251,13 @@ async def search_external(
     space: EmbeddingSpace,
     k: int,
     policy: OutboundPolicy | None = None,
+    config: dict[str, Any] | None = None,
 ) -> list[ExternalHit]:
-    """Top k of an external source; `policy` says what it may reach (default: not trusted)."""
+    """Top k of an external source; `policy` says what it may reach (default: not trusted);
+    `config` is its connection config with tokens resolved (`resolved_config`; default: the
+    stored one as it is)."""
     policy = policy or OutboundPolicy()
-    if source.source_type is KnowledgeSourceType.QDRANT:
-        return await search_qdrant(source, vector, space, k, policy)
-    return await search_pgvector(source, vector, space, k, policy)
+    cfg = dict(source.connection_config if config is None else config)
+    if source.source_type in QDRANT_TYPES:
+        return await search_qdrant(source, vector, space, k, policy, cfg)
+    return await search_pgvector(source, vector, space, k, policy, cfg)

@@ -9,12 +9,19 @@ always count (they share words with the question).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from tbd_agents.domain.models import Agent, KnowledgeItem, KnowledgeSource
 from tbd_agents.embeddings.base import Embedder
-from tbd_agents.knowledge.external import EXTERNAL_TYPES, ExternalHit, search_external
+from tbd_agents.knowledge.external import (
+    EXTERNAL_TYPES,
+    ExternalHit,
+    resolved_config,
+    search_external,
+)
+from tbd_agents.security.cipher import TokenCipher
 from tbd_agents.security.outbound import HostPolicy, OutboundGuard, OutboundPolicy
 from tbd_agents.services.privilege import AdminDirectory
 from tbd_agents.storage.protocol import (
@@ -92,16 +99,44 @@ class KnowledgeRetriever:
         embedder: Embedder,
         *,
         outbound: OutboundGuard | None = None,
+        cipher: Callable[[], TokenCipher] | None = None,
     ) -> None:
         self.documents = documents
         self.vectors = vectors
         self.embedder = embedder
         #: Which addresses an external source may reach, by its owner (security.outbound).
         self.outbound = outbound or OutboundGuard(HostPolicy(), AdminDirectory())
+        #: Gives the cipher that reads the tokens an external source's config refers to (None:
+        #: such configs fail with the reason).
+        self.cipher = cipher
 
-    async def _policy(self, source: KnowledgeSource) -> OutboundPolicy:
+    async def _connection(self, source: KnowledgeSource) -> tuple[OutboundPolicy, dict[str, Any]]:
+        """What the source may reach, and its connection config with tokens resolved."""
         async with self.documents.unit_of_work(readonly=True) as repos:
-            return await self.outbound.policy_for(repos, source.created_by)
+            policy = await self.outbound.policy_for(repos, source.created_by)
+            cipher = self.cipher() if self.cipher is not None else None
+            return policy, await resolved_config(repos, cipher, source)
+
+    async def _external_sources(
+        self, source_ids: Sequence[str], tags: Sequence[str], within: Sequence[str] | None
+    ) -> list[KnowledgeSource]:
+        """External sources (Qdrant, vector_db, pgvector) among `source_ids` or carrying one of
+        `tags` (tag matches only among `within`, when given), in id order."""
+        kinds = in_("source_type", sorted(t.value for t in EXTERNAL_TYPES))
+        groups: list[tuple[Filter, ...]] = []
+        if source_ids:
+            groups.append((in_("id", list(source_ids)), kinds))
+        if tags and (within is None or within):
+            tagged: tuple[Filter, ...] = (contains_any("tags", list(tags)), kinds)
+            groups.append(tagged if within is None else (*tagged, in_("id", list(within))))
+        found: dict[str, KnowledgeSource] = {}
+        async with self.documents.unit_of_work(readonly=True) as repos:
+            for group in groups:
+                page = await repos.for_model(KnowledgeSource).list(
+                    Query(filters=group, sort=(Sort("id"),), limit=100)
+                )
+                found.update((s.id, s) for s in page.items)
+        return [found[k] for k in sorted(found)]
 
     async def for_agent(
         self, agent: Agent, query: str, *, k: int = 5, min_similarity: float = 0.0
@@ -138,14 +173,20 @@ class KnowledgeRetriever:
         tags: Sequence[str] = (),
         k: int = 5,
         min_similarity: float = 0.0,
-        external_sources: Sequence[KnowledgeSource] = (),
+        external_sources: Sequence[KnowledgeSource] | None = None,
         within: Sequence[str] | None = None,
     ) -> list[RetrievedChunk]:
         """Up to k chunks of the given sources/tags (and external collections), best first,
-        each with its citation; tag matches only in the sources `within` (None: anywhere)."""
+        each with its citation; tag matches only in the sources `within` (None: anywhere).
+
+        Sources of every status are searched (`registered` and `connected` as `ready`). The
+        external collections searched are `external_sources`, or, when None, the external
+        sources among `source_ids` and those carrying one of `tags`."""
         where = scope_of(source_ids, tags, within)
         if where is None or not query.strip() or k < 1:
             return []
+        if external_sources is None:
+            external_sources = await self._external_sources(source_ids, tags, within)
         depth = max(4 * k, 20)
         vector = await self.embedder.embed_query(query)
         by_vector = await self.vectors.search(
@@ -157,8 +198,10 @@ class KnowledgeRetriever:
         # hits join the vector list, ranked by the same cosine similarity.
         outside: dict[str, ExternalHit] = {}
         for source in external_sources:
-            policy = await self._policy(source)
-            found = await search_external(source, vector, self.embedder.space, depth, policy)
+            policy, config = await self._connection(source)
+            found = await search_external(
+                source, vector, self.embedder.space, depth, policy, config
+            )
             for h in found:
                 if h.score >= min_similarity:
                     outside[f"external:{h.source.id}:{h.id}"] = h

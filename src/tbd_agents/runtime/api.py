@@ -25,12 +25,14 @@ from pydantic import BaseModel, Field, field_validator
 
 from tbd_agents.api.crud import ERRORS
 from tbd_agents.api.deps import ApiContext, Caller, Ctx
-from tbd_agents.domain.enums import TaskStatus, WorkflowStatus
+from tbd_agents.domain.enums import TaskStatus
 from tbd_agents.domain.models import ScheduledAgent, TaskExecution, Workflow
 from tbd_agents.errors import ConfigurationError, Conflict, InvalidData, NotFound
 from tbd_agents.runtime.events import RunEvent
 from tbd_agents.runtime.service import Runtime
 from tbd_agents.services.access import Principal, ensure_visible
+from tbd_agents.services.privilege import AdminDirectory
+from tbd_agents.services.workflow_runs import prepare_prompt, status_after_run
 from tbd_agents.storage.postgres.engine import create_engine
 from tbd_agents.storage.protocol import Query as ListQuery
 from tbd_agents.storage.protocol import desc, eq, in_
@@ -114,7 +116,13 @@ async def _workflow(ctx: ApiContext, caller: Principal, workflow_id: str) -> Wor
 async def _task(ctx: ApiContext, caller: Principal, task_id: str) -> TaskExecution:
     async with ctx.store.unit_of_work() as repos:
         task: TaskExecution = await repos.task_executions.get(task_id)
-        workflow: Workflow = await repos.workflows.get(task.workflow_id)
+        workflow = await repos.workflows.find_one(eq("id", task.workflow_id))
+    if workflow is None:
+        # A run of a deleted workflow (kept from an existing deployment, which never deleted
+        # them): it has no owner left, so only admins see it, as with every ownerless record.
+        if not caller.is_admin:
+            raise NotFound(TaskExecution.collection, task_id)
+        return task
     ensure_visible(workflow, caller)
     return task
 
@@ -132,10 +140,15 @@ class RunIn(BaseModel):
 
 @router.post("/api/workflows/{workflow_id}/runs", status_code=202, summary="Start a run")
 async def start_run(workflow_id: str, body: RunIn, ctx: Ctx, caller: Caller) -> TaskExecution:
-    """Queue a run of the workflow with `prompt`; follow it at `/api/tasks/{id}/events`."""
+    """Queue a run of the workflow with `prompt`; follow it at `/api/tasks/{id}/events`.
+    409 while the workflow is inactive; 422 when a guardrail blocks the prompt."""
     caller.require_write()
-    await _workflow(ctx, caller, workflow_id)
-    return await runtime_of(ctx).start_run(workflow_id, body.prompt)
+    workflow = await _workflow(ctx, caller, workflow_id)
+    async with ctx.store.unit_of_work() as repos:
+        prepared = await prepare_prompt(
+            repos, workflow, prompt=body.prompt, admins=AdminDirectory.from_settings(ctx.settings)
+        )
+    return await runtime_of(ctx).start_run(workflow_id, prepared.prompt)
 
 
 def _sse(event: RunEvent) -> bytes:
@@ -292,12 +305,13 @@ async def reset_workflow(workflow_id: str, ctx: Ctx, caller: Caller) -> Workflow
     """Forget the conversation and logs (runs and their events stay in the history); refused
     with 409 while a run is pending or running."""
     caller.require_write()
-    await _workflow(ctx, caller, workflow_id)
+    workflow = await _workflow(ctx, caller, workflow_id)
     if await _latest_run(ctx, workflow_id, active_only=True) is not None:
         raise Conflict(f"workflow {workflow_id!r} has an active run: halt it before a reset")
+    changes = {"messages": [], "logs": [], "current_turn": 0}
     async with ctx.store.unit_of_work() as repos:
         reset: Workflow = await repos.workflows.update(
-            workflow_id, {"messages": [], "logs": [], "status": WorkflowStatus.IDLE}
+            workflow_id, {**changes, "status": status_after_run(workflow.status)}
         )
     return reset
 

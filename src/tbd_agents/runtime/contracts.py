@@ -57,6 +57,23 @@ class Usage:
         self.output_tokens += other.output_tokens
         self.cost_usd += other.cost_usd
 
+    def stats(self) -> dict[str, Any]:
+        """The usage as tasks and workflows store it: the existing TBD Agents `UsageStats`
+        fields (`total_*`; no premium requests nor prompt-cache counts here, so 0) and ours
+        (`input_tokens`, `output_tokens`, `cost_usd`), which our clients read."""
+        cost = round(self.cost_usd, 6)
+        return {
+            "total_premium_requests": 0.0,
+            "total_input_tokens": self.input_tokens,
+            "total_output_tokens": self.output_tokens,
+            "total_cache_read_tokens": 0,
+            "total_cache_write_tokens": 0,
+            "total_cost": cost,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": cost,
+        }
+
 
 @dataclass(slots=True)
 class RunOutcome:

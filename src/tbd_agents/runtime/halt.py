@@ -106,7 +106,8 @@ async def halt_on_sql(
         await conn.execute(
             update(workflows)
             .where(workflows.c.id == row.workflow_id)
-            .values(status=WorkflowStatus.HALTED.value, updated_at=func.now())
+            .where(workflows.c.status != WorkflowStatus.INACTIVE.value)
+            .values(status=WorkflowStatus.ACTIVE.value, updated_at=func.now())
         )
         return await events.append_on(
             conn, task_id, EventType.STATUS.value, HALTED_BEFORE_START_EVENT

@@ -47,10 +47,18 @@ def task_from_row(row: Any) -> TaskExecution:
 async def _set_workflow_status(
     conn: AsyncConnection, workflow_id: str, status: WorkflowStatus, *, ran: bool = False
 ) -> None:
+    """Set the workflow's status (running while a run executes, active once it ended), except
+    on an `inactive` workflow: its owner switched it off, and that stays until they switch it
+    back on (services/workflow_runs.py)."""
     values: dict[str, Any] = {"status": status.value, "updated_at": func.now()}
     if ran:
         values["last_run_at"] = func.now()
-    await conn.execute(update(workflows).where(workflows.c.id == workflow_id).values(**values))
+    await conn.execute(
+        update(workflows)
+        .where(workflows.c.id == workflow_id)
+        .where(workflows.c.status != WorkflowStatus.INACTIVE.value)
+        .values(**values)
+    )
 
 
 async def claim_on(conn: AsyncConnection, task_id: str, worker_id: str) -> TaskExecution | None:
@@ -111,11 +119,7 @@ async def finish_on(
     conn: AsyncConnection, task_id: str, worker_id: str, outcome: RunOutcome
 ) -> TaskExecution | None:
     """Record how the run ended, on `conn`, if `worker_id` still owns it; the updated run."""
-    usage = {
-        "input_tokens": outcome.usage.input_tokens,
-        "output_tokens": outcome.usage.output_tokens,
-        "cost_usd": outcome.usage.cost_usd,
-    }
+    usage = outcome.usage.stats()
     stmt = (
         update(tasks)
         .where(
@@ -138,7 +142,8 @@ async def finish_on(
     row = (await conn.execute(stmt)).one_or_none()
     if row is None:
         return None
-    await _set_workflow_status(conn, row.workflow_id, WorkflowStatus(outcome.status.value))
+    # The outcome stays on the task; the workflow accepts the next prompt again.
+    await _set_workflow_status(conn, row.workflow_id, WorkflowStatus.ACTIVE)
     return task_from_row(row)
 
 
@@ -184,7 +189,7 @@ async def reap_expired_on(conn: AsyncConnection, lease_seconds: float) -> list[T
     )
     rows = (await conn.execute(stmt)).all()
     for row in rows:
-        await _set_workflow_status(conn, row.workflow_id, WorkflowStatus.FAILED)
+        await _set_workflow_status(conn, row.workflow_id, WorkflowStatus.ACTIVE)
     return [task_from_row(r) for r in rows]
 
 

@@ -94,6 +94,9 @@ RESULT = "response"
 
 _APPEND_RETRIES = 200
 _ACTIVE = [TaskStatus.PENDING.value, TaskStatus.RUNNING.value]
+#: An enabled schedule: `enabled` true, or absent (the existing system's documents written
+#: before the field existed; its default is true). `None` in `$in` matches a missing key.
+_ENABLED: Doc = {"enabled": {"$in": [True, None]}}
 _TERMINAL = [s.value for s in TERMINAL_STATUSES]
 _PURGE_BATCH = 500
 
@@ -426,8 +429,10 @@ class MongoScheduleSession:
         self.store = store
         self.schedules = store.database.get_collection(ScheduledAgent.collection)
 
-    async def _find(self, spec: Doc, limit: int, sort: Any = None) -> list[ScheduledAgent]:
-        docs = await self.schedules.find(spec, sort=sort, limit=limit).to_list(None)
+    async def _find(
+        self, spec: Doc, limit: int, sort: Any = None, skip: int = 0
+    ) -> list[ScheduledAgent]:
+        docs = await self.schedules.find(spec, sort=sort, skip=skip, limit=limit).to_list(None)
         found: list[ScheduledAgent] = []
         for doc in docs:
             try:
@@ -436,23 +441,53 @@ class MongoScheduleSession:
                 _log.error("schedule skipped: %s", exc.message)
         return found
 
-    async def fresh(self, limit: int) -> list[ScheduledAgent]:
-        return await self._find({"enabled": True, "next_run_at": None}, limit)
+    async def fresh(self, now: datetime, limit: int) -> list[ScheduledAgent]:
+        return await self._find(
+            {
+                **_ENABLED,
+                "next_run_at": None,
+                "$or": [{"end_at": None}, {"end_at": {"$gt": now}}],
+            },
+            limit,
+        )
 
     async def edited(self, now: datetime, window: timedelta, limit: int) -> list[ScheduledAgent]:
         return await self._find(
             {
-                "enabled": True,
+                **_ENABLED,
                 "next_run_at": {"$gt": now},
                 "updated_at": {"$gte": utcnow() - window},
             },
             limit,
         )
 
+    async def _due(
+        self, now: datetime, limit: int, *, workflow_exists: bool
+    ) -> list[ScheduledAgent]:
+        """Due schedules, earliest first, whose workflow exists (or not): read a page at a
+        time, the workflows of each page looked up in one query (no join on MongoDB)."""
+        spec: Doc = {**_ENABLED, "next_run_at": {"$lte": now}}
+        found: list[ScheduledAgent] = []
+        skip = 0
+        while len(found) < limit:
+            page = await self._find(spec, limit, sort=[("next_run_at", 1), ("_id", 1)], skip=skip)
+            if not page:
+                break
+            skip += limit
+            existing = await self._existing_workflows({s.workflow_id for s in page})
+            found += [s for s in page if (s.workflow_id in existing) is workflow_exists]
+        return found[:limit]
+
+    async def _existing_workflows(self, ids: set[str]) -> set[str]:
+        forms = [form for i in sorted(ids) for form in id_forms(i, include_int=True)]
+        docs = await self.store.workflows.find({"_id": {"$in": forms}}, {"_id": 1}).to_list(None)
+        return {id_text(d["_id"]) for d in docs}
+
     async def due(self, now: datetime, limit: int) -> list[ScheduledAgent]:
-        return await self._find(
-            {"enabled": True, "next_run_at": {"$lte": now}}, limit, sort=[("next_run_at", 1)]
-        )
+        return await self._due(now, limit, workflow_exists=True)
+
+    async def orphaned(self, now: datetime, limit: int) -> list[ScheduledAgent]:
+        return await self._due(now, limit, workflow_exists=False)
 
     def _unchanged(self, schedule: ScheduledAgent) -> Doc:
         return {**_by_id(schedule.id), "next_run_at": bson_value(schedule.next_run_at)}
@@ -576,11 +611,16 @@ class MongoRunStore:
     async def _set_workflow_status(
         self, workflow_id: str, status: WorkflowStatus, *, ran: bool = False
     ) -> None:
+        """Set the workflow's status (running while a run executes, active once it ended),
+        except on an `inactive` workflow: that stays until its owner switches it back on."""
         now = utcnow()
         values: Doc = {"status": status.value, "updated_at": now}
         if ran:
             values["last_run_at"] = now
-        await self.workflows.update_one(_by_id(workflow_id), {"$set": values})
+        await self.workflows.update_one(
+            {**_by_id(workflow_id), "status": {"$ne": WorkflowStatus.INACTIVE.value}},
+            {"$set": values},
+        )
 
     async def claim(self, task_id: str, worker_id: str) -> Transition | None:
         now = utcnow()
@@ -668,11 +708,7 @@ class MongoRunStore:
                 "error": outcome.error,
                 "turns": outcome.turns,
                 "tool_calls": outcome.tool_calls,
-                "usage": {
-                    "input_tokens": outcome.usage.input_tokens,
-                    "output_tokens": outcome.usage.output_tokens,
-                    "cost_usd": outcome.usage.cost_usd,
-                },
+                "usage": outcome.usage.stats(),
                 FINISHED_AT: now,
                 "updated_at": now,
             }
@@ -688,7 +724,8 @@ class MongoRunStore:
         if written is None:
             return None  # reaped (or ended) between the read and the write
         task, outbox = written
-        await self._set_workflow_status(task.workflow_id, WorkflowStatus(outcome.status.value))
+        # The outcome stays on the task; the workflow accepts the next prompt again.
+        await self._set_workflow_status(task.workflow_id, WorkflowStatus.ACTIVE)
         return Transition(task, await self._follow_up(task, outbox))
 
     async def reap_expired(self, lease_seconds: float) -> list[Transition]:
@@ -735,13 +772,15 @@ class MongoRunStore:
                     (EventType.ERROR.value, {"message": message}),
                     (EventType.STATUS.value, final_status_data(failed)),
                 ],
-                webhook=True,
+                # No webhook for a run this hub never ran (no lease was ever taken: e.g. a run
+                # left `running` by an existing deployment before it moved here).
+                webhook=doc.get("heartbeat_at") is not None,
                 changed=("status", "error", FINISHED_AT, "updated_at"),
             )
             if written is None:
                 continue
             ended_task, outbox = written
-            await self._set_workflow_status(ended_task.workflow_id, WorkflowStatus.FAILED)
+            await self._set_workflow_status(ended_task.workflow_id, WorkflowStatus.ACTIVE)
             reaped.append(Transition(ended_task, await self._follow_up(ended_task, outbox)))
         return reaped
 
@@ -817,7 +856,7 @@ class MongoRunStore:
                 raise ended(task_id, now_status)
             return None  # running: its worker reads the flag
         task, outbox = written
-        await self._set_workflow_status(task.workflow_id, WorkflowStatus.HALTED)
+        await self._set_workflow_status(task.workflow_id, WorkflowStatus.ACTIVE)
         stored = await self._follow_up(task, outbox)
         return stored[-1] if stored else None
 

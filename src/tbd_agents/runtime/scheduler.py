@@ -18,7 +18,14 @@ Policies, per schedule:
   run of the schedule is still pending or running; `allow` starts another.
 - missed runs (`missed_run_policy`): occurrences found more than SCHEDULER_MISFIRE_GRACE_SECONDS
   late (the schedulers were down) are folded into one: `run_once` runs once for them, `skip`
-  records them as `skipped_missed` and waits for the next occurrence.
+  records them as `skipped_missed` and waits for the next occurrence. A schedule past its
+  `end_at` has nothing to catch up: its missed occurrences are `skipped_missed` whatever the
+  policy (an existing deployment's schedule that ended while it was down does not fire late).
+
+A schedule whose workflow no longer exists (the existing TBD Agents never deleted a workflow's
+schedules) does not fire: each of its occurrences is logged as a warning naming the schedule,
+the workflow and the fix, and the schedule moves on to its next occurrence, so it costs one
+look per occurrence and never holds up the others.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -229,11 +236,12 @@ class SqlScheduleSession:
         rows = (await self.conn.execute(stmt.with_for_update(skip_locked=True))).all()
         return [_schedule(row) for row in rows]
 
-    async def fresh(self, limit: int) -> list[ScheduledAgent]:
+    async def fresh(self, now: datetime, limit: int) -> list[ScheduledAgent]:
         return await self._locked(
             select(schedules)
             .where(schedules.c.enabled.is_(True))
             .where(schedules.c.next_run_at.is_(None))
+            .where(or_(schedules.c.end_at.is_(None), schedules.c.end_at > now))
             .limit(limit)
         )
 
@@ -246,14 +254,22 @@ class SqlScheduleSession:
             .limit(limit)
         )
 
-    async def due(self, now: datetime, limit: int) -> list[ScheduledAgent]:
-        return await self._locked(
+    def _due(self, now: datetime, limit: int, *, workflow_exists: bool) -> Any:
+        has_workflow = exists().where(workflows.c.id == schedules.c.workflow_id)
+        return (
             select(schedules)
             .where(schedules.c.enabled.is_(True))
             .where(schedules.c.next_run_at <= now)
+            .where(has_workflow if workflow_exists else ~has_workflow)
             .order_by(schedules.c.next_run_at)
             .limit(limit)
         )
+
+    async def due(self, now: datetime, limit: int) -> list[ScheduledAgent]:
+        return await self._locked(self._due(now, limit, workflow_exists=True))
+
+    async def orphaned(self, now: datetime, limit: int) -> list[ScheduledAgent]:
+        return await self._locked(self._due(now, limit, workflow_exists=False))
 
     async def move(self, schedule: ScheduledAgent, next_run_at: datetime | None) -> None:
         await self.conn.execute(
@@ -365,6 +381,9 @@ class Scheduler:
                 claimed = await self._process(session, schedule, now)
                 if claimed is not None:
                     report.claimed.append(claimed)
+            # Apart, so that they never take the place of schedules that can run.
+            for schedule in await session.orphaned(now, self.batch_size):
+                await self._pass_orphan(session, schedule, now)
         for item in report.fired:
             if item.task_id is not None:
                 await self.dispatch(item.task_id)
@@ -372,7 +391,7 @@ class Scheduler:
 
     async def _initialise(self, session: ScheduleSession, now: datetime) -> None:
         """Give enabled schedules without `next_run_at` their first occurrence after now."""
-        for schedule in await session.fresh(self.batch_size):
+        for schedule in await session.fresh(now, self.batch_size):
             try:
                 nxt = occurrence_after(schedule, now - _TINY)
             except InvalidData as exc:
@@ -398,6 +417,28 @@ class Scheduler:
             self._reported.add(schedule.id)
             _log.error("schedule %s cannot be computed: %s", schedule.id, exc.message)
 
+    async def _pass_orphan(
+        self, session: ScheduleSession, schedule: ScheduledAgent, now: datetime
+    ) -> None:
+        """A due schedule whose workflow does not exist: report it and move it to its next
+        occurrence (nothing is claimed, no run is created)."""
+        try:
+            following = occurrence_after(schedule, now)
+        except InvalidData as exc:
+            self._report_invalid(schedule, exc)
+            return
+        _log.warning(
+            "schedule %s (%r) did not fire at %s: its workflow %s does not exist (deleted); "
+            "delete the schedule or point it at an existing workflow "
+            "(PATCH /api/scheduled-agents/%s with a workflow_id)",
+            schedule.id,
+            schedule.name,
+            schedule.next_run_at.isoformat() if schedule.next_run_at else "?",
+            schedule.workflow_id,
+            schedule.id,
+        )
+        await session.advance(schedule, following, None)
+
     async def _process(
         self, session: ScheduleSession, schedule: ScheduledAgent, now: datetime
     ) -> Claimed | None:
@@ -422,7 +463,8 @@ class Scheduler:
     ) -> Claimed | None:
         latest = due[-1]
         late = now - latest > self.grace
-        if late and schedule.missed_run_policy is MissedRunPolicy.SKIP:
+        ended = schedule.end_at is not None and now > schedule.end_at
+        if late and (ended or schedule.missed_run_policy is MissedRunPolicy.SKIP):
             outcome, missed = Outcome.SKIPPED_MISSED, len(due)
         elif schedule.overlap_policy is OverlapPolicy.SKIP and await session.has_active_run(
             schedule.id

@@ -100,7 +100,10 @@ class SqlRunStore:
                         conn, task.id, EventType.STATUS.value, final_status_data(task)
                     ),
                 ]
-                await SqlWebhookStore.enqueue_on(conn, task)
+                if task.heartbeat_at is not None:
+                    # No webhook for a run this hub never ran (no lease was ever taken: e.g. a
+                    # run left `running` by an existing deployment before its migration).
+                    await SqlWebhookStore.enqueue_on(conn, task)
                 done.append(Transition(task, events))
         return done
 

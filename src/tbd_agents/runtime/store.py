@@ -114,8 +114,8 @@ class WebhookStore(Protocol):
 class ScheduleSession(Protocol):
     """One scheduler tick's view of the schedules (a transaction on PostgreSQL)."""
 
-    async def fresh(self, limit: int) -> list[ScheduledAgent]:
-        """Enabled schedules without `next_run_at`."""
+    async def fresh(self, now: datetime, limit: int) -> list[ScheduledAgent]:
+        """Enabled schedules without `next_run_at` that have not ended by `now`."""
         ...
 
     async def edited(self, now: datetime, window: timedelta, limit: int) -> list[ScheduledAgent]:
@@ -123,7 +123,13 @@ class ScheduleSession(Protocol):
         ...
 
     async def due(self, now: datetime, limit: int) -> list[ScheduledAgent]:
-        """Enabled schedules with `next_run_at` at or before `now`, earliest first."""
+        """Enabled schedules with `next_run_at` at or before `now` whose workflow exists,
+        earliest first."""
+        ...
+
+    async def orphaned(self, now: datetime, limit: int) -> list[ScheduledAgent]:
+        """The same, for schedules whose workflow does not exist (deleted: the existing system
+        kept a workflow's schedules)."""
         ...
 
     async def move(self, schedule: ScheduledAgent, next_run_at: datetime | None) -> None:

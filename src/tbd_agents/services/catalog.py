@@ -114,6 +114,7 @@ def check_saved_addresses(
                 details={"field": "connection_config.path"},
             )
         check_saved_pg_uri(_str(config.get("uri")), policy, what)
+        check_saved_pg_uri(_str(config.get("dsn")), policy, what)  # the existing pgvector shape
 
 
 def _str(value: Any) -> str | None:

@@ -8,6 +8,7 @@ agents it may see) and removes vectors with their rows on every backend.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -17,10 +18,12 @@ from tbd_agents.domain.enums import MemoryScope
 from tbd_agents.domain.models import Agent, KnowledgeItem, KnowledgeSource, Memory
 from tbd_agents.embeddings.base import Embedder
 from tbd_agents.errors import InvalidData, NotFound
+from tbd_agents.knowledge.external import EXTERNAL_TYPES
 from tbd_agents.knowledge.extract import ExtractLimits
 from tbd_agents.knowledge.files import FileStore, StoredFile
 from tbd_agents.knowledge.ingest import ChunkingOptions, KnowledgeIngestion
 from tbd_agents.knowledge.retrieval import KnowledgeRetriever, RetrievedChunk
+from tbd_agents.security.cipher import KeyRingProvider, TokenCipher
 from tbd_agents.services.access import Principal, owner_filters
 from tbd_agents.services.memory import MemoryHit, MemoryService, SearchMode
 from tbd_agents.services.privilege import outbound_guard
@@ -57,6 +60,13 @@ class KnowledgeServices:
                     f"source_id: no knowledge_sources record {source_id!r}",
                     details={"field": "source_id", "missing": [source_id]},
                 ) from exc
+        if source.source_type in EXTERNAL_TYPES:
+            raise InvalidData(
+                f"knowledge source {source.name!r} is an external {source.source_type.value} "
+                "collection, searched read-only: add documents to a source stored here "
+                "(mongo_db or manual)",
+                details={"field": "source_id"},
+            )
         return source
 
     async def add_text(self, principal: Principal, data: dict[str, Any]) -> KnowledgeItem:
@@ -186,6 +196,18 @@ class KnowledgeServices:
         return await self.memory.search(agent, query, session_id=session_id, k=k, mode=mode)
 
 
+def _ciphers(settings: Settings) -> Callable[[], TokenCipher]:
+    """The token cipher, built on first use (external sources whose config names a token)."""
+    ring: list[KeyRingProvider] = []
+
+    def cipher() -> TokenCipher:
+        if not ring:
+            ring.append(KeyRingProvider(settings))
+        return ring[0].cipher()
+
+    return cipher
+
+
 async def build_knowledge_services(settings: Settings, store: DocumentStore) -> KnowledgeServices:
     """Embedder (with its start-up fallback), vector store and file store of the settings."""
     from tbd_agents.embeddings.factory import load_embedder
@@ -214,6 +236,8 @@ async def build_knowledge_services(settings: Settings, store: DocumentStore) -> 
         ingestion=KnowledgeIngestion(
             store, vectors, embedder, files, chunking, ExtractLimits.from_settings(settings)
         ),
-        retriever=KnowledgeRetriever(store, vectors, embedder, outbound=outbound_guard(settings)),
+        retriever=KnowledgeRetriever(
+            store, vectors, embedder, outbound=outbound_guard(settings), cipher=_ciphers(settings)
+        ),
         memory=MemoryService(store, vectors, embedder, max_per_agent=settings.memory_max_per_agent),
     )

@@ -44,11 +44,13 @@ async def list_provider_models(
         key = await resolve_text(
             repos, cipher, provider.created_by, "{{token:" + provider.api_key_token_name + "}}"
         )
-        if provider.provider_type is ProviderType.ANTHROPIC:
-            headers["x-api-key"] = key
-            headers["anthropic-version"] = "2023-06-01"
-        else:
+        anthropic = provider.provider_type is ProviderType.ANTHROPIC
+        if anthropic and provider.auth_type is not AuthType.BEARER:
+            headers["x-api-key"] = key  # x-api-key (the default) and api_key
+        else:  # OpenAI-compatible, and Anthropic gateways (bearer)
             headers["Authorization"] = f"Bearer {key}"
+        if anthropic:
+            headers["anthropic-version"] = "2023-06-01"
     try:  # resolved tokens may hold what HTTP cannot carry: say which field, not a crash
         check_http_url(base, "base_url")
         check_headers(headers, "extra_headers (or the API key token)")

@@ -111,7 +111,7 @@ def stdio_refusal(command: str) -> str:
     return (
         f"stdio MCP servers run a command on the host ({command!r}): only admins may use them "
         f"unless the operator lists the command in {STDIO_SETTING}; ask an admin to create the "
-        "server, or use an sse / streamable_http MCP server"
+        "server, or use an sse / http (streamable HTTP) MCP server"
     )
 
 

@@ -145,6 +145,7 @@ SPECS: dict[type[Entity], ResourceSpec] = {
             dependants=(_used_by_agents("custom_tool_ids"),),
             check=_check_custom_tool,
             gate=_gate_custom_tool,
+            managed=frozenset({"is_plugin"}),  # set by the plugin loader
         ),
         ResourceSpec(
             Guardrail,
@@ -195,7 +196,10 @@ SPECS: dict[type[Entity], ResourceSpec] = {
                 Dependant(ScheduledAgent, "workflow_id", OnDelete.CASCADE),
                 Dependant(TaskExecution, "workflow_id", OnDelete.CASCADE),
             ),
-            managed=frozenset({"status", "messages", "logs", "last_run_at"}),
+            # `status` is writable as active/inactive only (WorkflowInput); runs set the rest.
+            managed=frozenset(
+                {"messages", "logs", "last_run_at", "current_turn", "usage", "session_id"}
+            ),
         ),
         ResourceSpec(
             TaskExecution,
@@ -206,7 +210,7 @@ SPECS: dict[type[Entity], ResourceSpec] = {
             ScheduledAgent,
             "scheduled agent",
             references=(Reference("workflow_id", Workflow),),
-            managed=frozenset({"last_run_at", "next_run_at"}),
+            managed=frozenset({"last_run_at", "next_run_at", "redbeat_key"}),
             check=_check_schedule,
         ),
         ResourceSpec(

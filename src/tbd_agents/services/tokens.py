@@ -29,7 +29,6 @@ from tbd_agents.storage.protocol import (
     Sort,
     eq,
     in_,
-    is_null,
     ne,
 )
 
@@ -136,9 +135,13 @@ def referenced_names(tree: Any) -> set[str]:
 async def resolve_tree(
     repos: Repositories, cipher: TokenCipher, owner: str | None, tree: Any
 ) -> Any:
-    """`tree` with each `{{token:NAME}}` replaced by the value of `owner`'s token NAME
-    (`owner` None: a record without an owner, resolved among ownerless tokens only, never a
-    user's).
+    """`tree` with each `{{token:NAME}}` replaced by the value of `owner`'s token NAME.
+
+    `owner` None: a record without an owner, i.e. the operator's (only admins see or change
+    such records; they come from a migration of a deployment without identities, where every
+    token was global). Its references are resolved by name among all tokens (names are unique
+    across the installation), as that deployment resolved them: an existing MCP server naming
+    `{{token:GITHUB_PAT}}` keeps working although the token records who created it.
 
     Call this only where the value is about to be used (starting an MCP server, calling a
     provider); never store or return the result. One query whatever the number of references.
@@ -148,7 +151,8 @@ async def resolve_tree(
     if not names:
         return tree
     filters = [in_("name", sorted(names))]
-    filters.append(eq("created_by", owner) if owner is not None else is_null("created_by"))
+    if owner is not None:
+        filters.append(eq("created_by", owner))
     page = await repos.for_model(Token).list(Query(filters=tuple(filters), sort=(Sort("id"),)))
     values = {t.name: cipher.decrypt(t.encrypted_value) for t in page.items}
     # Decrypted for use: from now on no log line of this process may carry them (an upstream

@@ -91,9 +91,21 @@ def check_headers(headers: dict[str, str], where: str) -> None:
             raise ValueError(f"{where}.{name} must be Latin-1 text (HTTP header values)") from None
 
 
-def check_mcp_config(config: dict[str, Any]) -> None:
+#: Transports that connect to `connection_config.url` (`http` is the existing TBD Agents name of
+#: streamable HTTP, the same transport as `streamable_http`).
+URL_TRANSPORTS = frozenset({"sse", "http", "streamable_http"})
+
+
+def check_mcp_config(config: dict[str, Any], transport: Any = None) -> None:
+    """ValueError naming the field for bad timeouts, or, for a URL transport (sse, http,
+    streamable_http), a `url` that is not an http(s) URL (`{{token:…}}` templates are checked
+    when used)."""
     for name in ("connect_timeout", "call_timeout"):
         timeout_seconds(config, name, 1.0, "connection_config")
+    kind = getattr(transport, "value", transport)
+    url = config.get("url")
+    if kind in URL_TRANSPORTS and isinstance(url, str) and "{{" not in url:
+        check_http_url(url, "connection_config.url")
 
 
 def check_provider(base_url: str | None, extra_headers: dict[str, str] | None) -> None:
@@ -107,7 +119,7 @@ class McpServerInput(Input):
     def _mcp_config(self) -> Any:
         config = getattr(self, "connection_config", None)
         if isinstance(config, dict):
-            check_mcp_config(config)
+            check_mcp_config(config, getattr(self, "transport_type", None))
         return self
 
 
@@ -115,4 +127,20 @@ class ProviderInput(Input):
     @model_validator(mode="after")
     def _provider(self) -> Any:
         check_provider(getattr(self, "base_url", None), getattr(self, "extra_headers", None))
+        return self
+
+
+#: Workflow statuses a client may set; the others describe runs and are set by the run-time.
+SETTABLE_WORKFLOW_STATUSES = ("active", "inactive")
+
+
+class WorkflowInput(Input):
+    @model_validator(mode="after")
+    def _status(self) -> Any:
+        status = getattr(self, "status", None)
+        if status is not None and str(status) not in SETTABLE_WORKFLOW_STATUSES:
+            raise ValueError(
+                f"status: a workflow can be set to {' or '.join(SETTABLE_WORKFLOW_STATUSES)} "
+                f"(not {str(status)!r}); the other statuses describe its runs"
+            )
         return self

@@ -244,7 +244,7 @@ def _try(g: Guardrail, text: str) -> TryOut:
 def _apply_one(g: Guardrail, text: str) -> TryOut:
     rules = Guardrails([compile_rule(g)])
     verdict: Verdict
-    if g.guardrail_type is GuardrailType.INPUT:
+    if g.guardrail_type in (GuardrailType.INPUT, GuardrailType.PROMPT):
         verdict = rules.check_input(text)
     elif g.guardrail_type is GuardrailType.OUTPUT:
         verdict = rules.check_output(text)

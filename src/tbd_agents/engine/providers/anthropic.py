@@ -40,14 +40,26 @@ DEFAULT_MAX_TOKENS = 4096
 
 
 def build_client(settings: ProviderSettings, config: EngineConfig) -> anthropic.AsyncAnthropic:
+    """The SDK client. How the key is sent follows `auth_type`, as the existing TBD Agents
+    sent it: `bearer` (an Anthropic gateway) as `Authorization: Bearer`; `x-api-key` (the
+    default) and `api_key` in the `x-api-key` header, the one Anthropic's API reads (this SDK
+    generation would also send it as a bearer token: that header is removed); `none`: no key.
+    A credential is always passed explicitly, so the SDK never falls back to the process's
+    ANTHROPIC_* environment variables."""
+    key = settings.api_key or ""
+    headers: dict[str, Any] = dict(settings.extra_headers)
     auth: dict[str, Any]
     if settings.auth_type is AuthType.BEARER:
-        auth = {"auth_token": settings.api_key or ""}
+        auth = {"auth_token": key}
     else:
-        auth = {"api_key": settings.api_key or ""}
+        auth = {"api_key": key}
+        own: dict[str, Any] = {"Authorization": anthropic.Omit()}
+        if settings.auth_type is not AuthType.NONE and key:
+            own["X-Api-Key"] = key
+        headers = {**own, **headers}
     return anthropic.AsyncAnthropic(
         base_url=settings.base_url or ANTHROPIC_URL,
-        default_headers=dict(settings.extra_headers),
+        default_headers=headers,
         timeout=config.model_timeout,
         max_retries=0,
         http_client=settings.http_client2(config.model_timeout),

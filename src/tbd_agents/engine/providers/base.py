@@ -50,7 +50,7 @@ class ProviderSettings:
     name: str
     provider_type: ProviderType
     api_key: str | None = field(default=None, repr=False)
-    auth_type: AuthType = AuthType.API_KEY
+    auth_type: AuthType = AuthType.X_API_KEY
     base_url: str | None = None
     azure_deployment: str | None = None
     azure_api_version: str | None = None

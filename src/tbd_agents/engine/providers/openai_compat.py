@@ -40,7 +40,8 @@ from tbd_agents.errors import ConfigurationError, UpstreamError
 OPENAI_URL = "https://api.openai.com/v1"
 COPILOT_URL = "https://api.githubcopilot.com"
 COPILOT_HEADERS = {"Copilot-Integration-Id": "vscode-chat", "Editor-Version": "tbd-agents/0.1"}
-DEFAULT_AZURE_API_VERSION = "2024-10-21"
+#: The existing TBD Agents default (a provider record's `azure_api_version` default too).
+DEFAULT_AZURE_API_VERSION = "2024-12-01-preview"
 
 
 def build_client(settings: ProviderSettings, config: EngineConfig) -> openai.AsyncOpenAI:

@@ -1,5 +1,8 @@
 """MCP servers as tool sources, over stdio, SSE and streamable HTTP (the official `mcp` SDK).
 
+Transport names: `stdio`, `sse`, and `http` — the existing TBD Agents name of the streamable HTTP
+transport — or our `streamable_http`, the same transport (`HTTP_TRANSPORTS`).
+
 Each connection lives in its own task, which enters and leaves the SDK client's context (anyio
 requires both in one task); tool calls are made from the run's tasks with a timeout. A server
 that does not connect or list its tools within the connect timeout is reported and skipped; a
@@ -30,6 +33,9 @@ from tbd_agents.security.outbound import OutboundPolicy, OutboundRefused, mcp_ht
 from tbd_agents.services.validation import timeout_seconds
 
 log = logging.getLogger(__name__)
+
+#: The names of the streamable HTTP transport (the existing `http`, and ours).
+HTTP_TRANSPORTS = frozenset({McpTransport.HTTP, McpTransport.STREAMABLE_HTTP})
 
 #: Seconds a clean shutdown may take before the connection task is cancelled.
 STOP_WAIT = 1.0
@@ -72,7 +78,7 @@ class McpServerConfig:
         call_timeout: float = 60.0,
         outbound: OutboundPolicy | None = None,
     ) -> McpServerConfig:
-        """Read the record's `connection_config` (stdio: command/args/env/cwd; sse and
+        """Read the record's `connection_config` (stdio: command/args/env/cwd; sse, http and
         streamable_http: url/headers; optional connect_timeout/call_timeout)."""
         try:
             connect = timeout_seconds(
@@ -136,6 +142,8 @@ def _transport(cfg: McpServerConfig) -> Any:
             sse_read_timeout=cfg.call_timeout * 5,
             httpx_client_factory=pinned_client,
         )
+    # `http` (the existing name) and `streamable_http`: the same transport.
+    assert cfg.transport in HTTP_TRANSPORTS
     client = pinned_client(
         cfg.headers, httpx2.Timeout(cfg.connect_timeout, read=cfg.call_timeout * 5)
     )

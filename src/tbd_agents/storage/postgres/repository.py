@@ -5,6 +5,9 @@ transaction and yields `PostgresRepositories` bound to it (commit on normal exit
 exception). `PostgresRepository` serves one entity: every call issues a fixed number of statements
 (one for reads and most writes), rows come back as domain models, and driver errors leave as
 domain errors (`storage.postgres.errors.translate`); unknown errors propagate unchanged.
+Deleting a parent deletes its children: through the cascading foreign keys, and, for the links
+that have none (a workflow's task executions and schedules, see `schema.FOREIGN_KEYS`), in the
+same DELETE statement.
 
 A failed statement aborts a PostgreSQL transaction. So that a caught `DuplicateKey` does not
 poison the unit of work, `create` inserts with `ON CONFLICT DO NOTHING` and reports the clash
@@ -69,6 +72,7 @@ from tbd_agents.storage.postgres.errors import UPGRADE_HINT, translate, where
 from tbd_agents.storage.postgres.json_rows import json_document, json_page_statement
 from tbd_agents.storage.postgres.query import db_value, keyset_clause, order_by, where_clause
 from tbd_agents.storage.postgres.rows import row_builder
+from tbd_agents.storage.postgres.schema import code_cascades
 from tbd_agents.storage.postgres.tables import TABLES  # every table, extra modules included
 from tbd_agents.storage.protocol import Filter, JsonPage, Page, Query, Repository, encode_cursor
 
@@ -333,14 +337,15 @@ class PostgresRepository(Generic[E]):
         return self._to_model((await self._execute(stmt)).one())
 
     async def delete(self, record_id: str) -> bool:
-        """Delete one record; True if it existed (False for malformed ids)."""
+        """Delete one record (and its children); True if it existed (False for malformed ids)."""
         if not well_formed_id(record_id):
             return False
-        stmt = delete(self.table).where(self.table.c.id == record_id).returning(self.table.c.id)
+        stmt = _cascading_delete(self.table, [self.table.c.id == record_id])
         return (await self._execute(stmt)).first() is not None
 
     async def delete_where(self, *filters: Filter) -> int:
-        """Delete every matching record; refuses an empty filter list. Returns how many."""
+        """Delete every matching record (and their children); refuses an empty filter list.
+        Returns how many."""
         if not filters:
             raise UnsupportedQuery(
                 f"delete_where on {self.model.collection} needs at least one filter; "
@@ -348,9 +353,33 @@ class PostgresRepository(Generic[E]):
                 "too: use a real condition)"
             )
         checked = check_filters(self.model, filters)
-        stmt = delete(self.table).where(*where_clause(self.table, self.model, checked))
-        result = await self._execute(stmt)
-        return int(cast(Any, result).rowcount)
+        conditions = where_clause(self.table, self.model, checked)
+        if not code_cascades(self.table.name):
+            stmt = delete(self.table).where(*conditions)
+            result = await self._execute(stmt)
+            return int(cast(Any, result).rowcount)
+        rows = (await self._execute(_cascading_delete(self.table, conditions))).all()
+        return len(rows)
+
+
+def _cascading_delete(table: Table, conditions: Sequence[ColumnElement[bool]]) -> Executable:
+    """`DELETE FROM table WHERE conditions RETURNING id`, which also deletes, in the same
+    statement, the children that PostgreSQL does not cascade itself (`schema.code_cascades`:
+    data-modifying CTEs on the deleted ids)."""
+    parent = delete(table).where(*conditions).returning(table.c.id)
+    links = code_cascades(table.name)
+    if not links:
+        return parent
+    deleted = parent.cte("deleted")
+    stmt = select(deleted.c.id)
+    for i, (child, column) in enumerate(links):
+        child_table = TABLES[child]
+        stmt = stmt.add_cte(
+            delete(child_table)
+            .where(child_table.c[column].in_(select(deleted.c.id)))
+            .cte(f"children_{i}")
+        )
+    return stmt
 
 
 _ENTITY_BY_COLLECTION = {m.collection: m for m in ENTITIES}

@@ -3,9 +3,9 @@
 Each of the 15 tables has one typed column per model field (TEXT, INTEGER, BOOLEAN,
 DOUBLE PRECISION, TIMESTAMPTZ, TEXT[], DOUBLE PRECISION[], JSONB), so the model is the single
 definition of a record. What a model cannot say is stated here, per table: indexes, GIN indexes
-for array containment, and the parent→child links that PostgreSQL enforces with cascading foreign
-keys. Enum-valued columns get CHECK constraints built from the enums; unique keys come from the
-models' `unique_keys`.
+for array containment, and the parent→child links (two of them enforced by PostgreSQL with
+cascading foreign keys, the others cascaded in code). Enum-valued columns get CHECK constraints
+built from the enums; unique keys come from the models' `unique_keys`.
 
 Alembic revisions are generated from this metadata (`alembic revision --autogenerate`), and a test
 runs `alembic check` so the two cannot drift.
@@ -88,13 +88,36 @@ GIN_INDEXES: dict[str, tuple[str, ...]] = {
     "mcp_servers": ("tags",),
 }
 
-#: Child → parent links enforced by PostgreSQL; deleting the parent deletes its children.
+#: Child → parent links: deleting the parent deletes its children, on every backend.
 CASCADES: dict[str, tuple[tuple[str, str], ...]] = {
     "chat_messages": (("session_id", "chat_sessions"),),
     "knowledge_items": (("source_id", "knowledge_sources"),),
     "task_executions": (("workflow_id", "workflows"),),
     "scheduled_agents": (("workflow_id", "workflows"),),
 }
+
+#: The children whose link PostgreSQL enforces with a cascading foreign key: a row cannot exist
+#: without its parent. The other links of `CASCADES` are cascaded in code by the repositories
+#: (as on MongoDB), because existing deployments hold task executions and schedules whose
+#: workflow was deleted (the existing system never cascaded those deletes) and they are kept.
+FOREIGN_KEYS: frozenset[str] = frozenset({"chat_messages", "knowledge_items"})
+
+
+def enforced_parent(table: str) -> tuple[str, str] | None:
+    """(reference column, parent table) of `table`'s foreign key, if it has one."""
+    links = CASCADES.get(table, ()) if table in FOREIGN_KEYS else ()
+    return links[0] if links else None
+
+
+def code_cascades(parent: str) -> tuple[tuple[str, str], ...]:
+    """(child table, reference column) of the children of `parent` deleted in code."""
+    return tuple(
+        (child, column)
+        for child, links in CASCADES.items()
+        if child not in FOREIGN_KEYS
+        for column, linked in links
+        if linked == parent
+    )
 
 
 def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
@@ -214,7 +237,7 @@ def _table_for(model: type[Entity]) -> Table:
             extras.append(CheckConstraint(" AND ".join(bounds), name=f"{field_name}_range"))
     for key in model.unique_keys:
         extras.append(UniqueConstraint(*key))
-    for column, parent in CASCADES.get(name, ()):
+    for column, parent in CASCADES.get(name, ()) if name in FOREIGN_KEYS else ():
         extras.append(ForeignKeyConstraint([column], [f"{parent}.id"], ondelete="CASCADE"))
     table = Table(name, metadata, *_columns(model), *extras)
     for column in ("created_at", *BTREE_INDEXES.get(name, ())):

@@ -23,8 +23,8 @@ from tbd_agents.tools.migration.transform import (
     to_record,
 )
 
-NUL_WARNING = "NUL characters removed"
-NONFINITE_WARNING = "NaN/Infinity stored as text"
+NUL_WARNING = 'NUL characters removed (originals in extras["$exact"])'
+NONFINITE_WARNING = 'NaN/Infinity stored as text (originals in extras["$exact"])'
 
 
 @dataclass(slots=True)

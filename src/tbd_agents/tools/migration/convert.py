@@ -9,9 +9,10 @@ Rules (documented in docs/migration.md):
 * `Int64` → `int`; `Decimal128` → `Decimal` (kept exact: JSONB numbers are arbitrary precision).
 * UUIDs (binary subtype 4) → their canonical string.
 * NUL characters (`\\x00`), which PostgreSQL cannot store in TEXT or JSONB, are removed from
-  strings; the field is reported.
+  strings; the original is kept exactly (see `exact_originals`) and the field is reported.
 * Not-a-number and infinite numbers, which JSONB cannot store, become the strings `"NaN"`,
-  `"Infinity"`, `"-Infinity"`; the field is reported.
+  `"Infinity"`, `"-Infinity"`; the original is kept (see `exact_originals`) and the field is
+  reported.
 * Any other BSON type (binary data, regular expressions, timestamps, code, DBRefs, MinKey/MaxKey,
   dates outside the years 1 to 9999) becomes its MongoDB Extended JSON (relaxed) form, e.g.
   `{"$binary": {"base64": ..., "subType": "00"}}` — a lossless, documented representation.
@@ -19,9 +20,11 @@ Rules (documented in docs/migration.md):
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import uuid
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -105,6 +108,91 @@ def _other(value: Any, findings: Findings, nested: bool) -> Any:
         findings.nonfinite = True
         return _nonfinite_text(value)
     return _extended(value)
+
+
+#: Key of a row's `extras` holding the exact originals of the values the conversion changed.
+EXACT = "$exact"
+
+
+def path_segment(key: str) -> str:
+    """A key as a segment of a field path: as it is, or `["..."]` (JSON string) when it is
+    empty or holds `.`, `[` or `]`."""
+    if key and not any(c in key for c in ".[]"):
+        return key
+    return "[" + json.dumps(key, ensure_ascii=False) + "]"
+
+
+def child_path(path: str, key: str | int) -> str:
+    """The path of `key` (a dict key, or a list index) inside the value at `path`."""
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    segment = path_segment(key)
+    return path + segment if segment.startswith("[") else f"{path}.{segment}"
+
+
+def exact_string(original: str) -> str:
+    """How `$exact` records a string: the base64 of its UTF-8 bytes."""
+    return base64.b64encode(original.encode("utf-8", "surrogatepass")).decode("ascii")
+
+
+def exact_number(original: float | Decimal | Decimal128) -> dict[str, str]:
+    """How `$exact` records a number JSON cannot hold: its Extended JSON (canonical) form."""
+    if isinstance(original, float):
+        return {"$numberDouble": _nonfinite_text(original)}
+    return {"$numberDecimal": str(original)}
+
+
+def _changed(value: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """(path, exact original) of every value under `value` that `plain` changes (NUL strings,
+    non-finite numbers), walking the same structures `plain` does."""
+    kind = type(value)
+    if kind is str or isinstance(value, str):
+        if "\x00" in value:
+            yield path, exact_string(str(value))
+    elif kind is float:
+        if not math.isfinite(value):
+            yield path, exact_number(value)
+    elif kind is Decimal128 or isinstance(value, Decimal):
+        number = value.to_decimal() if kind is Decimal128 else value
+        if not number.is_finite():
+            yield path, exact_number(value)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _changed(item, child_path(path, str(key)))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _changed(item, child_path(path, i))
+    elif (
+        kind in (int, bool, ObjectId, datetime, Int64)
+        or value is None
+        or isinstance(value, uuid.UUID)
+        or (isinstance(value, Binary) and value.subtype == 4 and len(value) == 16)
+    ):
+        return
+    else:  # stored as its Extended JSON: its strings may hold NULs
+        yield from _changed(_extended(value), path)
+
+
+def exact_originals(
+    document: Mapping[str, Any], skip: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """`{field path: exact original}` of every value of `document` that the conversion changes.
+
+    Paths: the top-level key, `.key` for a key of an embedded document, `[i]` for an item of an
+    array (`logs[1].detail`); a key that is empty or holds `.`, `[` or `]` is written as a JSON
+    string in brackets (`metadata["a.b"]`). Originals: a string as the base64 of its UTF-8
+    bytes; NaN or an infinity as `{"$numberDouble": "NaN"}` (`$numberDecimal` for a
+    Decimal128). An `_id` string with NULs is recorded under `_id`."""
+    out: dict[str, Any] = {}
+    for key, value in document.items():
+        if key in skip:
+            continue
+        if key == "_id":
+            if isinstance(value, str) and "\x00" in value:
+                out["_id"] = exact_string(value)
+            continue
+        out.update(_changed(value, path_segment(key)))
+    return out
 
 
 def id_text(value: Any) -> str | None:

@@ -10,7 +10,11 @@ MD5) does not match the bytes, or when no knowledge item owns it.
 Row of a file: `id` = the GridFS `_id` (24-hex), `item_id` = `metadata.item_id`, else the
 knowledge item whose `file_id` is that id; `file_name` = `filename`; `content_type` =
 `metadata.contentType` (or the legacy top-level `contentType`, else application/octet-stream);
-`size` = `length`; `sha256` computed from the bytes.
+`size` = `length`; `sha256` computed from the bytes; `created_at` = `uploadDate` (without one, the
+ObjectId's time, else 1970-01-01, as for documents).
+`chunkSize` and the recorded hashes (`md5`, `sha256`) describe the bytes, which are checked against
+them. Any other key of the file document (or of its `metadata`) has no column: it is reported by
+name as not migrated, and so is a NUL character removed from `filename` or the content type.
 """
 
 from __future__ import annotations
@@ -18,22 +22,32 @@ from __future__ import annotations
 import hashlib
 import math
 import tempfile
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import IO, Any
 
 import asyncpg  # type: ignore[import-untyped]
+from bson import ObjectId
 
+from tbd_agents.domain.types import to_utc
 from tbd_agents.tools.migration.batch import Rejection
 from tbd_agents.tools.migration.bsonio import SourceDocument, Undecodable
 from tbd_agents.tools.migration.convert import id_text
 from tbd_agents.tools.migration.rows import row_digest
 from tbd_agents.tools.migration.sources import Resume, Source
+from tbd_agents.tools.migration.transform import UNKNOWN_TIME
 
 FILES = "fs.files"
 CHUNKS = "fs.chunks"
 TABLE = "knowledge_files"
-COLUMNS = ("id", "item_id", "file_name", "content_type", "size", "sha256", "data")
+COLUMNS = ("id", "item_id", "file_name", "content_type", "size", "sha256", "created_at", "data")
+#: Keys of a GridFS file document that are migrated or describe the bytes.
+KNOWN_KEYS = frozenset(
+    {"_id", "length", "chunkSize", "uploadDate", "filename", "md5", "sha256", "contentType"}
+)
+KNOWN_METADATA = frozenset({"contentType", "item_id", "sha256"})
 _DEFAULT_CHUNK = 255 * 1024
 #: Files are loaded in batches of at most this many bytes (and `batch_size` files).
 BATCH_BYTES = 64 * 1024 * 1024
@@ -92,6 +106,33 @@ class ConvertedFile:
     id: str | None
     row: dict[str, Any] | None = None
     problem: str | None = None
+    #: What of the file document has no place in its row (field names, see module docstring).
+    dropped: tuple[str, ...] = ()
+
+
+def _dropped(document: dict[str, Any]) -> tuple[str, ...]:
+    names = [k for k in document if k not in KNOWN_KEYS and k != "metadata"]
+    meta = document.get("metadata")
+    if isinstance(meta, dict):
+        names += [f"metadata.{k}" for k in meta if k not in KNOWN_METADATA]
+    elif meta is not None:
+        names.append("metadata")
+    for key in ("filename", "contentType"):
+        if isinstance(document.get(key), str) and "\x00" in document[key]:
+            names.append(f"{key} (NUL removed)")
+    inner = meta.get("contentType") if isinstance(meta, dict) else None
+    if isinstance(inner, str) and "\x00" in inner:
+        names.append("metadata.contentType (NUL removed)")
+    return tuple(names)
+
+
+def _upload_date(document: dict[str, Any]) -> datetime:
+    """`uploadDate`; without one, the ObjectId's time, else 1970-01-01 (as for documents)."""
+    value = document.get("uploadDate")
+    if isinstance(value, datetime):
+        return to_utc(value)
+    raw_id = document.get("_id")
+    return raw_id.generation_time if isinstance(raw_id, ObjectId) else UNKNOWN_TIME
 
 
 def _metadata(document: dict[str, Any]) -> dict[str, Any]:
@@ -161,9 +202,10 @@ def convert_file(document: SourceDocument, chunks: dict[int, list[bytes]]) -> Co
         "content_type": str(content_type).replace("\x00", ""),
         "size": length,
         "sha256": sha,
+        "created_at": _upload_date(document),
         "data": data,
     }
-    return ConvertedFile(file_id, row=row)
+    return ConvertedFile(file_id, row=row, dropped=_dropped(document))
 
 
 def digest_row(row: dict[str, Any], stored_sha256: str | None = None) -> bytes:
@@ -220,6 +262,8 @@ class FileBatch:
     documents: list[SourceDocument] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     bytes: int = 0
+    #: Fields of the batch's file documents that have no column, with how many files had each.
+    dropped: Counter[str] = field(default_factory=Counter)
 
 
 async def file_batches(
@@ -240,6 +284,7 @@ async def file_batches(
                     Rejection(converted.id, converted.problem or "not convertible", document)
                 )
             else:
+                batch.dropped.update(converted.dropped)
                 batch.rows.append(converted.row)
                 batch.documents.append(document)
                 batch.bytes += converted.row["size"]
@@ -252,7 +297,8 @@ async def file_batches(
 
 _UPSERT = (
     f"INSERT INTO {TABLE} AS t ({', '.join(COLUMNS)}) "
-    f"SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bytea[]) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], "
+    "$6::text[], $7::timestamptz[], $8::bytea[]) "
     "ON CONFLICT (id) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])
     + " WHERE ("

@@ -1,7 +1,8 @@
 """Writing batches into PostgreSQL: COPY, staging + upsert, bad-row isolation, checkpoints.
 
-Each batch is one transaction that also moves the collection's checkpoint, so a killed run loses
-at most the batch in flight and resumes right after the last committed one.
+Each batch is one transaction that also moves the collection's checkpoint and records the batch's
+quarantined documents (`quarantine.QuarantineRecord`), so a killed run loses at most the batch in
+flight and resumes right after the last committed one.
 
 * `copy` mode (the table was empty when the collection started): the batch is COPied straight
   into the table — the fast path of a first load.
@@ -25,6 +26,7 @@ from tbd_agents.storage.postgres.schema_migration import migration_checkpoints
 from tbd_agents.tools.migration.batch import PreparedBatch, Rejection
 from tbd_agents.tools.migration.convert import extended_json
 from tbd_agents.tools.migration.copybin import one_chunk
+from tbd_agents.tools.migration.quarantine import QuarantineRecord
 from tbd_agents.tools.migration.transform import CollectionSpec
 
 
@@ -68,10 +70,13 @@ _CHECKPOINT = _q(migration_checkpoints.name)
 class TableLoader:
     """Loads one collection's batches into its table over one asyncpg connection."""
 
-    def __init__(self, conn: asyncpg.Connection, spec: CollectionSpec, source: str) -> None:
+    def __init__(
+        self, conn: asyncpg.Connection, spec: CollectionSpec, source: str, run: str = "-"
+    ) -> None:
         self.conn = conn
         self.spec = spec
         self.checkpoints = Checkpoints(conn, source, spec.name)
+        self.quarantine = QuarantineRecord(conn, spec.name, source, run)
         self.table = _q(spec.name)
         self.stage_name = f"_stage_{spec.name}"
         self.stage = _q(self.stage_name)
@@ -99,6 +104,7 @@ class TableLoader:
         await self.conn.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} (LIKE {self.table}) ON COMMIT DELETE ROWS"
         )
+        await self.quarantine.setup()
 
     async def table_is_empty(self) -> bool:
         return not await self.conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {self.table})")
@@ -130,6 +136,7 @@ class TableLoader:
             )
             progress.advance(batch.read, outcome, len(batch.rejected) + len(outcome.rejected))
             await self.checkpoints.save(progress, batch.last_id)
+            await self.quarantine.write(batch.ids, [*batch.rejected, *outcome.rejected])
             before_commit(outcome.rejected)
         return outcome
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import TracebackType
 
 from rich.console import Console
@@ -20,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tbd_agents.tools.migration.results import BatchStep, CollectionResult, MigrationResult
-from tbd_agents.tools.migration.verify import VerifyResult
+from tbd_agents.tools.migration.verify import CollectionCheck, VerifyResult
 
 
 class RateColumn(ProgressColumn):
@@ -124,9 +125,12 @@ def migration_summary(console: Console, result: MigrationResult, *, dry_run: boo
         )
     console.print(table)
     for c in result.collections:
-        if c.quarantined:
-            reasons = ", ".join(f"{n:,} {k}" for k, n in c.quarantined.most_common())
-            console.print(f"  {c.name}: quarantined {reasons}", highlight=False)
+        for category, n in c.quarantined.most_common():
+            console.print(
+                f"  {c.name}: quarantined {n:,} {category}: {why_quarantined(c.name, category)}",
+                highlight=False,
+                markup=False,
+            )
         if c.warnings:
             console.print(
                 f"  {c.name}: " + ", ".join(f"{n:,} x {k}" for k, n in c.warnings.most_common()),
@@ -144,8 +148,9 @@ def migration_summary(console: Console, result: MigrationResult, *, dry_run: boo
         if c.extra_dropped:
             fields = ", ".join(f"{k} ({n:,})" for k, n in c.extra_dropped.most_common())
             console.print(
-                f"  {c.name}: unknown fields NOT migrated (no metadata column): {fields}",
+                f"  {c.name}: fields NOT migrated (no column holds them): {fields}",
                 highlight=False,
+                markup=False,
             )
     if result.ignored:
         console.print(
@@ -156,11 +161,51 @@ def migration_summary(console: Console, result: MigrationResult, *, dry_run: boo
         console.print(f"Needs attention: {problem}", highlight=False, markup=False)
 
 
-def verify_summary(console: Console, result: VerifyResult, *, verbose: bool = False) -> None:
-    """The per-collection comparison, the ids that differ, and the RESULT line."""
+#: Parent of each child collection whose documents cannot exist without it.
+_PARENTS = {
+    "chat_messages": "chat session",
+    "knowledge_items": "knowledge source",
+    "qdrant:knowledge_chunks": "knowledge item",
+    "qdrant:memories": "memory",
+}
+
+
+def why_quarantined(collection: str, category: str) -> str:
+    """What a quarantine category means, in a sentence, for the summaries."""
+    if category == "orphan":
+        if collection == "fs.files":
+            return (
+                "no migrated knowledge item owns the file (the application reaches files only "
+                "through their item)"
+            )
+        parent = _PARENTS.get(collection, "parent record")
+        return (
+            f"their {parent} is not in the source or was quarantined itself; the application "
+            "cannot reach them without it (the existing system deleted them with it)"
+        )
+    return {
+        "duplicate key": "a newer document has the same unique key; the newest one is migrated",
+        "invalid": "the data model refuses a value (the quarantine file names the field)",
+        "database": "PostgreSQL refused the row (its message is in the quarantine file)",
+        "undecodable": "not valid BSON (the raw bytes are in the quarantine file)",
+        "incomplete GridFS file": "a chunk of the file is missing, duplicated or of the wrong size",
+        "corrupt GridFS file": "the bytes do not match the recorded SHA-256 or MD5",
+    }.get(category, "see the reason in the quarantine file")
+
+
+def verify_summary(
+    console: Console,
+    result: VerifyResult,
+    *,
+    verbose: bool = False,
+    context: Sequence[str] = (),
+) -> None:
+    """The per-collection counts (first), then `context` (source and target), what was expected
+    to be absent and why, each failure naming collection, id and field, and the RESULT line."""
     table = Table(title="Verification by content")
     table.add_column("collection")
-    for head in ("source", "excluded", "expected", "target", "missing", "extra", "differing", ""):
+    heads = ("source", "quarantined", "expected", "target", "missing", "extra", "differing", "")
+    for head in heads:
         table.add_column(head, justify="right")
     for c in result.collections:
         table.add_row(
@@ -175,31 +220,45 @@ def verify_summary(console: Console, result: VerifyResult, *, verbose: bool = Fa
             "[green]OK[/green]" if c.ok else "[red]FAIL[/red]",
         )
     console.print(table)
+    for line in context:
+        console.print(line, highlight=False, markup=False)
     for c in result.collections:
-        if c.excluded:
-            reasons = ", ".join(f"{n:,} {k}" for k, n in c.excluded.most_common())
-            console.print(f"  {c.name}: {c.excluded_note}: {reasons}", highlight=False)
-        if c.duplicate_ids:
-            console.print(
-                f"  {c.name}: {c.duplicate_ids} ids occur more than once in the source",
-                highlight=False,
-            )
-        for label, ids in (
-            ("missing", c.missing_ids),
-            ("extra", c.extra_ids),
-            ("differing", c.differing_ids),
-        ):
-            if ids:
-                console.print(
-                    f"  {c.name}: {label} ids (first {len(ids)}): {', '.join(ids)}", highlight=False
-                )
-        for doc_id, diff in c.diffs.items():
-            console.print(f"  {c.name} {doc_id} differs in: {', '.join(diff)}", highlight=False)
-            if verbose:
-                for column, (left, right) in diff.items():
-                    console.print(
-                        f"      {column}: source {left}\n      {' ' * len(column)}  target {right}",
-                        highlight=False,
-                        markup=False,
-                    )
+        _verify_details(console, c, verbose)
     console.print("RESULT: PASS" if result.ok else "RESULT: FAIL", highlight=False, markup=False)
+
+
+def _verify_details(console: Console, c: CollectionCheck, verbose: bool) -> None:
+    def say(text: str) -> None:
+        console.print(text, highlight=False, markup=False)
+
+    for category, n in c.excluded.most_common():
+        reason = c.reasons.get(category)
+        if reason is not None:
+            say(f"  {c.name}: {n:,} {category}, {c.excluded_note}; e.g. {reason}")
+        else:
+            say(f"  {c.name}: {n:,} {category}, {c.excluded_note}")
+    if c.duplicate_ids:
+        say(f"  FAIL {c.name}: {c.duplicate_ids:,} ids occur more than once in the source")
+    for doc_id in c.missing_ids:
+        say(
+            f"  FAIL {c.name} {doc_id}: missing row (not in the table, not recorded as quarantined)"
+        )
+    for doc_id in c.extra_ids:
+        say(f"  FAIL {c.name} {doc_id}: extra row (no source document has this id)")
+    for doc_id in c.differing_ids:
+        differences = c.differences.get(doc_id)
+        if differences is None:
+            say(f"  FAIL {c.name} {doc_id}: differs (the digest of its content)")
+            continue
+        shown = differences if verbose else differences[:5]
+        for d in shown:
+            say(f"  FAIL {c.name} {doc_id}: {d.field}: source {d.source} · target {d.target}")
+        if len(differences) > len(shown):
+            say(f"  FAIL {c.name} {doc_id}: … {len(differences) - len(shown)} more fields differ")
+    for label, total, listed in (
+        ("missing", c.missing, c.missing_ids),
+        ("extra", c.extra, c.extra_ids),
+        ("differing", c.differing, c.differing_ids),
+    ):
+        if total > len(listed):
+            say(f"  FAIL {c.name}: {total - len(listed):,} more {label} rows not listed")

@@ -7,7 +7,8 @@ Quarantine file (default `migration-quarantine.jsonl`), one line per document no
 
 Warnings file (same name with `.warnings.jsonl`), one line per document migrated with a change::
 
-    {"run": "...", "collection": "chat_messages", "id": "65f0…", "warning": "NUL characters removed: content"}
+    {"run": "...", "collection": "chat_messages", "id": "65f0…",
+     "warning": "NUL characters removed (originals in extras[\"$exact\"]): content"}
 
 Files are appended to (each line names its run), never truncated, so the report of an earlier run
 or of the first part of an interrupted run is never lost. Lines are flushed to disk before the
@@ -75,7 +76,8 @@ class ReportLog:
             out.write(head[:-1] + ', "document": ' + document + "}\n")
 
     def warned(self, collection: str, warnings: Iterable[Warning]) -> None:
-        """Record documents migrated with a change (NUL removed, NaN as text)."""
+        """Record documents migrated with a change (NUL removed, NaN as text; the originals are in
+        the row's `extras["$exact"]`)."""
         out = None
         for item in warnings:
             out = out or self._file(self.warnings_path)

@@ -56,6 +56,17 @@ class MigrationResult:
     def read(self) -> int:
         return sum(c.read + c.resumed_from for c in self.collections)
 
+    @property
+    def dropped(self) -> int:
+        """Source fields not migrated (with how many documents had each), over every collection."""
+        return sum(sum(c.extra_dropped.values()) for c in self.collections)
+
+    @property
+    def losses(self) -> bool:
+        """Whether anything of the source is not in the target: a quarantined document or a
+        dropped field (the command then exits 1 unless --accept-losses)."""
+        return bool(self.quarantined or self.dropped)
+
 
 class Reporter(Protocol):
     """Receives progress events (the CLI draws progress bars from them)."""

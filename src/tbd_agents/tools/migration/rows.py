@@ -68,9 +68,17 @@ def _slow_json(value: Any) -> Iterable[str]:
         yield _encode(value)
 
 
+#: Built once: `json.loads` with keyword arguments builds a decoder per call.
+_decode = json.JSONDecoder(parse_float=Decimal).decode
+
+
 def parse_json(text: str) -> Any:
     """Parse JSONB text read from PostgreSQL without rounding any number."""
-    return json.loads(text, parse_float=Decimal)
+    if text == "{}":
+        return {}
+    if text == "[]":
+        return []
+    return _decode(text)
 
 
 def _number(value: int | float | Decimal) -> str:
@@ -128,21 +136,3 @@ def canonical_text(row: Mapping[str, Any]) -> str:
 def row_digest(row: Mapping[str, Any]) -> bytes:
     """16-byte BLAKE2b digest of `canonical_text(row)`."""
     return hashlib.blake2b(canonical_text(row).encode("utf-8"), digest_size=16).digest()
-
-
-def field_diff(source: Mapping[str, Any], target: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
-    """Columns whose canonical values differ → (source text, target text), each cut to 200 chars."""
-    diff: dict[str, tuple[str, str]] = {}
-    for column in sorted(set(source) | set(target)):
-        a: list[str] = []
-        b: list[str] = []
-        _canonical(source.get(column), a)
-        _canonical(target.get(column), b)
-        left, right = "".join(a), "".join(b)
-        if left != right:
-            diff[column] = (_cut(left), _cut(right))
-    return diff
-
-
-def _cut(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} chars)"

@@ -45,6 +45,7 @@ from tbd_agents.tools.migration.memvectors import (
     target_memories,
 )
 from tbd_agents.tools.migration.procpool import ConverterPool
+from tbd_agents.tools.migration.quarantine import QuarantineRecord
 from tbd_agents.tools.migration.report import ReportLog
 from tbd_agents.tools.migration.results import (
     BatchStep,
@@ -231,7 +232,7 @@ class Migration:
         self, spec: CollectionSpec, result: CollectionResult, present: bool
     ) -> None:
         assert self.conn is not None
-        loader = TableLoader(self.conn, spec, self.source.identity)
+        loader = TableLoader(self.conn, spec, self.source.identity, self.log.run_id)
         await loader.setup()
         progress, resume = await self._start(loader.checkpoints, result, loader.table_is_empty)
         self.reporter.collection_started(result)
@@ -440,11 +441,13 @@ class Migration:
     async def _load_files(self, result: CollectionResult, spool: ChunkSpool | None) -> None:
         assert self.conn is not None
         checkpoints = Checkpoints(self.conn, self.source.identity, FILES)
+        quarantine = QuarantineRecord(self.conn, FILES, self.source.identity, self.log.run_id)
+        await quarantine.setup()
         progress, resume = await self._start(checkpoints, result, _not_empty)
         self.reporter.collection_started(result)
         if spool is not None:
             async for batch in file_batches(self.source, spool, self.options.batch_size, resume):
-                await self._write_files(result, batch, checkpoints, progress)
+                await self._write_files(result, batch, checkpoints, progress, quarantine)
         await checkpoints.complete()
 
     async def _owned(self, batch: FileBatch) -> list[dict[str, Any]]:
@@ -466,6 +469,7 @@ class Migration:
         batch: FileBatch,
         checkpoints: Checkpoints,
         progress: Progress,
+        quarantine: QuarantineRecord,
     ) -> None:
         assert self.conn is not None
         async with self.conn.transaction():
@@ -476,6 +480,7 @@ class Migration:
             )
             progress.advance(batch.read, outcome, len(batch.rejected))
             await checkpoints.save(progress, batch.last_id)
+            await quarantine.write([r["id"] for r in rows], batch.rejected)
             self.log.rejected(FILES, batch.rejected)
             self.log.sync()
         result.read += batch.read
@@ -483,6 +488,7 @@ class Migration:
         result.updated += updated
         result.unchanged += outcome.unchanged
         result.quarantined.update(r.category for r in batch.rejected)
+        result.extra_dropped.update(batch.dropped)
         self.reporter.batch_done(
             result, BatchStep(batch.read, len(rows), len(batch.rejected), outcome)
         )
@@ -494,6 +500,7 @@ class Migration:
         result.would_overwrite += existing
         result.would_insert += len(rows) - existing
         result.quarantined.update(r.category for r in batch.rejected)
+        result.extra_dropped.update(batch.dropped)
         self.log.rejected(FILES, batch.rejected)
         self.reporter.batch_done(result, BatchStep(batch.read, len(rows), len(batch.rejected)))
 
@@ -537,15 +544,22 @@ class Migration:
                 vector_type = await column_type(
                     self.conn, "memory_vectors" if name == "memories" else name
                 )
+            quarantine = None
+            if self.conn is not None and not self.options.dry_run:
+                quarantine = QuarantineRecord(
+                    self.conn, prefixed, self.source.identity, self.log.run_id
+                )
+                await quarantine.setup()
             async for batch in vector_batches(
                 self.vectors.qdrant, self.conn, name, self.options.batch_size
             ):
                 outcome = None
-                if self.conn is not None and not self.options.dry_run:
+                if self.conn is not None and quarantine is not None:
                     async with self.conn.transaction():
                         inserted, updated = await write_vectors(
                             self.conn, name, batch.rows, vector_type
                         )
+                        await quarantine.write([r["id"] for r in batch.rows], batch.rejected)
                         self.log.rejected(prefixed, batch.rejected)
                         self.log.sync()
                     outcome = BatchOutcome(

@@ -10,6 +10,9 @@ model defaults, normalises enum spelling and refuses invalid values. Document-le
 * A null in a field that cannot be null but has a default takes the default (as a missing one).
 * Unknown fields (keys no column names) are kept, under their own names, in the row's `extras`
   JSONB column, which every table has; they are counted by name in the summary.
+* Values the value rules had to change (strings with NUL characters, NaN and infinities in JSON)
+  keep their exact original in `extras["$exact"]`, by field path (`convert.exact_originals`);
+  a source field named `$exact` is refused (quarantined).
 * A document the model refuses (invalid enum value, `interval_value` < 1, missing required field,
   wrong type...) is quarantined with the validation message; no value is invented.
 """
@@ -29,9 +32,9 @@ from pydantic import ValidationError
 from sqlalchemy import Table
 
 from tbd_agents.domain.models import ENTITIES, Entity
-from tbd_agents.storage.postgres.schema import CASCADES
+from tbd_agents.storage.postgres.schema import enforced_parent
 from tbd_agents.storage.postgres.tables import TABLES
-from tbd_agents.tools.migration.convert import Findings, id_text, plain
+from tbd_agents.tools.migration.convert import EXACT, Findings, exact_originals, id_text, plain
 from tbd_agents.tools.migration.rows import json_text
 
 #: Column holding the unknown fields of a document.
@@ -57,7 +60,8 @@ class CollectionSpec:
     table: Table
     columns: tuple[str, ...]
     json_columns: frozenset[str]
-    #: (reference column, parent collection) enforced by a cascading foreign key, if any.
+    #: (reference column, parent collection) enforced by a foreign key, if any: a document whose
+    #: parent is not in PostgreSQL cannot be loaded (chat messages, knowledge items).
     parent: tuple[str, str] | None
     unique_keys: tuple[tuple[str, ...], ...]
     #: Non-nullable fields with a default: a null there takes the default.
@@ -74,9 +78,6 @@ def _spec(model: type[Entity]) -> CollectionSpec:
     from sqlalchemy.dialects.postgresql import JSONB
 
     table = TABLES[model.collection]
-    links = CASCADES.get(model.collection, ())
-    if len(links) > 1:
-        raise NotImplementedError(f"{model.collection}: more than one parent link")
     defaulted = frozenset(
         name
         for name, info in model.model_fields.items()
@@ -90,7 +91,7 @@ def _spec(model: type[Entity]) -> CollectionSpec:
         table=table,
         columns=columns,
         json_columns=json_columns,
-        parent=links[0] if links else None,
+        parent=enforced_parent(model.collection),
         unique_keys=model.unique_keys,
         defaulted=defaulted,
         keeps_extra=EXTRAS in model.model_fields,
@@ -177,6 +178,18 @@ def convert_document(spec: CollectionSpec, document: Mapping[str, Any]) -> Conve
             data[key] = value
         elif key != "_id" and not (key == "id" and id_text(value) == doc_id):
             extra[key] = plain(value, findings, True)
+    if EXACT in extra:
+        return Converted(
+            id=doc_id,
+            problem=f"invalid: the field name {EXACT} is reserved for the exact originals of "
+            "changed values (rename the field in the source)",
+        )
+    if isinstance(raw_id, str) and "\x00" in raw_id:
+        findings.nul = True
+    if findings.nul or findings.nonfinite:
+        # Rare: record the exact originals of what the value rules changed (NULs, NaN...).
+        skipped = frozenset({"id"}) if "id" in document and "id" not in extra else frozenset()
+        extra[EXACT] = exact_originals(document, skipped)
     if data.get("created_at") is None:
         data["created_at"] = (
             raw_id.generation_time if isinstance(raw_id, ObjectId) else UNKNOWN_TIME
@@ -185,7 +198,7 @@ def convert_document(spec: CollectionSpec, document: Mapping[str, Any]) -> Conve
         data["updated_at"] = data["created_at"]
     result = Converted(id=doc_id, nul=findings.nul, nonfinite=findings.nonfinite)
     if extra:
-        result.extra = tuple(extra)
+        result.extra = tuple(k for k in extra if k != EXACT)
         if spec.keeps_extra:
             data[EXTRAS] = extra
             result.extra_kept = True

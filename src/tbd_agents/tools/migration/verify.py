@@ -1,18 +1,20 @@
-"""Verification by content: does PostgreSQL hold exactly what the migration rules say it should?
+"""Verification by content: does PostgreSQL hold every value of the source?
 
-For each collection the source is converted again, independently of any earlier run, with the
-same rules (model validation, newest-wins for unique keys, children of a missing parent left out),
-and every expected row is reduced to a canonical digest (`rows.row_digest`, every column). The
-target table is read back row by row through the driver and digested the same way. Digests are
-compared in temporary tables on the target (memory stays flat whatever the size), giving counts
-and the first ids that are missing, extra or different, with a field-level diff for a sample of
-the different ones. Vectors (`memories.embedding`) are columns like any other: compared value by
-value, and a dimension mismatch shows in the diff.
+The 15 collections are checked from the source documents themselves, not by converting them
+again: each batch of documents is read from the source, the rows with their ids are read from the
+target in one query (`WHERE id = ANY($1)`), and every document is compared with its row field by
+field (`compare.DocumentComparer`: the column of the key's name, or `extras[key]`, under the
+documented value rules; defaults where the document has no value; nothing in the row that the
+document lacks). A document without a row is either recorded by the migration as quarantined
+(`migration_quarantine`: expected to be absent, and counted with its reason) or missing. The ids
+seen are copied to a temporary table, which then gives the target rows no document has (extra)
+and the ids the source holds twice. Memory stays bounded by the batch size.
 
-The pgvector tables are compared with where their vectors came from: the Qdrant collections when
-a Qdrant source is given, else `memory_vectors` with the migrated memories' embeddings (step
-`embedding:memories`: the rows the migration builds from them, memories without an embedding or
-with one the column cannot hold counted as excluded).
+GridFS files are compared by metadata and by the SHA-256 PostgreSQL computes from the stored
+bytes. The pgvector tables are compared with where their vectors came from: the Qdrant
+collections when a Qdrant source is given, else `memory_vectors` with the migrated memories'
+embeddings (step `embedding:memories`: memories without an embedding, or with one the column
+cannot hold, counted apart). These compare canonical digests in temporary tables.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
-from tbd_agents.tools.migration.batch import category_of, classify
-from tbd_agents.tools.migration.bsonio import SourceDocument
+from tbd_agents.tools.migration.batch import Rejection, category_of
+from tbd_agents.tools.migration.bsonio import SourceDocument, Undecodable
+from tbd_agents.tools.migration.compare import Difference, DocumentComparer
+from tbd_agents.tools.migration.convert import id_text
 from tbd_agents.tools.migration.gridfs import (
     FILES,
     ChunkSpool,
@@ -34,7 +38,6 @@ from tbd_agents.tools.migration.gridfs import (
     file_batches,
     resolve_owners,
 )
-from tbd_agents.tools.migration.loader import WRITE_ERRORS, row_level
 from tbd_agents.tools.migration.memvectors import (
     NO_EMBEDDING,
     column_dimension,
@@ -42,10 +45,11 @@ from tbd_agents.tools.migration.memvectors import (
     target_memories,
 )
 from tbd_agents.tools.migration.memvectors import STEP as MEMORY_VECTORS
-from tbd_agents.tools.migration.rows import field_diff, parse_json, row_digest
-from tbd_agents.tools.migration.runner import check_source, find_superseded, wanted_collections
+from tbd_agents.tools.migration.quarantine import key_of, recorded
+from tbd_agents.tools.migration.rows import parse_json
+from tbd_agents.tools.migration.runner import check_source, wanted_collections
 from tbd_agents.tools.migration.sources import Source
-from tbd_agents.tools.migration.transform import SPECS, CollectionSpec, Row, to_record
+from tbd_agents.tools.migration.transform import SPECS, CollectionSpec, Row
 from tbd_agents.tools.migration.vectors import COLLECTION_NAMES as VECTOR_COLLECTIONS
 from tbd_agents.tools.migration.vectors import PREFIX as VECTOR_PREFIX
 from tbd_agents.tools.migration.vectors import VectorSource
@@ -57,6 +61,7 @@ from tbd_agents.vectors.base import MEMORIES
 
 _SRC = "_verify_source"
 _TGT = "_verify_target"
+_SEEN = "_verify_seen"
 
 
 @dataclass
@@ -67,10 +72,13 @@ class CollectionCheck:
     source_documents: int = 0
     expected: int = 0
     target_rows: int = 0
-    #: Source documents the rules keep out of PostgreSQL, by reason category.
+    #: Source documents expected to be absent, by reason category: the documents the migration
+    #: recorded as quarantined (vectors: the rules' exclusions).
     excluded: Counter[str] = field(default_factory=Counter)
     #: What `excluded` means, for the report.
-    excluded_note: str = "kept out by the conversion rules (quarantined)"
+    excluded_note: str = "quarantined by the migration (expected to be absent)"
+    #: An example reason of each excluded category.
+    reasons: dict[str, str] = field(default_factory=dict)
     missing: int = 0
     extra: int = 0
     differing: int = 0
@@ -78,8 +86,8 @@ class CollectionCheck:
     missing_ids: list[str] = field(default_factory=list)
     extra_ids: list[str] = field(default_factory=list)
     differing_ids: list[str] = field(default_factory=list)
-    #: id → column → (source value, target value), for a sample of differing rows.
-    diffs: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
+    #: id → the fields that differ, for the first differing documents.
+    differences: dict[str, list[Difference]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -95,6 +103,43 @@ class VerifyResult:
         return all(c.ok for c in self.collections)
 
 
+@dataclass
+class _BatchComparison:
+    """What comparing one batch of documents found (computed in the worker thread)."""
+
+    seen: list[str] = field(default_factory=list)
+    #: Ids of documents without a row, and keys of documents without a usable id.
+    absent: list[str] = field(default_factory=list)
+    unidentified: dict[str, str] = field(default_factory=dict)
+    differing: dict[str, list[Difference]] = field(default_factory=dict)
+
+
+def _compare_batch(
+    comparer: DocumentComparer, documents: list[SourceDocument], rows: dict[str, Row]
+) -> _BatchComparison:
+    out = _BatchComparison()
+    for document in documents:
+        if isinstance(document, Undecodable):
+            key = key_of(Rejection(None, "undecodable", document))
+            out.unidentified[key] = "not valid BSON"
+            continue
+        raw_id = document.get("_id")
+        doc_id = id_text(raw_id)
+        if doc_id is None:
+            key = key_of(Rejection(None, "no _id", document))
+            out.unidentified[key] = "no _id" if raw_id is None else f"unusable _id {raw_id!r}"
+            continue
+        row = rows.get(doc_id)
+        if row is None:
+            out.absent.append(doc_id)
+            continue
+        out.seen.append(doc_id)
+        found = comparer.compare(document, row)
+        if found:
+            out.differing[doc_id] = found
+    return out
+
+
 class Verifier:
     """Compares a source with a migrated PostgreSQL database (see module docstring)."""
 
@@ -106,8 +151,6 @@ class Verifier:
         *,
         batch_size: int = 2000,
         show: int = 10,
-        sample: int = 3,
-        probe_limit: int = 1000,
         vectors: VectorSource | None = None,
     ) -> None:
         self.source = source
@@ -115,8 +158,6 @@ class Verifier:
         self.reader = reader
         self.batch_size = batch_size
         self.show = show
-        self.sample = sample
-        self.probe_limit = probe_limit
         self.vectors = vectors
 
     async def run(
@@ -127,8 +168,10 @@ class Verifier:
         await self.conn.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {_SRC} (id text, digest bytea, parent text);"
             f"CREATE TEMP TABLE IF NOT EXISTS {_TGT} (id text, digest bytea);"
+            f"CREATE TEMP TABLE IF NOT EXISTS {_SEEN} (id text);"
             f"CREATE INDEX IF NOT EXISTS {_SRC}_id ON {_SRC} (id);"
-            f"CREATE INDEX IF NOT EXISTS {_TGT}_id ON {_TGT} (id)"
+            f"CREATE INDEX IF NOT EXISTS {_TGT}_id ON {_TGT} (id);"
+            f"CREATE INDEX IF NOT EXISTS {_SEEN}_id ON {_SEEN} (id)"
         )
         present = await self.source.collections()
         result = VerifyResult()
@@ -145,55 +188,75 @@ class Verifier:
                 result.collections.append(await self._collection(SPECS[name], name in present))
         return result
 
+    # ------------------------------------------------------------------------- documents
+
     async def _collection(self, spec: CollectionSpec, present: bool) -> CollectionCheck:
+        """Every document of the collection against its row (see module docstring)."""
         check = CollectionCheck(name=spec.name)
-        await self.conn.execute(f"TRUNCATE {_SRC}, {_TGT}")
-        if present:
-            await self._load_source(spec, check)
+        await self.conn.execute(f"TRUNCATE {_SEEN}")
+        comparer = DocumentComparer(spec)
         columns = ", ".join(f'"{c}"' for c in spec.columns)
-        await self._load_target(
-            f'SELECT {columns} FROM "{spec.name}"',
-            lambda r: (r["id"], row_digest(target_row(spec, r))),
-            check,
-        )
-        await self._compare(check)
-        if present and 0 < check.missing <= self.probe_limit:
-            await self._probe_missing(spec, check)
-        if check.differing_ids and present:
-            await self._diff_sample(spec, check)
+        select = f'SELECT {columns} FROM "{spec.name}" WHERE id = ANY($1::text[])'
+
+        async with self.reader.transaction(readonly=True, isolation="repeatable_read"):
+            check.target_rows = await self.reader.fetchval(f'SELECT count(*) FROM "{spec.name}"')
+            if present:
+                async with aclosing(self.source.batches(spec.name, self.batch_size)) as batches:
+                    async for documents in batches:
+                        check.source_documents += len(documents)
+                        ids = {
+                            i
+                            for d in documents
+                            if not isinstance(d, Undecodable)
+                            and (i := id_text(d.get("_id"))) is not None
+                        }
+                        records = await self.reader.fetch(select, list(ids))
+                        rows = {r["id"]: target_row(spec, r) for r in records}
+                        found = await in_worker(_compare_batch, comparer, documents, rows)
+                        await self._account(spec.name, check, found)
+        await self._extra_rows(spec.name, check)
+        check.expected = check.source_documents - sum(check.excluded.values())
         return check
 
-    async def _load_source(self, spec: CollectionSpec, check: CollectionCheck) -> None:
-        superseded = await find_superseded(self.source, spec, self.batch_size)
-        parent_column = spec.parent[0] if spec.parent else None
+    async def _account(
+        self, collection: str, check: CollectionCheck, found: _BatchComparison
+    ) -> None:
+        """Count a compared batch: seen ids, differences, and the absent documents split into
+        quarantined (recorded by the migration) and missing."""
+        if found.seen:
+            await self.conn.copy_records_to_table(_SEEN, records=[(i,) for i in found.seen])
+        for doc_id, differences in found.differing.items():
+            check.differing += 1
+            if len(check.differing_ids) < self.show:
+                check.differing_ids.append(doc_id)
+                check.differences[doc_id] = differences
+        keys = [*found.absent, *found.unidentified]
+        records = await recorded(self.conn, collection, keys)
+        for key in keys:
+            entry = records.get(key)
+            if entry is not None:
+                check.excluded[entry.category] += 1
+                check.reasons.setdefault(entry.category, entry.reason)
+                continue
+            check.missing += 1
+            if len(check.missing_ids) < self.show:
+                what = found.unidentified.get(key)
+                check.missing_ids.append(key if what is None else f"{key} ({what})")
 
-        def digest(documents: list[SourceDocument]) -> list[tuple[str, bytes, str | None]]:
-            out = []
-            for document in documents:
-                converted = classify(spec, document, superseded)
-                if converted.row is None:
-                    check.excluded[category_of(converted.problem)] += 1
-                    continue
-                row = converted.row
-                out.append(
-                    (row["id"], row_digest(row), row[parent_column] if parent_column else None)
-                )
-            return out
-
-        async for documents in self.source.batches(spec.name, self.batch_size):
-            check.source_documents += len(documents)
-            records = await in_worker(digest, documents)
-            await self.conn.copy_records_to_table(_SRC, records=records)
-        if spec.parent is not None:
-            parent = spec.parent[1]
-            orphans = await self.conn.fetchval(
-                f"WITH gone AS (DELETE FROM {_SRC} s WHERE NOT EXISTS "
-                f'(SELECT 1 FROM "{parent}" p WHERE p.id = s.parent) RETURNING 1) '
-                "SELECT count(*) FROM gone"
-            )
-            if orphans:
-                check.excluded["orphan"] += orphans
-        await self.conn.execute(f"ANALYZE {_SRC}")
+    async def _extra_rows(self, table: str, check: CollectionCheck) -> None:
+        """Target rows no source document has, and ids the source holds more than once."""
+        await self.conn.execute(f"ANALYZE {_SEEN}")
+        absent = f'FROM "{table}" t WHERE NOT EXISTS (SELECT 1 FROM {_SEEN} s WHERE s.id = t.id)'
+        found = await self.conn.fetchrow(
+            f"SELECT (SELECT count(*) {absent}) AS extra, "
+            f"(SELECT coalesce(array_agg(id ORDER BY id), '{{}}') FROM "
+            f"(SELECT t.id {absent} ORDER BY t.id LIMIT {int(self.show)}) x) AS extra_ids, "
+            f"(SELECT count(*) FROM (SELECT id FROM {_SEEN} GROUP BY id HAVING count(*) > 1) d) "
+            "AS duplicate_ids"
+        )
+        check.extra = found["extra"]
+        check.extra_ids = list(found["extra_ids"])
+        check.duplicate_ids = found["duplicate_ids"]
 
     async def _load_target(
         self,
@@ -219,6 +282,8 @@ class Verifier:
         check.target_rows = await self.conn.fetchval(f"SELECT count(*) FROM {_TGT}")
         await self.conn.execute(f"ANALYZE {_TGT}")
 
+    # ---------------------------------------------------------------- files and vectors
+
     async def _files(self, present: bool) -> CollectionCheck:
         """GridFS files against `knowledge_files`: metadata and the SHA-256 of the bytes (the
         target's computed by PostgreSQL from the stored bytes, and the one stored beside them)."""
@@ -242,7 +307,7 @@ class Verifier:
             await self.conn.execute(f"ANALYZE {_SRC}")
         await self._load_target(
             "SELECT id, item_id, file_name, content_type, size, encode(sha256(data), 'hex') AS sha256, "
-            "sha256 AS stored FROM knowledge_files",
+            "created_at, sha256 AS stored FROM knowledge_files",
             _file_digest,
             check,
         )
@@ -313,63 +378,6 @@ class Verifier:
         found = await self.conn.fetchrow("SELECT " + ", ".join(parts))
         for key, value in found.items():
             setattr(check, key, list(value) if isinstance(value, list) else value)
-
-    async def _source_rows(self, spec: CollectionSpec, wanted: set[str]) -> dict[str, Row]:
-        """The converted rows of the documents with ids in `wanted` (one more source pass)."""
-        superseded = await find_superseded(self.source, spec, self.batch_size)
-        found: dict[str, Row] = {}
-        async with aclosing(self.source.batches(spec.name, self.batch_size)) as batches:
-            async for documents in batches:
-                for document in documents:
-                    converted = classify(spec, document, superseded)
-                    if converted.row is not None and converted.id in wanted:
-                        found[converted.row["id"]] = converted.row
-                if len(found) == len(wanted):
-                    break
-        return found
-
-    async def _probe_missing(self, spec: CollectionSpec, check: CollectionCheck) -> None:
-        """Try each missing row against the target's constraints in a transaction that is always
-        rolled back: a row PostgreSQL refuses (and the migration quarantined) is excluded with
-        the database's reason; one it would accept stays missing."""
-        ids = [
-            r["id"]
-            for r in await self.conn.fetch(
-                f"SELECT id FROM {_SRC} s WHERE NOT EXISTS "
-                f"(SELECT 1 FROM {_TGT} t WHERE t.id = s.id)"
-            )
-        ]
-        refused: list[str] = []
-        for doc_id, row in (await self._source_rows(spec, set(ids))).items():
-            probe = self.conn.transaction()
-            await probe.start()
-            try:
-                await self.conn.copy_records_to_table(
-                    spec.name, records=[to_record(spec, row)], columns=spec.columns
-                )
-            except WRITE_ERRORS as exc:
-                if not row_level(exc):
-                    raise
-                refused.append(doc_id)
-            finally:
-                await probe.rollback()
-        if refused:
-            await self.conn.execute(f"DELETE FROM {_SRC} WHERE id = ANY($1::text[])", refused)
-            check.excluded["database"] += len(refused)
-            await self._compare(check)
-
-    async def _diff_sample(self, spec: CollectionSpec, check: CollectionCheck) -> None:
-        """Field-level differences for the first few differing ids (one more source pass)."""
-        wanted = set(check.differing_ids[: self.sample])
-        source_rows = await self._source_rows(spec, wanted)
-        columns = ", ".join(f'"{c}"' for c in spec.columns)
-        records = await self.reader.fetch(
-            f'SELECT {columns} FROM "{spec.name}" WHERE id = ANY($1::text[])', list(wanted)
-        )
-        for record in records:
-            row = target_row(spec, record)
-            if row["id"] in source_rows:
-                check.diffs[row["id"]] = field_diff(source_rows[row["id"]], row)
 
 
 def target_row(spec: CollectionSpec, record: asyncpg.Record) -> Row:

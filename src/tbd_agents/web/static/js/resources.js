@@ -18,6 +18,14 @@ export const BUILTIN_TOOLS = [
   { value: "update_todos", label: "update_todos", hint: "keep a todo list, reported as progress" },
 ];
 
+// `http` is the existing TBD Agents name of the streamable HTTP transport (same as streamable_http).
+const MCP_TRANSPORTS = [
+  { value: "stdio", label: "stdio (a local command)" },
+  { value: "sse", label: "sse" },
+  { value: "http", label: "http (streamable HTTP)" },
+  { value: "streamable_http", label: "streamable http (same as http)" },
+];
+
 const TAGS = { name: "tags", label: "Tags", kind: "tags", help: "Comma-separated; used to filter and to attach by tag." };
 const NAME = { name: "name", label: "Name", kind: "text", required: true };
 const DESCRIPTION = { name: "description", label: "Description", kind: "textarea", rows: 2 };
@@ -71,8 +79,8 @@ export const RESOURCES = {
     fields: [
       NAME,
       DESCRIPTION,
-      { name: "transport_type", label: "Transport", kind: "select", options: enumOptions("stdio", "sse", "streamable_http"), default: "stdio" },
-      { name: "connection_config", label: "Connection (JSON)", kind: "json", rows: 5, help: 'stdio: {"command": "python", "args": ["server.py"], "env": {}}; HTTP: {"url": "http://…", "headers": {}}. Use {{token:NAME}} for secrets.' },
+      { name: "transport_type", label: "Transport", kind: "select", options: MCP_TRANSPORTS, default: "stdio" },
+      { name: "connection_config", label: "Connection (JSON)", kind: "json", rows: 5, help: 'stdio: {"command": "python", "args": ["server.py"], "env": {}}; sse / http: {"url": "http://…", "headers": {}}. Use {{token:NAME}} for secrets.' },
       { name: "allowed_tools", label: "Allowed tools", kind: "lines", help: "One tool name per line; empty allows every tool of the server." },
       TAGS,
     ],
@@ -105,11 +113,13 @@ export const RESOURCES = {
     fields: [
       NAME,
       DESCRIPTION,
-      { name: "guardrail_type", label: "Applies to", kind: "select", options: enumOptions("input", "output", "request", "tool"), default: "input" },
+      { name: "guardrail_type", label: "Applies to", kind: "select", options: enumOptions("prompt", "input", "output", "request", "tool"), default: "input" },
       { name: "action", label: "Action", kind: "select", options: enumOptions("block", "redact", "flag"), default: "block" },
       { name: "enabled", label: "Enabled", kind: "checkbox", default: true },
-      { name: "patterns", label: "Patterns (regular expressions)", kind: "lines", rows: 4 },
-      { name: "prompt_config", label: "Other checks (JSON)", kind: "json", rows: 4, help: 'e.g. {"max_length": 4000, "pii": true, "json_schema": {…}}' },
+      { name: "patterns", label: "Patterns (regular expressions)", kind: "lines", rows: 4, help: "Case-sensitive unless a pattern starts with (?i)." },
+      { name: "prompt_config", label: "Other checks (JSON)", kind: "json", rows: 4, help: 'e.g. {"max_length": 4000, "pii": true, "json_schema": {…}}, or as TBD Agents wrote them: {"forbidden_patterns": […], "required_patterns": […], "max_length": 4000, "min_length": 1} (case-insensitive).' },
+      { name: "request_config", label: "Request schema (JSON)", kind: "json", rows: 5, emptyValue: null, showIf: (v) => v.guardrail_type === "request", help: '{"json_schema": {…}}: the structured request must match it (JSON Schema, draft-07 unless it names another).' },
+      { name: "output_config", label: "Answer checks (JSON)", kind: "json", rows: 4, emptyValue: null, showIf: (v) => v.guardrail_type === "output", help: '{"forbidden_patterns": […], "required_patterns": […], "max_length": 4000, "pii_detection": true, "must_be_valid_json": false}' },
       TAGS,
     ],
   },
@@ -117,19 +127,20 @@ export const RESOURCES = {
     path: "/api/providers",
     title: "Providers",
     singular: "provider",
-    columns: [["name", "Name"], ["provider_type", "Type"], ["default_model", "Default model"], ["api_key_token_name", "Key token"]],
+    columns: [["name", "Name"], ["provider_type", "Type"], ["description", "Description"], ["default_model", "Default model"], ["api_key_token_name", "Key token"]],
     empty: "No providers yet. First store the provider's API key as a token (Tokens), then add the provider here and name that token.",
     deleteNote: "Agents that use this provider must be changed or deleted first.",
     fields: [
       NAME,
+      DESCRIPTION,
       { name: "provider_type", label: "Type", kind: "select", options: enumOptions("openai", "azure_openai", "anthropic", "custom", "github_copilot"), default: "openai" },
       { name: "base_url", label: "Base URL", kind: "text", nullable: true, placeholder: "https://… (empty for the vendor's default)" },
       { name: "api_key_token_name", label: "API key token", kind: "select", nullable: true, noneLabel: "— no key —", options: async () => (await listAll("/api/tokens")).map((t) => ({ value: t.name, label: t.name })), help: "The token holding the API key (its value is never shown here)." },
-      { name: "auth_type", label: "Authentication", kind: "select", options: enumOptions("api_key", "bearer", "none"), default: "api_key" },
+      { name: "auth_type", label: "Authentication", kind: "select", options: enumOptions("x-api-key", "bearer", "api_key", "none"), default: "x-api-key", help: "x-api-key (or api_key): the provider's own way (Anthropic: x-api-key header; OpenAI-compatible: Bearer). bearer: Authorization: Bearer (Anthropic gateways)." },
       { name: "default_model", label: "Default model", kind: "text", nullable: true },
       { name: "models", label: "Models", kind: "lines", help: "One model name per line (offered when editing agents)." },
       { name: "azure_deployment", label: "Azure deployment", kind: "text", nullable: true, showIf: (v) => v.provider_type === "azure_openai" },
-      { name: "azure_api_version", label: "Azure API version", kind: "text", nullable: true, showIf: (v) => v.provider_type === "azure_openai" },
+      { name: "azure_api_version", label: "Azure API version", kind: "text", nullable: true, default: "2024-12-01-preview", showIf: (v) => v.provider_type === "azure_openai" },
       { name: "extra_headers", label: "Extra headers", kind: "kv", placeholder: "Header-Name=value (one per line)" },
     ],
   },
@@ -157,8 +168,8 @@ export const RESOURCES = {
     fields: [
       NAME,
       DESCRIPTION,
-      { name: "source_type", label: "Type", kind: "select", options: enumOptions("manual", "file", "url", "github", "qdrant", "pgvector"), default: "manual" },
-      { name: "connection_config", label: "Connection (JSON)", kind: "json", rows: 3, help: "Only for external sources (URL, GitHub, …)." },
+      { name: "source_type", label: "Type", kind: "select", options: enumOptions("manual", "mongo_db", "file", "url", "github", "qdrant", "vector_db", "pgvector"), default: "manual" },
+      { name: "connection_config", label: "Connection (JSON)", kind: "json", rows: 3, help: 'Only for external sources. vector_db / qdrant: {"url": "http://…:6333", "collection": "…", "api_key_token_name": "…"}; pgvector: {"dsn": "postgresql://…" or "dsn_token_name": "…", "collection": "…"} (table langchain_pg_embedding_<collection>) or {"uri": …, "table": …}.' },
       TAGS,
     ],
   },
@@ -172,6 +183,7 @@ export const RESOURCES = {
     fields: [
       { name: "source_id", label: "Source", kind: "select", required: true, options: named("/api/knowledge-sources"), createOnly: true },
       { name: "name", label: "Name", kind: "text" },
+      { name: "content_type", label: "Kind", kind: "select", options: enumOptions("text", "file", "image"), default: "text", help: "text: typed or pasted here; file and image: uploaded." },
       { name: "mime_type", label: "Media type", kind: "text", default: "text/markdown" },
       { name: "text_content", label: "Text", kind: "textarea", rows: 10 },
       { name: "file_name", label: "File name", kind: "text", nullable: true },
@@ -211,9 +223,25 @@ export const RESOURCES = {
     fields: [
       { name: "title", label: "Title", kind: "text", nullable: true },
       { name: "agent_id", label: "Agent", kind: "select", required: true, options: named("/api/agents") },
+      { name: "status", label: "Status", kind: "select", options: enumOptions("active", "inactive"), default: "active", help: "An inactive workflow refuses prompts and runs." },
       DESCRIPTION,
       { name: "model", label: "Model override", kind: "text", nullable: true },
       { name: "max_turns", label: "Max turns", kind: "integer", min: 1, default: 5 },
+      { name: "output_format", label: "Output format", kind: "select", options: [{ value: "json", label: "json (the answer wrapped as {\"response\": …})" }, { value: "markdown", label: "markdown (the answer as it is)" }], default: "json" },
+      { name: "reasoning_effort", label: "Reasoning effort", kind: "text", nullable: true, placeholder: "low / medium / high", help: "Recorded on each run." },
+      { name: "guardrail_ids", label: "Guardrails", kind: "multi", options: named("/api/guardrails", (g) => `${g.guardrail_type}, ${g.action}`), emptyText: "No guardrails yet (add them under Guardrails)." },
+      { name: "guardrail_tags", label: "Guardrails by tag", kind: "tags" },
+      { name: "skill_ids", label: "Skills", kind: "multi", options: named("/api/skills"), emptyText: "No skills yet (add them under Skills)." },
+      { name: "skill_tags", label: "Skills by tag", kind: "tags" },
+      { name: "repo_url", label: "Repository URL", kind: "text", nullable: true, inputType: "url", help: "A git repository checked out for each run." },
+      { name: "repo_branch", label: "Repository branch", kind: "text", nullable: true },
+      { name: "repo_token_name", label: "Repository token", kind: "select", nullable: true, noneLabel: "— public repository —", options: async () => (await listAll("/api/tokens")).map((t) => ({ value: t.name, label: t.name })) },
+      { name: "credential_overrides", label: "Credential overrides", kind: "kv", placeholder: "ENV_VAR=token-name (one per line)", help: "Custom tools of this workflow get these environment variables from the named tokens." },
+      { name: "infinite_session", label: "Infinite session", kind: "checkbox", default: true, help: "Compact long conversations instead of stopping." },
+      { name: "caveman", label: "Terse answers", kind: "checkbox", default: false },
+      { name: "bypass_memory", label: "Bypass memory", kind: "checkbox", default: false },
+      { name: "auto_memory", label: "Auto memory", kind: "checkbox", default: false },
+      { name: "tsv_tool_results", label: "Tool results as TSV", kind: "checkbox", default: false },
       { name: "webhook_url", label: "Webhook URL (on completion)", kind: "text", nullable: true, inputType: "url" },
       { name: "error_webhook_url", label: "Webhook URL (on failure)", kind: "text", nullable: true, inputType: "url" },
       TAGS,

@@ -131,7 +131,7 @@ export async function renderChat(ctx, agentId, sessionId) {
   const sessionNav = h("nav", { class: "sessions", "aria-label": "Chat sessions" },
     h("a", { href: `#/chat/${agentId}`, class: "button primary" }, "New chat"),
     sessions.items.length ? h("ul", {}, sessions.items.map((s) => h("li", {},
-      h("a", { href: `#/chat/${agentId}/${s.id}`, "aria-current": s.id === current ? "page" : null }, s.title),
+      h("a", { href: `#/chat/${agentId}/${s.id}`, "aria-current": s.id === current ? "page" : null }, s.title || "New chat"),
       h("span", { class: "muted small" }, when(s.last_message_at || s.updated_at)))))
       : h("p", { class: "muted" }, "No earlier chats."));
 
@@ -160,7 +160,7 @@ export async function renderChat(ctx, agentId, sessionId) {
         window.dispatchEvent(new HashChangeEvent("hashchange"));
       } }, "Rename"),
       h("button", { type: "button", class: "small danger", onClick: async () => {
-        if (!(await confirmDialog("Delete chat", h("p", {}, `Delete “${session.title}” and its messages?`), "Delete", true))) return;
+        if (!(await confirmDialog("Delete chat", h("p", {}, `Delete “${session.title || "New chat"}” and its messages?`), "Delete", true))) return;
         await del(`/api/chat/sessions/${encodeURIComponent(current)}`);
         notify("Chat deleted.", "success");
         window.location.hash = `#/chat/${agentId}`;

@@ -15,7 +15,7 @@ function size(bytes) {
 
 async function preview(item) {
   const full = await get(`/api/knowledge-items/${encodeURIComponent(item.id)}`);
-  await dialog(full.title || full.file_name || "Document", (close) => h("div", {},
+  await dialog(full.name || full.file_name || "Document", (close) => h("div", {},
     h("p", { class: "muted" }, `${full.content_type} · ${size(full.file_size)} · ${full.status}`),
     h("pre", { class: "preview" }, full.text_content ? full.text_content.slice(0, 20000) : "(no text extracted)"),
     h("div", { class: "actions" }, h("button", { type: "button", class: "primary", onClick: () => close() }, "Close"))));
@@ -24,7 +24,7 @@ async function preview(item) {
 async function downloadContent(item) {
   const response = await fetch(`/api/knowledge-items/${encodeURIComponent(item.id)}/content`, { headers: { Authorization: `Bearer ${currentKey()}` } });
   if (!response.ok) { notify(`Download failed (${response.status}).`, "error"); return; }
-  download(item.file_name || `${item.title || item.id}.txt`, await response.blob(), response.headers.get("content-type") || "application/octet-stream");
+  download(item.file_name || `${item.name || item.id}.txt`, await response.blob(), response.headers.get("content-type") || "application/octet-stream");
 }
 
 function itemsTable(items, onChange, canDownload) {
@@ -33,7 +33,7 @@ function itemsTable(items, onChange, canDownload) {
     h("caption", { class: "visually-hidden" }, "Documents"),
     h("thead", {}, h("tr", {}, ["Title", "File", "Status", "Size", "Added", ""].map((t) => h("th", { scope: "col" }, t)))),
     h("tbody", {}, items.map((item) => h("tr", {},
-      h("td", {}, h("button", { type: "button", class: "link", onClick: () => preview(item) }, item.title || item.file_name || item.id)),
+      h("td", {}, h("button", { type: "button", class: "link", onClick: () => preview(item) }, item.name || item.file_name || item.id)),
       h("td", {}, item.file_name || "—"),
       h("td", {}, h("span", { class: ["badge", `status-${item.status}`] }, item.status)),
       h("td", {}, size(item.file_size)),
@@ -74,7 +74,7 @@ function uploadForm(source, onDone) {
         if (total) { bar.value = Math.round((loaded / total) * 100); pct.textContent = `${bar.value}% sent`; }
       });
       bar.value = 100;
-      pct.textContent = `Uploaded and indexed “${item.title || item.file_name}”.`;
+      pct.textContent = `Uploaded and indexed “${item.name || item.file_name}”.`;
       form.reset();
       onDone();
     } catch (error) {

@@ -65,8 +65,8 @@ async function knownDependants(res, record) {
       page("/api/workflows", { agent_id: id }), page("/api/chat/sessions", { agent_id: id })]);
     return {
       blocking: [
-        ...workflows.map((w) => ({ label: `workflow “${w.name || w.id}”`, href: `#/workflows/${w.id}` })),
-        ...sessions.map((c) => ({ label: `chat session “${c.title}”`, href: `#/chat/${id}/${c.id}` })),
+        ...workflows.map((w) => ({ label: `workflow “${w.title || w.name || w.id}”`, href: `#/workflows/${w.id}` })),
+        ...sessions.map((c) => ({ label: `chat session “${c.title || "untitled"}”`, href: `#/chat/${id}/${c.id}` })),
       ],
       cascading: [],
     };
@@ -77,7 +77,7 @@ async function knownDependants(res, record) {
   }
   if (res === "knowledge-sources") {
     const items = await page("/api/knowledge-items", { source_id: id });
-    return { blocking: [], cascading: items.map((i) => ({ label: `document “${i.title || i.file_name || i.id}”` })) };
+    return { blocking: [], cascading: items.map((i) => ({ label: `document “${i.name || i.file_name || i.id}”` })) };
   }
   if (res === "workflows") {
     const [schedules, runs] = await Promise.all([

@@ -3,15 +3,18 @@
 import { del, get } from "../api.js";
 import { confirmDialog, duration, h, notify, replace, when } from "../dom.js";
 
+// Usage of runs made here carries both key sets; runs moved from the existing TBD Agents only
+// its UsageStats fields (total_*).
 export function tokensOf(usage) {
   if (!usage) return "—";
-  const inp = usage.input_tokens ?? 0;
-  const out = usage.output_tokens ?? 0;
+  const inp = usage.input_tokens ?? usage.total_input_tokens ?? 0;
+  const out = usage.output_tokens ?? usage.total_output_tokens ?? 0;
   return inp || out ? `${inp} in / ${out} out` : "—";
 }
 
 export function costOf(usage) {
-  return usage && usage.cost_usd ? `$${Number(usage.cost_usd).toFixed(6)}` : "—";
+  const cost = usage ? usage.cost_usd ?? usage.total_cost : 0;
+  return cost ? `$${Number(cost).toFixed(6)}` : "—";
 }
 
 async function deleteRun(task, after) {
