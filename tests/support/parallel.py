@@ -10,9 +10,9 @@ so the suite also runs without the plugin (`-p no:xdist`).
 * Units of work: a whole test module goes to one worker, so module-scoped fixtures (a migrated
   database, a live server) are set up once and the module's tests keep their order; every test
   under tests/web/ forms a single unit, so one worker runs the browser suite with one Chromium
-  and one API server. Units are handed out largest first (xdist's loadscope order), which puts
-  the browser suite at the front and the many small modules at the end, where they even out the
-  workers' finishing times.
+  and one API server. Units are handed out most tests first (xdist's loadscope order), which
+  starts the big parametrised modules and the browser suite early and leaves the many small
+  modules for the end, where they even out the workers' finishing times.
 """
 
 from __future__ import annotations
