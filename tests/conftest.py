@@ -4,6 +4,7 @@ and the hooks that run the suite on several worker processes (tests/support/para
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -36,11 +37,13 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 
 @pytest.fixture(scope="session")
-def pg18_server() -> str:
+def pg18_server() -> Iterator[str]:
     """libpq URI of an embedded PostgreSQL 18 + pgvector, started once per test process (each
     xdist worker has its own, in its own temp dir on its own Unix socket)."""
     # Not under pytest's temp dir: see pg.private_dir.
-    return pg.start_embedded()
+    uri = pg.start_embedded()
+    yield uri
+    pg.stop_embedded(uri)  # before the session ends: see pg.stop_embedded
 
 
 @pytest.fixture(scope="session")

