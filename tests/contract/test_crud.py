@@ -164,7 +164,7 @@ async def test_update_with_none_clears_a_nullable_field(store: DocumentStore) ->
         ({"max_turns": 0}, "max_turns"),
         ({"temperature": "hot"}, "temperature"),
         ({"name": None}, "name"),
-        ({"name": ""}, "name"),
+        ({"system_prompt": ["not", "text"]}, "system_prompt"),
         ({"output_format": "yaml"}, "output_format"),
         ({"tags": "not-a-list"}, "tags"),
         ({"id": "new-id"}, "id"),

@@ -139,13 +139,21 @@ async def test_nul_in_text_is_invalid_data(pg_store: PostgresStore) -> None:
 
 
 async def test_a_row_that_does_not_fit_the_model_is_invalid_data(pg_store: PostgresStore) -> None:
-    async with pg_store.unit_of_work() as repos:
-        await repos.agents.create(Agent(id="bad", name="x"))
-        # Written behind the repository's back: the CHECK constraint allows it, the model not.
-        await repos.connection.execute(text("UPDATE agents SET temperature = NULL, name = ''"))
-        with pytest.raises(InvalidData, match="'bad' does not fit the model: name") as info:
+    # A database changed by hand, behind the repository's back: its range check dropped and a
+    # value out of range written. Reading the row is refused with the field named (the unit of
+    # work then rolls everything back, the dropped check included).
+    async def change_by_hand_and_read() -> None:
+        async with pg_store.unit_of_work() as repos:
+            await repos.agents.create(Agent(id="bad", name="x"))
+            await repos.connection.execute(
+                text("ALTER TABLE agents DROP CONSTRAINT ck_agents_temperature_range")
+            )
+            await repos.connection.execute(text("UPDATE agents SET temperature = 5"))
             await repos.agents.get("bad")
-    assert info.value.details == {"id": "bad", "field": "name"}
+
+    with pytest.raises(InvalidData, match="'bad' does not fit the model: temperature") as info:
+        await change_by_hand_and_read()
+    assert info.value.details == {"id": "bad", "field": "temperature"}
 
 
 async def test_deleting_a_parent_deletes_its_children(pg_store: PostgresStore) -> None:

@@ -121,5 +121,5 @@ async def test_out_of_bounds_values_are_left_to_validation() -> None:
     row = {n: getattr(Agent(name="x", temperature=1.0), n) for n in Agent.model_fields}
     build = row_builder(Agent)
     assert build is not None and build(row) is not None
-    for field, bad in (("name", ""), ("name", "n" * 513), ("temperature", 2.5), ("max_turns", 0)):
+    for field, bad in (("temperature", 2.5), ("max_turns", 0)):
         assert build({**row, field: bad}) is None, field

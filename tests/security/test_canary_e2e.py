@@ -307,7 +307,9 @@ async def test_the_basic_credential_of_a_url_password_is_masked_in_provider_erro
         finally:
             await provider.aclose()
     assert echo.seen[0].basic == f"{BASIC_USER}:{c.url_password}"
-    assert "bad_key_Basic " in caught.value.message, caught.value.message
+    # The Authorization header httpx built from the URL password is echoed (Anthropic's key goes
+    # in x-api-key alone, OpenAI's Bearer is replaced by it): masked, never in clear.
+    assert "Incorrect API key provided: Basic " in caught.value.message, caught.value.message
     c.assert_clean("the provider error", caught.value.message)
 
 

@@ -29,7 +29,7 @@ import annotated_types
 from pydantic import AfterValidator
 from pydantic.fields import FieldInfo
 
-from tbd_agents.domain.models import Entity
+from tbd_agents.domain.models import Entity, NameRule
 from tbd_agents.domain.types import LenientEnum, to_utc
 
 #: Types asyncpg returns as they are for their columns (no conversion needed).
@@ -62,6 +62,8 @@ def _bounds_check(info: FieldInfo) -> Callable[[Any], bool] | None:
             low = item.ge
         elif isinstance(item, annotated_types.Le):
             high = item.le
+        elif isinstance(item, NameRule):
+            continue  # a rule for request bodies, not for stored records
         elif item not in _CONVERTED_VALIDATORS:
             raise _Unsupported
     if low_len is None and high_len is None and low is None and high is None:
