@@ -175,3 +175,29 @@ async def test_a_vector_out_of_step_with_its_row_is_never_returned(env: Env) -> 
     await env.service.remember(ALICE_1, "city", "lives in Lisbon")  # re-embeds
     hits = await env.service.search(ALICE_1, "Lisbon", mode=SearchMode.KEYWORD)
     assert [h.memory.value for h in hits] == ["lives in Lisbon"]
+
+
+async def test_memories_stored_without_a_vector_are_indexed_once(env: Env) -> None:
+    # Memories an existing deployment wrote (read as they are on the MongoDB profile, or
+    # written behind the service's back) have no vector: semantic search cannot find them
+    # until `index_missing` embeds them; expired ones are left out.
+    from tbd_agents.domain.models import Memory
+
+    old = Memory(agent_id=ALICE_1.id, key="city", value="lives in Porto", created_by="alice")
+    gone = Memory(
+        agent_id=ALICE_1.id,
+        key="mood",
+        value="cheerful",
+        created_by="alice",
+        ttl=env.clock.now - timedelta(days=1),
+    )
+    async with env.service.documents.unit_of_work() as repos:
+        await repos.memories.create(old)
+        await repos.memories.create(gone)
+    await env.service.remember(ALICE_1, "pet", "a cat named Miso")
+    assert await vector_count(env, ALICE_1) == 1
+    assert await env.service.index_missing(batch_size=1) == 1
+    assert await vector_count(env, ALICE_1) == 2
+    hits = await env.service.search(ALICE_1, "city: lives in Porto", k=1)
+    assert [h.memory.id for h in hits] == [old.id]
+    assert await env.service.index_missing() == 0

@@ -127,3 +127,34 @@ def reembed(
         raise fail(f"unknown collection {collection!r}: use one of {', '.join(COLLECTIONS)}")
     space = asyncio.run(_reembed(settings(), collection, batch_size))
     typer.echo(f"{collection} now holds vectors of {space}.")
+
+
+async def _index_memories(cfg: Settings, batch_size: int) -> int:
+    from tbd_agents.cli.serve import open_cli_store
+    from tbd_agents.services.memory import MemoryService
+    from tbd_agents.vectors.factory import open_vector_store
+
+    choice = await load_embedder(cfg)
+    if choice.fell_back:
+        raise fail(
+            f"{choice.message} Refusing to index with the fallback: make the configured model "
+            "loadable first (or set EMBEDDING_PROVIDER=hashing on purpose)."
+        )
+    async with open_cli_store(cfg) as documents:
+        vectors = open_vector_store(cfg, documents)
+        try:
+            service = MemoryService(documents, vectors, choice.embedder)
+            return await service.index_missing(batch_size)
+        finally:
+            await vectors.close()
+
+
+@app.command("index-memories")
+@friendly_errors
+def index_memories(
+    batch_size: Annotated[int, typer.Option(min=1, max=4096, help="Memories per batch.")] = 256,
+) -> None:
+    """Embed the stored memories that have no vector yet (e.g. an existing deployment's
+    memories on the MongoDB profile), so semantic memory search finds them. Safe to re-run."""
+    count = asyncio.run(_index_memories(settings(), batch_size))
+    typer.echo(f"{count} memories indexed.")

@@ -164,6 +164,40 @@ class MemoryService:
         await self._enforce_cap(agent.id)
         return stored
 
+    async def index_missing(self, batch_size: int = 256) -> int:
+        """Embed and index every live memory that has no vector yet; return how many.
+
+        Memories an existing deployment stored (the MongoDB profile reads them as they are) have
+        no vector in this hub's store, so semantic search would never find them. Idempotent: a
+        second call indexes nothing. Each batch is one read, one lookup of the vectors that exist
+        and one embedding call."""
+        await self.vectors.ensure_collection(MEMORIES.name, self.embedder.space)
+        indexed = 0
+        query = Query(sort=(asc("id"),), limit=batch_size)
+        while True:
+            async with self.documents.unit_of_work() as repos:
+                page = await repos.for_model(Memory).list(query)
+            now = self.clock()
+            live = [m for m in page.items if not _expired(m, now)]
+            if live:
+                have = {h.id for h in await self.vectors.get(MEMORIES.name, [m.id for m in live])}
+                missing = [m for m in live if m.id not in have]
+                if missing:
+                    vectors = await self.embedder.embed(
+                        [memory_text(m.key, m.value) for m in missing]
+                    )
+                    records = [
+                        self._vector_record(m, v) for m, v in zip(missing, vectors, strict=True)
+                    ]
+                    async with self.documents.unit_of_work() as repos:
+                        await self.vectors.bind(repos).upsert(
+                            MEMORIES.name, records, self.embedder.space
+                        )
+                    indexed += len(missing)
+            if page.next_cursor is None:
+                return indexed
+            query = query.after(page.next_cursor)
+
     @staticmethod
     def _vector_record(memory: Memory, vector: Sequence[float]) -> VectorRecord:
         return memory_vector_record(
