@@ -76,3 +76,36 @@ def test_reembed_refuses_fallback_and_unknown_collection(
     refused = runner.invoke(app, ["vectors", "reembed", "memories"])
     assert refused.exit_code == 1
     assert "Refusing to re-embed with the fallback" in refused.output
+
+
+def test_index_memories_embeds_the_memories_without_a_vector(
+    pg18_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tbd_agents.domain.models import Memory
+    from tbd_agents.storage.postgres.engine import create_engine
+    from tbd_agents.storage.postgres.repository import PostgresStore
+    from tests.support import pg
+
+    url = pg.create_migrated_database(pg18_server, prefix="idxmem")
+    try:
+
+        async def add() -> None:
+            store = PostgresStore(create_engine(url), url=url)
+            async with store.unit_of_work() as repos:
+                await repos.memories.create(Memory(agent_id="a", key="city", value="Porto"))
+            await store.close()
+
+        pg.run(add())
+        monkeypatch.setenv("DB_BACKEND", "postgres")
+        monkeypatch.setenv("POSTGRES_URI", url.render_as_string(hide_password=False))
+        monkeypatch.setenv("VECTOR_STORE_BACKEND", "pgvector")
+        monkeypatch.setenv("DATA_DIR", str(tmp_path))
+        monkeypatch.setenv("EMBEDDING_PROVIDER", "hashing")
+        monkeypatch.chdir(tmp_path)
+        first = runner.invoke(app, ["vectors", "index-memories"])
+        assert first.exit_code == 0, first.output
+        assert "1 memories indexed." in first.output
+        again = runner.invoke(app, ["vectors", "index-memories"])
+        assert again.exit_code == 0 and "0 memories indexed." in again.output
+    finally:
+        pg.drop_database(url)
