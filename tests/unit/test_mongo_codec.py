@@ -237,3 +237,23 @@ def test_extras_are_top_level_keys_and_read_back_as_extras() -> None:
 def test_extras_may_not_shadow_a_field() -> None:
     with pytest.raises(ValidationError, match=r"extras may not hold keys.*\['name'\]"):
         Agent(name="a", extras={"name": "b"})
+
+
+def test_extras_of_bson_types_without_a_json_form_read_as_extended_json() -> None:
+    from bson import Regex, Timestamp
+
+    stored = {
+        "_id": OID,
+        "name": "legacy",
+        "blob": Binary(b"\xff\x00"),
+        "nested": {"rx": Regex("^a", "i"), "at": [Timestamp(1, 2)]},
+    }
+    agent = from_document(Agent, stored)
+    assert agent.extras == {
+        "blob": {"$binary": {"base64": "/wA=", "subType": "00"}},
+        "nested": {
+            "rx": {"$regularExpression": {"pattern": "^a", "options": "i"}},
+            "at": [{"$timestamp": {"t": 1, "i": 2}}],
+        },
+    }
+    assert '"blob":{"$binary"' in agent.model_dump_json()  # a record can always be returned

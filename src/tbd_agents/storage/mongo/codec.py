@@ -24,6 +24,7 @@ name, however often the hub updates it (`extras` itself is never a stored key).
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Mapping
@@ -32,7 +33,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from bson import Binary, Decimal128, Int64, ObjectId
+from bson import Binary, Decimal128, Int64, ObjectId, json_util
 from bson.binary import UUID_SUBTYPE
 from pydantic import ValidationError
 
@@ -165,6 +166,22 @@ def extra_keys(model: type[Entity], doc: Mapping[str, Any]) -> list[str]:
     ]
 
 
+_RELAXED = json_util.RELAXED_JSON_OPTIONS
+
+
+def _extra_value(value: Any) -> Any:
+    """An extra key's value as JSON-ready data: BSON types with no JSON form (binary data,
+    regular expressions, timestamps, code, DBRefs, MinKey/MaxKey) become their MongoDB Extended
+    JSON (relaxed), as the migration writes them, so the record can always be returned."""
+    if value is None or isinstance(value, str | bool | int | float | datetime):
+        return value
+    if isinstance(value, dict):
+        return {k: _extra_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_extra_value(v) for v in value]
+    return json.loads(json_util.dumps(value, json_options=_RELAXED))
+
+
 def to_document(record: Entity) -> dict[str, Any]:
     """The document that stores `record` (`_id` first, then one key per model field, then the
     record's extras as top-level keys)."""
@@ -188,7 +205,7 @@ def field_values(model: type[Entity], doc: Mapping[str, Any]) -> dict[str, Any]:
     for name in model.model_fields:
         if name not in ("id", EXTRAS) and name in doc:
             values[name] = plain_value(doc[name])
-    extras = {key: plain_value(doc[key]) for key in extra_keys(model, doc)}
+    extras = {key: _extra_value(plain_value(doc[key])) for key in extra_keys(model, doc)}
     if extras:
         values[EXTRAS] = extras
     if values.get("created_at") is None and isinstance(raw_id, ObjectId):
