@@ -9,14 +9,14 @@ is refused, and start-up says how to create the first one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Annotated
 
 import typer
 
 from tbd_agents.cli.common import friendly_errors, settings
-from tbd_agents.config import DbBackend, Settings
+from tbd_agents.config import Settings
 from tbd_agents.logs import configure_logging
 from tbd_agents.storage.protocol import DocumentStore
 
@@ -27,30 +27,11 @@ FIRST_KEY_HINT = (
 )
 
 
-@asynccontextmanager
-async def open_cli_store(config: Settings) -> AsyncIterator[DocumentStore]:
-    """The configured document store, ready to use (embedded PostgreSQL started and migrated;
-    an external one checked to be at head); closed and let go when the block ends."""
-    from tbd_agents.storage.factory import open_store
+def open_cli_store(config: Settings) -> AbstractAsyncContextManager[DocumentStore]:
+    """The configured document store, ready to use (see `storage.factory.prepared_store`)."""
+    from tbd_agents.storage.factory import prepared_store
 
-    if config.db_backend is not DbBackend.POSTGRES:
-        store = await open_store(config)
-        try:
-            yield store
-        finally:
-            await store.close()
-        return
-    from tbd_agents.storage.postgres.migrate import prepare_database
-
-    prepared = await prepare_database(config)
-    try:
-        store = await open_store(config, url=prepared.url)
-        try:
-            yield store
-        finally:
-            await store.close()
-    finally:
-        await prepared.aclose()
+    return prepared_store(config)
 
 
 async def has_api_keys(store: DocumentStore) -> bool:

@@ -29,7 +29,7 @@ from typing import Any, Protocol, cast
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tbd_agents.config import DbBackend, Settings
+from tbd_agents.config import Settings
 from tbd_agents.domain.enums import TaskTrigger
 from tbd_agents.domain.models import TaskExecution
 from tbd_agents.runtime import leases
@@ -303,24 +303,8 @@ async def process_runtime(settings: Settings, role: str) -> AsyncIterator[Runtim
     the block ends. PostgreSQL: the database prepared (embedded server started, or an external one
     checked to be at head) and the document store opened on it. MongoDB: the store opened on
     MONGO_URI (indexes created)."""
-    from tbd_agents.storage.factory import open_store
+    from tbd_agents.storage.factory import prepared_store
 
     named = settings.model_copy(update={"application_name": f"{settings.application_name}-{role}"})
-    if named.db_backend is DbBackend.MONGO:
-        store = await open_store(named)
-        try:
-            yield await Runtime.open(named, store, role=role, store=store)
-        finally:
-            await store.close()
-        return
-    from tbd_agents.storage.postgres.migrate import prepare_database
-
-    prepared = await prepare_database(named)
-    try:
-        store = await open_store(named, url=prepared.url)
-        try:
-            yield await Runtime.open(named, store, role=role, store=store)
-        finally:
-            await store.close()
-    finally:
-        await prepared.aclose()
+    async with prepared_store(named) as store:
+        yield await Runtime.open(named, store, role=role, store=store)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from sqlalchemy.engine import URL
 
 from tbd_agents.config import DbBackend, Settings
@@ -30,6 +33,33 @@ async def open_store(settings: Settings, *, url: URL | str | None = None) -> Doc
         f"DB_BACKEND={settings.db_backend.value} is not available in this build: "
         "set DB_BACKEND=postgres"
     )
+
+
+@asynccontextmanager
+async def prepared_store(settings: Settings) -> AsyncIterator[DocumentStore]:
+    """The configured document store, ready to use, closed and let go when the block ends.
+
+    PostgreSQL: the database prepared first (the embedded server started and migrated, or an
+    external one checked to be at head). MongoDB: the store opened on MONGO_URI (indexes
+    created)."""
+    if settings.db_backend is not DbBackend.POSTGRES:
+        store = await open_store(settings)
+        try:
+            yield store
+        finally:
+            await store.close()
+        return
+    from tbd_agents.storage.postgres.migrate import prepare_database
+
+    prepared = await prepare_database(settings)
+    try:
+        store = await open_store(settings, url=prepared.url)
+        try:
+            yield store
+        finally:
+            await store.close()
+    finally:
+        await prepared.aclose()
 
 
 def _open_postgres(settings: Settings, url: URL | str | None) -> DocumentStore:
