@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 from collections.abc import AsyncIterator, Mapping
@@ -48,8 +47,8 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from tbd_agents.domain.enums import TaskStatus, TaskTrigger, WorkflowStatus
-from tbd_agents.domain.models import ScheduledAgent, TaskExecution
-from tbd_agents.domain.types import new_id, utcnow
+from tbd_agents.domain.models import TaskExecution
+from tbd_agents.domain.types import utcnow
 from tbd_agents.errors import InvalidData, NotFound, StorageError
 from tbd_agents.runtime.contracts import EventType, RunOutcome
 from tbd_agents.runtime.events import (
@@ -60,11 +59,26 @@ from tbd_agents.runtime.events import (
 )
 from tbd_agents.runtime.halt import HALTED_BEFORE_START, HALTED_BEFORE_START_EVENT, ended
 from tbd_agents.runtime.leases import Heartbeat
-from tbd_agents.runtime.scheduler import OccurrenceRecord, Outcome
-from tbd_agents.runtime.store import DueDelivery, Transition, chunks
-from tbd_agents.runtime.webhooks import Attempt, Delivery, event_of, json_payload
+from tbd_agents.runtime.mongo_docs import (
+    _APPEND_RETRIES,
+    _PURGE_BATCH,
+    FINISHED_AT,
+    RESULT,
+    WORKER,
+    Doc,
+    _already_stored,
+    _by_id,
+    _event,
+    _json,
+    _outbox,
+    _set,
+    _status,
+)
+from tbd_agents.runtime.mongo_schedules import MongoScheduleSession
+from tbd_agents.runtime.mongo_webhooks import MongoWebhookStore
+from tbd_agents.runtime.scheduler import OccurrenceRecord
+from tbd_agents.runtime.store import Transition, chunks
 from tbd_agents.storage.mongo.codec import (
-    bson_value,
     from_document,
     id_forms,
     id_text,
@@ -76,81 +90,9 @@ from tbd_agents.storage.mongo.runtime_schema import (
     RUN_EVENTS,
     RUN_HALTS,
     SCHEDULE_OCCURRENCES,
-    WEBHOOK_ATTEMPTS,
-    WEBHOOK_DELIVERIES,
-    WEBHOOK_SECRETS,
 )
-from tbd_agents.storage.postgres.engine import json_dumps
 
 _log = logging.getLogger(__name__)
-
-Doc = dict[str, Any]
-
-#: Task execution fields written here whose names the existing TBD Agents data model spells its
-#: own way; kept in one place.
-WORKER = "worker"
-FINISHED_AT = "finished_at"
-RESULT = "response"
-
-_APPEND_RETRIES = 200
-_ACTIVE = [TaskStatus.PENDING.value, TaskStatus.RUNNING.value]
-#: An enabled schedule: `enabled` true, or absent (the existing system's documents written
-#: before the field existed; its default is true). `None` in `$in` matches a missing key.
-_ENABLED: Doc = {"enabled": {"$in": [True, None]}}
-_TERMINAL = [s.value for s in TERMINAL_STATUSES]
-_PURGE_BATCH = 500
-
-
-def _by_id(record_id: str) -> Doc:
-    """The filter on `_id` for a record id in any stored form (string, ObjectId, integer)."""
-    forms = id_forms(record_id, include_int=True)
-    return {"_id": forms[0] if len(forms) == 1 else {"$in": forms}}
-
-
-def _ref(value: str) -> Doc:
-    """A match for a reference field that may hold the id as a string or an ObjectId."""
-    forms = id_forms(value)
-    return forms[0] if len(forms) == 1 else {"$in": forms}
-
-
-def _json(data: Mapping[str, Any]) -> dict[str, Any]:
-    """Event data as plain JSON values (what PostgreSQL's JSONB and the bus keep)."""
-    loaded: dict[str, Any] = json.loads(json_dumps(dict(data)))
-    return loaded
-
-
-def _status(value: Any) -> TaskStatus:
-    return TaskStatus(str(value).strip().lower().replace("-", "_"))
-
-
-def _set(values: Mapping[str, Any]) -> Doc:
-    return {k: bson_value(v) for k, v in values.items()}
-
-
-def _outbox(events: list[tuple[str, Mapping[str, Any]]], *, webhook: bool, now: datetime) -> Doc:
-    return {
-        "events": [{"type": t, "data": _json(d)} for t, d in events],
-        "webhook": webhook,
-        "claimed_at": now,
-    }
-
-
-def _already_stored(tail: list[RunEvent], wanted: list[tuple[str, Any]]) -> int:
-    """How many of `wanted` (in order) the run's last stored events already are."""
-    for k in range(min(len(wanted), len(tail)), 0, -1):
-        if [(e.type, e.data) for e in tail[-k:]] == wanted[:k]:
-            return k
-    return 0
-
-
-def _event(doc: Mapping[str, Any]) -> RunEvent:
-    return RunEvent(
-        str(doc["task_id"]),
-        int(doc["seq"]),
-        str(doc["type"]),
-        dict(plain_value(doc.get("data") or {})),
-        plain_value(doc.get("created_at")),
-    )
 
 
 class MongoEventLog:
@@ -243,311 +185,6 @@ class MongoEventLog:
                 result = await self.collection.delete_many({"task_id": {"$in": ended_ids}})
                 purged += int(result.deleted_count)
         return purged
-
-
-class MongoWebhookStore:
-    """`runtime.store.WebhookStore` on `webhook_secrets`, `webhook_deliveries` and
-    `webhook_attempts`."""
-
-    def __init__(self, database: Any) -> None:
-        self.secrets = database.get_collection(WEBHOOK_SECRETS)
-        self.deliveries = database.get_collection(WEBHOOK_DELIVERIES)
-        self.attempts = database.get_collection(WEBHOOK_ATTEMPTS)
-        self.workflows = database.get_collection("workflows")
-
-    async def stored_secret(self, workflow_id: str) -> str | None:
-        doc = await self.secrets.find_one({"_id": workflow_id})
-        return None if doc is None else str(doc["encrypted_secret"])
-
-    async def workflow_exists(self, workflow_id: str) -> bool:
-        return await self.workflows.find_one(_by_id(workflow_id), {"_id": 1}) is not None
-
-    async def save_secret(self, workflow_id: str, encrypted: str, *, replace: bool) -> None:
-        now = utcnow()
-        if replace:
-            await self.secrets.update_one(
-                {"_id": workflow_id},
-                {
-                    "$set": {"encrypted_secret": encrypted, "updated_at": now},
-                    "$setOnInsert": {"created_at": now},
-                },
-                upsert=True,
-            )
-            return
-        # A concurrent first use may have stored its own: the caller reads back what is stored.
-        with contextlib.suppress(DuplicateKeyError):
-            await self.secrets.insert_one(
-                {
-                    "_id": workflow_id,
-                    "encrypted_secret": encrypted,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-
-    async def enqueue(self, task: TaskExecution) -> str | None:
-        event = event_of(task)
-        field = "error_webhook_url" if event == "task.failed" else "webhook_url"
-        workflow = await self.workflows.find_one(_by_id(task.workflow_id), {field: 1})
-        url = workflow.get(field) if workflow is not None else None
-        if not url:
-            return None
-        now = utcnow()
-        delivery_id = new_id()
-        try:
-            await self.deliveries.insert_one(
-                {
-                    "_id": delivery_id,
-                    "task_id": task.id,
-                    "workflow_id": task.workflow_id,
-                    "event": event,
-                    "url": str(url),
-                    "payload": json_payload(task),
-                    "status": "pending",
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "last_status_code": None,
-                    "last_error": None,
-                    "delivered_at": None,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-        except DuplicateKeyError:
-            return None  # already queued for this run and event
-        return delivery_id
-
-    async def claim_due(self, limit: int, hold: timedelta) -> list[DueDelivery]:
-        claimed: list[DueDelivery] = []
-        while len(claimed) < limit:
-            now = utcnow()
-            doc = await self.deliveries.find_one_and_update(
-                {"status": "pending", "next_attempt_at": {"$lte": now}},
-                {
-                    "$inc": {"attempts": 1},
-                    "$set": {"next_attempt_at": now + hold, "updated_at": now},
-                },
-                sort=[("next_attempt_at", 1)],
-                return_document=ReturnDocument.AFTER,
-            )
-            if doc is None:
-                break
-            claimed.append(
-                DueDelivery(
-                    id=id_text(doc["_id"]),
-                    task_id=str(doc["task_id"]),
-                    workflow_id=str(doc["workflow_id"]),
-                    event=str(doc["event"]),
-                    url=str(doc["url"]),
-                    payload=dict(plain_value(doc.get("payload") or {})),
-                    attempts=int(doc["attempts"]),
-                )
-            )
-        return claimed
-
-    async def record_attempt(
-        self,
-        delivery: DueDelivery,
-        status_code: int | None,
-        error: str | None,
-        duration_ms: float,
-        *,
-        exhausted: bool,
-        retry_after: timedelta | None,
-    ) -> None:
-        now = utcnow()
-        try:
-            await self.attempts.insert_one(
-                {
-                    "delivery_id": delivery.id,
-                    "attempt": delivery.attempts,
-                    "status_code": status_code,
-                    "error": error,
-                    "duration_ms": duration_ms,
-                    "created_at": now,
-                }
-            )
-        except DuplicateKeyError:
-            _log.warning("webhook %s: attempt %d already logged", delivery.id, delivery.attempts)
-        values: Doc = {"last_status_code": status_code, "last_error": error, "updated_at": now}
-        if error is None:
-            values.update(status="delivered", delivered_at=now)
-        elif exhausted:
-            values.update(status="failed")
-        elif retry_after is not None:
-            values.update(next_attempt_at=now + retry_after)
-        await self.deliveries.update_one({"_id": delivery.id}, {"$set": values})
-
-    async def list_deliveries(
-        self, *, workflow_id: str | None, task_id: str | None, limit: int
-    ) -> list[Delivery]:
-        spec: Doc = {}
-        if workflow_id is not None:
-            spec["workflow_id"] = workflow_id
-        if task_id is not None:
-            spec["task_id"] = task_id
-        docs = await self.deliveries.find(
-            spec, sort=[("created_at", -1), ("_id", -1)], limit=limit
-        ).to_list(None)
-        ids = [id_text(d["_id"]) for d in docs]
-        logs: dict[str, list[Attempt]] = {}
-        if ids:
-            attempts = await self.attempts.find(
-                {"delivery_id": {"$in": ids}}, sort=[("delivery_id", 1), ("attempt", 1)]
-            ).to_list(None)
-            for a in attempts:
-                logs.setdefault(str(a["delivery_id"]), []).append(
-                    Attempt(
-                        int(a["attempt"]),
-                        a.get("status_code"),
-                        a.get("error"),
-                        float(a.get("duration_ms", 0.0)),
-                    )
-                )
-        return [
-            Delivery(
-                id=delivery_id,
-                task_id=str(d["task_id"]),
-                workflow_id=str(d["workflow_id"]),
-                event=str(d["event"]),
-                url=str(d["url"]),
-                status=str(d["status"]),
-                attempts=int(d.get("attempts", 0)),
-                last_status_code=d.get("last_status_code"),
-                last_error=d.get("last_error"),
-                log=tuple(logs.get(delivery_id, ())),
-            )
-            for delivery_id, d in zip(ids, docs, strict=True)
-        ]
-
-
-class MongoScheduleSession:
-    """A scheduler tick on MongoDB: plain reads; the occurrence key and compare-and-set on
-    `next_run_at` decide between schedulers (see the module docstring)."""
-
-    def __init__(self, store: MongoRunStore) -> None:
-        self.store = store
-        self.schedules = store.database.get_collection(ScheduledAgent.collection)
-
-    async def _find(
-        self, spec: Doc, limit: int, sort: Any = None, skip: int = 0
-    ) -> list[ScheduledAgent]:
-        docs = await self.schedules.find(spec, sort=sort, skip=skip, limit=limit).to_list(None)
-        found: list[ScheduledAgent] = []
-        for doc in docs:
-            try:
-                found.append(from_document(ScheduledAgent, doc))
-            except InvalidData as exc:
-                _log.error("schedule skipped: %s", exc.message)
-        return found
-
-    async def fresh(self, now: datetime, limit: int) -> list[ScheduledAgent]:
-        return await self._find(
-            {
-                **_ENABLED,
-                "next_run_at": None,
-                "$or": [{"end_at": None}, {"end_at": {"$gt": now}}],
-            },
-            limit,
-        )
-
-    async def edited(self, now: datetime, window: timedelta, limit: int) -> list[ScheduledAgent]:
-        return await self._find(
-            {
-                **_ENABLED,
-                "next_run_at": {"$gt": now},
-                "updated_at": {"$gte": utcnow() - window},
-            },
-            limit,
-        )
-
-    async def _due(
-        self, now: datetime, limit: int, *, workflow_exists: bool
-    ) -> list[ScheduledAgent]:
-        """Due schedules, earliest first, whose workflow exists (or not): read a page at a
-        time, the workflows of each page looked up in one query (no join on MongoDB)."""
-        spec: Doc = {**_ENABLED, "next_run_at": {"$lte": now}}
-        found: list[ScheduledAgent] = []
-        skip = 0
-        while len(found) < limit:
-            page = await self._find(spec, limit, sort=[("next_run_at", 1), ("_id", 1)], skip=skip)
-            if not page:
-                break
-            skip += limit
-            existing = await self._existing_workflows({s.workflow_id for s in page})
-            found += [s for s in page if (s.workflow_id in existing) is workflow_exists]
-        return found[:limit]
-
-    async def _existing_workflows(self, ids: set[str]) -> set[str]:
-        forms = [form for i in sorted(ids) for form in id_forms(i, include_int=True)]
-        docs = await self.store.workflows.find({"_id": {"$in": forms}}, {"_id": 1}).to_list(None)
-        return {id_text(d["_id"]) for d in docs}
-
-    async def due(self, now: datetime, limit: int) -> list[ScheduledAgent]:
-        return await self._due(now, limit, workflow_exists=True)
-
-    async def orphaned(self, now: datetime, limit: int) -> list[ScheduledAgent]:
-        return await self._due(now, limit, workflow_exists=False)
-
-    def _unchanged(self, schedule: ScheduledAgent) -> Doc:
-        return {**_by_id(schedule.id), "next_run_at": bson_value(schedule.next_run_at)}
-
-    async def move(self, schedule: ScheduledAgent, next_run_at: datetime | None) -> None:
-        await self.schedules.update_one(
-            self._unchanged(schedule), {"$set": {"next_run_at": bson_value(next_run_at)}}
-        )
-
-    async def advance(
-        self,
-        schedule: ScheduledAgent,
-        next_run_at: datetime | None,
-        last_run_at: datetime | None,
-    ) -> None:
-        changes: Doc = {"next_run_at": next_run_at, "updated_at": utcnow()}
-        if last_run_at is not None:
-            changes["last_run_at"] = last_run_at
-        await self.schedules.update_one(self._unchanged(schedule), {"$set": _set(changes)})
-
-    async def has_active_run(self, schedule_id: str) -> bool:
-        found = await self.store.tasks.find_one(
-            {"scheduled_agent_id": _ref(schedule_id), "status": {"$in": _ACTIVE}}, {"_id": 1}
-        )
-        return found is not None
-
-    async def claim(
-        self,
-        schedule: ScheduledAgent,
-        occurrence_at: datetime,
-        outcome: Outcome,
-        missed: int,
-        claimed_by: str,
-    ) -> tuple[bool, str | None]:
-        task: TaskExecution | None = None
-        if outcome is Outcome.FIRED:
-            task = await self.store.new_run(
-                schedule.workflow_id,
-                schedule.prompt,
-                trigger=TaskTrigger.SCHEDULE,
-                scheduled_agent_id=schedule.id,
-            )
-        try:
-            await self.store.occurrences.insert_one(
-                {
-                    "scheduled_agent_id": schedule.id,
-                    "occurrence_at": bson_value(occurrence_at),
-                    "outcome": outcome.value,
-                    "missed": missed,
-                    "task_id": task.id if task is not None else None,
-                    "claimed_by": claimed_by,
-                    "created_at": utcnow(),
-                }
-            )
-        except DuplicateKeyError:
-            return False, None  # another scheduler (or an earlier tick) claimed it
-        if task is None:
-            return True, None
-        await self.store.tasks.insert_one(to_document(task))
-        return True, task.id
 
 
 class MongoRunStore:

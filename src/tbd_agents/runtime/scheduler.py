@@ -9,7 +9,7 @@ before `start_at` or after `end_at`, nor while `enabled` is false.
 claim is refused), creates the pending run and moves `next_run_at` on, then dispatches the runs.
 On PostgreSQL (`SqlScheduleSession`) the tick is one transaction and the schedules it reads are
 locked with `SELECT … FOR UPDATE SKIP LOCKED` (another scheduler skips them instead of waiting);
-on MongoDB (`runtime/mongo_store.py`) the occurrence key alone decides, and `next_run_at` moves
+on MongoDB (`runtime/mongo_schedules.py`) the occurrence key alone decides, and `next_run_at` moves
 by compare-and-set. Any number of scheduler processes can tick at once: each occurrence is
 claimed by exactly one.
 
