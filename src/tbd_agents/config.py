@@ -551,11 +551,19 @@ class Settings(BaseSettings):
     slack_bot_token: SecretStr | None = _old()
 
     _legacy_warnings: list[str] = PrivateAttr(default_factory=list)
+    _legacy_reported: bool = PrivateAttr(default=False)
 
     @property
     def legacy_warnings(self) -> list[str]:
         """Start-up warnings about variables of the existing TBD Agents that have no effect."""
         return list(self._legacy_warnings)
+
+    def take_legacy_warnings(self) -> list[str]:
+        """`legacy_warnings` the first time, then nothing (start-up logs them once)."""
+        if self._legacy_reported:
+            return []
+        self._legacy_reported = True
+        return self.legacy_warnings
 
     @field_validator("db_backend", "vector_store_backend", mode="before")
     @classmethod

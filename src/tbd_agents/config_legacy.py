@@ -248,8 +248,7 @@ LEGACY: tuple[LegacyVariable, ...] = (
         "EMBEDDINGS_ENABLED",
         Fate.RENAMED,
         "EMBEDDING_PROVIDER",
-        "`false` selects EMBEDDING_PROVIDER=hashing (offline, no model); `true` changes "
-        "nothing.",
+        "`false` selects EMBEDDING_PROVIDER=hashing (offline, no model); `true` changes nothing.",
         _embeddings_enabled,
     ),
     LegacyVariable(
@@ -398,8 +397,7 @@ LEGACY: tuple[LegacyVariable, ...] = (
     LegacyVariable(
         "API_BASE_URL",
         Fate.NO_EFFECT,
-        note="the memory tools run inside the engine; no memory MCP subprocess calls the API "
-        "back",
+        note="the memory tools run inside the engine; no memory MCP subprocess calls the API back",
     ),
     LegacyVariable(
         "PLUGINS_DIR",
@@ -465,7 +463,13 @@ LEGACY: tuple[LegacyVariable, ...] = (
     ),
     *(
         LegacyVariable(name, Fate.NOT_READ, note="Docker Compose's (the container); as before.")
-        for name in ("TBD_IMAGE", "PGVECTOR_USER", "PGVECTOR_PASSWORD", "PGVECTOR_DB", "PGVECTOR_PORT")
+        for name in (
+            "TBD_IMAGE",
+            "PGVECTOR_USER",
+            "PGVECTOR_PASSWORD",
+            "PGVECTOR_DB",
+            "PGVECTOR_PORT",
+        )
     ),
     *(
         LegacyVariable(
@@ -474,7 +478,13 @@ LEGACY: tuple[LegacyVariable, ...] = (
             note="Set by the existing application for its custom-tool and memory-MCP "
             "subprocesses; custom tools here run in the sandbox with their own environment.",
         )
-        for name in ("TBD_PROJECT_ROOT", "PYTHONPATH", "TBD_AGENTS_REPO_ROOT", "AGENT_ID", "API_TOKEN")
+        for name in (
+            "TBD_PROJECT_ROOT",
+            "PYTHONPATH",
+            "TBD_AGENTS_REPO_ROOT",
+            "AGENT_ID",
+            "API_TOKEN",
+        )
     ),
     LegacyVariable(
         "ANTHROPIC_API_KEY",
