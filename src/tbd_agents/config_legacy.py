@@ -64,6 +64,8 @@ class LegacyVariable:
     note: str = ""
     #: RENAMED only: the conversion (default: the value as it is).
     convert: Convert | None = None
+    #: What the documentation says it becomes, when "read as <target>" would not be right.
+    label: str | None = None
 
     @property
     def field(self) -> str:
@@ -313,6 +315,7 @@ LEGACY: tuple[LegacyVariable, ...] = (
         "Vectors live in the PostgreSQL database of POSTGRES_URI: accepted when it names that "
         "database, refused otherwise (with the fix).",
         _pgvector_dsn,
+        label="checked: must name the database of `POSTGRES_URI`",
     ),
     LegacyVariable(
         "PGVECTOR_TABLE_PREFIX",
