@@ -7,7 +7,7 @@ written at most once per `LAST_USED_RESOLUTION` per key, never on every request.
 
 GitHub logins and API-key owners share one namespace (record owners), so a GitHub login is
 accepted only when it cannot take over another identity: a login that owns API keys not made
-for GitHub (`keys create --github`), or a reserved name (`admin`, `local`) without such a key,
+for GitHub (`keys create --github`), or a reserved name (`admin`, `local`, `server`) without such a key,
 is refused with 403. Failed authentications are counted per client address (`FailureThrottle`):
 past the limit, further failures are answered 429 with Retry-After; successes are never held.
 """
