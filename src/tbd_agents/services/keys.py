@@ -81,7 +81,7 @@ class ApiKeys:
         return CreatedKey(stored, new.plaintext)
 
     async def list(
-        self, *, owner: str | None, limit: int = 50, cursor: str | None = None
+        self, *, owner: str | None, limit: int | None = 50, cursor: str | None = None
     ) -> Page[ApiKey]:
         filters = (eq("owner", owner),) if owner is not None else ()
         page: Page[ApiKey] = await self.repo.list(
