@@ -41,7 +41,13 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = str(ROOT / ".venv" / "bin" / "tbd-agents")
+#: The `tbd-agents` console script: this tree's .venv, else the one next to this Python (a git
+#: worktree shares the main checkout's venv; export PYTHONPATH=<worktree>/src to serve its code).
+CLI = str(
+    ROOT / ".venv" / "bin" / "tbd-agents"
+    if (ROOT / ".venv").exists()
+    else Path(sys.executable).parent / "tbd-agents"
+)
 
 
 class Conn:
@@ -171,6 +177,8 @@ def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
         "POSTGRES_POOL_SIZE": "20",
         "POSTGRES_MAX_OVERFLOW": "5",
     }
+    if os.environ.get("PYTHONPATH"):  # e.g. a worktree's src on a shared venv
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     log = open(data_dir / "server.log", "wb")  # noqa: SIM115
     return subprocess.Popen([CLI, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
 
