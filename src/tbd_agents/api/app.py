@@ -20,9 +20,11 @@ import httpx
 from fastapi import Depends, FastAPI, Request
 
 import tbd_agents
+from tbd_agents.api.crud import CrudRouter
 from tbd_agents.api.deps import ApiContext
 from tbd_agents.api.docs import SecurityHeaders, install_docs
 from tbd_agents.api.errors import install_error_handlers
+from tbd_agents.api.fastpath import CrudFastPath
 from tbd_agents.api.limits import RequestLimits
 from tbd_agents.config import Settings
 from tbd_agents.engine.sandbox import Ceilings, set_save_ceilings
@@ -134,13 +136,18 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
         docs_url=None,  # Swagger UI and ReDoc served by api/docs.py from the package, no CDN
         redoc_url=None,
     )
+    from tbd_agents.api.routers import all_routers
+
+    routers = all_routers()
+    # innermost: the hot CRUD requests without routing and dependency solving (api/fastpath.py)
+    app.add_middleware(
+        CrudFastPath, resources=[r.operations for r in routers if isinstance(r, CrudRouter)]
+    )
     install_error_handlers(app)
     app.add_middleware(RequestLimits, settings=settings)  # body size and JSON depth
     app.add_middleware(SecurityHeaders)  # CSP on HTML, no-store on /api
     install_docs(app)
-    from tbd_agents.api.routers import all_routers
-
-    for router in all_routers():
+    for router in routers:
         app.include_router(router)
     from tbd_agents.web import mount as mount_dashboard
 

@@ -8,12 +8,13 @@ resource's own), so the behaviour is written and tested once.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 from pydantic import BaseModel
+from starlette.datastructures import URL
 
 from tbd_agents.api.deps import ApiContext, Caller, CommonList, Ctx, Paging
 from tbd_agents.api.present import PRESENTED, present_many, present_one
@@ -102,14 +103,23 @@ def owner_filter(
     return (eq(model.owner_field, owner),)
 
 
+#: The list parameters of a request without a query string: the whole list, no filter.
+EVERYTHING = Paging(None, None, ())
+
+
 def _list_endpoint(
     model: type[Entity], filters: Sequence[ListFilter], sort: tuple[Sort, ...]
-) -> Any:
+) -> tuple[Any, ListOperation]:
     hidden = HIDDEN.get(model, frozenset())
 
-    async def list_records(request: Any, ctx: Any, common: Any, **params: Any) -> Response:
-        principal, paging, owner = common
-        assert isinstance(paging, Paging)
+    async def list_page(
+        ctx: ApiContext,
+        principal: Principal,
+        paging: Paging,
+        owner: str | None,
+        params: dict[str, Any],
+        url: Callable[[], URL],
+    ) -> Response:
         wanted = [*paging.filters, *owner_filter(model, principal, owner)]
         wanted += [f for lf in filters if (f := lf.to_filter(params.get(lf.param))) is not None]
         async with ctx.store.unit_of_work(readonly=True) as repos:
@@ -119,11 +129,19 @@ def _list_endpoint(
                     wanted, limit=paging.limit, cursor=paging.cursor, sort=sort
                 )
                 body = await present_many(model, page.items, repos, ctx)
-                return page_response(body, page.next_cursor, request.url)
+                return page_response(body, page.next_cursor, url)
             found = await service.list_json(
                 wanted, limit=paging.limit, cursor=paging.cursor, sort=sort, omit=hidden
             )
-        return page_response(found.items, found.next_cursor, request.url)
+        return page_response(found.items, found.next_cursor, url)
+
+    async def list_records(request: Any, ctx: Any, common: Any, **params: Any) -> Response:
+        principal, paging, owner = common
+        assert isinstance(paging, Paging)
+        return await list_page(ctx, principal, paging, owner, params, lambda: request.url)
+
+    async def list_all(ctx: ApiContext, principal: Principal) -> Response:
+        return await list_page(ctx, principal, EVERYTHING, None, {}, _no_url)
 
     parameters = [
         inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
@@ -140,11 +158,45 @@ def _list_endpoint(
             )
         )
     list_records.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
-    return list_records
+    return list_records, list_all
+
+
+def _no_url() -> URL:
+    raise AssertionError("a list without a limit has no next page")
 
 
 def outbound_allow_list(ctx: ApiContext) -> HostPolicy:
     return HostPolicy.parse(ctx.settings.outbound_allowed_hosts)
+
+
+ListOperation = Callable[[ApiContext, Principal], Awaitable[Response]]
+RecordOperation = Callable[[ApiContext, Principal, str], Awaitable[Response]]
+BodyOperation = Callable[[ApiContext, Principal, Any], Awaitable[Response]]
+UpdateOperation = Callable[[ApiContext, Principal, str, Any], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class CrudOperations:
+    """What the routes of one resource do, callable without FastAPI: the routes call these,
+    and so does `api.fastpath` for requests it can answer without routing and dependency
+    solving (the same code, so the same behaviour)."""
+
+    prefix: str
+    list_all: ListOperation  # GET prefix without a query string
+    get: RecordOperation
+    create: BodyOperation | None
+    create_schema: type[BaseModel] | None
+    update: UpdateOperation | None
+    update_schema: type[BaseModel] | None
+    delete: RecordOperation | None
+    #: The route endpoints (how `api.fastpath` recognises these routes among the app's).
+    endpoints: frozenset[Any]
+
+
+class CrudRouter(APIRouter):
+    """The router of one resource, with its operations for `api.fastpath`."""
+
+    operations: CrudOperations
 
 
 def crud_router(
@@ -157,36 +209,46 @@ def crud_router(
     writable: bool = True,
     creatable: bool = True,
     deletable: bool = True,
-) -> APIRouter:
+) -> CrudRouter:
     """The five routes of `model` under `prefix`."""
-    router = APIRouter(prefix=prefix, tags=[tag], responses=ERRORS)
+    router = CrudRouter(prefix=prefix, tags=[tag], responses=ERRORS)
     Out = output_schema(model)
+    list_records, list_all = _list_endpoint(model, filters, sort)
     router.add_api_route(
         "",
-        _list_endpoint(model, filters, sort),
+        list_records,
         methods=["GET"],
         response_model=page_schema(model),
         summary=f"List {model.collection}",
     )
 
-    @router.get("/{record_id}", response_model=Out, summary=f"Get one of {model.collection}")
-    async def get_record(record_id: RecordId, ctx: Ctx, caller: Caller) -> Response:
+    async def get_one(ctx: ApiContext, caller: Principal, record_id: str) -> Response:
         async with ctx.store.unit_of_work(readonly=True) as repos:
             record = await records_for(model, repos, caller, ctx.cipher).get(record_id)
             body = await present_one(record, repos, ctx)
         return json_response(body)
 
+    @router.get("/{record_id}", response_model=Out, summary=f"Get one of {model.collection}")
+    async def get_record(record_id: RecordId, ctx: Ctx, caller: Caller) -> Response:
+        return await get_one(ctx, caller, record_id)
+
+    create_one: BodyOperation | None = None
+    Create: type[BaseModel] | None = None
     if creatable:
         Create = create_schema(model)
 
-        async def create_record(ctx: Ctx, caller: Caller, body: Any) -> Response:
+        async def create_one(ctx: ApiContext, caller: Principal, body: Any) -> Response:
             values = body.model_dump(exclude_unset=False)
             check_saved_addresses(model, values, caller, outbound_allow_list(ctx))
             async with ctx.store.unit_of_work() as repos:
                 service = records_for(model, repos, caller, ctx.cipher)
                 record = await service.create(values)
-                body = await present_one(record, repos, ctx)
-            return json_response(body, 201)
+                answer = await present_one(record, repos, ctx)
+            return json_response(answer, 201)
+
+        async def create_record(ctx: Ctx, caller: Caller, body: Any) -> Response:
+            assert create_one is not None
+            return await create_one(ctx, caller, body)
 
         create_record.__annotations__["body"] = Annotated[Create, Body()]
         router.add_api_route(
@@ -198,19 +260,27 @@ def crud_router(
             summary=f"Create one of {model.collection}",
         )
 
+    update_one: UpdateOperation | None = None
+    Update: type[BaseModel] | None = None
     if writable:
         Update = update_schema(model)
 
-        async def update_record(
-            record_id: RecordId, ctx: Ctx, caller: Caller, body: Any
+        async def update_one(
+            ctx: ApiContext, caller: Principal, record_id: str, body: Any
         ) -> Response:
             changes = body.model_dump(exclude_unset=True)
             check_saved_addresses(model, changes, caller, outbound_allow_list(ctx))
             async with ctx.store.unit_of_work() as repos:
                 service = records_for(model, repos, caller, ctx.cipher)
                 record = await service.update(record_id, changes)
-                body = await present_one(record, repos, ctx)
-            return json_response(body)
+                answer = await present_one(record, repos, ctx)
+            return json_response(answer)
+
+        async def update_record(
+            record_id: RecordId, ctx: Ctx, caller: Caller, body: Any
+        ) -> Response:
+            assert update_one is not None
+            return await update_one(ctx, caller, record_id, body)
 
         update_record.__annotations__["body"] = Annotated[Update, Body()]
         for method in ("PATCH", "PUT"):
@@ -225,12 +295,35 @@ def crud_router(
                 operation_id=f"{method.lower()}_{model.collection}_record",
             )
 
+    endpoints: set[Any] = {list_records, get_record}
+    if creatable:
+        endpoints.add(create_record)
+    if writable:
+        endpoints.add(update_record)
+    delete_one: RecordOperation | None = None
     if deletable:
 
-        @router.delete("/{record_id}", status_code=204, summary=f"Delete one of {model.collection}")
-        async def delete_record(record_id: RecordId, ctx: Ctx, caller: Caller) -> Response:
+        async def delete_one(ctx: ApiContext, caller: Principal, record_id: str) -> Response:
             async with ctx.store.unit_of_work() as repos:
                 await records_for(model, repos, caller, ctx.cipher).delete(record_id)
             return Response(status_code=204)
 
+        @router.delete("/{record_id}", status_code=204, summary=f"Delete one of {model.collection}")
+        async def delete_record(record_id: RecordId, ctx: Ctx, caller: Caller) -> Response:
+            assert delete_one is not None
+            return await delete_one(ctx, caller, record_id)
+
+        endpoints.add(delete_record)
+
+    router.operations = CrudOperations(
+        prefix=prefix,
+        list_all=list_all,
+        get=get_one,
+        create=create_one,
+        create_schema=Create,
+        update=update_one,
+        update_schema=Update,
+        delete=delete_one,
+        endpoints=frozenset(endpoints),
+    )
     return router

@@ -9,7 +9,7 @@ nullable field), `<Model>Out` (what responses carry: stored fields minus secrets
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cache
 from typing import Annotated, Any, Literal
 
@@ -216,12 +216,16 @@ def page_headers(request_url: URL, next_cursor: str | None) -> dict[str, str]:
     return {"X-Next-Cursor": next_cursor, "Link": f'<{link}>; rel="next"'}
 
 
-def page_response(items: bytes, next_cursor: str | None, request_url: URL) -> Response:
-    """A list response: the bare JSON array `items`, the next cursor in headers."""
+def page_response(
+    items: bytes, next_cursor: str | None, request_url: URL | Callable[[], URL]
+) -> Response:
+    """A list response: the bare JSON array `items`, the next cursor in headers (`request_url`
+    may be a function returning it: called only when there is a next page)."""
+    if next_cursor is None:
+        return Response(content=items, media_type="application/json")
+    url = request_url if isinstance(request_url, URL) else request_url()
     return Response(
-        content=items,
-        media_type="application/json",
-        headers=page_headers(request_url, next_cursor),
+        content=items, media_type="application/json", headers=page_headers(url, next_cursor)
     )
 
 
