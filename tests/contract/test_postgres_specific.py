@@ -220,3 +220,50 @@ async def test_open_store_builds_a_postgres_store_from_settings(pg_url: URL) -> 
         assert name == "h1-test"
     finally:
         await store.close()
+
+
+async def test_rows_by_id_inserts_and_updates_go_straight_to_asyncpg(
+    pg_store: PostgresStore, sql_log: StatementLog
+) -> None:
+    """The hot statements (storage/postgres/direct.py) skip SQLAlchemy's cursor, yet statement
+    listeners see them; with the installed SQLAlchemy the direct way is usable."""
+    through_cursor: list[str] = []
+
+    def executed(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        through_cursor.append(statement)
+
+    engine = pg_store.engine.sync_engine
+    event.listen(engine, "after_cursor_execute", executed)
+    try:
+        async with pg_store.unit_of_work() as repos:
+            sql_log.take()
+            agent = await repos.agents.create(Agent(name="direct", tags=["t"]))
+            await repos.agents.update(agent.id, {"description": "changed", "tags": ["u"]})
+            got = await repos.agents.get(agent.id)
+        async with pg_store.unit_of_work(readonly=True) as repos:
+            again = await repos.agents.get(agent.id)
+    finally:
+        event.remove(engine, "after_cursor_execute", executed)
+    assert [s.split()[0] for s, _ in sql_log.take()] == ["INSERT", "UPDATE", "SELECT", "SELECT"]
+    assert through_cursor == []
+    assert got == again
+    assert (got.description, got.tags, got.name) == ("changed", ["u"], "direct")
+
+
+async def test_a_direct_write_first_in_a_unit_of_work_is_rolled_back_with_it(
+    pg_store: PostgresStore,
+) -> None:
+    async with pg_store.unit_of_work() as repos:
+        agent = await repos.agents.create(Agent(name="kept"))
+
+    async def write_then_fail() -> None:
+        async with pg_store.unit_of_work() as repos:
+            await repos.agents.update(agent.id, {"description": "lost"})  # the BEGIN comes first
+            await repos.agents.create(Agent(name="lost too"))
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        await write_then_fail()
+    async with pg_store.unit_of_work(readonly=True) as repos:
+        assert (await repos.agents.get(agent.id)).description == ""
+        assert await repos.agents.count() == 1
