@@ -22,7 +22,7 @@ from tbd_agents.storage.postgres.json_rows import json_document
 from tbd_agents.storage.postgres.query import db_value
 from tbd_agents.storage.postgres.repository import PostgresStore
 from tbd_agents.storage.postgres.tables import TABLES
-from tbd_agents.storage.protocol import DocumentStore, Query, Sort, contains_all
+from tbd_agents.storage.protocol import DocumentStore, Query, Sort, contains_all, eq
 from tests.contract.test_rows import full_record
 
 
@@ -75,10 +75,11 @@ def test_every_table_is_serialised_by_the_database() -> None:
 async def test_full_records_serialise_alike(pg_store: PostgresStore, model: type[Entity]) -> None:
     await _insert_rows(pg_store, model, [full_record(model)])
     omit = frozenset({"embedding"}) if model is Memory else frozenset()
-    fast, slow, _, _ = await _both(pg_store, model, Query(limit=10), omit)
-    assert len(fast) == 1
-    assert fast == slow
-    assert list(fast[0]) == [f for f in model.model_fields if f not in omit]  # field order
+    for query in (Query(limit=10), Query()):  # a page; the whole list (json_array_statement)
+        fast, slow, _, _ = await _both(pg_store, model, query, omit)
+        assert len(fast) == 1
+        assert fast == slow
+        assert list(fast[0]) == [f for f in model.model_fields if f not in omit]  # field order
 
 
 EDGE_TIMES = [
@@ -125,6 +126,9 @@ async def test_edge_values_serialise_alike(pg_store: PostgresStore) -> None:
     fast, slow, _, _ = await _both(pg_store, Agent, Query(limit=100))
     assert len(fast) == len(agents)
     assert fast == slow
+    whole, slow, cursor, _ = await _both(pg_store, Agent, Query())
+    assert whole == slow == fast
+    assert cursor is None
     assert {a["created_at"] for a in fast} == {
         json.loads(TypeAdapter(datetime).dump_json(t)) for t in EDGE_TIMES
     }
@@ -149,6 +153,36 @@ async def test_pages_and_cursors_match_list(pg_store: PostgresStore) -> None:
                     break
                 query = query.after(fast_cursor)
             assert seen == (40 if not filters else len([a for a in agents if "u" in a.tags]))
+
+
+async def test_whole_lists_filtered_by_equalities_match_list(pg_store: PostgresStore) -> None:
+    """Without a limit and with only equality filters (owner, parent, name...), the list is one
+    prepared statement returning the array as bytes; it holds what `list` holds, in order."""
+    agents = [
+        Agent(name=f"n{i % 3}", created_by="alice" if i % 2 else "bob", temperature=i / 20)
+        for i in range(25)
+    ]
+    await _insert_rows(pg_store, Agent, list(agents))
+    for filters in [
+        (),
+        (eq("name", "n1"),),
+        (eq("name", "n1"), eq("created_by", "alice")),
+        (eq("name", "nobody"),),
+        (contains_all("tags", ["x"]),),  # not an equality: the general statement
+    ]:
+        for sort in [(Sort("created_at", True),), (Sort("name"), Sort("updated_at", True))]:
+            fast, slow, cursor, _ = await _both(pg_store, Agent, Query(filters, sort))
+            assert fast == slow, (filters, sort)
+            assert cursor is None
+            expected = [
+                a
+                for a in agents
+                if all(getattr(a, f.field) == f.value for f in filters if f.op == "eq")
+            ]
+            assert len(fast) == (0 if filters and filters[0].op != "eq" else len(expected))
+    async with pg_store.unit_of_work(readonly=True) as repos:
+        empty = await repos.agents.list_json(Query(filters=(eq("name", "nobody"),)))
+    assert empty.items == b"[]"
 
 
 async def test_omitted_fields_are_left_out(pg_store: PostgresStore) -> None:

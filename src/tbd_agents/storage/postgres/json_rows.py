@@ -30,6 +30,7 @@ from sqlalchemy import (
     Double,
     Float,
     Integer,
+    LargeBinary,
     Select,
     Table,
     Text,
@@ -42,6 +43,7 @@ from sqlalchemy.sql.elements import ColumnElement, literal_column
 
 from tbd_agents.storage.common import CheckedQuery
 from tbd_agents.storage.postgres.query import order_by
+from tbd_agents.storage.protocol import Sort
 
 #: `json_build_object` takes at most 100 arguments (FUNC_MAX_ARGS), i.e. 50 key/value pairs.
 MAX_FIELDS = 50
@@ -143,3 +145,25 @@ def json_page_statement(
         func.array_agg(page.c[f"k{i}"]).filter(page.c.n == query.limit)[1] for i in range(len(keys))
     ]
     return select(joined.filter(in_page), func.count(), *last)
+
+
+def json_array_statement(
+    table: Table,
+    document: ColumnElement[str],
+    sort: Sequence[Sort],
+    conditions: Sequence[ColumnElement[bool]],
+) -> Select[Any]:
+    """Every matching row as ONE JSON array in the order `sort`, as UTF-8 bytes (`bytea`: the
+    driver hands them over without decoding, and they are the response body as they are)."""
+    ordering = order_by(table, sort)
+    inner = (
+        select(document.label("doc"), func.row_number().over(order_by=ordering).label("n"))
+        .select_from(table)
+        .where(*conditions)
+    )
+    page = inner.subquery("page")
+    joined = func.string_agg(page.c.doc, aggregate_order_by(literal_column("','"), page.c.n))
+    array = func.concat(
+        literal_column("'['"), func.coalesce(joined, literal_column("''")), literal_column("']'")
+    )
+    return select(func.convert_to(array, literal_column("'UTF8'"), type_=LargeBinary))

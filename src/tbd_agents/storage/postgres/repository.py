@@ -71,7 +71,11 @@ from tbd_agents.storage.common import (
 )
 from tbd_agents.storage.postgres.direct import DirectLink, DirectStatement, compile_direct
 from tbd_agents.storage.postgres.errors import UPGRADE_HINT, translate, where
-from tbd_agents.storage.postgres.json_rows import json_document, json_page_statement
+from tbd_agents.storage.postgres.json_rows import (
+    json_array_statement,
+    json_document,
+    json_page_statement,
+)
 from tbd_agents.storage.postgres.query import db_value, keyset_clause, order_by, where_clause
 from tbd_agents.storage.postgres.rows import row_builder
 from tbd_agents.storage.postgres.schema import code_cascades
@@ -80,9 +84,11 @@ from tbd_agents.storage.protocol import (
     Filter,
     GroupLatest,
     JsonPage,
+    Op,
     Page,
     Query,
     Repository,
+    Sort,
     encode_cursor,
     in_,
 )
@@ -137,6 +143,26 @@ def _direct_update(table: Table, dialect: Dialect, keys: tuple[str, ...]) -> Dir
         .returning(*table.c)
     )
     return compile_direct(stmt, dialect, keys)
+
+
+@functools.lru_cache(maxsize=256)
+def _direct_whole_list(
+    table: Table,
+    fields: tuple[str, ...],
+    sort: tuple[Sort, ...],
+    equal: tuple[str, ...],
+    dialect: Dialect,
+) -> DirectStatement | None:
+    """The whole list as one JSON array (`json_array_statement`) of the rows whose `equal`
+    fields equal the parameters `p0`, `p1`...; None when `json_rows` cannot translate a field."""
+    document = json_document(table, fields)
+    if document is None:
+        return None
+    conditions = [
+        table.c[name] == bindparam(f"p{i}", type_=table.c[name].type)
+        for i, name in enumerate(equal)
+    ]
+    return compile_direct(json_array_statement(table, document, sort, conditions), dialect)
 
 
 #: Order of `find_one` (the protocol's default sort).
@@ -273,6 +299,21 @@ class PostgresRepository(Generic[E]):
         if document is None:
             return await list_json_via_models(self.list, self.model, query, omit)
         checked = check_query(self.model, query)
+        if checked.limit is None and all(
+            f.op is Op.EQ and isinstance(db_value(f.value), str | int | bool)
+            for f in checked.filters
+        ):  # the whole list, filtered by equalities (owner, parent...): a prepared statement
+            statement = _direct_whole_list(
+                self.table,
+                fields,
+                checked.sort,
+                tuple(f.field for f in checked.filters),
+                self._conn.dialect,
+            )
+            values = {f"p{i}": db_value(f.value) for i, f in enumerate(checked.filters)}
+            rows = None if statement is None else await self._fetch_direct(statement, values)
+            if rows is not None:
+                return JsonPage(bytes(rows[0][0]), None)
         conds = where_clause(self.table, self.model, checked.filters)
         if checked.after is not None:
             conds.append(keyset_clause(self.table, checked.sort, checked.after))
