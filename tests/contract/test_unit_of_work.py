@@ -50,3 +50,14 @@ async def test_store_answers_ping(store: DocumentStore) -> None:
     await store.ping()
     assert isinstance(store.backend, str) and store.backend
     assert isinstance(store.transactional, bool)
+
+
+async def test_a_single_write_block_reads_then_writes_once(store: DocumentStore) -> None:
+    """Every backend accepts `single_write=True` (PostgreSQL skips the transaction)."""
+    async with store.unit_of_work() as repos:
+        skill = await repos.skills.create(Skill(name="before"))
+    async with store.unit_of_work(single_write=True) as repos:
+        current = await repos.skills.get(skill.id)
+        await repos.skills.update(skill.id, {"description": current.name + " and after"})
+    async with store.unit_of_work(readonly=True) as repos:
+        assert (await repos.skills.get(skill.id)).description == "before and after"

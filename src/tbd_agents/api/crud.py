@@ -31,7 +31,7 @@ from tbd_agents.domain.models import Entity
 from tbd_agents.errors import PermissionDenied, UnsupportedQuery
 from tbd_agents.security.outbound import HostPolicy
 from tbd_agents.services.access import Principal
-from tbd_agents.services.catalog import check_saved_addresses, records_for
+from tbd_agents.services.catalog import check_saved_addresses, records_for, writes_once
 from tbd_agents.storage.protocol import Filter, Sort, contains_all, eq
 
 RecordId = Annotated[str, Path(description="Record id.")]
@@ -232,6 +232,9 @@ def crud_router(
     async def get_record(record_id: RecordId, ctx: Ctx, caller: Caller) -> Response:
         return await get_one(ctx, caller, record_id)
 
+    # Creates and updates of plain records read, then write once: no transaction needed
+    # (`unit_of_work(single_write=True)`); presenting them reads nothing afterwards.
+    single_write = writes_once(model) and model not in PRESENTED
     create_one: BodyOperation | None = None
     Create: type[BaseModel] | None = None
     if creatable:
@@ -240,7 +243,7 @@ def crud_router(
         async def create_one(ctx: ApiContext, caller: Principal, body: Any) -> Response:
             values = body.model_dump(exclude_unset=False)
             check_saved_addresses(model, values, caller, outbound_allow_list(ctx))
-            async with ctx.store.unit_of_work() as repos:
+            async with ctx.store.unit_of_work(single_write=single_write) as repos:
                 service = records_for(model, repos, caller, ctx.cipher)
                 record = await service.create(values)
                 answer = await present_one(record, repos, ctx)
@@ -270,7 +273,7 @@ def crud_router(
         ) -> Response:
             changes = body.model_dump(exclude_unset=True)
             check_saved_addresses(model, changes, caller, outbound_allow_list(ctx))
-            async with ctx.store.unit_of_work() as repos:
+            async with ctx.store.unit_of_work(single_write=single_write) as repos:
                 service = records_for(model, repos, caller, ctx.cipher)
                 record = await service.update(record_id, changes)
                 answer = await present_one(record, repos, ctx)

@@ -140,6 +140,12 @@ class ChatMessages(Records[ChatMessage]):
         raise InvalidData("chat messages cannot be edited; add a new message instead")
 
 
+def writes_once(model: type[Entity]) -> bool:
+    """Whether `records_for(model)` creates and updates a record with one write and nothing
+    else (the plain `Records`; tokens, secret-bearing records and chat messages write more)."""
+    return model is not Token and model not in SECRET_FIELDS and model is not ChatMessage
+
+
 def records_for(
     model: type[E], repos: Repositories, principal: Principal, cipher: Callable[[], TokenCipher]
 ) -> Records[Any]:

@@ -293,8 +293,14 @@ class DocumentStore(Protocol):
     #: they happen and an exception undoes nothing.
     transactional: bool
 
-    def unit_of_work(self, *, readonly: bool = False) -> AbstractAsyncContextManager[Repositories]:
-        """`readonly=True`: the block only reads; the backend may skip the transaction."""
+    def unit_of_work(
+        self, *, readonly: bool = False, single_write: bool = False
+    ) -> AbstractAsyncContextManager[Repositories]:
+        """`readonly=True`: the block only reads; the backend may skip the transaction.
+
+        `single_write=True`: the block writes at most once (one statement of one repository),
+        after its reads; the backend may run it without a transaction, the one statement being
+        atomic by itself. A second write in such a block is a programming error and raises."""
         ...
 
     async def ping(self) -> None:

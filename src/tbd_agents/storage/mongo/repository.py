@@ -460,9 +460,11 @@ class MongoStore:
             await ensure_collection_indexes(self.database, RUNTIME_INDEXES)
 
     @asynccontextmanager
-    async def unit_of_work(self, *, readonly: bool = False) -> AsyncIterator[MongoRepositories]:
+    async def unit_of_work(
+        self, *, readonly: bool = False, single_write: bool = False
+    ) -> AsyncIterator[MongoRepositories]:
         """The repositories. Not a transaction: an exception in the block undoes nothing
-        (`readonly` changes nothing here)."""
+        (`readonly` and `single_write` change nothing here)."""
         yield self._repos
 
     async def ping(self) -> None:
