@@ -20,8 +20,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -104,7 +105,10 @@ class DirectLink:
                     await adapter._start_transaction()  # (nothing in autocommit)
                 rows: list[Any] = await driver.fetch(statement.sql, *arguments)
                 return rows
-        except BaseException:
+        except BaseException as exc:
             if driver.is_closed():  # a dead connection must not go back to the pool
                 await self._conn.invalidate()
+            if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+                # as SQLAlchemy raises it: the statement's shape for the log, never the values
+                raise DBAPIError(statement.sql, None, exc, hide_parameters=True) from exc
             raise

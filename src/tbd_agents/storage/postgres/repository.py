@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Generic, NoReturn, TypeVar, cast
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
 from pydantic import ValidationError
 from sqlalchemy import (
     ARRAY,
@@ -330,7 +330,7 @@ class PostgresRepository(Generic[E]):
             f.op is Op.EQ and isinstance(db_value(f.value), str | int | bool)
             for f in checked.filters
         ):  # the whole list, filtered by equalities (owner, parent...): a prepared statement
-            statement = _direct_whole_list(
+            whole = _direct_whole_list(
                 self.table,
                 fields,
                 checked.sort,
@@ -338,7 +338,7 @@ class PostgresRepository(Generic[E]):
                 self._conn.dialect,
             )
             values = {f"p{i}": db_value(f.value) for i, f in enumerate(checked.filters)}
-            rows = None if statement is None else await self._fetch_direct(statement, values)
+            rows = None if whole is None else await self._fetch_direct(whole, values)
             if rows is not None:
                 return JsonPage(bytes(rows[0][0]), None)
         conds = where_clause(self.table, self.model, checked.filters)
