@@ -124,31 +124,58 @@ class TableLoader:
         `progress` is updated in place with the batch's counts; `before_commit` receives the rows
         the database refused (orphans, constraint violations) before the transaction commits, so
         they are on record even if the process dies right after the commit."""
+        if mode == "copy" and batch.row_count:
+            outcome = await self._load_copy(batch, progress, before_commit)
+            if outcome is not None:
+                return outcome
         outcome = BatchOutcome()
         indices = list(range(batch.row_count))
         async with self.conn.transaction():
-            if mode == "copy" and indices and await self._try_copy(batch):
-                outcome.inserted = len(indices)
-            elif indices:
+            if indices:
                 await self._upsert(batch, indices, outcome)
-            outcome.unchanged = (
-                len(indices) - outcome.inserted - outcome.updated - len(outcome.rejected)
-            )
-            progress.advance(batch.read, outcome, len(batch.rejected) + len(outcome.rejected))
-            await self.checkpoints.save(progress, batch.last_id)
-            await self.quarantine.write(batch.ids, [*batch.rejected, *outcome.rejected])
-            before_commit(outcome.rejected)
+            await self._finish(batch, outcome, progress, before_commit)
         return outcome
 
-    async def _try_copy(self, batch: PreparedBatch) -> bool:
+    async def _load_copy(
+        self,
+        batch: PreparedBatch,
+        progress: Progress,
+        before_commit: Callable[[list[Rejection]], None],
+    ) -> BatchOutcome | None:
+        """COPY the batch straight into the table, in a transaction of its own; None (nothing
+        written) if PostgreSQL refuses one of its rows: the caller then stages the batch.
+
+        No savepoint: a refused COPY rolls the whole transaction back, which has done nothing
+        else yet (a savepoint per batch cost ~1 ms of server CPU, 2 µs per row at batch 500)."""
+        outcome = BatchOutcome(inserted=batch.row_count)
         try:
             async with self.conn.transaction():
-                await self._copy(self.spec.name, batch, None)
-        except WRITE_ERRORS as exc:
-            if not row_level(exc):
-                raise
-            return False
-        return True
+                try:
+                    await self._copy(self.spec.name, batch, None)
+                except WRITE_ERRORS as exc:
+                    if not row_level(exc):
+                        raise
+                    raise _CopyRefused from exc
+                await self._finish(batch, outcome, progress, before_commit)
+        except _CopyRefused:
+            return None
+        return outcome
+
+    async def _finish(
+        self,
+        batch: PreparedBatch,
+        outcome: BatchOutcome,
+        progress: Progress,
+        before_commit: Callable[[list[Rejection]], None],
+    ) -> None:
+        """Count the batch, move the checkpoint and record its quarantine (in its transaction)."""
+        outcome.unchanged = (
+            batch.row_count - outcome.inserted - outcome.updated - len(outcome.rejected)
+        )
+        progress.advance(batch.read, outcome, len(batch.rejected) + len(outcome.rejected))
+        await self.checkpoints.save(progress, batch.last_id)
+        await self.quarantine.write(batch.ids, [*batch.rejected, *outcome.rejected])
+        before_commit(outcome.rejected)
 
     async def _copy(self, table: str, batch: PreparedBatch, indices: Sequence[int] | None) -> None:
         """COPY the batch's rows (those at `indices`, or all) into `table`."""
@@ -198,6 +225,10 @@ class TableLoader:
                         batch.ids[i], f"orphan: {parent} {record[1]} not found", batch.documents[i]
                     )
                 )
+
+
+class _CopyRefused(Exception):
+    """PostgreSQL refused a row of a batch's COPY (the batch is then staged)."""
 
 
 class Checkpoints:
