@@ -26,6 +26,7 @@ from tbd_agents.storage.postgres.schema_migration import migration_checkpoints
 from tbd_agents.tools.migration.batch import PreparedBatch, Rejection
 from tbd_agents.tools.migration.convert import extended_json
 from tbd_agents.tools.migration.copybin import one_chunk
+from tbd_agents.tools.migration.deferred import ParentCheck
 from tbd_agents.tools.migration.quarantine import QuarantineRecord
 from tbd_agents.tools.migration.transform import CollectionSpec
 
@@ -92,6 +93,8 @@ class TableLoader:
             "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written"
         )
         self._orphan_sql: str | None = None
+        #: Set while the table's foreign key is deferred (`deferred`): the parents are checked here.
+        self.parent_check: ParentCheck | None = None
         if spec.parent is not None:
             column, parent = spec.parent
             self._orphan_sql = (
@@ -147,6 +150,10 @@ class TableLoader:
 
         No savepoint: a refused COPY rolls the whole transaction back, which has done nothing
         else yet (a savepoint per batch cost ~1 ms of server CPU, 2 µs per row at batch 500)."""
+        if self.parent_check is not None and not await self.parent_check.all_exist(
+            batch.parent_ids
+        ):
+            return None  # the staged path quarantines the orphans
         outcome = BatchOutcome(inserted=batch.row_count)
         try:
             async with self.conn.transaction():
