@@ -184,6 +184,8 @@ async def test_a_run_that_does_not_resume_restores_the_schema_before_it_loads(
         assert messages.mode == "upsert" and messages.unchanged == MESSAGES
         assert seen == [(list(DEFERRED), True)]
         assert await schema_differences(url) == []
+        # Batches commit without waiting for the disk; the connection itself is left as it was.
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
     finally:
         await conn.close()
         pg.drop_database(url)

@@ -67,6 +67,13 @@ class BatchOutcome:
 
 _CHECKPOINT = _q(migration_checkpoints.name)
 
+#: A batch's commit does not wait for its WAL to reach the disk (~1-4 ms per batch here). Safe
+#: for the migration: the rows and the checkpoint are in the same transaction, so a server crash
+#: loses both together and the run resumes from the last batch that did reach the disk; and the
+#: collection's completion (`Checkpoints.complete`, an ordinary commit) flushes every earlier one,
+#: so a collection reported complete is durable.
+_NO_FLUSH = "SET LOCAL synchronous_commit TO off"
+
 
 class TableLoader:
     """Loads one collection's batches into its table over one asyncpg connection."""
@@ -134,6 +141,7 @@ class TableLoader:
         outcome = BatchOutcome()
         indices = list(range(batch.row_count))
         async with self.conn.transaction():
+            await self.conn.execute(_NO_FLUSH)
             if indices:
                 await self._upsert(batch, indices, outcome)
             await self._finish(batch, outcome, progress, before_commit)
@@ -157,6 +165,7 @@ class TableLoader:
         outcome = BatchOutcome(inserted=batch.row_count)
         try:
             async with self.conn.transaction():
+                await self.conn.execute(_NO_FLUSH)
                 try:
                     await self._copy(self.spec.name, batch, None)
                 except WRITE_ERRORS as exc:
@@ -272,6 +281,8 @@ class Checkpoints:
         )
 
     async def complete(self) -> None:
+        """Mark the collection read to its end (a synchronous commit: it also makes every batch
+        committed before it durable)."""
         await self.conn.execute(
             f"UPDATE {_CHECKPOINT} SET completed_at = now(), updated_at = now() "
             "WHERE source = $1 AND collection = $2",
