@@ -102,6 +102,9 @@ class TableLoader:
         self._orphan_sql: str | None = None
         #: Set while the table's foreign key is deferred (`deferred`): the parents are checked here.
         self.parent_check: ParentCheck | None = None
+        #: Whether the staging table holds rows of the current transaction (TRUNCATE, which
+        #: gives a temporary table a new file, is needed only then).
+        self._stage_holds_rows = False
         if spec.parent is not None:
             column, parent = spec.parent
             self._orphan_sql = (
@@ -142,6 +145,7 @@ class TableLoader:
         indices = list(range(batch.row_count))
         async with self.conn.transaction():
             await self.conn.execute(_NO_FLUSH)
+            self._stage_holds_rows = False  # ON COMMIT DELETE ROWS emptied it
             if indices:
                 await self._upsert(batch, indices, outcome)
             await self._finish(batch, outcome, progress, before_commit)
@@ -212,7 +216,8 @@ class TableLoader:
         """Stage and upsert the rows at `indices`; on refusal, bisect to the refused rows."""
         try:
             async with self.conn.transaction():
-                await self.conn.execute(f"TRUNCATE {self.stage}")
+                if self._stage_holds_rows:  # only after a bisected half was written
+                    await self.conn.execute(f"TRUNCATE {self.stage}")
                 await self._copy(self.stage_name, batch, indices)
                 orphans = await self.conn.fetch(self._orphan_sql) if self._orphan_sql else []
                 inserted, updated = await self.conn.fetchrow(self._upsert_sql)
@@ -229,6 +234,7 @@ class TableLoader:
             await self._upsert(batch, indices[:half], outcome)
             await self._upsert(batch, indices[half:], outcome)
             return
+        self._stage_holds_rows = True
         outcome.inserted += inserted
         outcome.updated += updated
         if orphans:
