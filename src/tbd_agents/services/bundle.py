@@ -642,8 +642,10 @@ class _Importer:
 
     def _service(self, model: type[Entity]) -> Records[Any]:
         service = records_for(model, self.repos, self.principal, self.cipher)
-        # tokens are matched by name and reported in `missing_tokens`, never fatal
-        service.unchecked = frozenset(r.field for r in service.spec.references if r.by != "id")
+        # Id references were resolved by `_remap` (against the bundle, or records the importer
+        # can see: the same rule) and are not looked up again; tokens are matched by name and
+        # reported in `missing_tokens`, never fatal.
+        service.unchecked = frozenset(r.field for r in service.spec.references)
         return service
 
     async def _overwrite(self, kind: Kind, existing: Entity, values: Mapping[str, Any]) -> None:
