@@ -63,8 +63,7 @@ async def _populate(client: httpx.AsyncClient) -> dict[str, Any]:
 
 
 async def _all(client: httpx.AsyncClient, path: str) -> list[dict[str, Any]]:
-    body = (await client.get(path, params={"limit": 200})).json()
-    items: list[dict[str, Any]] = body["items"] if isinstance(body, dict) else body
+    items: list[dict[str, Any]] = (await client.get(path, params={"limit": 200})).json()
     return items
 
 

@@ -1,4 +1,3 @@
-"""The compatibility tests use the API fixtures (tests/api/conftest.py): a migrated database per
-module, the app with its lifespan, clients holding real API keys of distinct users."""
+"""The compatibility suite drives the same in-process API as tests/api (embedded PostgreSQL)."""
 
-from tests.api.conftest import admin, alice, api, api_db, bob  # noqa: F401
+from tests.api.conftest import admin, alice, api, api_db, bob, fresh_api  # noqa: F401

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
-from typing import Any
 
 from playwright.sync_api import Page, expect
 
@@ -29,12 +28,6 @@ def call(dashboard: Dashboard, key: str, method: str, path: str, **kwargs: objec
     )
     response.raise_for_status()
     return response.json()
-
-
-def listed(body: Any) -> list[Any]:
-    """A list response as a list (a bare array, or an `items` page)."""
-    found: list[Any] = body["items"] if isinstance(body, dict) else body
-    return found
 
 
 def test_export_then_import_with_a_preview(
@@ -94,16 +87,16 @@ def test_export_then_import_with_a_preview(
     expect(report).to_contain_text("Preview — nothing was changed.")
     expect(report).to_contain_text("agents: 1")
     expect(report).to_contain_text("Create these tokens")
-    assert listed(call(dashboard, bob, "GET", "/api/agents")) == []
+    assert call(dashboard, bob, "GET", "/api/agents") == []
     import_button.click()
     expect(report).to_have_attribute("data-dry-run", "false")
     expect(report).to_contain_text("Imported.")
-    agents = listed(call(dashboard, bob, "GET", "/api/agents"))
+    agents = call(dashboard, bob, "GET", "/api/agents")
     assert [a["name"] for a in agents] == ["concierge"]
     assert agents[0]["id"] != agent["id"]
     assert len(agents[0]["skill_ids"]) == 1 and agents[0]["skill_ids"] != [skill["id"]]
 
-    assert [p["name"] for p in listed(call(dashboard, bob, "GET", "/api/providers"))] != ["vendor"]
+    assert [p["name"] for p in call(dashboard, bob, "GET", "/api/providers")] != ["vendor"]
 
     page.get_by_label("When a name already exists").select_option("skip")
     expect(import_button).to_be_disabled()  # a new mode needs a new preview
