@@ -24,6 +24,8 @@ def all_routers() -> list[APIRouter]:
 
     return [
         health.router,
+        # before the resource routers: `/api/agents/{record_id}` would take `/api/agents/export`
+        bundle.resource_router,
         keys.router,
         chat.router,
         agent_chat.router,
