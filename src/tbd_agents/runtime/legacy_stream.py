@@ -11,7 +11,7 @@ tool_output?}`. `frame_of(event)` gives one of our stored run events in that sha
 - `log` gets `detail` (our `message`);
 - `status` gets `current_turn` (the run's tool calls so far, as the existing workflow counted);
 - `usage` gets the `UsageStats` totals;
-- `message_delta` gets `content` (our `delta`);
+- `message_delta` gets `content` (our `delta`, or `text`);
 - `progress` gets `todos`, `current_step`, `percent_complete` when it has none of its own.
 
 Our own fields stay in `data` beside the existing ones, so nothing is lost.
@@ -59,12 +59,18 @@ def _translate(kind: str, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         turn = data.get("current_turn", data.get("tool_calls", 0))
         return kind, {**data, "current_turn": turn if isinstance(turn, int) else 0}
     if kind == EventType.USAGE:
-        totals = data.get("total") if isinstance(data.get("total"), dict) else data
+        total = data.get("total")
+        totals: dict[str, Any] = total if isinstance(total, dict) else data
         return kind, {**data, **_usage_stats(totals)}
     if kind == EventType.MESSAGE_DELTA:
-        return kind, {**data, "content": data.get("content", data.get("delta", ""))}
+        text = data.get("content", data.get("delta", data.get("text", "")))
+        return kind, {**data, "content": text}
     if kind == EventType.PROGRESS:
-        defaults = {"todos": [], "current_step": data.get("turn"), "percent_complete": 0.0}
+        defaults: dict[str, Any] = {
+            "todos": [],
+            "current_step": data.get("turn"),
+            "percent_complete": 0.0,
+        }
         return kind, {**defaults, **data}
     return kind, data
 

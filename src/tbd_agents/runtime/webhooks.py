@@ -276,9 +276,9 @@ class SqlWebhookStore:
                 select(column, _workflows.c.title).where(_workflows.c.id == task.workflow_id)
             )
         ).one_or_none()
-        url = row[0] if row is not None else None
-        if not url:
+        if row is None or not row[0]:
             return None
+        url, title = row[0], row[1]
         stmt = (
             insert(webhook_deliveries)
             .values(
@@ -286,7 +286,7 @@ class SqlWebhookStore:
                 workflow_id=task.workflow_id,
                 event=event,
                 url=url,
-                payload=json_payload(task, row[1]),
+                payload=json_payload(task, title),
             )
             .on_conflict_do_nothing()
             .returning(webhook_deliveries.c.id)
