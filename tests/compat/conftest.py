@@ -1,6 +1,9 @@
-"""Fixtures of the compatibility tests: the app on PostgreSQL (a migrated database per module)
-or on MongoDB (in-process emulation), with the run-time's scripted executor, reached through the
-ASGI transport with real API keys."""
+"""Fixtures of the compatibility tests.
+
+- The same in-process API as tests/api (embedded PostgreSQL): `api`, `alice`, `bob`, `admin`.
+- `both` / `pg_api`: the app on PostgreSQL (a migrated database per module) or on MongoDB
+  (in-process emulation) with its run-time running the scripted executor, reached through the
+  ASGI transport with real API keys; `protocol_server`: a local model for chat turns."""
 
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from tbd_agents.services.keys import ApiKeys
 from tbd_agents.storage.postgres.engine import create_engine
 from tbd_agents.storage.postgres.repository import PostgresStore
 from tbd_agents.storage.protocol import DocumentStore
-from tests.api.conftest import make_settings
+from tests.api.conftest import admin, alice, api, api_db, bob, fresh_api, make_settings  # noqa: F401
 from tests.engine.protocol_server import ProtocolServer
 from tests.support import pg
 from tests.support.mongo import make_mongo_store
@@ -107,12 +110,12 @@ async def running_app(
 @pytest.fixture(params=("pg", "mongo"))
 async def both(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[CompatApi]:
     """The app on each run store in turn (the run-time routes behave the same on both)."""
-    async with running_app(request.param, request, tmp_path) as api:
-        yield api
+    async with running_app(request.param, request, tmp_path) as running:
+        yield running
 
 
 @pytest.fixture
 async def pg_api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[CompatApi]:
     """The app on PostgreSQL (routes whose code has no backend-specific part)."""
-    async with running_app("pg", request, tmp_path) as api:
-        yield api
+    async with running_app("pg", request, tmp_path) as running:
+        yield running

@@ -7,7 +7,7 @@ Downgrade: schedules in weeks become the same interval in days (value times 7), 
 schema can hold.
 
 Revision ID: 8c2d4f6a1e93
-Revises: 430f6489d03c
+Revises: 7c1d2e9f4a60
 Create Date: 2026-12-09 09:00:00+00:00
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = "8c2d4f6a1e93"
-down_revision: str | Sequence[str] | None = "430f6489d03c"
+down_revision: str | Sequence[str] | None = "7c1d2e9f4a60"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
