@@ -18,12 +18,13 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from tbd_agents.domain.enums import ProviderType, TaskStatus
-from tbd_agents.domain.models import Provider, TaskExecution, Token
+from tbd_agents.domain.models import Agent, Provider, TaskExecution, Token, Workflow
 from tbd_agents.runtime.webhooks import error_kind, payload_of
 from tbd_agents.security.cipher import KeyRingProvider
+from tbd_agents.services.task_views import summary_fields
 from tbd_agents.storage.postgres.schema_runtime import webhook_deliveries
 from tests.compat.conftest import CompatApi
 from tests.engine.protocol_server import ProtocolServer, Turn
@@ -256,6 +257,36 @@ async def test_tasks_of_a_workflow_carry_summary_fields(both: CompatApi) -> None
 
 
 # --- PostgreSQL only: code with no backend-specific part ---------------------------------------
+
+
+async def test_summary_fields_take_two_statements_whatever_the_number_of_runs(
+    pg_api: CompatApi,
+) -> None:
+    async with pg_api.store.unit_of_work() as repos:
+        made = []
+        for i in range(3):
+            agent = await repos.agents.create(Agent(name=f"a{i}-{time.monotonic_ns()}"))
+            workflow = await repos.workflows.create(Workflow(agent_id=agent.id, title=f"w{i}"))
+            for _ in range(4):
+                made.append(
+                    await repos.task_executions.create(TaskExecution(workflow_id=workflow.id))
+                )
+    statements: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    engine = pg_api.store.engine.sync_engine  # type: ignore[attr-defined]
+    async with pg_api.store.unit_of_work(readonly=True) as repos:
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            fields = await summary_fields(repos, made)
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+    queries = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(queries) == 2, statements
+    assert {f["workflow_title"] for f in fields.values()} == {"w0", "w1", "w2"}
+    assert all(f["agent_name"] and f["elapsed_seconds"] is None for f in fields.values())
 
 
 async def test_progress_reads_the_stored_todos(pg_api: CompatApi) -> None:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tbd_agents.api.crud import ERRORS
 from tbd_agents.api.deps import ApiContext, Caller, Ctx
+from tbd_agents.api.present import present_one
 from tbd_agents.domain.enums import TaskStatus
 from tbd_agents.domain.models import ScheduledAgent, TaskExecution, Workflow
 from tbd_agents.errors import ConfigurationError, Conflict, InvalidData, NotFound
@@ -460,10 +461,11 @@ async def reset_workflow(workflow_id: str, ctx: Ctx, caller: Caller) -> dict[str
         reset: Workflow = await repos.workflows.update(
             workflow_id, {**changes, "status": status_after_run(workflow.status)}
         )
+        shown = json.loads(await present_one(reset, repos, ctx))
     return {
         "detail": f"Workflow reset; {aborted} task(s) aborted",
         "tasks_aborted": aborted,
-        "workflow": reset.model_dump(mode="json", exclude={"extras"}),
+        "workflow": shown,
     }
 
 

@@ -1,8 +1,9 @@
 """Task executions as the existing TBD Agents answered them.
 
-- `summaries` adds the `TaskExecutionSummary` fields a stored run does not hold itself
-  (`workflow_title`, `agent_name`, `elapsed_seconds`) to a list of runs, with one query for
-  their workflows and one for those workflows' agents, whatever the number of runs (no N+1).
+- `summary_fields` computes the `TaskExecutionSummary` fields a stored run does not hold itself
+  (`workflow_title`, `agent_name`, `elapsed_seconds`) for a list of runs, with one query for
+  their workflows and one for those workflows' agents, whatever the number of runs (no N+1);
+  `summaries` gives the runs' JSON with those fields added.
 - `progress_of` is a run's TODO progress `{todos, current_step, percent_complete}` from its
   stored `progress`, with the empty answer for a run that recorded none.
 """
@@ -26,11 +27,13 @@ def elapsed_seconds(task: TaskExecution, now: datetime | None = None) -> float |
     return round(max((end - task.started_at).total_seconds(), 0.0), 3)
 
 
-async def summaries(repos: Repositories, tasks: Sequence[TaskExecution]) -> list[dict[str, Any]]:
-    """Each run's JSON fields plus `workflow_title`, `agent_name` and `elapsed_seconds`.
+async def summary_fields(
+    repos: Repositories, tasks: Sequence[TaskExecution]
+) -> dict[str, dict[str, Any]]:
+    """`{task id: {workflow_title, agent_name, elapsed_seconds}}` for the runs.
 
-    Two queries in all (the runs' workflows, then their agents); a run whose workflow or agent
-    is gone has None there."""
+    Two queries in all (the runs' workflows, then their agents), whatever the number of runs;
+    a run whose workflow or agent is gone has None there."""
     workflow_ids = sorted({t.workflow_id for t in tasks})
     workflows: dict[str, Workflow] = {}
     if workflow_ids:
@@ -46,17 +49,23 @@ async def summaries(repos: Repositories, tasks: Sequence[TaskExecution]) -> list
         found = await repos.agents.list(Query(filters=(in_("id", agent_ids),), sort=(Sort("id"),)))
         agents = {a.id: a for a in found.items}
     now = datetime.now(UTC)
-    out: list[dict[str, Any]] = []
+    out: dict[str, dict[str, Any]] = {}
     for task in tasks:
         workflow = workflows.get(task.workflow_id)
         agent_id = task.agent_id or (workflow.agent_id if workflow is not None else None)
         agent = agents.get(agent_id) if agent_id else None
-        row = task.model_dump(mode="json", exclude={"extras"})
-        row["workflow_title"] = workflow.title if workflow is not None else None
-        row["agent_name"] = agent.name if agent is not None else None
-        row["elapsed_seconds"] = elapsed_seconds(task, now)
-        out.append(row)
+        out[task.id] = {
+            "workflow_title": workflow.title if workflow is not None else None,
+            "agent_name": agent.name if agent is not None else None,
+            "elapsed_seconds": elapsed_seconds(task, now),
+        }
     return out
+
+
+async def summaries(repos: Repositories, tasks: Sequence[TaskExecution]) -> list[dict[str, Any]]:
+    """Each run's JSON fields plus its `summary_fields` (two queries in all)."""
+    extra = await summary_fields(repos, tasks)
+    return [{**t.model_dump(mode="json", exclude={"extras"}), **extra[t.id]} for t in tasks]
 
 
 _STATUSES = {s.value for s in TodoItemStatus}

@@ -13,7 +13,8 @@ from fastapi import APIRouter, Path, Response
 
 from tbd_agents.api.crud import ERRORS
 from tbd_agents.api.deps import Caller, Ctx
-from tbd_agents.api.schemas import json_response, output_schema, record_json
+from tbd_agents.api.present import present_one
+from tbd_agents.api.schemas import json_response, output_schema
 from tbd_agents.domain.models import Skill, Workflow
 from tbd_agents.errors import Conflict, NotFound
 from tbd_agents.services.records import Records
@@ -41,7 +42,8 @@ async def install_skill(
         updated = await workflows.update(
             workflow_id, {"skill_ids": [*workflow.skill_ids, skill_id]}
         )
-    return json_response(record_json(updated))
+        body = await present_one(updated, repos, ctx)
+    return json_response(body)
 
 
 @router.delete("", response_model=output_schema(Workflow), summary="Remove a skill from a workflow")
@@ -55,4 +57,5 @@ async def remove_skill(
             raise NotFound(f"skill installed on workflow {workflow_id}", skill_id)
         kept = [s for s in workflow.skill_ids if s != skill_id]
         updated = await workflows.update(workflow_id, {"skill_ids": kept})
-    return json_response(record_json(updated))
+        body = await present_one(updated, repos, ctx)
+    return json_response(body)
