@@ -18,7 +18,9 @@ def all_routers() -> list[APIRouter]:
         knowledge,
         providers,
         schedule_preview,
+        tasks,
         tool_checks,
+        workflow_skills,
     )
     from tbd_agents.runtime import api as runtime_api
 
@@ -29,11 +31,14 @@ def all_routers() -> list[APIRouter]:
         keys.router,
         chat.router,
         agent_chat.router,
+        agent_chat.start_router,
         providers.router,
         knowledge.router,
         knowledge.memories,
         tool_checks.router,
         schedule_preview.router,
+        tasks.router,
+        workflow_skills.router,
         *resource_routers(),
         bundle.router,
         runtime_api.router,
