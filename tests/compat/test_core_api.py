@@ -166,3 +166,31 @@ async def test_tag_filters_take_the_existing_forms_and_ours(alice: httpx.AsyncCl
     guard = await create(alice, "guardrails", tags=[c])
     listed = await alice.get("/api/guardrails", params={"tag": c})
     assert [g["id"] for g in listed.json()] == [guard["id"]]
+
+
+async def test_tasks_carry_the_summary_fields(api: Api, alice: httpx.AsyncClient) -> None:
+    agent = await create(alice, "agents")
+    workflow = await create(alice, "workflows", agent_id=agent["id"], title="Nightly")
+    started = datetime.now(UTC) - timedelta(seconds=90)
+    async with api.store.unit_of_work() as repos:
+        task = await repos.task_executions.create(
+            TaskExecution(
+                workflow_id=workflow["id"],
+                prompt="p",
+                status=TaskStatus.COMPLETED,
+                started_at=started,
+                finished_at=started + timedelta(seconds=30),
+                progress={
+                    "todos": [{"id": 1, "title": "read", "status": "completed"}],
+                    "current_step": 1,
+                    "percent_complete": 1.0,
+                },
+            )
+        )
+    listed = [t for t in (await alice.get("/api/tasks")).json() if t["id"] == task.id]
+    one = (await alice.get(f"/api/tasks/{task.id}")).json()
+    for shown in (listed[0], one):
+        assert shown["workflow_title"] == "Nightly" and shown["agent_name"] == agent["name"]
+        assert shown["elapsed_seconds"] == 30.0
+        assert shown["progress"]["todos"] == [{"id": 1, "title": "read", "status": "completed"}]
+        assert shown["progress"]["percent_complete"] == 1.0

@@ -25,6 +25,7 @@ from tbd_agents.domain.models import (
     Memory,
     NameRule,
     Provider,
+    TaskExecution,
     Token,
     Workflow,
 )
@@ -76,6 +77,15 @@ DERIVED_OUTPUT: dict[type[Entity], dict[str, Any]] = {
         "created_by": (str, Field(description='Who stored it ("" when unknown).')),
     },
     Provider: {"api_key_token_name": (str, Field(description='"" when none is set.'))},
+    TaskExecution: {
+        "workflow_title": (str | None, Field(description="Title of the run's workflow.")),
+        "agent_name": (str | None, Field(description="Name of the workflow's agent.")),
+        "elapsed_seconds": (float | None, Field(description="From start to finish (or now).")),
+        "progress": (
+            dict[str, Any] | None,
+            Field(description="`{todos: [{id, title, status}], current_step, percent_complete}`."),
+        ),
+    },
     Workflow: {
         "github_user": (str, Field(description='The owner ("" when an old record has none).')),
         "model": (str, Field(description='"" when an old record has none.')),
