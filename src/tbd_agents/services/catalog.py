@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from tbd_agents.domain.enums import KnowledgeSourceStatus, McpServerStatus
 from tbd_agents.domain.models import (
     ChatMessage,
     ChatSession,
@@ -75,8 +76,9 @@ class SecretAwareRecords(Records[E]):
         return await super().create(await self._scrub(values["id"], values))
 
     async def update(self, record_id: str, changes: Mapping[str, Any]) -> E:
-        await self.get(record_id)
-        return await super().update(record_id, await self._scrub(record_id, dict(changes)))
+        current = await self.get(record_id)
+        values = await self._scrub(record_id, dict(changes))
+        return await super().update(record_id, {**values, **_status_reset(current, values)})
 
     async def delete(self, record_id: str) -> E:
         record = await super().delete(record_id)
@@ -87,6 +89,27 @@ class SecretAwareRecords(Records[E]):
         if own:
             await self.repos.for_model(Token).delete_where(in_("name", own))
         return record
+
+
+#: Fields whose change makes a knowledge source's last connectivity test stale.
+_SOURCE_CONNECTION = ("source_type", "connection_config")
+
+
+def _status_reset(current: Entity, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """`status: registered, last_error: null` when an update makes the last test stale: any
+    change of an MCP server (a disabled one stays disabled), a change of a knowledge source's
+    type or connection. The existing API does the same on PUT."""
+    if not changes:
+        return {}
+    if isinstance(current, McpServer):
+        if current.status is McpServerStatus.DISABLED:
+            return {}
+        return {"status": McpServerStatus.REGISTERED, "last_error": None}
+    if isinstance(current, KnowledgeSource) and any(
+        f in changes and changes[f] != getattr(current, f) for f in _SOURCE_CONNECTION
+    ):
+        return {"status": KnowledgeSourceStatus.REGISTERED, "last_error": None}
+    return {}
 
 
 def check_saved_addresses(
