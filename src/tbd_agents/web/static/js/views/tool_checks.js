@@ -87,7 +87,7 @@ export function customToolPanel(record, form, box) {
       const res = await post(`/api/custom-tools/${enc(record.id)}/run`, { arguments: parsed });
       if (!res.ok) { failure(runOut, `Failed after ${res.duration_ms} ms: ${res.error}`); return; }
       replace(runOut, h("p", {}, `Result (${res.duration_ms} ms):`),
-        h("pre", { class: "result" }, JSON.stringify(res.result, null, 2)),
+        h("pre", { class: "result" }, JSON.stringify(res.value, null, 2)),
         res.stdout ? [h("p", { class: "muted" }, "Printed:"), h("pre", {}, res.stdout)] : null);
     }, "Running…");
     panels.push(card("tool-run-title", "Run",
