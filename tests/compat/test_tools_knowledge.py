@@ -244,6 +244,35 @@ async def test_custom_tool_upload(alice: httpx.AsyncClient) -> None:
     assert no_entry.status_code == 422
 
 
+async def test_custom_tool_schema_is_inferred_unless_given(alice: httpx.AsyncClient) -> None:
+    """Create without parameters_schema: inferred from the signature; a source change re-infers
+    it; a written schema is kept."""
+    tool = await create(alice, "custom-tools", source_code="def run(q: str, n: int = 2):\n  pass\n")
+    assert tool["parameters_schema"] == {
+        "type": "object",
+        "properties": {"q": {"type": "string"}, "n": {"type": "integer", "default": 2}},
+        "required": ["q"],
+    }
+    changed = await alice.patch(
+        f"/api/custom-tools/{tool['id']}", json={"source_code": "def run(limit: float):\n  pass\n"}
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["parameters_schema"] == {
+        "type": "object",
+        "properties": {"limit": {"type": "number"}},
+        "required": ["limit"],
+    }
+    written = {"type": "object", "properties": {"q": {"type": "string", "maxLength": 5}}}
+    own = await create(
+        alice, "custom-tools", source_code="def run(q):\n  pass\n", parameters_schema=written
+    )
+    assert own["parameters_schema"] == written
+    kept = await alice.patch(
+        f"/api/custom-tools/{own['id']}", json={"source_code": "def run(q, r=1):\n  pass\n"}
+    )
+    assert kept.json()["parameters_schema"] == written
+
+
 async def test_custom_tool_validate(alice: httpx.AsyncClient) -> None:
     resp = await alice.post(
         "/api/custom-tools/validate",

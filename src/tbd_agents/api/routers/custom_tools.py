@@ -14,14 +14,9 @@ from tbd_agents.api.routers.knowledge import parse_tags
 from tbd_agents.api.schemas import json_response, output_schema, record_json
 from tbd_agents.domain.models import CustomTool
 from tbd_agents.services.catalog import check_saved_addresses, records_for
-from tbd_agents.services.custom_tools import (
-    env_mapping,
-    infer_parameters_schema,
-    owner_tokens,
-    read_upload,
-    remap_env,
-)
+from tbd_agents.services.custom_tools import env_mapping, owner_tokens, read_upload, remap_env
 from tbd_agents.services.records import Records
+from tbd_agents.services.tool_schema import infer_parameters_schema
 from tbd_agents.services.validation import Input
 
 router = APIRouter(tags=["custom tools"], responses=ERRORS)

@@ -33,10 +33,10 @@ from tbd_agents.engine.sandbox import Sandbox, SandboxLimits, validate_custom_to
 from tbd_agents.engine.tools.mcp import McpConnection, McpServerConfig
 from tbd_agents.errors import Conflict, InvalidData, PermissionDenied, TbdError, UpstreamError
 from tbd_agents.services.access import Principal
-from tbd_agents.services.custom_tools import infer_parameters_schema
 from tbd_agents.services.privilege import custom_tool_refusal, outbound_guard
 from tbd_agents.services.records import Records
 from tbd_agents.services.tokens import resolve_tree
+from tbd_agents.services.tool_schema import infer_parameters_schema
 from tbd_agents.services.validation import Input
 
 router = APIRouter(tags=["tool checks"], responses=ERRORS)
