@@ -98,7 +98,11 @@ def infer_parameters_schema(source: str, tool_name: str) -> dict[str, Any]:
 
 
 #: What a tool's `parameters_schema` is when nobody wrote one (the model's default, or `{}`).
-EMPTY_SCHEMAS = ({}, {"type": "object", "properties": {}}, {"type": "object"})
+EMPTY_SCHEMAS: tuple[dict[str, Any], ...] = (
+    {},
+    {"type": "object", "properties": {}},
+    {"type": "object"},
+)
 
 
 def is_empty_schema(schema: Any) -> bool:
