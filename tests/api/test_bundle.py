@@ -63,7 +63,7 @@ async def _populate(client: httpx.AsyncClient) -> dict[str, Any]:
 
 
 async def _all(client: httpx.AsyncClient, path: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = (await client.get(path, params={"limit": 200})).json()["items"]
+    items: list[dict[str, Any]] = (await client.get(path, params={"limit": 200})).json()
     return items
 
 
@@ -155,7 +155,7 @@ async def test_import_rejects_dangling_references_and_bad_bundles(alice: httpx.A
     response = await alice.post("/api/import", json=bundle)
     assert response.status_code == 422
     assert "provider_id" in response.json()["error"]["details"]["field"]
-    assert (await alice.get("/api/agents")).json()["items"] == []
+    assert (await alice.get("/api/agents")).json() == []
     future = await alice.post("/api/import", json={"format": "tbd-agents-bundle", "version": 99})
     assert future.status_code == 422
     wrong = await alice.post("/api/import", json={"format": "other"})

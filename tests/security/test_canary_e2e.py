@@ -265,7 +265,7 @@ async def test_a_workflow_run_against_an_echoing_upstream_leaks_nothing(
                 await api.call("GET", f"/api/workflows/{workflow}", 200)
                 await api.call("GET", f"/api/tasks/{tasks[-1]['id']}/webhook-deliveries", 200)
                 await api.call("GET", f"/api/providers/{provider}/models?refresh=true", 502)
-            agent = (await api.call("GET", f"/api/agents?provider_id={keyed}", 200))["items"][0]
+            agent = (await api.call("GET", f"/api/agents?provider_id={keyed}", 200))[0]
             chat = await api.raw("POST", f"/api/agents/{agent['id']}/chat", json={"message": "hi"})
             assert "event: error" in chat and "Incorrect API key provided" in chat, chat
 

@@ -83,16 +83,16 @@ def test_export_then_import_with_a_preview(
     expect(report).to_contain_text("Preview — nothing was changed.")
     expect(report).to_contain_text("agents: 1")
     expect(report).to_contain_text("Create these tokens")
-    assert call(dashboard, bob, "GET", "/api/agents")["items"] == []
+    assert call(dashboard, bob, "GET", "/api/agents") == []
     import_button.click()
     expect(report).to_have_attribute("data-dry-run", "false")
     expect(report).to_contain_text("Imported.")
-    agents = call(dashboard, bob, "GET", "/api/agents")["items"]
+    agents = call(dashboard, bob, "GET", "/api/agents")
     assert [a["name"] for a in agents] == ["concierge"]
     assert agents[0]["id"] != agent["id"]
     assert len(agents[0]["skill_ids"]) == 1 and agents[0]["skill_ids"] != [skill["id"]]
 
-    assert [p["name"] for p in call(dashboard, bob, "GET", "/api/providers")["items"]] != ["vendor"]
+    assert [p["name"] for p in call(dashboard, bob, "GET", "/api/providers")] != ["vendor"]
 
     page.get_by_label("When a name already exists").select_option("skip")
     expect(import_button).to_be_disabled()  # a new mode needs a new preview

@@ -308,6 +308,8 @@ class MemoryService:
         return removed
 
     async def _enforce_cap(self, agent_id: str) -> int:
+        if self.max_per_agent <= 0:  # MEMORY_MAX_PER_AGENT=0 (LTM_MAX_ENTRIES=0): no cap
+            return 0
         async with self.documents.unit_of_work() as repos:
             excess = (
                 await repos.for_model(Memory).count(eq("agent_id", agent_id)) - self.max_per_agent

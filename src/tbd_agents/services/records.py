@@ -62,7 +62,7 @@ class Records(Generic[E]):
         self,
         filters: Sequence[Filter] = (),
         *,
-        limit: int,
+        limit: int | None,
         cursor: str | None = None,
         sort: tuple[Sort, ...] = (Sort("created_at", True),),
     ) -> Page[E]:
@@ -78,7 +78,7 @@ class Records(Generic[E]):
         self,
         filters: Sequence[Filter] = (),
         *,
-        limit: int,
+        limit: int | None,
         cursor: str | None = None,
         sort: tuple[Sort, ...] = (Sort("created_at", True),),
         omit: frozenset[str] = frozenset(),

@@ -134,7 +134,28 @@ class ProviderInput(Input):
 SETTABLE_WORKFLOW_STATUSES = ("active", "inactive")
 
 
+#: `max_turns` of a workflow created without one (DEFAULT_MAX_TURNS; set by `create_app`).
+_default_max_turns = 5
+
+
+def set_default_max_turns(value: int) -> None:
+    """Make `value` the max_turns of workflows created without one (DEFAULT_MAX_TURNS)."""
+    global _default_max_turns
+    _default_max_turns = value
+
+
 class WorkflowInput(Input):
+    @model_validator(mode="after")
+    def _default_max_turns(self) -> Any:
+        """A create body without max_turns gets DEFAULT_MAX_TURNS (an update body without it
+        leaves the field as it is: its unset fields are None and are not applied)."""
+        if (
+            "max_turns" not in self.model_fields_set
+            and getattr(self, "max_turns", None) is not None
+        ):
+            self.__dict__["max_turns"] = _default_max_turns  # not marked as sent by the client
+        return self
+
     @model_validator(mode="after")
     def _status(self) -> Any:
         status = getattr(self, "status", None)
