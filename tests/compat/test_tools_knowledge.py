@@ -21,7 +21,6 @@ from sqlalchemy.engine import URL
 from tbd_agents.api import create_app
 from tbd_agents.domain.auth import KeyScope
 from tbd_agents.services.keys import ApiKeys
-from tests.api import conftest as api_fixtures
 from tests.api.conftest import make_settings
 from tests.api.factory import create, post, uniq
 from tests.engine.mcp_fixtures import SERVERS, http_server
@@ -49,13 +48,6 @@ ENV_VAR = {"env_var", "current_token", "template"}
 TOKEN_REF = {"id", "name", "description", "masked_value"}
 MODEL_INFO = {"id", "name", "capabilities"}  # Copilot SDK ModelInfo.to_dict()
 
-# The API fixtures (tests/api/conftest.py): a migrated database per module, the app, users.
-api_db = api_fixtures.api_db
-api = api_fixtures.api
-alice = api_fixtures.alice
-bob = api_fixtures.bob
-admin = api_fixtures.admin
-
 SECRET = "compat-secret-value-8d1e"
 
 
@@ -65,15 +57,18 @@ def has(fields: set[str], body: dict[str, Any]) -> None:
 
 
 def rows(response: httpx.Response) -> list[dict[str, Any]]:
-    """A list route's records (a bare array; `items` of the envelope before the lead's change)."""
+    """A list route's records: a bare JSON array."""
     assert response.status_code == 200, response.text
-    body = response.json()
-    listed: list[dict[str, Any]] = body if isinstance(body, list) else body["items"]
+    listed: list[dict[str, Any]] = response.json()
+    assert isinstance(listed, list)
     return listed
 
 
 def error_message(response: httpx.Response) -> str:
-    message: str = response.json()["error"]["message"]
+    """The error's message: `detail` (the existing clients read it) and `error.message`."""
+    body = response.json()
+    assert body["detail"] == body["error"]["message"], body
+    message: str = body["detail"]
     return message
 
 
@@ -115,9 +110,13 @@ async def test_mcp_test_answers_the_existing_shape_and_records_status(
     assert record["status"] == "connected" and record["last_error"] is None
 
     # Any update of the record makes the last test stale: status back to registered.
-    changed = await admin.patch(f"/api/mcps/{server['id']}", json={"tags": ["x"]})
+    changed = await admin.put(f"/api/mcps/{server['id']}", json={"tags": ["x"]})
     assert changed.status_code == 200, changed.text
     assert changed.json()["status"] == "registered" and changed.json()["last_error"] is None
+    assert changed.json()["tags"] == ["x"]
+    assert (await admin.post(f"/api/mcps/{server['id']}/test")).json()["success"] is True
+    patched = await admin.patch(f"/api/mcps/{server['id']}", json={"description": "d"})
+    assert patched.json()["status"] == "registered"
 
 
 async def test_mcp_test_failure_records_the_error(admin: httpx.AsyncClient) -> None:
@@ -359,7 +358,7 @@ async def test_custom_tool_env_mapping(alice: httpx.AsyncClient, bob: httpx.Asyn
     assert {api_key, other} <= set(tokens)
     for ref in tokens.values():
         has(TOKEN_REF, ref)
-        assert ref["masked_value"] == "********"
+    assert tokens[api_key]["masked_value"] == "…" + SECRET[-4:]  # as GET /api/tokens shows it
     assert SECRET not in resp.text
 
     put = await alice.put(
@@ -435,7 +434,7 @@ async def test_knowledge_source_test_of_pgvector(
         assert record["status"] == "error" and record["last_error"] == body["error"]
 
         # Pointing it elsewhere makes the result stale: registered again, error cleared.
-        moved = await admin.patch(
+        moved = await admin.put(
             f"/api/knowledge-sources/{bad['id']}",
             json={"connection_config": {"dsn": dsn, "collection": "docs"}},
         )

@@ -79,8 +79,11 @@ async def owner_tokens(repos: Repositories, owner: str | None) -> list[Token]:
     return list(page.items)
 
 
-def env_mapping(tool: CustomTool, tokens: list[Token]) -> dict[str, Any]:
-    """The existing `GET /api/custom-tools/{id}/env-mapping` answer (token values masked)."""
+def env_mapping(
+    tool: CustomTool, tokens: list[Token], mask: Callable[[Token], str] = lambda _: MASK
+) -> dict[str, Any]:
+    """The existing `GET /api/custom-tools/{id}/env-mapping` answer; `mask` gives each token's
+    `masked_value` (never the secret)."""
     return {
         "tool_id": tool.id,
         "tool_name": tool.name,
@@ -89,7 +92,7 @@ def env_mapping(tool: CustomTool, tokens: list[Token]) -> dict[str, Any]:
             for env, value in sorted(tool.env_config.items())
         ],
         "available_tokens": [
-            {"id": t.id, "name": t.name, "description": t.description, "masked_value": MASK}
+            {"id": t.id, "name": t.name, "description": t.description, "masked_value": mask(t)}
             for t in tokens
         ],
     }

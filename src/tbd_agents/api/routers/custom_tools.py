@@ -3,22 +3,26 @@ mapping. Validate and run are in `tool_checks.py`."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Path, Response, UploadFile
 from pydantic import BaseModel, Field
 
 from tbd_agents.api.crud import ERRORS, outbound_allow_list
-from tbd_agents.api.deps import Caller, Ctx
+from tbd_agents.api.deps import ApiContext, Caller, Ctx
+from tbd_agents.api.present import masked_value
 from tbd_agents.api.routers.knowledge import parse_tags
 from tbd_agents.api.schemas import json_response, output_schema, record_json
-from tbd_agents.domain.models import CustomTool
+from tbd_agents.domain.models import CustomTool, Token
 from tbd_agents.services.catalog import check_saved_addresses, records_for
 from tbd_agents.services.custom_tools import env_mapping, owner_tokens, read_upload, remap_env
 from tbd_agents.services.records import Records
 from tbd_agents.services.tool_schema import infer_parameters_schema
 from tbd_agents.services.validation import Input
 
+log = logging.getLogger("tbd_agents.api")
 router = APIRouter(tags=["custom tools"], responses=ERRORS)
 ToolId = Annotated[str, Path(description="Custom tool id.")]
 
@@ -73,7 +77,9 @@ class TokenRefOut(BaseModel):
     id: str
     name: str
     description: str
-    masked_value: str = Field(description="Always masked.")
+    masked_value: str = Field(
+        description='"…" and the last 4 characters of the secret, or "****" (as GET /api/tokens).'
+    )
 
 
 class EnvMappingOut(BaseModel):
@@ -101,7 +107,7 @@ async def get_env_mapping(tool_id: ToolId, ctx: Ctx, caller: Caller) -> dict[str
     async with ctx.store.unit_of_work(readonly=True) as repos:
         tool: CustomTool = await Records(repos, caller, CustomTool).get(tool_id)
         tokens = await owner_tokens(repos, tool.created_by)
-    return env_mapping(tool, tokens)
+    return env_mapping(tool, tokens, _masker(ctx))
 
 
 @router.put(
@@ -116,4 +122,18 @@ async def put_env_mapping(
     the tool's owner has are accepted (422 naming them); an empty name clears the value."""
     async with ctx.store.unit_of_work() as repos:
         tool, tokens = await remap_env(repos, caller, ctx.cipher, tool_id, body.env_var_mapping)
-    return env_mapping(tool, tokens)
+    return env_mapping(tool, tokens, _masker(ctx))
+
+
+def _masker(ctx: ApiContext) -> Callable[[Token], str]:
+    """A token's `masked_value`, as the token routes show it."""
+
+    def mask(token: Token) -> str:
+        try:
+            secret: str | None = ctx.cipher().decrypt(token.encrypted_value)
+        except Exception as exc:  # a value under a retired key: masked entirely, and logged
+            log.warning("token %s cannot be decrypted for its masked value: %s", token.id, exc)
+            secret = None
+        return masked_value(secret)
+
+    return mask
