@@ -500,10 +500,12 @@ async def test_knowledge_items_query_by_tags(
                     "source_id": source["id"],
                     "name": f"n{n}",
                     "text_content": f"Item {n} text.",
+                    "metadata": {"origin": "compat"},
                     "tags": tags,
                 },
             )
         )
+    assert made[0]["metadata"]["origin"] == "compat"  # the create body's metadata is kept
     resp = await alice.post("/api/knowledge-items/query", json={"tags": [tag, "nothing"]})
     assert resp.status_code == 200, resp.text
     body = resp.json()

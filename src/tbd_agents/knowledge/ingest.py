@@ -67,6 +67,7 @@ class KnowledgeIngestion:
         title: str = "",
         tags: Sequence[str] = (),
         content_type: str = "text/plain",
+        metadata: Mapping[str, Any] | None = None,
     ) -> KnowledgeItem:
         """Index `text` (plain or Markdown) as a new item of the source."""
         source = await self._source(source_id)
@@ -81,6 +82,7 @@ class KnowledgeIngestion:
             text_content=text,
             sha256=hashlib.sha256(text.encode()).hexdigest(),
             tags=list(tags),
+            metadata=dict(metadata or {}),
         )
         return await self._index(source, item, None)
 

@@ -78,6 +78,7 @@ class KnowledgeServices:
             title=data.get("name") or "",
             tags=data.get("tags", []),
             content_type=data.get("mime_type") or "text/plain",
+            metadata=data.get("metadata") or {},
         )
 
     async def add_file(
