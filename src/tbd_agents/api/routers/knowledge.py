@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile
 from pydantic import AwareDatetime, BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from tbd_agents.api.crud import ERRORS
 from tbd_agents.api.deps import ApiContext, Caller, Ctx
@@ -295,11 +296,9 @@ class MemoryCreate(Input):
     metadata: dict[str, Any] = Field(default_factory=dict)
     ttl: AwareDatetime | None = Field(default=None, description="Expiry time (existing field).")
     ttl_seconds: TtlSeconds = None
-    embedding: list[float] | None = Field(
-        default=None,
-        max_length=65536,
-        description="Accepted and ignored: the hub embeds the memory with its own model.",
-    )
+    # Accepted and ignored (existing clients may send it): the hub embeds with its own model.
+    # Not in the OpenAPI document, so no client is invited to send it.
+    embedding: SkipJsonSchema[list[float] | None] = Field(default=None, max_length=65536)
 
 
 class MemoryUpdate(Input):
@@ -310,9 +309,7 @@ class MemoryUpdate(Input):
     metadata: dict[str, Any] | None = None
     ttl: AwareDatetime | None = Field(default=None, description="Expiry time; null clears it.")
     ttl_seconds: TtlSeconds = None
-    embedding: list[float] | None = Field(
-        default=None, max_length=65536, description="Accepted and ignored (re-embedded)."
-    )
+    embedding: SkipJsonSchema[list[float] | None] = Field(default=None, max_length=65536)
 
 
 class MemoryHitOut(BaseModel):
