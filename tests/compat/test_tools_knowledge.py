@@ -185,6 +185,23 @@ async def test_mcp_live_tools_of_an_unreachable_server_is_502(admin: httpx.Async
     record = (await admin.get(f"/api/mcps/{server['id']}")).json()
     assert record["status"] == "registered"  # a GET does not record anything
 
+    # A config that cannot be used is the caller's to fix: its own error, not a 502.
+    no_token = await post(
+        admin,
+        "/api/mcps",
+        {
+            "name": uniq("mcp"),
+            "transport_type": "http",
+            "connection_config": {
+                "url": "http://127.0.0.1:9/mcp",
+                "headers": {"Authorization": "{{token:no_such_token}}"},
+            },
+        },
+    )
+    missing = await admin.get(f"/api/mcps/{no_token['id']}/tools")
+    assert missing.status_code == 422, missing.text
+    assert "no_such_token" in error_message(missing)
+
 
 # --- §1.4 custom tools --------------------------------------------------------------------
 TOOL_SOURCE = b"""

@@ -31,7 +31,7 @@ from tbd_agents.engine.config import EngineConfig
 from tbd_agents.engine.guardrails import Guardrails, Verdict, compile_rule
 from tbd_agents.engine.sandbox import Sandbox, SandboxLimits, validate_custom_tool
 from tbd_agents.engine.tools.mcp import McpConnection, McpServerConfig
-from tbd_agents.errors import Conflict, InvalidData, PermissionDenied, TbdError, UpstreamError
+from tbd_agents.errors import Conflict, InvalidData, PermissionDenied, TbdError
 from tbd_agents.services.access import Principal
 from tbd_agents.services.privilege import custom_tool_refusal, outbound_guard
 from tbd_agents.services.records import Records
@@ -91,9 +91,9 @@ class AllowedToolsOut(BaseModel):
 
 async def _mcp_config(
     ctx: ApiContext, caller: Principal, mcp_id: str
-) -> tuple[McpServer, McpServerConfig | None, str | None]:
+) -> tuple[McpServer, McpServerConfig | None, TbdError | None]:
     """The server (visible to the caller), its connection config with secrets resolved (None
-    and the reason when a token is missing or the config is invalid)."""
+    and the error when a token is missing or the config is invalid)."""
     config, sandbox = _engine(ctx)
     async with ctx.store.unit_of_work() as repos:
         server: McpServer = await Records(repos, caller, McpServer).get(mcp_id)
@@ -109,7 +109,7 @@ async def _mcp_config(
             )  # fmt: skip
             problem = None
         except TbdError as exc:
-            cfg, problem = None, exc.message
+            cfg, problem = None, exc
         if cfg is not None and cfg.command is not None:
             # As a run would: the owner decides (admin, or a command allowed for users).
             caller.require_stdio(cfg.command)
@@ -148,7 +148,8 @@ async def test_mcp(mcp_id: Annotated[str, Path()], ctx: Ctx, caller: Caller) -> 
     caller.require_write()
     server, cfg, problem = await _mcp_config(ctx, caller, mcp_id)
     start = time.perf_counter()
-    out = McpTestOut(success=False, ok=False, tools=[], error=problem, latency_ms=0)
+    error = problem.message if problem is not None else None
+    out = McpTestOut(success=False, ok=False, tools=[], error=error, latency_ms=0)
     if cfg is not None:
         try:
             out.tools = await _list_mcp_tools(cfg)
@@ -171,18 +172,14 @@ async def test_mcp(mcp_id: Annotated[str, Path()], ctx: Ctx, caller: Caller) -> 
 )
 async def mcp_tools(mcp_id: Annotated[str, Path()], ctx: Ctx, caller: Caller) -> McpToolsOut:
     """Connect, list every tool the server offers (each marked `allowed` under the record's
-    allowed_tools), disconnect. Unlike the test, the record's status is left as it is."""
-    server, cfg, problem = await _mcp_config(ctx, caller, mcp_id)
-    if cfg is None:
-        raise UpstreamError(f"MCP server {server.name!r} cannot be reached: {problem}")
-    try:
-        return McpToolsOut(tools=await _list_mcp_tools(cfg))
-    except UpstreamError:
-        raise
-    except TbdError as exc:
-        raise UpstreamError(
-            f"MCP server {server.name!r} cannot be reached: {exc.message}"
-        ) from None
+    allowed_tools), disconnect. Unlike the test, the record's status is left as it is. A config
+    that cannot be used (a missing token, an address the owner may not reach) answers with its
+    own error (422 naming it); a server that does not answer, 502."""
+    _server, cfg, problem = await _mcp_config(ctx, caller, mcp_id)
+    if problem is not None:
+        raise problem
+    assert cfg is not None
+    return McpToolsOut(tools=await _list_mcp_tools(cfg))
 
 
 @router.put(
