@@ -144,3 +144,25 @@ async def test_workflows_report_their_runs(api: Api, alice: httpx.AsyncClient) -
     assert listed[workflow["id"]]["last_task_status"] == "failed"
     assert listed[other["id"]]["task_count"] == 1
     assert listed[other["id"]]["last_task_status"] == "running"
+
+
+async def test_tag_filters_take_the_existing_forms_and_ours(alice: httpx.AsyncClient) -> None:
+    a, b, c = uniq("a"), uniq("b"), uniq("c")
+    only_a = (await create(alice, "knowledge-sources", tags=[a]))["id"]
+    both = (await create(alice, "knowledge-sources", tags=[a, b]))["id"]
+    only_c = (await create(alice, "knowledge-sources", tags=[c]))["id"]
+
+    async def ids(params: list[tuple[str, str]]) -> set[str]:
+        found = await alice.get("/api/knowledge-sources", params=params)
+        assert found.status_code == 200, found.text
+        return {r["id"] for r in found.json()}
+
+    # `tags=a,b` (the SDKs join with commas): any of them, as the existing API matched.
+    assert await ids([("tags", f"{a},{c}")]) == {only_a, both, only_c}
+    # Repeated `tags`: every one of them (ours).
+    assert await ids([("tags", a), ("tags", b)]) == {both}
+    assert await ids([("tags", a)]) == {only_a, both}
+
+    guard = await create(alice, "guardrails", tags=[c])
+    listed = await alice.get("/api/guardrails", params={"tag": c})
+    assert [g["id"] for g in listed.json()] == [guard["id"]]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from functools import cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import annotated_types
 from fastapi import Response
@@ -86,6 +86,14 @@ DERIVED_OUTPUT: dict[type[Entity], dict[str, Any]] = {
 }
 
 
+def read_only_fields(model: type[Entity]) -> frozenset[str]:
+    """What responses carry that requests may not set: dropped from request bodies."""
+    spec = spec_of(model)
+    owner = {model.owner_field} if model.owner_field else set()
+    derived = set(DERIVED_OUTPUT.get(model, {})) - {"value"}
+    return frozenset(SERVER_FIELDS | owner | spec.managed | derived | HIDDEN.get(model, set()))
+
+
 def writable_fields(model: type[Entity]) -> list[str]:
     spec = spec_of(model)
     owner = {model.owner_field} if model.owner_field else set()
@@ -142,25 +150,27 @@ def create_schema(model: type[Entity]) -> type[BaseModel]:
             default = Field(default=info.default)
         fields[name] = (_annotated(info), default)
     fields.update(EXTRA_INPUT.get(model, {}))
-    schema: type[BaseModel] = create_model(
-        f"{model.__name__}Create", __base__=INPUT_BASES.get(model, Input), **fields
+    schema = cast(
+        type[Input],
+        create_model(f"{model.__name__}Create", __base__=INPUT_BASES.get(model, Input), **fields),
     )
+    schema.ignored_fields = read_only_fields(model) - set(fields)
     return schema
 
 
 @cache
 def update_schema(model: type[Entity]) -> type[BaseModel]:
     fields: dict[str, Any] = {}
-    immutable = spec_of(model).immutable
     for name in writable_fields(model):
-        if name in immutable:
-            continue
+        # Immutable fields are accepted with their current value (Records.update refuses others).
         fields[name] = (_annotated(model.model_fields[name]), Field(default=None))
     for name, (annotation, info) in EXTRA_INPUT.get(model, {}).items():
         fields[name] = (Annotated[annotation, info], Field(default=None))
-    schema: type[BaseModel] = create_model(
-        f"{model.__name__}Update", __base__=INPUT_BASES.get(model, Input), **fields
+    schema = cast(
+        type[Input],
+        create_model(f"{model.__name__}Update", __base__=INPUT_BASES.get(model, Input), **fields),
     )
+    schema.ignored_fields = read_only_fields(model) - set(fields)
     return schema
 
 

@@ -19,21 +19,28 @@ def all_routers() -> list[APIRouter]:
         knowledge,
         providers,
         schedule_preview,
+        tasks,
         tool_checks,
+        workflow_skills,
     )
     from tbd_agents.runtime import api as runtime_api
 
     return [
         health.router,
+        # before the resource routers: `/api/agents/{record_id}` would take `/api/agents/export`
+        bundle.resource_router,
         keys.router,
         chat.router,
         agent_chat.router,
+        agent_chat.start_router,
         providers.router,
         knowledge.router,
         knowledge.memories,
         tool_checks.router,
         custom_tools.router,
         schedule_preview.router,
+        tasks.router,
+        workflow_skills.router,
         *resource_routers(),
         bundle.router,
         runtime_api.router,
