@@ -180,7 +180,7 @@ async def test_custom_tools_are_admin_only_by_default(hub: Api) -> None:
         assert mine.status_code == 201, mine.text
         assert (await admin.post("/api/custom-tools/validate", json=body)).json()["ok"] is True
         ran = await admin.post(f"/api/custom-tools/{mine.json()['id']}/run", json={})
-        assert ran.json()["result"] == {"ran": True}, ran.text
+        assert ran.json()["value"] == {"ran": True}, ran.text
 
 
 async def test_operator_may_let_users_write_custom_tools(
