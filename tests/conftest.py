@@ -9,13 +9,19 @@ from typing import Any
 
 import pytest
 
+from tbd_agents.config_legacy import LEGACY, Fate
 from tests.support import parallel, pg
 
 # Tests never see a developer's settings: every variable of ours comes from the test itself.
 _OURS = ("DB_", "POSTGRES_", "MONGO_", "VECTOR_", "COMPOSE_", "QDRANT_", "REDIS_")
-_OURS += ("EMBEDDING_", "KNOWLEDGE_", "MEMORY_")
+_OURS += ("EMBEDDING_", "KNOWLEDGE_", "MEMORY_", "PROMPT_", "COMPACTION_", "TOOL_RESULT_")
+_OURS += ("DEFAULT_MODEL", "DEFAULT_MAX_TURNS", "GITHUB_TOKEN", "TOOL_DEFINITION_")
+_OURS += ("ANTHROPIC_GATEWAY_",)
+# ... and the existing TBD Agents' variables that Settings reads (a developer's GITHUB_TOKEN or
+# OTEL_EXPORTER_OTLP_ENDPOINT would change what the tests see).
+_OURS += tuple(v.name for v in LEGACY if v.fate is not Fate.NOT_READ)
 for _name in list(os.environ):
-    if _name.startswith(_OURS):
+    if _name.upper().startswith(_OURS):
         del os.environ[_name]
 
 

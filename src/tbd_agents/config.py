@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from platformdirs import user_data_dir
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from tbd_agents.config_legacy import apply_legacy
 from tbd_agents.errors import ConfigurationError
 
 
@@ -38,6 +39,18 @@ PROFILE_OF_BACKEND = {
 }
 
 _POSTGRES_SCHEMES = {"postgresql", "postgres", "postgresql+asyncpg", "postgresql+psycopg"}
+
+
+#: Shortest GITHUB_TOKEN accepted as a Bearer credential (GitHub tokens are 40 or more).
+MIN_SERVER_TOKEN_CHARS = 20
+
+
+def _old() -> Any:
+    """A field reading a variable of the existing TBD Agents (see tbd_agents.config_legacy)."""
+    return Field(
+        default=None,
+        description="Variable of the existing TBD Agents: see the table of its settings below.",
+    )
 
 
 def default_data_dir() -> Path:
@@ -180,7 +193,15 @@ class Settings(BaseSettings):
         default=150, ge=0, le=10_000, description="Characters repeated between adjacent chunks."
     )
     memory_max_per_agent: int = Field(
-        default=1000, ge=1, description="Memories kept per agent; the oldest are evicted."
+        default=1000,
+        ge=0,
+        description="Memories kept per agent; the oldest are evicted (0: no cap).",
+    )
+    memory_retrieval_top_k: int = Field(
+        default=8, ge=0, le=1000, description="Memories recalled into a run's prompt."
+    )
+    knowledge_retrieval_top_k: int = Field(
+        default=5, ge=0, le=1000, description="Knowledge passages retrieved into a run's prompt."
     )
     memory_expiry_sweep_seconds: float = Field(
         default=60.0,
@@ -274,6 +295,93 @@ class Settings(BaseSettings):
     engine_mcp_call_timeout: float = Field(
         default=60.0, gt=0, description="Seconds one MCP tool call may take."
     )
+    default_model: str | None = Field(
+        default=None,
+        description="Model of a run whose workflow and agent name none (after the provider's "
+        "own default_model). Unset: such a run is refused with a message.",
+    )
+    default_max_turns: int = Field(
+        default=5, ge=1, le=10_000, description="max_turns of a workflow created without one."
+    )
+    prompt_context_char_budget: int | None = Field(
+        default=None,
+        ge=100,
+        description="Hard limit on the whole system prompt of a run, in characters (converted "
+        "to tokens, 4 per token; the output-format policy is always kept). Unset: only the "
+        "section budgets below apply.",
+    )
+    prompt_skills_char_budget: int = Field(
+        default=8000,
+        ge=0,
+        description="Budget of the skills section of the system prompt, in characters "
+        "(converted to tokens, 4 per token); skills that do not fit are left out.",
+    )
+    prompt_knowledge_char_budget: int = Field(
+        default=12000,
+        ge=0,
+        description="Budget of the knowledge section (retrieved passages), in characters "
+        "(converted to tokens, 4 per token).",
+    )
+    prompt_memory_char_budget: int = Field(
+        default=4000,
+        ge=0,
+        description="Budget of the memories section, in characters (converted to tokens, 4 per "
+        "token).",
+    )
+    prompt_context_item_char_limit: int | None = Field(
+        default=None,
+        ge=10,
+        description="Clip on each knowledge passage and memory in the prompt, in characters "
+        "(converted to tokens). Unset: items are bounded by their section's budget only.",
+    )
+    prompt_context_max_items: int | None = Field(
+        default=None,
+        ge=0,
+        description="Most knowledge passages, and most memories, put in a run's prompt (caps "
+        "KNOWLEDGE_RETRIEVAL_TOP_K and MEMORY_RETRIEVAL_TOP_K). Unset: no extra cap.",
+    )
+    compaction_enabled: bool = Field(
+        default=True,
+        description="Compact a run's conversation when it nears the model's context window "
+        "(off: a run that outgrows the window fails at the provider).",
+    )
+    tool_result_clearing_enabled: bool = Field(
+        default=True,
+        description="First step of compaction: replace the results of older tool calls with a "
+        "short note.",
+    )
+    tool_result_clearing_keep_recent: int = Field(
+        default=2,
+        ge=0,
+        le=1000,
+        description="Most recent tool-call turns (a model reply with all of its tool results) "
+        "whose results compaction never clears.",
+    )
+    compaction_summary_max_chars: int | None = Field(
+        default=None,
+        ge=100,
+        description="Longest summary (characters) compaction keeps of the earlier "
+        "conversation. Unset: as long as the model writes it.",
+    )
+    tool_result_context_max_chars: int = Field(
+        default=20_000,
+        ge=100,
+        description="Longest tool result (characters) fed back to the model; longer ones are "
+        "cut, saying how much was cut.",
+    )
+    tool_definition_description_max_chars: int | None = Field(
+        default=None,
+        ge=10,
+        description="Clip on tool and parameter descriptions sent to the model (characters). "
+        "Unset: sent whole.",
+    )
+    anthropic_gateway_max_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="max_tokens of every Anthropic request. Unset: the model's output limit "
+        "from the model catalog.",
+    )
     engine_compaction_threshold: float = Field(
         default=0.8,
         gt=0.1,
@@ -323,7 +431,7 @@ class Settings(BaseSettings):
         gt=0,
         le=10_000,
         description="Largest body in MB of the upload routes (POST /api/knowledge-items/upload "
-        "and POST /api/import).",
+        "and the bundle imports: POST /api/import, POST /api/<resource>/import).",
     )
     max_json_depth: int = Field(
         default=64,
@@ -372,6 +480,19 @@ class Settings(BaseSettings):
     github_api_url: str = Field(
         default="https://api.github.com", description="GitHub API used to validate GitHub tokens."
     )
+    github_token: SecretStr | None = Field(
+        default=None,
+        description="The server's GitHub token: credential of github_copilot providers that "
+        "name no key token (ownerless and admins' providers, sent only to "
+        "api.githubcopilot.com) and, unless GITHUB_TOKEN_AUTH=false, a Bearer credential that "
+        "acts as the admin `server` (compared in constant time; at least 20 characters).",
+    )
+    github_token_auth: bool = Field(
+        default=True,
+        description="Accept GITHUB_TOKEN itself as a Bearer credential (identity `server`, "
+        "admin), as the existing TBD Agents did. Requests without credentials are refused "
+        "either way.",
+    )
     github_admin_users: str = Field(
         default="", description="Comma-separated GitHub logins that get the admin scope."
     )
@@ -395,6 +516,54 @@ class Settings(BaseSettings):
     auth_failure_window_seconds: float = Field(
         default=60.0, gt=0, description="Window of AUTH_FAILURE_LIMIT, in seconds."
     )
+
+    # --- variables of the existing TBD Agents read only to be converted, refused or warned
+    # about (tbd_agents.config_legacy; docs/configuration.md lists what each one does) -------
+    session_timeout: float | None = _old()
+    stm_max_entries: str | None = _old()
+    ltm_max_entries: int | None = _old()
+    embeddings_enabled: bool | None = _old()
+    embeddings_model: str | None = _old()
+    embeddings_dim: str | None = _old()
+    knowledge_chunk_chars: int | None = _old()
+    knowledge_chunk_overlap_chars: int | None = _old()
+    pgvector_dsn: SecretStr | None = _old()
+    pgvector_table_prefix: str | None = _old()
+    compaction_token_threshold_pct: float | None = _old()
+    compaction_keep_recent_turns: str | None = _old()
+    otel_endpoint: str | None = _old()
+    otel_service_name: str | None = _old()
+    otel_http_endpoint: str | None = _old()
+    otel_exporter_otlp_endpoint: str | None = _old()
+    otel_resource_attributes: str | None = _old()
+    api_base_url: str | None = _old()
+    plugins_dir: str | None = _old()
+    plugins_config: str | None = _old()
+    prometheus_multiproc_dir: str | None = _old()
+    worker_metrics_port: str | None = _old()
+    dd_api_key: SecretStr | None = _old()
+    dd_app_key: SecretStr | None = _old()
+    dd_site: SecretStr | None = _old()
+    atlassian_api_token: SecretStr | None = _old()
+    atlassian_email: SecretStr | None = _old()
+    atlassian_url: SecretStr | None = _old()
+    notion_token: SecretStr | None = _old()
+    slack_bot_token: SecretStr | None = _old()
+
+    _legacy_warnings: list[str] = PrivateAttr(default_factory=list)
+    _legacy_reported: bool = PrivateAttr(default=False)
+
+    @property
+    def legacy_warnings(self) -> list[str]:
+        """Start-up warnings about variables of the existing TBD Agents that have no effect."""
+        return list(self._legacy_warnings)
+
+    def take_legacy_warnings(self) -> list[str]:
+        """`legacy_warnings` the first time, then nothing (start-up logs them once)."""
+        if self._legacy_reported:
+            return []
+        self._legacy_reported = True
+        return self.legacy_warnings
 
     @field_validator("db_backend", "vector_store_backend", mode="before")
     @classmethod
@@ -432,7 +601,15 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_profiles(self) -> Settings:
-        problems = profile_problems(self)
+        problems, self._legacy_warnings = apply_legacy(self)
+        problems += profile_problems(self)
+        token = self.github_token.get_secret_value() if self.github_token else ""
+        if token and self.github_token_auth and len(token.strip()) < MIN_SERVER_TOKEN_CHARS:
+            problems.append(
+                f"GITHUB_TOKEN is shorter than {MIN_SERVER_TOKEN_CHARS} characters, too short "
+                "to be accepted as a Bearer credential: set the real GitHub token, or "
+                "GITHUB_TOKEN_AUTH=false to use it only as the Copilot credential"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -134,9 +134,13 @@ def settings_secrets(config: Settings) -> list[str]:
     if config.token_encryption_key is not None:
         for entry in config.token_encryption_key.get_secret_value().split(","):
             values.append(entry.strip().partition(":")[2] or entry.strip())
-    for secret in (config.qdrant_api_key, config.embedding_api_key):
+    for secret in (config.qdrant_api_key, config.embedding_api_key, config.github_token):
         if secret is not None:
             values.append(secret.get_secret_value())
+    if config.pgvector_dsn is not None:
+        password = url_password(config.pgvector_dsn.get_secret_value())
+        if password:
+            values.append(password)
     for url in (config.postgres_uri, config.redis_url, config.mongo_uri, config.qdrant_url):
         password = url_password(url)
         if password:
@@ -206,6 +210,14 @@ def protect(config: Settings) -> None:
     handlers and levels to their host: `create_app`, `make_celery`)."""
     install_redaction()
     register_secrets(settings_secrets(config))
+    report_legacy_settings(config)
+
+
+def report_legacy_settings(config: Settings) -> None:
+    """Log, once per settings object, each variable of the existing TBD Agents that is set but
+    has no effect here (`Settings.legacy_warnings`)."""
+    for message in config.take_legacy_warnings():
+        logging.getLogger("tbd_agents.config").warning(message)
 
 
 def configure_logging(config: Settings, *, handlers: bool = True, timestamps: bool = True) -> None:

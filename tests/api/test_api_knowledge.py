@@ -110,7 +110,7 @@ async def test_memories_remember_search_update_forget(
         "/api/memories", json={"agent_id": agent["id"], "key": "home_city", "value": "Lisbon"}
     )
 
-    listed = (await alice.get("/api/memories", params={"agent_id": agent["id"]})).json()["items"]
+    listed = (await alice.get("/api/memories", params={"agent_id": agent["id"]})).json()
     assert {m["key"] for m in listed} == {"favourite_colour", "home_city"}
     for mode in ("semantic", "keyword"):
         hits = (

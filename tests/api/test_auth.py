@@ -86,7 +86,7 @@ async def test_keys_api_create_list_revoke(api: Api, alice: httpx.AsyncClient) -
     assert created.status_code == 201
     body = created.json()
     assert body["key"].startswith(body["prefix"]) and body["owner"] == me["identity"]
-    listed = (await alice.get("/api/keys")).json()["items"]
+    listed = (await alice.get("/api/keys")).json()
     assert body["id"] in [k["id"] for k in listed]
     assert all("key" not in k and "key_hash" not in k for k in listed)
     async with api.client(body["key"]) as laptop:
@@ -104,17 +104,17 @@ async def test_users_cannot_see_or_revoke_other_users_keys(
     api: Api, alice: httpx.AsyncClient, bob: httpx.AsyncClient, admin: httpx.AsyncClient
 ) -> None:
     key = (await alice.post("/api/keys", json={"name": "a"})).json()
-    assert key["id"] not in [k["id"] for k in (await bob.get("/api/keys")).json()["items"]]
+    assert key["id"] not in [k["id"] for k in (await bob.get("/api/keys")).json()]
     assert (await bob.delete(f"/api/keys/{key['id']}")).status_code == 404
     assert (await bob.get("/api/keys", params={"owner": key["owner"]})).status_code == 403
     mine = await admin.get("/api/keys", params={"owner": key["owner"]})
-    assert key["id"] in [k["id"] for k in mine.json()["items"]]
+    assert key["id"] in [k["id"] for k in mine.json()]
     assert (await admin.delete(f"/api/keys/{key['id']}")).status_code == 204
 
 
 async def test_last_used_is_recorded(api: Api, alice: httpx.AsyncClient) -> None:
     await alice.get("/api/me")
-    keys = (await alice.get("/api/keys")).json()["items"]
+    keys = (await alice.get("/api/keys")).json()
     assert any(k["last_used_at"] is not None for k in keys)
 
 

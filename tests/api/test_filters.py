@@ -16,7 +16,7 @@ from tests.api.factory import create
 async def _ids(client: httpx.AsyncClient, path: str, **params: object) -> set[str]:
     response = await client.get(path, params={"limit": 200, **params})
     assert response.status_code == 200, response.text
-    return {r["id"] for r in response.json()["items"]}
+    return {r["id"] for r in response.json()}
 
 
 async def test_tags_filter_needs_every_tag(alice: httpx.AsyncClient) -> None:
@@ -75,5 +75,5 @@ async def test_created_time_range(alice: httpx.AsyncClient) -> None:
 async def test_newest_first(alice: httpx.AsyncClient) -> None:
     first = await create(alice, "custom-tools")
     second = await create(alice, "custom-tools")
-    items = (await alice.get("/api/custom-tools", params={"limit": 2})).json()["items"]
+    items = (await alice.get("/api/custom-tools", params={"limit": 2})).json()
     assert [i["id"] for i in items] == [second["id"], first["id"]]

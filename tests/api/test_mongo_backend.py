@@ -55,9 +55,9 @@ async def test_crud_and_ownership_on_mongo(mongo_app: tuple[object, object], nam
         assert (await ben.get(f"{path}/{record['id']}")).status_code == 404
         changed = await ann.patch(f"{path}/{record['id']}", json=RESOURCES[name].patch)
         assert changed.status_code == 200, changed.text
-        listed = (await ann.get(path)).json()["items"]
+        listed = (await ann.get(path)).json()
         assert record["id"] in [r["id"] for r in listed]
-        assert record["id"] not in [r["id"] for r in (await ben.get(path)).json()["items"]]
+        assert record["id"] not in [r["id"] for r in (await ben.get(path)).json()]
         assert (await ann.delete(f"{path}/{record['id']}")).status_code == 204
         assert (await ann.get(f"{path}/{record['id']}")).status_code == 404
         assert (await ann.get(f"{path}/not-an-object-id")).status_code == 404
@@ -84,7 +84,7 @@ async def test_auth_references_and_delete_rules_on_mongo(mongo_app: tuple[object
             await carol.post(messages, json={"role": "user", "content": "hi"})
         ).status_code == 201
         assert (await carol.delete(f"/api/chat/sessions/{session['id']}")).status_code == 204
-        keys = (await carol.get("/api/keys")).json()["items"]
+        keys = (await carol.get("/api/keys")).json()
         assert len(keys) == 1 and keys[0]["owner"] == "carol"
         assert (await carol.delete(f"/api/keys/{keys[0]['id']}")).status_code == 204
         assert (await carol.get("/api/me")).status_code == 401

@@ -22,7 +22,7 @@ async def test_other_users_records_are_invisible_and_unchangeable(
     assert (await bob.get(url)).status_code == 404
     assert (await bob.patch(url, json=RESOURCES[name].patch)).status_code == 404
     assert (await bob.delete(url)).status_code == 404
-    listed = (await bob.get(path, params={"limit": 200})).json()["items"]
+    listed = (await bob.get(path, params={"limit": 200})).json()
     assert record["id"] not in [r["id"] for r in listed]
     assert (await alice.get(url)).status_code == 200
 
@@ -49,9 +49,7 @@ async def test_owner_filter(
     a = await create(alice, "agents")
     b = await create(bob, "agents")
     alice_id = a["created_by"]
-    only_alice = (await admin.get("/api/agents", params={"owner": alice_id, "limit": 200})).json()[
-        "items"
-    ]
+    only_alice = (await admin.get("/api/agents", params={"owner": alice_id, "limit": 200})).json()
     assert {r["created_by"] for r in only_alice} == {alice_id}
     assert a["id"] in [r["id"] for r in only_alice] and b["id"] not in [r["id"] for r in only_alice]
     assert (await bob.get("/api/agents", params={"owner": alice_id})).status_code == 403
@@ -65,7 +63,7 @@ async def test_children_follow_their_parent(
     item = await create(alice, "knowledge-items", source_id=source["id"])
     assert (await bob.get(f"/api/knowledge-items/{item['id']}")).status_code == 404
     hidden = await bob.get("/api/knowledge-items", params={"source_id": source["id"]})
-    assert hidden.status_code == 200 and hidden.json()["items"] == []
+    assert hidden.status_code == 200 and hidden.json() == []
     stolen = await bob.post("/api/knowledge-items", json={"source_id": source["id"], "name": "x"})
     assert stolen.status_code == 422
     assert stolen.json()["error"]["details"]["field"] == "source_id"
@@ -83,5 +81,5 @@ async def test_children_follow_their_parent(
         )
     assert (await alice.get(f"/api/tasks/{task.id}")).json()["workflow_id"] == workflow["id"]
     assert (await bob.get(f"/api/tasks/{task.id}")).status_code == 404
-    assert task.id not in [t["id"] for t in (await bob.get("/api/tasks")).json()["items"]]
-    assert task.id in [t["id"] for t in (await alice.get("/api/tasks")).json()["items"]]
+    assert task.id not in [t["id"] for t in (await bob.get("/api/tasks")).json()]
+    assert task.id in [t["id"] for t in (await alice.get("/api/tasks")).json()]

@@ -130,7 +130,7 @@ async def test_cascades(api: Api, alice: httpx.AsyncClient) -> None:
         assert (await alice.post(path, json={"role": "user", "content": text})).status_code == 201
     counted = (await alice.get(f"/api/chat/sessions/{session['id']}")).json()
     assert counted["message_count"] == 2 and counted["last_message_at"] is not None
-    messages = (await alice.get(path)).json()["items"]
+    messages = (await alice.get(path)).json()
     assert [m["content"] for m in messages] == ["one", "two"]
     assert (await alice.delete(f"/api/chat/sessions/{session['id']}")).status_code == 204
     async with api.store.unit_of_work() as repos:

@@ -29,7 +29,7 @@ async def test_invalid_schedule_is_refused_on_create(
     assert response.status_code == 422, response.text
     assert word in response.json()["error"]["message"]
     listed = await alice.get("/api/scheduled-agents", params={"workflow_id": workflow["id"]})
-    assert listed.json()["items"] == []
+    assert listed.json() == []
 
 
 async def test_update_is_checked_against_the_stored_fields(alice: httpx.AsyncClient) -> None:

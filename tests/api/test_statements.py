@@ -128,7 +128,8 @@ async def test_list_statement_count_is_independent_of_page_size(
             with counting(api) as statements:
                 response = await client.get(path, params={"limit": limit})
             assert response.status_code == 200, response.text
-            assert len(response.json()["items"]) == limit
+            assert len(response.json()) == limit
             counts[limit] = len(statements)
     assert counts[1] == counts[50], (path, counts)
-    assert counts[1] <= 3, (path, counts)
+    # Tasks add two lookups for their summary fields (the page's workflows, then their agents).
+    assert counts[1] <= (5 if path == "/api/tasks" else 3), (path, counts)

@@ -120,7 +120,7 @@ async def test_deltas_stream_incrementally_and_history_persists(
         and "Sure?" in sent
     )
     listing = await client.get(f"/api/chat/sessions/{session_id}/messages")
-    roles = [(m["role"], m["content"]) for m in listing.json()["items"]]
+    roles = [(m["role"], m["content"]) for m in listing.json()]
     assert [r for r, _ in roles] == ["user", "assistant", "user", "assistant"]
     assert roles[1][1] == "The answer is forty-two, after long thought."
 

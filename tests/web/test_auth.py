@@ -55,7 +55,7 @@ def test_a_revoked_key_in_the_session_shows_sign_in_without_data(
     key = dashboard.new_key("revoked-user")
     sign_in(page, dashboard, key)
     me = httpx.get(f"{dashboard.base}/api/keys", headers={"Authorization": f"Bearer {key}"}).json()
-    key_id = me["items"][0]["id"]
+    key_id = me[0]["id"]
     httpx.delete(
         f"{dashboard.base}/api/keys/{key_id}", headers={"Authorization": f"Bearer {key}"}
     ).raise_for_status()

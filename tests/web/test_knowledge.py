@@ -42,9 +42,7 @@ def test_upload_a_markdown_file_and_find_it(
     expect(row).to_have_count(1)
     expect(row).to_contain_text("travel-handbook.md")
     expect(row).to_contain_text("indexed")
-    items = api(dashboard, "GET", "/api/knowledge-items", params={"source_id": source_id}).json()[
-        "items"
-    ]
+    items = api(dashboard, "GET", "/api/knowledge-items", params={"source_id": source_id}).json()
     assert [(i["name"], i["file_name"]) for i in items] == [
         ("Travel handbook", "travel-handbook.md")
     ]
@@ -103,8 +101,5 @@ def test_an_unsupported_file_is_refused_with_the_reason(
     page.get_by_role("button", name="Upload").click()
     expect(page.locator(".upload-form .field-error")).to_be_visible()
     assert (
-        api(dashboard, "GET", "/api/knowledge-items", params={"source_id": source_id}).json()[
-            "items"
-        ]
-        == []
+        api(dashboard, "GET", "/api/knowledge-items", params={"source_id": source_id}).json() == []
     )

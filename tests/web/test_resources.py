@@ -270,9 +270,7 @@ def test_child_records_workflow_schedule_memory_item(signed_in: Page, dashboard:
     fill_form(page, {"Name": "Handbook", "Text": "Holidays are booked in the portal."})
     page.get_by_role("button", name="Create knowledge item").click()
     page.wait_for_url(re.compile(r"#/knowledge-items/[0-9a-f-]{36}$"))
-    items = api(
-        dashboard, "GET", "/api/knowledge-items", params={"source_id": source["id"]}
-    ).json()["items"]
+    items = api(dashboard, "GET", "/api/knowledge-items", params={"source_id": source["id"]}).json()
     assert [i["name"] for i in items] == ["Handbook"]
     # Deleting a workflow deletes its schedules too (the dialog says so).
     goto(page, dashboard, f"workflows/{wf_id}")

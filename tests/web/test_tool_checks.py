@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import uuid
 
@@ -35,7 +36,8 @@ def test_mcp_test_connection_lists_tools_and_saves_the_allowlist(
         if box.count():
             box.uncheck()
     page.get_by_role("button", name="Save allowed tools").click()
-    expect(page.get_by_text("Agents may use")).to_be_visible()
+    # The toast, not the panel's "Tick the tools agents may use" line (get_by_text ignores case).
+    expect(page.get_by_text(re.compile(r"^Agents may use 1 of \d+ tools\.$"))).to_be_visible()
     shot(page, "mcp-test-connection")
     saved = api(dashboard, "GET", f"/api/mcps/{server['id']}").json()
     assert "add" in saved["allowed_tools"]

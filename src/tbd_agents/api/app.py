@@ -32,6 +32,7 @@ from tbd_agents.security.cipher import KeyRingProvider
 from tbd_agents.security.github import GitHubIdentity
 from tbd_agents.services.keys import Authenticator, FailureThrottle
 from tbd_agents.services.privilege import HostCapabilities
+from tbd_agents.services.validation import set_default_max_turns
 from tbd_agents.storage.protocol import DocumentStore
 
 if TYPE_CHECKING:
@@ -59,6 +60,13 @@ def check_auth_settings(settings: Settings) -> None:
         )
 
 
+def server_token(settings: Settings) -> str | None:
+    """GITHUB_TOKEN when it is accepted as a Bearer credential (GITHUB_TOKEN_AUTH)."""
+    if settings.github_token is None or not settings.github_token_auth:
+        return None
+    return settings.github_token.get_secret_value().strip() or None
+
+
 def _build_context(settings: Settings, store: DocumentStore, http: httpx.AsyncClient) -> ApiContext:
     github = None
     if settings.github_auth:
@@ -71,6 +79,7 @@ def _build_context(settings: Settings, store: DocumentStore, http: httpx.AsyncCl
         github_admins=admins,
         host=HostCapabilities.from_settings(settings),
         throttle=FailureThrottle(settings.auth_failure_limit, settings.auth_failure_window_seconds),
+        server_token=server_token(settings),
     )
     return ApiContext(settings, store, KeyRingProvider(settings), http, auth)
 
@@ -82,6 +91,7 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
     set_save_ceilings(
         Ceilings(settings.sandbox_max_timeout_seconds, settings.sandbox_max_memory_mb)
     )
+    set_default_max_turns(settings.default_max_turns)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

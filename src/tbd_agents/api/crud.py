@@ -12,27 +12,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Path, Query, Response
+from fastapi import APIRouter, Body, Path, Query, Request, Response
 from pydantic import BaseModel
 
 from tbd_agents.api.deps import ApiContext, Caller, CommonList, Ctx, Paging
+from tbd_agents.api.present import PRESENTED, present_many, present_one
 from tbd_agents.api.schemas import (
     HIDDEN,
     create_schema,
     json_response,
     output_schema,
-    page_body,
-    page_json,
+    page_response,
     page_schema,
-    record_json,
     update_schema,
 )
-from tbd_agents.domain.models import Entity, Token
+from tbd_agents.domain.models import Entity
 from tbd_agents.errors import PermissionDenied, UnsupportedQuery
 from tbd_agents.security.outbound import HostPolicy
 from tbd_agents.services.access import Principal
 from tbd_agents.services.catalog import check_saved_addresses, records_for
-from tbd_agents.storage.protocol import Filter, Sort, contains_all, eq
+from tbd_agents.storage.protocol import Filter, Sort, contains_all, contains_any, eq
 
 RecordId = Annotated[str, Path(description="Record id.")]
 
@@ -44,6 +43,7 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorOut(BaseModel):
+    detail: str
     error: ErrorDetail
 
 
@@ -70,22 +70,36 @@ class ListFilter:
     param: str
     annotation: Any
     field: str | None = None
-    op: Literal["eq", "contains_all"] = "eq"
+    op: Literal["eq", "contains_all", "tags"] = "eq"
     description: str = ""
 
     def to_filter(self, value: Any) -> Filter | None:
         if value is None or value == []:
             return None
         name = self.field or self.param
+        if self.op == "tags":
+            return tags_filter(name, [value] if isinstance(value, str) else value)
         return contains_all(name, value) if self.op == "contains_all" else eq(name, value)
+
+
+def tags_filter(field: str, given: list[str]) -> Filter | None:
+    """`tags=a&tags=b`: records having every tag (ours). `tags=a,b` — one value with commas, as
+    the existing API's clients send it: records having any of them (the existing semantics)."""
+    if len(given) == 1 and "," in given[0]:
+        wanted = [t.strip() for t in given[0].split(",") if t.strip()]
+        return contains_any(field, wanted) if wanted else None
+    return contains_all(field, given)
 
 
 TAGS = ListFilter(
     "tags",
     list[str] | None,
-    op="contains_all",
-    description="Records having every tag given (repeat the parameter).",
+    op="tags",
+    description="Records having every tag given (repeat the parameter); one comma-separated "
+    "value (`tags=a,b`, as the existing API took it): records having any of them.",
 )
+#: The existing API's guardrail list filter: one tag.
+TAG = ListFilter("tag", str | None, field="tags", op="tags", description="Records having this tag.")
 
 
 def owner_filter(
@@ -107,24 +121,26 @@ def _list_endpoint(
 ) -> Any:
     hidden = HIDDEN.get(model, frozenset())
 
-    async def list_records(ctx: Any, common: Any, **params: Any) -> Response:
+    async def list_records(request: Any, ctx: Any, common: Any, **params: Any) -> Response:
         principal, paging, owner = common
         assert isinstance(paging, Paging)
         wanted = [*paging.filters, *owner_filter(model, principal, owner)]
         wanted += [f for lf in filters if (f := lf.to_filter(params.get(lf.param))) is not None]
         async with ctx.store.unit_of_work(readonly=True) as repos:
             service = records_for(model, repos, principal, ctx.cipher)
-            if model is Token:  # values are masked record by record
+            if model in PRESENTED:  # records shaped one by one (masks, derived fields)
                 page = await service.list(
                     wanted, limit=paging.limit, cursor=paging.cursor, sort=sort
                 )
-                return json_response(page_json(model, page.items, page.next_cursor))
+                body = await present_many(model, page.items, repos, ctx)
+                return page_response(body, page.next_cursor, request.url)
             found = await service.list_json(
                 wanted, limit=paging.limit, cursor=paging.cursor, sort=sort, omit=hidden
             )
-        return json_response(page_body(found.items, found.next_cursor))
+        return page_response(found.items, found.next_cursor, request.url)
 
     parameters = [
+        inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
         inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Ctx),
         inspect.Parameter("common", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=CommonList),
     ]
@@ -171,7 +187,8 @@ def crud_router(
     async def get_record(record_id: RecordId, ctx: Ctx, caller: Caller) -> Response:
         async with ctx.store.unit_of_work(readonly=True) as repos:
             record = await records_for(model, repos, caller, ctx.cipher).get(record_id)
-        return json_response(record_json(record))
+            body = await present_one(record, repos, ctx)
+        return json_response(body)
 
     if creatable:
         Create = create_schema(model)
@@ -182,7 +199,8 @@ def crud_router(
             async with ctx.store.unit_of_work() as repos:
                 service = records_for(model, repos, caller, ctx.cipher)
                 record = await service.create(values)
-            return json_response(record_json(record), 201)
+                body = await present_one(record, repos, ctx)
+            return json_response(body, 201)
 
         create_record.__annotations__["body"] = Annotated[Create, Body()]
         router.add_api_route(
@@ -205,16 +223,21 @@ def crud_router(
             async with ctx.store.unit_of_work() as repos:
                 service = records_for(model, repos, caller, ctx.cipher)
                 record = await service.update(record_id, changes)
-            return json_response(record_json(record))
+                body = await present_one(record, repos, ctx)
+            return json_response(body)
 
         update_record.__annotations__["body"] = Annotated[Update, Body()]
-        router.add_api_route(
-            "/{record_id}",
-            update_record,
-            methods=["PATCH"],
-            response_model=Out,
-            summary=f"Change some fields of one of {model.collection} (null clears a nullable field)",
-        )
+        for method in ("PATCH", "PUT"):
+            # PUT is what clients of the existing API send; both change only the fields given.
+            router.add_api_route(
+                "/{record_id}",
+                update_record,
+                methods=[method],
+                response_model=Out,
+                summary=f"Change some fields of one of {model.collection} "
+                "(only the fields given; null clears a nullable field)",
+                operation_id=f"{method.lower()}_{model.collection}_record",
+            )
 
     if deletable:
 

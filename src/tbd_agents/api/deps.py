@@ -17,7 +17,6 @@ from tbd_agents.services.keys import Authenticator
 from tbd_agents.storage.protocol import DocumentStore, Filter, contains_all, eq, gte, lt
 
 MAX_LIMIT = 1000
-DEFAULT_LIMIT = 50
 
 
 @dataclass(slots=True)
@@ -58,7 +57,9 @@ Caller = Annotated[Principal, Depends(get_principal)]
 
 @dataclass(frozen=True, slots=True)
 class Paging:
-    limit: int
+    """`limit` None: every matching record (what clients of the existing API expect)."""
+
+    limit: int | None
     cursor: str | None
     filters: tuple[Filter, ...]
 
@@ -66,10 +67,18 @@ class Paging:
 async def common_list_params(
     caller: Caller,
     limit: Annotated[
-        int, Query(ge=1, le=MAX_LIMIT, description="Page size (max 1000).")
-    ] = DEFAULT_LIMIT,
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_LIMIT,
+            description="Page size (max 1000). Unset: the whole list in one response. With a "
+            "limit, the cursor of the next page is in the `X-Next-Cursor` header (and a "
+            '`Link: <…>; rel="next"` header); no such header on the last page.',
+        ),
+    ] = None,
     cursor: Annotated[
-        str | None, Query(max_length=2048, description="`next_cursor` of the previous page.")
+        str | None,
+        Query(max_length=2048, description="`X-Next-Cursor` of the previous page."),
     ] = None,
     owner: Annotated[
         str | None,

@@ -1,4 +1,5 @@
-"""One JSON error shape for the whole API: `{"error": {"code", "message", "details"}}`.
+"""One JSON error shape for the whole API: `{"detail": message, "error": {"code", "message",
+"details"}}` — `detail` (a string) is what clients of the existing TBD Agents API read.
 
 Domain errors (`tbd_agents.errors`) map to their class's `http_status`; request validation maps
 to 422 with the path of each bad field (never echoing the submitted value, which may be a
@@ -27,7 +28,10 @@ log = logging.getLogger("tbd_agents.api")
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "details": details or {}}}
+    return {
+        "detail": message,
+        "error": {"code": code, "message": message, "details": details or {}},
+    }
 
 
 def _respond(

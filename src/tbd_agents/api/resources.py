@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from tbd_agents.api.crud import TAGS, ListFilter, crud_router
+from tbd_agents.api.crud import TAG, TAGS, ListFilter, crud_router
 from tbd_agents.domain.enums import (
     GuardrailType,
     KnowledgeItemStatus,
@@ -75,6 +75,7 @@ def resource_routers() -> list[APIRouter]:
             "guardrails",
             filters=(
                 TAGS,
+                TAG,
                 NAME,
                 _f("guardrail_type", GuardrailType | None),
                 _f("enabled", bool | None),

@@ -3,21 +3,21 @@
 For each resource: `<Model>Create` (every writable field, unknown fields refused), `<Model>Update`
 (the same fields, all optional: only the fields present in the body change, and `null` clears a
 nullable field), `<Model>Out` (what responses carry: stored fields minus secrets), and
-`<Model>Page` (`items` + `next_cursor`). Responses are serialised straight from the domain models
+`<Model>Page` (a JSON array of `<Model>Out`; the next page's cursor travels in headers). Responses are serialised straight from the domain models
 (pydantic-core), never through an intermediate dict.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from functools import cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import annotated_types
 from fastapi import Response
 from pydantic import BaseModel, Field, create_model
 from pydantic.fields import FieldInfo
+from starlette.datastructures import URL
 
 from tbd_agents.domain.models import (
     Entity,
@@ -25,6 +25,7 @@ from tbd_agents.domain.models import (
     Memory,
     NameRule,
     Provider,
+    TaskExecution,
     Token,
     Workflow,
 )
@@ -63,6 +64,44 @@ EXTRA_INPUT: dict[type[Entity], dict[str, Any]] = {
         )
     },
 }
+
+
+#: Response fields derived when a record is sent (`api.present`), not stored.
+DERIVED_OUTPUT: dict[type[Entity], dict[str, Any]] = {
+    Token: {
+        "value": (Literal["********"], Field(description="Always masked.")),
+        "masked_value": (
+            str,
+            Field(description='"…" and the last 4 characters of the secret, or "****".'),
+        ),
+        "created_by": (str, Field(description='Who stored it ("" when unknown).')),
+    },
+    Provider: {"api_key_token_name": (str, Field(description='"" when none is set.'))},
+    TaskExecution: {
+        "workflow_title": (str | None, Field(description="Title of the run's workflow.")),
+        "agent_name": (str | None, Field(description="Name of the workflow's agent.")),
+        "elapsed_seconds": (float | None, Field(description="From start to finish (or now).")),
+        "progress": (
+            dict[str, Any] | None,
+            Field(description="`{todos: [{id, title, status}], current_step, percent_complete}`."),
+        ),
+    },
+    Workflow: {
+        "github_user": (str, Field(description='The owner ("" when an old record has none).')),
+        "model": (str, Field(description='"" when an old record has none.')),
+        "task_count": (int, Field(description="Runs of this workflow.")),
+        "last_task_status": (str | None, Field(description="Status of the latest run.")),
+        "last_task_at": (str | None, Field(description="When the latest run was created.")),
+    },
+}
+
+
+def read_only_fields(model: type[Entity]) -> frozenset[str]:
+    """What responses carry that requests may not set: dropped from request bodies."""
+    spec = spec_of(model)
+    owner = {model.owner_field} if model.owner_field else set()
+    derived = set(DERIVED_OUTPUT.get(model, {})) - {"value"}
+    return frozenset(SERVER_FIELDS | owner | spec.managed | derived | HIDDEN.get(model, set()))
 
 
 def writable_fields(model: type[Entity]) -> list[str]:
@@ -121,25 +160,27 @@ def create_schema(model: type[Entity]) -> type[BaseModel]:
             default = Field(default=info.default)
         fields[name] = (_annotated(info), default)
     fields.update(EXTRA_INPUT.get(model, {}))
-    schema: type[BaseModel] = create_model(
-        f"{model.__name__}Create", __base__=INPUT_BASES.get(model, Input), **fields
+    schema = cast(
+        type[Input],
+        create_model(f"{model.__name__}Create", __base__=INPUT_BASES.get(model, Input), **fields),
     )
+    schema.ignored_fields = read_only_fields(model) - set(fields)
     return schema
 
 
 @cache
 def update_schema(model: type[Entity]) -> type[BaseModel]:
     fields: dict[str, Any] = {}
-    immutable = spec_of(model).immutable
     for name in writable_fields(model):
-        if name in immutable:
-            continue
+        # Immutable fields are accepted with their current value (Records.update refuses others).
         fields[name] = (_annotated(model.model_fields[name]), Field(default=None))
     for name, (annotation, info) in EXTRA_INPUT.get(model, {}).items():
         fields[name] = (Annotated[annotation, info], Field(default=None))
-    schema: type[BaseModel] = create_model(
-        f"{model.__name__}Update", __base__=INPUT_BASES.get(model, Input), **fields
+    schema = cast(
+        type[Input],
+        create_model(f"{model.__name__}Update", __base__=INPUT_BASES.get(model, Input), **fields),
     )
+    schema.ignored_fields = read_only_fields(model) - set(fields)
     return schema
 
 
@@ -151,24 +192,15 @@ def output_schema(model: type[Entity]) -> type[BaseModel]:
         for name, info in model.model_fields.items()
         if name not in hidden
     }
-    if model is Token:
-        fields["value"] = (Literal["********"], Field(description="Always masked."))
+    fields.update(DERIVED_OUTPUT.get(model, {}))
     schema: type[BaseModel] = create_model(f"{model.__name__}Out", **fields)
     return schema
 
 
 @cache
-def page_schema(model: type[Entity]) -> type[BaseModel]:
-    item: Any = output_schema(model)
-    schema: type[BaseModel] = create_model(
-        f"{model.__name__}Page",
-        items=(list[item], Field()),
-        next_cursor=(
-            str | None,
-            Field(description="Pass as `cursor` for the next page; null at the end."),
-        ),
-    )
-    return schema
+def page_schema(model: type[Entity]) -> Any:
+    """A list response: a bare JSON array of the model's output schema."""
+    return list[output_schema(model)]  # type: ignore[misc]
 
 
 def _exclude(model: type[Entity]) -> set[str] | None:
@@ -188,17 +220,29 @@ def record_json(record: Entity) -> bytes:
     return _masked(model, record.__pydantic_serializer__.to_json(record, exclude=_exclude(model)))
 
 
-def page_json(model: type[Entity], items: Iterable[Entity], next_cursor: str | None) -> bytes:
-    """`{"items": [...], "next_cursor": ...}` in one serialisation pass."""
+def page_json(model: type[Entity], items: Iterable[Entity]) -> bytes:
+    """The records as one JSON array, in one serialisation pass."""
     rows = list(items)
     if model is Token:
-        return page_body(b"[" + b",".join(record_json(r) for r in rows) + b"]", next_cursor)
-    return page_body(records_json(model, rows, HIDDEN.get(model, frozenset())), next_cursor)
+        return b"[" + b",".join(record_json(r) for r in rows) + b"]"
+    return records_json(model, rows, HIDDEN.get(model, frozenset()))
 
 
-def page_body(items: bytes, next_cursor: str | None) -> bytes:
-    """`{"items": <items, a JSON array>, "next_cursor": ...}`."""
-    return b'{"items":' + items + b',"next_cursor":' + json.dumps(next_cursor).encode() + b"}"
+def page_headers(request_url: URL, next_cursor: str | None) -> dict[str, str]:
+    """`X-Next-Cursor` and an RFC 8288 `Link: <…>; rel="next"` when another page follows."""
+    if next_cursor is None:
+        return {}
+    link = str(request_url.include_query_params(cursor=next_cursor))
+    return {"X-Next-Cursor": next_cursor, "Link": f'<{link}>; rel="next"'}
+
+
+def page_response(items: bytes, next_cursor: str | None, request_url: URL) -> Response:
+    """A list response: the bare JSON array `items`, the next cursor in headers."""
+    return Response(
+        content=items,
+        media_type="application/json",
+        headers=page_headers(request_url, next_cursor),
+    )
 
 
 def json_response(body: bytes, status_code: int = 200) -> Response:

@@ -317,6 +317,10 @@ class Workflow(Entity):
     repo_url: str | None = None
     repo_branch: str | None = None
     repo_token_name: str | None = None
+    #: Repositories by id and tag, as the official SDKs send them (`WorkflowCreate`); kept and
+    #: returned (the existing system's own repository checkout is `repo_url`/`repo_branch`).
+    repository_ids: StrList = Field(default_factory=list)
+    repository_tags: StrList = Field(default_factory=list)
     #: Environment variable → token name, applied to custom tools.
     credential_overrides: dict[str, str] = Field(default_factory=dict)
     webhook_url: str | None = None

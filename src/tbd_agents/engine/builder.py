@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tbd_agents.domain.enums import AuthType, McpServerStatus
+from tbd_agents.domain.enums import AuthType, McpServerStatus, ProviderType
 from tbd_agents.domain.models import (
     Agent,
     CustomTool,
@@ -29,7 +29,7 @@ from tbd_agents.domain.models import (
 from tbd_agents.engine.catalog import ModelCatalog
 from tbd_agents.engine.compaction import CompactionPolicy
 from tbd_agents.engine.config import EngineConfig
-from tbd_agents.engine.context import RunSpec, SkillText
+from tbd_agents.engine.context import Budgets, RunSpec, SkillText
 from tbd_agents.engine.guardrails import Guardrails
 from tbd_agents.engine.messages import ToolSpec
 from tbd_agents.engine.providers import ProviderSettings, build_provider
@@ -170,9 +170,14 @@ async def load_plan(
     headers = await _resolve(repos, cipher, provider.created_by, dict(provider.extra_headers))
     # A password moved into a token ({{token:conn.providers.<id>.base_url}}) is put back here.
     base_url = await _resolve(repos, cipher, provider.created_by, provider.base_url)
-    model = model_override or agent.model or provider.default_model
+    model = model_override or agent.model or provider.default_model or config.default_model
     if not model:
-        raise InvalidData(f"agent {agent.name!r} has no model and its provider no default_model")
+        raise InvalidData(
+            f"agent {agent.name!r} has no model and its provider no default_model: set the "
+            "agent's model (or the provider's default_model, or DEFAULT_MODEL on the server)"
+        )
+    if key is None and _uses_server_copilot_token(provider, base_url, who, config):
+        key = config.copilot_token
     plan = RunPlan(
         agent=agent,
         provider=ProviderSettings(
@@ -208,6 +213,25 @@ async def load_plan(
     await _load_mcp(repos, cipher, agent, config, who, plan, outbound)
     await _load_knowledge_scope(repos, agent, who, plan)
     return plan
+
+
+def _uses_server_copilot_token(
+    provider: Provider, base_url: str | None, who: _Owner, config: EngineConfig
+) -> bool:
+    """GITHUB_TOKEN is the key of a github_copilot provider that names no key token, when the
+    provider is the operator's (ownerless) or an admin's, and only on its way to GitHub Copilot
+    (a provider with another base_url would hand the server's token to that host)."""
+    from tbd_agents.engine.providers.openai_compat import COPILOT_URL
+
+    return (
+        config.copilot_token is not None
+        and provider.provider_type is ProviderType.GITHUB_COPILOT
+        and not provider.api_key_token_name
+        and provider.auth_type is not AuthType.NONE
+        and who.allows(provider.created_by)
+        and who.ownerless_ok
+        and (not base_url or base_url.rstrip("/") == COPILOT_URL)
+    )
 
 
 async def _owner_of(repos: Repositories, record: Entity, admins: AdminDirectory) -> _Owner:
@@ -433,7 +457,14 @@ async def open_plan(
         output_format=agent.output_format,
         max_turns=agent.max_turns or 10,
         temperature=agent.temperature,
-        compaction=CompactionPolicy(threshold=config.compaction_threshold),
+        budgets=Budgets.from_config(config),
+        compaction=CompactionPolicy(
+            threshold=config.compaction_threshold,
+            enabled=config.compaction_enabled,
+            keep_recent_tool_groups=config.keep_recent_tool_groups,
+            clear_tool_results=config.clear_tool_results,
+            summary_max_chars=config.summary_max_chars,
+        ),
         config=config,
         warnings=warnings,
     )

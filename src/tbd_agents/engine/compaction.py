@@ -35,6 +35,12 @@ class CompactionPolicy:
     threshold: float = 0.8
     keep_recent_tool_groups: int = 2
     tail_ratio: float = 0.5
+    #: Compaction on or off (COMPACTION_ENABLED; off: the loop never calls `compact`).
+    enabled: bool = True
+    #: Step 1 on or off (TOOL_RESULT_CLEARING_ENABLED).
+    clear_tool_results: bool = True
+    #: Longest summary kept, in characters (COMPACTION_SUMMARY_MAX_CHARS; None: no limit).
+    summary_max_chars: int | None = None
 
 
 @dataclass(slots=True)
@@ -83,14 +89,15 @@ def _transcript(messages: list[Message]) -> str:
     return "\n".join(lines)
 
 
-def summary_request(messages: list[Message]) -> list[Message]:
-    """The messages sent to the model to summarise `messages`."""
+def summary_request(messages: list[Message], max_chars: int | None = None) -> list[Message]:
+    """The messages sent to the model to summarise `messages` (in at most `max_chars`)."""
+    limit = f" Write at most {max_chars} characters." if max_chars is not None else ""
     return [
         Message(
             "system",
             "You compress conversations. Summarise the transcript below for the assistant that "
             "will continue it: keep facts, decisions, tool results that still matter, open "
-            "questions and the user's goals. Be concise; no preamble.",
+            "questions and the user's goals. Be concise; no preamble." + limit,
         ),
         Message("user", _transcript(messages)),
     ]
@@ -113,7 +120,9 @@ async def compact(
     groups = group(rest)
 
     # Step 1: clear old tool results, oldest first.
-    tool_groups = [i for i, g in enumerate(groups) if len(g) > 1]
+    tool_groups = (
+        [i for i, g in enumerate(groups) if len(g) > 1] if policy.clear_tool_results else []
+    )
     old = tool_groups[: max(0, len(tool_groups) - policy.keep_recent_tool_groups)]
     total = before
     for i in old:
@@ -159,6 +168,8 @@ async def compact(
             log.warning("compaction summary failed: %s", report.summary_failed)
     if not summary:
         summary = f"{len(middle)} earlier messages were removed to fit the context window."
+    elif policy.summary_max_chars is not None and len(summary) > policy.summary_max_chars:
+        summary = summary[: policy.summary_max_chars - 1].rstrip() + "…"
     report.summarised_messages = len(middle)
     out = head + [m for g in first for m in g] + [Message("user", SUMMARY_PREFIX + summary)]
     out += [m for g in tail for m in g]

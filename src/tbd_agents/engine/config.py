@@ -41,6 +41,28 @@ class EngineConfig:
     outbound_allowed_hosts: str = ""
     #: Largest tool result (characters) fed back to the model; longer results are cut.
     max_tool_result_chars: int = 20_000
+    #: DEFAULT_MODEL: the model of a run when the workflow, the agent and the provider name none.
+    default_model: str | None = None
+    #: GITHUB_TOKEN: the key of github_copilot providers that name none (see engine/builder.py).
+    copilot_token: str | None = field(default=None, repr=False)
+    #: Prompt budgets in characters (PROMPT_*; converted to tokens by `context.Budgets`).
+    prompt_context_chars: int | None = None
+    prompt_skills_chars: int = 8000
+    prompt_knowledge_chars: int = 12000
+    prompt_memory_chars: int = 4000
+    prompt_item_chars: int | None = None
+    prompt_max_items: int | None = None
+    knowledge_results: int = 5
+    memory_results: int = 8
+    #: Compaction (COMPACTION_ENABLED, TOOL_RESULT_CLEARING_*, COMPACTION_SUMMARY_MAX_CHARS).
+    compaction_enabled: bool = True
+    clear_tool_results: bool = True
+    keep_recent_tool_groups: int = 2
+    summary_max_chars: int | None = None
+    #: TOOL_DEFINITION_DESCRIPTION_MAX_CHARS: clip on tool and parameter descriptions.
+    tool_description_max_chars: int | None = None
+    #: ANTHROPIC_GATEWAY_MAX_TOKENS: max_tokens of every Anthropic request (None: the catalog's).
+    anthropic_max_tokens: int | None = None
     #: What non-admins' records may run on the host (stdio MCP servers, custom tools) and who
     #: counts as an admin, checked on the record's owner when a run loads it.
     host: HostCapabilities = field(default_factory=HostCapabilities)
@@ -56,6 +78,33 @@ class EngineConfig:
                 if key and hasattr(settings, key):
                     values[name] = getattr(settings, key)
                     break
+        for name, key in _FROM_SETTINGS.items():
+            if hasattr(settings, key):
+                values[name] = getattr(settings, key)
+        token = getattr(settings, "github_token", None)
+        if token is not None:
+            values["copilot_token"] = token.get_secret_value().strip() or None
         if hasattr(settings, "user_stdio_mcp_commands"):
             values["host"] = HostCapabilities.from_settings(settings)
         return cls(**values)
+
+
+#: EngineConfig fields read from settings of another name (the rest: `engine_<name>`).
+_FROM_SETTINGS = {
+    "default_model": "default_model",
+    "prompt_context_chars": "prompt_context_char_budget",
+    "prompt_skills_chars": "prompt_skills_char_budget",
+    "prompt_knowledge_chars": "prompt_knowledge_char_budget",
+    "prompt_memory_chars": "prompt_memory_char_budget",
+    "prompt_item_chars": "prompt_context_item_char_limit",
+    "prompt_max_items": "prompt_context_max_items",
+    "knowledge_results": "knowledge_retrieval_top_k",
+    "memory_results": "memory_retrieval_top_k",
+    "compaction_enabled": "compaction_enabled",
+    "clear_tool_results": "tool_result_clearing_enabled",
+    "keep_recent_tool_groups": "tool_result_clearing_keep_recent",
+    "summary_max_chars": "compaction_summary_max_chars",
+    "max_tool_result_chars": "tool_result_context_max_chars",
+    "tool_description_max_chars": "tool_definition_description_max_chars",
+    "anthropic_max_tokens": "anthropic_gateway_max_tokens",
+}

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tbd_agents.config_legacy import chars_to_tokens
 from tbd_agents.domain.enums import OutputFormat
 from tbd_agents.engine.catalog import ModelInfo
 from tbd_agents.engine.compaction import CompactionPolicy
@@ -38,6 +39,31 @@ class Budgets:
     memory_tokens: int = 1000
     knowledge_results: int = 5
     memory_results: int = 8
+    #: Hard limit on the whole system prompt (None: the section budgets only).
+    context_tokens: int | None = None
+    #: Clip on each knowledge passage and memory (None: bounded by the section's budget).
+    item_tokens: int | None = None
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> Budgets:
+        """The budgets of the PROMPT_* / *_RETRIEVAL_TOP_K settings (characters → tokens)."""
+        cap = config.prompt_max_items
+
+        def capped(n: int) -> int:
+            return n if cap is None else min(n, cap)
+
+        def tokens(chars: int | None) -> int | None:
+            return None if chars is None else chars_to_tokens(chars)
+
+        return cls(
+            skills_tokens=chars_to_tokens(config.prompt_skills_chars),
+            knowledge_tokens=chars_to_tokens(config.prompt_knowledge_chars),
+            memory_tokens=chars_to_tokens(config.prompt_memory_chars),
+            knowledge_results=capped(config.knowledge_results),
+            memory_results=capped(config.memory_results),
+            context_tokens=tokens(config.prompt_context_chars),
+            item_tokens=tokens(config.prompt_item_chars),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,23 +112,34 @@ class RunInput:
 
 
 def _fit(blocks: list[str], budget: int) -> list[str]:
+    if budget <= 0:
+        return []
     out: list[str] = []
     used = 0
     for block in blocks:
         cost = count_text(block)
         if used + cost > budget:
-            if not out:  # at least part of the best item
-                out.append(truncate_to_tokens(block, budget))
+            cut = truncate_to_tokens(block, budget) if not out else ""
+            if cut:  # at least part of the best item
+                out.append(cut)
             break
         out.append(block)
         used += cost
     return out
 
 
-def knowledge_section(passages: list[Passage], budget: int) -> tuple[str, list[dict[str, Any]]]:
+def _clip(text: str, item_tokens: int | None) -> str:
+    return text if item_tokens is None else truncate_to_tokens(text, item_tokens)
+
+
+def knowledge_section(
+    passages: list[Passage], budget: int, item_tokens: int | None = None
+) -> tuple[str, list[dict[str, Any]]]:
     """The numbered knowledge section and the citations of the passages that made it in."""
+    if budget <= 0:
+        return "", []
     blocks = [
-        f"[{i}] {p.title or p.item_id} (source {p.source_id}, item {p.item_id}, chunk {p.chunk_index})\n{p.text}"
+        f"[{i}] {p.title or p.item_id} (source {p.source_id}, item {p.item_id}, chunk {p.chunk_index})\n{_clip(p.text, item_tokens)}"
         for i, p in enumerate(passages, 1)
     ]
     kept = _fit(blocks, budget)
@@ -119,22 +156,54 @@ def knowledge_section(passages: list[Passage], budget: int) -> tuple[str, list[d
 def assemble_system_prompt(
     spec: RunSpec, passages: list[Passage], memories: list[MemoryItem]
 ) -> tuple[str, list[dict[str, Any]]]:
-    """The system prompt of a run and the citations it carries."""
-    parts = [spec.system_prompt.strip()]
+    """The system prompt of a run and the citations it carries.
+
+    With a `context_tokens` budget the whole prompt stays within it: the output-format policy
+    is always kept, the agent's prompt is cut to what remains, and each later section gets the
+    smaller of its own budget and what is left (so every citation names a passage in the
+    prompt)."""
+    budgets = spec.budgets
+    policy = "## Output format\n" + FORMAT_POLICY[spec.output_format]
+    left = None if budgets.context_tokens is None else budgets.context_tokens - count_text(policy)
+
+    def room(own: int, headings: int = 1) -> int:
+        if left is None:
+            return own
+        return min(own, left - _SEPARATOR_TOKENS - headings * _HEADER_TOKENS)
+
+    def take(part: str) -> None:
+        nonlocal left
+        parts.append(part)
+        if left is not None:
+            left -= count_text(part) + _SEPARATOR_TOKENS
+
+    parts: list[str] = []
+    prompt = spec.system_prompt.strip()
+    if left is not None:
+        prompt = truncate_to_tokens(prompt, max(0, left - _SEPARATOR_TOKENS))
+    if prompt:
+        take(prompt)
     if spec.skills:
         blocks = [f"### {s.name}\n{s.instructions.strip()}" for s in spec.skills]
-        kept = _fit(blocks, spec.budgets.skills_tokens)
+        kept = _fit(blocks, room(budgets.skills_tokens))
         if kept:
-            parts.append("## Skills\n" + "\n\n".join(kept))
+            take("## Skills\n" + "\n\n".join(kept))
     citations: list[dict[str, Any]] = []
     if passages:
-        text, citations = knowledge_section(passages, spec.budgets.knowledge_tokens)
+        text, citations = knowledge_section(
+            passages, room(budgets.knowledge_tokens, headings=4), budgets.item_tokens
+        )
         if text:
-            parts.append(text)
+            take(text)
     if memories:
-        blocks = [f"- {m.key}: {m.value}" for m in memories]
-        kept = _fit(blocks, spec.budgets.memory_tokens)
+        blocks = [f"- {m.key}: {_clip(str(m.value), budgets.item_tokens)}" for m in memories]
+        kept = _fit(blocks, room(budgets.memory_tokens))
         if kept:
-            parts.append("## What you remember\n" + "\n".join(kept))
-    parts.append("## Output format\n" + FORMAT_POLICY[spec.output_format])
-    return "\n\n".join(p for p in parts if p), citations
+            take("## What you remember\n" + "\n".join(kept))
+    parts.append(policy)
+    return "\n\n".join(parts), citations
+
+
+#: Tokens reserved for the blank line between sections and for a section's heading.
+_SEPARATOR_TOKENS = 1
+_HEADER_TOKENS = 8

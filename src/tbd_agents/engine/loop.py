@@ -196,7 +196,8 @@ class AgentLoop:
         for turn in range(1, self.spec.max_turns + 1):
             if self.halt.is_set():
                 raise Halted
-            messages = await self._compact(messages)
+            if self.spec.compaction.enabled:
+                messages = await self._compact(messages)
             self.turns = turn
             await self.emit(EventType.PROGRESS, {"turn": turn, "max_turns": self.spec.max_turns})
             completion = await race(self._call_model(messages, turn), self.halt)
@@ -254,7 +255,10 @@ class AgentLoop:
 
         async def summarise(middle: list[Message]) -> str:
             done = await complete(
-                self.spec.provider, ChatRequest(self.spec.model, summary_request(middle))
+                self.spec.provider,
+                ChatRequest(
+                    self.spec.model, summary_request(middle, self.spec.compaction.summary_max_chars)
+                ),
             )
             await self._account(done, purpose="summary")
             return done.message.content
@@ -268,7 +272,7 @@ class AgentLoop:
         request = ChatRequest(
             model=self.spec.model,
             messages=messages,
-            tools=self.spec.tools.specs(),
+            tools=self.spec.tools.specs(self.spec.config.tool_description_max_chars),
             temperature=self.spec.temperature,
             max_output_tokens=self.spec.model_info.max_output_tokens,
         )

@@ -10,8 +10,9 @@ Text is extracted in a worker process within `ExtractLimits` (see knowledge/isol
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from tbd_agents.domain.enums import KnowledgeContentType, KnowledgeItemStatus
 from tbd_agents.domain.models import KnowledgeItem, KnowledgeSource
@@ -66,6 +67,7 @@ class KnowledgeIngestion:
         title: str = "",
         tags: Sequence[str] = (),
         content_type: str = "text/plain",
+        metadata: Mapping[str, Any] | None = None,
     ) -> KnowledgeItem:
         """Index `text` (plain or Markdown) as a new item of the source."""
         source = await self._source(source_id)
@@ -80,6 +82,7 @@ class KnowledgeIngestion:
             text_content=text,
             sha256=hashlib.sha256(text.encode()).hexdigest(),
             tags=list(tags),
+            metadata=dict(metadata or {}),
         )
         return await self._index(source, item, None)
 
@@ -92,6 +95,7 @@ class KnowledgeIngestion:
         content_type: str | None = None,
         tags: Sequence[str] = (),
         title: str = "",
+        metadata: Mapping[str, Any] | None = None,
     ) -> KnowledgeItem:
         """Store the file's bytes, extract its text and index it (same bytes → same item)."""
         source = await self._source(source_id)
@@ -119,6 +123,7 @@ class KnowledgeIngestion:
             file_id=self.files.new_id(),
             sha256=sha,
             tags=list(tags),
+            metadata=dict(metadata or {}),
         )
         return await self._index(source, item, data)
 

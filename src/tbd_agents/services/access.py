@@ -29,7 +29,7 @@ class Principal:
 
     identity: str
     scope: KeyScope
-    via: str = "api_key"  # api_key | github | unauthenticated
+    via: str = "api_key"  # api_key | github | unauthenticated | server_token (GITHUB_TOKEN)
     #: When the credentials stop working (an expiring API key); keys it creates may not outlive it.
     expires_at: datetime | None = None
     #: What the operator lets non-admins run on the host (services/privilege.py).

@@ -7,13 +7,15 @@ written at most once per `LAST_USED_RESOLUTION` per key, never on every request.
 
 GitHub logins and API-key owners share one namespace (record owners), so a GitHub login is
 accepted only when it cannot take over another identity: a login that owns API keys not made
-for GitHub (`keys create --github`), or a reserved name (`admin`, `local`) without such a key,
+for GitHub (`keys create --github`), or a reserved name (`admin`, `local`, `server`) without such a key,
 is refused with 403. Failed authentications are counted per client address (`FailureThrottle`):
 past the limit, further failures are answered 429 with Retry-After; successes are never held.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
 import time
 from collections import deque
@@ -32,8 +34,10 @@ from tbd_agents.storage.protocol import DocumentStore, Page, Query, Repositories
 AUTH_CACHE_SECONDS = 5.0
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 LOCAL_IDENTITY = "local"
+#: Who a request bearing GITHUB_TOKEN itself is (the existing TBD Agents' name for it).
+SERVER_IDENTITY = "server"
 #: Owner names a GitHub login may take only through a key made with `--github`.
-RESERVED_IDENTITIES = frozenset({"admin", LOCAL_IDENTITY})
+RESERVED_IDENTITIES = frozenset({"admin", LOCAL_IDENTITY, SERVER_IDENTITY})
 
 _FIX = (
     "send `Authorization: Bearer <API key>`; an admin creates keys with "
@@ -77,7 +81,7 @@ class ApiKeys:
         return CreatedKey(stored, new.plaintext)
 
     async def list(
-        self, *, owner: str | None, limit: int = 50, cursor: str | None = None
+        self, *, owner: str | None, limit: int | None = 50, cursor: str | None = None
     ) -> Page[ApiKey]:
         filters = (eq("owner", owner),) if owner is not None else ()
         page: Page[ApiKey] = await self.repo.list(
@@ -154,8 +158,13 @@ class Authenticator:
         cache_seconds: float = AUTH_CACHE_SECONDS,
         host: HostCapabilities | None = None,
         throttle: FailureThrottle | None = None,
+        server_token: str | None = None,
     ) -> None:
         self._store = store
+        # Only a digest is kept: compared in constant time, whatever the presented length.
+        self._server_digest = (
+            hashlib.sha256(server_token.encode()).digest() if server_token else None
+        )
         self._open = allow_unauthenticated
         self._github = github
         self._github_admins = github_admins
@@ -188,6 +197,10 @@ class Authenticator:
                     LOCAL_IDENTITY, KeyScope.ADMIN, via="unauthenticated", host=self._host
                 )
             raise AuthenticationRequired(f"no credentials: {_FIX}")
+        if self._server_digest is not None and hmac.compare_digest(
+            hashlib.sha256(credential.encode()).digest(), self._server_digest
+        ):
+            return Principal(SERVER_IDENTITY, KeyScope.ADMIN, via="server_token", host=self._host)
         if looks_like_api_key(credential):
             return await self._api_key(credential)
         if self._github is not None:

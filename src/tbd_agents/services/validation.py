@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -36,6 +36,22 @@ def find_nul(value: Any, path: str = "") -> str | None:
 
 class Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    #: Read-only fields of the resource's responses (ids, timestamps, server-managed and
+    #: computed fields): a client that sends a record back as it received it (the existing
+    #: API ignored unknown fields) gets them dropped, not a 422. Other unknown fields stay 422.
+    ignored_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_read_only(cls, data: Any) -> Any:
+        if (
+            cls.ignored_fields
+            and isinstance(data, dict)
+            and not cls.ignored_fields.isdisjoint(data)
+        ):
+            return {k: v for k, v in data.items() if k not in cls.ignored_fields}
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -134,7 +150,28 @@ class ProviderInput(Input):
 SETTABLE_WORKFLOW_STATUSES = ("active", "inactive")
 
 
+#: `max_turns` of a workflow created without one (DEFAULT_MAX_TURNS; set by `create_app`).
+_default_max_turns = 5
+
+
+def set_default_max_turns(value: int) -> None:
+    """Make `value` the max_turns of workflows created without one (DEFAULT_MAX_TURNS)."""
+    global _default_max_turns
+    _default_max_turns = value
+
+
 class WorkflowInput(Input):
+    @model_validator(mode="after")
+    def _default_max_turns(self) -> Any:
+        """A create body without max_turns gets DEFAULT_MAX_TURNS (an update body without it
+        leaves the field as it is: its unset fields are None and are not applied)."""
+        if (
+            "max_turns" not in self.model_fields_set
+            and getattr(self, "max_turns", None) is not None
+        ):
+            self.__dict__["max_turns"] = _default_max_turns  # not marked as sent by the client
+        return self
+
     @model_validator(mode="after")
     def _status(self) -> Any:
         status = getattr(self, "status", None)

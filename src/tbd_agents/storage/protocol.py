@@ -152,6 +152,15 @@ class Page(Generic[E]):
 
 
 @dataclass(frozen=True, slots=True)
+class GroupLatest:
+    """What `Repository.group_latest` reports for one group of records."""
+
+    count: int
+    #: `created_at` and the requested fields of the group's newest record.
+    latest: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class JsonPage:
     """A page as the API sends it: the records as one JSON array (UTF-8), and the cursor."""
 
@@ -218,6 +227,13 @@ class Repository(Protocol[E]):
         ...
 
     async def count(self, *filters: Filter) -> int: ...
+
+    async def group_latest(
+        self, field: str, values: Sequence[str], take: Sequence[str] = ()
+    ) -> dict[str, GroupLatest]:
+        """For each of `values` of `field` that some record has: how many records have it, and
+        `created_at` plus the `take` fields of the newest of them (one statement)."""
+        ...
 
     async def create(self, record: E) -> E:
         """Insert; raise DuplicateKey on a unique clash (id or a unique key)."""

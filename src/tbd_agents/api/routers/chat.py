@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import Field
 
 from tbd_agents.api.crud import ERRORS
 from tbd_agents.api.deps import MAX_LIMIT, Caller, Ctx
-from tbd_agents.api.schemas import json_response, output_schema, page_json, page_schema, record_json
+from tbd_agents.api.schemas import (
+    json_response,
+    output_schema,
+    page_json,
+    page_response,
+    page_schema,
+    record_json,
+)
 from tbd_agents.domain.enums import MessageRole
 from tbd_agents.domain.models import ChatMessage, ChatSession
 from tbd_agents.domain.types import LenientEnum
@@ -36,10 +43,11 @@ class MessageCreate(Input):
 
 @router.get("", response_model=page_schema(ChatMessage), summary="List a session's messages")
 async def list_messages(
+    request: Request,
     session_id: SessionId,
     ctx: Ctx,
     caller: Caller,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT)] = None,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> Response:
     async with ctx.store.unit_of_work() as repos:
@@ -48,7 +56,7 @@ async def list_messages(
         page = await service.list(
             [eq("session_id", session_id)], limit=limit, cursor=cursor, sort=(Sort("created_at"),)
         )
-    return json_response(page_json(ChatMessage, page.items, page.next_cursor))
+    return page_response(page_json(ChatMessage, page.items), page.next_cursor, request.url)
 
 
 @router.post(

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from tbd_agents.api.crud import ERRORS
 from tbd_agents.api.deps import MAX_LIMIT, Caller, Ctx
+from tbd_agents.api.schemas import page_headers
 from tbd_agents.domain.auth import ApiKey, KeyScope
 from tbd_agents.errors import InvalidData, PermissionDenied
 from tbd_agents.services.access import Principal
@@ -54,11 +55,6 @@ class KeyCreated(KeyOut):
     key: str = Field(description="The key itself: shown this once, store it now.")
 
 
-class KeyPage(BaseModel):
-    items: list[KeyOut]
-    next_cursor: str | None
-
-
 def _out(record: ApiKey) -> KeyOut:
     return KeyOut.model_validate(record.model_dump(exclude={"key_hash", "updated_at"}))
 
@@ -101,20 +97,23 @@ def _check_expiry(caller: Principal, expires_at: datetime | None) -> None:
         )
 
 
-@router.get("/api/keys", response_model=KeyPage, summary="List API keys (yours; admins: all)")
+@router.get("/api/keys", response_model=list[KeyOut], summary="List API keys (yours; admins: all)")
 async def list_keys(
+    request: Request,
+    response: Response,
     ctx: Ctx,
     caller: Caller,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT)] = None,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
     owner: Annotated[str | None, Query(max_length=512)] = None,
-) -> KeyPage:
+) -> list[KeyOut]:
     if not caller.is_admin and owner not in (None, caller.identity):
         raise PermissionDenied("only admins may list other owners' keys")
     scope_owner = owner if caller.is_admin else caller.identity
     async with ctx.store.unit_of_work() as repos:
         page = await ApiKeys(repos).list(owner=scope_owner, limit=limit, cursor=cursor)
-    return KeyPage(items=[_out(k) for k in page.items], next_cursor=page.next_cursor)
+    response.headers.update(page_headers(request.url, page.next_cursor))
+    return [_out(k) for k in page.items]
 
 
 @router.delete("/api/keys/{key_id}", status_code=204, summary="Revoke an API key")

@@ -118,7 +118,9 @@ class AnthropicProvider:
         params: dict[str, Any] = {
             "model": request.model,
             "messages": turns,
-            "max_tokens": request.max_output_tokens or DEFAULT_MAX_TOKENS,
+            "max_tokens": self.config.anthropic_max_tokens
+            or request.max_output_tokens
+            or DEFAULT_MAX_TOKENS,
             "stream": True,
         }
         if system:

@@ -61,6 +61,28 @@ class FunctionTool:
         return await self.func(arguments, ctx)
 
 
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(0, limit - 1)].rstrip() + "…"
+
+
+def _clip_descriptions(schema: Any, limit: int) -> Any:
+    """`schema` with every string `description` clipped to `limit` characters (a property
+    *named* description, under `properties`, is kept)."""
+    if isinstance(schema, list):
+        return [_clip_descriptions(item, limit) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "description" and isinstance(value, str):
+            out[key] = _clip(value, limit)
+        elif key == "properties" and isinstance(value, dict):
+            out[key] = {name: _clip_descriptions(sub, limit) for name, sub in value.items()}
+        else:
+            out[key] = _clip_descriptions(value, limit)
+    return out
+
+
 def safe_name(name: str) -> str:
     """A tool name every provider accepts (letters, digits, `_`, `-`; at most 64)."""
     cleaned = re.sub(r"[^A-Za-z0-9_-]", "_", name)[:64]
@@ -91,8 +113,20 @@ class Toolset:
         for t in tools:
             self.add(t, prefix)
 
-    def specs(self) -> list[ToolSpec]:
-        return [t.spec for t in self.tools.values()]
+    def specs(self, max_description_chars: int | None = None) -> list[ToolSpec]:
+        """The tools' specs; with `max_description_chars`, the tool descriptions and every
+        `description` inside the parameter schemas are clipped to it."""
+        specs = [t.spec for t in self.tools.values()]
+        if max_description_chars is None:
+            return specs
+        return [
+            ToolSpec(
+                s.name,
+                _clip(s.description, max_description_chars),
+                _clip_descriptions(s.parameters, max_description_chars),
+            )
+            for s in specs
+        ]
 
     def __len__(self) -> int:
         return len(self.tools)

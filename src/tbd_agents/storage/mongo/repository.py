@@ -20,8 +20,10 @@ from __future__ import annotations
 import builtins
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar, cast
 
+from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -70,6 +72,7 @@ from tbd_agents.storage.mongo.runtime_schema import (
 from tbd_agents.storage.postgres.schema import CASCADES
 from tbd_agents.storage.protocol import (
     Filter,
+    GroupLatest,
     JsonPage,
     Page,
     Query,
@@ -77,6 +80,7 @@ from tbd_agents.storage.protocol import (
     Sort,
     encode_cursor,
     eq,
+    in_,
 )
 
 E = TypeVar("E", bound=Entity)
@@ -189,6 +193,47 @@ class MongoRepository(Generic[E]):
         checked = check_filters(self.model, filters)
         with self._driver():
             return await self.collection.count_documents(filter_document(self.model, checked))
+
+    async def group_latest(
+        self, field: str, values: Sequence[str], take: Sequence[str] = ()
+    ) -> dict[str, GroupLatest]:
+        """Per value of `field`: the count and the newest record's `created_at` + `take` fields
+        (one find of the matching documents, only those fields; grouped here)."""
+        if not values:
+            return {}
+        checked = check_filters(self.model, (in_(field, list(values)),))
+        projection = dict.fromkeys([field, "created_at", *take], 1)
+        with self._driver():
+            docs = await self.collection.find(
+                filter_document(self.model, checked), projection=projection
+            ).to_list(None)
+        found: dict[str, GroupLatest] = {}
+        newest: dict[str, tuple[Any, ...]] = {}
+        for doc in docs:
+            group = doc.get(field)
+            if isinstance(group, ObjectId):
+                group = str(group)
+            if not isinstance(group, str):
+                continue
+            created = doc.get("created_at")
+            if created is None and isinstance(doc.get("_id"), ObjectId):
+                created = doc["_id"].generation_time  # legacy documents without created_at
+            if isinstance(created, datetime) and created.tzinfo is None:
+                created = created.replace(tzinfo=UTC)
+            rank = (
+                created is not None,
+                created or datetime.min.replace(tzinfo=UTC),
+                str(doc.get("_id")),
+            )
+            before = found.get(group)
+            count = 1 + (before.count if before else 0)
+            if before is None or rank > newest[group]:
+                newest[group] = rank
+                latest = {"created_at": created, **{name: doc.get(name) for name in take}}
+            else:
+                latest = before.latest
+            found[group] = GroupLatest(count, latest)
+        return found
 
     # --- writes ----------------------------------------------------------------------------
     async def create(self, record: E) -> E:

@@ -74,7 +74,16 @@ from tbd_agents.storage.postgres.query import db_value, keyset_clause, order_by,
 from tbd_agents.storage.postgres.rows import row_builder
 from tbd_agents.storage.postgres.schema import code_cascades
 from tbd_agents.storage.postgres.tables import TABLES  # every table, extra modules included
-from tbd_agents.storage.protocol import Filter, JsonPage, Page, Query, Repository, encode_cursor
+from tbd_agents.storage.protocol import (
+    Filter,
+    GroupLatest,
+    JsonPage,
+    Page,
+    Query,
+    Repository,
+    encode_cursor,
+    in_,
+)
 
 E = TypeVar("E", bound=Entity)
 
@@ -253,6 +262,36 @@ class PostgresRepository(Generic[E]):
             .where(*where_clause(self.table, self.model, checked))
         )
         return int((await self._execute(stmt)).scalar_one())
+
+    async def group_latest(
+        self, field: str, values: Sequence[str], take: Sequence[str] = ()
+    ) -> dict[str, GroupLatest]:
+        """Per value of `field`: the count and the newest record's `created_at` + `take` fields,
+        in one statement (window count and row number over the group)."""
+        if not values:
+            return {}
+        check_filters(self.model, (in_(field, list(values)),))
+        key = self.table.c[field]
+        wanted = ["created_at", *take]
+        newest_first = (self.table.c.created_at.desc(), self.table.c.id.desc())
+        ranked = (
+            select(
+                key.label("group_key"),
+                func.count().over(partition_by=key).label("n"),
+                func.row_number().over(partition_by=key, order_by=newest_first).label("rank"),
+                *(self.table.c[name].label(name) for name in wanted),
+            )
+            .where(key.in_(list(values)))
+            .subquery()
+        )
+        stmt = select(ranked.c.group_key, ranked.c.n, *(ranked.c[name] for name in wanted)).where(
+            ranked.c.rank == 1
+        )
+        found: dict[str, GroupLatest] = {}
+        for row in (await self._execute(stmt)).all():
+            cells = tuple(row)
+            found[cells[0]] = GroupLatest(int(cells[1]), dict(zip(wanted, cells[2:], strict=True)))
+        return found
 
     # --- writes ----------------------------------------------------------------------------
     async def create(self, record: E) -> E:

@@ -85,7 +85,7 @@ async function errorFrom(response) {
  * Call the API. Never sends a request without a key (throws NotSignedIn). A 401 signs the user
  * out. Resolves with the parsed JSON (null for 204); rejects with ApiError.
  */
-export async function api(method, path, { body, query, signal, key } = {}) {
+async function send(method, path, { body, query, signal, key } = {}) {
   const useKey = key || currentKey();
   if (!useKey) throw new NotSignedIn();
   const headers = authHeaders(useKey, { Accept: "application/json" });
@@ -97,9 +97,27 @@ export async function api(method, path, { body, query, signal, key } = {}) {
   const response = await fetch(buildUrl(path, query), init);
   if (response.status === 401 && !key) forgetKey("Your API key was refused (revoked or expired). Sign in again.");
   if (!response.ok) throw await errorFrom(response);
+  return response;
+}
+
+async function parsed(response) {
   if (response.status === 204) return null;
   const text = await response.text();
   return text ? JSON.parse(text) : null;
+}
+
+export async function api(method, path, opts = {}) {
+  return parsed(await send(method, path, opts));
+}
+
+/**
+ * One page of a list endpoint: lists are JSON arrays; with a `limit`, the next page's cursor
+ * comes in the X-Next-Cursor header (absent on the last page).
+ */
+export async function getPage(path, query, opts = {}) {
+  const response = await send("GET", path, { ...opts, query });
+  const items = (await parsed(response)) || [];
+  return { items, next_cursor: response.headers.get("X-Next-Cursor") };
 }
 
 export const get = (path, query, opts = {}) => api("GET", path, { ...opts, query });
@@ -112,7 +130,7 @@ export async function listAll(path, query = {}, maxPages = 10) {
   const items = [];
   let cursor = null;
   for (let page = 0; page < maxPages; page += 1) {
-    const res = await get(path, { ...query, limit: 200, cursor });
+    const res = await getPage(path, { ...query, limit: 200, cursor });
     items.push(...res.items);
     cursor = res.next_cursor;
     if (!cursor) break;

@@ -1,6 +1,6 @@
 // Chat with an agent: sessions, streamed replies rendered as Markdown, tool calls, usage.
 
-import { del, get, hasEndpoint, listAll, patch, stream } from "../api.js";
+import { del, get, getPage, hasEndpoint, listAll, patch, stream } from "../api.js";
 import { announce, append, confirmDialog, dialog, h, notify, replace, uid, when } from "../dom.js";
 import { renderInto } from "../markdown.js";
 
@@ -122,7 +122,7 @@ export async function renderChat(ctx, agentId, sessionId) {
   if (!agentId) { await pickAgent(ctx); return; }
   const [agent, sessions, canChat] = await Promise.all([
     get(`/api/agents/${encodeURIComponent(agentId)}`),
-    get("/api/chat/sessions", { agent_id: agentId, limit: 100 }),
+    getPage("/api/chat/sessions", { agent_id: agentId, limit: 100 }),
     hasEndpoint("post", "/api/agents/{agent_id}/chat"),
   ]);
   if (!ctx.isCurrent()) return;

@@ -1,6 +1,6 @@
 // Start page: counts of what exists and the first steps for a newcomer.
 
-import { get } from "../api.js";
+import { get, getPage } from "../api.js";
 import { h, replace } from "../dom.js";
 
 const STEPS = [
@@ -12,7 +12,7 @@ const STEPS = [
 ];
 
 async function exists(path) {
-  const page = await get(path, { limit: 1 });
+  const page = await getPage(path, { limit: 1 });
   return page.items.length > 0;
 }
 

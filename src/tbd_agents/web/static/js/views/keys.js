@@ -1,6 +1,6 @@
 // API keys: list, create (the key is shown once, in a dialog), revoke.
 
-import { del, get, post } from "../api.js";
+import { del, get, getPage, post } from "../api.js";
 import { confirmDialog, dialog, h, notify, replace, when } from "../dom.js";
 import { buildForm } from "../forms.js";
 
@@ -32,7 +32,7 @@ async function showOnce(created) {
 
 /** `#/keys`. */
 export async function renderKeys(ctx) {
-  const page = await get("/api/keys", { limit: 200 });
+  const page = await getPage("/api/keys", { limit: 200 });
   if (!ctx.isCurrent()) return;
   const isAdmin = ctx.me.scope === "admin";
   const fields = [

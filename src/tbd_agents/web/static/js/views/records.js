@@ -1,6 +1,6 @@
 // Generic screens for every resource: a searchable list and a create/edit form with delete.
 
-import { ApiError, bodyFields, del, get, listAll, patch, post } from "../api.js";
+import { ApiError, bodyFields, del, get, getPage, listAll, patch, post } from "../api.js";
 import { confirmDialog, dialog, h, notify, replace, uid, when } from "../dom.js";
 import { buildForm } from "../forms.js";
 import { RESOURCES, editFields } from "../resources.js";
@@ -59,7 +59,7 @@ async function agentNames() {
  */
 async function knownDependants(res, record) {
   const id = record.id;
-  const page = (path, query) => get(path, { ...query, limit: 50 }).then((p) => p.items);
+  const page = (path, query) => getPage(path, { ...query, limit: 50 }).then((p) => p.items);
   if (res === "agents") {
     const [workflows, sessions] = await Promise.all([
       page("/api/workflows", { agent_id: id }), page("/api/chat/sessions", { agent_id: id })]);
@@ -148,7 +148,7 @@ export async function renderList(ctx, res) {
   const apiQuery = {};
   for (const f of def.filters || []) if (ctx.query.get(f.name)) apiQuery[f.name] = ctx.query.get(f.name);
   const [first, agents] = await Promise.all([
-    get(def.path, { ...apiQuery, limit: 100 }),
+    getPage(def.path, { ...apiQuery, limit: 100 }),
     def.columns.some(([k]) => k === "agent_id") ? agentNames() : null,
   ]);
   const names = { agents };
@@ -184,7 +184,7 @@ export async function renderList(ctx, res) {
   };
   search.addEventListener("input", draw);
   more.addEventListener("click", async () => {
-    const page = await get(def.path, { ...apiQuery, limit: 100, cursor });
+    const page = await getPage(def.path, { ...apiQuery, limit: 100, cursor });
     items = items.concat(page.items);
     cursor = page.next_cursor;
     more.hidden = !cursor;

@@ -1,6 +1,6 @@
 // Run history (task executions): status, trigger, when, duration, tokens and cost.
 
-import { del, get } from "../api.js";
+import { del, get, getPage } from "../api.js";
 import { confirmDialog, duration, h, notify, replace, when } from "../dom.js";
 
 // Usage of runs made here carries both key sets; runs moved from the existing TBD Agents only
@@ -46,7 +46,7 @@ export async function runsTable(box, query, emptyText, onOpen) {
   let cursor = null;
   let items = [];
   const load = async (more) => {
-    const page = await get("/api/tasks", { ...query, limit: 20, cursor: more ? cursor : null });
+    const page = await getPage("/api/tasks", { ...query, limit: 20, cursor: more ? cursor : null });
     items = more ? items.concat(page.items) : page.items;
     cursor = page.next_cursor;
     draw();

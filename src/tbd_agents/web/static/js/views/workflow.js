@@ -1,6 +1,6 @@
 // A workflow's page: run a prompt, watch its events live, halt it, see the history of runs.
 
-import { get, hasEndpoint, post, stream } from "../api.js";
+import { get, getPage, hasEndpoint, post, stream } from "../api.js";
 import { append, h, notify, replace, uid, when } from "../dom.js";
 import { renderInto } from "../markdown.js";
 import { costOf, runsTable, tokensOf } from "./runs.js";
@@ -200,7 +200,7 @@ export async function renderWorkflowPanel(ctx, workflow, box) {
     append(box, [h("section", { class: "card", "aria-labelledby": "hooks-title" }, h("h2", { id: "hooks-title" }, "Webhook deliveries"), deliveriesView(deliveries))]);
   }
   // A run still going when the page opens is followed right away.
-  const latest = (await get("/api/tasks", { workflow_id: workflow.id, limit: 1 })).items[0];
+  const latest = (await getPage("/api/tasks", { workflow_id: workflow.id, limit: 1 })).items[0];
   if (latest && !TERMINAL.has(latest.status)) follow(latest);
   // Leaving the page stops following.
   window.addEventListener("hashchange", () => controller?.abort(), { once: true });

@@ -1,0 +1,568 @@
+"""The settings of the existing TBD Agents, and what each one does here (issue #14).
+
+Existing deployments set the variables of the existing `app/config.py` and a few read elsewhere
+(telemetry, worker metrics, MCP pass-through). None of them is ignored without a word: `LEGACY`
+lists every one with its fate, and `Settings` applies the table when it is built
+(`apply_legacy`):
+
+* `WORKS` — a setting of ours with the same name and meaning (`note` says where its default or
+  unit differs);
+* `RENAMED` — read under the old name and converted onto our setting `target`; setting both names
+  to different values stops start-up;
+* `REFUSED` — start-up stops with a message that names the variable, why, and what to use
+  instead (a feature we implement differently);
+* `NO_EFFECT` — accepted, and start-up logs a warning that says it has no effect and why
+  (variables the existing system never really used, and observability we do not export);
+* `NOT_READ` — not read by the existing application either (Docker Compose, scripts, tests,
+  values it set for its own subprocesses): documented, never read.
+
+The table is also the source of the "Settings of the existing TBD Agents" section of
+docs/configuration.md (`tbd_agents.tools.settings_reference`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from pydantic import SecretStr
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+
+class Fate(StrEnum):
+    WORKS = "works"
+    RENAMED = "renamed"
+    REFUSED = "refused"
+    NO_EFFECT = "no effect"
+    NOT_READ = "not read"
+
+
+#: Characters per token used to convert the existing character budgets onto our token budgets
+#: (the usual average for English text; our budgets are counted with the model's tokenizer).
+CHARS_PER_TOKEN = 4
+
+
+def chars_to_tokens(chars: int) -> int:
+    return max(1, chars // CHARS_PER_TOKEN)
+
+
+#: A converter gets the settings being built and the old variable's value and returns our
+#: fields to set; it raises ValueError with a message naming the variables and the fix.
+Convert = Callable[[Any, Any], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyVariable:
+    name: str
+    fate: Fate
+    #: Our variable (WORKS: the same one; RENAMED: the one it is converted onto).
+    target: str | None = None
+    #: What differs (WORKS, RENAMED), why and what instead (REFUSED), why (NO_EFFECT, NOT_READ).
+    note: str = ""
+    #: RENAMED only: the conversion (default: the value as it is).
+    convert: Convert | None = None
+    #: What the documentation says it becomes, when "read as <target>" would not be right.
+    label: str | None = None
+
+    @property
+    def field(self) -> str:
+        """The `Settings` field that reads the variable."""
+        return self.name.lower()
+
+
+def _is_set(value: Any) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return not (isinstance(value, str) and not value.strip())
+
+
+def _embeddings_enabled(settings: Any, enabled: bool) -> dict[str, Any]:
+    if enabled:
+        return {}
+    provider = settings.embedding_provider.strip().lower()
+    if "embedding_provider" in settings.model_fields_set and provider != "hashing":
+        raise ValueError(
+            f"EMBEDDINGS_ENABLED=false contradicts EMBEDDING_PROVIDER={provider}: remove "
+            "EMBEDDINGS_ENABLED (EMBEDDING_PROVIDER chooses the embedder; hashing is the one "
+            "without a model)"
+        )
+    return {"embedding_provider": "hashing"}
+
+
+def _embeddings_model(settings: Any, model: str) -> dict[str, Any]:
+    provider = settings.embedding_provider.strip().lower().replace("-", "_")
+    if provider not in ("fastembed", "hashing"):
+        raise ValueError(
+            f"EMBEDDINGS_MODEL names a fastembed model, but EMBEDDING_PROVIDER={provider}: set "
+            "EMBEDDING_MODEL to a model of that provider and remove EMBEDDINGS_MODEL"
+        )
+    return {"embedding_model": model.strip()}
+
+
+def _database_of(url: str) -> tuple[str | None, int, str | None]:
+    parsed = make_url(url)
+    return (parsed.host or "localhost", parsed.port or 5432, parsed.database)
+
+
+def _pgvector_dsn(settings: Any, dsn: SecretStr) -> dict[str, Any]:
+    from tbd_agents.config import VectorBackend, redact_url
+
+    raw = dsn.get_secret_value().strip()
+    if settings.vector_backend is not VectorBackend.PGVECTOR:
+        raise ValueError(
+            "PGVECTOR_DSN is set, but the vector store is Qdrant "
+            f"(VECTOR_STORE_BACKEND={settings.vector_backend.value}): remove PGVECTOR_DSN"
+        )
+    fix = (
+        "vectors are stored in the PostgreSQL database of POSTGRES_URI itself (tables "
+        "knowledge_chunks and memory_vectors): set POSTGRES_URI to that database and remove "
+        "PGVECTOR_DSN"
+    )
+    if settings.postgres_uri is None:
+        raise ValueError(f"PGVECTOR_DSN={redact_url(raw)} but POSTGRES_URI is not set: {fix}")
+    try:
+        theirs = _database_of(raw)
+    except ArgumentError:
+        raise ValueError(f"PGVECTOR_DSN is not a URL: {fix}") from None
+    ours = _database_of(settings.postgres_uri)
+    ours = (ours[0], ours[1], ours[2] or settings.postgres_db_name)
+    if theirs != ours:
+        raise ValueError(
+            f"PGVECTOR_DSN={redact_url(raw)} names another database than POSTGRES_URI="
+            f"{redact_url(settings.postgres_uri)}: {fix}"
+        )
+    return {}
+
+
+_FASTEMBED = "(only with EMBEDDING_PROVIDER=fastembed, the default)"
+_NO_TRACES = (
+    "TBD Agents exports no OpenTelemetry traces: a run's events are served by the API (GET "
+    "/api/tasks/{id}, the SSE streams) and the processes log to stderr"
+)
+_NO_METRICS = "TBD Agents serves no Prometheus metrics (API or workers)"
+_PASSTHROUGH = (
+    "stdio MCP servers here do not inherit the server's environment (it holds every secret of "
+    "the server): store the value as a token (POST /api/tokens) and put {{token:NAME}} in the "
+    "MCP server's connection_config env"
+)
+
+LEGACY: tuple[LegacyVariable, ...] = (
+    # --- app/config.py (reference §3.1) --------------------------------------------------------
+    LegacyVariable(
+        "MONGO_URI",
+        Fate.WORKS,
+        "MONGO_URI",
+        "Default `mongodb://localhost:27017` (was `mongodb://mongodb:27017`, the Compose "
+        "service); only read with DB_BACKEND=mongo: files are in PostgreSQL on the postgres "
+        "profile.",
+    ),
+    LegacyVariable("MONGO_DB_NAME", Fate.WORKS, "MONGO_DB_NAME", "Same default."),
+    LegacyVariable(
+        "DEFAULT_MODEL",
+        Fate.WORKS,
+        "DEFAULT_MODEL",
+        "The model of a run whose workflow and agent name none, after the provider's own "
+        "`default_model`. Default unset (was `gpt-4.1`, which not every provider serves): a "
+        "run with no model anywhere is refused with a message.",
+    ),
+    LegacyVariable(
+        "DEFAULT_MAX_TURNS",
+        Fate.WORKS,
+        "DEFAULT_MAX_TURNS",
+        "`max_turns` of a workflow created without one. Same default (5).",
+    ),
+    LegacyVariable(
+        "GITHUB_TOKEN",
+        Fate.WORKS,
+        "GITHUB_TOKEN",
+        "Credential of `github_copilot` providers that name no key token (operator and admin "
+        "providers only, sent only to api.githubcopilot.com), and, unless GITHUB_TOKEN_AUTH="
+        "false, a Bearer credential acting as the admin `server`. A request without "
+        "credentials is NOT accepted (the existing fallback to `server` is a gap we do not "
+        "copy).",
+    ),
+    LegacyVariable(
+        "SESSION_TIMEOUT",
+        Fate.RENAMED,
+        "ENGINE_MODEL_TIMEOUT",
+        "Seconds a model call may take (its meaning on the OpenAI-compatible path). There is "
+        "no Copilot CLI session to wait for. Our default is 120 (was 600).",
+    ),
+    LegacyVariable("REDIS_URL", Fate.WORKS, "REDIS_URL", "Default unset: runs in-process."),
+    LegacyVariable(
+        "STM_MAX_ENTRIES",
+        Fate.REFUSED,
+        note="there is no Redis short-term memory here: an agent's memories are kept in the "
+        "database, capped per agent by MEMORY_MAX_PER_AGENT (the existing LTM_MAX_ENTRIES), and "
+        "MEMORY_RETRIEVAL_TOP_K bounds how many a run recalls; remove STM_MAX_ENTRIES",
+    ),
+    LegacyVariable(
+        "LTM_MAX_ENTRIES",
+        Fate.RENAMED,
+        "MEMORY_MAX_PER_AGENT",
+        "Same meaning, 0 = no cap. Our default is 1000 (was 200).",
+    ),
+    LegacyVariable(
+        "PROMPT_CONTEXT_CHAR_BUDGET",
+        Fate.WORKS,
+        "PROMPT_CONTEXT_CHAR_BUDGET",
+        "Characters, converted to tokens (4 per token); the output-format policy is always "
+        "kept. Default unset: no overall clip, each section has its own budget (was 24000).",
+    ),
+    LegacyVariable(
+        "PROMPT_SKILLS_CHAR_BUDGET",
+        Fate.WORKS,
+        "PROMPT_SKILLS_CHAR_BUDGET",
+        "Characters, converted to tokens (4 per token). Default 8000 (was 6000).",
+    ),
+    LegacyVariable(
+        "PROMPT_KNOWLEDGE_CHAR_BUDGET",
+        Fate.WORKS,
+        "PROMPT_KNOWLEDGE_CHAR_BUDGET",
+        "Characters, converted to tokens (4 per token). Same default.",
+    ),
+    LegacyVariable(
+        "PROMPT_MEMORY_CHAR_BUDGET",
+        Fate.WORKS,
+        "PROMPT_MEMORY_CHAR_BUDGET",
+        "Characters, converted to tokens (4 per token). Same default.",
+    ),
+    LegacyVariable(
+        "PROMPT_CONTEXT_ITEM_CHAR_LIMIT",
+        Fate.WORKS,
+        "PROMPT_CONTEXT_ITEM_CHAR_LIMIT",
+        "Characters, converted to tokens. Default unset (was 1200): an item is only bounded "
+        "by its section's budget.",
+    ),
+    LegacyVariable(
+        "PROMPT_CONTEXT_MAX_ITEMS",
+        Fate.WORKS,
+        "PROMPT_CONTEXT_MAX_ITEMS",
+        "Caps both the knowledge passages and the memories put in the prompt. Default unset "
+        "(was 12): KNOWLEDGE_RETRIEVAL_TOP_K and MEMORY_RETRIEVAL_TOP_K decide.",
+    ),
+    LegacyVariable(
+        "EMBEDDINGS_ENABLED",
+        Fate.RENAMED,
+        "EMBEDDING_PROVIDER",
+        "`false` selects EMBEDDING_PROVIDER=hashing (offline, no model); `true` changes nothing.",
+        _embeddings_enabled,
+    ),
+    LegacyVariable(
+        "EMBEDDINGS_MODEL",
+        Fate.RENAMED,
+        "EMBEDDING_MODEL",
+        f"The fastembed model {_FASTEMBED}; same default. fastembed is an optional extra "
+        "(`tbd-agents[fastembed]`): without it, or without the cached model, start-up says so "
+        "and falls back to the hashing embedder.",
+        _embeddings_model,
+    ),
+    LegacyVariable(
+        "EMBEDDINGS_DIM",
+        Fate.NO_EFFECT,
+        note="the vector size is the embedding model's own (the existing TBD Agents only "
+        "logged this value); EMBEDDING_DIMENSIONS sets a size where the provider supports it",
+    ),
+    LegacyVariable(
+        "MEMORY_RETRIEVAL_TOP_K",
+        Fate.WORKS,
+        "MEMORY_RETRIEVAL_TOP_K",
+        "Memories recalled into a run's prompt. Same default.",
+    ),
+    LegacyVariable(
+        "KNOWLEDGE_RETRIEVAL_TOP_K",
+        Fate.WORKS,
+        "KNOWLEDGE_RETRIEVAL_TOP_K",
+        "Unused by the existing system; here it works: knowledge passages put in a run's "
+        "prompt. Default 5 (was 8, unused).",
+    ),
+    LegacyVariable(
+        "KNOWLEDGE_CHUNK_CHARS",
+        Fate.RENAMED,
+        "KNOWLEDGE_CHUNK_SIZE",
+        "Effectively unused by the existing system; here it sizes the chunks of every "
+        "ingested knowledge item. Same default.",
+    ),
+    LegacyVariable(
+        "KNOWLEDGE_CHUNK_OVERLAP_CHARS",
+        Fate.RENAMED,
+        "KNOWLEDGE_CHUNK_OVERLAP",
+        "As KNOWLEDGE_CHUNK_CHARS. Same default.",
+    ),
+    LegacyVariable(
+        "QDRANT_URL",
+        Fate.WORKS,
+        "QDRANT_URL",
+        "Unset: Qdrant's embedded local mode in DATA_DIR (semantic memory is never disabled "
+        "silently).",
+    ),
+    LegacyVariable("QDRANT_API_KEY", Fate.WORKS, "QDRANT_API_KEY", "Same."),
+    LegacyVariable(
+        "VECTOR_STORE_BACKEND",
+        Fate.WORKS,
+        "VECTOR_STORE_BACKEND",
+        "Default: follows DB_BACKEND (was `qdrant`); must match it.",
+    ),
+    LegacyVariable(
+        "PGVECTOR_DSN",
+        Fate.RENAMED,
+        "POSTGRES_URI",
+        "Vectors live in the PostgreSQL database of POSTGRES_URI: accepted when it names that "
+        "database, refused otherwise (with the fix).",
+        _pgvector_dsn,
+        label="checked: must name the database of `POSTGRES_URI`",
+    ),
+    LegacyVariable(
+        "PGVECTOR_TABLE_PREFIX",
+        Fate.NO_EFFECT,
+        note="the vector tables here have fixed names (knowledge_chunks and memory_vectors, "
+        "created by the migrations); vectors of migrated memories are rebuilt from the "
+        "memories with `tbd-agents vectors index-memories`",
+    ),
+    LegacyVariable(
+        "COMPACTION_ENABLED",
+        Fate.WORKS,
+        "COMPACTION_ENABLED",
+        "Applies to every provider. Same default.",
+    ),
+    LegacyVariable(
+        "COMPACTION_TOKEN_THRESHOLD_PCT",
+        Fate.RENAMED,
+        "ENGINE_COMPACTION_THRESHOLD",
+        "A fraction of the model's own context window (from the model catalog), not of an "
+        "assumed 128k. Our default is 0.8 (was 0.75).",
+    ),
+    LegacyVariable(
+        "COMPACTION_KEEP_RECENT_TURNS",
+        Fate.REFUSED,
+        note="compaction here keeps the most recent messages that fit in half of the "
+        "compaction limit (ENGINE_COMPACTION_THRESHOLD of the model's context window) and "
+        "summarises the rest with the model, never a fixed number of messages; remove "
+        "COMPACTION_KEEP_RECENT_TURNS (TOOL_RESULT_CLEARING_KEEP_RECENT sets how many recent "
+        "tool calls keep their results)",
+    ),
+    LegacyVariable(
+        "COMPACTION_SUMMARY_MAX_CHARS",
+        Fate.WORKS,
+        "COMPACTION_SUMMARY_MAX_CHARS",
+        "Unused by the existing system (it wrote no summary); here compaction summarises with "
+        "the model and this caps the summary. Default unset (was 1500, unused).",
+    ),
+    LegacyVariable(
+        "TOOL_RESULT_CLEARING_ENABLED",
+        Fate.WORKS,
+        "TOOL_RESULT_CLEARING_ENABLED",
+        "Same default.",
+    ),
+    LegacyVariable(
+        "TOOL_RESULT_CLEARING_KEEP_RECENT",
+        Fate.WORKS,
+        "TOOL_RESULT_CLEARING_KEEP_RECENT",
+        "Counted in tool-call turns (a model reply with all of its tool results, which are "
+        "never separated) rather than single results. Default 2 (was 4 results).",
+    ),
+    LegacyVariable(
+        "TOOL_RESULT_CONTEXT_MAX_CHARS",
+        Fate.WORKS,
+        "TOOL_RESULT_CONTEXT_MAX_CHARS",
+        "Default 20000 (was 4000): compaction clears old results when the context fills.",
+    ),
+    LegacyVariable(
+        "TOOL_DEFINITION_DESCRIPTION_MAX_CHARS",
+        Fate.WORKS,
+        "TOOL_DEFINITION_DESCRIPTION_MAX_CHARS",
+        "Default unset (was 240): descriptions are sent whole.",
+    ),
+    LegacyVariable(
+        "TOKEN_ENCRYPTION_KEY",
+        Fate.WORKS,
+        "TOKEN_ENCRYPTION_KEY",
+        "A bare Fernet key is key version 1, so existing encrypted tokens decrypt. Unset: a "
+        "key file is created once (the existing system failed every token operation).",
+    ),
+    LegacyVariable(
+        "OTEL_ENDPOINT",
+        Fate.NO_EFFECT,
+        note=f"the existing TBD Agents never used it either; {_NO_TRACES}",
+    ),
+    LegacyVariable("OTEL_SERVICE_NAME", Fate.NO_EFFECT, note=_NO_TRACES),
+    LegacyVariable(
+        "OTEL_HTTP_ENDPOINT",
+        Fate.NO_EFFECT,
+        note="it configured the Copilot CLI subprocess's telemetry; there is no Copilot CLI "
+        "here (github_copilot is an HTTP provider)",
+    ),
+    LegacyVariable(
+        "API_BASE_URL",
+        Fate.NO_EFFECT,
+        note="the memory tools run inside the engine; no memory MCP subprocess calls the API back",
+    ),
+    LegacyVariable(
+        "PLUGINS_DIR",
+        Fate.REFUSED,
+        note="there is no plugin loader: add tools as MCP servers (/api/mcp-servers) or custom "
+        "tools (/api/custom-tools), instructions as skills (/api/skills), and bring existing "
+        "records in with POST /api/import; remove PLUGINS_DIR",
+    ),
+    LegacyVariable(
+        "PLUGINS_CONFIG",
+        Fate.REFUSED,
+        note="there is no plugin loader (see PLUGINS_DIR); remove PLUGINS_CONFIG",
+    ),
+    LegacyVariable(
+        "ANTHROPIC_GATEWAY_MAX_TOKENS",
+        Fate.WORKS,
+        "ANTHROPIC_GATEWAY_MAX_TOKENS",
+        "`max_tokens` of every Anthropic request (gateway or not). Default unset (was 8192): "
+        "the model's own output limit from the model catalog.",
+    ),
+    LegacyVariable(
+        "DB_BACKEND",
+        Fate.WORKS,
+        "DB_BACKEND",
+        "Default `postgres` (was `mongo`).",
+    ),
+    LegacyVariable(
+        "POSTGRES_URI",
+        Fate.WORKS,
+        "POSTGRES_URI",
+        "Default unset: an embedded PostgreSQL in DATA_DIR. Any postgresql:// driver form.",
+    ),
+    LegacyVariable(
+        "POSTGRES_DB_NAME",
+        Fate.WORKS,
+        "POSTGRES_DB_NAME",
+        "Unused by the existing system; here the database when POSTGRES_URI names none (and "
+        "of the embedded server). Same default.",
+    ),
+    # --- read outside Settings (reference §3.2) ------------------------------------------------
+    LegacyVariable("OTEL_EXPORTER_OTLP_ENDPOINT", Fate.NO_EFFECT, note=_NO_TRACES),
+    LegacyVariable("OTEL_RESOURCE_ATTRIBUTES", Fate.NO_EFFECT, note=_NO_TRACES),
+    LegacyVariable("PROMETHEUS_MULTIPROC_DIR", Fate.NO_EFFECT, note=_NO_METRICS),
+    LegacyVariable("WORKER_METRICS_PORT", Fate.NO_EFFECT, note=_NO_METRICS),
+    LegacyVariable(
+        "COMPOSE_PROFILES",
+        Fate.WORKS,
+        "COMPOSE_PROFILES",
+        "Read by Docker Compose; checked against DB_BACKEND here.",
+    ),
+    *(
+        LegacyVariable(name, Fate.NO_EFFECT, note=_PASSTHROUGH)
+        for name in (
+            "DD_API_KEY",
+            "DD_APP_KEY",
+            "DD_SITE",
+            "ATLASSIAN_API_TOKEN",
+            "ATLASSIAN_EMAIL",
+            "ATLASSIAN_URL",
+            "NOTION_TOKEN",
+            "SLACK_BOT_TOKEN",
+        )
+    ),
+    *(
+        LegacyVariable(name, Fate.NOT_READ, note="Docker Compose's (the container); as before.")
+        for name in (
+            "TBD_IMAGE",
+            "PGVECTOR_USER",
+            "PGVECTOR_PASSWORD",
+            "PGVECTOR_DB",
+            "PGVECTOR_PORT",
+        )
+    ),
+    *(
+        LegacyVariable(
+            name,
+            Fate.NOT_READ,
+            note="Set by the existing application for its custom-tool and memory-MCP "
+            "subprocesses; custom tools here run in the sandbox with their own environment.",
+        )
+        for name in (
+            "TBD_PROJECT_ROOT",
+            "PYTHONPATH",
+            "TBD_AGENTS_REPO_ROOT",
+            "AGENT_ID",
+            "API_TOKEN",
+        )
+    ),
+    LegacyVariable(
+        "ANTHROPIC_API_KEY",
+        Fate.NOT_READ,
+        note="Read by the existing seed script only; keys are tokens (POST /api/tokens) "
+        "named by a provider.",
+    ),
+    *(
+        LegacyVariable(
+            name, Fate.NOT_READ, note="The existing test suite's; ours starts its own servers."
+        )
+        for name in ("TEST_MONGO_URI", "TEST_POSTGRES_URI")
+    ),
+)
+
+BY_NAME: Mapping[str, LegacyVariable] = {v.name: v for v in LEGACY}
+
+#: `Settings` fields that exist only to read an old variable (not settings of ours).
+INPUT_FIELDS: frozenset[str] = frozenset(
+    v.field for v in LEGACY if v.fate in (Fate.RENAMED, Fate.REFUSED, Fate.NO_EFFECT)
+)
+
+
+def _check_target(settings: Any, variable: LegacyVariable, name: str, value: Any) -> Any:
+    """`value` validated as our field `name` would be; ValueError naming both variables."""
+    from pydantic import TypeAdapter, ValidationError
+
+    info = type(settings).model_fields[name]
+    adapter: TypeAdapter[Any] = TypeAdapter(_annotated(info) if info.metadata else info.annotation)
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        msg = exc.errors()[0]["msg"]
+        raise ValueError(f"{variable.name} (read as {name.upper()}): {msg}") from None
+
+
+def _annotated(info: Any) -> Any:
+    from typing import Annotated
+
+    return Annotated[(info.annotation, *info.metadata)]
+
+
+def apply_legacy(settings: Any) -> tuple[list[str], list[str]]:
+    """Apply the old variables set in `settings`: returns (problems, warnings). Problems stop
+    start-up (each names the variable and the fix); warnings are logged at start-up."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    explicit = settings.model_fields_set
+    for variable in LEGACY:
+        if variable.fate in (Fate.WORKS, Fate.NOT_READ):
+            continue
+        value = getattr(settings, variable.field)
+        if not _is_set(value):
+            continue
+        if variable.fate is Fate.REFUSED:
+            problems.append(f"{variable.name} is not supported: {variable.note}")
+            continue
+        if variable.fate is Fate.NO_EFFECT:
+            warnings.append(f"{variable.name} has no effect: {variable.note}")
+            continue
+        try:
+            if variable.convert is not None:
+                changes = variable.convert(settings, value)
+            else:
+                assert variable.target is not None
+                changes = {variable.target.lower(): value}
+            for name, new in changes.items():
+                new = _check_target(settings, variable, name, new)
+                if name in explicit and getattr(settings, name) != new:
+                    raise ValueError(
+                        f"{variable.name} and {name.upper()} are both set, to different "
+                        f"values: keep {name.upper()} (the name used here) and remove "
+                        f"{variable.name}"
+                    )
+                setattr(settings, name, new)
+        except ValueError as exc:
+            problems.append(str(exc))
+    return problems, warnings
