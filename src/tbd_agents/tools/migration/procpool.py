@@ -35,7 +35,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from enum import Enum
 from pathlib import Path
@@ -127,6 +127,11 @@ class LazyDocuments(Sequence[SourceDocument]):
 
     def __len__(self) -> int:
         return len(self._accepted)
+
+    def __iter__(self) -> Iterator[SourceDocument]:
+        # Sequence's own iterator calls __getitem__ through a try/except per document.
+        frames = self._frames
+        return (decode_frame(frames[i]) for i in self._accepted)
 
     @overload
     def __getitem__(self, index: int) -> SourceDocument: ...
