@@ -233,3 +233,14 @@ async def test_changing_an_items_text_or_tags_indexes_it_again(alice: httpx.Asyn
     assert (await alice.get(f"/api/knowledge-items/{item['id']}")).json()["text_content"] == (
         "giraffe enclosure"
     )
+
+
+async def test_knowledge_items_filter_by_content_type(alice: httpx.AsyncClient) -> None:
+    source = await create(alice, "knowledge-sources")
+    text = await create(alice, "knowledge-items", source_id=source["id"])
+    params = {"source_id": source["id"], "content_type": "text"}
+    assert [i["id"] for i in (await alice.get("/api/knowledge-items", params=params)).json()] == [
+        text["id"]
+    ]
+    params["content_type"] = "file"
+    assert (await alice.get("/api/knowledge-items", params=params)).json() == []
