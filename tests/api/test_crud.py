@@ -159,10 +159,13 @@ async def test_server_managed_fields_are_not_writable(alice: httpx.AsyncClient) 
     kept = await alice.patch(f"/api/chat/sessions/{session['id']}", json={"agent_id": agent["id"]})
     assert kept.status_code == 200
     item = await create(alice, "knowledge-items")
-    for body in ({"text_content": "x"}, {"tags": ["x"]}):
+    other_source = await create(alice, "knowledge-sources")
+    for body in ({"source_id": other_source["id"]}, {"content_type": "file"}):
         response = await alice.patch(f"/api/knowledge-items/{item['id']}", json=body)
         assert response.status_code == 422, body
-    same = await alice.patch(f"/api/knowledge-items/{item['id']}", json={"tags": item["tags"]})
+    same = await alice.patch(
+        f"/api/knowledge-items/{item['id']}", json={"source_id": item["source_id"]}
+    )
     assert same.status_code == 200  # an immutable field sent back unchanged
     status = await alice.patch(f"/api/knowledge-items/{item['id']}", json={"status": "failed"})
     assert status.status_code == 200 and status.json()["status"] == item["status"]

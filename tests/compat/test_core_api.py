@@ -194,3 +194,53 @@ async def test_tasks_carry_the_summary_fields(api: Api, alice: httpx.AsyncClient
         assert shown["elapsed_seconds"] == 30.0
         assert shown["progress"]["todos"] == [{"id": 1, "title": "read", "status": "completed"}]
         assert shown["progress"]["percent_complete"] == 1.0
+
+
+async def test_changing_an_items_text_or_tags_indexes_it_again(alice: httpx.AsyncClient) -> None:
+    source = await create(alice, "knowledge-sources")
+    item = (
+        await alice.post(
+            "/api/knowledge-items",
+            json={
+                "source_id": source["id"],
+                "name": "Runbook",
+                "text_content": "zebra crossing",
+                "tags": ["old"],
+            },
+        )
+    ).json()
+
+    async def hits(query: str, tags: list[str] | None = None) -> list[str]:
+        found = await alice.post(
+            "/api/knowledge/search",
+            json={"query": query, "source_ids": [source["id"]], "tags": tags or []},
+        )
+        assert found.status_code == 200, found.text
+        return [h["citation"]["item_id"] for h in found.json() if query.split()[0] in h["text"]]
+
+    assert await hits("zebra crossing") == [item["id"]]
+    changed = await alice.put(
+        f"/api/knowledge-items/{item['id']}",
+        json={"text_content": "giraffe enclosure", "tags": ["new"]},
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["text_content"] == "giraffe enclosure"
+    assert changed.json()["tags"] == ["new"] and changed.json()["status"] == "indexed"
+    assert await hits("zebra crossing") == []
+    assert await hits("giraffe enclosure", ["new"]) == [item["id"]]
+    refused = await alice.put(f"/api/knowledge-items/{item['id']}", json={"text_content": ""})
+    assert refused.status_code == 422
+    assert (await alice.get(f"/api/knowledge-items/{item['id']}")).json()["text_content"] == (
+        "giraffe enclosure"
+    )
+
+
+async def test_knowledge_items_filter_by_content_type(alice: httpx.AsyncClient) -> None:
+    source = await create(alice, "knowledge-sources")
+    text = await create(alice, "knowledge-items", source_id=source["id"])
+    params = {"source_id": source["id"], "content_type": "text"}
+    assert [i["id"] for i in (await alice.get("/api/knowledge-items", params=params)).json()] == [
+        text["id"]
+    ]
+    params["content_type"] = "file"
+    assert (await alice.get("/api/knowledge-items", params=params)).json() == []

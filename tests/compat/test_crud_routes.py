@@ -226,7 +226,7 @@ CASES: dict[str, Case] = {
             "tags": LIST,
             "metadata": DICT,
         },
-        {"name": "Runbook v2", "metadata": {"owner": "sre"}},
+        {"text_content": "Restart the service, then check the logs.", "tags": ["ops"]},
     ),
     "providers": Case(
         "/api/providers",

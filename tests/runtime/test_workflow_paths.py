@@ -42,7 +42,7 @@ async def test_prompt_stream_halt_and_reset(
     settings = runtime_settings(module_db, data_dir=tmp_path)
     with live_server(settings) as base:
         async with httpx.AsyncClient(
-            base_url=base, headers={"Authorization": f"Bearer {key}"}
+            base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30
         ) as client:
             # Opened before the first run, the stream waits for it (the existing stream
             # never refused a workflow without runs).
@@ -111,7 +111,7 @@ async def test_inactive_workflows_refuse_prompts_and_prompt_guardrails_answer_42
     settings = runtime_settings(module_db, data_dir=tmp_path)
     with live_server(settings) as base:
         async with httpx.AsyncClient(
-            base_url=base, headers={"Authorization": f"Bearer {key}"}
+            base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30
         ) as client:
             path = f"/api/workflows/{workflow}"
             wrong = await client.patch(path, json={"status": "running"})

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from tbd_agents.api.crud import TAG, TAGS, ListFilter, crud_router
 from tbd_agents.domain.enums import (
     GuardrailType,
+    KnowledgeContentType,
     KnowledgeItemStatus,
     KnowledgeSourceStatus,
     KnowledgeSourceType,
@@ -103,7 +104,12 @@ def resource_routers() -> list[APIRouter]:
             KnowledgeItem,
             "/api/knowledge-items",
             "knowledge",
-            filters=(TAGS, _f("source_id", str | None), _f("status", KnowledgeItemStatus | None)),
+            filters=(
+                TAGS,
+                _f("source_id", str | None),
+                _f("status", KnowledgeItemStatus | None),
+                _f("content_type", KnowledgeContentType | None),
+            ),
         ),
         crud_router(
             Memory,

@@ -176,6 +176,41 @@ class KnowledgeIngestion:
             },
         )
 
+    async def reindex(
+        self, item: KnowledgeItem, *, text: str | None = None, tags: Sequence[str] | None = None
+    ) -> KnowledgeItem:
+        """Replace an item's text and/or tags: its chunks are made again (the old ones go in the
+        same transaction), so search sees either the old item or the new one."""
+        source = await self._source(item.source_id)
+        new_text = item.text_content or "" if text is None else text
+        new_tags = list(item.tags if tags is None else tags)
+        chunks = chunk_text(new_text, self.chunking.size, self.chunking.overlap)
+        if not chunks:
+            raise InvalidData("text_content: no text to index", details={"field": "text_content"})
+        vectors = await self.embedder.embed([c.text for c in chunks])
+        changed = item.model_copy(update={"text_content": new_text, "tags": new_tags})
+        all_tags = sorted({*new_tags, *source.tags})
+        records = [
+            self._record(changed, c, v, all_tags) for c, v in zip(chunks, vectors, strict=True)
+        ]
+        async with self.documents.unit_of_work() as repos:
+            vectors_of = self.vectors.bind(repos)
+            await vectors_of.delete_where(KNOWLEDGE_CHUNKS.name, Where((eq("item_id", item.id),)))
+            await vectors_of.upsert(KNOWLEDGE_CHUNKS.name, records, self.embedder.space)
+            updated: KnowledgeItem = await repos.for_model(KnowledgeItem).update(
+                item.id,
+                {
+                    "text_content": new_text,
+                    "tags": new_tags,
+                    "sha256": hashlib.sha256(new_text.encode()).hexdigest()
+                    if item.file_id is None
+                    else item.sha256,
+                    "status": KnowledgeItemStatus.INDEXED,
+                    "metadata": {**item.metadata, "chunks": len(chunks)},
+                },
+            )
+            return updated
+
     async def delete_item(self, item_id: str) -> bool:
         """Delete an item with its chunks and file bytes; True if it existed."""
         async with self.documents.unit_of_work() as repos:

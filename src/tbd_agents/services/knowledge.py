@@ -103,6 +103,28 @@ class KnowledgeServices:
             metadata=metadata,
         )
 
+    async def update_item(
+        self, principal: Principal, item_id: str, changes: dict[str, Any]
+    ) -> KnowledgeItem:
+        """A partial update; a new `text_content` or `tags` indexes the item again."""
+        text = changes.pop("text_content", None)
+        tags = changes.pop("tags", None)
+        async with self.store.unit_of_work() as repos:
+            records = Records(repos, principal, KnowledgeItem)
+            item: KnowledgeItem = await records.get(item_id)
+            principal.require_write()
+            new_text = text is not None and text != item.text_content
+            if new_text and item.file_id is not None:
+                raise InvalidData(
+                    "text_content: this item's text was extracted from its file; upload the "
+                    "file again to change it",
+                    details={"field": "text_content"},
+                )
+            updated = await records.update(item_id, changes) if changes else item
+        if not new_text and (tags is None or tags == item.tags):
+            return updated
+        return await self.ingestion.reindex(updated, text=text, tags=tags)
+
     async def content(
         self, principal: Principal, item_id: str
     ) -> tuple[KnowledgeItem, StoredFile | None]:

@@ -17,7 +17,13 @@ from pydantic.json_schema import SkipJsonSchema
 
 from tbd_agents.api.crud import ERRORS
 from tbd_agents.api.deps import ApiContext, Caller, Ctx
-from tbd_agents.api.schemas import create_schema, json_response, output_schema, record_json
+from tbd_agents.api.schemas import (
+    create_schema,
+    json_response,
+    output_schema,
+    record_json,
+    update_schema,
+)
 from tbd_agents.domain.enums import KnowledgeSourceStatus, MemoryScope
 from tbd_agents.domain.models import KnowledgeItem, KnowledgeSource, Memory
 from tbd_agents.errors import InvalidData, StorageError
@@ -110,6 +116,36 @@ def parse_metadata(raw: str | None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidData("metadata: give a JSON object string", details={"field": "metadata"})
     return value
+
+
+ItemUpdate = update_schema(KnowledgeItem)
+
+
+async def _update_item(record_id: str, body: Any, ctx: ApiContext, caller: Principal) -> Response:
+    changes = body.model_dump(exclude_unset=True)
+    for name in ("text_content", "tags"):
+        if name in changes and changes[name] is None:
+            raise InvalidData(f"{name} cannot be null", details={"field": name})
+    item = await _knowledge(ctx).update_item(caller, record_id, changes)
+    return json_response(record_json(item))
+
+
+@router.put(
+    "/api/knowledge-items/{record_id}",
+    response_model=output_schema(KnowledgeItem),
+    summary="Change an item (a new text or new tags index it again)",
+)
+async def put_item(record_id: RecordId, body: ItemUpdate, ctx: Ctx, caller: Caller) -> Response:  # type: ignore[valid-type]
+    return await _update_item(record_id, body, ctx, caller)
+
+
+@router.patch(
+    "/api/knowledge-items/{record_id}",
+    response_model=output_schema(KnowledgeItem),
+    summary="Change an item (as PUT)",
+)
+async def patch_item(record_id: RecordId, body: ItemUpdate, ctx: Ctx, caller: Caller) -> Response:  # type: ignore[valid-type]
+    return await _update_item(record_id, body, ctx, caller)
 
 
 @router.post(
