@@ -431,7 +431,7 @@ class Settings(BaseSettings):
         gt=0,
         le=10_000,
         description="Largest body in MB of the upload routes (POST /api/knowledge-items/upload "
-        "and POST /api/import).",
+        "and the bundle imports: POST /api/import, POST /api/<resource>/import).",
     )
     max_json_depth: int = Field(
         default=64,

@@ -77,6 +77,13 @@ class UnsupportedQuery(TbdError):
     code = "unsupported_query"
 
 
+class UnsupportedFile(TbdError):
+    """An upload of a kind of file the route does not take (e.g. a custom tool that is not .py)."""
+
+    http_status = 400
+    code = "unsupported_file"
+
+
 class StorageError(TbdError):
     """The database is unreachable, not migrated, or refuses an operation for an operator reason."""
 

@@ -67,20 +67,24 @@ async def _all(client: httpx.AsyncClient, path: str) -> list[dict[str, Any]]:
     return items
 
 
+def _created(report: dict[str, Any]) -> dict[str, int]:
+    return {k: v["created"] for k, v in report.items() if isinstance(v, dict) and v.get("created")}
+
+
 async def test_round_trip_between_instances(fresh_api: Api, second_api: Api) -> None:
     async with await fresh_api.user("exporter") as a, await second_api.user("importer") as b:
         made = await _populate(a)
         bundle = (await a.get("/api/export", params={"include_items": True})).json()
-        assert bundle["format"] == "tbd-agents-bundle" and bundle["version"] == 1
+        assert (bundle["version"], bundle["resource_type"]) == ("1.0", "bundle")
         assert made["token"]["name"] in bundle["tokens_required"]
         assert SECRET not in str(bundle) and "created_by" not in str(bundle)
 
         dry = (await b.post("/api/import", params={"dry_run": True}, json=bundle)).json()
-        assert dry["dry_run"] is True and dry["created"]["agents"] == 1
+        assert dry["dry_run"] is True and dry["agents"]["created"] == 1
         assert await _all(b, "/api/agents") == []  # a dry run writes nothing
 
         report = (await b.post("/api/import", json=bundle)).json()
-        assert report["created"] == {
+        assert _created(report) == {
             "providers": 1,
             "skills": 1,
             "mcp_servers": 1,
@@ -92,6 +96,9 @@ async def test_round_trip_between_instances(fresh_api: Api, second_api: Api) -> 
             "workflows": 1,
             "scheduled_agents": 1,
         }
+        assert all(
+            not v["errors"] for v in report.values() if isinstance(v, dict) and "errors" in v
+        )
         assert report["missing_tokens"] == [made["token"]["name"]]
 
         (agent,) = await _all(b, "/api/agents")
@@ -113,14 +120,18 @@ async def test_round_trip_between_instances(fresh_api: Api, second_api: Api) -> 
         (item,) = await _all(b, "/api/knowledge-items")
         assert item["source_id"] == agent["knowledge_source_ids"][0]
         assert item["status"] == "indexed"  # imported items are chunked and indexed like uploads
+        assert report["knowledge_items"]["ids"] == [item["id"]]
         hits = (await b.post("/api/knowledge/search", json={"query": "hello"})).json()
         assert [h["citation"]["item_id"] for h in hits] == [item["id"]]
         assert report["id_map"]["agents"] == {made["agent"]["id"]: agent["id"]}
         assert report["id_map"]["knowledge_items"] == {made["item"]["id"]: item["id"]}
 
         again = (await b.post("/api/import", params={"mode": "skip"}, json=bundle)).json()
-        assert again["created"] == {}
-        assert sum(again["skipped"].values()) == 10
+        assert _created(again) == {}
+        assert (
+            sum(v["skipped"] for v in again.values() if isinstance(v, dict) and "skipped" in v)
+            == 10
+        )
         assert len(await _all(b, "/api/agents")) == 1 and len(await _all(b, "/api/workflows")) == 1
 
         conflicts = (
@@ -133,29 +144,45 @@ async def test_round_trip_between_instances(fresh_api: Api, second_api: Api) -> 
         }
         assert all(c["action"] == "overwritten" for c in conflicts["conflicts"])
 
-        bundle["resources"]["agents"][0]["description"] = "from the bundle"
+        bundle["agents"][0]["description"] = "from the bundle"
         over = (await b.post("/api/import", params={"mode": "overwrite"}, json=bundle)).json()
-        assert over["overwritten"]["agents"] == 1 and over["created"] == {}
+        assert over["agents"]["overwritten"] == 1 and _created(over) == {}
         assert (await _all(b, "/api/agents"))[0]["description"] == "from the bundle"
 
         renamed = (await b.post("/api/import", params={"mode": "rename"}, json=bundle)).json()
-        assert renamed["created"]["agents"] == 1
+        assert renamed["agents"]["created"] == 1
         names = sorted(a["name"] for a in await _all(b, "/api/agents"))
         assert names == sorted([agent["name"], agent["name"] + " (imported)"])
         copy = next(a for a in await _all(b, "/api/agents") if a["name"].endswith("(imported)"))
         assert copy["provider_id"] != agent["provider_id"]  # references point at the renamed copies
 
+        # The default, as the existing system: always insert. Provider names are unique, so that
+        # item is an error saying which mode to use; the rest is created.
+        plain = (await b.post("/api/import", json=bundle)).json()
+        (taken,) = plain["providers"]["errors"]
+        assert "mode=rename" in taken and plain["providers"]["created"] == 0
+        assert plain["agents"]["created"] == 0
+        assert "provider_id" in plain["agents"]["errors"][0]
+        assert plain["skills"]["created"] == 1
 
-async def test_import_rejects_dangling_references_and_bad_bundles(alice: httpx.AsyncClient) -> None:
+
+async def test_dangling_references_are_item_errors(alice: httpx.AsyncClient) -> None:
     bundle = {
         "format": "tbd-agents-bundle",
         "version": 1,
-        "resources": {"agents": [{"id": "a1", "name": "x", "provider_id": "not-in-bundle"}]},
+        "resources": {
+            "agents": [
+                {"id": "a1", "name": "x", "provider_id": "not-in-bundle"},
+                {"id": "a2", "name": "y"},
+            ]
+        },
     }
     response = await alice.post("/api/import", json=bundle)
-    assert response.status_code == 422
-    assert "provider_id" in response.json()["error"]["details"]["field"]
-    assert (await alice.get("/api/agents")).json() == []
+    assert response.status_code == 200, response.text
+    report = response.json()
+    (error,) = report["agents"]["errors"]
+    assert error.startswith("agents[0] 'x': provider_id:") and "not-in-bundle" in error
+    assert [a["name"] for a in await _all(alice, "/api/agents")] == ["y"]
     future = await alice.post("/api/import", json={"format": "tbd-agents-bundle", "version": 99})
     assert future.status_code == 422
     wrong = await alice.post("/api/import", json={"format": "other"})

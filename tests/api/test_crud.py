@@ -66,7 +66,8 @@ async def test_invalid_body_is_422_with_field_path(alice: httpx.AsyncClient, nam
     assert ["body", "no_such_field"] in [e["loc"] for e in error["details"]["errors"]]
 
     record = await create(alice, name)
-    bad_type = await alice.patch(f"{path}/{record['id']}", json={"created_at": "yesterday"})
+    wrong = {field: {"not": "a string"} for field in RESOURCES[name].patch}
+    bad_type = await alice.patch(f"{path}/{record['id']}", json=wrong)
     assert bad_type.status_code == 422
     not_json = await alice.post(
         path, content=b"{nope", headers={"content-type": "application/json"}
@@ -136,18 +137,38 @@ async def test_unique_name_conflict_is_409(alice: httpx.AsyncClient) -> None:
 
 
 async def test_server_managed_fields_are_not_writable(alice: httpx.AsyncClient) -> None:
+    """Read-only fields a client sends (a record sent back as read) are ignored, as the existing
+    API ignored them; values outside what clients may set, and immutable fields changed, are
+    422; other unknown fields are 422 (dropping them silently could lose what the client meant).
+    """
     agent = await create(alice, "agents")
     workflow = await create(alice, "workflows", agent_id=agent["id"])
-    for body in ({"status": "running"}, {"logs": []}, {"github_user": "mallory"}, {"id": "x"}):
-        response = await alice.patch(f"/api/workflows/{workflow['id']}", json=body)
-        assert response.status_code == 422, body
+    path = f"/api/workflows/{workflow['id']}"
+    assert (await alice.patch(path, json={"status": "running"})).status_code == 422
+    assert (await alice.patch(path, json={"no_such_field": 1})).status_code == 422
+    for body in ({"logs": [{"event": "forged"}]}, {"github_user": "mallory"}, {"id": "x"}):
+        response = await alice.patch(path, json=body)
+        assert response.status_code == 200, body
+    after = (await alice.get(path)).json()
+    assert after["id"] == workflow["id"] and after["logs"] == []
+    assert after["github_user"] == workflow["github_user"] != "mallory"
     session = await create(alice, "chat-sessions", agent_id=agent["id"])
-    moved = await alice.patch(f"/api/chat/sessions/{session['id']}", json={"agent_id": agent["id"]})
+    other = await create(alice, "agents")
+    moved = await alice.patch(f"/api/chat/sessions/{session['id']}", json={"agent_id": other["id"]})
     assert moved.status_code == 422
+    kept = await alice.patch(f"/api/chat/sessions/{session['id']}", json={"agent_id": agent["id"]})
+    assert kept.status_code == 200
     item = await create(alice, "knowledge-items")
-    for body in ({"text_content": "x"}, {"tags": ["x"]}, {"status": "indexed"}):
+    other_source = await create(alice, "knowledge-sources")
+    for body in ({"source_id": other_source["id"]}, {"content_type": "file"}):
         response = await alice.patch(f"/api/knowledge-items/{item['id']}", json=body)
         assert response.status_code == 422, body
+    same = await alice.patch(
+        f"/api/knowledge-items/{item['id']}", json={"source_id": item["source_id"]}
+    )
+    assert same.status_code == 200  # an immutable field sent back unchanged
+    status = await alice.patch(f"/api/knowledge-items/{item['id']}", json={"status": "failed"})
+    assert status.status_code == 200 and status.json()["status"] == item["status"]
 
 
 async def test_unknown_route_uses_the_error_shape(alice: httpx.AsyncClient) -> None:
@@ -177,5 +198,8 @@ async def test_existing_defaults_and_writable_state(alice: httpx.AsyncClient) ->
     off = await alice.patch(path, json={"status": "inactive"})
     assert off.status_code == 200 and off.json()["status"] == "inactive"
     assert (await alice.patch(path, json={"status": "ACTIVE"})).json()["status"] == "active"
-    for body in ({"current_turn": 3}, {"usage": {"total_cost": 1}}, {"status": "idle"}):
-        assert (await alice.patch(path, json=body)).status_code == 422, body
+    assert (await alice.patch(path, json={"status": "idle"})).status_code == 422
+    for body in ({"current_turn": 3}, {"usage": {"total_cost": 1}}):  # run state: ignored
+        assert (await alice.patch(path, json=body)).status_code == 200, body
+    state = (await alice.get(path)).json()
+    assert state["current_turn"] == 0 and state["usage"] is None

@@ -193,3 +193,18 @@ async def test_a_body_is_replayed_to_fastapi_whole(alice: httpx.AsyncClient) -> 
     )
     assert answer.status_code == 422
     assert answer.json()["error"]["details"]["errors"][0]["loc"] == ["body", "tags"]
+
+
+async def test_single_write_creates_and_updates_are_those_of_plain_records(api: Api) -> None:
+    """`catalog.writes_once` (no transaction for a create or update) holds exactly for the
+    models whose service is the plain `Records`, which writes once."""
+    from tbd_agents.domain.models import ENTITIES
+    from tbd_agents.services.access import Principal
+    from tbd_agents.services.catalog import records_for, writes_once
+    from tbd_agents.services.records import Records
+
+    principal = Principal("someone", KeyScope.USER)
+    async with api.store.unit_of_work(readonly=True) as repos:
+        for model in ENTITIES:
+            service = records_for(model, repos, principal, api.app.state.ctx.cipher)
+            assert writes_once(model) == (type(service) is Records), model.__name__

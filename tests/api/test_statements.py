@@ -131,4 +131,5 @@ async def test_list_statement_count_is_independent_of_page_size(
             assert len(response.json()) == limit
             counts[limit] = len(statements)
     assert counts[1] == counts[50], (path, counts)
-    assert counts[1] <= 3, (path, counts)
+    # Tasks add two lookups for their summary fields (the page's workflows, then their agents).
+    assert counts[1] <= (5 if path == "/api/tasks" else 3), (path, counts)

@@ -147,7 +147,14 @@ async def test_validate_reports_syntax_errors_and_missing_entry_point(
     good = await alice.post(
         "/api/custom-tools/validate", json={"source_code": "def run(a):\n    return a\n"}
     )
-    assert good.json() == {"ok": True, "errors": [], "entry_point": "run"}
+    assert good.json() == {
+        "valid": True,
+        "inferred_schema": {"type": "object", "properties": {"a": {}}, "required": ["a"]},
+        "error": None,
+        "ok": True,
+        "errors": [],
+        "entry_point": "run",
+    }
     bad = (
         await alice.post("/api/custom-tools/validate", json={"source_code": "def run(:\n  pass"})
     ).json()
@@ -177,8 +184,9 @@ async def test_run_returns_the_tools_result(alice: httpx.AsyncClient) -> None:
             f"/api/custom-tools/{tool['id']}/run", json={"arguments": {"a": 2, "b": 3}}
         )
     ).json()
-    assert body["ok"] is True
-    assert body["result"] == {"sum": 5}
+    assert body["ok"] is True and body["success"] is True
+    assert body["value"] == {"sum": 5} and body["result"] == '{"sum": 5}'
+    assert body["tool_name"] == tool["name"]
     assert body["error"] is None
     assert body["duration_ms"] > 0
     wrong = (
@@ -222,7 +230,7 @@ async def test_run_sees_only_its_declared_env(
     )
     body = (await alice.post(f"/api/custom-tools/{tool['id']}/run", json={})).json()
     assert body["ok"] is True, body
-    env = body["result"]
+    env = body["value"]
     assert env["SERVICE_KEY"] == SECRET
     assert "TOKEN_ENCRYPTION_KEY" not in env
     assert "POSTGRES_URI" not in env

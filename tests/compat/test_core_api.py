@@ -144,3 +144,103 @@ async def test_workflows_report_their_runs(api: Api, alice: httpx.AsyncClient) -
     assert listed[workflow["id"]]["last_task_status"] == "failed"
     assert listed[other["id"]]["task_count"] == 1
     assert listed[other["id"]]["last_task_status"] == "running"
+
+
+async def test_tag_filters_take_the_existing_forms_and_ours(alice: httpx.AsyncClient) -> None:
+    a, b, c = uniq("a"), uniq("b"), uniq("c")
+    only_a = (await create(alice, "knowledge-sources", tags=[a]))["id"]
+    both = (await create(alice, "knowledge-sources", tags=[a, b]))["id"]
+    only_c = (await create(alice, "knowledge-sources", tags=[c]))["id"]
+
+    async def ids(params: list[tuple[str, str]]) -> set[str]:
+        found = await alice.get("/api/knowledge-sources", params=params)
+        assert found.status_code == 200, found.text
+        return {r["id"] for r in found.json()}
+
+    # `tags=a,b` (the SDKs join with commas): any of them, as the existing API matched.
+    assert await ids([("tags", f"{a},{c}")]) == {only_a, both, only_c}
+    # Repeated `tags`: every one of them (ours).
+    assert await ids([("tags", a), ("tags", b)]) == {both}
+    assert await ids([("tags", a)]) == {only_a, both}
+
+    guard = await create(alice, "guardrails", tags=[c])
+    listed = await alice.get("/api/guardrails", params={"tag": c})
+    assert [g["id"] for g in listed.json()] == [guard["id"]]
+
+
+async def test_tasks_carry_the_summary_fields(api: Api, alice: httpx.AsyncClient) -> None:
+    agent = await create(alice, "agents")
+    workflow = await create(alice, "workflows", agent_id=agent["id"], title="Nightly")
+    started = datetime.now(UTC) - timedelta(seconds=90)
+    async with api.store.unit_of_work() as repos:
+        task = await repos.task_executions.create(
+            TaskExecution(
+                workflow_id=workflow["id"],
+                prompt="p",
+                status=TaskStatus.COMPLETED,
+                started_at=started,
+                finished_at=started + timedelta(seconds=30),
+                progress={
+                    "todos": [{"id": 1, "title": "read", "status": "completed"}],
+                    "current_step": 1,
+                    "percent_complete": 1.0,
+                },
+            )
+        )
+    listed = [t for t in (await alice.get("/api/tasks")).json() if t["id"] == task.id]
+    one = (await alice.get(f"/api/tasks/{task.id}")).json()
+    for shown in (listed[0], one):
+        assert shown["workflow_title"] == "Nightly" and shown["agent_name"] == agent["name"]
+        assert shown["elapsed_seconds"] == 30.0
+        assert shown["progress"]["todos"] == [{"id": 1, "title": "read", "status": "completed"}]
+        assert shown["progress"]["percent_complete"] == 1.0
+
+
+async def test_changing_an_items_text_or_tags_indexes_it_again(alice: httpx.AsyncClient) -> None:
+    source = await create(alice, "knowledge-sources")
+    item = (
+        await alice.post(
+            "/api/knowledge-items",
+            json={
+                "source_id": source["id"],
+                "name": "Runbook",
+                "text_content": "zebra crossing",
+                "tags": ["old"],
+            },
+        )
+    ).json()
+
+    async def hits(query: str, tags: list[str] | None = None) -> list[str]:
+        found = await alice.post(
+            "/api/knowledge/search",
+            json={"query": query, "source_ids": [source["id"]], "tags": tags or []},
+        )
+        assert found.status_code == 200, found.text
+        return [h["citation"]["item_id"] for h in found.json() if query.split()[0] in h["text"]]
+
+    assert await hits("zebra crossing") == [item["id"]]
+    changed = await alice.put(
+        f"/api/knowledge-items/{item['id']}",
+        json={"text_content": "giraffe enclosure", "tags": ["new"]},
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["text_content"] == "giraffe enclosure"
+    assert changed.json()["tags"] == ["new"] and changed.json()["status"] == "indexed"
+    assert await hits("zebra crossing") == []
+    assert await hits("giraffe enclosure", ["new"]) == [item["id"]]
+    refused = await alice.put(f"/api/knowledge-items/{item['id']}", json={"text_content": ""})
+    assert refused.status_code == 422
+    assert (await alice.get(f"/api/knowledge-items/{item['id']}")).json()["text_content"] == (
+        "giraffe enclosure"
+    )
+
+
+async def test_knowledge_items_filter_by_content_type(alice: httpx.AsyncClient) -> None:
+    source = await create(alice, "knowledge-sources")
+    text = await create(alice, "knowledge-items", source_id=source["id"])
+    params = {"source_id": source["id"], "content_type": "text"}
+    assert [i["id"] for i in (await alice.get("/api/knowledge-items", params=params)).json()] == [
+        text["id"]
+    ]
+    params["content_type"] = "file"
+    assert (await alice.get("/api/knowledge-items", params=params)).json() == []

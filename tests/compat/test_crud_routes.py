@@ -226,7 +226,7 @@ CASES: dict[str, Case] = {
             "tags": LIST,
             "metadata": DICT,
         },
-        {"name": "Runbook v2", "metadata": {"owner": "sre"}},
+        {"text_content": "Restart the service, then check the logs.", "tags": ["ops"]},
     ),
     "providers": Case(
         "/api/providers",
@@ -370,6 +370,17 @@ async def test_the_sdk_lifecycle_of(
         assert changed.json()[field] == value
     untouched = next(f for f in body if f not in case.change and f not in ("value",))
     assert changed.json()[untouched] == record[untouched]
+
+    # A record sent back as it was read, with one change (what a GET-modify-PUT client does):
+    # the read-only fields it carries are ignored, a token's masked value is not a new secret.
+    echoed = {**changed.json(), **case.change}
+    roundtrip = await client.put(f"{case.path}/{record['id']}", json=echoed)
+    assert roundtrip.status_code == 200, roundtrip.text
+    assert roundtrip.json()["updated_at"] >= changed.json()["updated_at"]
+    for field, value in case.change.items():
+        assert roundtrip.json()[field] == value
+    if name == "tokens":
+        assert roundtrip.json()["masked_value"] == record["masked_value"] != "********"
 
     deleted = await client.delete(f"{case.path}/{record['id']}")
     assert deleted.status_code == 204 and deleted.content == b""

@@ -15,9 +15,14 @@ import pytest
 from bson import ObjectId
 
 from tbd_agents.errors import InvalidData
-from tbd_agents.tools.migration.bsonio import iter_frames, skip_frames
+from tbd_agents.tools.migration.bsonio import FrameRange, frame_offsets, iter_frames, skip_frames
 from tbd_agents.tools.migration.rows import json_text, parse_json, row_digest
-from tbd_agents.tools.migration.sources import Resume, _file_batches, after_id_filter
+from tbd_agents.tools.migration.sources import (
+    Resume,
+    _file_batches,
+    _range_batches,
+    after_id_filter,
+)
 from tbd_agents.tools.migration.transform import SPECS, UniqueKeyResolver, convert_document
 
 
@@ -84,6 +89,37 @@ def test_resuming_a_dump_that_changed_is_refused(tmp_path: Path) -> None:
         InvalidData, match=r"document 4 is not the one the checkpoint recorded.*--restart"
     ):
         list(_file_batches(path, 3, Resume(4, ids[2])))
+
+
+def test_frame_ranges_give_the_frames_iter_frames_gives(tmp_path: Path) -> None:
+    """What converter processes read by position is what the streaming reader yields."""
+    docs = [bson.encode({"_id": i, "s": "x" * (i * 37 % 3000)}) for i in range(200)]
+    path = tmp_path / "c.bson"
+    path.write_bytes(b"".join(docs))
+    for chunk in (7, 64, 5000, 1 << 20):
+        ranges = list(frame_offsets(path, 0, 30, "t", chunk=chunk))
+        assert [len(r) - 1 for r in ranges] == [30] * 6 + [20]
+        assert [f for r in ranges for f in FrameRange(str(path), r).read_all()] == docs
+    whole = FrameRange(str(path), next(frame_offsets(path, 0, 1000, "t")))
+    assert len(whole) == 200 and whole[5] == docs[5] and whole[-1] == docs[-1]
+    assert whole[3:6] == docs[3:6]
+    with pytest.raises(IndexError):
+        whole[200]
+    # Resuming: after the 4th document, checked against the checkpoint's id.
+    resumed = [bson.decode(f)["_id"] for r in _range_batches(path, 7, Resume(4, 3)) for f in r]
+    assert resumed == list(range(4, 200))
+    with pytest.raises(InvalidData, match=r"document 4 is not the one the checkpoint recorded"):
+        list(_range_batches(path, 7, Resume(4, 2)))
+    # A truncated file or a bad length prefix: the messages of the streaming reader.
+    path.write_bytes(b"".join(docs)[:-3])
+    with pytest.raises(InvalidData, match="truncated: expected"):
+        list(frame_offsets(path, 0, 30, "t"))
+    path.write_bytes(b"".join(docs) + b"\x01\x00")
+    with pytest.raises(InvalidData, match="truncated after its last complete document"):
+        list(frame_offsets(path, 0, 30, "t"))
+    path.write_bytes(b"".join(docs[:3]) + b"\xff\xff\xff\x7f" + b"".join(docs))
+    with pytest.raises(InvalidData, match="not valid BSON"):
+        list(frame_offsets(path, 0, 30, "t"))
 
 
 def test_newest_duplicate_wins_by_updated_then_created_then_id() -> None:

@@ -81,7 +81,7 @@ async def test_prompt_through_the_api_runs_on_a_worker_streams_and_halts(
     other = await make_workflow(db, owner="someone-else")
     with live_server(settings) as base:
         async with httpx.AsyncClient(
-            base_url=base, headers={"Authorization": f"Bearer {key}"}
+            base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30
         ) as client:
             started = await client.post(
                 f"/api/workflows/{workflow}/runs", json={"prompt": "emit:3;sleep:0.3;emit:2"}
@@ -184,7 +184,7 @@ async def test_the_real_engine_runs_a_prompt_on_a_worker(
     settings = worker_pool.config.model_copy(update={"data_dir": tmp_path / "api"})
     with live_server(settings) as base:
         async with httpx.AsyncClient(
-            base_url=base, headers={"Authorization": f"Bearer {key}"}
+            base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30
         ) as client:
             started = await client.post(f"/api/workflows/{workflow.id}/runs", json={"prompt": "hi"})
             assert started.status_code == 202, started.text

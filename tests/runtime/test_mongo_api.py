@@ -119,21 +119,24 @@ async def test_runs_over_http_on_mongodb(store: MongoStore, tmp_path: Path) -> N
         blocking = await client.post(
             f"/api/workflows/{workflow}/prompt", json={"prompt": f"marker:{marker};block"}
         )
-        blocking_id = blocking.json()["id"]
+        assert blocking.status_code == 201, blocking.text
+        blocking_id = blocking.json()["task_id"]
         stream = asyncio.create_task(sse(client, f"/api/workflows/{workflow}/stream"))
         deadline = time.monotonic() + 20
         while not marker.exists():
             assert time.monotonic() < deadline, "the run never started"
             await asyncio.sleep(0.05)
-        assert (await client.post(f"/api/workflows/{workflow}/reset")).status_code == 409
         halted = await client.post(f"/api/tasks/{blocking_id}/halt")
         assert halted.status_code == 200 and halted.json()["result"] == "halting"
         live = await asyncio.wait_for(stream, 20)
-        assert live[-1]["data"]["status"] == "halted"
+        # The workflow stream speaks the existing format: data = {id, type, data, timestamp}.
+        assert live[-1]["data"]["type"] == "status"
+        assert live[-1]["data"]["data"]["status"] == "halted"
         assert (await client.post(f"/api/tasks/{blocking_id}/halt")).status_code == 409
-        assert (await client.post(f"/api/workflows/{workflow}/halt")).status_code == 409
+        assert (await client.post(f"/api/workflows/{workflow}/halt")).status_code == 400
         reset = await client.post(f"/api/workflows/{workflow}/reset")
         assert reset.status_code == 200, reset.text
+        assert reset.json()["tasks_aborted"] == 0
 
         secret = (await client.post(f"/api/workflows/{workflow}/webhook-secret")).json()
         again = (await client.post(f"/api/workflows/{workflow}/webhook-secret")).json()

@@ -42,23 +42,24 @@ async def test_prompt_stream_halt_and_reset(
     settings = runtime_settings(module_db, data_dir=tmp_path)
     with live_server(settings) as base:
         async with httpx.AsyncClient(
-            base_url=base, headers={"Authorization": f"Bearer {key}"}
+            base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30
         ) as client:
-            none_yet = await client.get(f"/api/workflows/{workflow}/stream")
-            assert none_yet.status_code == 404
+            # Opened before the first run, the stream waits for it (the existing stream
+            # never refused a workflow without runs).
+            waiting = asyncio.create_task(sse(client, f"/api/workflows/{workflow}/stream"))
             nothing_to_halt = await client.post(f"/api/workflows/{workflow}/halt")
-            assert nothing_to_halt.status_code == 409
+            assert nothing_to_halt.status_code == 400
 
             started = await client.post(
                 f"/api/workflows/{workflow}/prompt", json={"prompt": "emit:2"}
             )
-            assert started.status_code == 202, started.text
-            events = await sse(client, f"/api/workflows/{workflow}/stream")
-            assert events[-1]["data"]["status"] == "completed"
-            assert [e["data"]["text"] for e in events if e["event"] == "message_delta"] == [
-                "d1",
-                "d2",
-            ]
+            assert started.status_code == 201, started.text
+            events = await asyncio.wait_for(waiting, 30)
+            assert events[-1]["data"]["data"]["status"] == "completed"
+            assert [
+                e["data"]["data"]["content"] for e in events if e["data"]["type"] == "message_delta"
+            ] == ["d1", "d2"]
+            assert await sse(client, f"/api/workflows/{workflow}/stream") == events
             resumed = await sse(
                 client, f"/api/workflows/{workflow}/stream", **{"Last-Event-ID": "1"}
             )
@@ -72,12 +73,13 @@ async def test_prompt_stream_halt_and_reset(
             while not marker.exists():
                 assert time.monotonic() < deadline, "the run never started"
                 await asyncio.sleep(0.05)
-            busy = await client.post(f"/api/workflows/{workflow}/reset")
-            assert busy.status_code == 409
+            busy = await client.post(f"/api/workflows/{workflow}/prompt", json={"prompt": "x"})
+            assert busy.status_code == 400
             halted = await client.post(f"/api/workflows/{workflow}/halt")
-            assert halted.status_code == 200, halted.text
+            assert halted.status_code == 202, halted.text
+            assert halted.json()["detail"] == "Halt signal sent"
             live = await sse(client, f"/api/workflows/{workflow}/stream")
-            assert live[-1]["data"]["status"] == "halted"
+            assert live[-1]["data"]["data"]["status"] == "halted"
 
             async with db.begin() as conn:
                 await conn.execute(
@@ -88,8 +90,9 @@ async def test_prompt_stream_halt_and_reset(
                 )
             reset = await client.post(f"/api/workflows/{workflow}/reset")
             assert reset.status_code == 200, reset.text
-            assert reset.json()["messages"] == []
-            assert reset.json()["status"] == "active"
+            assert reset.json()["tasks_aborted"] == 0
+            assert reset.json()["workflow"]["messages"] == []
+            assert reset.json()["workflow"]["status"] == "active"
             async with db.connect() as conn:
                 runs = (
                     await conn.execute(
@@ -108,7 +111,7 @@ async def test_inactive_workflows_refuse_prompts_and_prompt_guardrails_answer_42
     settings = runtime_settings(module_db, data_dir=tmp_path)
     with live_server(settings) as base:
         async with httpx.AsyncClient(
-            base_url=base, headers={"Authorization": f"Bearer {key}"}
+            base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30
         ) as client:
             path = f"/api/workflows/{workflow}"
             wrong = await client.patch(path, json={"status": "running"})
@@ -116,7 +119,7 @@ async def test_inactive_workflows_refuse_prompts_and_prompt_guardrails_answer_42
             off = await client.patch(path, json={"status": "inactive"})
             assert off.status_code == 200 and off.json()["status"] == "inactive"
             refused = await client.post(f"{path}/prompt", json={"prompt": "emit:1"})
-            assert refused.status_code == 409, refused.text
+            assert refused.status_code == 400, refused.text
             assert "set its status to active" in refused.json()["error"]["message"]
             on = await client.patch(path, json={"status": "active"})
             assert on.status_code == 200 and on.json()["status"] == "active"
@@ -143,8 +146,8 @@ async def test_inactive_workflows_refuse_prompts_and_prompt_guardrails_answer_42
             assert blocked.status_code == 422, blocked.text
             assert "needs-ticket" in blocked.json()["error"]["message"]
             started = await client.post(f"{path}/prompt", json={"prompt": "emit:1;TICKET-9"})
-            assert started.status_code == 202, started.text
+            assert started.status_code == 201, started.text
             events = await sse(client, f"/api/workflows/{workflow}/stream")
-            assert events[-1]["data"]["status"] == "completed"
+            assert events[-1]["data"]["data"]["status"] == "completed"
             state = (await client.get(path)).json()
             assert state["status"] == "active"

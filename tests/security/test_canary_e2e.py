@@ -173,11 +173,11 @@ async def run_failing(api: Session, workflow: str, echo: EchoProvider) -> dict[s
     echo.statuses.extend([500, 401])
     before = len(echo.seen)
     started = await api.call(
-        "POST", f"/api/workflows/{workflow}/prompt", 202, json={"prompt": "hi"}
+        "POST", f"/api/workflows/{workflow}/prompt", 201, json={"prompt": "hi"}
     )
     stream = await api.raw("GET", f"/api/workflows/{workflow}/stream")
     assert '"status":"failed"' in stream, stream
-    task: dict[str, Any] = await api.call("GET", f"/api/tasks/{started['id']}", 200)
+    task: dict[str, Any] = await api.call("GET", f"/api/tasks/{started['task_id']}", 200)
     assert task["status"] == "failed" and len(echo.seen) == before + 2, (task, echo.seen)
     # The upstream's echo was read (so redaction, not a missing body, keeps the secrets out).
     assert "answered 401" in task["error"] and "Incorrect API key provided" in task["error"]

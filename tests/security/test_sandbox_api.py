@@ -69,4 +69,4 @@ async def test_limits_above_the_ceiling_are_refused_on_create_and_update(ceiling
         # the saved allowed_hosts give the run its proxy (and nothing else)
         r = await client.post(f"/api/custom-tools/{tool_id}/run", json={"arguments": {}})
         assert r.status_code == 200, r.text
-        assert r.json()["ok"] and r.json()["result"] == "http://127.0.0.1:3128", r.json()
+        assert r.json()["ok"] and r.json()["value"] == "http://127.0.0.1:3128", r.json()

@@ -266,7 +266,8 @@ def test_swagger_ui_renders_and_tries_a_request_with_an_api_key(
 def test_redoc_renders_without_csp_violation(page: Page, live_url: str) -> None:
     watch = Watch(page)
     page.goto(live_url + "/redoc")
-    expect(page.get_by_text("/api/agents", exact=True).first).to_be_attached()
+    # ReDoc lays out all ~300 operations before showing any: 10-30 s on a loaded 2-core machine.
+    expect(page.get_by_text("/api/agents", exact=True).first).to_be_attached(timeout=90_000)
     expect(page.get_by_role("menuitem").first).to_be_visible()
     page.get_by_placeholder("Search...").fill("agents")  # the search worker (a blob: URL) runs
     expect(page.get_by_role("search").get_by_role("menuitem").first).to_be_visible()

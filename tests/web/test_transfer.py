@@ -1,5 +1,6 @@
-"""Export then import a bundle from the dashboard, with a dry-run preview of conflicts; no
-secret value in the bundle."""
+"""Export then import a bundle (the existing TBD Agents format) from the dashboard, with a
+dry-run preview of what would be created and which items cannot be; no secret value in the
+bundle."""
 
 from __future__ import annotations
 
@@ -60,7 +61,8 @@ def test_export_then_import_with_a_preview(
     assert SECRET not in text
     bundle = json.loads(text)
     assert bundle["tokens_required"] == ["vendor-key"]
-    assert [a["name"] for a in bundle["resources"]["agents"]] == ["concierge"]
+    assert (bundle["version"], bundle["resource_type"]) == ("1.0", "bundle")
+    assert [a["name"] for a in bundle["agents"]] == ["concierge"]
     expect(page.locator("#main")).to_contain_text("Exported 4 records")
     expect(page.locator("#main")).to_contain_text("vendor-key")
     page.get_by_role("button", name="Sign out").click()
@@ -72,10 +74,12 @@ def test_export_then_import_with_a_preview(
     page.get_by_label("Bundle file").set_input_files(bundle_path)
     import_button = page.get_by_role("button", name="Import", exact=True)
     expect(import_button).to_be_disabled()
-    # Provider names are unique across users: the API says to rename, next to the file.
+    # Provider names are unique across users: by default (always create) that item would not be
+    # imported, and the preview says which mode to use.
     page.get_by_role("button", name="Preview import").click()
-    expect(page.locator(".field-error")).to_contain_text("mode=rename")
-    expect(import_button).to_be_disabled()
+    report = page.locator(".report")
+    expect(report.locator(".import-errors")).to_contain_text("mode=rename")
+    expect(report).to_contain_text("Would not be imported")
     page.get_by_label("When a name already exists").select_option("rename")
     page.get_by_role("button", name="Preview import").click()
     report = page.locator(".report")
@@ -102,6 +106,7 @@ def test_export_then_import_with_a_preview(
     sign_in(page, dashboard, alice)
     goto(page, dashboard, "transfer")
     page.get_by_label("Bundle file").set_input_files(bundle_path)
+    page.get_by_label("When a name already exists").select_option("skip")
     page.get_by_role("button", name="Preview import").click()
     conflicts = page.locator("table.conflicts tbody tr")
     expect(conflicts.filter(has_text="concierge")).to_contain_text("skip")

@@ -32,7 +32,7 @@ from tbd_agents.errors import PermissionDenied, UnsupportedQuery
 from tbd_agents.security.outbound import HostPolicy
 from tbd_agents.services.access import Principal
 from tbd_agents.services.catalog import check_saved_addresses, records_for, writes_once
-from tbd_agents.storage.protocol import Filter, Sort, contains_all, eq
+from tbd_agents.storage.protocol import Filter, Sort, contains_all, contains_any, eq
 
 RecordId = Annotated[str, Path(description="Record id.")]
 
@@ -71,22 +71,36 @@ class ListFilter:
     param: str
     annotation: Any
     field: str | None = None
-    op: Literal["eq", "contains_all"] = "eq"
+    op: Literal["eq", "contains_all", "tags"] = "eq"
     description: str = ""
 
     def to_filter(self, value: Any) -> Filter | None:
         if value is None or value == []:
             return None
         name = self.field or self.param
+        if self.op == "tags":
+            return tags_filter(name, [value] if isinstance(value, str) else value)
         return contains_all(name, value) if self.op == "contains_all" else eq(name, value)
+
+
+def tags_filter(field: str, given: list[str]) -> Filter | None:
+    """`tags=a&tags=b`: records having every tag (ours). `tags=a,b` — one value with commas, as
+    the existing API's clients send it: records having any of them (the existing semantics)."""
+    if len(given) == 1 and "," in given[0]:
+        wanted = [t.strip() for t in given[0].split(",") if t.strip()]
+        return contains_any(field, wanted) if wanted else None
+    return contains_all(field, given)
 
 
 TAGS = ListFilter(
     "tags",
     list[str] | None,
-    op="contains_all",
-    description="Records having every tag given (repeat the parameter).",
+    op="tags",
+    description="Records having every tag given (repeat the parameter); one comma-separated "
+    "value (`tags=a,b`, as the existing API took it): records having any of them.",
 )
+#: The existing API's guardrail list filter: one tag.
+TAG = ListFilter("tag", str | None, field="tags", op="tags", description="Records having this tag.")
 
 
 def owner_filter(

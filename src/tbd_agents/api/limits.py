@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tbd_agents.api.errors import error_body
 from tbd_agents.config import Settings
 from tbd_agents.knowledge.extract import json_depth_error, json_too_deep
+from tbd_agents.services.bundle import ROUTED
 
 MB = 1024 * 1024
 
@@ -34,6 +35,7 @@ UPLOAD_ROUTES = frozenset(
     {
         ("POST", "/api/knowledge-items/upload"),
         ("POST", "/api/import"),
+        *(("POST", f"/api/{kind.path}/import") for kind in ROUTED),
     }
 )
 

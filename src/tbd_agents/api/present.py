@@ -8,7 +8,10 @@ require, which are derived rather than stored:
   secrets) and `value` always "********"; the secret itself is never returned;
 * providers: `api_key_token_name` as a string ("" when none is set);
 * workflows: `task_count`, `last_task_status`, `last_task_at`, and `github_user` / `model` as
-  strings ("" when an existing record has none).
+  strings ("" when an existing record has none);
+* task executions: `workflow_title`, `agent_name`, `elapsed_seconds` (the existing API's
+  `TaskExecutionSummary`) and `progress` in the existing `{todos, current_step,
+  percent_complete}` shape (null when the run has none).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pydantic import TypeAdapter
 from tbd_agents.api.deps import ApiContext
 from tbd_agents.api.schemas import record_json
 from tbd_agents.domain.models import Entity, Provider, TaskExecution, Token, Workflow
+from tbd_agents.services.task_views import progress_of, summary_fields
 from tbd_agents.services.tokens import MASK
 from tbd_agents.storage.protocol import GroupLatest, Repositories
 
@@ -32,7 +36,7 @@ log = logging.getLogger("tbd_agents.api")
 _TIMESTAMP: TypeAdapter[datetime] = TypeAdapter(datetime)
 
 #: Models whose responses are shaped here (their lists are built record by record).
-PRESENTED: frozenset[type[Entity]] = frozenset({Token, Provider, Workflow})
+PRESENTED: frozenset[type[Entity]] = frozenset({Token, Provider, Workflow, TaskExecution})
 
 #: Secrets shorter than this show no characters at all in `masked_value`.
 MASK_MIN_LENGTH = 12
@@ -76,13 +80,21 @@ async def _runs_of(workflows: list[Workflow], repos: Repositories) -> dict[str, 
     return await tasks.group_latest("workflow_id", [w.id for w in workflows], take=("status",))
 
 
-def _derived(record: Entity, ctx: ApiContext, runs: dict[str, GroupLatest]) -> dict[str, Any]:
+def _derived(
+    record: Entity,
+    ctx: ApiContext,
+    runs: dict[str, GroupLatest],
+    summaries: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
     if isinstance(record, Token):
         return _token_fields(record, ctx)
     if isinstance(record, Provider):
         return {"api_key_token_name": record.api_key_token_name or ""}
     if isinstance(record, Workflow):
         return _workflow_fields(record, runs.get(record.id))
+    if isinstance(record, TaskExecution):
+        progress = progress_of(record) if record.progress else None
+        return {**summaries.get(record.id, {}), "progress": progress}
     return {}
 
 
@@ -110,10 +122,15 @@ async def present_many(
     """A JSON array of the records' response JSON (a constant number of statements)."""
     rows = list(records)
     runs: dict[str, GroupLatest] = {}
+    summaries: dict[str, dict[str, Any]] = {}
     if model is Workflow:
         runs = await _runs_of([r for r in rows if isinstance(r, Workflow)], repos)
+    if model is TaskExecution:
+        summaries = await summary_fields(repos, [r for r in rows if isinstance(r, TaskExecution)])
     parts = [
-        _merge(record_json(r), _derived(r, ctx, runs)) if model in PRESENTED else record_json(r)
+        _merge(record_json(r), _derived(r, ctx, runs, summaries))
+        if model in PRESENTED
+        else record_json(r)
         for r in rows
     ]
     if not array:

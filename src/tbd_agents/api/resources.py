@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from tbd_agents.api.crud import TAGS, ListFilter, crud_router
+from tbd_agents.api.crud import TAG, TAGS, ListFilter, crud_router
 from tbd_agents.domain.enums import (
     GuardrailType,
+    KnowledgeContentType,
     KnowledgeItemStatus,
     KnowledgeSourceStatus,
     KnowledgeSourceType,
@@ -75,6 +76,7 @@ def resource_routers() -> list[APIRouter]:
             "guardrails",
             filters=(
                 TAGS,
+                TAG,
                 NAME,
                 _f("guardrail_type", GuardrailType | None),
                 _f("enabled", bool | None),
@@ -102,7 +104,12 @@ def resource_routers() -> list[APIRouter]:
             KnowledgeItem,
             "/api/knowledge-items",
             "knowledge",
-            filters=(TAGS, _f("source_id", str | None), _f("status", KnowledgeItemStatus | None)),
+            filters=(
+                TAGS,
+                _f("source_id", str | None),
+                _f("status", KnowledgeItemStatus | None),
+                _f("content_type", KnowledgeContentType | None),
+            ),
         ),
         crud_router(
             Memory,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from functools import cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import annotated_types
 from fastapi import Response
@@ -25,6 +25,7 @@ from tbd_agents.domain.models import (
     Memory,
     NameRule,
     Provider,
+    TaskExecution,
     Token,
     Workflow,
 )
@@ -76,6 +77,15 @@ DERIVED_OUTPUT: dict[type[Entity], dict[str, Any]] = {
         "created_by": (str, Field(description='Who stored it ("" when unknown).')),
     },
     Provider: {"api_key_token_name": (str, Field(description='"" when none is set.'))},
+    TaskExecution: {
+        "workflow_title": (str | None, Field(description="Title of the run's workflow.")),
+        "agent_name": (str | None, Field(description="Name of the workflow's agent.")),
+        "elapsed_seconds": (float | None, Field(description="From start to finish (or now).")),
+        "progress": (
+            dict[str, Any] | None,
+            Field(description="`{todos: [{id, title, status}], current_step, percent_complete}`."),
+        ),
+    },
     Workflow: {
         "github_user": (str, Field(description='The owner ("" when an old record has none).')),
         "model": (str, Field(description='"" when an old record has none.')),
@@ -84,6 +94,14 @@ DERIVED_OUTPUT: dict[type[Entity], dict[str, Any]] = {
         "last_task_at": (str | None, Field(description="When the latest run was created.")),
     },
 }
+
+
+def read_only_fields(model: type[Entity]) -> frozenset[str]:
+    """What responses carry that requests may not set: dropped from request bodies."""
+    spec = spec_of(model)
+    owner = {model.owner_field} if model.owner_field else set()
+    derived = set(DERIVED_OUTPUT.get(model, {})) - {"value"}
+    return frozenset(SERVER_FIELDS | owner | spec.managed | derived | HIDDEN.get(model, set()))
 
 
 def writable_fields(model: type[Entity]) -> list[str]:
@@ -142,25 +160,27 @@ def create_schema(model: type[Entity]) -> type[BaseModel]:
             default = Field(default=info.default)
         fields[name] = (_annotated(info), default)
     fields.update(EXTRA_INPUT.get(model, {}))
-    schema: type[BaseModel] = create_model(
-        f"{model.__name__}Create", __base__=INPUT_BASES.get(model, Input), **fields
+    schema = cast(
+        type[Input],
+        create_model(f"{model.__name__}Create", __base__=INPUT_BASES.get(model, Input), **fields),
     )
+    schema.ignored_fields = read_only_fields(model) - set(fields)
     return schema
 
 
 @cache
 def update_schema(model: type[Entity]) -> type[BaseModel]:
     fields: dict[str, Any] = {}
-    immutable = spec_of(model).immutable
     for name in writable_fields(model):
-        if name in immutable:
-            continue
+        # Immutable fields are accepted with their current value (Records.update refuses others).
         fields[name] = (_annotated(model.model_fields[name]), Field(default=None))
     for name, (annotation, info) in EXTRA_INPUT.get(model, {}).items():
         fields[name] = (Annotated[annotation, info], Field(default=None))
-    schema: type[BaseModel] = create_model(
-        f"{model.__name__}Update", __base__=INPUT_BASES.get(model, Input), **fields
+    schema = cast(
+        type[Input],
+        create_model(f"{model.__name__}Update", __base__=INPUT_BASES.get(model, Input), **fields),
     )
+    schema.ignored_fields = read_only_fields(model) - set(fields)
     return schema
 
 

@@ -143,6 +143,8 @@ class IntervalUnit(LenientStrEnum):
     MINUTES = "minutes"
     HOURS = "hours"
     DAYS = "days"
+    #: Not in the existing enum (its docs' example used it and got a 422); its SDK sends it.
+    WEEKS = "weeks"
 
 
 class OverlapPolicy(LenientStrEnum):

@@ -28,8 +28,27 @@ SSE_NAMES: dict[EventType, str] = {EventType.MESSAGE_DELTA: "delta"}
 _END = object()
 
 
-def sse(event: str, data: Mapping[str, Any]) -> str:
-    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False, default=str)}\n\n"
+def sse(event: str, data: Mapping[str, Any], event_id: int | None = None) -> str:
+    """One frame: `id: n` (when given), `event: <name>` and `data: {"type": <name>, ...}`.
+
+    The existing TBD Agents chat stream sent `id: n` and `data: {type, ...}` (`delta` with
+    `content`); the `event:` line is ours (the dashboard dispatches on it)."""
+    body = {**data, "type": event}
+    if event == "delta" and "content" not in body:
+        body["content"] = body.get("delta", "")
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(body, ensure_ascii=False, default=str)}\n\n"
+
+
+class _Frames:
+    """Numbers a stream's frames 1, 2, 3… (chat streams have no replay: ids are per stream)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, event: str, data: Mapping[str, Any]) -> str:
+        self.count += 1
+        return sse(event, data, self.count)
 
 
 class QueueSink:
@@ -103,7 +122,8 @@ async def chat_stream(
     services: EngineServices, agent: Agent, session: ChatSession, history: list[Message], text: str
 ) -> AsyncIterator[str]:
     """SSE events of one chat turn: session, delta…, tool_call/tool_result, usage, done | error."""
-    yield sse("session", {"session_id": session.id, "agent_id": agent.id})
+    frame = _Frames()
+    yield frame("session", {"session_id": session.id, "agent_id": agent.id})
     sink = QueueSink()
     inp = RunInput(text, history, session_id=session.id, run_id=session.id)
 
@@ -124,11 +144,11 @@ async def chat_stream(
             data: dict[str, Any] = item[1]
             if kind is EventType.STATUS:
                 continue
-            yield sse(SSE_NAMES.get(kind, kind.value), data)
+            yield frame(SSE_NAMES.get(kind, kind.value), data)
         try:
             result = task.result()
         except TbdError as exc:
-            yield sse("error", {"code": exc.code, "message": exc.message})
+            yield frame("error", {"code": exc.code, "message": exc.message})
             return
         outcome = result.outcome
         usage = {"input_tokens": outcome.usage.input_tokens, "output_tokens": outcome.usage.output_tokens,
@@ -140,8 +160,8 @@ async def chat_stream(
         )
         message_id = await _persist(services, session, new, usage)
         if outcome.status is TaskStatus.FAILED:
-            yield sse("error", {"code": "run_failed", "message": outcome.error})
-        yield sse("done", {"status": outcome.status.value, "result": outcome.result, "usage": usage,
+            yield frame("error", {"code": "run_failed", "message": outcome.error})
+        yield frame("done", {"status": outcome.status.value, "result": outcome.result, "usage": usage,
                            "message_id": message_id, "session_id": session.id, "citations": result.citations})  # fmt: skip
     finally:
         if not task.done():

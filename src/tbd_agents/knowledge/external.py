@@ -116,6 +116,31 @@ def _what(source: KnowledgeSource) -> str:
     return f"knowledge source {source.name!r}"
 
 
+async def _qdrant_client(
+    source: KnowledgeSource, policy: OutboundPolicy, cfg: dict[str, Any]
+) -> Any:
+    """A client of the source's Qdrant: its `url` (checked, every request pinned) or, for an
+    admin's record only, a local-mode `path`."""
+    from qdrant_client import AsyncQdrantClient  # ~100 MB with its imports: only when used
+
+    if cfg.get("url"):
+        url = str(cfg["url"])
+        await check_url(url, policy, _what(source))  # refused before any client exists
+        return AsyncQdrantClient(
+            url=url,
+            api_key=cfg.get("api_key"),
+            check_compatibility=False,
+            transport=PinnedTransport(policy, _what(source)),  # every request checked, pinned
+            trust_env=False,
+        )
+    if not policy.trusted:
+        raise OutboundRefused(
+            f"{_what(source)}: a local qdrant `path` is a directory on the hub's host; only "
+            "records owned by an admin may use one (set connection_config.url instead)"
+        )
+    return AsyncQdrantClient(path=_config(source, cfg, "path"))
+
+
 async def search_qdrant(
     source: KnowledgeSource,
     vector: Sequence[float],
@@ -125,26 +150,8 @@ async def search_qdrant(
     cfg: dict[str, Any],
 ) -> list[ExternalHit]:
     """Top k of an external Qdrant collection (read-only)."""
-    from qdrant_client import AsyncQdrantClient  # ~100 MB with its imports: only when used
-
     collection = _config(source, cfg, "collection")
-    if cfg.get("url"):
-        url = str(cfg["url"])
-        await check_url(url, policy, _what(source))  # refused before any client exists
-        client = AsyncQdrantClient(
-            url=url,
-            api_key=cfg.get("api_key"),
-            check_compatibility=False,
-            transport=PinnedTransport(policy, _what(source)),  # every request checked, pinned
-            trust_env=False,
-        )
-    else:
-        if not policy.trusted:
-            raise OutboundRefused(
-                f"{_what(source)}: a local qdrant `path` is a directory on the hub's host; only "
-                "records owned by an admin may use one (set connection_config.url instead)"
-            )
-        client = AsyncQdrantClient(path=_config(source, cfg, "path"))
+    client = await _qdrant_client(source, policy, cfg)
     try:
         info = await client.get_collection(collection)
         params: Any = info.config.params.vectors
@@ -261,3 +268,45 @@ async def search_external(
     if source.source_type in QDRANT_TYPES:
         return await search_qdrant(source, vector, space, k, policy, cfg)
     return await search_pgvector(source, vector, space, k, policy, cfg)
+
+
+async def check_external(
+    source: KnowledgeSource, policy: OutboundPolicy, cfg: dict[str, Any]
+) -> None:
+    """Connectivity test of an external source (`cfg`: its config with tokens resolved), as
+    the existing system does it: a Qdrant source's collection exists (`get_collection`); a
+    pgvector source's database has the `vector` extension. Raises on failure."""
+    if source.source_type in QDRANT_TYPES:
+        await _check_qdrant(source, policy, cfg)
+    else:
+        await _check_pgvector(source, policy, cfg)
+
+
+async def _check_qdrant(
+    source: KnowledgeSource, policy: OutboundPolicy, cfg: dict[str, Any]
+) -> None:
+    collection = _config(source, cfg, "collection")
+    client = await _qdrant_client(source, policy, cfg)
+    try:
+        await client.get_collection(collection)
+    finally:
+        await client.close()
+
+
+async def _check_pgvector(
+    source: KnowledgeSource, policy: OutboundPolicy, cfg: dict[str, Any]
+) -> None:
+    cfg = pgvector_config(source, cfg)
+    uri = await pin_pg_uri(str(_config(source, cfg, "uri")), policy, _what(source))
+    engine = create_engine(uri, application_name="tbd-agents-external", pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            found = await conn.scalar(
+                sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+            )
+    finally:
+        await engine.dispose()
+    if found is None:
+        raise InvalidData(
+            f"{_what(source)}: the database has no `vector` extension (CREATE EXTENSION vector)"
+        )

@@ -10,8 +10,9 @@ Text is extracted in a worker process within `ExtractLimits` (see knowledge/isol
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from tbd_agents.domain.enums import KnowledgeContentType, KnowledgeItemStatus
 from tbd_agents.domain.models import KnowledgeItem, KnowledgeSource
@@ -66,6 +67,7 @@ class KnowledgeIngestion:
         title: str = "",
         tags: Sequence[str] = (),
         content_type: str = "text/plain",
+        metadata: Mapping[str, Any] | None = None,
     ) -> KnowledgeItem:
         """Index `text` (plain or Markdown) as a new item of the source."""
         source = await self._source(source_id)
@@ -80,6 +82,7 @@ class KnowledgeIngestion:
             text_content=text,
             sha256=hashlib.sha256(text.encode()).hexdigest(),
             tags=list(tags),
+            metadata=dict(metadata or {}),
         )
         return await self._index(source, item, None)
 
@@ -92,6 +95,7 @@ class KnowledgeIngestion:
         content_type: str | None = None,
         tags: Sequence[str] = (),
         title: str = "",
+        metadata: Mapping[str, Any] | None = None,
     ) -> KnowledgeItem:
         """Store the file's bytes, extract its text and index it (same bytes → same item)."""
         source = await self._source(source_id)
@@ -119,6 +123,7 @@ class KnowledgeIngestion:
             file_id=self.files.new_id(),
             sha256=sha,
             tags=list(tags),
+            metadata=dict(metadata or {}),
         )
         return await self._index(source, item, data)
 
@@ -170,6 +175,41 @@ class KnowledgeIngestion:
                 "tags": tags,
             },
         )
+
+    async def reindex(
+        self, item: KnowledgeItem, *, text: str | None = None, tags: Sequence[str] | None = None
+    ) -> KnowledgeItem:
+        """Replace an item's text and/or tags: its chunks are made again (the old ones go in the
+        same transaction), so search sees either the old item or the new one."""
+        source = await self._source(item.source_id)
+        new_text = item.text_content or "" if text is None else text
+        new_tags = list(item.tags if tags is None else tags)
+        chunks = chunk_text(new_text, self.chunking.size, self.chunking.overlap)
+        if not chunks:
+            raise InvalidData("text_content: no text to index", details={"field": "text_content"})
+        vectors = await self.embedder.embed([c.text for c in chunks])
+        changed = item.model_copy(update={"text_content": new_text, "tags": new_tags})
+        all_tags = sorted({*new_tags, *source.tags})
+        records = [
+            self._record(changed, c, v, all_tags) for c, v in zip(chunks, vectors, strict=True)
+        ]
+        async with self.documents.unit_of_work() as repos:
+            vectors_of = self.vectors.bind(repos)
+            await vectors_of.delete_where(KNOWLEDGE_CHUNKS.name, Where((eq("item_id", item.id),)))
+            await vectors_of.upsert(KNOWLEDGE_CHUNKS.name, records, self.embedder.space)
+            updated: KnowledgeItem = await repos.for_model(KnowledgeItem).update(
+                item.id,
+                {
+                    "text_content": new_text,
+                    "tags": new_tags,
+                    "sha256": hashlib.sha256(new_text.encode()).hexdigest()
+                    if item.file_id is None
+                    else item.sha256,
+                    "status": KnowledgeItemStatus.INDEXED,
+                    "metadata": {**item.metadata, "chunks": len(chunks)},
+                },
+            )
+            return updated
 
     async def delete_item(self, item_id: str) -> bool:
         """Delete an item with its chunks and file bytes; True if it existed."""

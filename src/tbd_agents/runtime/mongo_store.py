@@ -209,6 +209,7 @@ class MongoRunStore:
         *,
         trigger: TaskTrigger,
         scheduled_agent_id: str | None = None,
+        reasoning_effort: str | None = None,
     ) -> TaskExecution:
         """A pending run of the workflow (not stored yet); InvalidData for an unknown workflow."""
         workflow = await self.workflows.find_one(_by_id(workflow_id), {"agent_id": 1})
@@ -222,6 +223,7 @@ class MongoRunStore:
             status=TaskStatus.PENDING,
             trigger=trigger,
             prompt=prompt,
+            reasoning_effort=reasoning_effort,
         )
 
     async def create_run(
@@ -231,9 +233,14 @@ class MongoRunStore:
         *,
         trigger: TaskTrigger = TaskTrigger.API,
         scheduled_agent_id: str | None = None,
+        reasoning_effort: str | None = None,
     ) -> TaskExecution:
         task = await self.new_run(
-            workflow_id, prompt, trigger=trigger, scheduled_agent_id=scheduled_agent_id
+            workflow_id,
+            prompt,
+            trigger=trigger,
+            scheduled_agent_id=scheduled_agent_id,
+            reasoning_effort=reasoning_effort,
         )
         await self.tasks.insert_one(to_document(task))
         return task

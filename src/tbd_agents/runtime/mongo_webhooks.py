@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -30,6 +31,11 @@ from tbd_agents.storage.mongo.runtime_schema import (
 )
 
 _log = logging.getLogger(__name__)
+
+
+def _title(workflow: Mapping[str, Any] | None) -> str | None:
+    title = workflow.get("title") if workflow is not None else None
+    return str(title) if title is not None else None
 
 
 class MongoWebhookStore:
@@ -75,7 +81,7 @@ class MongoWebhookStore:
     async def enqueue(self, task: TaskExecution) -> str | None:
         event = event_of(task)
         field = "error_webhook_url" if event == "task.failed" else "webhook_url"
-        workflow = await self.workflows.find_one(_by_id(task.workflow_id), {field: 1})
+        workflow = await self.workflows.find_one(_by_id(task.workflow_id), {field: 1, "title": 1})
         url = workflow.get(field) if workflow is not None else None
         if not url:
             return None
@@ -89,7 +95,7 @@ class MongoWebhookStore:
                     "workflow_id": task.workflow_id,
                     "event": event,
                     "url": str(url),
-                    "payload": json_payload(task),
+                    "payload": json_payload(task, _title(workflow)),
                     "status": "pending",
                     "attempts": 0,
                     "next_attempt_at": now,

@@ -70,6 +70,7 @@ _UNIT = {
     IntervalUnit.MINUTES: timedelta(minutes=1),
     IntervalUnit.HOURS: timedelta(hours=1),
     IntervalUnit.DAYS: timedelta(days=1),
+    IntervalUnit.WEEKS: timedelta(weeks=1),
 }
 _COUNT_CAP = 10_000
 #: Schedules changed this recently get their next run recomputed from their definition.
@@ -206,6 +207,7 @@ async def create_pending_run(
     *,
     trigger: TaskTrigger = TaskTrigger.API,
     scheduled_agent_id: str | None = None,
+    reasoning_effort: str | None = None,
 ) -> TaskExecution:
     """Insert a pending task execution for `workflow_id` on `conn` (the caller commits)."""
     agent_id = (
@@ -220,6 +222,7 @@ async def create_pending_run(
         status=TaskStatus.PENDING,
         trigger=trigger,
         prompt=prompt,
+        reasoning_effort=reasoning_effort,
     )
     await conn.execute(insert(tasks).values(**_values(task)))
     return task

@@ -185,9 +185,12 @@ class Runtime:
         prompt: str,
         *,
         trigger: TaskTrigger = TaskTrigger.API,
+        reasoning_effort: str | None = None,
     ) -> TaskExecution:
         """Create a pending run of the workflow, commit it, then hand it to the backend."""
-        task = await self.runs.create_run(workflow_id, prompt, trigger=trigger)
+        task = await self.runs.create_run(
+            workflow_id, prompt, trigger=trigger, reasoning_effort=reasoning_effort
+        )
         await self.dispatch(task.id)
         return task
 

@@ -49,10 +49,16 @@ class SqlRunStore:
         *,
         trigger: TaskTrigger = TaskTrigger.API,
         scheduled_agent_id: str | None = None,
+        reasoning_effort: str | None = None,
     ) -> TaskExecution:
         async with self.engine.begin() as conn:
             return await create_pending_run(
-                conn, workflow_id, prompt, trigger=trigger, scheduled_agent_id=scheduled_agent_id
+                conn,
+                workflow_id,
+                prompt,
+                trigger=trigger,
+                scheduled_agent_id=scheduled_agent_id,
+                reasoning_effort=reasoning_effort,
             )
 
     async def load(self, task_id: str) -> TaskExecution | None:

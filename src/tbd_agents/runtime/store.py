@@ -192,8 +192,10 @@ class RunStore(Protocol):
         *,
         trigger: TaskTrigger = TaskTrigger.API,
         scheduled_agent_id: str | None = None,
+        reasoning_effort: str | None = None,
     ) -> TaskExecution:
-        """Store a pending run of the workflow; InvalidData if the workflow does not exist."""
+        """Store a pending run of the workflow (with the prompt's `reasoning_effort`, if one
+        was given); InvalidData if the workflow does not exist."""
         ...
 
     async def load(self, task_id: str) -> TaskExecution | None: ...

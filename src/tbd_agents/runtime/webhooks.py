@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tbd_agents.config import Settings
 from tbd_agents.domain.enums import TaskStatus
 from tbd_agents.domain.models import TaskExecution
+from tbd_agents.domain.types import utcnow
 from tbd_agents.errors import InvalidData, NotFound, TbdError
 from tbd_agents.runtime.store import DueDelivery
 from tbd_agents.security.outbound import (
@@ -149,8 +151,52 @@ def event_of(task: TaskExecution) -> str:
 _event_of = event_of
 
 
-def payload_of(task: TaskExecution) -> dict[str, Any]:
+#: The existing `error_type` names, with the words of an error message that select each one
+#: (checked in this order; anything else is `api_error`, and a run without a message
+#: `internal_error`).
+_ERROR_TYPES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("rate_limit_exceeded", ("rate limit", "rate-limit", "ratelimit", "429", "too many requests")),
+    ("authentication_error", ("401", "403", "unauthori", "authenticat", "forbidden", "api key")),
+    ("timeout_error", ("timed out", "timeout")),
+    ("connection_error", ("connect", "unreachable", "refused", "dns", "name resolution")),
+    ("http_error", ("http ", "status code", "502", "503", "500")),
+)
+_STATUS_CODE = re.compile(r"\b([1-5]\d\d)\b")
+
+
+def error_kind(message: str | None) -> tuple[str, int | None]:
+    """The existing webhook's `(error_type, error_code)` for a run's error message: the type
+    from the message's words, the code the first HTTP status number in it (None without one)."""
+    if not message:
+        return "internal_error", None
+    text = message.lower()
+    kind = next((name for name, words in _ERROR_TYPES if any(w in text for w in words)), None)
+    found = _STATUS_CODE.search(message)
+    return kind or "api_error", int(found.group(1)) if found else None
+
+
+def payload_of(task: TaskExecution, workflow_title: str | None = None) -> dict[str, Any]:
+    """The webhook body of a finished run: the existing TBD Agents keys (`task_id`,
+    `workflow_id`, `workflow_title`, `prompt`, `response`, `status`, `elapsed_seconds`,
+    `timestamp`; on failure `error_type`, `error_message`, `error_code`) and ours."""
+    finished = task.finished_at or utcnow()
+    elapsed = (
+        round(max((finished - task.started_at).total_seconds(), 0.0), 3)
+        if task.started_at is not None
+        else None
+    )
+    legacy: dict[str, Any] = {
+        "workflow_title": workflow_title,
+        "prompt": task.prompt,
+        "response": task.response,
+        "elapsed_seconds": elapsed,
+        "timestamp": finished,
+    }
+    if task.status is TaskStatus.FAILED:
+        error_type, error_code = error_kind(task.error)
+        legacy.update(error_type=error_type, error_message=task.error or "", error_code=error_code)
     return {
+        **legacy,
         "event": event_of(task),
         "task_id": task.id,
         "workflow_id": task.workflow_id,
@@ -166,9 +212,9 @@ def payload_of(task: TaskExecution) -> dict[str, Any]:
     }
 
 
-def json_payload(task: TaskExecution) -> dict[str, Any]:
+def json_payload(task: TaskExecution, workflow_title: str | None = None) -> dict[str, Any]:
     """`payload_of(task)` as plain JSON values (how it is stored and sent)."""
-    loaded: dict[str, Any] = json.loads(json_dumps(payload_of(task)))
+    loaded: dict[str, Any] = json.loads(json_dumps(payload_of(task, workflow_title)))
     return loaded
 
 
@@ -225,11 +271,14 @@ class SqlWebhookStore:
         column = (
             _workflows.c.error_webhook_url if event == "task.failed" else _workflows.c.webhook_url
         )
-        url = (
-            await conn.execute(select(column).where(_workflows.c.id == task.workflow_id))
-        ).scalar_one_or_none()
-        if not url:
+        row = (
+            await conn.execute(
+                select(column, _workflows.c.title).where(_workflows.c.id == task.workflow_id)
+            )
+        ).one_or_none()
+        if row is None or not row[0]:
             return None
+        url, title = row[0], row[1]
         stmt = (
             insert(webhook_deliveries)
             .values(
@@ -237,7 +286,7 @@ class SqlWebhookStore:
                 workflow_id=task.workflow_id,
                 event=event,
                 url=url,
-                payload=json_payload(task),
+                payload=json_payload(task, title),
             )
             .on_conflict_do_nothing()
             .returning(webhook_deliveries.c.id)

@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from tbd_agents.domain.enums import KnowledgeSourceStatus, McpServerStatus
 from tbd_agents.domain.models import (
     ChatMessage,
     ChatSession,
+    CustomTool,
     Entity,
     KnowledgeSource,
     McpServer,
@@ -33,6 +35,7 @@ from tbd_agents.services.tokens import (
     is_connection_secret,
     referenced_names,
 )
+from tbd_agents.services.tool_schema import inferred_or_none, is_empty_schema
 from tbd_agents.storage.protocol import Repositories, eq, in_
 
 #: Fields whose password-bearing connection strings are moved into tokens.
@@ -75,8 +78,9 @@ class SecretAwareRecords(Records[E]):
         return await super().create(await self._scrub(values["id"], values))
 
     async def update(self, record_id: str, changes: Mapping[str, Any]) -> E:
-        await self.get(record_id)
-        return await super().update(record_id, await self._scrub(record_id, dict(changes)))
+        current = await self.get(record_id)
+        values = await self._scrub(record_id, dict(changes))
+        return await super().update(record_id, {**values, **_status_reset(current, values)})
 
     async def delete(self, record_id: str) -> E:
         record = await super().delete(record_id)
@@ -87,6 +91,27 @@ class SecretAwareRecords(Records[E]):
         if own:
             await self.repos.for_model(Token).delete_where(in_("name", own))
         return record
+
+
+#: Fields whose change makes a knowledge source's last connectivity test stale.
+_SOURCE_CONNECTION = ("source_type", "connection_config")
+
+
+def _status_reset(current: Entity, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """`status: registered, last_error: null` when an update makes the last test stale: any
+    change of an MCP server (a disabled one stays disabled), a change of a knowledge source's
+    type or connection. The existing API does the same on PUT."""
+    if not changes:
+        return {}
+    if isinstance(current, McpServer):
+        if current.status is McpServerStatus.DISABLED:
+            return {}
+        return {"status": McpServerStatus.REGISTERED, "last_error": None}
+    if isinstance(current, KnowledgeSource) and any(
+        f in changes and changes[f] != getattr(current, f) for f in _SOURCE_CONNECTION
+    ):
+        return {"status": KnowledgeSourceStatus.REGISTERED, "last_error": None}
+    return {}
 
 
 def check_saved_addresses(
@@ -121,6 +146,40 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+class CustomTools(Records[CustomTool]):
+    """Custom tools whose `parameters_schema`, when nobody wrote one, is inferred from the entry
+    point's signature (as the existing system does): on create, and on an update that changes
+    the source or name of a tool whose schema was empty or inferred."""
+
+    def __init__(self, repos: Repositories, principal: Principal) -> None:
+        super().__init__(repos, principal, CustomTool)
+
+    async def create(self, data: Mapping[str, Any]) -> CustomTool:
+        values = dict(data)
+        if is_empty_schema(values.get("parameters_schema")):
+            inferred = inferred_or_none(
+                str(values.get("source_code") or ""), str(values.get("name"))
+            )
+            if inferred is not None:
+                values["parameters_schema"] = inferred
+        return await super().create(values)
+
+    async def update(self, record_id: str, changes: Mapping[str, Any]) -> CustomTool:
+        values = dict(changes)
+        code_changed = {"source_code", "name"} & set(values)
+        if code_changed and "parameters_schema" not in values:
+            current = await self.get(record_id)
+            before = inferred_or_none(current.source_code, current.name)
+            if is_empty_schema(current.parameters_schema) or current.parameters_schema == before:
+                after = inferred_or_none(
+                    str(values.get("source_code", current.source_code) or ""),
+                    str(values.get("name", current.name)),
+                )
+                if after is not None:
+                    values["parameters_schema"] = after
+        return await super().update(record_id, values)
+
+
 class ChatMessages(Records[ChatMessage]):
     """Messages of a chat session; appending one updates the session's counters."""
 
@@ -141,9 +200,10 @@ class ChatMessages(Records[ChatMessage]):
 
 
 def writes_once(model: type[Entity]) -> bool:
-    """Whether `records_for(model)` creates and updates a record with one write and nothing
-    else (the plain `Records`; tokens, secret-bearing records and chat messages write more)."""
-    return model is not Token and model not in SECRET_FIELDS and model is not ChatMessage
+    """Whether `records_for(model)` is the plain `Records`, which creates and updates a record
+    with one write and nothing else (the services of tokens, secret-bearing records, chat
+    messages and custom tools do more). Keep in step with `records_for` (a test checks)."""
+    return model not in (Token, ChatMessage, CustomTool) and model not in SECRET_FIELDS
 
 
 def records_for(
@@ -157,12 +217,15 @@ def records_for(
         return SecretAwareRecords(repos, principal, model, cipher)
     if model is ChatMessage:
         return ChatMessages(repos, principal)
+    if model is CustomTool:
+        return CustomTools(repos, principal)
     return Records(repos, principal, model)
 
 
 __all__ = [
     "SECRET_FIELDS",
     "ChatMessages",
+    "CustomTools",
     "SecretAwareRecords",
     "check_saved_addresses",
     "records_for",

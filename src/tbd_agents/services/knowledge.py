@@ -14,21 +14,22 @@ from datetime import timedelta
 from typing import Any
 
 from tbd_agents.config import Settings
-from tbd_agents.domain.enums import MemoryScope
+from tbd_agents.domain.enums import KnowledgeSourceStatus, MemoryScope
 from tbd_agents.domain.models import Agent, KnowledgeItem, KnowledgeSource, Memory
 from tbd_agents.embeddings.base import Embedder
-from tbd_agents.errors import InvalidData, NotFound
-from tbd_agents.knowledge.external import EXTERNAL_TYPES
+from tbd_agents.errors import InvalidData, NotFound, TbdError
+from tbd_agents.knowledge.external import EXTERNAL_TYPES, check_external, resolved_config
 from tbd_agents.knowledge.extract import ExtractLimits
 from tbd_agents.knowledge.files import FileStore, StoredFile
 from tbd_agents.knowledge.ingest import ChunkingOptions, KnowledgeIngestion
 from tbd_agents.knowledge.retrieval import KnowledgeRetriever, RetrievedChunk
 from tbd_agents.security.cipher import KeyRingProvider, TokenCipher
+from tbd_agents.security.outbound import OutboundGuard
 from tbd_agents.services.access import Principal, owner_filters
-from tbd_agents.services.memory import MemoryHit, MemoryService, SearchMode
+from tbd_agents.services.memory import KEEP, MemoryHit, MemoryService, SearchMode
 from tbd_agents.services.privilege import outbound_guard
 from tbd_agents.services.records import Records
-from tbd_agents.storage.protocol import DocumentStore, Query, Sort, eq
+from tbd_agents.storage.protocol import DocumentStore, Query, Sort, contains_any, eq
 from tbd_agents.vectors.base import KNOWLEDGE_CHUNKS, VectorStore, Where
 
 log = logging.getLogger("tbd_agents.api")
@@ -77,6 +78,7 @@ class KnowledgeServices:
             title=data.get("name") or "",
             tags=data.get("tags", []),
             content_type=data.get("mime_type") or "text/plain",
+            metadata=data.get("metadata") or {},
         )
 
     async def add_file(
@@ -88,11 +90,40 @@ class KnowledgeServices:
         content_type: str | None,
         title: str,
         tags: list[str],
+        metadata: dict[str, Any] | None = None,
     ) -> KnowledgeItem:
         source = await self._writable_source(principal, source_id)
         return await self.ingestion.ingest_file(
-            source.id, file_name, payload, content_type=content_type, tags=tags, title=title
+            source.id,
+            file_name,
+            payload,
+            content_type=content_type,
+            tags=tags,
+            title=title,
+            metadata=metadata,
         )
+
+    async def update_item(
+        self, principal: Principal, item_id: str, changes: dict[str, Any]
+    ) -> KnowledgeItem:
+        """A partial update; a new `text_content` or `tags` indexes the item again."""
+        text = changes.pop("text_content", None)
+        tags = changes.pop("tags", None)
+        async with self.store.unit_of_work() as repos:
+            records = Records(repos, principal, KnowledgeItem)
+            item: KnowledgeItem = await records.get(item_id)
+            principal.require_write()
+            new_text = text is not None and text != item.text_content
+            if new_text and item.file_id is not None:
+                raise InvalidData(
+                    "text_content: this item's text was extracted from its file; upload the "
+                    "file again to change it",
+                    details={"field": "text_content"},
+                )
+            updated = await records.update(item_id, changes) if changes else item
+        if not new_text and (tags is None or tags == item.tags):
+            return updated
+        return await self.ingestion.reindex(updated, text=text, tags=tags)
 
     async def content(
         self, principal: Principal, item_id: str
@@ -151,31 +182,45 @@ class KnowledgeServices:
         principal.require_write()
         agent = await self._agent(principal, data["agent_id"])
         ttl = data.get("ttl_seconds")
+        metadata = data.get("metadata") or {}
         return await self.memory.remember(
             agent,
             data["key"],
             data.get("value", ""),
             scope=MemoryScope(data.get("scope", MemoryScope.AGENT)),
-            session_id=data.get("session_id"),
+            session_id=data.get("session_id") or session_of(metadata),
             ttl=timedelta(seconds=ttl) if ttl else None,
-            metadata=data.get("metadata") or {},
+            expires_at=data.get("ttl"),
+            metadata=metadata,
         )
 
     async def update_memory(
         self, principal: Principal, memory_id: str, changes: dict[str, Any]
     ) -> Memory:
+        """Change a memory in place (row and vector, re-embedded): any of key, value, scope,
+        session_id, metadata, ttl (an expiry time; null clears it) or ttl_seconds."""
+        principal.require_write()
         async with self.store.unit_of_work() as repos:
             current: Memory = await Records(repos, principal, Memory).get(memory_id)
-        data = {
-            "agent_id": current.agent_id,
-            "key": current.key,
-            "scope": current.scope,
-            "value": current.value,
-            "session_id": current.session_id,
-            "metadata": current.metadata,
-        }
-        data.update({k: v for k, v in changes.items() if k in ("value", "metadata", "ttl_seconds")})
-        return await self.remember(principal, data)
+        expiry: Any = KEEP
+        if changes.get("ttl_seconds") is not None:
+            expiry = self.memory.clock() + timedelta(seconds=changes["ttl_seconds"])
+        elif "ttl" in changes:
+            expiry = changes["ttl"]
+        metadata = changes.get("metadata")
+        if metadata is None:
+            metadata = current.metadata
+        scope = MemoryScope(changes.get("scope") or current.scope)
+        session_id = changes.get("session_id") or current.session_id or session_of(metadata)
+        return await self.memory.update(
+            current,
+            key=changes.get("key") or current.key,
+            value=current.value if changes.get("value") is None else changes["value"],
+            scope=scope,
+            session_id=session_id,
+            metadata=metadata,
+            expires_at=expiry,
+        )
 
     async def delete_memory(self, principal: Principal, memory_id: str) -> None:
         principal.require_write()
@@ -191,9 +236,87 @@ class KnowledgeServices:
         mode: SearchMode,
         session_id: str | None,
         k: int,
+        scope: MemoryScope | None = None,
+        every_session: bool = False,
     ) -> list[MemoryHit]:
         agent = await self._agent(principal, agent_id)
-        return await self.memory.search(agent, query, session_id=session_id, k=k, mode=mode)
+        return await self.memory.search(
+            agent,
+            query,
+            session_id=session_id,
+            k=k,
+            mode=mode,
+            scope=scope,
+            every_session=every_session,
+        )
+
+    async def recent_memories(
+        self, principal: Principal, agent_id: str, limit: int
+    ) -> list[Memory]:
+        """The agent's own memories (all scopes), most recently written first; NotFound for an
+        agent the caller may not see."""
+        async with self.store.unit_of_work(readonly=True) as repos:
+            agent: Agent = await Records(repos, principal, Agent).get(agent_id)
+        return await self.memory.recent(agent, limit)
+
+    # --- knowledge items by tag, source tests -----------------------------------------------
+    async def items_with_tags(
+        self, principal: Principal, tags: list[str], limit: int
+    ) -> list[KnowledgeItem]:
+        """Items (of the caller's sources) having any of `tags`, newest first."""
+        if not tags:
+            return []
+        async with self.store.unit_of_work(readonly=True) as repos:
+            page = await Records(repos, principal, KnowledgeItem).list(
+                [contains_any("tags", tags)], limit=limit
+            )
+        return list(page.items)
+
+
+def session_of(metadata: dict[str, Any]) -> str | None:
+    """The session a memory's metadata names (the existing system keeps `workflow_id` there)."""
+    for key in ("session_id", "workflow_id"):
+        value = metadata.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+async def test_source(
+    store: DocumentStore,
+    principal: Principal,
+    cipher: Callable[[], TokenCipher],
+    outbound: OutboundGuard,
+    source_id: str,
+) -> str | None:
+    """Test a knowledge source's connection and record the outcome in its `status` (connected
+    or error) and `last_error`; return the error (None on success). Sources stored in the hub
+    itself (mongo_db, manual, ...) always succeed; external ones: see `check_external`."""
+    principal.require_write()
+    async with store.unit_of_work() as repos:
+        source: KnowledgeSource = await Records(repos, principal, KnowledgeSource).get(source_id)
+        error: str | None = None
+        cfg: dict[str, Any] = {}
+        policy = await outbound.policy_for(repos, source.created_by)
+        if source.source_type in EXTERNAL_TYPES:
+            try:
+                cfg = await resolved_config(repos, cipher(), source)
+            except TbdError as exc:
+                error = exc.message
+    if source.source_type in EXTERNAL_TYPES and error is None:
+        try:
+            await check_external(source, policy, cfg)
+        except TbdError as exc:
+            error = exc.message
+        except Exception as exc:  # the driver's own errors: the answer, not a 500
+            log.info("knowledge source %s failed its test: %r", source.id, exc)
+            error = f"{type(exc).__name__}: {str(exc)[:500]}"
+    status = KnowledgeSourceStatus.ERROR if error else KnowledgeSourceStatus.CONNECTED
+    async with store.unit_of_work() as repos:
+        await repos.for_model(KnowledgeSource).update(
+            source.id, {"status": status, "last_error": error}
+        )
+    return error
 
 
 def _ciphers(settings: Settings) -> Callable[[], TokenCipher]:

@@ -25,11 +25,19 @@ from tbd_agents.domain.enums import MemoryScope
 from tbd_agents.domain.models import Agent, Memory
 from tbd_agents.domain.types import utcnow
 from tbd_agents.embeddings.base import Embedder
-from tbd_agents.errors import InvalidData
-from tbd_agents.storage.protocol import DocumentStore, Query, asc, eq, in_, lte
+from tbd_agents.errors import Conflict, InvalidData
+from tbd_agents.storage.protocol import DocumentStore, Query, asc, desc, eq, in_, lte
 from tbd_agents.vectors.base import MEMORIES, VectorRecord, VectorStore, Where
 
 _BATCH = 500
+
+
+class _Keep(StrEnum):
+    KEEP = "keep"
+
+
+#: `MemoryService.update(expires_at=KEEP)`: the memory's expiry does not change.
+KEEP = _Keep.KEEP
 
 
 class SearchMode(StrEnum):
@@ -76,21 +84,28 @@ def memory_vector_record(
     )
 
 
-def visible_to(agent: Agent, session_id: str | None) -> Where:
+def visible_to(
+    agent: Agent,
+    session_id: str | None,
+    scope: MemoryScope | None = None,
+    *,
+    every_session: bool = False,
+) -> Where:
     """Memories an agent may read: its own agent-scoped ones, its session-scoped ones of
-    `session_id`, and the global ones of its owner."""
-    groups: list[tuple[Any, ...]] = [
-        (eq("agent_id", agent.id), eq("scope", MemoryScope.AGENT.value))
-    ]
-    if session_id:
-        groups.append(
-            (
-                eq("agent_id", agent.id),
-                eq("scope", MemoryScope.SESSION.value),
-                eq("session_id", session_id),
-            )
-        )
-    groups.append((eq("scope", MemoryScope.GLOBAL.value), eq("owner", agent.created_by)))
+    `session_id`, and the global ones of its owner. With `scope`, only those of that scope.
+    Without a session_id, `every_session` (or scope `session`) takes the agent's session
+    memories of every session (what its owner may browse)."""
+    groups: list[tuple[Any, ...]] = []
+    if scope in (None, MemoryScope.AGENT):
+        groups.append((eq("agent_id", agent.id), eq("scope", MemoryScope.AGENT.value)))
+    if scope in (None, MemoryScope.SESSION):
+        session = (eq("agent_id", agent.id), eq("scope", MemoryScope.SESSION.value))
+        if session_id:
+            groups.append((*session, eq("session_id", session_id)))
+        elif every_session or scope is MemoryScope.SESSION:
+            groups.append(session)
+    if scope in (None, MemoryScope.GLOBAL):
+        groups.append((eq("scope", MemoryScope.GLOBAL.value), eq("owner", agent.created_by)))
     return Where(any_of=tuple(groups))
 
 
@@ -121,16 +136,24 @@ class MemoryService:
         scope: MemoryScope = MemoryScope.AGENT,
         session_id: str | None = None,
         ttl: timedelta | None = None,
+        expires_at: datetime | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Memory:
         """Create or update the memory (agent, scope, key), re-embedding its text; then evict the
-        agent's oldest memories beyond the cap (rows and vectors)."""
+        agent's oldest memories beyond the cap (rows and vectors). It expires `ttl` from now or
+        at `expires_at` (ttl wins when both are given)."""
         scope = MemoryScope(scope)
         if scope is MemoryScope.SESSION and not session_id:
-            raise InvalidData("a session-scoped memory needs session_id (the chat or workflow run)")
+            raise InvalidData(
+                "a session-scoped memory needs session_id (the chat or workflow run)",
+                details={"field": "session_id"},
+            )
         if ttl is not None and ttl <= timedelta(0):
-            raise InvalidData("ttl must be positive")
+            raise InvalidData("ttl must be positive", details={"field": "ttl_seconds"})
         now = self.clock()
+        if ttl is None and expires_at is not None:
+            _check_expiry(expires_at, now)
+            ttl = expires_at - now
         (vector,) = await self.embedder.embed([memory_text(key, value)])
         record = Memory(
             agent_id=agent.id,
@@ -163,6 +186,70 @@ class MemoryService:
             )
         await self._enforce_cap(agent.id)
         return stored
+
+    async def update(
+        self,
+        current: Memory,
+        *,
+        key: str,
+        value: str,
+        scope: MemoryScope,
+        session_id: str | None,
+        metadata: dict[str, Any],
+        expires_at: datetime | _Keep | None = KEEP,
+    ) -> Memory:
+        """Change the memory `current` in place, its vector re-embedded with it. Conflict when
+        another memory of the agent already has the new (scope, key)."""
+        scope = MemoryScope(scope)
+        if scope is MemoryScope.SESSION and not session_id:
+            raise InvalidData(
+                "a session-scoped memory needs session_id (the chat or workflow run)",
+                details={"field": "session_id"},
+            )
+        now = self.clock()
+        changes: dict[str, Any] = {
+            "key": key,
+            "value": value,
+            "scope": scope,
+            "session_id": session_id if scope is MemoryScope.SESSION else None,
+            "metadata": metadata,
+            "updated_at": now,
+        }
+        if not isinstance(expires_at, _Keep):
+            if expires_at is not None:
+                _check_expiry(expires_at, now)
+            changes["ttl"] = expires_at
+        (vector,) = await self.embedder.embed([memory_text(key, value)])
+        changes["embedding"] = vector
+        async with self.documents.unit_of_work() as repos:
+            repo = repos.for_model(Memory)
+            if (scope, key) != (current.scope, current.key):
+                taken = await repo.find_one(
+                    eq("agent_id", current.agent_id), eq("scope", scope), eq("key", key)
+                )
+                if taken is not None:
+                    raise Conflict(
+                        f"the agent already has a {scope.value} memory {key!r} ({taken.id}): "
+                        "change that one, or delete it first",
+                        details={"field": "key", "existing": taken.id},
+                    )
+            stored = await repo.update(current.id, changes)
+            await self.vectors.bind(repos).upsert(
+                MEMORIES.name, [self._vector_record(stored, vector)], self.embedder.space
+            )
+        return stored
+
+    async def recent(self, agent: Agent, limit: int) -> list[Memory]:
+        """The agent's own live memories (every scope), most recently written first."""
+        query = Query(
+            filters=(eq("agent_id", agent.id),),
+            sort=(desc("updated_at"), desc("id")),
+            limit=limit + 20,  # room for expired rows not yet swept
+        )
+        async with self.documents.unit_of_work(readonly=True) as repos:
+            page = await repos.for_model(Memory).list(query)
+        now = self.clock()
+        return [m for m in page.items if not _expired(m, now)][:limit]
 
     async def index_missing(self, batch_size: int = 256) -> int:
         """Embed and index every live memory that has no vector yet; return how many.
@@ -266,10 +353,12 @@ class MemoryService:
         session_id: str | None = None,
         k: int = 5,
         mode: SearchMode = SearchMode.SEMANTIC,
+        scope: MemoryScope | None = None,
+        every_session: bool = False,
     ) -> list[MemoryHit]:
-        """Up to k memories visible to the agent (see `visible_to`), best first; expired ones
-        are never returned."""
-        where = visible_to(agent, session_id)
+        """Up to k memories visible to the agent (see `visible_to`, narrowed to `scope`), best
+        first; expired ones are never returned."""
+        where = visible_to(agent, session_id, scope, every_session=every_session)
         wanted = k * 2 + 5  # room for expired rows not yet swept
         if SearchMode(mode) is SearchMode.SEMANTIC:
             vector = await self.embedder.embed_query(query)
@@ -303,6 +392,16 @@ class MemoryService:
                 eq("agent_id", agent.id), eq("scope", MemoryScope(scope)), eq("key", key)
             )
         return None if found is None or _expired(found, self.clock()) else found
+
+
+def _check_expiry(expires_at: datetime, now: datetime) -> None:
+    if expires_at.tzinfo is None:
+        raise InvalidData(
+            "ttl must be a time with its UTC offset (e.g. 2030-01-01T00:00:00Z)",
+            details={"field": "ttl"},
+        )
+    if expires_at <= now:
+        raise InvalidData("ttl is in the past: give a future expiry time", details={"field": "ttl"})
 
 
 def _expired(memory: Memory, now: datetime) -> bool:

@@ -162,12 +162,16 @@ class Records(Generic[E]):
         """Apply a partial update (only the given fields; None clears a nullable field)."""
         self.principal.require_write()
         current = await self.get(record_id)
-        fixed = sorted(set(changes) & self.spec.immutable)
+        # Immutable fields may come back unchanged (a record sent back as it was read).
+        fixed = sorted(
+            f for f in set(changes) & self.spec.immutable if changes[f] != getattr(current, f)
+        )
         if fixed:
             raise InvalidData(
                 f"{fixed[0]} of a {self.spec.label} cannot be changed after creation",
                 details={"field": fixed[0]},
             )
+        changes = {k: v for k, v in changes.items() if k not in self.spec.immutable}
         await self.check_references(changes)
         if not changes:
             return current

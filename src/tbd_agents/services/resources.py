@@ -179,8 +179,9 @@ SPECS: dict[type[Entity], ResourceSpec] = {
             "knowledge item",
             parent=Reference("source_id", KnowledgeSource),
             managed=frozenset({"status", "file_id", "sha256", "file_size"}),
-            # Chunks and vectors are made from these at ingestion: re-upload to change them.
-            immutable=frozenset({"source_id", "text_content", "content_type", "file_name", "tags"}),
+            # Chunks are made from the text and tags: changing them goes through
+            # KnowledgeServices.update_item, which indexes the item again.
+            immutable=frozenset({"source_id", "content_type", "file_name"}),
         ),
         ResourceSpec(
             Memory,

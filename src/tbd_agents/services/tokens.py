@@ -60,6 +60,9 @@ class TokenRecords(Records[Token]):
 
     async def update(self, record_id: str, changes: Mapping[str, Any]) -> Token:
         values = dict(changes)
+        if values.get("value") == MASK:
+            # The masked value a client read and sent back unchanged: not a new secret.
+            del values["value"]
         if "value" in values:
             value = values.pop("value")
             if not isinstance(value, str) or not value:

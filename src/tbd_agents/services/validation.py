@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -36,6 +36,22 @@ def find_nul(value: Any, path: str = "") -> str | None:
 
 class Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    #: Read-only fields of the resource's responses (ids, timestamps, server-managed and
+    #: computed fields): a client that sends a record back as it received it (the existing
+    #: API ignored unknown fields) gets them dropped, not a 422. Other unknown fields stay 422.
+    ignored_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_read_only(cls, data: Any) -> Any:
+        if (
+            cls.ignored_fields
+            and isinstance(data, dict)
+            and not cls.ignored_fields.isdisjoint(data)
+        ):
+            return {k: v for k, v in data.items() if k not in cls.ignored_fields}
+        return data
 
     @model_validator(mode="before")
     @classmethod

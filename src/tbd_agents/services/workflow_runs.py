@@ -19,12 +19,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tbd_agents.domain.enums import WorkflowStatus
-from tbd_agents.domain.models import Agent, Workflow
+from tbd_agents.domain.models import Agent, TaskExecution, Workflow
 from tbd_agents.engine.builder import load_guardrails
 from tbd_agents.engine.guardrails import Guardrails
 from tbd_agents.errors import Conflict, InvalidData
 from tbd_agents.services.privilege import AdminDirectory
 from tbd_agents.storage.protocol import Repositories
+
+
+class RunStateRefused(Conflict):
+    """The workflow or run is not in a state that allows the request. A conflict, answered
+    400 as the existing TBD Agents answered it on its prompt, halt and stop routes."""
+
+    http_status = 400
+    code = "invalid_run_state"
 
 
 def ensure_accepts_prompts(workflow: Workflow) -> None:
@@ -100,3 +108,24 @@ async def prepare_prompt(
     agent: Agent = await repos.agents.get(workflow.agent_id)
     records, _ = await load_guardrails(repos, agent, admins or AdminDirectory(), workflow=workflow)
     return check_prompt(Guardrails.from_records(records), prompt, request)
+
+
+def prompt_response(workflow: Workflow, task: TaskExecution) -> dict[str, Any]:
+    """The existing `PromptResponse` of a prompt that started `task` (plus `task_id`, and our
+    `task`: the run as stored): the workflow's settings, with the conversation just reset."""
+    return {
+        "workflow_id": workflow.id,
+        "task_id": task.id,
+        "status": "running",
+        "current_turn": 0,
+        "max_turns": workflow.max_turns,
+        "response": None,
+        "output_format": workflow.output_format.value,
+        "infinite_session": workflow.infinite_session,
+        "caveman": workflow.caveman,
+        "tsv_tool_results": workflow.tsv_tool_results,
+        "usage": workflow.usage,
+        "logs": [],
+        "messages": [],
+        "task": task.model_dump(mode="json", exclude={"extras"}),
+    }

@@ -1,15 +1,22 @@
-"""POST /api/agents/{agent_id}/chat: one chat turn with the agent, streamed as SSE.
+"""Chat with an agent, and the chat routes of the existing TBD Agents API.
 
-Events: `session` (the session id, created on the first message), `delta` (answer text as it
-streams), `tool_call` / `tool_result`, `usage`, `log`, `progress`, then `done` (status, usage,
-citations) or `error`. Closing the connection stops the run and its model call.
+`POST /api/agents/{agent_id}/chat`: one chat turn, streamed as SSE. Every frame has `id: n`
+(counted per stream), `event: <type>` and `data: {"type": <type>, ...}`. Types: `session`
+(`session_id`, the session created on the first message), `delta` (`content`: answer text as it
+streams; also as `delta`), `tool_call` / `tool_result`, `usage`, `log`, `progress`, then `done`
+(`usage`, `message_id`, status, citations) or `error` (`message`). Closing the connection stops
+the run and its model call. A session of another agent is a 400.
+
+`GET /api/agents/{agent_id}/chat/sessions` (`skip`, `limit`), `GET` / `DELETE
+…/sessions/{session_id}`, and `POST /api/chat/start` (the caller's chat workflow of an agent):
+see `services/chat_sessions.py`.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,6 +25,13 @@ from tbd_agents.api.deps import ApiContext, Caller, Ctx
 from tbd_agents.domain.models import Agent, ChatSession
 from tbd_agents.engine.chat import chat_stream, open_session
 from tbd_agents.engine.inprocess import EngineServices, engine_services
+from tbd_agents.services.chat_sessions import (
+    delete_session,
+    ensure_session_of,
+    list_sessions,
+    session_detail,
+    start_chat_workflow,
+)
 from tbd_agents.services.records import Records
 
 router = APIRouter(prefix="/api/agents/{agent_id}/chat", tags=["chat"], responses=ERRORS)
@@ -65,6 +79,8 @@ async def chat(
             if body.session_id
             else None
         )
+    if session is not None:
+        ensure_session_of(session, agent.id)
     services = await engine_for(ctx)
     session, history = await open_session(services, agent, session, caller.identity, body.message)
     return StreamingResponse(
@@ -72,3 +88,90 @@ async def chat(
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+AgentId = Annotated[str, Path(description="Agent id.")]
+SessionId = Annotated[str, Path(description="Chat session id.")]
+
+
+class SessionOut(BaseModel):
+    id: str
+    agent_id: str
+    title: str | None
+    message_count: int
+    created_at: str
+    updated_at: str
+
+
+class MessageOut(BaseModel):
+    id: str
+    role: str
+    content: str
+    usage: dict[str, Any] | None
+    created_at: str
+
+
+class SessionDetailOut(SessionOut):
+    messages: list[MessageOut]
+
+
+@router.get(
+    "/sessions", response_model=list[SessionOut], summary="The caller's sessions with the agent"
+)
+async def sessions(
+    agent_id: AgentId,
+    ctx: Ctx,
+    caller: Caller,
+    skip: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+) -> list[dict[str, Any]]:
+    """The caller's own sessions with the agent, most recently updated first."""
+    async with ctx.store.unit_of_work(readonly=True) as repos:
+        return await list_sessions(repos, caller, agent_id, skip=skip, limit=limit)
+
+
+@router.get(
+    "/sessions/{session_id}",
+    response_model=SessionDetailOut,
+    summary="A session with its messages (oldest first)",
+)
+async def session(
+    agent_id: AgentId, session_id: SessionId, ctx: Ctx, caller: Caller
+) -> dict[str, Any]:
+    async with ctx.store.unit_of_work(readonly=True) as repos:
+        return await session_detail(repos, caller, agent_id, session_id)
+
+
+@router.delete(
+    "/sessions/{session_id}", status_code=204, summary="Delete a session and its messages"
+)
+async def remove_session(
+    agent_id: AgentId, session_id: SessionId, ctx: Ctx, caller: Caller
+) -> Response:
+    async with ctx.store.unit_of_work() as repos:
+        await delete_session(repos, caller, agent_id, session_id)
+    return Response(status_code=204)
+
+
+start_router = APIRouter(tags=["chat"], responses=ERRORS)
+
+
+class ChatStartIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    agent_id: str = Field(min_length=1, max_length=128)
+
+
+class ChatStartOut(BaseModel):
+    workflow_id: str
+    agent_name: str
+    agent_id: str
+
+
+@start_router.post(
+    "/api/chat/start", response_model=ChatStartOut, summary="Get or create a chat workflow"
+)
+async def start_chat(body: ChatStartIn, ctx: Ctx, caller: Caller) -> dict[str, str]:
+    """The caller's active `infinite_session` workflow of the agent; a new one titled
+    `Chat: {agent name}` (max_turns 50) when there is none."""
+    async with ctx.store.unit_of_work() as repos:
+        return await start_chat_workflow(repos, caller, body.agent_id)

@@ -1,23 +1,33 @@
-"""Models of a provider: GET /api/providers/{provider_id}/models.
+"""Models of providers: GET /api/providers/{provider_id}/models and GET /api/models.
 
-Without `refresh` the answer is the provider's configured model list. With `refresh=true` the
-provider's OpenAI-compatible `GET {base_url}/models` is asked, with the API key resolved from its
-token only for that call.
+Without `refresh` the first answers the provider's configured model list; with `refresh=true`
+the provider's API is asked, with the API key resolved from its token only for that call.
+`GET /api/models` is the existing API's model listing (a JSON array of model objects).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel
 
 from tbd_agents.api.crud import ERRORS
 from tbd_agents.api.deps import Caller, Ctx
+from tbd_agents.api.schemas import json_response
 from tbd_agents.domain.models import Provider
-from tbd_agents.services.models import list_provider_models
+from tbd_agents.services.access import owner_filters
+from tbd_agents.services.models import (
+    fetch_models,
+    list_provider_models,
+    model_info,
+    stored_model_infos,
+)
 from tbd_agents.services.privilege import outbound_guard
 from tbd_agents.services.records import Records
+from tbd_agents.storage.protocol import Query as StoreQuery
+from tbd_agents.storage.protocol import Sort
 
 router = APIRouter(tags=["providers"], responses=ERRORS)
 
@@ -50,3 +60,40 @@ async def provider_models(
     return ModelsOut(
         provider_id=provider.id, default_model=provider.default_model, models=models, source=source
     )
+
+
+@router.get(
+    "/api/models",
+    summary="List models (one provider's live listing, or every provider's configured models)",
+    responses={200: {"content": {"application/json": {"schema": {"type": "array"}}}}},
+)
+async def list_models(
+    ctx: Ctx,
+    caller: Caller,
+    provider_id: Annotated[
+        str | None,
+        Query(max_length=128, description="Ask this provider's API for its models."),
+    ] = None,
+) -> Response:
+    """A JSON array of models, each `{id, name, capabilities {supports {vision}, limits},
+    policy?, billing?, provider_id, provider_name, provider_type, is_default, ...}`.
+
+    With `provider_id` the provider's own API is asked (OpenAI-compatible `GET /models` for
+    openai, custom and github_copilot; Anthropic's models API; Azure OpenAI's `/openai/models`):
+    502 when it fails, 422 when the provider has no address to ask. Without it, the configured
+    `models` / `default_model` of every provider you can see, without any network call."""
+    async with ctx.store.unit_of_work(readonly=True) as repos:
+        if provider_id is not None:
+            provider: Provider = await Records(repos, caller, Provider).get(provider_id)
+            listed = await fetch_models(repos, ctx.cipher(), outbound_guard(ctx.settings), provider)
+            items = [model_info(provider, m) for m in listed]
+        else:
+            query = StoreQuery(
+                filters=owner_filters(Provider, caller), sort=(Sort("name"), Sort("id"))
+            )
+            items = [
+                item
+                async for p in repos.for_model(Provider).iterate(query)
+                for item in stored_model_infos(p)
+            ]
+    return json_response(json.dumps(items, default=str).encode())

@@ -1,23 +1,30 @@
-"""Preview a schedule's next fire times before it is saved (the dashboard's "Next runs" list).
+"""Schedule routes beside the generic CRUD ones.
 
-The times come from the scheduler's own rules (`validate_schedule`, `occurrence_after`), so what
-the preview shows is what the scheduler would fire for the same definition created now.
+- `POST /api/scheduled-agents/preview`: a schedule's next fire times before it is saved (the
+  dashboard's "Next runs" list). The times come from the scheduler's own rules
+  (`validate_schedule`, `occurrence_after`), so what the preview shows is what the scheduler
+  would fire for the same definition created now.
+- `PATCH /api/scheduled-agents/{id}/enable` and `/disable` (the existing API's routes): switch
+  the schedule on or off and answer the record. The record stays either way; a disabled
+  schedule fires nothing until it is enabled again.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from croniter import CroniterError
-from fastapi import APIRouter
+from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tbd_agents.api.crud import ERRORS
-from tbd_agents.api.deps import Caller
+from tbd_agents.api.deps import Caller, Ctx
+from tbd_agents.api.schemas import json_response, output_schema, record_json
 from tbd_agents.domain.models import ScheduledAgent
 from tbd_agents.errors import InvalidData
 from tbd_agents.runtime.scheduler import occurrence_after, unschedulable, validate_schedule
+from tbd_agents.services.records import Records
 
 router = APIRouter(tags=["scheduled agents"], responses=ERRORS)
 
@@ -27,7 +34,7 @@ _TINY = timedelta(microseconds=1)
 class PreviewIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
     interval_value: Any = Field(default=1, description="Repeat every N units (ignored with cron).")
-    interval_unit: Any = Field(default="hours", description="minutes, hours or days.")
+    interval_unit: Any = Field(default="hours", description="minutes, hours, days or weeks.")
     cron_expression: str | None = Field(default=None, max_length=200)
     timezone: str = Field(default="UTC", max_length=100, description="IANA name, for cron.")
     start_at: Any = None
@@ -95,3 +102,32 @@ async def preview_schedule(body: PreviewIn, caller: Caller) -> PreviewOut:
     whose `details.field` names the field to fix."""
     schedule = _schedule(body)
     return PreviewOut(occurrences=next_occurrences(schedule, datetime.now(UTC), body.count))
+
+
+ScheduleId = Annotated[str, Path(description="Scheduled agent id.")]
+
+
+async def _set_enabled(ctx: Ctx, caller: Caller, schedule_id: str, enabled: bool) -> Response:
+    async with ctx.store.unit_of_work() as repos:
+        record = await Records(repos, caller, ScheduledAgent).update(
+            schedule_id, {"enabled": enabled}
+        )
+    return json_response(record_json(record))
+
+
+@router.patch(
+    "/api/scheduled-agents/{schedule_id}/enable",
+    response_model=output_schema(ScheduledAgent),
+    summary="Switch a schedule on",
+)
+async def enable_schedule(schedule_id: ScheduleId, ctx: Ctx, caller: Caller) -> Response:
+    return await _set_enabled(ctx, caller, schedule_id, True)
+
+
+@router.patch(
+    "/api/scheduled-agents/{schedule_id}/disable",
+    response_model=output_schema(ScheduledAgent),
+    summary="Switch a schedule off (the record stays)",
+)
+async def disable_schedule(schedule_id: ScheduleId, ctx: Ctx, caller: Caller) -> Response:
+    return await _set_enabled(ctx, caller, schedule_id, False)

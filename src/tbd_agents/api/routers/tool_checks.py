@@ -31,10 +31,13 @@ from tbd_agents.engine.config import EngineConfig
 from tbd_agents.engine.guardrails import Guardrails, Verdict, compile_rule
 from tbd_agents.engine.sandbox import Sandbox, SandboxLimits, validate_custom_tool
 from tbd_agents.engine.tools.mcp import McpConnection, McpServerConfig
-from tbd_agents.errors import InvalidData, PermissionDenied, TbdError
+from tbd_agents.errors import Conflict, InvalidData, PermissionDenied, TbdError
+from tbd_agents.services.access import Principal
 from tbd_agents.services.privilege import custom_tool_refusal, outbound_guard
 from tbd_agents.services.records import Records
 from tbd_agents.services.tokens import resolve_tree
+from tbd_agents.services.tool_schema import infer_parameters_schema
+from tbd_agents.services.validation import Input
 
 router = APIRouter(tags=["tool checks"], responses=ERRORS)
 
@@ -60,25 +63,37 @@ def _ms(start: float) -> int:
 class McpToolOut(BaseModel):
     name: str
     description: str
+    input_schema: dict[str, Any] = Field(description="The tool's JSON Schema for its arguments.")
     allowed: bool = Field(description="Offered to agents under the record's allowed_tools.")
 
 
 class McpTestOut(BaseModel):
-    ok: bool
+    success: bool = Field(description="Connected and listed the tools (the existing field).")
+    ok: bool = Field(description="Same as success.")
     tools: list[McpToolOut]
     error: str | None
     latency_ms: int
 
 
-@router.post(
-    "/api/mcps/{mcp_id}/test",
-    response_model=McpTestOut,
-    summary="Connect to an MCP server and list its tools",
-)
-async def test_mcp(mcp_id: Annotated[str, Path()], ctx: Ctx, caller: Caller) -> McpTestOut:
-    """Connect with the stored config (secrets resolved), list the tools, disconnect. Records
-    the outcome in the server's `status` / `last_error`."""
-    caller.require_write()
+class McpToolsOut(BaseModel):
+    tools: list[McpToolOut]
+
+
+class AllowedToolsIn(Input):
+    allowed_tools: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        max_length=1000, description="Tools offered to agents; an empty list means all tools."
+    )
+
+
+class AllowedToolsOut(BaseModel):
+    allowed_tools: list[str]
+
+
+async def _mcp_config(
+    ctx: ApiContext, caller: Principal, mcp_id: str
+) -> tuple[McpServer, McpServerConfig | None, TbdError | None]:
+    """The server (visible to the caller), its connection config with secrets resolved (None
+    and the error when a token is missing or the config is invalid)."""
     config, sandbox = _engine(ctx)
     async with ctx.store.unit_of_work() as repos:
         server: McpServer = await Records(repos, caller, McpServer).get(mcp_id)
@@ -94,38 +109,95 @@ async def test_mcp(mcp_id: Annotated[str, Path()], ctx: Ctx, caller: Caller) -> 
             )  # fmt: skip
             problem = None
         except TbdError as exc:
-            cfg, problem = None, exc.message
+            cfg, problem = None, exc
         if cfg is not None and cfg.command is not None:
             # As a run would: the owner decides (admin, or a command allowed for users).
             caller.require_stdio(cfg.command)
             cfg.confined = await config.host.stdio_launch(repos, server.created_by, cfg.command)
             cfg.confiner = sandbox.confiner if cfg.confined else None
+    return server, cfg, problem
+
+
+async def _list_mcp_tools(cfg: McpServerConfig) -> list[McpToolOut]:
+    """Connect, list the tools, disconnect (within the connect timeout)."""
+    conn = McpConnection(cfg)
+    try:
+        tools = await conn.connect()
+    finally:
+        await conn.aclose()
+    allow = set(cfg.allowed_tools)
+    return [
+        McpToolOut(
+            name=t.name,
+            description=t.description or "",
+            input_schema=dict(t.input_schema or {"type": "object"}),
+            allowed=not allow or t.name in allow,
+        )
+        for t in tools
+    ]
+
+
+@router.post(
+    "/api/mcps/{mcp_id}/test",
+    response_model=McpTestOut,
+    summary="Connect to an MCP server and list its tools",
+)
+async def test_mcp(mcp_id: Annotated[str, Path()], ctx: Ctx, caller: Caller) -> McpTestOut:
+    """Connect with the stored config (secrets resolved), list the tools, disconnect. Records
+    the outcome in the server's `status` / `last_error`."""
+    caller.require_write()
+    server, cfg, problem = await _mcp_config(ctx, caller, mcp_id)
     start = time.perf_counter()
-    out = McpTestOut(ok=False, tools=[], error=problem, latency_ms=0)
+    error = problem.message if problem is not None else None
+    out = McpTestOut(success=False, ok=False, tools=[], error=error, latency_ms=0)
     if cfg is not None:
-        conn = McpConnection(cfg)
         try:
-            tools = await conn.connect()
-            allow = set(cfg.allowed_tools)
-            out.ok = True
-            out.tools = [
-                McpToolOut(
-                    name=t.name,
-                    description=t.description or "",
-                    allowed=not allow or t.name in allow,
-                )
-                for t in tools
-            ]
+            out.tools = await _list_mcp_tools(cfg)
+            out.ok = out.success = True
         except TbdError as exc:
             out.error = exc.message
         finally:
             out.latency_ms = _ms(start)
-            await conn.aclose()
     if server.status is not McpServerStatus.DISABLED:
         status = McpServerStatus.CONNECTED if out.ok else McpServerStatus.ERROR
         async with ctx.store.unit_of_work() as repos:
             await repos.mcp_servers.update(server.id, {"status": status, "last_error": out.error})
     return out
+
+
+@router.get(
+    "/api/mcps/{mcp_id}/tools",
+    response_model=McpToolsOut,
+    summary="List an MCP server's tools live (502 when it cannot be reached)",
+)
+async def mcp_tools(mcp_id: Annotated[str, Path()], ctx: Ctx, caller: Caller) -> McpToolsOut:
+    """Connect, list every tool the server offers (each marked `allowed` under the record's
+    allowed_tools), disconnect. Unlike the test, the record's status is left as it is. A config
+    that cannot be used (a missing token, an address the owner may not reach) answers with its
+    own error (422 naming it); a server that does not answer, 502."""
+    _server, cfg, problem = await _mcp_config(ctx, caller, mcp_id)
+    if problem is not None:
+        raise problem
+    assert cfg is not None
+    return McpToolsOut(tools=await _list_mcp_tools(cfg))
+
+
+@router.put(
+    "/api/mcps/{mcp_id}/tools",
+    response_model=AllowedToolsOut,
+    summary="Save the tools agents may use from an MCP server",
+)
+async def save_allowed_tools(
+    mcp_id: Annotated[str, Path()], body: AllowedToolsIn, ctx: Ctx, caller: Caller
+) -> AllowedToolsOut:
+    """Replace `allowed_tools` (an empty list offers every tool). The names are not checked
+    against the live server (it may be down); unknown names simply match nothing."""
+    wanted = list(dict.fromkeys(body.allowed_tools))
+    async with ctx.store.unit_of_work() as repos:
+        server: McpServer = await Records(repos, caller, McpServer).update(
+            mcp_id, {"allowed_tools": wanted}
+        )
+    return AllowedToolsOut(allowed_tools=server.allowed_tools)
 
 
 # --- custom tools --------------------------------------------------------------------------
@@ -137,7 +209,12 @@ class ValidateIn(BaseModel):
 
 
 class ValidateOut(BaseModel):
-    ok: bool
+    valid: bool = Field(description="The source parses and defines the entry point.")
+    inferred_schema: dict[str, Any] | None = Field(
+        description="parameters_schema inferred from the entry point's signature (null if invalid)."
+    )
+    error: str | None
+    ok: bool = Field(description="Same as valid.")
     errors: list[str]
     entry_point: str | None = None
 
@@ -149,12 +226,17 @@ class ValidateOut(BaseModel):
 )
 async def validate_tool(body: ValidateIn, caller: Caller) -> ValidateOut:
     caller.require_custom_tools()
-    schema = body.parameters_schema or {"type": "object", "properties": {}}
     try:
+        inferred = infer_parameters_schema(body.source_code, body.name)
+        schema = body.parameters_schema or inferred
         entry = validate_custom_tool(body.name, body.source_code, schema)
     except InvalidData as exc:
-        return ValidateOut(ok=False, errors=[exc.message])
-    return ValidateOut(ok=True, errors=[], entry_point=entry)
+        return ValidateOut(
+            valid=False, inferred_schema=None, error=exc.message, ok=False, errors=[exc.message]
+        )
+    return ValidateOut(
+        valid=True, inferred_schema=inferred, error=None, ok=True, errors=[], entry_point=entry
+    )
 
 
 class RunIn(BaseModel):
@@ -163,17 +245,29 @@ class RunIn(BaseModel):
 
 
 class RunOut(BaseModel):
-    ok: bool
-    result: Any = None
+    tool_name: str
+    success: bool
+    result: str | None = Field(
+        description="The tool's return value as a JSON string (null when it failed)."
+    )
     error: str | None
+    ok: bool = Field(description="Same as success.")
+    value: Any = Field(default=None, description="The return value itself (parsed JSON).")
     duration_ms: int
     stdout: str = ""
+
+
+def _run_out(tool: CustomTool, ok: bool, value: Any, error: str | None, **extra: Any) -> RunOut:
+    result = json.dumps(value, default=str) if ok else None
+    return RunOut(
+        tool_name=tool.name, success=ok, result=result, error=error, ok=ok, value=value, **extra
+    )
 
 
 @router.post(
     "/api/custom-tools/{tool_id}/run",
     response_model=RunOut,
-    summary="Run a custom tool once in the sandbox",
+    summary="Run a custom tool once in the sandbox (409 when it is disabled)",
 )
 async def run_tool(
     tool_id: Annotated[str, Path()], body: RunIn, ctx: Ctx, caller: Caller
@@ -185,6 +279,11 @@ async def run_tool(
     config, sandbox = _engine(ctx)
     async with ctx.store.unit_of_work() as repos:
         tool: CustomTool = await Records(repos, caller, CustomTool).get(tool_id)
+        if not tool.is_enabled:
+            raise Conflict(
+                f"custom tool {tool.name!r} is disabled: enable it (is_enabled: true) to run it",
+                details={"field": "is_enabled"},
+            )
         if not await config.host.custom_tools_for(repos, tool.created_by):
             raise PermissionDenied(custom_tool_refusal())  # as a run would: the owner decides
         env = await resolve_tree(repos, ctx.cipher(), tool.created_by, dict(tool.env_config))
@@ -193,22 +292,20 @@ async def run_tool(
         entry = validate_custom_tool(tool.name, tool.source_code, tool.parameters_schema)
         jsonschema.validate(body.arguments, tool.parameters_schema)
     except InvalidData as exc:
-        return RunOut(ok=False, error=exc.message, duration_ms=_ms(start))
+        return _run_out(tool, False, None, exc.message, duration_ms=_ms(start))
     except Unresolvable as exc:
         msg = f"parameters_schema refers to {exc.ref!r}, which cannot be resolved (use #/$defs/...)"
-        return RunOut(ok=False, error=msg, duration_ms=_ms(start))
+        return _run_out(tool, False, None, msg, duration_ms=_ms(start))
     except jsonschema.ValidationError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "arguments"
         msg = f"arguments do not match parameters_schema at {where}: {exc.message}"
-        return RunOut(ok=False, error=msg, duration_ms=_ms(start))
+        return _run_out(tool, False, None, msg, duration_ms=_ms(start))
     limits = SandboxLimits(timeout_seconds=tool.timeout_seconds, memory_mb=tool.memory_limit_mb)
     res = await sandbox.run(
         tool.source_code, entry, body.arguments, env=env, limits=limits,
         allowed_hosts=tool.allowed_hosts,
     )  # fmt: skip
-    return RunOut(
-        ok=res.ok, result=res.result, error=res.error, duration_ms=_ms(start), stdout=res.stdout
-    )
+    return _run_out(tool, res.ok, res.result, res.error, duration_ms=_ms(start), stdout=res.stdout)
 
 
 # --- guardrails ----------------------------------------------------------------------------

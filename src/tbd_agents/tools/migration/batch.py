@@ -134,7 +134,7 @@ def prepare_batch(
         if converted.nonfinite:
             batch.warnings.append(Warning(row["id"], NONFINITE_WARNING))
         if encoder is not None:
-            encoded.append(encoder.encode_one(to_record(spec, row)))
+            encoded.append(encoder.encode_row(row))
         else:
             batch.records.append(to_record(spec, row))
             batch.documents.append(document)

@@ -16,11 +16,14 @@ from __future__ import annotations
 import base64
 import gzip
 import io
+import os
 import struct
-from collections.abc import Iterator
+from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, overload
 
 import bson
 
@@ -108,6 +111,91 @@ def iter_frames(stream: BinaryIO, origin: str, chunk: int = 1 << 20) -> Iterator
             continue
         yield buffer[offset:end]
         offset = end
+
+
+def frame_offsets(
+    path: Path, start: int, batch_size: int, origin: str, chunk: int = 1 << 20
+) -> Iterator[array[int]]:
+    """Where the documents of a plain `.bson` file start, from byte `start` on, in batches: each
+    batch is `batch_size` (the last one: up to) start offsets followed by the end of its last
+    document. Only the 4-byte length prefixes are looked at (read in `chunk`-sized blocks, no
+    document is copied); raises InvalidData on a bad length or a truncated file, as `iter_frames`."""
+    unpack = _INT32.unpack_from
+    with path.open("rb", buffering=0) as stream:
+        size = os.fstat(stream.fileno()).st_size
+        position = start
+        block = b""
+        block_start = start
+        batch: array[int] = array("q")
+        while position < size:
+            at = position - block_start
+            if at + 4 > len(block):
+                stream.seek(position)
+                block = stream.read(chunk)
+                block_start, at = position, 0
+                if len(block) < 4:
+                    raise InvalidData(f"{origin} is truncated after its last complete document.")
+            length = unpack(block, at)[0]
+            if length < 5 or length > MAX_FRAME:
+                _frame_length(block[at : at + 4], origin)
+            if position + length > size:
+                raise InvalidData(
+                    f"{origin} is truncated: expected {length} bytes of a document, got "
+                    f"{size - position}. Re-create the dump (mongodump) or copy it again."
+                )
+            batch.append(position)
+            position += length
+            if len(batch) >= batch_size:
+                batch.append(position)
+                yield batch
+                batch = array("q")
+        if batch:
+            batch.append(position)
+            yield batch
+
+
+class FrameRange(Sequence[bytes]):
+    """Consecutive documents of a plain `.bson` file, by position: document `i` is the bytes
+    `offsets[i]:offsets[i + 1]` of the file. Small to send to a converter process, which reads
+    the documents itself (`read_all`); the parent reads one back only if it must quarantine it."""
+
+    __slots__ = ("offsets", "path")
+
+    def __init__(self, path: str, offsets: array[int]) -> None:
+        self.path = path
+        self.offsets = offsets
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrameRange, (self.path, self.offsets))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[bytes]: ...
+
+    def __getitem__(self, index: int | slice) -> bytes | Sequence[bytes]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        index %= len(self)
+        start, end = self.offsets[index], self.offsets[index + 1]
+        with open(self.path, "rb", buffering=0) as stream:
+            return os.pread(stream.fileno(), end - start, start)
+
+    def read_all(self) -> list[bytes]:
+        """Every document of the range (one read of the whole range)."""
+        offsets = self.offsets
+        base = offsets[0]
+        with open(self.path, "rb", buffering=0) as stream:
+            data = os.pread(stream.fileno(), offsets[-1] - base, base)
+        if len(data) != offsets[-1] - base:
+            raise InvalidData(f"{self.path} changed while it was being migrated (it is shorter).")
+        return [data[a - base : b - base] for a, b in pairwise(offsets)]
 
 
 def skip_frames(stream: BinaryIO, count: int, origin: str) -> None:

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import struct
 from array import array
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ARRAY, BigInteger, Boolean, Double, Float, Integer, SmallInteger, Table, Text
 from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
+
+from tbd_agents.tools.migration.rows import json_text
 
 #: "PGCOPY\n\377\r\n\0", flags (no OIDs), header extension length 0.
 HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
@@ -34,6 +36,9 @@ _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 _INFINITY = datetime.max.replace(tzinfo=UTC)
 _NEG_INFINITY = datetime.min.replace(tzinfo=UTC)
+_EPOCH_ORDINAL = _EPOCH.toordinal()
+_INFINITY_MICROS = (_INFINITY - _EPOCH) // _MICRO
+_NEG_INFINITY_MICROS = (_NEG_INFINITY - _EPOCH) // _MICRO
 _TEXT_OID = 25
 _FLOAT8_OID = 701
 
@@ -66,6 +71,15 @@ def _jsonb(value: Any) -> bytes:
 
 
 def _timestamp(value: datetime) -> bytes:
+    if value.tzinfo is UTC:  # what the models hold: computed without timedelta arithmetic
+        micros = (
+            (value.toordinal() - _EPOCH_ORDINAL) * 86400
+            + value.hour * 3600
+            + value.minute * 60
+            + value.second
+        ) * 1_000_000 + value.microsecond
+        if _NEG_INFINITY_MICROS < micros < _INFINITY_MICROS:
+            return _field_int64(8, micros)
     if value == _INFINITY:
         return _field_int64(8, 0x7FFFFFFFFFFFFFFF)
     if value == _NEG_INFINITY:
@@ -125,9 +139,15 @@ class Unencodable(Exception):
 class RowEncoder:
     """Encodes records (tuples in `columns` order) of one table as binary COPY tuples."""
 
-    def __init__(self, encoders: list[Encoder]) -> None:
+    def __init__(
+        self,
+        encoders: list[Encoder],
+        columns: Sequence[str] = (),
+        json_columns: Collection[str] = (),
+    ) -> None:
         self._encoders = encoders
         self._count = struct.pack("!h", len(encoders))
+        self._row = _row_function(self._count, encoders, columns, json_columns)
 
     def encode_one(self, record: Sequence[Any]) -> bytes:
         """One record as one COPY tuple; Unencodable if a value does not fit its column."""
@@ -139,20 +159,55 @@ class RowEncoder:
         except ENCODE_ERRORS as exc:
             raise Unencodable(f"{type(exc).__name__}: {exc}") from exc
 
+    def encode_row(self, row: Mapping[str, Any]) -> bytes:
+        """A row (column name → value, JSONB values as Python objects) as one COPY tuple: the
+        bytes `encode_one(to_record(spec, row))` gives, without building the record."""
+        if self._row is None:
+            raise TypeError("this encoder was built without its columns")
+        try:
+            return self._row(row)
+        except ENCODE_ERRORS as exc:
+            raise Unencodable(f"{type(exc).__name__}: {exc}") from exc
+
     def encode(self, records: Sequence[Sequence[Any]]) -> BinaryRows:
         """The records as one buffer of COPY tuples, with where each one starts."""
         return BinaryRows.of([self.encode_one(record) for record in records])
 
 
-def row_encoder(table: Table, columns: Sequence[str]) -> RowEncoder | None:
-    """An encoder for `columns` of `table`, or None if one of them has a type not handled here."""
+def _row_function(
+    count: bytes, encoders: list[Encoder], columns: Sequence[str], json_columns: Collection[str]
+) -> Callable[[Mapping[str, Any]], bytes] | None:
+    """One function encoding a row dict, column after column, without a loop: the per-column
+    generator and calls of `encode_one` cost ~2 µs per chat message."""
+    if len(columns) != len(encoders):
+        return None
+    scope: dict[str, Any] = {"COUNT": count, "NULL": _NULL, "json_text": json_text}
+    parts = []
+    for i, column in enumerate(columns):
+        scope[f"e{i}"] = encoders[i]
+        value = f"json_text(v{i})" if column in json_columns else f"v{i}"
+        parts.append(f"NULL if (v{i} := row[{column!r}]) is None else e{i}({value})")
+    source = "def encode(row):\n    return b''.join((COUNT, " + ", ".join(parts) + "))\n"
+    exec(source, scope)  # noqa: S102 - built from the table's own column names (repr-quoted)
+    function: Callable[[Mapping[str, Any]], bytes] = scope["encode"]
+    return function
+
+
+def row_encoder(
+    table: Table, columns: Sequence[str], json_columns: Collection[str] = ()
+) -> RowEncoder | None:
+    """An encoder for `columns` of `table`, or None if one of them has a type not handled here.
+    `json_columns`: the JSONB columns whose values `encode_row` gets as Python objects (default:
+    every JSONB column)."""
     encoders = []
     for name in columns:
         encoder = _encoder(table.c[name].type)
         if encoder is None:
             return None
         encoders.append(encoder)
-    return RowEncoder(encoders)
+    if not json_columns:
+        json_columns = {n for n in columns if isinstance(table.c[n].type, JSONB)}
+    return RowEncoder(encoders, columns, json_columns)
 
 
 @dataclass(slots=True)

@@ -26,6 +26,7 @@ from tbd_agents.storage.postgres.schema_migration import migration_checkpoints
 from tbd_agents.tools.migration.batch import PreparedBatch, Rejection
 from tbd_agents.tools.migration.convert import extended_json
 from tbd_agents.tools.migration.copybin import one_chunk
+from tbd_agents.tools.migration.deferred import ParentCheck
 from tbd_agents.tools.migration.quarantine import QuarantineRecord
 from tbd_agents.tools.migration.transform import CollectionSpec
 
@@ -66,6 +67,13 @@ class BatchOutcome:
 
 _CHECKPOINT = _q(migration_checkpoints.name)
 
+#: A batch's commit does not wait for its WAL to reach the disk (~1-4 ms per batch here). Safe
+#: for the migration: the rows and the checkpoint are in the same transaction, so a server crash
+#: loses both together and the run resumes from the last batch that did reach the disk; and the
+#: collection's completion (`Checkpoints.complete`, an ordinary commit) flushes every earlier one,
+#: so a collection reported complete is durable.
+_NO_FLUSH = "SET LOCAL synchronous_commit TO off"
+
 
 class TableLoader:
     """Loads one collection's batches into its table over one asyncpg connection."""
@@ -92,6 +100,11 @@ class TableLoader:
             "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written"
         )
         self._orphan_sql: str | None = None
+        #: Set while the table's foreign key is deferred (`deferred`): the parents are checked here.
+        self.parent_check: ParentCheck | None = None
+        #: Whether the staging table holds rows of the current transaction (TRUNCATE, which
+        #: gives a temporary table a new file, is needed only then).
+        self._stage_holds_rows = False
         if spec.parent is not None:
             column, parent = spec.parent
             self._orphan_sql = (
@@ -124,31 +137,65 @@ class TableLoader:
         `progress` is updated in place with the batch's counts; `before_commit` receives the rows
         the database refused (orphans, constraint violations) before the transaction commits, so
         they are on record even if the process dies right after the commit."""
+        if mode == "copy" and batch.row_count:
+            outcome = await self._load_copy(batch, progress, before_commit)
+            if outcome is not None:
+                return outcome
         outcome = BatchOutcome()
         indices = list(range(batch.row_count))
         async with self.conn.transaction():
-            if mode == "copy" and indices and await self._try_copy(batch):
-                outcome.inserted = len(indices)
-            elif indices:
+            await self.conn.execute(_NO_FLUSH)
+            self._stage_holds_rows = False  # ON COMMIT DELETE ROWS emptied it
+            if indices:
                 await self._upsert(batch, indices, outcome)
-            outcome.unchanged = (
-                len(indices) - outcome.inserted - outcome.updated - len(outcome.rejected)
-            )
-            progress.advance(batch.read, outcome, len(batch.rejected) + len(outcome.rejected))
-            await self.checkpoints.save(progress, batch.last_id)
-            await self.quarantine.write(batch.ids, [*batch.rejected, *outcome.rejected])
-            before_commit(outcome.rejected)
+            await self._finish(batch, outcome, progress, before_commit)
         return outcome
 
-    async def _try_copy(self, batch: PreparedBatch) -> bool:
+    async def _load_copy(
+        self,
+        batch: PreparedBatch,
+        progress: Progress,
+        before_commit: Callable[[list[Rejection]], None],
+    ) -> BatchOutcome | None:
+        """COPY the batch straight into the table, in a transaction of its own; None (nothing
+        written) if PostgreSQL refuses one of its rows: the caller then stages the batch.
+
+        No savepoint: a refused COPY rolls the whole transaction back, which has done nothing
+        else yet (a savepoint per batch cost ~1 ms of server CPU, 2 µs per row at batch 500)."""
+        if self.parent_check is not None and not await self.parent_check.all_exist(
+            batch.parent_ids
+        ):
+            return None  # the staged path quarantines the orphans
+        outcome = BatchOutcome(inserted=batch.row_count)
         try:
             async with self.conn.transaction():
-                await self._copy(self.spec.name, batch, None)
-        except WRITE_ERRORS as exc:
-            if not row_level(exc):
-                raise
-            return False
-        return True
+                await self.conn.execute(_NO_FLUSH)
+                try:
+                    await self._copy(self.spec.name, batch, None)
+                except WRITE_ERRORS as exc:
+                    if not row_level(exc):
+                        raise
+                    raise _CopyRefused from exc
+                await self._finish(batch, outcome, progress, before_commit)
+        except _CopyRefused:
+            return None
+        return outcome
+
+    async def _finish(
+        self,
+        batch: PreparedBatch,
+        outcome: BatchOutcome,
+        progress: Progress,
+        before_commit: Callable[[list[Rejection]], None],
+    ) -> None:
+        """Count the batch, move the checkpoint and record its quarantine (in its transaction)."""
+        outcome.unchanged = (
+            batch.row_count - outcome.inserted - outcome.updated - len(outcome.rejected)
+        )
+        progress.advance(batch.read, outcome, len(batch.rejected) + len(outcome.rejected))
+        await self.checkpoints.save(progress, batch.last_id)
+        await self.quarantine.write(batch.ids, [*batch.rejected, *outcome.rejected])
+        before_commit(outcome.rejected)
 
     async def _copy(self, table: str, batch: PreparedBatch, indices: Sequence[int] | None) -> None:
         """COPY the batch's rows (those at `indices`, or all) into `table`."""
@@ -169,7 +216,8 @@ class TableLoader:
         """Stage and upsert the rows at `indices`; on refusal, bisect to the refused rows."""
         try:
             async with self.conn.transaction():
-                await self.conn.execute(f"TRUNCATE {self.stage}")
+                if self._stage_holds_rows:  # only after a bisected half was written
+                    await self.conn.execute(f"TRUNCATE {self.stage}")
                 await self._copy(self.stage_name, batch, indices)
                 orphans = await self.conn.fetch(self._orphan_sql) if self._orphan_sql else []
                 inserted, updated = await self.conn.fetchrow(self._upsert_sql)
@@ -186,6 +234,7 @@ class TableLoader:
             await self._upsert(batch, indices[:half], outcome)
             await self._upsert(batch, indices[half:], outcome)
             return
+        self._stage_holds_rows = True
         outcome.inserted += inserted
         outcome.updated += updated
         if orphans:
@@ -198,6 +247,10 @@ class TableLoader:
                         batch.ids[i], f"orphan: {parent} {record[1]} not found", batch.documents[i]
                     )
                 )
+
+
+class _CopyRefused(Exception):
+    """PostgreSQL refused a row of a batch's COPY (the batch is then staged)."""
 
 
 class Checkpoints:
@@ -234,6 +287,8 @@ class Checkpoints:
         )
 
     async def complete(self) -> None:
+        """Mark the collection read to its end (a synchronous commit: it also makes every batch
+        committed before it durable)."""
         await self.conn.execute(
             f"UPDATE {_CHECKPOINT} SET completed_at = now(), updated_at = now() "
             "WHERE source = $1 AND collection = $2",

@@ -4,13 +4,15 @@ The conversion (BSON decoding, the domain model, COPY encoding) is pure Python a
 so a worker thread cannot run it beside the event loop that drives the load. `ConverterPool` runs
 `convert_frames` in separate processes instead:
 
-* the parent reads raw BSON frames from the dump (cheap) and sends each batch's bytes to a child;
+* the parent sends each batch to a child as a `FrameRange` (the file and where the batch's
+  documents start: the parent reads only their 4-byte length prefixes) and the child reads the
+  documents from the dump file itself; a gzipped file, which cannot be read by position, is read
+  by the parent and the documents' bytes are sent instead;
 * the child decodes and converts the batch exactly as the thread path does (`prepare_batch`),
   encodes the rows for a binary COPY (`copybin`: the parent then only forwards bytes, instead of
   unpickling tuples and encoding them on its own core) and sends back those bytes, the ids,
-  rejections and warnings — not the decoded
-  documents: the parent keeps the raw frames and decodes a document only if it must be
-  quarantined later (`LazyDocuments`);
+  rejections and warnings — not the decoded documents: the parent decodes a document only if
+  it must be quarantined later (`LazyDocuments`, reading it back from the file by position);
 * at most `workers + 1` batches are in flight (`ordered`), so memory stays bounded by the batch
   size, never by the dump size, and results come back in source order (checkpoints stay exact).
 
@@ -33,15 +35,16 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from enum import Enum
 from pathlib import Path
 from typing import overload
 
 from tbd_agents.tools.migration.batch import PreparedBatch, prepare_batch
-from tbd_agents.tools.migration.bsonio import SourceDocument
+from tbd_agents.tools.migration.bsonio import FrameRange, SourceDocument
 from tbd_agents.tools.migration.copybin import RowEncoder, Unencodable, row_encoder
+from tbd_agents.tools.migration.sources import decode_frame
 from tbd_agents.tools.migration.transform import SPECS
 
 _PR_SET_PDEATHSIG = 1
@@ -75,7 +78,15 @@ def _started() -> int:
     return os.getpid()
 
 
-def convert_frames(collection: str, frames: list[bytes]) -> tuple[PreparedBatch, list[int]]:
+def convert_range(collection: str, frames: Sequence[bytes]) -> tuple[PreparedBatch, list[int]]:
+    """`convert_frames` of a batch given as raw documents or as a `FrameRange` (then read from
+    the dump file here, in the child: the parent never reads those documents)."""
+    if isinstance(frames, FrameRange):
+        return convert_frames(collection, frames.read_all())
+    return convert_frames(collection, frames)
+
+
+def convert_frames(collection: str, frames: Sequence[bytes]) -> tuple[PreparedBatch, list[int]]:
     """Decode and convert one batch of raw frames (runs in a child).
 
     Returns the prepared batch without its `documents` and, for each record, the position of its
@@ -110,12 +121,17 @@ def _row_encoder(collection: str) -> RowEncoder | None:
 class LazyDocuments(Sequence[SourceDocument]):
     """The source documents of a batch's records, decoded from the raw frames on access."""
 
-    def __init__(self, frames: list[bytes], accepted: Sequence[int]) -> None:
+    def __init__(self, frames: Sequence[bytes], accepted: Sequence[int]) -> None:
         self._frames = frames
         self._accepted = accepted
 
     def __len__(self) -> int:
         return len(self._accepted)
+
+    def __iter__(self) -> Iterator[SourceDocument]:
+        # Sequence's own iterator calls __getitem__ through a try/except per document.
+        frames = self._frames
+        return (decode_frame(frames[i]) for i in self._accepted)
 
     @overload
     def __getitem__(self, index: int) -> SourceDocument: ...
@@ -124,8 +140,6 @@ class LazyDocuments(Sequence[SourceDocument]):
     def __getitem__(self, index: slice) -> Sequence[SourceDocument]: ...
 
     def __getitem__(self, index: int | slice) -> SourceDocument | Sequence[SourceDocument]:
-        from tbd_agents.tools.migration.sources import decode_frame
-
         if isinstance(index, slice):
             return [decode_frame(self._frames[i]) for i in self._accepted[index]]
         return decode_frame(self._frames[self._accepted[index]])
@@ -169,16 +183,17 @@ class ConverterPool:
         self._executor = None
 
     def submit(
-        self, collection: str, frames: list[bytes]
+        self, collection: str, frames: Sequence[bytes]
     ) -> Future[tuple[PreparedBatch, list[int]]]:
+        """Convert one batch: raw documents, or a `FrameRange` the child reads itself."""
         assert self._executor is not None, "use ConverterPool as a context manager"
-        return self._executor.submit(convert_frames, collection, frames)
+        return self._executor.submit(convert_range, collection, frames)
 
     async def ordered(
-        self, collection: str, frame_batches: AsyncIterator[list[bytes]]
+        self, collection: str, frame_batches: AsyncIterator[Sequence[bytes]]
     ) -> AsyncIterator[PreparedBatch]:
         """Prepared batches of `frame_batches`, in order, with at most `workers + 1` in flight."""
-        in_flight: deque[tuple[list[bytes], Future[tuple[PreparedBatch, list[int]]]]] = deque()
+        in_flight: deque[tuple[Sequence[bytes], Future[tuple[PreparedBatch, list[int]]]]] = deque()
         try:
             async for frames in frame_batches:
                 in_flight.append((frames, self.submit(collection, frames)))
@@ -193,7 +208,7 @@ class ConverterPool:
 
     @staticmethod
     async def _result(
-        frames: list[bytes], future: Future[tuple[PreparedBatch, list[int]]]
+        frames: Sequence[bytes], future: Future[tuple[PreparedBatch, list[int]]]
     ) -> PreparedBatch:
         batch, accepted = await asyncio.wrap_future(future)
         batch.documents = LazyDocuments(frames, accepted)  # type: ignore[assignment]

@@ -27,6 +27,7 @@ from tbd_agents.errors import InvalidData
 from tbd_agents.tools.migration.batch import PreparedBatch, Rejection, classify, prepare_batch
 from tbd_agents.tools.migration.bsonio import SourceDocument
 from tbd_agents.tools.migration.convert import id_from_extended_json
+from tbd_agents.tools.migration.deferred import DEFERRED_FROM, DeferredSchema, ParentCheck
 from tbd_agents.tools.migration.gridfs import (
     CHUNKS,
     FILES,
@@ -79,6 +80,9 @@ class Options:
     allow_empty: bool = False
     #: Converter processes for dump sources (0: convert in the worker thread); see `procpool`.
     workers: int = 0
+    #: A first load of at least this many documents builds the table's secondary indexes and
+    #: foreign key after the load (see `deferred`).
+    defer_schema_from: int = DEFERRED_FROM
 
 
 #: Everything a run can migrate, in order: the 15 collections, the GridFS files, the memory
@@ -235,11 +239,31 @@ class Migration:
         loader = TableLoader(self.conn, spec, self.source.identity, self.log.run_id)
         await loader.setup()
         progress, resume = await self._start(loader.checkpoints, result, loader.table_is_empty)
+        deferred = DeferredSchema(self.conn, spec)
+        if result.mode == "copy" and resume is None and present:
+            if result.total is None or result.total >= self.options.defer_schema_from:
+                await deferred.drop()
+        elif result.mode != "copy":
+            await self._restore(deferred, spec, result)
+        if spec.parent is not None and await deferred.foreign_key_missing():
+            loader.parent_check = ParentCheck(self.conn, spec.parent[1])
         self.reporter.collection_started(result)
         if present:
             superseded = await find_superseded(self.source, spec, self.options.batch_size)
             await self._pipeline(spec, loader, result, progress, resume, superseded)
+        await self._restore(deferred, spec, result)
         await loader.checkpoints.complete()
+
+    @staticmethod
+    async def _restore(
+        deferred: DeferredSchema, spec: CollectionSpec, result: CollectionResult
+    ) -> None:
+        """Build the indexes and foreign key a first load deferred (if any are missing)."""
+        lost = await deferred.restore()
+        if lost and spec.parent is not None:
+            result.warnings[
+                f"deleted after the load (their {spec.parent[1]} row was deleted meanwhile)"
+            ] += lost
 
     async def _start(
         self,

@@ -9,7 +9,9 @@ the last skipped one is the document the checkpoint names.
 
 from __future__ import annotations
 
+import os
 import shutil
+import struct
 import tempfile
 from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass
@@ -24,9 +26,11 @@ from bson.errors import InvalidBSON
 from tbd_agents.config import redact_url
 from tbd_agents.errors import DatabaseUnreachable, InvalidData
 from tbd_agents.tools.migration.bsonio import (
+    FrameRange,
     SourceDocument,
     Undecodable,
     demux_archive,
+    frame_offsets,
     iter_frames,
     open_stream,
     skip_frames,
@@ -112,6 +116,22 @@ def _frame_batches(path: Path, batch_size: int, resume: Resume | None) -> Iterat
             yield batch
 
 
+def _range_batches(path: Path, batch_size: int, resume: Resume | None) -> Iterator[FrameRange]:
+    """The documents of a plain (not gzipped) dump file as `FrameRange`s of `batch_size`,
+    starting after `resume`: only the length prefixes are read here."""
+    origin = str(path)
+    start = 0
+    if resume is not None and resume.position > 0:
+        with path.open("rb") as stream:
+            skip_frames(stream, resume.position - 1, origin)
+            at = stream.tell()
+            last = next(iter_frames(stream, origin), None)
+            _check_resumed(last, resume, origin)
+            start = at + len(last) if last is not None else at
+    for offsets in frame_offsets(path, start, batch_size, origin):
+        yield FrameRange(str(path), offsets)
+
+
 def _file_batches(
     path: Path, batch_size: int, resume: Resume | None
 ) -> Iterator[list[SourceDocument]]:
@@ -134,18 +154,36 @@ def _check_resumed(last: bytes | None, resume: Resume, origin: str) -> None:
         )
 
 
-def _count_frames(path: Path) -> int | None:
+def _gzipped(path: Path) -> bool:
+    with path.open("rb") as stream:
+        return stream.read(2) == b"\x1f\x8b"
+
+
+def _count_frames(path: Path, chunk: int = 1 << 20) -> int | None:
+    """How many documents a plain dump file holds (None for a gzipped one): only the length
+    prefixes are read, in `chunk`-sized blocks (a bad prefix ends the count; reading reports it)."""
     if path.suffix == ".gz":
         return None
-    with path.open("rb") as stream:
-        count = 0
-        while prefix := stream.read(4):
+    unpack = struct.Struct("<i").unpack_from
+    with path.open("rb", buffering=0) as stream:
+        size = os.fstat(stream.fileno()).st_size
+        position = block_start = count = 0
+        block = b""
+        while position + 4 <= size:
+            at = position - block_start
+            if at + 4 > len(block):
+                stream.seek(position)
+                block = stream.read(chunk)
+                block_start, at = position, 0
+            length = unpack(block, at)[0]
+            if length < 5:
+                break
             count += 1
-            stream.seek(int.from_bytes(prefix, "little", signed=True) - 4, 1)
+            position += length
         return count
 
 
-async def _threaded(iterator: Iterator[list[T]]) -> AsyncGenerator[list[T], None]:
+async def _threaded(iterator: Iterator[T]) -> AsyncGenerator[T, None]:
     """Run a blocking batch iterator in a worker thread (file reads and BSON decoding then
     overlap with the database work of the event loop)."""
     done = object()
@@ -190,12 +228,20 @@ class DumpSource:
 
     async def frame_batches(
         self, collection: str, batch_size: int, resume: Resume | None = None
-    ) -> AsyncGenerator[list[bytes], None]:
-        """Like `batches`, but each document as its raw BSON bytes (decoded by the consumer)."""
+    ) -> AsyncGenerator[Sequence[bytes], None]:
+        """Like `batches`, but each document as its raw BSON bytes (decoded by the consumer): a
+        `FrameRange` (where the documents are in the file) for a plain `.bson` file, the
+        documents themselves for a gzipped one."""
         path = self._file(collection)
         if path is None:
             return
-        async for batch in _threaded(_frame_batches(path, batch_size, resume)):
+        plain = not path.name.endswith(".gz") and not _gzipped(path)
+        batches: Iterator[Sequence[bytes]] = (
+            _range_batches(path, batch_size, resume)
+            if plain
+            else _frame_batches(path, batch_size, resume)
+        )
+        async for batch in _threaded(batches):
             yield batch
 
     async def close(self) -> None:

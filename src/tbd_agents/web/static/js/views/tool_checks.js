@@ -1,6 +1,6 @@
 // "Try it" panels under the forms of MCP servers, custom tools and guardrails.
 
-import { patch, post } from "../api.js";
+import { api, post } from "../api.js";
 import { append, h, notify, replace, uid } from "../dom.js";
 
 const enc = encodeURIComponent;
@@ -47,7 +47,7 @@ export function mcpPanel(record, form, box) {
       const chosen = boxes.filter((b) => b.input.checked).map((b) => b.input.value);
       if (!chosen.length) { notify("Tick at least one tool (an empty list allows every tool).", "error"); return; }
       const allowed = chosen.length === boxes.length ? [] : chosen;
-      const updated = await patch(`/api/mcps/${enc(record.id)}`, { allowed_tools: allowed });
+      const updated = await api("PUT", `/api/mcps/${enc(record.id)}/tools`, { body: { allowed_tools: allowed } });
       form.set("allowed_tools", updated.allowed_tools);
       form.markSaved();
       notify(allowed.length ? `Agents may use ${allowed.length} of ${boxes.length} tools.` : "Agents may use every tool of this server.", "success");
@@ -87,7 +87,7 @@ export function customToolPanel(record, form, box) {
       const res = await post(`/api/custom-tools/${enc(record.id)}/run`, { arguments: parsed });
       if (!res.ok) { failure(runOut, `Failed after ${res.duration_ms} ms: ${res.error}`); return; }
       replace(runOut, h("p", {}, `Result (${res.duration_ms} ms):`),
-        h("pre", { class: "result" }, JSON.stringify(res.result, null, 2)),
+        h("pre", { class: "result" }, JSON.stringify(res.value, null, 2)),
         res.stdout ? [h("p", { class: "muted" }, "Printed:"), h("pre", {}, res.stdout)] : null);
     }, "Running…");
     panels.push(card("tool-run-title", "Run",

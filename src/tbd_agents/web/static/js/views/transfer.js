@@ -3,21 +3,31 @@
 import { get, post } from "../api.js";
 import { append, download, h, notify, replace, uid } from "../dom.js";
 
-function counts(title, map) {
-  const entries = Object.entries(map || {}).filter(([, n]) => n);
+/** The kinds of records a bundle carries, in import order (the report has one result each). */
+const KINDS = ["providers", "skills", "mcp_servers", "custom_tools", "guardrails", "knowledge_sources",
+  "knowledge_items", "agents", "workflows", "scheduled_agents"];
+/** Keys of a bundle that are not lists of records. */
+const NOT_RECORDS = new Set(["tokens_required", "redacted"]);
+
+function counts(title, results, field) {
+  const entries = results.filter(([, r]) => r[field]);
   if (!entries.length) return null;
-  return h("div", {}, h("h3", {}, title), h("ul", {}, entries.map(([c, n]) => h("li", {}, `${c.replace(/_/g, " ")}: ${n}`))));
+  return h("div", {}, h("h3", {}, title), h("ul", {}, entries.map(([c, r]) => h("li", {}, `${c.replace(/_/g, " ")}: ${r[field]}`))));
 }
 
-/** The report of an import (or of its dry run). */
+/** The report of an import (or of its dry run): one result `{created, skipped, overwritten, errors, ids}` per kind. */
 export function reportView(report) {
-  const nothing = !Object.values(report.created || {}).some(Boolean) && !(report.conflicts || []).length;
+  const results = KINDS.filter((k) => report[k]).map((k) => [k, report[k]]);
+  const errors = results.flatMap(([, r]) => r.errors || []);
+  const nothing = !results.some(([, r]) => r.created) && !(report.conflicts || []).length && !errors.length;
   return h("div", { class: "report", dataset: { dryRun: String(report.dry_run) } },
-    h("p", {}, report.dry_run ? h("strong", {}, "Preview — nothing was changed. ") : h("strong", {}, "Imported. "), `Mode on conflicts: ${report.mode}.`),
+    h("p", {}, report.dry_run ? h("strong", {}, "Preview — nothing was changed. ") : h("strong", {}, "Imported. "), `Mode: ${report.mode}.`),
     nothing ? h("p", { class: "muted" }, "The bundle holds nothing new.") : null,
-    counts(report.dry_run ? "Would create" : "Created", report.created),
-    counts(report.dry_run ? "Would skip" : "Skipped", report.skipped),
-    counts(report.dry_run ? "Would overwrite" : "Overwritten", report.overwritten),
+    counts(report.dry_run ? "Would create" : "Created", results, "created"),
+    counts(report.dry_run ? "Would skip" : "Skipped", results, "skipped"),
+    counts(report.dry_run ? "Would overwrite" : "Overwritten", results, "overwritten"),
+    errors.length ? h("div", { class: "import-errors" }, h("h3", {}, report.dry_run ? "Would not be imported" : "Not imported"),
+      h("ul", {}, errors.map((e) => h("li", { class: "error" }, e)))) : null,
     (report.conflicts || []).length ? h("div", {}, h("h3", {}, "Conflicts (same name already exists)"),
       h("div", { class: "table-wrap" }, h("table", { class: "records conflicts" },
         h("thead", {}, h("tr", {}, ["Collection", "Name", "Action"].map((t) => h("th", { scope: "col" }, t)))),
@@ -38,9 +48,11 @@ function exportSection() {
       const bundle = await get("/api/export", { include_items: items.checked });
       const stamp = new Date().toISOString().slice(0, 19).replace(/[:T]/g, "-");
       download(`tbd-agents-bundle-${stamp}.json`, JSON.stringify(bundle, null, 2));
-      const total = Object.values(bundle.resources || {}).reduce((n, list) => n + list.length, 0);
+      const total = Object.entries(bundle).filter(([k, v]) => Array.isArray(v) && !NOT_RECORDS.has(k))
+        .reduce((n, [, list]) => n + list.length, 0);
       replace(out, h("p", {}, `Exported ${total} records.`),
-        (bundle.tokens_required || []).length ? h("p", { class: "muted" }, `Token names referenced (values not included): ${bundle.tokens_required.join(", ")}.`) : null);
+        (bundle.tokens_required || []).length ? h("p", { class: "muted" }, `Token names referenced (values not included): ${bundle.tokens_required.join(", ")}.`) : null,
+        (bundle.redacted || []).length ? h("p", { class: "warning" }, `Passwords removed from connection strings (set them again after an import): ${bundle.redacted.join(", ")}.`) : null);
     } catch (error) {
       replace(out, h("p", { class: "error", role: "alert" }, error.message));
     } finally {
@@ -49,7 +61,7 @@ function exportSection() {
   });
   return h("section", { class: "card", "aria-labelledby": "export-title" },
     h("h2", { id: "export-title" }, "Export"),
-    h("p", {}, "A bundle holds your agents, skills, MCP servers, custom tools, guardrails, providers, knowledge sources, workflows and schedules. Secret values are never included: tokens are listed by name."),
+    h("p", {}, "A bundle holds your agents, skills, MCP servers, custom tools, guardrails, providers, knowledge sources, workflows and schedules, in the format of TBD Agents bundles. Secret values are never included: tokens are listed by name, passwords are removed from connection strings."),
     h("div", { class: "field field-check" }, items, h("label", { for: itemsId }, "Include knowledge items (their text)")),
     h("div", { class: "actions" }, button), out);
 }
@@ -59,6 +71,7 @@ function importSection() {
   const modeId = uid("mode");
   const file = h("input", { id: fileId, type: "file", accept: ".json,application/json", "aria-describedby": `${fileId}-err` });
   const mode = h("select", { id: modeId },
+    h("option", { value: "create" }, "create: always add new records"),
     h("option", { value: "skip" }, "skip: keep what exists"),
     h("option", { value: "rename" }, "rename: import a copy under a new name"),
     h("option", { value: "overwrite" }, "overwrite: replace what exists"));
@@ -103,7 +116,7 @@ function importSection() {
   importButton.addEventListener("click", () => run(false));
   return h("section", { class: "card", "aria-labelledby": "import-title" },
     h("h2", { id: "import-title" }, "Import"),
-    h("p", {}, "Upload a bundle, preview what it would create and which names conflict, then import."),
+    h("p", {}, "Upload a bundle (the whole configuration, or one kind of record), preview what it would create and which items cannot be imported, then import."),
     h("div", { class: "field" }, h("label", { for: fileId, class: "label" }, "Bundle file"), file, err),
     h("div", { class: "field" }, h("label", { for: modeId, class: "label" }, "When a name already exists"), mode),
     h("div", { class: "actions" }, previewButton, importButton), out);
