@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 import functools
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Generic, NoReturn, TypeVar, cast
@@ -33,6 +34,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal_column,
     select,
     type_coerce,
     update,
@@ -165,6 +167,66 @@ def _direct_whole_list(
     return compile_direct(json_array_statement(table, document, sort, conditions), dialect)
 
 
+@functools.lru_cache(maxsize=256)
+def _direct_whole_version(
+    table: Table, equal: tuple[str, ...], dialect: Dialect
+) -> DirectStatement:
+    """The version of the rows `_direct_whole_list` reads: their count, a 64-bit hash summed
+    over (id, xmin) — every insert, update and delete changes it, as each row version written
+    carries its transaction's new xid — and whether this transaction has written (then its own
+    uncommitted rows may be in view and nothing is cached)."""
+    conditions = [
+        table.c[name] == bindparam(f"p{i}", type_=table.c[name].type)
+        for i, name in enumerate(equal)
+    ]
+    name = table.name  # the schema's own table name, not input
+    row_hash = literal_column(f"hashtextextended({name}.id || ':' || {name}.xmin::text, 0)")
+    stmt = (
+        select(
+            func.count(),
+            func.coalesce(func.sum(row_hash), literal_column("0")),
+            func.txid_current_if_assigned().is_(None),
+        )
+        .select_from(table)
+        .where(*conditions)
+    )
+    return compile_direct(stmt, dialect)
+
+
+class WholeListCache:
+    """Whole-list JSON arrays of this process, each kept with the version of its rows
+    (`_direct_whole_version`). A list is served from here only when the rows' version, read in
+    the same transaction, is still the one the array was built at: one aggregate over the rows'
+    ids and xids instead of building ~1,000 JSON objects. Bounded by entries and bytes."""
+
+    def __init__(self, max_entries: int = 64, max_bytes: int = 64 * 2**20) -> None:
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self._entries: OrderedDict[tuple[Any, ...], tuple[tuple[Any, ...], bytes]] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: tuple[Any, ...], version: tuple[Any, ...]) -> bytes | None:
+        found = self._entries.get(key)
+        if found is None or found[0] != version:
+            return None
+        self._entries.move_to_end(key)
+        return found[1]
+
+    def put(self, key: tuple[Any, ...], version: tuple[Any, ...], body: bytes) -> None:
+        if len(body) > self.max_bytes // 4:
+            return
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= len(old[1])
+        self._entries[key] = (version, body)
+        self._bytes += len(body)
+        while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+            _, (_, dropped) = self._entries.popitem(last=False)
+            self._bytes -= len(dropped)
+
+
+WHOLE_LISTS = WholeListCache()
+
+
 #: Order of `find_one` (the protocol's default sort).
 DEFAULT_SORT_FIELDS = ("created_at", "id")
 
@@ -231,6 +293,27 @@ class PostgresRepository(Generic[E]):
             return await self._conn.execute(stmt, params)
         except (DBAPIError, OSError) as exc:
             self._raise(exc)
+
+    async def _whole_list(
+        self, whole: DirectStatement, equal: tuple[str, ...], values: dict[str, Any]
+    ) -> bytes | None:
+        """The whole list's JSON array, from `WHOLE_LISTS` when its rows have not changed."""
+        version_stmt = _direct_whole_version(self.table, equal, self._conn.dialect)
+        seen = await self._fetch_direct(version_stmt, values)
+        key = (str(self._conn.engine.url), whole.sql, tuple(sorted(values.items())))
+        version: tuple[Any, ...] | None = None
+        if seen is not None and seen[0][2]:  # this transaction has not written
+            version = (seen[0][0], seen[0][1])
+            hit = WHOLE_LISTS.get(key, version)
+            if hit is not None:
+                return hit
+        rows = await self._fetch_direct(whole, values)
+        if rows is None:
+            return None
+        body = bytes(rows[0][0])
+        if version is not None:
+            WHOLE_LISTS.put(key, version, body)
+        return body
 
     async def _fetch_direct(
         self, statement: DirectStatement, values: Mapping[str, Any]
@@ -338,9 +421,12 @@ class PostgresRepository(Generic[E]):
                 self._conn.dialect,
             )
             values = {f"p{i}": db_value(f.value) for i, f in enumerate(checked.filters)}
-            rows = None if whole is None else await self._fetch_direct(whole, values)
-            if rows is not None:
-                return JsonPage(bytes(rows[0][0]), None)
+            if whole is not None:
+                cached = await self._whole_list(
+                    whole, tuple(f.field for f in checked.filters), values
+                )
+                if cached is not None:
+                    return JsonPage(cached, None)
         conds = where_clause(self.table, self.model, checked.filters)
         if checked.after is not None:
             conds.append(keyset_clause(self.table, checked.sort, checked.after))
