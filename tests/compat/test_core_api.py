@@ -244,3 +244,29 @@ async def test_knowledge_items_filter_by_content_type(alice: httpx.AsyncClient) 
     ]
     params["content_type"] = "file"
     assert (await alice.get("/api/knowledge-items", params=params)).json() == []
+
+
+async def test_memories_filter_by_their_metadata_tags(alice: httpx.AsyncClient) -> None:
+    agent = await create(alice, "agents")
+
+    async def remember(key: str, tags: object) -> str:
+        made = await alice.post(
+            "/api/memories",
+            json={"agent_id": agent["id"], "key": key, "value": "v", "metadata": {"tags": tags}},
+        )
+        assert made.status_code == 201, made.text
+        return str(made.json()["id"])
+
+    both = await remember("both", ["ops", "db"])
+    ops = await remember("ops", ["ops"])
+    await remember("odd", "ops")  # not an array: never matches a tag filter
+
+    async def keys(params: list[tuple[str, str]]) -> set[str]:
+        found = await alice.get("/api/memories", params=[("agent_id", agent["id"]), *params])
+        assert found.status_code == 200, found.text
+        return {m["id"] for m in found.json()}
+
+    assert await keys([("tags", "ops")]) == {both, ops}
+    assert await keys([("tags", "ops"), ("tags", "db")]) == {both}
+    assert await keys([("tags", "db,nothing")]) == {both}
+    assert await keys([("tags", "nothing")]) == set()

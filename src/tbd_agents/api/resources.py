@@ -118,6 +118,14 @@ def resource_routers() -> list[APIRouter]:
             filters=(
                 _f("agent_id", str | None),
                 _f("scope", MemoryScope | None),
+                ListFilter(
+                    "tags",
+                    list[str] | None,
+                    field="metadata.tags",
+                    op="tags",
+                    description="Memories whose metadata.tags has every tag given (repeat the "
+                    "parameter); one comma-separated value: any of them.",
+                ),
                 _f("key", str | None),
                 _f("session_id", str | None),
             ),

@@ -269,10 +269,34 @@ def _as_values(model: type[Entity], flt: Filter) -> Sequence[Any]:
     return flt.value
 
 
+def _check_json_key_filter(model: type[Entity], flt: Filter) -> Filter:
+    """`<json field>.<key>` with contains_any / contains_all of strings: the documents whose JSON
+    object holds, under `key`, an array with any / all of them (e.g. a memory's
+    `metadata.tags`)."""
+    base, _, key = flt.field.partition(".")
+    meta = field_meta(model, base)
+    op = Op(flt.op)
+    if meta.kind is not FieldKind.JSON or not key or "." in key or op not in LIST_OPERATORS:
+        raise UnsupportedQuery(
+            f"{model.collection}.{flt.field}: a key of a JSON field can only be filtered with "
+            "contains_any / contains_all of strings (one level, e.g. metadata.tags)",
+            details={"field": flt.field},
+        )
+    values = tuple(_as_values(model, flt))
+    if op not in (Op.CONTAINS_ANY, Op.CONTAINS_ALL) or not all(isinstance(v, str) for v in values):
+        raise UnsupportedQuery(
+            f"{model.collection}.{flt.field}: contains_any / contains_all of strings only",
+            details={"field": flt.field, "op": op.value},
+        )
+    return Filter(flt.field, op, values)
+
+
 def check_filter(model: type[Entity], flt: Filter) -> Filter:
     """Validate one filter against `model`; return it with its value coerced."""
     if not isinstance(flt, Filter):
         raise UnsupportedQuery(f"{flt!r} is not a Filter; build filters with eq(), in_(), ...")
+    if "." in flt.field:
+        return _check_json_key_filter(model, flt)
     meta = field_meta(model, flt.field)
     op = Op(flt.op)
     if meta.kind not in OPERATOR_KINDS[op]:

@@ -77,6 +77,14 @@ def _range(op: Op, value: Any) -> Doc:
 
 def filter_clause(model: type[Entity], flt: Filter) -> Doc:
     """The MongoDB condition for one checked filter."""
+    if "." in flt.field:  # a key of a JSON field (an embedded document): strings in its array
+        # $elemMatch only matches arrays (a scalar equal to a tag does not count, as on
+        # PostgreSQL).
+        wanted = [str(v) for v in flt.value]
+        if flt.op is Op.CONTAINS_ANY:
+            return {flt.field: {"$elemMatch": {"$in": wanted}}}
+        each = [{flt.field: {"$elemMatch": {"$eq": v}}} for v in wanted]
+        return {} if not each else each[0] if len(each) == 1 else {"$and": each}
     path = path_of(flt.field)
     op, value = flt.op, flt.value
     if op in (Op.EQ, Op.IN):

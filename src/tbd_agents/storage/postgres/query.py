@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Boolean, Table, all_, and_, any_, false, literal, or_, tuple_
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Boolean, Table, Text, all_, and_, any_, false, func, literal, or_, tuple_
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.expression import UnaryExpression
 
@@ -38,8 +38,20 @@ def _array_param(column: ColumnElement[Any], values: Sequence[Any]) -> ColumnEle
     return literal([db_value(v) for v in values], array_type)
 
 
+def _json_key_clause(table: Table, flt: Filter) -> ColumnElement[bool]:
+    """`<jsonb column>.<key>` holding an array with any (`?|`) / all (`?&`) of the strings."""
+    base, _, key = flt.field.partition(".")
+    member = table.c[base].op("->", return_type=JSONB)(literal(key, Text()))
+    operator = "?|" if flt.op is Op.CONTAINS_ANY else "?&"
+    wanted = literal([str(v) for v in flt.value], ARRAY(Text()))
+    is_array = func.jsonb_typeof(member) == literal("array", Text())
+    return and_(is_array, member.op(operator, return_type=Boolean)(wanted))
+
+
 def filter_clause(table: Table, model: type[Entity], flt: Filter) -> ColumnElement[bool]:
     """SQL condition for one checked filter."""
+    if "." in flt.field:
+        return _json_key_clause(table, flt)
     col: ColumnElement[Any] = table.c[flt.field]
     nullable = fields_of(model)[flt.field].nullable
     op = flt.op

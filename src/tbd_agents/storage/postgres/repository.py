@@ -180,7 +180,9 @@ def _direct_whole_version(
         for i, name in enumerate(equal)
     ]
     name = table.name  # the schema's own table name, not input
-    row_hash = literal_column(f"hashtextextended({name}.id || ':' || {name}.xmin::text, 0)")
+    row_hash: ColumnElement[Any] = literal_column(
+        f"hashtextextended({name}.id || ':' || {name}.xmin::text, 0)"
+    )
     stmt = (
         select(
             func.count(),
