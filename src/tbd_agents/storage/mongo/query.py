@@ -83,8 +83,8 @@ def filter_clause(model: type[Entity], flt: Filter) -> Doc:
         wanted = [str(v) for v in flt.value]
         if flt.op is Op.CONTAINS_ANY:
             return {flt.field: {"$elemMatch": {"$in": wanted}}}
-        each = [{flt.field: {"$elemMatch": {"$eq": v}}} for v in wanted]
-        return {} if not each else each[0] if len(each) == 1 else {"$and": each}
+        every: list[Doc] = [{flt.field: {"$elemMatch": {"$eq": v}}} for v in wanted]
+        return {} if not every else every[0] if len(every) == 1 else {"$and": every}
     path = path_of(flt.field)
     op, value = flt.op, flt.value
     if op in (Op.EQ, Op.IN):
