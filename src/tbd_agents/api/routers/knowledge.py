@@ -27,7 +27,6 @@ from tbd_agents.api.schemas import (
 from tbd_agents.domain.enums import KnowledgeSourceStatus, MemoryScope
 from tbd_agents.domain.models import KnowledgeItem, KnowledgeSource, Memory
 from tbd_agents.errors import InvalidData, StorageError
-from tbd_agents.services.access import Principal
 from tbd_agents.services.catalog import records_for
 from tbd_agents.services.knowledge import KnowledgeServices, build_knowledge_services
 from tbd_agents.services.knowledge import test_source as test_knowledge_source
@@ -121,8 +120,13 @@ def parse_metadata(raw: str | None) -> dict[str, Any]:
 ItemUpdate = update_schema(KnowledgeItem)
 
 
-async def _update_item(record_id: str, body: Any, ctx: ApiContext, caller: Principal) -> Response:
-    changes = body.model_dump(exclude_unset=True)
+async def update_item(
+    record_id: RecordId,
+    body: ItemUpdate,  # type: ignore[valid-type]
+    ctx: Ctx,
+    caller: Caller,
+) -> Response:
+    changes = body.model_dump(exclude_unset=True)  # type: ignore[attr-defined]
     for name in ("text_content", "tags"):
         if name in changes and changes[name] is None:
             raise InvalidData(f"{name} cannot be null", details={"field": name})
@@ -130,22 +134,15 @@ async def _update_item(record_id: str, body: Any, ctx: ApiContext, caller: Princ
     return json_response(record_json(item))
 
 
-@router.put(
-    "/api/knowledge-items/{record_id}",
-    response_model=output_schema(KnowledgeItem),
-    summary="Change an item (a new text or new tags index it again)",
-)
-async def put_item(record_id: RecordId, body: ItemUpdate, ctx: Ctx, caller: Caller) -> Response:  # type: ignore[valid-type]
-    return await _update_item(record_id, body, ctx, caller)
-
-
-@router.patch(
-    "/api/knowledge-items/{record_id}",
-    response_model=output_schema(KnowledgeItem),
-    summary="Change an item (as PUT)",
-)
-async def patch_item(record_id: RecordId, body: ItemUpdate, ctx: Ctx, caller: Caller) -> Response:  # type: ignore[valid-type]
-    return await _update_item(record_id, body, ctx, caller)
+for _method in ("PUT", "PATCH"):  # the same partial update under both methods
+    router.add_api_route(
+        "/api/knowledge-items/{record_id}",
+        update_item,
+        methods=[_method],
+        response_model=output_schema(KnowledgeItem),
+        summary="Change an item (a new text or new tags index it again)",
+        operation_id=f"{_method.lower()}_knowledge_item",
+    )
 
 
 @router.post(
@@ -441,8 +438,8 @@ async def short_term_memory(
     return json_response(b"[" + b",".join(record_json(m) for m in rows) + b"]")
 
 
-async def _update_memory(
-    record_id: str, body: MemoryUpdate, ctx: ApiContext, caller: Principal
+async def update_memory(
+    record_id: RecordId, body: MemoryUpdate, ctx: Ctx, caller: Caller
 ) -> Response:
     changes = body.model_dump(exclude_unset=True, exclude={"embedding"})
     for name in ("key", "value", "scope"):
@@ -452,24 +449,15 @@ async def _update_memory(
     return json_response(record_json(memory))
 
 
-@memories.patch(
-    "/api/memories/{record_id}",
-    response_model=output_schema(Memory),
-    summary="Change a memory (re-embedded, its vector updated)",
-)
-async def update_memory(
-    record_id: RecordId, body: MemoryUpdate, ctx: Ctx, caller: Caller
-) -> Response:
-    return await _update_memory(record_id, body, ctx, caller)
-
-
-@memories.put(
-    "/api/memories/{record_id}",
-    response_model=output_schema(Memory),
-    summary="Change a memory (partial, as PATCH; re-embedded, its vector updated)",
-)
-async def put_memory(record_id: RecordId, body: MemoryUpdate, ctx: Ctx, caller: Caller) -> Response:
-    return await _update_memory(record_id, body, ctx, caller)
+for _method in ("PUT", "PATCH"):  # the same partial update under both methods
+    memories.add_api_route(
+        "/api/memories/{record_id}",
+        update_memory,
+        methods=[_method],
+        response_model=output_schema(Memory),
+        summary="Change a memory (only the fields given; re-embedded, its vector updated)",
+        operation_id=f"{_method.lower()}_memory",
+    )
 
 
 @memories.delete(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import builtins
 import functools
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Generic, NoReturn, TypeVar, cast
@@ -34,7 +33,6 @@ from sqlalchemy import (
     exists,
     func,
     insert,
-    literal_column,
     select,
     type_coerce,
     update,
@@ -82,6 +80,7 @@ from tbd_agents.storage.postgres.query import db_value, keyset_clause, order_by,
 from tbd_agents.storage.postgres.rows import row_builder
 from tbd_agents.storage.postgres.schema import code_cascades
 from tbd_agents.storage.postgres.tables import TABLES  # every table, extra modules included
+from tbd_agents.storage.postgres.whole_lists import WHOLE_LISTS, whole_list_version
 from tbd_agents.storage.protocol import (
     Filter,
     GroupLatest,
@@ -167,68 +166,6 @@ def _direct_whole_list(
     return compile_direct(json_array_statement(table, document, sort, conditions), dialect)
 
 
-@functools.lru_cache(maxsize=256)
-def _direct_whole_version(
-    table: Table, equal: tuple[str, ...], dialect: Dialect
-) -> DirectStatement:
-    """The version of the rows `_direct_whole_list` reads: their count, a 64-bit hash summed
-    over (id, xmin) — every insert, update and delete changes it, as each row version written
-    carries its transaction's new xid — and whether this transaction has written (then its own
-    uncommitted rows may be in view and nothing is cached)."""
-    conditions = [
-        table.c[name] == bindparam(f"p{i}", type_=table.c[name].type)
-        for i, name in enumerate(equal)
-    ]
-    name = table.name  # the schema's own table name, not input
-    row_hash: ColumnElement[Any] = literal_column(
-        f"hashtextextended({name}.id || ':' || {name}.xmin::text, 0)"
-    )
-    stmt = (
-        select(
-            func.count(),
-            func.coalesce(func.sum(row_hash), literal_column("0")),
-            func.txid_current_if_assigned().is_(None),
-        )
-        .select_from(table)
-        .where(*conditions)
-    )
-    return compile_direct(stmt, dialect)
-
-
-class WholeListCache:
-    """Whole-list JSON arrays of this process, each kept with the version of its rows
-    (`_direct_whole_version`). A list is served from here only when the rows' version, read in
-    the same transaction, is still the one the array was built at: one aggregate over the rows'
-    ids and xids instead of building ~1,000 JSON objects. Bounded by entries and bytes."""
-
-    def __init__(self, max_entries: int = 64, max_bytes: int = 64 * 2**20) -> None:
-        self.max_entries, self.max_bytes = max_entries, max_bytes
-        self._entries: OrderedDict[tuple[Any, ...], tuple[tuple[Any, ...], bytes]] = OrderedDict()
-        self._bytes = 0
-
-    def get(self, key: tuple[Any, ...], version: tuple[Any, ...]) -> bytes | None:
-        found = self._entries.get(key)
-        if found is None or found[0] != version:
-            return None
-        self._entries.move_to_end(key)
-        return found[1]
-
-    def put(self, key: tuple[Any, ...], version: tuple[Any, ...], body: bytes) -> None:
-        if len(body) > self.max_bytes // 4:
-            return
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self._bytes -= len(old[1])
-        self._entries[key] = (version, body)
-        self._bytes += len(body)
-        while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
-            _, (_, dropped) = self._entries.popitem(last=False)
-            self._bytes -= len(dropped)
-
-
-WHOLE_LISTS = WholeListCache()
-
-
 #: Order of `find_one` (the protocol's default sort).
 DEFAULT_SORT_FIELDS = ("created_at", "id")
 
@@ -300,7 +237,7 @@ class PostgresRepository(Generic[E]):
         self, whole: DirectStatement, equal: tuple[str, ...], values: dict[str, Any]
     ) -> bytes | None:
         """The whole list's JSON array, from `WHOLE_LISTS` when its rows have not changed."""
-        version_stmt = _direct_whole_version(self.table, equal, self._conn.dialect)
+        version_stmt = whole_list_version(self.table, equal, self._conn.dialect)
         seen = await self._fetch_direct(version_stmt, values)
         key = (str(self._conn.engine.url), whole.sql, tuple(sorted(values.items())))
         version: tuple[Any, ...] | None = None
