@@ -5,6 +5,7 @@ same checkpoints; and the children are gone when the run ends."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -28,7 +29,11 @@ DB = "copilot_agent_hub"
 
 
 def _lines(path: Path) -> list[dict[str, object]]:
-    return [{k: v for k, v in line.items() if k != "run"} for line in read_report(path)]
+    """The report's lines without their run id, in a stable order: with several converter
+    processes, lines of one collection (a converter's refusal, the loader's orphan check) may
+    be appended in another order than the thread path's."""
+    lines = [{k: v for k, v in line.items() if k != "run"} for line in read_report(path)]
+    return sorted(lines, key=lambda line: json.dumps(line, sort_keys=True, default=str))
 
 
 async def _migrate(url: Any, dump: Path, report: Path, workers: int, batch: int) -> dict[str, Any]:

@@ -438,6 +438,8 @@ async def test_two_schedulers_racing_over_an_hour_fire_each_occurrence_once(
     for key in ("disabled", "ended"):
         assert await schedule_history(rt.runs, ids[key]) == []
         assert await _runs_of(rt, ids[key]) == 0
-    assert claimed_by == {"race-a", "race-b"}  # both won some
+    # Who wins an occurrence is timing: on PostgreSQL the loser of a row lock skips the schedule,
+    # so one scheduler may win every occurrence on a loaded machine. Exactly-once is what holds.
+    assert claimed_by and claimed_by <= {"race-a", "race-b"}
     if rt.name == "mongo":  # both tried every occurrence; the unique key refused the second
         assert len(refused) == sum(len(v) for v in EXPECTED.values())
