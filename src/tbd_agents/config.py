@@ -192,6 +192,12 @@ class Settings(BaseSettings):
     knowledge_chunk_overlap: int = Field(
         default=150, ge=0, le=10_000, description="Characters repeated between adjacent chunks."
     )
+    stm_max_entries: int = Field(
+        default=20,
+        ge=0,
+        description="An agent's most recently written memories recalled into each run beside "
+        "the semantic matches (the existing short-term memory; 0: off).",
+    )
     memory_max_per_agent: int = Field(
         default=1000,
         ge=0,
@@ -282,6 +288,24 @@ class Settings(BaseSettings):
     # --- agent engine ----------------------------------------------------------------------
     engine_model_timeout: float = Field(
         default=120.0, gt=0, description="Seconds a model call may take (connect and each read)."
+    )
+    engine_session_timeout: float = Field(
+        default=600.0,
+        gt=0,
+        description="Seconds a whole run of a workflow with infinite_session=false may last; "
+        "past it the run fails with a session timeout (the existing SESSION_TIMEOUT).",
+    )
+    engine_infinite_session_timeout: float = Field(
+        default=86400.0,
+        gt=0,
+        description="Seconds a whole run of a workflow with infinite_session=true (the "
+        "default) may last; past it the run fails with a session timeout.",
+    )
+    engine_workflow_todo_tool: bool = Field(
+        default=False,
+        description="Offer the manage_todo_list built-in to every workflow and schedule run, "
+        "as the existing Copilot runtime did (its calls are stored as the task's progress); "
+        "false: only to agents that list it in builtin_tools.",
     )
     engine_model_max_retries: int = Field(
         default=3,
@@ -520,7 +544,6 @@ class Settings(BaseSettings):
     # --- variables of the existing TBD Agents read only to be converted, refused or warned
     # about (tbd_agents.config_legacy; docs/configuration.md lists what each one does) -------
     session_timeout: float | None = _old()
-    stm_max_entries: str | None = _old()
     ltm_max_entries: int | None = _old()
     embeddings_enabled: bool | None = _old()
     embeddings_model: str | None = _old()

@@ -189,17 +189,23 @@ LEGACY: tuple[LegacyVariable, ...] = (
     LegacyVariable(
         "SESSION_TIMEOUT",
         Fate.RENAMED,
-        "ENGINE_MODEL_TIMEOUT",
-        "Seconds a model call may take (its meaning on the OpenAI-compatible path). There is "
-        "no Copilot CLI session to wait for. Our default is 120 (was 600).",
+        "ENGINE_SESSION_TIMEOUT",
+        "Both of its meanings: the longest a run of a workflow with infinite_session=false may "
+        "last (ENGINE_SESSION_TIMEOUT, default 600) and the seconds a model call may take "
+        "(ENGINE_MODEL_TIMEOUT, the OpenAI-compatible path's meaning; our default is 120).",
+        convert=lambda _settings, value: {
+            "engine_session_timeout": value,
+            "engine_model_timeout": value,
+        },
+        label="read as `ENGINE_SESSION_TIMEOUT` and `ENGINE_MODEL_TIMEOUT`",
     ),
     LegacyVariable("REDIS_URL", Fate.WORKS, "REDIS_URL", "Default unset: runs in-process."),
     LegacyVariable(
         "STM_MAX_ENTRIES",
-        Fate.REFUSED,
-        note="there is no Redis short-term memory here: an agent's memories are kept in the "
-        "database, capped per agent by MEMORY_MAX_PER_AGENT (the existing LTM_MAX_ENTRIES), and "
-        "MEMORY_RETRIEVAL_TOP_K bounds how many a run recalls; remove STM_MAX_ENTRIES",
+        Fate.WORKS,
+        "STM_MAX_ENTRIES",
+        "The agent's last N memories are recalled beside the semantic matches, read from the "
+        "database (newest first) rather than a Redis set; 0 turns it off.",
     ),
     LegacyVariable(
         "LTM_MAX_ENTRIES",

@@ -101,7 +101,9 @@ WORKS = [
     Works({"DEFAULT_MAX_TURNS": "12"}, lambda s: s.default_max_turns == 12),
     Works({"GITHUB_TOKEN": TOKEN},
           lambda s: engine(s).copilot_token == TOKEN and server_token(s) == TOKEN),
-    Works({"SESSION_TIMEOUT": "600"}, lambda s: engine(s).model_timeout == 600.0),
+    Works({"SESSION_TIMEOUT": "300"},
+          lambda s: engine(s).model_timeout == 300.0 and engine(s).session_timeout == 300.0),
+    Works({"STM_MAX_ENTRIES": "5"}, lambda s: engine(s).stm_max_entries == 5),
     Works({"REDIS_URL": "redis://redis:6379/0"},
           lambda s: s.redis_url == "redis://redis:6379/0"),
     Works({"LTM_MAX_ENTRIES": "200"}, lambda s: s.memory_max_per_agent == 200),
@@ -157,7 +159,6 @@ WORKS = [
 ]  # fmt: skip
 
 REFUSED = {
-    "STM_MAX_ENTRIES": ("20", "MEMORY_MAX_PER_AGENT"),
     "COMPACTION_KEEP_RECENT_TURNS": ("6", "ENGINE_COMPACTION_THRESHOLD"),
     "PLUGINS_DIR": ("app/plugins", "MCP servers"),
     "PLUGINS_CONFIG": ("app/plugins.yaml", "plugin loader"),
@@ -244,7 +245,7 @@ def test_the_warnings_are_logged_once_at_start_up(
 
 
 def test_blank_values_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = build(monkeypatch, {"STM_MAX_ENTRIES": "", "OTEL_ENDPOINT": "  "})
+    settings = build(monkeypatch, {"EMBEDDINGS_DIM": "", "OTEL_ENDPOINT": "  "})
     assert settings.legacy_warnings == []
 
 

@@ -88,3 +88,12 @@ class ServiceMemory:
         return [
             MemoryItem(h.memory.key, h.memory.value, h.memory.scope.value, h.score) for h in hits
         ]
+
+    async def recent(self, *, limit: int, session_id: str | None = None) -> list[MemoryItem]:
+        """The agent's most recently written memories (the short-term memory, STM_MAX_ENTRIES);
+        session memories only of `session_id` (another workflow's are not this run's)."""
+        found = await self.service.recent(self.agent, limit + 20)
+        kept = [
+            m for m in found if m.scope is not MemoryScope.SESSION or m.session_id == session_id
+        ]
+        return [MemoryItem(m.key, m.value, m.scope.value) for m in kept[:limit]]

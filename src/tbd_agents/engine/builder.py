@@ -32,6 +32,8 @@ from tbd_agents.engine.config import EngineConfig
 from tbd_agents.engine.context import Budgets, RunSpec, SkillText
 from tbd_agents.engine.guardrails import Guardrails
 from tbd_agents.engine.messages import ToolSpec
+from tbd_agents.engine.options import RunOptions
+from tbd_agents.engine.overrides import apply_credential_overrides
 from tbd_agents.engine.providers import ProviderSettings, build_provider
 from tbd_agents.engine.sandbox import Sandbox, SandboxLimits
 from tbd_agents.engine.sources import KnowledgeSearch, MemoryStore, Passage
@@ -210,6 +212,8 @@ async def load_plan(
     )
     plan.warnings += skipped
     await _load_custom_tools(repos, cipher, agent, config, who, plan)
+    if workflow is not None:  # engine/overrides.py
+        await apply_credential_overrides(repos, cipher, RunOptions.of_workflow(workflow), plan)
     await _load_mcp(repos, cipher, agent, config, who, plan, outbound)
     await _load_knowledge_scope(repos, agent, who, plan)
     return plan
@@ -397,9 +401,12 @@ async def open_plan(
     memory: MemoryStore | None,
     knowledge: KnowledgeSearch | None,
     sandbox: Sandbox,
+    options: RunOptions | None = None,
 ) -> tuple[RunSpec, list[McpConnection]]:
-    """Connect MCP servers, build tools and the provider: the spec of one run."""
+    """Connect MCP servers, build tools and the provider: the spec of one run (with the
+    workflow's `options`: bypass_memory, auto_memory, the todo tool; engine/options.py)."""
     agent = plan.agent
+    options = options or RunOptions()
     if knowledge is not None and plan.knowledge_scope is not None:
         knowledge = OwnedKnowledge(knowledge, plan.knowledge_scope)
     tools = Toolset()
@@ -430,9 +437,9 @@ async def open_plan(
             )
         except TbdError as exc:
             warnings.append(f"custom tool {record.name!r} skipped: {exc.message}")
-    memory = memory if agent.memory_enabled else None
+    memory = memory if agent.memory_enabled and not options.bypass_memory else None
     builtins, missing = builtin_tools(
-        agent.builtin_tools, memory=memory, knowledge=knowledge,
+        options.builtin_names(agent.builtin_tools, memory is not None), memory=memory, knowledge=knowledge,
         knowledge_source_ids=plan.knowledge_source_ids, knowledge_tags=agent.knowledge_tags,
         timeout=config.builtin_tool_timeout,
     )  # fmt: skip
@@ -467,6 +474,7 @@ async def open_plan(
         ),
         config=config,
         warnings=warnings,
+        options=options,
     )
     return spec, conns
 

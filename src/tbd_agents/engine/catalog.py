@@ -22,6 +22,8 @@ class ModelInfo:
     input_per_mtok: float
     output_per_mtok: float
     known: bool = True
+    #: A reasoning model (OpenAI o-series, gpt-5): takes `reasoning_effort` (`reasoning = true`).
+    reasoning: bool = False
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         """US dollars for the given token counts."""
@@ -29,6 +31,8 @@ class ModelInfo:
 
 
 _FIELDS = ("context_window", "max_output_tokens", "input_per_mtok", "output_per_mtok")
+#: Optional keys of an entry (booleans).
+_FLAGS = ("reasoning",)
 
 
 def _entry(name: str, raw: Any, source: str) -> dict[str, float]:
@@ -36,13 +40,18 @@ def _entry(name: str, raw: Any, source: str) -> dict[str, float]:
         raise ConfigurationError(
             f"{source}: entry {name!r} must be a table of {', '.join(_FIELDS)}"
         )
-    unknown = set(raw) - set(_FIELDS)
+    unknown = set(raw) - set(_FIELDS) - set(_FLAGS)
     if unknown:
         raise ConfigurationError(
-            f"{source}: entry {name!r} has unknown keys {sorted(unknown)}; allowed: {', '.join(_FIELDS)}"
+            f"{source}: entry {name!r} has unknown keys {sorted(unknown)}; allowed: {', '.join(_FIELDS + _FLAGS)}"
         )
     out: dict[str, float] = {}
     for key, value in raw.items():
+        if key in _FLAGS:
+            if not isinstance(value, bool):
+                raise ConfigurationError(f"{source}: {name}.{key} must be true or false")
+            out[key] = float(value)
+            continue
         if not isinstance(value, int | float) or value < 0:
             raise ConfigurationError(f"{source}: {name}.{key} must be a number >= 0")
         out[key] = float(value)
@@ -113,4 +122,5 @@ class ModelCatalog:
             input_per_mtok=merged["input_per_mtok"],
             output_per_mtok=merged["output_per_mtok"],
             known=known,
+            reasoning=bool(merged.get("reasoning", 0.0)),
         )

@@ -19,6 +19,13 @@ class EngineConfig:
     retry_base_delay: float = 0.5
     #: Longest wait the engine accepts (from Retry-After or backoff) before giving up.
     retry_max_delay: float = 60.0
+    #: Seconds a whole run may last: with infinite_session=false (SESSION_TIMEOUT) and true.
+    session_timeout: float = 600.0
+    infinite_session_timeout: float = 86400.0
+    #: Workflow runs offer manage_todo_list though the agent does not list it.
+    workflow_todo_tool: bool = False
+    #: STM_MAX_ENTRIES: the agent's latest memories recalled beside the semantic ones (0: off).
+    stm_max_entries: int = 20
     #: Seconds to connect to (and list the tools of) one MCP server.
     mcp_connect_timeout: float = 15.0
     #: Seconds one MCP tool call may take.
@@ -100,6 +107,7 @@ _FROM_SETTINGS = {
     "prompt_max_items": "prompt_context_max_items",
     "knowledge_results": "knowledge_retrieval_top_k",
     "memory_results": "memory_retrieval_top_k",
+    "stm_max_entries": "stm_max_entries",
     "compaction_enabled": "compaction_enabled",
     "clear_tool_results": "tool_result_clearing_enabled",
     "keep_recent_tool_groups": "tool_result_clearing_keep_recent",

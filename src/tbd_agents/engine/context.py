@@ -19,6 +19,7 @@ from tbd_agents.engine.compaction import CompactionPolicy
 from tbd_agents.engine.config import EngineConfig
 from tbd_agents.engine.guardrails import Guardrails
 from tbd_agents.engine.messages import Message
+from tbd_agents.engine.options import RunOptions
 from tbd_agents.engine.providers.base import ChatProvider
 from tbd_agents.engine.sources import KnowledgeSearch, MemoryItem, MemoryStore, Passage
 from tbd_agents.engine.tokens import count_text, truncate_to_tokens
@@ -98,6 +99,8 @@ class RunSpec:
     config: EngineConfig = field(default_factory=EngineConfig)
     #: Problems found while building the spec (a skipped MCP server…), reported as events.
     warnings: list[str] = field(default_factory=list)
+    #: The workflow's options (engine/options.py); chat turns: the defaults.
+    options: RunOptions = field(default_factory=RunOptions)
 
 
 @dataclass(slots=True)
@@ -188,6 +191,8 @@ def assemble_system_prompt(
         kept = _fit(blocks, room(budgets.skills_tokens))
         if kept:
             take("## Skills\n" + "\n\n".join(kept))
+    for section in spec.options.policies():  # caveman / auto_memory (engine/options.py)
+        take(section)
     citations: list[dict[str, Any]] = []
     if passages:
         text, citations = knowledge_section(

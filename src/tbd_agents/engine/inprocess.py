@@ -23,10 +23,12 @@ from tbd_agents.engine.builder import close_run, load_plan, open_plan
 from tbd_agents.engine.catalog import ModelCatalog
 from tbd_agents.engine.config import EngineConfig
 from tbd_agents.engine.context import RunInput
-from tbd_agents.engine.loop import AgentLoop
 from tbd_agents.engine.messages import Message
+from tbd_agents.engine.options import RunOptions
+from tbd_agents.engine.progress import ProgressRecorder
 from tbd_agents.engine.runrecord import RunLog, last_messages, wrap_response
 from tbd_agents.engine.sandbox import Sandbox
+from tbd_agents.engine.session import bounded_run
 from tbd_agents.engine.sources import KnowledgeSearch, MemoryStore
 from tbd_agents.runtime.contracts import EventSink, HaltSignal, RunOutcome
 from tbd_agents.security.cipher import KeyRingProvider, TokenCipher
@@ -94,9 +96,11 @@ async def run_agent(
     model_override: str | None = None,
     max_turns: int | None = None,
     workflow: Workflow | None = None,
+    options: RunOptions | None = None,
 ) -> Any:
-    """Build the agent's run and execute it; returns the loop's `RunResult`. For a run of
-    `workflow`, its guardrails join the agent's."""
+    """Build the agent's run and execute it within its session time (engine/session.py);
+    returns the loop's `RunResult`. For a run of `workflow`, its guardrails join the agent's;
+    `options` are the workflow's (engine/options.py; None: the defaults)."""
     async with services.store.unit_of_work() as repos:
         plan = await load_plan(
             repos, services.cipher, agent, services.config,
@@ -106,11 +110,12 @@ async def run_agent(
     spec, conns = await open_plan(
         plan, services.config, services.catalog,
         memory=services.memory_for(agent), knowledge=services.knowledge(), sandbox=services.sandbox,
+        options=options,
     )  # fmt: skip
     if max_turns:
         spec.max_turns = max_turns
     try:
-        return await AgentLoop(spec, sink, halt).run(inp)
+        return await bounded_run(spec, sink, halt, inp)
     finally:
         await close_run(spec, conns)
 
@@ -143,7 +148,11 @@ class EngineExecutor:
                 task.id,
                 {"model": workflow.model or agent.model or task.model, "reasoning_effort": effort},
             )
-        runlog = RunLog(sink)
+        options = RunOptions.of_workflow(
+            workflow, reasoning_effort=effort, todo_tool=self.services.config.workflow_todo_tool
+        )
+        progress = ProgressRecorder.for_task(store, task.id)
+        runlog = RunLog(sink, on_progress=progress.record)
         runlog.add("prompt_received", task.prompt)
         history = [Message.from_dict(m) for m in workflow.messages]
         inp = RunInput(
@@ -154,8 +163,9 @@ class EngineExecutor:
             result = await run_agent(
                 self.services, agent, inp, runlog, halt,
                 model_override=workflow.model, max_turns=workflow.max_turns,
-                workflow=workflow,
+                workflow=workflow, options=options,
             )  # fmt: skip
+            await progress.flush()
         except BaseException as exc:
             runlog.finish(TaskStatus.FAILED, getattr(exc, "message", None) or repr(exc))
             try:

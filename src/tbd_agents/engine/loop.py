@@ -25,9 +25,12 @@ from tbd_agents.engine.compaction import compact, summary_request
 from tbd_agents.engine.context import RunInput, RunSpec, assemble_system_prompt
 from tbd_agents.engine.guardrails import Verdict
 from tbd_agents.engine.messages import ChatRequest, Completion, Message, TextDelta, ToolCall
+from tbd_agents.engine.progress import watched_progress
 from tbd_agents.engine.providers.base import complete
+from tbd_agents.engine.recall import compress_context, recall_memories
 from tbd_agents.engine.sources import MemoryItem, Passage
 from tbd_agents.engine.tools.base import ToolContext, ToolResult
+from tbd_agents.engine.tsv import render_tsv
 from tbd_agents.errors import TbdError
 from tbd_agents.runtime.contracts import EventSink, EventType, HaltSignal, RunOutcome, Usage
 
@@ -172,10 +175,9 @@ class AgentLoop:
         if spec.knowledge is not None and (spec.knowledge_source_ids or spec.knowledge_tags):
             passages = await self._knowledge(prompt)
         if spec.memory is not None and spec.agent_id:
-            memories = await race(
-                spec.memory.search(agent_id=spec.agent_id, query=prompt, limit=spec.budgets.memory_results, session_id=inp.session_id, owner=spec.owner),
-                self.halt,
-            )  # fmt: skip
+            memories = await race(recall_memories(spec, prompt, inp.session_id), self.halt)
+        if spec.options.caveman:
+            passages, memories = compress_context(passages, memories)
         system, citations = assemble_system_prompt(spec, passages, memories)
         self.result.citations = citations
         if citations:
@@ -275,6 +277,7 @@ class AgentLoop:
             tools=self.spec.tools.specs(self.spec.config.tool_description_max_chars),
             temperature=self.spec.temperature,
             max_output_tokens=self.spec.model_info.max_output_tokens,
+            reasoning_effort=self.spec.options.effort_for(self.spec.model_info),
         )
         hold = self.spec.guardrails.holds_output
         result: Completion | None = None
@@ -316,13 +319,18 @@ class AgentLoop:
         if verdict.blocked:
             result, seconds = ToolResult(f"Error: {verdict.block_message}", True), 0.0
         else:
+            render = render_tsv if self.spec.options.tsv_tool_results else None
             result, seconds = await self.spec.tools.execute(
-                call, ctx, self.spec.config.max_tool_result_chars
+                call, ctx, self.spec.config.max_tool_result_chars, render=render
             )
+            watched = watched_progress(call.name, source, call.arguments)
+            if watched is not None:  # an MCP server's manage_todo_list (engine/progress.py)
+                await self.emit(EventType.PROGRESS, watched)
         await self.emit(
             EventType.TOOL_RESULT,
             {"id": call.id, "name": call.name, "content": result.content, "is_error": result.is_error,
-             "duration_ms": round(seconds * 1000, 1), "source": source},
+             "duration_ms": round(seconds * 1000, 1), "source": source,
+             **({"rendered_as": result.rendered_as} if result.rendered_as else {})},
         )  # fmt: skip
         return result
 

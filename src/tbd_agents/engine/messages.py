@@ -99,6 +99,8 @@ class ChatRequest:
     temperature: float | None = None
     max_output_tokens: int | None = None
     json_mode: bool = False
+    #: low / medium / high: sent where the model supports it (engine/options.py, docs/engine.md).
+    reasoning_effort: str | None = None
 
 
 @dataclass(slots=True)

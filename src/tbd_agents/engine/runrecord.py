@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from tbd_agents.domain.enums import OutputFormat, TaskStatus
@@ -45,9 +45,16 @@ def _clip(text: Any) -> str:
 class RunLog:
     """An EventSink that forwards to `inner` and keeps the run's log entries."""
 
-    def __init__(self, inner: EventSink) -> None:
+    def __init__(
+        self,
+        inner: EventSink,
+        on_progress: Callable[[Mapping[str, Any]], Awaitable[None]] | None = None,
+    ) -> None:
         self.inner = inner
         self.entries: list[dict[str, Any]] = []
+        #: Called with every `progress` event that carries todos (engine/progress.py stores
+        #: it on the task).
+        self.on_progress = on_progress
 
     def add(
         self,
@@ -73,6 +80,8 @@ class RunLog:
     async def emit(self, event_type: EventType, data: Mapping[str, Any]) -> None:
         self._record(event_type, data)
         await self.inner.emit(event_type, data)
+        if self.on_progress is not None and event_type is EventType.PROGRESS and "todos" in data:
+            await self.on_progress(data)
 
     def _record(self, kind: EventType, data: Mapping[str, Any]) -> None:
         if kind is EventType.TOOL_CALL:

@@ -160,7 +160,11 @@ class OpenAICompatProvider:
             ]
         if request.temperature is not None:
             params["temperature"] = request.temperature
-        if request.max_output_tokens:
+        if request.reasoning_effort:  # a reasoning model (catalog): its own token parameter
+            params["reasoning_effort"] = request.reasoning_effort
+            if request.max_output_tokens:
+                params["max_completion_tokens"] = request.max_output_tokens
+        elif request.max_output_tokens:
             params["max_tokens"] = request.max_output_tokens
         return params
 

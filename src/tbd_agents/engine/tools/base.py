@@ -26,6 +26,8 @@ class ToolResult:
     content: str
     is_error: bool = False
     data: Any = None
+    #: How `content` was rewritten for the model ("tsv"), None when it is the tool's own.
+    rendered_as: str | None = None
 
 
 @dataclass(slots=True)
@@ -132,12 +134,25 @@ class Toolset:
         return len(self.tools)
 
     async def execute(
-        self, call: ToolCall, ctx: ToolContext, max_chars: int
+        self,
+        call: ToolCall,
+        ctx: ToolContext,
+        max_chars: int,
+        *,
+        render: Callable[[str], str] | None = None,
     ) -> tuple[ToolResult, float]:
         """Run one call with its timeout; every failure becomes an error result. Returns the
-        result and the seconds it took. Cancellation (halt) propagates."""
+        result and the seconds it took. Cancellation (halt) propagates.
+
+        `render` (a workflow's `tsv_tool_results`: engine/tsv.py) rewrites a successful result
+        before it is cut to `max_chars`, so a long table is rendered whole and then cut; a
+        rendered result says so in `rendered_as`."""
         started = time.monotonic()
         result = await self._execute(call, ctx)
+        if render is not None and not result.is_error:
+            rendered = render(result.content)
+            if rendered != result.content:
+                result = ToolResult(rendered, False, result.data, rendered_as="tsv")
         if len(result.content) > max_chars:
             cut = len(result.content) - max_chars
             result.content = result.content[:max_chars] + f"\n…[{cut} characters cut]"

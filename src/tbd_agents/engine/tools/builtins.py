@@ -1,4 +1,5 @@
-"""Built-in tools: `store_memory`, `search_memory`, `search_knowledge` and `update_todos`.
+"""Built-in tools: `store_memory`, `search_memory`, `search_knowledge`, `manage_todo_list` and
+`update_todos` (engine/progress.py: both report the run's todo list as progress).
 
 An agent enables them by name in `builtin_tools` (`todo` is accepted for `update_todos`). Memory
 and knowledge tools need the run's memory store / knowledge search; without one they are not
@@ -13,10 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tbd_agents.engine.messages import ToolSpec
+from tbd_agents.engine.progress import todo_tool, update_todos_progress
 from tbd_agents.engine.sources import KnowledgeSearch, MemoryStore
 from tbd_agents.engine.tools.base import FunctionTool, Tool, ToolContext, ToolResult
 
-BUILTIN_NAMES = ("store_memory", "search_memory", "search_knowledge", "update_todos")
+BUILTIN_NAMES = (
+    "store_memory", "search_memory", "search_knowledge", "manage_todo_list", "update_todos",
+)  # fmt: skip
 ALIASES = {"todo": "update_todos", "todos": "update_todos", "memory": "store_memory"}
 
 
@@ -152,10 +156,9 @@ class TodoList:
         async def run(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
             self.items = [{"title": t["title"], "status": t["status"]} for t in args["todos"]]
             done = sum(1 for t in self.items if t["status"] == "done")
-            if ctx.emit is not None:
-                await ctx.emit(
-                    "progress", {"todos": self.items, "done": done, "total": len(self.items)}
-                )
+            if ctx.emit is not None:  # the existing progress shape, with our counts beside it
+                progress = update_todos_progress(self.items)
+                await ctx.emit("progress", {**progress, "done": done, "total": len(self.items)})
             return ToolResult(f"Todo list updated: {done}/{len(self.items)} done.")
 
         return FunctionTool(spec, run, timeout=timeout)
@@ -193,6 +196,8 @@ def builtin_tools(
                 tools.append(
                     _search_knowledge(knowledge, knowledge_source_ids, knowledge_tags, timeout)
                 )
+        elif name == "manage_todo_list":
+            tools.append(todo_tool(timeout))
         elif name == "update_todos":
             tools.append(TodoList().tool(timeout))
         else:

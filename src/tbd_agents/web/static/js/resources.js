@@ -15,6 +15,7 @@ export const BUILTIN_TOOLS = [
   { value: "store_memory", label: "store_memory", hint: "remember a fact for later runs" },
   { value: "search_memory", label: "search_memory", hint: "recall stored facts" },
   { value: "search_knowledge", label: "search_knowledge", hint: "search the agent's knowledge sources" },
+  { value: "manage_todo_list", label: "manage_todo_list", hint: "the run's todo list, stored as the task's progress" },
   { value: "update_todos", label: "update_todos", hint: "keep a todo list, reported as progress" },
 ];
 

@@ -63,7 +63,7 @@ function eventLog(box) {
           progressText.textContent = ` turn ${data.turn} of ${data.max_turns}`;
         } else if (Array.isArray(data.todos)) {
           add("progress", h("span", {}, `${data.done} of ${data.total} steps done`),
-            h("ul", { class: "todos" }, data.todos.map((t) => h("li", { dataset: { status: t.status } }, `${t.status === "done" ? "✓" : "○"} ${t.title}`))));
+            h("ul", { class: "todos" }, data.todos.map((t) => h("li", { dataset: { status: t.status } }, `${t.status === "done" || t.status === "completed" ? "✓" : "○"} ${t.title}`))));
         } else {
           add("progress", h("span", {}, data.message || JSON.stringify(data)));
         }

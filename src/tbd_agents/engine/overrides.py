@@ -1,0 +1,51 @@
+"""A workflow's `credential_overrides` applied to the custom tools of its run.
+
+`credential_overrides` maps an environment variable to a token name: for this workflow's runs,
+a custom tool (plugin tools are custom tools too) that declares the variable in its `env_config`
+gets the value of the workflow owner's token instead of its own. A variable no tool of the run
+declares is not added to any environment (a tool sees only what it declares) and is reported in
+the run's warnings. A token name that does not resolve fails the run before it starts, naming
+the missing credential, as an unresolved `{{token:NAME}}` in a tool's own `env_config` does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tbd_agents.engine.options import RunOptions
+from tbd_agents.errors import InvalidData
+from tbd_agents.security.cipher import TokenCipher
+from tbd_agents.services.tokens import resolve_tree
+from tbd_agents.storage.protocol import Repositories
+
+
+async def apply_credential_overrides(
+    repos: Repositories, cipher: TokenCipher, options: RunOptions, plan: Any
+) -> None:
+    """Replace, in each `(tool, env)` of `plan.custom_tools`, the declared variables that
+    `options.credential_overrides` names (see the module docstring)."""
+    overrides = dict(options.credential_overrides)
+    if not overrides:
+        return
+    declared = {var for tool, _ in plan.custom_tools for var in tool.env_config if var in overrides}
+    unused = sorted(set(overrides) - declared)
+    if unused:
+        plan.warnings.append(
+            f"credential_overrides {', '.join(unused)}: no custom tool of this run declares "
+            "them in its env_config, so they were not applied (a tool only gets the variables "
+            "it declares)"
+        )
+    if not declared:
+        return
+    wanted = {var: "{{token:" + overrides[var] + "}}" for var in sorted(declared)}
+    try:
+        values: dict[str, str] = await resolve_tree(repos, cipher, options.credential_owner, wanted)
+    except InvalidData as exc:
+        raise InvalidData(
+            f"workflow credential_overrides: {exc.message} (the workflow owner "
+            f"{options.credential_owner or '(operator)'} needs these tokens)",
+            details=exc.details,
+        ) from None
+    for tool, env in plan.custom_tools:
+        for var in declared & set(tool.env_config):
+            env[var] = values[var]
