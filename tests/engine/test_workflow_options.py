@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from tbd_agents.domain.enums import TaskStatus
 from tbd_agents.domain.models import Agent, KnowledgeSource
@@ -26,6 +27,8 @@ from tbd_agents.engine.tools.base import FunctionTool, ToolContext, ToolResult, 
 from tbd_agents.engine.tools.builtins import builtin_tools
 from tbd_agents.engine.tools.mcp import open_servers
 from tbd_agents.runtime.contracts import EventType
+from tbd_agents.services.memory import MemoryService
+from tbd_agents.storage.postgres.schema_vectors import memory_vectors
 from tests.engine.conftest import FAST, provider_settings
 from tests.engine.mcp_fixtures import stdio_config
 from tests.engine.protocol_server import ProtocolServer, Turn
@@ -225,3 +228,25 @@ async def test_an_mcp_servers_manage_todo_list_is_watched_as_progress(
     finally:
         for conn in conns:
             await conn.aclose()
+
+
+async def test_the_ltm_cap_evicts_the_oldest_memories_with_their_vectors(
+    mem: tuple[Stack, Agent],
+) -> None:
+    """MEMORY_MAX_PER_AGENT (the existing LTM_MAX_ENTRIES) on PostgreSQL: the evicted memory's
+    row in memory_vectors goes too (the existing system left vectors behind)."""
+    scenario_stack, scenario_agent = mem
+    capped = MemoryService(
+        scenario_stack.docs, scenario_stack.memory.vectors, scenario_stack.memory.embedder,
+        max_per_agent=2,
+    )  # fmt: skip
+    for i in range(3):
+        await capped.remember(scenario_agent, f"ltm_{i}", f"long-term fact {i}")
+    async with scenario_stack.docs.engine.connect() as conn:
+        rows = await conn.execute(
+            select(memory_vectors.c.key).where(memory_vectors.c.agent_id == scenario_agent.id)
+        )
+        vector_keys = sorted(r.key for r in rows)
+    assert vector_keys == ["ltm_1", "ltm_2"]
+    recent = await capped.recent(scenario_agent, 10)
+    assert sorted(m.key for m in recent) == ["ltm_1", "ltm_2"]
