@@ -26,19 +26,23 @@ from tbd_agents.domain.models import (
     CustomTool,
     Provider,
     ScheduledAgent,
+    TaskExecution,
     Token,
     Workflow,
 )
 from tbd_agents.engine.options import CAVEMAN_POLICY
+from tbd_agents.engine.progress import ProgressRecorder, parse_todo_list
 from tbd_agents.runtime import leases
 from tbd_agents.runtime.legacy_stream import frame_of
 from tbd_agents.runtime.service import Runtime
 from tbd_agents.security.cipher import KeyRingProvider
 from tbd_agents.services.keys import ApiKeys
+from tbd_agents.services.task_views import progress_of
 from tbd_agents.storage.postgres.engine import create_engine
 from tbd_agents.storage.postgres.repository import PostgresStore
 from tests.engine.protocol_server import ProtocolServer, Turn
 from tests.support import pg
+from tests.support.mongo import make_mongo_store
 
 FERNET = f"1:{Fernet.generate_key().decode()}"
 TODOS = [
@@ -333,3 +337,44 @@ async def test_bypass_and_auto_memory_on_a_workflow_run(
         assert protocol_server.requests[0].tool_names() == ["store_memory"]
         assert "store_memory" in protocol_server.requests[0].conversation()[0]["text"]
         assert protocol_server.requests[1].tool_names() == []
+
+
+@pytest.mark.parametrize("backend", ["pg", "mongo"])
+async def test_the_progress_recorder_writes_through_either_document_store(
+    runs_db: Any, backend: str
+) -> None:
+    """The executor's progress hook uses the repository API only: the same write on
+    PostgreSQL and on the MongoDB profile, read back through `progress_of`."""
+    store: Any = (
+        PostgresStore(create_engine(runs_db, pool_size=1), url=runs_db)
+        if backend == "pg"
+        else await make_mongo_store()
+    )
+    try:
+        async with store.unit_of_work() as repos:
+            wf = await repos.workflows.create(Workflow(agent_id="a", title="p"))
+            task = await repos.task_executions.create(TaskExecution(workflow_id=wf.id))
+        recorder = ProgressRecorder.for_task(store, task.id)
+        progress = parse_todo_list({"todoList": TODOS})
+        assert progress is not None
+        await recorder.record(progress)
+        await recorder.flush()
+        async with store.unit_of_work() as repos:
+            stored = await repos.task_executions.get(task.id)
+        assert progress_of(stored) == {"todos": TODOS, "current_step": 2, "percent_complete": 0.25}
+    finally:
+        await store.close()
+
+
+async def test_workflow_runs_offer_manage_todo_list_when_the_operator_asks(
+    runs_db: Any, protocol_server: ProtocolServer
+) -> None:
+    protocol_server.reset()
+    for offered in (False, True):
+        async with runtime_of(runs_db, engine_workflow_todo_tool=offered) as (rt, store):
+            wf = await seed(store, protocol_server.url, "alice")
+            protocol_server.script(Turn(text="ok"))
+            task = await rt.start_run(wf.id, "hi")
+            await finish(rt, task.id)
+    assert protocol_server.requests[0].tool_names() == []
+    assert protocol_server.requests[1].tool_names() == ["manage_todo_list"]

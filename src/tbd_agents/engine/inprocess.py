@@ -128,7 +128,10 @@ class EngineExecutor:
     `logs` and last 20 `messages`; on the workflow its conversation, `logs`, `current_turn`
     (the run's tool calls), `usage` and a status back to `active` (unless made `inactive`).
     A workflow that is `inactive` when the run starts (a schedule fired) fails it (409 text).
-    The workflow's `output_format` `json` wraps the answer as `{"response": text}`."""
+    The workflow's `output_format` `json` wraps the answer as `{"response": text}`. The
+    workflow's options (caveman, tsv_tool_results, memory, session bound, reasoning effort,
+    credential overrides: engine/options.py) shape the run, and every todo-list `progress`
+    event is written on the task as `progress` (engine/progress.py)."""
 
     def __init__(self, services: EngineServices, owns_store: bool = False) -> None:
         self.services = services
