@@ -30,7 +30,7 @@ from tbd_agents.domain.models import (
     Token,
     Workflow,
 )
-from tbd_agents.engine.options import CAVEMAN_POLICY
+from tbd_agents.engine.options import AUTO_MEMORY_POLICY, CAVEMAN_POLICY
 from tbd_agents.engine.progress import ProgressRecorder, parse_todo_list
 from tbd_agents.runtime import leases
 from tbd_agents.runtime.legacy_stream import frame_of
@@ -329,14 +329,25 @@ async def test_bypass_and_auto_memory_on_a_workflow_run(
         bypass = await seed(store, protocol_server.url, "alice",
                             workflow={"bypass_memory": True, "auto_memory": True},
                             builtin_tools=["store_memory", "search_memory"])  # fmt: skip
-        for wf in (auto, bypass):
+        no_memory = await seed(store, protocol_server.url, "alice",
+                               workflow={"auto_memory": True}, memory_enabled=False)  # fmt: skip
+        warnings: list[list[str]] = []
+        for wf in (auto, bypass, no_memory):
             protocol_server.script(Turn(text="ok"))
             task = await rt.start_run(wf.id, "hello")
-            await finish(rt, task.id)
+            events = await finish(rt, task.id)
             assert (await leases.load(rt.db, task.id)).status is TaskStatus.COMPLETED
+            warnings.append([e.data["message"] for e in events if e.data.get("event") == "warning"])
         assert protocol_server.requests[0].tool_names() == ["store_memory"]
-        assert "store_memory" in protocol_server.requests[0].conversation()[0]["text"]
+        assert AUTO_MEMORY_POLICY in protocol_server.requests[0].conversation()[0]["text"]
+        # bypassed: the listed memory tools are left out on purpose, without a warning
         assert protocol_server.requests[1].tool_names() == []
+        assert AUTO_MEMORY_POLICY not in protocol_server.requests[1].conversation()[0]["text"]
+        assert warnings[1] == []
+        # an agent without memory: no policy asking for a tool it does not have, and a warning
+        assert protocol_server.requests[2].tool_names() == []
+        assert AUTO_MEMORY_POLICY not in protocol_server.requests[2].conversation()[0]["text"]
+        assert any(w.startswith("auto_memory: this run has no memory store") for w in warnings[2])
 
 
 @pytest.mark.parametrize("backend", ["pg", "mongo"])

@@ -187,6 +187,9 @@ def test_run_options_come_from_the_workflow_and_the_run() -> None:
     bypass = RunOptions(auto_memory=True, bypass_memory=True, todo_tool=True)
     assert bypass.policies() == []
     assert bypass.builtin_names(["todo"], memory_available=False) == ["todo"]
+    assert bypass.builtin_names(["store_memory", "Search_Memory"], memory_available=False) == [
+        "manage_todo_list"
+    ]
     assert bypass.builtin_names([], memory_available=False) == ["manage_todo_list"]
     assert RunOptions().policies() == []
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tbd_agents.domain.enums import AuthType, McpServerStatus, ProviderType
@@ -438,6 +438,9 @@ async def open_plan(
         except TbdError as exc:
             warnings.append(f"custom tool {record.name!r} skipped: {exc.message}")
     memory = memory if agent.memory_enabled and not options.bypass_memory else None
+    if options.auto_memory and memory is None and not options.bypass_memory:
+        warnings.append("auto_memory: this run has no memory store, so nothing can be stored")
+        options = replace(options, auto_memory=False)
     builtins, missing = builtin_tools(
         options.builtin_names(agent.builtin_tools, memory is not None), memory=memory, knowledge=knowledge,
         knowledge_source_ids=plan.knowledge_source_ids, knowledge_tags=agent.knowledge_tags,

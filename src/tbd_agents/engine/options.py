@@ -119,9 +119,13 @@ class RunOptions:
         return None
 
     def builtin_names(self, listed: list[str], memory_available: bool) -> list[str]:
-        """The built-ins a run offers: the agent's, plus `store_memory` for `auto_memory`
-        and `manage_todo_list` for `todo_tool`."""
-        names = list(listed)
+        """The built-ins a run offers: the agent's (without the memory ones under
+        `bypass_memory`: a deliberate choice, not a missing store to warn about), plus
+        `store_memory` for `auto_memory` and `manage_todo_list` for `todo_tool`."""
+        memory_names = {"store_memory", "search_memory", "memory"}
+        names = [
+            n for n in listed if not (self.bypass_memory and n.strip().lower() in memory_names)
+        ]
         lowered = {n.strip().lower() for n in names}
         if self.auto_memory and memory_available and not lowered & {"store_memory", "memory"}:
             names.append("store_memory")
