@@ -39,9 +39,11 @@ from tbd_agents.engine.tools.base import Toolset
 from tbd_agents.engine.tools.builtins import builtin_tools
 from tbd_agents.engine.tools.custom import CustomPythonTool
 from tbd_agents.engine.tools.mcp import McpConnection, McpServerConfig, open_servers
+from tbd_agents.engine.tools.workspace_tools import WorkspaceTools
+from tbd_agents.engine.workspace import Workspace
 from tbd_agents.errors import InvalidData, TbdError
 from tbd_agents.security.cipher import TokenCipher
-from tbd_agents.security.outbound import HostPolicy, OutboundGuard
+from tbd_agents.security.outbound import HostPolicy, OutboundGuard, OutboundPolicy
 from tbd_agents.services.privilege import CUSTOM_TOOLS_SETTING, AdminDirectory
 from tbd_agents.services.tokens import resolve_tree
 from tbd_agents.storage.protocol import (
@@ -72,6 +74,8 @@ class RunPlan:
     knowledge_source_ids: list[str] = field(default_factory=list)
     #: Every source a knowledge tag may match in (its owner's); None: no restriction.
     knowledge_scope: frozenset[str] | None = None
+    #: What web_fetch may reach: the agent owner's outbound policy.
+    tool_outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
 
 
 @dataclass(slots=True)
@@ -212,6 +216,7 @@ async def load_plan(
     await _load_custom_tools(repos, cipher, agent, config, who, plan)
     await _load_mcp(repos, cipher, agent, config, who, plan, outbound)
     await _load_knowledge_scope(repos, agent, who, plan)
+    plan.tool_outbound = await outbound.policy_for(repos, owner)
     return plan
 
 
@@ -397,8 +402,10 @@ async def open_plan(
     memory: MemoryStore | None,
     knowledge: KnowledgeSearch | None,
     sandbox: Sandbox,
+    workspace: Workspace | None = None,
 ) -> tuple[RunSpec, list[McpConnection]]:
-    """Connect MCP servers, build tools and the provider: the spec of one run."""
+    """Connect MCP servers, build tools and the provider: the spec of one run. `workspace`:
+    the directory the workspace built-ins act in (engine/run_workspace.py)."""
     agent = plan.agent
     if knowledge is not None and plan.knowledge_scope is not None:
         knowledge = OwnedKnowledge(knowledge, plan.knowledge_scope)
@@ -435,6 +442,7 @@ async def open_plan(
         agent.builtin_tools, memory=memory, knowledge=knowledge,
         knowledge_source_ids=plan.knowledge_source_ids, knowledge_tags=agent.knowledge_tags,
         timeout=config.builtin_tool_timeout,
+        workspace=WorkspaceTools(workspace, sandbox, config.workspace, plan.tool_outbound),
     )  # fmt: skip
     tools.extend(builtins)
     warnings += [f"built-in tool {n!r} not offered: {why}" for n, why in missing]
@@ -444,7 +452,9 @@ async def open_plan(
         provider=build_provider(plan.provider, config),
         model=plan.model,
         model_info=catalog.get(plan.model),
-        system_prompt=agent.system_prompt,
+        system_prompt="\n\n".join(  # H1: the `## Repository` section of a checkout
+            p for p in (agent.system_prompt, workspace and workspace.prompt_section()) if p
+        ),
         agent_id=agent.id,
         owner=agent.created_by,
         tools=tools,
