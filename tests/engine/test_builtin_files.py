@@ -17,7 +17,7 @@ import pytest
 from tbd_agents.engine.sandbox import Sandbox
 from tbd_agents.engine.tools.base import Tool, ToolContext
 from tbd_agents.engine.tools.builtins import builtin_tools
-from tbd_agents.engine.tools.files import file_tools
+from tbd_agents.engine.tools.files import Area, file_tools
 from tbd_agents.engine.tools.shell import ShellLimits, run_shell
 from tbd_agents.engine.tools.web import html_to_text
 from tbd_agents.engine.tools.workspace_tools import WorkspaceTools
@@ -95,6 +95,24 @@ async def test_path_escapes_are_refused(ws: Path, tool: str, args: dict[str, Any
     assert (ws.parent / "outside.txt").read_text() == "host secret\n"
     assert not (ws.parent / "new.txt").exists() and not (ws / ".git" / "hooks").exists()
     assert "host secret" not in text
+
+
+def test_files_are_opened_without_following_a_swapped_in_symlink(ws: Path) -> None:
+    # what a bash call running at the same time could do between the check and the open
+    area = Area(ws.resolve())
+    with pytest.raises(OSError):
+        area.open(ws.resolve() / "escape_dir" / "outside.txt", os.O_RDONLY)
+    with pytest.raises(OSError):
+        area.open(ws.resolve() / "escape.txt", os.O_WRONLY | os.O_TRUNC)
+    assert (ws.parent / "outside.txt").read_text() == "host secret\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+async def test_created_files_belong_to_the_sandbox_user(ws: Path) -> None:
+    write = file_tools(ws, {"write"}, 10, owner=(65534, 65534))[0]
+    assert not (await call(write, path="d/e/f.txt", content="x"))[1]
+    assert (ws / "d" / "e" / "f.txt").stat().st_uid == 65534
+    assert (ws / "d").stat().st_uid == 65534
 
 
 async def test_glob_and_grep_skip_what_links_outside(ws: Path) -> None:
@@ -242,3 +260,19 @@ async def test_web_search_backends_and_the_not_configured_warning(
     assert "web_fetch" in problems[2][1] and "bash" in problems[2][1]
     found, _ = offered(["read", "bash", "grep"], OutboundPolicy(), WorkspaceConfig(), ws)
     assert set(found) == {"read", "bash", "grep"}
+
+
+async def test_bash_without_namespaces_does_what_custom_tools_do_there(ws: Path) -> None:
+    # SANDBOX_ISOLATION=none: the documented weaker mode (clean environment, rlimits, uid switch)
+    sandbox = Sandbox(isolation="none")
+    if sandbox.confiner.drop:
+        os.chown(ws, *sandbox.confiner.drop)
+    os.environ["TBD_TEST_PARENT_SECRET"] = "parent-only"
+    try:
+        out = await run_shell(sandbox, ws, "pwd; id -u; env; echo w > w.txt", ShellLimits(5))
+    finally:
+        del os.environ["TBD_TEST_PARENT_SECRET"]
+    assert out.startswith("exit code 0") and str(ws) in out and "parent-only" not in out
+    assert (ws / "w.txt").exists()
+    if sandbox.confiner.drop:
+        assert f"\n{sandbox.confiner.drop[0]}\n" in out

@@ -419,6 +419,10 @@ async def open_plan(
         warnings.append(f"MCP server {name!r}: {reason}")
     for cfg, mcp_tools in per_server:
         tools.extend(mcp_tools, prefix=cfg.name)
+    # H1: the checkout's path is only exported where a custom tool can see it (no namespaces)
+    repo_env = {}
+    if workspace is not None and workspace.repo_url and not sandbox.confiner.enabled:
+        repo_env["TBD_AGENTS_REPO_ROOT"] = str(workspace.path)
     for record, env in plan.custom_tools:
         try:
             tools.add(
@@ -431,7 +435,7 @@ async def open_plan(
                     SandboxLimits(
                         timeout_seconds=record.timeout_seconds, memory_mb=record.memory_limit_mb
                     ),
-                    env=env,
+                    env={**env, **repo_env},
                     allowed_hosts=list(record.allowed_hosts),
                 )
             )

@@ -153,7 +153,8 @@ def build_view(spec: Spec, fds: list[int | None] | None) -> None:
 
 # --- Landlock -----------------------------------------------------------------------------
 def landlock(spec: Spec) -> int:
-    """Restrict the program to the view's read-only paths, writes under /tmp and /dev, and
+    """Restrict the program to the view's read-only paths, writes under /tmp, /dev and the
+    spec's `writable` paths (the bash tool's workspace), and
     (ABI 4+) TCP connect to the relay port only. Returns the ABI used (0: unavailable)."""
     create, add, restrict = SYS_LANDLOCK
     abi = libc.syscall(create, None, 0, 1)

@@ -4,14 +4,20 @@ They run in the server process, so every path is checked before use: relative to
 workspace root, no `..` component, no absolute path outside the root, and after resolving
 (`realpath`, symlinks followed) still inside the root; writes refuse a final symlink and
 anything under `.git` (git runs as the server when the checkout is synced: a planted hook or
-config entry there must never run). Results are capped so one call cannot flood the context.
+config entry there must never run). Files are then opened component by component from the root
+with O_NOFOLLOW (`Area.open`), so a symlink swapped in after the check (by a bash call running
+at the same time) makes the call fail instead of reaching outside. Files and directories the
+tools create belong to the sandbox user (root servers), so bash can change them later. Results
+are capped so one call cannot flood the context.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +66,43 @@ def resolve(root: Path, raw: str, *, write: bool = False) -> Path:
     return real
 
 
+@dataclass(frozen=True, slots=True)
+class Area:
+    """The workspace root (resolved) and who owns what the tools create there."""
+
+    root: Path
+    owner: tuple[int, int] | None = None
+
+    def open(self, real: Path, flags: int, *, create_dirs: bool = False) -> int:
+        """Open `real` (a resolved path inside the root) without following any symlink on
+        the way; with `create_dirs`, missing parent directories are made."""
+        parts = real.relative_to(self.root).parts
+        if not parts:
+            raise PathRefused("the workspace root is a directory")
+        fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for part in parts[:-1]:
+                if create_dirs:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(part, 0o755, dir_fd=fd)
+                        if self.owner is not None:
+                            os.chown(part, *self.owner, dir_fd=fd, follow_symlinks=False)
+                step = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+                nxt = os.open(part, step, dir_fd=fd)
+                os.close(fd)
+                fd = nxt
+            out = os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=fd)
+        finally:
+            os.close(fd)
+        if self.owner is not None and flags & os.O_CREAT:
+            os.fchown(out, *self.owner)
+        return out
+
+    def read_text(self, real: Path) -> str:
+        with os.fdopen(self.open(real, os.O_RDONLY), encoding="utf-8") as f:
+            return f.read()
+
+
 def _schema(props: dict[str, Any], required: list[str]) -> dict[str, Any]:
     return {
         "type": "object",
@@ -69,17 +112,15 @@ def _schema(props: dict[str, Any], required: list[str]) -> dict[str, Any]:
     }
 
 
+Work = Callable[[Area, dict[str, Any]], str]
+
+
 def _tool(
-    root: Path,
-    name: str,
-    description: str,
-    schema: dict[str, Any],
-    work: Callable[[Path, dict[str, Any]], str],
-    timeout: float,
+    area: Area, name: str, description: str, schema: dict[str, Any], work: Work, timeout: float
 ) -> Tool:
     async def run(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
         try:
-            return ToolResult(await asyncio.to_thread(work, root, args))
+            return ToolResult(await asyncio.to_thread(work, area, args))
         except PathRefused as exc:
             return ToolResult(f"Error: {exc}", True)
         except (OSError, UnicodeError, ValueError, regex.error) as exc:
@@ -88,15 +129,15 @@ def _tool(
     return FunctionTool(ToolSpec(name, description, schema), run, timeout=timeout)
 
 
-def _read(root: Path, args: dict[str, Any]) -> str:
-    path = resolve(root, args["path"])
+def _read(area: Area, args: dict[str, Any]) -> str:
+    path = resolve(area.root, args["path"])
     if path.is_dir():
         entries = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
         return "\n".join(entries[:MAX_GLOB]) or "(empty directory)"
     offset = int(args.get("offset", 1))
     limit = min(int(args.get("limit", MAX_READ_LINES)), MAX_READ_LINES)
     out: list[str] = []
-    with path.open(encoding="utf-8", errors="replace") as f:
+    with os.fdopen(area.open(path, os.O_RDONLY), encoding="utf-8", errors="replace") as f:
         for n, line in enumerate(f, 1):
             if n < offset:
                 continue
@@ -110,24 +151,21 @@ def _read(root: Path, args: dict[str, Any]) -> str:
     return "\n".join(out) if out else "(no lines in that range)"
 
 
-def _write(root: Path, args: dict[str, Any]) -> str:
-    path = resolve(root, args["path"], write=True)
+def _write(area: Area, args: dict[str, Any]) -> str:
+    path = resolve(area.root, args["path"], write=True)
     data = args["content"].encode("utf-8")
     if len(data) > MAX_WRITE_BYTES:
         raise ValueError(f"content is larger than {MAX_WRITE_BYTES} bytes")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not _inside(Path(os.path.realpath(root)), path.parent):
-        raise PathRefused(f"{args['path']!r} resolves outside the workspace (a symlink)")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    fd = area.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, create_dirs=True)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     return f"Wrote {len(data)} bytes to {args['path']}."
 
 
-def _edit(root: Path, args: dict[str, Any]) -> str:
-    path = resolve(root, args["path"], write=True)
+def _edit(area: Area, args: dict[str, Any]) -> str:
+    path = resolve(area.root, args["path"], write=True)
     old, new = args["old_string"], args["new_string"]
-    text = path.read_text(encoding="utf-8")
+    text = area.read_text(path)
     count = text.count(old)
     if count == 0:
         raise ValueError(
@@ -139,8 +177,7 @@ def _edit(root: Path, args: dict[str, Any]) -> str:
             "or set replace_all"
         )
     text = text.replace(old, new) if args.get("replace_all") else text.replace(old, new, 1)
-    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+    with os.fdopen(area.open(path, os.O_WRONLY | os.O_TRUNC), "w", encoding="utf-8") as f:
         f.write(text)
     return f"Replaced {count if args.get('replace_all') else 1} occurrence(s) in {args['path']}."
 
@@ -150,11 +187,11 @@ def _inside(root: Path, path: Path) -> bool:
     return real == root or root in real.parents
 
 
-def _glob(root: Path, args: dict[str, Any]) -> str:
+def _glob(area: Area, args: dict[str, Any]) -> str:
     pattern = args["pattern"]
     if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
         raise PathRefused("the pattern must be relative to the workspace, without '..'")
-    real_root = Path(os.path.realpath(root))
+    real_root = area.root
     found: list[str] = []
     for path in sorted(real_root.glob(pattern)):
         if ".git" in path.relative_to(real_root).parts or not _inside(real_root, path):
@@ -168,9 +205,9 @@ def _glob(root: Path, args: dict[str, Any]) -> str:
     return "\n".join(found[:MAX_GLOB]) + more
 
 
-def _grep(root: Path, args: dict[str, Any]) -> str:
-    real_root = Path(os.path.realpath(root))
-    start = resolve(root, args.get("path") or ".")
+def _grep(area: Area, args: dict[str, Any]) -> str:
+    real_root = area.root
+    start = resolve(real_root, args.get("path") or ".")
     compiled = regex.compile(args["pattern"])
     limit = min(int(args.get("max_results", 50)), MAX_GREP)
     file_glob = args.get("glob")
@@ -185,7 +222,7 @@ def _grep(root: Path, args: dict[str, Any]) -> str:
         if path.stat().st_size > GREP_FILE_BYTES:
             continue
         try:
-            text = path.read_text(encoding="utf-8")
+            text = area.read_text(Path(os.path.realpath(path)))
         except UnicodeDecodeError:
             continue  # binary
         for n, line in enumerate(text.splitlines(), 1):
@@ -200,10 +237,14 @@ def _grep(root: Path, args: dict[str, Any]) -> str:
     return "\n".join(hits) or "No matches."
 
 
-def file_tools(root: Path, names: set[str], timeout: float) -> list[Tool]:
-    """The file built-ins among `names`, acting in `root`."""
+def file_tools(
+    root: Path, names: set[str], timeout: float, owner: tuple[int, int] | None = None
+) -> list[Tool]:
+    """The file built-ins among `names`, acting in `root`; what they create belongs to `owner`
+    (uid, gid) when given."""
+    area = Area(Path(os.path.realpath(root)), owner)
     path_prop = {"type": "string", "minLength": 1, "description": "Path relative to the workspace"}
-    specs: dict[str, tuple[str, dict[str, Any], Callable[[Path, dict[str, Any]], str]]] = {
+    specs: dict[str, tuple[str, dict[str, Any], Work]] = {
         "read": (
             "Read a text file of the workspace (numbered lines), or list a directory.",
             _schema(
@@ -259,5 +300,5 @@ def file_tools(root: Path, names: set[str], timeout: float) -> list[Tool]:
         ),
     }
     return [
-        _tool(root, name, *specs[name], timeout=timeout) for name in FILE_TOOLS if name in names
+        _tool(area, name, *specs[name], timeout=timeout) for name in FILE_TOOLS if name in names
     ]

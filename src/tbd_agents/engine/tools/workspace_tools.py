@@ -44,4 +44,5 @@ class WorkspaceTools:
                 memory_mb=self.sandbox.ceilings.memory_mb,
             )
             return bash_tool(self.sandbox, self.workspace.path, limits)
-        return file_tools(self.workspace.path, {name}, timeout)[0]
+        owner = self.sandbox.confiner.drop
+        return file_tools(self.workspace.path, {name}, timeout, owner)[0]
