@@ -143,3 +143,21 @@ def test_prune_removes_only_workspaces_unused_for_the_retention(tmp_path: Path) 
     removed = prune_workspaces(root, 5)
     assert sorted(removed) == sorted([old, checkout])
     assert fresh.exists() and not old.exists() and not checkout.exists()
+
+
+async def test_file_url_when_allowed(tmp_path: Path, repo: Repo) -> None:
+    ws = await sync_repository(config(tmp_path), "wf", f"file://{repo.bare}", None, None, LOCAL)
+    assert (ws.path / "src" / "app.py").read_text() == "print('v1')\n"
+
+
+async def test_a_stalled_server_hits_the_clone_timeout(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/project.git"
+        cfg = config(tmp_path, clone_timeout_seconds=2)
+        with pytest.raises(RepoSyncError, match="REPO_CLONE_TIMEOUT_SECONDS"):
+            await sync_repository(cfg, "wf", url, None, TOKEN, LOCAL)
+    assert not checkout_path(cfg.root, "wf", url).exists()
