@@ -189,9 +189,13 @@ def web() -> Iterator[tuple[str, type[_Handler]]]:
 
 
 def offered(
-    names: list[str], policy: OutboundPolicy, cfg: WorkspaceConfig, ws: Path | None = None
+    names: list[str],
+    policy: OutboundPolicy,
+    cfg: WorkspaceConfig,
+    ws: Path | None = None,
+    shell: bool = True,
 ) -> tuple[dict[str, Tool], list[tuple[str, str]]]:
-    bundle = WorkspaceTools(Workspace(ws) if ws else None, Sandbox(), cfg, policy)
+    bundle = WorkspaceTools(Workspace(ws) if ws else None, Sandbox(), cfg, policy, shell)
     found, problems = builtin_tools(names, memory=None, knowledge=None, workspace=bundle)
     return {t.spec.name: t for t in found}, problems
 
@@ -260,6 +264,9 @@ async def test_web_search_backends_and_the_not_configured_warning(
     assert "web_fetch" in problems[2][1] and "bash" in problems[2][1]
     found, _ = offered(["read", "bash", "grep"], OutboundPolicy(), WorkspaceConfig(), ws)
     assert set(found) == {"read", "bash", "grep"}
+    # bash passes the custom tools' gate (a user's agent without ALLOW_USER_CUSTOM_TOOLS)
+    found, problems = offered(["read", "bash"], OutboundPolicy(), WorkspaceConfig(), ws, False)
+    assert set(found) == {"read"} and "ALLOW_USER_CUSTOM_TOOLS" in problems[0][1]
 
 
 async def test_bash_without_namespaces_does_what_custom_tools_do_there(ws: Path) -> None:

@@ -76,6 +76,8 @@ class RunPlan:
     knowledge_scope: frozenset[str] | None = None
     #: What web_fetch may reach: the agent owner's outbound policy.
     tool_outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
+    #: Whether the bash built-in may run (the custom tools' host gate, on the agent's owner).
+    shell_allowed: bool = False
 
 
 @dataclass(slots=True)
@@ -217,6 +219,7 @@ async def load_plan(
     await _load_mcp(repos, cipher, agent, config, who, plan, outbound)
     await _load_knowledge_scope(repos, agent, who, plan)
     plan.tool_outbound = await outbound.policy_for(repos, owner)
+    plan.shell_allowed = await config.host.custom_tools_for(repos, owner)
     return plan
 
 
@@ -446,7 +449,9 @@ async def open_plan(
         agent.builtin_tools, memory=memory, knowledge=knowledge,
         knowledge_source_ids=plan.knowledge_source_ids, knowledge_tags=agent.knowledge_tags,
         timeout=config.builtin_tool_timeout,
-        workspace=WorkspaceTools(workspace, sandbox, config.workspace, plan.tool_outbound),
+        workspace=WorkspaceTools(
+            workspace, sandbox, config.workspace, plan.tool_outbound, plan.shell_allowed
+        ),
     )  # fmt: skip
     tools.extend(builtins)
     warnings += [f"built-in tool {n!r} not offered: {why}" for n, why in missing]

@@ -12,19 +12,23 @@ from tbd_agents.engine.tools.shell import ShellLimits, bash_tool
 from tbd_agents.engine.tools.web import search_problem, web_fetch_tool, web_search_tool
 from tbd_agents.engine.workspace import Workspace, WorkspaceConfig
 from tbd_agents.security.outbound import OutboundPolicy
+from tbd_agents.services.privilege import CUSTOM_TOOLS_SETTING
 
 WORKSPACE_TOOL_NAMES = ("bash", *FILE_TOOLS, "web_fetch", "web_search")
 
 
 @dataclass(slots=True)
 class WorkspaceTools:
-    """The run's workspace (None: no directory prepared), sandbox, settings and the agent
-    owner's outbound policy (for web_fetch)."""
+    """The run's workspace (None: no directory prepared), sandbox, settings, the agent
+    owner's outbound policy (for web_fetch) and whether it may run bash: a shell runs code
+    on the host like a custom tool, so it passes the same gate (an admin owner, or
+    ALLOW_USER_CUSTOM_TOOLS=true)."""
 
     workspace: Workspace | None
     sandbox: Sandbox
     config: WorkspaceConfig
     outbound: OutboundPolicy
+    shell_allowed: bool = True
 
     def tool(self, name: str, timeout: float) -> Tool | str:
         """The built-in `name`, or why it cannot be offered."""
@@ -35,6 +39,11 @@ class WorkspaceTools:
             return problem or web_search_tool(self.config, timeout)
         if self.workspace is None:
             return "no workspace was prepared for this run"
+        if name == "bash" and not self.shell_allowed:
+            return (
+                "it runs commands on the host like a custom tool: the agent's owner is not an "
+                f"admin and {CUSTOM_TOOLS_SETTING} is false"
+            )
         if name == "bash":
             limits = ShellLimits(
                 timeout_seconds=min(
