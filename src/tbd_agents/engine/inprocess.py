@@ -26,10 +26,12 @@ from tbd_agents.engine.context import RunInput
 from tbd_agents.engine.messages import Message
 from tbd_agents.engine.options import RunOptions
 from tbd_agents.engine.progress import ProgressRecorder
+from tbd_agents.engine.run_workspace import chat_workspace, prepare_workspace
 from tbd_agents.engine.runrecord import RunLog, last_messages, wrap_response
 from tbd_agents.engine.sandbox import Sandbox
 from tbd_agents.engine.session import bounded_run
 from tbd_agents.engine.sources import KnowledgeSearch, MemoryStore
+from tbd_agents.engine.workspace import Workspace
 from tbd_agents.runtime.contracts import EventSink, HaltSignal, RunOutcome
 from tbd_agents.security.cipher import KeyRingProvider, TokenCipher
 from tbd_agents.security.outbound import OutboundGuard
@@ -96,11 +98,16 @@ async def run_agent(
     model_override: str | None = None,
     max_turns: int | None = None,
     workflow: Workflow | None = None,
+    workspace: Workspace | None = None,
     options: RunOptions | None = None,
 ) -> Any:
     """Build the agent's run and execute it within its session time (engine/session.py);
     returns the loop's `RunResult`. For a run of `workflow`, its guardrails join the agent's;
-    `options` are the workflow's (engine/options.py; None: the defaults)."""
+    `options` are the workflow's (engine/options.py; None: the defaults). `workspace`: the
+    run's checkout or scratch directory; without one, a run outside a workflow (chat) gets its
+    session's scratch one."""
+    if workspace is None and workflow is None:
+        workspace = await chat_workspace(services, agent, inp.session_id)
     async with services.store.unit_of_work() as repos:
         plan = await load_plan(
             repos, services.cipher, agent, services.config,
@@ -110,6 +117,7 @@ async def run_agent(
     spec, conns = await open_plan(
         plan, services.config, services.catalog,
         memory=services.memory_for(agent), knowledge=services.knowledge(), sandbox=services.sandbox,
+        workspace=workspace,
         options=options,
     )  # fmt: skip
     if max_turns:
@@ -163,10 +171,11 @@ class EngineExecutor:
             session_id=workflow.id, run_id=task.id,
         )  # fmt: skip
         try:
+            workspace = await prepare_workspace(self.services, agent, workflow, runlog)
             result = await run_agent(
                 self.services, agent, inp, runlog, halt,
                 model_override=workflow.model, max_turns=workflow.max_turns,
-                workflow=workflow, options=options,
+                workflow=workflow, workspace=workspace, options=options,
             )  # fmt: skip
             await progress.flush()
         except BaseException as exc:
