@@ -31,6 +31,7 @@ from tbd_agents.engine.sources import KnowledgeSearch, MemoryStore
 from tbd_agents.runtime.contracts import EventSink, HaltSignal, RunOutcome
 from tbd_agents.security.cipher import KeyRingProvider, TokenCipher
 from tbd_agents.security.outbound import OutboundGuard
+from tbd_agents.services.caller_credential import caller_credential_of
 from tbd_agents.services.privilege import outbound_guard
 from tbd_agents.services.workflow_runs import ensure_accepts_prompts, status_after_run
 from tbd_agents.storage.protocol import DocumentStore
@@ -151,11 +152,12 @@ class EngineExecutor:
             session_id=workflow.id, run_id=task.id,
         )  # fmt: skip
         try:
-            result = await run_agent(
-                self.services, agent, inp, runlog, halt,
-                model_override=workflow.model, max_turns=workflow.max_turns,
-                workflow=workflow,
-            )  # fmt: skip
+            async with caller_credential_of(store, self.services.cipher, task):
+                result = await run_agent(
+                    self.services, agent, inp, runlog, halt,
+                    model_override=workflow.model, max_turns=workflow.max_turns,
+                    workflow=workflow,
+                )  # fmt: skip
         except BaseException as exc:
             runlog.finish(TaskStatus.FAILED, getattr(exc, "message", None) or repr(exc))
             try:
