@@ -136,6 +136,8 @@ class CopilotFake:
     revoked: set[str] = field(default_factory=set)
     models: list[dict[str, Any]] = field(default_factory=list)
     model_requests: list[dict[str, str]] = field(default_factory=list)
+    #: GitHub's `GET /user` (the API's GitHub sign-in): token -> login.
+    users: dict[str, str] = field(default_factory=dict)
 
     def accepts(self, headers: dict[str, str]) -> bool:
         token = headers.get("authorization", "").removeprefix("Bearer ")
@@ -161,6 +163,7 @@ class ProtocolServer:
             routes=[
                 Route("/copilot_internal/v2/token", self._copilot_token, methods=["GET"]),
                 Route("/v1/models", self._copilot_models, methods=["GET"]),
+                Route("/user", self._github_user, methods=["GET"]),
                 Route("/v1/chat/completions", self._openai, methods=["POST"]),
                 Route(
                     "/openai/deployments/{deployment}/chat/completions",
@@ -282,6 +285,13 @@ class ProtocolServer:
         if not fake.accepts(headers):
             return JSONResponse({"error": {"message": "unauthorized"}}, status_code=401)
         return JSONResponse({"data": fake.models, "object": "list"})
+
+    async def _github_user(self, request: Request) -> Response:
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        login = self.copilot.users.get(token)
+        if login is None:
+            return JSONResponse({"message": "Bad credentials"}, status_code=401)
+        return JSONResponse({"login": login, "id": 1})
 
     async def _guard(self, gen: AsyncIterator[str]) -> AsyncIterator[str]:
         self.open_streams += 1
