@@ -359,3 +359,25 @@ async def test_users_get_the_operators_copilot_only_when_allowed(world) -> None:
         assert own.provider.api_key == DANA_GH and own.model == "gpt-4o"
         assert own.provider.provider_type is ProviderType.GITHUB_COPILOT
         assert SERVER_GH not in repr(plan) and DANA_GH not in repr(own)
+
+
+async def test_a_run_halted_before_it_started_drops_the_sealed_token(world) -> None:
+    """A run that never reaches the executor (halted while queued) does not keep the token."""
+    store: PostgresStore = world["store"]
+    async with store.unit_of_work() as repos:
+        agent = await repos.agents.create(Agent(name="queued-default", created_by="dana"))
+        workflow = await repos.workflows.create(Workflow(agent_id=agent.id, github_user="dana"))
+    engine = create_engine(world["url"], pool_size=2)
+    rt = await Runtime.open(world["settings"], engine, role="api", store=store)
+    try:
+        task = await rt.runs.create_run(workflow.id, "never runs")
+        sealed, _ = KeyRingProvider(world["settings"]).cipher().encrypt(DANA_GH)
+        async with store.unit_of_work() as repos:
+            await repos.task_executions.update(task.id, {"caller_credential": sealed})
+        await rt.halt(task.id, "dana")
+        async with store.unit_of_work(readonly=True) as repos:
+            halted: TaskExecution = await repos.task_executions.get(task.id)
+    finally:
+        await rt.aclose(drain_seconds=5)
+        await engine.dispose()
+    assert halted.status is TaskStatus.HALTED and halted.caller_credential is None
