@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from typing import Any
@@ -215,8 +216,9 @@ async def test_a_schedule_fired_run_uses_github_token(
 
 
 async def test_a_github_caller_lends_its_own_token_sealed_and_cleared(
-    world, protocol_server: ProtocolServer
+    world, protocol_server: ProtocolServer, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     dana = world["dana"]
     agent_id = await new_agent(dana)
     fake = protocol_server.copilot
@@ -246,6 +248,11 @@ async def test_a_github_caller_lends_its_own_token_sealed_and_cleared(
     assert task.caller_credential is None  # cleared when the run ended
     assert not leaked(task.model_dump(mode="json"), DANA_GH)
     assert protocol_server.requests[-1].headers["authorization"].startswith("Bearer tid=")
+    stream = await dana.get(f"/api/tasks/{task.id}/events")  # the run's stored events
+    assert stream.status_code == 200 and "Run on your own Copilot." in stream.text
+    sessions = protocol_server.copilot.issued
+    assert not leaked(stream.text, DANA_GH, *sessions)
+    assert not leaked(caplog.text, DANA_GH, *sessions)
 
 
 async def test_a_users_agent_does_not_get_the_operators_token(
