@@ -322,7 +322,8 @@ class Settings(BaseSettings):
     default_model: str | None = Field(
         default=None,
         description="Model of a run whose workflow and agent name none (after the provider's "
-        "own default_model). Unset: such a run is refused with a message.",
+        "own default_model). Unset: such a run is refused with a message, except on the "
+        "default GitHub Copilot provider (agents without provider_id), which uses gpt-4.1.",
     )
     default_max_turns: int = Field(
         default=5, ge=1, le=10_000, description="max_turns of a workflow created without one."
@@ -571,6 +572,30 @@ class Settings(BaseSettings):
         "name no key token (ownerless and admins' providers, sent only to "
         "api.githubcopilot.com) and, unless GITHUB_TOKEN_AUTH=false, a Bearer credential that "
         "acts as the admin `server` (compared in constant time; at least 20 characters).",
+    )
+    copilot_token_url: str = Field(
+        default="https://api.github.com/copilot_internal/v2/token",
+        description="Where a GitHub token is exchanged for a short-lived GitHub Copilot session "
+        "token before Copilot's chat and models APIs are called (GitHub Enterprise: its API "
+        "host's /copilot_internal/v2/token).",
+    )
+    copilot_api_url: str | None = Field(
+        default=None,
+        description="Base URL of Copilot's chat API for providers without a base_url of their "
+        "own. Unset: the `endpoints.api` the token exchange names (per account plan), else "
+        "https://api.githubcopilot.com.",
+    )
+    default_provider_id: str | None = Field(
+        default=None,
+        description="Provider record that agents without a provider_id run on (e.g. an Ollama "
+        "`custom` provider). Unset: GitHub Copilot with the caller's GitHub token or "
+        "GITHUB_TOKEN.",
+    )
+    default_provider_for_users: bool = Field(
+        default=False,
+        description="Let non-admin users' agents without a provider_id run on the operator's "
+        "credential (GITHUB_TOKEN, or the key of DEFAULT_PROVIDER_ID). Off: only ownerless and "
+        "admins' agents do; users sign in with their GitHub token or set a provider_id.",
     )
     github_token_auth: bool = Field(
         default=True,

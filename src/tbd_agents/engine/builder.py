@@ -30,6 +30,7 @@ from tbd_agents.engine.catalog import ModelCatalog
 from tbd_agents.engine.compaction import CompactionPolicy
 from tbd_agents.engine.config import EngineConfig
 from tbd_agents.engine.context import Budgets, RunSpec, SkillText
+from tbd_agents.engine.default_provider import default_provider
 from tbd_agents.engine.guardrails import Guardrails
 from tbd_agents.engine.messages import ToolSpec
 from tbd_agents.engine.options import RunOptions
@@ -160,18 +161,19 @@ async def load_plan(
     guardrails join the agent's (`_workflow_records`: the existing TBD Agents kept them on the
     workflow)."""
     outbound = outbound or OutboundGuard(HostPolicy(), AdminDirectory())
-    if not agent.provider_id:
-        raise InvalidData(f"agent {agent.name!r} has no provider_id: set one (GET /api/providers)")
     owner: str | None = getattr(agent, Agent.owner_field or "created_by")
     who = _Owner(owner, owner is None or await config.host.admins.is_admin(repos, owner))
-    provider: Provider = await repos.providers.get(agent.provider_id)
-    if not who.allows(provider.created_by):
-        raise InvalidData(
-            f"agent {agent.name!r}: provider {provider.id} belongs to another owner: set a "
-            "provider_id of yours (GET /api/providers)"
-        )
-    key = None
-    if provider.api_key_token_name and provider.auth_type is not AuthType.NONE:
+    key: str | None = None
+    if not agent.provider_id:  # the default model (engine/default_provider.py)
+        provider, key = await default_provider(repos, agent, config, operator_ok=who.ownerless_ok)
+    else:
+        provider = await repos.providers.get(agent.provider_id)
+        if not who.allows(provider.created_by):
+            raise InvalidData(
+                f"agent {agent.name!r}: provider {provider.id} belongs to another owner: set a "
+                "provider_id of yours (GET /api/providers)"
+            )
+    if key is None and provider.api_key_token_name and provider.auth_type is not AuthType.NONE:
         key = await _resolve(
             repos, cipher, provider.created_by, "{{token:" + provider.api_key_token_name + "}}"
         )
