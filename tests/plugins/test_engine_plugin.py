@@ -128,8 +128,9 @@ async def test_a_users_agent_calls_the_operators_slack_plugin_in_a_workflow_run(
 async def test_unknown_and_user_owned_plugin_records_are_not_offered(
     runtime: tuple[Runtime, PostgresStore, Settings], model: ProtocolServer, slack: SlackFake
 ) -> None:
-    """A plugin record whose plugin is not installed, and a plugin record a user owns (it could
-    point installed code at hosts of the user's choosing), are skipped with a warning."""
+    """A plugin record whose plugin is not installed, a plugin record a user owns (it could
+    point installed code at hosts of the user's choosing), and the operator's record naming a
+    token only a user has (everyone's runs would use it) are skipped with a warning."""
     rt, store, settings = runtime
     cipher = KeyRingProvider(settings).cipher()
     async with store.unit_of_work() as repos:
@@ -140,6 +141,17 @@ async def test_unknown_and_user_owned_plugin_records_are_not_offered(
         ghost = await repos.custom_tools.create(
             CustomTool(name="ghost_plugin", is_plugin=True, source_code="")
         )
+        value, version = cipher.encrypt("xoxb-bobs-own-workspace")
+        await repos.tokens.create(
+            Token(name="slack-bot-token", encrypted_value=value, key_version=version,
+                  created_by="bob")
+        )  # fmt: skip
+        # the operator's record names a token only bob has: not resolved with bob's token
+        operators = await repos.custom_tools.create(
+            CustomTool(name="slack", is_plugin=True,
+                       env_config={"SLACK_BOT_TOKEN": "{{token:slack-bot-token}}",
+                                   "SLACK_API_URL": f"{slack.url}/api"})
+        )  # fmt: skip
         bobs = await repos.custom_tools.create(
             CustomTool(name="slack", is_plugin=True, created_by="bob",
                        env_config={"SLACK_BOT_TOKEN": "x", "SLACK_API_URL": f"{slack.url}/api"})
@@ -150,7 +162,7 @@ async def test_unknown_and_user_owned_plugin_records_are_not_offered(
         )  # fmt: skip
         agent = await repos.agents.create(
             Agent(name="bobs", model="gpt-4o", provider_id=provider.id, created_by="bob",
-                  custom_tool_ids=[ghost.id, bobs.id])
+                  custom_tool_ids=[ghost.id, bobs.id, operators.id])
         )  # fmt: skip
         wf = await repos.workflows.create(
             Workflow(agent_id=agent.id, title="wf", github_user="bob", max_turns=2)
@@ -166,5 +178,6 @@ async def test_unknown_and_user_owned_plugin_records_are_not_offered(
     warnings = [e.data["message"] for e in seen if e.data.get("level") == "warning"]
     assert any("'ghost_plugin' is not installed on this server" in w for w in warnings), warnings
     assert any("belongs to a user" in w and bobs.id in w for w in warnings), warnings
+    assert any("token 'slack-bot-token' belongs to a user" in w for w in warnings), warnings
     assert not model.requests[0].body.get("tools")
     assert slack.seen == []

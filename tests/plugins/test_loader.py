@@ -23,9 +23,10 @@ from tbd_agents.plugins.loader import source_marker, sync_plugins
 from tbd_agents.plugins.slack import SlackPlugin
 from tbd_agents.storage.postgres.engine import create_engine
 from tbd_agents.storage.postgres.repository import PostgresStore
-from tbd_agents.storage.protocol import Query, Sort
+from tbd_agents.storage.protocol import DocumentStore, Query, Sort
 from tests.api.conftest import Api, make_settings
 from tests.support import pg
+from tests.support.mongo import make_mongo_store
 
 SIX = {"mysql_read", "bigquery_read", "slack", "google_sheets_read", "google_sheets", "notion"}
 
@@ -38,16 +39,22 @@ def config(**kw: object) -> SimpleNamespace:
     return SimpleNamespace(**values)
 
 
-@pytest.fixture
-async def store(pg18_server: str) -> AsyncIterator[PostgresStore]:
-    url = pg.create_migrated_database(pg18_server, prefix="plug")
+@pytest.fixture(params=["pg18", "mongo"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[DocumentStore]:
+    """A fresh database on each backend: the sync goes through the storage protocol only."""
+    if request.param == "mongo":
+        emulated = await make_mongo_store()
+        yield emulated
+        await emulated.close()
+        return
+    url = pg.create_migrated_database(request.getfixturevalue("pg18_server"), prefix="plug")
     s = PostgresStore(create_engine(url, pool_size=2, max_overflow=2), url=url)
     yield s
     await s.close()
     pg.drop_database(url)
 
 
-async def records(store: PostgresStore) -> list[CustomTool]:
+async def records(store: DocumentStore) -> list[CustomTool]:
     async with store.unit_of_work() as repos:
         page = await repos.custom_tools.list(Query(sort=(Sort("name"), Sort("id"))))
     return list(page.items)
@@ -108,7 +115,7 @@ def test_our_six_are_declared_as_entry_points_in_pyproject() -> None:
     assert declared[registry.GROUP] == registry.BUILTIN
 
 
-async def test_sync_is_idempotent_and_keeps_operator_env_choices(store: PostgresStore) -> None:
+async def test_sync_is_idempotent_and_keeps_operator_env_choices(store: DocumentStore) -> None:
     first = await sync_plugins(store, config())
     assert set(first.created) == SIX and not first.failed
     rows = await records(store)
@@ -140,7 +147,7 @@ async def test_sync_is_idempotent_and_keeps_operator_env_choices(store: Postgres
 
 
 async def test_disabling_by_setting_by_yaml_and_globally(
-    store: PostgresStore, tmp_path: Path
+    store: DocumentStore, tmp_path: Path
 ) -> None:
     yaml_file = tmp_path / "plugins.yaml"
     yaml_file.write_text(
@@ -166,12 +173,12 @@ async def test_disabling_by_setting_by_yaml_and_globally(
         await sync_plugins(store, config(plugins_config=str(yaml_file)))
 
 
-async def test_plugins_enabled_false_creates_nothing(store: PostgresStore) -> None:
+async def test_plugins_enabled_false_creates_nothing(store: DocumentStore) -> None:
     report = await sync_plugins(store, config(plugins_enabled=False))
     assert report.disabled == [] and await records(store) == []
 
 
-async def test_an_operator_tool_of_the_same_name_is_left_alone(store: PostgresStore) -> None:
+async def test_an_operator_tool_of_the_same_name_is_left_alone(store: DocumentStore) -> None:
     async with store.unit_of_work() as repos:
         own = await repos.custom_tools.create(
             CustomTool(name="slack", source_code="def slack():\n    return 1\n")
@@ -190,7 +197,7 @@ async def test_an_operator_tool_of_the_same_name_is_left_alone(store: PostgresSt
     assert sum(1 for r in rows if r.name == "notion" and r.is_plugin) == 1
 
 
-async def test_a_migrated_shim_record_is_taken_over_in_place(store: PostgresStore) -> None:
+async def test_a_migrated_shim_record_is_taken_over_in_place(store: DocumentStore) -> None:
     shim = (
         "from app.plugins.slack import SlackPlugin\n"
         "_plugin_instance = SlackPlugin()\n"

@@ -39,7 +39,11 @@ from tbd_agents.engine.tools.base import Toolset
 from tbd_agents.engine.tools.builtins import builtin_tools
 from tbd_agents.engine.tools.custom import CustomPythonTool
 from tbd_agents.engine.tools.mcp import McpConnection, McpServerConfig, open_servers
-from tbd_agents.engine.tools.plugin import PluginTool, shared_plugin_records
+from tbd_agents.engine.tools.plugin import (
+    PluginTool,
+    check_operator_tokens,
+    shared_plugin_records,
+)
 from tbd_agents.errors import InvalidData, TbdError
 from tbd_agents.security.cipher import TokenCipher
 from tbd_agents.security.outbound import HostPolicy, OutboundGuard, OutboundPolicy
@@ -313,6 +317,7 @@ async def _load_custom_tools(
             continue
         if tool.is_plugin:
             try:
+                await check_operator_tokens(repos, config.host.admins, tool)
                 env = await _resolve(repos, cipher, tool.created_by, dict(tool.env_config))
             except TbdError as exc:
                 plan.warnings.append(f"plugin {tool.name!r} not offered: {exc.message}")

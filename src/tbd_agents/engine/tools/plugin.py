@@ -15,12 +15,14 @@ from typing import Any
 
 import httpx
 
-from tbd_agents.domain.models import CustomTool
+from tbd_agents.domain.models import CustomTool, Token
 from tbd_agents.engine.messages import ToolSpec
 from tbd_agents.engine.tools.base import ToolContext, ToolResult
+from tbd_agents.errors import InvalidData
 from tbd_agents.plugins.base import Plugin, PluginError
 from tbd_agents.plugins.registry import installed
-from tbd_agents.security.outbound import OutboundPolicy, OutboundRefused, http_client
+from tbd_agents.security.outbound import AdminLookup, OutboundPolicy, OutboundRefused, http_client
+from tbd_agents.services.tokens import referenced_names
 from tbd_agents.storage.protocol import Query, Repositories, eq, in_, is_null
 
 
@@ -31,6 +33,28 @@ async def shared_plugin_records(repos: Repositories, ids: list[str]) -> list[Cus
         return []
     query = Query(filters=(in_("id", ids), is_null("created_by"), eq("is_plugin", True)))
     return list((await repos.custom_tools.list(query)).items)
+
+
+async def check_operator_tokens(
+    repos: Repositories, admins: AdminLookup, record: CustomTool
+) -> None:
+    """Refuse (InvalidData) when an operator plugin record's `{{token:NAME}}` names a user's
+    token. Ownerless records resolve token names among all tokens, and the operator's plugin
+    records serve every user's runs: a user who created the token a plugin names (say before
+    the operator did) would otherwise receive what everyone's runs send through it."""
+    if record.created_by is not None:
+        return
+    names = referenced_names(dict(record.env_config))
+    if not names:
+        return
+    page = await repos.for_model(Token).list(Query(filters=(in_("name", sorted(names)),)))
+    for token in page.items:
+        if token.created_by is not None and not await admins.is_admin(repos, token.created_by):
+            raise InvalidData(
+                f"token {token.name!r} belongs to a user, not the operator or an admin; plugin "
+                "records use only those tokens: an admin should create it, or point the "
+                "record's env_config at another token"
+            )
 
 
 @dataclass(slots=True)
