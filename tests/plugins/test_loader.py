@@ -25,6 +25,7 @@ from tbd_agents.storage.postgres.engine import create_engine
 from tbd_agents.storage.postgres.repository import PostgresStore
 from tbd_agents.storage.protocol import DocumentStore, Query, Sort
 from tests.api.conftest import Api, make_settings
+from tests.plugins.fakes import SLACK_TOKEN, SlackFake
 from tests.support import pg
 from tests.support.mongo import make_mongo_store
 
@@ -226,14 +227,37 @@ async def test_api_start_up_syncs_the_plugins(pg18_server: str, tmp_path: Path) 
     try:
         settings = make_settings(tmp_path, plugins_enabled=True, plugins_disabled="notion")
         app = create_app(settings, store)
-        async with app.router.lifespan_context(app):
-            api = Api(app, store, settings)
-            async with await api.user("root-admin", KeyScope.ADMIN) as admin:
-                listed = (await admin.get("/api/custom-tools")).json()
-        tools = listed if isinstance(listed, list) else listed["items"]
-        plugins = {t["name"]: t for t in tools if t["is_plugin"]}
-        assert set(plugins) == SIX
-        assert plugins["notion"]["is_enabled"] is False and plugins["slack"]["is_enabled"] is True
+        with SlackFake().running() as slack:
+            async with app.router.lifespan_context(app):
+                api = Api(app, store, settings)
+                async with await api.user("root-admin", KeyScope.ADMIN) as admin:
+                    listed = (await admin.get("/api/custom-tools")).json()
+                    tools = listed if isinstance(listed, list) else listed["items"]
+                    plugins = {t["name"]: t for t in tools if t["is_plugin"]}
+                    assert set(plugins) == SIX
+                    assert plugins["notion"]["is_enabled"] is False
+                    assert plugins["slack"]["is_enabled"] is True
+                    # the ad-hoc run endpoint runs the installed plugin, not the record's text
+                    async with store.unit_of_work() as repos:
+                        await repos.custom_tools.update(
+                            plugins["slack"]["id"],
+                            {"env_config": {"SLACK_BOT_TOKEN": SLACK_TOKEN,
+                                            "SLACK_API_URL": f"{slack.url}/api"}},
+                        )  # fmt: skip
+                    ran = await admin.post(
+                        f"/api/custom-tools/{plugins['slack']['id']}/run",
+                        json={"arguments": {"operation": "get_channel_info", "channel_id": "C1"}},
+                    )
+                    assert ran.status_code == 200, ran.text
+                    body = ran.json()
+                    assert body["success"] is True, body
+                    assert body["value"]["channel"]["name"] == "general"
+                    bad = await admin.post(
+                        f"/api/custom-tools/{plugins['slack']['id']}/run",
+                        json={"arguments": {"operation": "nope"}},
+                    )
+                    assert bad.json()["success"] is False
+                    assert "invalid arguments" in bad.json()["error"]
     finally:
         await store.close()
         pg.drop_database(url)

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 
 from tbd_agents.domain.models import CustomTool, Token
-from tbd_agents.engine.messages import ToolSpec
-from tbd_agents.engine.tools.base import ToolContext, ToolResult
+from tbd_agents.engine.messages import ToolCall, ToolSpec
+from tbd_agents.engine.tools.base import ToolContext, ToolResult, Toolset
 from tbd_agents.errors import InvalidData
 from tbd_agents.plugins.base import Plugin, PluginError
 from tbd_agents.plugins.registry import installed
@@ -111,3 +111,17 @@ class PluginTool:
                 )
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         return ToolResult(text, data=value)
+
+
+async def run_once(
+    record: CustomTool, env: dict[str, str], policy: OutboundPolicy, arguments: dict[str, Any]
+) -> ToolResult:
+    """One call of a plugin record outside a run (the ad-hoc `POST /api/custom-tools/{id}/run`),
+    checked and executed exactly as an agent's call would be."""
+    problem = PluginTool.refusal(record, policy)
+    if problem:
+        return ToolResult(f"Error: {problem}", is_error=True)
+    tools = Toolset()
+    tools.add(PluginTool.of(record, env, policy))
+    result, _ = await tools.execute(ToolCall("adhoc", record.name, arguments), ToolContext(), 10**7)
+    return result
