@@ -261,3 +261,30 @@ async def test_api_start_up_syncs_the_plugins(pg18_server: str, tmp_path: Path) 
     finally:
         await store.close()
         pg.drop_database(url)
+
+
+def test_a_celery_worker_process_syncs_the_plugins_when_it_starts(
+    pg18_server: str, tmp_path: Path
+) -> None:
+    """A worker may start before any API process: its start-up syncs the records too."""
+    from cryptography.fernet import Fernet
+
+    from tbd_agents.config import Settings
+    from tbd_agents.runtime.celery_app import WorkerState
+
+    url = pg.create_migrated_database(pg18_server, prefix="plugwk")
+    settings = Settings(
+        postgres_uri=url.render_as_string(hide_password=False),
+        token_encryption_key=f"1:{Fernet.generate_key().decode()}",
+        data_dir=tmp_path,
+        embedding_provider="hashing",
+        redis_url=None,
+        plugins_disabled="notion",
+    )
+    worker = WorkerState(settings)
+    try:
+        found = {r.name: r.is_enabled for r in worker.call(records(worker.runtime.store))}
+    finally:
+        worker.close()
+        pg.drop_database(url)
+    assert found == {name: name != "notion" for name in SIX}
