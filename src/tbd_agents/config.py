@@ -617,6 +617,21 @@ class Settings(BaseSettings):
         description="Let non-admins create, check and run custom tools (Python run in the "
         "sandbox). Admins always may.",
     )
+    plugins_enabled: bool = Field(
+        default=True,
+        description="Offer the installed plugins (the `tbd_agents.plugins` entry points: slack, "
+        "notion, google_sheets, google_sheets_read, bigquery_read, mysql_read, and any a package "
+        "adds). False: every plugin's custom tool record is kept but disabled at start-up.",
+    )
+    plugins_disabled: str = Field(
+        default="",
+        description="Comma-separated plugin names to disable at start-up (e.g. `slack,notion`).",
+    )
+    plugins_config: str | None = Field(
+        default=None,
+        description="Path of a plugins.yaml (`plugins: [{name, enabled}]`, the existing "
+        "format): entries with `enabled: false` are disabled like PLUGINS_DISABLED.",
+    )
     auth_failure_limit: int = Field(
         default=20,
         ge=1,
@@ -647,7 +662,6 @@ class Settings(BaseSettings):
     otel_resource_attributes: str | None = _old()
     api_base_url: str | None = _old()
     plugins_dir: str | None = _old()
-    plugins_config: str | None = _old()
     prometheus_multiproc_dir: str | None = _old()
     worker_metrics_port: str | None = _old()
     dd_api_key: SecretStr | None = _old()

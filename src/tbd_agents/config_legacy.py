@@ -414,15 +414,18 @@ LEGACY: tuple[LegacyVariable, ...] = (
     ),
     LegacyVariable(
         "PLUGINS_DIR",
-        Fate.REFUSED,
-        note="there is no plugin loader: add tools as MCP servers (/api/mcp-servers) or custom "
-        "tools (/api/custom-tools), instructions as skills (/api/skills), and bring existing "
-        "records in with POST /api/import; remove PLUGINS_DIR",
+        Fate.NO_EFFECT,
+        note="plugins are installed Python packages found through the `tbd_agents.plugins` "
+        "entry points (docs/plugins.md), not modules in a directory; the six bundled plugins "
+        "are built in",
     ),
     LegacyVariable(
         "PLUGINS_CONFIG",
-        Fate.REFUSED,
-        note="there is no plugin loader (see PLUGINS_DIR); remove PLUGINS_CONFIG",
+        Fate.WORKS,
+        "PLUGINS_CONFIG",
+        "The same plugins.yaml (`plugins: [{name, enabled}]`): `enabled: false` disables a "
+        "plugin. Plugins it does not list stay enabled (they are discovered, not listed). "
+        "Default unset (was app/plugins.yaml).",
     ),
     LegacyVariable(
         "ANTHROPIC_GATEWAY_MAX_TOKENS",

@@ -42,6 +42,11 @@ from tbd_agents.engine.tools.base import Toolset
 from tbd_agents.engine.tools.builtins import builtin_tools
 from tbd_agents.engine.tools.custom import CustomPythonTool
 from tbd_agents.engine.tools.mcp import McpConnection, McpServerConfig, open_servers
+from tbd_agents.engine.tools.plugin import (
+    PluginTool,
+    check_operator_tokens,
+    shared_plugin_records,
+)
 from tbd_agents.engine.tools.workspace_tools import WorkspaceTools
 from tbd_agents.engine.workspace import Workspace
 from tbd_agents.errors import InvalidData, TbdError
@@ -71,6 +76,10 @@ class RunPlan:
     skills: list[Skill] = field(default_factory=list)
     guardrails: list[Guardrail] = field(default_factory=list)
     custom_tools: list[tuple[CustomTool, dict[str, str]]] = field(default_factory=list)
+    #: Records run by an installed plugin (engine/tools/plugin.py), with the owner's policy.
+    plugin_tools: list[tuple[CustomTool, dict[str, str], OutboundPolicy]] = field(
+        default_factory=list
+    )
     mcp: list[McpServerConfig] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     #: The agent's knowledge sources the run may search (its owner's).
@@ -219,7 +228,7 @@ async def load_plan(
         repos, agent, config.host.admins, workflow=workflow
     )
     plan.warnings += skipped
-    await _load_custom_tools(repos, cipher, agent, config, who, plan)
+    await _load_custom_tools(repos, cipher, agent, config, who, plan, outbound)
     if workflow is not None:  # engine/overrides.py
         await apply_credential_overrides(repos, cipher, RunOptions.of_workflow(workflow), plan)
     await _load_mcp(repos, cipher, agent, config, who, plan, outbound)
@@ -308,13 +317,27 @@ async def _load_custom_tools(
     config: EngineConfig,
     who: _Owner,
     plan: RunPlan,
+    outbound: OutboundGuard,
 ) -> None:
-    tools: list[CustomTool] = await _by_ids_and_tags(
-        repos, CustomTool, agent.custom_tool_ids, [], who, plan.warnings, "custom tool"
+    # The operator's plugin records serve every agent, whoever owns it.
+    shared = await shared_plugin_records(repos, agent.custom_tool_ids)
+    ids = [i for i in agent.custom_tool_ids if i not in {t.id for t in shared}]
+    tools: list[CustomTool] = shared + await _by_ids_and_tags(
+        repos, CustomTool, ids, [], who, plan.warnings, "custom tool"
     )
     for tool in tools:
         if not tool.is_enabled:
             plan.warnings.append(f"custom tool {tool.name!r} is disabled and was not offered")
+            continue
+        if tool.is_plugin:
+            try:
+                await check_operator_tokens(repos, config.host.admins, tool)
+                env = await _resolve(repos, cipher, tool.created_by, dict(tool.env_config))
+            except TbdError as exc:
+                plan.warnings.append(f"plugin {tool.name!r} not offered: {exc.message}")
+                continue
+            policy = await outbound.policy_for(repos, tool.created_by)
+            plan.plugin_tools.append((tool, env, policy))
             continue
         if not await config.host.custom_tools_for(repos, tool.created_by):
             plan.warnings.append(
@@ -453,6 +476,12 @@ async def open_plan(
             )
         except TbdError as exc:
             warnings.append(f"custom tool {record.name!r} skipped: {exc.message}")
+    for record, env, policy in plan.plugin_tools:
+        problem = PluginTool.refusal(record, policy)
+        if problem:
+            warnings.append(problem)
+            continue
+        tools.add(PluginTool.of(record, env, policy))
     memory = memory if agent.memory_enabled and not options.bypass_memory else None
     if options.auto_memory and memory is None and not options.bypass_memory:
         warnings.append("auto_memory: this run has no memory store, so nothing can be stored")

@@ -22,12 +22,15 @@ from tbd_agents.storage.protocol import Repositories
 async def apply_credential_overrides(
     repos: Repositories, cipher: TokenCipher, options: RunOptions, plan: Any
 ) -> None:
-    """Replace, in each `(tool, env)` of `plan.custom_tools`, the declared variables that
-    `options.credential_overrides` names (see the module docstring)."""
+    """Replace, in the env of each of `plan.custom_tools` and `plan.plugin_tools`, the
+    declared variables that `options.credential_overrides` names (see the module docstring)."""
     overrides = dict(options.credential_overrides)
     if not overrides:
         return
-    declared = {var for tool, _ in plan.custom_tools for var in tool.env_config if var in overrides}
+    # Custom tools (tool, env) and plugin tools (tool, env, outbound policy): the env dicts
+    # are the ones their tools are built with.
+    tools = [(t[0], t[1]) for t in [*plan.custom_tools, *getattr(plan, "plugin_tools", [])]]
+    declared = {var for tool, _ in tools for var in tool.env_config if var in overrides}
     unused = sorted(set(overrides) - declared)
     if unused:
         plan.warnings.append(
@@ -46,6 +49,6 @@ async def apply_credential_overrides(
             f"{options.credential_owner or '(operator)'} needs these tokens)",
             details=exc.details,
         ) from None
-    for tool, env in plan.custom_tools:
+    for tool, env in tools:
         for var in declared & set(tool.env_config):
             env[var] = values[var]
