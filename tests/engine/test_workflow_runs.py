@@ -32,6 +32,7 @@ from tbd_agents.domain.models import (
 )
 from tbd_agents.engine.options import AUTO_MEMORY_POLICY, CAVEMAN_POLICY
 from tbd_agents.engine.progress import ProgressRecorder, parse_todo_list
+from tbd_agents.plugins.loader import sync_plugins
 from tbd_agents.runtime import leases
 from tbd_agents.runtime.legacy_stream import frame_of
 from tbd_agents.runtime.service import Runtime
@@ -41,6 +42,7 @@ from tbd_agents.services.task_views import progress_of
 from tbd_agents.storage.postgres.engine import create_engine
 from tbd_agents.storage.postgres.repository import PostgresStore
 from tests.engine.protocol_server import ProtocolServer, Turn
+from tests.plugins.fakes import SLACK_TOKEN, SlackFake
 from tests.support import pg
 from tests.support.mongo import make_mongo_store
 
@@ -87,7 +89,7 @@ async def runtime_of(url: Any, **overrides: Any) -> AsyncIterator[tuple[Runtime,
         await engine.dispose()
 
 
-async def add_token(store: PostgresStore, name: str, value: str, owner: str) -> None:
+async def add_token(store: PostgresStore, name: str, value: str, owner: str | None) -> None:
     cipher = KeyRingProvider(settings_for_cipher()).cipher()
     encrypted, version = cipher.encrypt(value)
     async with store.unit_of_work() as repos:
@@ -389,3 +391,42 @@ async def test_workflow_runs_offer_manage_todo_list_when_the_operator_asks(
             await finish(rt, task.id)
     assert protocol_server.requests[0].tool_names() == []
     assert protocol_server.requests[1].tool_names() == ["manage_todo_list"]
+
+
+async def test_credential_overrides_on_the_operators_plugin_replace_credentials_only(
+    runs_db: Any, protocol_server: ProtocolServer
+) -> None:
+    """The operator's slack plugin serves alice's agent: her workflow's override replaces the
+    bot token (the Slack fake accepts only the right one), but not the plugin's API URL."""
+    protocol_server.reset()
+    suffix = uuid.uuid4().hex[:6]
+    with SlackFake().running() as slack:
+        async with runtime_of(runs_db) as (rt, store):
+            await add_token(store, f"op-slack-{suffix}", "xoxb-the-operators-old-token", None)
+            await add_token(store, f"alice-slack-{suffix}", SLACK_TOKEN, "alice")
+            await add_token(store, f"alice-url-{suffix}", "http://127.0.0.1:9/api", "alice")
+            async with store.unit_of_work() as repos:
+                shim = await repos.custom_tools.create(
+                    CustomTool(name="slack", is_plugin=True, source_code="",
+                               env_config={"SLACK_BOT_TOKEN": "{{token:op-slack-" + suffix + "}}",
+                                           "SLACK_API_URL": f"{slack.url}/api"})
+                )  # fmt: skip
+            overrides = {"SLACK_BOT_TOKEN": f"alice-slack-{suffix}",
+                         "SLACK_API_URL": f"alice-url-{suffix}"}  # fmt: skip
+            wf = await seed(store, protocol_server.url, "alice",
+                            workflow={"credential_overrides": overrides},
+                            custom_tool_ids=[shim.id])  # fmt: skip
+            await sync_plugins(store, settings_for(runs_db))
+            protocol_server.script(
+                Turn(tool_calls=[("slack", {"operation": "send_message", "channel_id": "C1",
+                                            "text": "hello"})]),
+                Turn(text="Posted."),
+            )  # fmt: skip
+            task = await rt.start_run(wf.id, "post hello")
+            events = await finish(rt, task.id)
+            assert (await leases.load(rt.db, task.id)).status is TaskStatus.COMPLETED
+    assert slack.posted == [{"channel": "C1", "text": "hello"}]  # URL kept, token overridden
+    assert slack.seen[-1].headers["authorization"] == f"Bearer {SLACK_TOKEN}"
+    warnings = [e.data["message"] for e in events if e.data.get("event") == "warning"]
+    assert any("credential_overrides SLACK_API_URL: not applied to plugin tools" in w
+               for w in warnings), warnings  # fmt: skip
