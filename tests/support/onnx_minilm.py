@@ -9,6 +9,7 @@ callers skip with the reason when one is missing. About 5 s and 90 MB.
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 from pathlib import Path
 
@@ -70,8 +71,13 @@ def export_minilm(target: Path) -> Path:
             opset_version=17,
             dynamo=False,
         )
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+    for name in ("tokenizer.json", "special_tokens_map.json", "config.json", "vocab.txt"):
         shutil.copy2(source / name, target / name)
-    for name in ("config.json", "vocab.txt"):
-        shutil.copy2(source / name, target / name)
+    # sentence-transformers cuts texts at the model's max_seq_length (256 tokens, what MiniLM was
+    # trained with); fastembed reads the limit from tokenizer_config.json, which says 512.
+    # Writing 256 there makes both paths embed the same tokens.
+    tokenizer_config = json.loads((source / "tokenizer_config.json").read_text())
+    st_config = json.loads((source / "sentence_bert_config.json").read_text())
+    tokenizer_config["model_max_length"] = st_config["max_seq_length"]
+    (target / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
     return target
