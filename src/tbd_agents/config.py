@@ -424,6 +424,67 @@ class Settings(BaseSettings):
         description="Ceiling on a custom tool's memory_limit_mb: higher values are refused on "
         "save and clamped at run time.",
     )
+    # --- workspaces, repository checkouts, workspace built-ins (engine/workspace.py) ------
+    workspace_dir: Path | None = Field(
+        default=None,
+        description="Parent directory of workflow repository checkouts and scratch workspaces "
+        "of the bash/read/write/edit/glob/grep built-ins (default DATA_DIR/workspaces).",
+    )
+    workspace_retention_hours: float = Field(
+        default=0,
+        ge=0,
+        description="Delete checkouts and scratch workspaces unused for this many hours (checked "
+        "before each run that prepares one); 0 keeps them.",
+    )
+    repo_clone_timeout_seconds: float = Field(
+        default=300,
+        gt=0,
+        le=86400,
+        description="Longest a repository sync (clone, or fetch + reset) may take.",
+    )
+    repo_max_checkout_mb: int = Field(
+        default=1024,
+        ge=1,
+        description="Largest checkout (MB, .git included); a bigger one is deleted and the sync "
+        "fails (repo_sync_failed).",
+    )
+    repo_allow_insecure_urls: bool = Field(
+        default=False,
+        description="Also accept http:// and file:// repo_urls (tests, internal git servers); "
+        "https:// only otherwise. Hosts follow OUTBOUND_ALLOWED_HOSTS either way.",
+    )
+    bash_timeout_seconds: float = Field(
+        default=60,
+        gt=0,
+        le=3600,
+        description="Wall-clock limit of one bash built-in call (also capped by "
+        "SANDBOX_MAX_TIMEOUT_SECONDS).",
+    )
+    bash_max_processes: int = Field(
+        default=64,
+        ge=1,
+        le=4096,
+        description="RLIMIT_NPROC of a bash built-in call (custom tools get 0: they may not "
+        "start processes; a shell must).",
+    )
+    web_fetch_max_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of a response the web_fetch built-in reads (the rest is cut).",
+    )
+    web_search_backend: Literal["searxng", "brave"] = Field(
+        default="searxng",
+        description="Shape of the web_search backend: `searxng` (GET WEB_SEARCH_URL?q=…&"
+        "format=json) or `brave` (Brave Search API, key in WEB_SEARCH_API_KEY).",
+    )
+    web_search_url: str | None = Field(
+        default=None,
+        description="Endpoint of the web_search built-in (SearXNG: the instance's /search URL; "
+        "brave: optional override of the API URL). Unset with searxng: web_search not offered.",
+    )
+    web_search_api_key: SecretStr | None = Field(
+        default=None, description="API key of the web_search backend (brave)."
+    )
 
     # --- request, upload and extraction limits -------------------------------------------
     max_request_body_mb: float = Field(

@@ -149,3 +149,31 @@ async def test_unknown_agent_is_404_and_empty_message_422(setup) -> None:
     assert r.status_code == 404
     r = await client.post("/api/agents/nope/chat", json={"message": ""})
     assert r.status_code == 422
+
+
+async def test_chat_file_tools_use_the_sessions_scratch_workspace(
+    setup, protocol_server: ProtocolServer
+) -> None:
+    client, agent_id, store = setup
+    async with store.unit_of_work() as repos:
+        await repos.agents.update(agent_id, {"builtin_tools": ["write", "read"]})
+
+    async def chat(message: str, session_id: str | None = None) -> tuple[str, list[str]]:
+        body = {"message": message, **({"session_id": session_id} if session_id else {})}
+        async with client.stream("POST", f"/api/agents/{agent_id}/chat", json=body) as r:
+            got = [item async for item in events(r)]
+        results = [d.get("content", "") for n, d, _ in got if n == "tool_result"]
+        return got[0][1]["session_id"], results
+
+    protocol_server.script(
+        Turn(tool_calls=[("write", {"path": "notes/a.txt", "content": "kept for the session"})]),
+        Turn(text="saved"),
+    )
+    session, _ = await chat("remember this")
+    protocol_server.script(Turn(tool_calls=[("read", {"path": "notes/a.txt"})]), Turn(text="ok"))
+    _, results = await chat("what did you save?", session)
+    assert "kept for the session" in results[0]
+    # another session has its own directory
+    protocol_server.script(Turn(tool_calls=[("read", {"path": "notes/a.txt"})]), Turn(text="ok"))
+    _, results = await chat("and here?")
+    assert results[0].startswith("Error:") and "kept for the session" not in results[0]

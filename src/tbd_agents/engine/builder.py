@@ -39,9 +39,11 @@ from tbd_agents.engine.tools.base import Toolset
 from tbd_agents.engine.tools.builtins import builtin_tools
 from tbd_agents.engine.tools.custom import CustomPythonTool
 from tbd_agents.engine.tools.mcp import McpConnection, McpServerConfig, open_servers
+from tbd_agents.engine.tools.workspace_tools import WorkspaceTools
+from tbd_agents.engine.workspace import Workspace
 from tbd_agents.errors import InvalidData, TbdError
 from tbd_agents.security.cipher import TokenCipher
-from tbd_agents.security.outbound import HostPolicy, OutboundGuard
+from tbd_agents.security.outbound import HostPolicy, OutboundGuard, OutboundPolicy
 from tbd_agents.services.privilege import CUSTOM_TOOLS_SETTING, AdminDirectory
 from tbd_agents.services.tokens import resolve_tree
 from tbd_agents.storage.protocol import (
@@ -72,6 +74,10 @@ class RunPlan:
     knowledge_source_ids: list[str] = field(default_factory=list)
     #: Every source a knowledge tag may match in (its owner's); None: no restriction.
     knowledge_scope: frozenset[str] | None = None
+    #: What web_fetch may reach: the agent owner's outbound policy.
+    tool_outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
+    #: Whether the bash built-in may run (the custom tools' host gate, on the agent's owner).
+    shell_allowed: bool = False
 
 
 @dataclass(slots=True)
@@ -212,6 +218,8 @@ async def load_plan(
     await _load_custom_tools(repos, cipher, agent, config, who, plan)
     await _load_mcp(repos, cipher, agent, config, who, plan, outbound)
     await _load_knowledge_scope(repos, agent, who, plan)
+    plan.tool_outbound = await outbound.policy_for(repos, owner)
+    plan.shell_allowed = await config.host.custom_tools_for(repos, owner)
     return plan
 
 
@@ -397,8 +405,10 @@ async def open_plan(
     memory: MemoryStore | None,
     knowledge: KnowledgeSearch | None,
     sandbox: Sandbox,
+    workspace: Workspace | None = None,
 ) -> tuple[RunSpec, list[McpConnection]]:
-    """Connect MCP servers, build tools and the provider: the spec of one run."""
+    """Connect MCP servers, build tools and the provider: the spec of one run. `workspace`:
+    the directory the workspace built-ins act in (engine/run_workspace.py)."""
     agent = plan.agent
     if knowledge is not None and plan.knowledge_scope is not None:
         knowledge = OwnedKnowledge(knowledge, plan.knowledge_scope)
@@ -412,6 +422,10 @@ async def open_plan(
         warnings.append(f"MCP server {name!r}: {reason}")
     for cfg, mcp_tools in per_server:
         tools.extend(mcp_tools, prefix=cfg.name)
+    # H1: the checkout's path is only exported where a custom tool can see it (no namespaces)
+    repo_env = {}
+    if workspace is not None and workspace.repo_url and not sandbox.confiner.enabled:
+        repo_env["TBD_AGENTS_REPO_ROOT"] = str(workspace.path)
     for record, env in plan.custom_tools:
         try:
             tools.add(
@@ -424,7 +438,7 @@ async def open_plan(
                     SandboxLimits(
                         timeout_seconds=record.timeout_seconds, memory_mb=record.memory_limit_mb
                     ),
-                    env=env,
+                    env={**env, **repo_env},
                     allowed_hosts=list(record.allowed_hosts),
                 )
             )
@@ -435,6 +449,9 @@ async def open_plan(
         agent.builtin_tools, memory=memory, knowledge=knowledge,
         knowledge_source_ids=plan.knowledge_source_ids, knowledge_tags=agent.knowledge_tags,
         timeout=config.builtin_tool_timeout,
+        workspace=WorkspaceTools(
+            workspace, sandbox, config.workspace, plan.tool_outbound, plan.shell_allowed
+        ),
     )  # fmt: skip
     tools.extend(builtins)
     warnings += [f"built-in tool {n!r} not offered: {why}" for n, why in missing]
@@ -444,7 +461,9 @@ async def open_plan(
         provider=build_provider(plan.provider, config),
         model=plan.model,
         model_info=catalog.get(plan.model),
-        system_prompt=agent.system_prompt,
+        system_prompt="\n\n".join(  # H1: the `## Repository` section of a checkout
+            p for p in (agent.system_prompt, workspace and workspace.prompt_section()) if p
+        ),
         agent_id=agent.id,
         owner=agent.created_by,
         tools=tools,

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tbd_agents.engine.workspace import WorkspaceConfig
 from tbd_agents.services.privilege import HostCapabilities
 
 
@@ -66,6 +67,8 @@ class EngineConfig:
     #: What non-admins' records may run on the host (stdio MCP servers, custom tools) and who
     #: counts as an admin, checked on the record's owner when a run loads it.
     host: HostCapabilities = field(default_factory=HostCapabilities)
+    #: Workspaces, repository checkouts and the workspace built-ins (WORKSPACE_*, REPO_*, …).
+    workspace: WorkspaceConfig = field(default_factory=WorkspaceConfig)
 
     @classmethod
     def from_settings(cls, settings: Any) -> EngineConfig:
@@ -86,6 +89,8 @@ class EngineConfig:
             values["copilot_token"] = token.get_secret_value().strip() or None
         if hasattr(settings, "user_stdio_mcp_commands"):
             values["host"] = HostCapabilities.from_settings(settings)
+        if hasattr(settings, "repo_clone_timeout_seconds"):
+            values["workspace"] = WorkspaceConfig.from_settings(settings)
         return cls(**values)
 
 

@@ -163,6 +163,8 @@ class Confiner:
         egress_dir: Path | None,
         extra_ro: Sequence[str],
         extra_binds: Sequence[dict[str, Any]] = (),
+        cwd: str = VIEW_TMP,
+        writable: Sequence[str] = (),
     ) -> Path:
         work = base / "work"
         work.mkdir(mode=0o700, exist_ok=True)
@@ -172,8 +174,9 @@ class Confiner:
         binds = view(extra_ro) + list(extra_binds)
         binds.append(_entry(str(work), VIEW_TMP, rw=True))
         spec: dict[str, Any] = {
-            "argv": argv, "env": env, "cwd": VIEW_TMP, "limits": limits,
+            "argv": argv, "env": env, "cwd": cwd, "limits": limits,
             "drop": list(self.drop) if self.drop else None, "files": _passwd(uid, gid),
+            "writable": list(writable),  # besides /tmp: paths Landlock lets the program write
         }  # fmt: skip
         if egress_dir is not None:
             binds.append(_entry(str(egress_dir), "/run/tbd/egress", rw=True))
@@ -197,6 +200,8 @@ class Confiner:
         extra_ro: Sequence[str] = (),
         extra_binds: Sequence[dict[str, Any]] = (),
         egress_dir: Path | None = None,
+        cwd: str = VIEW_TMP,
+        writable: Sequence[str] = (),
     ) -> Launch:
         """Write the spec for `argv` under `base` (a fresh 0700 directory) and return the
         launcher command. Proxy-less: the caller starts the egress proxy if it wants one."""
@@ -205,7 +210,9 @@ class Confiner:
             proxy = f"http://127.0.0.1:{RELAY_PORT}"
             for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
                 env[name] = env[name.lower()] = proxy
-        spec = self._spec(base, argv, env, limits, egress_dir, extra_ro, extra_binds)
+        spec = self._spec(
+            base, argv, env, limits, egress_dir, extra_ro, extra_binds, cwd=cwd, writable=writable
+        )
         return Launch([self.python, "-I", str(LAUNCHER), str(spec)], {}, base / "work")
 
     def stdio_command(
@@ -241,6 +248,8 @@ class Confiner:
         allowed_hosts: Sequence[str] = (),
         extra_ro: Sequence[str] = (),
         extra_binds: Sequence[dict[str, Any]] = (),
+        cwd: str = VIEW_TMP,
+        writable: Sequence[str] = (),
     ) -> AsyncIterator[Launch]:
         """A confined `argv` for the duration of the context (with its egress proxy, if the
         command may reach `allowed_hosts`); the work directory is removed afterwards."""
@@ -256,7 +265,7 @@ class Confiner:
                 )
             yield self.prepare(
                 base, argv, env, limits=limits, extra_ro=extra_ro, extra_binds=extra_binds,
-                egress_dir=egress_dir,
+                egress_dir=egress_dir, cwd=cwd, writable=writable,
             )  # fmt: skip
         finally:
             if proxy is not None:

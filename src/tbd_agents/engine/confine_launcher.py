@@ -153,7 +153,8 @@ def build_view(spec: Spec, fds: list[int | None] | None) -> None:
 
 # --- Landlock -----------------------------------------------------------------------------
 def landlock(spec: Spec) -> int:
-    """Restrict the program to the view's read-only paths, writes under /tmp and /dev, and
+    """Restrict the program to the view's read-only paths, writes under /tmp, /dev and the
+    spec's `writable` paths (the bash tool's workspace), and
     (ABI 4+) TCP connect to the relay port only. Returns the ABI used (0: unavailable)."""
     create, add, restrict = SYS_LANDLOCK
     abi = libc.syscall(create, None, 0, 1)
@@ -167,7 +168,9 @@ def landlock(spec: Spec) -> int:
     attr = struct.pack("QQQ", fs_all, net, scoped)[: 8 * (1 + (abi >= 4) + (abi >= 6))]
     ruleset = _check(libc.syscall(create, attr, len(attr), 0), "landlock_create_ruleset")
     file_rights = 1 | 2 | 4 | (1 << 14 if abi >= 3 else 0) | (1 << 15 if abi >= 5 else 0)
-    for path, rights in (("/", read), (VIEW_TMP, fs_all), ("/dev", file_rights | 8)):
+    rules = [("/", read), (VIEW_TMP, fs_all), ("/dev", file_rights | 8)]
+    rules += [(path, fs_all) for path in spec.get("writable", ())]  # the bash tool's workspace
+    for path, rights in rules:
         try:
             fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
         except OSError:
@@ -195,6 +198,9 @@ def apply_limits(limits: Spec | None) -> None:
         hard = value + 1 if kind == resource.RLIMIT_CPU else value
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(kind, (value, hard))
+    if "processes" in limits:  # the bash tool forks (custom tools get 0 from their runner)
+        n = int(limits["processes"])
+        resource.setrlimit(resource.RLIMIT_NPROC, (n, n))
 
 
 # --- processes ----------------------------------------------------------------------------

@@ -25,9 +25,11 @@ from tbd_agents.engine.config import EngineConfig
 from tbd_agents.engine.context import RunInput
 from tbd_agents.engine.loop import AgentLoop
 from tbd_agents.engine.messages import Message
+from tbd_agents.engine.run_workspace import chat_workspace, prepare_workspace
 from tbd_agents.engine.runrecord import RunLog, last_messages, wrap_response
 from tbd_agents.engine.sandbox import Sandbox
 from tbd_agents.engine.sources import KnowledgeSearch, MemoryStore
+from tbd_agents.engine.workspace import Workspace
 from tbd_agents.runtime.contracts import EventSink, HaltSignal, RunOutcome
 from tbd_agents.security.cipher import KeyRingProvider, TokenCipher
 from tbd_agents.security.outbound import OutboundGuard
@@ -94,9 +96,13 @@ async def run_agent(
     model_override: str | None = None,
     max_turns: int | None = None,
     workflow: Workflow | None = None,
+    workspace: Workspace | None = None,
 ) -> Any:
     """Build the agent's run and execute it; returns the loop's `RunResult`. For a run of
-    `workflow`, its guardrails join the agent's."""
+    `workflow`, its guardrails join the agent's. `workspace`: the run's checkout or scratch
+    directory; without one, a run outside a workflow (chat) gets its session's scratch one."""
+    if workspace is None and workflow is None:
+        workspace = await chat_workspace(services, agent, inp.session_id)
     async with services.store.unit_of_work() as repos:
         plan = await load_plan(
             repos, services.cipher, agent, services.config,
@@ -106,6 +112,7 @@ async def run_agent(
     spec, conns = await open_plan(
         plan, services.config, services.catalog,
         memory=services.memory_for(agent), knowledge=services.knowledge(), sandbox=services.sandbox,
+        workspace=workspace,
     )  # fmt: skip
     if max_turns:
         spec.max_turns = max_turns
@@ -151,10 +158,11 @@ class EngineExecutor:
             session_id=workflow.id, run_id=task.id,
         )  # fmt: skip
         try:
+            workspace = await prepare_workspace(self.services, agent, workflow, runlog)
             result = await run_agent(
                 self.services, agent, inp, runlog, halt,
                 model_override=workflow.model, max_turns=workflow.max_turns,
-                workflow=workflow,
+                workflow=workflow, workspace=workspace,
             )  # fmt: skip
         except BaseException as exc:
             runlog.finish(TaskStatus.FAILED, getattr(exc, "message", None) or repr(exc))

@@ -1,4 +1,5 @@
-"""Built-in tools: `store_memory`, `search_memory`, `search_knowledge` and `update_todos`.
+"""Built-in tools: `store_memory`, `search_memory`, `search_knowledge`, `update_todos`, and the
+workspace tools `bash, read, write, edit, glob, grep, web_fetch, web_search` (tools/workspace_tools.py).
 
 An agent enables them by name in `builtin_tools` (`todo` is accepted for `update_todos`). Memory
 and knowledge tools need the run's memory store / knowledge search; without one they are not
@@ -15,8 +16,11 @@ from typing import Any
 from tbd_agents.engine.messages import ToolSpec
 from tbd_agents.engine.sources import KnowledgeSearch, MemoryStore
 from tbd_agents.engine.tools.base import FunctionTool, Tool, ToolContext, ToolResult
+from tbd_agents.engine.tools.workspace_tools import WORKSPACE_TOOL_NAMES, WorkspaceTools
 
-BUILTIN_NAMES = ("store_memory", "search_memory", "search_knowledge", "update_todos")
+BUILTIN_NAMES = (
+    "store_memory", "search_memory", "search_knowledge", "update_todos", *WORKSPACE_TOOL_NAMES
+)  # fmt: skip
 ALIASES = {"todo": "update_todos", "todos": "update_todos", "memory": "store_memory"}
 
 
@@ -169,8 +173,10 @@ def builtin_tools(
     knowledge_source_ids: Sequence[str] = (),
     knowledge_tags: Sequence[str] = (),
     timeout: float = 30.0,
+    workspace: WorkspaceTools | None = None,
 ) -> tuple[list[Tool], list[tuple[str, str]]]:
-    """The built-ins named in `names` and, for each that cannot be offered, (name, reason)."""
+    """The built-ins named in `names` and, for each that cannot be offered, (name, reason).
+    `workspace`: what the workspace tools act on (without it they are not offered)."""
     tools: list[Tool] = []
     problems: list[tuple[str, str]] = []
     seen: set[str] = set()
@@ -195,6 +201,12 @@ def builtin_tools(
                 )
         elif name == "update_todos":
             tools.append(TodoList().tool(timeout))
+        elif name in WORKSPACE_TOOL_NAMES:  # H1: workspace tools
+            built = workspace.tool(name, timeout) if workspace else "no workspace for this run"
+            if isinstance(built, str):
+                problems.append((name, built))
+            else:
+                tools.append(built)
         else:
             problems.append((raw, f"unknown built-in tool (known: {', '.join(BUILTIN_NAMES)})"))
     return tools, problems
