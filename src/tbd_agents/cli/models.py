@@ -93,7 +93,6 @@ def fetch(
         return
     existing = cache.find_local(directory, name)
     if existing is None:
-        typer.echo(f"Downloading {name} into {directory} ...", err=True)
         existing = cache.download(directory, name, cfg.embedding_download_timeout)
     else:
         typer.echo(f"{name} is already in {existing.path}; nothing to download.", err=True)

@@ -8,7 +8,6 @@ raises only for settings that make no sense (an unknown provider, `openai` witho
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
 
 from tbd_agents.config import Settings
@@ -133,13 +132,6 @@ def prefetch_model(settings: Settings) -> None:
     try:
         if cache.find_local(directory, name) is not None:
             return
-        print(
-            f"Embeddings: fetching {name} once into {directory} (up to "
-            f"{settings.embedding_download_timeout:g} s; later starts load it from there "
-            "without network)...",
-            file=sys.stderr,
-            flush=True,
-        )
         found = cache.download(directory, name, settings.embedding_download_timeout)
     except EmbeddingError as exc:
         log.warning("Embeddings: could not fetch %s: %s", name, exc.message)

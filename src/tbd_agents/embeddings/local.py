@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +68,9 @@ class FastEmbedEmbedder(BatchedEmbedder):
                     f"fastembed model {model_name} is not in {cache_dir} and "
                     f"EMBEDDING_ALLOW_DOWNLOAD=false; {cache.PRELOAD_HINT}"
                 )
-            found = await _fetch(cache_dir, model_name, download_timeout)
+            # `serve` and `worker` fetch before starting (factory.prefetch_model); this covers
+            # every other caller.
+            found = await asyncio.to_thread(cache.download, cache_dir, model_name, download_timeout)
         local = found
 
         def _load() -> tuple[Any, int]:
@@ -93,18 +94,6 @@ class FastEmbedEmbedder(BatchedEmbedder):
             return [[float(x) for x in v] for v in self._model.embed(texts, batch_size=len(texts))]
 
         return await asyncio.to_thread(_run)
-
-
-async def _fetch(cache_dir: Path, model_name: str, seconds: float) -> cache.LocalModel:
-    """Download a missing model once (`serve` and `worker` do it before starting, through
-    factory.prefetch_model; this covers every other caller), telling the terminal why it waits."""
-    print(
-        f"Embeddings: fetching {model_name} once into {cache_dir} (up to {seconds:g} s; "
-        "later starts load it from there without network)...",
-        file=sys.stderr,
-        flush=True,
-    )
-    return await asyncio.to_thread(cache.download, cache_dir, model_name, seconds)
 
 
 def bundled_minilm_path() -> Path | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -263,6 +264,12 @@ def download(cache_dir: Path, name: str, timeout: float) -> LocalModel:
         )
     if model.name in _FAILED:
         raise ModelUnavailable(_FAILED[model.name])
+    print(
+        f"Embeddings: fetching {model.name} once into {cache_dir} (up to {timeout:g} s; later "
+        "starts load it from there without network)...",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         check_reachable()
 
