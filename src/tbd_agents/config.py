@@ -305,7 +305,8 @@ class Settings(BaseSettings):
     default_model: str | None = Field(
         default=None,
         description="Model of a run whose workflow and agent name none (after the provider's "
-        "own default_model). Unset: such a run is refused with a message.",
+        "own default_model). Unset: such a run is refused with a message, except on the "
+        "default GitHub Copilot provider (agents without provider_id), which uses gpt-4.1.",
     )
     default_max_turns: int = Field(
         default=5, ge=1, le=10_000, description="max_turns of a workflow created without one."
@@ -555,6 +556,30 @@ class Settings(BaseSettings):
         "api.githubcopilot.com) and, unless GITHUB_TOKEN_AUTH=false, a Bearer credential that "
         "acts as the admin `server` (compared in constant time; at least 20 characters).",
     )
+    copilot_token_url: str = Field(
+        default="https://api.github.com/copilot_internal/v2/token",
+        description="Where a GitHub token is exchanged for a short-lived GitHub Copilot session "
+        "token before Copilot's chat and models APIs are called (GitHub Enterprise: its API "
+        "host's /copilot_internal/v2/token).",
+    )
+    copilot_api_url: str | None = Field(
+        default=None,
+        description="Base URL of Copilot's chat API for providers without a base_url of their "
+        "own. Unset: the `endpoints.api` the token exchange names (per account plan), else "
+        "https://api.githubcopilot.com.",
+    )
+    default_provider_id: str | None = Field(
+        default=None,
+        description="Provider record that agents without a provider_id run on (e.g. an Ollama "
+        "`custom` provider). Unset: GitHub Copilot with the caller's GitHub token or "
+        "GITHUB_TOKEN.",
+    )
+    default_provider_for_users: bool = Field(
+        default=False,
+        description="Let non-admin users' agents without a provider_id run on the operator's "
+        "credential (GITHUB_TOKEN, or the key of DEFAULT_PROVIDER_ID). Off: only ownerless and "
+        "admins' agents do; users sign in with their GitHub token or set a provider_id.",
+    )
     github_token_auth: bool = Field(
         default=True,
         description="Accept GITHUB_TOKEN itself as a Bearer credential (identity `server`, "
@@ -574,6 +599,21 @@ class Settings(BaseSettings):
         default=False,
         description="Let non-admins create, check and run custom tools (Python run in the "
         "sandbox). Admins always may.",
+    )
+    plugins_enabled: bool = Field(
+        default=True,
+        description="Offer the installed plugins (the `tbd_agents.plugins` entry points: slack, "
+        "notion, google_sheets, google_sheets_read, bigquery_read, mysql_read, and any a package "
+        "adds). False: every plugin's custom tool record is kept but disabled at start-up.",
+    )
+    plugins_disabled: str = Field(
+        default="",
+        description="Comma-separated plugin names to disable at start-up (e.g. `slack,notion`).",
+    )
+    plugins_config: str | None = Field(
+        default=None,
+        description="Path of a plugins.yaml (`plugins: [{name, enabled}]`, the existing "
+        "format): entries with `enabled: false` are disabled like PLUGINS_DISABLED.",
     )
     auth_failure_limit: int = Field(
         default=20,
@@ -606,7 +646,6 @@ class Settings(BaseSettings):
     otel_resource_attributes: str | None = _old()
     api_base_url: str | None = _old()
     plugins_dir: str | None = _old()
-    plugins_config: str | None = _old()
     prometheus_multiproc_dir: str | None = _old()
     worker_metrics_port: str | None = _old()
     dd_api_key: SecretStr | None = _old()

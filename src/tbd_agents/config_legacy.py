@@ -168,7 +168,8 @@ LEGACY: tuple[LegacyVariable, ...] = (
         "DEFAULT_MODEL",
         "The model of a run whose workflow and agent name none, after the provider's own "
         "`default_model`. Default unset (was `gpt-4.1`, which not every provider serves): a "
-        "run with no model anywhere is refused with a message.",
+        "run with no model anywhere is refused with a message, except on the default GitHub "
+        "Copilot provider (agents without provider_id), which still uses `gpt-4.1`.",
     ),
     LegacyVariable(
         "DEFAULT_MAX_TURNS",
@@ -181,7 +182,10 @@ LEGACY: tuple[LegacyVariable, ...] = (
         Fate.WORKS,
         "GITHUB_TOKEN",
         "Credential of `github_copilot` providers that name no key token (operator and admin "
-        "providers only, sent only to api.githubcopilot.com), and, unless GITHUB_TOKEN_AUTH="
+        "providers only, sent only to api.githubcopilot.com) and of the default model (agents "
+        "without provider_id; users' agents only with DEFAULT_PROVIDER_FOR_USERS=true; "
+        "exchanged for a Copilot session token at COPILOT_TOKEN_URL), and, unless "
+        "GITHUB_TOKEN_AUTH="
         "false, a Bearer credential acting as the admin `server`. A request without "
         "credentials is NOT accepted (the existing fallback to `server` is a gap we do not "
         "copy).",
@@ -404,15 +408,18 @@ LEGACY: tuple[LegacyVariable, ...] = (
     ),
     LegacyVariable(
         "PLUGINS_DIR",
-        Fate.REFUSED,
-        note="there is no plugin loader: add tools as MCP servers (/api/mcp-servers) or custom "
-        "tools (/api/custom-tools), instructions as skills (/api/skills), and bring existing "
-        "records in with POST /api/import; remove PLUGINS_DIR",
+        Fate.NO_EFFECT,
+        note="plugins are installed Python packages found through the `tbd_agents.plugins` "
+        "entry points (docs/plugins.md), not modules in a directory; the six bundled plugins "
+        "are built in",
     ),
     LegacyVariable(
         "PLUGINS_CONFIG",
-        Fate.REFUSED,
-        note="there is no plugin loader (see PLUGINS_DIR); remove PLUGINS_CONFIG",
+        Fate.WORKS,
+        "PLUGINS_CONFIG",
+        "The same plugins.yaml (`plugins: [{name, enabled}]`): `enabled: false` disables a "
+        "plugin. Plugins it does not list stay enabled (they are discovered, not listed). "
+        "Default unset (was app/plugins.yaml).",
     ),
     LegacyVariable(
         "ANTHROPIC_GATEWAY_MAX_TOKENS",

@@ -72,6 +72,8 @@ def make_settings(tmp: Path, **overrides: object) -> Settings:
         "allow_user_custom_tools": True,
         # The tests send many bad credentials from one address on purpose.
         "auth_failure_limit": 100_000,
+        # No plugin records in the resources these tests count (tests/plugins covers them).
+        "plugins_enabled": False,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -116,6 +116,37 @@ class Recorded:
 Responder = Callable[[Recorded], Turn]
 
 
+@dataclass
+class CopilotFake:
+    """GitHub Copilot's side of the server: the token exchange (`GET
+    /copilot_internal/v2/token`, `Authorization: token <github token>`), the model listing
+    (`GET /v1/models`, bearer session token) and, when `enforce` is on, a bearer check on
+    `/v1/chat/completions` (only session tokens it issued and did not revoke pass)."""
+
+    #: GitHub tokens with Copilot access; any other gets 401 from the exchange.
+    github_tokens: set[str] = field(default_factory=set)
+    enforce: bool = False
+    refresh_in: int = 1500
+    ttl: int = 1800
+    #: The `endpoints.api` the exchange answers (None: the server's /v1).
+    api: str | None = None
+    #: Headers of every exchange request, in order.
+    exchanges: list[dict[str, str]] = field(default_factory=list)
+    issued: list[str] = field(default_factory=list)
+    revoked: set[str] = field(default_factory=set)
+    models: list[dict[str, Any]] = field(default_factory=list)
+    model_requests: list[dict[str, str]] = field(default_factory=list)
+    #: GitHub's `GET /user` (the API's GitHub sign-in): token -> login.
+    users: dict[str, str] = field(default_factory=dict)
+
+    def accepts(self, headers: dict[str, str]) -> bool:
+        token = headers.get("authorization", "").removeprefix("Bearer ")
+        return token in self.issued and token not in self.revoked
+
+    def revoke_all(self) -> None:
+        self.revoked.update(self.issued)
+
+
 class ProtocolServer:
     def __init__(self) -> None:
         self.turns: deque[Turn] = deque()
@@ -127,8 +158,12 @@ class ProtocolServer:
         self.first_chunk_at: list[float] = []
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+        self.copilot = CopilotFake()
         app = Starlette(
             routes=[
+                Route("/copilot_internal/v2/token", self._copilot_token, methods=["GET"]),
+                Route("/v1/models", self._copilot_models, methods=["GET"]),
+                Route("/user", self._github_user, methods=["GET"]),
                 Route("/v1/chat/completions", self._openai, methods=["POST"]),
                 Route(
                     "/openai/deployments/{deployment}/chat/completions",
@@ -168,6 +203,7 @@ class ProtocolServer:
             self.responder = None
             self.requests.clear()
             self.cancelled_streams = 0
+            self.copilot = CopilotFake()
 
     def script(self, *turns: Turn) -> None:
         with self._lock:
@@ -192,6 +228,11 @@ class ProtocolServer:
 
     async def _openai(self, request: Request) -> Response:
         rec = await self._record(request, "openai")
+        if self.copilot.enforce and not self.copilot.accepts(rec.headers):
+            with self._lock:
+                self.requests.append(rec)
+            body = {"error": {"message": "unauthorized: token expired", "code": "unauthorized"}}
+            return JSONResponse(body, status_code=401)
         turn = self._next(rec)
         if turn.hang:
             await asyncio.sleep(turn.hang)
@@ -218,6 +259,39 @@ class ProtocolServer:
         return StreamingResponse(
             self._guard(self._anthropic_events(turn, rec)), media_type="text/event-stream"
         )
+
+    async def _copilot_token(self, request: Request) -> Response:
+        fake = self.copilot
+        headers = dict(request.headers)
+        fake.exchanges.append(headers)
+        github = headers.get("authorization", "").removeprefix("token ")
+        if github not in fake.github_tokens:
+            return JSONResponse({"message": "Not Found"}, status_code=404)
+        token = f"tid=fake{next(self._ids)};exp={int(time.time()) + fake.ttl};sku=free"
+        fake.issued.append(token)
+        return JSONResponse(
+            {
+                "token": token,
+                "expires_at": int(time.time()) + fake.ttl,
+                "refresh_in": fake.refresh_in,
+                "endpoints": {"api": fake.api or f"{self.url}/v1"},
+            }
+        )
+
+    async def _copilot_models(self, request: Request) -> Response:
+        fake = self.copilot
+        headers = dict(request.headers)
+        fake.model_requests.append(headers)
+        if not fake.accepts(headers):
+            return JSONResponse({"error": {"message": "unauthorized"}}, status_code=401)
+        return JSONResponse({"data": fake.models, "object": "list"})
+
+    async def _github_user(self, request: Request) -> Response:
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        login = self.copilot.users.get(token)
+        if login is None:
+            return JSONResponse({"message": "Bad credentials"}, status_code=401)
+        return JSONResponse({"login": login, "id": 1})
 
     async def _guard(self, gen: AsyncIterator[str]) -> AsyncIterator[str]:
         self.open_streams += 1

@@ -155,7 +155,10 @@ async def test_auth_headers_and_paths(server: ProtocolServer) -> None:
         "github_copilot",
     ):
         server.script(Turn(text="ok"))
-        provider = build_provider(provider_settings(kind, server.url, key="k-123"), FAST)
+        # A Copilot session token (`tid=…`) is sent as it is; a GitHub token would first be
+        # exchanged for one (tests/engine/test_copilot.py).
+        key = "tid=k-123" if kind == "github_copilot" else "k-123"
+        provider = build_provider(provider_settings(kind, server.url, key=key), FAST)
         await collect(provider, req(Message("user", "x")))
         await provider.aclose()
     by_kind = dict(
@@ -177,7 +180,7 @@ async def test_auth_headers_and_paths(server: ProtocolServer) -> None:
     assert by_kind["bearer"].headers["authorization"] == "Bearer k-123"
     assert "x-api-key" not in by_kind["bearer"].headers
     assert "k-123" not in str(by_kind["custom"].headers)
-    assert by_kind["copilot"].headers["authorization"] == "Bearer k-123"
+    assert by_kind["copilot"].headers["authorization"] == "Bearer tid=k-123"
     assert by_kind["copilot"].headers["copilot-integration-id"]
 
 

@@ -154,13 +154,12 @@ WORKS = [
     Works({"POSTGRES_DB_NAME": "agents_prod", "POSTGRES_URI": "postgresql://u@db:5432"},
           lambda s: s.postgres_database == "agents_prod"),
     Works({"COMPOSE_PROFILES": "pgvector"}, lambda s: s.compose_profiles == "pgvector"),
+    Works({"PLUGINS_CONFIG": "app/plugins.yaml"}, lambda s: s.plugins_config == "app/plugins.yaml"),
 ]  # fmt: skip
 
 REFUSED = {
     "STM_MAX_ENTRIES": ("20", "MEMORY_MAX_PER_AGENT"),
     "COMPACTION_KEEP_RECENT_TURNS": ("6", "ENGINE_COMPACTION_THRESHOLD"),
-    "PLUGINS_DIR": ("app/plugins", "MCP servers"),
-    "PLUGINS_CONFIG": ("app/plugins.yaml", "plugin loader"),
 }
 
 NO_EFFECT = {
@@ -170,6 +169,7 @@ NO_EFFECT = {
     "OTEL_SERVICE_NAME": ("tbd-agents", "OpenTelemetry"),
     "OTEL_HTTP_ENDPOINT": ("http://otel-collector:4318", "Copilot CLI"),
     "API_BASE_URL": ("http://app:8000", "memory tools"),
+    "PLUGINS_DIR": ("app/plugins", "entry points"),
     "OTEL_EXPORTER_OTLP_ENDPOINT": ("http://otel-collector:4317", "OpenTelemetry"),
     "OTEL_RESOURCE_ATTRIBUTES": ("deployment.environment=prod", "OpenTelemetry"),
     "PROMETHEUS_MULTIPROC_DIR": ("/tmp/prom", "Prometheus"),

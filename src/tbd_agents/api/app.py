@@ -30,6 +30,7 @@ from tbd_agents.config import Settings
 from tbd_agents.engine.sandbox import Ceilings, set_save_ceilings
 from tbd_agents.errors import ConfigurationError, InvalidData
 from tbd_agents.logs import protect
+from tbd_agents.plugins.loader import sync_plugins
 from tbd_agents.security.cipher import KeyRingProvider
 from tbd_agents.security.github import GitHubIdentity
 from tbd_agents.services.keys import Authenticator, FailureThrottle
@@ -104,6 +105,7 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
         sweeper: asyncio.Task[None] | None = None
         try:
             ctx = _build_context(settings, active, http)
+            await sync_plugins(active, settings)  # plugin custom-tool records (plugins/loader.py)
             await _attach_optional_services(ctx)
             sweeper = _start_memory_sweep(ctx)
             app.state.ctx = ctx

@@ -358,6 +358,10 @@ class TaskExecution(Entity):
     error: str | None = None
     turns: int = Field(default=0, ge=0)
     heartbeat_at: UtcDatetime | None = None
+    #: The GitHub token of the caller who started the run, encrypted with the server's token
+    #: cipher, for an agent without provider_id (the default model, GitHub Copilot); cleared
+    #: when the run ends. Never serialized (API answers, webhooks, exports): `exclude`.
+    caller_credential: str | None = Field(default=None, exclude=True, repr=False)
 
 
 class ScheduledAgent(Entity):

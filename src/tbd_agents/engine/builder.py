@@ -30,6 +30,7 @@ from tbd_agents.engine.catalog import ModelCatalog
 from tbd_agents.engine.compaction import CompactionPolicy
 from tbd_agents.engine.config import EngineConfig
 from tbd_agents.engine.context import Budgets, RunSpec, SkillText
+from tbd_agents.engine.default_provider import default_provider
 from tbd_agents.engine.guardrails import Guardrails
 from tbd_agents.engine.messages import ToolSpec
 from tbd_agents.engine.providers import ProviderSettings, build_provider
@@ -39,6 +40,11 @@ from tbd_agents.engine.tools.base import Toolset
 from tbd_agents.engine.tools.builtins import builtin_tools
 from tbd_agents.engine.tools.custom import CustomPythonTool
 from tbd_agents.engine.tools.mcp import McpConnection, McpServerConfig, open_servers
+from tbd_agents.engine.tools.plugin import (
+    PluginTool,
+    check_operator_tokens,
+    shared_plugin_records,
+)
 from tbd_agents.engine.tools.workspace_tools import WorkspaceTools
 from tbd_agents.engine.workspace import Workspace
 from tbd_agents.errors import InvalidData, TbdError
@@ -68,6 +74,10 @@ class RunPlan:
     skills: list[Skill] = field(default_factory=list)
     guardrails: list[Guardrail] = field(default_factory=list)
     custom_tools: list[tuple[CustomTool, dict[str, str]]] = field(default_factory=list)
+    #: Records run by an installed plugin (engine/tools/plugin.py), with the owner's policy.
+    plugin_tools: list[tuple[CustomTool, dict[str, str], OutboundPolicy]] = field(
+        default_factory=list
+    )
     mcp: list[McpServerConfig] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     #: The agent's knowledge sources the run may search (its owner's).
@@ -158,18 +168,19 @@ async def load_plan(
     guardrails join the agent's (`_workflow_records`: the existing TBD Agents kept them on the
     workflow)."""
     outbound = outbound or OutboundGuard(HostPolicy(), AdminDirectory())
-    if not agent.provider_id:
-        raise InvalidData(f"agent {agent.name!r} has no provider_id: set one (GET /api/providers)")
     owner: str | None = getattr(agent, Agent.owner_field or "created_by")
     who = _Owner(owner, owner is None or await config.host.admins.is_admin(repos, owner))
-    provider: Provider = await repos.providers.get(agent.provider_id)
-    if not who.allows(provider.created_by):
-        raise InvalidData(
-            f"agent {agent.name!r}: provider {provider.id} belongs to another owner: set a "
-            "provider_id of yours (GET /api/providers)"
-        )
-    key = None
-    if provider.api_key_token_name and provider.auth_type is not AuthType.NONE:
+    key: str | None = None
+    if not agent.provider_id:  # the default model (engine/default_provider.py)
+        provider, key = await default_provider(repos, agent, config, operator_ok=who.ownerless_ok)
+    else:
+        provider = await repos.providers.get(agent.provider_id)
+        if not who.allows(provider.created_by):
+            raise InvalidData(
+                f"agent {agent.name!r}: provider {provider.id} belongs to another owner: set a "
+                "provider_id of yours (GET /api/providers)"
+            )
+    if key is None and provider.api_key_token_name and provider.auth_type is not AuthType.NONE:
         key = await _resolve(
             repos, cipher, provider.created_by, "{{token:" + provider.api_key_token_name + "}}"
         )
@@ -215,7 +226,7 @@ async def load_plan(
         repos, agent, config.host.admins, workflow=workflow
     )
     plan.warnings += skipped
-    await _load_custom_tools(repos, cipher, agent, config, who, plan)
+    await _load_custom_tools(repos, cipher, agent, config, who, plan, outbound)
     await _load_mcp(repos, cipher, agent, config, who, plan, outbound)
     await _load_knowledge_scope(repos, agent, who, plan)
     plan.tool_outbound = await outbound.policy_for(repos, owner)
@@ -302,13 +313,27 @@ async def _load_custom_tools(
     config: EngineConfig,
     who: _Owner,
     plan: RunPlan,
+    outbound: OutboundGuard,
 ) -> None:
-    tools: list[CustomTool] = await _by_ids_and_tags(
-        repos, CustomTool, agent.custom_tool_ids, [], who, plan.warnings, "custom tool"
+    # The operator's plugin records serve every agent, whoever owns it.
+    shared = await shared_plugin_records(repos, agent.custom_tool_ids)
+    ids = [i for i in agent.custom_tool_ids if i not in {t.id for t in shared}]
+    tools: list[CustomTool] = shared + await _by_ids_and_tags(
+        repos, CustomTool, ids, [], who, plan.warnings, "custom tool"
     )
     for tool in tools:
         if not tool.is_enabled:
             plan.warnings.append(f"custom tool {tool.name!r} is disabled and was not offered")
+            continue
+        if tool.is_plugin:
+            try:
+                await check_operator_tokens(repos, config.host.admins, tool)
+                env = await _resolve(repos, cipher, tool.created_by, dict(tool.env_config))
+            except TbdError as exc:
+                plan.warnings.append(f"plugin {tool.name!r} not offered: {exc.message}")
+                continue
+            policy = await outbound.policy_for(repos, tool.created_by)
+            plan.plugin_tools.append((tool, env, policy))
             continue
         if not await config.host.custom_tools_for(repos, tool.created_by):
             plan.warnings.append(
@@ -444,6 +469,12 @@ async def open_plan(
             )
         except TbdError as exc:
             warnings.append(f"custom tool {record.name!r} skipped: {exc.message}")
+    for record, env, policy in plan.plugin_tools:
+        problem = PluginTool.refusal(record, policy)
+        if problem:
+            warnings.append(problem)
+            continue
+        tools.add(PluginTool.of(record, env, policy))
     memory = memory if agent.memory_enabled else None
     builtins, missing = builtin_tools(
         agent.builtin_tools, memory=memory, knowledge=knowledge,

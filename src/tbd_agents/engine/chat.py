@@ -17,6 +17,7 @@ from tbd_agents.domain.enums import MessageRole, TaskStatus
 from tbd_agents.domain.models import Agent, ChatMessage, ChatSession
 from tbd_agents.domain.types import utcnow
 from tbd_agents.engine.context import RunInput
+from tbd_agents.engine.default_provider import caller_github_token
 from tbd_agents.engine.inprocess import EngineServices, run_agent
 from tbd_agents.engine.messages import Message
 from tbd_agents.errors import InvalidData, TbdError
@@ -119,9 +120,17 @@ async def _persist(
 
 
 async def chat_stream(
-    services: EngineServices, agent: Agent, session: ChatSession, history: list[Message], text: str
+    services: EngineServices,
+    agent: Agent,
+    session: ChatSession,
+    history: list[Message],
+    text: str,
+    *,
+    github_token: str | None = None,
 ) -> AsyncIterator[str]:
-    """SSE events of one chat turn: session, delta…, tool_call/tool_result, usage, done | error."""
+    """SSE events of one chat turn: session, delta…, tool_call/tool_result, usage, done | error.
+    `github_token`: the caller's, for an agent without provider_id (the default model; kept in
+    memory for this turn only)."""
     frame = _Frames()
     yield frame("session", {"session_id": session.id, "agent_id": agent.id})
     sink = QueueSink()
@@ -129,7 +138,8 @@ async def chat_stream(
 
     async def work() -> Any:
         try:
-            return await run_agent(services, agent, inp, sink, None)
+            with caller_github_token(github_token):
+                return await run_agent(services, agent, inp, sink, None)
         finally:
             await sink.queue.put(_END)
 

@@ -46,6 +46,15 @@ class EngineConfig:
     default_model: str | None = None
     #: GITHUB_TOKEN: the key of github_copilot providers that name none (see engine/builder.py).
     copilot_token: str | None = field(default=None, repr=False)
+    #: COPILOT_TOKEN_URL: where GitHub tokens are exchanged for Copilot session tokens.
+    copilot_token_url: str = "https://api.github.com/copilot_internal/v2/token"  # noqa: S105
+    #: COPILOT_API_URL: Copilot chat API base overriding the exchange's `endpoints.api`.
+    copilot_api_url: str | None = None
+    #: DEFAULT_PROVIDER_ID: the provider record of agents without provider_id (None: Copilot).
+    default_provider_id: str | None = None
+    #: DEFAULT_PROVIDER_FOR_USERS: non-admins' agents may run on the operator's default
+    #: credential (GITHUB_TOKEN or DEFAULT_PROVIDER_ID's key).
+    default_provider_for_users: bool = False
     #: Prompt budgets in characters (PROMPT_*; converted to tokens by `context.Budgets`).
     prompt_context_chars: int | None = None
     prompt_skills_chars: int = 8000
@@ -97,6 +106,10 @@ class EngineConfig:
 #: EngineConfig fields read from settings of another name (the rest: `engine_<name>`).
 _FROM_SETTINGS = {
     "default_model": "default_model",
+    "copilot_token_url": "copilot_token_url",
+    "copilot_api_url": "copilot_api_url",
+    "default_provider_id": "default_provider_id",
+    "default_provider_for_users": "default_provider_for_users",
     "prompt_context_chars": "prompt_context_char_budget",
     "prompt_skills_chars": "prompt_skills_char_budget",
     "prompt_knowledge_chars": "prompt_knowledge_char_budget",

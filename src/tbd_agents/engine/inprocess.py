@@ -33,6 +33,7 @@ from tbd_agents.engine.workspace import Workspace
 from tbd_agents.runtime.contracts import EventSink, HaltSignal, RunOutcome
 from tbd_agents.security.cipher import KeyRingProvider, TokenCipher
 from tbd_agents.security.outbound import OutboundGuard
+from tbd_agents.services.caller_credential import caller_credential_of
 from tbd_agents.services.privilege import outbound_guard
 from tbd_agents.services.workflow_runs import ensure_accepts_prompts, status_after_run
 from tbd_agents.storage.protocol import DocumentStore
@@ -158,12 +159,13 @@ class EngineExecutor:
             session_id=workflow.id, run_id=task.id,
         )  # fmt: skip
         try:
-            workspace = await prepare_workspace(self.services, agent, workflow, runlog)
-            result = await run_agent(
-                self.services, agent, inp, runlog, halt,
-                model_override=workflow.model, max_turns=workflow.max_turns,
-                workflow=workflow, workspace=workspace,
-            )  # fmt: skip
+            async with caller_credential_of(store, self.services.cipher, task):
+                workspace = await prepare_workspace(self.services, agent, workflow, runlog)
+                result = await run_agent(
+                    self.services, agent, inp, runlog, halt,
+                    model_override=workflow.model, max_turns=workflow.max_turns,
+                    workflow=workflow, workspace=workspace,
+                )  # fmt: skip
         except BaseException as exc:
             runlog.finish(TaskStatus.FAILED, getattr(exc, "message", None) or repr(exc))
             try:

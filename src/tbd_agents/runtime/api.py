@@ -32,7 +32,9 @@ from tbd_agents.errors import ConfigurationError, Conflict, InvalidData, NotFoun
 from tbd_agents.runtime.events import RunEvent
 from tbd_agents.runtime.legacy_stream import sse_frame
 from tbd_agents.runtime.service import Runtime
+from tbd_agents.security.github import presented_github_token
 from tbd_agents.services.access import Principal, ensure_visible
+from tbd_agents.services.caller_credential import start_run_as_caller
 from tbd_agents.services.privilege import AdminDirectory
 from tbd_agents.services.workflow_runs import (
     RunStateRefused,
@@ -147,7 +149,9 @@ class RunIn(BaseModel):
 
 
 @router.post("/api/workflows/{workflow_id}/runs", status_code=202, summary="Start a run")
-async def start_run(workflow_id: str, body: RunIn, ctx: Ctx, caller: Caller) -> TaskExecution:
+async def start_run(
+    workflow_id: str, body: RunIn, ctx: Ctx, caller: Caller, request: Request
+) -> TaskExecution:
     """Queue a run of the workflow with `prompt`; follow it at `/api/tasks/{id}/events`.
     409 while the workflow is inactive; 422 when a guardrail blocks the prompt."""
     caller.require_write()
@@ -156,7 +160,24 @@ async def start_run(workflow_id: str, body: RunIn, ctx: Ctx, caller: Caller) -> 
         prepared = await prepare_prompt(
             repos, workflow, prompt=body.prompt, admins=AdminDirectory.from_settings(ctx.settings)
         )
-    return await runtime_of(ctx).start_run(workflow_id, prepared.prompt)
+    return await _start(ctx, caller, request, workflow, prepared.prompt)
+
+
+async def _start(
+    ctx: ApiContext,
+    caller: Principal,
+    request: Request,
+    workflow: Workflow,
+    prompt: str,
+    reasoning_effort: str | None = None,
+) -> TaskExecution:
+    """Start the run; a caller signed in with a GitHub token lends it (sealed) to a run on the
+    default model (services/caller_credential.py)."""
+    token = presented_github_token(request.headers.get("authorization"), caller.via)
+    return await start_run_as_caller(
+        runtime_of(ctx), ctx.store, ctx.cipher(), workflow, prompt,
+        github_token=token, reasoning_effort=reasoning_effort,
+    )  # fmt: skip
 
 
 def _sse(event: RunEvent) -> bytes:
@@ -306,7 +327,7 @@ class PromptIn(BaseModel):
     summary="Send a prompt (start a run), as the existing API did",
 )
 async def prompt_workflow(
-    workflow_id: str, body: PromptIn, ctx: Ctx, caller: Caller
+    workflow_id: str, body: PromptIn, ctx: Ctx, caller: Caller, request: Request
 ) -> dict[str, Any]:
     """Start a run with `prompt` and/or `request` and answer the existing `PromptResponse`
     (plus `task_id` and the stored `task`). 400 while the workflow is inactive or a run of it
@@ -332,11 +353,10 @@ async def prompt_workflow(
             request=body.request,
             admins=AdminDirectory.from_settings(ctx.settings),
         )
-    task = await runtime_of(ctx).start_run(
-        workflow_id,
-        prepared.prompt,
-        reasoning_effort=body.reasoning_effort or workflow.reasoning_effort,
-    )
+    task = await _start(
+        ctx, caller, request, workflow, prepared.prompt,
+        body.reasoning_effort or workflow.reasoning_effort,
+    )  # fmt: skip
     return prompt_response(workflow, task)
 
 

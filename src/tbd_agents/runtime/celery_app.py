@@ -110,6 +110,9 @@ class WorkerState:
 
         self._context = process_runtime(self.settings, "worker")
         self.runtime = await self._context.__aenter__()
+        from tbd_agents.plugins.loader import sync_plugins
+
+        await sync_plugins(self.runtime.store, self.settings)  # a worker may start before the API
         await self.runtime.services()  # build the executor now: a bad RUN_EXECUTOR fails start-up
         await self.runtime.start()
 

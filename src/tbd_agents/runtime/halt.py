@@ -101,6 +101,7 @@ async def halt_on_sql(
                 error=HALTED_BEFORE_START,
                 finished_at=func.now(),
                 updated_at=func.now(),
+                caller_credential=None,  # the caller's sealed GitHub token is not needed
             )
         )
         await conn.execute(

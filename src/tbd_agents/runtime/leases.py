@@ -136,6 +136,7 @@ async def finish_on(
             usage=usage,
             finished_at=func.now(),
             updated_at=func.now(),
+            caller_credential=None,  # the caller's sealed GitHub token ends with the run
         )
         .returning(*tasks.c)
     )
@@ -184,6 +185,7 @@ async def reap_expired_on(conn: AsyncConnection, lease_seconds: float) -> list[T
             error=message,
             finished_at=func.now(),
             updated_at=func.now(),
+            caller_credential=None,
         )
         .returning(*tasks.c)
     )

@@ -355,6 +355,7 @@ class MongoRunStore:
                 "usage": outcome.usage.stats(),
                 FINISHED_AT: now,
                 "updated_at": now,
+                "caller_credential": None,  # the caller's sealed GitHub token ends with the run
             }
         )
         written = await self._end(
@@ -363,7 +364,7 @@ class MongoRunStore:
             [(EventType.STATUS.value, final_status_data(finished))],
             webhook=True,
             changed=("status", RESULT, "error", "turns", "tool_calls", "usage", FINISHED_AT,
-                     "updated_at"),
+                     "updated_at", "caller_credential"),
         )  # fmt: skip
         if written is None:
             return None  # reaped (or ended) between the read and the write
@@ -400,6 +401,7 @@ class MongoRunStore:
                     "error": message,
                     FINISHED_AT: now,
                     "updated_at": now,
+                    "caller_credential": None,
                 }
             )
             # Unchanged since it was read: a heartbeat in between keeps the run alive, and of
@@ -419,7 +421,7 @@ class MongoRunStore:
                 # No webhook for a run this hub never ran (no lease was ever taken: e.g. a run
                 # left `running` by an existing deployment before it moved here).
                 webhook=doc.get("heartbeat_at") is not None,
-                changed=("status", "error", FINISHED_AT, "updated_at"),
+                changed=("status", "error", FINISHED_AT, "updated_at", "caller_credential"),
             )
             if written is None:
                 continue
@@ -485,6 +487,7 @@ class MongoRunStore:
                 "error": HALTED_BEFORE_START,
                 FINISHED_AT: now,
                 "updated_at": now,
+                "caller_credential": None,
             }
         )
         written = await self._end(
@@ -492,7 +495,7 @@ class MongoRunStore:
             halted,
             [(EventType.STATUS.value, HALTED_BEFORE_START_EVENT)],
             webhook=False,
-            changed=("status", "error", FINISHED_AT, "updated_at"),
+            changed=("status", "error", FINISHED_AT, "updated_at", "caller_credential"),
         )
         if written is None:  # claimed (or halted) since it was read
             now_status = await self.events.task_status(task_id)

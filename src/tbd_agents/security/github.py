@@ -22,6 +22,16 @@ class GitHubUser:
     login: str
 
 
+def presented_github_token(authorization: str | None, via: str) -> str | None:
+    """The GitHub token a request authenticated with (`via` "github", see services/keys.py),
+    for the calls made on the caller's behalf (GitHub Copilot); None for other credentials.
+    The server's own GITHUB_TOKEN (`via` "server_token") is not the caller's: None."""
+    if via != "github" or not authorization:
+        return None
+    scheme, _, value = authorization.strip().partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
 class GitHubIdentity:
     """Validate GitHub tokens with `GET {api_url}/user`, caching results for `ttl` seconds."""
 

@@ -17,6 +17,8 @@ from tbd_agents.engine.providers.openai_compat import (
 from tbd_agents.errors import InvalidData, UpstreamError
 from tbd_agents.security.cipher import TokenCipher
 from tbd_agents.security.outbound import OutboundGuard, http_client
+from tbd_agents.services.access import Principal
+from tbd_agents.services.copilot_models import CopilotAccess, provider_copilot_models
 from tbd_agents.services.tokens import resolve_text, resolve_tree
 from tbd_agents.services.validation import check_headers, check_http_url
 from tbd_agents.storage.protocol import Repositories
@@ -35,12 +37,17 @@ async def list_provider_models(
     provider: Provider,
     *,
     refresh: bool,
+    copilot: CopilotAccess | None = None,
+    caller: Principal | None = None,
+    caller_token: str | None = None,
 ) -> tuple[list[str], str]:
     """(model ids, "stored" | "provider"). The API key is resolved for this call only; the
     request follows the outbound policy of the provider's owner (security.outbound)."""
     if not refresh:
         return list(provider.models), "stored"
-    listed = await fetch_models(repos, cipher, outbound, provider)
+    listed = await fetch_models(
+        repos, cipher, outbound, provider, copilot=copilot, caller=caller, caller_token=caller_token
+    )
     return sorted(str(m["id"]) for m in listed), "provider"
 
 
@@ -75,12 +82,28 @@ def _listing_request(provider: Provider, base: str, key: str | None) -> tuple[st
 
 
 async def fetch_models(
-    repos: Repositories, cipher: TokenCipher, outbound: OutboundGuard, provider: Provider
+    repos: Repositories,
+    cipher: TokenCipher,
+    outbound: OutboundGuard,
+    provider: Provider,
+    *,
+    copilot: CopilotAccess | None = None,
+    caller: Principal | None = None,
+    caller_token: str | None = None,
 ) -> list[dict[str, Any]]:
     """The provider's live model listing, one JSON object per model as its API gives it (each
     has at least `id`): `GET {base_url}/models` for OpenAI-compatible APIs (openai, custom,
     github_copilot), Anthropic's models API, Azure OpenAI's `/openai/models`. InvalidData when
-    the provider has no address to ask, UpstreamError (502) when it fails to answer."""
+    the provider has no address to ask, UpstreamError (502) when it fails to answer.
+
+    With `copilot` (the server's Copilot settings), a github_copilot provider's GitHub token
+    is first exchanged for a session token (services/copilot_models.py); the caller's own
+    GitHub token (`caller_token`) serves providers without a key token."""
+    if copilot is not None and provider.provider_type is ProviderType.GITHUB_COPILOT:
+        return await provider_copilot_models(
+            repos, cipher, outbound, provider, copilot, caller_token=caller_token,
+            caller_identity=caller.identity if caller is not None else None,
+        )  # fmt: skip
     base = provider.base_url or DEFAULT_BASE_URLS.get(provider.provider_type)
     if not base:
         raise InvalidData(

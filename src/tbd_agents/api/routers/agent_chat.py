@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,6 +25,7 @@ from tbd_agents.api.deps import ApiContext, Caller, Ctx
 from tbd_agents.domain.models import Agent, ChatSession
 from tbd_agents.engine.chat import chat_stream, open_session
 from tbd_agents.engine.inprocess import EngineServices, engine_services
+from tbd_agents.security.github import presented_github_token
 from tbd_agents.services.chat_sessions import (
     delete_session,
     ensure_session_of,
@@ -70,6 +71,7 @@ async def chat(
     body: ChatRequestBody,
     ctx: Ctx,
     caller: Caller,
+    request: Request,
 ) -> StreamingResponse:
     caller.require_write()
     async with ctx.store.unit_of_work() as repos:
@@ -83,8 +85,10 @@ async def chat(
         ensure_session_of(session, agent.id)
     services = await engine_for(ctx)
     session, history = await open_session(services, agent, session, caller.identity, body.message)
+    # A caller signed in with GitHub lends its token to an agent on the default model.
+    token = presented_github_token(request.headers.get("authorization"), caller.via)
     return StreamingResponse(
-        chat_stream(services, agent, session, history, body.message),
+        chat_stream(services, agent, session, history, body.message, github_token=token),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

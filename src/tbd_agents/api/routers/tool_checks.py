@@ -31,6 +31,8 @@ from tbd_agents.engine.config import EngineConfig
 from tbd_agents.engine.guardrails import Guardrails, Verdict, compile_rule
 from tbd_agents.engine.sandbox import Sandbox, SandboxLimits, validate_custom_tool
 from tbd_agents.engine.tools.mcp import McpConnection, McpServerConfig
+from tbd_agents.engine.tools.plugin import check_operator_tokens
+from tbd_agents.engine.tools.plugin import run_once as run_plugin_once
 from tbd_agents.errors import Conflict, InvalidData, PermissionDenied, TbdError
 from tbd_agents.services.access import Principal
 from tbd_agents.services.privilege import custom_tool_refusal, outbound_guard
@@ -286,8 +288,16 @@ async def run_tool(
             )
         if not await config.host.custom_tools_for(repos, tool.created_by):
             raise PermissionDenied(custom_tool_refusal())  # as a run would: the owner decides
+        if tool.is_plugin:  # installed code, not the record's source (engine/tools/plugin.py)
+            await check_operator_tokens(repos, config.host.admins, tool)
+            policy = await outbound_guard(ctx.settings).policy_for(repos, tool.created_by)
         env = await resolve_tree(repos, ctx.cipher(), tool.created_by, dict(tool.env_config))
     start = time.perf_counter()
+    if tool.is_plugin:
+        out = await run_plugin_once(tool, env, policy, body.arguments)
+        value = out.data if not out.is_error else None
+        return _run_out(tool, not out.is_error, value, out.content if out.is_error else None,
+                        duration_ms=_ms(start))  # fmt: skip
     try:
         entry = validate_custom_tool(tool.name, tool.source_code, tool.parameters_schema)
         jsonschema.validate(body.arguments, tool.parameters_schema)

@@ -13,6 +13,10 @@ def build_provider(settings: ProviderSettings, config: EngineConfig) -> ChatProv
         from tbd_agents.engine.providers.anthropic import AnthropicProvider
 
         return AnthropicProvider(settings, config)
+    if settings.provider_type is ProviderType.GITHUB_COPILOT:
+        from tbd_agents.engine.providers.copilot import CopilotProvider
+
+        return CopilotProvider(settings, config)
     from tbd_agents.engine.providers.openai_compat import OpenAICompatProvider
 
     return OpenAICompatProvider(settings, config)

@@ -11,6 +11,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import openai
 
 from tbd_agents.domain.enums import AuthType, ProviderType
@@ -39,19 +40,28 @@ from tbd_agents.errors import ConfigurationError, UpstreamError
 
 OPENAI_URL = "https://api.openai.com/v1"
 COPILOT_URL = "https://api.githubcopilot.com"
-COPILOT_HEADERS = {"Copilot-Integration-Id": "vscode-chat", "Editor-Version": "tbd-agents/0.1"}
+#: The editor headers Copilot's API expects on every call (the token exchange too).
+COPILOT_HEADERS = {
+    "Copilot-Integration-Id": "vscode-chat",
+    "Editor-Version": "tbd-agents/0.1",
+    "Editor-Plugin-Version": "tbd-agents/0.1",
+    "User-Agent": "tbd-agents/0.1",
+}
 #: The existing TBD Agents default (a provider record's `azure_api_version` default too).
 DEFAULT_AZURE_API_VERSION = "2024-12-01-preview"
 
 
-def build_client(settings: ProviderSettings, config: EngineConfig) -> openai.AsyncOpenAI:
-    """An SDK client for the provider; retries are ours (`max_retries=0` in the SDK)."""
+def build_client(
+    settings: ProviderSettings, config: EngineConfig, *, http: httpx.AsyncClient | None = None
+) -> openai.AsyncOpenAI:
+    """An SDK client for the provider; retries are ours (`max_retries=0` in the SDK). `http`:
+    an HTTP client from `settings.http_client` the caller keeps a hand on (default: a new one)."""
     headers = dict(settings.extra_headers)
     key = settings.api_key
     common: dict[str, Any] = {
         "timeout": config.model_timeout,
         "max_retries": 0,
-        "http_client": settings.http_client(config.model_timeout),
+        "http_client": http or settings.http_client(config.model_timeout),
     }
     if settings.provider_type is ProviderType.AZURE_OPENAI:
         if not settings.base_url:
