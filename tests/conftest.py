@@ -23,6 +23,11 @@ _OURS += tuple(v.name for v in LEGACY if v.fate is not Fate.NOT_READ)
 for _name in list(os.environ):
     if _name.upper().startswith(_OURS):
         del os.environ[_name]
+# Nothing in the tests may download a model: the default (EMBEDDING_ALLOW_DOWNLOAD=true) is
+# turned off for every test and subprocess, and the Hugging Face libraries are told to stay
+# offline. A test of the download path sets its own values with monkeypatch.
+os.environ["EMBEDDING_ALLOW_DOWNLOAD"] = "false"
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 @pytest.hookimpl(tryfirst=True)

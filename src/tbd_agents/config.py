@@ -179,9 +179,16 @@ class Settings(BaseSettings):
         default=64, ge=1, le=4096, description="Texts per embedding call."
     )
     embedding_allow_download: bool = Field(
-        default=False,
+        default=True,
         description="Let fastembed / sentence-transformers download a model that is not cached "
-        "yet (into DATA_DIR/models). Off: only local files are used, nothing is downloaded.",
+        "yet, once, into DATA_DIR/models (later starts load it from there without network). "
+        "Off: only local files are used; pre-load with `tbd-agents models fetch`.",
+    )
+    embedding_download_timeout: float = Field(
+        default=600.0,
+        gt=0,
+        description="Seconds allowed for that one-time model download (an unreachable hub is "
+        "detected within 5 s); on expiry start-up falls back to the hashing embedder.",
     )
     embedding_load_timeout: float = Field(
         default=120.0, gt=0, description="Seconds allowed for loading an embedding model."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tbd_agents.cli import backup, db, keys, migrate, serve, tokens, vectors
+from tbd_agents.cli import backup, db, keys, migrate, models, serve, tokens, vectors
 from tbd_agents.cli import runtime as runtime_cli
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ db.app.command()(backup.restore)
 app.command()(serve.serve)
 app.add_typer(keys.app, name="keys")
 app.add_typer(migrate.app, name="migrate")
+app.add_typer(models.app, name="models")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(vectors.app, name="vectors")
 app.command(name="worker")(runtime_cli.worker)

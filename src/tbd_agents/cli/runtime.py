@@ -57,10 +57,12 @@ def worker(
     runs stay in Redis for the other workers. A worker killed outright leaves its runs to the
     lease reaper, which marks them failed after RUN_LEASE_SECONDS.
     """
+    from tbd_agents.embeddings.factory import prefetch_model
     from tbd_agents.runtime.celery_app import install_worker_hooks, make_celery
 
     config = settings()
     configure_logging(config)
+    prefetch_model(config)  # once per machine, before the pool's processes start
     celery = make_celery(config)
     install_worker_hooks(config, prefork=pool is Pool.PREFORK)
     concurrency = 1 if pool is Pool.SOLO else concurrency

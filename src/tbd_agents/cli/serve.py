@@ -17,6 +17,7 @@ import typer
 
 from tbd_agents.cli.common import friendly_errors, settings
 from tbd_agents.config import Settings
+from tbd_agents.embeddings.factory import prefetch_model
 from tbd_agents.logs import configure_logging
 from tbd_agents.storage.protocol import DocumentStore
 
@@ -93,6 +94,7 @@ def _run(host: str | None, port: int | None) -> None:
     if overrides:
         config = config.model_copy(update=overrides)
     configure_logging(config, timestamps=False)
+    prefetch_model(config)  # a missing embedding model is fetched once, here, before serving
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(_serve(config))
 

@@ -65,6 +65,7 @@ async def _load(settings: Settings, provider: str) -> Embedder:
             allow_download=settings.embedding_allow_download,
             batch_size=batch,
             load_timeout=timeout,
+            download_timeout=settings.embedding_download_timeout,
         )
     if provider == "sentence_transformers":
         return await SentenceTransformerEmbedder.load(
@@ -100,9 +101,10 @@ async def load_embedder(settings: Settings) -> EmbedderChoice:
         message = (
             f"Embeddings: the {provider} model could not be used: {exc.message}. Falling back "
             f"to the offline hashing embedder {fallback.space.describe()}, which matches words, "
-            "not meaning. To fix: install the model's package and cache the model (or set "
-            "EMBEDDING_ALLOW_DOWNLOAD=true once), or set EMBEDDING_PROVIDER=hashing to choose "
-            "the fallback on purpose. Collections embedded with another model must be rebuilt "
+            "not meaning. To fix: install the model's package and cache the model (`tbd-agents "
+            "models fetch`, or EMBEDDING_ALLOW_DOWNLOAD=true on a machine with internet; "
+            "`tbd-agents models status` shows what is cached), or set EMBEDDING_PROVIDER=hashing "
+            "to choose the fallback on purpose. Collections embedded with another model must be rebuilt "
             "with `tbd-agents vectors reembed` after a switch."
         )
         log.warning(message)
@@ -110,3 +112,28 @@ async def load_embedder(settings: Settings) -> EmbedderChoice:
     message = f"Embeddings: {provider} model {embedder.space.describe()}."
     log.info(message)
     return EmbedderChoice(embedder, provider, None, message)
+
+
+def prefetch_model(settings: Settings) -> None:
+    """Fetch the configured fastembed model once, before a server or worker starts serving.
+
+    Called by `tbd-agents serve` and `tbd-agents worker` so the one-time download happens in the
+    foreground of the terminal that started them (tqdm progress bars on stderr), bounded by
+    EMBEDDING_DOWNLOAD_TIMEOUT, and once per machine rather than once per worker process. It
+    does nothing when the model is present, downloads are off, or another provider is set; a
+    failed download is logged here and the start-up's load_embedder then falls back and says
+    why."""
+    if _provider(settings) != "fastembed" or not settings.embedding_allow_download:
+        return
+    from tbd_agents.embeddings import models as cache
+
+    name = settings.embedding_model or FASTEMBED_DEFAULT_MODEL
+    directory = settings.data_dir / "models"
+    try:
+        if cache.find_local(directory, name) is not None:
+            return
+        found = cache.download(directory, name, settings.embedding_download_timeout)
+    except EmbeddingError as exc:
+        log.warning("Embeddings: could not fetch %s: %s", name, exc.message)
+        return
+    log.info("Embeddings: %s fetched into %s", name, found.path)

@@ -1,9 +1,12 @@
 """Embedders that run a model in this process: fastembed (ONNX) and sentence-transformers (torch).
 
-Both libraries are optional extras. Loading never downloads unless the caller allows it
-(EMBEDDING_ALLOW_DOWNLOAD), runs in a worker thread, and is bounded by a timeout, so a missing
-model or a blocked network can fail start-up quickly but never hang it. Inference runs in a worker
-thread too, so the event loop is never blocked.
+fastembed is a core dependency (its default model, BAAI/bge-small-en-v1.5, is what the existing
+TBD Agents used, so migrated vectors stay comparable); sentence-transformers is an optional extra.
+A fastembed model missing from DATA_DIR/models is fetched once when EMBEDDING_ALLOW_DOWNLOAD
+allows it (embeddings/models.py bounds that by EMBEDDING_DOWNLOAD_TIMEOUT); loading itself is
+local-only, runs in a worker thread and is bounded by EMBEDDING_LOAD_TIMEOUT, so a missing model or
+a blocked network fails start-up quickly but never hangs it. Inference runs in a worker thread
+too, so the event loop is never blocked.
 """
 
 from __future__ import annotations
@@ -13,16 +16,12 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from tbd_agents.embeddings.base import BatchedEmbedder, EmbeddingError, EmbeddingSpace
+from tbd_agents.embeddings import models as cache
+from tbd_agents.embeddings.base import BatchedEmbedder, EmbeddingSpace
+from tbd_agents.embeddings.models import ModelUnavailable
 
 FASTEMBED_DEFAULT_MODEL = "BAAI/bge-small-en-v1.5"
 SENTENCE_TRANSFORMERS_DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-class ModelUnavailable(EmbeddingError):
-    """The configured model could not be loaded (not installed, not cached, or timed out)."""
-
-    code = "embedding_model_unavailable"
 
 
 async def _load_in_thread(what: str, seconds: float, loader: Any, *args: Any) -> Any:
@@ -55,28 +54,40 @@ class FastEmbedEmbedder(BatchedEmbedder):
         allow_download: bool = False,
         batch_size: int = 64,
         load_timeout: float = 120.0,
+        download_timeout: float = 600.0,
     ) -> FastEmbedEmbedder:
-        """Load `model_name` from `cache_dir` (downloading only if allowed); raise
-        ModelUnavailable with the reason when it cannot be had."""
-        if importlib.util.find_spec("fastembed") is None:
-            raise ModelUnavailable(
-                "the fastembed package is not installed (pip install 'tbd-agents[fastembed]')"
-            )
+        """Load `model_name` from `cache_dir`, fetching it first (once) if it is missing and
+        downloads are allowed; raise ModelUnavailable with the reason when it cannot be had.
+
+        The load itself never uses the network (`local_files_only`), so a model present on
+        disk starts the same with or without internet."""
+        found = await asyncio.to_thread(cache.find_local, cache_dir, model_name)
+        if found is None:
+            if not allow_download:
+                raise ModelUnavailable(
+                    f"fastembed model {model_name} is not in {cache_dir} and "
+                    f"EMBEDDING_ALLOW_DOWNLOAD=false; {cache.PRELOAD_HINT}"
+                )
+            # `serve` and `worker` fetch before starting (factory.prefetch_model); this covers
+            # every other caller.
+            found = await asyncio.to_thread(cache.download, cache_dir, model_name, download_timeout)
+        local = found
 
         def _load() -> tuple[Any, int]:
             from fastembed import TextEmbedding
 
+            extra: dict[str, Any] = {}
+            if local.origin == "imported":
+                extra["specific_model_path"] = str(local.path)
             model = TextEmbedding(
-                model_name, cache_dir=str(cache_dir), local_files_only=not allow_download
+                local.name, cache_dir=str(cache_dir), local_files_only=True, **extra
             )
             probe = next(iter(model.embed(["dimension probe"])))
             return model, len(probe)
 
-        what = f"fastembed model {model_name}"
-        if not allow_download:
-            what += f" (from the local cache {cache_dir} only; EMBEDDING_ALLOW_DOWNLOAD=false)"
+        what = f"fastembed model {local.name} from {local.path}"
         model, dimension = await _load_in_thread(what, load_timeout, _load)
-        return cls(model, EmbeddingSpace(model_name, dimension), batch_size)
+        return cls(model, EmbeddingSpace(local.name, dimension), batch_size)
 
     async def _embed_batch(self, texts: list[str]) -> list[list[float]]:
         def _run() -> list[list[float]]:
