@@ -1,10 +1,10 @@
 """Hybrid retrieval over knowledge chunks: full-text search and vector search, fused with
-reciprocal rank fusion (RRF), scoped to an agent's knowledge sources and tags, with citations.
+weighted reciprocal rank fusion (RRF, see knowledge/fusion.py), scoped to an agent's knowledge
+sources and tags, with citations.
 
-A chunk's fused score is Σ 1 / (RRF_K + rank) over the lists it appears in (rank from 1). Vector
-candidates below `min_similarity` (cosine) are dropped before fusion, so a query about something
-the knowledge does not contain returns nothing rather than the least-bad chunks; keyword matches
-always count (they share words with the question).
+Vector candidates below `min_similarity` (cosine) are dropped before fusion, so a query about
+something the knowledge does not contain returns nothing rather than the least-bad chunks;
+keyword matches always count (they share words with the question).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from tbd_agents.knowledge.external import (
     resolved_config,
     search_external,
 )
+from tbd_agents.knowledge.fusion import FusionWeights, fuse, keyword_hits, weights_for
 from tbd_agents.security.cipher import TokenCipher
 from tbd_agents.security.outbound import HostPolicy, OutboundGuard, OutboundPolicy
 from tbd_agents.services.privilege import AdminDirectory
@@ -35,8 +36,6 @@ from tbd_agents.storage.protocol import (
     is_null,
 )
 from tbd_agents.vectors.base import KNOWLEDGE_CHUNKS, VectorHit, VectorStore, Where
-
-RRF_K = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,15 +81,6 @@ def scope_of(
     return Where(any_of=tuple(groups)) if groups else None
 
 
-def fuse(lists: Sequence[Sequence[VectorHit]]) -> list[tuple[str, float]]:
-    """Reciprocal rank fusion of ranked hit lists: (id, score), best first."""
-    scores: dict[str, float] = {}
-    for hits in lists:
-        for rank, hit in enumerate(hits, start=1):
-            scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (RRF_K + rank)
-    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-
-
 class KnowledgeRetriever:
     def __init__(
         self,
@@ -100,6 +90,7 @@ class KnowledgeRetriever:
         *,
         outbound: OutboundGuard | None = None,
         cipher: Callable[[], TokenCipher] | None = None,
+        weights: FusionWeights | None = None,
     ) -> None:
         self.documents = documents
         self.vectors = vectors
@@ -109,6 +100,8 @@ class KnowledgeRetriever:
         #: Gives the cipher that reads the tokens an external source's config refers to (None:
         #: such configs fail with the reason).
         self.cipher = cipher
+        #: How vector and keyword hits count in the fusion (None: what suits the embedder).
+        self.weights = weights
 
     async def _connection(self, source: KnowledgeSource) -> tuple[OutboundPolicy, dict[str, Any]]:
         """What the source may reach, and its connection config with tokens resolved."""
@@ -193,7 +186,11 @@ class KnowledgeRetriever:
             KNOWLEDGE_CHUNKS.name, vector, self.embedder.space, depth, where
         )
         by_vector = [h for h in by_vector if h.score >= min_similarity]
-        by_text = await self.vectors.text_search(KNOWLEDGE_CHUNKS.name, query, depth, where)
+        weights = self.weights or weights_for(self.embedder.space)
+        by_keyword = await keyword_hits(
+            self.vectors, KNOWLEDGE_CHUNKS.name, query, depth, where, loose=weights.loose > 0
+        )
+        by_text = [k.hit for k in by_keyword]
         # External collections hold vectors of the same embedding space (checked), so their
         # hits join the vector list, ranked by the same cosine similarity.
         outside: dict[str, ExternalHit] = {}
@@ -209,7 +206,7 @@ class KnowledgeRetriever:
             [*by_vector, *(VectorHit(key, h.score, h.text, {}) for key, h in outside.items())],
             key=lambda h: -h.score,
         )[:depth]
-        fused = fuse([by_vector, by_text])[:k]
+        fused = fuse(by_vector, by_keyword, weights)[:k]
         similarity = {h.id: h.score for h in by_vector}
         hits = {h.id: h for h in (*by_text, *by_vector)}
         keyword_rank = {h.id: rank for rank, h in enumerate(by_text, start=1)}

@@ -200,9 +200,16 @@ class VectorStore(Protocol):
         ...
 
     async def text_search(
-        self, name: str, query: str, k: int, where: Where | None = None
+        self,
+        name: str,
+        query: str,
+        k: int,
+        where: Where | None = None,
+        *,
+        all_words: bool = False,
     ) -> list[VectorHit]:
-        """Up to k records whose text matches words of `query`, most relevant first."""
+        """Up to k records whose text matches words of `query`, most relevant first: any of its
+        words, or with `all_words` every one of them (stop words aside, stems compared)."""
         ...
 
     async def count(self, name: str, where: Where | None = None) -> int: ...

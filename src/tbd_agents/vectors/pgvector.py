@@ -450,19 +450,27 @@ class PgVectorStore:
             return hits
 
     async def text_search(
-        self, name: str, query: str, k: int, where: Where | None = None
+        self,
+        name: str,
+        query: str,
+        k: int,
+        where: Where | None = None,
+        *,
+        all_words: bool = False,
     ) -> list[VectorHit]:
-        """Full-text search (any word of `query`, stemmed), ranked by ts_rank_cd."""
+        """Full-text search (any word of `query`, or every word with `all_words`; stemmed),
+        ranked by ts_rank_cd."""
         spec = collection_spec(name)
         if where is not None:
             check_where(spec, where)
+        joiner = " & " if all_words else " | "
         async with self._connect() as conn:
             layout = await self._layout_for(conn, name)
-            # Any word of the query (OR), stemmed with the same configuration as the tsv column.
+            # The query's words (OR, or AND), stemmed with the tsv column's configuration.
             tq = (
                 sa.text(
                     "SELECT to_tsquery('simple', array_to_string(ARRAY(SELECT quote_literal(lexeme) "
-                    f"FROM unnest(to_tsvector('{TS_CONFIG}', :q))), ' | ')) AS q"
+                    f"FROM unnest(to_tsvector('{TS_CONFIG}', :q))), '{joiner}')) AS q"
                 )
                 .bindparams(q=query)
                 .columns(sa.column("q"))

@@ -320,9 +320,16 @@ class QdrantVectorStore:
         return [self._hit(spec, p, p.score) for p in result.points]
 
     async def text_search(
-        self, name: str, query: str, k: int, where: Where | None = None
+        self,
+        name: str,
+        query: str,
+        k: int,
+        where: Where | None = None,
+        *,
+        all_words: bool = False,
     ) -> list[VectorHit]:
-        """Points containing words of `query`, ranked by matched stems (1 + log tf each).
+        """Points containing words of `query` (every one of them with `all_words`), ranked by
+        matched stems (1 + log tf each).
 
         Qdrant's text match finds candidates (any query word); the ranking is done here, over at
         most a few thousand candidates."""
@@ -340,13 +347,19 @@ class QdrantVectorStore:
             # Server: the full-text index finds candidates containing a query word or its stem.
             # (Local mode's text match is a case-sensitive substring test: scan instead.)
             raw = {w.lower() for w in _WORD_RE.findall(query)}
+            # Each term as written or as its stem: one of the terms, or (all_words) each.
+            groups = [sorted({t} | {w for w in raw if words(w) == [t]}) for t in terms]
+            if not all_words:
+                groups = [sorted({w for g in groups for w in g} | raw)]
             flt.must = [
                 *(flt.must or []),
-                qm.Filter(
-                    should=[
-                        qm.FieldCondition(key="text", match=qm.MatchText(text=t))
-                        for t in sorted(raw | set(terms))
-                    ]
+                *(
+                    qm.Filter(
+                        should=[
+                            qm.FieldCondition(key="text", match=qm.MatchText(text=t)) for t in g
+                        ]
+                    )
+                    for g in groups
                 ),
             ]
         scored: list[VectorHit] = []
@@ -357,6 +370,8 @@ class QdrantVectorStore:
             )
             for point in points:
                 counts = Counter(words(str((point.payload or {}).get("text", ""))))
+                if all_words and not all(counts[t] for t in terms):
+                    continue
                 score = sum(1.0 + math.log(counts[t]) for t in terms if counts[t])
                 if score > 0:
                     scored.append(self._hit(spec, point, score))
