@@ -194,6 +194,32 @@ async def test_text_search_matches_words_within_filter(backend: VectorBackend) -
     assert await store.text_search(KC, "the", 5) == []
 
 
+async def test_text_search_with_all_words_needs_every_word(backend: VectorBackend) -> None:
+    """The strict keyword query of hybrid retrieval: every word (stemmed, stop words aside),
+    the same on both backends."""
+    store = backend.store
+    await backend.knowledge_items(["d1"])
+    vecs = unit_vectors(3, seed=7)
+    texts = [
+        "Refunds are issued to the card within 30 days.",
+        "A refund needs the receipt.",
+        "Cards are charged monthly.",
+    ]
+    records = [chunk(i, vecs[i], item="d1", text=t) for i, t in enumerate(texts)]
+    await store.upsert(KC, records, SPACE)
+    assert {h.id for h in await store.text_search(KC, "refund card", 5)} == {
+        "d1:0",
+        "d1:1",
+        "d1:2",
+    }
+    strict = await store.text_search(KC, "Which refunds go to the cards?", 5, all_words=True)
+    assert [h.id for h in strict] == []  # "go" is in none of them
+    strict = await store.text_search(KC, "the refunded cards", 5, all_words=True)
+    assert [h.id for h in strict] == ["d1:0"]
+    assert await store.text_search(KC, "refund receipts", 5, all_words=True) != []
+    assert await store.text_search(KC, "the", 5, all_words=True) == []
+
+
 async def test_bad_filters_and_payloads_are_refused(backend: VectorBackend) -> None:
     store = backend.store
     await store.ensure_collection(KC, SPACE)

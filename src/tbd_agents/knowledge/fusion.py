@@ -21,7 +21,6 @@ A chunk's score is Σ weight / (RRF_K + rank) over the lists it is in (rank from
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -66,7 +65,7 @@ class KeywordHit:
 #: At most this many named terms of a question are looked up one by one.
 MAX_TERMS = 8
 
-_TOKEN_RE = re.compile(r"[^\s\"'()\[\]{}<>,;:!?]+")
+_EDGE = "\"'()[]{}<>,;:!?.-"
 
 
 def named_terms(query: str) -> list[str]:
@@ -76,8 +75,8 @@ def named_terms(query: str) -> list[str]:
     (`Northwind`). A paraphrase has none; a question about an identifier names it."""
     out: dict[str, None] = {}
     sentence_start = True
-    for raw in _TOKEN_RE.findall(query):
-        token = raw.strip(".-")
+    for raw in query.split():
+        token = raw.strip(_EDGE)
         if token and any(c.isalnum() for c in token):
             rest = token[1:]
             if (
@@ -86,7 +85,7 @@ def named_terms(query: str) -> list[str]:
                 or (token[0].isupper() and len(token) > 1 and not sentence_start)
             ):
                 out.setdefault(token)
-        sentence_start = raw.endswith((".", "!", "?"))
+        sentence_start = raw.rstrip("\"')]}").endswith((".", "!", "?"))
     return list(out)[:MAX_TERMS]
 
 
