@@ -152,6 +152,9 @@ async def test_chat_of_an_operator_agent_runs_on_copilot_with_github_token(
     [request] = protocol_server.requests
     assert request.headers["authorization"] == f"Bearer {fake.issued[0]}"
     assert request.body["model"] == "gpt-4.1"  # DEFAULT_MODEL unset: the Copilot default
+    usage = events[-1][1]["usage"]
+    # Copilot bills premium requests, not tokens: no dollars at gpt-4.1's API price.
+    assert usage["input_tokens"] > 0 and usage["cost_usd"] == 0
     assert not leaked(events, SERVER_GH, fake.issued[0])
     session = await world["admin"].get(f"/api/chat/sessions/{events[0][1]['session_id']}/messages")
     assert not leaked(session.json(), SERVER_GH, fake.issued[0])

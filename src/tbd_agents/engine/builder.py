@@ -26,7 +26,7 @@ from tbd_agents.domain.models import (
     Skill,
     Workflow,
 )
-from tbd_agents.engine.catalog import ModelCatalog
+from tbd_agents.engine.catalog import ModelCatalog, ModelInfo
 from tbd_agents.engine.compaction import CompactionPolicy
 from tbd_agents.engine.config import EngineConfig
 from tbd_agents.engine.context import Budgets, RunSpec, SkillText
@@ -502,7 +502,7 @@ async def open_plan(
     spec = RunSpec(
         provider=build_provider(plan.provider, config),
         model=plan.model,
-        model_info=catalog.get(plan.model),
+        model_info=_priced_for(plan.provider, catalog.get(plan.model)),
         system_prompt="\n\n".join(  # H1: the `## Repository` section of a checkout
             p for p in (agent.system_prompt, workspace and workspace.prompt_section()) if p
         ),
@@ -531,6 +531,15 @@ async def open_plan(
         options=options,
     )
     return spec, conns
+
+
+def _priced_for(provider: ProviderSettings, info: ModelInfo) -> ModelInfo:
+    """`info` with the prices that apply through `provider`: GitHub Copilot bills premium
+    requests per call, not tokens, so a Copilot run costs no token dollars even for a model the
+    catalog prices at its maker's API rates (gpt-4.1, gpt-4o…)."""
+    if provider.provider_type is ProviderType.GITHUB_COPILOT:
+        return replace(info, input_per_mtok=0.0, output_per_mtok=0.0)
+    return info
 
 
 async def close_run(spec: RunSpec, conns: list[McpConnection]) -> None:
