@@ -412,7 +412,8 @@ class Settings(BaseSettings):
         ge=1,
         le=1_000_000,
         description="max_tokens of every Anthropic request. Unset: the model's output limit "
-        "from the model catalog.",
+        "from the model catalog. With extended thinking (reasoning_effort) the thinking budget "
+        "is added, within the model's output limit.",
     )
     engine_compaction_threshold: float = Field(
         default=0.8,

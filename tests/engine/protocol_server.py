@@ -37,6 +37,10 @@ class Turn:
     chunk_chars: int = 8
     delay: float = 0.0  # seconds between chunks
     hang: float = 0.0  # seconds to sleep before the first byte
+    #: Anthropic only: (thinking text, signature) blocks streamed before the text and tool_use
+    #: blocks (`thinking_delta`s, then one `signature_delta`), and `redacted_thinking` data.
+    thinking: list[tuple[str, str]] = field(default_factory=list)
+    redacted_thinking: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -385,6 +389,32 @@ class ProtocolServer:
             },
         )
         index = 0
+        for thought, signature in turn.thinking:
+            yield ev(
+                "content_block_start",
+                {
+                    "index": index,
+                    "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+                },
+            )
+            for piece in self._pieces(thought, turn.chunk_chars):
+                yield ev(
+                    "content_block_delta",
+                    {"index": index, "delta": {"type": "thinking_delta", "thinking": piece}},
+                )
+            yield ev(
+                "content_block_delta",
+                {"index": index, "delta": {"type": "signature_delta", "signature": signature}},
+            )
+            yield ev("content_block_stop", {"index": index})
+            index += 1
+        for data in turn.redacted_thinking:
+            yield ev(
+                "content_block_start",
+                {"index": index, "content_block": {"type": "redacted_thinking", "data": data}},
+            )
+            yield ev("content_block_stop", {"index": index})
+            index += 1
         if turn.text:
             yield ev(
                 "content_block_start",

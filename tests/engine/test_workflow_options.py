@@ -197,14 +197,20 @@ async def test_reasoning_effort_is_sent_to_reasoning_models_only(
     assert ("max_tokens" in body) is (sent is None)
 
 
-async def test_reasoning_effort_is_not_sent_to_anthropic(server: ProtocolServer) -> None:
+@pytest.mark.parametrize(
+    ("model", "budget"), [("claude-sonnet-4-5", 16384), ("claude-3-5-haiku-latest", None)]
+)
+async def test_reasoning_effort_is_a_thinking_budget_on_anthropic_thinking_models(
+    server: ProtocolServer, model: str, budget: int | None
+) -> None:
+    """More in test_anthropic_thinking.py (tool turns, temperature, the workflow executor)."""
     server.script(Turn(text="ok"))
-    model = "claude-sonnet-4-5"
     spec = spec_of("anthropic", server, model=model, options=RunOptions(reasoning_effort="high"))
     result = await AgentLoop(spec, Recorder()).run(RunInput("hi"))
     assert result.outcome.status is TaskStatus.COMPLETED
-    assert "thinking" not in server.requests[0].body
-    assert "reasoning_effort" not in server.requests[0].body
+    body = server.requests[0].body
+    assert body.get("thinking", {}).get("budget_tokens") == budget
+    assert "reasoning_effort" not in body
 
 
 async def test_an_mcp_servers_manage_todo_list_is_watched_as_progress(

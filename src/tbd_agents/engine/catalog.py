@@ -24,6 +24,9 @@ class ModelInfo:
     known: bool = True
     #: A reasoning model (OpenAI o-series, gpt-5): takes `reasoning_effort` (`reasoning = true`).
     reasoning: bool = False
+    #: An Anthropic model with extended thinking (`thinking = true`): the Anthropic provider turns
+    #: `reasoning_effort` into a thinking budget (engine/thinking.py).
+    thinking: bool = False
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         """US dollars for the given token counts."""
@@ -32,7 +35,7 @@ class ModelInfo:
 
 _FIELDS = ("context_window", "max_output_tokens", "input_per_mtok", "output_per_mtok")
 #: Optional keys of an entry (booleans).
-_FLAGS = ("reasoning",)
+_FLAGS = ("reasoning", "thinking")
 
 
 def _entry(name: str, raw: Any, source: str) -> dict[str, float]:
@@ -123,4 +126,5 @@ class ModelCatalog:
             output_per_mtok=merged["output_per_mtok"],
             known=known,
             reasoning=bool(merged.get("reasoning", 0.0)),
+            thinking=bool(merged.get("thinking", 0.0)),
         )

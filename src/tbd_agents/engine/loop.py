@@ -207,7 +207,9 @@ class AgentLoop:
             messages.append(reply)
             self.result.messages.append(reply)
             if reply.tool_calls:
-                await self.emit(EventType.MESSAGE, {**reply.to_dict(), "turn": turn})
+                await self.emit(
+                    EventType.MESSAGE, {**reply.to_dict(with_reasoning=False), "turn": turn}
+                )
                 if turn == self.spec.max_turns:
                     names = ", ".join(c.name for c in reply.tool_calls)
                     return self._outcome(TaskStatus.MAX_TURNS_REACHED, reply.content or None,
@@ -278,6 +280,7 @@ class AgentLoop:
             temperature=self.spec.temperature,
             max_output_tokens=self.spec.model_info.max_output_tokens,
             reasoning_effort=self.spec.options.effort_for(self.spec.model_info),
+            thinking_effort=self.spec.options.thinking_for(self.spec.model_info),
         )
         hold = self.spec.guardrails.holds_output
         result: Completion | None = None

@@ -51,8 +51,13 @@ class Message:
     tool_calls: list[ToolCall] = field(default_factory=list)
     tool_call_id: str | None = None
     name: str | None = None  # tool name on role="tool"
+    #: A provider's reasoning blocks of an assistant turn, kept as the provider sent them (the
+    #: Anthropic `thinking` / `redacted_thinking` blocks, signature included) so they can be sent
+    #: back unchanged before the turn's tool calls. Opaque to the loop; other providers ignore it.
+    reasoning: list[dict[str, Any]] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, with_reasoning: bool = True) -> dict[str, Any]:
+        """The stored shape; `with_reasoning=False` for events (thinking is never shown)."""
         out: dict[str, Any] = {"role": self.role, "content": self.content}
         if self.tool_calls:
             out["tool_calls"] = [c.to_dict() for c in self.tool_calls]
@@ -60,6 +65,10 @@ class Message:
             out["tool_call_id"] = self.tool_call_id
         if self.name:
             out["name"] = self.name
+        if (
+            self.reasoning and with_reasoning
+        ):  # only when present: other messages keep their stored shape
+            out["reasoning"] = [dict(b) for b in self.reasoning]
         return out
 
     @classmethod
@@ -73,6 +82,7 @@ class Message:
             tool_calls=[ToolCall.from_dict(c) for c in data.get("tool_calls") or []],
             tool_call_id=data.get("tool_call_id"),
             name=data.get("name"),
+            reasoning=[dict(b) for b in data.get("reasoning") or [] if isinstance(b, dict)],
         )
 
 
@@ -101,6 +111,9 @@ class ChatRequest:
     json_mode: bool = False
     #: low / medium / high: sent where the model supports it (engine/options.py, docs/engine.md).
     reasoning_effort: str | None = None
+    #: low / medium / high for a model with extended thinking (catalog `thinking = true`): the
+    #: Anthropic provider sends it as a thinking budget; other providers ignore it.
+    thinking_effort: str | None = None
 
 
 @dataclass(slots=True)

@@ -14,7 +14,8 @@ session has no workflow); a schedule-fired run is a workflow run and gets its wo
 - `infinite_session`: true → the run may last up to ENGINE_INFINITE_SESSION_TIMEOUT (24 h);
   false → SESSION_TIMEOUT (600 s) bounds the whole run, which then fails "session timeout"
   (`Deadline`). Compaction follows COMPACTION_ENABLED either way (see docs/engine.md).
-- `reasoning_effort`: passed to providers whose model supports it (`ChatRequest`).
+- `reasoning_effort`: passed to providers whose model supports it (`ChatRequest`): OpenAI's
+  `reasoning_effort` for reasoning models, Anthropic extended thinking for thinking models.
 - `credential_overrides`: per-run replacement of custom tools' declared env variables by the
   workflow owner's tokens (`apply_credential_overrides`).
 - `todo_tool`: offer `manage_todo_list` though the agent does not list it (workflow runs, by
@@ -108,15 +109,23 @@ class RunOptions:
             return None
         if model.reasoning:
             return self.reasoning_effort
+        if model.thinking:  # sent as a thinking budget instead (`thinking_for`)
+            return None
         if model.name not in _EFFORT_IGNORED:
             _EFFORT_IGNORED.add(model.name)
             log.info(
                 "reasoning_effort %s ignored for model %r: the model catalog does not mark it as "
-                "a reasoning model (reasoning = true in ENGINE_MODEL_CATALOG)",
+                "a reasoning model (reasoning = true) or a thinking model (thinking = true in "
+                "ENGINE_MODEL_CATALOG)",
                 self.reasoning_effort,
                 model.name,
             )
         return None
+
+    def thinking_for(self, model: ModelInfo) -> str | None:
+        """The effort to spend on extended thinking for `model` (catalog `thinking = true`):
+        the Anthropic provider turns it into `thinking.budget_tokens` (engine/thinking.py)."""
+        return self.reasoning_effort if model.thinking else None
 
     def builtin_names(self, listed: list[str], memory_available: bool) -> list[str]:
         """The built-ins a run offers: the agent's (without the memory ones under

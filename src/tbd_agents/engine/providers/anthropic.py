@@ -2,7 +2,8 @@
 
 Our messages map to Anthropic's content blocks: the system prompt goes in `system`, tool calls
 are `tool_use` blocks, tool results are `tool_result` blocks in a user turn, and consecutive
-turns of the same role are merged (the API requires alternation).
+turns of the same role are merged (the API requires alternation). With a thinking effort on a
+model of the catalog with `thinking = true`, extended thinking is enabled (engine/thinking.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import anthropic
 
 from tbd_agents.domain.enums import AuthType
+from tbd_agents.engine import thinking
 from tbd_agents.engine.config import EngineConfig
 from tbd_agents.engine.messages import (
     ChatRequest,
@@ -67,14 +69,21 @@ def build_client(settings: ProviderSettings, config: EngineConfig) -> anthropic.
     )
 
 
-def to_wire(messages: list[Message]) -> tuple[str, list[dict[str, Any]]]:
-    """(system text, alternating user/assistant turns of content blocks)."""
+def to_wire(
+    messages: list[Message], with_thinking: bool = False
+) -> tuple[str, list[dict[str, Any]]]:
+    """(system text, alternating user/assistant turns of content blocks). `with_thinking`: the
+    assistant messages of the current turn (after the last user message) lead with their
+    thinking blocks, unchanged, as the API requires during tool use."""
     system = "\n\n".join(m.content for m in messages if m.role == "system" and m.content)
     turns: list[dict[str, Any]] = []
-    for m in messages:
+    current = thinking.current_turn_start(messages) if with_thinking else len(messages)
+    for position, m in enumerate(messages):
         if m.role == "system":
             continue
         blocks: list[dict[str, Any]] = []
+        if m.role == "assistant" and position >= current:
+            blocks.extend(thinking.wire_blocks(m))
         role = "assistant" if m.role == "assistant" else "user"
         if m.role == "tool":
             blocks.append(
@@ -114,15 +123,21 @@ class AnthropicProvider:
         return with_retries(self.name, self.config, lambda: self._stream_once(request))
 
     def _params(self, request: ChatRequest) -> dict[str, Any]:
-        system, turns = to_wire(request.messages)
+        max_tokens = (
+            self.config.anthropic_max_tokens or request.max_output_tokens or DEFAULT_MAX_TOKENS
+        )
+        plan = None
+        if request.thinking_effort:
+            plan = thinking.plan(request.thinking_effort, max_tokens, request.max_output_tokens)
+        system, turns = to_wire(request.messages, with_thinking=plan is not None)
         params: dict[str, Any] = {
             "model": request.model,
             "messages": turns,
-            "max_tokens": self.config.anthropic_max_tokens
-            or request.max_output_tokens
-            or DEFAULT_MAX_TOKENS,
+            "max_tokens": plan.max_tokens if plan else max_tokens,
             "stream": True,
         }
+        if plan is not None:
+            params["thinking"] = plan.param()
         if system:
             params["system"] = system
         if request.tools:
@@ -130,13 +145,18 @@ class AnthropicProvider:
                 {"name": t.name, "description": t.description, "input_schema": t.parameters}
                 for t in request.tools
             ]
-        if request.temperature is not None:
-            params["temperature"] = min(request.temperature, 1.0)
+        if request.temperature is not None and plan is not None:
+            thinking.note_dropped_temperature(request.model, request.temperature)
+        elif request.temperature is not None:
+            # This SDK generation has no `temperature` argument (a TypeError before any request
+            # was made); the Messages API field is sent through the SDK's extra_body.
+            params["extra_body"] = {"temperature": min(request.temperature, 1.0)}
         return params
 
     async def _stream_once(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         text: list[str] = []
         blocks: dict[int, dict[str, str]] = {}
+        thoughts = thinking.ThinkingCollector()  # kept on the message, never streamed as text
         usage = TokenUsage()
         stop: str | None = None
         try:
@@ -148,10 +168,14 @@ class AnthropicProvider:
                     usage.output_tokens = event.message.usage.output_tokens or 0
                 elif kind == "content_block_start":
                     block = event.content_block
+                    if thoughts.start(event.index, block):
+                        continue
                     if block.type == "tool_use":
                         blocks[event.index] = {"id": block.id, "name": block.name, "json": ""}
                 elif kind == "content_block_delta":
                     delta = event.delta
+                    if thoughts.delta(event.index, delta):
+                        continue
                     if delta.type == "text_delta":
                         text.append(delta.text)
                         yield TextDelta(delta.text)
@@ -171,7 +195,7 @@ class AnthropicProvider:
         except anthropic.APIError as exc:
             detail = clean_excerpt(exc.message, sent_secrets(self.settings))
             raise UpstreamError(f"provider {self.name!r} failed mid-answer: {detail}") from None
-        message = Message(role="assistant", content="".join(text))
+        message = Message(role="assistant", content="".join(text), reasoning=thoughts.blocks())
         for index in sorted(blocks):
             b = blocks[index]
             args, problem = decode_arguments(b["json"])

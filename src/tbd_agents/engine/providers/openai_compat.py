@@ -15,6 +15,7 @@ import httpx
 import openai
 
 from tbd_agents.domain.enums import AuthType, ProviderType
+from tbd_agents.engine import thinking
 from tbd_agents.engine.config import EngineConfig
 from tbd_agents.engine.messages import (
     ChatRequest,
@@ -176,6 +177,8 @@ class OpenAICompatProvider:
                 params["max_completion_tokens"] = request.max_output_tokens
         elif request.max_output_tokens:
             params["max_tokens"] = request.max_output_tokens
+        if request.thinking_effort and not request.reasoning_effort:
+            thinking.note_not_sent(self.name, request.model, request.thinking_effort)
         return params
 
     async def _stream_once(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
