@@ -5,6 +5,7 @@ API start-up running it."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import sys
 import textwrap
@@ -17,9 +18,9 @@ import pytest
 from tbd_agents.api.app import create_app
 from tbd_agents.domain.auth import KeyScope
 from tbd_agents.domain.models import CustomTool
-from tbd_agents.errors import ConfigurationError
+from tbd_agents.errors import ConfigurationError, StorageError
 from tbd_agents.plugins import registry
-from tbd_agents.plugins.loader import source_marker, sync_plugins
+from tbd_agents.plugins.loader import source_marker, sync_plugins, sync_plugins_until_done
 from tbd_agents.plugins.slack import SlackPlugin
 from tbd_agents.storage.postgres.engine import create_engine
 from tbd_agents.storage.postgres.repository import PostgresStore
@@ -288,3 +289,27 @@ def test_a_celery_worker_process_syncs_the_plugins_when_it_starts(
         worker.close()
         pg.drop_database(url)
     assert found == {name: name != "notion" for name in SIX}
+
+
+async def test_a_start_during_a_database_outage_syncs_once_the_database_is_back(
+    pg18_server: str,
+) -> None:
+    """The API starts while its database cannot be used (readiness answers 503): the plugin
+    records are synced by a retry loop as soon as the database is back, not never."""
+    url = pg.create_migrated_database(pg18_server, prefix="plugout")
+    away = f"{url.database}_away"
+    await pg._admin(pg18_server, f'ALTER DATABASE "{url.database}" RENAME TO "{away}"')
+    store = PostgresStore(create_engine(url, pool_size=2, max_overflow=2), url=url)
+    with pytest.raises(StorageError):
+        await sync_plugins(store, config())  # what start-up meets: the caller starts the loop
+    retrying = asyncio.create_task(sync_plugins_until_done(store, config(), first_delay=0.1))
+    try:
+        await asyncio.sleep(1.0)
+        assert not retrying.done()  # still retrying, not crashed and not given up
+        await pg._admin(pg18_server, f'ALTER DATABASE "{away}" RENAME TO "{url.database}"')
+        await asyncio.wait_for(retrying, 30)
+        assert {r.name for r in await records(store)} == SIX
+    finally:
+        retrying.cancel()
+        await store.close()
+        pg.drop_database(url)

@@ -28,9 +28,9 @@ from tbd_agents.api.fastpath import CrudFastPath
 from tbd_agents.api.limits import RequestLimits
 from tbd_agents.config import Settings
 from tbd_agents.engine.sandbox import Ceilings, set_save_ceilings
-from tbd_agents.errors import ConfigurationError, InvalidData
+from tbd_agents.errors import ConfigurationError, InvalidData, StorageError
 from tbd_agents.logs import protect
-from tbd_agents.plugins.loader import sync_plugins
+from tbd_agents.plugins.loader import sync_plugins, sync_plugins_until_done
 from tbd_agents.security.cipher import KeyRingProvider
 from tbd_agents.security.github import GitHubIdentity
 from tbd_agents.services.keys import Authenticator, FailureThrottle
@@ -103,9 +103,18 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
         http = httpx.AsyncClient(timeout=httpx.Timeout(30.0), follow_redirects=False)
         ctx: ApiContext | None = None
         sweeper: asyncio.Task[None] | None = None
+        plugin_sync: asyncio.Task[None] | None = None
         try:
             ctx = _build_context(settings, active, http)
-            await sync_plugins(active, settings)  # plugin custom-tool records (plugins/loader.py)
+            # Plugin custom-tool records (plugins/loader.py); with the database down the API
+            # still starts (readiness says 503) and the records are synced once it is back.
+            try:
+                await sync_plugins(active, settings)
+            except StorageError as exc:
+                log.warning("plugin records will be synced when the database is back: %s", exc)
+                plugin_sync = asyncio.create_task(
+                    sync_plugins_until_done(active, settings), name="plugin-sync"
+                )
             await _attach_optional_services(ctx)
             sweeper = _start_memory_sweep(ctx)
             app.state.ctx = ctx
@@ -118,10 +127,11 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
                 )
             yield
         finally:
-            if sweeper is not None:
-                sweeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
+            for task in (sweeper, plugin_sync):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             knowledge = ctx.services.get("knowledge") if ctx is not None else None
             if knowledge is not None:
                 await knowledge.close()  # its vector store client

@@ -18,6 +18,7 @@ something differs. Per plugin:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 import yaml
 
 from tbd_agents.domain.models import CustomTool
-from tbd_agents.errors import ConfigurationError
+from tbd_agents.errors import ConfigurationError, StorageError
 from tbd_agents.plugins.base import Plugin
 from tbd_agents.plugins.registry import discover
 from tbd_agents.storage.protocol import DocumentStore, Query, Repositories, Sort, eq, is_null
@@ -101,6 +102,8 @@ async def sync_plugins(store: DocumentStore, settings: Any) -> SyncReport:
         try:
             async with store.unit_of_work() as repos:
                 outcome = await _upsert(repos, plugin, enabled)
+        except StorageError:
+            raise  # the database, not this plugin: the caller retries (`sync_plugins_until_done`)
         except Exception as exc:
             log.exception("plugin %s: syncing its custom tool record failed", name)
             report.failed.append((name, f"{type(exc).__name__}: {exc}"))
@@ -118,6 +121,27 @@ async def sync_plugins(store: DocumentStore, settings: Any) -> SyncReport:
         len(report.skipped), len(report.failed),
     )  # fmt: skip
     return report
+
+
+async def sync_plugins_until_done(
+    store: DocumentStore, settings: Any, *, first_delay: float = 1.0, max_delay: float = 60.0
+) -> None:
+    """`sync_plugins`, retried with a doubling delay while the database cannot be used (a
+    process that starts during a database outage still gets its plugin records once the
+    database is back). Cancelled with the process."""
+    delay = first_delay
+    while True:
+        try:
+            await sync_plugins(store, settings)
+            return
+        except StorageError as exc:
+            log.warning(
+                "plugin records not synced, the database cannot be used (%s): retrying in %.0f s",
+                exc.message,
+                delay,
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay)
 
 
 async def _settle_race(repos: Repositories, query: Query, created: CustomTool) -> str:

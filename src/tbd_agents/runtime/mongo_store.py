@@ -434,7 +434,7 @@ class MongoRunStore:
         now = utcnow()
         stamp = f"{OUTBOX_FIELD}.claimed_at"
         left = await self.tasks.find(
-            {stamp: {"$lt": now - timedelta(seconds=stale_seconds)}}, limit=100
+            {stamp: {"$lte": now - timedelta(seconds=stale_seconds)}}, limit=100
         ).to_list(None)
         stored: list[RunEvent] = []
         for doc in left:

@@ -343,7 +343,13 @@ class PostgresRepository(Generic[E]):
         """The page `list` returns, serialised by PostgreSQL (`json_rows`): one statement, the
         same rows and cursor, no model built. Falls back to models for a column type
         `json_rows` does not translate."""
-        fields = tuple(name for name in self._columns if name not in omit)
+        # Fields the model never serialises (`exclude=True`: a sealed credential) stay out of
+        # the database's JSON too, as they stay out of `records_json`.
+        fields = tuple(
+            name
+            for name in self._columns
+            if name not in omit and not self.model.model_fields[name].exclude
+        )
         document = json_document(self.table, fields)
         if document is None:
             return await list_json_via_models(self.list, self.model, query, omit)
