@@ -1,0 +1,106 @@
+"""Findings 10 and 11 of the fault hunt (issue #16), over real HTTP on the embedded PostgreSQL:
+an admin's knowledge search without sources, and connection tokens shared by imported copies."""
+
+from __future__ import annotations
+
+import httpx
+
+from tbd_agents.storage.protocol import Query, eq
+from tests.api.conftest import Api
+from tests.api.factory import uniq
+
+PASSWORD = "s3cret-pw-7f1"
+
+
+async def test_an_admin_search_without_sources_searches_every_source(
+    api: Api, admin: httpx.AsyncClient, alice: httpx.AsyncClient
+) -> None:
+    """Before the fix an admin's search without `source_ids` or `tags` answered `[]`."""
+    for client, word in ((admin, "quokka-44"), (alice, "wombat-19")):
+        source = (await client.post("/api/knowledge-sources", json={"name": uniq("ks")})).json()
+        item = await client.post(
+            "/api/knowledge-items",
+            json={"source_id": source["id"], "text_content": f"The {word} runbook lives here."},
+        )
+        assert item.status_code == 201, item.text
+    mine = (await admin.post("/api/knowledge/search", json={"query": "quokka-44 runbook"})).json()
+    assert mine and "quokka-44" in mine[0]["text"]
+    # An admin can list every source, so the default scope covers alice's too.
+    theirs = (await admin.post("/api/knowledge/search", json={"query": "wombat-19"})).json()
+    assert theirs and "wombat-19" in theirs[0]["text"]
+    # A user's default scope stays their own sources.
+    hits = (await alice.post("/api/knowledge/search", json={"query": "quokka-44"})).json()
+    assert hits and not [h for h in hits if "quokka-44" in h["text"]]
+
+
+async def _token_names(api: Api, prefix: str) -> list[str]:
+    async with api.store.unit_of_work(readonly=True) as repos:
+        names = [t.name async for t in repos.tokens.iterate(Query(filters=()))]
+    return sorted(n for n in names if n.startswith(prefix))
+
+
+async def test_a_renamed_import_gets_its_own_connection_token(
+    api: Api, alice: httpx.AsyncClient
+) -> None:
+    """Before the fix the copy referenced the original's generated token, which the original's
+    deletion removed: the copy's password was gone."""
+    dsn = f"postgresql://app:{PASSWORD}@db.example:5432/app"
+    mcp = (
+        await alice.post(
+            "/api/mcps",
+            json={
+                "name": uniq("mcp"),
+                "transport_type": "streamable_http",
+                "connection_config": {
+                    "url": "https://mcp.example/x",
+                    "env": {"DATABASE_URL": dsn},
+                },
+            },
+        )
+    ).json()
+    assert mcp["connection_config"]["env"]["DATABASE_URL"].startswith(
+        "{{token:conn.mcp_servers." + mcp["id"]
+    )
+    bundle = (await alice.get("/api/export")).json()
+    report = await alice.post("/api/import", params={"mode": "rename"}, json=bundle)
+    assert report.status_code == 200, report.text
+    copies = [m for m in (await alice.get("/api/mcps")).json() if m["id"] != mcp["id"]]
+    (copy,) = [m for m in copies if m["name"].startswith(mcp["name"])]
+    reference = copy["connection_config"]["env"]["DATABASE_URL"]
+    assert reference == "{{token:conn.mcp_servers." + copy["id"] + ".env.DATABASE_URL}}"
+
+    assert (await alice.delete(f"/api/mcps/{mcp['id']}")).status_code == 204
+    assert await _token_names(api, f"conn.mcp_servers.{mcp['id']}") == []
+    assert await _token_names(api, f"conn.mcp_servers.{copy['id']}") == [reference[8:-2]]
+    async with api.store.unit_of_work(readonly=True) as repos:
+        token = await repos.tokens.find_one(eq("name", reference[8:-2]))
+        assert token is not None
+        assert api.app.state.ctx.cipher().decrypt(token.encrypted_value) == dsn
+
+
+async def test_a_config_sent_back_as_a_new_record_copies_the_token(
+    api: Api, alice: httpx.AsyncClient
+) -> None:
+    """GET one knowledge source, POST its body as a new one: the new record owns a copy."""
+    dsn = f"postgresql://app:{PASSWORD}@db.example:5432/vectors"
+    first = (
+        await alice.post(
+            "/api/knowledge-sources",
+            json={"name": uniq("ks"), "source_type": "pgvector", "connection_config": {"dsn": dsn}},
+        )
+    ).json()
+    second = (
+        await alice.post(
+            "/api/knowledge-sources",
+            json={
+                "name": uniq("ks"),
+                "source_type": "pgvector",
+                "connection_config": first["connection_config"],
+            },
+        )
+    ).json()
+    assert second["connection_config"]["dsn"].startswith(
+        "{{token:conn.knowledge_sources." + second["id"]
+    )
+    assert (await alice.delete(f"/api/knowledge-sources/{first['id']}")).status_code == 204
+    assert await _token_names(api, f"conn.knowledge_sources.{second['id']}")
