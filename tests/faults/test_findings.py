@@ -1,12 +1,21 @@
-"""Findings 10 and 11 of the fault hunt (issue #16), over real HTTP on the embedded PostgreSQL:
-an admin's knowledge search without sources, and connection tokens shared by imported copies."""
+"""Findings 10, 11 and 13c of the fault hunt (issue #16), on the embedded PostgreSQL: an admin's
+knowledge search without sources, connection tokens shared by imported copies, and the embedder
+fallback warning repeated at start-up."""
 
 from __future__ import annotations
 
-import httpx
+import logging
+from pathlib import Path
 
+import httpx
+import pytest
+from sqlalchemy.engine import URL
+
+from tbd_agents.api import create_app
+from tbd_agents.storage.postgres.engine import create_engine
+from tbd_agents.storage.postgres.repository import PostgresStore
 from tbd_agents.storage.protocol import Query, eq
-from tests.api.conftest import Api
+from tests.api.conftest import Api, make_settings
 from tests.api.factory import uniq
 
 PASSWORD = "s3cret-pw-7f1"
@@ -104,3 +113,22 @@ async def test_a_config_sent_back_as_a_new_record_copies_the_token(
     )
     assert (await alice.delete(f"/api/knowledge-sources/{first['id']}")).status_code == 204
     assert await _token_names(api, f"conn.knowledge_sources.{second['id']}")
+
+
+async def test_the_embedder_fallback_is_logged_once_per_start(
+    api_db: URL, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The default fastembed model, absent and not downloadable: the start-up says so once
+    (it said it twice in one process, three times with `serve`'s prefetch)."""
+    settings = make_settings(
+        tmp_path, embedding_provider="fastembed", embedding_allow_download=False
+    )
+    store = PostgresStore(create_engine(api_db, pool_size=2, max_overflow=2), url=api_db)
+    app = create_app(settings, store)
+    with caplog.at_level(logging.INFO):
+        async with app.router.lifespan_context(app):
+            pass
+    await store.close()
+    said = [r for r in caplog.records if "Falling back" in r.getMessage()]
+    assert len(said) == 1, [r.name for r in said]
+    assert said[0].levelno == logging.WARNING

@@ -339,8 +339,7 @@ async def build_knowledge_services(settings: Settings, store: DocumentStore) -> 
     from tbd_agents.embeddings.factory import load_embedder
     from tbd_agents.vectors.factory import open_vector_store
 
-    choice = await load_embedder(settings)
-    log.info("%s", choice.message)
+    choice = await load_embedder(settings)  # logs what it chose, once, with the reason
     vectors = open_vector_store(settings, store)
     files: FileStore
     engine = getattr(store, "engine", None)
