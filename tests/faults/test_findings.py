@@ -1,11 +1,13 @@
-"""Findings 10, 11 and 13c of the fault hunt (issue #16), on the embedded PostgreSQL: an admin's
-knowledge search without sources, connection tokens shared by imported copies, and the embedder
-fallback warning repeated at start-up."""
+"""Findings 10, 11, 13c and 13d of the fault hunt (issue #16), on the embedded PostgreSQL: an admin's
+knowledge search without sources, connection tokens shared by imported copies, the embedder
+fallback warning repeated at start-up, and a new schedule's next run."""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -16,7 +18,7 @@ from tbd_agents.storage.postgres.engine import create_engine
 from tbd_agents.storage.postgres.repository import PostgresStore
 from tbd_agents.storage.protocol import Query, eq
 from tests.api.conftest import Api, make_settings
-from tests.api.factory import uniq
+from tests.api.factory import create, uniq
 
 PASSWORD = "s3cret-pw-7f1"
 
@@ -132,3 +134,53 @@ async def test_the_embedder_fallback_is_logged_once_per_start(
     said = [r for r in caplog.records if "Falling back" in r.getMessage()]
     assert len(said) == 1, [r.name for r in said]
     assert said[0].levelno == logging.WARNING
+
+
+async def test_a_schedule_shows_its_next_run_as_soon_as_it_is_saved(
+    alice: httpx.AsyncClient,
+) -> None:
+    """Finding 13d: `next_run_at` was null until a scheduler tick filled it in (never, with no
+    scheduler running), however far away `start_at` was."""
+    workflow = await create(alice, "workflows")
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
+    created = await alice.post(
+        "/api/scheduled-agents",
+        json={
+            "name": uniq("s"),
+            "workflow_id": workflow["id"],
+            "prompt": "report",
+            "interval_value": 6,
+            "interval_unit": "hours",
+            "start_at": tomorrow.isoformat(),
+        },
+    )
+    assert created.status_code == 201, created.text
+    schedule = created.json()
+    assert datetime.fromisoformat(schedule["next_run_at"]) == tomorrow
+    path = f"/api/scheduled-agents/{schedule['id']}"
+    assert (await alice.get(path)).json()["next_run_at"] == schedule["next_run_at"]
+
+    renamed = await alice.put(path, json={"name": uniq("s2")})
+    assert renamed.json()["next_run_at"] == schedule["next_run_at"]  # not a timing change
+    later = tomorrow + timedelta(days=2)
+    moved = await alice.patch(path, json={"start_at": later.isoformat()})
+    assert datetime.fromisoformat(moved.json()["next_run_at"]) == later
+    off = await alice.patch(f"{path}/disable")
+    assert off.json()["next_run_at"] is None
+    on = await alice.patch(f"{path}/enable")
+    assert datetime.fromisoformat(on.json()["next_run_at"]) == later
+
+    cron = await alice.post(
+        "/api/scheduled-agents",
+        json={
+            "name": uniq("c"),
+            "workflow_id": workflow["id"],
+            "prompt": "report",
+            "cron_expression": "30 7 * * *",
+            "timezone": "Europe/Paris",
+            "start_at": tomorrow.isoformat(),
+        },
+    )
+    assert cron.status_code == 201, cron.text
+    first = datetime.fromisoformat(cron.json()["next_run_at"])
+    assert first >= tomorrow and first.astimezone(ZoneInfo("Europe/Paris")).hour == 7
