@@ -134,6 +134,14 @@ async def extract_connection_secrets(
 _RECORD_TOKEN = re.compile(r"^conn\.([A-Za-z0-9_\-]+)\.([^.]{1,36})\.(.*)$")
 
 
+def _renamer(renamed: Mapping[str, str]) -> Callable[[re.Match[str]], str]:
+    def rename(m: re.Match[str]) -> str:
+        new = renamed.get(m.group(1))
+        return m.group(0) if new is None else "{{token:" + new + "}}"
+
+    return rename
+
+
 async def own_connection_tokens(
     records: TokenRecords, collection: str, record_id: str, config: Any
 ) -> Any:
@@ -143,17 +151,22 @@ async def own_connection_tokens(
     live and die with it, so deleting the original must not take the copy's password along.
     A reference the caller cannot see stays as it is (it fails at use, naming the token)."""
     for path, text in list(_walk(config)):
-        names = {m.group(1) for m in REFERENCE.finditer(text)}
-        for name in sorted(names):
-            match = _RECORD_TOKEN.match(name)
-            if match is None or (match[1], match[2]) == (collection, record_id[:36]):
-                continue
+        foreign = sorted(
+            name
+            for name in {m.group(1) for m in REFERENCE.finditer(text)}
+            if (match := _RECORD_TOKEN.match(name)) is not None
+            and (match[1], match[2]) != (collection, record_id[:36])
+        )
+        renamed: dict[str, str] = {}
+        for name in foreign:
             source = await records.repo.find_one(
                 eq("name", name), *owner_filters(Token, records.principal)
             )
             if source is None:
                 continue
             own = token_name_for(collection, record_id, path)
+            if len(foreign) > 1:  # one generated token per place, unless several were pasted
+                own = f"{own}.{len(renamed) + 1}"
             value = records.cipher.decrypt(source.encrypted_value)
             existing = await records.repo.find_one(eq("name", own))
             if existing is None:
@@ -162,12 +175,9 @@ async def own_connection_tokens(
                 )
             else:
                 await records.update(existing.id, {"value": value})
-            text = REFERENCE.sub(
-                lambda m, old=name, new=own: (
-                    "{{token:" + new + "}}" if m.group(1) == old else m.group(0)
-                ),
-                text,
-            )
+            renamed[name] = own
+        if renamed:
+            text = REFERENCE.sub(_renamer(renamed), text)
         config = _replace(config, path, text)
     return config
 
