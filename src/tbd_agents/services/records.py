@@ -8,7 +8,7 @@ changes are committed together or not at all.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
@@ -48,6 +48,8 @@ def expected_version(record: Entity, allowed: Collection[int] | None) -> int | N
 
 #: How many dependants a 409 lists per kind (the message says when there are more).
 DEPENDANTS_SHOWN = 20
+#: How often `Records.modify` reads and writes again when other writers keep getting in between.
+MODIFY_ATTEMPTS = 20
 #: Integer fields are stored as 32-bit integers (PostgreSQL `integer`).
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 
@@ -205,6 +207,32 @@ class Records(Generic[E]):
             self.spec.gate(merged, self.principal)
         updated: E = await self.repo.update(record_id, dict(changes), expected_version=expected)
         return updated
+
+    async def modify(
+        self,
+        record_id: str,
+        change: Callable[[E], Mapping[str, Any]],
+        *,
+        expected_versions: Collection[int] | None = None,
+    ) -> E:
+        """Read-modify-write without lost updates: `change` computes the changes from the record
+        as read (it may raise to refuse), and the write is conditional on the version read.
+
+        When another writer changed the record in between, the record is read again and
+        `change` applied to it anew (up to MODIFY_ATTEMPTS times; every conflict means another
+        writer succeeded). With `expected_versions` (the caller's `If-Match`) there is no retry:
+        the caller's view is stale, VersionConflict."""
+        for attempt in range(1, MODIFY_ATTEMPTS + 1):
+            current = await self.get(record_id)
+            expected_version(current, expected_versions)
+            try:
+                return await self.update(
+                    record_id, change(current), expected_versions={current.version}
+                )
+            except VersionConflict:
+                if expected_versions is not None or attempt == MODIFY_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def delete(
         self, record_id: str, *, expected_versions: Collection[int] | None = None
