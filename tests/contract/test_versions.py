@@ -194,3 +194,22 @@ async def test_a_row_written_without_version_starts_at_1(pg_store: PostgresStore
         assert (await repos.agents.get("raw-row")).version == 1
         changed = await repos.agents.update("raw-row", {"description": "x"}, expected_version=1)
         assert changed.version == 2
+
+
+async def test_a_write_that_waited_for_a_later_commit_gets_the_later_time(
+    pg_store: PostgresStore,
+) -> None:
+    """`updated_at` is `clock_timestamp()` when the UPDATE runs, not `now()` (the start of its
+    transaction): a transaction that began first but writes after another's commit carries the
+    later version and the later time."""
+    async with pg_store.unit_of_work() as repos:
+        agent = await repos.agents.create(Agent(name="clock"))
+    async with pg_store.unit_of_work() as slow:
+        await slow.agents.get(agent.id)  # the transaction has begun: now() is fixed from here
+        await asyncio.sleep(0.01)
+        async with pg_store.unit_of_work() as fast:
+            first = await fast.agents.update(agent.id, {"description": "fast"})
+        await asyncio.sleep(0.01)
+        second = await slow.agents.update(agent.id, {"description": "slow"})
+    assert (first.version, second.version) == (2, 3)
+    assert second.updated_at > first.updated_at
