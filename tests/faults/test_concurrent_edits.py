@@ -34,6 +34,7 @@ from tbd_agents.storage.postgres.engine import create_engine
 from tbd_agents.storage.postgres.repository import PostgresStore
 from tbd_agents.storage.protocol import DocumentStore
 from tests.api.conftest import make_settings
+from tests.api.factory import create
 from tests.api.live import free_port
 from tests.support import pg
 from tests.support.mongo import make_mongo_store
@@ -242,3 +243,20 @@ async def test_updated_at_follows_the_versions_under_concurrency(served: Served)
     if served.backend == "pg":  # microseconds of clock_timestamp(); BSON dates hold ms
         assert len(set(times)) == WRITERS
     assert final == records[-1]  # the stored record is the last version acknowledged
+
+
+async def test_skills_installed_at_once_on_one_workflow_all_stay(served: Served) -> None:
+    """The hub's own read-modify-writes (a workflow's skill list) are conditional on the version
+    they read and retried: concurrent installs no longer overwrite each other."""
+    async with await served.client() as client:
+        agent = await _new_agent(client)
+        workflow = await create(client, "workflows", agent_id=agent["id"])
+        skills = [await create(client, "skills") for _ in range(WRITERS // 2)]
+        path = f"/api/workflows/{workflow['id']}/skills"
+        answers = await asyncio.gather(*(client.post(f"{path}/{s['id']}") for s in skills))
+        assert [a.status_code for a in answers] == [200] * len(skills), answers[0].text
+        final = await client.get(f"/api/workflows/{workflow['id']}")
+        stale = await client.delete(f"{path}/{skills[0]['id']}", headers={"If-Match": '"1"'})
+    assert sorted(final.json()["skill_ids"]) == sorted(s["id"] for s in skills)
+    assert final.json()["version"] == 1 + len(skills)
+    assert _check_412(stale) == 1 + len(skills)
