@@ -124,6 +124,8 @@ async def sse_latency(server: ProtocolServer, runs: int) -> dict[str, float]:
         token_encryption_key=f"1:{Fernet.generate_key().decode()}",
         data_dir=tmp,
         embedding_provider="hashing",
+        # The protocol server listens on loopback, which the outbound policy refuses by default.
+        outbound_allowed_hosts="127.0.0.1",
     )
     store = PostgresStore(create_engine(url, pool_size=2), url=url)
     async with store.unit_of_work() as repos:
@@ -154,7 +156,9 @@ async def sse_latency(server: ProtocolServer, runs: int) -> dict[str, float]:
                     async for line in r.aiter_lines():
                         if line == "event: delta" and got is None:
                             got = time.monotonic()
-                    if i >= 3 and got is not None:  # first runs warm up
+                    if got is None:
+                        raise RuntimeError(f"chat {i} streamed no delta event")
+                    if i >= 3:  # first runs warm up
                         latencies.append((got - server.first_chunk_at[0]) * 1000)
     await store.close()
     latencies.sort()

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+# The API fixtures (a migrated embedded PostgreSQL per module, the app, users' clients).
+from tests.api.conftest import admin, alice, api, api_db, bob, fresh_api  # noqa: F401
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:

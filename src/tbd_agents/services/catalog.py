@@ -33,6 +33,7 @@ from tbd_agents.services.tokens import (
     TokenRecords,
     extract_connection_secrets,
     is_connection_secret,
+    own_connection_tokens,
     referenced_names,
 )
 from tbd_agents.services.tool_schema import inferred_or_none, is_empty_schema
@@ -64,9 +65,11 @@ class SecretAwareRecords(Records[E]):
             if name not in values or values[name] is None:
                 continue
             value = values[name]
-            if isinstance(value, str) and not is_connection_secret(value):
-                continue
-            values[name] = await extract_connection_secrets(
+            if not isinstance(value, str) or is_connection_secret(value):
+                value = await extract_connection_secrets(
+                    self.tokens, self.model.collection, record_id, value
+                )
+            values[name] = await own_connection_tokens(
                 self.tokens, self.model.collection, record_id, value
             )
         return values

@@ -169,22 +169,25 @@ class KnowledgeServices:
     async def search(
         self, principal: Principal, query: str, source_ids: list[str], tags: list[str], k: int
     ) -> list[RetrievedChunk]:
-        """Chunks of the given sources (each must be visible) or with any of the tags; for
-        users, tags match only in their own sources, and no sources nor tags means all of
-        their own sources. Admins search everything."""
+        """Chunks of the given sources (each must be visible) or with any of the tags. No
+        sources nor tags means every source the caller can list: a user's own, every source
+        for an admin (as `GET /api/knowledge-sources` shows them). For users, tags match only
+        in their own sources; for admins, anywhere."""
         within: list[str] | None = None
         async with self.store.unit_of_work(readonly=True) as repos:
             records = Records(repos, principal, KnowledgeSource)
             visible = [(await records.get(s)).id for s in source_ids]
-            if not principal.is_admin:
-                within = [
+            if not principal.is_admin or (not visible and not tags):
+                listable = [
                     s.id
                     async for s in repos.for_model(KnowledgeSource).iterate(
                         Query(filters=owner_filters(KnowledgeSource, principal), sort=(Sort("id"),))
                     )
                 ]
+                if not principal.is_admin:
+                    within = listable
                 if not visible and not tags:
-                    visible = within
+                    visible = listable
         return await self.retriever.retrieve(
             query, source_ids=visible, tags=tags, k=k, within=within
         )
@@ -374,8 +377,7 @@ async def build_knowledge_services(settings: Settings, store: DocumentStore) -> 
     from tbd_agents.embeddings.factory import load_embedder
     from tbd_agents.vectors.factory import open_vector_store
 
-    choice = await load_embedder(settings)
-    log.info("%s", choice.message)
+    choice = await load_embedder(settings)  # logs what it chose, once, with the reason
     vectors = open_vector_store(settings, store)
     files: FileStore
     engine = getattr(store, "engine", None)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from tbd_agents.domain.enums import McpTransport
 from tbd_agents.domain.models import (
@@ -34,7 +36,7 @@ from tbd_agents.domain.models import (
 )
 from tbd_agents.engine.guardrails import validate_guardrail
 from tbd_agents.engine.sandbox import check_tool_policy
-from tbd_agents.runtime.scheduler import validate_schedule
+from tbd_agents.runtime.scheduler import occurrence_after, validate_schedule
 from tbd_agents.services.access import Principal
 
 
@@ -77,11 +79,37 @@ class ResourceSpec:
     check: Callable[[Entity], None] | None = None
     #: Who may save the record as it would be stored; raises PermissionDenied naming the setting.
     gate: Callable[[Entity, Principal], None] | None = None
+    #: Managed fields the server computes on a save: (stored record or None on create, record
+    #: as it will be stored) -> values to store with it.
+    derive: Callable[[Entity | None, Entity], dict[str, Any]] | None = None
 
 
 def _check_schedule(record: Entity) -> None:
     if isinstance(record, ScheduledAgent):
         validate_schedule(record)
+
+
+#: Fields whose change moves a schedule's next run.
+_TIMING = ("enabled", "start_at", "end_at", "interval_value", "interval_unit", "cron_expression",
+           "timezone")  # fmt: skip
+
+
+def _next_run(current: Entity | None, record: Entity) -> dict[str, Any]:
+    """A schedule's `next_run_at` as soon as it is saved (the scheduler would fill it in at its
+    next tick; until then the API showed null, however far `start_at` was): the first
+    occurrence from now when the schedule is new, its timing changed or it has none; null while
+    it is disabled. An edit of anything else keeps it, so a run due now is not skipped."""
+    if not isinstance(record, ScheduledAgent):
+        return {}
+    if not record.enabled:
+        return {"next_run_at": None}
+    if (
+        isinstance(current, ScheduledAgent)
+        and current.next_run_at is not None
+        and all(getattr(current, f) == getattr(record, f) for f in _TIMING)
+    ):
+        return {}
+    return {"next_run_at": occurrence_after(record, datetime.now(UTC) - timedelta(microseconds=1))}
 
 
 def _check_custom_tool(record: Entity) -> None:
@@ -213,6 +241,7 @@ SPECS: dict[type[Entity], ResourceSpec] = {
             references=(Reference("workflow_id", Workflow),),
             managed=frozenset({"last_run_at", "next_run_at", "redbeat_key"}),
             check=_check_schedule,
+            derive=_next_run,
         ),
         ResourceSpec(
             ChatSession,

@@ -20,7 +20,7 @@ from tbd_agents.domain.models import Token
 from tbd_agents.errors import InvalidData
 from tbd_agents.logs import register_secrets
 from tbd_agents.security.cipher import TokenCipher
-from tbd_agents.services.access import Principal
+from tbd_agents.services.access import Principal, owner_filters
 from tbd_agents.services.records import Records
 from tbd_agents.storage.protocol import (
     DocumentStore,
@@ -134,6 +134,52 @@ async def extract_connection_secrets(
             await records.update(existing.id, {"value": value})
         config = _replace(config, path, "{{token:" + name + "}}")
     return config
+
+
+#: A token `extract_connection_secrets` made for one record: `conn.<collection>.<record id>.<path>`.
+_RECORD_TOKEN = re.compile(r"^conn\.([A-Za-z0-9_\-]+)\.([^.]{1,36})\.(.*)$")
+
+
+async def own_connection_tokens(
+    records: TokenRecords, collection: str, record_id: str, config: Any
+) -> Any:
+    """`config` with every reference to another record's generated connection token (a config
+    copied from that record: a bundle imported as a renamed copy, a GET sent back as a POST)
+    replaced by a reference to a copy owned by this record. Each record's generated tokens
+    live and die with it, so deleting the original must not take the copy's password along.
+    A reference the caller cannot see stays as it is (it fails at use, naming the token)."""
+    for path, text in list(_walk(config)):
+        names = {m.group(1) for m in REFERENCE.finditer(text)}
+        for name in sorted(names):
+            match = _RECORD_TOKEN.match(name)
+            if match is None or (match[1], match[2]) == (collection, record_id[:36]):
+                continue
+            source = await records.repo.find_one(
+                eq("name", name), *owner_filters(Token, records.principal)
+            )
+            if source is None:
+                continue
+            own = token_name_for(collection, record_id, path)
+            value = records.cipher.decrypt(source.encrypted_value)
+            existing = await records.repo.find_one(eq("name", own))
+            if existing is None:
+                await records.create(
+                    {"name": own, "value": value, "description": f"from {collection} {record_id}"}
+                )
+            else:
+                await records.update(existing.id, {"value": value})
+            text = REFERENCE.sub(_renamed(name, own), text)
+        config = _replace(config, path, text)
+    return config
+
+
+def _renamed(old: str, new: str) -> Callable[[re.Match[str]], str]:
+    """A `REFERENCE.sub` replacement that points references to token `old` at `new`."""
+
+    def replace(match: re.Match[str]) -> str:
+        return "{{token:" + new + "}}" if match.group(1) == old else match.group(0)
+
+    return replace
 
 
 def referenced_names(tree: Any) -> set[str]:
