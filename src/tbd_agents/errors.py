@@ -56,6 +56,27 @@ class DuplicateKey(Conflict):
         self.fields = list(fields)
 
 
+class VersionConflict(TbdError):
+    """A conditional change (`If-Match`) named a version the record is no longer at: someone
+    else changed it since it was read. Nothing was written."""
+
+    http_status = 412
+    code = "precondition_failed"
+
+    def __init__(self, entity: str, entity_id: str, current: int, expected: Sequence[int]) -> None:
+        named = " or ".join(f'"{v}"' for v in expected) or "none"
+        super().__init__(
+            f"{entity} {entity_id!r} was changed by someone else: it is at version {current} "
+            f'(ETag "{current}"), the request\'s If-Match names {named}. Nothing was changed: '
+            "read the record again, apply your change to it and send it with the new ETag",
+            details={"id": entity_id, "current_version": current, "expected": list(expected)},
+        )
+        self.entity = entity
+        self.entity_id = entity_id
+        self.current = current
+        self.expected = list(expected)
+
+
 class InvalidData(TbdError):
     """A value breaks a rule of the data model (enum, range, reference, required field)."""
 

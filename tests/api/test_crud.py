@@ -25,9 +25,11 @@ async def test_create_get_update_delete(alice: httpx.AsyncClient, name: str) -> 
     after = changed.json()
     for key, value in patch.items():
         assert after[key] == value
-    untouched = {k: v for k, v in record.items() if k not in patch and k != "updated_at"}
+    changing = {"updated_at", "version"}
+    untouched = {k: v for k, v in record.items() if k not in patch and k not in changing}
     assert {k: after[k] for k in untouched} == untouched
     assert after["updated_at"] >= record["updated_at"]
+    assert after["version"] == record["version"] + 1
 
     deleted = await alice.delete(f"{path}/{record['id']}")
     assert deleted.status_code == 204

@@ -132,6 +132,22 @@ async def test_dump_migrates_every_edge_case_and_verifies(
         # Nothing rewritten: same rows, same xmin (an identical UPDATE would change it).
         assert await snapshot(conn, LOAD_ORDER) == before
         assert quarantined(tmp_path / "second.jsonl") == dataset.quarantined
+
+        # A row changed in PostgreSQL since is overwritten from the source by the next run, and
+        # gets its next version, not the source's: an ETag read before must not match again.
+        agent_id, description = await conn.fetchrow(
+            "SELECT id, description FROM agents ORDER BY id LIMIT 1"
+        )
+        await conn.execute(
+            "UPDATE agents SET description = 'edited', version = version + 1 WHERE id = $1",
+            agent_id,
+        )
+        third = run_script(
+            MIGRATE, "--from-dump", str(dump), "--accept-losses", url=target, cwd=tmp_path
+        )
+        assert third.returncode == 0, third.stdout + third.stderr
+        row = await conn.fetchrow("SELECT description, version FROM agents WHERE id = $1", agent_id)
+        assert (row["description"], row["version"]) == (description, 3)
     finally:
         await conn.close()
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from starlette.datastructures import URL
 
 from tbd_agents.api.deps import ApiContext, Caller, CommonList, Ctx, Paging
+from tbd_agents.api.preconditions import IfMatch, etag, expected_versions
 from tbd_agents.api.present import PRESENTED, present_many, present_one
 from tbd_agents.api.schemas import (
     HIDDEN,
@@ -56,6 +57,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (403, "The key's scope does not allow this"),
         (404, "Unknown (or malformed) id"),
         (409, "Conflict: duplicate name, or dependants block a delete"),
+        (412, "If-Match names another version than the record's current one (nothing changed)"),
         (422, "Invalid body, parameter or reference (details.errors has field paths)"),
         (500, "Internal error"),
         (502, "An upstream service failed"),
@@ -186,7 +188,17 @@ def outbound_allow_list(ctx: ApiContext) -> HostPolicy:
 ListOperation = Callable[[ApiContext, Principal], Awaitable[Response]]
 RecordOperation = Callable[[ApiContext, Principal, str], Awaitable[Response]]
 BodyOperation = Callable[[ApiContext, Principal, Any], Awaitable[Response]]
-UpdateOperation = Callable[[ApiContext, Principal, str, Any], Awaitable[Response]]
+#: (ctx, caller, record id, body, the If-Match header or None)
+UpdateOperation = Callable[[ApiContext, Principal, str, Any, str | None], Awaitable[Response]]
+#: (ctx, caller, record id, the If-Match header or None)
+DeleteOperation = Callable[[ApiContext, Principal, str, str | None], Awaitable[Response]]
+
+
+def record_response(body: bytes, record: Entity, status_code: int = 200) -> Response:
+    """A record's JSON with its `ETag` (its version)."""
+    response = json_response(body, status_code)
+    response.headers["ETag"] = etag(record.version)
+    return response
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +214,7 @@ class CrudOperations:
     create_schema: type[BaseModel] | None
     update: UpdateOperation | None
     update_schema: type[BaseModel] | None
-    delete: RecordOperation | None
+    delete: DeleteOperation | None
     #: The route endpoints (how `api.fastpath` recognises these routes among the app's).
     endpoints: frozenset[Any]
 
@@ -240,7 +252,7 @@ def crud_router(
         async with ctx.store.unit_of_work(readonly=True) as repos:
             record = await records_for(model, repos, caller, ctx.cipher).get(record_id)
             body = await present_one(record, repos, ctx)
-        return json_response(body)
+        return record_response(body, record)
 
     @router.get("/{record_id}", response_model=Out, summary=f"Get one of {model.collection}")
     async def get_record(record_id: RecordId, ctx: Ctx, caller: Caller) -> Response:
@@ -261,7 +273,7 @@ def crud_router(
                 service = records_for(model, repos, caller, ctx.cipher)
                 record = await service.create(values)
                 answer = await present_one(record, repos, ctx)
-            return json_response(answer, 201)
+            return record_response(answer, record, 201)
 
         async def create_record(ctx: Ctx, caller: Caller, body: Any) -> Response:
             assert create_one is not None
@@ -283,21 +295,22 @@ def crud_router(
         Update = update_schema(model)
 
         async def update_one(
-            ctx: ApiContext, caller: Principal, record_id: str, body: Any
+            ctx: ApiContext, caller: Principal, record_id: str, body: Any, if_match: str | None
         ) -> Response:
             changes = body.model_dump(exclude_unset=True)
+            expected = expected_versions(if_match)
             check_saved_addresses(model, changes, caller, outbound_allow_list(ctx))
             async with ctx.store.unit_of_work(single_write=single_write) as repos:
                 service = records_for(model, repos, caller, ctx.cipher)
-                record = await service.update(record_id, changes)
+                record = await service.update(record_id, changes, expected_versions=expected)
                 answer = await present_one(record, repos, ctx)
-            return json_response(answer)
+            return record_response(answer, record)
 
         async def update_record(
-            record_id: RecordId, ctx: Ctx, caller: Caller, body: Any
+            record_id: RecordId, ctx: Ctx, caller: Caller, body: Any, if_match: IfMatch = None
         ) -> Response:
             assert update_one is not None
-            return await update_one(ctx, caller, record_id, body)
+            return await update_one(ctx, caller, record_id, body, if_match)
 
         update_record.__annotations__["body"] = Annotated[Update, Body()]
         for method in ("PATCH", "PUT"):
@@ -317,18 +330,24 @@ def crud_router(
         endpoints.add(create_record)
     if writable:
         endpoints.add(update_record)
-    delete_one: RecordOperation | None = None
+    delete_one: DeleteOperation | None = None
     if deletable:
 
-        async def delete_one(ctx: ApiContext, caller: Principal, record_id: str) -> Response:
+        async def delete_one(
+            ctx: ApiContext, caller: Principal, record_id: str, if_match: str | None
+        ) -> Response:
+            expected = expected_versions(if_match)
             async with ctx.store.unit_of_work() as repos:
-                await records_for(model, repos, caller, ctx.cipher).delete(record_id)
+                service = records_for(model, repos, caller, ctx.cipher)
+                await service.delete(record_id, expected_versions=expected)
             return Response(status_code=204)
 
         @router.delete("/{record_id}", status_code=204, summary=f"Delete one of {model.collection}")
-        async def delete_record(record_id: RecordId, ctx: Ctx, caller: Caller) -> Response:
+        async def delete_record(
+            record_id: RecordId, ctx: Ctx, caller: Caller, if_match: IfMatch = None
+        ) -> Response:
             assert delete_one is not None
-            return await delete_one(ctx, caller, record_id)
+            return await delete_one(ctx, caller, record_id, if_match)
 
         endpoints.add(delete_record)
 

@@ -22,7 +22,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tbd_agents.errors import TbdError, TooManyAttempts
+from tbd_agents.api.preconditions import etag
+from tbd_agents.errors import TbdError, TooManyAttempts, VersionConflict
 
 log = logging.getLogger("tbd_agents.api")
 
@@ -55,6 +56,8 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
     if isinstance(exc, TooManyAttempts):
         headers = {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, VersionConflict):
+        headers = {"ETag": etag(exc.current)}
     return _respond(exc.http_status, exc.code, exc.message, details, headers)
 
 

@@ -200,7 +200,7 @@ class CrudFastPath:
                 response = await ops.get(ctx, caller, record_id)
             else:
                 assert ops.delete is not None
-                response = await ops.delete(ctx, caller, record_id)
+                response = await ops.delete(ctx, caller, record_id, _if_match(scope))
         except TbdError as exc:
             response = await domain_error_response(Request(scope), exc)
         await response(scope, receive, send)
@@ -246,7 +246,7 @@ class CrudFastPath:
                 return
             if target.by_id:
                 assert ops.update is not None
-                response = await ops.update(ctx, caller, record_id, validated)
+                response = await ops.update(ctx, caller, record_id, validated, _if_match(scope))
             else:
                 assert ops.create is not None
                 response = await ops.create(ctx, caller, validated)
@@ -264,6 +264,12 @@ async def _caller(ctx: ApiContext, scope: Scope) -> Principal:
             break
     client = scope.get("client")
     return await ctx.auth.authenticate(authorization, client[0] if client else "")
+
+
+def _if_match(scope: Scope) -> str | None:
+    """The request's `If-Match` header (several are joined with commas, as Starlette does)."""
+    values = [v.decode("latin-1") for n, v in scope["headers"] if n == b"if-match"]
+    return ", ".join(values) if values else None
 
 
 def _json_content(scope: Scope) -> bool:

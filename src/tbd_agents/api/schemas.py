@@ -42,8 +42,10 @@ INPUT_BASES: dict[type[Entity], type[Input]] = {
 }
 
 #: `extras` holds the keys of an existing document that no field names (see domain.models): kept
-#: and returned as they are, never written through the API.
-SERVER_FIELDS = frozenset({"id", "created_at", "updated_at", "extras"})
+#: and returned as they are, never written through the API. `version` is returned (the number
+#: the `ETag` quotes) and ignored in request bodies: a change is made conditional by `If-Match`
+#: only, so a client that sends back a record it read keeps today's last-writer-wins behaviour.
+SERVER_FIELDS = frozenset({"id", "created_at", "updated_at", "version", "extras"})
 
 #: Stored fields never sent back (secrets; large derived data).
 HIDDEN: dict[type[Entity], frozenset[str]] = {

@@ -11,9 +11,10 @@ version, a user's own annotations) are kept in `extras`: on MongoDB they stay to
 the document (the codec moves them in and out), on PostgreSQL they live in the JSONB `extras`
 column, so nothing a document held is ever dropped.
 
-Every model has `id`, `created_at` and `updated_at`. Class variables describe storage facts that are
-the same for every backend: the collection/table name, the unique keys, and which field holds the
-record's owner (None where the owner is the parent record's).
+Every model has `id`, `created_at`, `updated_at` and `version` (see `Entity.version`). Class
+variables describe storage facts that are the same for every backend: the collection/table name,
+the unique keys, and which field holds the record's owner (None where the owner is the parent
+record's).
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ class Entity(BaseModel):
     id: str = Field(default_factory=new_id, min_length=1, max_length=128)
     created_at: UtcDatetime = Field(default_factory=utcnow)
     updated_at: UtcDatetime = Field(default_factory=utcnow)
+    #: How many times the record was changed, plus one: 1 when created, raised by one in the same
+    #: statement as every change (`storage.common.VERSIONED`); the API's `ETag`. A MongoDB
+    #: document written before versions existed has none and reads as 0.
+    version: int = Field(default=1, ge=0)
     #: Stored keys no field names, kept as they were (see the module docstring).
     extras: Json = Field(default_factory=dict)
 

@@ -177,10 +177,17 @@ class KnowledgeIngestion:
         )
 
     async def reindex(
-        self, item: KnowledgeItem, *, text: str | None = None, tags: Sequence[str] | None = None
+        self,
+        item: KnowledgeItem,
+        *,
+        text: str | None = None,
+        tags: Sequence[str] | None = None,
+        expected_version: int | None = None,
     ) -> KnowledgeItem:
         """Replace an item's text and/or tags: its chunks are made again (the old ones go in the
-        same transaction), so search sees either the old item or the new one."""
+        same transaction), so search sees either the old item or the new one. With
+        `expected_version`, the item's row is written only at that version (VersionConflict
+        otherwise; on PostgreSQL the chunks are rolled back with it)."""
         source = await self._source(item.source_id)
         new_text = item.text_content or "" if text is None else text
         new_tags = list(item.tags if tags is None else tags)
@@ -208,13 +215,17 @@ class KnowledgeIngestion:
                     "status": KnowledgeItemStatus.INDEXED,
                     "metadata": {**item.metadata, "chunks": len(chunks)},
                 },
+                expected_version=expected_version,
             )
             return updated
 
-    async def delete_item(self, item_id: str) -> bool:
-        """Delete an item with its chunks and file bytes; True if it existed."""
+    async def delete_item(self, item_id: str, *, expected_version: int | None = None) -> bool:
+        """Delete an item with its chunks and file bytes; True if it existed. With
+        `expected_version`, only at that version (VersionConflict otherwise, nothing deleted)."""
         async with self.documents.unit_of_work() as repos:
-            existed = await repos.for_model(KnowledgeItem).delete(item_id)
+            existed = await repos.for_model(KnowledgeItem).delete(
+                item_id, expected_version=expected_version
+            )
             await self.vectors.bind(repos).delete_where(
                 KNOWLEDGE_CHUNKS.name, Where((eq("item_id", item_id),))
             )

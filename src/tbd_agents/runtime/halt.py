@@ -102,13 +102,18 @@ async def halt_on_sql(
                 finished_at=func.now(),
                 updated_at=func.now(),
                 caller_credential=None,  # the caller's sealed GitHub token is not needed
+                version=tasks.c.version + 1,
             )
         )
         await conn.execute(
             update(workflows)
             .where(workflows.c.id == row.workflow_id)
             .where(workflows.c.status != WorkflowStatus.INACTIVE.value)
-            .values(status=WorkflowStatus.ACTIVE.value, updated_at=func.now())
+            .values(
+                status=WorkflowStatus.ACTIVE.value,
+                updated_at=func.now(),
+                version=workflows.c.version + 1,
+            )
         )
         return await events.append_on(
             conn, task_id, EventType.STATUS.value, HALTED_BEFORE_START_EVENT

@@ -50,7 +50,11 @@ async def _set_workflow_status(
     """Set the workflow's status (running while a run executes, active once it ended), except
     on an `inactive` workflow: its owner switched it off, and that stays until they switch it
     back on (services/workflow_runs.py)."""
-    values: dict[str, Any] = {"status": status.value, "updated_at": func.now()}
+    values: dict[str, Any] = {
+        "status": status.value,
+        "updated_at": func.now(),
+        "version": workflows.c.version + 1,  # every change of a record raises its version
+    }
     if ran:
         values["last_run_at"] = func.now()
     await conn.execute(
@@ -73,6 +77,7 @@ async def claim_on(conn: AsyncConnection, task_id: str, worker_id: str) -> TaskE
             heartbeat_at=func.now(),
             started_at=func.coalesce(tasks.c.started_at, func.now()),
             updated_at=func.now(),
+            version=tasks.c.version + 1,
         )
         .returning(*tasks.c)
     )
@@ -105,7 +110,7 @@ async def heartbeat(engine: AsyncEngine, task_id: str, worker_id: str) -> Heartb
             tasks.c.worker == worker_id,
             tasks.c.status == TaskStatus.RUNNING.value,
         )
-        .values(heartbeat_at=func.now())
+        .values(heartbeat_at=func.now(), version=tasks.c.version + 1)
         .returning(select(halted).scalar_subquery())
     )
     async with engine.begin() as conn:
@@ -137,6 +142,7 @@ async def finish_on(
             finished_at=func.now(),
             updated_at=func.now(),
             caller_credential=None,  # the caller's sealed GitHub token ends with the run
+            version=tasks.c.version + 1,
         )
         .returning(*tasks.c)
     )
@@ -186,6 +192,7 @@ async def reap_expired_on(conn: AsyncConnection, lease_seconds: float) -> list[T
             finished_at=func.now(),
             updated_at=func.now(),
             caller_credential=None,
+            version=tasks.c.version + 1,
         )
         .returning(*tasks.c)
     )

@@ -109,7 +109,8 @@ class MongoScheduleSession:
 
     async def move(self, schedule: ScheduledAgent, next_run_at: datetime | None) -> None:
         await self.schedules.update_one(
-            self._unchanged(schedule), {"$set": {"next_run_at": bson_value(next_run_at)}}
+            self._unchanged(schedule),
+            {"$set": {"next_run_at": bson_value(next_run_at)}, "$inc": {"version": 1}},
         )
 
     async def advance(
@@ -121,7 +122,9 @@ class MongoScheduleSession:
         changes: Doc = {"next_run_at": next_run_at, "updated_at": utcnow()}
         if last_run_at is not None:
             changes["last_run_at"] = last_run_at
-        await self.schedules.update_one(self._unchanged(schedule), {"$set": _set(changes)})
+        await self.schedules.update_one(
+            self._unchanged(schedule), {"$set": _set(changes), "$inc": {"version": 1}}
+        )
 
     async def has_active_run(self, schedule_id: str) -> bool:
         found = await self.store.tasks.find_one(

@@ -94,6 +94,10 @@ from tbd_agents.storage.mongo.runtime_schema import (
 
 _log = logging.getLogger(__name__)
 
+#: Every change of a task or workflow raises its version (`$inc` of a missing key sets 1, one
+#: more than a legacy document's 0), as the repositories do.
+_NEXT_VERSION: Doc = {"version": 1}
+
 
 class MongoEventLog:
     """`runtime.store.EventLog` on the `run_events` collection."""
@@ -250,7 +254,9 @@ class MongoRunStore:
         return None if doc is None else from_document(TaskExecution, doc)
 
     async def set_backend_id(self, task_id: str, backend_id: str) -> None:
-        await self.tasks.update_one(_by_id(task_id), {"$set": {"celery_task_id": backend_id}})
+        await self.tasks.update_one(
+            _by_id(task_id), {"$set": {"celery_task_id": backend_id}, "$inc": _NEXT_VERSION}
+        )
 
     async def _set_workflow_status(
         self, workflow_id: str, status: WorkflowStatus, *, ran: bool = False
@@ -263,7 +269,7 @@ class MongoRunStore:
             values["last_run_at"] = now
         await self.workflows.update_one(
             {**_by_id(workflow_id), "status": {"$ne": WorkflowStatus.INACTIVE.value}},
-            {"$set": values},
+            {"$set": values, "$inc": _NEXT_VERSION},
         )
 
     async def claim(self, task_id: str, worker_id: str) -> Transition | None:
@@ -277,7 +283,8 @@ class MongoRunStore:
                     "heartbeat_at": now,
                     "started_at": now,
                     "updated_at": now,
-                }
+                },
+                "$inc": _NEXT_VERSION,
             },
             return_document=ReturnDocument.AFTER,
         )
@@ -293,7 +300,7 @@ class MongoRunStore:
     async def heartbeat(self, task_id: str, worker_id: str) -> Heartbeat:
         owned = await self.tasks.find_one_and_update(
             {**_by_id(task_id), WORKER: worker_id, "status": TaskStatus.RUNNING.value},
-            {"$set": {"heartbeat_at": utcnow()}},
+            {"$set": {"heartbeat_at": utcnow()}, "$inc": _NEXT_VERSION},
             projection={"_id": 1},
         )
         if owned is None:
@@ -316,7 +323,10 @@ class MongoRunStore:
         values = {name: getattr(ended_task, name) for name in changed}
         doc = await self.tasks.find_one_and_update(
             match,
-            {"$set": {**_set(values), OUTBOX_FIELD: _outbox(events, webhook=webhook, now=now)}},
+            {
+                "$set": {**_set(values), OUTBOX_FIELD: _outbox(events, webhook=webhook, now=now)},
+                "$inc": _NEXT_VERSION,
+            },
             return_document=ReturnDocument.AFTER,
         )
         if doc is None:

@@ -276,7 +276,9 @@ class SqlScheduleSession:
 
     async def move(self, schedule: ScheduledAgent, next_run_at: datetime | None) -> None:
         await self.conn.execute(
-            update(schedules).where(schedules.c.id == schedule.id).values(next_run_at=next_run_at)
+            update(schedules)
+            .where(schedules.c.id == schedule.id)
+            .values(next_run_at=next_run_at, version=schedules.c.version + 1)
         )
 
     async def advance(
@@ -285,7 +287,11 @@ class SqlScheduleSession:
         next_run_at: datetime | None,
         last_run_at: datetime | None,
     ) -> None:
-        changes: dict[str, Any] = {"next_run_at": next_run_at, "updated_at": func.now()}
+        changes: dict[str, Any] = {
+            "next_run_at": next_run_at,
+            "updated_at": func.now(),
+            "version": schedules.c.version + 1,
+        }
         if last_run_at is not None:
             changes["last_run_at"] = last_run_at
         await self.conn.execute(

@@ -69,7 +69,7 @@ class SqlRunStore:
             await conn.execute(
                 update(leases.tasks)
                 .where(leases.tasks.c.id == task_id)
-                .values(celery_task_id=backend_id)
+                .values(celery_task_id=backend_id, version=leases.tasks.c.version + 1)
             )
 
     async def claim(self, task_id: str, worker_id: str) -> Transition | None:

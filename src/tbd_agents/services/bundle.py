@@ -130,7 +130,9 @@ MATCH_KEYS: dict[type[Entity], tuple[str, ...]] = {
     KnowledgeItem: ("source_id", "name", "file_name"),
 }
 
-_SERVER_FIELDS = frozenset({"id", "created_at", "updated_at", "extras"})
+#: Kept by each instance for itself: never exported, never imported (an imported record starts
+#: at version 1; an overwritten one gets the next version of the record it overwrites).
+_SERVER_FIELDS = frozenset({"id", "created_at", "updated_at", "version", "extras"})
 
 
 class ImportMode(StrEnum):

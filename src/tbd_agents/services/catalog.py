@@ -3,7 +3,7 @@ generic `Records`: connection strings with passwords moved into tokens, chat mes
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from tbd_agents.domain.enums import KnowledgeSourceStatus, McpServerStatus
@@ -28,7 +28,7 @@ from tbd_agents.security.outbound import (
     check_saved_url,
 )
 from tbd_agents.services.access import Principal
-from tbd_agents.services.records import E, Records
+from tbd_agents.services.records import E, Records, expected_version
 from tbd_agents.services.tokens import (
     TokenRecords,
     extract_connection_secrets,
@@ -80,13 +80,26 @@ class SecretAwareRecords(Records[E]):
         self.principal.require_write()
         return await super().create(await self._scrub(values["id"], values))
 
-    async def update(self, record_id: str, changes: Mapping[str, Any]) -> E:
+    async def update(
+        self,
+        record_id: str,
+        changes: Mapping[str, Any],
+        *,
+        expected_versions: Collection[int] | None = None,
+    ) -> E:
         current = await self.get(record_id)
+        expected_version(current, expected_versions)  # before any token is written
         values = await self._scrub(record_id, dict(changes))
-        return await super().update(record_id, {**values, **_status_reset(current, values)})
+        return await super().update(
+            record_id,
+            {**values, **_status_reset(current, values)},
+            expected_versions=expected_versions,
+        )
 
-    async def delete(self, record_id: str) -> E:
-        record = await super().delete(record_id)
+    async def delete(
+        self, record_id: str, *, expected_versions: Collection[int] | None = None
+    ) -> E:
+        record = await super().delete(record_id, expected_versions=expected_versions)
         names = set()
         for name in SECRET_FIELDS[self.model]:
             names |= referenced_names(getattr(record, name))
@@ -167,7 +180,13 @@ class CustomTools(Records[CustomTool]):
                 values["parameters_schema"] = inferred
         return await super().create(values)
 
-    async def update(self, record_id: str, changes: Mapping[str, Any]) -> CustomTool:
+    async def update(
+        self,
+        record_id: str,
+        changes: Mapping[str, Any],
+        *,
+        expected_versions: Collection[int] | None = None,
+    ) -> CustomTool:
         values = dict(changes)
         code_changed = {"source_code", "name"} & set(values)
         if code_changed and "parameters_schema" not in values:
@@ -180,7 +199,7 @@ class CustomTools(Records[CustomTool]):
                 )
                 if after is not None:
                     values["parameters_schema"] = after
-        return await super().update(record_id, values)
+        return await super().update(record_id, values, expected_versions=expected_versions)
 
 
 class ChatMessages(Records[ChatMessage]):
@@ -198,7 +217,13 @@ class ChatMessages(Records[ChatMessage]):
         )
         return message
 
-    async def update(self, record_id: str, changes: Mapping[str, Any]) -> ChatMessage:
+    async def update(
+        self,
+        record_id: str,
+        changes: Mapping[str, Any],
+        *,
+        expected_versions: Collection[int] | None = None,
+    ) -> ChatMessage:
         raise InvalidData("chat messages cannot be edited; add a new message instead")
 
 

@@ -14,6 +14,7 @@ A session of another user is reported as not found (our ownership rule; the exis
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from tbd_agents.domain.enums import WorkflowStatus
@@ -94,10 +95,16 @@ async def session_detail(
 
 
 async def delete_session(
-    repos: Repositories, caller: Principal, agent_id: str, session_id: str
+    repos: Repositories,
+    caller: Principal,
+    agent_id: str,
+    session_id: str,
+    *,
+    expected_versions: Collection[int] | None = None,
 ) -> None:
     await _session(repos, caller, agent_id, session_id)
-    await Records(repos, caller, ChatSession).delete(session_id)  # cascades to its messages
+    sessions = Records(repos, caller, ChatSession)
+    await sessions.delete(session_id, expected_versions=expected_versions)  # and its messages
 
 
 async def start_chat_workflow(

@@ -17,7 +17,6 @@ from tbd_agents.errors import InvalidData, UnsupportedFile
 from tbd_agents.security.cipher import TokenCipher
 from tbd_agents.services.access import Principal
 from tbd_agents.services.catalog import records_for
-from tbd_agents.services.records import Records
 from tbd_agents.services.tokens import MASK
 from tbd_agents.storage.protocol import Query, Repositories, Sort, eq
 
@@ -106,29 +105,36 @@ async def remap_env(
     mapping: Mapping[str, str],
 ) -> tuple[CustomTool, list[Token]]:
     """Point env vars of the tool at tokens (`{{token:NAME}}`); an empty name clears the value.
-    Only env vars the tool already declares, and tokens its owner has, are accepted (422)."""
-    tool: CustomTool = await Records(repos, principal, CustomTool).get(tool_id)
-    unknown = sorted(set(mapping) - set(tool.env_config))
-    if unknown:
-        raise InvalidData(
-            f"env_var_mapping: {', '.join(unknown)} not in the tool's env_config "
-            f"({', '.join(sorted(tool.env_config)) or 'none declared'}); add env vars by "
-            "updating env_config",
-            details={"field": "env_var_mapping", "unknown": unknown},
-        )
+    Only env vars the tool already declares, and tokens its owner has, are accepted (422).
+
+    `env_config` is read, changed and written back conditionally on the version read
+    (`Records.modify`), so two mappings saved at once both land."""
+    service = records_for(CustomTool, repos, principal, cipher)
+    tool: CustomTool = await service.get(tool_id)
     tokens = await owner_tokens(repos, tool.created_by)
     names = {t.name for t in tokens}
     missing = sorted({n for n in mapping.values() if n and n not in names})
-    if missing:
-        raise InvalidData(
-            f"env_var_mapping: no token named {', '.join(missing)} (create it under /api/tokens)",
-            details={"field": "env_var_mapping", "missing": missing},
-        )
-    env = dict(tool.env_config)
-    env.update({var: token_reference(n) if n else "" for var, n in mapping.items()})
-    updated: CustomTool = await records_for(CustomTool, repos, principal, cipher).update(
-        tool.id, {"env_config": env}
-    )
+
+    def remapped(current: CustomTool) -> dict[str, Any]:
+        unknown = sorted(set(mapping) - set(current.env_config))
+        if unknown:
+            raise InvalidData(
+                f"env_var_mapping: {', '.join(unknown)} not in the tool's env_config "
+                f"({', '.join(sorted(current.env_config)) or 'none declared'}); add env vars by "
+                "updating env_config",
+                details={"field": "env_var_mapping", "unknown": unknown},
+            )
+        if missing:
+            raise InvalidData(
+                f"env_var_mapping: no token named {', '.join(missing)} (create it under "
+                "/api/tokens)",
+                details={"field": "env_var_mapping", "missing": missing},
+            )
+        env = dict(current.env_config)
+        env.update({var: token_reference(n) if n else "" for var, n in mapping.items()})
+        return {"env_config": env}
+
+    updated: CustomTool = await service.modify(tool.id, remapped)
     return updated, tokens
 
 

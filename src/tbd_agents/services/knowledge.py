@@ -8,7 +8,7 @@ agents it may see) and removes vectors with their rows on every backend.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -28,7 +28,7 @@ from tbd_agents.security.outbound import OutboundGuard
 from tbd_agents.services.access import Principal, owner_filters
 from tbd_agents.services.memory import KEEP, MemoryHit, MemoryService, SearchMode
 from tbd_agents.services.privilege import outbound_guard
-from tbd_agents.services.records import Records
+from tbd_agents.services.records import Records, expected_version
 from tbd_agents.storage.protocol import DocumentStore, Query, Sort, contains_any, eq
 from tbd_agents.vectors.base import KNOWLEDGE_CHUNKS, VectorStore, Where
 
@@ -104,15 +104,22 @@ class KnowledgeServices:
         )
 
     async def update_item(
-        self, principal: Principal, item_id: str, changes: dict[str, Any]
+        self,
+        principal: Principal,
+        item_id: str,
+        changes: dict[str, Any],
+        *,
+        expected_versions: Collection[int] | None = None,
     ) -> KnowledgeItem:
-        """A partial update; a new `text_content` or `tags` indexes the item again."""
+        """A partial update; a new `text_content` or `tags` indexes the item again. With
+        `expected_versions` (If-Match), every write is conditional on the version before it."""
         text = changes.pop("text_content", None)
         tags = changes.pop("tags", None)
         async with self.store.unit_of_work() as repos:
             records = Records(repos, principal, KnowledgeItem)
             item: KnowledgeItem = await records.get(item_id)
             principal.require_write()
+            expected = expected_version(item, expected_versions)
             new_text = text is not None and text != item.text_content
             if new_text and item.file_id is not None:
                 raise InvalidData(
@@ -120,10 +127,19 @@ class KnowledgeServices:
                     "file again to change it",
                     details={"field": "text_content"},
                 )
-            updated = await records.update(item_id, changes) if changes else item
+            updated = (
+                await records.update(item_id, changes, expected_versions=expected_versions)
+                if changes
+                else item
+            )
         if not new_text and (tags is None or tags == item.tags):
             return updated
-        return await self.ingestion.reindex(updated, text=text, tags=tags)
+        return await self.ingestion.reindex(
+            updated,
+            text=text,
+            tags=tags,
+            expected_version=None if expected is None else updated.version,
+        )
 
     async def content(
         self, principal: Principal, item_id: str
@@ -133,11 +149,18 @@ class KnowledgeServices:
             stored = await self.files.bind(repos).get(item.file_id) if item.file_id else None
         return item, stored
 
-    async def delete_item(self, principal: Principal, item_id: str) -> None:
+    async def delete_item(
+        self,
+        principal: Principal,
+        item_id: str,
+        *,
+        expected_versions: Collection[int] | None = None,
+    ) -> None:
         async with self.store.unit_of_work() as repos:
-            await Records(repos, principal, KnowledgeItem).get(item_id)
+            item = await Records(repos, principal, KnowledgeItem).get(item_id)
             principal.require_write()
-        await self.ingestion.delete_item(item_id)
+            expected = expected_version(item, expected_versions)
+        await self.ingestion.delete_item(item_id, expected_version=expected)
 
     async def forget_source_vectors(self, source_id: str) -> None:
         """Chunks of a deleted source (a no-op on pgvector, where they cascade with the rows)."""
@@ -198,13 +221,20 @@ class KnowledgeServices:
         )
 
     async def update_memory(
-        self, principal: Principal, memory_id: str, changes: dict[str, Any]
+        self,
+        principal: Principal,
+        memory_id: str,
+        changes: dict[str, Any],
+        *,
+        expected_versions: Collection[int] | None = None,
     ) -> Memory:
         """Change a memory in place (row and vector, re-embedded): any of key, value, scope,
-        session_id, metadata, ttl (an expiry time; null clears it) or ttl_seconds."""
+        session_id, metadata, ttl (an expiry time; null clears it) or ttl_seconds. With
+        `expected_versions` (If-Match), only if it is still at one of them."""
         principal.require_write()
         async with self.store.unit_of_work() as repos:
             current: Memory = await Records(repos, principal, Memory).get(memory_id)
+        expected = expected_version(current, expected_versions)
         expiry: Any = KEEP
         if changes.get("ttl_seconds") is not None:
             expiry = self.memory.clock() + timedelta(seconds=changes["ttl_seconds"])
@@ -223,13 +253,21 @@ class KnowledgeServices:
             session_id=session_id,
             metadata=metadata,
             expires_at=expiry,
+            expected_version=expected,
         )
 
-    async def delete_memory(self, principal: Principal, memory_id: str) -> None:
+    async def delete_memory(
+        self,
+        principal: Principal,
+        memory_id: str,
+        *,
+        expected_versions: Collection[int] | None = None,
+    ) -> None:
         principal.require_write()
         async with self.store.unit_of_work() as repos:
-            await Records(repos, principal, Memory).get(memory_id)
-        await self.memory.delete(memory_id)
+            current = await Records(repos, principal, Memory).get(memory_id)
+        expected = expected_version(current, expected_versions)
+        await self.memory.delete(memory_id, expected_version=expected)
 
     async def search_memories(
         self,

@@ -197,9 +197,12 @@ class MemoryService:
         session_id: str | None,
         metadata: dict[str, Any],
         expires_at: datetime | _Keep | None = KEEP,
+        expected_version: int | None = None,
     ) -> Memory:
         """Change the memory `current` in place, its vector re-embedded with it. Conflict when
-        another memory of the agent already has the new (scope, key)."""
+        another memory of the agent already has the new (scope, key); with `expected_version`,
+        VersionConflict when the memory is at another version. `updated_at` is the store's time
+        of the change (in the order of the versions)."""
         scope = MemoryScope(scope)
         if scope is MemoryScope.SESSION and not session_id:
             raise InvalidData(
@@ -213,7 +216,6 @@ class MemoryService:
             "scope": scope,
             "session_id": session_id if scope is MemoryScope.SESSION else None,
             "metadata": metadata,
-            "updated_at": now,
         }
         if not isinstance(expires_at, _Keep):
             if expires_at is not None:
@@ -233,7 +235,7 @@ class MemoryService:
                         "change that one, or delete it first",
                         details={"field": "key", "existing": taken.id},
                     )
-            stored = await repo.update(current.id, changes)
+            stored = await repo.update(current.id, changes, expected_version=expected_version)
             await self.vectors.bind(repos).upsert(
                 MEMORIES.name, [self._vector_record(stored, vector)], self.embedder.space
             )
@@ -330,9 +332,17 @@ class MemoryService:
             )
         return found is not None and await self._delete([found.id]) == 1
 
-    async def delete(self, memory_id: str) -> bool:
-        """Delete one memory by id, with its vector; True if it existed."""
-        return await self._delete([memory_id]) == 1
+    async def delete(self, memory_id: str, *, expected_version: int | None = None) -> bool:
+        """Delete one memory by id, with its vector; True if it existed. With
+        `expected_version`, only at that version (VersionConflict otherwise, nothing deleted)."""
+        if expected_version is None:
+            return await self._delete([memory_id]) == 1
+        async with self.documents.unit_of_work() as repos:
+            existed = await repos.for_model(Memory).delete(
+                memory_id, expected_version=expected_version
+            )
+            await self.vectors.bind(repos).delete(MEMORIES.name, [memory_id])
+        return existed
 
     async def expire(self) -> int:
         """Delete every memory whose ttl has passed, with its vector; return how many."""

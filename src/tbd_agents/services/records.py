@@ -8,13 +8,13 @@ changes are committed together or not at all.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
 
 from tbd_agents.domain.models import Entity
-from tbd_agents.errors import Conflict, InvalidData, NotFound
+from tbd_agents.errors import Conflict, InvalidData, NotFound, VersionConflict
 from tbd_agents.services.access import Principal, ensure_visible, owner_filters
 from tbd_agents.services.resources import Dependant, OnDelete, Reference, ResourceSpec, spec_of
 from tbd_agents.storage.protocol import (
@@ -31,8 +31,25 @@ from tbd_agents.storage.protocol import (
 
 E = TypeVar("E", bound=Entity)
 
+
+def expected_version(record: Entity, allowed: Collection[int] | None) -> int | None:
+    """The version a conditional write of `record` (just read) must find: None without a
+    precondition (`allowed` None), else `record.version` if it is one of `allowed` (the
+    versions an `If-Match` names); VersionConflict if it is not.
+
+    The early answer spares the work of a write that cannot succeed; the write itself checks
+    the version again, atomically, since the record may change after this read."""
+    if allowed is None:
+        return None
+    if record.version not in allowed:
+        raise VersionConflict(type(record).__name__, record.id, record.version, sorted(allowed))
+    return record.version
+
+
 #: How many dependants a 409 lists per kind (the message says when there are more).
 DEPENDANTS_SHOWN = 20
+#: How often `Records.modify` reads and writes again when other writers keep getting in between.
+MODIFY_ATTEMPTS = 20
 #: Integer fields are stored as 32-bit integers (PostgreSQL `integer`).
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 
@@ -160,10 +177,20 @@ class Records(Generic[E]):
             self.spec.check(record)
         return record
 
-    async def update(self, record_id: str, changes: Mapping[str, Any]) -> E:
-        """Apply a partial update (only the given fields; None clears a nullable field)."""
+    async def update(
+        self,
+        record_id: str,
+        changes: Mapping[str, Any],
+        *,
+        expected_versions: Collection[int] | None = None,
+    ) -> E:
+        """Apply a partial update (only the given fields; None clears a nullable field).
+
+        With `expected_versions` (what the API's `If-Match` names), only if the record is at
+        one of them when it is written: VersionConflict otherwise (also for an empty change)."""
         self.principal.require_write()
         current = await self.get(record_id)
+        expected = expected_version(current, expected_versions)
         # Immutable fields may come back unchanged (a record sent back as it was read).
         fixed = sorted(
             f for f in set(changes) & self.spec.immutable if changes[f] != getattr(current, f)
@@ -182,13 +209,46 @@ class Records(Generic[E]):
             self.spec.gate(merged, self.principal)
         if self.spec.derive is not None:
             changes = {**changes, **self.spec.derive(current, merged)}
-        updated: E = await self.repo.update(record_id, dict(changes))
+        updated: E = await self.repo.update(record_id, dict(changes), expected_version=expected)
         return updated
 
-    async def delete(self, record_id: str) -> E:
-        """Delete after the resource's rules: refuse (409) while dependants exist, else cascade."""
+    async def modify(
+        self,
+        record_id: str,
+        change: Callable[[E], Mapping[str, Any]],
+        *,
+        expected_versions: Collection[int] | None = None,
+    ) -> E:
+        """Read-modify-write without lost updates: `change` computes the changes from the record
+        as read (it may raise to refuse), and the write is conditional on the version read.
+
+        When another writer changed the record in between, the record is read again and
+        `change` applied to it anew (up to MODIFY_ATTEMPTS times; every conflict means another
+        writer succeeded). With `expected_versions` (the caller's `If-Match`) there is no retry:
+        the caller's view is stale, VersionConflict."""
+        for attempt in range(1, MODIFY_ATTEMPTS + 1):
+            current = await self.get(record_id)
+            expected_version(current, expected_versions)
+            try:
+                return await self.update(
+                    record_id, change(current), expected_versions={current.version}
+                )
+            except VersionConflict:
+                if expected_versions is not None or attempt == MODIFY_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def delete(
+        self, record_id: str, *, expected_versions: Collection[int] | None = None
+    ) -> E:
+        """Delete after the resource's rules: refuse (409) while dependants exist, else cascade.
+
+        With `expected_versions`, only if the record is at one of them when it is deleted
+        (VersionConflict otherwise): the record goes first, its dependants after it, so on a
+        backend without transactions a refused delete has removed nothing."""
         self.principal.require_write()
         record = await self.get(record_id)
+        expected = expected_version(record, expected_versions)
         blocking: dict[str, builtins.list[str]] = {}
         for dep in self.spec.dependants:
             if dep.on_delete is OnDelete.REFUSE:
@@ -201,12 +261,12 @@ class Records(Generic[E]):
                 f"this {self.spec.label} is still used ({listing}): delete or change those first",
                 details={"dependants": blocking},
             )
+        await self.repo.delete(record.id, expected_version=expected)
         for dep in self.spec.dependants:
             if dep.on_delete is OnDelete.CASCADE:
                 await self.repos.for_model(dep.model).delete_where(
                     self._dependant_filter(dep, record)
                 )
-        await self.repo.delete(record.id)
         return record
 
     def _dependant_filter(self, dep: Dependant, record: Entity) -> Filter:

@@ -48,8 +48,12 @@ from tbd_agents.storage.protocol import Filter, JsonPage, Op, Page, Query, Sort,
 #: Longest id any backend stores (the models' `id` max_length).
 MAX_ID_LENGTH = 128
 
-#: Fields a partial update may never change.
-IMMUTABLE_FIELDS = frozenset({"id", "created_at"})
+#: The field every change of a record raises by one, in the same statement (optimistic
+#: concurrency: `Repository.update` / `delete` take an `expected_version`).
+VERSION = "version"
+
+#: Fields a partial update may never change (`version` is raised by the repository itself).
+IMMUTABLE_FIELDS = frozenset({"id", "created_at", VERSION})
 
 
 class FieldKind(StrEnum):
@@ -406,6 +410,12 @@ def validate_changes(model: type[Entity], changes: Mapping[str, Any]) -> dict[st
                 + ", ".join(sorted(set(fields) - IMMUTABLE_FIELDS)),
                 details={"field": name},
             )
+        if name == VERSION:
+            raise InvalidData(
+                f"{model.collection}.{name} is raised by the storage on every change; to make a "
+                "change conditional on it, pass expected_version",
+                details={"field": name},
+            )
         if name in IMMUTABLE_FIELDS:
             raise InvalidData(
                 f"{model.collection}.{name} cannot be changed", details={"field": name}
@@ -441,7 +451,8 @@ def check_update_fields(
     model: type[Entity], key: Sequence[str], update_fields: Sequence[str] | None
 ) -> tuple[str, ...]:
     """Fields an upsert overwrites on conflict: the given ones (validated) or every field except
-    `id`, `created_at` and the key itself. `updated_at` is always included."""
+    `id`, `created_at`, `version` (raised by one instead) and the key itself. `updated_at` is
+    always included."""
     fields = fields_of(model)
     excluded = IMMUTABLE_FIELDS | set(key)
     if update_fields is None:
@@ -456,7 +467,7 @@ def check_update_fields(
             if name in excluded:
                 raise InvalidData(
                     f"upsert cannot overwrite {model.collection}.{name} (id, created_at and the "
-                    "key fields are kept)",
+                    "key fields are kept; version is raised by one)",
                     details={"field": name},
                 )
         if "updated_at" not in chosen:

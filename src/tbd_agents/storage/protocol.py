@@ -241,18 +241,32 @@ class Repository(Protocol[E]):
 
     async def insert_many(self, records: Sequence[E]) -> int: ...
 
-    async def update(self, record_id: str, changes: Mapping[str, Any]) -> E:
-        """Change only the named fields (validated against the model) and `updated_at`."""
+    async def update(
+        self,
+        record_id: str,
+        changes: Mapping[str, Any],
+        *,
+        expected_version: int | None = None,
+    ) -> E:
+        """Change only the named fields (validated against the model), raise `version` by one
+        and set `updated_at` to the time the backend applies the change (unless `changes` names
+        it), all in one atomic statement, so `updated_at` follows the order of the versions.
+
+        With `expected_version`, only if the record is still at that version: VersionConflict
+        (naming the current version) otherwise, and nothing is written. NotFound if the record
+        does not exist."""
         ...
 
     async def upsert(
         self, record: E, key: Sequence[str], update_fields: Sequence[str] | None = None
     ) -> E:
-        """Insert, or update the record that has the same values for the unique `key`."""
+        """Insert, or update the record that has the same values for the unique `key` (its
+        `version` raised by one)."""
         ...
 
-    async def delete(self, record_id: str) -> bool:
-        """Delete one record; True if it existed."""
+    async def delete(self, record_id: str, *, expected_version: int | None = None) -> bool:
+        """Delete one record; True if it existed. With `expected_version`, only if the record is
+        still at that version (atomically): VersionConflict otherwise, nothing deleted."""
         ...
 
     async def delete_where(self, *filters: Filter) -> int:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tbd_agents.api.crud import ERRORS
 from tbd_agents.api.deps import ApiContext, Caller, Ctx
+from tbd_agents.api.preconditions import IfMatch, expected_versions
 from tbd_agents.domain.models import Agent, ChatSession
 from tbd_agents.engine.chat import chat_stream, open_session
 from tbd_agents.engine.inprocess import EngineServices, engine_services
@@ -150,10 +151,11 @@ async def session(
     "/sessions/{session_id}", status_code=204, summary="Delete a session and its messages"
 )
 async def remove_session(
-    agent_id: AgentId, session_id: SessionId, ctx: Ctx, caller: Caller
+    agent_id: AgentId, session_id: SessionId, ctx: Ctx, caller: Caller, if_match: IfMatch = None
 ) -> Response:
+    expected = expected_versions(if_match)
     async with ctx.store.unit_of_work() as repos:
-        await delete_session(repos, caller, agent_id, session_id)
+        await delete_session(repos, caller, agent_id, session_id, expected_versions=expected)
     return Response(status_code=204)
 
 

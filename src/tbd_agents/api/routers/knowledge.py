@@ -15,8 +15,9 @@ from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile
 from pydantic import AwareDatetime, BaseModel, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from tbd_agents.api.crud import ERRORS
+from tbd_agents.api.crud import ERRORS, record_response
 from tbd_agents.api.deps import ApiContext, Caller, Ctx
+from tbd_agents.api.preconditions import IfMatch, expected_versions
 from tbd_agents.api.schemas import (
     create_schema,
     json_response,
@@ -72,7 +73,7 @@ ItemCreate = create_schema(KnowledgeItem)
 )
 async def create_item(body: ItemCreate, ctx: Ctx, caller: Caller) -> Response:  # type: ignore[valid-type]
     item = await _knowledge(ctx).add_text(caller, body.model_dump())  # type: ignore[attr-defined]
-    return json_response(record_json(item), 201)
+    return record_response(record_json(item), item, 201)
 
 
 def parse_tags(values: list[str] | None) -> list[str]:
@@ -125,13 +126,15 @@ async def update_item(
     body: ItemUpdate,  # type: ignore[valid-type]
     ctx: Ctx,
     caller: Caller,
+    if_match: IfMatch = None,
 ) -> Response:
     changes = body.model_dump(exclude_unset=True)  # type: ignore[attr-defined]
+    expected = expected_versions(if_match)
     for name in ("text_content", "tags"):
         if name in changes and changes[name] is None:
             raise InvalidData(f"{name} cannot be null", details={"field": name})
-    item = await _knowledge(ctx).update_item(caller, record_id, changes)
-    return json_response(record_json(item))
+    item = await _knowledge(ctx).update_item(caller, record_id, changes, expected_versions=expected)
+    return record_response(record_json(item), item)
 
 
 for _method in ("PUT", "PATCH"):  # the same partial update under both methods
@@ -178,7 +181,7 @@ async def upload_item(
         parse_tags(tags),
         parse_metadata(metadata),
     )
-    return json_response(record_json(item), 201)
+    return record_response(record_json(item), item, 201)
 
 
 class ItemQueryIn(Input):
@@ -249,8 +252,11 @@ def content_disposition(name: str) -> str:
     status_code=204,
     summary="Delete an item with its chunks and file",
 )
-async def delete_item(record_id: RecordId, ctx: Ctx, caller: Caller) -> Response:
-    await _knowledge(ctx).delete_item(caller, record_id)
+async def delete_item(
+    record_id: RecordId, ctx: Ctx, caller: Caller, if_match: IfMatch = None
+) -> Response:
+    expected = expected_versions(if_match)
+    await _knowledge(ctx).delete_item(caller, record_id, expected_versions=expected)
     return Response(status_code=204)
 
 
@@ -259,9 +265,13 @@ async def delete_item(record_id: RecordId, ctx: Ctx, caller: Caller) -> Response
     status_code=204,
     summary="Delete a source with its items, chunks and files (409 while agents use it)",
 )
-async def delete_source(record_id: RecordId, ctx: Ctx, caller: Caller) -> Response:
+async def delete_source(
+    record_id: RecordId, ctx: Ctx, caller: Caller, if_match: IfMatch = None
+) -> Response:
+    expected = expected_versions(if_match)
     async with ctx.store.unit_of_work() as repos:
-        await records_for(KnowledgeSource, repos, caller, ctx.cipher).delete(record_id)
+        sources = records_for(KnowledgeSource, repos, caller, ctx.cipher)
+        await sources.delete(record_id, expected_versions=expected)
     knowledge = ctx.services.get("knowledge")
     if isinstance(knowledge, KnowledgeServices):
         await knowledge.forget_source_vectors(record_id)
@@ -358,7 +368,7 @@ class MemoryHitOut(BaseModel):
 )
 async def remember(body: MemoryCreate, ctx: Ctx, caller: Caller) -> Response:
     memory = await _knowledge(ctx).remember(caller, body.model_dump(exclude={"embedding"}))
-    return json_response(record_json(memory), 201)
+    return record_response(record_json(memory), memory, 201)
 
 
 @memories.get(
@@ -439,14 +449,17 @@ async def short_term_memory(
 
 
 async def update_memory(
-    record_id: RecordId, body: MemoryUpdate, ctx: Ctx, caller: Caller
+    record_id: RecordId, body: MemoryUpdate, ctx: Ctx, caller: Caller, if_match: IfMatch = None
 ) -> Response:
     changes = body.model_dump(exclude_unset=True, exclude={"embedding"})
+    expected = expected_versions(if_match)
     for name in ("key", "value", "scope"):
         if name in changes and changes[name] is None:
             raise InvalidData(f"{name} cannot be null", details={"field": name})
-    memory = await _knowledge(ctx).update_memory(caller, record_id, changes)
-    return json_response(record_json(memory))
+    memory = await _knowledge(ctx).update_memory(
+        caller, record_id, changes, expected_versions=expected
+    )
+    return record_response(record_json(memory), memory)
 
 
 for _method in ("PUT", "PATCH"):  # the same partial update under both methods
@@ -463,6 +476,9 @@ for _method in ("PUT", "PATCH"):  # the same partial update under both methods
 @memories.delete(
     "/api/memories/{record_id}", status_code=204, summary="Forget a memory (row and vector)"
 )
-async def delete_memory(record_id: RecordId, ctx: Ctx, caller: Caller) -> Response:
-    await _knowledge(ctx).delete_memory(caller, record_id)
+async def delete_memory(
+    record_id: RecordId, ctx: Ctx, caller: Caller, if_match: IfMatch = None
+) -> Response:
+    expected = expected_versions(if_match)
+    await _knowledge(ctx).delete_memory(caller, record_id, expected_versions=expected)
     return Response(status_code=204)

@@ -18,9 +18,10 @@ from croniter import CroniterError
 from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tbd_agents.api.crud import ERRORS
+from tbd_agents.api.crud import ERRORS, record_response
 from tbd_agents.api.deps import Caller, Ctx
-from tbd_agents.api.schemas import json_response, output_schema, record_json
+from tbd_agents.api.preconditions import IfMatch, expected_versions
+from tbd_agents.api.schemas import output_schema, record_json
 from tbd_agents.domain.models import ScheduledAgent
 from tbd_agents.errors import InvalidData
 from tbd_agents.runtime.scheduler import occurrence_after, unschedulable, validate_schedule
@@ -107,12 +108,15 @@ async def preview_schedule(body: PreviewIn, caller: Caller) -> PreviewOut:
 ScheduleId = Annotated[str, Path(description="Scheduled agent id.")]
 
 
-async def _set_enabled(ctx: Ctx, caller: Caller, schedule_id: str, enabled: bool) -> Response:
+async def _set_enabled(
+    ctx: Ctx, caller: Caller, schedule_id: str, enabled: bool, if_match: str | None
+) -> Response:
+    expected = expected_versions(if_match)
     async with ctx.store.unit_of_work() as repos:
         record = await Records(repos, caller, ScheduledAgent).update(
-            schedule_id, {"enabled": enabled}
+            schedule_id, {"enabled": enabled}, expected_versions=expected
         )
-    return json_response(record_json(record))
+    return record_response(record_json(record), record)
 
 
 @router.patch(
@@ -120,8 +124,10 @@ async def _set_enabled(ctx: Ctx, caller: Caller, schedule_id: str, enabled: bool
     response_model=output_schema(ScheduledAgent),
     summary="Switch a schedule on",
 )
-async def enable_schedule(schedule_id: ScheduleId, ctx: Ctx, caller: Caller) -> Response:
-    return await _set_enabled(ctx, caller, schedule_id, True)
+async def enable_schedule(
+    schedule_id: ScheduleId, ctx: Ctx, caller: Caller, if_match: IfMatch = None
+) -> Response:
+    return await _set_enabled(ctx, caller, schedule_id, True, if_match)
 
 
 @router.patch(
@@ -129,5 +135,7 @@ async def enable_schedule(schedule_id: ScheduleId, ctx: Ctx, caller: Caller) -> 
     response_model=output_schema(ScheduledAgent),
     summary="Switch a schedule off (the record stays)",
 )
-async def disable_schedule(schedule_id: ScheduleId, ctx: Ctx, caller: Caller) -> Response:
-    return await _set_enabled(ctx, caller, schedule_id, False)
+async def disable_schedule(
+    schedule_id: ScheduleId, ctx: Ctx, caller: Caller, if_match: IfMatch = None
+) -> Response:
+    return await _set_enabled(ctx, caller, schedule_id, False, if_match)

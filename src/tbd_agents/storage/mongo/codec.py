@@ -39,7 +39,7 @@ from pydantic import ValidationError
 
 from tbd_agents.domain.models import Entity
 from tbd_agents.errors import InvalidData
-from tbd_agents.storage.common import fields_of
+from tbd_agents.storage.common import VERSION, fields_of
 
 E = TypeVar("E", bound=Entity)
 
@@ -168,6 +168,9 @@ def extra_keys(model: type[Entity], doc: Mapping[str, Any]) -> list[str]:
 
 _RELAXED = json_util.RELAXED_JSON_OPTIONS
 
+#: The version of a document that has no `version` key (written before versions existed).
+LEGACY_VERSION = 0
+
 
 def _extra_value(value: Any) -> Any:
     """An extra key's value as JSON-ready data: BSON types with no JSON form (binary data,
@@ -198,7 +201,8 @@ def field_values(model: type[Entity], doc: Mapping[str, Any]) -> dict[str, Any]:
     """The model's fields found in a stored document, as plain Python (other keys in `extras`).
 
     A legacy document without `created_at` takes it from its ObjectId's timestamp; without
-    `updated_at`, from `created_at`.
+    `updated_at`, from `created_at`; without `version` (written before versions existed), it is
+    at version 0 (its first change, a `$inc`, makes it 1).
     """
     raw_id = doc.get("_id")
     values: dict[str, Any] = {"id": id_text(raw_id)}
@@ -212,6 +216,8 @@ def field_values(model: type[Entity], doc: Mapping[str, Any]) -> dict[str, Any]:
         values["created_at"] = raw_id.generation_time
     if values.get("updated_at") is None and values.get("created_at") is not None:
         values["updated_at"] = values["created_at"]
+    if values.get(VERSION) is None and VERSION in model.model_fields:
+        values[VERSION] = LEGACY_VERSION
     # An explicit null in a non-nullable field that has a default means "not set" (legacy data).
     metas = fields_of(model)
     for name, info in model.model_fields.items():

@@ -21,7 +21,7 @@ import builtins
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, NoReturn, TypeVar, cast
 
 from bson import ObjectId
 from pymongo import ReturnDocument
@@ -31,9 +31,15 @@ from pymongo.errors import BulkWriteError
 
 from tbd_agents.domain.auth import ApiKey
 from tbd_agents.domain.models import ENTITIES, ENTITY_BY_COLLECTION, Entity
-from tbd_agents.domain.types import utcnow
-from tbd_agents.errors import DuplicateKey, InvalidData, NotFound, UnsupportedQuery
+from tbd_agents.errors import (
+    DuplicateKey,
+    InvalidData,
+    NotFound,
+    UnsupportedQuery,
+    VersionConflict,
+)
 from tbd_agents.storage.common import (
+    VERSION,
     check_filters,
     check_query,
     check_update_fields,
@@ -45,6 +51,7 @@ from tbd_agents.storage.common import (
 )
 from tbd_agents.storage.mongo.codec import (
     EXTRAS,
+    LEGACY_VERSION,
     bson_value,
     extra_keys,
     from_document,
@@ -102,6 +109,19 @@ _INDEX_FIELDS = index_fields(ENTITIES)
 def _id_filter(record_id: str) -> Doc:
     forms = id_forms(record_id, include_int=True)
     return {"_id": forms[0] if len(forms) == 1 else {"$in": forms}}
+
+
+def _versioned_filter(record_id: str, expected_version: int | None) -> Doc:
+    """The document with `record_id`, and (if given) at `expected_version`: a document without
+    `version` is at `LEGACY_VERSION` (`{$in: [0, null]}` matches a missing key)."""
+    spec = _id_filter(record_id)
+    if expected_version is None:
+        return spec
+    if expected_version == LEGACY_VERSION:
+        spec[VERSION] = {"$in": [LEGACY_VERSION, None]}
+    else:
+        spec[VERSION] = expected_version
+    return spec
 
 
 class MongoRepository(Generic[E]):
@@ -266,18 +286,33 @@ class MongoRepository(Generic[E]):
             raise
         return len(result.inserted_ids)
 
-    async def update(self, record_id: str, changes: Mapping[str, Any]) -> E:
-        """Set only the named fields (validated against the model) and `updated_at`.
+    async def update(
+        self,
+        record_id: str,
+        changes: Mapping[str, Any],
+        *,
+        expected_version: int | None = None,
+    ) -> E:
+        """Set only the named fields (validated against the model), `version + 1` (`$inc`) and
+        `updated_at`, in one `find_one_and_update`.
 
-        `updated_at` is set to now unless `changes` names it. NotFound for an unknown id,
-        InvalidData for an unknown field, `id`/`created_at`, or a value the field refuses.
+        `updated_at` is the server's time when it applies the update (`$currentDate`: updates of
+        one document are applied one at a time, so it follows the order of the versions) unless
+        `changes` names it. With `expected_version`, the update matches only that version (a
+        document without `version` is at 0); VersionConflict if the record is at another.
+        NotFound for an unknown id, InvalidData for an unknown field, `id`/`created_at`/
+        `version`, or a value the field refuses.
         """
         values = validate_changes(self.model, changes)
         if not well_formed_id(record_id):
             raise NotFound(self.model.__name__, str(record_id))
-        values.setdefault("updated_at", utcnow())
         extras = values.pop(EXTRAS, None)
-        update: dict[str, Any] = {"$set": {k: bson_value(v) for k, v in values.items()}}
+        update: dict[str, Any] = {
+            "$set": {k: bson_value(v) for k, v in values.items()},
+            "$inc": {VERSION: 1},
+        }
+        if "updated_at" not in values:
+            update["$currentDate"] = {"updated_at": True}
         if extras is not None:
             # New extras replace the old: their keys are set, the stored keys they lack unset.
             with self._driver():
@@ -290,11 +325,28 @@ class MongoRepository(Generic[E]):
                 update["$unset"] = dict.fromkeys(stale, "")
         with self._driver():
             doc = await self.collection.find_one_and_update(
-                _id_filter(record_id), update, return_document=ReturnDocument.AFTER
+                _versioned_filter(record_id, expected_version),
+                update,
+                return_document=ReturnDocument.AFTER,
             )
         if doc is None:
-            raise NotFound(self.model.__name__, record_id)
+            await self._missing(record_id, expected_version)
         return self._model(doc)
+
+    async def _missing(self, record_id: str, expected_version: int | None) -> NoReturn:
+        """Why a write by id matched no document: NotFound, or VersionConflict naming the
+        version the record is at (one more read, only on this path)."""
+        if expected_version is not None:
+            with self._driver():
+                found = await self.collection.find_one(_id_filter(record_id), {VERSION: 1})
+            if found is not None:
+                current = found.get(VERSION)
+                if current is None:
+                    current = LEGACY_VERSION
+                raise VersionConflict(
+                    self.model.__name__, record_id, int(current), [expected_version]
+                )
+        raise NotFound(self.model.__name__, record_id)
 
     async def upsert(
         self, record: E, key: Sequence[str], update_fields: Sequence[str] | None = None
@@ -314,8 +366,9 @@ class MongoRepository(Generic[E]):
         changes = {f: doc[f] for f in fields if f != EXTRAS}
         if EXTRAS in fields:
             changes.update({k: doc[k] for k in record.extras})
-        on_insert = {k: v for k, v in doc.items() if k not in changes}
-        update = {"$set": changes, "$setOnInsert": on_insert}
+        # `version`: 1 on insert, one more on update (`$inc` of a missing key sets it to 1).
+        on_insert = {k: v for k, v in doc.items() if k not in changes and k != VERSION}
+        update = {"$set": changes, "$setOnInsert": on_insert, "$inc": {VERSION: 1}}
         for attempt in (1, 2):
             try:
                 with self._driver():
@@ -329,13 +382,23 @@ class MongoRepository(Generic[E]):
             return self._model(cast(Doc, stored))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def delete(self, record_id: str) -> bool:
-        """Delete one record (and its children); True if it existed (False for malformed ids)."""
+    async def delete(self, record_id: str, *, expected_version: int | None = None) -> bool:
+        """Delete one record (and its children); True if it existed (False for malformed ids).
+
+        With `expected_version`, the delete matches only that version (the children go only
+        with it); VersionConflict if the record is at another."""
         if not well_formed_id(record_id):
             return False
         with self._driver():
-            doc = await self.collection.find_one_and_delete(_id_filter(record_id))
+            doc = await self.collection.find_one_and_delete(
+                _versioned_filter(record_id, expected_version)
+            )
         if doc is None:
+            if expected_version is not None:
+                try:
+                    await self._missing(record_id, expected_version)
+                except NotFound:
+                    return False
             return False
         await self._delete_children([doc["_id"]])
         return True

@@ -33,6 +33,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal_column,
     select,
     type_coerce,
     update,
@@ -49,13 +50,13 @@ from tbd_agents.domain.models import (
     ENTITIES,
     Entity,
 )
-from tbd_agents.domain.types import utcnow
 from tbd_agents.errors import (
     DuplicateKey,
     InvalidData,
     NotFound,
     SchemaNotReady,
     UnsupportedQuery,
+    VersionConflict,
 )
 from tbd_agents.storage.common import (
     check_filters,
@@ -135,15 +136,46 @@ def _direct_insert(table: Table, dialect: Dialect, keys: tuple[str, ...]) -> Dir
     return compile_direct(_insert(table), dialect, keys)
 
 
+def _update_statement(table: Table, *, conditional: bool, server_time: bool) -> Any:
+    """UPDATE of the row with id `_record_id` (and, if `conditional`, `version` =
+    `_expected_version`) that raises `version` by one and, with `server_time`, sets `updated_at`
+    to `clock_timestamp()`, RETURNING the row; the changed columns' values are the parameters
+    of each execution.
+
+    `clock_timestamp()`, not `now()`: `now()` is the start of the transaction, which may be
+    before a concurrent writer's commit that this UPDATE waited for (the row lock), so a later
+    version could carry an earlier time. The SET list is evaluated after the lock is granted
+    (PostgreSQL re-evaluates it on the newest row version after waiting), so `updated_at`
+    follows the order of the versions of the row, which is its commit order."""
+    conditions = [table.c.id == bindparam("_record_id", type_=table.c.id.type)]
+    if conditional:
+        conditions.append(
+            table.c.version == bindparam("_expected_version", type_=table.c.version.type)
+        )
+    fixed: dict[str, Any] = {"version": table.c.version + literal_column("1")}
+    if server_time:
+        fixed["updated_at"] = func.clock_timestamp()
+    return update(table).where(*conditions).values(fixed).returning(*table.c)
+
+
 @functools.lru_cache(maxsize=2048)
-def _direct_update(table: Table, dialect: Dialect, keys: tuple[str, ...]) -> DirectStatement:
-    """UPDATE of the `keys` columns of the row with id `_record_id`, RETURNING the row."""
-    stmt = (
-        update(table)
-        .where(table.c.id == bindparam("_record_id", type_=table.c.id.type))
-        .returning(*table.c)
-    )
+def _direct_update(
+    table: Table,
+    dialect: Dialect,
+    keys: tuple[str, ...],
+    conditional: bool,
+    server_time: bool,
+) -> DirectStatement:
+    """`_update_statement` with the `keys` columns set from parameters, compiled once."""
+    stmt = _update_statement(table, conditional=conditional, server_time=server_time)
     return compile_direct(stmt, dialect, keys)
+
+
+@functools.cache
+def _version_by_id(table: Table) -> Select[Any]:
+    return select(table.c.version).where(
+        table.c.id == bindparam("record_id", type_=table.c.id.type)
+    )
 
 
 @functools.lru_cache(maxsize=256)
@@ -482,33 +514,54 @@ class PostgresRepository(Generic[E]):
             self._raise(exc)
         return len(rows)
 
-    async def update(self, record_id: str, changes: Mapping[str, Any]) -> E:
-        """Set only the named fields (validated against the model) and `updated_at`.
+    async def update(
+        self,
+        record_id: str,
+        changes: Mapping[str, Any],
+        *,
+        expected_version: int | None = None,
+    ) -> E:
+        """Set only the named fields (validated against the model), `version + 1` and
+        `updated_at`, in one UPDATE (see `_update_statement`).
 
-        `updated_at` is set to now unless `changes` names it. NotFound for an unknown id,
-        InvalidData for an unknown field, `id`/`created_at`, or a value the field refuses.
+        `updated_at` is the database's `clock_timestamp()` unless `changes` names it. With
+        `expected_version`, the UPDATE matches only that version; VersionConflict if the record
+        is at another. NotFound for an unknown id, InvalidData for an unknown field,
+        `id`/`created_at`/`version`, or a value the field refuses.
         """
         values = validate_changes(self.model, changes)
         if not well_formed_id(record_id):
             raise NotFound(self.model.__name__, str(record_id))
-        values.setdefault("updated_at", utcnow())
         self._budget.spend()
         changed = {k: db_value(v) for k, v in values.items()}
-        statement = _direct_update(self.table, self._conn.dialect, tuple(sorted(changed)))
-        rows = await self._fetch_direct(statement, {**changed, "_record_id": record_id})
+        conditional = expected_version is not None
+        server_time = "updated_at" not in changed
+        params: dict[str, Any] = {**changed, "_record_id": record_id}
+        if conditional:
+            params["_expected_version"] = expected_version
+        statement = _direct_update(
+            self.table, self._conn.dialect, tuple(sorted(changed)), conditional, server_time
+        )
+        rows = await self._fetch_direct(statement, params)
         if rows is not None:
             row = rows[0] if rows else None
         else:
-            stmt = (
-                update(self.table)
-                .where(self.table.c.id == record_id)
-                .values(changed)
-                .returning(self.table)
-            )
-            row = (await self._execute(stmt)).first()
+            stmt = _update_statement(self.table, conditional=conditional, server_time=server_time)
+            keys = {k: v for k, v in params.items() if k.startswith("_")}
+            row = (await self._execute(stmt.values(changed), keys)).first()
         if row is None:
-            raise NotFound(self.model.__name__, record_id)
+            await self._missing(record_id, expected_version)
         return self._to_model(row)
+
+    async def _missing(self, record_id: str, expected_version: int | None) -> NoReturn:
+        """Why a write by id matched no row: NotFound, or VersionConflict naming the version the
+        record is at (one more statement, only on this path)."""
+        if expected_version is not None:
+            params = {"record_id": record_id}
+            current = (await self._execute(_version_by_id(self.table), params)).scalar()
+            if current is not None:
+                raise VersionConflict(self.model.__name__, record_id, current, [expected_version])
+        raise NotFound(self.model.__name__, record_id)
 
     async def upsert(
         self, record: E, key: Sequence[str], update_fields: Sequence[str] | None = None
@@ -526,17 +579,33 @@ class PostgresRepository(Generic[E]):
         insert_row = pg_insert(self.table).values(row)
         stmt = insert_row.on_conflict_do_update(
             index_elements=[self.table.c[k] for k in conflict_key],
-            set_={f: insert_row.excluded[f] for f in fields},
+            set_={
+                **{f: insert_row.excluded[f] for f in fields},
+                "version": self.table.c.version + literal_column("1"),
+            },
         ).returning(self.table)
         return self._to_model((await self._execute(stmt)).one())
 
-    async def delete(self, record_id: str) -> bool:
-        """Delete one record (and its children); True if it existed (False for malformed ids)."""
+    async def delete(self, record_id: str, *, expected_version: int | None = None) -> bool:
+        """Delete one record (and its children); True if it existed (False for malformed ids).
+
+        With `expected_version`, the DELETE matches only that version (its children go only
+        with it); VersionConflict if the record is at another."""
         if not well_formed_id(record_id):
             return False
         self._budget.spend()
-        stmt = _cascading_delete(self.table, [self.table.c.id == record_id])
-        return (await self._execute(stmt)).first() is not None
+        conditions = [self.table.c.id == record_id]
+        if expected_version is not None:
+            conditions.append(self.table.c.version == expected_version)
+        stmt = _cascading_delete(self.table, conditions)
+        if (await self._execute(stmt)).first() is not None:
+            return True
+        if expected_version is not None:
+            try:
+                await self._missing(record_id, expected_version)
+            except NotFound:
+                return False
+        return False
 
     async def delete_where(self, *filters: Filter) -> int:
         """Delete every matching record (and their children); refuses an empty filter list.

@@ -22,6 +22,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
+from tbd_agents.storage.common import VERSION
 from tbd_agents.storage.postgres.schema_migration import migration_checkpoints
 from tbd_agents.tools.migration.batch import PreparedBatch, Rejection
 from tbd_agents.tools.migration.convert import extended_json
@@ -89,8 +90,12 @@ class TableLoader:
         self.stage_name = f"_stage_{spec.name}"
         self.stage = _q(self.stage_name)
         cols = ", ".join(_q(c) for c in spec.columns)
-        updates = [c for c in spec.columns if c != "id"]
+        # `version` is not copied over an existing row: a changed row gets its next version
+        # (an ETag read before must not match again), an unchanged one is left alone.
+        updates = [c for c in spec.columns if c not in ("id", VERSION)]
         assignments = ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in updates)
+        if VERSION in spec.columns:
+            assignments += f", {_q(VERSION)} = t.{_q(VERSION)} + 1"
         old = ", ".join(f"t.{_q(c)}" for c in updates)
         new = ", ".join(f"EXCLUDED.{_q(c)}" for c in updates)
         self._upsert_sql = (

@@ -83,12 +83,14 @@ async function errorFrom(response) {
 
 /**
  * Call the API. Never sends a request without a key (throws NotSignedIn). A 401 signs the user
- * out. Resolves with the parsed JSON (null for 204); rejects with ApiError.
+ * out. Resolves with the parsed JSON (null for 204); rejects with ApiError. `ifMatch`: the
+ * version the record was read at; the server refuses the write (412) if it changed since.
  */
-async function send(method, path, { body, query, signal, key } = {}) {
+async function send(method, path, { body, query, signal, key, ifMatch } = {}) {
   const useKey = key || currentKey();
   if (!useKey) throw new NotSignedIn();
   const headers = authHeaders(useKey, { Accept: "application/json" });
+  if (ifMatch !== undefined && ifMatch !== null) headers["If-Match"] = `"${ifMatch}"`;
   const init = { method, headers, signal };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
@@ -122,8 +124,11 @@ export async function getPage(path, query, opts = {}) {
 
 export const get = (path, query, opts = {}) => api("GET", path, { ...opts, query });
 export const post = (path, body, query) => api("POST", path, { body, query });
-export const patch = (path, body) => api("PATCH", path, { body });
-export const del = (path) => api("DELETE", path);
+export const patch = (path, body, opts = {}) => api("PATCH", path, { ...opts, body });
+export const del = (path, opts = {}) => api("DELETE", path, opts);
+
+/** A 412: the record was changed by someone else since it was read. */
+export const isStale = (error) => error instanceof ApiError && error.status === 412;
 
 /** Every item of a list endpoint (following cursors, at most `maxPages` pages of 200). */
 export async function listAll(path, query = {}, maxPages = 10) {

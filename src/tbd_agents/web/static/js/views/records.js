@@ -1,6 +1,6 @@
 // Generic screens for every resource: a searchable list and a create/edit form with delete.
 
-import { ApiError, bodyFields, del, get, getPage, listAll, patch, post } from "../api.js";
+import { ApiError, bodyFields, del, get, getPage, isStale, listAll, patch, post } from "../api.js";
 import { confirmDialog, dialog, h, notify, replace, uid, when } from "../dom.js";
 import { buildForm } from "../forms.js";
 import { RESOURCES, editFields } from "../resources.js";
@@ -95,6 +95,31 @@ async function knownDependants(res, record) {
 
 function dependantLinks(dependants) {
   return h("ul", { class: "dependants" }, dependants.map((d) => h("li", {}, d.href ? h("a", { href: d.href }, d.label) : d.label)));
+}
+
+/**
+ * PATCH `changes` over `base`, the record as the form read it: conditional on its version, so a
+ * save never undoes someone else's. When the record changed meanwhile (412) but not in the
+ * fields being saved (a run or a test touched its status, another tab edited other fields), the
+ * changes are sent again over the current version; when it changed in those fields, nothing is
+ * saved and the form says so. Resolves with the saved record.
+ */
+async function saveOver(def, base, changes) {
+  const path = `${def.path}/${encodeURIComponent(base.id)}`;
+  try {
+    return await patch(path, changes, { ifMatch: base.version });
+  } catch (error) {
+    if (!isStale(error)) throw error;
+    const current = await get(path);
+    const same = (k) => JSON.stringify(current[k]) === JSON.stringify(base[k]);
+    const clash = Object.keys(changes).filter((k) => !same(k));
+    if (clash.length) {
+      throw new ApiError(412, error.code, `This ${def.singular} was changed by someone else since you `
+        + `opened it (${clash.join(", ")}), so your changes were not saved. Reload the page to see the `
+        + "current version, then make your changes again.", {});
+    }
+    return await patch(path, changes, { ifMatch: current.version });
+  }
 }
 
 /**
@@ -231,6 +256,7 @@ export async function renderRecord(ctx, res, id) {
     .map((f) => (f.kind === "secret" && !creating
       ? { ...f, required: false, placeholder: `${MASK} (unchanged — type a new value to replace it)` } : f));
   const filled = record ? (def.fill ? def.fill(record) : record) : (Object.keys(preset).length ? preset : null);
+  let base = record; // the record as this form last read or saved it (its version: If-Match)
   const titleId = uid("title");
   const title = creating ? `New ${def.singular}` : labelOf(record);
   const form = buildForm({
@@ -256,7 +282,8 @@ export async function renderRecord(ctx, res, id) {
       // PATCH only what changed (an untouched secret field is empty, so it is never sent).
       const changes = body(form.changed(values));
       if (!Object.keys(changes).length) { notify("Nothing changed.", "info"); return; }
-      await patch(`${def.path}/${encodeURIComponent(record.id)}`, changes);
+      const saved = await saveOver(def, base, changes);
+      if (saved) base = saved;
       for (const f of fields) if (f.kind === "secret") form.widget(f.name).set("");
       form.markSaved();
       notify("Saved.", "success");
