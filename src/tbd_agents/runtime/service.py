@@ -267,10 +267,14 @@ class Runtime:
             self._undispatched.pop(item.task.id, None)
             _log.error("run %s failed: %s", item.task.id, item.task.error)
         await announce(await self._maintenance_services(), [e for t in failed for e in t.events])
-        for task_id in await self.runs.orphaned_pending(settings.run_dispatch_retry_seconds):
+        orphans = await self.runs.orphaned_pending(settings.run_dispatch_retry_seconds)
+        # Forget what another process queued or failed meanwhile (the map stays small).
+        self._undispatched = {k: v for k, v in self._undispatched.items() if k in orphans}
+        for task_id in orphans:
             if task_id not in self._undispatched:
                 _log.warning("run %s was never queued; queueing it now", task_id)
-            await self.dispatch(task_id)
+            if not await self.dispatch(task_id):
+                break  # the backend is down: the others wait for the next sweep
 
     async def halt(self, task_id: str, requested_by: str | None = None) -> HaltResult:
         """Stop a run wherever it executes (NotFound / Conflict for unknown or finished runs)."""
