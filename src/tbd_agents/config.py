@@ -244,6 +244,27 @@ class Settings(BaseSettings):
         description="A running task whose worker has not heartbeaten for this long is marked "
         "failed (heartbeats are sent every third of it).",
     )
+    run_dispatch_retry_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="A run accepted but not yet handed to the workers (Redis was down, or the "
+        "process that accepted it stopped) is handed over again this long after it was "
+        "accepted, and then at this interval, until it is or until RUN_DISPATCH_DEADLINE_SECONDS.",
+    )
+    run_dispatch_deadline_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="A run that could not be handed to the workers within this many seconds "
+        "of being accepted is marked failed, with the reason, its error event and its error "
+        "webhook (it never stays pending).",
+    )
+    broker_reconnect_max_retries: int = Field(
+        default=0,
+        ge=0,
+        description="How many times a Celery worker tries to reconnect to a lost Redis "
+        "(every 2, 4, … up to 30 s) before it exits with code 1; 0: for ever.",
+    )
     run_event_retention_days: float = Field(
         default=30.0,
         gt=0,
@@ -740,6 +761,12 @@ class Settings(BaseSettings):
                 f"GITHUB_TOKEN is shorter than {MIN_SERVER_TOKEN_CHARS} characters, too short "
                 "to be accepted as a Bearer credential: set the real GitHub token, or "
                 "GITHUB_TOKEN_AUTH=false to use it only as the Copilot credential"
+            )
+        if self.run_dispatch_deadline_seconds <= self.run_dispatch_retry_seconds:
+            problems.append(
+                f"RUN_DISPATCH_DEADLINE_SECONDS ({self.run_dispatch_deadline_seconds:g}) must be "
+                f"longer than RUN_DISPATCH_RETRY_SECONDS ({self.run_dispatch_retry_seconds:g}): "
+                "a run that could not be queued gets at least one more try before it fails"
             )
         if problems:
             raise ValueError("; ".join(problems))

@@ -13,9 +13,11 @@ revision) or, with DB_BACKEND=mongo, MongoDB (MONGO_URI / MONGO_DB_NAME).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
+import warnings
 from enum import StrEnum
 from typing import Annotated
 
@@ -26,6 +28,7 @@ from tbd_agents.config import Settings
 from tbd_agents.logs import configure_logging
 
 app = typer.Typer(add_completion=False)
+_log = logging.getLogger(__name__)
 
 
 class Pool(StrEnum):
@@ -56,7 +59,13 @@ def worker(
     Stop it with SIGTERM or Ctrl-C: the runs in progress finish first (warm shutdown), queued
     runs stay in Redis for the other workers. A worker killed outright leaves its runs to the
     lease reaper, which marks them failed after RUN_LEASE_SECONDS.
+
+    A Redis outage does not stop it: it reconnects by itself and goes on consuming
+    (BROKER_RECONNECT_MAX_RETRIES). It exits with code 0 only when asked to stop; any other
+    end (gave up reconnecting, unrecoverable error) exits non-zero, so a supervisor restarts it.
     """
+    from celery import signals
+
     from tbd_agents.embeddings.factory import prefetch_model
     from tbd_agents.runtime.celery_app import install_worker_hooks, make_celery
 
@@ -67,6 +76,13 @@ def worker(
     install_worker_hooks(config, prefork=pool is Pool.PREFORK)
     concurrency = 1 if pool is Pool.SOLO else concurrency
     node = name or f"tbd-worker-{os.getpid()}@{socket.gethostname()}"
+    signals.celeryd_after_setup.connect(_quiet_cancel_warning, weak=False)
+    ended: dict[str, int] = {}
+
+    @signals.worker_shutdown.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _exit_code(sender: object = None, **_: object) -> None:
+        ended["code"] = int(getattr(sender, "exitcode", 0) or 0)
+
     celery.worker_main(
         [
             "worker",
@@ -78,6 +94,25 @@ def worker(
             "--without-gossip",
             "--without-mingle",
         ]
+    )
+    code = ended.get("code", 0)
+    if code:  # `worker_main` drops the worker's exit code: a crash looked like a clean stop
+        _log.critical(
+            "tbd-agents worker %s stopped on an error (exit code %s): see the log above; a "
+            "supervisor (systemd, Docker restart policy) restarts it",
+            node,
+            code,
+        )
+        raise typer.Exit(code)
+
+
+def _quiet_cancel_warning(**_: object) -> None:
+    """We rely on Celery NOT cancelling a run when the broker connection drops (the run's lease
+    keeps it safe, its message is acknowledged when it ends): silence the warning, logged at
+    every reconnect, that Celery 6 may change that default. (After Celery's logging set-up,
+    which puts its own `always` filter first.)"""
+    warnings.filterwarnings(
+        "ignore", message=r"(?s).*worker_cancel_long_running_tasks_on_connection_loss"
     )
 
 
@@ -96,9 +131,16 @@ async def _scheduler(config: Settings) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await runtime.start(scheduler=True)
-        await stop.wait()
+        failure: RuntimeError | None = None
+        try:
+            await runtime.run_until(stop)
+        except RuntimeError as exc:
+            failure = exc
+            _log.critical("scheduler %s: %s; exiting with code 1", runtime.worker_id, exc)
         typer.echo("Scheduler stopping: letting runs in progress finish…", err=True)
         await runtime.aclose(drain_seconds=config.run_lease_seconds)
+        if failure is not None:
+            raise typer.Exit(1)
 
 
 @app.command()
@@ -114,7 +156,9 @@ def scheduler(
     """Fire scheduled agents (several schedulers may run at once; each occurrence fires once).
 
     Stop it with SIGTERM or Ctrl-C; without REDIS_URL, runs it started in-process get
-    RUN_LEASE_SECONDS to finish and are then halted.
+    RUN_LEASE_SECONDS to finish and are then halted. Database and Redis outages do not stop
+    it: it logs them, backs off and resumes; runs it could not queue are queued once Redis is
+    back. It exits with code 0 only when asked to stop.
     """
     config = settings()
     if poll_seconds is not None:

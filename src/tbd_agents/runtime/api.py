@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Header, Query, Request
+from fastapi import APIRouter, FastAPI, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -150,34 +150,52 @@ class RunIn(BaseModel):
 
 @router.post("/api/workflows/{workflow_id}/runs", status_code=202, summary="Start a run")
 async def start_run(
-    workflow_id: str, body: RunIn, ctx: Ctx, caller: Caller, request: Request
+    workflow_id: str,
+    body: RunIn,
+    ctx: Ctx,
+    caller: Caller,
+    request: Request,
+    response: Response,
 ) -> TaskExecution:
     """Queue a run of the workflow with `prompt`; follow it at `/api/tasks/{id}/events`.
-    409 while the workflow is inactive; 422 when a guardrail blocks the prompt."""
+    409 while the workflow is inactive; 422 when a guardrail blocks the prompt. A run accepted
+    while the run queue (Redis) is down is answered as usual, with `X-Run-Dispatch: deferred`:
+    it is queued as soon as Redis is back, or fails with the reason after
+    RUN_DISPATCH_DEADLINE_SECONDS."""
     caller.require_write()
     workflow = await _workflow(ctx, caller, workflow_id)
     async with ctx.store.unit_of_work() as repos:
         prepared = await prepare_prompt(
             repos, workflow, prompt=body.prompt, admins=AdminDirectory.from_settings(ctx.settings)
         )
-    return await _start(ctx, caller, request, workflow, prepared.prompt)
+    return await _start(ctx, caller, request, response, workflow, prepared.prompt)
+
+
+#: Answer header of a run that is accepted but not queued yet (the run queue is down).
+DISPATCH_HEADER = "X-Run-Dispatch"
 
 
 async def _start(
     ctx: ApiContext,
     caller: Principal,
     request: Request,
+    response: Response,
     workflow: Workflow,
     prompt: str,
     reasoning_effort: str | None = None,
 ) -> TaskExecution:
     """Start the run; a caller signed in with a GitHub token lends it (sealed) to a run on the
-    default model (services/caller_credential.py)."""
+    default model (services/caller_credential.py). A run the backend could not take yet is
+    marked `X-Run-Dispatch: deferred` in the answer."""
     token = presented_github_token(request.headers.get("authorization"), caller.via)
-    return await start_run_as_caller(
-        runtime_of(ctx), ctx.store, ctx.cipher(), workflow, prompt,
+    runtime = runtime_of(ctx)
+    task = await start_run_as_caller(
+        runtime, ctx.store, ctx.cipher(), workflow, prompt,
         github_token=token, reasoning_effort=reasoning_effort,
     )  # fmt: skip
+    if runtime.dispatch_deferred(task.id):
+        response.headers[DISPATCH_HEADER] = "deferred"
+    return task
 
 
 def _sse(event: RunEvent) -> bytes:
@@ -327,7 +345,12 @@ class PromptIn(BaseModel):
     summary="Send a prompt (start a run), as the existing API did",
 )
 async def prompt_workflow(
-    workflow_id: str, body: PromptIn, ctx: Ctx, caller: Caller, request: Request
+    workflow_id: str,
+    body: PromptIn,
+    ctx: Ctx,
+    caller: Caller,
+    request: Request,
+    response: Response,
 ) -> dict[str, Any]:
     """Start a run with `prompt` and/or `request` and answer the existing `PromptResponse`
     (plus `task_id` and the stored `task`). 400 while the workflow is inactive or a run of it
@@ -354,7 +377,7 @@ async def prompt_workflow(
             admins=AdminDirectory.from_settings(ctx.settings),
         )
     task = await _start(
-        ctx, caller, request, workflow, prepared.prompt,
+        ctx, caller, request, response, workflow, prepared.prompt,
         body.reasoning_effort or workflow.reasoning_effort,
     )  # fmt: skip
     return prompt_response(workflow, task)

@@ -7,18 +7,28 @@ Two implementations behind one protocol, chosen once from the settings:
 
 A bus only carries notifications. What a subscriber must not miss is in the database (events
 are stored before they are published), and subscribers that stop hearing the bus catch up from there.
+So a Redis outage costs latency, never data: publishing raises `BusUnavailable` (which callers log
+and move on from), subscriptions wait for Redis and subscribe again by themselves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
 
+from redis.exceptions import RedisError
+
+from tbd_agents.config import redact_url
+from tbd_agents.errors import TbdError
 from tbd_agents.storage.postgres.engine import json_dumps
+
+_log = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "tbd-agents"
 
@@ -38,7 +48,9 @@ class Subscription(Protocol):
 
 
 class EventBus(Protocol):
-    async def publish(self, channel: str, message: Mapping[str, Any]) -> None: ...
+    async def publish(self, channel: str, message: Mapping[str, Any]) -> None:
+        """Send `message` to the channel's subscribers; `BusUnavailable` if it cannot."""
+        ...
 
     def subscribe(self, channel: str) -> AbstractAsyncContextManager[Subscription]:
         """Listen on `channel`; the subscription is active when the context is entered."""
@@ -86,9 +98,64 @@ class InProcessBus:
         self._queues.clear()
 
 
+class BusUnavailable(TbdError):
+    """The bus could not carry a message (Redis down or unreachable). Nothing is lost: what a
+    message announces is already in the database (events, halt flags)."""
+
+    http_status = 503
+    code = "bus_unavailable"
+
+
+#: After a failed Redis call, the bus does not try Redis again for this long (publishes fail
+#: at once meanwhile): a run that emits many events during an outage is not slowed down.
+RETRY_SECONDS = 1.0
+#: Seconds to open a connection to Redis / to wait for it to answer a command.
+CONNECT_TIMEOUT = 2.0
+SOCKET_TIMEOUT = 5.0
+#: Seconds Redis has to confirm a subscription.
+SUBSCRIBE_TIMEOUT = 5.0
+#: What a failed Redis call raises (redis-py's errors are not the built-in ConnectionError).
+_REDIS_FAULTS: tuple[type[BaseException], ...] = (RedisError, OSError)
+
+
 class _RedisSubscription:
-    def __init__(self, pubsub: Any) -> None:
+    """One channel's subscription; it survives Redis outages.
+
+    While Redis is unreachable `get` waits (returning None at its deadline, so callers poll
+    the database) and tries to subscribe again every RETRY_SECONDS. Once subscribed again it
+    returns None at once: messages sent meanwhile were missed, and the caller reads the
+    database to catch up."""
+
+    def __init__(self, bus: RedisBus, channel: str) -> None:
+        self.bus = bus
+        self.channel = channel
+        self.pubsub: Any = None
+
+    async def open(self) -> bool:
+        """Subscribe and wait for Redis to confirm it; False (logged) if Redis is unavailable."""
+        if not self.bus.may_try():
+            return False
+        pubsub = self.bus.redis.pubsub()
+        try:
+            await pubsub.subscribe(self.channel)
+            # SUBSCRIBE is only in force once Redis confirms it: wait for the confirmation so
+            # that "subscribe, then read the store" leaves no window where a message is lost.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + SUBSCRIBE_TIMEOUT
+            while True:
+                remaining = deadline - loop.time()
+                message = await pubsub.get_message(timeout=remaining) if remaining > 0 else None
+                if message is None:
+                    raise TimeoutError(f"Redis did not confirm the subscription to {self.channel}")
+                if message.get("type") == "subscribe":
+                    break
+        except _REDIS_FAULTS as exc:
+            self.bus.failed(exc)
+            await _close_pubsub(pubsub)
+            return False
         self.pubsub = pubsub
+        self.bus.succeeded()
+        return True
 
     async def get(self, wait_seconds: float) -> dict[str, Any] | None:
         loop = asyncio.get_running_loop()
@@ -97,43 +164,128 @@ class _RedisSubscription:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return None
-            message = await self.pubsub.get_message(
-                ignore_subscribe_messages=True, timeout=remaining
-            )
+            if self.pubsub is None:
+                if await self.open():
+                    return None  # subscribed again: the caller catches up from the database
+                await asyncio.sleep(min(remaining, max(self.bus.retry_in(), 0.05)))
+                continue
+            try:
+                message = await self.pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=remaining
+                )
+            except _REDIS_FAULTS as exc:
+                self.bus.failed(exc)
+                await self.close()
+                continue
             if message is not None and message.get("type") == "message":
-                data = message["data"]
-                decoded: dict[str, Any] = json.loads(data)
+                decoded: dict[str, Any] = json.loads(message["data"])
                 return decoded
+
+    async def close(self) -> None:
+        pubsub, self.pubsub = self.pubsub, None
+        if pubsub is not None:
+            await _close_pubsub(pubsub)
+
+
+async def _close_pubsub(pubsub: Any) -> None:
+    try:
+        await pubsub.aclose()
+    except _REDIS_FAULTS as exc:  # the connection is gone already
+        _log.debug("closing a Redis subscription: %s", exc)
 
 
 class RedisBus:
-    """Pub/sub over Redis. One connection pool per process, closed by `aclose()`."""
+    """Pub/sub over Redis. One connection pool per process, closed by `aclose()`.
 
-    def __init__(self, url: str) -> None:
+    Redis being down never fails a caller's work: `publish` raises `BusUnavailable` (at once
+    while the outage lasts, trying Redis again every RETRY_SECONDS), subscriptions wait and
+    subscribe again by themselves. The start and the end of an outage are logged once each."""
+
+    def __init__(self, url: str, *, retry_seconds: float = RETRY_SECONDS) -> None:
         from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         self.url = url
-        self.redis = Redis.from_url(url, decode_responses=True)
+        self.retry_seconds = retry_seconds
+        # One retry (a pooled connection Redis closed when it restarted is reopened), no more:
+        # the outage handling is ours (redis-py's default of 10 tries stalls every publish).
+        self.redis = Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_timeout=SOCKET_TIMEOUT,
+            retry=Retry(NoBackoff(), 1),
+        )
+        self._down_since: float | None = None
+        self._retry_at = 0.0
+        self._error = ""
 
+    # --- outage bookkeeping -------------------------------------------------------------------
+    @property
+    def available(self) -> bool:
+        """False from a failed Redis call until the next successful one."""
+        return self._down_since is None
+
+    def may_try(self) -> bool:
+        """Whether Redis may be tried now (always, unless it failed less than a retry ago)."""
+        return self._down_since is None or time.monotonic() >= self._retry_at
+
+    def retry_in(self) -> float:
+        """Seconds until Redis may be tried again (0: now)."""
+        return 0.0 if self._down_since is None else max(self._retry_at - time.monotonic(), 0.0)
+
+    def failed(self, exc: BaseException) -> BusUnavailable:
+        """Record a failed Redis call; the error to raise."""
+        now = time.monotonic()
+        self._error = f"{type(exc).__name__}: {exc}"
+        self._retry_at = now + self.retry_seconds
+        if self._down_since is None:
+            self._down_since = now
+            _log.warning(
+                "Redis at %s is unavailable (%s): live run events and halt notices are not "
+                "sent meanwhile (nothing is lost: followers read events from the database, "
+                "workers read halts at their next heartbeat); trying again every %g s",
+                redact_url(self.url),
+                self._error,
+                self.retry_seconds,
+            )
+        return self.unavailable()
+
+    def succeeded(self) -> None:
+        """Record a successful Redis call (logs the end of an outage)."""
+        if self._down_since is not None:
+            _log.warning(
+                "Redis at %s is available again after %.1f s: live run events resume",
+                redact_url(self.url),
+                time.monotonic() - self._down_since,
+            )
+            self._down_since = None
+
+    def unavailable(self) -> BusUnavailable:
+        return BusUnavailable(f"Redis at {redact_url(self.url)} is unavailable ({self._error})")
+
+    # --- the bus ------------------------------------------------------------------------------
     async def publish(self, channel: str, message: Mapping[str, Any]) -> None:
-        await self.redis.publish(channel, json_dumps(message))
+        """Send `message`; BusUnavailable (at once during an outage) if Redis cannot take it."""
+        if not self.may_try():
+            raise self.unavailable()
+        try:
+            await self.redis.publish(channel, json_dumps(message))
+        except _REDIS_FAULTS as exc:
+            raise self.failed(exc) from exc
+        self.succeeded()
 
     @asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
-        pubsub = self.redis.pubsub()
+        """Listen on `channel`. Active when the block starts if Redis is available; otherwise
+        the subscription is made as soon as Redis is back (see `_RedisSubscription`)."""
+        subscription = _RedisSubscription(self, channel)
+        await subscription.open()
         try:
-            await pubsub.subscribe(channel)
-            # SUBSCRIBE is only in force once Redis confirms it: wait for the confirmation so
-            # that "subscribe, then read the store" leaves no window where a message is lost.
-            while True:
-                message = await pubsub.get_message(timeout=5.0)
-                if message is None:
-                    raise ConnectionError(f"Redis did not confirm the subscription to {channel}")
-                if message.get("type") == "subscribe":
-                    break
-            yield _RedisSubscription(pubsub)
+            yield subscription
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
+            await subscription.close()
 
     async def ping(self) -> None:
         await self.redis.ping()

@@ -6,6 +6,12 @@ acknowledged late and prefetched one at a time, so a worker holds only the run i
 queued runs go to whichever worker is free. A message redelivered after a worker died finds its
 run no longer pending and does nothing: a run is never executed twice.
 
+A lost broker connection does not stop a worker: Celery reconnects (every 2, 4 … up to 30 s,
+for BROKER_RECONNECT_MAX_RETRIES tries, by default forever) on kombu's Redis transport as repaired
+in `runtime/broker.py`, and resumes consuming. A run in progress goes on meanwhile (its events
+are stored in the database; their live fan-out resumes with Redis). A worker that gives up
+exits with a non-zero code (`tbd-agents worker`).
+
 Each worker process runs one asyncio event loop in a background thread, with its own database
 engine, Redis connection and executor; Celery's task hands the run to that loop and waits. Stop a
 worker with SIGTERM (or Ctrl-C once): Celery's warm shutdown lets the run in progress finish and
@@ -22,14 +28,29 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from celery import Celery, signals
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
 
-from tbd_agents.config import Settings
+from tbd_agents.config import Settings, redact_url
+from tbd_agents.errors import TbdError
 from tbd_agents.logs import protect
+from tbd_agents.runtime import broker
 
 _log = logging.getLogger(__name__)
 
 RUN_TASK = "tbd_agents.run"
 T = TypeVar("T")
+#: Seconds to open a broker connection / to wait for Redis to answer a command. Without them a
+#: Redis that stopped answering (paused, network partition) would block a dispatch for ever.
+BROKER_CONNECT_TIMEOUT = 5.0
+BROKER_SOCKET_TIMEOUT = 10.0
+
+
+class BrokerUnavailable(TbdError):
+    """A run could not be handed to the broker (Redis down or unreachable)."""
+
+    http_status = 503
+    code = "broker_unavailable"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -43,6 +64,7 @@ def make_celery(settings: Settings) -> Celery:
         )
     protect(settings)
     app = Celery("tbd_agents", broker=settings.redis_url, set_as_current=False)
+    retries = settings.broker_reconnect_max_retries
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -51,10 +73,17 @@ def make_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],
+        broker_connection_retry=True,
         broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=retries or None,  # None: for ever
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
-        broker_transport_options={"visibility_timeout": 3600},
+        broker_transport_options={
+            "visibility_timeout": 3600,
+            "socket_connect_timeout": BROKER_CONNECT_TIMEOUT,
+            "socket_timeout": BROKER_SOCKET_TIMEOUT,
+        },
+        **broker.celery_options(settings.redis_url),
     )
 
     # Not shared: Celery copies shared tasks into every app finalized later in the process, and
@@ -76,13 +105,21 @@ class CeleryBackend:
         self.app = make_celery(settings)
 
     async def submit(self, task_id: str) -> str | None:
+        """Queue the run; BrokerUnavailable when Redis cannot take it (down, unreachable)."""
+
         def send() -> str:
             result = self.app.send_task(
                 RUN_TASK, args=[task_id], queue=self.settings.run_queue, task_id=task_id
             )
             return str(result.id)
 
-        return await asyncio.to_thread(send)
+        try:
+            return await asyncio.to_thread(send)
+        except (OperationalError, RedisError, OSError) as exc:
+            url = redact_url(self.settings.redis_url or "")
+            raise BrokerUnavailable(
+                f"the broker (Redis at {url}) did not take the run: {type(exc).__name__}: {exc}"
+            ) from exc
 
     async def aclose(self, drain_seconds: float) -> None:
         await asyncio.to_thread(self.app.close)

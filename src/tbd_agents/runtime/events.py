@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tbd_agents.domain.enums import TaskStatus
 from tbd_agents.domain.models import TaskExecution
 from tbd_agents.errors import NotFound, StorageError
-from tbd_agents.runtime.bus import EventBus, events_channel
+from tbd_agents.runtime.bus import BusUnavailable, EventBus, events_channel
 from tbd_agents.runtime.contracts import EventType
 from tbd_agents.storage.postgres.errors import sqlstate_of
 from tbd_agents.storage.postgres.schema import TABLES
@@ -221,14 +221,16 @@ def final_status_data(task: TaskExecution) -> dict[str, object]:
 class PersistingEventSink:
     """The `EventSink` of one run: commit the event, then publish it.
 
-    A publish that fails is logged and not retried: the event is already stored, and followers
-    that miss a notification read it from the store on their next poll."""
+    A publish that fails (the bus is down: `BusUnavailable`) is logged and not retried, and
+    the run goes on: the event is already stored, and followers that miss a notification read
+    it from the store on their next poll."""
 
     def __init__(self, store: EventLog, bus: EventBus, task_id: str) -> None:
         self.store = store
         self.bus = bus
         self.task_id = task_id
         self.last_seq = 0
+        self._unpublished = 0
 
     async def emit(self, event_type: EventType | str, data: Mapping[str, Any]) -> None:
         await self.emit_event(event_type, data)
@@ -245,10 +247,20 @@ class PersistingEventSink:
         self.last_seq = max(self.last_seq, event.seq)
         try:
             await self.bus.publish(events_channel(self.task_id), event.to_message())
-        except (OSError, ConnectionError) as exc:
-            _log.warning(
-                "run %s: event %d stored but not published (%s)", self.task_id, event.seq, exc
+        except BusUnavailable as exc:
+            # Once per run and outage at warning level (the bus logs the outage itself).
+            level = logging.DEBUG if self._unpublished else logging.WARNING
+            self._unpublished += 1
+            _log.log(
+                level,
+                "run %s: event %d is stored but was not sent live (%s); followers read it "
+                "from the database",
+                self.task_id,
+                event.seq,
+                exc.message,
             )
+        else:
+            self._unpublished = 0
 
 
 async def follow(

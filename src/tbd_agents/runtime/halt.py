@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tbd_agents.domain.enums import TaskStatus, WorkflowStatus
 from tbd_agents.errors import Conflict, NotFound
-from tbd_agents.runtime.bus import EventBus, halt_channel
+from tbd_agents.runtime.bus import BusUnavailable, EventBus, halt_channel
 from tbd_agents.runtime.contracts import EventType
 from tbd_agents.runtime.events import (
     TERMINAL_STATUSES,
@@ -140,11 +140,11 @@ async def request_halt(
         return HaltResult.HALTED
     try:
         await bus.publish(halt_channel(task_id), {"task_id": task_id, "by": requested_by})
-    except (OSError, ConnectionError) as exc:
+    except BusUnavailable as exc:
         _log.warning(
             "halt of %s stored but not announced (%s); the worker's heartbeat reads it",
             task_id,
-            exc,
+            exc.message,
         )
     return HaltResult.HALTING
 
@@ -157,9 +157,16 @@ async def listening_for_halt(
     async with bus.subscribe(halt_channel(task_id)) as subscription:
 
         async def listen() -> None:
-            while not signal.is_set():
-                if await subscription.get(3600.0) is not None:
-                    signal.set("halt requested")
+            try:
+                while not signal.is_set():
+                    if await subscription.get(3600.0) is not None:
+                        signal.set("halt requested")
+            except Exception:  # the run must not fail because its halt listener did
+                _log.exception(
+                    "run %s: listening for halt notices failed; a halt still reaches the run "
+                    "at its next heartbeat",
+                    task_id,
+                )
 
         listener = asyncio.create_task(listen(), name=f"halt-listener-{task_id}")
         try:

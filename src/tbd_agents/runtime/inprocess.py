@@ -29,6 +29,8 @@ class InProcessBackend:
         self._running: dict[str, asyncio.Task[object]] = {}
 
     async def submit(self, task_id: str) -> str | None:
+        if task_id in self._running:
+            return None  # handed over again (the sweep) while this process still starts it
         task = asyncio.create_task(self._execute(task_id), name=f"run-{task_id}")
         self._running[task_id] = task
         task.add_done_callback(lambda _t: self._running.pop(task_id, None))

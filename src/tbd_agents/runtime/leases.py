@@ -19,7 +19,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from sqlalchemy import exists, func, select, text, update
@@ -214,20 +214,63 @@ async def load(engine: AsyncEngine, task_id: str) -> TaskExecution | None:
     return task_from_row(row) if row is not None else None
 
 
+def _undispatched(older_than_seconds: float) -> Any:
+    """Pending runs created more than `older_than_seconds` ago that no backend took."""
+    return (
+        select(tasks)
+        .where(tasks.c.status == TaskStatus.PENDING.value)
+        .where(tasks.c.celery_task_id.is_(None))
+        .where(tasks.c.created_at < func.now() - timedelta(seconds=older_than_seconds))
+        .order_by(tasks.c.created_at)
+    )
+
+
 async def orphaned_pending(
     engine: AsyncEngine, older_than_seconds: float, limit: int = 100
 ) -> list[str]:
-    """Scheduled runs that no backend took: pending, created by a scheduler more than
-    `older_than_seconds` ago and never handed to Celery (the scheduler died between its commit
-    and the dispatch). Dispatching them again is safe: only one process can claim a run."""
-    stmt = (
-        select(tasks.c.id)
-        .where(tasks.c.status == TaskStatus.PENDING.value)
-        .where(tasks.c.celery_task_id.is_(None))
-        .where(tasks.c.scheduled_agent_id.is_not(None))
-        .where(tasks.c.created_at < func.now() - timedelta(seconds=older_than_seconds))
-        .order_by(tasks.c.created_at)
-        .limit(limit)
-    )
+    """Runs that no backend took: pending, created more than `older_than_seconds` ago and never
+    queued (`celery_task_id` is set once Celery took a run). Whatever started them: the API
+    (Redis was down when it dispatched), a schedule, or a process that stopped before its
+    in-process run was claimed. Dispatching them again is safe: only one process can claim a
+    run, a second message for it is skipped."""
+    stmt = _undispatched(older_than_seconds).with_only_columns(tasks.c.id).limit(limit)
     async with engine.connect() as conn:
         return list((await conn.execute(stmt)).scalars())
+
+
+def undispatched_error(task: TaskExecution, reason: str) -> str:
+    """The error of a run failed because it could not be queued in time."""
+    since = task.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"could not be queued since {since}, when the run was accepted: {reason}"
+
+
+async def fail_undispatched_on(
+    conn: AsyncConnection, older_than_seconds: float, reason: str, limit: int = 100
+) -> list[TaskExecution]:
+    """Mark failed, with `undispatched_error(task, reason)`, the runs no backend took within
+    `older_than_seconds` of their creation. Rows are locked (SKIP LOCKED) and the UPDATE
+    re-checks the status, so a run claimed meanwhile is left alone and each run fails once."""
+    rows = (
+        await conn.execute(
+            _undispatched(older_than_seconds).limit(limit).with_for_update(skip_locked=True)
+        )
+    ).all()
+    failed: list[TaskExecution] = []
+    for row in rows:
+        task = task_from_row(row)
+        stmt = (
+            update(tasks)
+            .where(tasks.c.id == task.id, tasks.c.status == TaskStatus.PENDING.value)
+            .values(
+                status=TaskStatus.FAILED.value,
+                error=undispatched_error(task, reason),
+                finished_at=func.now(),
+                updated_at=func.now(),
+                caller_credential=None,
+            )
+            .returning(*tasks.c)
+        )
+        ended = (await conn.execute(stmt)).one_or_none()
+        if ended is not None:
+            failed.append(task_from_row(ended))
+    return failed

@@ -58,7 +58,7 @@ from tbd_agents.runtime.events import (
     running_status_data,
 )
 from tbd_agents.runtime.halt import HALTED_BEFORE_START, HALTED_BEFORE_START_EVENT, ended
-from tbd_agents.runtime.leases import Heartbeat
+from tbd_agents.runtime.leases import Heartbeat, undispatched_error
 from tbd_agents.runtime.mongo_docs import (
     _APPEND_RETRIES,
     _PURGE_BATCH,
@@ -460,19 +460,61 @@ class MongoRunStore:
             stored.extend(await self._follow_up(task, dict(mine[OUTBOX_FIELD])))
         return stored
 
+    @staticmethod
+    def _undispatched(older_than_seconds: float) -> Doc:
+        """Pending runs created more than `older_than_seconds` ago that no backend took."""
+        return {
+            "status": TaskStatus.PENDING.value,
+            "celery_task_id": None,
+            "created_at": {"$lt": utcnow() - timedelta(seconds=older_than_seconds)},
+        }
+
     async def orphaned_pending(self, older_than_seconds: float, limit: int = 100) -> list[str]:
         docs = await self.tasks.find(
-            {
-                "status": TaskStatus.PENDING.value,
-                "celery_task_id": None,
-                "scheduled_agent_id": {"$ne": None},
-                "created_at": {"$lt": utcnow() - timedelta(seconds=older_than_seconds)},
-            },
+            self._undispatched(older_than_seconds),
             {"_id": 1},
             sort=[("created_at", 1)],
             limit=limit,
         ).to_list(None)
         return [id_text(d["_id"]) for d in docs]
+
+    async def fail_undispatched(
+        self, older_than_seconds: float, reason: str, limit: int = 100
+    ) -> list[Transition]:
+        docs = await self.tasks.find(
+            self._undispatched(older_than_seconds), sort=[("created_at", 1)], limit=limit
+        ).to_list(None)
+        now = utcnow()
+        done: list[Transition] = []
+        for doc in docs:
+            task = from_document(TaskExecution, doc)
+            message = undispatched_error(task, reason)
+            failed = task.model_copy(
+                update={
+                    "status": TaskStatus.FAILED,
+                    "error": message,
+                    FINISHED_AT: now,
+                    "updated_at": now,
+                    "caller_credential": None,
+                }
+            )
+            # Still pending and never queued: a run claimed (or queued) meanwhile is left alone.
+            match = {"_id": doc["_id"], "status": TaskStatus.PENDING.value, "celery_task_id": None}
+            written = await self._end(
+                match,
+                failed,
+                [
+                    (EventType.ERROR.value, {"message": message}),
+                    (EventType.STATUS.value, final_status_data(failed)),
+                ],
+                webhook=True,
+                changed=("status", "error", FINISHED_AT, "updated_at", "caller_credential"),
+            )
+            if written is None:
+                continue
+            ended_task, outbox = written
+            done.append(Transition(ended_task, await self._follow_up(ended_task, outbox)))
+        return done
 
     async def halt(self, task_id: str, requested_by: str | None) -> RunEvent | None:
         doc = await self.tasks.find_one(_by_id(task_id), {"status": 1})

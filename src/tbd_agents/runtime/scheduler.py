@@ -54,6 +54,7 @@ from tbd_agents.domain.enums import (
 )
 from tbd_agents.domain.models import ScheduledAgent, TaskExecution
 from tbd_agents.errors import InvalidData
+from tbd_agents.runtime.backoff import Backoff
 from tbd_agents.storage.postgres.schema import TABLES
 from tbd_agents.storage.postgres.schema_runtime import schedule_occurrences
 
@@ -75,6 +76,8 @@ _UNIT = {
 _COUNT_CAP = 10_000
 #: Schedules changed this recently get their next run recomputed from their definition.
 EDIT_WINDOW = timedelta(minutes=2)
+#: Longest pause between two ticks after failed ones (unless the poll interval is longer).
+MAX_BACKOFF_SECONDS = 30.0
 
 
 class Clock(Protocol):
@@ -362,7 +365,7 @@ class Scheduler:
     def __init__(
         self,
         db: AsyncEngine | RunStore,
-        dispatch: Callable[[str], Awaitable[None]],
+        dispatch: Callable[[str], Awaitable[object]],
         *,
         scheduler_id: str,
         misfire_grace_seconds: float,
@@ -487,14 +490,19 @@ class Scheduler:
         return Claimed(schedule.id, latest, outcome, missed, task_id)
 
     async def run(self, stop: asyncio.Event, poll_seconds: float) -> None:
-        """Tick every `poll_seconds` until `stop` is set; a failed tick is logged and retried."""
+        """Tick every `poll_seconds` until `stop` is set. A failed tick (database down) is
+        logged and retried after a growing pause (up to 30 s or `poll_seconds`); occurrences
+        that fell due meanwhile follow their missed-run policy."""
+        backoff = Backoff("scheduler tick", poll_seconds, MAX_BACKOFF_SECONDS)
         while not stop.is_set():
             try:
                 await self.tick()
-            except Exception:
-                _log.exception("scheduler tick failed; retrying in %.0f s", poll_seconds)
+            except Exception as exc:
+                pause = backoff.failed(exc)
+            else:
+                pause = backoff.succeeded()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), poll_seconds)
+                await asyncio.wait_for(stop.wait(), pause)
 
 
 @dataclass(frozen=True, slots=True)

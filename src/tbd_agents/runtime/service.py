@@ -32,13 +32,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tbd_agents.config import Settings
 from tbd_agents.domain.enums import TaskTrigger
 from tbd_agents.domain.models import TaskExecution
+from tbd_agents.errors import TbdError
 from tbd_agents.runtime import leases
+from tbd_agents.runtime.backoff import Backoff
 from tbd_agents.runtime.bus import EventBus, InProcessBus, RedisBus
 from tbd_agents.runtime.contracts import EventSink, HaltSignal, RunOutcome
 from tbd_agents.runtime.events import RunEvent, follow
 from tbd_agents.runtime.executor import ExecutorContext, RunExecutor, build_executor
 from tbd_agents.runtime.halt import HaltResult, request_halt
-from tbd_agents.runtime.runner import RunServices, complete_followups, execute_run, reap
+from tbd_agents.runtime.runner import (
+    RunServices,
+    announce,
+    complete_followups,
+    execute_run,
+    reap,
+)
 from tbd_agents.runtime.scheduler import Clock, Scheduler
 from tbd_agents.runtime.store import RunStore, as_run_store
 from tbd_agents.runtime.webhooks import SecretCipher, WebhookService
@@ -47,10 +55,9 @@ from tbd_agents.storage.protocol import DocumentStore
 _log = logging.getLogger(__name__)
 
 MAINTENANCE_SECONDS = 1.0
+#: Longest pause of the upkeep loop after failed rounds (database down): 1, 2, 4 … this many s.
+MAINTENANCE_MAX_BACKOFF_SECONDS = 30.0
 PURGE_EVERY = timedelta(hours=1)
-ORPHAN_SWEEP_EVERY = timedelta(seconds=30)
-#: A scheduled run still pending this long after its creation, never dispatched, is dispatched.
-ORPHAN_AFTER_SECONDS = 60.0
 #: Follow-up writes (final events, webhooks) left undone this long are taken over (MongoDB).
 FOLLOWUP_STALE_SECONDS = 30.0
 
@@ -109,6 +116,8 @@ class Runtime:
         self._services_lock = asyncio.Lock()
         self._loops: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
+        #: Runs this process could not hand to the backend yet, with the last reason.
+        self._undispatched: dict[str, str] = {}
         self.backend: RunBackend = self._make_backend()
 
     @classmethod
@@ -187,18 +196,85 @@ class Runtime:
         trigger: TaskTrigger = TaskTrigger.API,
         reasoning_effort: str | None = None,
     ) -> TaskExecution:
-        """Create a pending run of the workflow, commit it, then hand it to the backend."""
+        """Create a pending run of the workflow, commit it, then hand it to the backend.
+
+        The run is accepted once it is stored: if the backend cannot take it now (Redis down),
+        it is handed over again later (see `dispatch`); `dispatch_deferred(task.id)` says so."""
         task = await self.runs.create_run(
             workflow_id, prompt, trigger=trigger, reasoning_effort=reasoning_effort
         )
         await self.dispatch(task.id)
         return task
 
-    async def dispatch(self, task_id: str) -> None:
-        """Hand a committed pending run to the backend (after the transaction that made it)."""
-        backend_id = await self.backend.submit(task_id)
+    async def dispatch(self, task_id: str) -> bool:
+        """Hand a committed pending run to the backend (after the transaction that made it).
+
+        False when the backend could not take it (the broker is down): the run stays pending,
+        the upkeep loop hands it over again every RUN_DISPATCH_RETRY_SECONDS and fails it, with
+        the reason, once RUN_DISPATCH_DEADLINE_SECONDS have passed. Never raises: the caller's
+        run is stored, and answering an error would hide that it exists."""
+        try:
+            backend_id = await self.backend.submit(task_id)
+        except Exception as exc:
+            reason = exc.message if isinstance(exc, TbdError) else f"{type(exc).__name__}: {exc}"
+            first = task_id not in self._undispatched
+            self._undispatched[task_id] = reason
+            _log.log(
+                logging.WARNING if first else logging.INFO,
+                "run %s is accepted but not queued yet: %s; it is queued again every %g s, and "
+                "fails if that has not worked %g s after it was accepted",
+                task_id,
+                reason,
+                self.settings.run_dispatch_retry_seconds,
+                self.settings.run_dispatch_deadline_seconds,
+                exc_info=not isinstance(exc, TbdError),
+            )
+            return False
+        if self._undispatched.pop(task_id, None) is not None:
+            _log.warning("run %s is queued now", task_id)
         if backend_id is not None:
-            await self.runs.set_backend_id(task_id, backend_id)
+            try:
+                await self.runs.set_backend_id(task_id, backend_id)
+            except Exception:
+                # Queued all the same; the sweep may queue it once more, which is harmless
+                # (only one worker can claim it).
+                _log.exception("run %s is queued but its queue id was not recorded", task_id)
+        return True
+
+    def dispatch_deferred(self, task_id: str) -> bool:
+        """True while this process could not hand the run to the backend yet."""
+        return task_id in self._undispatched
+
+    async def sweep_undispatched(self) -> None:
+        """Fail the runs no backend took within RUN_DISPATCH_DEADLINE_SECONDS, then hand the
+        others that have waited RUN_DISPATCH_RETRY_SECONDS to the backend again."""
+        settings = self.settings
+        deadline = settings.run_dispatch_deadline_seconds
+        reasons = set(self._undispatched.values())
+        last = f" (last error: {reasons.pop()})" if len(reasons) == 1 else ""
+        if self.distributed:
+            reason = (
+                f"the run queue (Redis) did not take it within RUN_DISPATCH_DEADLINE_SECONDS "
+                f"({deadline:g} s){last}; start it again once Redis is back"
+            )
+        else:
+            reason = (
+                f"it was not started within RUN_DISPATCH_DEADLINE_SECONDS ({deadline:g} s): "
+                f"the process that accepted it stopped or lost the database{last}; start it again"
+            )
+        failed = await self.runs.fail_undispatched(deadline, reason)
+        for item in failed:
+            self._undispatched.pop(item.task.id, None)
+            _log.error("run %s failed: %s", item.task.id, item.task.error)
+        await announce(await self._maintenance_services(), [e for t in failed for e in t.events])
+        orphans = await self.runs.orphaned_pending(settings.run_dispatch_retry_seconds)
+        # Forget what another process queued or failed meanwhile (the map stays small).
+        self._undispatched = {k: v for k, v in self._undispatched.items() if k in orphans}
+        for task_id in orphans:
+            if task_id not in self._undispatched:
+                _log.warning("run %s was never queued; queueing it now", task_id)
+            if not await self.dispatch(task_id):
+                break  # the backend is down: the others wait for the next sweep
 
     async def halt(self, task_id: str, requested_by: str | None = None) -> HaltResult:
         """Stop a run wherever it executes (NotFound / Conflict for unknown or finished runs)."""
@@ -242,7 +318,9 @@ class Runtime:
 
     async def _maintenance_loop(self) -> None:
         reap_every = max(self.settings.run_lease_seconds / 3.0, MAINTENANCE_SECONDS)
+        sweep_every = min(self.settings.run_dispatch_retry_seconds, reap_every)
         last_reap = last_purge = last_sweep = datetime.min.replace(tzinfo=UTC)
+        failures = Backoff("runtime upkeep", MAINTENANCE_SECONDS, MAINTENANCE_MAX_BACKOFF_SECONDS)
         while not self._stop.is_set():
             now = datetime.now(UTC)
             try:
@@ -252,10 +330,8 @@ class Runtime:
                     await complete_followups(services, FOLLOWUP_STALE_SECONDS)
                     last_reap = now
                 await self.webhooks.deliver_due()
-                if now - last_sweep >= ORPHAN_SWEEP_EVERY:
-                    for task_id in await self.runs.orphaned_pending(ORPHAN_AFTER_SECONDS):
-                        _log.warning("run %s was never dispatched; dispatching it now", task_id)
-                        await self.dispatch(task_id)
+                if (now - last_sweep).total_seconds() >= sweep_every:
+                    await self.sweep_undispatched()
                     last_sweep = now
                 if now - last_purge >= PURGE_EVERY:
                     cutoff = now - timedelta(days=self.settings.run_event_retention_days)
@@ -263,10 +339,12 @@ class Runtime:
                     if purged:
                         _log.info("purged %d events of runs that ended before %s", purged, cutoff)
                     last_purge = now
-            except Exception:
-                _log.exception("runtime upkeep failed; retrying")
+            except Exception as exc:
+                pause = failures.failed(exc)
+            else:
+                pause = failures.succeeded()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), MAINTENANCE_SECONDS)
+                await asyncio.wait_for(self._stop.wait(), pause)
 
     async def start(self, *, scheduler: bool = False, clock: Clock | None = None) -> None:
         """Start the upkeep loop (reaper, webhooks, purge) and, if asked, the scheduler loop."""
@@ -275,6 +353,22 @@ class Runtime:
         if scheduler:
             loop = self.scheduler(clock).run(self._stop, self.settings.scheduler_poll_seconds)
             self._loops.append(asyncio.create_task(loop, name="scheduler"))
+
+    async def run_until(self, stop: asyncio.Event) -> None:
+        """Wait until `stop` is set. RuntimeError if a background loop ended first: they
+        outlive every error they can meet, so that is a bug, and the process should exit
+        non-zero (for its supervisor to restart it) rather than go on doing nothing."""
+        stopper = asyncio.create_task(stop.wait(), name="stop")
+        try:
+            done, _ = await asyncio.wait(
+                [stopper, *self._loops], return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stopper.cancel()
+        for task in done:
+            if task is not stopper:
+                exc = None if task.cancelled() else task.exception()
+                raise RuntimeError(f"the {task.get_name()} loop stopped: {exc!r}") from exc
 
     async def aclose(self, drain_seconds: float = 30.0) -> None:
         """Stop the loops, let running in-process runs finish (halting them after

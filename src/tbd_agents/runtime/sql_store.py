@@ -119,6 +119,23 @@ class SqlRunStore:
     async def orphaned_pending(self, older_than_seconds: float, limit: int = 100) -> list[str]:
         return await leases.orphaned_pending(self.engine, older_than_seconds, limit)
 
+    async def fail_undispatched(
+        self, older_than_seconds: float, reason: str, limit: int = 100
+    ) -> list[Transition]:
+        done: list[Transition] = []
+        async with self.engine.begin() as conn:
+            for task in await leases.fail_undispatched_on(conn, older_than_seconds, reason, limit):
+                error = {"message": task.error}
+                events = [
+                    await self.events.append_on(conn, task.id, EventType.ERROR.value, error),
+                    await self.events.append_on(
+                        conn, task.id, EventType.STATUS.value, final_status_data(task)
+                    ),
+                ]
+                await SqlWebhookStore.enqueue_on(conn, task)
+                done.append(Transition(task, events))
+        return done
+
     async def halt(self, task_id: str, requested_by: str | None) -> RunEvent | None:
         return await halt_on_sql(self.engine, self.events, task_id, requested_by)
 

@@ -230,8 +230,17 @@ class RunStore(Protocol):
         ...
 
     async def orphaned_pending(self, older_than_seconds: float, limit: int = 100) -> list[str]:
-        """Scheduled runs still pending `older_than_seconds` after their creation, never handed
-        to a backend."""
+        """Runs still pending `older_than_seconds` after their creation that no backend took
+        (no `celery_task_id`), oldest first: to be dispatched again."""
+        ...
+
+    async def fail_undispatched(
+        self, older_than_seconds: float, reason: str, limit: int = 100
+    ) -> list[Transition]:
+        """Fail the runs that no backend took within `older_than_seconds` of their creation
+        (once each, whoever asks; a run claimed meanwhile is left alone), with an error naming
+        `reason` and the time the run was accepted, an error event, the final status event and
+        the failure webhook."""
         ...
 
     async def halt(self, task_id: str, requested_by: str | None) -> RunEvent | None:
