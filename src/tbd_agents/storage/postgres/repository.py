@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Generic, NoReturn, TypeVar, cast
 
-import asyncpg  # type: ignore[import-untyped]
 from pydantic import ValidationError
 from sqlalchemy import (
     ARRAY,
@@ -39,7 +38,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import URL, Dialect, Result
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.elements import ColumnElement
@@ -70,7 +68,7 @@ from tbd_agents.storage.common import (
     well_formed_id,
 )
 from tbd_agents.storage.postgres.direct import DirectLink, DirectStatement, compile_direct
-from tbd_agents.storage.postgres.errors import UPGRADE_HINT, translate, where
+from tbd_agents.storage.postgres.errors import DRIVER_ERRORS, UPGRADE_HINT, translate, where
 from tbd_agents.storage.postgres.json_rows import (
     json_array_statement,
     json_document,
@@ -230,7 +228,7 @@ class PostgresRepository(Generic[E]):
     async def _execute(self, stmt: Executable, params: dict[str, Any] | None = None) -> Result[Any]:
         try:
             return await self._conn.execute(stmt, params)
-        except (DBAPIError, OSError) as exc:
+        except DRIVER_ERRORS as exc:
             self._raise(exc)
 
     async def _whole_list(
@@ -260,7 +258,7 @@ class PostgresRepository(Generic[E]):
         """The rows of a `direct` statement; None: run it through SQLAlchemy instead."""
         try:
             return await self._direct.fetch(statement, values)
-        except (DBAPIError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DRIVER_ERRORS as exc:
             self._raise(exc)
 
     def _to_model(self, row: Any) -> E:
@@ -478,7 +476,7 @@ class PostgresRepository(Generic[E]):
             else:
                 async with self._conn.begin_nested():
                     await self._conn.execute(insert(self.table), rows)
-        except (DBAPIError, OSError) as exc:
+        except DRIVER_ERRORS as exc:
             self._raise(exc)
         return len(rows)
 
@@ -665,6 +663,11 @@ class PostgresStore:
         self._embedded = embedded
         self._owns_engine = owns_engine
 
+    @property
+    def embedded(self) -> bool:
+        """Whether the database is the embedded PostgreSQL (for error messages)."""
+        return self._embedded
+
     def _raise(self, exc: BaseException) -> NoReturn:
         err = translate(exc, url=self.url, embedded=self._embedded)
         if err is None:
@@ -686,7 +689,7 @@ class PostgresStore:
         write raises RuntimeError before it is sent."""
         try:
             conn = await self.engine.connect()
-        except (DBAPIError, OSError) as exc:
+        except DRIVER_ERRORS as exc:
             self._raise(exc)
         if readonly or single_write:
             budget = WriteBudget(1) if single_write else UNLIMITED
@@ -701,7 +704,7 @@ class PostgresStore:
         try:
             try:
                 trans = await conn.begin()
-            except (DBAPIError, OSError) as exc:
+            except DRIVER_ERRORS as exc:
                 self._raise(exc)
             try:
                 yield PostgresRepositories(conn, url=self.url, embedded=self._embedded)
@@ -710,7 +713,7 @@ class PostgresStore:
                 raise
             try:
                 await trans.commit()
-            except (DBAPIError, OSError) as exc:
+            except DRIVER_ERRORS as exc:
                 self._raise(exc)
         finally:
             await conn.close()
@@ -725,7 +728,7 @@ class PostgresStore:
         try:
             async with self.engine.connect() as conn:
                 row = (await conn.execute(probe)).one()
-        except (DBAPIError, OSError) as exc:
+        except DRIVER_ERRORS as exc:
             self._raise(exc)
         missing = [n for n, oid in zip(names, row, strict=True) if oid is None]
         if missing:
