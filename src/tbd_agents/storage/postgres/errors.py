@@ -194,7 +194,7 @@ def translate(
     if state == "57P03":  # cannot_connect_now: starting up, shutting down or in crash recovery
         return connection_refused(
             url,
-            f"{message}; it is starting up or recovering, retry in a few seconds",
+            f"{message}; retry in a few seconds",
             embedded=embedded,
         )
     if state in _LOST_STATES:

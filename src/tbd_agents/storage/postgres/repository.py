@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import builtins
 import functools
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Generic, NoReturn, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, cast
 
 from pydantic import ValidationError
 from sqlalchemy import (
@@ -53,6 +53,7 @@ from tbd_agents.errors import (
     InvalidData,
     NotFound,
     SchemaNotReady,
+    StorageError,
     UnsupportedQuery,
 )
 from tbd_agents.storage.common import (
@@ -92,7 +93,12 @@ from tbd_agents.storage.protocol import (
     in_,
 )
 
+if TYPE_CHECKING:
+    from tbd_agents.storage.postgres.supervisor import EmbeddedSupervisor
+
 E = TypeVar("E", bound=Entity)
+#: Puts what is known about an outage (the embedded server's situation) into its error.
+Explain = Callable[[StorageError], StorageError]
 
 
 @functools.cache
@@ -205,8 +211,10 @@ class PostgresRepository(Generic[E]):
         embedded: bool = False,
         direct: DirectLink | None = None,
         budget: WriteBudget = UNLIMITED,
+        explain: Explain | None = None,
     ) -> None:
         self.model = model
+        self._explain = explain
         self._budget = budget
         self.table = TABLES[model.collection]
         self._result = _result_columns(self.table)
@@ -223,6 +231,8 @@ class PostgresRepository(Generic[E]):
         err = translate(exc, url=self._url, entity=self.model.__name__, embedded=self._embedded)
         if err is None:
             raise exc
+        if self._explain is not None and isinstance(err, StorageError):
+            err = self._explain(err)
         raise err from exc
 
     async def _execute(self, stmt: Executable, params: dict[str, Any] | None = None) -> Result[Any]:
@@ -609,9 +619,11 @@ class PostgresRepositories:
         url: URL | None,
         embedded: bool,
         budget: WriteBudget = UNLIMITED,
+        explain: Explain | None = None,
     ) -> None:
         self.connection = conn
         self._budget = budget
+        self._explain = explain
         self._url, self._embedded = url, embedded
         # Built on first use: a request touches one or two of the 15 (measured: building all
         # 15 eagerly cost ~0.5 ms per unit of work).
@@ -639,6 +651,7 @@ class PostgresRepositories:
             embedded=self._embedded,
             direct=self._direct,
             budget=self._budget,
+            explain=self._explain,
         )
         self._by_model[model] = repo
         return repo
@@ -657,11 +670,15 @@ class PostgresStore:
         url: URL | None = None,
         embedded: bool = False,
         owns_engine: bool = True,
+        supervisor: EmbeddedSupervisor | None = None,
     ) -> None:
         self.engine = engine
         self.url = url if url is not None else engine.url
         self._embedded = embedded
         self._owns_engine = owns_engine
+        #: The embedded server's supervisor (`serve`): its situation explains outages.
+        self.supervisor = supervisor
+        self._explain: Explain | None = supervisor.explain if supervisor is not None else None
 
     @property
     def embedded(self) -> bool:
@@ -672,6 +689,8 @@ class PostgresStore:
         err = translate(exc, url=self.url, embedded=self._embedded)
         if err is None:
             raise exc
+        if self._explain is not None and isinstance(err, StorageError):
+            err = self._explain(err)
         raise err from exc
 
     @asynccontextmanager
@@ -696,7 +715,11 @@ class PostgresStore:
             try:
                 await conn.execution_options(isolation_level="AUTOCOMMIT")
                 yield PostgresRepositories(
-                    conn, url=self.url, embedded=self._embedded, budget=budget
+                    conn,
+                    url=self.url,
+                    embedded=self._embedded,
+                    budget=budget,
+                    explain=self._explain,
                 )
             finally:
                 await conn.close()
@@ -707,7 +730,9 @@ class PostgresStore:
             except DRIVER_ERRORS as exc:
                 self._raise(exc)
             try:
-                yield PostgresRepositories(conn, url=self.url, embedded=self._embedded)
+                yield PostgresRepositories(
+                    conn, url=self.url, embedded=self._embedded, explain=self._explain
+                )
             except BaseException:
                 await trans.rollback()
                 raise
