@@ -48,12 +48,12 @@ def base_dir(prefix: str = "tbd-fault-serve-") -> Path:
 class Serving:
     """One `tbd-agents serve` process on the embedded PostgreSQL in `data_dir / "pgdata"`."""
 
-    def __init__(self, data_dir: Path, **env: str) -> None:
+    def __init__(self, data_dir: Path, *, log_dir: Path | None = None, **env: str) -> None:
         self.data_dir = data_dir
         self.pgdata = data_dir / "pgdata"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = data_dir / f"serve-{self.port}.log"
+        self.log = (log_dir or data_dir) / f"serve-{self.port}.log"
         keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
         self.env = {
             **keep,
@@ -148,11 +148,17 @@ def serve_fixture() -> Iterator[Callable[..., Serving]]:
     made: list[Serving] = []
     dirs: list[Path] = []
 
-    def make(data_dir: Path | None = None, *, start: bool = True, **env: str) -> Serving:
+    def make(
+        data_dir: Path | None = None,
+        *,
+        start: bool = True,
+        log_dir: Path | None = None,
+        **env: str,
+    ) -> Serving:
         if data_dir is None:
             data_dir = base_dir()
             dirs.append(data_dir)
-        server = Serving(data_dir, **env)
+        server = Serving(data_dir, log_dir=log_dir, **env)
         made.append(server)
         return server.start() if start else server
 

@@ -125,6 +125,7 @@ def connection_lost(url: URL | None, detail: str, *, embedded: bool = False) -> 
 
 def disk_full(url: URL | None, detail: str, *, embedded: bool = False) -> DiskFull:
     """The error for a write the server refused because its disk is full (SQLSTATE 53100)."""
+    detail = detail.splitlines()[0] if detail else "No space left on device"
     return DiskFull(
         f"PostgreSQL at {where(url)} cannot write: disk full ({detail}). Free space on the "
         f"volume holding {_data_dir_hint(embedded)} (delete files, grow the volume); writes "

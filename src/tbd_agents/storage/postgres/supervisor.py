@@ -114,7 +114,9 @@ class EmbeddedSupervisor:
         """`error` with the server's situation in front when the supervisor knows what is wrong
         (a full disk becomes DiskFull); unchanged otherwise."""
         now = self.situation()
-        if now.disk_full and isinstance(error, DatabaseUnreachable | DiskFull):
+        if isinstance(error, DiskFull):  # PostgreSQL itself said so (53100): clear enough
+            return error
+        if now.disk_full and isinstance(error, DatabaseUnreachable):
             return DiskFull(
                 f"{now.disk_full} ({error.message})",
                 details={**error.details, "reason": "disk_full"},
@@ -144,6 +146,10 @@ class EmbeddedSupervisor:
                     down_since = time.monotonic()
                     self._gone(state.pid)
                 backoff = self._try_restart(backoff)
+                state = self.server.postmaster()
+                if state.alive:
+                    self._back(time.monotonic() - down_since, state.pid)
+                    down_since, backoff = None, 0.0
             except Exception:  # the watch must go on: log and look again
                 _log.exception("the embedded PostgreSQL supervisor failed a check")
                 backoff = min(max(backoff * 2, 1.0), self.max_backoff)
@@ -200,7 +206,8 @@ class EmbeddedSupervisor:
     # --- the disk and the log ------------------------------------------------------------
     def _note_enospc(self, text: str) -> None:
         if any(m in text for m in _ENOSPC_MARKERS):
-            self._enospc = (time.monotonic(), text.strip()[:300])
+            said = text.split(":  ", 1)[-1]  # without the log line's time and pid
+            self._enospc = (time.monotonic(), " ".join(said.split())[:300])
 
     def _check_disk(self) -> None:
         """Set or clear the disk-full condition: (almost) no free space on the data directory's
