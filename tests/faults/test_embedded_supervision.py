@@ -55,6 +55,11 @@ def _until_back(server: Serving, fault: str) -> dict[str, Any]:
         time.sleep(0.1)
 
 
+def _ready(server: Serving) -> dict[str, Any]:
+    body: dict[str, Any] = server.request("GET", "/health/ready").json()
+    return body
+
+
 def _embedded_check(ready: dict[str, Any]) -> dict[str, Any]:
     return next(c for c in ready["checks"] if c["name"] == "embedded_postgres")
 
@@ -156,10 +161,23 @@ def test_a_full_disk_answers_503_disk_full_then_recovers(small_disk: Path, serve
     assert ready.status_code == 503
     assert "disk full" in _embedded_check(ready.json())["detail"]
 
+    # The server dies while the disk is full: it cannot start again (no room for its WAL or
+    # its lock file), and every answer says why.
+    server.kill_postmaster()
+    deadline = time.monotonic() + BACK_WITHIN
+    while "restarting it failed" not in (check := _embedded_check(_ready(server)))["detail"]:
+        assert time.monotonic() < deadline, check
+        time.sleep(0.2)
+    assert "disk full" in check["detail"]
+    answer = _write(server, "while-down")
+    assert answer.status_code == 503 and answer.json()["error"]["code"] == "disk_full"
+    assert "disk full" in answer.json()["detail"]
+
     filler.unlink()
     seen = _until_back(server, "freeing space")
     assert seen["codes"] <= {201, 503}
     assert all("disk full" in d or "not running" in d for d in seen["details"]), seen["details"]
+    assert "room again" in server.output()
     assert server.request("GET", f"/api/agents/{kept}").status_code == 200
     deadline = time.monotonic() + BACK_WITHIN
     while server.request("GET", "/health/ready").status_code != 200:

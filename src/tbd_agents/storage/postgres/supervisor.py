@@ -4,8 +4,9 @@ A thread checks the postmaster every EMBEDDED_PG_WATCH_INTERVAL seconds (its pid
 `postmaster.pid`, alive and not a zombie). When it is gone — killed, stopped by someone, or
 ended after a PANIC — the supervisor starts it again on the same socket, so the application's
 connection URL stays valid: the first attempt at once, then after 1, 2, 4 … seconds, up to
-EMBEDDED_PG_RESTART_MAX_BACKOFF, for as long as it takes. PostgreSQL replays its write-ahead log
-on start (crash recovery); nothing is lost that it had confirmed.
+EMBEDDED_PG_RESTART_MAX_BACKOFF, for as long as it takes (and at once when a full disk has room
+again). PostgreSQL replays its write-ahead log on start (crash recovery); nothing is lost that it
+had confirmed.
 
 It also watches the disk: when the volume of the data directory has (almost) no space left, or
 the server's log says "No space left on device", the situation says "disk full" and what to free.
@@ -132,10 +133,13 @@ class EmbeddedSupervisor:
     def _watch(self) -> None:
         backoff = 0.0
         down_since: float | None = None
-        while not self._stop.wait(self.interval if down_since is None else backoff):
+        next_try = 0.0
+        while not self._stop.wait(self._pause(down_since, next_try)):
             try:
                 self._read_log()
+                was_full = bool(self._disk_full)
                 self._check_disk()
+                room_again = was_full and not self._disk_full  # try now, not after the backoff
                 state = self.server.postmaster()
                 if state.alive:
                     if down_since is not None:
@@ -143,9 +147,12 @@ class EmbeddedSupervisor:
                     down_since, backoff = None, 0.0
                     continue
                 if down_since is None:
-                    down_since = time.monotonic()
+                    down_since, next_try = time.monotonic(), 0.0
                     self._gone(state.pid)
+                if time.monotonic() < next_try and not room_again:
+                    continue
                 backoff = self._try_restart(backoff)
+                next_try = time.monotonic() + backoff
                 state = self.server.postmaster()
                 if state.alive:
                     self._back(time.monotonic() - down_since, state.pid)
@@ -153,6 +160,13 @@ class EmbeddedSupervisor:
             except Exception:  # the watch must go on: log and look again
                 _log.exception("the embedded PostgreSQL supervisor failed a check")
                 backoff = min(max(backoff * 2, 1.0), self.max_backoff)
+                next_try = time.monotonic() + backoff
+
+    def _pause(self, down_since: float | None, next_try: float) -> float:
+        """Seconds until the next look: the interval, or less when a restart attempt is due."""
+        if down_since is None:
+            return self.interval
+        return max(0.0, min(self.interval, next_try - time.monotonic()))
 
     def _gone(self, pid: int | None) -> None:
         cause = _cause(list(self._recent))
