@@ -165,9 +165,11 @@ class Settings(BaseSettings):
     postgres_pool_pre_ping: bool = Field(
         default=False,
         description="Test each pooled connection with a round trip before use. Off (faster: one "
-        "round trip less per request): after a database restart the first request on a stale "
-        "connection fails (DatabaseUnreachable, 503) and the pool's older connections are "
-        "replaced, so the next requests reconnect.",
+        "round trip less per request): a connection the server closed (a restart, "
+        "pg_terminate_backend) is still replaced before use, because the driver has seen it "
+        "close; only a connection lost without the client noticing (a network cut, a proxy's "
+        "idle timeout that sends nothing) fails its first request with a 503, after which the "
+        "pool's older connections are replaced. Turn it on behind such proxies.",
     )
     postgres_connect_timeout: float = Field(
         default=10.0, gt=0, description="Seconds to wait for a PostgreSQL connection."
