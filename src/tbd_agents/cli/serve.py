@@ -35,8 +35,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tbd_agents.serve")
 
-#: The signals that stop the server gracefully.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+#: The signals that stop the server gracefully (SIGHUP does not exist on Windows).
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name)
+)
 
 FIRST_KEY_HINT = (
     "No API key exists yet, and every request needs one. Create the first admin key (it works "
@@ -71,12 +73,16 @@ class GracefulStop:
         loop = asyncio.get_running_loop()
         self._main = asyncio.current_task()
         for sig in STOP_SIGNALS:
-            loop.add_signal_handler(sig, self._on_signal, sig)
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            except NotImplementedError:  # Windows' event loops: a plain handler, same effect
+                signal.signal(sig, lambda n, _f: loop.call_soon_threadsafe(self._on_signal, n))
 
     def serving(self, server: uvicorn.Server) -> None:
         self._server = server
 
-    def _on_signal(self, sig: signal.Signals) -> None:
+    def _on_signal(self, number: int) -> None:
+        sig = signal.Signals(number)
         first = self.received is None
         self.received = self.received or sig
         if self._server is not None:
