@@ -129,6 +129,28 @@ class Settings(BaseSettings):
         "first start (default: beside its data directory, DATA_DIR/pgdata.password).",
     )
 
+    embedded_pg_supervise: bool = Field(
+        default=True,
+        description="`tbd-agents serve` restarts its embedded PostgreSQL when it stops, is "
+        "killed or crashes (PostgreSQL replays its WAL on start), and reports a full disk in "
+        "GET /health/ready and in the 503 answers. Off: the API answers 503 until someone "
+        "restarts the server.",
+    )
+    embedded_pg_watch_interval: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Seconds between two checks of the embedded PostgreSQL by `serve` (is the "
+        "postmaster alive, is there disk space).",
+    )
+    embedded_pg_restart_max_backoff: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Longest wait in seconds between two attempts to restart the embedded "
+        "PostgreSQL (the first is immediate, then 1, 2, 4 … s); attempts go on until it starts.",
+    )
+
     # --- PostgreSQL engine ------------------------------------------------------------------
     postgres_pool_size: int = Field(
         default=20,
@@ -143,9 +165,11 @@ class Settings(BaseSettings):
     postgres_pool_pre_ping: bool = Field(
         default=False,
         description="Test each pooled connection with a round trip before use. Off (faster: one "
-        "round trip less per request): after a database restart the first request on a stale "
-        "connection fails (DatabaseUnreachable, 503) and the pool's older connections are "
-        "replaced, so the next requests reconnect.",
+        "round trip less per request): a connection the server closed (a restart, "
+        "pg_terminate_backend) is still replaced before use, because the driver has seen it "
+        "close; only a connection lost without the client noticing (a network cut, a proxy's "
+        "idle timeout that sends nothing) fails its first request with a 503, after which the "
+        "pool's older connections are replaced. Turn it on behind such proxies.",
     )
     postgres_connect_timeout: float = Field(
         default=10.0, gt=0, description="Seconds to wait for a PostgreSQL connection."

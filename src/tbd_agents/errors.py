@@ -113,7 +113,18 @@ class StorageError(TbdError):
 
 
 class DatabaseUnreachable(StorageError):
+    """The database does not answer, or the connection to it was lost: retry later."""
+
     code = "database_unreachable"
+    #: Seconds a client should wait before retrying (the `Retry-After` header of the 503).
+    retry_after: ClassVar[int] = 2
+
+
+class DiskFull(StorageError):
+    """The database cannot write: the disk holding its data is full (SQLSTATE 53100)."""
+
+    code = "disk_full"
+    retry_after: ClassVar[int] = 10
 
 
 class SchemaNotReady(StorageError):

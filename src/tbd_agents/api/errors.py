@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tbd_agents.api.preconditions import etag
-from tbd_agents.errors import TbdError, TooManyAttempts, VersionConflict
+from tbd_agents.errors import TbdError, VersionConflict
 
 log = logging.getLogger("tbd_agents.api")
 
@@ -54,8 +54,9 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.http_status >= 500:
         log.error("%s %s failed: %s: %s", request.method, request.url.path, exc.code, exc.message)
     headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
-    if isinstance(exc, TooManyAttempts):
-        headers = {"Retry-After": str(exc.retry_after)}
+    retry_after = getattr(exc, "retry_after", None)  # TooManyAttempts, database outages
+    if isinstance(retry_after, int):
+        headers = {"Retry-After": str(retry_after)}
     if isinstance(exc, VersionConflict):
         headers = {"ETag": etag(exc.current)}
     return _respond(exc.http_status, exc.code, exc.message, details, headers)
@@ -85,8 +86,21 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    incident = uuid.uuid4().hex[:12]
+    from tbd_agents.storage.outage import outage_of
     from tbd_agents.storage.postgres.errors import describe
+
+    ctx = getattr(request.app.state, "ctx", None)
+    outage = outage_of(exc, getattr(ctx, "store", None))
+    if outage is not None:  # a database outage met outside the repositories: 503, not 500
+        log.warning(
+            "%s %s: database error raised outside a repository, answered as %s: %s",
+            request.method,
+            request.url.path,
+            outage.code,
+            describe(exc) or type(exc).__name__,
+        )
+        return await _domain_error(request, outage)
+    incident = uuid.uuid4().hex[:12]
 
     database = describe(exc)
     if database is None:

@@ -50,6 +50,18 @@ async def _database(store: DocumentStore) -> str:
     return store.backend
 
 
+async def _embedded(supervisor: Any) -> str:
+    """The embedded server as its supervisor (`serve`) sees it: running, restarting, disk full."""
+    from tbd_agents.errors import DatabaseUnreachable, DiskFull
+
+    now = supervisor.situation()
+    if now.disk_full:
+        raise DiskFull(now.describe())
+    if not now.running:
+        raise DatabaseUnreachable(f"the embedded PostgreSQL is not running: {now.describe()}")
+    return str(now.describe())
+
+
 async def _vectors(vectors: Any) -> str:
     from tbd_agents.vectors.base import KNOWLEDGE_CHUNKS
 
@@ -76,10 +88,14 @@ async def _redis(url: str) -> str:
 async def readiness(
     settings: Settings, store: DocumentStore, services: Mapping[str, Any]
 ) -> list[CheckResult]:
-    """Database (reachable and at the Alembic head), vector store, Redis (when configured)."""
+    """Database (reachable and at the Alembic head), the embedded PostgreSQL's supervisor (under
+    `serve`), vector store, Redis (when configured)."""
     probes: list[tuple[str, Callable[[], Awaitable[str]]]] = [
         ("database", lambda: _database(store))
     ]
+    supervisor = getattr(store, "supervisor", None)
+    if supervisor is not None:
+        probes.append(("embedded_postgres", lambda: _embedded(supervisor)))
     vectors = services.get("vector_store")
     if vectors is not None:
         probes.append(("vector_store", lambda: _vectors(vectors)))

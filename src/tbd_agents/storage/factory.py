@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from sqlalchemy.engine import URL
 
@@ -12,7 +13,9 @@ from tbd_agents.errors import ConfigurationError
 from tbd_agents.storage.protocol import DocumentStore
 
 
-async def open_store(settings: Settings, *, url: URL | str | None = None) -> DocumentStore:
+async def open_store(
+    settings: Settings, *, url: URL | str | None = None, supervisor: Any = None
+) -> DocumentStore:
     """The document store of `settings.db_backend`, connected lazily (call `ping()` to check it).
 
     PostgreSQL: `url` (e.g. the embedded server's URL from `prepare_database`) or, without it,
@@ -22,9 +25,12 @@ async def open_store(settings: Settings, *, url: URL | str | None = None) -> Doc
 
     MongoDB: `MONGO_URI` / `MONGO_DB_NAME`; opening pings the server and creates missing indexes
     (`storage.mongo.connect.open_mongo_store`), so an unreachable server fails here.
+
+    `supervisor`: the embedded server's `EmbeddedSupervisor`, whose situation the store's
+    outage errors and readiness report.
     """
     if settings.db_backend is DbBackend.POSTGRES:
-        return _open_postgres(settings, url)
+        return _open_postgres(settings, url, supervisor)
     if settings.db_backend is DbBackend.MONGO:
         from tbd_agents.storage.mongo.connect import open_mongo_store
 
@@ -36,12 +42,14 @@ async def open_store(settings: Settings, *, url: URL | str | None = None) -> Doc
 
 
 @asynccontextmanager
-async def prepared_store(settings: Settings) -> AsyncIterator[DocumentStore]:
+async def prepared_store(
+    settings: Settings, *, supervise: bool = False
+) -> AsyncIterator[DocumentStore]:
     """The configured document store, ready to use, closed and let go when the block ends.
 
-    PostgreSQL: the database prepared first (the embedded server started and migrated, or an
-    external one checked to be at head). MongoDB: the store opened on MONGO_URI (indexes
-    created)."""
+    PostgreSQL: the database prepared first (the embedded server started and migrated — and
+    with `supervise`, restarted whenever it dies, for a long-running process — or an external
+    one checked to be at head). MongoDB: the store opened on MONGO_URI (indexes created)."""
     if settings.db_backend is not DbBackend.POSTGRES:
         store = await open_store(settings)
         try:
@@ -51,9 +59,9 @@ async def prepared_store(settings: Settings) -> AsyncIterator[DocumentStore]:
         return
     from tbd_agents.storage.postgres.migrate import prepare_database
 
-    prepared = await prepare_database(settings)
+    prepared = await prepare_database(settings, supervise=supervise)
     try:
-        store = await open_store(settings, url=prepared.url)
+        store = await open_store(settings, url=prepared.url, supervisor=prepared.supervisor)
         try:
             yield store
         finally:
@@ -62,7 +70,7 @@ async def prepared_store(settings: Settings) -> AsyncIterator[DocumentStore]:
         await prepared.aclose()
 
 
-def _open_postgres(settings: Settings, url: URL | str | None) -> DocumentStore:
+def _open_postgres(settings: Settings, url: URL | str | None, supervisor: Any) -> DocumentStore:
     from tbd_agents.storage.postgres.engine import create_engine
     from tbd_agents.storage.postgres.repository import PostgresStore
 
@@ -77,4 +85,6 @@ def _open_postgres(settings: Settings, url: URL | str | None) -> DocumentStore:
         connect_timeout=settings.postgres_connect_timeout,
         pool_pre_ping=settings.postgres_pool_pre_ping,
     )
-    return PostgresStore(engine, url=target, embedded=settings.uses_embedded_postgres)
+    return PostgresStore(
+        engine, url=target, embedded=settings.uses_embedded_postgres, supervisor=supervisor
+    )

@@ -22,6 +22,15 @@ class ReadyOut(BaseModel):
 
 @router.get("/health", response_model=HealthOut, summary="Liveness: the process answers")
 async def health() -> HealthOut:
+    """`{"status": "ok"}` whenever the process answers, as in the existing API: a liveness
+    probe. It does not look at the database (a restart of this process would not bring it
+    back; `serve` restarts its embedded PostgreSQL itself). Use /health/ready to know whether
+    requests can be served."""
+    return HealthOut(status="ok")
+
+
+@router.get("/health/live", response_model=HealthOut, summary="Liveness (same as /health)")
+async def live() -> HealthOut:
     return HealthOut(status="ok")
 
 
@@ -29,7 +38,8 @@ async def health() -> HealthOut:
     "/health/ready",
     response_model=ReadyOut,
     responses={503: {"model": ReadyOut, "description": "A dependency is not ready"}},
-    summary="Readiness: database reachable and migrated, vector store, Redis when configured",
+    summary="Readiness: database reachable and migrated, embedded PostgreSQL running with disk "
+    "space, vector store, Redis when configured",
 )
 async def ready(ctx: Ctx, response: Response) -> ReadyOut:
     checks = await readiness(ctx.settings, ctx.store, ctx.services)

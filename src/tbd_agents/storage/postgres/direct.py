@@ -106,9 +106,15 @@ class DirectLink:
                 rows: list[Any] = await driver.fetch(statement.sql, *arguments)
                 return rows
         except BaseException as exc:
-            if driver.is_closed():  # a dead connection must not go back to the pool
+            lost = driver.is_closed()
+            if lost:  # a dead connection must not go back to the pool
                 await self._conn.invalidate()
-            if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
-                # as SQLAlchemy raises it: the statement's shape for the log, never the values
-                raise DBAPIError(statement.sql, None, exc, hide_parameters=True) from exc
+            if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError) or (
+                lost and isinstance(exc, asyncpg.InternalClientError)
+            ):
+                # as SQLAlchemy raises it: the statement's shape for the log, never the values;
+                # `connection_invalidated` tells the translation the connection is gone
+                raise DBAPIError(
+                    statement.sql, None, exc, hide_parameters=True, connection_invalidated=lost
+                ) from exc
             raise

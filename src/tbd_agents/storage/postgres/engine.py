@@ -7,8 +7,11 @@ import re
 from typing import Any
 
 import orjson
+from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 
 def _json_default(value: Any) -> Any:
@@ -67,10 +70,13 @@ def create_engine(
     """An async engine whose JSONB values round-trip as Python objects and whose sessions run
     in UTC, so TIMESTAMPTZ values come back timezone-aware UTC.
 
-    `pool_pre_ping` adds a round trip per checkout; without it a connection the server dropped
-    fails its first use (translated to DatabaseUnreachable) and SQLAlchemy then replaces every
-    older pooled connection."""
-    return create_async_engine(
+    A pooled connection the server has closed (a restart, `pg_terminate_backend`, an idle
+    timeout) is never handed out again: the driver already knows it is closed, so the checkout
+    replaces it, and every older pooled connection with it, at no cost (`_refuse_closed`).
+    `pool_pre_ping` adds a round trip per checkout, which also catches a connection whose end
+    the driver has not seen yet; without it such a connection fails its first use (translated
+    to DatabaseUnreachable, 503) and SQLAlchemy then replaces every older pooled connection."""
+    engine = create_async_engine(
         asyncpg_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
@@ -85,3 +91,18 @@ def create_engine(
             "server_settings": {"application_name": application_name, "timezone": "UTC"},
         },
     )
+    event.listen(engine.sync_engine.pool, "checkout", _refuse_closed)
+    return engine
+
+
+def _refuse_closed(
+    dbapi_connection: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection
+) -> None:
+    """Pool checkout hook: a connection whose socket the server closed while it sat in the pool
+    is replaced (the database restarted or ended the session), and so are the pool's other
+    connections of the same age (`InvalidatePoolError`), instead of failing the request that
+    would have used it. The check is local (asyncpg saw the end of the stream), no round trip."""
+    driver = record.driver_connection  # the asyncpg connection
+    is_closed = getattr(driver, "is_closed", None)
+    if is_closed is not None and is_closed():
+        raise InvalidatePoolError("the server closed this pooled connection")

@@ -11,16 +11,30 @@ import re
 import socket
 from collections.abc import Iterator
 
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 
 from tbd_agents.errors import (
     DatabaseUnreachable,
+    DiskFull,
     DuplicateKey,
     ExtensionMissing,
     InsufficientPrivilege,
     InvalidData,
     SchemaNotReady,
     TbdError,
+)
+
+#: What a database call can raise that `translate` knows about: SQLAlchemy's wrapped driver
+#: errors, socket errors, and the asyncpg errors SQLAlchemy passes through unwrapped (the
+#: direct statements of `direct.py`; InternalClientError, which it has no DB-API class for).
+DRIVER_ERRORS: tuple[type[BaseException], ...] = (
+    DBAPIError,
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
 )
 
 UPGRADE_HINT = "run `alembic upgrade head` (or `tbd-agents db upgrade`) against this database"
@@ -83,7 +97,71 @@ def connection_refused(
     )
 
 
+def _data_dir_hint(embedded: bool) -> str:
+    if embedded:
+        return (
+            "the embedded PostgreSQL's data directory (EMBEDDED_PG_DATA_DIR, default "
+            "DATA_DIR/pgdata)"
+        )
+    return "the PostgreSQL server's data directory"
+
+
+def connection_lost(url: URL | None, detail: str, *, embedded: bool = False) -> DatabaseUnreachable:
+    """The error for a connection the server closed or lost while it was in use."""
+    if embedded:
+        after = (
+            "`tbd-agents serve` restarts its embedded PostgreSQL by itself; if this persists, "
+            "see GET /health/ready and the server log in the data directory"
+        )
+    else:
+        after = "if it persists, check that PostgreSQL is running and reachable at that address"
+    return DatabaseUnreachable(
+        f"The connection to PostgreSQL at {where(url)} was lost ({detail}): the server stopped, "
+        "restarted or ended the session, and this request's changes were not confirmed. Retry "
+        f"the request once the database is back; {after}.",
+        details={"target": where(url), "reason": "connection_lost"},
+    )
+
+
+def disk_full(url: URL | None, detail: str, *, embedded: bool = False) -> DiskFull:
+    """The error for a write the server refused because its disk is full (SQLSTATE 53100)."""
+    detail = detail.splitlines()[0] if detail else "No space left on device"
+    return DiskFull(
+        f"PostgreSQL at {where(url)} cannot write: disk full ({detail}). Free space on the "
+        f"volume holding {_data_dir_hint(embedded)} (delete files, grow the volume); writes "
+        "succeed again as soon as there is room, without a restart.",
+        details={"target": where(url), "reason": "disk_full"},
+    )
+
+
 _CONNECTION_ERRORS = (ConnectionRefusedError, ConnectionResetError, socket.gaierror, TimeoutError)
+#: SQLSTATEs of a connection that was open and is gone: 08000 connection_exception, 08003
+#: connection_does_not_exist (asyncpg: closed in the middle of an operation), 08006
+#: connection_failure, 08007 transaction_resolution_unknown, 57P01 admin_shutdown (server
+#: stopping, pg_terminate_backend), 57P02 crash_shutdown (another backend crashed), 57P05
+#: idle_session_timeout.
+_LOST_STATES = frozenset({"08000", "08003", "08006", "08007", "57P01", "57P02", "57P05"})
+#: Driver errors without a SQLSTATE (asyncpg InterfaceError / InternalClientError) that mean the
+#: connection is gone, by their text: "connection is closed", "connection was closed in the
+#: middle of operation", "unexpected connection_lost() call".
+_LOST_TEXT = re.compile(r"connection(?: is| was)? (?:closed|lost)|connection_lost", re.IGNORECASE)
+
+
+def _lost_without_state(exc: BaseException) -> BaseException | None:
+    """The error in `exc`'s chain saying the connection is gone, when it carries no SQLSTATE:
+    SQLAlchemy marked the connection invalidated (its dialect saw a disconnect), or an asyncpg
+    InterfaceError / InternalClientError says the connection is closed or lost."""
+    for err in _chain(exc):
+        if isinstance(err, DBAPIError) and err.connection_invalidated:
+            return err.orig if err.orig is not None else err
+        if isinstance(err, asyncpg.InterfaceError | asyncpg.InternalClientError) and (
+            _LOST_TEXT.search(str(err))
+        ):
+            found: BaseException = err
+            return found
+    return None
+
+
 _EXTENSION_RE = re.compile(r'extension "([^"]+)"')
 _RELATION_RE = re.compile(r'relation "([^"]+)" does not exist')
 _COLUMN_RE = re.compile(r'column "([^"]+)"')
@@ -103,14 +181,40 @@ def translate(
     state = sqlstate_of(exc)
     message = _driver_message(exc)
     if state is None:
+        lost = _lost_without_state(exc)
+        if lost is not None:
+            return connection_lost(url, str(lost) or type(lost).__name__, embedded=embedded)
         for err in _chain(exc):
             if isinstance(err, _CONNECTION_ERRORS) or (
                 isinstance(err, OSError) and err.errno is not None
             ):
                 return connection_refused(url, str(err) or type(err).__name__, embedded=embedded)
         return None
-    if state in ("57P03", "08001", "08006", "08004"):
+    if state in ("08001", "08004"):
         return connection_refused(url, message, embedded=embedded)
+    if state == "57P03":  # cannot_connect_now: starting up, shutting down or in crash recovery
+        return connection_refused(
+            url,
+            f"{message}; retry in a few seconds",
+            embedded=embedded,
+        )
+    if state in _LOST_STATES:
+        return connection_lost(url, message, embedded=embedded)
+    if state == "53100":
+        return disk_full(url, message, embedded=embedded)
+    if state == "53300":
+        return DatabaseUnreachable(
+            f"PostgreSQL at {where(url)} refused a connection ({message}): raise the server's "
+            "max_connections, or lower POSTGRES_POOL_SIZE / POSTGRES_MAX_OVERFLOW of the "
+            "processes sharing it.",
+            details={"target": where(url), "reason": "too_many_connections"},
+        )
+    if state == "53200":
+        return DatabaseUnreachable(
+            f"PostgreSQL at {where(url)} is out of memory ({message}): give the server more "
+            "memory or lower its work_mem / shared_buffers; retry the request.",
+            details={"target": where(url), "reason": "out_of_memory"},
+        )
     if state == "3D000":
         db = url.database if url else "the database"
         return DatabaseUnreachable(

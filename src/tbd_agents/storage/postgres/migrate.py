@@ -18,6 +18,7 @@ Revisions:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -42,6 +43,7 @@ from tbd_agents.storage.postgres.errors import UPGRADE_HINT, extension_missing, 
 
 if TYPE_CHECKING:
     from tbd_agents.storage.postgres.embedded import EmbeddedPostgres
+    from tbd_agents.storage.postgres.supervisor import EmbeddedSupervisor
 
 #: The last revision before pgvector: a plain `upgrade head` on a server without pgvector stops
 #: here (with the extension message). Changes to the document tables are appended at the head like
@@ -307,21 +309,40 @@ def migration_target(settings: Settings | None = None) -> Iterator[URL | None]:
 
 @dataclass
 class PreparedDatabase:
-    """A PostgreSQL database ready for the application; `aclose()` stops an embedded server."""
+    """A PostgreSQL database ready for the application; `aclose()` stops an embedded server
+    (and its supervisor)."""
 
     url: URL
     embedded: EmbeddedPostgres | None = None
+    supervisor: EmbeddedSupervisor | None = None
 
     async def aclose(self) -> None:
+        supervisor, self.supervisor = self.supervisor, None
+        if supervisor is not None:
+            await asyncio.to_thread(supervisor.stop)
         server, self.embedded = self.embedded, None
         if server is not None:
             await asyncio.to_thread(server.stop)
 
 
-async def prepare_database(settings: Settings) -> PreparedDatabase:
+async def _start_embedded(server: EmbeddedPostgres) -> URL:
+    """`server.start()` in a thread; cancelled (a signal during start-up), it waits for the
+    start to finish and lets go of the server before passing the cancellation on."""
+    starting = asyncio.ensure_future(asyncio.to_thread(server.start))
+    try:
+        return await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await starting
+        await asyncio.to_thread(server.stop)
+        raise
+
+
+async def prepare_database(settings: Settings, *, supervise: bool = False) -> PreparedDatabase:
     """Make the configured PostgreSQL database usable by the application.
 
-    Embedded (no POSTGRES_URI): start the server and migrate it to head. External: check that the
+    Embedded (no POSTGRES_URI): start the server and migrate it to head; with `supervise` (and
+    EMBEDDED_PG_SUPERVISE) watch it and restart it when it dies. External: check that the
     server answers and the database is at head, else raise (DatabaseUnreachable, SchemaNotReady
     saying to run `alembic upgrade head`): the application never creates tables itself."""
     if settings.db_backend is not DbBackend.POSTGRES:
@@ -334,10 +355,19 @@ async def prepare_database(settings: Settings) -> PreparedDatabase:
         from tbd_agents.storage.postgres.embedded import EmbeddedPostgres
 
         server = EmbeddedPostgres(settings)
-        url = await asyncio.to_thread(server.start)
+        url = await _start_embedded(server)
         prepared = PreparedDatabase(url, server)
         try:
             await upgrade_to_head(url)
+            if supervise and settings.embedded_pg_supervise:
+                from tbd_agents.storage.postgres.supervisor import EmbeddedSupervisor
+
+                prepared.supervisor = EmbeddedSupervisor(
+                    server,
+                    interval=settings.embedded_pg_watch_interval,
+                    max_backoff=settings.embedded_pg_restart_max_backoff,
+                )
+                prepared.supervisor.start()
         except BaseException:
             await prepared.aclose()
             raise

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import builtins
 import functools
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Generic, NoReturn, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, cast
 
-import asyncpg  # type: ignore[import-untyped]
 from pydantic import ValidationError
 from sqlalchemy import (
     ARRAY,
@@ -40,7 +39,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import URL, Dialect, Result
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.elements import ColumnElement
@@ -55,6 +53,7 @@ from tbd_agents.errors import (
     InvalidData,
     NotFound,
     SchemaNotReady,
+    StorageError,
     UnsupportedQuery,
     VersionConflict,
 )
@@ -71,7 +70,7 @@ from tbd_agents.storage.common import (
     well_formed_id,
 )
 from tbd_agents.storage.postgres.direct import DirectLink, DirectStatement, compile_direct
-from tbd_agents.storage.postgres.errors import UPGRADE_HINT, translate, where
+from tbd_agents.storage.postgres.errors import DRIVER_ERRORS, UPGRADE_HINT, translate, where
 from tbd_agents.storage.postgres.json_rows import (
     json_array_statement,
     json_document,
@@ -95,7 +94,12 @@ from tbd_agents.storage.protocol import (
     in_,
 )
 
+if TYPE_CHECKING:
+    from tbd_agents.storage.postgres.supervisor import EmbeddedSupervisor
+
 E = TypeVar("E", bound=Entity)
+#: Puts what is known about an outage (the embedded server's situation) into its error.
+Explain = Callable[[StorageError], StorageError]
 
 
 @functools.cache
@@ -239,8 +243,10 @@ class PostgresRepository(Generic[E]):
         embedded: bool = False,
         direct: DirectLink | None = None,
         budget: WriteBudget = UNLIMITED,
+        explain: Explain | None = None,
     ) -> None:
         self.model = model
+        self._explain = explain
         self._budget = budget
         self.table = TABLES[model.collection]
         self._result = _result_columns(self.table)
@@ -257,12 +263,14 @@ class PostgresRepository(Generic[E]):
         err = translate(exc, url=self._url, entity=self.model.__name__, embedded=self._embedded)
         if err is None:
             raise exc
+        if self._explain is not None and isinstance(err, StorageError):
+            err = self._explain(err)
         raise err from exc
 
     async def _execute(self, stmt: Executable, params: dict[str, Any] | None = None) -> Result[Any]:
         try:
             return await self._conn.execute(stmt, params)
-        except (DBAPIError, OSError) as exc:
+        except DRIVER_ERRORS as exc:
             self._raise(exc)
 
     async def _whole_list(
@@ -292,7 +300,7 @@ class PostgresRepository(Generic[E]):
         """The rows of a `direct` statement; None: run it through SQLAlchemy instead."""
         try:
             return await self._direct.fetch(statement, values)
-        except (DBAPIError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DRIVER_ERRORS as exc:
             self._raise(exc)
 
     def _to_model(self, row: Any) -> E:
@@ -510,7 +518,7 @@ class PostgresRepository(Generic[E]):
             else:
                 async with self._conn.begin_nested():
                     await self._conn.execute(insert(self.table), rows)
-        except (DBAPIError, OSError) as exc:
+        except DRIVER_ERRORS as exc:
             self._raise(exc)
         return len(rows)
 
@@ -680,9 +688,11 @@ class PostgresRepositories:
         url: URL | None,
         embedded: bool,
         budget: WriteBudget = UNLIMITED,
+        explain: Explain | None = None,
     ) -> None:
         self.connection = conn
         self._budget = budget
+        self._explain = explain
         self._url, self._embedded = url, embedded
         # Built on first use: a request touches one or two of the 15 (measured: building all
         # 15 eagerly cost ~0.5 ms per unit of work).
@@ -710,6 +720,7 @@ class PostgresRepositories:
             embedded=self._embedded,
             direct=self._direct,
             budget=self._budget,
+            explain=self._explain,
         )
         self._by_model[model] = repo
         return repo
@@ -728,16 +739,27 @@ class PostgresStore:
         url: URL | None = None,
         embedded: bool = False,
         owns_engine: bool = True,
+        supervisor: EmbeddedSupervisor | None = None,
     ) -> None:
         self.engine = engine
         self.url = url if url is not None else engine.url
         self._embedded = embedded
         self._owns_engine = owns_engine
+        #: The embedded server's supervisor (`serve`): its situation explains outages.
+        self.supervisor = supervisor
+        self._explain: Explain | None = supervisor.explain if supervisor is not None else None
+
+    @property
+    def embedded(self) -> bool:
+        """Whether the database is the embedded PostgreSQL (for error messages)."""
+        return self._embedded
 
     def _raise(self, exc: BaseException) -> NoReturn:
         err = translate(exc, url=self.url, embedded=self._embedded)
         if err is None:
             raise exc
+        if self._explain is not None and isinstance(err, StorageError):
+            err = self._explain(err)
         raise err from exc
 
     @asynccontextmanager
@@ -755,14 +777,18 @@ class PostgresStore:
         write raises RuntimeError before it is sent."""
         try:
             conn = await self.engine.connect()
-        except (DBAPIError, OSError) as exc:
+        except DRIVER_ERRORS as exc:
             self._raise(exc)
         if readonly or single_write:
             budget = WriteBudget(1) if single_write else UNLIMITED
             try:
                 await conn.execution_options(isolation_level="AUTOCOMMIT")
                 yield PostgresRepositories(
-                    conn, url=self.url, embedded=self._embedded, budget=budget
+                    conn,
+                    url=self.url,
+                    embedded=self._embedded,
+                    budget=budget,
+                    explain=self._explain,
                 )
             finally:
                 await conn.close()
@@ -770,16 +796,18 @@ class PostgresStore:
         try:
             try:
                 trans = await conn.begin()
-            except (DBAPIError, OSError) as exc:
+            except DRIVER_ERRORS as exc:
                 self._raise(exc)
             try:
-                yield PostgresRepositories(conn, url=self.url, embedded=self._embedded)
+                yield PostgresRepositories(
+                    conn, url=self.url, embedded=self._embedded, explain=self._explain
+                )
             except BaseException:
                 await trans.rollback()
                 raise
             try:
                 await trans.commit()
-            except (DBAPIError, OSError) as exc:
+            except DRIVER_ERRORS as exc:
                 self._raise(exc)
         finally:
             await conn.close()
@@ -794,7 +822,7 @@ class PostgresStore:
         try:
             async with self.engine.connect() as conn:
                 row = (await conn.execute(probe)).one()
-        except (DBAPIError, OSError) as exc:
+        except DRIVER_ERRORS as exc:
             self._raise(exc)
         missing = [n for n, oid in zip(names, row, strict=True) if oid is None]
         if missing:
