@@ -15,49 +15,38 @@ on the MongoDB backend (the in-process emulation, through the ASGI transport).
 
 Also: a session stored out of order before messages were numbered is replayed with every tool
 result after its call (it heals); existing rows are numbered in `(created_at, id)` order by the
-revision that adds `seq` (PostgreSQL) and when the store opens (MongoDB, `created_at` then
-ObjectId order).
+revision that adds `seq` (PostgreSQL), when the store opens (MongoDB, `created_at` then ObjectId
+order) and by the Mongo→PostgreSQL migration (the same order, idempotent, verified).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import datetime, timedelta, tzinfo
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
-import httpx
+import bson
 import pytest
 from bson import ObjectId
-from cryptography.fernet import Fernet
 
 import tbd_agents.domain.types
-from tbd_agents.api import create_app
-from tbd_agents.config import Settings
-from tbd_agents.domain.auth import KeyScope
-from tbd_agents.domain.enums import MessageRole, ProviderType
-from tbd_agents.domain.models import Agent, ChatMessage, ChatSession, Provider, Token
+from tbd_agents.domain.enums import MessageRole
+from tbd_agents.domain.models import ChatMessage, ChatSession
 from tbd_agents.domain.types import utcnow
-from tbd_agents.security.cipher import KeyRingProvider
-from tbd_agents.services.keys import ApiKeys
 from tbd_agents.storage.postgres import migrate
-from tbd_agents.storage.postgres.engine import create_engine
+from tbd_agents.storage.postgres.engine import create_engine, libpq_url
 from tbd_agents.storage.postgres.repository import PostgresStore
-from tbd_agents.storage.protocol import DocumentStore
-from tests.api.conftest import make_settings
-from tests.api.live import live_server
 from tests.engine.protocol_server import ProtocolServer, Recorded, Turn, history_problem
+from tests.faults import chat_hub
+from tests.faults.chat_hub import OWNER, Hub, PgHub, chat, listed, pg_hub
+from tests.integration.test_migration import MIGRATE, VERIFY, run_script
 from tests.support import pg
+from tests.support.dumps import DB
 from tests.support.mongo import make_mongo_store
 
-OWNER = "orderly"
-FERNET = f"1:{Fernet.generate_key().decode()}"
 SESSIONS = 8
 TURNS = 3
 #: The roles of one turn as the engine produces it (see `responder`).
@@ -106,138 +95,26 @@ def model() -> Iterator[ProtocolServer]:
 
 
 @pytest.fixture(scope="module")
-def pg_hub(
-    pg18_server: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, Settings, Any]]:
-    url = pg.create_migrated_database(pg18_server, prefix="chatorder")
-    settings = Settings(
-        postgres_uri=url.render_as_string(hide_password=False),
-        token_encryption_key=FERNET,
-        data_dir=tmp_path_factory.mktemp("chatorder"),
-        embedding_provider="hashing",
-        outbound_allowed_hosts="127.0.0.1",  # the user's provider is the local scripted model
-        plugins_enabled=False,
-    )
-    with live_server(settings) as base:
-        yield base, settings, url
-    pg.drop_database(url)
+def pg_api(pg18_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgHub]:
+    yield from pg_hub(pg18_server, tmp_path_factory.mktemp("chatorder"), "chatorder")
 
 
-@dataclass
-class Hub:
-    client: httpx.AsyncClient
-    store: DocumentStore
-    agent_id: str
+def hub(backend: str, kind: str, model: ProtocolServer, pg_api: PgHub, tmp_path: Path) -> Any:
+    return chat_hub.hub(
+        backend, kind, model.url, pg_api, tmp_path,
+        builtin_tools=["update_todos"], max_turns=6,
+    )  # fmt: skip
 
 
-async def _agent(store: DocumentStore, settings: Settings, kind: str, base: str) -> str:
-    value, version = KeyRingProvider(settings).cipher().encrypt("sk-order")
-    suffix = time.monotonic_ns()
-    async with store.unit_of_work() as repos:
-        await repos.tokens.create(
-            Token(name=f"k{suffix}", encrypted_value=value, key_version=version, created_by=OWNER)
-        )
-        provider = await repos.providers.create(
-            Provider(
-                name=f"p{suffix}",
-                provider_type=ProviderType.ANTHROPIC
-                if kind == "anthropic"
-                else ProviderType.OPENAI,
-                api_key_token_name=f"k{suffix}",
-                base_url=base if kind == "anthropic" else f"{base}/v1",
-                created_by=OWNER,
-            )
-        )
-        agent = await repos.agents.create(
-            Agent(
-                name=f"orderly-{suffix}",
-                model="claude-sonnet-4-5" if kind == "anthropic" else "gpt-4o",
-                provider_id=provider.id,
-                builtin_tools=["update_todos"],
-                memory_enabled=False,
-                max_turns=6,
-                created_by=OWNER,
-            )
-        )
-    return agent.id
-
-
-@asynccontextmanager
-async def hub(
-    backend: str, kind: str, model: ProtocolServer, pg_hub: Any, tmp_path: Path
-) -> AsyncIterator[Hub]:
-    """The API with an agent on `kind`'s protocol: on PostgreSQL over a real socket, on the
-    MongoDB emulation through the ASGI transport."""
-    if backend == "postgres":
-        base, settings, url = pg_hub
-        store: Any = PostgresStore(create_engine(url, pool_size=2), url=url)
-        agent_id = await _agent(store, settings, kind, model.url)
-        async with store.unit_of_work() as repos:
-            key = (await ApiKeys(repos).create(OWNER, name=f"o{time.monotonic_ns()}")).plaintext
-        try:
-            async with httpx.AsyncClient(
-                base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60
-            ) as client:
-                yield Hub(client, store, agent_id)
-        finally:
-            await store.close()
-        return
-    store = await make_mongo_store()
-    settings = make_settings(
-        tmp_path, db_backend="mongo", postgres_uri=None, outbound_allowed_hosts="127.0.0.1"
-    )
-    agent_id = await _agent(store, settings, kind, model.url)
-    app = create_app(settings, store)
-    try:
-        async with app.router.lifespan_context(app):
-            async with store.unit_of_work() as repos:
-                key = (await ApiKeys(repos).create(OWNER, scope=KeyScope.USER)).plaintext
-            async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app),
-                base_url="http://mongo-hub",
-                headers={"Authorization": f"Bearer {key}"},
-                timeout=60,
-            ) as client:
-                yield Hub(client, store, agent_id)
-    finally:
-        await store.close()
-
-
-def frames(body: str) -> list[tuple[str, dict[str, Any]]]:
-    out = []
-    name = None
-    for line in body.splitlines():
-        if line.startswith("event: "):
-            name = line[7:]
-        elif line.startswith("data: ") and name:
-            out.append((name, json.loads(line[6:])))
-    return out
-
-
-async def turn(hub: Hub, message: str, session_id: str | None = None) -> str:
+async def turn(h: Hub, message: str, session_id: str | None = None) -> str:
     """One chat turn; its session id. Fails on an `error` frame or a turn that did not end
     `completed` (a refused history ends the turn failed)."""
-    body = {"message": message, **({"session_id": session_id} if session_id else {})}
-    response = await hub.client.post(f"/api/agents/{hub.agent_id}/chat", json=body)
+    response, got = await chat(h, message, session_id)
     assert response.status_code == 200, response.text
-    got = frames(response.text)
     errors = [data for name, data in got if name == "error"]
     assert not errors, f"turn {message!r} failed: {errors}"
     assert got[-1][0] == "done" and got[-1][1]["status"] == "completed", got[-3:]
     return str(got[0][1]["session_id"])
-
-
-async def listed(hub: Hub, session_id: str) -> list[dict[str, Any]]:
-    """Every message of the session through the list API, 5 per page (keyset cursor)."""
-    out: list[dict[str, Any]] = []
-    url: str | None = f"/api/chat/sessions/{session_id}/messages?limit=5"
-    while url:
-        page = await hub.client.get(url)
-        assert page.status_code == 200, page.text
-        out.extend(page.json())
-        nxt = page.links.get("next")
-        url = nxt["url"] if nxt else None
-    return out
 
 
 def check_order(messages: list[dict[str, Any]], session: int) -> None:
@@ -259,11 +136,16 @@ def check_order(messages: list[dict[str, Any]], session: int) -> None:
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
 @pytest.mark.parametrize("backend", ["postgres", "mongo"])
 async def test_concurrent_turns_with_tool_calls_keep_their_order(
-    backend: str, kind: str, model: ProtocolServer, pg_hub: Any, tmp_path: Path, coarse_clock: None
+    backend: str,
+    kind: str,
+    model: ProtocolServer,
+    pg_api: PgHub,
+    tmp_path: Path,
+    coarse_clock: None,
 ) -> None:
     model.reset()
     model.responder = responder
-    async with hub(backend, kind, model, pg_hub, tmp_path) as h:
+    async with hub(backend, kind, model, pg_api, tmp_path) as h:
 
         async def conversation(n: int) -> str:
             session_id = await turn(h, f"s{n} t0")
@@ -291,13 +173,13 @@ def _message(session_id: str, role: MessageRole, **fields: Any) -> ChatMessage:
 
 @pytest.mark.parametrize("backend", ["postgres", "mongo"])
 async def test_a_session_stored_out_of_order_is_replayed_in_order(
-    backend: str, model: ProtocolServer, pg_hub: Any, tmp_path: Path
+    backend: str, model: ProtocolServer, pg_api: PgHub, tmp_path: Path
 ) -> None:
     """A session whose stored order puts a tool result before its call (as the old ordering
     left many): the next turn sends every result right after its call, and succeeds."""
     model.reset()
     model.responder = responder
-    async with hub(backend, "openai", model, pg_hub, tmp_path) as h:
+    async with hub(backend, "openai", model, pg_api, tmp_path) as h:
         same_time = utcnow() - timedelta(minutes=5)
         call = {"id": "call_old", "name": "update_todos", "arguments": todo("x")}
         # In (created_at, id) order — the order before numbering, and the order the revision
@@ -407,3 +289,62 @@ async def test_mongo_documents_without_seq_are_numbered_when_the_store_opens() -
         }  # fmt: skip
     finally:
         await store.close()
+
+
+def _legacy_dump(root: Path) -> tuple[Path, list[ObjectId], ObjectId]:
+    """A dump of the existing system: one session whose messages are stored out of their
+    order (two of them in the same millisecond), another with one message."""
+    directory = root / DB
+    directory.mkdir(parents=True)
+    first, second = ObjectId(), ObjectId()
+    ids = [ObjectId() for _ in range(4)]  # increasing: the order they were inserted in
+    at = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+    created = [at, at, at + timedelta(seconds=1), at - timedelta(seconds=1)]
+    (directory / "chat_sessions.bson").write_bytes(
+        b"".join(bson.encode({"_id": s, "agent_id": "a", "title": "t"}) for s in (first, second))
+    )
+    order = [2, 0, 3, 1]  # the dump's order is not the conversation's
+    messages = [
+        {"_id": ids[i], "session_id": first, "role": "user", "content": f"m{i}",
+         "created_at": created[i]}
+        for i in order
+    ]  # fmt: skip
+    messages.append({"_id": ObjectId(), "session_id": second, "role": "user", "created_at": at})
+    (directory / "chat_messages.bson").write_bytes(b"".join(bson.encode(m) for m in messages))
+    return root, ids, first
+
+
+async def test_the_migration_numbers_legacy_messages_in_their_original_order(
+    pg18_server: str, tmp_path: Path
+) -> None:
+    """`migrate_mongo_to_postgres.py` gives each session's messages 1, 2, 3… in created_at,
+    then ObjectId order, and the session's counter; a second run changes nothing; the
+    verification passes."""
+    dump, ids, session = _legacy_dump(tmp_path / "dump")
+    target = pg.create_migrated_database(pg18_server, "seqmig")
+    try:
+        for _ in range(2):
+            done = run_script(MIGRATE, "--from-dump", str(dump), url=target, cwd=tmp_path)
+            assert done.returncode == 0, done.stdout + done.stderr
+        assert "chat_messages: numbered" not in done.stdout  # the second run numbered nothing
+        conn = await asyncpg.connect(libpq_url(target))
+        try:
+            rows = await conn.fetch("SELECT id, seq FROM chat_messages WHERE session_id = $1",
+                                    str(session))  # fmt: skip
+            counter = await conn.fetchval(
+                "SELECT message_seq FROM chat_sessions WHERE id = $1", str(session)
+            )
+            unchanged = await conn.fetchval(
+                "SELECT unchanged FROM migration_checkpoints WHERE collection = 'chat_messages'"
+            )
+        finally:
+            await conn.close()
+        assert {r["id"]: r["seq"] for r in rows} == {
+            str(ids[3]): 1, str(ids[0]): 2, str(ids[1]): 3, str(ids[2]): 4,
+        }  # fmt: skip
+        assert counter == 4
+        assert unchanged == 5  # the second run rewrote no row
+        verified = run_script(VERIFY, "--from-dump", str(dump), url=target, cwd=tmp_path)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+    finally:
+        pg.drop_database(target)
