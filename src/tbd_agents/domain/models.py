@@ -71,7 +71,8 @@ class Numbering:
     new records to the parent's `counter` (one atomic statement, which on PostgreSQL also holds
     the parent's row lock until the transaction ends) and gives them the numbers in the order
     they are written. So the order of the records is the order they were stored in, whatever
-    their clocks say, and two writers of the same parent never interleave one batch."""
+    their clocks say, and two writers of the same parent never interleave one batch. The same
+    statement raises the parent's `count` of its children, if it keeps one."""
 
     #: The numbered field of the child (e.g. a chat message's `seq`).
     field: str
@@ -81,6 +82,8 @@ class Numbering:
     parent: str
     #: The parent's counter: the last number given (e.g. `message_seq`).
     counter: str
+    #: A count of its children the parent keeps (e.g. `message_count`), raised by as much.
+    count: str | None = None
 
 
 class Entity(BaseModel):
@@ -153,7 +156,7 @@ class ChatSession(Entity):
 class ChatMessage(Entity):
     collection = "chat_messages"
     owner_field = None
-    numbering = Numbering("seq", "session_id", "chat_sessions", "message_seq")
+    numbering = Numbering("seq", "session_id", "chat_sessions", "message_seq", "message_count")
 
     session_id: str
     role: Annotated[MessageRole, LenientEnum]

@@ -146,8 +146,8 @@ def _to_message(m: ChatMessage) -> Message:
 async def _persist(
     services: EngineServices, session: ChatSession, messages: list[Message], usage: dict[str, Any]
 ) -> str | None:
-    """Store the run's messages in their order (numbered together: `ChatMessage.seq`) and the
-    session's counts; the id of the last one."""
+    """Store the run's messages in their order (numbered together, `ChatMessage.seq`, which
+    also counts them in the session's `message_count`) and the time of the last; its id."""
     records = [
         ChatMessage(
             session_id=session.id, role=MessageRole(m.role), content=m.content,
@@ -159,10 +159,7 @@ async def _persist(
     async with services.store.unit_of_work() as repos:
         if records:
             await repos.chat_messages.insert_many(records)
-        count = await repos.chat_messages.count(eq("session_id", session.id))
-        await repos.chat_sessions.update(
-            session.id, {"message_count": count, "last_message_at": utcnow()}
-        )
+        await repos.chat_sessions.update(session.id, {"last_message_at": utcnow()})
     return records[-1].id if records else None
 
 

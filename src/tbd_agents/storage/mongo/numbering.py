@@ -1,7 +1,8 @@
 """Numbers per parent document on MongoDB (`Entity.numbering`: a chat message's `seq`).
 
-`reserve` adds `n` to the parent's counter with one `find_one_and_update` `$inc` (atomic on a
-single document) and returns the new value: the caller numbers its `n` new documents up to it.
+`reserve` adds `n` to the parent's counter (and its count of children) with one
+`find_one_and_update` `$inc` (atomic on a single document) and returns the new value: the caller
+numbers its `n` new documents up to it.
 
 `number_legacy` numbers the documents stored before the field existed (an existing TBD Agents
 database, or one this hub wrote before it numbered chat messages). It runs when the store opens,
@@ -39,13 +40,22 @@ def _id_filter(record_id: str) -> Doc:
 
 
 async def reserve(
-    database: AsyncDatabase[Doc], numbering: Numbering, parent_id: str, n: int
+    database: AsyncDatabase[Doc],
+    numbering: Numbering,
+    parent_id: str,
+    n: int,
+    *,
+    new: bool = True,
 ) -> int | None:
-    """Add `n` to the counter of parent `parent_id`; the new value (None: no such parent)."""
+    """Add `n` to the counter of parent `parent_id` (and to its count of children when they are
+    `new`, not stored ones being numbered); the new value (None: no such parent)."""
     parents = database.get_collection(numbering.parent)
+    raised = {numbering.counter: n}
+    if new and numbering.count is not None:
+        raised[numbering.count] = n
     doc = await parents.find_one_and_update(
         _id_filter(parent_id),
-        {"$inc": {numbering.counter: n}, "$set": {"updated_at": bson_value(utcnow())}},
+        {"$inc": raised, "$set": {"updated_at": bson_value(utcnow())}},
         projection={numbering.counter: 1},
         return_document=ReturnDocument.AFTER,
     )
@@ -83,7 +93,7 @@ async def number_legacy(database: AsyncDatabase[Doc], model: type[Entity]) -> in
         if not docs:
             continue  # numbered by another process meanwhile
         docs.sort(key=_original_order)
-        last = await reserve(database, numbering, parent_id, len(docs))
+        last = await reserve(database, numbering, parent_id, len(docs), new=False)
         if last is None:
             log.warning(
                 "%d %s of %s %s, which does not exist, are left without %s",

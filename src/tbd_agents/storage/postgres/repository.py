@@ -11,8 +11,8 @@ same DELETE statement.
 
 A model with a `numbering` (a chat message's `seq`) is numbered on `create` / `insert_many`: one
 `UPDATE parent SET counter = counter + n … RETURNING counter` per parent gives the new rows their
-numbers in the order they are written, and holds the parent's row lock until the transaction
-ends, so concurrent writers of one parent take their turns (parents are locked in id order).
+numbers in the order they are written (and raises the parent's count of them, if it keeps one),
+and holds the parent's row lock until the transaction ends, so concurrent writers of one parent take their turns (parents are locked in id order).
 
 A failed statement aborts a PostgreSQL transaction. So that a caught `DuplicateKey` does not
 poison the unit of work, `create` inserts with `ON CONFLICT DO NOTHING` and reports the clash
@@ -452,12 +452,14 @@ class PostgresRepository(Generic[E]):
         counter = parent.c[numbering.counter]
         for parent_id in sorted(wanted):  # one lock order for every writer: no deadlock
             positions = wanted[parent_id]
-            stmt = (
-                update(parent)
-                .where(parent.c.id == parent_id)
-                .values({counter: counter + len(positions), parent.c.updated_at: utcnow()})
-                .returning(counter)
-            )
+            values: dict[Any, Any] = {
+                counter: counter + len(positions),
+                parent.c.updated_at: utcnow(),
+            }
+            if numbering.count is not None:
+                count = parent.c[numbering.count]
+                values[count] = count + len(positions)
+            stmt = update(parent).where(parent.c.id == parent_id).values(values).returning(counter)
             last = (await self._execute(stmt)).scalar_one_or_none()
             if last is None:
                 raise InvalidData(
