@@ -4,6 +4,10 @@ messages wire formats, streaming included, that plays scripted turns.
 Tests queue `Turn`s (or install a responder that builds a Turn from the request it receives);
 every request is recorded with its path, headers and JSON body for assertions. It runs uvicorn in
 a background thread on 127.0.0.1 with an ephemeral port.
+
+Like the real APIs, it answers 400 to a conversation whose tool results do not directly follow
+the assistant message that made the calls, or that leaves a call without its result
+(`history_problem`; `strict_history = False` turns the check off).
 """
 
 from __future__ import annotations
@@ -120,6 +124,47 @@ class Recorded:
 Responder = Callable[[Recorded], Turn]
 
 
+def history_problem(rec: Recorded) -> str | None:
+    """Why a provider would refuse the request's conversation (None: it would not): every tool
+    call must be answered by the message(s) right after it (OpenAI: `tool` messages; Anthropic:
+    `tool_result` blocks of the next user message), and every tool result must answer a call
+    of the message just before."""
+    pending: set[str] = set()
+    for i, entry in enumerate(rec.conversation()):
+        results = entry["tool_results"]
+        if pending and not results:
+            return (
+                f"messages.{i}: an assistant message with tool_calls must be followed by the "
+                f"results of each call; no result for {', '.join(sorted(pending))}"
+            )
+        for call_id, _ in results:
+            if call_id not in pending:
+                return (
+                    f"messages.{i}: tool result {call_id} must be a response to a tool call of "
+                    "the preceding message"
+                )
+            pending.discard(call_id)
+        if rec.kind == "anthropic" and results and pending:
+            return f"messages.{i}: no tool_result block for {', '.join(sorted(pending))}"
+        if entry["tool_calls"]:
+            if pending:
+                return f"messages.{i}: tool calls {', '.join(sorted(pending))} have no result"
+            pending = {c[0] for c in entry["tool_calls"]}
+    if pending:
+        return (
+            f"the conversation ends with tool calls without results: {', '.join(sorted(pending))}"
+        )
+    return None
+
+
+def _refusal(rec: Recorded, problem: str) -> Turn:
+    if rec.kind == "anthropic":
+        body = {"type": "error", "error": {"type": "invalid_request_error", "message": problem}}
+    else:
+        body = {"error": {"message": problem, "type": "invalid_request_error", "code": None}}
+    return Turn(status=400, error_body=body)
+
+
 @dataclass
 class CopilotFake:
     """GitHub Copilot's side of the server: the token exchange (`GET
@@ -163,6 +208,10 @@ class ProtocolServer:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.copilot = CopilotFake()
+        #: Refuse conversations a real provider refuses (`history_problem`), as it would: 400.
+        self.strict_history = True
+        #: The refusals sent because of `history_problem` (their messages).
+        self.refused: list[str] = []
         app = Starlette(
             routes=[
                 Route("/copilot_internal/v2/token", self._copilot_token, methods=["GET"]),
@@ -208,6 +257,8 @@ class ProtocolServer:
             self.requests.clear()
             self.cancelled_streams = 0
             self.copilot = CopilotFake()
+            self.strict_history = True
+            self.refused.clear()
 
     def script(self, *turns: Turn) -> None:
         with self._lock:
@@ -215,8 +266,12 @@ class ProtocolServer:
 
     # --- handlers --------------------------------------------------------------------------
     def _next(self, rec: Recorded) -> Turn:
+        problem = history_problem(rec) if self.strict_history else None
         with self._lock:
             self.requests.append(rec)
+            if problem is not None:  # refused before a scripted turn is used
+                self.refused.append(problem)
+                return _refusal(rec, problem)
             if self.turns:
                 return self.turns.popleft()
             responder = self.responder

@@ -49,7 +49,7 @@ def _through_bson(value: Any, options: CodecOptions = _AWARE) -> Any:
     return bson.decode(bson.encode({"v": value}), codec_options=options)["v"]
 
 
-_UPDATE_OPERATORS = frozenset({"$set", "$setOnInsert", "$unset", "$inc", "$currentDate"})
+_UPDATE_OPERATORS = frozenset({"$set", "$setOnInsert", "$unset", "$inc", "$currentDate", "$min"})
 
 
 async def _checkpoint() -> None:

@@ -64,6 +64,29 @@ class NameRule:
 Name = Annotated[str, NameRule()]
 
 
+@dataclass(frozen=True, slots=True)
+class Numbering:
+    """A field numbered 1, 2, 3… per parent record, from a counter the parent holds.
+
+    The storage layer fills `field` when a record is created with it at 0: it adds the number of
+    new records to the parent's `counter` (one atomic statement, which on PostgreSQL also holds
+    the parent's row lock until the transaction ends) and gives them the numbers in the order
+    they are written. So the order of the records is the order they were stored in, whatever
+    their clocks say, and two writers of the same parent never interleave one batch. The same
+    statement raises the parent's `count` of its children, if it keeps one."""
+
+    #: The numbered field of the child (e.g. a chat message's `seq`).
+    field: str
+    #: The child's reference to its parent (e.g. `session_id`).
+    parent_field: str
+    #: The parent's collection (e.g. `chat_sessions`).
+    parent: str
+    #: The parent's counter: the last number given (e.g. `message_seq`).
+    counter: str
+    #: A count of its children the parent keeps (e.g. `message_count`), raised by as much.
+    count: str | None = None
+
+
 class Entity(BaseModel):
     """Fields and storage facts common to every stored record."""
 
@@ -72,6 +95,8 @@ class Entity(BaseModel):
     collection: ClassVar[str] = ""
     unique_keys: ClassVar[tuple[tuple[str, ...], ...]] = ()
     owner_field: ClassVar[str | None] = "created_by"
+    #: A field the storage layer numbers per parent record (see `Numbering`), if any.
+    numbering: ClassVar[Numbering | None] = None
 
     id: str = Field(default_factory=new_id, min_length=1, max_length=128)
     created_at: UtcDatetime = Field(default_factory=utcnow)
@@ -129,11 +154,14 @@ class ChatSession(Entity):
     message_count: int = Field(default=0, ge=0)
     last_message_at: UtcDatetime | None = None
     metadata: Json = Field(default_factory=dict)
+    #: The last `seq` given to a message of the session (the storage layer counts it up).
+    message_seq: int = Field(default=0, ge=0)
 
 
 class ChatMessage(Entity):
     collection = "chat_messages"
     owner_field = None
+    numbering = Numbering("seq", "session_id", "chat_sessions", "message_seq", "message_count")
 
     session_id: str
     role: Annotated[MessageRole, LenientEnum]
@@ -143,6 +171,10 @@ class ChatMessage(Entity):
     name: str | None = None
     usage: Json | None = None
     metadata: Json = Field(default_factory=dict)
+    #: The message's place in its session (1, 2, 3…), given when it is stored: the order of the
+    #: conversation. Timestamps cannot order it: a turn's messages share a millisecond. 0 means
+    #: not numbered yet (a Mongo→PostgreSQL migration numbers its rows when the load ends).
+    seq: int = Field(default=0, ge=0)
 
 
 class Memory(Entity):

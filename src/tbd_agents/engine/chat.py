@@ -1,8 +1,17 @@
 """Chat: one user message → one agent run, streamed as server-sent events.
 
 The run is the same `AgentLoop` workflows use (tools, knowledge, memory, guardrails). The user
-message is stored before the run; the assistant and tool messages after it, with usage. If the
-client goes away, the consumer cancels the run, which cancels the model call in flight.
+message is checked by the agent's input guardrails first, and stored (with the session's title)
+as the model will see it: redacted where a `redact` guardrail matched; a guardrail that blocks
+refuses the turn (422) before anything is stored. The assistant and tool messages are stored
+after the run, with usage, in the order the run produced them: the storage layer numbers a
+session's messages (`ChatMessage.seq`), and the history of the next turn is read in that order,
+with every tool result put right after its call (`history.replayable`, which also heals sessions
+stored in the wrong order before messages were numbered). If the client goes away, the consumer
+cancels the run, which cancels the model call in flight.
+
+A failed turn sends exactly one `error` frame: the run's own (a provider error, a guardrail, a
+timeout), or else one saying the run failed.
 """
 
 from __future__ import annotations
@@ -10,19 +19,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+import logging
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from tbd_agents.domain.enums import MessageRole, TaskStatus
 from tbd_agents.domain.models import Agent, ChatMessage, ChatSession
 from tbd_agents.domain.types import utcnow
+from tbd_agents.engine.builder import load_guardrails
 from tbd_agents.engine.context import RunInput
 from tbd_agents.engine.default_provider import caller_github_token
+from tbd_agents.engine.guardrails import GuardedPrompt, Guardrails, guard_prompt
+from tbd_agents.engine.history import replayable
 from tbd_agents.engine.inprocess import EngineServices, run_agent
 from tbd_agents.engine.messages import Message
-from tbd_agents.errors import InvalidData, TbdError
+from tbd_agents.errors import GuardrailBlocked, InvalidData, TbdError
 from tbd_agents.runtime.contracts import EventType
-from tbd_agents.storage.protocol import Query, Sort, eq
+from tbd_agents.storage.protocol import Query, Repositories, Sort, eq
+
+log = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 200
 SSE_NAMES: dict[EventType, str] = {EventType.MESSAGE_DELTA: "delta"}
@@ -60,33 +76,64 @@ class QueueSink:
         await self.queue.put((event_type, dict(data)))
 
 
+@dataclass(slots=True)
+class OpenedTurn:
+    """A turn ready to run: its session, the history before it, and the user's message as the
+    guardrails left it (what was stored and what the model receives)."""
+
+    session: ChatSession
+    history: list[Message]
+    guarded: GuardedPrompt
+
+    def __iter__(self) -> Iterator[Any]:  # `session, history = await open_session(...)`
+        return iter((self.session, self.history))
+
+
 async def open_session(
     services: EngineServices, agent: Agent, session: ChatSession | None, owner: str, text: str
-) -> tuple[ChatSession, list[Message]]:
-    """The session (created when None) and its history; stores the user's message."""
+) -> OpenedTurn:
+    """The session (created when None) and its history; stores the user's message, checked by
+    the agent's input guardrails first (GuardrailBlocked, 422, when one blocks: then nothing is
+    stored and no session is created)."""
     if not text.strip():
         raise InvalidData("message must not be empty", details={"field": "message"})
     async with services.store.unit_of_work() as repos:
+        records, _ = await load_guardrails(repos, agent, services.config.host.admins)
+        guarded = guard_prompt(Guardrails.from_records(records), text)
+        blocking = guarded.blocking
+        if blocking is not None:
+            raise GuardrailBlocked(blocking.block_message)
+        text = guarded.text
         if session is None:
             # The first 80 characters of the first line, as the existing TBD Agents titled chats.
-            title = text.strip().splitlines()[0][:80] or None
+            title = text.strip().splitlines()[0][:80] if text.strip() else None
             session = await repos.chat_sessions.create(
-                ChatSession(agent_id=agent.id, github_user=owner, title=title)
+                ChatSession(agent_id=agent.id, github_user=owner, title=title or None)
             )
         elif session.agent_id != agent.id:
             raise InvalidData(f"chat session {session.id} belongs to another agent")
-        page = await repos.chat_messages.list(
-            Query(
-                filters=(eq("session_id", session.id),),
-                sort=(Sort("created_at", True),),
-                limit=HISTORY_LIMIT,
-            )
-        )
-        history = [_to_message(m) for m in reversed(page.items)]
+        history = await _history(repos, session.id)
         await repos.chat_messages.create(
             ChatMessage(session_id=session.id, role=MessageRole.USER, content=text)
         )
-    return session, history
+    return OpenedTurn(session, history, guarded)
+
+
+async def _history(repos: Repositories, session_id: str) -> list[Message]:
+    """The session's last HISTORY_LIMIT messages in their order, every tool result right after
+    its call (a repaired history is logged)."""
+    page = await repos.chat_messages.list(
+        Query(
+            filters=(eq("session_id", session_id),),
+            sort=(Sort("seq", True),),
+            limit=HISTORY_LIMIT,
+        )
+    )
+    history, repair = replayable([_to_message(m) for m in reversed(page.items)])
+    if repair.changed:
+        log.warning("chat session %s: history put in order to replay it: %s", session_id,
+                    repair.describe())  # fmt: skip
+    return history
 
 
 def _to_message(m: ChatMessage) -> Message:
@@ -99,24 +146,21 @@ def _to_message(m: ChatMessage) -> Message:
 async def _persist(
     services: EngineServices, session: ChatSession, messages: list[Message], usage: dict[str, Any]
 ) -> str | None:
-    last_id = None
-    async with services.store.unit_of_work() as repos:
-        for i, m in enumerate(messages):
-            rec = ChatMessage(
-                session_id=session.id, role=MessageRole(m.role), content=m.content,
-                tool_calls=[c.to_dict() for c in m.tool_calls], tool_call_id=m.tool_call_id,
-                name=m.name, usage=usage if i == len(messages) - 1 else None,
-            )  # fmt: skip
-            last_id = (await repos.chat_messages.create(rec)).id
-        current = await repos.chat_sessions.get(session.id)
-        await repos.chat_sessions.update(
-            session.id,
-            {
-                "message_count": current.message_count + len(messages) + 1,
-                "last_message_at": utcnow(),
-            },
+    """Store the run's messages in their order (numbered together, `ChatMessage.seq`, which
+    also counts them in the session's `message_count`) and the time of the last; its id."""
+    records = [
+        ChatMessage(
+            session_id=session.id, role=MessageRole(m.role), content=m.content,
+            tool_calls=[c.to_dict() for c in m.tool_calls], tool_call_id=m.tool_call_id,
+            name=m.name, usage=usage if i == len(messages) - 1 else None,
         )
-    return last_id
+        for i, m in enumerate(messages)
+    ]  # fmt: skip
+    async with services.store.unit_of_work() as repos:
+        if records:
+            await repos.chat_messages.insert_many(records)
+        await repos.chat_sessions.update(session.id, {"last_message_at": utcnow()})
+    return records[-1].id if records else None
 
 
 async def chat_stream(
@@ -127,14 +171,19 @@ async def chat_stream(
     text: str,
     *,
     github_token: str | None = None,
+    guarded: GuardedPrompt | None = None,
 ) -> AsyncIterator[str]:
-    """SSE events of one chat turn: session, delta…, tool_call/tool_result, usage, done | error.
-    `github_token`: the caller's, for an agent without provider_id (the default model; kept in
-    memory for this turn only)."""
+    """SSE events of one chat turn: session, delta…, tool_call/tool_result, usage, then done,
+    with exactly one error before it when the turn failed. `github_token`: the caller's, for an
+    agent without provider_id (the default model; kept in memory for this turn only).
+    `guarded`: the message as `open_session` checked it (then `text` is its redacted text)."""
     frame = _Frames()
     yield frame("session", {"session_id": session.id, "agent_id": agent.id})
     sink = QueueSink()
-    inp = RunInput(text, history, session_id=session.id, run_id=session.id)
+    if guarded is not None:
+        text = guarded.text
+    inp = RunInput(text, history, session_id=session.id, run_id=session.id, guarded=guarded)
+    errors = 0
 
     async def work() -> Any:
         try:
@@ -154,11 +203,13 @@ async def chat_stream(
             data: dict[str, Any] = item[1]
             if kind is EventType.STATUS:
                 continue
+            errors += kind is EventType.ERROR
             yield frame(SSE_NAMES.get(kind, kind.value), data)
         try:
             result = task.result()
         except TbdError as exc:
-            yield frame("error", {"code": exc.code, "message": exc.message})
+            if not errors:
+                yield frame("error", {"code": exc.code, "message": exc.message})
             return
         outcome = result.outcome
         usage = {"input_tokens": outcome.usage.input_tokens, "output_tokens": outcome.usage.output_tokens,
@@ -169,7 +220,7 @@ async def chat_stream(
             else result.messages
         )
         message_id = await _persist(services, session, new, usage)
-        if outcome.status is TaskStatus.FAILED:
+        if outcome.status is TaskStatus.FAILED and not errors:
             yield frame("error", {"code": "run_failed", "message": outcome.error})
         yield frame("done", {"status": outcome.status.value, "result": outcome.result, "usage": usage,
                            "message_id": message_id, "session_id": session.id, "citations": result.citations})  # fmt: skip

@@ -17,7 +17,7 @@ from tbd_agents.domain.enums import OutputFormat
 from tbd_agents.engine.catalog import ModelInfo
 from tbd_agents.engine.compaction import CompactionPolicy
 from tbd_agents.engine.config import EngineConfig
-from tbd_agents.engine.guardrails import Guardrails
+from tbd_agents.engine.guardrails import GuardedPrompt, Guardrails
 from tbd_agents.engine.messages import Message
 from tbd_agents.engine.options import RunOptions
 from tbd_agents.engine.providers.base import ChatProvider
@@ -112,6 +112,10 @@ class RunInput:
     request: dict[str, Any] | None = None
     session_id: str | None = None
     run_id: str | None = None
+    #: The prompt as the entry point already checked it (`guardrails.guard_prompt`) before
+    #: storing it; the loop reports these verdicts instead of checking again. None: the loop
+    #: checks `prompt` and `request` itself.
+    guarded: GuardedPrompt | None = None
 
 
 def _fit(blocks: list[str], budget: int) -> list[str]:

@@ -9,7 +9,10 @@ they say `(?i)`), and `prompt_config` holds the other checks, for every type:
     pii                       true (all kinds) or a list of: email, phone, credit_card, ssn, ipv4
     require_json              output must be valid JSON
     json_schema               request payload (or JSON output) must match this JSON Schema
-    redaction                 replacement text (default "[REDACTED]")
+    redaction                 replacement text of a `redact` guardrail, for pattern matches and
+                              PII alike (default: "[REDACTED]" for a pattern match,
+                              "[REDACTED:<kind>]" for PII, e.g. "[REDACTED:credit_card]");
+                              an output guardrail may also set it in output_config
 
 The blocks of the existing TBD Agents are read as they were written (see `compile_rule`):
 
@@ -137,7 +140,14 @@ class Rule:
     json_schema: dict[str, Any] | None = None
     #: The existing `request_config.json_schema`: a structured request must match it.
     request_schema: dict[str, Any] | None = None
-    redaction: str = "[REDACTED]"
+    #: The guardrail's own replacement text (`redaction`); None: the defaults (module doc).
+    redaction: str | None = None
+
+    def replacement(self, pii_kind: str | None = None) -> str:
+        """What a `redact` action writes in place of a match (of PII of `pii_kind`)."""
+        if self.redaction is not None:
+            return self.redaction
+        return f"[REDACTED:{pii_kind}]" if pii_kind else "[REDACTED]"
 
 
 def _int_setting(cfg: dict[str, Any], key: str, name: str, block: str) -> int | None:
@@ -311,8 +321,20 @@ def compile_rule(g: Guardrail) -> Rule:
         require_json=bool(cfg.get("require_json", False) or out_cfg.get("must_be_valid_json")),
         json_schema=schema,
         request_schema=request_schema,
-        redaction=str(cfg.get("redaction", "[REDACTED]")),
+        redaction=_redaction(g.name, out_cfg, cfg),
     )
+
+
+def _redaction(name: str, *blocks: dict[str, Any]) -> str | None:
+    """The `redaction` text of the first block that sets one (None: the defaults)."""
+    for block in blocks:
+        value = block.get("redaction")
+        if value is None:
+            continue
+        if isinstance(value, dict | list):
+            raise InvalidData(f"guardrail {name!r}: redaction must be a text (the replacement)")
+        return str(value)
+    return None
 
 
 def validate_guardrail(g: Guardrail) -> None:
@@ -411,6 +433,33 @@ class Guardrails:
         return verdict
 
 
+@dataclass(slots=True)
+class GuardedPrompt:
+    """A prompt after the request and input guardrails (`guard_prompt`)."""
+
+    #: What the model receives (redacted where a `redact` guardrail matched).
+    text: str
+    #: The request verdict, then the input verdict.
+    verdicts: tuple[Verdict, ...]
+
+    @property
+    def blocking(self) -> Verdict | None:
+        """The first verdict that blocks, if any."""
+        return next((v for v in self.verdicts if v.blocked), None)
+
+
+def guard_prompt(
+    rails: Guardrails, prompt: str, request: dict[str, Any] | None = None
+) -> GuardedPrompt:
+    """Apply the `request` guardrails to `request` and the `input` / `prompt` ones to `prompt`
+    (only `input` ones when `prompt` is the JSON of `request`: `check_input`). Entry points
+    call it before they store a prompt, so what they store is what the model will see, and
+    hand the result to the run (`RunInput.guarded`), which then does not check again."""
+    request_verdict = rails.check_request(request, prompt)
+    input_verdict = rails.check_input(prompt, structured=request is not None)
+    return GuardedPrompt(input_verdict.text, (request_verdict, input_verdict))
+
+
 def _json_object(text: str) -> dict[str, Any] | None:
     try:
         value = json.loads(text)
@@ -463,7 +512,9 @@ def _apply_rule(rule: Rule, verdict: Verdict) -> None:
                 continue
             _record(verdict, rule, f"matches pattern {pat.pattern!r}")
             if redact:
-                verdict.text = pat.sub(rule.redaction, verdict.text, timeout=PATTERN_TIMEOUT)
+                # backslashes doubled: the text is written as it is (no \1 or \g<> expansion)
+                text = rule.replacement().replace("\\", "\\\\")
+                verdict.text = pat.sub(text, verdict.text, timeout=PATTERN_TIMEOUT)
         except TimeoutError:
             _record(
                 verdict, rule, f"pattern {pat.pattern!r} timed out (treated as a match)", hard=True
@@ -480,7 +531,7 @@ def _apply_rule(rule: Rule, verdict: Verdict) -> None:
         if redact:
             for m in reversed(found):
                 verdict.text = (
-                    verdict.text[: m.start()] + f"[REDACTED:{kind}]" + verdict.text[m.end() :]
+                    verdict.text[: m.start()] + rule.replacement(kind) + verdict.text[m.end() :]
                 )
     for pat in rule.required:
         try:

@@ -19,10 +19,11 @@ from tbd_agents.config import Settings
 from tbd_agents.domain.enums import TaskStatus, WorkflowStatus
 from tbd_agents.domain.models import Agent, TaskExecution, Workflow
 from tbd_agents.domain.types import utcnow
-from tbd_agents.engine.builder import close_run, load_plan, open_plan
+from tbd_agents.engine.builder import close_run, load_guardrails, load_plan, open_plan
 from tbd_agents.engine.catalog import ModelCatalog
 from tbd_agents.engine.config import EngineConfig
 from tbd_agents.engine.context import RunInput
+from tbd_agents.engine.guardrails import GuardedPrompt, Guardrails, guard_prompt
 from tbd_agents.engine.messages import Message
 from tbd_agents.engine.options import RunOptions
 from tbd_agents.engine.progress import ProgressRecorder
@@ -140,7 +141,10 @@ class EngineExecutor:
     The workflow's `output_format` `json` wraps the answer as `{"response": text}`. The
     workflow's options (caveman, tsv_tool_results, memory, session bound, reasoning effort,
     credential overrides: engine/options.py) shape the run, and every todo-list `progress`
-    event is written on the task as `progress` (engine/progress.py)."""
+    event is written on the task as `progress` (engine/progress.py). The task's prompt is
+    checked by the run's input guardrails before anything else: where a `redact` one matched,
+    the task keeps (and the run log shows) the redacted prompt the model receives — a schedule
+    or another entry point that stored the prompt without the API's check included."""
 
     def __init__(self, services: EngineServices, owns_store: bool = False) -> None:
         self.services = services
@@ -148,28 +152,34 @@ class EngineExecutor:
 
     async def execute(self, task: TaskExecution, sink: EventSink, halt: HaltSignal) -> RunOutcome:
         store = self.services.store
+        request = _json_object(task.prompt)
         async with store.unit_of_work() as repos:
             workflow: Workflow = await repos.workflows.get(task.workflow_id)
             ensure_accepts_prompts(workflow)
             agent: Agent = await repos.agents.get(task.agent_id or workflow.agent_id)
             effort = task.reasoning_effort or workflow.reasoning_effort
+            guarded = await self._guard(repos, agent, workflow, task.prompt, request)
             await repos.workflows.update(
                 workflow.id, {"status": WorkflowStatus.RUNNING, "logs": [], "current_turn": 0}
             )
-            await repos.task_executions.update(
-                task.id,
-                {"model": workflow.model or agent.model or task.model, "reasoning_effort": effort},
-            )
+            changes: dict[str, Any] = {
+                "model": workflow.model or agent.model or task.model,
+                "reasoning_effort": effort,
+            }
+            prompt = task.prompt if guarded.blocking is not None else guarded.text
+            if prompt != task.prompt:
+                changes["prompt"] = prompt  # the redacted prompt, as the model receives it
+            await repos.task_executions.update(task.id, changes)
         options = RunOptions.of_workflow(
             workflow, reasoning_effort=effort, todo_tool=self.services.config.workflow_todo_tool
         )
         progress = ProgressRecorder.for_task(store, task.id)
         runlog = RunLog(sink, on_progress=progress.record)
-        runlog.add("prompt_received", task.prompt)
+        runlog.add("prompt_received", prompt)
         history = [Message.from_dict(m) for m in workflow.messages]
         inp = RunInput(
-            task.prompt, history, request=_json_object(task.prompt),
-            session_id=workflow.id, run_id=task.id,
+            prompt, history, request=request,
+            session_id=workflow.id, run_id=task.id, guarded=guarded,
         )  # fmt: skip
         try:
             async with caller_credential_of(store, self.services.cipher, task):
@@ -195,6 +205,21 @@ class EngineExecutor:
             task, workflow.id, runlog, added=added, model=result.model, outcome=outcome
         )
         return outcome
+
+    async def _guard(
+        self,
+        repos: Any,
+        agent: Agent,
+        workflow: Workflow,
+        prompt: str,
+        request: dict[str, Any] | None,
+    ) -> GuardedPrompt:
+        """The task's prompt after the run's request and input guardrails (the agent's and the
+        workflow's, as the run loads them)."""
+        records, _ = await load_guardrails(
+            repos, agent, self.services.config.host.admins, workflow=workflow
+        )
+        return guard_prompt(Guardrails.from_records(records), prompt, request)
 
     async def _record(
         self,

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from tbd_agents.domain.enums import OutputFormat, TaskStatus
 from tbd_agents.engine.compaction import compact, summary_request
 from tbd_agents.engine.context import RunInput, RunSpec, assemble_system_prompt
-from tbd_agents.engine.guardrails import Verdict
+from tbd_agents.engine.guardrails import Verdict, guard_prompt
 from tbd_agents.engine.messages import ChatRequest, Completion, Message, TextDelta, ToolCall
 from tbd_agents.engine.progress import watched_progress
 from tbd_agents.engine.providers.base import complete
@@ -124,14 +124,11 @@ class AgentLoop:
 
     # --- steps ---------------------------------------------------------------------------
     async def _guard_input(self, inp: RunInput) -> str | None:
-        """The prompt after input/request guardrails, or None when blocked."""
-        rails = self.spec.guardrails
-        checks = [
-            rails.check_request(inp.request, inp.prompt),
-            rails.check_input(inp.prompt, structured=inp.request is not None),
-        ]
-        prompt = checks[1].text
-        for verdict in checks:
+        """The prompt after input/request guardrails (checked here, or by the entry point before
+        it stored the prompt: `inp.guarded`), or None when blocked."""
+        guarded = inp.guarded or guard_prompt(self.spec.guardrails, inp.prompt, inp.request)
+        prompt = guarded.text
+        for verdict in guarded.verdicts:
             await self._report(verdict, "input")
             if verdict.blocked:
                 await self.emit(

@@ -231,6 +231,8 @@ class PersistingEventSink:
         self.task_id = task_id
         self.last_seq = 0
         self._unpublished = 0
+        #: How many `error` events this run stored (a run reports its failure once).
+        self.errors = 0
 
     async def emit(self, event_type: EventType | str, data: Mapping[str, Any]) -> None:
         await self.emit_event(event_type, data)
@@ -239,6 +241,8 @@ class PersistingEventSink:
         """Like `emit`, returning the stored event."""
         kind = event_type.value if isinstance(event_type, EventType) else str(event_type)
         event = await self.store.append(self.task_id, kind, data)
+        if kind == EventType.ERROR.value:
+            self.errors += 1
         await self.publish(event)
         return event
 

@@ -17,7 +17,7 @@ from tbd_agents.domain.enums import TaskStatus
 from tbd_agents.domain.models import TaskExecution
 from tbd_agents.errors import TbdError
 from tbd_agents.runtime.bus import EventBus
-from tbd_agents.runtime.contracts import RunOutcome
+from tbd_agents.runtime.contracts import EventType, RunOutcome
 from tbd_agents.runtime.events import (
     TERMINAL_STATUSES,
     PersistingEventSink,
@@ -77,14 +77,29 @@ async def _run_executor(
         raise
     except TbdError as exc:  # a known cause with its fix in the message: no traceback needed
         _log.warning("run %s failed: %s", task.id, exc.message)
+        await _error_event(sink, exc.code, exc.message)
         return RunOutcome(TaskStatus.FAILED, error=exc.message)
     except Exception as exc:
         _log.exception("run %s: the executor raised", task.id)
-        return RunOutcome(TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+        message = f"{type(exc).__name__}: {exc}"
+        await _error_event(sink, "internal_error", message)
+        return RunOutcome(TaskStatus.FAILED, error=message)
     finally:
         keeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await keeper
+
+
+async def _error_event(sink: PersistingEventSink, code: str, message: str) -> None:
+    """The run's `error` event when the executor raised before it reported one: a failed run
+    shows exactly one. Not stored (the store is down, say): logged; the run's final status
+    carries the error anyway."""
+    if sink.errors:
+        return
+    try:
+        await sink.emit(EventType.ERROR, {"code": code, "message": message})
+    except Exception:
+        _log.exception("run %s: its error event could not be stored", sink.task_id)
 
 
 async def execute_run(services: RunServices, task_id: str) -> TaskExecution | None:

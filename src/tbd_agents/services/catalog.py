@@ -37,7 +37,7 @@ from tbd_agents.services.tokens import (
     referenced_names,
 )
 from tbd_agents.services.tool_schema import inferred_or_none, is_empty_schema
-from tbd_agents.storage.protocol import Repositories, eq, in_
+from tbd_agents.storage.protocol import Repositories, in_
 
 #: Fields whose password-bearing connection strings are moved into tokens.
 SECRET_FIELDS: dict[type[Entity], tuple[str, ...]] = {
@@ -209,12 +209,11 @@ class ChatMessages(Records[ChatMessage]):
         super().__init__(repos, principal, ChatMessage)
 
     async def create(self, data: Mapping[str, Any]) -> ChatMessage:
+        # Storing it numbers it after the session's last message and counts it in the session's
+        # message_count (`ChatMessage.numbering`).
         message = await super().create(data)
         sessions = self.repos.for_model(ChatSession)
-        count = await self.repo.count(eq("session_id", message.session_id))
-        await sessions.update(
-            message.session_id, {"message_count": count, "last_message_at": message.created_at}
-        )
+        await sessions.update(message.session_id, {"last_message_at": message.created_at})
         return message
 
     async def update(

@@ -2,8 +2,8 @@
 
 - `list_sessions`: the caller's sessions of an agent, most recently updated first, `skip` /
   `limit` paged, each `{id, agent_id, title, message_count, created_at, updated_at}`.
-- `session_detail`: the same plus `messages [{id, role, content, usage, created_at}]`, oldest
-  first.
+- `session_detail`: the same plus `messages [{id, seq, role, content, usage, created_at}]` in
+  the conversation's order (`seq`: numbered when stored, never by the clock).
 - `delete_session`: the session and its messages.
 - `start_chat_workflow`: the caller's active `infinite_session` workflow of the agent, or a new
   one titled `Chat: {agent name}` with `max_turns=50`.
@@ -42,6 +42,7 @@ def session_json(session: ChatSession) -> dict[str, Any]:
 def message_json(message: ChatMessage) -> dict[str, Any]:
     return {
         "id": message.id,
+        "seq": message.seq,
         "role": message.role.value,
         "content": message.content,
         "usage": message.usage,
@@ -89,7 +90,7 @@ async def session_detail(
 ) -> dict[str, Any]:
     session = await _session(repos, caller, agent_id, session_id)
     page = await repos.chat_messages.list(
-        Query(filters=(eq("session_id", session.id),), sort=(Sort("created_at"),))
+        Query(filters=(eq("session_id", session.id),), sort=(Sort("seq"),))
     )
     return {**session_json(session), "messages": [message_json(m) for m in page.items]}
 

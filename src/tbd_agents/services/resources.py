@@ -248,7 +248,7 @@ SPECS: dict[type[Entity], ResourceSpec] = {
             "chat session",
             references=(Reference("agent_id", Agent),),
             dependants=(Dependant(ChatMessage, "session_id", OnDelete.CASCADE),),
-            managed=frozenset({"message_count", "last_message_at"}),
+            managed=frozenset({"message_count", "last_message_at", "message_seq"}),
             immutable=frozenset({"agent_id"}),
         ),
         ResourceSpec(
@@ -256,6 +256,7 @@ SPECS: dict[type[Entity], ResourceSpec] = {
             "chat message",
             parent=Reference("session_id", ChatSession),
             immutable=frozenset({"session_id"}),
+            managed=frozenset({"seq"}),
         ),
     )
 }

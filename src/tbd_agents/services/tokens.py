@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -58,7 +58,13 @@ class TokenRecords(Records[Token]):
         values["encrypted_value"], values["key_version"] = self.cipher.encrypt(value)
         return await super().create(values)
 
-    async def update(self, record_id: str, changes: Mapping[str, Any]) -> Token:
+    async def update(
+        self,
+        record_id: str,
+        changes: Mapping[str, Any],
+        *,
+        expected_versions: Collection[int] | None = None,
+    ) -> Token:
         values = dict(changes)
         if values.get("value") == MASK:
             # The masked value a client read and sent back unchanged: not a new secret.
@@ -70,7 +76,7 @@ class TokenRecords(Records[Token]):
                     "value: a token needs a non-empty value", details={"field": "value"}
                 )
             values["encrypted_value"], values["key_version"] = self.cipher.encrypt(value)
-        return await super().update(record_id, values)
+        return await super().update(record_id, values, expected_versions=expected_versions)
 
 
 def is_connection_secret(value: str) -> bool:

@@ -432,6 +432,19 @@ def validate_changes(model: type[Entity], changes: Mapping[str, Any]) -> dict[st
     return out
 
 
+def check_numbered(record: Entity) -> None:
+    """Refuse to upsert a record whose numbered field (`Entity.numbering`) is still 0: only
+    `create` and `insert_many` number records (an upsert may update an existing one, which
+    must keep its place)."""
+    numbering = record.numbering
+    if numbering is not None and getattr(record, numbering.field) == 0:
+        raise UnsupportedQuery(
+            f"{record.collection}: upsert needs {numbering.field} set; create() or "
+            f"insert_many() number new records from their {numbering.parent} record",
+            details={"field": numbering.field},
+        )
+
+
 def check_upsert_key(model: type[Entity], key: Sequence[str]) -> tuple[str, ...]:
     """`key` as a tuple if it is `("id",)` or one of the model's unique keys (order-insensitive)."""
     wanted = tuple(key)

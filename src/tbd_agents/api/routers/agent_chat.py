@@ -4,8 +4,11 @@
 (counted per stream), `event: <type>` and `data: {"type": <type>, ...}`. Types: `session`
 (`session_id`, the session created on the first message), `delta` (`content`: answer text as it
 streams; also as `delta`), `tool_call` / `tool_result`, `usage`, `log`, `progress`, then `done`
-(`usage`, `message_id`, status, citations) or `error` (`message`). Closing the connection stops
-the run and its model call. A session of another agent is a 400.
+(`usage`, `message_id`, status, citations), preceded by exactly one `error` (`code`, `message`)
+when the turn failed. Closing the connection stops the run and its model call. A session of
+another agent is a 400. The message is checked by the agent's input guardrails before anything
+is stored: a `redact` one's redaction is what is stored (message and session title) and what the
+model receives; one that blocks answers 422 and stores nothing.
 
 `GET /api/agents/{agent_id}/chat/sessions` (`skip`, `limit`), `GET` / `DELETE
 …/sessions/{session_id}`, and `POST /api/chat/start` (the caller's chat workflow of an agent):
@@ -85,11 +88,15 @@ async def chat(
     if session is not None:
         ensure_session_of(session, agent.id)
     services = await engine_for(ctx)
-    session, history = await open_session(services, agent, session, caller.identity, body.message)
+    turn = await open_session(services, agent, session, caller.identity, body.message)
     # A caller signed in with GitHub lends its token to an agent on the default model.
     token = presented_github_token(request.headers.get("authorization"), caller.via)
+    stream = chat_stream(
+        services, agent, turn.session, turn.history, turn.guarded.text,
+        github_token=token, guarded=turn.guarded,
+    )  # fmt: skip
     return StreamingResponse(
-        chat_stream(services, agent, session, history, body.message, github_token=token),
+        stream,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -110,6 +117,8 @@ class SessionOut(BaseModel):
 
 class MessageOut(BaseModel):
     id: str
+    #: The message's place in the session (1, 2, 3…): the order of the conversation.
+    seq: int
     role: str
     content: str
     usage: dict[str, Any] | None
@@ -138,7 +147,7 @@ async def sessions(
 @router.get(
     "/sessions/{session_id}",
     response_model=SessionDetailOut,
-    summary="A session with its messages (oldest first)",
+    summary="A session with its messages (in the conversation's order)",
 )
 async def session(
     agent_id: AgentId, session_id: SessionId, ctx: Ctx, caller: Caller

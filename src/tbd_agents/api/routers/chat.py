@@ -1,4 +1,5 @@
-"""Messages of a chat session: /api/chat/sessions/{session_id}/messages (oldest first)."""
+"""Messages of a chat session: /api/chat/sessions/{session_id}/messages, in the conversation's
+order (`seq`, given when a message is stored; a new message is numbered after the last)."""
 
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ async def list_messages(
         service = ChatMessages(repos, caller)
         await Records(repos, caller, ChatSession).get(session_id)
         page = await service.list(
-            [eq("session_id", session_id)], limit=limit, cursor=cursor, sort=(Sort("created_at"),)
+            [eq("session_id", session_id)], limit=limit, cursor=cursor, sort=(Sort("seq"),)
         )
     return page_response(page_json(ChatMessage, page.items), page.next_cursor, request.url)
 

@@ -280,7 +280,10 @@ async def delete_source(
 
 class SearchIn(Input):
     query: str = Field(min_length=1, max_length=10_000)
-    source_ids: list[str] = Field(default_factory=list, description="Default: every source you can list (your own; every source for an admin).")
+    source_ids: list[str] = Field(
+        default_factory=list,
+        description="Default: every source you can list (your own; every source for an admin).",
+    )
     tags: list[str] = Field(default_factory=list)
     k: int = Field(default=5, ge=1, le=50)
 

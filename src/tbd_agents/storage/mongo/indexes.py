@@ -9,7 +9,8 @@ queries from an index:
   its keyset tie-break;
 * one index per column `storage.postgres.schema` indexes with a B-tree or a GIN index
   (`idx_<collection>_<field>`; on an array field MongoDB builds a multikey index, which serves
-  `$in` / `$all`). The lists are imported, not copied, so the two plans cannot drift.
+  `$in` / `$all`), and its composite B-tree indexes (`idx_<collection>_<f1>_<f2>`). The lists
+  are imported, not copied, so the two plans cannot drift.
 
 An existing index on the same keys under another name (e.g. one created by an older version) is
 accepted as it is. A clash that needs a decision — a non-unique index where a unique one is
@@ -32,7 +33,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from tbd_agents.domain.models import Entity, Memory
 from tbd_agents.errors import StorageError
-from tbd_agents.storage.postgres.schema import BTREE_INDEXES, GIN_INDEXES
+from tbd_agents.storage.postgres.schema import BTREE_INDEXES, COMPOSITE_INDEXES, GIN_INDEXES
 
 _PERMISSION_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed
 
@@ -65,6 +66,10 @@ def index_plan(model: type[Entity]) -> list[IndexSpec]:
     plan.append(IndexSpec(f"idx_{coll}_created_at", (("created_at", 1), ("_id", 1))))
     singles = dict.fromkeys((*BTREE_INDEXES.get(coll, ()), *GIN_INDEXES.get(coll, ())))
     plan.extend(IndexSpec(f"idx_{coll}_{field}", ((field, 1),)) for field in singles)
+    plan.extend(
+        IndexSpec(f"idx_{coll}_{'_'.join(fields)}", tuple((f, 1) for f in fields))
+        for fields in COMPOSITE_INDEXES.get(coll, ())
+    )
     return plan
 
 

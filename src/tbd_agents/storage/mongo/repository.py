@@ -13,6 +13,11 @@ MongoDB has no multi-document transaction outside a replica set, and this store 
 the records it inserted when a later one fails (all or none, though others may glimpse the
 partial batch), and deleting a parent record deletes its children (the links PostgreSQL enforces
 with cascading foreign keys, the run-time's collections included) right after it.
+
+A model with a `numbering` (a chat message's `seq`) is numbered on `create` / `insert_many` from
+its parent's counter with one `find_one_and_update` `$inc` per parent, an atomic operation on a
+single document, so two writers never get the same numbers. Documents stored before numbering
+existed are numbered when the store opens (`numbering.number_legacy`).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from tbd_agents.errors import (
 from tbd_agents.storage.common import (
     VERSION,
     check_filters,
+    check_numbered,
     check_query,
     check_update_fields,
     check_upsert_key,
@@ -65,6 +71,7 @@ from tbd_agents.storage.mongo.indexes import (
     ensure_indexes,
     index_fields,
 )
+from tbd_agents.storage.mongo.numbering import number_legacy, reserve
 from tbd_agents.storage.mongo.query import (
     filter_document,
     id_cursor_value,
@@ -256,8 +263,38 @@ class MongoRepository(Generic[E]):
         return found
 
     # --- writes ----------------------------------------------------------------------------
+    async def _numbered(self, records: Sequence[E]) -> builtins.list[E]:
+        """`records`, those whose numbered field is 0 numbered from their parent's counter
+        (module docstring); InvalidData naming the parent when it does not exist."""
+        numbering = self.model.numbering
+        if numbering is None:
+            return builtins.list(records)
+        wanted: dict[str, builtins.list[int]] = {}
+        for i, record in enumerate(records):
+            if getattr(record, numbering.field) == 0:
+                wanted.setdefault(str(getattr(record, numbering.parent_field)), []).append(i)
+        out = builtins.list(records)
+        for parent_id in sorted(wanted):
+            positions = wanted[parent_id]
+            last = None
+            if well_formed_id(parent_id):
+                last = await reserve(self._db, numbering, parent_id, len(positions))
+            if last is None:
+                raise InvalidData(
+                    f"{self.model.collection}.{numbering.parent_field}: no {numbering.parent} "
+                    f"record has the id {parent_id!r}; create it first",
+                    details={"field": numbering.parent_field, "id": parent_id},
+                )
+            first = last - len(positions) + 1
+            for n, i in enumerate(positions):
+                out[i] = out[i].model_copy(update={numbering.field: first + n})
+        return out
+
     async def create(self, record: E) -> E:
         """Insert `record`; DuplicateKey naming the key if its id or a unique key is taken."""
+        if self.model.numbering is not None:
+            with self._driver():
+                [record] = await self._numbered([record])
         doc = self._document_of(record)
         with self._driver():
             await self.collection.insert_one(doc)
@@ -269,6 +306,9 @@ class MongoRepository(Generic[E]):
         Not atomic: on a clash, the records of this call that were already inserted are deleted
         again before DuplicateKey is raised. Returns the number inserted.
         """
+        if self.model.numbering is not None and records:
+            with self._driver():
+                records = await self._numbered(records)
         docs = [self._document_of(r) for r in records]
         if not docs:
             return 0
@@ -360,6 +400,7 @@ class MongoRepository(Generic[E]):
         """
         conflict_key = check_upsert_key(self.model, key)
         fields = check_update_fields(self.model, conflict_key, update_fields)
+        check_numbered(record)
         doc = self._document_of(record)
         key_filters = check_filters(self.model, _key_filters(record, conflict_key))
         match = filter_document(self.model, key_filters)
@@ -515,12 +556,15 @@ class MongoStore:
         return translated(entity="database", target=self.target, index_fields=_INDEX_FIELDS)
 
     async def open(self) -> None:
-        """Check the server answers and create the missing indexes (idempotent), the run-time's
-        collections' included."""
+        """Check the server answers, create the missing indexes (idempotent), the run-time's
+        collections' included, and number the chat messages stored before they had `seq`."""
         await self.ping()
         with self._driver():
             await ensure_indexes(self.database, (*ENTITIES, *EXTRA_ENTITIES))
             await ensure_collection_indexes(self.database, RUNTIME_INDEXES)
+            for model in ENTITIES:
+                if model.numbering is not None:
+                    await number_legacy(self.database, model)
 
     @asynccontextmanager
     async def unit_of_work(

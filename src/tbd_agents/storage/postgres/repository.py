@@ -9,6 +9,11 @@ Deleting a parent deletes its children: through the cascading foreign keys, and,
 that have none (a workflow's task executions and schedules, see `schema.FOREIGN_KEYS`), in the
 same DELETE statement.
 
+A model with a `numbering` (a chat message's `seq`) is numbered on `create` / `insert_many`: one
+`UPDATE parent SET counter = counter + n … RETURNING counter` per parent gives the new rows their
+numbers in the order they are written (and raises the parent's count of them, if it keeps one),
+and holds the parent's row lock until the transaction ends, so concurrent writers of one parent take their turns (parents are locked in id order).
+
 A failed statement aborts a PostgreSQL transaction. So that a caught `DuplicateKey` does not
 poison the unit of work, `create` inserts with `ON CONFLICT DO NOTHING` and reports the clash
 itself, and `insert_many` runs inside a savepoint.
@@ -59,6 +64,7 @@ from tbd_agents.errors import (
 )
 from tbd_agents.storage.common import (
     check_filters,
+    check_numbered,
     check_query,
     check_update_fields,
     check_upsert_key,
@@ -471,11 +477,50 @@ class PostgresRepository(Generic[E]):
         return found
 
     # --- writes ----------------------------------------------------------------------------
+    async def _numbered(self, records: Sequence[E]) -> builtins.list[E]:
+        """`records`, those whose numbered field is 0 numbered from their parent's counter
+        (module docstring); InvalidData naming the parent when it does not exist."""
+        numbering = self.model.numbering
+        if numbering is None:
+            return builtins.list(records)
+        wanted: dict[str, builtins.list[int]] = {}
+        for i, record in enumerate(records):
+            if getattr(record, numbering.field) == 0:
+                wanted.setdefault(str(getattr(record, numbering.parent_field)), []).append(i)
+        out = builtins.list(records)
+        parent = TABLES[numbering.parent]
+        counter = parent.c[numbering.counter]
+        for parent_id in sorted(wanted):  # one lock order for every writer: no deadlock
+            positions = wanted[parent_id]
+            # The session changed (its counters): a new version, `updated_at` in commit order.
+            values: dict[Any, Any] = {
+                counter: counter + len(positions),
+                parent.c.updated_at: func.clock_timestamp(),
+                parent.c.version: parent.c.version + literal_column("1"),
+            }
+            if numbering.count is not None:
+                count = parent.c[numbering.count]
+                values[count] = count + len(positions)
+            stmt = update(parent).where(parent.c.id == parent_id).values(values).returning(counter)
+            last = (await self._execute(stmt)).scalar_one_or_none()
+            if last is None:
+                raise InvalidData(
+                    f"{self.model.collection}.{numbering.parent_field}: no {numbering.parent} "
+                    f"record has the id {parent_id!r}; create it first",
+                    details={"field": numbering.parent_field, "id": parent_id},
+                )
+            first = int(last) - len(positions) + 1
+            for n, i in enumerate(positions):
+                out[i] = out[i].model_copy(update={numbering.field: first + n})
+        return out
+
     async def create(self, record: E) -> E:
         """Insert `record`; DuplicateKey naming the key if its id or a unique key is taken.
 
         The unit of work stays usable after a DuplicateKey.
         """
+        if self.model.numbering is not None:
+            [record] = await self._numbered([record])
         row = self._row_of(record)
         self._budget.spend()
         statement = _direct_insert(self.table, self._conn.dialect, tuple(row))
@@ -508,6 +553,8 @@ class PostgresRepository(Generic[E]):
         DuplicateKey if any id or unique key is taken (also within `records`); the unit of work
         stays usable. Returns the number of rows inserted.
         """
+        if self.model.numbering is not None:
+            records = await self._numbered(records)
         rows = [self._row_of(r) for r in records]
         if not rows:
             return 0
@@ -582,6 +629,7 @@ class PostgresRepository(Generic[E]):
         """
         conflict_key = check_upsert_key(self.model, key)
         fields = check_update_fields(self.model, conflict_key, update_fields)
+        check_numbered(record)
         row = self._row_of(record)
         self._budget.spend()
         insert_row = pg_insert(self.table).values(row)

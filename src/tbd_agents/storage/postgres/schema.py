@@ -76,6 +76,12 @@ BTREE_INDEXES: dict[str, tuple[str, ...]] = {
     "mcp_servers": ("name", "status", "transport_type", "created_by"),
 }
 
+#: B-tree indexes on several columns (named idx_<table>_<col1>_<col2>…): a session's messages in
+#: their order (`ChatMessage.seq`) are read from one index range.
+COMPOSITE_INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "chat_messages": (("session_id", "seq"),),
+}
+
 #: GIN indexes on TEXT[] columns queried with containment (tags and tag-based selection).
 GIN_INDEXES: dict[str, tuple[str, ...]] = {
     "agents": ("tags", "mcp_server_tags", "knowledge_tags", "skill_tags"),
@@ -242,6 +248,8 @@ def _table_for(model: type[Entity]) -> Table:
     table = Table(name, metadata, *_columns(model), *extras)
     for column in ("created_at", *BTREE_INDEXES.get(name, ())):
         Index(f"idx_{name}_{column}", table.c[column])
+    for columns in COMPOSITE_INDEXES.get(name, ()):
+        Index(f"idx_{name}_{'_'.join(columns)}", *(table.c[c] for c in columns))
     for column in GIN_INDEXES.get(name, ()):
         Index(f"idx_{name}_{column}", table.c[column], postgresql_using="gin")
     return table

@@ -22,6 +22,10 @@ For every top-level key of the document:
 A knowledge item of an earlier version of this hub with a media type in `content_type` is read as
 the model reads it (`content_type` the kind, the media type in `mime_type`).
 
+Columns the target numbers itself (`CollectionSpec.numbered`: a chat message's `seq`, a session's
+`message_seq`) are not the source's: a numbered message must hold a number (1 or more), and a
+counter is not compared.
+
 And for what the document does not have: a column the document lacks, or holds null in while the
 column cannot be null, must hold the field's default (a nullable column without a default: NULL);
 `created_at` missing is the ObjectId's time (1970-01-01 UTC for other ids) and `updated_at`
@@ -295,6 +299,8 @@ class DocumentComparer:
                     walk.differ(f"{EXTRAS}.{EXACT}['_id']", value, exact.get("_id"))
                 continue
             column = self.columns.get(key)
+            if key in self.spec.numbered:
+                continue  # checked with the columns the document lacks
             if column is not None:
                 if value is None and column.defaulted:
                     continue  # the default, checked with the columns the document lacks
@@ -321,7 +327,9 @@ class DocumentComparer:
             else:
                 walk.differ(key, value, Note(f"(absent: neither a column nor a key of {EXTRAS})"))
         for name, column in self.columns.items():
-            if name not in seen:
+            if name in self.spec.numbered:
+                self._numbered(walk, name, row)
+            elif name not in seen:
                 self._default(walk, name, column, document, row)
         for key in extras:
             if key != EXACT and key not in document:
@@ -332,6 +340,14 @@ class DocumentComparer:
                     f"{EXTRAS}.{EXACT}[{path!r}]", Note("(no changed value there)"), exact[path]
                 )
         return walk.found
+
+    def _numbered(self, walk: _Walk, name: str, row: Row) -> None:
+        numbering = self.spec.model.numbering
+        if numbering is None or name != numbering.field:
+            return  # a parent's counter
+        held = row[name]
+        if not isinstance(held, int) or held < 1:
+            walk.differ(name, Note("(numbered after the load: 1, 2, 3…)"), held)
 
     def _enum(self, walk: _Walk, name: str, column: _Column, value: Any, held: Any) -> None:
         assert column.enum is not None

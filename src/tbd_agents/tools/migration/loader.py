@@ -9,7 +9,9 @@ flight and resumes right after the last committed one.
 * `upsert` mode, and any batch the copy refuses: the batch is COPied into a temporary staging table,
   children whose parent row does not exist are taken out (quarantined as orphans), and the rest is
   written with `INSERT … SELECT … ON CONFLICT (id) DO UPDATE`, which only rewrites rows whose
-  content differs — re-running a migration leaves identical rows untouched.
+  content differs — re-running a migration leaves identical rows untouched. Columns the target
+  numbers itself (a chat message's `seq`, a session's `message_seq`: `numbering`) are never
+  overwritten there.
 * If PostgreSQL refuses a staged batch, the batch is split in halves inside savepoints until the
   refused rows are isolated; only those rows are quarantined, with the database's message.
 """
@@ -92,7 +94,8 @@ class TableLoader:
         cols = ", ".join(_q(c) for c in spec.columns)
         # `version` is not copied over an existing row: a changed row gets its next version
         # (an ETag read before must not match again), an unchanged one is left alone.
-        updates = [c for c in spec.columns if c not in ("id", VERSION)]
+        # Numbered columns (`spec.numbered`) keep the target's value: they are not the source's.
+        updates = [c for c in spec.columns if c not in ("id", VERSION) and c not in spec.numbered]
         assignments = ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in updates)
         if VERSION in spec.columns:
             assignments += f", {_q(VERSION)} = t.{_q(VERSION)} + 1"

@@ -139,6 +139,12 @@ def migration_summary(console: Console, result: MigrationResult, *, dry_run: boo
         if c.skipped:
             reasons = ", ".join(f"{n:,} {k}" for k, n in c.skipped.most_common())
             console.print(f"  {c.name}: left out {reasons}", highlight=False)
+        if c.numbered:
+            console.print(
+                f"  {c.name}: numbered {c.numbered:,} rows in their original order "
+                "(created_at, then _id)",
+                highlight=False,
+            )
         if c.extra_kept:
             fields = ", ".join(f"{k} ({n:,})" for k, n in c.extra_kept.most_common())
             console.print(

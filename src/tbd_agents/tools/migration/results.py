@@ -32,6 +32,8 @@ class CollectionResult:
     extra_dropped: Counter[str] = field(default_factory=Counter)
     #: Rows read but left out on purpose, by reason (memory vectors: "no embedding").
     skipped: Counter[str] = field(default_factory=Counter)
+    #: Rows numbered after the load (chat messages' `seq`, in created_at then _id order).
+    numbered: int = 0
     seconds: float = 0.0
 
     @property

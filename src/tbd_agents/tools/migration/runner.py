@@ -3,7 +3,8 @@
 For each collection: decide where to start (a checkpoint of an interrupted run, else the
 beginning), find the documents that lose a unique key to a newer duplicate (one extra read, only
 for collections with unique keys), then read → convert (worker thread) → load (transaction with
-the checkpoint), converting batch N+1 while PostgreSQL writes batch N.
+the checkpoint), converting batch N+1 while PostgreSQL writes batch N. Chat messages are then
+numbered per session in their original order (`numbering`).
 
 A dry run reads and converts everything the same way and asks the target only read-only
 questions (which ids exist, which parents exist); it opens no write transaction.
@@ -45,6 +46,7 @@ from tbd_agents.tools.migration.memvectors import (
     source_memories,
     target_memories,
 )
+from tbd_agents.tools.migration.numbering import number_rows
 from tbd_agents.tools.migration.procpool import ConverterPool
 from tbd_agents.tools.migration.quarantine import QuarantineRecord
 from tbd_agents.tools.migration.report import ReportLog
@@ -251,6 +253,7 @@ class Migration:
         if present:
             superseded = await find_superseded(self.source, spec, self.options.batch_size)
             await self._pipeline(spec, loader, result, progress, resume, superseded)
+        result.numbered = await number_rows(self.conn, spec)
         await self._restore(deferred, spec, result)
         await loader.checkpoints.complete()
 

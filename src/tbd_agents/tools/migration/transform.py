@@ -72,6 +72,21 @@ class CollectionSpec:
     #: Positions of the JSONB columns in `columns`, and a getter of a row's values in order.
     json_indices: tuple[int, ...]
     getter: Callable[[Row], tuple[Any, ...]]
+    #: Columns the target numbers itself (`Entity.numbering`: a chat message's `seq`, a
+    #: session's `message_seq`), after the load (`numbering.number_rows`): an upsert never
+    #: overwrites them, and verification does not compare them with the source.
+    numbered: frozenset[str] = frozenset()
+
+
+def _numbered_columns(model: type[Entity]) -> frozenset[str]:
+    """The numbered field of `model`, and the counters it keeps for numbered children."""
+    own = {model.numbering.field} if model.numbering is not None else set()
+    counters = {
+        m.numbering.counter
+        for m in ENTITIES
+        if m.numbering is not None and m.numbering.parent == model.collection
+    }
+    return frozenset(own | counters)
 
 
 def _spec(model: type[Entity]) -> CollectionSpec:
@@ -98,6 +113,7 @@ def _spec(model: type[Entity]) -> CollectionSpec:
         fields=frozenset(model.model_fields) - {"id", EXTRAS},
         json_indices=tuple(i for i, c in enumerate(columns) if c in json_columns),
         getter=operator.itemgetter(*columns),
+        numbered=_numbered_columns(model),
     )
 
 

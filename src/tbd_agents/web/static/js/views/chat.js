@@ -217,7 +217,7 @@ export async function renderChat(ctx, agentId, sessionId) {
           else if (event === "usage") reply.usage(data.total || data);
           else if (event === "progress" && data.turn) status.textContent = `${agent.name} is answering… (turn ${data.turn}${data.max_turns ? ` of ${data.max_turns}` : ""})`;
           else if (event === "error") {
-            // The run's own error and the chat's "run failed" often carry the same message.
+            // A failed turn sends one error; the same message is still shown only once.
             const message = data.message || "The run failed.";
             if (!errors.has(message)) { errors.add(message); reply.el.append(h("p", { class: "error", role: "alert" }, message)); }
           }
