@@ -22,7 +22,7 @@ from fastapi import Depends, FastAPI, Request
 import tbd_agents
 from tbd_agents.api.crud import CrudRouter
 from tbd_agents.api.deps import ApiContext
-from tbd_agents.api.docs import SecurityHeaders, install_docs
+from tbd_agents.api.docs import SecurityHeaders, install_cached_openapi, install_docs
 from tbd_agents.api.errors import install_error_handlers
 from tbd_agents.api.fastpath import CrudFastPath
 from tbd_agents.api.limits import RequestLimits
@@ -159,6 +159,7 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
     app.add_middleware(RequestLimits, settings=settings)  # body size and JSON depth
     app.add_middleware(SecurityHeaders)  # CSP on HTML, no-store on /api
     install_docs(app)
+    install_cached_openapi(app)
     for router in routers:
         app.include_router(router)
     from tbd_agents.web import mount as mount_dashboard

@@ -186,6 +186,21 @@ export async function bodyFields(method, path, item = false) {
 }
 
 /**
+ * The `maxLength` the server's OpenAPI document gives the JSON body field `field` of `method`
+ * on the path template `path`, or null when it gives none. Lets a form refuse what the server
+ * would refuse before sending (and before rendering megabytes into the page).
+ */
+export async function bodyMaxLength(method, path, field) {
+  const doc = await features();
+  const op = ((doc.paths || {})[path] || {})[method.toLowerCase()];
+  const schema = op && op.requestBody && op.requestBody.content && op.requestBody.content["application/json"];
+  const resolved = schema ? resolveSchema(doc, schema.schema) : null;
+  const prop = resolved && resolved.properties && resolved.properties[field];
+  const limit = prop ? resolveSchema(doc, prop).maxLength : undefined;
+  return Number.isInteger(limit) ? limit : null;
+}
+
+/**
  * Parse a Server-Sent Events byte stream from a fetch Response (EventSource cannot send an
  * Authorization header). Calls `onEvent({event, data, id})` per event; `data` is parsed as JSON
  * when it is JSON. Resolves when the stream ends.

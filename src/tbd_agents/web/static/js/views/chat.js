@@ -1,6 +1,6 @@
 // Chat with an agent: sessions, streamed replies rendered as Markdown, tool calls, usage.
 
-import { del, get, getPage, hasEndpoint, listAll, patch, stream } from "../api.js";
+import { bodyMaxLength, del, get, getPage, hasEndpoint, listAll, patch, stream } from "../api.js";
 import { announce, append, confirmDialog, dialog, h, notify, replace, uid, when } from "../dom.js";
 import { renderInto } from "../markdown.js";
 
@@ -120,10 +120,11 @@ async function renderHistory(list, sessionId) {
 /** `#/chat`, `#/chat/<agent>`, `#/chat/<agent>/<session>`. */
 export async function renderChat(ctx, agentId, sessionId) {
   if (!agentId) { await pickAgent(ctx); return; }
-  const [agent, sessions, canChat] = await Promise.all([
+  const [agent, sessions, canChat, maxChars] = await Promise.all([
     get(`/api/agents/${encodeURIComponent(agentId)}`),
     getPage("/api/chat/sessions", { agent_id: agentId, limit: 100 }),
     hasEndpoint("post", "/api/agents/{agent_id}/chat"),
+    bodyMaxLength("post", "/api/agents/{agent_id}/chat", "message"),
   ]);
   if (!ctx.isCurrent()) return;
   let current = sessionId || null;
@@ -183,11 +184,27 @@ export async function renderChat(ctx, agentId, sessionId) {
 
   let controller = null;
   stop.addEventListener("click", () => controller && controller.abort());
+  // The server refuses a message over its limit; say so before sending, and never render a
+  // pasted megabyte text into the conversation (that froze the tab for seconds). A length
+  // check only: cheap on every keystroke, whatever was pasted.
+  const tooLong = () => {
+    if (!maxChars || input.value.length <= maxChars) return null;
+    return `This message has ${input.value.length.toLocaleString()} characters; the limit is ${maxChars.toLocaleString()}. `
+      + "Shorten it, or add long text to the agent's knowledge (Knowledge page) and ask about it.";
+  };
+  input.addEventListener("input", () => {
+    const problem = tooLong();
+    if (problem) err.textContent = problem;
+    err.hidden = !problem;  // typing also clears an earlier "write a message first"
+    send.disabled = Boolean(problem) || Boolean(controller);
+  });
   input.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); composer.requestSubmit(); }
   });
   composer.addEventListener("submit", async (e) => {
     e.preventDefault();
+    const problem = tooLong();
+    if (problem) { err.textContent = problem; err.hidden = false; input.focus(); return; }
     const text = input.value.trim();
     err.hidden = true;
     if (!text) { err.textContent = "Write a message first."; err.hidden = false; input.focus(); return; }
