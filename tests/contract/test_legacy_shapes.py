@@ -81,6 +81,11 @@ def _records() -> list[Entity]:
 
 
 RECORDS = _records()
+#: Fields of a parent that storing its children changes by design: a session's message counters
+#: (raised in the statement that numbers its messages), hence its version and `updated_at`.
+_CHANGED_BY_CHILDREN = {
+    "chat_sessions": ("message_count", "message_seq", "version", "updated_at"),
+}
 
 
 def test_the_fixture_covers_every_collection() -> None:
@@ -106,6 +111,12 @@ async def test_existing_records_read_back_as_written(store: DocumentStore) -> No
                 continue
             back = await repos.for_model(type(record)).get(record.id)
             want, got = _comparable(record, store.backend), back.model_dump()
+            for name in _CHANGED_BY_CHILDREN.get(type(record).collection, ()):
+                want.pop(name), got.pop(name)
+            if type(record).collection == "chat_messages" and want["seq"] == 0:
+                # Unnumbered (as every existing message is): numbered from its session on create.
+                assert got.pop("seq") >= 1
+                want.pop("seq")
             if not _same(got, want):
                 diff = {k: (v, got.get(k)) for k, v in want.items() if not _same(got.get(k), v)}
                 problems.append(f"{type(record).collection} {record.id}: {diff}")

@@ -82,13 +82,14 @@ async def test_a_stale_conditional_delete_deletes_nothing(store: DocumentStore) 
     with pytest.raises(VersionConflict) as caught:
         async with store.unit_of_work() as repos:
             await repos.chat_sessions.delete(session.id, expected_version=1)
-    assert caught.value.current == 2
+    # Version 2: the message raised the session's counters; 3: the rename.
+    assert caught.value.current == 3
     async with store.unit_of_work() as repos:
-        assert (await repos.chat_sessions.get(session.id)).version == 2
+        assert (await repos.chat_sessions.get(session.id)).version == 3
         assert await repos.chat_messages.count() == 1  # the children stay with their parent
-        assert await repos.chat_sessions.delete(session.id, expected_version=2) is True
+        assert await repos.chat_sessions.delete(session.id, expected_version=3) is True
         assert await repos.chat_messages.count() == 0
-        assert await repos.chat_sessions.delete(session.id, expected_version=2) is False
+        assert await repos.chat_sessions.delete(session.id, expected_version=3) is False
 
 
 async def test_the_version_is_not_a_field_an_update_may_set(store: DocumentStore) -> None:
