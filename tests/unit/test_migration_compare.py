@@ -22,7 +22,7 @@ from tests.support.dumps import edge_case_dataset
 
 def as_stored(collection: str, document: dict[str, Any]) -> dict[str, Any]:
     """The row the migration makes of `document`, as asyncpg reads it back: JSON columns parsed
-    from their text (numbers exact), enums as their text."""
+    from their text (numbers exact), enums as their text, numbered columns numbered."""
     spec = SPECS[collection]
     converted = convert_document(spec, document)
     assert converted.row is not None, converted.problem
@@ -30,6 +30,8 @@ def as_stored(collection: str, document: dict[str, Any]) -> dict[str, Any]:
     for column in spec.json_columns:
         if row[column] is not None:
             row[column] = parse_json(row[column])
+    for column in spec.numbered:  # numbered after the load (tools/migration/numbering.py)
+        row[column] = row[column] or 1
     return {k: v.value if hasattr(v, "value") else v for k, v in row.items()}
 
 
