@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,6 @@ from tbd_agents.runtime import leases
 from tbd_agents.runtime.events import RunEvent
 from tbd_agents.runtime.service import Runtime
 from tbd_agents.services.keys import ApiKeys
-from tbd_agents.storage.postgres.engine import create_engine
 from tbd_agents.storage.postgres.repository import PostgresStore
 from tests.api.live import live_server
 from tests.faults.redis_support import (  # noqa: F401  (fixtures)
@@ -43,13 +41,6 @@ from tests.faults.redis_support import (  # noqa: F401  (fixtures)
 )
 from tests.runtime.conftest import RtBackend, make_workflow, rt  # noqa: F401  (fixture)
 from tests.support.webhook_receiver import webhook_receiver
-
-
-@pytest.fixture
-async def db(module_db: URL) -> AsyncIterator[AsyncEngine]:  # noqa: F811
-    engine = create_engine(module_db, application_name="fault-tests", pool_size=5)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,7 +30,6 @@ from tbd_agents.runtime import leases
 from tbd_agents.runtime.bus import RedisBus
 from tbd_agents.runtime.events import RunEvent
 from tbd_agents.runtime.service import Runtime
-from tbd_agents.storage.postgres.engine import create_engine
 from tbd_agents.storage.postgres.repository import PostgresStore
 from tests.faults.redis_support import (  # noqa: F401  (fixtures)
     Processes,
@@ -41,13 +40,6 @@ from tests.faults.redis_support import (  # noqa: F401  (fixtures)
     redis_server,
 )
 from tests.runtime.conftest import RtBackend, make_workflow, rt  # noqa: F401  (fixture)
-
-
-@pytest.fixture
-async def db(module_db: URL) -> AsyncIterator[AsyncEngine]:  # noqa: F811
-    engine = create_engine(module_db, application_name="fault-tests", pool_size=5)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture
