@@ -40,7 +40,7 @@ from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 from pydantic import TypeAdapter, ValidationError
 
-from tbd_agents.domain.models import Entity
+from tbd_agents.domain.models import Entity, Numbering
 from tbd_agents.domain.types import LenientEnum, UtcDatetime
 from tbd_agents.errors import InvalidData, UnsupportedQuery
 from tbd_agents.storage.protocol import Filter, JsonPage, Op, Page, Query, Sort, decode_cursor
@@ -534,3 +534,35 @@ async def list_json_via_models(
     """`Repository.list_json` for a backend that reads models anyway: list, then serialise."""
     page = await list_page(query)
     return JsonPage(records_json(model, page.items, omit), page.next_cursor)
+
+
+async def number_records(
+    model: type[Entity],
+    records: Sequence[E],
+    raise_counter: Callable[[Numbering, str, int], Awaitable[int | None]],
+) -> list[E]:
+    """`records`, those whose numbered field (`model.numbering`) is 0 numbered from their
+    parent's counter. `raise_counter(numbering, parent_id, n)` adds n to the parent's counter in
+    one atomic statement and returns its new value (None: no such parent); parents are raised in
+    id order, one lock order for every writer. InvalidData names a missing parent."""
+    numbering = model.numbering
+    if numbering is None:
+        return list(records)
+    wanted: dict[str, list[int]] = {}
+    for i, record in enumerate(records):
+        if getattr(record, numbering.field) == 0:
+            wanted.setdefault(str(getattr(record, numbering.parent_field)), []).append(i)
+    out = list(records)
+    for parent_id in sorted(wanted):
+        positions = wanted[parent_id]
+        last = await raise_counter(numbering, parent_id, len(positions))
+        if last is None:
+            raise InvalidData(
+                f"{model.collection}.{numbering.parent_field}: no {numbering.parent} "
+                f"record has the id {parent_id!r}; create it first",
+                details={"field": numbering.parent_field, "id": parent_id},
+            )
+        first = last - len(positions) + 1
+        for n, i in enumerate(positions):
+            out[i] = out[i].model_copy(update={numbering.field: first + n})
+    return out

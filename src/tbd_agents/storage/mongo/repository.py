@@ -35,7 +35,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from tbd_agents.domain.auth import ApiKey
-from tbd_agents.domain.models import ENTITIES, ENTITY_BY_COLLECTION, Entity
+from tbd_agents.domain.models import ENTITIES, ENTITY_BY_COLLECTION, Entity, Numbering
 from tbd_agents.errors import (
     DuplicateKey,
     InvalidData,
@@ -52,6 +52,7 @@ from tbd_agents.storage.common import (
     check_upsert_key,
     iterate_pages,
     list_json_via_models,
+    number_records,
     validate_changes,
     well_formed_id,
 )
@@ -264,31 +265,13 @@ class MongoRepository(Generic[E]):
 
     # --- writes ----------------------------------------------------------------------------
     async def _numbered(self, records: Sequence[E]) -> builtins.list[E]:
-        """`records`, those whose numbered field is 0 numbered from their parent's counter
-        (module docstring); InvalidData naming the parent when it does not exist."""
-        numbering = self.model.numbering
-        if numbering is None:
-            return builtins.list(records)
-        wanted: dict[str, builtins.list[int]] = {}
-        for i, record in enumerate(records):
-            if getattr(record, numbering.field) == 0:
-                wanted.setdefault(str(getattr(record, numbering.parent_field)), []).append(i)
-        out = builtins.list(records)
-        for parent_id in sorted(wanted):
-            positions = wanted[parent_id]
-            last = None
-            if well_formed_id(parent_id):
-                last = await reserve(self._db, numbering, parent_id, len(positions))
-            if last is None:
-                raise InvalidData(
-                    f"{self.model.collection}.{numbering.parent_field}: no {numbering.parent} "
-                    f"record has the id {parent_id!r}; create it first",
-                    details={"field": numbering.parent_field, "id": parent_id},
-                )
-            first = last - len(positions) + 1
-            for n, i in enumerate(positions):
-                out[i] = out[i].model_copy(update={numbering.field: first + n})
-        return out
+        """`records` numbered from their parents' counters (module docstring)."""
+        return await number_records(self.model, records, self._raise_counter)
+
+    async def _raise_counter(self, numbering: Numbering, parent_id: str, n: int) -> int | None:
+        if not well_formed_id(parent_id):
+            return None
+        return await reserve(self._db, numbering, parent_id, n)
 
     async def create(self, record: E) -> E:
         """Insert `record`; DuplicateKey naming the key if its id or a unique key is taken."""

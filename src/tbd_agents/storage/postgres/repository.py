@@ -52,6 +52,7 @@ from sqlalchemy.types import NullType
 from tbd_agents.domain.models import (
     ENTITIES,
     Entity,
+    Numbering,
 )
 from tbd_agents.errors import (
     DuplicateKey,
@@ -72,6 +73,7 @@ from tbd_agents.storage.common import (
     fields_of,
     iterate_pages,
     list_json_via_models,
+    number_records,
     validate_changes,
     well_formed_id,
 )
@@ -478,41 +480,24 @@ class PostgresRepository(Generic[E]):
 
     # --- writes ----------------------------------------------------------------------------
     async def _numbered(self, records: Sequence[E]) -> builtins.list[E]:
-        """`records`, those whose numbered field is 0 numbered from their parent's counter
-        (module docstring); InvalidData naming the parent when it does not exist."""
-        numbering = self.model.numbering
-        if numbering is None:
-            return builtins.list(records)
-        wanted: dict[str, builtins.list[int]] = {}
-        for i, record in enumerate(records):
-            if getattr(record, numbering.field) == 0:
-                wanted.setdefault(str(getattr(record, numbering.parent_field)), []).append(i)
-        out = builtins.list(records)
+        """`records` numbered from their parents' counters (module docstring)."""
+        return await number_records(self.model, records, self._raise_counter)
+
+    async def _raise_counter(self, numbering: Numbering, parent_id: str, n: int) -> int | None:
         parent = TABLES[numbering.parent]
         counter = parent.c[numbering.counter]
-        for parent_id in sorted(wanted):  # one lock order for every writer: no deadlock
-            positions = wanted[parent_id]
-            # The session changed (its counters): a new version, `updated_at` in commit order.
-            values: dict[Any, Any] = {
-                counter: counter + len(positions),
-                parent.c.updated_at: func.clock_timestamp(),
-                parent.c.version: parent.c.version + literal_column("1"),
-            }
-            if numbering.count is not None:
-                count = parent.c[numbering.count]
-                values[count] = count + len(positions)
-            stmt = update(parent).where(parent.c.id == parent_id).values(values).returning(counter)
-            last = (await self._execute(stmt)).scalar_one_or_none()
-            if last is None:
-                raise InvalidData(
-                    f"{self.model.collection}.{numbering.parent_field}: no {numbering.parent} "
-                    f"record has the id {parent_id!r}; create it first",
-                    details={"field": numbering.parent_field, "id": parent_id},
-                )
-            first = int(last) - len(positions) + 1
-            for n, i in enumerate(positions):
-                out[i] = out[i].model_copy(update={numbering.field: first + n})
-        return out
+        # The parent changed (its counters): a new version, `updated_at` in commit order.
+        values: dict[Any, Any] = {
+            counter: counter + n,
+            parent.c.updated_at: func.clock_timestamp(),
+            parent.c.version: parent.c.version + literal_column("1"),
+        }
+        if numbering.count is not None:
+            count = parent.c[numbering.count]
+            values[count] = count + n
+        stmt = update(parent).where(parent.c.id == parent_id).values(values).returning(counter)
+        last = (await self._execute(stmt)).scalar_one_or_none()
+        return None if last is None else int(last)
 
     async def create(self, record: E) -> E:
         """Insert `record`; DuplicateKey naming the key if its id or a unique key is taken.
