@@ -20,6 +20,9 @@ from sqlalchemy.exc import ArgumentError
 
 from tbd_agents.config_legacy import apply_legacy
 from tbd_agents.errors import ConfigurationError
+from tbd_agents.observability.metrics_config import MetricsSettings
+from tbd_agents.observability.tracing_config import TracingSettings
+from tbd_agents.observability.usage_config import UsageSettings
 
 
 class DbBackend(StrEnum):
@@ -72,8 +75,9 @@ def redact_url(url: str) -> str:
     return parsed.render_as_string(hide_password=True)
 
 
-class Settings(BaseSettings):
-    """Every setting of TBD Agents, from the environment or a `.env` file."""
+class Settings(MetricsSettings, TracingSettings, UsageSettings, BaseSettings):
+    """Every setting of TBD Agents, from the environment or a `.env` file (the observability
+    parts' fields come from their own modules: `tbd_agents.observability.*_config`)."""
 
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False

@@ -1,0 +1,13 @@
+"""Seeing what the hub does and what it costs.
+
+- `metrics`: every Prometheus series (the existing TBD Agents' names, types and labels, and ours),
+  with bounded label values; `exposition` serves them at `/metrics` (API) and on the worker's and
+  scheduler's metrics port, aggregated across processes.
+- `tracing`: OpenTelemetry set-up (OTLP exporter, off when no endpoint is set) and our own spans
+  (run, model call with the GenAI conventions, tool call, retrieval, guardrails, webhooks).
+- `jsonlog`: JSON-lines log records with trace/span, run and user ids.
+- `usage`: per-call usage records, daily pre-aggregation, the usage API's queries, budgets.
+
+Each `*_config` module holds the settings of one part; `tbd_agents.config.Settings` inherits them,
+so they are read, documented and validated like every other setting.
+"""
