@@ -25,6 +25,7 @@ from tbd_agents.storage.postgres.engine import create_engine
 from tbd_agents.storage.postgres.repository import PostgresStore
 from tbd_agents.storage.protocol import DocumentStore
 from tests.api.conftest import make_settings
+from tests.engine.protocol_server import ProtocolServer
 from tests.support import pg
 from tests.support.mongo import make_mongo_store
 
@@ -91,3 +92,18 @@ def call(
         cost_usd=Decimal(cost),
         **values,
     )
+
+
+@pytest.fixture(scope="session")
+def protocol_server() -> Iterator[ProtocolServer]:
+    server = ProtocolServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def model(protocol_server: ProtocolServer) -> Iterator[ProtocolServer]:
+    """The local model server, its script and recorded requests emptied."""
+    protocol_server.reset()
+    yield protocol_server
+    protocol_server.reset()
