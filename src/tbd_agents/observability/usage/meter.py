@@ -123,10 +123,11 @@ class UsageMeter:
             await self._maybe_warn(budget, used, start.isoformat(), emit)
 
     async def _maybe_warn(self, budget: Budget, used: Decimal, period: str, emit: Emit) -> None:
-        if used < budget.limit * Decimal(str(budget.warn_ratio)):
+        if used < budget.limit * Decimal(str(budget.warn_ratio)) or budget.warned_period == period:
             return
         if budget.id is None or not await self.store.mark_warned(budget.id, period):
             return
+        budget.warned_period = period
         metrics.BUDGET_WARNINGS.labels(budget.scope).inc()
         await emit(EventType.BUDGET_WARNING, event_data(budget, used))
 

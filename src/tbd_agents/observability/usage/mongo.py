@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -155,7 +155,15 @@ class MongoUsageStore:
         return rows
 
     def _calls_filter(self, where: UsageFilter) -> dict[str, Any]:
-        return _match(where)
+        """`at` within the days' UTC bounds (the index on `at` serves it) and the filters."""
+        spec = _match(where)
+        del spec["day"]
+        first = datetime.combine(where.start, time(), UTC)
+        spec["at"] = {
+            "$gte": first,
+            "$lt": first + timedelta(days=(where.end - where.start).days + 1),
+        }
+        return spec
 
     async def calls(
         self, where: UsageFilter, limit: int, after: tuple[datetime, str] | None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -120,8 +120,13 @@ def _sums(
     )  # fmt: skip
 
 
-def _call_day() -> ColumnElement[Any]:
-    return cast(func.timezone("UTC", usage_calls.c.at), Date)
+def _calls_where(where: UsageFilter) -> list[ColumnElement[bool]]:
+    """`where` on usage_calls: `at` within the days' UTC bounds (a range the index on `at`
+    serves), and the dimension filters."""
+    first = datetime.combine(where.start, time(), UTC)
+    after = datetime.combine(where.end + timedelta(days=1), time(), UTC)
+    t = usage_calls
+    return [t.c.at >= first, t.c.at < after, *(t.c[c].in_(v) for c, v in where.items())]
 
 
 def _budget(row: Any) -> Budget:
@@ -227,9 +232,7 @@ class SqlUsageStore:
     @staticmethod
     def _calls_query(where: UsageFilter) -> Any:
         t = usage_calls
-        return (
-            select(t).where(*_where(t, where, _call_day())).order_by(t.c.at.desc(), t.c.id.desc())
-        )
+        return select(t).where(*_calls_where(where)).order_by(t.c.at.desc(), t.c.id.desc())
 
     async def stream_calls(self, where: UsageFilter) -> AsyncIterator[UsageCall]:
         async with self.engine.connect() as conn:
