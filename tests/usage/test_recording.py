@@ -155,3 +155,37 @@ async def test_a_write_retried_after_it_was_stored_counts_once_and_a_dead_ledger
         assert _count("failed") == failed + 2
         assert sum("NOT RECORDED" in r.getMessage() for r in caplog.records) == 2
         assert await real.calls(today_filter(workflow=(wf2.id,)), 10, None) == []
+
+
+async def test_compaction_summaries_are_recorded_as_summary_calls(
+    backend: tuple[str, URL | None], model: ProtocolServer
+) -> None:
+    """A long run that compacts its context: every request the model server received is one
+    ledger row, the summaries with purpose `summary`."""
+    from tbd_agents.engine.compaction import CompactionPolicy
+    from tbd_agents.engine.context import RunInput
+    from tbd_agents.engine.loop import AgentLoop
+    from tbd_agents.observability.usage.meter import UsageMeter
+    from tbd_agents.observability.usage.records import UsageScope
+    from tests.engine.support import Recorder
+    from tests.engine.test_settings_effects import TINY, _long_run, spec_for
+
+    user = f"fay-{uuid.uuid4().hex[:6]}"
+    async with hub(*backend) as h:
+        tools = _long_run(model, "Summary.")
+        policy = CompactionPolicy(clear_tool_results=False, summary_max_chars=200)
+        spec = spec_for("openai", model, tools=tools, max_turns=10, compaction=policy)
+        spec.model_info = TINY
+        spec.meter = UsageMeter(h.usage, UsageScope(user_id=user), "agent-x", None, "openai",
+                                spec.model, TINY)  # fmt: skip
+        result = await AgentLoop(spec, Recorder()).run(RunInput("read all pages"))
+        assert result.outcome.status is TaskStatus.COMPLETED, result.outcome.error
+        calls = await h.usage.calls(today_filter(user=(user,)), 100, None)
+    purposes = [c.purpose for c in calls]
+    assert len(calls) == len(model.requests)
+    assert (
+        purposes.count("summary")
+        == sum(r.all_text().startswith("You compress") for r in model.requests)
+        > 0
+    )
+    assert sum(c.input_tokens for c in calls) == result.outcome.usage.input_tokens
