@@ -241,3 +241,21 @@ async def test_ranges_over_whole_and_partial_months_count_each_call_once(uapi: U
         ).json()  # fmt: skip
     points = {p["date"]: p["calls"] for p in months["series"][0]["points"]}
     assert points == {"2026-08-01": 1, "2026-09-01": 2, "2026-10-01": 1, "2026-11-01": 1}
+
+
+async def test_deleting_an_agent_keeps_its_usage_labelled_deleted(uapi: UsageApi) -> None:
+    user = f"ned-{uuid.uuid4().hex[:6]}"
+    async with uapi.store.unit_of_work() as repos:
+        agent = await repos.agents.create(Agent(name=f"short-lived-{user}", created_by=user))
+    await uapi.usage.record(call(at=D1, cost="1.5", user_id=user, agent_id=agent.id))
+    async with uapi.store.unit_of_work() as repos:
+        assert await repos.agents.delete(agent.id)
+    async with await uapi.client(admin=True) as admin:
+        got = (
+            await admin.get("/api/usage/summary",
+                            params=RANGE | {"user_id": user, "group_by": "agent"})
+        ).json()  # fmt: skip
+    assert got["groups"] == [
+        {"key": agent.id, "label": "(deleted)", "calls": 1, "input_tokens": 100,
+         "output_tokens": 20, "total_tokens": 120, "cost_usd": 1.5}
+    ]  # fmt: skip
