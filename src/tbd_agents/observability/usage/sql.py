@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Date,
     and_,
@@ -111,9 +112,9 @@ def _sums(
     )
     return (
         select(bucket.label("bucket"), key.label("key"),
-               func.sum(table.c.calls).label("calls"),
-               func.sum(table.c.input_tokens).label("input_tokens"),
-               func.sum(table.c.output_tokens).label("output_tokens"),
+               cast(func.sum(table.c.calls), BigInteger).label("calls"),
+               cast(func.sum(table.c.input_tokens), BigInteger).label("input_tokens"),
+               cast(func.sum(table.c.output_tokens), BigInteger).label("output_tokens"),
                func.sum(table.c.cost_usd).label("cost_usd"))
         .where(when >= first, when <= last, *(table.c[c].in_(v) for c, v in where.items()))
         .group_by(bucket, key)
@@ -204,20 +205,17 @@ class SqlUsageStore:
                 for first, last in (head, tail)
                 if first <= last
             ]
-        both = union_all(*parts).subquery() if len(parts) > 1 else parts[0].subquery()
-        cost = func.sum(both.c.cost_usd)
-        query = (
-            select(both.c.bucket, both.c.key, func.sum(both.c.calls),
-                   func.sum(both.c.input_tokens), func.sum(both.c.output_tokens), cost)
-            .group_by(both.c.bucket, both.c.key)
-            .order_by(both.c.bucket, cost.desc())
-        )  # fmt: skip
+        query = parts[0]
+        if len(parts) > 1:  # the same bucket and key can come from both tables: add them up
+            both = union_all(*parts).subquery()
+            sums = [cast(func.sum(both.c[c]), BigInteger).label(c) for c in _SUMS[:3]]
+            query = select(
+                both.c.bucket, both.c.key, *sums, func.sum(both.c.cost_usd).label("cost_usd")
+            ).group_by(both.c.bucket, both.c.key)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [
-            DailyRow(r[0], r[1] or "", Totals(int(r[2]), int(r[3]), int(r[4]), Decimal(r[5])))
-            for r in rows
-        ]
+        # no ORDER BY: callers order groups and series themselves
+        return [DailyRow(r[0], r[1] or "", Totals(r[2], r[3], r[4], r[5])) for r in rows]
 
     async def calls(
         self, where: UsageFilter, limit: int, after: tuple[datetime, str] | None
