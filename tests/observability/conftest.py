@@ -19,6 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.engine.protocol_server import ProtocolServer
 
+# The runtime tests' per-backend fixture (`rt`: PostgreSQL, then emulated MongoDB) and its database.
+from tests.runtime.conftest import module_db, rt  # noqa: F401
+
 
 @pytest.fixture(scope="session")
 def _session_exporter() -> InMemorySpanExporter:

@@ -16,7 +16,7 @@ from tbd_agents.domain.enums import IntervalUnit, OverlapPolicy, TaskStatus, Tas
 from tbd_agents.domain.models import ScheduledAgent
 from tbd_agents.runtime.scheduler import Scheduler
 from tests.observability.conftest import Deltas, one
-from tests.runtime.conftest import RtBackend, make_workflow, module_db, rt  # noqa: F401
+from tests.runtime.conftest import RtBackend, make_workflow
 from tests.runtime.test_scheduler import T0
 
 MIN = timedelta(minutes=1)
