@@ -117,8 +117,10 @@ class MeteredReporter:
         self.inner.collection_started(result)
 
     def batch_done(self, result: CollectionResult, step: BatchStep) -> None:
-        if step.outcome is not None:
-            MIGRATION_RECORDS.labels(result.name).inc(step.convertible)
+        outcome = step.outcome
+        if outcome is not None:  # committed: what the target holds now (refused rows are not)
+            written = outcome.inserted + outcome.updated + outcome.unchanged
+            MIGRATION_RECORDS.labels(result.name).inc(written)
         MIGRATION_PROGRESS.labels(result.name).set(_ratio(result))
         self.inner.batch_done(result, step)
 
