@@ -108,8 +108,11 @@ def compacted(current: Span, model: str, report: Any) -> None:
 @contextmanager
 def vector_search(backend: str, collection: str) -> Iterator[None]:
     """Time one nearest-neighbour search (`tbd_vector_search_duration_seconds{backend,kind}`;
-    kind `knowledge` or `memory` from the collection) in a `vector_search` span."""
-    kind = "memory" if "memor" in collection else "knowledge"
+    kind `knowledge` or `memory` from the collection, `other` for a name that is neither) in a
+    `vector_search` span."""
+    kind = (
+        "memory" if "memor" in collection else "knowledge" if "knowledge" in collection else "other"
+    )
     started = time.monotonic()
     attrs = {"db.system.name": backend, "db.collection.name": collection, "tbd.vector.kind": kind}
     try:
