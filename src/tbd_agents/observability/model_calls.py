@@ -119,19 +119,21 @@ class InstrumentedProvider:
         )
         if self.capture_content and span.is_recording():
             _input_events(span, request.messages)
-        ctx = trace.set_span_in_context(span)
+        # A span that records nothing (no SDK: tracing off) needs no context switch per event.
+        ctx = trace.set_span_in_context(span) if span.is_recording() else None
         started = time.monotonic()
         first: float | None = None
         events = self.inner.stream(request).__aiter__()
         try:
             while True:
-                token = otel_context.attach(ctx)
+                token = otel_context.attach(ctx) if ctx is not None else None
                 try:
                     event = await events.__anext__()
                 except StopAsyncIteration:
                     break
                 finally:
-                    otel_context.detach(token)
+                    if token is not None:
+                        otel_context.detach(token)
                 if first is None:
                     first = time.monotonic() - started
                     m.PROVIDER_FIRST_TOKEN.labels(provider, model).observe(first)
