@@ -54,7 +54,7 @@ import regex
 from tbd_agents.domain.enums import GuardrailAction, GuardrailType
 from tbd_agents.domain.models import Guardrail
 from tbd_agents.errors import InvalidData
-from tbd_agents.observability.metrics import GUARDRAIL_CHECKS
+from tbd_agents.observability.engine_signals import guardrail_checked
 from tbd_agents.observability.spans import span
 
 log = logging.getLogger(__name__)
@@ -418,7 +418,7 @@ class Guardrails:
             return Verdict(text="")
         with span("guardrail request", {"tbd.guardrail.stage": "request"}) as current:
             verdict = self._check_request(rules, request, prompt)
-            _count("request", verdict, current)
+            guardrail_checked("request", verdict, current)
         return verdict
 
     def _check_request(
@@ -516,26 +516,8 @@ def _checked(stage: str, rules: Sequence[Rule], text: str) -> Verdict:
         return _apply(rules, text)
     with span(f"guardrail {stage}", {"tbd.guardrail.stage": stage}) as current:
         verdict = _apply(rules, text)
-        _count(stage, verdict, current)
+        guardrail_checked(stage, verdict, current)
     return verdict
-
-
-def _count(stage: str, verdict: Verdict, current: Any) -> None:
-    """Count one check by its outcome: blocked, redacted, warned (flagged) or passed."""
-    actions = {v.action for v in verdict.violations}
-    if verdict.blocked:
-        outcome = "blocked"
-    elif GuardrailAction.REDACT in actions:
-        outcome = "redacted"
-    elif actions:
-        outcome = "warned"
-    else:
-        outcome = "passed"
-    GUARDRAIL_CHECKS.labels(stage, outcome).inc()
-    current.set_attribute("tbd.guardrail.outcome", outcome)
-    if verdict.violations:
-        names = sorted({v.guardrail for v in verdict.violations})
-        current.set_attribute("tbd.guardrail.names", names)
 
 
 def _apply(rules: Sequence[Rule], text: str) -> Verdict:

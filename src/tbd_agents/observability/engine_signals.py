@@ -120,3 +120,23 @@ def vector_search(backend: str, collection: str) -> Iterator[None]:
             yield
     finally:
         m.VECTOR_SEARCH_DURATION.labels(backend, kind).observe(time.monotonic() - started)
+
+
+def guardrail_checked(stage: str, verdict: Any, current: Span) -> None:
+    """Count one guardrail check (`tbd_guardrail_checks_total{stage,outcome}`) by its verdict:
+    blocked, redacted, warned (flagged only) or passed; describe it on its span."""
+    actions = {v.action.value for v in verdict.violations}
+    if verdict.blocked:
+        outcome = "blocked"
+    elif "redact" in actions:
+        outcome = "redacted"
+    elif actions:
+        outcome = "warned"
+    else:
+        outcome = "passed"
+    m.GUARDRAIL_CHECKS.labels(stage, outcome).inc()
+    current.set_attribute("tbd.guardrail.outcome", outcome)
+    if verdict.violations:
+        current.set_attribute(
+            "tbd.guardrail.names", sorted({v.guardrail for v in verdict.violations})
+        )
