@@ -36,7 +36,7 @@ class RunSignals:
         """Count the run's end (`status`: its final status) and describe it on the span.
         `outcome`: the `RunOutcome` (tool calls and usage)."""
         label = m.bounded("model", model)
-        m.TASKS.labels(status, label, effort or "none").inc()
+        m.TASKS.labels(status, label, m.bounded("reasoning_effort", effort or "none")).inc()
         m.TASK_DURATION.labels(label, status).observe(time.monotonic() - self.started)
         m.TOOL_CALLS_PER_TASK.labels(label).observe(outcome.tool_calls)
         m.COST_PER_TASK.labels(label).observe(outcome.usage.cost_usd)
@@ -95,9 +95,8 @@ def count_lost_runs(items: list[Any]) -> None:
     for item in items:
         task = item.task
         status = task.status.value if hasattr(task.status, "value") else str(task.status)
-        m.TASKS.labels(
-            status, m.bounded("model", task.model), task.reasoning_effort or "none"
-        ).inc()
+        effort = m.bounded("reasoning_effort", task.reasoning_effort or "none")
+        m.TASKS.labels(status, m.bounded("model", task.model), effort).inc()
 
 
 @dataclass(slots=True)
