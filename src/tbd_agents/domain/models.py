@@ -399,6 +399,10 @@ class TaskExecution(Entity):
     #: cipher, for an agent without provider_id (the default model, GitHub Copilot); cleared
     #: when the run ends. Never serialized (API answers, webhooks, exports): `exclude`.
     caller_credential: str | None = Field(default=None, exclude=True, repr=False)
+    #: The W3C `traceparent` of the request (or schedule firing) that created the run, so the
+    #: run's span continues that trace in whichever process executes it, however late it is
+    #: dispatched (observability/spans.py). Internal: never serialized (`exclude`).
+    trace_parent: str | None = Field(default=None, exclude=True, repr=False)
 
 
 class ScheduledAgent(Entity):

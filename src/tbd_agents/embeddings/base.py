@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from tbd_agents.errors import UpstreamError
+from tbd_agents.observability.metrics import EMBEDDING_REQUESTS
 
 
 class EmbeddingError(UpstreamError):
@@ -69,17 +70,27 @@ class BatchedEmbedder(ABC):
         """Vectors for one batch (at most `batch_size` texts)."""
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        """One normalised vector per text, in input order; raises EmbeddingError on bad output."""
+        """One normalised vector per text, in input order; raises EmbeddingError on bad output.
+        Each batch counts one `embeddings_requests_total{status}` (success or error)."""
         out: list[list[float]] = []
         items = list(texts)
         for start in range(0, len(items), self.batch_size):
             batch = items[start : start + self.batch_size]
-            vectors = await self._embed_batch(batch)
+            try:
+                vectors = await self._embed_batch(batch)
+            except Exception:
+                EMBEDDING_REQUESTS.labels("error").inc()
+                raise
             if len(vectors) != len(batch):
+                EMBEDDING_REQUESTS.labels("error").inc()
                 raise EmbeddingError(
                     f"embedding model {self._space.model} returned {len(vectors)} vectors for "
                     f"{len(batch)} texts"
                 )
+            if any(len(vector) != self._space.dimension for vector in vectors):
+                EMBEDDING_REQUESTS.labels("error").inc()
+            else:
+                EMBEDDING_REQUESTS.labels("success").inc()
             for vector in vectors:
                 if len(vector) != self._space.dimension:
                     raise EmbeddingError(

@@ -50,6 +50,7 @@ from tbd_agents.engine.tools.plugin import (
 from tbd_agents.engine.tools.workspace_tools import WorkspaceTools
 from tbd_agents.engine.workspace import Workspace
 from tbd_agents.errors import InvalidData, TbdError
+from tbd_agents.observability.model_calls import instrumented
 from tbd_agents.security.cipher import TokenCipher
 from tbd_agents.security.outbound import HostPolicy, OutboundGuard, OutboundPolicy
 from tbd_agents.services.privilege import CUSTOM_TOOLS_SETTING, AdminDirectory
@@ -499,10 +500,15 @@ async def open_plan(
     warnings += [f"built-in tool {n!r} not offered: {why}" for n, why in missing]
     rails = Guardrails.from_records(plan.guardrails)
     warnings += rails.warnings
+    model_info = _priced_for(plan.provider, catalog.get(plan.model))
+    provider = instrumented(  # every model call measured: metrics and a `chat` span
+        build_provider(plan.provider, config), plan.provider.provider_type, model_info,
+        capture_content=config.trace_capture_content,
+    )  # fmt: skip
     spec = RunSpec(
-        provider=build_provider(plan.provider, config),
+        provider=provider,
         model=plan.model,
-        model_info=_priced_for(plan.provider, catalog.get(plan.model)),
+        model_info=model_info,
         system_prompt="\n\n".join(  # H1: the `## Repository` section of a checkout
             p for p in (agent.system_prompt, workspace and workspace.prompt_section()) if p
         ),

@@ -27,6 +27,9 @@ class ModelInfo:
     #: An Anthropic model with extended thinking (`thinking = true`): the Anthropic provider turns
     #: `reasoning_effort` into a thinking budget (engine/thinking.py).
     thinking: bool = False
+    #: GitHub Copilot premium requests one call of this model counts (`premium_multiplier`,
+    #: Copilot's per-model multiplier; 1 when the catalog gives none).
+    premium_multiplier: float = 1.0
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         """US dollars for the given token counts."""
@@ -36,6 +39,8 @@ class ModelInfo:
 _FIELDS = ("context_window", "max_output_tokens", "input_per_mtok", "output_per_mtok")
 #: Optional keys of an entry (booleans).
 _FLAGS = ("reasoning", "thinking")
+#: Optional numeric keys of an entry.
+_OPTIONAL = ("premium_multiplier",)
 
 
 def _entry(name: str, raw: Any, source: str) -> dict[str, float]:
@@ -43,10 +48,10 @@ def _entry(name: str, raw: Any, source: str) -> dict[str, float]:
         raise ConfigurationError(
             f"{source}: entry {name!r} must be a table of {', '.join(_FIELDS)}"
         )
-    unknown = set(raw) - set(_FIELDS) - set(_FLAGS)
+    unknown = set(raw) - set(_FIELDS) - set(_FLAGS) - set(_OPTIONAL)
     if unknown:
         raise ConfigurationError(
-            f"{source}: entry {name!r} has unknown keys {sorted(unknown)}; allowed: {', '.join(_FIELDS + _FLAGS)}"
+            f"{source}: entry {name!r} has unknown keys {sorted(unknown)}; allowed: {', '.join(_FIELDS + _FLAGS + _OPTIONAL)}"
         )
     out: dict[str, float] = {}
     for key, value in raw.items():
@@ -127,4 +132,5 @@ class ModelCatalog:
             known=known,
             reasoning=bool(merged.get("reasoning", 0.0)),
             thinking=bool(merged.get("thinking", 0.0)),
+            premium_multiplier=merged.get("premium_multiplier", 1.0),
         )

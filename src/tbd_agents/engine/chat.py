@@ -35,6 +35,7 @@ from tbd_agents.engine.history import replayable
 from tbd_agents.engine.inprocess import EngineServices, run_agent
 from tbd_agents.engine.messages import Message
 from tbd_agents.errors import GuardrailBlocked, InvalidData, TbdError
+from tbd_agents.observability.runs import chat_messages_stored, chat_turn
 from tbd_agents.observability.usage.records import UsageScope
 from tbd_agents.runtime.contracts import EventType
 from tbd_agents.storage.protocol import Query, Repositories, Sort, eq
@@ -117,6 +118,7 @@ async def open_session(
         await repos.chat_messages.create(
             ChatMessage(session_id=session.id, role=MessageRole.USER, content=text)
         )
+    chat_messages_stored(["user"])
     return OpenedTurn(session, history, guarded)
 
 
@@ -161,6 +163,7 @@ async def _persist(
         if records:
             await repos.chat_messages.insert_many(records)
         await repos.chat_sessions.update(session.id, {"last_message_at": utcnow()})
+    chat_messages_stored([r.role.value for r in records])
     return records[-1].id if records else None
 
 
@@ -188,9 +191,14 @@ async def chat_stream(
 
     async def work() -> Any:
         try:
-            with caller_github_token(github_token):
+            with (
+                caller_github_token(github_token),
+                chat_turn(agent, session.id, session.github_user) as turn,
+            ):
                 scope = UsageScope(user_id=session.github_user, session_id=session.id)
-                return await run_agent(services, agent, inp, sink, None, usage=scope)
+                result = await run_agent(services, agent, inp, sink, None, usage=scope)
+                turn.finished(result.model, result.outcome.status.value)
+                return result
         finally:
             await sink.queue.put(_END)
 

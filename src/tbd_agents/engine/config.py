@@ -23,6 +23,8 @@ class EngineConfig:
     #: Seconds a whole run may last: with infinite_session=false (SESSION_TIMEOUT) and true.
     session_timeout: float = 600.0
     infinite_session_timeout: float = 86400.0
+    #: TRACE_CAPTURE_CONTENT: model-call messages and tool arguments/results go into spans.
+    trace_capture_content: bool = False
     #: Workflow runs offer manage_todo_list though the agent does not list it.
     workflow_todo_tool: bool = False
     #: STM_MAX_ENTRIES: the agent's latest memories recalled beside the semantic ones (0: off).
@@ -133,4 +135,5 @@ _FROM_SETTINGS = {
     "max_tool_result_chars": "tool_result_context_max_chars",
     "tool_description_max_chars": "tool_definition_description_max_chars",
     "anthropic_max_tokens": "anthropic_gateway_max_tokens",
+    "trace_capture_content": "trace_capture_content",
 }

@@ -54,6 +54,8 @@ import regex
 from tbd_agents.domain.enums import GuardrailAction, GuardrailType
 from tbd_agents.domain.models import Guardrail
 from tbd_agents.errors import InvalidData
+from tbd_agents.observability.engine_signals import guardrail_checked
+from tbd_agents.observability.spans import span
 
 log = logging.getLogger(__name__)
 
@@ -396,13 +398,14 @@ class Guardrails:
         kinds = (
             (GuardrailType.INPUT,) if structured else (GuardrailType.INPUT, GuardrailType.PROMPT)
         )
-        return _apply(self._of(*kinds), text)
+        return _checked("input", self._of(*kinds), text)
 
     def check_output(self, text: str) -> Verdict:
-        return _apply(self._of(GuardrailType.OUTPUT), text)
+        return _checked("output", self._of(GuardrailType.OUTPUT), text)
 
     def check_tool_arguments(self, arguments: dict[str, Any]) -> Verdict:
-        return _apply(self._of(GuardrailType.TOOL), json.dumps(arguments, ensure_ascii=False))
+        text = json.dumps(arguments, ensure_ascii=False)
+        return _checked("tool", self._of(GuardrailType.TOOL), text)
 
     def check_request(self, request: dict[str, Any] | None, prompt: str = "") -> Verdict:
         """The structured request against `request` guardrails.
@@ -410,8 +413,19 @@ class Guardrails:
         Our `prompt_config.json_schema` checks `request`, or `{"prompt": prompt}` without one.
         The existing `request_config.json_schema` needs a request: `request`, or else a prompt
         that is the JSON of an object (a run started with a request carries it so)."""
+        rules = self._of(GuardrailType.REQUEST)
+        if not rules:
+            return Verdict(text="")
+        with span("guardrail request", {"tbd.guardrail.stage": "request"}) as current:
+            verdict = self._check_request(rules, request, prompt)
+            guardrail_checked("request", verdict, current)
+        return verdict
+
+    def _check_request(
+        self, rules: list[Rule], request: dict[str, Any] | None, prompt: str
+    ) -> Verdict:
         verdict = Verdict(text="")
-        for rule in self._of(GuardrailType.REQUEST):
+        for rule in rules:
             if rule.json_schema is not None:
                 payload = request if request is not None else {"prompt": prompt}
                 _check_schema(
@@ -493,6 +507,17 @@ def _record(verdict: Verdict, rule: Rule, reason: str, *, hard: bool = False) ->
     verdict.violations.append(Violation(rule.name, action, reason))
     if action is GuardrailAction.BLOCK:
         verdict.blocked = True
+
+
+def _checked(stage: str, rules: Sequence[Rule], text: str) -> Verdict:
+    """`_apply`, counted and traced (`tbd_guardrail_checks_total`, a `guardrail <stage>` span)
+    when there is a rule to check: a run without guardrails reports no checks."""
+    if not rules:
+        return _apply(rules, text)
+    with span(f"guardrail {stage}", {"tbd.guardrail.stage": stage}) as current:
+        verdict = _apply(rules, text)
+        guardrail_checked(stage, verdict, current)
+    return verdict
 
 
 def _apply(rules: Sequence[Rule], text: str) -> Verdict:

@@ -33,6 +33,8 @@ from tbd_agents.engine.sandbox import Sandbox
 from tbd_agents.engine.session import bounded_run
 from tbd_agents.engine.sources import KnowledgeSearch, MemoryStore
 from tbd_agents.engine.workspace import Workspace
+from tbd_agents.observability import logctx
+from tbd_agents.observability.runs import describe_agent
 from tbd_agents.observability.usage.meter import meter_for
 from tbd_agents.observability.usage.records import UsageScope
 from tbd_agents.observability.usage.store import UsageStore, usage_store_or_none
@@ -164,6 +166,8 @@ class EngineExecutor:
             workflow: Workflow = await repos.workflows.get(task.workflow_id)
             ensure_accepts_prompts(workflow)
             agent: Agent = await repos.agents.get(task.agent_id or workflow.agent_id)
+            describe_agent(agent)  # the runtime's run span, named after the agent
+            logctx.bind_here(user=workflow.github_user, agent_id=agent.id)
             effort = task.reasoning_effort or workflow.reasoning_effort
             guarded = await self._guard(repos, agent, workflow, task.prompt, request)
             await repos.workflows.update(

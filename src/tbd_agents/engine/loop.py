@@ -32,6 +32,7 @@ from tbd_agents.engine.sources import MemoryItem, Passage
 from tbd_agents.engine.tools.base import ToolContext, ToolResult
 from tbd_agents.engine.tsv import render_tsv
 from tbd_agents.errors import TbdError
+from tbd_agents.observability import engine_signals as signals
 from tbd_agents.runtime.contracts import EventSink, EventType, HaltSignal, RunOutcome, Usage
 
 log = logging.getLogger(__name__)
@@ -153,10 +154,13 @@ class AgentLoop:
         spec = self.spec
         assert spec.knowledge is not None
         try:
-            return await race(
-                spec.knowledge.search(prompt, source_ids=spec.knowledge_source_ids, tags=spec.knowledge_tags, limit=spec.budgets.knowledge_results),
-                self.halt,
-            )  # fmt: skip
+            with signals.retrieval("knowledge") as span:
+                found = await race(
+                    spec.knowledge.search(prompt, source_ids=spec.knowledge_source_ids, tags=spec.knowledge_tags, limit=spec.budgets.knowledge_results),
+                    self.halt,
+                )  # fmt: skip
+                signals.retrieved(span, "knowledge", len(found))
+                return found
         except Halted:
             raise
         except Exception as exc:
@@ -172,7 +176,9 @@ class AgentLoop:
         if spec.knowledge is not None and (spec.knowledge_source_ids or spec.knowledge_tags):
             passages = await self._knowledge(prompt)
         if spec.memory is not None and spec.agent_id:
-            memories = await race(recall_memories(spec, prompt, inp.session_id), self.halt)
+            with signals.retrieval("memory") as span:
+                memories = await race(recall_memories(spec, prompt, inp.session_id), self.halt)
+                signals.retrieved(span, "memory", len(memories))
         if spec.options.caveman:
             passages, memories = compress_context(passages, memories)
         system, citations = assemble_system_prompt(spec, passages, memories)
@@ -263,7 +269,9 @@ class AgentLoop:
             await self._account(done, purpose="summary")
             return done.message.content
 
-        out, report = await compact(messages, budget, summarise, self.spec.compaction)
+        with signals.compaction(self.spec.model) as span:
+            out, report = await compact(messages, budget, summarise, self.spec.compaction)
+            signals.compacted(span, self.spec.model, report)
         if report.changed:
             await self.emit(EventType.LOG, {"level": "info", "event": "compaction_complete", "message": "context compacted", "compaction": report.to_dict()})  # fmt: skip
         return out
@@ -314,19 +322,10 @@ class AgentLoop:
     async def _one_tool(self, call: ToolCall, ctx: ToolContext) -> ToolResult:
         tool = self.spec.tools.tools.get(call.name)
         source = tool.source if tool else "unknown"
-        await self.emit(EventType.TOOL_CALL, {"id": call.id, "name": call.name, "arguments": call.arguments, "source": source})  # fmt: skip
-        verdict = self.spec.guardrails.check_tool_arguments(call.arguments)
-        await self._report(verdict, f"tool {call.name}")
-        if verdict.blocked:
-            result, seconds = ToolResult(f"Error: {verdict.block_message}", True), 0.0
-        else:
-            render = render_tsv if self.spec.options.tsv_tool_results else None
-            result, seconds = await self.spec.tools.execute(
-                call, ctx, self.spec.config.max_tool_result_chars, render=render
-            )
-            watched = watched_progress(call.name, source, call.arguments)
-            if watched is not None:  # an MCP server's manage_todo_list (engine/progress.py)
-                await self.emit(EventType.PROGRESS, watched)
+        capture = self.spec.config.trace_capture_content
+        with signals.tool_call(call, source, capture_content=capture) as measured:
+            result, seconds, blocked = await self._tool_result(call, ctx, source)
+            measured.ended(result.content, result.is_error, seconds, blocked=blocked)
         await self.emit(
             EventType.TOOL_RESULT,
             {"id": call.id, "name": call.name, "content": result.content, "is_error": result.is_error,
@@ -334,6 +333,24 @@ class AgentLoop:
              **({"rendered_as": result.rendered_as} if result.rendered_as else {})},
         )  # fmt: skip
         return result
+
+    async def _tool_result(
+        self, call: ToolCall, ctx: ToolContext, source: str
+    ) -> tuple[ToolResult, float, bool]:
+        """The call's result, its seconds and whether a guardrail blocked it."""
+        await self.emit(EventType.TOOL_CALL, {"id": call.id, "name": call.name, "arguments": call.arguments, "source": source})  # fmt: skip
+        verdict = self.spec.guardrails.check_tool_arguments(call.arguments)
+        await self._report(verdict, f"tool {call.name}")
+        if verdict.blocked:
+            return ToolResult(f"Error: {verdict.block_message}", True), 0.0, True
+        render = render_tsv if self.spec.options.tsv_tool_results else None
+        result, seconds = await self.spec.tools.execute(
+            call, ctx, self.spec.config.max_tool_result_chars, render=render
+        )
+        watched = watched_progress(call.name, source, call.arguments)
+        if watched is not None:  # an MCP server's manage_todo_list (engine/progress.py)
+            await self.emit(EventType.PROGRESS, watched)
+        return result, seconds, False
 
 
 def format_answer(text: str, fmt: OutputFormat) -> tuple[str, str | None]:

@@ -35,6 +35,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tbd_agents.errors import InvalidData
+from tbd_agents.observability.metrics import REPO_SYNC_DURATION, REPO_SYNCS
+from tbd_agents.observability.spans import span
 from tbd_agents.security.outbound import OutboundPolicy, OutboundRefused, check_host
 
 log = logging.getLogger(__name__)
@@ -295,7 +297,36 @@ async def sync_repository(
     owner: tuple[int, int] | None = None,
 ) -> Workspace:
     """Clone or update the checkout of `url` for `workflow_id`; RepoSyncError says why not.
-    `owner`: the sandbox user (uid, gid) that gets the working tree (root servers)."""
+    `owner`: the sandbox user (uid, gid) that gets the working tree (root servers). Counted
+    (`repo_sync_total{status}`, `repo_sync_duration_seconds`) and traced (`repository_sync`)."""
+    try:
+        host = urlsplit(url.strip()).hostname  # never the URL: it may carry credentials
+    except ValueError:
+        host = None  # malformed: `_check_url` refuses it with the reason
+    started = time.monotonic()
+    with span("repository_sync", {"tbd.repo.host": host, "tbd.repo.branch": branch}) as current:
+        try:
+            workspace = await _sync(config, workflow_id, url, branch, token, policy, owner)
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                REPO_SYNCS.labels("error").inc()
+                REPO_SYNC_DURATION.observe(time.monotonic() - started)
+            raise
+        REPO_SYNCS.labels("success").inc()
+        REPO_SYNC_DURATION.observe(time.monotonic() - started)
+        current.set_attribute("tbd.repo.commit", workspace.commit or "")
+        return workspace
+
+
+async def _sync(
+    config: WorkspaceConfig,
+    workflow_id: str,
+    url: str,
+    branch: str | None,
+    token: str | None,
+    policy: OutboundPolicy,
+    owner: tuple[int, int] | None,
+) -> Workspace:
     url = url.strip()
     pins, protocol = await _check_url(url, policy, config.allow_insecure_urls)
     path = checkout_path(config.root, workflow_id, url)

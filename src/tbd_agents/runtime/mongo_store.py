@@ -50,6 +50,7 @@ from tbd_agents.domain.enums import TaskStatus, TaskTrigger, WorkflowStatus
 from tbd_agents.domain.models import TaskExecution
 from tbd_agents.domain.types import utcnow
 from tbd_agents.errors import InvalidData, NotFound, StorageError
+from tbd_agents.observability.spans import current_traceparent
 from tbd_agents.runtime.contracts import EventType, RunOutcome
 from tbd_agents.runtime.events import (
     TERMINAL_STATUSES,
@@ -228,6 +229,7 @@ class MongoRunStore:
             trigger=trigger,
             prompt=prompt,
             reasoning_effort=reasoning_effort,
+            trace_parent=current_traceparent(),
         )
 
     async def create_run(

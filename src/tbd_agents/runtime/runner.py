@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from tbd_agents.domain.enums import TaskStatus
 from tbd_agents.domain.models import TaskExecution
 from tbd_agents.errors import TbdError
+from tbd_agents.observability.runs import count_lost_runs, run_signals
 from tbd_agents.runtime.bus import EventBus
 from tbd_agents.runtime.contracts import EventType, RunOutcome
 from tbd_agents.runtime.events import (
@@ -25,7 +26,7 @@ from tbd_agents.runtime.events import (
 )
 from tbd_agents.runtime.executor import RunExecutor
 from tbd_agents.runtime.halt import RunHaltSignal, listening_for_halt
-from tbd_agents.runtime.store import EventLog, RunStore
+from tbd_agents.runtime.store import EventLog, RunStore, Transition
 from tbd_agents.runtime.webhooks import WebhookService
 
 _log = logging.getLogger(__name__)
@@ -113,6 +114,19 @@ async def execute_run(services: RunServices, task_id: str) -> TaskExecution | No
     if claimed is None:
         _log.info("run %s is not pending any more; not executing it", task_id)
         return None
+    with run_signals(claimed.task) as signals:  # span, log context, active gauge, run series
+        finished = await _execute_claimed(services, claimed)
+        if finished is not None:
+            task, outcome = finished
+            signals.finished(outcome.status.value, task.model, task.reasoning_effort, outcome)
+    return finished[0] if finished else None
+
+
+async def _execute_claimed(
+    services: RunServices, claimed: Transition
+) -> tuple[TaskExecution, RunOutcome] | None:
+    """Execute a claimed run and record its outcome; the finished run and the outcome (None
+    when the lease was lost)."""
     task = claimed.task
     sink = PersistingEventSink(services.events, services.bus, task.id)
     halt = RunHaltSignal()
@@ -138,7 +152,7 @@ async def execute_run(services: RunServices, task_id: str) -> TaskExecution | No
         return None
     for event in finished.events:
         await sink.publish(event)
-    return finished.task
+    return finished.task, outcome
 
 
 async def announce(services: RunServices, events: list[RunEvent]) -> None:
@@ -151,6 +165,7 @@ async def reap(services: RunServices) -> list[TaskExecution]:
     """Fail the runs whose lease expired, with their error and final events and their failure
     webhooks; then tell their followers."""
     reaped = await services.runs.reap_expired(services.lease_seconds)
+    count_lost_runs(reaped)
     for item in reaped:
         _log.warning("run %s failed: %s", item.task.id, item.task.error)
     await announce(services, [e for item in reaped for e in item.events])

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
+from opentelemetry import context as otel_context
 from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -54,6 +55,8 @@ from tbd_agents.domain.enums import (
 )
 from tbd_agents.domain.models import ScheduledAgent, TaskExecution
 from tbd_agents.errors import InvalidData
+from tbd_agents.observability.metrics import SCHEDULE_FIRES, SCHEDULER_LAG
+from tbd_agents.observability.spans import current_traceparent, span
 from tbd_agents.runtime.backoff import Backoff
 from tbd_agents.storage.postgres.schema import TABLES
 from tbd_agents.storage.postgres.schema_runtime import schedule_occurrences
@@ -177,6 +180,14 @@ class Outcome(StrEnum):
     SKIPPED_MISSED = "skipped_missed"
 
 
+#: `tbd_schedule_fires_total{outcome}` of each occurrence outcome.
+_FIRE_OUTCOME = {
+    Outcome.FIRED: "fired",
+    Outcome.SKIPPED_OVERLAP: "skipped",
+    Outcome.SKIPPED_MISSED: "missed",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Claimed:
     schedule_id: str
@@ -226,8 +237,10 @@ async def create_pending_run(
         trigger=trigger,
         prompt=prompt,
         reasoning_effort=reasoning_effort,
+        trace_parent=current_traceparent(),
     )
-    await conn.execute(insert(tasks).values(**_values(task)))
+    # `trace_parent` is excluded from model dumps (it is never sent): written explicitly.
+    await conn.execute(insert(tasks).values(**_values(task), trace_parent=task.trace_parent))
     return task
 
 
@@ -484,9 +497,21 @@ class Scheduler:
             outcome, missed = Outcome.SKIPPED_OVERLAP, len(due) - 1
         else:
             outcome, missed = Outcome.FIRED, len(due) - 1
-        claimed, task_id = await session.claim(schedule, latest, outcome, missed, self.scheduler_id)
+        # A root span: a fired run's trace starts here (the run stores it as its trace parent).
+        attrs = {"tbd.schedule.id": schedule.id, "tbd.workflow.id": schedule.workflow_id,
+                 "tbd.schedule.outcome": outcome.value, "tbd.schedule.missed": missed}  # fmt: skip
+        with span("schedule_fire", attrs, context=otel_context.Context()) as fire:
+            claimed, task_id = await session.claim(
+                schedule, latest, outcome, missed, self.scheduler_id
+            )
+            fire.set_attribute("tbd.schedule.claimed", claimed)
+            if task_id is not None:
+                fire.set_attribute("tbd.task.id", task_id)
         if not claimed:
             return None
+        SCHEDULE_FIRES.labels(_FIRE_OUTCOME[outcome]).inc()
+        if outcome is Outcome.FIRED:
+            SCHEDULER_LAG.observe(max(0.0, (now - latest).total_seconds()))
         return Claimed(schedule.id, latest, outcome, missed, task_id)
 
     async def run(self, stop: asyncio.Event, poll_seconds: float) -> None:

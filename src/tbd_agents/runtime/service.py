@@ -33,6 +33,8 @@ from tbd_agents.config import Settings
 from tbd_agents.domain.enums import TaskTrigger
 from tbd_agents.domain.models import TaskExecution
 from tbd_agents.errors import TbdError
+from tbd_agents.observability.metrics import RUN_DISPATCHES
+from tbd_agents.observability.runs import count_lost_runs
 from tbd_agents.runtime import leases
 from tbd_agents.runtime.backoff import Backoff
 from tbd_agents.runtime.bus import EventBus, InProcessBus, RedisBus
@@ -219,6 +221,7 @@ class Runtime:
             reason = exc.message if isinstance(exc, TbdError) else f"{type(exc).__name__}: {exc}"
             first = task_id not in self._undispatched
             self._undispatched[task_id] = reason
+            RUN_DISPATCHES.labels("deferred").inc()
             _log.log(
                 logging.WARNING if first else logging.INFO,
                 "run %s is accepted but not queued yet: %s; it is queued again every %g s, and "
@@ -231,7 +234,10 @@ class Runtime:
             )
             return False
         if self._undispatched.pop(task_id, None) is not None:
+            RUN_DISPATCHES.labels("requeued").inc()
             _log.warning("run %s is queued now", task_id)
+        else:
+            RUN_DISPATCHES.labels("queued").inc()
         if backend_id is not None:
             try:
                 await self.runs.set_backend_id(task_id, backend_id)
@@ -263,6 +269,7 @@ class Runtime:
                 f"the process that accepted it stopped or lost the database{last}; start it again"
             )
         failed = await self.runs.fail_undispatched(deadline, reason)
+        count_lost_runs(failed)
         for item in failed:
             self._undispatched.pop(item.task.id, None)
             _log.error("run %s failed: %s", item.task.id, item.task.error)

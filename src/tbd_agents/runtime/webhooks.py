@@ -34,8 +34,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
+from opentelemetry.trace import SpanKind
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -45,6 +47,8 @@ from tbd_agents.domain.enums import TaskStatus
 from tbd_agents.domain.models import TaskExecution
 from tbd_agents.domain.types import utcnow
 from tbd_agents.errors import InvalidData, NotFound, TbdError
+from tbd_agents.observability.metrics import WEBHOOK_DELIVERIES, WEBHOOK_DURATION
+from tbd_agents.observability.spans import fail, span
 from tbd_agents.runtime.store import DueDelivery
 from tbd_agents.security.outbound import (
     Address,
@@ -505,10 +509,21 @@ class WebhookService:
 
     async def _attempt(self, row: DueDelivery) -> None:
         started = time.perf_counter()
-        status_code, error = await self._send(row)
+        attrs = {"tbd.webhook.event": row.event, "tbd.webhook.attempt": row.attempts,
+                 "server.address": _host_of(row.url)}  # fmt: skip
+        with span("webhook_delivery", attrs, kind=SpanKind.CLIENT) as current:
+            status_code, error = await self._send(row)
+            done = error is None
+            exhausted = not done and row.attempts >= self.max_attempts
+            outcome = "delivered" if done else "failed" if exhausted else "retrying"
+            if status_code is not None:
+                current.set_attribute("http.response.status_code", status_code)
+            current.set_attribute("tbd.webhook.outcome", outcome)
+            if not done:
+                fail(current, "webhook_failed")  # not the error text: it may quote the URL
         elapsed = (time.perf_counter() - started) * 1000.0
-        done = error is None
-        exhausted = not done and row.attempts >= self.max_attempts
+        WEBHOOK_DELIVERIES.labels(outcome).inc()
+        WEBHOOK_DURATION.observe(elapsed / 1000.0)
         retry_after = None
         if not done and not exhausted:
             retry_after = timedelta(seconds=self.backoff * (2 ** (row.attempts - 1)))
@@ -535,6 +550,14 @@ class WebhookService:
         return await self.store.list_deliveries(
             workflow_id=workflow_id, task_id=task_id, limit=limit
         )
+
+
+def _host_of(url: str) -> str | None:
+    """The receiver's host (never the whole URL: its query may hold a token)."""
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
 
 
 def delivery_of(row: Any, log: Sequence[Attempt]) -> Delivery:

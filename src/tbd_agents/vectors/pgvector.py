@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tbd_agents.embeddings.base import EmbeddingSpace
 from tbd_agents.errors import ConfigurationError, InvalidData, UnsupportedQuery
+from tbd_agents.observability.engine_signals import vector_search
 from tbd_agents.storage.postgres.schema_vectors import (
     MAX_VECTOR_INDEX_DIMENSION,
     TS_CONFIG,
@@ -404,6 +405,18 @@ class PgVectorStore:
         return hits
 
     async def search(
+        self,
+        name: str,
+        vector: Sequence[float],
+        space: EmbeddingSpace,
+        k: int,
+        where: Where | None = None,
+    ) -> list[VectorHit]:
+        """`_search`, timed (`tbd_vector_search_duration_seconds`) and traced."""
+        with vector_search("pgvector", name):
+            return await self._search(name, vector, space, k, where)
+
+    async def _search(
         self,
         name: str,
         vector: Sequence[float],

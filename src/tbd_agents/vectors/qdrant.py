@@ -28,6 +28,7 @@ from tbd_agents.config import Settings
 from tbd_agents.embeddings.base import EmbeddingSpace
 from tbd_agents.embeddings.hashing import words
 from tbd_agents.errors import InvalidData, UnsupportedQuery
+from tbd_agents.observability.engine_signals import vector_search
 from tbd_agents.storage.protocol import Filter, Op
 from tbd_agents.vectors.base import (
     CollectionInfo,
@@ -296,6 +297,18 @@ class QdrantVectorStore:
         return [self._hit(spec, p, 1.0) for p in points]
 
     async def search(
+        self,
+        name: str,
+        vector: Sequence[float],
+        space: EmbeddingSpace,
+        k: int,
+        where: Where | None = None,
+    ) -> list[VectorHit]:
+        """`_search`, timed (`tbd_vector_search_duration_seconds`) and traced."""
+        with vector_search("qdrant", name):
+            return await self._search(name, vector, space, k, where)
+
+    async def _search(
         self,
         name: str,
         vector: Sequence[float],

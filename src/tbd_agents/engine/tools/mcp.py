@@ -29,6 +29,7 @@ from tbd_agents.engine.confine import Confiner
 from tbd_agents.engine.messages import ToolSpec
 from tbd_agents.engine.tools.base import ToolContext, ToolResult
 from tbd_agents.errors import InvalidData, UpstreamUnreachable
+from tbd_agents.observability.metrics import MCP_CONNECTIONS, bounded
 from tbd_agents.security.outbound import OutboundPolicy, OutboundRefused, mcp_http_client
 from tbd_agents.services.validation import timeout_seconds
 
@@ -207,6 +208,7 @@ class McpConnection:
             raise UpstreamUnreachable(
                 f"MCP server {self.cfg.name!r} failed to connect: {_describe(exc)}"
             ) from None
+        MCP_CONNECTIONS.labels(bounded("server_name", self.cfg.name)).inc()
         return self.tools
 
     async def _serve(self, ready: asyncio.Future[list[mcp_types.Tool]]) -> None:

@@ -9,7 +9,7 @@ checked before each call. No foreign keys: usage outlives the records it names.
 Downgrade drops the four tables (the usage history with them).
 
 Revision ID: c4f7a2e9d158
-Revises: 7e2b4d8f1c35
+Revises: b8e1d4a7c293 (re-chained from 7e2b4d8f1c35 when main was merged into h-c)
 Create Date: 2026-12-13 09:00:00+00:00
 """
 
@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
 revision: str = "c4f7a2e9d158"
-down_revision: str | Sequence[str] | None = "7e2b4d8f1c35"
+down_revision: str | Sequence[str] | None = "b8e1d4a7c293"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

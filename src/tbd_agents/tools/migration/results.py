@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from tbd_agents.observability.metrics import MIGRATION_PROGRESS, MIGRATION_RECORDS
 from tbd_agents.tools.migration.loader import BatchOutcome
 
 
@@ -100,3 +101,37 @@ class SilentReporter:
 
     def collection_done(self, result: CollectionResult) -> None:
         return None
+
+
+class MeteredReporter:
+    """A `Reporter` that also counts the migration's progress in Prometheus
+    (`tbd_migration_records_total{entity}`: rows written by committed batches;
+    `tbd_migration_progress_ratio{entity}`: documents read of the source's count) before it
+    passes each event on. Dry runs write nothing, so they count no records."""
+
+    def __init__(self, inner: Reporter) -> None:
+        self.inner = inner
+
+    def collection_started(self, result: CollectionResult) -> None:
+        MIGRATION_PROGRESS.labels(result.name).set(_ratio(result))
+        self.inner.collection_started(result)
+
+    def batch_done(self, result: CollectionResult, step: BatchStep) -> None:
+        outcome = step.outcome
+        if outcome is not None:  # committed: what the target holds now (refused rows are not)
+            written = outcome.inserted + outcome.updated + outcome.unchanged
+            MIGRATION_RECORDS.labels(result.name).inc(written)
+        MIGRATION_PROGRESS.labels(result.name).set(_ratio(result))
+        self.inner.batch_done(result, step)
+
+    def collection_done(self, result: CollectionResult) -> None:
+        MIGRATION_PROGRESS.labels(result.name).set(_ratio(result, done=True))
+        self.inner.collection_done(result)
+
+
+def _ratio(result: CollectionResult, *, done: bool = False) -> float:
+    if done:
+        return 1.0
+    if not result.total:
+        return 0.0
+    return min(1.0, (result.resumed_from + result.read) / result.total)

@@ -53,6 +53,7 @@ from tbd_agents.tools.migration.report import ReportLog
 from tbd_agents.tools.migration.results import (
     BatchStep,
     CollectionResult,
+    MeteredReporter,
     MigrationResult,
     Reporter,
     SilentReporter,
@@ -164,7 +165,7 @@ class Migration:
         self.conn = conn
         self.options = options
         self.log = log
-        self.reporter = reporter or SilentReporter()
+        self.reporter: Reporter = MeteredReporter(reporter or SilentReporter())
         self.vectors = vectors
         self.embeddings = embeddings
         # Dry run only: ids the run would have written, for the checks that look them up
