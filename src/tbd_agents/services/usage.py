@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -128,9 +129,13 @@ async def labels(store: DocumentStore, group_by: str | None, keys: set[str]) -> 
     ids = sorted(k for k in keys if k)
     if not ids:
         return found
+    # Only the id and name of each record, as JSON (no model validation of whole records).
+    omit = frozenset(model.model_fields) - {"id", name_field}
     async with store.unit_of_work(readonly=True) as repos:
-        page = await repos.for_model(model).list(Query(filters=(in_("id", ids),), limit=len(ids)))
-    names = {r.id: (getattr(r, name_field) or r.id) for r in page.items}
+        page = await repos.for_model(model).list_json(
+            Query(filters=(in_("id", ids),), limit=len(ids)), omit=omit
+        )
+    names = {r["id"]: (r.get(name_field) or r["id"]) for r in json.loads(page.items)}
     return found | {i: names.get(i, DELETED) for i in ids}
 
 
