@@ -36,6 +36,7 @@ from tbd_agents.engine.inprocess import EngineServices, run_agent
 from tbd_agents.engine.messages import Message
 from tbd_agents.errors import GuardrailBlocked, InvalidData, TbdError
 from tbd_agents.observability.runs import chat_messages_stored, chat_turn
+from tbd_agents.observability.usage.records import UsageScope
 from tbd_agents.runtime.contracts import EventType
 from tbd_agents.storage.protocol import Query, Repositories, Sort, eq
 
@@ -194,7 +195,8 @@ async def chat_stream(
                 caller_github_token(github_token),
                 chat_turn(agent, session.id, session.github_user) as turn,
             ):
-                result = await run_agent(services, agent, inp, sink, None)
+                scope = UsageScope(user_id=session.github_user, session_id=session.id)
+                result = await run_agent(services, agent, inp, sink, None, usage=scope)
                 turn.finished(result.model, result.outcome.status.value)
                 return result
         finally:
