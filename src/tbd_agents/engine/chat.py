@@ -35,6 +35,7 @@ from tbd_agents.engine.history import replayable
 from tbd_agents.engine.inprocess import EngineServices, run_agent
 from tbd_agents.engine.messages import Message
 from tbd_agents.errors import GuardrailBlocked, InvalidData, TbdError
+from tbd_agents.observability.usage.records import UsageScope
 from tbd_agents.runtime.contracts import EventType
 from tbd_agents.storage.protocol import Query, Repositories, Sort, eq
 
@@ -188,7 +189,8 @@ async def chat_stream(
     async def work() -> Any:
         try:
             with caller_github_token(github_token):
-                return await run_agent(services, agent, inp, sink, None)
+                scope = UsageScope(user_id=session.github_user, session_id=session.id)
+                return await run_agent(services, agent, inp, sink, None, usage=scope)
         finally:
             await sink.queue.put(_END)
 

@@ -24,6 +24,7 @@ from tbd_agents.engine.providers.base import ChatProvider
 from tbd_agents.engine.sources import KnowledgeSearch, MemoryItem, MemoryStore, Passage
 from tbd_agents.engine.tokens import count_text, truncate_to_tokens
 from tbd_agents.engine.tools.base import Toolset
+from tbd_agents.observability.usage.meter import Meter, NoMeter
 
 FORMAT_POLICY = {
     OutputFormat.TEXT: "Answer in plain text, without Markdown formatting.",
@@ -101,6 +102,8 @@ class RunSpec:
     warnings: list[str] = field(default_factory=list)
     #: The workflow's options (engine/options.py); chat turns: the defaults.
     options: RunOptions = field(default_factory=RunOptions)
+    #: Budgets before and the usage ledger after each model call (observability/usage/meter.py).
+    meter: Meter = field(default_factory=NoMeter)
 
 
 @dataclass(slots=True)

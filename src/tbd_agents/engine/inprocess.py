@@ -33,6 +33,9 @@ from tbd_agents.engine.sandbox import Sandbox
 from tbd_agents.engine.session import bounded_run
 from tbd_agents.engine.sources import KnowledgeSearch, MemoryStore
 from tbd_agents.engine.workspace import Workspace
+from tbd_agents.observability.usage.meter import meter_for
+from tbd_agents.observability.usage.records import UsageScope
+from tbd_agents.observability.usage.store import UsageStore, usage_store_or_none
 from tbd_agents.runtime.contracts import EventSink, HaltSignal, RunOutcome
 from tbd_agents.security.cipher import KeyRingProvider, TokenCipher
 from tbd_agents.security.outbound import OutboundGuard
@@ -68,6 +71,7 @@ class EngineServices:
     retriever: Any | None = None  # knowledge.retrieval.KnowledgeRetriever
     outbound: OutboundGuard | None = None  # None: no allow-list, admins trusted
     owned_vectors: Any | None = None  # a vector store opened for these services (closed by aclose)
+    usage: UsageStore | None = None  # the usage ledger and budgets (None: not kept)
 
     async def aclose(self) -> None:
         """Close what these services opened themselves (their vector store)."""
@@ -102,12 +106,13 @@ async def run_agent(
     workflow: Workflow | None = None,
     workspace: Workspace | None = None,
     options: RunOptions | None = None,
+    usage: UsageScope | None = None,
 ) -> Any:
     """Build the agent's run and execute it within its session time (engine/session.py);
     returns the loop's `RunResult`. For a run of `workflow`, its guardrails join the agent's;
     `options` are the workflow's (engine/options.py; None: the defaults). `workspace`: the
     run's checkout or scratch directory; without one, a run outside a workflow (chat) gets its
-    session's scratch one."""
+    session's scratch one. `usage`: whom the run's model calls are recorded and budgeted for."""
     if workspace is None and workflow is None:
         workspace = await chat_workspace(services, agent, inp.session_id)
     async with services.store.unit_of_work() as repos:
@@ -124,6 +129,8 @@ async def run_agent(
     )  # fmt: skip
     if max_turns:
         spec.max_turns = max_turns
+    if services.usage is not None and usage is not None:
+        spec.meter = meter_for(services.usage, usage, plan, spec)
     try:
         return await bounded_run(spec, sink, halt, inp)
     finally:
@@ -181,13 +188,17 @@ class EngineExecutor:
             prompt, history, request=request,
             session_id=workflow.id, run_id=task.id, guarded=guarded,
         )  # fmt: skip
+        usage = UsageScope(
+            user_id=workflow.github_user or agent.created_by, workflow_id=workflow.id,
+            schedule_id=task.scheduled_agent_id, task_id=task.id,
+        )  # fmt: skip
         try:
             async with caller_credential_of(store, self.services.cipher, task):
                 workspace = await prepare_workspace(self.services, agent, workflow, runlog)
                 result = await run_agent(
                     self.services, agent, inp, runlog, halt,
                     model_override=workflow.model, max_turns=workflow.max_turns,
-                    workflow=workflow, workspace=workspace, options=options,
+                    workflow=workflow, workspace=workspace, options=options, usage=usage,
                 )  # fmt: skip
             await progress.flush()
         except BaseException as exc:
@@ -279,6 +290,7 @@ async def engine_services(
         catalog=ModelCatalog.load(config.model_catalog),
         sandbox=Sandbox.from_config(config),
         outbound=outbound_guard(settings),
+        usage=usage_store_or_none(store),
     )
     try:
         from tbd_agents.embeddings.factory import load_embedder

@@ -255,12 +255,11 @@ class AgentLoop:
         budget = info.context_window - min(info.max_output_tokens, info.context_window // 4)
 
         async def summarise(middle: list[Message]) -> str:
-            done = await complete(
-                self.spec.provider,
-                ChatRequest(
-                    self.spec.model, summary_request(middle, self.spec.compaction.summary_max_chars)
-                ),
+            request = ChatRequest(
+                self.spec.model, summary_request(middle, self.spec.compaction.summary_max_chars)
             )
+            await self.spec.meter.before_call(request, self.emit)
+            done = await complete(self.spec.provider, request)
             await self._account(done, purpose="summary")
             return done.message.content
 
@@ -280,6 +279,7 @@ class AgentLoop:
             thinking_effort=self.spec.options.thinking_for(self.spec.model_info),
         )
         hold = self.spec.guardrails.holds_output
+        await self.spec.meter.before_call(request, self.emit)
         result: Completion | None = None
         async for event in self.spec.provider.stream(request):
             if isinstance(event, TextDelta):
@@ -296,6 +296,7 @@ class AgentLoop:
         cost = self.spec.model_info.cost(done.usage.input_tokens, done.usage.output_tokens)
         call = Usage(done.usage.input_tokens, done.usage.output_tokens, cost)
         self.usage.add(call)
+        await self.spec.meter.after_call(call, purpose, self.emit)
         await self.emit(EventType.USAGE, {"model": self.spec.model, "purpose": purpose, "turn": turn, **_usage_dict(call), "total": _usage_dict(self.usage)})  # fmt: skip
 
     async def _run_tools(self, calls: list[ToolCall], inp: RunInput) -> list[Message]:

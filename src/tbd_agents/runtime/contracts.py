@@ -28,6 +28,9 @@ class EventType(StrEnum):
     TOOL_CALL = "tool_call"
     TOOL_RESULT = "tool_result"
     ERROR = "error"
+    #: A budget reached its warning ratio / refused a model call (observability/usage).
+    BUDGET_WARNING = "budget_warning"
+    BUDGET_EXCEEDED = "budget_exceeded"
 
 
 class EventSink(Protocol):

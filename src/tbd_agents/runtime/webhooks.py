@@ -195,6 +195,8 @@ def payload_of(task: TaskExecution, workflow_title: str | None = None) -> dict[s
     if task.status is TaskStatus.FAILED:
         error_type, error_code = error_kind(task.error)
         legacy.update(error_type=error_type, error_message=task.error or "", error_code=error_code)
+        if (task.error or "").startswith("budget_exceeded:"):  # observability/usage/budgets.py
+            legacy["reason"] = "budget_exceeded"
     return {
         **legacy,
         "event": event_of(task),

@@ -21,6 +21,7 @@ def all_routers() -> list[APIRouter]:
         schedule_preview,
         tasks,
         tool_checks,
+        usage,
         workflow_skills,
     )
     from tbd_agents.runtime import api as runtime_api
@@ -41,6 +42,7 @@ def all_routers() -> list[APIRouter]:
         schedule_preview.router,
         tasks.router,
         workflow_skills.router,
+        usage.router,
         *resource_routers(),
         bundle.router,
         runtime_api.router,

@@ -43,6 +43,7 @@ from tbd_agents.errors import (
     UnsupportedQuery,
     VersionConflict,
 )
+from tbd_agents.observability.usage.mongo import USAGE_INDEXES
 from tbd_agents.storage.common import (
     VERSION,
     check_filters,
@@ -545,6 +546,7 @@ class MongoStore:
         with self._driver():
             await ensure_indexes(self.database, (*ENTITIES, *EXTRA_ENTITIES))
             await ensure_collection_indexes(self.database, RUNTIME_INDEXES)
+            await ensure_collection_indexes(self.database, USAGE_INDEXES)
             for model in ENTITIES:
                 if model.numbering is not None:
                     await number_legacy(self.database, model)

@@ -1,0 +1,120 @@
+"""Tables of the usage ledger and of budgets (`observability/usage`).
+
+- `usage_calls`: one row per model call (turns and compaction summaries), keyed by `call_key`
+  (`<run key>:<call number>`), unique, so a retried write cannot count a call twice. Cost is
+  NUMERIC: sums are exact, and the usage API's totals equal the sum of the calls.
+- `usage_daily`: the calls pre-aggregated per UTC day and (user, agent, workflow, schedule,
+  provider, model), kept in the same statement as the call row (`INSERT … ON CONFLICT DO
+  UPDATE`), so it always equals the sum of `usage_calls`. Dimensions the call has not (a chat
+  turn has no workflow) are stored as '' here: they are part of the primary key.
+- `budgets`: spending limits per user, agent, workflow or schedule, checked before each call.
+
+No foreign keys: deleting an agent, workflow or schedule keeps its usage history (the ids stay;
+the usage API shows "(deleted)" for a name it cannot resolve any more).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    Double,
+    Index,
+    Integer,
+    Numeric,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import TIMESTAMP
+
+from tbd_agents.storage.postgres.schema import metadata
+
+#: Dollars with 12 digits after the point: a call of 1 token at $0.01 per million is 1e-8.
+COST = Numeric(20, 12)
+_NOW = text("now()")
+BUDGET_SCOPES = ("user", "agent", "workflow", "schedule")
+BUDGET_METRICS = ("cost_usd", "tokens")
+BUDGET_PERIODS = ("day", "month")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+usage_calls = Table(
+    "usage_calls",
+    metadata,
+    Column("id", Text, primary_key=True, server_default=text("gen_random_uuid()::text")),
+    Column("call_key", Text, nullable=False, unique=True),
+    Column("at", TIMESTAMP(timezone=True), nullable=False, server_default=_NOW),
+    Column("user_id", Text, nullable=True),
+    Column("agent_id", Text, nullable=True),
+    Column("workflow_id", Text, nullable=True),
+    Column("schedule_id", Text, nullable=True),
+    Column("task_id", Text, nullable=True),
+    Column("session_id", Text, nullable=True),
+    Column("provider_id", Text, nullable=True),
+    Column("provider_type", Text, nullable=True),
+    Column("model", Text, nullable=False),
+    Column("purpose", Text, nullable=False),
+    Column("input_tokens", Integer, nullable=False),
+    Column("output_tokens", Integer, nullable=False),
+    Column("cost_usd", COST, nullable=False),
+    CheckConstraint("input_tokens >= 0 AND output_tokens >= 0", name="tokens_range"),
+)
+Index("idx_usage_calls_at", usage_calls.c.at)
+Index("idx_usage_calls_user_id_at", usage_calls.c.user_id, usage_calls.c.at)
+Index("idx_usage_calls_task_id", usage_calls.c.task_id)
+Index("idx_usage_calls_session_id", usage_calls.c.session_id)
+
+usage_daily = Table(
+    "usage_daily",
+    metadata,
+    Column("day", Date, nullable=False),
+    Column("user_id", Text, nullable=False, server_default=""),
+    Column("agent_id", Text, nullable=False, server_default=""),
+    Column("workflow_id", Text, nullable=False, server_default=""),
+    Column("schedule_id", Text, nullable=False, server_default=""),
+    Column("provider_id", Text, nullable=False, server_default=""),
+    Column("model", Text, nullable=False, server_default=""),
+    Column("calls", Integer, nullable=False, server_default=text("0")),
+    Column("input_tokens", Numeric(20, 0), nullable=False, server_default=text("0")),
+    Column("output_tokens", Numeric(20, 0), nullable=False, server_default=text("0")),
+    Column("cost_usd", COST, nullable=False, server_default=text("0")),
+    PrimaryKeyConstraint(
+        "day", "user_id", "agent_id", "workflow_id", "schedule_id", "provider_id", "model"
+    ),
+)
+Index("idx_usage_daily_user_id_day", usage_daily.c.user_id, usage_daily.c.day)
+Index("idx_usage_daily_agent_id_day", usage_daily.c.agent_id, usage_daily.c.day)
+Index("idx_usage_daily_workflow_id_day", usage_daily.c.workflow_id, usage_daily.c.day)
+Index("idx_usage_daily_schedule_id_day", usage_daily.c.schedule_id, usage_daily.c.day)
+
+budgets = Table(
+    "budgets",
+    metadata,
+    Column("id", Text, primary_key=True, server_default=text("gen_random_uuid()::text")),
+    Column("name", Text, nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("target_id", Text, nullable=False),
+    Column("metric", Text, nullable=False),
+    Column("period", Text, nullable=False),
+    Column("limit_value", Numeric(20, 6), nullable=False),
+    Column("warn_ratio", Double, nullable=False, server_default=text("0.8")),
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    #: The period (its first day, ISO) whose warning was sent: a warning once per period.
+    Column("warned_period", Text, nullable=True),
+    Column("created_by", Text, nullable=True),
+    Column("created_at", TIMESTAMP(timezone=True), nullable=False, server_default=_NOW),
+    Column("updated_at", TIMESTAMP(timezone=True), nullable=False, server_default=_NOW),
+    CheckConstraint(_in("scope", BUDGET_SCOPES), name="scope"),
+    CheckConstraint(_in("metric", BUDGET_METRICS), name="metric"),
+    CheckConstraint(_in("period", BUDGET_PERIODS), name="period"),
+    CheckConstraint("limit_value > 0", name="limit_positive"),
+    CheckConstraint("warn_ratio > 0 AND warn_ratio < 1", name="warn_ratio_range"),
+)
+Index("idx_budgets_scope_target_id", budgets.c.scope, budgets.c.target_id)
