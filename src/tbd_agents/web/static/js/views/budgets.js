@@ -3,7 +3,7 @@
 // dollars) or tokens of a user, agent, workflow or schedule per UTC day or calendar month; runs
 // that would go past it stop with `budget_exceeded`.
 
-import { del, get, listAll, post, put } from "../api.js";
+import { ApiError, del, get, listAll, post, put } from "../api.js";
 import { confirmDialog, dialog, h, notify, replace } from "../dom.js";
 import { buildForm } from "../forms.js";
 import { count, money } from "../numbers.js";
@@ -42,6 +42,7 @@ function progress(budget) {
     h("span", { class: "small" }, text));
 }
 
+const periodText = (st) => (st.period_start === st.period_end ? `on ${st.period_start}` : `${st.period_start} – ${st.period_end}`);
 const stateBadge = (state) => h("span", { class: ["badge", `budget-${state}`] }, state);
 
 function budgetFields(isNew) {
@@ -68,6 +69,16 @@ function budgetFields(isNew) {
   ];
 }
 
+/**
+ * The budgets API names a refused field in `details.field` (not in 422 `loc` paths): as a Map
+ * field → messages the form shows next to that field (target_id: the scope's target field).
+ */
+function placed(error, scope) {
+  const field = error instanceof ApiError && error.details ? error.details.field : null;
+  if (!field) return error;
+  return new Map([[field === "target_id" ? `target_${scope}` : field, [error.message]]]);
+}
+
 /** The form of a budget (new when `budget` is null), in a dialog; resolves true when saved. */
 function editBudget(budget) {
   const record = budget ? { ...budget, [`target_${budget.scope}`]: budget.target_id } : null;
@@ -80,8 +91,12 @@ function editBudget(budget) {
       onSubmit: async (v) => {
         const body = { name: v.name, scope: v.scope, target_id: v[`target_${v.scope}`], metric: v.metric,
           period: v.period, limit: v.limit, warn_ratio: v.warn_ratio, enabled: v.enabled };
-        if (budget) await put(`/api/budgets/${encodeURIComponent(budget.id)}`, body);
-        else await post("/api/budgets", body);
+        try {
+          if (budget) await put(`/api/budgets/${encodeURIComponent(budget.id)}`, body);
+          else await post("/api/budgets", body);
+        } catch (error) {
+          throw placed(error, v.scope);
+        }
         close(true);
       },
     });
@@ -112,7 +127,7 @@ function table(budgets, targetOf, isAdmin, after) {
       h("th", { scope: "row" }, b.name, b.enabled ? null : h("span", { class: "badge status-disabled" }, "disabled")),
       h("td", {}, `${SCOPES.find(([v]) => v === b.scope)?.[1] || b.scope}: ${targetOf(b)}`),
       h("td", {}, limitText(b)),
-      h("td", {}, progress(b), b.status ? h("span", { class: "muted small" }, ` ${b.status.period_start} – ${b.status.period_end}`) : null),
+      h("td", {}, progress(b), b.status ? h("span", { class: "muted small" }, periodText(b.status)) : null),
       h("td", {}, stateBadge(b.status ? b.status.state : "ok")),
       isAdmin ? h("td", { class: "row-actions" },
         h("button", { type: "button", class: "small", "aria-label": `Edit budget ${b.name}`, onClick: act(() => editBudget(b), "Budget saved.") }, "Edit"),
