@@ -192,6 +192,13 @@ def test_totals_chart_groups_and_csv_for_an_admin(
     wait_ready(page)
     expect(page.get_by_label("Group by")).to_have_value("model")
     expect(page.get_by_label("Tokens", exact=True)).to_be_checked()
+    # Chart, totals and tables fit a small laptop screen.
+    page.set_viewport_size({"width": 1024, "height": 640})
+    overflow = page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0, f"the Usage page is wider than the window by {overflow}px"
+    shot(page, "usage-laptop-1024")
 
 
 def test_a_user_sees_only_their_usage_and_the_budgets_on_it(
