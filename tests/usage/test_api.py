@@ -212,3 +212,32 @@ async def test_routes_need_authentication(uapi: UsageApi) -> None:
         for path in ("/api/usage/summary", "/api/usage/timeseries", "/api/usage/calls",
                      "/api/usage/export.csv", "/api/budgets"):  # fmt: skip
             assert (await user.get(path)).status_code == 401
+
+
+async def test_ranges_over_whole_and_partial_months_count_each_call_once(uapi: UsageApi) -> None:
+    """A range's whole months are read from the monthly rows and its partial ones from the
+    days: every call inside counts once, calls outside do not."""
+    user = f"mia-{uuid.uuid4().hex[:6]}"
+    days = ["2026-08-31", "2026-09-01", "2026-09-20", "2026-10-05", "2026-11-05", "2026-11-11"]
+    for i, day in enumerate(days):
+        at = datetime.fromisoformat(day).replace(hour=12, tzinfo=UTC)
+        await uapi.usage.record(call(at=at, cost=str(10**i), user_id=user))
+    async with await uapi.client(admin=True) as admin:
+
+        async def cost(start: str, end: str, **more: str) -> Any:
+            params = {"user_id": user, "start": start, "end": end} | more
+            return (await admin.get("/api/usage/summary", params=params)).json()["totals"]
+
+        assert (await cost("2026-09-01", "2026-11-10"))["cost_usd"] == 11110.0
+        assert (await cost("2026-09-02", "2026-11-05"))["cost_usd"] == 11100.0
+        assert (await cost("2026-08-31", "2026-11-11"))["calls"] == 6
+        assert (await cost("2026-09-02", "2026-09-30"))["calls"] == 1
+        months = (
+            await admin.get(
+                "/api/usage/timeseries",
+                params={"user_id": user, "start": "2026-08-15", "end": "2026-11-10",
+                        "interval": "month"},
+            )
+        ).json()  # fmt: skip
+    points = {p["date"]: p["calls"] for p in months["series"][0]["points"]}
+    assert points == {"2026-08-01": 1, "2026-09-01": 2, "2026-10-01": 1, "2026-11-01": 1}

@@ -1,11 +1,12 @@
-"""usage_calls, usage_daily and budgets: the usage ledger and spending limits
+"""usage_calls, usage_daily, usage_monthly and budgets: the usage ledger and spending limits
 
 Every model call (turns and compaction summaries) is recorded once in `usage_calls` (unique
 `call_key`) and added, in the same statement, to its UTC day's row of `usage_daily` (day, user,
-agent, workflow, schedule, provider, model), which the usage API reads. `budgets` holds the limits
+agent, workflow, schedule, provider, model) and its month's row of `usage_monthly`, which the
+usage API reads. `budgets` holds the limits
 checked before each call. No foreign keys: usage outlives the records it names.
 
-Downgrade drops the three tables (the usage history with them).
+Downgrade drops the four tables (the usage history with them).
 
 Revision ID: c4f7a2e9d158
 Revises: 7e2b4d8f1c35
@@ -73,6 +74,19 @@ def upgrade() -> None:
     for dim in ("user_id", "agent_id", "workflow_id", "schedule_id"):
         op.create_index(f"idx_usage_daily_{dim}_day", "usage_daily", [dim, "day"], unique=False)
     op.create_table(
+        "usage_monthly",
+        sa.Column("month", sa.Date(), nullable=False),
+        *(sa.Column(d, sa.Text(), server_default="", nullable=False) for d in dims),
+        sa.Column("calls", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("input_tokens", sa.Numeric(20, 0), server_default=sa.text("0"), nullable=False),
+        sa.Column("output_tokens", sa.Numeric(20, 0), server_default=sa.text("0"), nullable=False),
+        sa.Column("cost_usd", _COST, server_default=sa.text("0"), nullable=False),
+        sa.PrimaryKeyConstraint("month", *dims, name=op.f("pk_usage_monthly")),
+    )
+    op.create_index(
+        "idx_usage_monthly_user_id_month", "usage_monthly", ["user_id", "month"], unique=False
+    )
+    op.create_table(
         "budgets",
         sa.Column(
             "id", sa.Text(), server_default=sa.text("gen_random_uuid()::text"), nullable=False
@@ -106,6 +120,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("idx_budgets_scope_target_id", table_name="budgets")
     op.drop_table("budgets")
+    op.drop_index("idx_usage_monthly_user_id_month", table_name="usage_monthly")
+    op.drop_table("usage_monthly")
     for dim in ("user_id", "agent_id", "workflow_id", "schedule_id"):
         op.drop_index(f"idx_usage_daily_{dim}_day", table_name="usage_daily")
     op.drop_table("usage_daily")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -26,6 +26,7 @@ from sqlalchemy import (
     or_,
     select,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -40,7 +41,12 @@ from tbd_agents.observability.usage.records import (
     UsageFilter,
 )
 from tbd_agents.observability.usage.store import BUDGET_FIELDS
-from tbd_agents.storage.postgres.schema_usage import budgets, usage_calls, usage_daily
+from tbd_agents.storage.postgres.schema_usage import (
+    budgets,
+    usage_calls,
+    usage_daily,
+    usage_monthly,
+)
 
 _DIMS = ("user_id", "agent_id", "workflow_id", "schedule_id", "provider_id", "model")
 _CALL_FIELDS = (
@@ -60,6 +66,7 @@ _CALL_FIELDS = (
     "output_tokens",
     "cost_usd",
 )
+_SUMS = ("calls", "input_tokens", "output_tokens", "cost_usd")
 _STREAM_BATCH = 2000
 
 
@@ -68,6 +75,49 @@ def _where(table: Any, where: UsageFilter, day: ColumnElement[Any]) -> list[Colu
     for column, values in where.items():
         found.append(table.c[column].in_(values))
     return found
+
+
+def split_months(
+    start: date, end: date
+) -> tuple[tuple[date, date], tuple[date, date] | None, tuple[date, date]]:
+    """`start`..`end` as (days before the first whole month, (first, last) whole month starts or
+    None, days after the last whole month)."""
+    first = start if start.day == 1 else (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+    after_end = end + timedelta(days=1)
+    last_end = after_end.replace(day=1)  # the first day after the last whole month
+    if first >= last_end:
+        return (start, end), None, (end, start)
+    last = (last_end - timedelta(days=1)).replace(day=1)
+    return (start, first - timedelta(days=1)), (first, last), (last_end, end)
+
+
+def _sums(
+    table: Any,
+    period: str,
+    where: UsageFilter,
+    first: date,
+    last: date,
+    column: str | None,
+    interval: str | None,
+) -> Any:
+    """Sums of `table` (usage_daily or usage_monthly) per bucket and key for periods
+    `first`..`last` (days or month starts) and `where`'s dimension filters."""
+    when = table.c[period]
+    key = table.c[column] if column else literal("")
+    bucket: ColumnElement[Any] = (
+        cast(func.date_trunc(interval, when), Date)
+        if interval in ("week", "month")
+        else (when if interval == "day" else literal(where.start, Date))
+    )
+    return (
+        select(bucket.label("bucket"), key.label("key"),
+               func.sum(table.c.calls).label("calls"),
+               func.sum(table.c.input_tokens).label("input_tokens"),
+               func.sum(table.c.output_tokens).label("output_tokens"),
+               func.sum(table.c.cost_usd).label("cost_usd"))
+        .where(when >= first, when <= last, *(table.c[c].in_(v) for c, v in where.items()))
+        .group_by(bucket, key)
+    )  # fmt: skip
 
 
 def _call_day() -> ColumnElement[Any]:
@@ -112,52 +162,51 @@ class SqlUsageStore:
             .cte("inserted")
         )
         day = call.at.astimezone(UTC).date()
+        daily = self._add(usage_daily, "day", day, call, inserted).cte("daily")
+        monthly = self._add(usage_monthly, "month", day.replace(day=1), call, inserted)
+        statement = monthly.returning(usage_monthly.c.calls).add_cte(daily)
+        async with self.engine.begin() as conn:
+            fresh = (await conn.execute(statement)).first()
+        return fresh is not None
+
+    @staticmethod
+    def _add(table: Any, period: str, first: date, call: UsageCall, inserted: Any) -> Any:
+        """Add `call` to `table`'s row of its period and dimensions, if `inserted` has a row."""
         source = select(
-            literal(day, Date).label("day"),
+            literal(first, Date).label(period),
             *(literal(call.dim(d)).label(d) for d in _DIMS),
             literal(1).label("calls"),
             literal(call.input_tokens).label("input_tokens"),
             literal(call.output_tokens).label("output_tokens"),
             literal(call.cost_usd).label("cost_usd"),
         ).where(select(inserted.c.id).exists())
-        add = pg_insert(usage_daily).from_select(
-            ["day", *_DIMS, "calls", "input_tokens", "output_tokens", "cost_usd"], source
+        add = pg_insert(table).from_select([period, *_DIMS, *_SUMS], source)
+        return add.on_conflict_do_update(
+            index_elements=[period, *_DIMS],
+            set_={c: table.c[c] + add.excluded[c] for c in _SUMS},
         )
-        add = add.on_conflict_do_update(
-            index_elements=["day", *_DIMS],
-            set_={
-                c: usage_daily.c[c] + add.excluded[c]
-                for c in ("calls", "input_tokens", "output_tokens", "cost_usd")
-            },
-        )
-        async with self.engine.begin() as conn:
-            fresh = (await conn.execute(add.returning(usage_daily.c.calls))).first()
-        return fresh is not None
 
     async def grouped(
         self, where: UsageFilter, column: str | None, interval: str | None
     ) -> list[DailyRow]:
-        t = usage_daily
-        key = t.c[column] if column else literal("")
-        bucket: ColumnElement[Any] = (
-            cast(func.date_trunc(interval, t.c.day), Date)
-            if interval in ("week", "month")
-            else (t.c.day if interval == "day" else literal(where.start, Date))
-        )
-        cost = func.sum(t.c.cost_usd)
+        head, months, tail = split_months(where.start, where.end)
+        if interval in ("day", "week") or months is None:
+            parts = [_sums(usage_daily, "day", where, where.start, where.end, column, interval)]
+        else:  # whole months from usage_monthly, the days around them from usage_daily
+            parts = [_sums(usage_monthly, "month", where, *months, column, interval)]
+            parts += [
+                _sums(usage_daily, "day", where, first, last, column, interval)
+                for first, last in (head, tail)
+                if first <= last
+            ]
+        both = union_all(*parts).subquery() if len(parts) > 1 else parts[0].subquery()
+        cost = func.sum(both.c.cost_usd)
         query = (
-            select(
-                bucket.label("bucket"),
-                key.label("key"),
-                func.sum(t.c.calls),
-                func.sum(t.c.input_tokens),
-                func.sum(t.c.output_tokens),
-                cost,
-            )
-            .where(*_where(t, where, t.c.day))
-            .group_by(bucket, key)
-            .order_by(bucket, cost.desc())
-        )
+            select(both.c.bucket, both.c.key, func.sum(both.c.calls),
+                   func.sum(both.c.input_tokens), func.sum(both.c.output_tokens), cost)
+            .group_by(both.c.bucket, both.c.key)
+            .order_by(both.c.bucket, cost.desc())
+        )  # fmt: skip
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [

@@ -7,6 +7,7 @@
   provider, model), kept in the same statement as the call row (`INSERT … ON CONFLICT DO
   UPDATE`), so it always equals the sum of `usage_calls`. Dimensions the call has not (a chat
   turn has no workflow) are stored as '' here: they are part of the primary key.
+- `usage_monthly`: the same per calendar month, same statement (long ranges read it).
 - `budgets`: spending limits per user, agent, workflow or schedule, checked before each call.
 
 No foreign keys: deleting an agent, workflow or schedule keeps its usage history (the ids stay;
@@ -93,6 +94,28 @@ Index("idx_usage_daily_user_id_day", usage_daily.c.user_id, usage_daily.c.day)
 Index("idx_usage_daily_agent_id_day", usage_daily.c.agent_id, usage_daily.c.day)
 Index("idx_usage_daily_workflow_id_day", usage_daily.c.workflow_id, usage_daily.c.day)
 Index("idx_usage_daily_schedule_id_day", usage_daily.c.schedule_id, usage_daily.c.day)
+
+#: usage_daily summed per calendar month (`month`: its first day), kept by the same statement:
+#: a year's summary reads 12 months of rows plus the days of the partial months at its ends.
+usage_monthly = Table(
+    "usage_monthly",
+    metadata,
+    Column("month", Date, nullable=False),
+    Column("user_id", Text, nullable=False, server_default=""),
+    Column("agent_id", Text, nullable=False, server_default=""),
+    Column("workflow_id", Text, nullable=False, server_default=""),
+    Column("schedule_id", Text, nullable=False, server_default=""),
+    Column("provider_id", Text, nullable=False, server_default=""),
+    Column("model", Text, nullable=False, server_default=""),
+    Column("calls", Integer, nullable=False, server_default=text("0")),
+    Column("input_tokens", Numeric(20, 0), nullable=False, server_default=text("0")),
+    Column("output_tokens", Numeric(20, 0), nullable=False, server_default=text("0")),
+    Column("cost_usd", COST, nullable=False, server_default=text("0")),
+    PrimaryKeyConstraint(
+        "month", "user_id", "agent_id", "workflow_id", "schedule_id", "provider_id", "model"
+    ),
+)
+Index("idx_usage_monthly_user_id_month", usage_monthly.c.user_id, usage_monthly.c.month)
 
 budgets = Table(
     "budgets",

