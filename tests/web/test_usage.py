@@ -363,6 +363,7 @@ def test_a_run_through_the_engine_shows_on_the_usage_page(
     goto(page, dashboard, "usage?range=7&group_by=workflow&metric=tokens")
     wait_ready(page)
     row = page.locator(f"table.usage-groups tbody tr[data-key='{workflow['id']}']")
+    expect(row).to_be_visible()
     cells = [cell.strip() for cell in row.locator("th, td").all_inner_texts()]
     assert cells[:6] == [f"metered-{tag}", "$0.00", "152", "130", "22", "2"]
     today = datetime.now(UTC).date().isoformat()
