@@ -17,6 +17,7 @@ from tbd_agents.config import load_settings
 ROOT = Path(__file__).resolve().parents[2]
 APP_SERVICES = {"app", "worker", "scheduler", "redis"}
 PROFILES = {"pgvector": {"pgvector"}, "qdrant": {"mongodb", "qdrant"}}
+OBSERVABILITY = {"prometheus", "grafana", "otel-collector", "tempo", "tempo-init"}
 
 
 def compose() -> dict:  # type: ignore[type-arg]
@@ -45,7 +46,7 @@ def env_blocks() -> dict[str, dict[str, str]]:
 
 def test_services_and_profiles() -> None:
     services = compose()["services"]
-    assert set(services) == APP_SERVICES | PROFILES["pgvector"] | PROFILES["qdrant"]
+    assert set(services) == APP_SERVICES | PROFILES["pgvector"] | PROFILES["qdrant"] | OBSERVABILITY
     for name in APP_SERVICES:
         assert "profiles" not in services[name], name
     for profile, names in PROFILES.items():
@@ -112,21 +113,110 @@ def _compose_command() -> list[str] | None:
 
 
 @pytest.mark.parametrize("profile", ["pgvector", "qdrant"])
-def test_compose_client_accepts_the_file(profile: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("observability", [False, True])
+def test_compose_client_accepts_the_file(profile: str, observability: bool, tmp_path: Path) -> None:
     command = _compose_command()
     if command is None:
         pytest.skip("no Docker Compose client installed (docker compose / docker-compose)")
     for name in ("docker-compose.yml", "Dockerfile", ".env.example"):
         shutil.copy(ROOT / name, tmp_path / name)
     shutil.copy(ROOT / ".env.example", tmp_path / ".env")
-    env = {**os.environ, "COMPOSE_PROFILES": profile}  # overrides the one in .env
+    profiles = f"{profile},observability" if observability else profile
+    env = {**os.environ, "COMPOSE_PROFILES": profiles}  # overrides the one in .env
+    env |= {"METRICS_TOKEN": "t" * 32, "GRAFANA_ADMIN_PASSWORD": "p" * 16}
+    shutil.copytree(ROOT / "observability", tmp_path / "observability")
     result = subprocess.run(
         [*command, "config"], cwd=tmp_path, capture_output=True, text=True, check=False, env=env
     )
     assert result.returncode == 0, result.stderr
     rendered = yaml.safe_load(result.stdout)["services"]
-    active = {name for name, svc in rendered.items() if profile in svc.get("profiles", [profile])}
-    assert active == APP_SERVICES | PROFILES[profile]
+    wanted = set(profiles.split(","))
+    active = {n for n, svc in rendered.items() if wanted & set(svc.get("profiles", [profile]))}
+    assert active == APP_SERVICES | PROFILES[profile] | (OBSERVABILITY if observability else set())
     for name in ("app", "worker", "scheduler"):
         assert rendered[name]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
         assert rendered[name]["environment"]["COMPOSE_PROFILES"] == "qdrant"  # from .env
+
+
+def active_services(profiles: set[str]) -> dict[str, dict]:  # type: ignore[type-arg]
+    """The services Compose starts for `profiles`: those without a profile, and those in one."""
+    return {
+        name: service
+        for name, service in compose()["services"].items()
+        if "profiles" not in service or profiles & set(service["profiles"])
+    }
+
+
+def _dependencies(service: dict) -> set[str]:  # type: ignore[type-arg]
+    depends = service.get("depends_on", [])
+    return set(depends if isinstance(depends, list) else depends.keys())
+
+
+@pytest.mark.parametrize(
+    "profiles",
+    [{"qdrant"}, {"pgvector"}, {"qdrant", "observability"}, {"pgvector", "observability"}],
+)
+def test_compose_file_is_consistent_with_and_without_observability(profiles: set[str]) -> None:
+    """What `docker compose config` would refuse, checked without a Compose client: a dependency
+    on a service the profiles do not start, an undeclared volume or secret, a missing bind-mount
+    source; and what it would accept but we do not: an unpinned image in the profile."""
+    document = compose()
+    services = active_services(profiles)
+    has_observability = "observability" in profiles
+    started = OBSERVABILITY & set(services)
+    assert started == (OBSERVABILITY if has_observability else set())
+    for name, service in services.items():
+        assert _dependencies(service) <= set(services), name
+        for mount in service.get("volumes", []):
+            source = mount.split(":")[0]
+            if source.startswith("."):
+                assert (ROOT / source).exists(), (name, source)
+            else:
+                assert source in document["volumes"], (name, source)
+        for secret in service.get("secrets", []):
+            assert secret in document["secrets"], (name, secret)
+
+
+def test_observability_profile_services() -> None:
+    services = compose()["services"]
+    for name in OBSERVABILITY:
+        service = services[name]
+        assert service["profiles"] == ["observability"], name
+        image = service["image"]
+        tag = image.rsplit(":", 1)[1]
+        assert tag != "latest" and any(ch.isdigit() for ch in tag), (name, image)
+    # Prometheus and Grafana read their secrets from files and refuse to start without them.
+    secrets = compose()["secrets"]
+    assert secrets == {
+        "metrics_token": {"environment": "METRICS_TOKEN"},
+        "grafana_admin_password": {"environment": "GRAFANA_ADMIN_PASSWORD"},
+    }
+    prometheus, grafana = services["prometheus"], services["grafana"]
+    assert prometheus["secrets"] == ["metrics_token"]
+    assert "test -s /run/secrets/metrics_token" in prometheus["entrypoint"][-1]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["entrypoint"][-1]
+    assert grafana["secrets"] == ["grafana_admin_password"]
+    assert "test -s /run/secrets/grafana_admin_password" in grafana["entrypoint"][-1]
+    env = grafana["environment"]
+    assert env["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in env  # no password baked into the file
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    # Prometheus has no authentication: published on loopback only.
+    assert prometheus["ports"] == ["127.0.0.1:${PROMETHEUS_PORT:-9090}:9090"]
+    assert all(port.startswith("127.0.0.1:") for port in services["otel-collector"]["ports"])
+    # The metrics ports Prometheus scrapes are the ones the worker and scheduler are told to use.
+    assert (
+        services["worker"]["environment"]["WORKER_METRICS_PORT"] == "${WORKER_METRICS_PORT:-9101}"
+    )
+    assert (
+        services["scheduler"]["environment"]["SCHEDULER_METRICS_PORT"]
+        == "${SCHEDULER_METRICS_PORT:-9102}"
+    )
+
+
+def test_env_example_documents_the_observability_variables() -> None:
+    commented = env_blocks()["commented"]
+    assert commented["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4317"
+    assert commented["METRICS_TOKEN"] == "" and commented["GRAFANA_ADMIN_PASSWORD"] == ""
+    collector = yaml.safe_load((ROOT / "observability" / "otel-collector-config.yaml").read_text())
+    assert collector["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].endswith(":4317")

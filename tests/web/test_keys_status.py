@@ -109,7 +109,7 @@ def test_dialogs_close_with_escape(page: Page, dashboard: Dashboard) -> None:
 def test_nothing_overflows_a_small_laptop_screen(page: Page, dashboard: Dashboard) -> None:
     page.set_viewport_size({"width": 1024, "height": 640})
     sign_in(page, dashboard)
-    for route in ("agents/new", "chat", "transfer", "keys", "status"):
+    for route in ("agents/new", "chat", "transfer", "keys", "status", "usage"):
         goto(page, dashboard, route)
         overflow = page.evaluate(
             "document.documentElement.scrollWidth - document.documentElement.clientWidth"

@@ -59,7 +59,8 @@ function authHeaders(key, extra = {}) {
   return { Authorization: `Bearer ${key}`, ...extra };
 }
 
-function buildUrl(path, query) {
+/** `path` with `query` (arrays repeat the parameter; empty values are left out). */
+export function buildUrl(path, query) {
   const url = new URL(path, window.location.origin);
   for (const [name, value] of Object.entries(query || {})) {
     if (value === undefined || value === null || value === "") continue;
@@ -86,10 +87,10 @@ async function errorFrom(response) {
  * out. Resolves with the parsed JSON (null for 204); rejects with ApiError. `ifMatch`: the
  * version the record was read at; the server refuses the write (412) if it changed since.
  */
-async function send(method, path, { body, query, signal, key, ifMatch } = {}) {
+async function send(method, path, { body, query, signal, key, ifMatch, accept } = {}) {
   const useKey = key || currentKey();
   if (!useKey) throw new NotSignedIn();
-  const headers = authHeaders(useKey, { Accept: "application/json" });
+  const headers = authHeaders(useKey, { Accept: accept || "application/json" });
   if (ifMatch !== undefined && ifMatch !== null) headers["If-Match"] = `"${ifMatch}"`;
   const init = { method, headers, signal };
   if (body !== undefined) {
@@ -122,9 +123,26 @@ export async function getPage(path, query, opts = {}) {
   return { items, next_cursor: response.headers.get("X-Next-Cursor") };
 }
 
+/**
+ * A file the API serves (a CSV export), fetched with the signed-in key: a plain link cannot
+ * carry the key (the dashboard uses no cookies), so downloads go through fetch and a blob, as
+ * the bundle export does. Resolves with { text, name (from Content-Disposition, or null), type }.
+ */
+export async function fetchFile(path, query, accept = "text/csv") {
+  const response = await send("GET", path, { query, accept });
+  const disposition = response.headers.get("Content-Disposition") || "";
+  const match = /filename\*?=(?:UTF-8'')?"?([^";]+)"?/i.exec(disposition);
+  return {
+    text: await response.text(),
+    name: match ? decodeURIComponent(match[1]) : null,
+    type: (response.headers.get("Content-Type") || "application/octet-stream").split(";")[0],
+  };
+}
+
 export const get = (path, query, opts = {}) => api("GET", path, { ...opts, query });
 export const post = (path, body, query) => api("POST", path, { body, query });
 export const patch = (path, body, opts = {}) => api("PATCH", path, { ...opts, body });
+export const put = (path, body, opts = {}) => api("PUT", path, { ...opts, body });
 export const del = (path, opts = {}) => api("DELETE", path, opts);
 
 /** A 412: the record was changed by someone else since it was read. */

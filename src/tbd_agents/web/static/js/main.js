@@ -20,6 +20,7 @@ const NAV = [
   ["Providers", "#/providers"],
   ["Tokens", "#/tokens"],
   ["API keys", "#/keys"],
+  ["Usage", "#/usage"],
   ["Import / export", "#/transfer"],
   ["Status", "#/status"],
 ];
@@ -41,7 +42,8 @@ function shell() {
   return main;
 }
 
-function markCurrent(hash) {
+function markCurrent(fullHash) {
+  const hash = fullHash.split("?")[0];
   for (const a of document.querySelectorAll("[data-nav]")) {
     const target = a.dataset.nav;
     const current = target === "#/" ? hash === "#/" || hash === "" : hash === target || hash.startsWith(`${target}/`);
@@ -74,6 +76,7 @@ async function route() {
     else if (first === "chat") await (await import("./views/chat.js")).renderChat(ctx, second, third);
     else if (first === "keys") await (await import("./views/keys.js")).renderKeys(ctx);
     else if (first === "transfer") await (await import("./views/transfer.js")).renderTransfer(ctx);
+    else if (first === "usage") await (await import("./views/usage.js")).renderUsage(ctx);
     else if (first === "status") await (await import("./views/status.js")).renderStatus(ctx);
     else if (RESOURCES[first]) {
       const views = await import("./views/records.js");
