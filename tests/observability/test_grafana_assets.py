@@ -292,7 +292,7 @@ def test_prometheus_scrapes_the_three_processes_with_the_token_and_loads_the_rul
     for name, (service, port) in ports.items():
         job = jobs[name]
         assert job["authorization"] == {
-            "type": "Bearer", "credentials_file": "/run/secrets/metrics_token",
+            "type": "Bearer", "credentials_file": "/prometheus/.metrics_token",
         }  # fmt: skip
         assert job["dns_sd_configs"] == [{"names": [service], "type": "A", "port": port}]
     assert jobs["tbd-app"]["metrics_path"] == "/metrics"
