@@ -26,6 +26,7 @@ import typer
 from tbd_agents.cli.common import friendly_errors, settings
 from tbd_agents.config import Settings
 from tbd_agents.logs import configure_logging
+from tbd_agents.observability.processes import close_process, scheduler_process, worker_process
 
 app = typer.Typer(add_completion=False)
 _log = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ def worker(
 
     config = settings()
     configure_logging(config)
+    # metrics mode and port, tracing, Celery's logging: before anything forks
+    worker_process(config, prefork=pool is Pool.PREFORK)
     prefetch_model(config)  # once per machine, before the pool's processes start
     celery = make_celery(config)
     install_worker_hooks(config, prefork=pool is Pool.PREFORK)
@@ -164,7 +167,11 @@ def scheduler(
     if poll_seconds is not None:
         config = config.model_copy(update={"scheduler_poll_seconds": poll_seconds})
     configure_logging(config)
-    asyncio.run(_scheduler(config))
+    server = scheduler_process(config)
+    try:
+        asyncio.run(_scheduler(config))
+    finally:
+        close_process(server)
 
 
 if __name__ == "__main__":
