@@ -15,7 +15,7 @@ instrumented then).
 
 An unreachable collector is logged once ("could not export … further failures are not logged
 until an export succeeds") and once when it answers again, never per span; the OTLP exporters'
-own per-attempt messages are kept back (the last one is quoted in our warning).
+own per-attempt messages are kept back (the first of an episode is quoted in our warning).
 """
 
 from __future__ import annotations
@@ -181,28 +181,34 @@ def _exporter(config: OtlpConfig) -> SpanExporter:
     return OTLPSpanExporter(endpoint=config.endpoint, headers=config.headers or None)
 
 
-class _LastMessage(logging.Handler):
-    """Keeps the OTLP exporters' last message (quoted in our once-only warning) instead of
-    letting every retry reach the log."""
+class _ExporterMessages(logging.Handler):
+    """Keeps the first message of the OTLP exporters since the last `take()` (quoted in our
+    once-only warning) instead of letting every retry reach the log."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
-        self.last = ""
+        self.first = ""
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self.first:
+            return
         try:
-            self.last = record.getMessage()[:300]
+            self.first = record.getMessage()[:300]
         except Exception:  # a record whose arguments do not format: keep the template
-            self.last = str(record.msg)[:300]
+            self.first = str(record.msg)[:300]
+
+    def take(self) -> str:
+        first, self.first = self.first, ""
+        return first
 
 
 class QuietExporter:
     """A span exporter that logs a failing collector once, not per batch."""
 
-    def __init__(self, inner: SpanExporter, where: str, last: _LastMessage) -> None:
+    def __init__(self, inner: SpanExporter, where: str, messages: _ExporterMessages) -> None:
         self.inner = inner
         self.where = where
-        self.last = last
+        self.messages = messages
         self.failing = False
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -211,7 +217,7 @@ class QuietExporter:
         try:
             result = self.inner.export(spans)
         except Exception as exc:
-            self.last.last = f"{type(exc).__name__}: {exc}"[:300]
+            self.messages.first = self.messages.first or f"{type(exc).__name__}: {exc}"[:300]
             result = SpanExportResult.FAILURE
         if result is SpanExportResult.FAILURE:
             if not self.failing:
@@ -220,12 +226,13 @@ class QuietExporter:
                     "failures are not logged until an export succeeds",
                     len(spans),
                     self.where,
-                    self.last.last or "no answer",
+                    self.messages.take() or "no answer",
                 )
             self.failing = True
         elif self.failing:
             log.info("spans are exported to %s again", self.where)
             self.failing = False
+        self.messages.take()  # what the exporter said about this batch is dealt with
         return result
 
     def shutdown(self) -> None:
@@ -273,14 +280,14 @@ def configure_tracing(settings: Settings, service: str) -> Tracing | None:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        last = _LastMessage()
+        messages = _ExporterMessages()
         exporter_log = logging.getLogger(_EXPORTER_LOGGER)
-        exporter_log.addHandler(last)
+        exporter_log.addHandler(messages)
         exporter_log.propagate = False
         provider = TracerProvider(
             resource=Resource.create(config.resource), sampler=_sampler(config)
         )
-        exporter = QuietExporter(_exporter(config), config.endpoint, last)
+        exporter = QuietExporter(_exporter(config), config.endpoint, messages)
         provider.add_span_processor(BatchSpanProcessor(exporter))  # type: ignore[arg-type]
         trace.set_tracer_provider(provider)
         _active = Tracing(provider, config)
@@ -341,10 +348,14 @@ def _instrument_sync_engine(sync_engine: Any, provider: TracerProvider) -> None:
     from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
     from opentelemetry.metrics import NoOpMeterProvider
 
+    from tbd_agents.storage.postgres.direct import TRACED_ATTR
+
     with _lock:
         if sync_engine in _instrumented:
             return
         _instrumented.add(sync_engine)
+    # statements then go through SQLAlchemy's execution path, whose context the spans need
+    setattr(sync_engine, TRACED_ATTR, True)
     usage = NoOpMeterProvider().get_meter(module).create_up_down_counter("db.client.connections")
     EngineTracer(  # type: ignore[no-untyped-call]
         trace.get_tracer(module, tracer_provider=provider), sync_engine, usage
