@@ -5,6 +5,7 @@ gauges leave the sum; the threads pool is one process. And the port's access rul
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -69,9 +70,14 @@ def workers() -> Iterator[list[WorkerProcess]]:
 
 
 def start_worker(
-    config: Settings, tmp: Path, pool: str, port: int, multiproc: Path | None = None
+    config: Settings,
+    tmp: Path,
+    pool: str,
+    port: int,
+    multiproc: Path | None = None,
+    **extra: str,
 ) -> WorkerProcess:
-    env = settings_env(config)
+    env = {**settings_env(config), **extra}
     env["WORKER_METRICS_PORT"] = str(port)
     env["METRICS_BIND_HOST"] = "127.0.0.1"
     if multiproc is not None:
@@ -160,7 +166,7 @@ async def test_threads_pool_is_one_process_in_single_process_mode(
     db: AsyncEngine, config: Settings, workers: list[WorkerProcess], tmp_path: Path
 ) -> None:
     port = free_port()
-    workers.append(start_worker(config, tmp_path, "threads", port))
+    workers.append(start_worker(config, tmp_path, "threads", port, LOG_FORMAT="json"))
     runtime = await Runtime.open(config, db, role="api")
     try:
         workflow = await make_workflow(db)
@@ -172,6 +178,12 @@ async def test_threads_pool_is_one_process_in_single_process_mode(
         assert probe(found) == 6
         assert "python_info" in {name for name, _ in found}  # the process's own registry
         assert value(found, "agent_tasks_active") == 0
+        # LOG_FORMAT=json: our records and Celery's own are JSON lines (Celery did not take
+        # over the root logger's format)
+        records = [json.loads(line) for line in workers[0].output().splitlines() if line[:1] == "{"]
+        loggers = {r["logger"] for r in records}
+        assert any("ready on queue" in r["message"] for r in records)
+        assert any(name.startswith("celery") for name in loggers), loggers
     finally:
         await runtime.aclose(drain_seconds=2)
 
