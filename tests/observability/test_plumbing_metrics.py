@@ -4,6 +4,8 @@ request metrics of a known sequence of requests."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import uuid
 from pathlib import Path
 
 import httpx
@@ -16,6 +18,7 @@ from sqlalchemy.engine import URL
 
 from tbd_agents.api import create_app
 from tbd_agents.observability import metrics
+from tbd_agents.observability.gauges import QueueLengthPoller
 from tbd_agents.observability.httpmetrics import HttpMetrics
 from tbd_agents.storage.postgres.engine import create_engine
 from tbd_agents.storage.postgres.repository import PostgresStore
@@ -229,3 +232,46 @@ async def test_pool_gauges_follow_checkouts(obs_api: Api) -> None:
     assert ("tbd_db_pool_connections", frozenset({("pool", "runtime"), ("state", "idle")})) in (
         runtime
     )
+
+
+async def test_queue_length_reads_redis_and_survives_its_absence(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import redis.asyncio as aioredis
+
+    from tests.runtime.conftest import REDIS_TEST_URL, redis_available
+
+    if not redis_available():
+        pytest.fail("Redis is not reachable at 127.0.0.1:6379: start redis-server")
+    queue = f"obs-queue-{uuid.uuid4().hex[:8]}"
+    client = aioredis.Redis.from_url(REDIS_TEST_URL)
+    try:
+        await client.rpush(queue, "a", "b", "c")
+        await client.rpush(f"{queue}\x06\x163", "priority")  # kombu's priority sub-queue
+        poller = QueueLengthPoller(REDIS_TEST_URL, queue, every=10)
+        assert await poller.read_once(client) == 4
+    finally:
+        await client.delete(queue, f"{queue}\x06\x163")
+        await client.aclose()
+
+    down_url = "redis://127.0.0.1:1/0"  # nothing listens there
+    down = aioredis.Redis.from_url(down_url, socket_connect_timeout=1)
+    poller = QueueLengthPoller(down_url, queue, every=10)
+    with caplog.at_level(logging.INFO, logger="tbd_agents.observability.gauges"):
+        assert await poller.read_once(down) is None
+        assert await poller.read_once(down) is None
+    await down.aclose()
+    warnings = [r for r in caplog.records if "does not answer" in r.getMessage()]
+    assert len(warnings) == 1  # once, not per poll
+
+
+async def test_the_api_starts_and_answers_with_redis_down(api_db: URL, tmp_path: Path) -> None:
+    store = PostgresStore(create_engine(api_db, pool_size=1, max_overflow=0), url=api_db)
+    settings = make_settings(
+        tmp_path, redis_url="redis://127.0.0.1:1/0", celery_queue_poll_seconds=0.05
+    )
+    app = create_app(settings, store)
+    async with app.router.lifespan_context(app), loopback_client(app) as client:
+        assert (await client.get("/health")).status_code == 200
+        assert (await client.get("/metrics")).status_code == 200
+    await store.close()

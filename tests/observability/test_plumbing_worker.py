@@ -32,6 +32,7 @@ from tests.runtime.conftest import (
     make_workflow,
     module_db,
     redis_available,
+    runtime_settings,
     settings_env,
 )
 from tests.runtime.test_runs import collect
@@ -220,3 +221,39 @@ def test_the_metrics_port_applies_the_access_rule(tmp_path: Path) -> None:
     finally:
         with_token.close()
         remote_only.close()
+
+
+def test_the_scheduler_serves_its_metrics_port_and_stops_cleanly(
+    module_db: URL, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = settings_env(runtime_settings(module_db, scheduler_poll_seconds=0.2))
+    env.update(SCHEDULER_METRICS_PORT=str(port), METRICS_TOKEN="sched-token-123456")
+    log = tmp_path / "scheduler.log"
+    with log.open("wb") as handle:
+        proc = subprocess.Popen(
+            [*TBD_AGENTS, "scheduler"], env=env, cwd=tmp_path, stdout=handle,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        deadline = time.monotonic() + 60
+        while True:  # until the process has opened its port
+            try:
+                refused = httpx.get(url, timeout=5)
+                break
+            except httpx.ConnectError:
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        assert refused.status_code == 401
+        scraped = httpx.get(url, headers={"Authorization": "Bearer sched-token-123456"})
+        assert scraped.status_code == 200
+        assert "tbd_scheduler_lag_seconds" in scraped.text
+        while "polling every" not in log.read_text():  # started: SIGTERM is a clean stop now
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    assert code == 0, log.read_text()
