@@ -171,6 +171,9 @@ def _recreate_values() -> None:
     module = sys.modules.get("tbd_agents.observability.metrics")
     if module is None:
         return
+    http = sys.modules.get("tbd_agents.observability.httpmetrics")
+    if http is not None:
+        http.forget_children()
     from prometheus_client.metrics import MetricWrapperBase
 
     for metric in vars(module).values():

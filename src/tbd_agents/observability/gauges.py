@@ -1,9 +1,10 @@
 """Gauges kept by the processes themselves: database pool connections and the broker's queue.
 
-- `tbd_db_pool_connections{pool,state}`: `watch_pool(engine, "app")` follows a SQLAlchemy pool
-  through its checkout/checkin/connect/close events and sets the gauge on each (the sum over the
-  process's engines of that pool name), so the value is current in every process of a prefork
-  worker too, where nothing runs at scrape time. A scrape refreshes it as well (a disposed engine).
+- `tbd_db_pool_connections{pool,state}`: `watch_pool(engine, "app")` registers a SQLAlchemy
+  engine under a pool name; the gauge is the sum over the process's engines of that name. A
+  scrape sets it from the pools (single-process mode: nothing is done per checkout). In
+  multiprocess mode (prefork worker children, where nothing runs at scrape time) the pool's
+  checkout/checkin/connect/close events set it as they happen (~6 µs per event, measured).
 - `celery_queue_length`: `QueueLengthPoller` reads the length of the run queue in Redis every
   CELERY_QUEUE_POLL_SECONDS in the API. Redis being down is logged once (and once more when it
   is back) and never raises.
@@ -74,7 +75,8 @@ def watch_pool(engine: AsyncEngine, name: str) -> None:
         _engines.setdefault(name, weakref.WeakSet()).add(sync_engine)
 
     def changed(*_: Any) -> None:
-        refresh_pool(name)
+        if exposition.is_multiprocess():  # else the scrape reads the pool itself
+            refresh_pool(name)
 
     for name_of_event in _POOL_EVENTS:
         event.listen(sync_engine, name_of_event, changed)

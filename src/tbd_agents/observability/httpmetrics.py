@@ -93,11 +93,33 @@ def _is_event_stream(message: Message) -> bool:
     return False
 
 
+#: The labelled children of one (handler, method, status class): `labels()` validates and locks
+#: on every call, a dict lookup does not (the key set is bounded by the routes).
+_children: dict[tuple[str, str, str], tuple[Any, Any, Any, Any]] = {}
+
+
+def forget_children() -> None:
+    """Drop the cached children (their metrics were re-created: `exposition`'s mode switch)."""
+    _children.clear()
+
+
 def _record(scope: Scope, status: int, sizes: list[int], seconds: float) -> None:
-    handler = handler_of(scope)
-    method = scope["method"]
-    metrics.HTTP_REQUESTS.labels(handler, method, status_class(status)).inc()
-    metrics.HTTP_REQUEST_SIZE.labels(handler).observe(sizes[0])
-    metrics.HTTP_RESPONSE_SIZE.labels(handler).observe(sizes[1])
-    metrics.HTTP_DURATION.labels(handler, method).observe(seconds)
+    key = (handler_of(scope), scope["method"], status_class(status))
+    children = _children.get(key)
+    if children is None:
+        handler, method, status_label = key
+        children = _children.setdefault(
+            key,
+            (
+                metrics.HTTP_REQUESTS.labels(handler, method, status_label),
+                metrics.HTTP_REQUEST_SIZE.labels(handler),
+                metrics.HTTP_RESPONSE_SIZE.labels(handler),
+                metrics.HTTP_DURATION.labels(handler, method),
+            ),
+        )
+    requests, request_size, response_size, duration = children
+    requests.inc()
+    request_size.observe(sizes[0])
+    response_size.observe(sizes[1])
+    duration.observe(seconds)
     metrics.HTTP_DURATION_HIGHR.observe(seconds)
