@@ -37,6 +37,7 @@ from tests.runtime.conftest import (
 )
 from tests.runtime.test_runs import collect
 from tests.runtime.test_workers import wait_for
+from tests.support.otlp_receiver import OtlpHttpReceiver, ReceivedSpan
 
 __all__ = ["db", "module_db"]  # fixtures
 
@@ -114,6 +115,15 @@ async def scrape_until(port: int, check: str, wanted: float, timeout: float = 20
         await asyncio.sleep(0.1)
 
 
+def worker_spans(spans: list[ReceivedSpan]) -> bool:
+    """A Celery run span and a SQL statement span have arrived."""
+    return any(s.name.startswith("run/") for s in spans) and any(
+        s.kind == "CLIENT" and "postgresql" in (s.attributes.get("db.system"),
+                                               s.attributes.get("db.system.name"))
+        for s in spans
+    )  # fmt: skip
+
+
 def probe(found: Samples) -> float:
     return value(found, "tool_calls_total", tool_name="probe")
 
@@ -124,7 +134,13 @@ async def test_prefork_children_are_added_up_and_a_dead_child_keeps_its_counts(
     port, multiproc = free_port(), tmp_path / "prom"
     multiproc.mkdir()
     (multiproc / "counter_99999999.db").write_bytes(b"stale")  # from an earlier start
-    workers.append(start_worker(config, tmp_path, "prefork", port, multiproc))
+    receiver = OtlpHttpReceiver().__enter__()
+    workers.append(
+        start_worker(
+            config, tmp_path, "prefork", port, multiproc,
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+        )
+    )  # fmt: skip
     assert not (multiproc / "counter_99999999.db").exists()  # cleared at start
     runtime = await Runtime.open(config, db, role="api")
     try:
@@ -159,15 +175,25 @@ async def test_prefork_children_are_added_up_and_a_dead_child_keeps_its_counts(
         done = await asyncio.to_thread(scrape_port, port)
         assert value(done, "agent_tasks_active") == 0
         assert probe(done) == 7
+        # each child set up its own exporter after the fork
+        spans = await asyncio.to_thread(receiver.wait_for, worker_spans, 30)
+        assert {s.service for s in spans} == {"tbd-agents-worker"}
     finally:
         await runtime.aclose(drain_seconds=2)
+        receiver.__exit__()
 
 
 async def test_threads_pool_is_one_process_in_single_process_mode(
     db: AsyncEngine, config: Settings, workers: list[WorkerProcess], tmp_path: Path
 ) -> None:
     port = free_port()
-    workers.append(start_worker(config, tmp_path, "threads", port, LOG_FORMAT="json"))
+    receiver = OtlpHttpReceiver().__enter__()
+    workers.append(
+        start_worker(
+            config, tmp_path, "threads", port, LOG_FORMAT="json",
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+        )
+    )  # fmt: skip
     runtime = await Runtime.open(config, db, role="api")
     try:
         workflow = await make_workflow(db)
@@ -185,8 +211,12 @@ async def test_threads_pool_is_one_process_in_single_process_mode(
         loggers = {r["logger"] for r in records}
         assert any("ready on queue" in r["message"] for r in records)
         assert any(name.startswith("celery") for name in loggers), loggers
+        # tracing in the worker: Celery's run spans and the statements, as tbd-agents-worker
+        spans = await asyncio.to_thread(receiver.wait_for, worker_spans, 30)
+        assert {s.service for s in spans} == {"tbd-agents-worker"}
     finally:
         await runtime.aclose(drain_seconds=2)
+        receiver.__exit__()
 
 
 def test_the_metrics_port_applies_the_access_rule(tmp_path: Path) -> None:
