@@ -72,11 +72,12 @@ def worker(
 
     config = settings()
     configure_logging(config)
-    # metrics mode and port, tracing, Celery's logging: before anything forks
-    worker_process(config, prefork=pool is Pool.PREFORK)
-    prefetch_model(config)  # once per machine, before the pool's processes start
     celery = make_celery(config)
     install_worker_hooks(config, prefork=pool is Pool.PREFORK)
+    # metrics mode and port, tracing, Celery's logging: before anything forks, and after the
+    # hooks above (its shutdown hooks run after theirs: the closing runtime's spans are flushed)
+    worker_process(config, prefork=pool is Pool.PREFORK)
+    prefetch_model(config)  # once per machine, before the pool's processes start
     concurrency = 1 if pool is Pool.SOLO else concurrency
     node = name or f"tbd-worker-{os.getpid()}@{socket.gethostname()}"
     signals.celeryd_after_setup.connect(_quiet_cancel_warning, weak=False)

@@ -25,6 +25,7 @@ from tbd_agents.observability.exposition import (
     start_metrics_server,
 )
 from tbd_agents.observability.tracing_setup import (
+    API_SERVICE,
     SCHEDULER_SERVICE,
     WORKER_SERVICE,
     configure_tracing,
@@ -43,7 +44,7 @@ def api_process(settings: Settings) -> None:
     tracing settings checked (a bad endpoint stops start-up before anything is opened)."""
     if settings.prometheus_multiproc_dir is not None:
         enable_multiprocess(settings.prometheus_multiproc_dir)
-    otlp_config(settings, "check")
+    otlp_config(settings, API_SERVICE)
 
 
 def worker_process(settings: Settings, *, prefork: bool) -> MetricsServer | None:
