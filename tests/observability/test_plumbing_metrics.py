@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -275,3 +277,38 @@ async def test_the_api_starts_and_answers_with_redis_down(api_db: URL, tmp_path:
         assert (await client.get("/health")).status_code == 200
         assert (await client.get("/metrics")).status_code == 200
     await store.close()
+
+
+def test_multiprocess_mode_after_import_keeps_every_value(tmp_path: Path) -> None:
+    """A process whose metrics were created before the switch (PROMETHEUS_MULTIPROC_DIR already
+    in the environment at import, as in a container, or not yet): the directory is cleared and
+    every metric, unlabelled ones included, writes to it afterwards."""
+    directory = tmp_path / "prom"
+    directory.mkdir()
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from tbd_agents.observability import metrics\n"
+        "from tbd_agents.observability.exposition import enable_multiprocess, scrape\n"
+        "metrics.TASKS_ACTIVE.inc(5)\n"
+        "metrics.TOOL_CALLS.labels('before').inc()\n"
+        "enable_multiprocess(Path(sys.argv[1]))\n"
+        "metrics.TASKS_ACTIVE.inc()\n"
+        "metrics.TOOL_CALLS.labels('after').inc(2)\n"
+        "metrics.HTTP_DURATION_HIGHR.observe(0.2)\n"
+        "sys.stdout.write(scrape(None)[0].decode())\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    for env_at_import in (True, False):
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root / "src")}
+        if env_at_import:
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+        result = subprocess.run(
+            [sys.executable, "-c", script, str(directory)],
+            env=env, capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        found = samples(result.stdout)
+        assert value(found, "agent_tasks_active") == 1, env_at_import
+        assert value(found, "tool_calls_total", tool_name="after") == 2
+        assert value(found, "tool_calls_total", tool_name="before") == 0
+        assert value(found, "http_request_duration_highr_seconds_count") == 1

@@ -146,9 +146,11 @@ def enable_multiprocess(directory: Path | None) -> Path:
     # prometheus_client reads the variable itself each time it creates a value (and the
     # processes forked from here inherit it): the one place we write the environment.
     os.environ[MULTIPROC_ENV] = str(path)
-    if not is_multiprocess():
-        values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
-        _recreate_values()
+    # Values made before (at import, or in multiprocess mode already because the variable was
+    # in the environment) are re-made: their files were just removed, or they were in memory.
+    values.close_all_multiprocess_files()  # type: ignore[no-untyped-call]
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    _recreate_values()
     with _multi_lock:
         _multi_registry = None
     if owned:
