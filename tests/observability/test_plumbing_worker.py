@@ -211,6 +211,7 @@ async def test_threads_pool_is_one_process_in_single_process_mode(
         loggers = {r["logger"] for r in records}
         assert any("ready on queue" in r["message"] for r in records)
         assert any(name.startswith("celery") for name in loggers), loggers
+        assert "[tasks]" not in workers[0].output()  # no banner between the JSON lines
         # tracing in the worker: Celery's run spans and the statements, as tbd-agents-worker
         spans = await asyncio.to_thread(receiver.wait_for, worker_spans, 30)
         assert {s.service for s in spans} == {"tbd-agents-worker"}

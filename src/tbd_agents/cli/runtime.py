@@ -89,6 +89,8 @@ def worker(
 
     celery.worker_main(
         [
+            # JSON logs: no start-up banner on stdout between the JSON lines
+            *(["--quiet"] if config.log_format == "json" else []),
             "worker",
             f"--pool={pool.value}",
             f"--concurrency={concurrency}",
