@@ -251,6 +251,7 @@ def _root_handler(config: Settings, timestamps: bool, level: int) -> bool:
         from tbd_agents.observability.jsonlog import JsonFormatter
 
         handler.setFormatter(JsonFormatter())
+        logging.captureWarnings(True)  # Python warnings as JSON lines too (logger py.warnings)
     else:
         fmt = "%(levelname)s %(name)s: %(message)s"
         handler.setFormatter(logging.Formatter(f"%(asctime)s {fmt}" if timestamps else fmt))
