@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -33,6 +34,10 @@ from tbd_agents.storage.postgres.repository import PostgresStore
 from tests.api.conftest import Api, make_settings
 from tests.observability.conftest import loopback_client
 from tests.support.otlp_receiver import OtlpGrpcReceiver, OtlpHttpReceiver, ReceivedSpan
+
+QUERY_SECRET = "q5ecret0value42"
+WEBHOOK_SECRET = "abcdEFGH1234ijklMNOP5678"
+WEBHOOK_PATH = f"/hooks/T0001/B0001/{WEBHOOK_SECRET}"
 
 
 def closed_port() -> int:
@@ -79,14 +84,21 @@ async def test_api_and_database_spans_reach_an_http_receiver(api_db: URL, tmp_pa
         async with app.router.lifespan_context(app):
             key = await Api(app, store, config).key()
             async with loopback_client(app, key) as client:
-                assert (await client.get("/api/agents?limit=5")).status_code == 200
+                assert (
+                    await client.get(f"/api/agents?limit=5&token={QUERY_SECRET}")
+                ).status_code == 200
                 assert (await client.get("/health")).status_code == 200
                 assert (await client.get("/health/ready")).status_code in (200, 503)
                 assert (await client.get("/metrics")).status_code == 200
+            async with httpx.AsyncClient() as outbound:  # an instrumented outbound request
+                await outbound.post(f"{receiver.endpoint}{WEBHOOK_PATH}?api_key={QUERY_SECRET}")
         await store.close()
 
         def server_spans(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
             return [s for s in spans if s.kind == "SERVER"]
+
+        def client_spans(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
+            return [s for s in spans if s.kind == "CLIENT" and s.name == "POST"]
 
         def db_spans(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
             return [
@@ -95,12 +107,19 @@ async def test_api_and_database_spans_reach_an_http_receiver(api_db: URL, tmp_pa
                                                           s.attributes.get("db.system.name"))
             ]  # fmt: skip
 
-        spans = receiver.wait_for(lambda s: bool(server_spans(s)) and bool(db_spans(s)))
+        spans = receiver.wait_for(
+            lambda s: bool(server_spans(s)) and bool(db_spans(s)) and bool(client_spans(s))
+        )
     assert {s.service for s in spans} == {API_SERVICE}
     servers = server_spans(spans)
     assert [s.attributes.get("http.route") for s in servers] == ["/api/agents"]
     # the statements of that request belong to its trace
     assert servers[0].trace_id in {s.trace_id for s in db_spans(spans)}
+    # no secret of a URL in any span: the webhook path's token, query values
+    text = repr([s.attributes for s in spans])
+    assert QUERY_SECRET not in text and WEBHOOK_SECRET not in text
+    [outbound] = client_spans(spans)
+    assert outbound.attributes["url.full"].endswith("/hooks/T0001/B0001/***?***")
     paths = {str(s.attributes.get("url.path") or s.attributes.get("http.target")) for s in spans}
     assert not any(p.startswith(("/health", "/metrics")) for p in paths)
 

@@ -21,6 +21,7 @@ own per-attempt messages are kept back (the first of an episode is quoted in our
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import weakref
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from tbd_agents.errors import ConfigurationError
+from tbd_agents.logs import MASK, redact
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -310,13 +312,66 @@ def shutdown_tracing() -> None:
         tracing.provider.shutdown()
 
 
+#: A path segment that looks like a credential (a webhook URL's secret part, a key): 20+
+#: letters, digits, `-` or `_` with both letters and digits.
+_SECRET_SEGMENT = re.compile(r"^(?=[^/]*[0-9])(?=[^/]*[A-Za-z])[A-Za-z0-9_-]{20,}$")
+
+
+def safe_url(url: str) -> str:
+    """`url` as it may appear in a span: no user-info, no query string, no path segment that
+    looks like a credential (outbound URLs carry webhook secrets and keys)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(unparsable URL)"
+    if ":" in host:
+        host = f"[{host}]"
+    path = "/".join(MASK if _SECRET_SEGMENT.match(seg) else seg for seg in parts.path.split("/"))
+    return f"{parts.scheme}://{host}{port}{path}" + ("?" + MASK if parts.query else "")
+
+
+def _scrub_client_span(span: Any, request: Any) -> None:
+    """HTTPX request hook: the span's URL attributes through `safe_url`."""
+    if span is None or not span.is_recording():
+        return
+    span.set_attribute("url.full", safe_url(str(request.url)))
+    attributes = getattr(span, "attributes", None) or {}
+    if "http.url" in attributes:
+        span.set_attribute("http.url", safe_url(str(request.url)))
+
+
+async def _scrub_client_span_async(span: Any, request: Any) -> None:
+    _scrub_client_span(span, request)
+
+
+def _scrub_server_span(span: Any, scope: dict[str, Any]) -> None:
+    """FastAPI server request hook: the query string (in whichever attribute the semantic
+    conventions in force put it) reaches the span redacted."""
+    if span is None or not span.is_recording() or not scope.get("query_string"):
+        return
+    attributes = getattr(span, "attributes", None) or {}
+    for name in ("url.query", "http.target", "http.url", "url.full"):
+        current = attributes.get(name)
+        if isinstance(current, str):
+            span.set_attribute(name, redact(current))
+
+
 def _instrument_process(provider: TracerProvider) -> None:
     from opentelemetry.instrumentation.celery import CeleryInstrumentor
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
-    for instrumentor in (HTTPXClientInstrumentor(), CeleryInstrumentor()):  # type: ignore[no-untyped-call]
-        if not instrumentor.is_instrumented_by_opentelemetry:
-            instrumentor.instrument(tracer_provider=provider)
+    httpx_instrumentor = HTTPXClientInstrumentor()
+    if not httpx_instrumentor.is_instrumented_by_opentelemetry:
+        httpx_instrumentor.instrument(
+            tracer_provider=provider,
+            request_hook=_scrub_client_span,
+            async_request_hook=_scrub_client_span_async,
+        )
+    celery_instrumentor = CeleryInstrumentor()  # type: ignore[no-untyped-call]
+    if not celery_instrumentor.is_instrumented_by_opentelemetry:
+        celery_instrumentor.instrument(tracer_provider=provider)
 
 
 def instrument_app(app: FastAPI) -> None:
@@ -327,7 +382,10 @@ def instrument_app(app: FastAPI) -> None:
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
     FastAPIInstrumentor.instrument_app(
-        app, tracer_provider=tracing.provider, excluded_urls=EXCLUDED_URLS
+        app,
+        tracer_provider=tracing.provider,
+        excluded_urls=EXCLUDED_URLS,
+        server_request_hook=_scrub_server_span,
     )
 
 
