@@ -11,7 +11,9 @@ does, so commit and rollback of the unit of work cover them. Rows come back as a
 the types SQLAlchemy passes through for these columns (its JSONB codec is on the connection).
 
 When the adapter does not look as expected (another SQLAlchemy version), `DirectLink.usable` is
-False and the repository executes through SQLAlchemy as before.
+False and the repository executes through SQLAlchemy as before. So it is on an engine traced by
+OpenTelemetry (`observability.tracing_setup` sets `TRACED_ATTR`): its statement spans need
+SQLAlchemy's execution context, and tracing is worth that cost.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
+
+#: Set on a (sync) engine whose statements are traced: they go through SQLAlchemy's path.
+TRACED_ATTR = "_tbd_traced"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +73,8 @@ class DirectLink:
         self.usable = True
 
     async def _resolve(self) -> bool:
+        if self.usable and getattr(self._conn.sync_engine, TRACED_ATTR, False):
+            self.usable = False
         if self._driver is None and self.usable:
             adapter = (await self._conn.get_raw_connection()).dbapi_connection
             driver = getattr(adapter, "_connection", None)
