@@ -23,6 +23,10 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 def _value(value: AnyValue) -> Any:
     kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _value(kv.value) for kv in value.kvlist_value.values}
     return getattr(value, kind) if kind else None
 
 
@@ -34,6 +38,7 @@ class ReceivedSpan:
     resource: dict[str, Any]
     trace_id: str
     span_id: str
+    parent_span_id: str = ""  # "" for a root span
 
     @property
     def service(self) -> str | None:
@@ -63,6 +68,7 @@ class _Collected:
                             resource=resource,
                             trace_id=span.trace_id.hex(),
                             span_id=span.span_id.hex(),
+                            parent_span_id=span.parent_span_id.hex(),
                         )
                     )
         with self.changed:
