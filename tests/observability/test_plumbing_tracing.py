@@ -21,7 +21,7 @@ from sqlalchemy.engine import URL
 from tbd_agents.api import create_app
 from tbd_agents.config import Settings
 from tbd_agents.errors import ConfigurationError
-from tbd_agents.observability import tracing_setup
+from tbd_agents.observability import httpmetrics, tracing_setup
 from tbd_agents.observability.tracing_setup import (
     API_SERVICE,
     WORKER_SERVICE,
@@ -52,6 +52,7 @@ def clean_tracing() -> Iterator[None]:
     only once per process: the test undoes it, as OpenTelemetry's own tests do)."""
     yield
     shutdown_tracing()
+    httpmetrics.name_server_spans(False)
     trace._TRACER_PROVIDER_SET_ONCE = Once()
     trace._TRACER_PROVIDER = None
     from opentelemetry.instrumentation.celery import CeleryInstrumentor
@@ -77,7 +78,9 @@ def settings(tmp: Path, **overrides: object) -> Settings:
 async def test_api_and_database_spans_reach_an_http_receiver(api_db: URL, tmp_path: Path) -> None:
     with OtlpHttpReceiver() as receiver:
         store = PostgresStore(create_engine(api_db, pool_size=2, max_overflow=0), url=api_db)
-        config = settings(tmp_path, otel_exporter_otlp_endpoint=receiver.endpoint)
+        config = settings(
+            tmp_path, otel_exporter_otlp_endpoint=receiver.endpoint, trace_read_sample_ratio=1.0
+        )
         app = create_app(config, store)  # the store's engine predates the set-up
         tracing = tracing_setup.active()
         assert tracing is not None and tracing.config.protocol == "http/protobuf"
@@ -113,6 +116,7 @@ async def test_api_and_database_spans_reach_an_http_receiver(api_db: URL, tmp_pa
     assert {s.service for s in spans} == {API_SERVICE}
     servers = server_spans(spans)
     assert [s.attributes.get("http.route") for s in servers] == ["/api/agents"]
+    assert [s.name for s in servers] == ["GET /api/agents"]  # named after the route template
     # the statements of that request belong to its trace
     assert servers[0].trace_id in {s.trace_id for s in db_spans(spans)}
     # no secret of a URL in any span: the webhook path's token, query values
@@ -122,6 +126,52 @@ async def test_api_and_database_spans_reach_an_http_receiver(api_db: URL, tmp_pa
     assert outbound.attributes["url.full"].endswith("/hooks/T0001/B0001/***?***")
     paths = {str(s.attributes.get("url.path") or s.attributes.get("http.target")) for s in spans}
     assert not any(p.startswith(("/health", "/metrics")) for p in paths)
+
+
+async def test_reads_are_sampled_writes_and_sampled_callers_always_traced(
+    api_db: URL, tmp_path: Path
+) -> None:
+    """TRACE_READ_SAMPLE_RATIO=0: plain reads open no span at all (no server span, no statement
+    span); a create is traced, and so is a read whose caller sent a sampled traceparent (the
+    caller's trace continues here)."""
+    caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    with OtlpHttpReceiver() as receiver:
+        store = PostgresStore(create_engine(api_db, pool_size=2, max_overflow=0), url=api_db)
+        config = settings(
+            tmp_path, otel_exporter_otlp_endpoint=receiver.endpoint, trace_read_sample_ratio=0.0
+        )
+        app = create_app(config, store)
+        async with app.router.lifespan_context(app):
+            key = await Api(app, store, config).key()
+            async with loopback_client(app, key) as client:
+                for _ in range(5):
+                    assert (await client.get("/api/agents?limit=5")).status_code == 200
+                created = await client.post("/api/agents", json={"name": "gate-traced"})
+                assert created.status_code == 201, created.text
+                followed = await client.get(
+                    f"/api/agents/{created.json()['id']}",
+                    headers={"traceparent": f"00-{caller_trace}-00f067aa0ba902b7-01"},
+                )
+                assert followed.status_code == 200
+        await store.close()
+
+        def servers(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
+            return [s for s in spans if s.kind == "SERVER"]
+
+        spans = receiver.wait_for(lambda s: len(servers(s)) >= 2)
+    names = sorted(s.name for s in servers(spans))
+    assert names == ["GET /api/agents/{record_id}", "POST /api/agents"], names
+    [read] = [s for s in servers(spans) if s.name.startswith("GET")]
+    assert read.trace_id == caller_trace and read.parent_span_id == "00f067aa0ba902b7"
+    traced = {s.trace_id for s in servers(spans)}
+    on_agents = [
+        s for s in spans
+        if s.kind == "CLIENT" and " agents" in str(s.attributes.get("db.statement")
+                                                   or s.attributes.get("db.query.text") or "")
+    ]  # fmt: skip
+    assert on_agents  # the create's and the followed read's statements
+    # the five sampled-out reads left no statement span (background loops never read agents)
+    assert {s.trace_id for s in on_agents} <= traced, [s.trace_id for s in on_agents]
 
 
 async def test_without_an_endpoint_nothing_is_set_up(tmp_path: Path, api_db: URL) -> None:

@@ -33,7 +33,12 @@ from tbd_agents.logs import protect
 from tbd_agents.observability.exposition import install_metrics_route
 from tbd_agents.observability.gauges import QueueLengthPoller
 from tbd_agents.observability.httpmetrics import HttpMetrics
-from tbd_agents.observability.tracing_setup import API_SERVICE, configure_tracing, instrument_app
+from tbd_agents.observability.tracing_setup import (
+    API_SERVICE,
+    configure_tracing,
+    fastapi_options,
+    instrument_app,
+)
 from tbd_agents.plugins.loader import sync_plugins, sync_plugins_until_done
 from tbd_agents.security.cipher import KeyRingProvider
 from tbd_agents.security.github import GitHubIdentity
@@ -159,6 +164,7 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
         dependencies=[Depends(refuse_nul_parameters)],
         docs_url=None,  # Swagger UI and ReDoc served by api/docs.py from the package, no CDN
         redoc_url=None,
+        **fastapi_options(),  # FastAPI's own tracing off: instrument_app decides (below)
     )
     from tbd_agents.api.routers import all_routers
 
@@ -179,7 +185,7 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
 
     mount_dashboard(app)  # the web dashboard at / and /dashboard
     app.add_middleware(HttpMetrics)  # outermost: error answers are counted too
-    instrument_app(app)  # server spans, when tracing is on
+    instrument_app(app, settings.trace_read_sample_ratio)  # server spans, when tracing is on
     return app
 
 

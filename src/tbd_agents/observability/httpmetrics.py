@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tbd_agents.observability import metrics
@@ -26,6 +27,14 @@ from tbd_agents.observability import metrics
 ROUTE_KEY = "tbd.route"
 UNMATCHED = "none"
 _EXCLUDED = frozenset({"/metrics"})
+#: Whether the request's server span (opened by the tracing middleware outside this one) is
+#: renamed after its route here: set by `tracing_setup.instrument_app` when tracing is on.
+_name_spans = False
+
+
+def name_server_spans(on: bool) -> None:
+    global _name_spans
+    _name_spans = on
 
 
 def handler_of(scope: Scope) -> str:
@@ -67,6 +76,8 @@ class HttpMetrics:
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
+                if _name_spans:  # now: the tracing middleware ends its span with the body
+                    _name_span(scope)
                 if _is_event_stream(message):
                     state["stream"] = True
                     metrics.SSE_CONNECTIONS.inc()
@@ -84,6 +95,18 @@ class HttpMetrics:
             if state["stream"]:
                 metrics.SSE_CONNECTIONS.dec()
             _record(scope, state["status"] or 500, sizes, time.perf_counter() - started)
+
+
+def _name_span(scope: Scope) -> None:
+    """`<METHOD> <route template>` and `http.route` on the request's server span (the
+    semantic conventions' name; a request no route matched keeps the method alone)."""
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    handler = handler_of(scope)
+    if handler != UNMATCHED:
+        span.update_name(f"{scope['method']} {handler}")
+        span.set_attribute("http.route", handler)
 
 
 def _is_event_stream(message: Message) -> bool:

@@ -8,7 +8,7 @@ with a ConfigurationError naming the variable), and installs a global tracer pro
 collector). Without OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT it does
 nothing: no provider, no exporter, no thread; `trace.get_tracer()` then hands out no-op tracers.
 
-Instrumentation: FastAPI (`instrument_app`, without /metrics and /health*), HTTPX and Celery
+Instrumentation: API requests (`instrument_app`, ASGI, not /metrics or /health*), HTTPX and Celery
 (process-wide, when tracing is configured) and SQLAlchemy per engine (`instrument_engine`, called
 by `storage.postgres.engine.create_engine`; engines made before tracing was configured are
 instrumented then).
@@ -374,19 +374,57 @@ def _instrument_process(provider: TracerProvider) -> None:
         celery_instrumentor.instrument(tracer_provider=provider)
 
 
-def instrument_app(app: FastAPI) -> None:
-    """Server spans for the app's requests (not /metrics, not /health*), when tracing is on."""
+def instrument_app(app: FastAPI, read_ratio: float = 1.0) -> None:
+    """Server spans for the app's requests (not /metrics, not /health*), when tracing is on.
+
+    The ASGI middleware of opentelemetry-instrumentation-asgi rather than FastAPIInstrumentor:
+    the latter names each span by matching the path against every route again (~150 routes,
+    measured as most of the tracing cost of a `GET /api/agents/{id}`). The span starts named by
+    the method and `httpmetrics.HttpMetrics`, which learns the route template anyway, renames
+    it `<METHOD> <template>` and sets `http.route` when the request ends. `observability/
+    tracegate.py` decides which requests are traced (`read_ratio`: share of GET/HEAD)."""
     tracing = _active
     if tracing is None:
         return
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-    FastAPIInstrumentor.instrument_app(
-        app,
-        tracer_provider=tracing.provider,
+    from tbd_agents.observability import httpmetrics
+    from tbd_agents.observability.tracegate import TraceGate
+
+    httpmetrics.name_server_spans(True)
+    app.add_middleware(
+        TraceGate,
+        traced=OpenTelemetryMiddleware,
+        read_ratio=read_ratio,
         excluded_urls=EXCLUDED_URLS,
+        default_span_details=_span_details,
         server_request_hook=_scrub_server_span,
+        tracer_provider=tracing.provider,
+        # one server span per request, not also one per ASGI receive/send message: those
+        # doubled the spans of a plain GET and carry nothing a trace reader needs
+        exclude_spans=["receive", "send"],
     )
+
+
+def fastapi_options() -> dict[str, Any]:
+    """Keyword arguments for `FastAPI(...)` that switch off FastAPI's own OpenTelemetry
+    (FastAPI ≥ 0.16x opens a server span, and spans for dependencies, endpoint and
+    serialisation, whenever an SDK tracer provider is installed, around every request including
+    the CRUD fast path's). `instrument_app` and `TraceGate` decide what is traced instead, the
+    same with every FastAPI version; older versions have no such argument."""
+    import inspect
+
+    from fastapi import FastAPI
+
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    off = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+    return {"telemetry": off}
+
+
+def _span_details(scope: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The server span's first name (the method; renamed once the route is known)."""
+    return str(scope.get("method") or "HTTP"), {}
 
 
 def instrument_engine(engine: AsyncEngine) -> None:
