@@ -260,7 +260,8 @@ async def test_an_unreachable_collector_never_breaks_requests_and_is_logged_once
 ) -> None:
     endpoint = f"http://127.0.0.1:{closed_port()}"
     store = PostgresStore(create_engine(api_db, pool_size=1, max_overflow=0), url=api_db)
-    app = create_app(settings(tmp_path, otel_exporter_otlp_endpoint=endpoint), store)
+    config = settings(tmp_path, otel_exporter_otlp_endpoint=endpoint, trace_read_sample_ratio=1.0)
+    app = create_app(config, store)
     tracing = tracing_setup.active()
     assert tracing is not None
     with caplog.at_level(logging.INFO):

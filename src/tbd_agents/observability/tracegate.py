@@ -10,7 +10,7 @@ any tracing code runs:
 - traced always: every method but GET/HEAD (creates, updates, deletes, prompts, chat turns — the
   requests that start the runs whose traces matter), and any request that carries a sampled W3C
   `traceparent` (its caller's trace continues here);
-- GET/HEAD: traced with probability `TRACE_READ_SAMPLE_RATIO` (default 0.05; 1 traces every
+- GET/HEAD: traced with probability `TRACE_READ_SAMPLE_RATIO` (default 0.01; 1 traces every
   read, 0 none).
 
 A request left out is served with instrumentation suppressed (OpenTelemetry's suppression key in

@@ -83,13 +83,13 @@ class TracingSettings(BaseSettings):
         return value.strip().lower() if isinstance(value, str) else value
 
     trace_read_sample_ratio: float = Field(
-        default=0.05,
+        default=0.01,
         ge=0,
         le=1,
         description="Share of the API's GET/HEAD requests that get a trace (0 to 1). Every other "
         "request (writes, prompts, chat turns) and every run in a worker is traced in full; a "
         "request carrying a sampled `traceparent` is traced too. A traced read costs more CPU "
-        "than the read itself (see docs/observability.md), hence the default 0.05; 1 traces all.",
+        "than the read itself (see docs/observability.md), hence the default 0.01; 1 traces all.",
     )
 
     # --- what our own spans record ---------------------------------------------------------------

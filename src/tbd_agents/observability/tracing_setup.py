@@ -439,20 +439,13 @@ def instrument_engine(engine: AsyncEngine) -> None:
 
 
 def _instrument_sync_engine(sync_engine: Any, provider: TracerProvider) -> None:
-    from opentelemetry import trace
-    from opentelemetry.instrumentation.sqlalchemy import __name__ as module
-    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
-    from opentelemetry.metrics import NoOpMeterProvider
-
+    from tbd_agents.observability.dbspans import StatementSpans
     from tbd_agents.storage.postgres.direct import TRACED_ATTR
 
     with _lock:
         if sync_engine in _instrumented:
             return
         _instrumented.add(sync_engine)
-    # statements then go through SQLAlchemy's execution path, whose context the spans need
+    # the direct asyncpg path then hands each statement a context to hold its span
     setattr(sync_engine, TRACED_ATTR, True)
-    usage = NoOpMeterProvider().get_meter(module).create_up_down_counter("db.client.connections")
-    EngineTracer(  # type: ignore[no-untyped-call]
-        trace.get_tracer(module, tracer_provider=provider), sync_engine, usage
-    )
+    StatementSpans(provider.get_tracer("tbd_agents.db"), sync_engine)
