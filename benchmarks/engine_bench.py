@@ -6,7 +6,11 @@
 2. SSE relay latency to first delta: the API on a real socket (embedded PostgreSQL 18), chat
    endpoint, custom provider on the protocol server; latency = first `delta` SSE event received
    by the client - first content chunk sent by the protocol server (same process clock).
-Results go to benchmarks/RESULTS.md, section "Engine".
+With `--otlp http://127.0.0.1:4318` (an OTLP/HTTP endpoint, e.g. benchmarks/otlp_sink.py) the
+overhead is measured with tracing on (the SDK exporting every span) and the provider wrapped as
+the engine builder wraps it (model-call spans and series), each run inside a run span; metrics
+are always on. Results go to benchmarks/RESULTS.md, sections "Engine" and "Observability
+overhead".
 """
 
 from __future__ import annotations
@@ -60,7 +64,14 @@ class TimedProvider:
         await self.inner.aclose()
 
 
-async def overhead(server: ProtocolServer, runs: int) -> dict[str, float]:
+async def overhead(server: ProtocolServer, runs: int, observed: bool = False) -> dict[str, float]:
+    from opentelemetry import trace
+
+    from tbd_agents.domain.enums import ProviderType
+    from tbd_agents.observability.model_calls import InstrumentedProvider
+
+    tracer = trace.get_tracer("tbd_agents")
+
     async def lookup(args: dict[str, Any], ctx: Any) -> ToolResult:
         return ToolResult(json.dumps({"id": args.get("id"), "ok": True}))
 
@@ -82,15 +93,22 @@ async def overhead(server: ProtocolServer, runs: int) -> dict[str, float]:
             Turn(text="done " * 20),
         )
         provider = TimedProvider(build_provider(provider_settings("openai", server.url), FAST))
+        info = catalog.get("gpt-4o")
+        # the instrumentation outside the timer: its cost counts as engine overhead
+        outer = InstrumentedProvider(provider, ProviderType.OPENAI, info) if observed else provider
         spec = RunSpec(
-            provider=provider,
+            provider=outer,
             model="gpt-4o",
             model_info=catalog.get("gpt-4o"),
             tools=tools,
             config=FAST,
         )
         t0 = time.perf_counter()
-        result = await AgentLoop(spec, NullSink()).run(RunInput("go"))
+        if observed:
+            with tracer.start_as_current_span("invoke_agent bench"):
+                result = await AgentLoop(spec, NullSink()).run(RunInput("go"))
+        else:
+            result = await AgentLoop(spec, NullSink()).run(RunInput("go"))
         wall = time.perf_counter() - t0
         await provider.aclose()
         assert result.outcome.turns == 3, result.outcome
@@ -172,13 +190,22 @@ async def sse_latency(server: ProtocolServer, runs: int) -> dict[str, float]:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--otlp", help="OTLP/HTTP endpoint: measure with tracing on")
+    parser.add_argument("--only-overhead", action="store_true", help="skip the SSE relay part")
     args = parser.parse_args()
+    if args.otlp:
+        from tbd_agents.config import Settings
+        from tbd_agents.observability.tracing_setup import configure_tracing
+
+        configure_tracing(Settings(otel_exporter_otlp_endpoint=args.otlp), "tbd-agents-bench")
     server = ProtocolServer().start()
     try:
-        over = await overhead(server, args.runs)
+        over = await overhead(server, args.runs, observed=bool(args.otlp))
         print(
             f"engine overhead per turn (excl. model time): p50 {over['p50_ms']:.2f} ms, p95 {over['p95_ms']:.2f} ms over {over['runs']} runs x 3 turns"
         )
+        if args.only_overhead:
+            return
         relay = await sse_latency(server, max(20, args.runs // 2))
         print(
             f"SSE relay latency to first delta: p50 {relay['p50_ms']:.2f} ms, p95 {relay['p95_ms']:.2f} ms over {relay['runs']} chats"
