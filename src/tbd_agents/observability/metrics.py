@@ -125,7 +125,10 @@ SSE_CONNECTIONS = Gauge(
     "sse_connections_active", "Open event streams (SSE).", multiprocess_mode="livesum"
 )
 QUEUE_LENGTH = Gauge(
-    "celery_queue_length", "Runs waiting in the broker's queue.", multiprocess_mode="liveall"
+    "celery_queue_length",
+    "Runs waiting in the broker's queue (polled by the API).",
+    # one series per scrape target, not one per process: only the API sets it (workers hold 0)
+    multiprocess_mode="livemax",
 )
 
 # HTTP request metrics with prometheus-fastapi-instrumentator's default names and labels
