@@ -12,6 +12,7 @@ from tbd_agents.api.crud import ERRORS
 from tbd_agents.api.deps import Caller, Ctx
 from tbd_agents.errors import InvalidData, NotFound
 from tbd_agents.observability.usage.store import UsageStore, usage_store_for
+from tbd_agents.observability.usage.topn import DEFAULT_LIMIT, MAX_LIMIT
 from tbd_agents.services import budgets as budget_service
 from tbd_agents.services import usage as usage_service
 
@@ -63,10 +64,19 @@ async def usage_summary(
 async def usage_timeseries(
     ctx: Ctx, caller: Caller, usage: Usage, f: Filter, group_by: GroupBy = None,
     interval: Annotated[str, Query(description="day, week or month.")] = "day",
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description=(
+        "With group_by: the number of groups with a series of their own (the largest by "
+        "`metric` over the range); the others are summed into one series \"_other\"."))] = DEFAULT_LIMIT,
+    metric: Annotated[str, Query(description=(
+        "What ranks the groups: cost_usd, total_tokens, calls, input_tokens or output_tokens."
+    ))] = "cost_usd",
 ) -> dict[str, Any]:  # fmt: skip
     usage_service.check_interval(interval)
+    usage_service.check_metric(metric)
     where = usage_service.usage_filter(caller, f.start, f.end, f.values)
-    return await usage_service.timeseries(ctx.store, usage, where, interval, group_by)
+    return await usage_service.timeseries(
+        ctx.store, usage, where, interval, group_by, limit, metric
+    )
 
 
 @router.get("/api/usage/calls", summary="Recorded model calls, newest first")
