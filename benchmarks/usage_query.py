@@ -11,7 +11,7 @@ On a throw-away embedded PostgreSQL 18 in a temporary directory, migrated to hea
    it) usage_rollup from them with `INSERT … SELECT … GROUP BY`.
 2. Time the usage store's query alone (SQL: `grouped` for summaries, `series` for time series)
    and the usage API's own service functions (`services/usage.summary` and `timeseries`, label
-   lookups and the JSON shape included): summaries by agent / model / user over 30 and 365 days;
+   lookups, the JSON shape and, for time series, its encoding with orjson included): summaries by agent / model / user over 30 and 365 days;
    time series by day, week and month over 30, 90 and 365 days, for group_by none, user, agent,
    model, workflow, schedule and provider, with `limit=10`; each without and with a user filter.
    p50 / p95 over `--runs` runs each after 3 warm-ups.
@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 from sqlalchemy import text
 
 from tbd_agents.domain.models import Agent
@@ -199,10 +200,13 @@ async def measure(store: PostgresStore, runs: int, today: Any) -> None:
             if interval is None:
                 return await usage_service.summary(store, usage, where, group_by)
             if not HAS_ROLLUP:
-                return await usage_service.timeseries(store, usage, where, interval, group_by)
-            return await usage_service.timeseries(
-                store, usage, where, interval, group_by, LIMIT, "cost_usd"
-            )
+                answer = await usage_service.timeseries(store, usage, where, interval, group_by)
+            else:
+                answer = await usage_service.timeseries(
+                    store, usage, where, interval, group_by, LIMIT, "cost_usd"
+                )
+            orjson.dumps(answer)  # the route's encoding (both before and after)
+            return answer
 
         q50, q95 = await timed(query, runs)
         a50, a95 = await timed(api, runs)

@@ -139,10 +139,6 @@ def _sum_columns() -> list[Any]:
     ]
 
 
-def _totals(row: Any) -> Totals:
-    return Totals(int(row.calls), int(row.input_tokens), int(row.output_tokens), row.cost_usd)
-
-
 async def series(
     conn: AsyncConnection,
     where: UsageFilter,
@@ -161,8 +157,8 @@ async def series(
     scope = [t.c.dimension == dimension] + ([t.c.key.in_(keys)] if keys is not None else [])
     if not grouped:
         query = select(bucket, *_sum_columns()).where(*scope, days).group_by(bucket)
-        rows = (await conn.execute(query)).all()
-        return Ranked([DailyRow(r.bucket, "", _totals(r)) for r in rows], [""], 0)
+        rows = (await conn.execute(query)).tuples()
+        return Ranked([DailyRow(b, "", Totals(n, i, o, c)) for b, n, i, o, c in rows], [""], 0)
     score = _metric(metric)
     top_query = (
         select(t.c.key, score.label("score"), func.count().over().label("groups"))
@@ -182,21 +178,29 @@ async def series(
         .group_by(bucket, t.c.key)
     ]
     if folded:  # every key's total per bucket, to take the top keys' sums from
-        whole = [t.c.dimension == ALL, t.c.key == ""] if keys is None else scope
+        everything = [t.c.dimension == ALL, t.c.key == ""] if keys is None else scope
         parts.append(
             select(bucket, literal("").label("key"), literal(1).label("part"), *_sum_columns())
-            .where(*whole, days)
+            .where(*everything, days)
             .group_by(bucket)
         )
-    rows = (await conn.execute(union_all(*parts) if len(parts) > 1 else parts[0])).all()
-    found = [DailyRow(r.bucket, r.key, _totals(r)) for r in rows if r.part == 0]
+    result = await conn.execute(union_all(*parts) if len(parts) > 1 else parts[0])
+    # Plain tuples: a year by day is ~4,000 rows, and named access per row costs more than
+    # the query itself.
+    found: list[DailyRow] = []
+    wholes: list[tuple[date, Totals]] = []
+    for day, key, part, calls, tokens_in, tokens_out, cost in result.tuples():
+        totals = Totals(calls, tokens_in, tokens_out, cost)
+        if part == 0:
+            found.append(DailyRow(day, key, totals))
+        else:
+            wholes.append((day, totals))
     if folded:
         per_bucket: dict[date, list[Totals]] = {}
         for row in found:
             per_bucket.setdefault(row.day, []).append(row.totals)
-        for r in rows:
-            if r.part == 1:
-                other = subtract(_totals(r), per_bucket.get(r.bucket, []))
-                if other.calls or other.cost_usd or other.input_tokens or other.output_tokens:
-                    found.append(DailyRow(r.bucket, OTHER, other))
+        for day, whole in wholes:
+            other = subtract(whole, per_bucket.get(day, []))
+            if other.calls or other.cost_usd or other.input_tokens or other.output_tokens:
+                found.append(DailyRow(day, OTHER, other))
     return Ranked(found, top_keys, folded)
