@@ -157,7 +157,7 @@ async def series(
     scope = [t.c.dimension == dimension] + ([t.c.key.in_(keys)] if keys is not None else [])
     if not grouped:
         query = select(bucket, *_sum_columns()).where(*scope, days).group_by(bucket)
-        rows = (await conn.execute(query)).tuples().all()
+        rows = (await conn.execute(query)).all()
         return Ranked([DailyRow(b, "", Totals(n, i, o, c)) for b, n, i, o, c in rows], [""], 0)
     score = _metric(metric)
     top_query = (
@@ -189,7 +189,7 @@ async def series(
     # the query itself.
     found: list[DailyRow] = []
     wholes: list[tuple[date, Totals]] = []
-    for day, key, part, calls, tokens_in, tokens_out, cost in result.tuples().all():
+    for day, key, part, calls, tokens_in, tokens_out, cost in result.all():
         totals = Totals(calls, tokens_in, tokens_out, cost)
         if part == 0:
             found.append(DailyRow(day, key, totals))
