@@ -99,7 +99,12 @@ async def usage_calls(
     return await usage_service.calls_page(usage, where, limit, cursor)
 
 
-@router.get("/api/usage/export.csv", summary="Usage as CSV (calls or daily rows)")
+@router.get(
+    "/api/usage/export.csv",
+    summary="Usage as CSV (calls or daily rows)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+)
 async def usage_export(
     ctx: Ctx, caller: Caller, usage: Usage, f: Filter, group_by: GroupBy = None,
     level: Annotated[str, Query(description="calls or daily.")] = "daily",
