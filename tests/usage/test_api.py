@@ -4,6 +4,7 @@ with gaps, the call list and its cursor, CSV exports, what a non-admin sees, bad
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -365,3 +366,11 @@ async def test_timeseries_limit_and_metric_are_validated(uapi: UsageApi) -> None
             assert name in got.text, got.text
         ok = await user.get("/api/usage/timeseries", params={"limit": "100"})
         assert ok.status_code == 200 and ok.json()["limit"] == 100
+
+
+async def test_the_running_api_keeps_its_startup_heap_out_of_full_collections(
+    uapi: UsageApi,
+) -> None:
+    # The lifespan froze the heap (api/app.py): full collections would otherwise scan it inside
+    # large usage answers (benchmarks/RESULTS.md).
+    assert gc.get_freeze_count() > 0
