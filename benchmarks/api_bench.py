@@ -179,6 +179,9 @@ def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     }
     if os.environ.get("PYTHONPATH"):  # e.g. a worktree's src on a shared venv
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    # Observability settings pass through (OTEL_EXPORTER_OTLP_ENDPOINT, METRICS_ENABLED, …), so
+    # the same benchmark measures the server with tracing and metrics on or off.
+    env.update({k: v for k, v in os.environ.items() if k.startswith(("OTEL_", "METRICS_"))})
     log = open(data_dir / "server.log", "wb")  # noqa: SIM115
     return subprocess.Popen([CLI, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
 

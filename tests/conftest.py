@@ -17,6 +17,7 @@ _OURS = ("DB_", "POSTGRES_", "MONGO_", "VECTOR_", "COMPOSE_", "QDRANT_", "REDIS_
 _OURS += ("EMBEDDING_", "KNOWLEDGE_", "MEMORY_", "PROMPT_", "COMPACTION_", "TOOL_RESULT_")
 _OURS += ("DEFAULT_MODEL", "DEFAULT_MAX_TURNS", "GITHUB_TOKEN", "TOOL_DEFINITION_")
 _OURS += ("ANTHROPIC_GATEWAY_",)
+_OURS += ("OTEL_", "METRICS_", "LOG_FORMAT", "SCHEDULER_METRICS_", "CELERY_QUEUE_")
 # ... and the existing TBD Agents' variables that Settings reads (a developer's GITHUB_TOKEN or
 # OTEL_EXPORTER_OTLP_ENDPOINT would change what the tests see).
 _OURS += tuple(v.name for v in LEGACY if v.fate is not Fate.NOT_READ)
@@ -27,6 +28,10 @@ for _name in list(os.environ):
 # turned off for every test and subprocess, and the Hugging Face libraries are told to stay
 # offline. A test of the download path sets its own values with monkeypatch.
 os.environ["EMBEDDING_ALLOW_DOWNLOAD"] = "false"
+# Worker and scheduler processes started by tests serve no metrics port unless the test asks for
+# one (the default ports would collide between parallel tests).
+os.environ["WORKER_METRICS_PORT"] = "0"
+os.environ["SCHEDULER_METRICS_PORT"] = "0"
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 

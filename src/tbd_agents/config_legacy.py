@@ -140,11 +140,7 @@ def _pgvector_dsn(settings: Any, dsn: SecretStr) -> dict[str, Any]:
 
 
 _FASTEMBED = "(only with EMBEDDING_PROVIDER=fastembed, the default)"
-_NO_TRACES = (
-    "TBD Agents exports no OpenTelemetry traces: a run's events are served by the API (GET "
-    "/api/tasks/{id}, the SSE streams) and the processes log to stderr"
-)
-_NO_METRICS = "TBD Agents serves no Prometheus metrics (API or workers)"
+_NO_TRACES = "OpenTelemetry traces are exported to OTEL_EXPORTER_OTLP_ENDPOINT: set that one"
 _PASSTHROUGH = (
     "stdio MCP servers here do not inherit the server's environment (it holds every secret of "
     "the server): store the value as a token (POST /api/tokens) and put {{token:NAME}} in the "
@@ -400,7 +396,13 @@ LEGACY: tuple[LegacyVariable, ...] = (
         Fate.NO_EFFECT,
         note=f"the existing TBD Agents never used it either; {_NO_TRACES}",
     ),
-    LegacyVariable("OTEL_SERVICE_NAME", Fate.NO_EFFECT, note=_NO_TRACES),
+    LegacyVariable(
+        "OTEL_SERVICE_NAME",
+        Fate.WORKS,
+        "OTEL_SERVICE_NAME",
+        "Same meaning; unset, each process names itself as before (tbd-agents-api, "
+        "tbd-agents-worker, tbd-agents-beat).",
+    ),
     LegacyVariable(
         "OTEL_HTTP_ENDPOINT",
         Fate.NO_EFFECT,
@@ -454,10 +456,34 @@ LEGACY: tuple[LegacyVariable, ...] = (
         "of the embedded server). Same default.",
     ),
     # --- read outside Settings (reference §3.2) ------------------------------------------------
-    LegacyVariable("OTEL_EXPORTER_OTLP_ENDPOINT", Fate.NO_EFFECT, note=_NO_TRACES),
-    LegacyVariable("OTEL_RESOURCE_ATTRIBUTES", Fate.NO_EFFECT, note=_NO_TRACES),
-    LegacyVariable("PROMETHEUS_MULTIPROC_DIR", Fate.NO_EFFECT, note=_NO_METRICS),
-    LegacyVariable("WORKER_METRICS_PORT", Fate.NO_EFFECT, note=_NO_METRICS),
+    LegacyVariable(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        Fate.WORKS,
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "Traces of the API, workers and scheduler go to this OTLP collector; the protocol is "
+        "gRPC when the port is 4317 (as before), else HTTP, unless OTEL_EXPORTER_OTLP_PROTOCOL "
+        "says which.",
+    ),
+    LegacyVariable(
+        "OTEL_RESOURCE_ATTRIBUTES",
+        Fate.WORKS,
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "Same meaning (key=value pairs added to every span's resource).",
+    ),
+    LegacyVariable(
+        "PROMETHEUS_MULTIPROC_DIR",
+        Fate.WORKS,
+        "PROMETHEUS_MULTIPROC_DIR",
+        "Same meaning (prometheus_client's multiprocess mode); the process clears it at "
+        "start, so give each service its own directory.",
+    ),
+    LegacyVariable(
+        "WORKER_METRICS_PORT",
+        Fate.WORKS,
+        "WORKER_METRICS_PORT",
+        "Same port (9101); scrapes need METRICS_TOKEN or a client in METRICS_ALLOWED_NETWORKS "
+        "(loopback by default).",
+    ),
     LegacyVariable(
         "COMPOSE_PROFILES",
         Fate.WORKS,

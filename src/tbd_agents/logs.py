@@ -222,15 +222,41 @@ def report_legacy_settings(config: Settings) -> None:
 
 def configure_logging(config: Settings, *, handlers: bool = True, timestamps: bool = True) -> None:
     """Redaction on, secrets of `config` registered, levels set; with `handlers`, a stderr
-    handler on the root logger (left as it is when the process already has one)."""
+    handler on the root logger (left as it is when the process already has one), writing text
+    lines or, with LOG_FORMAT=json, JSON lines (`observability.jsonlog`)."""
     protect(config)
     if handlers:
-        fmt = "%(levelname)s %(name)s: %(message)s"
-        logging.basicConfig(
-            level=config.log_level.upper(), format=f"%(asctime)s {fmt}" if timestamps else fmt
-        )
+        if _root_handler(config, timestamps, logging.NOTSET):
+            logging.getLogger().setLevel(config.log_level.upper())
+    elif config.log_format == "json":
+        # CLI commands without a handler of their own: the warnings Python's last-resort
+        # handler would print, as JSON lines
+        _root_handler(config, timestamps, logging.WARNING)
     for name in QUIET_LOGGERS:  # quiet unless the command asked for them (e.g. `db upgrade`)
         if logging.getLogger(name).level == logging.NOTSET:
             logging.getLogger(name).setLevel(logging.WARNING)
     for name in HTTP_LOGGERS:
         logging.getLogger(name).setLevel(config.log_http_level.upper())
+
+
+def _root_handler(config: Settings, timestamps: bool, level: int) -> bool:
+    """Our stderr handler on the root logger, in LOG_FORMAT (True); a root logger with handlers
+    that are not ours (a host such as pytest's log capture) is left as it is (False)."""
+    root = logging.getLogger()
+    ours = [h for h in root.handlers if getattr(h, "_tbd_handler", False)]
+    if root.handlers and not ours:
+        return False
+    handler = ours[0] if ours else logging.StreamHandler()
+    if config.log_format == "json":
+        from tbd_agents.observability.jsonlog import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+        logging.captureWarnings(True)  # Python warnings as JSON lines too (logger py.warnings)
+    else:
+        fmt = "%(levelname)s %(name)s: %(message)s"
+        handler.setFormatter(logging.Formatter(f"%(asctime)s {fmt}" if timestamps else fmt))
+    handler.setLevel(level)
+    if not ours:
+        handler._tbd_handler = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    return True

@@ -89,6 +89,8 @@ def settings_env(config: Settings) -> dict[str, str]:
         "outbound_allowed_hosts",
         "embedding_provider",
         "data_dir",
+        "worker_metrics_port",
+        "scheduler_metrics_port",
     ):
         value = getattr(config, name)
         if value is not None:

@@ -24,6 +24,7 @@ from tbd_agents.engine.config import EngineConfig
 from tbd_agents.engine.context import Budgets
 from tbd_agents.errors import ConfigurationError
 from tbd_agents.logs import protect
+from tbd_agents.observability.tracing_setup import otlp_config
 from tbd_agents.security.cipher import parse_key_ring
 
 #: Every variable the reference lists in §3.1 (app/config.py) and §3.2 (read elsewhere).
@@ -71,6 +72,10 @@ def build(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Settings:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return load_settings()
+
+
+def otlp(s: Settings) -> Any:
+    return otlp_config(s, "tbd-agents-test")
 
 
 def engine(s: Settings) -> EngineConfig:
@@ -157,6 +162,18 @@ WORKS = [
           lambda s: s.postgres_database == "agents_prod"),
     Works({"COMPOSE_PROFILES": "pgvector"}, lambda s: s.compose_profiles == "pgvector"),
     Works({"PLUGINS_CONFIG": "app/plugins.yaml"}, lambda s: s.plugins_config == "app/plugins.yaml"),
+    Works({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector:4317"},
+          lambda s: (o := otlp(s)) is not None and o.protocol == "grpc"
+          and o.endpoint == "http://otel-collector:4317"),
+    Works({"OTEL_SERVICE_NAME": "hub", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"},
+          lambda s: (o := otlp(s)) is not None and o.service_name == "hub"),
+    Works({"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod",
+           "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"},
+          lambda s: (o := otlp(s)) is not None
+          and o.resource.get("deployment.environment") == "prod"),
+    Works({"PROMETHEUS_MULTIPROC_DIR": "/tmp/prom"},
+          lambda s: str(s.prometheus_multiproc_dir) == "/tmp/prom"),
+    Works({"WORKER_METRICS_PORT": "9111"}, lambda s: s.worker_metrics_port == 9111),
 ]  # fmt: skip
 
 REFUSED = {
@@ -167,14 +184,9 @@ NO_EFFECT = {
     "EMBEDDINGS_DIM": ("384", "EMBEDDING_DIMENSIONS"),
     "PGVECTOR_TABLE_PREFIX": ("vs", "memory_vectors"),
     "OTEL_ENDPOINT": ("http://otel-collector:4317", "OpenTelemetry"),
-    "OTEL_SERVICE_NAME": ("tbd-agents", "OpenTelemetry"),
     "OTEL_HTTP_ENDPOINT": ("http://otel-collector:4318", "Copilot CLI"),
     "API_BASE_URL": ("http://app:8000", "memory tools"),
     "PLUGINS_DIR": ("app/plugins", "entry points"),
-    "OTEL_EXPORTER_OTLP_ENDPOINT": ("http://otel-collector:4317", "OpenTelemetry"),
-    "OTEL_RESOURCE_ATTRIBUTES": ("deployment.environment=prod", "OpenTelemetry"),
-    "PROMETHEUS_MULTIPROC_DIR": ("/tmp/prom", "Prometheus"),
-    "WORKER_METRICS_PORT": ("9101", "Prometheus"),
     **dict.fromkeys(
         (
             "DD_API_KEY", "DD_APP_KEY", "DD_SITE", "ATLASSIAN_API_TOKEN", "ATLASSIAN_EMAIL",
@@ -236,12 +248,12 @@ def test_a_variable_without_effect_is_accepted_with_a_warning(
 def test_the_warnings_are_logged_once_at_start_up(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = build(monkeypatch, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "DD_SITE": "eu"})
+    settings = build(monkeypatch, {"OTEL_ENDPOINT": "http://c:4317", "DD_SITE": "eu"})
     with caplog.at_level(logging.WARNING, logger="tbd_agents.config"):
         protect(settings)  # create_app, make_celery and configure_logging all call it
         protect(settings)
     logged = [r.getMessage() for r in caplog.records if r.name == "tbd_agents.config"]
-    assert sorted(m.split(" ")[0] for m in logged) == ["DD_SITE", "OTEL_EXPORTER_OTLP_ENDPOINT"]
+    assert sorted(m.split(" ")[0] for m in logged) == ["DD_SITE", "OTEL_ENDPOINT"]
 
 
 def test_blank_values_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,6 +31,15 @@ from tbd_agents.config import Settings
 from tbd_agents.engine.sandbox import Ceilings, set_save_ceilings
 from tbd_agents.errors import ConfigurationError, InvalidData, StorageError
 from tbd_agents.logs import protect
+from tbd_agents.observability.exposition import install_metrics_route
+from tbd_agents.observability.gauges import QueueLengthPoller
+from tbd_agents.observability.httpmetrics import HttpMetrics
+from tbd_agents.observability.tracing_setup import (
+    API_SERVICE,
+    configure_tracing,
+    fastapi_options,
+    instrument_app,
+)
 from tbd_agents.plugins.loader import sync_plugins, sync_plugins_until_done
 from tbd_agents.security.cipher import KeyRingProvider
 from tbd_agents.security.github import GitHubIdentity
@@ -96,6 +105,7 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
         Ceilings(settings.sandbox_max_timeout_seconds, settings.sandbox_max_memory_mb)
     )
     set_default_max_turns(settings.default_max_turns)
+    tracing = configure_tracing(settings, API_SERVICE)  # None without an OTLP endpoint
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -105,7 +115,10 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
         ctx: ApiContext | None = None
         sweeper: asyncio.Task[None] | None = None
         plugin_sync: asyncio.Task[None] | None = None
+        queue_length = QueueLengthPoller.from_settings(settings)
         try:
+            if queue_length is not None:
+                queue_length.start()
             ctx = _build_context(settings, active, http)
             # Plugin custom-tool records (plugins/loader.py); with the database down the API
             # still starts (readiness says 503) and the records are synced once it is back.
@@ -145,6 +158,10 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
             await http.aclose()
             if owned:
                 await active.close()
+            if queue_length is not None:
+                await queue_length.aclose()
+            if tracing is not None:
+                await asyncio.to_thread(tracing.flush)  # the spans of the last requests
 
     app = FastAPI(
         title="TBD Agents",
@@ -154,6 +171,7 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
         dependencies=[Depends(refuse_nul_parameters)],
         docs_url=None,  # Swagger UI and ReDoc served by api/docs.py from the package, no CDN
         redoc_url=None,
+        **fastapi_options(),  # FastAPI's own tracing off: instrument_app decides (below)
     )
     from tbd_agents.api.routers import all_routers
 
@@ -167,11 +185,14 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
     app.add_middleware(SecurityHeaders)  # CSP on HTML, no-store on /api
     install_docs(app)
     install_cached_openapi(app)
+    install_metrics_route(app, settings)  # GET /metrics (its own access rule), before the routers
     for router in routers:
         app.include_router(router)
     from tbd_agents.web import mount as mount_dashboard
 
     mount_dashboard(app)  # the web dashboard at / and /dashboard
+    app.add_middleware(HttpMetrics)  # outermost: error answers are counted too
+    instrument_app(app, settings.trace_read_sample_ratio)  # server spans, when tracing is on
     return app
 
 

@@ -11,6 +11,7 @@ from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from tbd_agents.config import Settings
+from tbd_agents.observability import logctx
 from tbd_agents.security.cipher import KeyRingProvider, TokenCipher
 from tbd_agents.services.access import Principal
 from tbd_agents.services.keys import Authenticator
@@ -48,7 +49,9 @@ async def get_principal(
 ) -> Principal:
     ctx: ApiContext = request.app.state.ctx
     client = request.client.host if request.client is not None else ""
-    return await ctx.auth.authenticate(request.headers.get("authorization"), client)
+    principal = await ctx.auth.authenticate(request.headers.get("authorization"), client)
+    logctx.bind_here(user=principal.identity)  # the request's log records name the caller
+    return principal
 
 
 Ctx = Annotated[ApiContext, Depends(get_context)]

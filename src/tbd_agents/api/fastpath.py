@@ -35,6 +35,8 @@ from tbd_agents.api.crud import CrudOperations
 from tbd_agents.api.deps import ApiContext
 from tbd_agents.api.errors import _domain_error as domain_error_response
 from tbd_agents.errors import TbdError
+from tbd_agents.observability import logctx
+from tbd_agents.observability.httpmetrics import ROUTE_KEY
 from tbd_agents.services.access import Principal
 
 #: A request this layer leaves to FastAPI.
@@ -176,6 +178,8 @@ class CrudFastPath:
                 return _PASS
         if any(rx.match(path) for rx in target.earlier):
             return _PASS
+        # the route template, for the HTTP metrics (observability/httpmetrics.py)
+        scope[ROUTE_KEY] = target.operations.prefix + ("/{record_id}" if target.by_id else "")
         return target, record_id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -263,7 +267,9 @@ async def _caller(ctx: ApiContext, scope: Scope) -> Principal:
             authorization = value.decode("latin-1")
             break
     client = scope.get("client")
-    return await ctx.auth.authenticate(authorization, client[0] if client else "")
+    principal = await ctx.auth.authenticate(authorization, client[0] if client else "")
+    logctx.bind_here(user=principal.identity)
+    return principal
 
 
 def _if_match(scope: Scope) -> str | None:

@@ -26,6 +26,7 @@ import typer
 from tbd_agents.cli.common import friendly_errors, settings
 from tbd_agents.config import Settings
 from tbd_agents.logs import configure_logging
+from tbd_agents.observability.processes import close_process, scheduler_process, worker_process
 
 app = typer.Typer(add_completion=False)
 _log = logging.getLogger(__name__)
@@ -71,9 +72,12 @@ def worker(
 
     config = settings()
     configure_logging(config)
-    prefetch_model(config)  # once per machine, before the pool's processes start
     celery = make_celery(config)
     install_worker_hooks(config, prefork=pool is Pool.PREFORK)
+    # metrics mode and port, tracing, Celery's logging: before anything forks, and after the
+    # hooks above (its shutdown hooks run after theirs: the closing runtime's spans are flushed)
+    worker_process(config, prefork=pool is Pool.PREFORK)
+    prefetch_model(config)  # once per machine, before the pool's processes start
     concurrency = 1 if pool is Pool.SOLO else concurrency
     node = name or f"tbd-worker-{os.getpid()}@{socket.gethostname()}"
     signals.celeryd_after_setup.connect(_quiet_cancel_warning, weak=False)
@@ -85,6 +89,8 @@ def worker(
 
     celery.worker_main(
         [
+            # JSON logs: no start-up banner on stdout between the JSON lines
+            *(["--quiet"] if config.log_format == "json" else []),
             "worker",
             f"--pool={pool.value}",
             f"--concurrency={concurrency}",
@@ -164,7 +170,11 @@ def scheduler(
     if poll_seconds is not None:
         config = config.model_copy(update={"scheduler_poll_seconds": poll_seconds})
     configure_logging(config)
-    asyncio.run(_scheduler(config))
+    server = scheduler_process(config)
+    try:
+        asyncio.run(_scheduler(config))
+    finally:
+        close_process(server)
 
 
 if __name__ == "__main__":

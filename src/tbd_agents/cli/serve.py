@@ -28,6 +28,7 @@ from tbd_agents.cli.common import friendly_errors, settings
 from tbd_agents.config import Settings
 from tbd_agents.embeddings.factory import prefetch_model
 from tbd_agents.logs import configure_logging
+from tbd_agents.observability.processes import api_process, close_process
 from tbd_agents.storage.protocol import DocumentStore
 
 if TYPE_CHECKING:
@@ -118,6 +119,7 @@ def _server_class() -> type[uvicorn.Server]:
 
 async def _serve(config: Settings, stop: GracefulStop) -> None:
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     from tbd_agents.api import create_app
     from tbd_agents.api.app import check_auth_settings
@@ -144,6 +146,8 @@ async def _serve(config: Settings, stop: GracefulStop) -> None:
                 log_level=config.log_level.lower(),
                 access_log=False,
                 lifespan="on",
+                # JSON logs: uvicorn's loggers go through our root handler, not its own text one
+                log_config=None if config.log_format == "json" else LOGGING_CONFIG,
             )
         )
         typer.echo(
@@ -169,6 +173,7 @@ def _run(host: str | None, port: int | None) -> None:
     if overrides:
         config = config.model_copy(update=overrides)
     configure_logging(config, timestamps=False)
+    api_process(config)  # metrics mode; tracing settings checked before anything starts
     prefetch_model(config)  # a missing embedding model is fetched once, here, before serving
     stop = GracefulStop()
     try:
@@ -177,6 +182,8 @@ def _run(host: str | None, port: int | None) -> None:
     except asyncio.CancelledError:
         if stop.received is None:
             raise
+    finally:
+        close_process(None)  # the last spans flushed
     if stop.received is not None:
         typer.echo(f"Stopped ({stop.received.name}).", err=True)
 

@@ -225,7 +225,9 @@ async def search_pgvector(
     vec_col = _ident(source, cfg, "vector_column", "embedding")
     id_col = _ident(source, cfg, "id_column", "id")
     uri = await pin_pg_uri(str(_config(source, cfg, "uri")), policy, _what(source))
-    engine = create_engine(uri, application_name="tbd-agents-external", pool_size=1)
+    engine = create_engine(
+        uri, application_name="tbd-agents-external", pool_size=1, pool_label=None
+    )
     q = "[" + ",".join(repr(float(x)) for x in vector) + "]"
     try:
         async with engine.connect() as conn:
@@ -298,7 +300,9 @@ async def _check_pgvector(
 ) -> None:
     cfg = pgvector_config(source, cfg)
     uri = await pin_pg_uri(str(_config(source, cfg, "uri")), policy, _what(source))
-    engine = create_engine(uri, application_name="tbd-agents-external", pool_size=1)
+    engine = create_engine(
+        uri, application_name="tbd-agents-external", pool_size=1, pool_label=None
+    )
     try:
         async with engine.connect() as conn:
             found = await conn.scalar(

@@ -6,6 +6,9 @@
 - `tracing`: OpenTelemetry set-up (OTLP exporter, off when no endpoint is set) and our own spans
   (run, model call with the GenAI conventions, tool call, retrieval, guardrails, webhooks).
 - `jsonlog`: JSON-lines log records with trace/span, run and user ids.
+- `tracing_setup`: the process's tracer provider and OTLP exporter, auto-instrumentation;
+  `httpmetrics`: the API's HTTP request metrics; `gauges`: pool and queue gauges; `processes`:
+  what `serve`, `worker` and `scheduler` switch on (metrics mode and port, tracing).
 - `usage`: per-call usage records, daily pre-aggregation, the usage API's queries, budgets.
 
 Each `*_config` module holds the settings of one part; `tbd_agents.config.Settings` inherits them,

@@ -71,6 +71,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             pool_size=4,
             max_overflow=4,
             connect_timeout=settings.postgres_connect_timeout,
+            pool_label="runtime",
         )
         try:
             async with _running(ctx, engine):

@@ -11,11 +11,15 @@ does, so commit and rollback of the unit of work cover them. Rows come back as a
 the types SQLAlchemy passes through for these columns (its JSONB codec is on the connection).
 
 When the adapter does not look as expected (another SQLAlchemy version), `DirectLink.usable` is
-False and the repository executes through SQLAlchemy as before.
+False and the repository executes through SQLAlchemy as before. On an engine traced by
+OpenTelemetry (`observability.tracing_setup` sets `TRACED_ATTR`) the statements stay on this path:
+the SQLAlchemy instrumentation's listener opens each statement's span on a stand-in execution
+context (`_StatementContext`) and this module ends it, so tracing does not cost the fast path.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +30,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
+
+#: Set on a (sync) engine whose statements are traced: they go through SQLAlchemy's path.
+TRACED_ATTR = "_tbd_traced"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +65,24 @@ def compile_direct(
     return DirectStatement(compiled.string, names, processors)
 
 
+class _StatementContext:
+    """Where the SQLAlchemy instrumentation's `before_cursor_execute` listener leaves the span
+    of a statement sent on this path (`_otel_span`, as on SQLAlchemy's execution context)."""
+
+    _otel_span: Any = None
+
+    def ended(self, failure: BaseException | None) -> None:
+        span = self._otel_span
+        if span is None:
+            return
+        if failure is not None and not isinstance(failure, asyncio.CancelledError):
+            from opentelemetry.trace import Status, StatusCode
+
+            span.set_attribute("error.type", type(failure).__name__)
+            span.set_status(Status(StatusCode.ERROR))
+        span.end()
+
+
 class DirectLink:
     """The asyncpg connection of one unit of work (looked up on first use)."""
 
@@ -82,12 +107,16 @@ class DirectLink:
                 self.usable = False
         return self.usable
 
-    def _announce(self, sql: str, arguments: list[Any]) -> None:
+    def _announce(self, sql: str, arguments: list[Any]) -> _StatementContext | None:
         """SQLAlchemy's `before_cursor_execute` listeners (statement logs, tracing) see these
-        statements too (without a cursor or execution context)."""
+        statements too (without a cursor; on a traced engine with a stand-in context that
+        receives the statement's span, which `_StatementContext.ended` closes)."""
         sync = self._conn.sync_connection
-        if sync is not None and (sync._has_events or sync.engine._has_events):
-            sync.dispatch.before_cursor_execute(sync, None, sql, tuple(arguments), None, False)
+        if sync is None or not (sync._has_events or sync.engine._has_events):
+            return None
+        context = _StatementContext() if getattr(sync.engine, TRACED_ATTR, False) else None
+        sync.dispatch.before_cursor_execute(sync, None, sql, tuple(arguments), context, False)
+        return context
 
     async def fetch(
         self, statement: DirectStatement, values: Mapping[str, Any]
@@ -98,7 +127,8 @@ class DirectLink:
         adapter, driver = self._adapter, self._driver
         assert driver is not None
         arguments = statement.arguments(values)
-        self._announce(statement.sql, arguments)
+        context = self._announce(statement.sql, arguments)
+        failure: BaseException | None = None
         try:
             async with adapter._execute_mutex:
                 if adapter._transaction is None:  # as the adapter's cursor does: BEGIN first
@@ -106,6 +136,7 @@ class DirectLink:
                 rows: list[Any] = await driver.fetch(statement.sql, *arguments)
                 return rows
         except BaseException as exc:
+            failure = exc
             lost = driver.is_closed()
             if lost:  # a dead connection must not go back to the pool
                 await self._conn.invalidate()
@@ -118,3 +149,6 @@ class DirectLink:
                     statement.sql, None, exc, hide_parameters=True, connection_invalidated=lost
                 ) from exc
             raise
+        finally:
+            if context is not None:
+                context.ended(failure)

@@ -13,6 +13,9 @@ from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
+from tbd_agents.observability.gauges import watch_pool
+from tbd_agents.observability.tracing_setup import instrument_engine
+
 
 def _json_default(value: Any) -> Any:
     # Datetimes and other non-JSON values inside JSONB payloads: ISO text rather than a crash.
@@ -66,6 +69,7 @@ def create_engine(
     max_overflow: int = 10,
     connect_timeout: float = 10.0,
     pool_pre_ping: bool = False,
+    pool_label: str | None = "app",
 ) -> AsyncEngine:
     """An async engine whose JSONB values round-trip as Python objects and whose sessions run
     in UTC, so TIMESTAMPTZ values come back timezone-aware UTC.
@@ -75,7 +79,10 @@ def create_engine(
     replaces it, and every older pooled connection with it, at no cost (`_refuse_closed`).
     `pool_pre_ping` adds a round trip per checkout, which also catches a connection whose end
     the driver has not seen yet; without it such a connection fails its first use (translated
-    to DatabaseUnreachable, 503) and SQLAlchemy then replaces every older pooled connection."""
+    to DatabaseUnreachable, 503) and SQLAlchemy then replaces every older pooled connection.
+
+    Observed: `tbd_db_pool_connections{pool=pool_label}` follows the pool (None: not counted,
+    for short-lived helper engines) and, with tracing on, each statement is a span."""
     engine = create_async_engine(
         asyncpg_url(url),
         pool_size=pool_size,
@@ -92,6 +99,9 @@ def create_engine(
         },
     )
     event.listen(engine.sync_engine.pool, "checkout", _refuse_closed)
+    if pool_label is not None:
+        watch_pool(engine, pool_label)
+    instrument_engine(engine)
     return engine
 
 

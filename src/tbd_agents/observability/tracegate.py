@@ -1,0 +1,55 @@
+"""Which API requests get a server span: every request that changes something or starts work,
+and a sample of the plain reads.
+
+A recorded request costs the API about 0.3 ms of CPU in OpenTelemetry's Python SDK (its server
+span, a span per statement, batching and export) — more than a `GET /api/agents/{id}` costs
+without tracing (~0.2 ms; `benchmarks/RESULTS.md`, "Observability overhead"). Recording every
+read would more than halve the API's read throughput, so `TraceGate` decides per request before
+any tracing code runs:
+
+- traced always: every method but GET/HEAD (creates, updates, deletes, prompts, chat turns — the
+  requests that start the runs whose traces matter), and any request that carries a sampled W3C
+  `traceparent` (its caller's trace continues here);
+- GET/HEAD: traced with probability `TRACE_READ_SAMPLE_RATIO` (default 0.05; 1 traces every
+  read, 0 none).
+
+A request left out is served with instrumentation suppressed (OpenTelemetry's suppression key in
+the context), so its statements open no spans either: it costs one random draw and a context
+switch. Runs executed by workers are traced in full whatever this gate decides.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+_READS = frozenset({"GET", "HEAD"})
+
+
+class TraceGate:
+    """ASGI middleware in front of the tracing middleware `traced` (built around `app`)."""
+
+    def __init__(
+        self, app: ASGIApp, /, *, traced: type[Any], read_ratio: float, **options: Any
+    ) -> None:
+        self.app = app
+        self.traced = traced(app, **options)
+        self.read_ratio = read_ratio
+
+    def _records(self, scope: Scope) -> bool:
+        if scope["method"] not in _READS:
+            return True
+        for name, value in scope.get("headers", ()):
+            if name == b"traceparent":
+                return bytes(value).strip().endswith(b"-01")  # the caller sampled it
+        return self.read_ratio > 0 and (self.read_ratio >= 1 or random.random() < self.read_ratio)  # noqa: S311
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._records(scope):
+            await self.traced(scope, receive, send)
+            return
+        with suppress_instrumentation():
+            await self.app(scope, receive, send)
