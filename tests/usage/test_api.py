@@ -4,11 +4,14 @@ with gaps, the call list and its cursor, CSV exports, what a non-admin sees, bad
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+
+import pytest
 
 from tbd_agents.domain.models import Agent
 from tests.usage.conftest import UsageApi, call
@@ -261,3 +264,114 @@ async def test_deleting_an_agent_keeps_its_usage_labelled_deleted(uapi: UsageApi
         {"key": agent.id, "label": "(deleted)", "calls": 1, "input_tokens": 100,
          "output_tokens": 20, "total_tokens": 120, "cost_usd": 1.5}
     ]  # fmt: skip
+
+
+def unique_days(n: int) -> list[datetime]:
+    """`n` consecutive days (noon UTC) of 2030 to 2037 no other test writes to: the unfiltered
+    queries below see every call of their range in the module's database."""
+    first = datetime(2030, 1, 1, 12, tzinfo=UTC) + timedelta(days=uuid.uuid4().int % 2900)
+    return [first + timedelta(days=i) for i in range(n)]
+
+
+async def seed_models(uapi: UsageApi) -> dict[str, Any]:
+    """Five models over three days: model i costs (i + 1) cents a call on 1 + i % 3 days (by
+    cost: m4 $0.10, m2 $0.09, then m1 and m3 tied at $0.04); m0 has the most calls."""
+    tag = uuid.uuid4().hex[:6]
+    user = f"u-{tag}"
+    models = [f"m{i}-{tag}" for i in range(5)]
+    days = unique_days(3)
+    calls = []
+    for i, m in enumerate(models):
+        for d in days[: 1 + i % 3]:
+            calls.append(call(at=d, cost=f"0.0{i + 1}", tokens=(10 * (i + 1), i), model=m,
+                              user_id=user, agent_id=f"a{i % 2}-{tag}"))  # fmt: skip
+    calls += [call(at=days[2], cost="0", tokens=(1, 1), model=models[0], user_id=user)
+              for _ in range(6)]  # fmt: skip
+    for c in calls:
+        assert await uapi.usage.record(c)
+    start, end = days[0].date().isoformat(), days[-1].date().isoformat()
+    return {"user": user, "models": models, "calls": calls, "range": {"start": start, "end": end}}
+
+
+def check_buckets_sum_to_totals(got: dict[str, Any], calls: list[Any]) -> None:
+    fields = ("calls", "input_tokens", "output_tokens", "total_tokens", "cost_usd")
+    for i, bucket in enumerate(got["buckets"]):
+        for f in fields:
+            summed = sum(s["points"][i][f] for s in got["series"])
+            assert summed == pytest.approx(sum(
+                (c.input_tokens if f == "input_tokens" else c.output_tokens if f == "output_tokens"
+                 else c.input_tokens + c.output_tokens if f == "total_tokens"
+                 else float(c.cost_usd) if f == "cost_usd" else 1)
+                for c in calls if c.at.date().isoformat() == bucket
+            ), abs=1e-12), (bucket, f)  # fmt: skip
+    assert got["totals"]["calls"] == len(calls)
+    exact = sum((c.cost_usd for c in calls), Decimal(0))
+    assert got["totals"]["cost_usd"] == float(exact)
+
+
+async def test_timeseries_keeps_the_top_n_groups_and_folds_the_rest_into_other(
+    uapi: UsageApi,
+) -> None:
+    data = await seed_models(uapi)
+    models, params = data["models"], data["range"] | {"group_by": "model", "limit": "2"}
+    async with await uapi.client(admin=True) as admin:
+        # No filter (PostgreSQL: the rollup), the group's own filter (the rollup, some keys),
+        # a filter across dimensions (usage_daily): the same answer.
+        answers = [
+            (await admin.get("/api/usage/timeseries", params=p)).json()
+            for p in (
+                params,
+                params | {"model": ",".join(models)},
+                params | {"user_id": data["user"]},
+            )
+        ]
+        by_calls = (
+            await admin.get("/api/usage/timeseries", params=params | {"metric": "calls"})
+        ).json()
+        everything = (
+            await admin.get("/api/usage/timeseries", params=params | {"limit": "100"})
+        ).json()
+        by_month = (
+            await admin.get("/api/usage/timeseries", params=params | {"interval": "month"})
+        ).json()
+    got = answers[0]
+    assert [s["key"] for s in got["series"]] == [models[4], models[2], "_other"]
+    assert [s["label"] for s in got["series"]] == [models[4], models[2], "Other"]
+    assert got["series"][-1]["folded"] == 3 and (got["limit"], got["metric"]) == (2, "cost_usd")
+    check_buckets_sum_to_totals(got, data["calls"])
+    other = [p["cost_usd"] for p in got["series"][-1]["points"]]
+    folded = [c for c in data["calls"] if c.model not in (models[4], models[2])]
+    assert other == pytest.approx(
+        [float(sum((c.cost_usd for c in folded if c.at.date().isoformat() == b), Decimal(0)))
+         for b in got["buckets"]], abs=1e-12
+    )  # fmt: skip
+    assert other[0] > 0
+    assert answers[1] == got and answers[2] == got
+    # By calls, m0 (7 with the six free ones) leads, then m2 (3 days).
+    assert [s["key"] for s in by_calls["series"]] == [models[0], models[2], "_other"]
+    check_buckets_sum_to_totals(by_calls, data["calls"])
+    ranked = [models[4], models[2], models[1], models[3], models[0]]  # m1/m3 tie: smaller key
+    assert [s["key"] for s in everything["series"]] == ranked
+    assert "folded" not in everything["series"][-1]
+    assert by_month["totals"] == got["totals"]
+    # The three days may span two months.
+    assert sum(p["calls"] for s in by_month["series"] for p in s["points"]) == len(data["calls"])
+
+
+async def test_timeseries_limit_and_metric_are_validated(uapi: UsageApi) -> None:
+    async with await uapi.client() as user:
+        for params, name in [({"limit": "0"}, "limit"), ({"limit": "101"}, "limit"),
+                             ({"limit": "ten"}, "limit"), ({"metric": "joy"}, "metric")]:  # fmt: skip
+            got = await user.get("/api/usage/timeseries", params=params | {"group_by": "agent"})
+            assert got.status_code == 422, (params, got.text)
+            assert name in got.text, got.text
+        ok = await user.get("/api/usage/timeseries", params={"limit": "100"})
+        assert ok.status_code == 200 and ok.json()["limit"] == 100
+
+
+async def test_the_running_api_keeps_its_startup_heap_out_of_full_collections(
+    uapi: UsageApi,
+) -> None:
+    # The lifespan froze the heap (api/app.py): full collections would otherwise scan it inside
+    # large usage answers (benchmarks/RESULTS.md).
+    assert gc.get_freeze_count() > 0

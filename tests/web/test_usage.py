@@ -381,14 +381,19 @@ def test_many_groups_fold_into_other_in_the_chart_but_not_in_the_table(
 ) -> None:
     tag = uuid.uuid4().hex[:6]
     models = [f"m{i:02d}-{tag}" for i in range(10)]
-    # Model i costs (i + 1) cents on 2025-06-03: the three cheapest fold into "Other".
+    # Model i costs (i + 1) cents and 10 * (10 - i) + 1 tokens on 2025-06-03: by cost the three
+    # cheapest fold into "Other", by tokens the three most expensive.
     record(dashboard, [
-        call(day("2025-06-03"), f"{(i + 1) / 100:.2f}", (10, 1), model=m)
+        call(day("2025-06-03"), f"{(i + 1) / 100:.2f}", (10 * (10 - i), 1), model=m)
         for i, m in enumerate(models)
     ])  # fmt: skip
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/api/usage/timeseries" in r.url else None)
     sign_in(page, dashboard)
     goto(page, dashboard, "usage?range=custom&start=2025-06-02&end=2025-06-04&group_by=model")
     wait_ready(page)
+    # The server keeps the top 7 by the charted metric and sums the rest ("_other", 3 groups).
+    assert asked and "limit=7" in asked[-1] and "metric=cost_usd" in asked[-1], asked
     legend = page.locator(".chart-legend li").all_inner_texts()
     assert legend == [*reversed(models[3:]), "Other (3)"]
     segments = page.locator('svg.chart g.bar-group[data-date="2025-06-03"] rect')
@@ -399,3 +404,11 @@ def test_many_groups_fold_into_other_in_the_chart_but_not_in_the_table(
     names = [row[0] for row in table_rows(page, "table.usage-groups")]
     assert names == list(reversed(models))
     assert totals(page)["cost_usd"] == "$0.5500"
+    page.get_by_label("Tokens", exact=True).check()
+    expect(page.locator(".chart-legend li").last).to_have_text("Other (3)")
+    expect(page.locator(".chart-legend li").first).to_have_text(models[0])
+    wait_ready(page)
+    assert "metric=total_tokens" in asked[-1], asked
+    assert page.locator(".chart-legend li").all_inner_texts() == [*models[:7], "Other (3)"]
+    other = page.locator('svg.chart g.bar-group[data-date="2025-06-03"] rect[data-series="_other"]')
+    assert float(other.get_attribute("data-value") or 0) == 31 + 21 + 11

@@ -28,6 +28,7 @@ from tbd_agents.observability.usage.records import (
     UsageFilter,
 )
 from tbd_agents.observability.usage.store import UsageStore
+from tbd_agents.observability.usage.topn import DEFAULT_LIMIT, MAX_LIMIT, OTHER, RANK_METRICS
 from tbd_agents.services.access import Principal
 from tbd_agents.storage.protocol import DocumentStore, Query, decode_cursor, encode_cursor, in_
 
@@ -177,35 +178,66 @@ def buckets(start: date, end: date, interval: str) -> list[date]:
     return out
 
 
+def check_metric(metric: str) -> str:
+    if metric not in RANK_METRICS:
+        raise InvalidData(
+            f"metric must be one of {', '.join(RANK_METRICS)}, got {metric[:40]!r}",
+            details={"field": "metric"},
+        )
+    return metric
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidData(
+            f"limit must be between 1 and {MAX_LIMIT}, got {limit}", details={"field": "limit"}
+        )
+    return limit
+
+
 async def timeseries(
-    docs: DocumentStore, usage: UsageStore, where: UsageFilter, interval: str, group_by: str | None
+    docs: DocumentStore,
+    usage: UsageStore,
+    where: UsageFilter,
+    interval: str,
+    group_by: str | None,
+    limit: int = DEFAULT_LIMIT,
+    metric: str = "cost_usd",
 ) -> dict[str, Any]:
-    rows = await usage.grouped(where, group_column(group_by), check_interval(interval))
+    """The buckets of the range and, with `group_by`, the series of the top `limit` groups by
+    `metric` over the range (largest first) and one series "_other" (label "Other", `folded`:
+    how many groups it sums) for the rest, so every bucket still sums to the totals."""
+    ranked = await usage.series(
+        where,
+        group_column(group_by),
+        check_interval(interval),
+        check_limit(limit),
+        check_metric(metric),
+    )
     starts = [b.isoformat() for b in buckets(where.start, where.end, interval)]
     # Points are built as dicts of the rows' sums (one dict per row), filling the gaps with one
-    # shared zero dict: a year of days for 200 agents is 73,000 points.
-    per_key: dict[str, dict[str, dict[str, Any]]] = {}
-    spent: dict[str, Decimal] = {}
+    # shared zero dict.
+    per_key: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in ranked.keys}
     total = Totals()
-    for row in rows:
+    for row in ranked.rows:
         per_key.setdefault(row.key, {})[row.day.isoformat()] = totals_dict(row.totals)
-        spent[row.key] = spent.get(row.key, Decimal(0)) + row.totals.cost_usd
         total.add(row.totals)
+    keys = [k for k in ranked.keys if k in per_key]
     if not group_by:
-        per_key = {"all": per_key.get("", {})}
-        spent = {"all": spent.get("", Decimal(0))}
-        names = {"all": "all"}
+        per_key, keys, names = {"all": per_key.get("", {})}, ["all"], {"all": "all"}
     else:
-        names = await labels(docs, group_by, set(per_key))
+        names = await labels(docs, group_by, set(keys))
     zero = totals_dict(Totals())
-    series = []
-    for key in sorted(per_key, key=lambda k: (-spent[k], k)):
-        points = per_key[key]
-        series.append({"key": key, "label": names[key],
+    series: list[dict[str, Any]] = [{"key": key, "label": names[key],
+               "points": [{"date": b, **per_key[key].get(b, zero)} for b in starts]}
+              for key in keys]  # fmt: skip
+    if ranked.folded:
+        points = per_key.get(OTHER, {})
+        series.append({"key": OTHER, "label": "Other", "folded": ranked.folded,
                        "points": [{"date": b, **points.get(b, zero)} for b in starts]})  # fmt: skip
     return {"start": where.start.isoformat(), "end": where.end.isoformat(), "interval": interval,
-            "group_by": group_by, "buckets": starts, "series": series,
-            "totals": totals_dict(total)}  # fmt: skip
+            "group_by": group_by, "limit": limit, "metric": metric, "buckets": starts,
+            "series": series, "totals": totals_dict(total)}  # fmt: skip
 
 
 def call_dict(call: UsageCall) -> dict[str, Any]:

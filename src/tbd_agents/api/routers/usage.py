@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Body, Depends, Query, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from tbd_agents.api.crud import ERRORS
 from tbd_agents.api.deps import Caller, Ctx
 from tbd_agents.errors import InvalidData, NotFound
 from tbd_agents.observability.usage.store import UsageStore, usage_store_for
+from tbd_agents.observability.usage.topn import DEFAULT_LIMIT, MAX_LIMIT
 from tbd_agents.services import budgets as budget_service
 from tbd_agents.services import usage as usage_service
 
@@ -59,14 +61,32 @@ async def usage_summary(
     return await usage_service.summary(ctx.store, usage, where, group_by)
 
 
-@router.get("/api/usage/timeseries", summary="Usage per day, week or month")
+@router.get(
+    "/api/usage/timeseries",
+    summary="Usage per day, week or month",
+    response_class=JSONResponse,
+    responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}},
+)
 async def usage_timeseries(
     ctx: Ctx, caller: Caller, usage: Usage, f: Filter, group_by: GroupBy = None,
     interval: Annotated[str, Query(description="day, week or month.")] = "day",
-) -> dict[str, Any]:  # fmt: skip
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description=(
+        "With group_by: the number of groups with a series of their own (the largest by "
+        "`metric` over the range); the others are summed into one series \"_other\"."
+    ))] = DEFAULT_LIMIT,
+    metric: Annotated[str, Query(description=(
+        "What ranks the groups: cost_usd, total_tokens, calls, input_tokens or output_tokens."
+    ))] = "cost_usd",
+) -> Response:  # fmt: skip
     usage_service.check_interval(interval)
+    usage_service.check_metric(metric)
     where = usage_service.usage_filter(caller, f.start, f.end, f.values)
-    return await usage_service.timeseries(ctx.store, usage, where, interval, group_by)
+    answer = await usage_service.timeseries(
+        ctx.store, usage, where, interval, group_by, limit, metric
+    )
+    # Already JSON values (str, int, float): encoded directly, without FastAPI's walk over
+    # thousands of points.
+    return Response(orjson.dumps(answer), media_type="application/json")
 
 
 @router.get("/api/usage/calls", summary="Recorded model calls, newest first")
@@ -79,7 +99,12 @@ async def usage_calls(
     return await usage_service.calls_page(usage, where, limit, cursor)
 
 
-@router.get("/api/usage/export.csv", summary="Usage as CSV (calls or daily rows)")
+@router.get(
+    "/api/usage/export.csv",
+    summary="Usage as CSV (calls or daily rows)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+)
 async def usage_export(
     ctx: Ctx, caller: Caller, usage: Usage, f: Filter, group_by: GroupBy = None,
     level: Annotated[str, Query(description="calls or daily.")] = "daily",

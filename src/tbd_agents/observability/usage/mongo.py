@@ -35,6 +35,7 @@ from tbd_agents.observability.usage.records import (
     UsageCall,
     UsageFilter,
 )
+from tbd_agents.observability.usage.topn import Ranked, fold
 from tbd_agents.storage.mongo.indexes import IndexSpec
 
 CALLS, DAILY, BUDGETS = "usage_calls", "usage_daily", "budgets"
@@ -153,6 +154,14 @@ class MongoUsageStore:
         rows = [DailyRow(b, k, t) for (b, k), t in sums.items()]
         rows.sort(key=lambda r: (r.day, -r.totals.cost_usd, r.key))
         return rows
+
+    async def series(
+        self, where: UsageFilter, column: str | None, interval: str, limit: int, metric: str
+    ) -> Ranked:
+        # No rollup on MongoDB: the matching daily documents are summed and ranked in Python
+        # (the same answer as PostgreSQL's rollup; the MongoDB profile is for small hubs).
+        rows = await self.grouped(where, column, interval)
+        return fold(rows, limit if column else None, metric)
 
     def _calls_filter(self, where: UsageFilter) -> dict[str, Any]:
         """`at` within the days' UTC bounds (the index on `at` serves it) and the filters."""

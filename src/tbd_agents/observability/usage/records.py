@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
@@ -121,3 +121,17 @@ class Budget:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     warned_period: str | None = None
+
+
+def split_months(
+    start: date, end: date
+) -> tuple[tuple[date, date], tuple[date, date] | None, tuple[date, date]]:
+    """`start`..`end` as (days before the first whole month, (first, last) whole month starts or
+    None, days after the last whole month)."""
+    first = start if start.day == 1 else (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+    after_end = end + timedelta(days=1)
+    last_end = after_end.replace(day=1)  # the first day after the last whole month
+    if first >= last_end:
+        return (start, end), None, (end, start)
+    last = (last_end - timedelta(days=1)).replace(day=1)
+    return (start, first - timedelta(days=1)), (first, last), (last_end, end)

@@ -1,9 +1,10 @@
 """`UsageStore` on PostgreSQL: `usage_calls`, `usage_daily` and `budgets`
 (`storage/postgres/schema_usage.py`).
 
-A call and its day's aggregate are written by ONE statement (a CTE inserting the call with
-`ON CONFLICT (call_key) DO NOTHING` feeding `INSERT … ON CONFLICT DO UPDATE` on usage_daily):
-the aggregate always equals the sum of the calls, and a retried write adds nothing.
+A call and its aggregates are written by ONE statement (a CTE inserting the call with
+`ON CONFLICT (call_key) DO NOTHING` feeding `INSERT … ON CONFLICT DO UPDATE` on usage_daily,
+usage_monthly and usage_rollup): the aggregates always equal the sum of the calls, and a
+retried write adds nothing. Time series read usage_rollup when they can (`rollup.py`).
 """
 
 from __future__ import annotations
@@ -40,8 +41,12 @@ from tbd_agents.observability.usage.records import (
     Totals,
     UsageCall,
     UsageFilter,
+    split_months,
 )
+from tbd_agents.observability.usage.rollup import add_call, plan
+from tbd_agents.observability.usage.rollup import series as rollup_series
 from tbd_agents.observability.usage.store import BUDGET_FIELDS
+from tbd_agents.observability.usage.topn import Ranked, fold
 from tbd_agents.storage.postgres.schema_usage import (
     budgets,
     usage_calls,
@@ -76,20 +81,6 @@ def _where(table: Any, where: UsageFilter, day: ColumnElement[Any]) -> list[Colu
     for column, values in where.items():
         found.append(table.c[column].in_(values))
     return found
-
-
-def split_months(
-    start: date, end: date
-) -> tuple[tuple[date, date], tuple[date, date] | None, tuple[date, date]]:
-    """`start`..`end` as (days before the first whole month, (first, last) whole month starts or
-    None, days after the last whole month)."""
-    first = start if start.day == 1 else (start.replace(day=28) + timedelta(days=4)).replace(day=1)
-    after_end = end + timedelta(days=1)
-    last_end = after_end.replace(day=1)  # the first day after the last whole month
-    if first >= last_end:
-        return (start, end), None, (end, start)
-    last = (last_end - timedelta(days=1)).replace(day=1)
-    return (start, first - timedelta(days=1)), (first, last), (last_end, end)
 
 
 def _sums(
@@ -169,8 +160,9 @@ class SqlUsageStore:
         )
         day = call.at.astimezone(UTC).date()
         daily = self._add(usage_daily, "day", day, call, inserted).cte("daily")
+        rollup = add_call(call, inserted).cte("rollup")
         monthly = self._add(usage_monthly, "month", day.replace(day=1), call, inserted)
-        statement = monthly.returning(usage_monthly.c.calls).add_cte(daily)
+        statement = monthly.returning(usage_monthly.c.calls).add_cte(daily).add_cte(rollup)
         async with self.engine.begin() as conn:
             fresh = (await conn.execute(statement)).first()
         return fresh is not None
@@ -216,6 +208,19 @@ class SqlUsageStore:
             rows = (await conn.execute(query)).all()
         # no ORDER BY: callers order groups and series themselves
         return [DailyRow(r[0], r[1] or "", Totals(r[2], r[3], r[4], r[5])) for r in rows]
+
+    async def series(
+        self, where: UsageFilter, column: str | None, interval: str, limit: int, metric: str
+    ) -> Ranked:
+        found = plan(where, column)
+        if found is None:  # filtered across dimensions: usage_daily's indexes serve the filter
+            rows = await self.grouped(where, column, interval)
+            return fold(rows, limit if column else None, metric)
+        dimension, keys = found
+        async with self.engine.connect() as conn:
+            return await rollup_series(
+                conn, where, dimension, keys, column is not None, interval, limit, metric
+            )
 
     async def calls(
         self, where: UsageFilter, limit: int, after: tuple[datetime, str] | None

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from tbd_agents.errors import ConfigurationError
 from tbd_agents.observability.usage.records import Budget, DailyRow, UsageCall, UsageFilter
+from tbd_agents.observability.usage.topn import Ranked
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,14 @@ class UsageStore(Protocol):
     ) -> list[DailyRow]:
         """Sums from usage_daily per group key (`column`; '' without one) and, with `interval`
         (day, week, month), per bucket start (`DailyRow.day`; the range's start without)."""
+        ...
+
+    async def series(
+        self, where: UsageFilter, column: str | None, interval: str, limit: int, metric: str
+    ) -> Ranked:
+        """Sums per bucket of `interval` of the top `limit` groups of `column` by `metric` over
+        the range, the others folded into `topn.OTHER` rows (`topn.fold`'s ranking); without
+        `column`, one group ('' key) of every matching call."""
         ...
 
     async def calls(

@@ -8,6 +8,10 @@
   UPDATE`), so it always equals the sum of `usage_calls`. Dimensions the call has not (a chat
   turn has no workflow) are stored as '' here: they are part of the primary key.
 - `usage_monthly`: the same per calendar month, same statement (long ranges read it).
+- `usage_rollup`: the calls summed per dimension alone (`dimension`: user, agent, workflow,
+  schedule, provider, model, or `all` with key ''), per day and per month (`grain`), same
+  statement: a time series over a year without filters reads a few thousand of these rows
+  instead of every usage_daily row of the year.
 - `budgets`: spending limits per user, agent, workflow or schedule, checked before each call.
 
 No foreign keys: deleting an agent, workflow or schedule keeps its usage history (the ids stay;
@@ -17,6 +21,7 @@ the usage API shows "(deleted)" for a name it cannot resolve any more).
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -40,6 +45,7 @@ _NOW = text("now()")
 BUDGET_SCOPES = ("user", "agent", "workflow", "schedule")
 BUDGET_METRICS = ("cost_usd", "tokens")
 BUDGET_PERIODS = ("day", "month")
+ROLLUP_GRAINS = ("day", "month")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -116,6 +122,32 @@ usage_monthly = Table(
     ),
 )
 Index("idx_usage_monthly_user_id_month", usage_monthly.c.user_id, usage_monthly.c.month)
+
+#: Per dimension alone (one row per (dimension, grain, period, key); `all` / '' for everything),
+#: kept by the call's statement. Read when a query filters on no dimension but the one it groups
+#: by (the Usage page's admin view); queries filtering across dimensions read usage_daily.
+usage_rollup = Table(
+    "usage_rollup",
+    metadata,
+    Column("dimension", Text, nullable=False),
+    Column("grain", Text, nullable=False),
+    Column("period", Date, nullable=False),
+    Column("key", Text, nullable=False, server_default=""),
+    Column("calls", BigInteger, nullable=False, server_default=text("0")),
+    Column("input_tokens", Numeric(20, 0), nullable=False, server_default=text("0")),
+    Column("output_tokens", Numeric(20, 0), nullable=False, server_default=text("0")),
+    Column("cost_usd", COST, nullable=False, server_default=text("0")),
+    PrimaryKeyConstraint("dimension", "grain", "period", "key"),
+    CheckConstraint(_in("grain", ROLLUP_GRAINS), name="grain"),
+)
+#: The series of a few top keys: each key's days in the range.
+Index(
+    "idx_usage_rollup_dimension_grain_key_period",
+    usage_rollup.c.dimension,
+    usage_rollup.c.grain,
+    usage_rollup.c.key,
+    usage_rollup.c.period,
+)
 
 budgets = Table(
     "budgets",

@@ -7,7 +7,7 @@
 // the focus stays on the control being used).
 
 import { ApiError, buildUrl, fetchFile, get, hasEndpoint } from "../api.js";
-import { stackedBars } from "../charts.js";
+import { MAX_SERIES, stackedBars } from "../charts.js";
 import { download, h, notify, replace, uid } from "../dom.js";
 import { count, money } from "../numbers.js";
 import { budgetsPanel } from "./budgets.js";
@@ -94,7 +94,8 @@ function chart(series, state) {
     buckets: series.buckets,
     series: series.series.map((serie) => ({
       key: serie.key,
-      label: serie.key === "all" ? metric.label : serie.label || serie.key,
+      label: serie.key === "all" ? metric.label
+        : serie.key === "_other" ? `Other (${serie.folded})` : serie.label || serie.key,
       values: serie.points.map((p) => Number(p[metric.field]) || 0),
     })),
   });
@@ -193,7 +194,10 @@ export async function renderUsage(ctx) {
     try {
       const [summary, series] = await Promise.all([
         get("/api/usage/summary", apiQuery(state)),
-        get("/api/usage/timeseries", { ...apiQuery(state), interval: "day" }),
+        // The server keeps the largest groups by the charted metric and sums the rest into
+        // "_other": as many series as the chart has colours; the table below lists every group.
+        get("/api/usage/timeseries", { ...apiQuery(state), interval: "day",
+          limit: MAX_SERIES - 1, metric: METRICS[state.metric].field }),
       ]);
       if (mine !== seq || !ctx.isCurrent()) return;
       const heading = h("h2", { id: "usage-results-title" }, `${summary.start} to ${summary.end}`);
