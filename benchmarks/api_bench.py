@@ -179,9 +179,12 @@ def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     }
     if os.environ.get("PYTHONPATH"):  # e.g. a worktree's src on a shared venv
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-    # Observability settings pass through (OTEL_EXPORTER_OTLP_ENDPOINT, METRICS_ENABLED, …), so
+    # Observability settings pass through (OTEL_EXPORTER_OTLP_ENDPOINT, METRICS_ENABLED,
+    # TRACE_READ_SAMPLE_RATIO, …), so
     # the same benchmark measures the server with tracing and metrics on or off.
-    env.update({k: v for k, v in os.environ.items() if k.startswith(("OTEL_", "METRICS_"))})
+    env.update(
+        {k: v for k, v in os.environ.items() if k.startswith(("OTEL_", "METRICS_", "TRACE_"))}
+    )
     log = open(data_dir / "server.log", "wb")  # noqa: SIM115
     return subprocess.Popen([CLI, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
 
