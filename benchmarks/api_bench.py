@@ -180,7 +180,7 @@ def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     if os.environ.get("PYTHONPATH"):  # e.g. a worktree's src on a shared venv
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     # Observability settings pass through (OTEL_EXPORTER_OTLP_ENDPOINT, METRICS_ENABLED,
-    # TRACE_READ_SAMPLE_RATIO, …), so
+    # TRACE_READS_PER_SECOND, …), so
     # the same benchmark measures the server with tracing and metrics on or off.
     env.update(
         {k: v for k, v in os.environ.items() if k.startswith(("OTEL_", "METRICS_", "TRACE_"))}

@@ -79,7 +79,7 @@ async def test_api_and_database_spans_reach_an_http_receiver(api_db: URL, tmp_pa
     with OtlpHttpReceiver() as receiver:
         store = PostgresStore(create_engine(api_db, pool_size=2, max_overflow=0), url=api_db)
         config = settings(
-            tmp_path, otel_exporter_otlp_endpoint=receiver.endpoint, trace_read_sample_ratio=1.0
+            tmp_path, otel_exporter_otlp_endpoint=receiver.endpoint, trace_reads_per_second=1e6
         )
         app = create_app(config, store)  # the store's engine predates the set-up
         tracing = tracing_setup.active()
@@ -131,14 +131,14 @@ async def test_api_and_database_spans_reach_an_http_receiver(api_db: URL, tmp_pa
 async def test_reads_are_sampled_writes_and_sampled_callers_always_traced(
     api_db: URL, tmp_path: Path
 ) -> None:
-    """TRACE_READ_SAMPLE_RATIO=0: plain reads open no span at all (no server span, no statement
+    """TRACE_READS_PER_SECOND=0: plain reads open no span at all (no server span, no statement
     span); a create is traced, and so is a read whose caller sent a sampled traceparent (the
     caller's trace continues here)."""
     caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
     with OtlpHttpReceiver() as receiver:
         store = PostgresStore(create_engine(api_db, pool_size=2, max_overflow=0), url=api_db)
         config = settings(
-            tmp_path, otel_exporter_otlp_endpoint=receiver.endpoint, trace_read_sample_ratio=0.0
+            tmp_path, otel_exporter_otlp_endpoint=receiver.endpoint, trace_reads_per_second=0
         )
         app = create_app(config, store)
         async with app.router.lifespan_context(app):
@@ -260,7 +260,7 @@ async def test_an_unreachable_collector_never_breaks_requests_and_is_logged_once
 ) -> None:
     endpoint = f"http://127.0.0.1:{closed_port()}"
     store = PostgresStore(create_engine(api_db, pool_size=1, max_overflow=0), url=api_db)
-    config = settings(tmp_path, otel_exporter_otlp_endpoint=endpoint, trace_read_sample_ratio=1.0)
+    config = settings(tmp_path, otel_exporter_otlp_endpoint=endpoint, trace_reads_per_second=1e6)
     app = create_app(config, store)
     tracing = tracing_setup.active()
     assert tracing is not None
@@ -277,3 +277,26 @@ async def test_an_unreachable_collector_never_breaks_requests_and_is_logged_once
     )
     # the exporter's own per-attempt messages stay out of the log
     assert not [r for r in caplog.records if r.name.startswith("opentelemetry.exporter")]
+
+
+def test_the_read_gate_traces_at_most_its_rate_and_every_write() -> None:
+    """The token bucket: a burst of reads gets `rate` traced, one more after 1/rate seconds;
+    writes and reads continuing a sampled caller's trace are always traced."""
+    from tbd_agents.observability.tracegate import TraceGate
+
+    class Inner:
+        def __init__(self, app: object) -> None:
+            self.app = app
+
+    gate = TraceGate(object(), traced=Inner, reads_per_second=2)  # type: ignore[arg-type]
+    read = {"type": "http", "method": "GET", "headers": []}
+    assert [gate._records(read) for _ in range(5)] == [True, True, False, False, False]
+    gate.stamp -= 0.5  # half a second later: one more token
+    assert [gate._records(read) for _ in range(3)] == [True, False, False]
+    assert gate._records({"type": "http", "method": "POST", "headers": []})
+    sampled = [(b"traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]
+    unsampled = [(b"traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")]
+    assert gate._records({"type": "http", "method": "GET", "headers": sampled})
+    assert not gate._records({"type": "http", "method": "GET", "headers": unsampled})
+    never = TraceGate(object(), traced=Inner, reads_per_second=0)  # type: ignore[arg-type]
+    assert not any(never._records(read) for _ in range(3))

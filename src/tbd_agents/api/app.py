@@ -192,7 +192,7 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
 
     mount_dashboard(app)  # the web dashboard at / and /dashboard
     app.add_middleware(HttpMetrics)  # outermost: error answers are counted too
-    instrument_app(app, settings.trace_read_sample_ratio)  # server spans, when tracing is on
+    instrument_app(app, settings.trace_reads_per_second)  # server spans, when tracing is on
     return app
 
 

@@ -10,17 +10,18 @@ any tracing code runs:
 - traced always: every method but GET/HEAD (creates, updates, deletes, prompts, chat turns — the
   requests that start the runs whose traces matter), and any request that carries a sampled W3C
   `traceparent` (its caller's trace continues here);
-- GET/HEAD: traced with probability `TRACE_READ_SAMPLE_RATIO` (default 0.01; 1 traces every
-  read, 0 none).
+- GET/HEAD: at most `TRACE_READS_PER_SECOND` of them traced (default 10; a token bucket, so a
+  quiet hub gets every read traced and a busy one pays for ten traced reads a second, whatever
+  its traffic; 0 traces none).
 
 A request left out is served with instrumentation suppressed (OpenTelemetry's suppression key in
-the context), so its statements open no spans either: it costs one random draw and a context
+the context), so its statements open no spans either: it costs a clock read and a context
 switch. Runs executed by workers are traced in full whatever this gate decides.
 """
 
 from __future__ import annotations
 
-import random
+import time
 from typing import Any
 
 from opentelemetry.instrumentation.utils import suppress_instrumentation
@@ -33,11 +34,26 @@ class TraceGate:
     """ASGI middleware in front of the tracing middleware `traced` (built around `app`)."""
 
     def __init__(
-        self, app: ASGIApp, /, *, traced: type[Any], read_ratio: float, **options: Any
+        self, app: ASGIApp, /, *, traced: type[Any], reads_per_second: float, **options: Any
     ) -> None:
         self.app = app
         self.traced = traced(app, **options)
-        self.read_ratio = read_ratio
+        self.rate = reads_per_second
+        self.burst = max(1.0, reads_per_second)
+        self.tokens = self.burst
+        self.stamp = time.monotonic()
+
+    def _take(self) -> bool:
+        """One read's token, if the bucket has one (one event loop: no lock needed)."""
+        if self.rate <= 0:
+            return False
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
     def _records(self, scope: Scope) -> bool:
         if scope["method"] not in _READS:
@@ -45,7 +61,7 @@ class TraceGate:
         for name, value in scope.get("headers", ()):
             if name == b"traceparent":
                 return bytes(value).strip().endswith(b"-01")  # the caller sampled it
-        return self.read_ratio > 0 and (self.read_ratio >= 1 or random.random() < self.read_ratio)  # noqa: S311
+        return self._take()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self._records(scope):

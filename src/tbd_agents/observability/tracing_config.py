@@ -82,14 +82,13 @@ class TracingSettings(BaseSettings):
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
-    trace_read_sample_ratio: float = Field(
-        default=0.01,
+    trace_reads_per_second: float = Field(
+        default=10.0,
         ge=0,
-        le=1,
-        description="Share of the API's GET/HEAD requests that get a trace (0 to 1). Every other "
-        "request (writes, prompts, chat turns) and every run in a worker is traced in full; a "
-        "request carrying a sampled `traceparent` is traced too. A traced read costs more CPU "
-        "than the read itself (see docs/observability.md), hence the default 0.01; 1 traces all.",
+        description="Most API GET/HEAD requests traced per second (a token bucket; 0: none). Every "
+        "other request (writes, prompts, chat turns), every run in a worker and every request "
+        "carrying a sampled `traceparent` is traced in full. A traced read costs more CPU than "
+        "the read itself (docs/observability.md), so a busy API traces a bounded number.",
     )
 
     # --- what our own spans record ---------------------------------------------------------------

@@ -374,7 +374,7 @@ def _instrument_process(provider: TracerProvider) -> None:
         celery_instrumentor.instrument(tracer_provider=provider)
 
 
-def instrument_app(app: FastAPI, read_ratio: float = 1.0) -> None:
+def instrument_app(app: FastAPI, reads_per_second: float = 10.0) -> None:
     """Server spans for the app's requests (not /metrics, not /health*), when tracing is on.
 
     The ASGI middleware of opentelemetry-instrumentation-asgi rather than FastAPIInstrumentor:
@@ -382,7 +382,7 @@ def instrument_app(app: FastAPI, read_ratio: float = 1.0) -> None:
     measured as most of the tracing cost of a `GET /api/agents/{id}`). The span starts named by
     the method and `httpmetrics.HttpMetrics`, which learns the route template anyway, renames
     it `<METHOD> <template>` and sets `http.route` when the request ends. `observability/
-    tracegate.py` decides which requests are traced (`read_ratio`: share of GET/HEAD)."""
+    tracegate.py` decides which requests are traced (`reads_per_second`: GET/HEAD)."""
     tracing = _active
     if tracing is None:
         return
@@ -395,7 +395,7 @@ def instrument_app(app: FastAPI, read_ratio: float = 1.0) -> None:
     app.add_middleware(
         TraceGate,
         traced=OpenTelemetryMiddleware,
-        read_ratio=read_ratio,
+        reads_per_second=reads_per_second,
         excluded_urls=EXCLUDED_URLS,
         default_span_details=_span_details,
         server_request_hook=_scrub_server_span,
