@@ -29,22 +29,33 @@ from tests.engine.protocol_server import ProtocolServer
 # The runtime tests' per-backend fixture (`rt`: PostgreSQL, then emulated MongoDB) and its database.
 from tests.runtime.conftest import module_db, rt  # noqa: F401
 
+#: The SDK providers the session exporter is attached to (by id: a provider may be replaced).
+_attached: set[int] = set()
 
-@pytest.fixture(scope="session")
-def _session_exporter() -> InMemorySpanExporter:
-    exporter = InMemorySpanExporter()
+
+def _attach(exporter: InMemorySpanExporter) -> None:
+    """The exporter on the current global SDK provider, installing one when there is none: the
+    plumbing tests (test_plumbing_tracing.py) reset the global provider after each of theirs,
+    so whichever test ran before in this process, spans of the next one are kept."""
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):
         trace.set_tracer_provider(TracerProvider())
         provider = trace.get_tracer_provider()
     assert isinstance(provider, TracerProvider), "the global tracer provider is not the SDK's"
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return exporter
+    if id(provider) not in _attached:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        _attached.add(id(provider))
+
+
+@pytest.fixture(scope="session")
+def _session_exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
 
 
 @pytest.fixture
 def spans(_session_exporter: InMemorySpanExporter) -> Iterator[InMemorySpanExporter]:
     """The spans finished during the test (`spans.get_finished_spans()`)."""
+    _attach(_session_exporter)
     _session_exporter.clear()
     yield _session_exporter
     _session_exporter.clear()
