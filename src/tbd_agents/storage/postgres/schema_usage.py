@@ -78,24 +78,26 @@ Index("idx_usage_calls_user_id_at", usage_calls.c.user_id, usage_calls.c.at)
 Index("idx_usage_calls_task_id", usage_calls.c.task_id)
 Index("idx_usage_calls_session_id", usage_calls.c.session_id)
 
-usage_daily = Table(
-    "usage_daily",
-    metadata,
-    Column("day", Date, nullable=False),
-    Column("user_id", Text, nullable=False, server_default=""),
-    Column("agent_id", Text, nullable=False, server_default=""),
-    Column("workflow_id", Text, nullable=False, server_default=""),
-    Column("schedule_id", Text, nullable=False, server_default=""),
-    Column("provider_id", Text, nullable=False, server_default=""),
-    Column("model", Text, nullable=False, server_default=""),
-    Column("calls", Integer, nullable=False, server_default=text("0")),
-    Column("input_tokens", Numeric(20, 0), nullable=False, server_default=text("0")),
-    Column("output_tokens", Numeric(20, 0), nullable=False, server_default=text("0")),
-    Column("cost_usd", COST, nullable=False, server_default=text("0")),
-    PrimaryKeyConstraint(
-        "day", "user_id", "agent_id", "workflow_id", "schedule_id", "provider_id", "model"
-    ),
-)
+_KEYS = ("user_id", "agent_id", "workflow_id", "schedule_id", "provider_id", "model")
+
+
+def _totals(name: str, period: str) -> Table:
+    """Calls, tokens and cost per `period` (a date: the day, or a month's first day) and per
+    combination of the call's ids; an absent id is '' (the columns are part of the key)."""
+    return Table(
+        name,
+        metadata,
+        Column(period, Date, nullable=False),
+        *(Column(key, Text, nullable=False, server_default="") for key in _KEYS),
+        Column("calls", Integer, nullable=False, server_default=text("0")),
+        Column("input_tokens", Numeric(20, 0), nullable=False, server_default=text("0")),
+        Column("output_tokens", Numeric(20, 0), nullable=False, server_default=text("0")),
+        Column("cost_usd", COST, nullable=False, server_default=text("0")),
+        PrimaryKeyConstraint(period, *_KEYS),
+    )
+
+
+usage_daily = _totals("usage_daily", "day")
 Index("idx_usage_daily_user_id_day", usage_daily.c.user_id, usage_daily.c.day)
 Index("idx_usage_daily_agent_id_day", usage_daily.c.agent_id, usage_daily.c.day)
 Index("idx_usage_daily_workflow_id_day", usage_daily.c.workflow_id, usage_daily.c.day)
@@ -103,24 +105,7 @@ Index("idx_usage_daily_schedule_id_day", usage_daily.c.schedule_id, usage_daily.
 
 #: usage_daily summed per calendar month (`month`: its first day), kept by the same statement:
 #: a year's summary reads 12 months of rows plus the days of the partial months at its ends.
-usage_monthly = Table(
-    "usage_monthly",
-    metadata,
-    Column("month", Date, nullable=False),
-    Column("user_id", Text, nullable=False, server_default=""),
-    Column("agent_id", Text, nullable=False, server_default=""),
-    Column("workflow_id", Text, nullable=False, server_default=""),
-    Column("schedule_id", Text, nullable=False, server_default=""),
-    Column("provider_id", Text, nullable=False, server_default=""),
-    Column("model", Text, nullable=False, server_default=""),
-    Column("calls", Integer, nullable=False, server_default=text("0")),
-    Column("input_tokens", Numeric(20, 0), nullable=False, server_default=text("0")),
-    Column("output_tokens", Numeric(20, 0), nullable=False, server_default=text("0")),
-    Column("cost_usd", COST, nullable=False, server_default=text("0")),
-    PrimaryKeyConstraint(
-        "month", "user_id", "agent_id", "workflow_id", "schedule_id", "provider_id", "model"
-    ),
-)
+usage_monthly = _totals("usage_monthly", "month")
 Index("idx_usage_monthly_user_id_month", usage_monthly.c.user_id, usage_monthly.c.month)
 
 #: Per dimension alone (one row per (dimension, grain, period, key); `all` / '' for everything),
