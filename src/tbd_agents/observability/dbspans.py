@@ -1,32 +1,38 @@
 """A span per SQL statement, inside traced work only.
 
-Listeners on an engine's `before_cursor_execute` / `after_cursor_execute` / `handle_error`
-events (SQLAlchemy's statement path, and the direct asyncpg path of `storage/postgres/direct.py`,
-which announces its statements with a stand-in execution context and ends their spans itself).
-
-Unlike opentelemetry-instrumentation-sqlalchemy's EngineTracer, which this replaces:
+The spans are opened around the engine's dialect methods that send a statement to the driver
+(`do_execute`, `do_execute_no_params`, `do_executemany`, wrapped on the engine's own dialect
+object), and by the direct asyncpg path of `storage/postgres/direct.py` through `start` / `end`.
+No SQLAlchemy event listener is involved, and that is the point:
 
 - a statement gets a span only when a recording span is current (a traced request, a run): the
   background loops' polling statements (scheduler, upkeep, webhooks, every second or so) would
   otherwise each start a trace of their own and drown the real ones;
-- no pool listeners and no work at all for a statement outside traced work — measured as
-  ~0.02 ms per API request with the EngineTracer, more than the rest of the tracing gate.
+- a statement outside traced work costs one context lookup. Connection event listeners (what
+  opentelemetry-instrumentation-sqlalchemy's EngineTracer, which this replaced, and this module's
+  first version used) switch every connection of the engine to SQLAlchemy's dispatching path and
+  cost every statement of every untraced request (`benchmarks/RESULTS.md`, "Observability
+  overhead").
 
 Attributes follow the database semantic conventions: `db.system.name` (and the older
 `db.system`) `postgresql`, `db.namespace`, `db.operation.name`, `db.query.text` (the statement
-with placeholders, never the values), `server.address` / `server.port`.
+with placeholders, never the values), `server.address` / `server.port`; a failed statement has `error.type` (the exception's class)
+and `db.response.status_code` (the SQLSTATE) and an error status.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
-from sqlalchemy import event
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 #: Longest statement text kept on a span.
 MAX_QUERY_CHARS = 2_000
+#: The dialect methods that hand a statement to the DB-API cursor.
+_SENDERS = ("do_execute", "do_execute_no_params", "do_executemany")
 
 
 def _operation(statement: str) -> str:
@@ -35,7 +41,7 @@ def _operation(statement: str) -> str:
 
 
 class StatementSpans:
-    """The listeners of one (sync) engine."""
+    """The statement spans of one (sync) engine; installing it wraps the engine's dialect."""
 
     def __init__(self, tracer: Tracer, sync_engine: Any) -> None:
         url = sync_engine.url
@@ -48,17 +54,16 @@ class StatementSpans:
         }
         if url.port:
             self.attributes["server.port"] = int(url.port)
-        event.listen(sync_engine, "before_cursor_execute", self.before)
-        event.listen(sync_engine, "after_cursor_execute", self.after)
-        event.listen(sync_engine, "handle_error", self.failed)
+        dialect = sync_engine.dialect
+        for name in _SENDERS:
+            setattr(dialect, name, self._traced(getattr(dialect, name)))
 
-    def before(
-        self, conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool
-    ) -> None:
-        if context is None or not trace.get_current_span().is_recording():
-            return
+    def start(self, statement: str) -> Span | None:
+        """The statement's span, started, when traced work is current; else None."""
+        if not trace.get_current_span().is_recording():
+            return None
         operation = _operation(statement)
-        span = self.tracer.start_span(
+        return self.tracer.start_span(
             operation,
             kind=SpanKind.CLIENT,
             attributes={
@@ -67,23 +72,29 @@ class StatementSpans:
                 "db.query.text": statement[:MAX_QUERY_CHARS],
             },
         )
-        context._otel_span = span
 
-    def after(
-        self, conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool
-    ) -> None:
-        span = getattr(context, "_otel_span", None)
-        if span is not None:
-            context._otel_span = None
-            span.end()
-
-    def failed(self, exception_context: Any) -> None:
-        context = getattr(exception_context, "execution_context", None)
-        span = getattr(context, "_otel_span", None)
-        if context is None or span is None:
-            return
-        context._otel_span = None
-        error = exception_context.original_exception
-        span.set_attribute("error.type", type(error).__name__)
-        span.set_status(Status(StatusCode.ERROR))
+    @staticmethod
+    def end(span: Span, failure: BaseException | None = None) -> None:
+        """End `span`, marked as failed by `failure` (a cancellation is not a failure)."""
+        if failure is not None and not isinstance(failure, asyncio.CancelledError):
+            span.set_attribute("error.type", type(failure).__name__)
+            sqlstate = getattr(failure, "sqlstate", None)
+            if sqlstate:
+                span.set_attribute("db.response.status_code", str(sqlstate))
+            span.set_status(Status(StatusCode.ERROR))
         span.end()
+
+    def _traced(self, send: Callable[..., Any]) -> Callable[..., Any]:
+        def traced(cursor: Any, statement: str, *rest: Any) -> Any:
+            span = self.start(statement)
+            if span is None:
+                return send(cursor, statement, *rest)
+            try:
+                result = send(cursor, statement, *rest)
+            except BaseException as exc:
+                self.end(span, exc)
+                raise
+            self.end(span)
+            return result
+
+        return traced

@@ -24,10 +24,26 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry import context
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context
+from opentelemetry.instrumentation.utils import _SUPPRESS_INSTRUMENTATION_KEY_PLAIN
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 _READS = frozenset({"GET", "HEAD"})
+#: The keys every OpenTelemetry instrumentation checks (`suppress_instrumentation()` sets both).
+_SUPPRESS_KEYS = (_SUPPRESS_INSTRUMENTATION_KEY, _SUPPRESS_INSTRUMENTATION_KEY_PLAIN)
+
+
+def _suppressed(base: Context | None = None) -> Context:
+    for key in _SUPPRESS_KEYS:
+        base = context.set_value(key, True, base)
+    assert base is not None
+    return base
+
+
+#: What a request left out runs under when the context it starts in is empty (the usual case:
+#: the server's connection task carries none), made once instead of per request.
+_SUPPRESSED = _suppressed(Context())
 
 
 class TraceGate:
@@ -67,5 +83,9 @@ class TraceGate:
         if scope["type"] != "http" or self._records(scope):
             await self.traced(scope, receive, send)
             return
-        with suppress_instrumentation():
+        current = context.get_current()
+        token = context.attach(_suppressed(current) if current else _SUPPRESSED)
+        try:
             await self.app(scope, receive, send)
+        finally:
+            context.detach(token)

@@ -446,6 +446,7 @@ def _instrument_sync_engine(sync_engine: Any, provider: TracerProvider) -> None:
         if sync_engine in _instrumented:
             return
         _instrumented.add(sync_engine)
-    # the direct asyncpg path then hands each statement a context to hold its span
-    setattr(sync_engine, TRACED_ATTR, True)
-    StatementSpans(provider.get_tracer("tbd_agents.db"), sync_engine)
+    # the direct asyncpg path takes its statements' spans from there
+    setattr(
+        sync_engine, TRACED_ATTR, StatementSpans(provider.get_tracer("tbd_agents.db"), sync_engine)
+    )

@@ -12,14 +12,13 @@ the types SQLAlchemy passes through for these columns (its JSONB codec is on the
 
 When the adapter does not look as expected (another SQLAlchemy version), `DirectLink.usable` is
 False and the repository executes through SQLAlchemy as before. On an engine traced by
-OpenTelemetry (`observability.tracing_setup` sets `TRACED_ATTR`) the statements stay on this path:
-the SQLAlchemy instrumentation's listener opens each statement's span on a stand-in execution
-context (`_StatementContext`) and this module ends it, so tracing does not cost the fast path.
+OpenTelemetry (`observability.tracing_setup` puts its `dbspans.StatementSpans` under
+`TRACED_ATTR`) the statements stay on this path and get their spans from it, inside traced work
+only, so tracing does not cost the fast path.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
-#: Set on a (sync) engine whose statements are traced: they go through SQLAlchemy's path.
+#: Where a traced (sync) engine keeps its statement spans (`start(sql)`, `end(span, failure)`).
 TRACED_ATTR = "_tbd_traced"
 
 
@@ -65,24 +64,6 @@ def compile_direct(
     return DirectStatement(compiled.string, names, processors)
 
 
-class _StatementContext:
-    """Where the SQLAlchemy instrumentation's `before_cursor_execute` listener leaves the span
-    of a statement sent on this path (`_otel_span`, as on SQLAlchemy's execution context)."""
-
-    _otel_span: Any = None
-
-    def ended(self, failure: BaseException | None) -> None:
-        span = self._otel_span
-        if span is None:
-            return
-        if failure is not None and not isinstance(failure, asyncio.CancelledError):
-            from opentelemetry.trace import Status, StatusCode
-
-            span.set_attribute("error.type", type(failure).__name__)
-            span.set_status(Status(StatusCode.ERROR))
-        span.end()
-
-
 class DirectLink:
     """The asyncpg connection of one unit of work (looked up on first use)."""
 
@@ -107,16 +88,17 @@ class DirectLink:
                 self.usable = False
         return self.usable
 
-    def _announce(self, sql: str, arguments: list[Any]) -> _StatementContext | None:
-        """SQLAlchemy's `before_cursor_execute` listeners (statement logs, tracing) see these
-        statements too (without a cursor; on a traced engine with a stand-in context that
-        receives the statement's span, which `_StatementContext.ended` closes)."""
+    def _announce(self, sql: str, arguments: list[Any]) -> tuple[Any, Any]:
+        """SQLAlchemy's `before_cursor_execute` listeners (statement logs) see these statements
+        too (without a cursor or context). On a traced engine: its statement spans and the
+        statement's span, started (None outside traced work); `fetch` ends it."""
         sync = self._conn.sync_connection
-        if sync is None or not (sync._has_events or sync.engine._has_events):
-            return None
-        context = _StatementContext() if getattr(sync.engine, TRACED_ATTR, False) else None
-        sync.dispatch.before_cursor_execute(sync, None, sql, tuple(arguments), context, False)
-        return context
+        if sync is None:
+            return None, None
+        if sync._has_events or sync.engine._has_events:
+            sync.dispatch.before_cursor_execute(sync, None, sql, tuple(arguments), None, False)
+        spans = getattr(sync.engine, TRACED_ATTR, None)
+        return spans, (spans.start(sql) if spans is not None else None)
 
     async def fetch(
         self, statement: DirectStatement, values: Mapping[str, Any]
@@ -127,7 +109,7 @@ class DirectLink:
         adapter, driver = self._adapter, self._driver
         assert driver is not None
         arguments = statement.arguments(values)
-        context = self._announce(statement.sql, arguments)
+        spans, span = self._announce(statement.sql, arguments)
         failure: BaseException | None = None
         try:
             async with adapter._execute_mutex:
@@ -150,5 +132,5 @@ class DirectLink:
                 ) from exc
             raise
         finally:
-            if context is not None:
-                context.ended(failure)
+            if span is not None:
+                spans.end(span, failure)
