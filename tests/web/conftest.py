@@ -22,14 +22,19 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from cryptography.fernet import Fernet
 from playwright.sync_api import (
     Browser,
+    BrowserContext,
     ConsoleMessage,
     Page,
     Playwright,
+    Request,
+    WebSocket,
     expect,
     sync_playwright,
 )
@@ -104,8 +109,80 @@ def browser(playwright_session: Playwright) -> Iterator[Browser]:
     browser = playwright_session.chromium.launch(
         executable_path=str(path), args=LAUNCH_ARGS, headless=True
     )
+    watch_origins(browser)
     yield browser
     browser.close()
+
+
+class RequestLog:
+    """Every request (and WebSocket) of every browser context, for the origin check below."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, bool]] = []  # (url, top-level navigation)
+        self.dashboard: str | None = None  # the dashboard server's origin, when a test uses it
+
+    def request(self, request: Request) -> None:
+        try:
+            top = request.is_navigation_request() and request.frame.parent_frame is None
+        except Exception:  # a service worker's request has no frame
+            top = False
+        self.requests.append((request.url, top))
+
+    def websocket(self, socket: WebSocket) -> None:
+        self.requests.append((socket.url, False))
+
+    def off_origin(self) -> list[str]:
+        """URLs that left the server's origin. Allowed: the dashboard's origin, the top-level
+        documents the test itself opened on this machine (another test server) and their
+        origins, data:, blob: and about:."""
+        loopback = {"127.0.0.1", "localhost", "::1"}
+        allowed = {self.dashboard} if self.dashboard else set()
+        for url, top in self.requests:
+            if top and urlsplit(url).hostname in loopback:
+                allowed.add(origin(url))
+        return [
+            url
+            for url, _ in self.requests
+            if urlsplit(url).scheme not in ("data", "blob", "about") and origin(url) not in allowed
+        ]
+
+
+def origin(url: str) -> str:
+    """scheme://host:port of `url`, WebSockets counted as their HTTP origin."""
+    parts = urlsplit(url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{parts.hostname}:{port}"
+
+
+REQUESTS = RequestLog()
+
+
+def watch_origins(browser: Browser) -> None:
+    """Record the requests of every context `browser` opens (also those of module fixtures)."""
+    new_context = browser.new_context
+
+    def watched(**kwargs: Any) -> BrowserContext:
+        context = new_context(**kwargs)
+        context.on("request", REQUESTS.request)
+        context.on("page", lambda page: page.on("websocket", REQUESTS.websocket))
+        return context
+
+    browser.new_context = watched  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def no_off_origin_requests(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test whose pages asked anything of another origin than the server's (a CDN, a
+    font service, an analytics beacon): the dashboard must work offline and leak nothing."""
+    REQUESTS.requests.clear()
+    REQUESTS.dashboard = None
+    yield
+    if "dashboard" in request.fixturenames:
+        REQUESTS.dashboard = origin(request.getfixturevalue("dashboard").base)
+    leaked = REQUESTS.off_origin()
+    REQUESTS.requests.clear()
+    assert not leaked, f"requests that left the server's origin: {leaked}"
 
 
 @pytest.fixture(scope="package")

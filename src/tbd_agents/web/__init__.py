@@ -5,15 +5,26 @@ and one stylesheet, no third-party code) under `/dashboard/assets/`. The page it
 every screen calls the public API with the API key the user signed in with, so serving these files
 needs no authentication. Responses carry a strict Content-Security-Policy (scripts, styles and
 connections from this origin only), so nothing is ever loaded from elsewhere.
+
+Caching: at start-up the assets are hashed together, and they are served under
+`/dashboard/assets/<hash>/...` for a year (`immutable`); the page (`no-cache`, with an ETag) has its
+`/dashboard/assets/` references rewritten to that prefix when it is served, so a new release
+changes every address at once and a browser never mixes modules of two releases. The modules import
+each other by relative paths, so they all resolve under the hashed prefix. The unhashed addresses
+keep working (revalidated on every use), as do the addresses of an older hash (a tab opened before
+an upgrade): those get the current file, never cached as immutable.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
@@ -32,33 +43,83 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 
+#: Cache-Control of the assets under the hashed prefix: their content never changes there.
+IMMUTABLE = "public, max-age=31536000, immutable"
+#: The first path segment of a hashed address (`asset_hash` length).
+_HASH_SEGMENT = re.compile(r"^[0-9a-f]{16}$")
+#: `href="/dashboard/assets/` or `src='/dashboard/assets/` in the page.
+_ASSET_REFERENCE = re.compile(r"""(\b(?:href|src)\s*=\s*["'])/dashboard/assets/""")
+
+
+def asset_hash(directory: Path = STATIC_DIR) -> str:
+    """16 hex digits of a SHA-256 over every file under `directory` (relative path and bytes)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
 
 class _Assets(StaticFiles):
-    """StaticFiles that adds the security headers and asks browsers to revalidate."""
+    """StaticFiles with the security headers and a Cache-Control: `immutable` when `hashed`,
+    else `no-cache` (revalidate with the ETag / Last-Modified StaticFiles sends)."""
+
+    def __init__(self, *, directory: Path, hashed: bool) -> None:
+        super().__init__(directory=directory)
+        self.hashed = hashed
 
     async def get_response(self, path: str, scope: Scope) -> Response:
-        response = await super().get_response(path, scope)
+        first, _, rest = path.partition("/")
+        stale = not self.hashed and bool(rest) and _HASH_SEGMENT.match(first) is not None
+        # An address under another release's hash: the current file, revalidated every time.
+        response = await super().get_response(rest if stale else path, scope)
         response.headers.update(SECURITY_HEADERS)
-        response.headers["Cache-Control"] = "no-cache"
+        response.headers["Cache-Control"] = IMMUTABLE if self.hashed else "no-cache"
         return response
 
 
-def index_response() -> FileResponse:
-    """The dashboard's single page, with the security headers."""
-    headers = dict(SECURITY_HEADERS)
-    headers["Cache-Control"] = "no-cache"
-    return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=headers)
+def render_index(html: str, digest: str, openapi_tag: str) -> str:
+    """The page with its asset references moved under the hashed prefix and the OpenAPI
+    document's version in `<meta name="tbd-openapi">` (the client's cache key for it)."""
+    page = _ASSET_REFERENCE.sub(rf"\g<1>{ASSETS_PREFIX}/{digest}/", html)
+    meta = f'<meta name="tbd-openapi" content="{openapi_tag}">'
+    return page.replace("</head>", f"  {meta}\n</head>", 1)
 
 
 def mount(app: FastAPI) -> None:
     """Serve the dashboard from `app`: the page at `/`, `/dashboard` and `/dashboard/`, the
-    assets under `/dashboard/assets/`. Hidden from the OpenAPI document."""
+    assets under `/dashboard/assets/<hash>/` and `/dashboard/assets/`. Hidden from the OpenAPI
+    document."""
     if not (STATIC_DIR / "index.html").is_file():  # pragma: no cover - packaging error
         raise RuntimeError(f"dashboard files missing from the installed package: {STATIC_DIR}")
+    digest = asset_hash()
+    built: dict[str, tuple[bytes, str]] = {}
+
+    def build() -> tuple[bytes, str]:
+        # On first use: the OpenAPI document is complete only once every route is added.
+        if "page" not in built:
+            doc = json.dumps(app.openapi(), separators=(",", ":"), sort_keys=True).encode()
+            tag = hashlib.sha256(doc).hexdigest()[:16]
+            html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+            body = render_index(html, digest, tag).encode()
+            built["page"] = (body, f'"{hashlib.sha256(body).hexdigest()[:32]}"')
+        return built["page"]
 
     async def page(request: Request) -> Response:
-        return index_response()
+        body, etag = build()
+        headers = {**SECURITY_HEADERS, "Cache-Control": "no-cache", "ETag": etag}
+        asked = request.headers.get("if-none-match", "")
+        if etag in {t.strip().removeprefix("W/") for t in asked.split(",")}:
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type="text/html", headers=headers)
 
     for path in ("/", "/dashboard", "/dashboard/"):
         app.add_api_route(path, page, methods=["GET"], include_in_schema=False)
-    app.mount(ASSETS_PREFIX, _Assets(directory=STATIC_DIR), name="dashboard-assets")
+    # The hashed prefix first: the unhashed mount would otherwise take its requests.
+    app.mount(
+        f"{ASSETS_PREFIX}/{digest}",
+        _Assets(directory=STATIC_DIR, hashed=True),
+        name="dashboard-assets-hashed",
+    )
+    app.mount(ASSETS_PREFIX, _Assets(directory=STATIC_DIR, hashed=False), name="dashboard-assets")

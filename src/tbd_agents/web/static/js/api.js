@@ -161,14 +161,35 @@ export async function listAll(path, query = {}, maxPages = 10) {
   return items;
 }
 
-/** The API's OpenAPI document, to know which optional endpoints this server has. */
+/**
+ * The API's OpenAPI document, to know which optional endpoints this server has. Fetched once per
+ * tab: kept for the page's life and in sessionStorage under the document's version, which the
+ * server writes into the page (`<meta name="tbd-openapi">`), so a reload reuses it and a server
+ * upgrade does not.
+ */
 let openapi = null;
 export async function features() {
-  if (!openapi) {
-    const response = await fetch("/openapi.json", { headers: { Accept: "application/json" } });
-    openapi = response.ok ? await response.json() : { paths: {} };
-  }
+  // One request even when several screens ask at once; a failed one is tried again next time.
+  if (!openapi) openapi = loadOpenapi().catch((error) => { openapi = null; throw error; });
   return openapi;
+}
+
+async function loadOpenapi() {
+  const version = document.querySelector('meta[name="tbd-openapi"]')?.content;
+  const storeKey = version ? `tbd-agents.openapi.${version}` : null;
+  const kept = storeKey && window.sessionStorage.getItem(storeKey);
+  if (kept) {
+    try { return JSON.parse(kept); } catch { window.sessionStorage.removeItem(storeKey); }
+  }
+  const response = await fetch("/openapi.json", { headers: { Accept: "application/json" } });
+  if (!response.ok) return { paths: {} };
+  const text = await response.text();
+  if (storeKey) {
+    const older = Object.keys(window.sessionStorage).filter((name) => name.startsWith("tbd-agents.openapi."));
+    for (const name of older) window.sessionStorage.removeItem(name);
+    try { window.sessionStorage.setItem(storeKey, text); } catch { /* storage full: page cache only */ }
+  }
+  return JSON.parse(text);
 }
 
 /** True when this server has `method` on the OpenAPI path template `path`. */

@@ -17,7 +17,7 @@ const fill = (template, id) => template.replace(/\{[^}]+\}/, encodeURIComponent(
 /** Renders a run's events into a log; returns { handle(event), reset() }. */
 function eventLog(box) {
   const list = h("ol", { class: "events", role: "log", "aria-label": "Run events", "aria-live": "polite" });
-  const answer = h("div", { class: "answer bubble-body", "aria-label": "Answer" });
+  const answer = h("div", { class: "answer bubble-body" });
   const bar = h("progress", { max: 1, value: 0, hidden: true, "aria-label": "Turns used" });
   const progressText = h("span", { class: "muted" });
   const usage = h("p", { class: "usage muted" });
