@@ -91,7 +91,7 @@ function shell() {
   runsItem.hidden = true;
   import("./views/runs.js").then((m) => { runsItem.hidden = typeof m.renderRuns !== "function"; }).catch(() => {});
   const menuButton = h("button", { type: "button", id: "menu-button", class: "menu-button", "aria-controls": "nav", "aria-expanded": "false",
-    onClick: () => setDrawer(!document.querySelector(".layout.nav-open")) }, h("span", { "aria-hidden": "true" }, "☰"), " Menu");
+    onClick: () => setDrawer(!document.querySelector(".layout.nav-open")) }, h("span", { "aria-hidden": "true" }, "☰"), h("span", { class: "menu-label" }, " Menu"));
   const header = h("header", { class: "topbar" },
     h("div", { class: "topbar-start" }, menuButton, h("a", { class: "brand", href: "#/" }, "TBD Agents")),
     h("div", { class: "who" },
