@@ -14,9 +14,8 @@ from playwright.sync_api import Browser, Page, Route, expect
 from tests.web.conftest import Dashboard, shot, sign_in
 from tests.web.ui import api, goto, rendered
 
-PHONE = {"width": 390, "height": 768 + 76}  # 390×844
+PHONE = {"width": 390, "height": 844}
 
-BACKGROUND = "() => getComputedStyle(document.body).backgroundColor || getComputedStyle(document.documentElement).backgroundColor"
 ROOT_BACKGROUND = "() => getComputedStyle(document.documentElement).backgroundColor"
 
 #: Text colour / background pairs of the palette that must reach 4.5:1 in both themes.
@@ -201,7 +200,9 @@ def test_notices_are_one_capped_area_cleared_on_navigation(
         }"""
     )
     # At most three; the info made room first; the repeated message is shown once.
-    expect(notices).to_have_text([re.compile("first error"), re.compile("second error"), re.compile("third error")])
+    expect(notices).to_have_text(
+        [re.compile("first error"), re.compile("second error"), re.compile("third error")]
+    )
     expect(page.locator("#notices")).to_have_attribute("aria-live", "polite")
     expect(notices.first).to_have_attribute("role", "alert")
     # Errors stay until dismissed.
