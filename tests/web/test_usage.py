@@ -253,7 +253,7 @@ def test_empty_state_and_a_refused_range(page: Page, dashboard: Dashboard) -> No
     goto(page, dashboard, "usage?range=custom&start=2025-05-09&end=2025-05-01")
     results = page.locator("section.usage-results")
     expect(results).to_have_attribute("data-state", "error")
-    expect(results.get_by_role("alert")).to_contain_text("start")
+    expect(results.get_by_role("alert")).to_contain_text("Start must not be after end.")
 
 
 def test_an_admin_creates_edits_and_deletes_a_budget(page: Page, dashboard: Dashboard) -> None:
@@ -280,7 +280,7 @@ def test_an_admin_creates_edits_and_deletes_a_budget(page: Page, dashboard: Dash
     dialog.get_by_label("Limit").fill("0")
     dialog.get_by_role("button", name="Create budget").click()
     limit_error = dialog.locator(".field-limit .field-error")
-    expect(limit_error).to_contain_text("limit must be a number > 0")
+    expect(limit_error).to_contain_text("Limit must be a number > 0.")
     dialog.get_by_label("Limit").fill("0.01")
     dialog.get_by_role("button", name="Create budget").click()
     expect(dialog).to_have_count(0)

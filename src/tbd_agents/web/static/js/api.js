@@ -19,12 +19,17 @@ export function forgetKey(reason = "") {
 
 /** An API answer that is not a success, in the API's one error shape. */
 export class ApiError extends Error {
-  constructor(status, code, message, details = {}) {
+  /**
+   * `message` is for people (what happened and what to do); `technical` is the request and the
+   * server's own words, for a "Details" disclosure or a bug report.
+   */
+  constructor(status, code, message, details = {}, technical = "") {
     super(message);
     this.name = "ApiError";
     this.status = status;
     this.code = code;
     this.details = details || {};
+    this.technical = technical || `${status} ${code}: ${message}`;
   }
 
   /**
@@ -70,7 +75,92 @@ export function buildUrl(path, query) {
   return url.pathname + url.search;
 }
 
-async function errorFrom(response) {
+/** What the records at an API path are called, for "This agent no longer exists". */
+const THING = {
+  "chat/sessions": "chat session",
+  "custom-tools": "custom tool",
+  "knowledge-items": "document",
+  "knowledge-sources": "knowledge source",
+  keys: "API key",
+  mcps: "MCP server",
+  memories: "memory",
+  "scheduled-agents": "schedule",
+  tasks: "run",
+};
+
+function thingAt(path) {
+  const parts = path.split("?")[0].replace(/^\/api\//, "").split("/").filter(Boolean);
+  const two = parts.slice(0, 2).join("/");
+  if (THING[two]) return { thing: THING[two], id: parts[2] ? decodeURIComponent(parts[2]) : null };
+  const first = parts[0] || "record";
+  return { thing: THING[first] || first.replace(/-/g, " ").replace(/s$/, ""), id: parts[1] ? decodeURIComponent(parts[1]) : null };
+}
+
+/** The server's words as a sentence: capital first letter, a final full stop. */
+function sentence(text) {
+  const t = String(text || "").trim();
+  if (!t) return "";
+  const first = t.charAt(0).toUpperCase() + t.slice(1);
+  return /[.!?…]$/.test(first) ? first : `${first}.`;
+}
+
+function bytes(n) {
+  if (!Number.isFinite(n)) return "";
+  if (n >= 1024 * 1024) return `${(n / (1024 * 1024)).toFixed(n % (1024 * 1024) ? 1 : 0)} MB`;
+  if (n >= 1024) return `${Math.round(n / 1024)} KB`;
+  return `${n} bytes`;
+}
+
+/** Validation errors as "field: message" (the path after "body"/"query"), or "". */
+function fieldProblems(details) {
+  const lines = (details.errors || []).map((err) => {
+    const loc = (err.loc || []).map(String).filter((p, i) => !(i === 0 && ["body", "query", "path"].includes(p)));
+    return loc.length ? `${loc.join(".").replace(/_/g, " ")}: ${err.msg}` : err.msg;
+  });
+  return lines.join("; ");
+}
+
+/**
+ * What a failed request means for the person using the dashboard, and what to do about it, from
+ * its status (0: no answer at all), the API's error code, message and details.
+ */
+export function friendlyMessage(status, code, serverMessage, details = {}, method = "GET", path = "") {
+  const { thing, id } = thingAt(path);
+  if (status === 0) return "Can't reach the server. Check it is running, then retry.";
+  if (status === 401) return "Your API key was refused (revoked or expired). Sign in again.";
+  if (status === 403) return `You are not allowed to do this with your key${serverMessage ? ` (${serverMessage.replace(/\.$/, "")})` : ""}. Ask an admin for access.`;
+  if (status === 404) {
+    // The record the address names is gone (not some other record the request refers to).
+    if (id && details.id !== undefined && String(details.id) === id) {
+      return `This ${thing} no longer exists: it may have been deleted. Go back to the list and reload it.`;
+    }
+    if (/^no route /.test(serverMessage || "")) return "This server does not have this feature (it may be an older version).";
+    return sentence(serverMessage) || `This ${thing} no longer exists.`;
+  }
+  if (status === 413) {
+    const limit = bytes(Number(details.limit_bytes));
+    return `This is too large for the server${limit ? ` (the limit is ${limit})` : ""}. Send something smaller${details.setting ? `, or ask an admin to raise ${details.setting}` : ""}.`;
+  }
+  if (status === 422 && code === "validation_error") {
+    const fields = fieldProblems(details);
+    return fields ? `Check these fields: ${fields}.` : sentence(serverMessage);
+  }
+  if (status === 429) return `${sentence(serverMessage) || "Too many requests."} Wait a moment, then try again.`;
+  if (status === 503) return `${sentence(serverMessage) || "The server is not available right now."} Try again in a moment.`;
+  if (status >= 500) {
+    const incident = details.incident ? ` (incident ${details.incident})` : "";
+    return `The server failed to do this${incident}. Try again; if it keeps failing, the server log has the details.`;
+  }
+  return sentence(serverMessage) || `The server refused this request (${status}).`;
+}
+
+/** An ApiError for a request that got no answer (server down, network cut). */
+export function networkError(method, path, cause) {
+  return new ApiError(0, "network_error", friendlyMessage(0, "network_error", "", {}, method, path), {},
+    `${method} ${path}: no answer (${cause && cause.message ? cause.message : "network error"})`);
+}
+
+async function errorFrom(response, method, path) {
   let body = null;
   try {
     body = await response.json();
@@ -78,8 +168,25 @@ async function errorFrom(response) {
     body = null;
   }
   const err = body && body.error;
-  if (err) return new ApiError(response.status, err.code, err.message, err.details);
-  return new ApiError(response.status, "http_error", `${response.status} ${response.statusText}`.trim());
+  const code = err ? err.code : "http_error";
+  const serverMessage = err ? err.message : "";
+  const details = (err && err.details) || {};
+  const requestId = response.headers.get("X-Request-ID");
+  const technical = `${method} ${path} → ${response.status} ${code}: ${serverMessage || response.statusText}`
+    + (requestId ? ` (request ${requestId})` : "");
+  let message = friendlyMessage(response.status, code, serverMessage, details, method, path);
+  if (requestId && response.status >= 500) message = `${message} Request id: ${requestId}.`;
+  return new ApiError(response.status, code, message, details, technical);
+}
+
+/** `fetch`, with "no answer at all" turned into an ApiError people can act on. */
+async function fetchOrExplain(url, init) {
+  try {
+    return await fetch(url, init);
+  } catch (error) {
+    if (error && error.name === "AbortError") throw error;
+    throw networkError(init.method || "GET", url, error);
+  }
 }
 
 /**
@@ -97,9 +204,10 @@ async function send(method, path, { body, query, signal, key, ifMatch, accept } 
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
-  const response = await fetch(buildUrl(path, query), init);
+  const url = buildUrl(path, query);
+  const response = await fetchOrExplain(url, init);
   if (response.status === 401 && !key) forgetKey("Your API key was refused (revoked or expired). Sign in again.");
-  if (!response.ok) throw await errorFrom(response);
+  if (!response.ok) throw await errorFrom(response, method, url);
   return response;
 }
 
@@ -294,9 +402,10 @@ export async function stream(method, path, { body, query, signal, onEvent, lastE
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
-  const response = await fetch(buildUrl(path, query), init);
+  const url = buildUrl(path, query);
+  const response = await fetchOrExplain(url, init);
   if (response.status === 401) forgetKey("Your API key was refused. Sign in again.");
-  if (!response.ok) throw await errorFrom(response);
+  if (!response.ok) throw await errorFrom(response, method, url);
   await readEvents(response, onEvent);
 }
 
@@ -313,15 +422,17 @@ export function upload(path, formData, onProgress) {
     xhr.setRequestHeader("Authorization", `Bearer ${key}`);
     xhr.setRequestHeader("Accept", "application/json");
     xhr.upload.addEventListener("progress", (e) => onProgress && onProgress(e.loaded, e.lengthComputable ? e.total : 0));
-    xhr.addEventListener("error", () => reject(new ApiError(0, "network_error", "The upload failed: the server could not be reached.")));
+    xhr.addEventListener("error", () => reject(networkError("POST", path)));
     xhr.addEventListener("load", () => {
       let body = null;
       try { body = xhr.responseText ? JSON.parse(xhr.responseText) : null; } catch { body = null; }
       if (xhr.status >= 200 && xhr.status < 300) { resolve(body); return; }
       if (xhr.status === 401) forgetKey("Your API key was refused. Sign in again.");
       const err = body && body.error;
-      reject(err ? new ApiError(xhr.status, err.code, err.message, err.details)
-        : new ApiError(xhr.status, "http_error", `upload failed (${xhr.status})`));
+      const code = err ? err.code : "http_error";
+      const details = (err && err.details) || {};
+      reject(new ApiError(xhr.status, code, friendlyMessage(xhr.status, code, err ? err.message : "", details, "POST", path),
+        details, `POST ${path} → ${xhr.status} ${code}: ${err ? err.message : "upload failed"}`));
     });
     xhr.send(formData);
   });

@@ -58,15 +58,52 @@ export function announce(message) {
   window.setTimeout(() => { live.textContent = message; }, 30);
 }
 
-/** A transient notice at the top of the main area; errors stay until dismissed. */
+/** At most this many notices are shown at once; the oldest (a non-error first) make room. */
+export const MAX_NOTICES = 3;
+/** Non-error notices go away by themselves after this long (ms); errors stay until dismissed. */
+export const NOTICE_MS = 6000;
+/** A notice this young (ms) survives a page change: it reports the action that moved there. */
+const CARRY_MS = 1000;
+
+function dismiss(note) {
+  const hadFocus = note.contains(document.activeElement);
+  note.remove();
+  if (hadFocus) document.getElementById("main")?.focus();
+}
+
+/**
+ * Show a notice in the page's one notice area (#notices, polite live region; errors are alerts).
+ * `message` may be an Error: its `technical` text, when it has one, goes in a "Details" disclosure.
+ * The same message again replaces the earlier one; at most MAX_NOTICES are shown.
+ */
 export function notify(message, kind = "info") {
-  let box = document.getElementById("notices");
+  const box = document.getElementById("notices");
   if (!box) return;
-  const note = h("div", { class: ["notice", `notice-${kind}`], role: kind === "error" ? "alert" : "status" },
-    h("span", { text: message }),
-    h("button", { type: "button", class: "link", "aria-label": "Dismiss", onClick: () => note.remove() }, "×"));
+  const text = message instanceof Error ? message.message : String(message);
+  const technical = message instanceof Error && message.technical ? message.technical : null;
+  for (const old of box.querySelectorAll(".notice")) if (old.dataset.message === text) old.remove();
+  const note = h("div", { class: ["notice", `notice-${kind}`], role: kind === "error" ? "alert" : "status",
+    dataset: { message: text, kind, born: String(Date.now()) } },
+  h("div", { class: "notice-text" }, h("span", { text }),
+    technical ? h("details", { class: "technical" }, h("summary", {}, "Details"), h("code", {}, technical)) : null),
+  h("button", { type: "button", class: "link", "aria-label": "Dismiss", onClick: () => dismiss(note) }, "×"));
   box.append(note);
-  if (kind !== "error") window.setTimeout(() => note.remove(), 6000);
+  const notes = () => [...box.querySelectorAll(".notice")];
+  while (notes().length > MAX_NOTICES) {
+    const all = notes();
+    (all.find((n) => n.dataset.kind !== "error") || all[0]).remove();
+  }
+  if (kind !== "error") window.setTimeout(() => note.remove(), NOTICE_MS);
+}
+
+/** Clear the notices of the page being left (main.js calls this on every page change). */
+export function clearNotices() {
+  const box = document.getElementById("notices");
+  if (!box) return;
+  const now = Date.now();
+  for (const note of box.querySelectorAll(".notice")) {
+    if (now - Number(note.dataset.born || 0) > CARRY_MS) note.remove();
+  }
 }
 
 /** Format an ISO date-time for people (local time), or "—". */

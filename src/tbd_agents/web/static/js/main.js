@@ -1,44 +1,107 @@
 // The dashboard's shell: sign-in gate, navigation, hash routing.
 
 import { currentKey, forgetKey, get } from "./api.js";
-import { announce, h, replace } from "./dom.js";
+import { announce, clearNotices, h, replace, uid } from "./dom.js";
+import { installShortcuts } from "./shortcuts.js";
 import { RESOURCES } from "./resources.js";
 import { renderSignIn } from "./views/signin.js";
 
-const NAV = [
-  ["Start", "#/"],
-  ["Agents", "#/agents"],
-  ["Chat", "#/chat"],
-  ["Workflows", "#/workflows"],
-  ["Schedules", "#/scheduled-agents"],
-  ["Knowledge", "#/knowledge-sources"],
-  ["Memories", "#/memories"],
-  ["Skills", "#/skills"],
-  ["MCP servers", "#/mcps"],
-  ["Custom tools", "#/custom-tools"],
-  ["Guardrails", "#/guardrails"],
-  ["Providers", "#/providers"],
-  ["Tokens", "#/tokens"],
-  ["API keys", "#/keys"],
-  ["Usage", "#/usage"],
-  ["Import / export", "#/transfer"],
-  ["Status", "#/status"],
+/** The navigation: Start, then the pages in three groups (each a labelled list). */
+const NAV_START = ["Start", "#/"];
+const NAV_GROUPS = [
+  ["Build", [
+    ["Agents", "#/agents"],
+    ["Skills", "#/skills"],
+    ["MCP servers", "#/mcps"],
+    ["Custom tools", "#/custom-tools"],
+    ["Guardrails", "#/guardrails"],
+    ["Knowledge", "#/knowledge-sources"],
+    ["Memories", "#/memories"],
+  ]],
+  ["Run", [
+    ["Chat", "#/chat"],
+    ["Workflows", "#/workflows"],
+    ["Schedules", "#/scheduled-agents"],
+    ["Runs", "#/runs"],
+    ["Usage", "#/usage"],
+  ]],
+  ["Admin", [
+    ["Providers", "#/providers"],
+    ["Tokens", "#/tokens"],
+    ["API keys", "#/keys"],
+    ["Import / export", "#/transfer"],
+    ["Status", "#/status"],
+  ]],
 ];
 
+const THEME_KEY = "tbd-agents.theme";
 const root = document.getElementById("app");
 let me = null;
 let renderSeq = 0;
 
+/** The theme choice ("system", "light", "dark"), applied to <html> and kept in localStorage. */
+function setTheme(choice) {
+  document.documentElement.setAttribute("data-theme", choice);
+  try { window.localStorage.setItem(THEME_KEY, choice); } catch { /* storage refused: this page only */ }
+}
+
+function themePicker() {
+  const id = uid("theme");
+  const current = document.documentElement.getAttribute("data-theme") || "system";
+  const select = h("select", { id, class: "theme-picker", onChange: () => setTheme(select.value) },
+    [["system", "System"], ["light", "Light"], ["dark", "Dark"]].map(([value, label]) =>
+      h("option", { value, selected: value === current }, label)));
+  return h("div", { class: "theme" }, h("label", { for: id, class: "visually-hidden" }, "Theme"), select);
+}
+
+function navLink([label, href]) {
+  return h("li", {}, h("a", { href, dataset: { nav: href } }, label));
+}
+
+/** Open or close the navigation drawer (narrow screens). Closing returns focus to the button. */
+function setDrawer(open, { returnFocus = true } = {}) {
+  const layout = document.querySelector(".layout");
+  const button = document.getElementById("menu-button");
+  if (!layout || !button) return;
+  const wasOpen = layout.classList.contains("nav-open");
+  layout.classList.toggle("nav-open", open);
+  button.setAttribute("aria-expanded", String(open));
+  if (open) document.querySelector("#nav a[aria-current='page'], #nav a")?.focus();
+  else if (wasOpen && returnFocus) button.focus();
+}
+
 function shell() {
-  const nav = h("nav", { class: "sidebar", "aria-label": "Main" },
-    h("ul", {}, NAV.map(([label, href]) => h("li", {}, h("a", { href, dataset: { nav: href } }, label)))));
+  const nav = h("nav", { class: "sidebar", id: "nav", "aria-label": "Main" },
+    h("ul", { class: "nav-start" }, navLink(NAV_START)),
+    NAV_GROUPS.map(([group, links]) => {
+      const headingId = `nav-${group.toLowerCase()}`;
+      return h("div", { class: "nav-group" },
+        h("h2", { id: headingId, class: "nav-heading" }, group),
+        h("ul", { "aria-labelledby": headingId }, links.map(navLink)));
+    }));
+  nav.addEventListener("click", (e) => {
+    // Following a link closes the drawer; focus then goes to the new page, not the button.
+    const link = e.target.closest("a");
+    if (!link || !document.querySelector(".layout.nav-open")) return;
+    setDrawer(false, { returnFocus: false });
+    if (link.getAttribute("href") === (window.location.hash || "#/")) document.getElementById("main")?.focus();
+  });
+  // The runs page exists only where views/runs.js has a screen: otherwise its link is hidden.
+  const runsItem = nav.querySelector('[data-nav="#/runs"]').parentElement;
+  runsItem.hidden = true;
+  import("./views/runs.js").then((m) => { runsItem.hidden = typeof m.renderRuns !== "function"; }).catch(() => {});
+  const menuButton = h("button", { type: "button", id: "menu-button", class: "menu-button", "aria-controls": "nav", "aria-expanded": "false",
+    onClick: () => setDrawer(!document.querySelector(".layout.nav-open")) }, h("span", { "aria-hidden": "true" }, "☰"), h("span", { class: "menu-label" }, " Menu"));
   const header = h("header", { class: "topbar" },
-    h("a", { class: "brand", href: "#/" }, "TBD Agents"),
+    h("div", { class: "topbar-start" }, menuButton, h("a", { class: "brand", href: "#/" }, "TBD Agents")),
     h("div", { class: "who" },
+      themePicker(),
       h("span", { class: "muted", id: "who" }, me ? `${me.identity} (${me.scope.replace("_", " ")})` : ""),
       h("button", { type: "button", id: "sign-out", onClick: () => forgetKey("You signed out.") }, "Sign out")));
   const main = h("main", { id: "main", tabindex: "-1" });
-  replace(root, header, h("div", { class: "layout" }, nav, h("div", { class: "content" }, h("div", { id: "notices", class: "notices" }), main)));
+  const scrim = h("div", { class: "nav-scrim", "aria-hidden": "true", onClick: () => setDrawer(false) });
+  replace(root, header, h("div", { class: "layout" },
+    nav, scrim, h("div", { class: "content" }, h("div", { id: "notices", class: "notices", "aria-live": "polite" }), main)));
   return main;
 }
 
@@ -66,6 +129,7 @@ async function route() {
   if (!main) main = shell();
   const { parts, query } = parseHash();
   markCurrent(window.location.hash || "#/");
+  clearNotices();
   const [first, second, third] = parts;
   const ctx = { main, parts, query, me, isCurrent: () => seq === renderSeq };
   main.replaceChildren(h("p", { class: "muted" }, "Loading…"));
@@ -78,6 +142,7 @@ async function route() {
     else if (first === "transfer") await (await import("./views/transfer.js")).renderTransfer(ctx);
     else if (first === "usage") await (await import("./views/usage.js")).renderUsage(ctx);
     else if (first === "status") await (await import("./views/status.js")).renderStatus(ctx);
+    else if (first === "runs" && (await import("./views/runs.js")).renderRuns) await (await import("./views/runs.js")).renderRuns(ctx, second);
     else if (RESOURCES[first]) {
       const views = await import("./views/records.js");
       if (!second) await views.renderList(ctx, first);
@@ -88,7 +153,9 @@ async function route() {
   } catch (error) {
     if (!ctx.isCurrent()) return;
     if (error && error.name === "NotSignedIn") return;
-    replace(main, h("h1", {}, "Something went wrong"), h("p", { class: "error", role: "alert" }, error.message || String(error)));
+    replace(main, h("h1", {}, "Something went wrong"), h("p", { class: "error", role: "alert" }, error.message || String(error)),
+      error.technical ? h("details", { class: "technical" }, h("summary", {}, "Details"), h("code", {}, error.technical)) : null,
+      h("p", {}, h("a", { href: "#/" }, "Back to the start page")));
   } finally {
     if (ctx.isCurrent()) {
       main.removeAttribute("aria-busy");
@@ -123,9 +190,19 @@ async function start() {
   });
   window.addEventListener("hashchange", async () => {
     await route();
+    // Focus the new page, unless the page put it somewhere itself (the chat's composer).
     const main = document.getElementById("main");
-    if (main) main.focus({ preventScroll: true });
+    if (!main || main.contains(document.activeElement) && document.activeElement !== main) return;
+    const wanted = main.querySelector("[data-autofocus], [autofocus]");
+    (wanted || main).focus({ preventScroll: true });
   });
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && document.querySelector(".layout.nav-open") && !document.querySelector("dialog[open]")) {
+      e.preventDefault();
+      setDrawer(false);
+    }
+  });
+  installShortcuts();
   if (!currentKey()) { showSignIn(""); return; }
   try {
     me = await get("/api/me");

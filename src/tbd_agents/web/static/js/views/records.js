@@ -185,7 +185,7 @@ export async function renderList(ctx, res) {
   const tbody = h("tbody");
   const more = h("button", { type: "button", hidden: !cursor }, "Load more");
   const count = h("p", { class: "muted", role: "status" });
-  const table = h("table", { class: "records" },
+  const table = h("table", { class: "records record-list" },
     h("caption", { class: "visually-hidden" }, def.title),
     h("thead", {}, h("tr", {}, def.columns.map(([, label]) => h("th", { scope: "col" }, label)), h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")))),
     tbody);
@@ -196,8 +196,8 @@ export async function renderList(ctx, res) {
     count.textContent = `${shown.length} of ${items.length}${cursor ? "+" : ""} shown`;
     replace(tbody, shown.map((record) => {
       const href = `#/${res}/${record.id}`;
-      const cells = def.columns.map(([key], i) => h("td", {}, i === 0 ? h("a", { href }, cell(def, key, record, names)) : cell(def, key, record, names)));
-      const actions = h("td", { class: "row-actions" },
+      const cells = def.columns.map(([key, label], i) => h("td", { dataset: { label } }, i === 0 ? h("a", { href }, cell(def, key, record, names)) : cell(def, key, record, names)));
+      const actions = h("td", { class: "row-actions", dataset: { label: "Actions" } },
         res === "agents" ? h("a", { href: `#/chat/${record.id}`, class: "button small" }, "Chat") : null,
         h("a", { href, class: "button small", "aria-label": `Edit ${labelOf(record)}` }, "Edit"),
         h("button", { type: "button", class: "small danger", "aria-label": `Delete ${labelOf(record)}`, onClick: async () => {
