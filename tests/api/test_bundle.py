@@ -152,8 +152,8 @@ async def test_round_trip_between_instances(fresh_api: Api, second_api: Api) -> 
         renamed = (await b.post("/api/import", params={"mode": "rename"}, json=bundle)).json()
         assert renamed["agents"]["created"] == 1
         names = sorted(a["name"] for a in await _all(b, "/api/agents"))
-        assert names == sorted([agent["name"], agent["name"] + " (imported)"])
-        copy = next(a for a in await _all(b, "/api/agents") if a["name"].endswith("(imported)"))
+        assert names == sorted([agent["name"], agent["name"] + " (2)"])
+        copy = next(a for a in await _all(b, "/api/agents") if a["name"].endswith(" (2)"))
         assert copy["provider_id"] != agent["provider_id"]  # references point at the renamed copies
 
         # The default, as the existing system: always insert. Provider names are unique, so that
@@ -189,3 +189,85 @@ async def test_dangling_references_are_item_errors(alice: httpx.AsyncClient) -> 
     assert wrong.status_code == 422
     unknown = await alice.post("/api/import", json={"resources": {"users": []}})
     assert unknown.status_code == 422
+
+
+async def test_export_of_one_agent_carries_what_it_uses(alice: httpx.AsyncClient) -> None:
+    token = await post(alice, "/api/tokens", {"name": uniq("key"), "value": SECRET})
+    provider = await create(alice, "providers", api_key_token_name=token["name"])
+    skill = await create(alice, "skills")
+    tag = uniq("tag")
+    tagged = await create(alice, "skills", tags=[tag])  # selected by the agent's skill_tags
+    unused = await create(alice, "skills")
+    mcp = await create(alice, "mcps")
+    tool = await create(alice, "custom-tools")
+    guard = await create(alice, "guardrails")
+    source = await create(alice, "knowledge-sources")
+    item = await create(alice, "knowledge-items", source_id=source["id"])
+    other = await create(alice, "agents")
+    agent = await create(
+        alice, "agents", provider_id=provider["id"], skill_ids=[skill["id"]], skill_tags=[tag],
+        mcp_server_ids=[mcp["id"]], custom_tool_ids=[tool["id"]], guardrail_ids=[guard["id"]],
+        knowledge_source_ids=[source["id"]],
+    )  # fmt: skip
+    await create(alice, "workflows", agent_id=agent["id"])  # uses the agent: not exported
+
+    response = await alice.get("/api/export", params={"agent_id": agent["id"]})
+    assert response.status_code == 200, response.text
+    bundle = response.json()
+    ids = {k: [r["id"] for r in v] for k, v in bundle.items() if isinstance(v, list) and k not in
+           ("tokens_required", "redacted")}  # fmt: skip
+    assert ids["agents"] == [agent["id"]] and other["id"] not in ids["agents"]
+    assert ids["providers"] == [provider["id"]]
+    assert ids["skills"] == [skill["id"], tagged["id"]] and unused["id"] not in ids["skills"]
+    assert ids["mcp_servers"] == [mcp["id"]] and ids["custom_tools"] == [tool["id"]]
+    assert ids["guardrails"] == [guard["id"]]
+    assert ids["knowledge_sources"] == [source["id"]]
+    assert ids["workflows"] == [] and "knowledge_items" not in ids
+    assert bundle["tokens_required"] == [token["name"]] and SECRET not in response.text
+    with_items = await alice.get(
+        "/api/export", params={"agent_id": agent["id"], "include_items": True}
+    )
+    assert [i["id"] for i in with_items.json()["knowledge_items"]] == [item["id"]]
+    missing = await alice.get("/api/export", params={"agent_id": "no-such-agent"})
+    assert missing.status_code == 404
+
+    # it imports as a whole: the copies point at each other (rename: every name is taken)
+    report = (await alice.post("/api/import", params={"mode": "rename"}, json=bundle)).json()
+    assert all(not v["errors"] for v in report.values() if isinstance(v, dict) and "errors" in v)
+    new_agent = await alice.get(f"/api/agents/{report['agents']['ids'][0]}")
+    copy = new_agent.json()
+    assert copy["name"] == agent["name"] + " (2)"
+    assert copy["provider_id"] == report["providers"]["ids"][0] != provider["id"]
+    assert copy["skill_ids"] == [report["id_map"]["skills"][skill["id"]]]
+
+
+async def test_rename_never_makes_two_records_with_one_name(alice: httpx.AsyncClient) -> None:
+    name = uniq("dup")
+    await create(alice, "skills", name=name)
+    await create(alice, "skills", name=f"{name} (2)")
+    bundle = {"skills": [{"id": "s1", "name": name}, {"id": "s2", "name": name},
+                         {"id": "s3", "name": f"{name} (2)"}],
+              "agents": [{"id": "a1", "name": name, "skill_ids": ["s2"]}],
+              "providers": [{"id": "p1", "name": name}, {"id": "p2", "name": name}]}  # fmt: skip
+    for dry_run in (True, False):  # a dry run names the same copies (nothing written to see)
+        report = (
+            await alice.post("/api/import", params={"mode": "rename", "dry_run": dry_run},
+                             json=bundle)
+        ).json()  # fmt: skip
+        skills = [(r["from"], r["to"]) for r in report["renamed"] if r["collection"] == "skills"]
+        assert skills == [(name, f"{name} (3)"), (name, f"{name} (4)"),
+                          (f"{name} (2)", f"{name} (5)")]  # fmt: skip
+        providers = [r["to"] for r in report["renamed"] if r["collection"] == "providers"]
+        assert providers == [f"{name} (2)"]  # the first provider takes the free name
+        assert report["providers"]["created"] == 2 and report["skills"]["created"] == 3
+    names = [s["name"] for s in await _all(alice, "/api/skills") if s["name"].startswith(name)]
+    assert sorted(names) == sorted([name] + [f"{name} ({n})" for n in range(2, 6)])
+    # the agent's reference follows its renamed skill
+    (agent,) = [a for a in await _all(alice, "/api/agents") if a["name"] == name]
+    (linked,) = [s for s in await _all(alice, "/api/skills") if s["id"] == agent["skill_ids"][0]]
+    assert linked["name"] == f"{name} (4)"
+    # create mode: two providers of one name in one bundle — the second is an item error
+    plain = {"providers": [{"name": uniq("p")}, {"name": "x"}]}
+    plain["providers"][1]["name"] = plain["providers"][0]["name"]
+    dry = (await alice.post("/api/import", params={"dry_run": True}, json=plain)).json()
+    assert dry["providers"]["created"] == 1 and "mode=rename" in dry["providers"]["errors"][0]

@@ -506,7 +506,7 @@ async def test_import_modes_for_existing_names(alice: httpx.AsyncClient) -> None
     renamed = (
         await alice.post("/api/skills/import", params={"mode": "rename"}, json=bundle)
     ).json()
-    assert renamed["created"] == 1 and renamed["renamed"][0]["to"] == SKILL["name"] + " (imported)"
+    assert renamed["created"] == 1 and renamed["renamed"][0]["to"] == SKILL["name"] + " (2)"
     assert json.dumps(sorted(s["name"] for s in await listing(alice, "/api/skills"))) == json.dumps(
-        sorted([SKILL["name"], SKILL["name"] + " (imported)"])
+        sorted([SKILL["name"], SKILL["name"] + " (2)"])
     )

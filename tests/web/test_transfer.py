@@ -114,25 +114,81 @@ def test_export_then_import_with_a_preview(
     shot(page, "transfer")
 
 
-def test_a_file_that_is_not_json_is_refused(
+def test_files_that_are_not_bundles_say_what_is_wrong(
     page: Page, dashboard: Dashboard, tmp_path: Path
 ) -> None:
     sign_in(page, dashboard)
     goto(page, dashboard, "transfer")
-    bad = tmp_path / "notes.json"
-    bad.write_text("this is not json", encoding="utf-8")
-    page.get_by_label("Bundle file").set_input_files(bad)
-    page.get_by_role("button", name="Preview import").click()
-    expect(page.locator(".field-error")).to_contain_text("not valid JSON")
+    error = page.locator("#main .field-error")
+    cases = [
+        ("notes.json", "this is not json", "This file is not JSON ("),
+        ("empty.json", "  \n", "This file is empty."),
+        ("list.json", "[1, 2]", "This file holds a list, not a bundle"),
+        ("record.json", json.dumps({"name": "x", "model": "y"}), "it has none of the lists"),
+        (
+            "other.json",
+            json.dumps({"format": "something-else", "resources": {}}),
+            "The server refused this bundle: unknown bundle format",
+        ),
+    ]
+    for name, content, message in cases:
+        path = tmp_path / name
+        path.write_text(content, encoding="utf-8")
+        page.get_by_label("Bundle file").set_input_files(path)
+        page.get_by_role("button", name="Preview import").click()
+        expect(error).to_contain_text(message)
+        expect(page.locator(".report")).to_have_count(0)  # never "nothing new"
+        expect(page.get_by_role("button", name="Import", exact=True)).to_be_disabled()
 
 
-def test_a_bundle_of_another_format_is_refused_by_the_api(
+def test_export_of_one_agent_with_what_it_uses(
     page: Page, dashboard: Dashboard, tmp_path: Path
 ) -> None:
-    sign_in(page, dashboard)
-    goto(page, dashboard, "transfer")
-    other = tmp_path / "other.json"
-    other.write_text(json.dumps({"format": "something-else", "resources": {}}), encoding="utf-8")
-    page.get_by_label("Bundle file").set_input_files(other)
+    carol = dashboard.new_key(f"carol-{uuid.uuid4().hex[:6]}")
+    suffix = uuid.uuid4().hex[:6]
+    skill = call(dashboard, carol, "POST", "/api/skills", json={"name": f"style-{suffix}"})
+    other_skill = call(dashboard, carol, "POST", "/api/skills", json={"name": f"other-{suffix}"})
+    guard = call(
+        dashboard, carol, "POST", "/api/guardrails", json={"name": f"g-{suffix}", "patterns": ["x"]}
+    )
+    agent = call(
+        dashboard, carol, "POST", "/api/agents",
+        json={"name": f"writer-{suffix}", "skill_ids": [skill["id"]], "guardrail_ids": [guard["id"]]},
+    )  # fmt: skip
+    call(dashboard, carol, "POST", "/api/agents", json={"name": f"bystander-{suffix}"})
+    sign_in(page, dashboard, carol)
+
+    # from the agent's page
+    goto(page, dashboard, f"agents/{agent['id']}")
+    panel = page.get_by_role("region", name="Export")
+    with page.expect_download() as info:
+        panel.get_by_role("button", name="Export this agent").click()
+    assert info.value.suggested_filename.startswith(f"tbd-agents-agent-writer-{suffix}-")
+    path = tmp_path / "agent.json"
+    info.value.save_as(path)
+    bundle = json.loads(path.read_text(encoding="utf-8"))
+    assert [a["id"] for a in bundle["agents"]] == [agent["id"]]
+    assert [s["id"] for s in bundle["skills"]] == [skill["id"]] != [other_skill["id"]]
+    assert [g["id"] for g in bundle["guardrails"]] == [guard["id"]]
+    expect(panel.get_by_role("status")).to_contain_text(
+        "Exported 3 records (1 skills, 1 agents, 1 guardrails)"
+    )
+
+    # from Import / export, the agent chosen
+    goto(page, dashboard, f"transfer?agent={agent['id']}")
+    expect(page.get_by_label("What to export")).to_have_value(agent["id"])
+    with page.expect_download() as info:
+        page.get_by_role("button", name="Download bundle").click()
+    info.value.save_as(path)
+    again = json.loads(path.read_text(encoding="utf-8"))
+    assert [a["name"] for a in again["agents"]] == [f"writer-{suffix}"]
+
+    # importing it back with rename: copies under free names, reported
+    page.get_by_label("Bundle file").set_input_files(path)
+    page.get_by_label("When a name already exists").select_option("rename")
     page.get_by_role("button", name="Preview import").click()
-    expect(page.locator(".field-error")).to_contain_text("format")
+    page.get_by_role("button", name="Import", exact=True).click()
+    report = page.locator(".report")
+    expect(report).to_contain_text(f"agents: “writer-{suffix}” → “writer-{suffix} (2)”")
+    names = sorted(a["name"] for a in call(dashboard, carol, "GET", "/api/agents"))
+    assert names == [f"bystander-{suffix}", f"writer-{suffix}", f"writer-{suffix} (2)"]

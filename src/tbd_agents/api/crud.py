@@ -33,7 +33,14 @@ from tbd_agents.errors import PermissionDenied, UnsupportedQuery
 from tbd_agents.security.outbound import HostPolicy
 from tbd_agents.services.access import Principal
 from tbd_agents.services.catalog import check_saved_addresses, records_for, writes_once
-from tbd_agents.storage.protocol import Filter, Sort, contains_all, contains_any, eq
+from tbd_agents.storage.protocol import (
+    Filter,
+    Sort,
+    contains_all,
+    contains_any,
+    contains_text,
+    eq,
+)
 
 RecordId = Annotated[str, Path(description="Record id.")]
 
@@ -73,7 +80,7 @@ class ListFilter:
     param: str
     annotation: Any
     field: str | None = None
-    op: Literal["eq", "contains_all", "tags"] = "eq"
+    op: Literal["eq", "contains_all", "tags", "text"] = "eq"
     description: str = ""
 
     def to_filter(self, value: Any) -> Filter | None:
@@ -82,6 +89,8 @@ class ListFilter:
         name = self.field or self.param
         if self.op == "tags":
             return tags_filter(name, [value] if isinstance(value, str) else value)
+        if self.op == "text":
+            return contains_text(name, value.strip()) if value.strip() else None
         return contains_all(name, value) if self.op == "contains_all" else eq(name, value)
 
 

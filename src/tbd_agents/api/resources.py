@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter
+from pydantic import StringConstraints
 
 from tbd_agents.api.crud import TAG, TAGS, ListFilter, crud_router
 from tbd_agents.domain.enums import (
@@ -16,6 +19,7 @@ from tbd_agents.domain.enums import (
     MemoryScope,
     ProviderType,
     TaskStatus,
+    TaskTrigger,
     WorkflowStatus,
 )
 from tbd_agents.domain.models import (
@@ -151,6 +155,14 @@ def resource_routers() -> list[APIRouter]:
                 _f("agent_id", str | None),
                 _f("scheduled_agent_id", str | None),
                 _f("status", TaskStatus | None),
+                _f("trigger", TaskTrigger | None),
+                ListFilter(
+                    "q",
+                    Annotated[str, StringConstraints(max_length=200)] | None,
+                    field="prompt|error",
+                    op="text",
+                    description="Runs whose prompt or error contains this text (any case).",
+                ),
             ),
         ),
         crud_router(

@@ -27,6 +27,7 @@ Bundles written by earlier versions of this hub (`{"format": "tbd-agents-bundle"
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -57,7 +58,16 @@ from tbd_agents.services.catalog import SECRET_FIELDS, records_for
 from tbd_agents.services.records import Records
 from tbd_agents.services.resources import spec_of
 from tbd_agents.services.tokens import is_connection_secret, referenced_names
-from tbd_agents.storage.protocol import Query, Repositories, Sort, eq, in_, is_null
+from tbd_agents.storage.protocol import (
+    Filter,
+    Query,
+    Repositories,
+    Sort,
+    contains_any,
+    eq,
+    in_,
+    is_null,
+)
 
 BUNDLE_VERSION = "1.0"
 #: Versions this server reads (the existing system wrote "1.0" and never checked it).
@@ -255,6 +265,63 @@ async def export_kind(
     out.add(kind, records, lambda i: f"items.{i}")
     body = out.envelope(kind.resource_type)
     body["items"] = out.lists[kind.key]
+    body.update(out.extras())
+    return body
+
+
+#: What an agent uses, per kind: (field of ids, field of tags selecting records by tag or None).
+AGENT_DEPENDENCIES: tuple[tuple[type[Entity], str, str | None], ...] = (
+    (Provider, "provider_id", None),
+    (Skill, "skill_ids", "skill_tags"),
+    (McpServer, "mcp_server_ids", "mcp_server_tags"),
+    (CustomTool, "custom_tool_ids", None),
+    (Guardrail, "guardrail_ids", None),
+    (KnowledgeSource, "knowledge_source_ids", "knowledge_tags"),
+)
+
+
+async def _used_by(
+    repos: Repositories, principal: Principal, model: type[Entity], ids: list[str],
+    tags: list[str],
+) -> list[Entity]:  # fmt: skip
+    """The records of `model` the caller can see, named by id or carrying one of the tags."""
+    repo = repos.for_model(model)
+    own = owner_filters(model, principal)
+    found: dict[str, Entity] = {}
+    for group in ([in_("id", ids)] if ids else []) + ([contains_any("tags", tags)] if tags else []):
+        query = Query(filters=(group, *own), sort=(Sort("created_at"),))
+        found.update({r.id: r async for r in repo.iterate(query) if r.id not in found})
+    return sorted(found.values(), key=lambda r: (r.created_at, r.id))
+
+
+async def export_agent(
+    repos: Repositories, principal: Principal, agent_id: str, *, include_items: bool = False
+) -> dict[str, Any]:
+    """A full bundle of one agent and what it uses: its provider, skills, MCP servers, custom
+    tools, guardrails and knowledge sources (named by id, or selected by the agent's tags), and
+    on request the sources' knowledge items. Secrets as in every export: tokens by name only,
+    passwords removed from connection strings. Records the caller cannot see are left out (an
+    import then reports the agent's reference to them)."""
+    agent: Agent = await Records(repos, principal, Agent).get(agent_id)
+    picked: dict[type[Entity], list[Entity]] = {Agent: [agent]}
+    for model, ids_field, tags_field in AGENT_DEPENDENCIES:
+        raw = getattr(agent, ids_field)
+        ids = [raw] if isinstance(raw, str) else list(raw or [])
+        tags = list(getattr(agent, tags_field)) if tags_field else []
+        picked[model] = await _used_by(repos, principal, model, ids, tags)
+    if include_items:
+        source_ids = [r.id for r in picked[KnowledgeSource]]
+        query = Query(filters=(in_("source_id", source_ids),), sort=(Sort("created_at"),))
+        picked[KnowledgeItem] = [r async for r in repos.for_model(KnowledgeItem).iterate(query)]
+    out = _Exported()
+    for kind in KINDS:
+        if kind.model in picked:
+            out.add(kind, picked[kind.model], lambda i, key=kind.key: f"{key}.{i}")  # type: ignore[misc]
+    body = out.envelope("bundle")
+    body["format"] = LEGACY_FORMAT
+    for key in REFERENCE_KEYS:
+        body[key] = out.lists.pop(key, [])
+    body.update(out.lists)
     body.update(out.extras())
     return body
 
@@ -490,6 +557,19 @@ class _ItemFailed(Exception):
         self.message = message
 
 
+def _label_field(model: type[Entity]) -> str | None:
+    """The field a user tells records of `model` apart by: `name`, or a workflow's `title`."""
+    if "name" in model.model_fields:
+        return "name"
+    return "title" if "title" in model.model_fields else None
+
+
+def _scope(model: type[Entity], label: str, values: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Where a name must be free: the collection, and the parent of a workflow's title or a
+    schedule's name (the other fields of its match key)."""
+    return (model.collection, *(values.get(k) for k in MATCH_KEYS.get(model, ()) if k != label))
+
+
 def _user_error(exc: TbdError) -> bool:
     return 400 <= exc.http_status < 500
 
@@ -511,6 +591,9 @@ class _Importer:
     #: Ids found on this instance (per collection), so each is looked up once.
     seen: dict[str, set[str]] = field(default_factory=dict)
     parent_outcome: dict[str, str] = field(default_factory=dict)  # source id → action
+    #: Names (titles) given to the items of this import so far, per collection: a rename never
+    #: picks one twice, even in a dry run (which writes nothing to look up).
+    reserved: dict[tuple[Any, ...], set[str]] = field(default_factory=dict)
 
     async def run(self, kind: Kind, index: int, raw: Any) -> None:
         result = self.report.of(kind)
@@ -600,21 +683,32 @@ class _Importer:
             self._map(kind, old_id, existing.id, "overwrite")
             self.report.of(kind).overwritten += 1
             return
-        if "name" in values and isinstance(values["name"], str):
-            taken = existing is not None or await self._name_taken(model, values["name"])
-            if taken and self.mode is not ImportMode.RENAME:
+        label = _label_field(model)
+        if label is not None and isinstance(values.get(label), str):
+            wanted = values[label]
+            taken = (
+                existing is not None
+                or wanted in self.reserved.get(_scope(model, label, values), set())
+                or await self._name_taken(model, wanted)
+            )
+            if (
+                taken
+                and self.mode is not ImportMode.RENAME
+                and (existing is not None or (label == "name" and ("name",) in model.unique_keys))
+            ):
                 raise _ItemFailed(
                     f"{model.collection} names are unique and {name!r} is taken: import with "
                     "mode=rename (a copy under a free name), mode=skip or mode=overwrite"
                 )
-            if taken:
-                new_name = await self._free_name(model, values["name"])
+            if taken and self.mode is ImportMode.RENAME:
+                new_name = await self._free_name(model, label, wanted, values)
                 if existing is not None:
                     self._conflict(model, name, existing.id, "renamed")
                 self.report.renamed.append(
-                    RenameOut(collection=model.collection, old_name=name, new_name=new_name)
+                    RenameOut(collection=model.collection, old_name=wanted, new_name=new_name)
                 )
-                values["name"] = new_name
+                values[label] = new_name
+            self.reserved.setdefault(_scope(model, label, values), set()).add(values[label])
         await self._create(kind, old_id, values)
 
     async def _match(self, model: type[Entity], record: Mapping[str, Any]) -> Entity | None:
@@ -631,14 +725,26 @@ class _Importer:
             return False
         return await self.repos.for_model(model).find_one(eq("name", name)) is not None
 
-    async def _free_name(self, model: type[Entity], name: str) -> str:
+    async def _free_name(
+        self, model: type[Entity], label: str, name: str, values: Mapping[str, Any]
+    ) -> str:
+        """`name (2)`, `name (3)`, ...: the first that no record (where names are unique: of
+        anyone; else of the importer, under the same parent for a workflow's title or a
+        schedule's name) nor an earlier item of this import has."""
         repo = self.repos.for_model(model)
-        own = () if ("name",) in model.unique_keys or not model.owner_field else (
-            eq(model.owner_field, self.principal.identity),
-        )  # fmt: skip
-        for n in range(1, 1000):
-            candidate = f"{name} (imported)" if n == 1 else f"{name} (imported {n})"
-            if await repo.find_one(eq("name", candidate), *own) is None:
+        scope: list[Filter] = []
+        if ("name",) not in model.unique_keys and model.owner_field:
+            scope.append(eq(model.owner_field, self.principal.identity))
+        for key in MATCH_KEYS.get(model, ()):
+            if key != label and key in values:
+                scope.append(eq(key, values[key]) if values[key] is not None else is_null(key))
+        reserved = self.reserved.get(_scope(model, label, values), set())
+        stem = re.sub(r" \(\d+\)$", "", name) or name
+        for n in range(2, 1000):
+            candidate = f"{stem} ({n})"
+            if candidate in reserved:
+                continue
+            if await repo.find_one(eq(label, candidate), *scope) is None:
                 return candidate
         raise _ItemFailed(f"no free name for {model.collection} {name!r}")
 
@@ -749,6 +855,7 @@ __all__ = [
     "Kind",
     "ParsedBundle",
     "ResourceImportReport",
+    "export_agent",
     "export_bundle",
     "export_kind",
     "import_bundle",

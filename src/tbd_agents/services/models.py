@@ -90,6 +90,7 @@ async def fetch_models(
     copilot: CopilotAccess | None = None,
     caller: Principal | None = None,
     caller_token: str | None = None,
+    api_key: str | None = None,
 ) -> list[dict[str, Any]]:
     """The provider's live model listing, one JSON object per model as its API gives it (each
     has at least `id`): `GET {base_url}/models` for OpenAI-compatible APIs (openai, custom,
@@ -98,7 +99,10 @@ async def fetch_models(
 
     With `copilot` (the server's Copilot settings), a github_copilot provider's GitHub token
     is first exchanged for a session token (services/copilot_models.py); the caller's own
-    GitHub token (`caller_token`) serves providers without a key token."""
+    GitHub token (`caller_token`) serves providers without a key token. `api_key`: the key to
+    use instead of the provider's key token (a provider being set up, not yet stored).
+
+    A refusal of the provider carries its status in `details["upstream_status"]`."""
     if copilot is not None and provider.provider_type is ProviderType.GITHUB_COPILOT:
         return await provider_copilot_models(
             repos, cipher, outbound, provider, copilot, caller_token=caller_token,
@@ -110,8 +114,8 @@ async def fetch_models(
             "this provider has no base_url to ask for models", details={"field": "base_url"}
         )
     base = await resolve_text(repos, cipher, provider.created_by, base)
-    key = None
-    if provider.api_key_token_name and provider.auth_type is not AuthType.NONE:
+    key = api_key if provider.auth_type is not AuthType.NONE else None
+    if key is None and provider.api_key_token_name and provider.auth_type is not AuthType.NONE:
         key = await resolve_text(
             repos, cipher, provider.created_by, "{{token:" + provider.api_key_token_name + "}}"
         )
@@ -133,7 +137,10 @@ async def fetch_models(
     except httpx.HTTPError as exc:
         raise UpstreamError(f"the provider could not be reached ({type(exc).__name__})") from None
     if response.status_code != 200:
-        raise UpstreamError(f"the provider answered {response.status_code} to GET {path}")
+        raise UpstreamError(
+            f"the provider answered {response.status_code} to GET {path}",
+            details={"upstream_status": response.status_code},
+        )
     try:
         data = response.json().get("data", [])
         return [m for m in data if isinstance(m, dict) and "id" in m]

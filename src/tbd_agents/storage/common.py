@@ -96,6 +96,7 @@ OPERATOR_KINDS: dict[Op, frozenset[FieldKind]] = {
     Op.NOT_NULL: frozenset(FieldKind),
     Op.CONTAINS_ANY: frozenset({FieldKind.STR_ARRAY}),
     Op.CONTAINS_ALL: frozenset({FieldKind.STR_ARRAY}),
+    Op.CONTAINS_TEXT: frozenset({FieldKind.TEXT}),
 }
 LIST_OPERATORS = frozenset({Op.IN, Op.NOT_IN, Op.CONTAINS_ANY, Op.CONTAINS_ALL})
 NULL_OPERATORS = frozenset({Op.IS_NULL, Op.NOT_NULL})
@@ -301,6 +302,8 @@ def check_filter(model: type[Entity], flt: Filter) -> Filter:
         raise UnsupportedQuery(f"{flt!r} is not a Filter; build filters with eq(), in_(), ...")
     if "." in flt.field:
         return _check_json_key_filter(model, flt)
+    if Op(flt.op) is Op.CONTAINS_TEXT:
+        return _check_text_filter(model, flt)
     meta = field_meta(model, flt.field)
     op = Op(flt.op)
     if meta.kind not in OPERATOR_KINDS[op]:
@@ -325,6 +328,23 @@ def check_filter(model: type[Entity], flt: Filter) -> Filter:
         values = tuple(coerce_value(model, meta, v) for v in _as_values(model, flt))
         return Filter(flt.field, op, values)
     return Filter(flt.field, op, coerce_value(model, meta, flt.value))
+
+
+def _check_text_filter(model: type[Entity], flt: Filter) -> Filter:
+    """contains_text: every `|`-separated field a text field, the value a non-empty string."""
+    for name in flt.field.split("|"):
+        meta = field_meta(model, name)
+        if meta.kind is not FieldKind.TEXT:
+            raise UnsupportedQuery(
+                f"contains_text does not apply to {model.collection}.{name} "
+                f"({meta.kind.value} field); it searches text fields",
+                details={"field": name, "op": Op.CONTAINS_TEXT.value},
+            )
+    if not isinstance(flt.value, str) or not flt.value:
+        raise UnsupportedQuery(
+            "contains_text needs a non-empty string", details={"field": flt.field}
+        )
+    return Filter(flt.field, Op.CONTAINS_TEXT, flt.value)
 
 
 def check_filters(model: type[Entity], filters: Sequence[Filter]) -> tuple[Filter, ...]:

@@ -46,6 +46,9 @@ class Op(StrEnum):
     NOT_NULL = "not_null"
     CONTAINS_ANY = "contains_any"  # array field shares at least one element with the value
     CONTAINS_ALL = "contains_all"  # array field holds every element of the value
+    #: Case-insensitive substring of a text field; `field` may name several text fields
+    #: separated by `|` (a match in any of them): `contains_text("prompt|error", "timeout")`.
+    CONTAINS_TEXT = "contains_text"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +110,11 @@ def contains_any(field: str, values: Sequence[Any]) -> Filter:
 
 def contains_all(field: str, values: Sequence[Any]) -> Filter:
     return Filter(field, Op.CONTAINS_ALL, tuple(values))
+
+
+def contains_text(field: str, text: str) -> Filter:
+    """`text` (case-insensitive, taken literally) in `field`, or in any of `a|b|...`."""
+    return Filter(field, Op.CONTAINS_TEXT, text)
 
 
 def asc(field: str) -> Sort:

@@ -28,6 +28,7 @@ from tbd_agents.services.bundle import (
     Kind,
     ParsedBundle,
     ResourceImportReport,
+    export_agent,
     export_bundle,
     export_kind,
     import_bundle,
@@ -141,8 +142,18 @@ async def export(
     include_items: Annotated[
         bool, Query(description="Also export knowledge items (their text).")
     ] = False,
+    agent_id: Annotated[
+        str | None,
+        Query(
+            max_length=128,
+            description="Export only this agent and what it uses (its provider, skills, MCP "
+            "servers, custom tools, guardrails, knowledge sources; by id or by its tags).",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     async with ctx.store.unit_of_work(readonly=True) as repos:
+        if agent_id is not None:
+            return await export_agent(repos, caller, agent_id, include_items=include_items)
         return await export_bundle(repos, caller, include_items=include_items)
 
 

@@ -18,6 +18,7 @@ values of one type with `$gt`/`$lt`: types that sort after the cursor's are adde
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
@@ -85,6 +86,10 @@ def filter_clause(model: type[Entity], flt: Filter) -> Doc:
             return {flt.field: {"$elemMatch": {"$in": wanted}}}
         every: list[Doc] = [{flt.field: {"$elemMatch": {"$eq": v}}} for v in wanted]
         return {} if not every else every[0] if len(every) == 1 else {"$and": every}
+    if flt.op is Op.CONTAINS_TEXT:
+        pattern = {"$regex": re.escape(str(flt.value)), "$options": "i"}
+        found: list[Doc] = [{path_of(name): pattern} for name in flt.field.split("|")]
+        return found[0] if len(found) == 1 else {"$or": found}
     path = path_of(flt.field)
     op, value = flt.op, flt.value
     if op in (Op.EQ, Op.IN):

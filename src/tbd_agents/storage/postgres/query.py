@@ -48,10 +48,19 @@ def _json_key_clause(table: Table, flt: Filter) -> ColumnElement[bool]:
     return and_(is_array, member.op(operator, return_type=Boolean)(wanted))
 
 
+def _text_clause(table: Table, flt: Filter) -> ColumnElement[bool]:
+    """`ILIKE '%text%'` (the text taken literally) on one or several (`a|b`) text columns."""
+    escaped = str(flt.value).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    pattern = literal(f"%{escaped}%", Text())
+    return or_(*(table.c[name].ilike(pattern, escape="\\") for name in flt.field.split("|")))
+
+
 def filter_clause(table: Table, model: type[Entity], flt: Filter) -> ColumnElement[bool]:
     """SQL condition for one checked filter."""
     if "." in flt.field:
         return _json_key_clause(table, flt)
+    if flt.op is Op.CONTAINS_TEXT:
+        return _text_clause(table, flt)
     col: ColumnElement[Any] = table.c[flt.field]
     nullable = fields_of(model)[flt.field].nullable
     op = flt.op

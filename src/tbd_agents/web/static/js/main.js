@@ -138,6 +138,8 @@ async function route() {
   try {
     if (!first) await (await import("./views/home.js")).renderHome(ctx);
     else if (first === "chat") await (await import("./views/chat.js")).renderChat(ctx, second, third);
+    else if (first === "setup") await (await import("./views/onboarding.js")).renderSetup(ctx);
+    else if (first === "runs") await (await import("./views/runs.js")).renderRuns(ctx, second);
     else if (first === "keys") await (await import("./views/keys.js")).renderKeys(ctx);
     else if (first === "transfer") await (await import("./views/transfer.js")).renderTransfer(ctx);
     else if (first === "usage") await (await import("./views/usage.js")).renderUsage(ctx);

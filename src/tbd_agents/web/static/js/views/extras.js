@@ -88,6 +88,7 @@ function occurrencesView(items, record) {
 /** Render the extra panels of `res` into `box` (record is null while creating). */
 export async function renderExtras(ctx, res, record, form, box) {
   if (res === "agents") await agentExtras(ctx, record, form);
+  if (res === "agents" && record) (await import("./transfer.js")).agentExportPanel(record, box);
   else if (res === "providers") await providerExtras(ctx, record, form, box);
   else if (res === "scheduled-agents") await scheduleExtras(ctx, record, form, box);
   else if (res === "workflows" && record) await (await import("./workflow.js")).renderWorkflowPanel(ctx, record, box);

@@ -1,6 +1,6 @@
 // Import / export of bundles: download a bundle; upload one, preview (dry run), then import.
 
-import { get, post } from "../api.js";
+import { get, listAll, post } from "../api.js";
 import { append, download, h, notify, replace, uid } from "../dom.js";
 
 /** The kinds of records a bundle carries, in import order (the report has one result each). */
@@ -37,22 +37,55 @@ export function reportView(report) {
       `Create these tokens (their values are never exported): ${report.missing_tokens.join(", ")}.`) : null);
 }
 
-function exportSection() {
+function slug(text) {
+  return text.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 40) || "agent";
+}
+
+/** Download the bundle of everything (`agent` null) or of one agent and what it uses. */
+async function downloadBundle(agent, includeItems, out) {
+  const bundle = await get("/api/export", { include_items: includeItems, agent_id: agent ? agent.id : null });
+  const stamp = new Date().toISOString().slice(0, 19).replace(/[:T]/g, "-");
+  download(agent ? `tbd-agents-agent-${slug(agent.name)}-${stamp}.json` : `tbd-agents-bundle-${stamp}.json`, JSON.stringify(bundle, null, 2));
+  const lists = Object.entries(bundle).filter(([k, v]) => Array.isArray(v) && !NOT_RECORDS.has(k) && v.length);
+  const total = lists.reduce((n, [, list]) => n + list.length, 0);
+  replace(out, h("p", {}, `Exported ${total} records`, agent ? ` (${lists.map(([k, v]) => `${v.length} ${k.replace(/_/g, " ")}`).join(", ")})` : "", "."),
+    (bundle.tokens_required || []).length ? h("p", { class: "muted" }, `Token names referenced (values not included): ${bundle.tokens_required.join(", ")}.`) : null,
+    (bundle.redacted || []).length ? h("p", { class: "warning" }, `Passwords removed from connection strings (set them again after an import): ${bundle.redacted.join(", ")}.`) : null);
+}
+
+/** The "Export" panel of an agent's page. */
+export function agentExportPanel(agent, box) {
+  const out = h("div", { role: "status" });
+  const button = h("button", { type: "button" }, "Export this agent");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      await downloadBundle(agent, false, out);
+    } catch (error) {
+      replace(out, h("p", { class: "error", role: "alert" }, error.message));
+    } finally {
+      button.disabled = false;
+    }
+  });
+  append(box, [h("section", { class: "card", "aria-labelledby": "agent-export-title" },
+    h("h2", { id: "agent-export-title" }, "Export"),
+    h("p", {}, "A bundle of this agent and what it uses (provider, skills, MCP servers, custom tools, guardrails, knowledge sources), to import on another hub. Secret values are never included."),
+    h("div", { class: "actions" }, button), out)]);
+}
+
+function exportSection(agents, chosen) {
   const itemsId = uid("items");
+  const whatId = uid("what");
   const items = h("input", { id: itemsId, type: "checkbox" });
+  const what = h("select", { id: whatId },
+    h("option", { value: "" }, "Everything you can see"),
+    agents.map((a) => h("option", { value: a.id, selected: a.id === chosen }, `Agent “${a.name}” and what it uses`)));
   const out = h("div", { role: "status" });
   const button = h("button", { type: "button", class: "primary" }, "Download bundle");
   button.addEventListener("click", async () => {
     button.disabled = true;
     try {
-      const bundle = await get("/api/export", { include_items: items.checked });
-      const stamp = new Date().toISOString().slice(0, 19).replace(/[:T]/g, "-");
-      download(`tbd-agents-bundle-${stamp}.json`, JSON.stringify(bundle, null, 2));
-      const total = Object.entries(bundle).filter(([k, v]) => Array.isArray(v) && !NOT_RECORDS.has(k))
-        .reduce((n, [, list]) => n + list.length, 0);
-      replace(out, h("p", {}, `Exported ${total} records.`),
-        (bundle.tokens_required || []).length ? h("p", { class: "muted" }, `Token names referenced (values not included): ${bundle.tokens_required.join(", ")}.`) : null,
-        (bundle.redacted || []).length ? h("p", { class: "warning" }, `Passwords removed from connection strings (set them again after an import): ${bundle.redacted.join(", ")}.`) : null);
+      await downloadBundle(agents.find((a) => a.id === what.value) || null, items.checked, out);
     } catch (error) {
       replace(out, h("p", { class: "error", role: "alert" }, error.message));
     } finally {
@@ -61,9 +94,29 @@ function exportSection() {
   });
   return h("section", { class: "card", "aria-labelledby": "export-title" },
     h("h2", { id: "export-title" }, "Export"),
-    h("p", {}, "A bundle holds your agents, skills, MCP servers, custom tools, guardrails, providers, knowledge sources, workflows and schedules, in the format of TBD Agents bundles. Secret values are never included: tokens are listed by name, passwords are removed from connection strings."),
+    h("p", {}, "A bundle holds your agents, skills, MCP servers, custom tools, guardrails, providers, knowledge sources, workflows and schedules, in the format of TBD Agents bundles — or one agent and what it uses. Secret values are never included: tokens are listed by name, passwords are removed from connection strings."),
+    h("div", { class: "field" }, h("label", { for: whatId, class: "label" }, "What to export"), what),
     h("div", { class: "field field-check" }, items, h("label", { for: itemsId }, "Include knowledge items (their text)")),
     h("div", { class: "actions" }, button), out);
+}
+
+const BUNDLE_KEYS = new Set([...KINDS, "items", "resources"]);
+
+/** Why `text` (a file's content) is not a bundle, or null if it may be one (the server checks the rest). */
+export function notABundle(text) {
+  if (!text.trim()) return "This file is empty. Choose a bundle exported from TBD Agents (a .json file).";
+  let body;
+  try {
+    body = JSON.parse(text);
+  } catch (e) {
+    return `This file is not JSON (${e.message}). Choose a bundle exported from TBD Agents (a .json file).`;
+  }
+  const shape = body === null ? "null" : Array.isArray(body) ? "a list" : typeof body === "object" ? null : `a ${typeof body}`;
+  if (shape) return `This file holds ${shape}, not a bundle: a bundle is a JSON object with lists of records such as agents, skills or workflows.`;
+  if (!Object.keys(body).some((k) => BUNDLE_KEYS.has(k))) {
+    return "This JSON object is not a bundle: it has none of the lists a bundle holds (agents, skills, workflows, knowledge_sources, …, or items). Export a bundle from TBD Agents and import that file.";
+  }
+  return null;
 }
 
 function importSection() {
@@ -85,12 +138,10 @@ function importSection() {
   const readBundle = async () => {
     err.hidden = true;
     if (!file.files.length) { fail("Choose a bundle file first."); file.focus(); return null; }
-    try {
-      return JSON.parse(await file.files[0].text());
-    } catch (e) {
-      fail(`This file is not valid JSON: ${e.message}`);
-      return null;
-    }
+    const text = await file.files[0].text();
+    const problem = notABundle(text);
+    if (problem) { fail(problem); replace(out); file.focus(); return null; }
+    return JSON.parse(text);
   };
   const run = async (dryRun) => {
     if (dryRun) bundle = await readBundle();
@@ -102,8 +153,8 @@ function importSection() {
       if (!dryRun) { notify("Bundle imported.", "success"); bundle = null; }
       importButton.disabled = !dryRun;
     } catch (error) {
-      const fields = error.fieldErrors ? error.fieldErrors() : new Map();
-      fail(fields.size ? `${error.message}` : error.message);
+      fail(error.status === 422 || error.status === 400 ? `The server refused this bundle: ${error.message}` : error.message);
+      replace(out);
       importButton.disabled = true;
     } finally {
       previewButton.disabled = false;
@@ -122,8 +173,10 @@ function importSection() {
     h("div", { class: "actions" }, previewButton, importButton), out);
 }
 
-/** `#/transfer`. */
+/** `#/transfer` (`?agent=<id>`: that agent chosen for export). */
 export async function renderTransfer(ctx) {
+  const agents = await listAll("/api/agents");
+  if (!ctx.isCurrent()) return;
   replace(ctx.main, h("h1", {}, "Import / export"));
-  append(ctx.main, [exportSection(), importSection()]);
+  append(ctx.main, [exportSection(agents, ctx.query.get("agent")), importSection()]);
 }
