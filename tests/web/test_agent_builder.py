@@ -13,7 +13,7 @@ from playwright.sync_api import Page, expect
 
 from tests.engine.protocol_server import ProtocolServer, Turn
 from tests.web.conftest import Dashboard, shot, sign_in
-from tests.web.ui import api, goto
+from tests.web.ui import api, goto, rendered
 
 
 def _agent(dashboard: Dashboard, model_server: ProtocolServer) -> str:
@@ -136,7 +136,8 @@ def test_builder_tabs_test_chat_context_and_versions(
 
     # On a phone the test chat is a drawer.
     page.set_viewport_size({"width": 390, "height": 844})
-    goto(page, dashboard, f"agents/{agent_id}")
+    page.reload()
+    rendered(page, f"#/agents/{agent_id}")
     toggle = page.get_by_role("button", name="Test chat")
     expect(toggle).to_have_attribute("aria-expanded", "false")
     expect(page.get_by_label("Test message")).to_be_hidden()
