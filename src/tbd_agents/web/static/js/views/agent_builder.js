@@ -353,7 +353,7 @@ export async function renderAgentBuilder(ctx, id) {
             h("td", {}, String(v.number)),
             h("td", {}, when(v.created_at)),
             h("td", {}, v.github_user || "—"),
-            h("td", {}, `${v.summary}: ${v.changed_fields.join(", ") || "—"}`),
+            h("td", {}, v.summary === "created" ? "created" : `${v.summary}: ${v.changed_fields.join(", ") || "—"}`),
             h("td", {}, i === 0 ? h("span", { class: "muted" }, "current") : h("button", { type: "button", class: "small", "aria-label": `Restore version ${v.number}`, onClick: () => restore(v) }, "Restore")))))),
         h("div", { class: "filters" }, older.node, newer.node),
         diffBox);
