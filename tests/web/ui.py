@@ -30,7 +30,7 @@ def fill_form(page: Page, values: dict[str, Any]) -> None:
     form = record_form if record_form.count() else page.locator("main form").first
     for label, value in values.items():
         if isinstance(value, list):
-            group = form.get_by_role("group", name=label, exact=True)
+            group = form.get_by_role("group", name=label, exact=True, include_hidden=True)
             reveal(page, group)
             for option in value:
                 group.get_by_label(option, exact=True).check()

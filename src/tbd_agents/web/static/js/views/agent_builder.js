@@ -47,7 +47,9 @@ function tabs(names, label, onShow) {
   };
   for (const name of names) {
     const id = uid("tab");
-    const panel = h("div", { role: "tabpanel", id: `${id}-panel`, "aria-labelledby": id, tabindex: "0", class: "builder-panel", hidden: true });
+    // Named "<tab> settings" rather than by the tab (aria-labelledby), so that no panel
+    // shares its name with a field (the Model tab and the Model field).
+    const panel = h("div", { role: "tabpanel", id: `${id}-panel`, "aria-label": `${name} settings`, tabindex: "0", class: "builder-panel", hidden: true });
     const button = h("button", { type: "button", role: "tab", id, "aria-controls": panel.id, "aria-selected": "false", tabindex: "-1", onClick: () => show(name) }, name);
     button.addEventListener("keydown", (e) => {
       const keys = { ArrowRight: 1, ArrowLeft: -1, Home: "first", End: "last" };
