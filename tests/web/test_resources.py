@@ -125,6 +125,7 @@ def test_agent_pickers_save_the_chosen_records(signed_in: Page, dashboard: Dashb
     # Pickers show what is saved when the record is opened again.
     page.reload()
     rendered(page)
+    page.get_by_role("tab", name="Knowledge").click()  # the agent builder's tab of skills
     expect(
         page.get_by_role("group", name="Skills", exact=True).get_by_label(skill["name"])
     ).to_be_checked()

@@ -30,17 +30,28 @@ def fill_form(page: Page, values: dict[str, Any]) -> None:
     form = record_form if record_form.count() else page.locator("main form").first
     for label, value in values.items():
         if isinstance(value, list):
-            group = form.get_by_role("group", name=label, exact=True)
+            group = form.get_by_role("group", name=label, exact=True, include_hidden=True)
+            reveal(page, group)
             for option in value:
                 group.get_by_label(option, exact=True).check()
             continue
         field = form.get_by_label(label, exact=True)
+        reveal(page, field)
         if isinstance(value, bool):
             field.set_checked(value)
         elif field.evaluate("e => e.tagName") == "SELECT":
             field.select_option(label=value)
         else:
             field.fill(str(value))
+
+
+def reveal(page: Page, field: Any) -> None:
+    """Open the tab holding `field` when it sits in a hidden tab panel (the agent builder)."""
+    panel = field.evaluate(
+        "e => { const p = e.closest('[role=tabpanel]'); return p && p.hidden ? p.id : null; }"
+    )
+    if panel:
+        page.locator(f'[role="tab"][aria-controls="{panel}"]').click()
 
 
 def create(

@@ -204,17 +204,9 @@ async def chat_stream(
 
     task = asyncio.create_task(work())
     try:
-        while True:
-            item = await sink.queue.get()
-            if item is _END:
-                break
-            assert isinstance(item, tuple)
-            kind: EventType = item[0]
-            data: dict[str, Any] = item[1]
-            if kind is EventType.STATUS:
-                continue
-            errors += kind is EventType.ERROR
-            yield frame(SSE_NAMES.get(kind, kind.value), data)
+        async for name, data in _relay(sink):
+            errors += name == "error"
+            yield frame(name, data)
         try:
             result = task.result()
         except TbdError as exc:
@@ -234,6 +226,72 @@ async def chat_stream(
             yield frame("error", {"code": "run_failed", "message": outcome.error})
         yield frame("done", {"status": outcome.status.value, "result": outcome.result, "usage": usage,
                            "message_id": message_id, "session_id": session.id, "citations": result.citations})  # fmt: skip
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+async def _relay(sink: QueueSink) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """The run's events as (SSE name, data) until the run puts `_END` (status events left out:
+    the final status is the stream's `done`)."""
+    while True:
+        item = await sink.queue.get()
+        if item is _END:
+            return
+        assert isinstance(item, tuple)
+        kind: EventType = item[0]
+        data: dict[str, Any] = item[1]
+        if kind is not EventType.STATUS:
+            yield SSE_NAMES.get(kind, kind.value), data
+
+
+async def preview_stream(
+    services: EngineServices,
+    agent: Agent,
+    history: list[Message],
+    text: str,
+    *,
+    owner: str,
+    github_token: str | None = None,
+) -> AsyncIterator[str]:
+    """SSE events of one test turn with `agent` as given (the agent builder's unsaved draft):
+    the same run as `chat_stream` (guardrails, tools, knowledge, memory), with the history the
+    client sends, and nothing stored as a chat session. Frames: `preview` first, then as a chat
+    turn's, `done` without a message id."""
+    frame = _Frames()
+    yield frame("preview", {"agent_id": agent.id})
+    sink = QueueSink()
+    inp = RunInput(text, history)
+    errors = 0
+
+    async def work() -> Any:
+        try:
+            with caller_github_token(github_token):
+                scope = UsageScope(user_id=owner)
+                return await run_agent(services, agent, inp, sink, None, usage=scope)
+        finally:
+            await sink.queue.put(_END)
+
+    task = asyncio.create_task(work())
+    try:
+        async for name, data in _relay(sink):
+            errors += name == "error"
+            yield frame(name, data)
+        try:
+            result = task.result()
+        except TbdError as exc:
+            if not errors:
+                yield frame("error", {"code": exc.code, "message": exc.message})
+            return
+        outcome = result.outcome
+        usage = {"input_tokens": outcome.usage.input_tokens, "output_tokens": outcome.usage.output_tokens,
+                 "cost_usd": round(outcome.usage.cost_usd, 6)}  # fmt: skip
+        if outcome.status is TaskStatus.FAILED and not errors:
+            yield frame("error", {"code": "run_failed", "message": outcome.error})
+        yield frame("done", {"status": outcome.status.value, "result": outcome.result, "usage": usage,
+                           "citations": result.citations})  # fmt: skip
     finally:
         if not task.done():
             task.cancel()

@@ -166,7 +166,18 @@ def knowledge_section(
 def assemble_system_prompt(
     spec: RunSpec, passages: list[Passage], memories: list[MemoryItem]
 ) -> tuple[str, list[dict[str, Any]]]:
-    """The system prompt of a run and the citations it carries.
+    """The system prompt of a run and the citations it carries (`system_prompt_parts`,
+    joined by blank lines)."""
+    parts, citations = system_prompt_parts(spec, passages, memories)
+    return "\n\n".join(text for _, text in parts), citations
+
+
+def system_prompt_parts(
+    spec: RunSpec, passages: list[Passage], memories: list[MemoryItem]
+) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
+    """The sections of a run's system prompt, in order, as (kind, text) — kinds `prompt`,
+    `skills`, `policy` (a workflow option's), `knowledge`, `memories`, `format` — and the
+    citations it carries. The agent builder's context view shows them one by one.
 
     With a `context_tokens` budget the whole prompt stays within it: the output-format policy
     is always kept, the agent's prompt is cut to what remains, and each later section gets the
@@ -181,39 +192,39 @@ def assemble_system_prompt(
             return own
         return min(own, left - _SEPARATOR_TOKENS - headings * _HEADER_TOKENS)
 
-    def take(part: str) -> None:
+    def take(kind: str, part: str) -> None:
         nonlocal left
-        parts.append(part)
+        parts.append((kind, part))
         if left is not None:
             left -= count_text(part) + _SEPARATOR_TOKENS
 
-    parts: list[str] = []
+    parts: list[tuple[str, str]] = []
     prompt = spec.system_prompt.strip()
     if left is not None:
         prompt = truncate_to_tokens(prompt, max(0, left - _SEPARATOR_TOKENS))
     if prompt:
-        take(prompt)
+        take("prompt", prompt)
     if spec.skills:
         blocks = [f"### {s.name}\n{s.instructions.strip()}" for s in spec.skills]
         kept = _fit(blocks, room(budgets.skills_tokens))
         if kept:
-            take("## Skills\n" + "\n\n".join(kept))
+            take("skills", "## Skills\n" + "\n\n".join(kept))
     for section in spec.options.policies():  # caveman / auto_memory (engine/options.py)
-        take(section)
+        take("policy", section)
     citations: list[dict[str, Any]] = []
     if passages:
         text, citations = knowledge_section(
             passages, room(budgets.knowledge_tokens, headings=4), budgets.item_tokens
         )
         if text:
-            take(text)
+            take("knowledge", text)
     if memories:
         blocks = [f"- {m.key}: {_clip(str(m.value), budgets.item_tokens)}" for m in memories]
         kept = _fit(blocks, room(budgets.memory_tokens))
         if kept:
-            take("## What you remember\n" + "\n".join(kept))
-    parts.append(policy)
-    return "\n\n".join(parts), citations
+            take("memories", "## What you remember\n" + "\n".join(kept))
+    parts.append(("format", policy))
+    return parts, citations
 
 
 #: Tokens reserved for the blank line between sections and for a section's heading.

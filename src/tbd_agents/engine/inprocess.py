@@ -331,3 +331,68 @@ async def build_executor(context: Any) -> EngineExecutor:
         context.settings, store, vectors=getattr(context, "vectors", None)
     )
     return EngineExecutor(services, owns_store=owns)
+
+
+class _NoEvents:
+    async def emit(self, event_type: Any, data: Any) -> None:
+        return None
+
+
+async def preview_context(services: EngineServices, agent: Agent, query: str) -> dict[str, Any]:
+    """What a chat turn of `agent` on `query` would send the model besides the conversation,
+    built by the same code as a run (`load_plan`, `open_plan`, `AgentLoop.retrieve`,
+    `system_prompt_parts`): the system prompt's sections and the tool definitions, each with
+    its token count (`engine/tokens.py`, the counter compaction uses), and the model's context
+    window. Knowledge and memories are retrieved only for a non-empty `query`."""
+    from tbd_agents.engine.context import system_prompt_parts
+    from tbd_agents.engine.loop import AgentLoop
+    from tbd_agents.engine.tokens import count_text, counter_name
+
+    async with services.store.unit_of_work(readonly=True) as repos:
+        plan = await load_plan(
+            repos, services.cipher, agent, services.config, outbound=services.outbound
+        )
+    spec, conns = await open_plan(
+        plan, services.config, services.catalog,
+        memory=services.memory_for(agent), knowledge=services.knowledge(), sandbox=services.sandbox,
+    )  # fmt: skip
+    try:
+        passages: list[Any] = []
+        memories: list[Any] = []
+        if query.strip():
+            passages, memories = await AgentLoop(spec, _NoEvents()).retrieve(query, RunInput(query))
+        sections, citations = system_prompt_parts(spec, passages, memories)
+        tools = [
+            {"name": t.name, "description": t.description, "parameters": t.parameters}
+            for t in spec.tools.specs(spec.config.tool_description_max_chars)
+        ]
+    finally:
+        await close_run(spec, conns)
+    parts = [{"kind": kind, "text": text, "tokens": count_text(text)} for kind, text in sections]
+    system = "\n\n".join(text for _, text in sections)
+    tool_parts: list[dict[str, Any]] = [
+        {
+            "name": t["name"],
+            "tokens": count_text(json.dumps(t, ensure_ascii=False)),
+            "definition": t,
+        }
+        for t in tools
+    ]
+    system_tokens = count_text(system)
+    tool_tokens = sum(int(t["tokens"]) for t in tool_parts)
+    return {
+        "model": spec.model,
+        "context_window": spec.model_info.context_window,
+        "max_output_tokens": spec.model_info.max_output_tokens,
+        "counter": counter_name(),
+        "query": query,
+        "system_prompt": system,
+        "parts": parts,
+        "tools": tool_parts,
+        "citations": citations,
+        "memories": [m.key for m in memories],
+        "system_tokens": system_tokens,
+        "tool_tokens": tool_tokens,
+        "total_tokens": system_tokens + tool_tokens,
+        "warnings": list(spec.warnings),
+    }

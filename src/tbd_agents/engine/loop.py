@@ -169,7 +169,9 @@ class AgentLoop:
             await self.emit(EventType.LOG, {"level": "warning", "event": "knowledge_unavailable", "message": f"knowledge not searched, the run goes on without it: {reason}"})  # fmt: skip
             return []
 
-    async def _context(self, prompt: str, inp: RunInput) -> list[Message]:
+    async def retrieve(self, prompt: str, inp: RunInput) -> tuple[list[Passage], list[MemoryItem]]:
+        """The knowledge passages and memories a run on `prompt` puts in its system prompt
+        (also what the agent builder's context view shows)."""
         spec = self.spec
         passages: list[Passage] = []
         memories: list[MemoryItem] = []
@@ -181,7 +183,11 @@ class AgentLoop:
                 signals.retrieved(span, "memory", len(memories))
         if spec.options.caveman:
             passages, memories = compress_context(passages, memories)
-        system, citations = assemble_system_prompt(spec, passages, memories)
+        return passages, memories
+
+    async def _context(self, prompt: str, inp: RunInput) -> list[Message]:
+        passages, memories = await self.retrieve(prompt, inp)
+        system, citations = assemble_system_prompt(self.spec, passages, memories)
         self.result.citations = citations
         if citations:
             await self.emit(EventType.LOG, {"level": "info", "event": "knowledge_loaded", "message": f"{len(citations)} knowledge passages in context", "citations": citations})  # fmt: skip

@@ -8,6 +8,7 @@ from typing import Any
 
 from tbd_agents.domain.enums import KnowledgeSourceStatus, McpServerStatus
 from tbd_agents.domain.models import (
+    Agent,
     ChatMessage,
     ChatSession,
     CustomTool,
@@ -28,6 +29,7 @@ from tbd_agents.security.outbound import (
     check_saved_url,
 )
 from tbd_agents.services.access import Principal
+from tbd_agents.services.agent_versions import AgentRecords
 from tbd_agents.services.records import E, Records, expected_version
 from tbd_agents.services.tokens import (
     TokenRecords,
@@ -229,8 +231,9 @@ class ChatMessages(Records[ChatMessage]):
 def writes_once(model: type[Entity]) -> bool:
     """Whether `records_for(model)` is the plain `Records`, which creates and updates a record
     with one write and nothing else (the services of tokens, secret-bearing records, chat
-    messages and custom tools do more). Keep in step with `records_for` (a test checks)."""
-    return model not in (Token, ChatMessage, CustomTool) and model not in SECRET_FIELDS
+    messages, custom tools and agents, which record versions, do more). Keep in step with
+    `records_for` (a test checks)."""
+    return model not in (Token, ChatMessage, CustomTool, Agent) and model not in SECRET_FIELDS
 
 
 def records_for(
@@ -246,6 +249,8 @@ def records_for(
         return ChatMessages(repos, principal)
     if model is CustomTool:
         return CustomTools(repos, principal)
+    if model is Agent:
+        return AgentRecords(repos, principal)
     return Records(repos, principal, model)
 
 

@@ -10,6 +10,7 @@ from tbd_agents.api.deps import ApiContext
 def all_routers() -> list[APIRouter]:
     from tbd_agents.api.resources import resource_routers
     from tbd_agents.api.routers import (
+        agent_builder,
         agent_chat,
         bundle,
         chat,
@@ -35,6 +36,7 @@ def all_routers() -> list[APIRouter]:
         chat.router,
         agent_chat.router,
         agent_chat.start_router,
+        agent_builder.router,
         providers.router,
         onboarding.router,
         knowledge.router,

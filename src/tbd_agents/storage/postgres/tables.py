@@ -10,6 +10,7 @@ from tbd_agents.storage.postgres import (
     schema_runtime,  # noqa: F401  (registers its tables)
     schema_usage,  # noqa: F401  (registers its tables)
     schema_vectors,  # noqa: F401  (registers its tables)
+    schema_versions,  # noqa: F401  (registers its tables)
 )
 from tbd_agents.storage.postgres.schema import TABLES, metadata
 

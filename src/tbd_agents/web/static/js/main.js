@@ -145,6 +145,7 @@ async function route() {
     else if (first === "usage") await (await import("./views/usage.js")).renderUsage(ctx);
     else if (first === "status") await (await import("./views/status.js")).renderStatus(ctx);
     else if (first === "runs" && (await import("./views/runs.js")).renderRuns) await (await import("./views/runs.js")).renderRuns(ctx, second);
+    else if (first === "agents" && second) await (await import("./views/agent_builder.js")).renderAgentBuilder(ctx, second === "new" ? null : second);
     else if (RESOURCES[first]) {
       const views = await import("./views/records.js");
       if (!second) await views.renderList(ctx, first);

@@ -238,8 +238,12 @@ export async function renderList(ctx, res) {
     more);
 }
 
-/** The create (record null) or edit screen of one record of `res`, with its extra panels. */
-export async function renderRecord(ctx, res, id) {
+/**
+ * The create (record null) or edit screen of one record of `res`, with its extra panels.
+ * `opts.layout({ head, formCard, extras, form, record })` places the parts itself (the agent
+ * builder); `opts.onSaved(record)` hears of every save. Resolves with { form, record, base() }.
+ */
+export async function renderRecord(ctx, res, id, opts = {}) {
   const def = RESOURCES[res];
   const creating = id === null;
   const record = creating ? null : await get(`${def.path}/${encodeURIComponent(id)}`);
@@ -287,6 +291,7 @@ export async function renderRecord(ctx, res, id) {
       for (const f of fields) if (f.kind === "secret") form.widget(f.name).set("");
       form.markSaved();
       notify("Saved.", "success");
+      if (opts.onSaved) opts.onSaved(base);
     },
     extraActions: creating ? [] : [h("button", { type: "button", class: "danger", onClick: async () => {
       if (await deleteRecord(res, record)) window.location.hash = back;
@@ -299,9 +304,11 @@ export async function renderRecord(ctx, res, id) {
   form.element.classList.add("record-form");
   const formCard = h("section", { class: "card", "aria-labelledby": titleId }, form.element);
   // Where the record's main action is a panel (run a workflow, add documents), it comes first.
-  if (record && def.extrasFirst) replace(ctx.main, head, extras, h("h2", { class: "settings-title" }, "Settings"), formCard);
+  if (opts.layout) opts.layout({ head, formCard, extras, form, record });
+  else if (record && def.extrasFirst) replace(ctx.main, head, extras, h("h2", { class: "settings-title" }, "Settings"), formCard);
   else replace(ctx.main, head, formCard, extras);
   await form.ready;
   const { renderExtras } = await import("./extras.js");
   await renderExtras(ctx, res, record, form, extras);
+  return { form, record, base: () => base };
 }
