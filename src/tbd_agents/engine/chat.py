@@ -323,7 +323,10 @@ async def chat_stream(
     `parent_id`: the stored user message the turn answers (`OpenedTurn.parent_id`). When the
     stream ends before `done` (the client went away), the text streamed so far is stored."""
     frame = _Frames()
-    yield frame("session", {"session_id": session.id, "agent_id": agent.id})
+    opened: dict[str, Any] = {"session_id": session.id, "agent_id": agent.id}
+    if parent_id:
+        opened["user_message_id"] = parent_id  # ours: the message the turn answers
+    yield frame("session", opened)
     sink = QueueSink()
     if guarded is not None:
         text = guarded.text
