@@ -185,3 +185,26 @@ async def test_sessions_search_pin_and_page(setup) -> None:
     assert r.json()["pinned"] is False
     assert (await client.patch(f"{base}/{oldest}", json={"title": ""})).status_code == 422
     assert (await client.patch(f"{base}/{oldest}", json={"colour": "red"})).status_code == 422
+
+
+async def test_editing_the_first_message_starts_a_branch_from_the_beginning(
+    setup, protocol_server: ProtocolServer
+) -> None:
+    client, agent_id, _ = setup
+    protocol_server.script(Turn(text="first answer"), Turn(text="second answer"))
+    sid = (await turn(client, agent_id, message="first question"))[0][1]["session_id"]
+    await turn(client, agent_id, message="second question", session_id=sid)
+    first = (await detail(client, agent_id, sid))["messages"][0]
+    protocol_server.script(Turn(text="echo answer"))
+    opened = await turn(
+        client, agent_id, message="echo question", session_id=sid, edit_of=first["id"]
+    )
+    assert opened[-1][0] == "done"
+    assert protocol_server.requests[-1].all_text().count("question") == 1  # no history at all
+    shown = (await detail(client, agent_id, sid))["messages"]
+    assert [m["content"] for m in shown] == ["echo question", "echo answer"]
+    assert shown[0]["parent_id"] is None and shown[0]["versions"]["ids"] == [
+        first["id"],
+        shown[0]["id"],
+    ]
+    assert opened[0][1]["user_message_id"] == shown[0]["id"]

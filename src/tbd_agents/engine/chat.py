@@ -152,7 +152,7 @@ async def open_session(
         user = await repos.chat_messages.create(
             ChatMessage(
                 session_id=session.id, role=MessageRole.USER, content=text,
-                metadata={PARENT: parent} if parent else {},
+                metadata={PARENT: parent},
             )
         )  # fmt: skip
         meta = {**session.metadata, ACTIVE_LEAF: user.id}

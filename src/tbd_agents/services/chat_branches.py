@@ -1,7 +1,7 @@
 """Branches of a chat session: regenerated answers and edited messages are kept as versions.
 
 A session's messages form a tree. Every message a chat turn stores names the message it follows
-in `metadata.parent_id`; a message without one (stored before branches existed, or through
+in `metadata.parent_id` (null for a first message); a message without the key (stored before branches existed, or through
 `POST /api/chat/sessions/{id}/messages`) follows the message numbered before it (`seq`), so a
 session that never branched is one straight line, as before.
 
@@ -55,8 +55,11 @@ class Tree:
         previous: str | None = None
         for m in ordered:
             tree.by_id[m.id] = m
-            stated = m.metadata.get(PARENT) if isinstance(m.metadata, dict) else None
-            parent = stated if isinstance(stated, str) else previous
+            if isinstance(m.metadata, dict) and PARENT in m.metadata:
+                stated = m.metadata[PARENT]  # None: a first message (an edit of the first one)
+                parent = stated if isinstance(stated, str) else None
+            else:
+                parent = previous
             tree.parent[m.id] = parent
             tree.children.setdefault(parent, []).append(m.id)
             previous = m.id
