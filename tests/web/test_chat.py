@@ -188,7 +188,7 @@ def test_rename_and_delete_a_chat_session(page: Page, dashboard: Dashboard) -> N
     )
     sign_in(page, dashboard)
     goto(page, dashboard, f"chat/{agent['id']}/{session['id']}")
-    expect(page.locator(".messages .message-user")).to_have_text("YouHi there")
+    expect(page.locator(".messages .message-user .bubble-body")).to_have_text("Hi there")
     expect(page.locator("#main .notice-info")).to_contain_text("no provider yet")
     page.get_by_role("button", name="Rename").click()
     dialog = page.get_by_role("dialog")

@@ -8,7 +8,15 @@ after the run, with usage, in the order the run produced them: the storage layer
 session's messages (`ChatMessage.seq`), and the history of the next turn is read in that order,
 with every tool result put right after its call (`history.replayable`, which also heals sessions
 stored in the wrong order before messages were numbered). If the client goes away, the consumer
-cancels the run, which cancels the model call in flight.
+cancels the run, which cancels the model call in flight, and the answer streamed so far is
+stored all the same, marked `metadata.stopped = true` (in a task of its own: the response's
+task is being cancelled).
+
+Branches (`services/chat_branches.py`): every message a turn stores names the message it follows
+(`metadata.parent_id`), and the session's `metadata.active_leaf` is moved to the turn's last
+message. `open_session(edit_of=...)` stores an edited user message as a new version of an earlier
+one; `open_regeneration` answers the active branch's last user message again. The history a turn
+sends the model is the active branch only.
 
 A failed turn sends exactly one `error` frame: the run's own (a provider error, a guardrail, a
 timeout), or else one saying the run failed.
@@ -38,6 +46,15 @@ from tbd_agents.errors import GuardrailBlocked, InvalidData, TbdError
 from tbd_agents.observability.runs import chat_messages_stored, chat_turn
 from tbd_agents.observability.usage.records import UsageScope
 from tbd_agents.runtime.contracts import EventType
+from tbd_agents.services.chat_branches import (
+    ACTIVE_LEAF,
+    BRANCHED,
+    PARENT,
+    STOPPED,
+    Tree,
+    last_user_message,
+)
+from tbd_agents.services.workflow_runs import RunStateRefused
 from tbd_agents.storage.protocol import Query, Repositories, Sort, eq
 
 log = logging.getLogger(__name__)
@@ -86,19 +103,32 @@ class OpenedTurn:
     session: ChatSession
     history: list[Message]
     guarded: GuardedPrompt
+    #: The user message the turn answers (what its stored messages follow).
+    parent_id: str | None = None
 
     def __iter__(self) -> Iterator[Any]:  # `session, history = await open_session(...)`
         return iter((self.session, self.history))
 
 
 async def open_session(
-    services: EngineServices, agent: Agent, session: ChatSession | None, owner: str, text: str
+    services: EngineServices,
+    agent: Agent,
+    session: ChatSession | None,
+    owner: str,
+    text: str,
+    *,
+    edit_of: str | None = None,
 ) -> OpenedTurn:
     """The session (created when None) and its history; stores the user's message, checked by
     the agent's input guardrails first (GuardrailBlocked, 422, when one blocks: then nothing is
-    stored and no session is created)."""
+    stored and no session is created). `edit_of`: the id of an earlier user message of the
+    session this message is a new version of (its history is the branch before that message)."""
     if not text.strip():
         raise InvalidData("message must not be empty", details={"field": "message"})
+    if edit_of is not None and session is None:
+        raise InvalidData(
+            "edit_of needs the session_id of the message", details={"field": "edit_of"}
+        )
     async with services.store.unit_of_work() as repos:
         records, _ = await load_guardrails(repos, agent, services.config.host.admins)
         guarded = guard_prompt(Guardrails.from_records(records), text)
@@ -114,25 +144,93 @@ async def open_session(
             )
         elif session.agent_id != agent.id:
             raise InvalidData(f"chat session {session.id} belongs to another agent")
-        history = await _history(repos, session.id)
-        await repos.chat_messages.create(
-            ChatMessage(session_id=session.id, role=MessageRole.USER, content=text)
-        )
+        if edit_of is None:
+            branch = await _branch(repos, session)
+        else:
+            branch = await _edited_branch(repos, session, edit_of)
+        parent = branch[-1].id if branch else None
+        user = await repos.chat_messages.create(
+            ChatMessage(
+                session_id=session.id, role=MessageRole.USER, content=text,
+                metadata={PARENT: parent},
+            )
+        )  # fmt: skip
+        meta = {**session.metadata, ACTIVE_LEAF: user.id}
+        if edit_of is not None:
+            meta[BRANCHED] = True
+        session = await repos.chat_sessions.update(session.id, {"metadata": meta})
     chat_messages_stored(["user"])
-    return OpenedTurn(session, history, guarded)
+    return OpenedTurn(session, _replayable(session.id, branch), guarded, user.id)
 
 
-async def _history(repos: Repositories, session_id: str) -> list[Message]:
-    """The session's last HISTORY_LIMIT messages in their order, every tool result right after
-    its call (a repaired history is logged)."""
-    page = await repos.chat_messages.list(
-        Query(
-            filters=(eq("session_id", session_id),),
-            sort=(Sort("seq", True),),
-            limit=HISTORY_LIMIT,
+async def open_regeneration(
+    services: EngineServices, agent: Agent, session: ChatSession
+) -> OpenedTurn:
+    """A turn answering the active branch's last user message again (nothing new is stored
+    now; the answer becomes a new version of the answer it replaces). 400 when the branch has
+    no user message."""
+    async with services.store.unit_of_work() as repos:
+        records, _ = await load_guardrails(repos, agent, services.config.host.admins)
+        tree = Tree.of(await _all_messages(repos, session.id))
+        path = tree.active_path(session)
+        user = last_user_message(path)
+        if user is None:
+            raise RunStateRefused(
+                f"chat session {session.id!r} has no message to answer again",
+                details={"session_id": session.id},
+            )
+        guarded = guard_prompt(Guardrails.from_records(records), user.content)
+        if guarded.blocking is not None:
+            raise GuardrailBlocked(guarded.blocking.block_message)
+        before = path[: path.index(user)]
+        session = await repos.chat_sessions.update(
+            session.id, {"metadata": {**session.metadata, BRANCHED: True}}
         )
+    return OpenedTurn(session, _replayable(session.id, before), guarded, user.id)
+
+
+async def _all_messages(repos: Repositories, session_id: str) -> list[ChatMessage]:
+    page = await repos.chat_messages.list(
+        Query(filters=(eq("session_id", session_id),), sort=(Sort("seq"),))
     )
-    history, repair = replayable([_to_message(m) for m in reversed(page.items)])
+    return page.items
+
+
+async def _branch(repos: Repositories, session: ChatSession) -> list[ChatMessage]:
+    """The active branch's last HISTORY_LIMIT messages in their order (a session that never
+    branched: simply its newest messages)."""
+    if not session.metadata.get(BRANCHED):
+        page = await repos.chat_messages.list(
+            Query(
+                filters=(eq("session_id", session.id),),
+                sort=(Sort("seq", True),),
+                limit=HISTORY_LIMIT,
+            )
+        )
+        return list(reversed(page.items))
+    tree = Tree.of(await _all_messages(repos, session.id))
+    return tree.active_path(session)[-HISTORY_LIMIT:]
+
+
+async def _edited_branch(
+    repos: Repositories, session: ChatSession, edit_of: str
+) -> list[ChatMessage]:
+    """The branch before the user message `edit_of` (422 when it is not a user message of the
+    session)."""
+    tree = Tree.of(await _all_messages(repos, session.id))
+    edited = tree.by_id.get(edit_of)
+    if edited is None or edited.role is not MessageRole.USER:
+        raise InvalidData(
+            f"edit_of {edit_of!r} is not a user message of chat session {session.id!r}",
+            details={"field": "edit_of"},
+        )
+    return tree.path_to(tree.parent.get(edit_of))[-HISTORY_LIMIT:]
+
+
+def _replayable(session_id: str, records: list[ChatMessage]) -> list[Message]:
+    """The records as model messages, every tool result right after its call (a repaired history
+    is logged)."""
+    history, repair = replayable([_to_message(m) for m in records])
     if repair.changed:
         log.warning("chat session %s: history put in order to replay it: %s", session_id,
                     repair.describe())  # fmt: skip
@@ -147,24 +245,64 @@ def _to_message(m: ChatMessage) -> Message:
 
 
 async def _persist(
-    services: EngineServices, session: ChatSession, messages: list[Message], usage: dict[str, Any]
+    services: EngineServices,
+    session: ChatSession,
+    messages: list[Message],
+    usage: dict[str, Any],
+    *,
+    parent_id: str | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> str | None:
     """Store the run's messages in their order (numbered together, `ChatMessage.seq`, which
-    also counts them in the session's `message_count`) and the time of the last; its id."""
-    records = [
-        ChatMessage(
+    also counts them in the session's `message_count`), each following the one before it (the
+    first follows `parent_id`), and make the last the session's active leaf; its id. `extra`:
+    metadata of every stored message."""
+    records: list[ChatMessage] = []
+    parent = parent_id
+    for i, m in enumerate(messages):
+        meta: dict[str, Any] = {**(extra or {})}
+        if parent:
+            meta[PARENT] = parent
+        record = ChatMessage(
             session_id=session.id, role=MessageRole(m.role), content=m.content,
             tool_calls=[c.to_dict() for c in m.tool_calls], tool_call_id=m.tool_call_id,
-            name=m.name, usage=usage if i == len(messages) - 1 else None,
-        )
-        for i, m in enumerate(messages)
-    ]  # fmt: skip
+            name=m.name, usage=usage if i == len(messages) - 1 else None, metadata=meta,
+        )  # fmt: skip
+        records.append(record)
+        parent = record.id
     async with services.store.unit_of_work() as repos:
+        changes: dict[str, Any] = {"last_message_at": utcnow()}
         if records:
             await repos.chat_messages.insert_many(records)
-        await repos.chat_sessions.update(session.id, {"last_message_at": utcnow()})
+            current = await repos.chat_sessions.get(session.id)  # a pin may have changed it
+            changes["metadata"] = {**current.metadata, ACTIVE_LEAF: records[-1].id}
+        await repos.chat_sessions.update(session.id, changes)
     chat_messages_stored([r.role.value for r in records])
     return records[-1].id if records else None
+
+
+#: Stores of stopped answers in flight (a reference keeps each task alive until it ends).
+_STOPPED_STORES: set[asyncio.Task[Any]] = set()
+
+
+def _store_stopped(
+    services: EngineServices, session: ChatSession, text: str, parent_id: str | None
+) -> None:
+    """Store the answer streamed before the client went away, marked stopped, in a task of its
+    own (the stream's task is cancelled: anything it awaited now would be cancelled too)."""
+
+    async def store() -> None:
+        try:
+            await _persist(
+                services, session, [Message.from_dict({"role": "assistant", "content": text})],
+                {}, parent_id=parent_id, extra={STOPPED: True},
+            )  # fmt: skip
+        except Exception:
+            log.exception("chat session %s: the stopped answer could not be stored", session.id)
+
+    task = asyncio.get_running_loop().create_task(store())
+    _STOPPED_STORES.add(task)
+    task.add_done_callback(_STOPPED_STORES.discard)
 
 
 async def chat_stream(
@@ -176,18 +314,26 @@ async def chat_stream(
     *,
     github_token: str | None = None,
     guarded: GuardedPrompt | None = None,
+    parent_id: str | None = None,
 ) -> AsyncIterator[str]:
     """SSE events of one chat turn: session, delta…, tool_call/tool_result, usage, then done,
     with exactly one error before it when the turn failed. `github_token`: the caller's, for an
     agent without provider_id (the default model; kept in memory for this turn only).
-    `guarded`: the message as `open_session` checked it (then `text` is its redacted text)."""
+    `guarded`: the message as `open_session` checked it (then `text` is its redacted text).
+    `parent_id`: the stored user message the turn answers (`OpenedTurn.parent_id`). When the
+    stream ends before `done` (the client went away), the text streamed so far is stored."""
     frame = _Frames()
-    yield frame("session", {"session_id": session.id, "agent_id": agent.id})
+    opened: dict[str, Any] = {"session_id": session.id, "agent_id": agent.id}
+    if parent_id:
+        opened["user_message_id"] = parent_id  # ours: the message the turn answers
+    yield frame("session", opened)
     sink = QueueSink()
     if guarded is not None:
         text = guarded.text
     inp = RunInput(text, history, session_id=session.id, run_id=session.id, guarded=guarded)
     errors = 0
+    streamed: list[str] = []  # the answer's text so far, stored if the client goes away
+    ended = False
 
     async def work() -> Any:
         try:
@@ -206,10 +352,13 @@ async def chat_stream(
     try:
         async for name, data in _relay(sink):
             errors += name == "error"
+            if name == _DELTA:
+                streamed.append(str(data.get("delta") or data.get("content") or ""))
             yield frame(name, data)
         try:
             result = task.result()
         except TbdError as exc:
+            ended = True
             if not errors:
                 yield frame("error", {"code": exc.code, "message": exc.message})
             return
@@ -221,16 +370,24 @@ async def chat_stream(
             if result.messages and result.messages[0].role == "user"
             else result.messages
         )
-        message_id = await _persist(services, session, new, usage)
+        ended = True
+        message_id = await _persist(services, session, new, usage, parent_id=parent_id)
         if outcome.status is TaskStatus.FAILED and not errors:
             yield frame("error", {"code": "run_failed", "message": outcome.error})
         yield frame("done", {"status": outcome.status.value, "result": outcome.result, "usage": usage,
                            "message_id": message_id, "session_id": session.id, "citations": result.citations})  # fmt: skip
     finally:
+        text_so_far = "".join(streamed)
+        if not ended and text_so_far.strip():
+            _store_stopped(services, session, text_so_far, parent_id)
         if not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+#: The SSE name of the answer's text deltas (kept to store a stopped answer).
+_DELTA = SSE_NAMES.get(EventType.MESSAGE_DELTA, EventType.MESSAGE_DELTA.value)
 
 
 async def _relay(sink: QueueSink) -> AsyncIterator[tuple[str, dict[str, Any]]]:

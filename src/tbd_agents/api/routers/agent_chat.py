@@ -10,9 +10,16 @@ another agent is a 400. The message is checked by the agent's input guardrails b
 is stored: a `redact` one's redaction is what is stored (message and session title) and what the
 model receives; one that blocks answers 422 and stores nothing.
 
-`GET /api/agents/{agent_id}/chat/sessions` (`skip`, `limit`), `GET` / `DELETE
-…/sessions/{session_id}`, and `POST /api/chat/start` (the caller's chat workflow of an agent):
-see `services/chat_sessions.py`.
+Ours, additive: `edit_of` (the id of an earlier user message of the session: this message is a
+new version of it, answered on the branch before it), `POST …/sessions/{session_id}/regenerate`
+(the same stream, answering the active branch's last user message again), and the stored
+answer of a stream the client closed early (`metadata.stopped`): see `engine/chat.py` and
+`services/chat_branches.py`.
+
+`GET /api/agents/{agent_id}/chat/sessions` (`skip`, `limit`; ours: `q`, `pinned_first`), `GET`
+(ours: `active`) / `PATCH` (ours: title, pinned) / `DELETE …/sessions/{session_id}`, `PUT
+…/sessions/{session_id}/branch` (ours: switch versions), and `POST /api/chat/start` (the
+caller's chat workflow of an agent): see `services/chat_sessions.py`.
 """
 
 from __future__ import annotations
@@ -27,15 +34,18 @@ from tbd_agents.api.crud import ERRORS
 from tbd_agents.api.deps import ApiContext, Caller, Ctx
 from tbd_agents.api.preconditions import IfMatch, expected_versions
 from tbd_agents.domain.models import Agent, ChatSession
-from tbd_agents.engine.chat import chat_stream, open_session
+from tbd_agents.engine.chat import OpenedTurn, chat_stream, open_regeneration, open_session
 from tbd_agents.engine.inprocess import EngineServices, engine_services
 from tbd_agents.security.github import presented_github_token
+from tbd_agents.services.access import Principal
 from tbd_agents.services.chat_sessions import (
     delete_session,
     ensure_session_of,
     list_sessions,
     session_detail,
     start_chat_workflow,
+    switch_branch,
+    update_session,
 )
 from tbd_agents.services.records import Records
 
@@ -47,6 +57,12 @@ class ChatRequestBody(BaseModel):
     message: str = Field(min_length=1, max_length=200_000)
     session_id: str | None = Field(
         default=None, description="Continue this session; omit to start one."
+    )
+    edit_of: str | None = Field(
+        default=None,
+        max_length=128,
+        description="The id of an earlier user message of the session: this message is a new "
+        "version of it (a branch), answered with the conversation before that message.",
     )
 
 
@@ -88,12 +104,20 @@ async def chat(
     if session is not None:
         ensure_session_of(session, agent.id)
     services = await engine_for(ctx)
-    turn = await open_session(services, agent, session, caller.identity, body.message)
+    turn = await open_session(
+        services, agent, session, caller.identity, body.message, edit_of=body.edit_of
+    )
+    return _streamed(services, agent, turn, caller, request)
+
+
+def _streamed(
+    services: EngineServices, agent: Agent, turn: OpenedTurn, caller: Principal, request: Request
+) -> StreamingResponse:
     # A caller signed in with GitHub lends its token to an agent on the default model.
     token = presented_github_token(request.headers.get("authorization"), caller.via)
     stream = chat_stream(
         services, agent, turn.session, turn.history, turn.guarded.text,
-        github_token=token, guarded=turn.guarded,
+        github_token=token, guarded=turn.guarded, parent_id=turn.parent_id,
     )  # fmt: skip
     return StreamingResponse(
         stream,
@@ -113,6 +137,9 @@ class SessionOut(BaseModel):
     message_count: int
     created_at: str
     updated_at: str
+    last_message_at: str | None = None
+    #: Ours: pinned by its owner (`metadata.pinned`).
+    pinned: bool = False
 
 
 class MessageOut(BaseModel):
@@ -123,6 +150,15 @@ class MessageOut(BaseModel):
     content: str
     usage: dict[str, Any] | None
     created_at: str
+    # Ours, additive: what the dashboard needs to draw a turn and its versions.
+    tool_calls: list[dict[str, Any]] = []
+    tool_call_id: str | None = None
+    name: str | None = None
+    metadata: dict[str, Any] = {}
+    #: The message this one follows (branches: `services/chat_branches.py`).
+    parent_id: str | None = None
+    #: This message's place among its versions: `{index, count, ids}` (1-based index).
+    versions: dict[str, Any] | None = None
 
 
 class SessionDetailOut(SessionOut):
@@ -138,10 +174,17 @@ async def sessions(
     caller: Caller,
     skip: Annotated[int, Query(ge=0, le=100_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    q: Annotated[
+        str | None,
+        Query(max_length=200, description="Only sessions whose title or a message contains it."),
+    ] = None,
+    pinned_first: Annotated[bool, Query(description="Pinned sessions first.")] = False,
 ) -> list[dict[str, Any]]:
     """The caller's own sessions with the agent, most recently updated first."""
     async with ctx.store.unit_of_work(readonly=True) as repos:
-        return await list_sessions(repos, caller, agent_id, skip=skip, limit=limit)
+        return await list_sessions(
+            repos, caller, agent_id, skip=skip, limit=limit, q=q, pinned_first=pinned_first
+        )
 
 
 @router.get(
@@ -150,10 +193,76 @@ async def sessions(
     summary="A session with its messages (in the conversation's order)",
 )
 async def session(
-    agent_id: AgentId, session_id: SessionId, ctx: Ctx, caller: Caller
+    agent_id: AgentId,
+    session_id: SessionId,
+    ctx: Ctx,
+    caller: Caller,
+    active: Annotated[
+        bool, Query(description="Only the active branch's messages (edits and regenerations).")
+    ] = False,
 ) -> dict[str, Any]:
     async with ctx.store.unit_of_work(readonly=True) as repos:
-        return await session_detail(repos, caller, agent_id, session_id)
+        return await session_detail(repos, caller, agent_id, session_id, active=active)
+
+
+class SessionUpdateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+    pinned: bool | None = None
+
+
+@router.patch(
+    "/sessions/{session_id}", response_model=SessionOut, summary="Rename or pin a session"
+)
+async def change_session(
+    agent_id: AgentId, session_id: SessionId, body: SessionUpdateIn, ctx: Ctx, caller: Caller
+) -> dict[str, Any]:
+    """Its place in the recency order is kept."""
+    caller.require_write()
+    async with ctx.store.unit_of_work() as repos:
+        return await update_session(
+            repos, caller, agent_id, session_id, title=body.title, pinned=body.pinned
+        )
+
+
+class BranchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    message_id: str = Field(min_length=1, max_length=128)
+
+
+@router.put(
+    "/sessions/{session_id}/branch",
+    response_model=SessionDetailOut,
+    summary="Show another version of a message (switch the active branch)",
+)
+async def change_branch(
+    agent_id: AgentId, session_id: SessionId, body: BranchIn, ctx: Ctx, caller: Caller
+) -> dict[str, Any]:
+    """The branch through `message_id` (down to its newest message) becomes the active one: the
+    one shown and sent to the model next turn. Answers the session with the active branch."""
+    caller.require_write()
+    async with ctx.store.unit_of_work() as repos:
+        return await switch_branch(repos, caller, agent_id, session_id, body.message_id)
+
+
+@router.post(
+    "/sessions/{session_id}/regenerate",
+    summary="Answer the last user message again (server-sent events)",
+    response_class=StreamingResponse,
+)
+async def regenerate(
+    agent_id: AgentId, session_id: SessionId, ctx: Ctx, caller: Caller, request: Request
+) -> StreamingResponse:
+    """The same stream as a chat turn; the new answer is a new version of the one it replaces
+    (which is kept: `PUT …/branch` switches back)."""
+    caller.require_write()
+    async with ctx.store.unit_of_work() as repos:
+        agent = await Records(repos, caller, Agent).get(agent_id)
+        found = await Records(repos, caller, ChatSession).get(session_id)
+    ensure_session_of(found, agent.id)
+    services = await engine_for(ctx)
+    turn = await open_regeneration(services, agent, found)
+    return _streamed(services, agent, turn, caller, request)
 
 
 @router.delete(
