@@ -92,11 +92,18 @@ class OpenedTurn:
 
 
 async def open_session(
-    services: EngineServices, agent: Agent, session: ChatSession | None, owner: str, text: str
+    services: EngineServices,
+    agent: Agent,
+    session: ChatSession | None,
+    owner: str,
+    text: str,
+    *,
+    model: str | None = None,
 ) -> OpenedTurn:
     """The session (created when None) and its history; stores the user's message, checked by
     the agent's input guardrails first (GuardrailBlocked, 422, when one blocks: then nothing is
-    stored and no session is created)."""
+    stored and no session is created). `model`: the chat's model choice, kept on the session
+    (`metadata.model`) for the dashboard to show."""
     if not text.strip():
         raise InvalidData("message must not be empty", details={"field": "message"})
     async with services.store.unit_of_work() as repos:
@@ -110,10 +117,17 @@ async def open_session(
             # The first 80 characters of the first line, as the existing TBD Agents titled chats.
             title = text.strip().splitlines()[0][:80] if text.strip() else None
             session = await repos.chat_sessions.create(
-                ChatSession(agent_id=agent.id, github_user=owner, title=title or None)
-            )
+                ChatSession(
+                    agent_id=agent.id, github_user=owner, title=title or None,
+                    metadata={"model": model} if model else {},
+                )
+            )  # fmt: skip
         elif session.agent_id != agent.id:
             raise InvalidData(f"chat session {session.id} belongs to another agent")
+        elif model and session.metadata.get("model") != model:
+            metadata = {**session.metadata, "model": model}
+            await repos.chat_sessions.update(session.id, {"metadata": metadata})
+            session.metadata = metadata
         history = await _history(repos, session.id)
         await repos.chat_messages.create(
             ChatMessage(session_id=session.id, role=MessageRole.USER, content=text)
@@ -146,16 +160,37 @@ def _to_message(m: ChatMessage) -> Message:
     )  # fmt: skip
 
 
+def _metadata(
+    m: Message, last: bool, tools: dict[str, dict[str, Any]], citations: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """What the dashboard shows besides the text: a tool result's `duration_ms` and `source`
+    (its origin), the citations of the turn's knowledge on its last message."""
+    meta: dict[str, Any] = {}
+    if m.role == "tool" and m.tool_call_id in tools:
+        meta.update(tools[m.tool_call_id])
+    if last and citations:
+        meta["citations"] = citations
+    return meta
+
+
 async def _persist(
-    services: EngineServices, session: ChatSession, messages: list[Message], usage: dict[str, Any]
+    services: EngineServices,
+    session: ChatSession,
+    messages: list[Message],
+    usage: dict[str, Any],
+    tools: dict[str, dict[str, Any]] | None = None,
+    citations: list[dict[str, Any]] | None = None,
 ) -> str | None:
     """Store the run's messages in their order (numbered together, `ChatMessage.seq`, which
-    also counts them in the session's `message_count`) and the time of the last; its id."""
+    also counts them in the session's `message_count`) and the time of the last; its id.
+    `tools`: duration and origin by tool call id; `citations`: the turn's knowledge."""
+    last = len(messages) - 1
     records = [
         ChatMessage(
             session_id=session.id, role=MessageRole(m.role), content=m.content,
             tool_calls=[c.to_dict() for c in m.tool_calls], tool_call_id=m.tool_call_id,
-            name=m.name, usage=usage if i == len(messages) - 1 else None,
+            name=m.name, usage=usage if i == last else None,
+            metadata=_metadata(m, i == last, tools or {}, citations or []),
         )
         for i, m in enumerate(messages)
     ]  # fmt: skip
@@ -176,11 +211,15 @@ async def chat_stream(
     *,
     github_token: str | None = None,
     guarded: GuardedPrompt | None = None,
+    model: str | None = None,
 ) -> AsyncIterator[str]:
     """SSE events of one chat turn: session, delta…, tool_call/tool_result, usage, then done,
     with exactly one error before it when the turn failed. `github_token`: the caller's, for an
     agent without provider_id (the default model; kept in memory for this turn only).
-    `guarded`: the message as `open_session` checked it (then `text` is its redacted text)."""
+    `guarded`: the message as `open_session` checked it (then `text` is its redacted text).
+    `model`: this turn's model instead of the agent's (the caller checked it is offered).
+    Knowledge passages in the context are sent as a `sources` frame (`items`: the citations,
+    each with `snippet`, the passage's text) before the answer streams."""
     frame = _Frames()
     yield frame("session", {"session_id": session.id, "agent_id": agent.id})
     sink = QueueSink()
@@ -188,6 +227,7 @@ async def chat_stream(
         text = guarded.text
     inp = RunInput(text, history, session_id=session.id, run_id=session.id, guarded=guarded)
     errors = 0
+    tools: dict[str, dict[str, Any]] = {}
 
     async def work() -> Any:
         try:
@@ -196,7 +236,9 @@ async def chat_stream(
                 chat_turn(agent, session.id, session.github_user) as turn,
             ):
                 scope = UsageScope(user_id=session.github_user, session_id=session.id)
-                result = await run_agent(services, agent, inp, sink, None, usage=scope)
+                result = await run_agent(
+                    services, agent, inp, sink, None, usage=scope, model_override=model
+                )
                 turn.finished(result.model, result.outcome.status.value)
                 return result
         finally:
@@ -214,7 +256,14 @@ async def chat_stream(
             if kind is EventType.STATUS:
                 continue
             errors += kind is EventType.ERROR
+            if kind is EventType.TOOL_RESULT and data.get("id"):
+                tools[str(data["id"])] = {
+                    "duration_ms": data.get("duration_ms"), "source": data.get("source"),
+                    "origin": data.get("origin"),
+                }  # fmt: skip
             yield frame(SSE_NAMES.get(kind, kind.value), data)
+            if kind is EventType.LOG and data.get("event") == "knowledge_loaded":
+                yield frame("sources", {"items": data.get("citations") or []})
         try:
             result = task.result()
         except TbdError as exc:
@@ -229,7 +278,7 @@ async def chat_stream(
             if result.messages and result.messages[0].role == "user"
             else result.messages
         )
-        message_id = await _persist(services, session, new, usage)
+        message_id = await _persist(services, session, new, usage, tools, result.citations)
         if outcome.status is TaskStatus.FAILED and not errors:
             yield frame("error", {"code": "run_failed", "message": outcome.error})
         yield frame("done", {"status": outcome.status.value, "result": outcome.result, "usage": usage,

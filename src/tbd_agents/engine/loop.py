@@ -29,7 +29,7 @@ from tbd_agents.engine.progress import watched_progress
 from tbd_agents.engine.providers.base import complete
 from tbd_agents.engine.recall import compress_context, recall_memories
 from tbd_agents.engine.sources import MemoryItem, Passage
-from tbd_agents.engine.tools.base import ToolContext, ToolResult
+from tbd_agents.engine.tools.base import ToolContext, ToolResult, origin_of
 from tbd_agents.engine.tsv import render_tsv
 from tbd_agents.errors import TbdError
 from tbd_agents.observability import engine_signals as signals
@@ -329,7 +329,7 @@ class AgentLoop:
         await self.emit(
             EventType.TOOL_RESULT,
             {"id": call.id, "name": call.name, "content": result.content, "is_error": result.is_error,
-             "duration_ms": round(seconds * 1000, 1), "source": source,
+             "duration_ms": round(seconds * 1000, 1), "source": source, "origin": origin_of(source),
              **({"rendered_as": result.rendered_as} if result.rendered_as else {})},
         )  # fmt: skip
         return result
@@ -338,7 +338,7 @@ class AgentLoop:
         self, call: ToolCall, ctx: ToolContext, source: str
     ) -> tuple[ToolResult, float, bool]:
         """The call's result, its seconds and whether a guardrail blocked it."""
-        await self.emit(EventType.TOOL_CALL, {"id": call.id, "name": call.name, "arguments": call.arguments, "source": source})  # fmt: skip
+        await self.emit(EventType.TOOL_CALL, {"id": call.id, "name": call.name, "arguments": call.arguments, "source": source, "origin": origin_of(source)})  # fmt: skip
         verdict = self.spec.guardrails.check_tool_arguments(call.arguments)
         await self._report(verdict, f"tool {call.name}")
         if verdict.blocked:

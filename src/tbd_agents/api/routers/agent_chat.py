@@ -29,6 +29,7 @@ from tbd_agents.api.preconditions import IfMatch, expected_versions
 from tbd_agents.domain.models import Agent, ChatSession
 from tbd_agents.engine.chat import chat_stream, open_session
 from tbd_agents.engine.inprocess import EngineServices, engine_services
+from tbd_agents.errors import InvalidData
 from tbd_agents.security.github import presented_github_token
 from tbd_agents.services.chat_sessions import (
     delete_session,
@@ -38,6 +39,7 @@ from tbd_agents.services.chat_sessions import (
     start_chat_workflow,
 )
 from tbd_agents.services.records import Records
+from tbd_agents.storage.protocol import Repositories
 
 router = APIRouter(prefix="/api/agents/{agent_id}/chat", tags=["chat"], responses=ERRORS)
 
@@ -47,6 +49,41 @@ class ChatRequestBody(BaseModel):
     message: str = Field(min_length=1, max_length=200_000)
     session_id: str | None = Field(
         default=None, description="Continue this session; omit to start one."
+    )
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="This turn's model, one of the agent's provider's models (its `models`, "
+        "`default_model` or the agent's own); kept on the session as `metadata.model`. "
+        "Omit for the agent's model.",
+    )
+
+
+async def offered_models(repos: Repositories, agent: Agent) -> list[str]:
+    """The models a chat with `agent` may choose: its provider's configured `models` and
+    `default_model`, and the agent's own model (empty without a provider)."""
+    if not agent.provider_id:
+        return []
+    provider = await repos.providers.get(agent.provider_id)  # as the run resolves it
+    listed = [*provider.models, provider.default_model, agent.model]
+    return list(dict.fromkeys(m for m in listed if m))
+
+
+def check_model(model: str, offered: list[str]) -> None:
+    """InvalidData (422) unless `model` is one of `offered`."""
+    if model in offered:
+        return
+    if not offered:
+        raise InvalidData(
+            "this agent has no provider whose models a chat could choose from; "
+            "omit `model` to use the agent's",
+            details={"field": "model"},
+        )
+    raise InvalidData(
+        f"model {model!r} is not offered by the agent's provider; choose one of: "
+        + ", ".join(offered),
+        details={"field": "model", "allowed": offered},
     )
 
 
@@ -85,15 +122,19 @@ async def chat(
             if body.session_id
             else None
         )
+        if body.model is not None:
+            check_model(body.model, await offered_models(repos, agent))
     if session is not None:
         ensure_session_of(session, agent.id)
     services = await engine_for(ctx)
-    turn = await open_session(services, agent, session, caller.identity, body.message)
+    turn = await open_session(
+        services, agent, session, caller.identity, body.message, model=body.model
+    )
     # A caller signed in with GitHub lends its token to an agent on the default model.
     token = presented_github_token(request.headers.get("authorization"), caller.via)
     stream = chat_stream(
         services, agent, turn.session, turn.history, turn.guarded.text,
-        github_token=token, guarded=turn.guarded,
+        github_token=token, guarded=turn.guarded, model=body.model,
     )  # fmt: skip
     return StreamingResponse(
         stream,
