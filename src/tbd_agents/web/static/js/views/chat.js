@@ -3,6 +3,7 @@
 import { bodyMaxLength, del, get, getPage, hasEndpoint, listAll, patch, stream } from "../api.js";
 import { announce, append, confirmDialog, dialog, h, notify, replace, uid, when } from "../dom.js";
 import { renderInto } from "../markdown.js";
+import { chatModelPicker, copyButton, enhanceMessageBody, setSources, toolMeta } from "./chat_parts.js";
 
 function usageText(usage) {
   if (!usage) return "";
@@ -17,13 +18,17 @@ function usageText(usage) {
 function toolCallView(call, result) {
   const args = typeof call.arguments === "string" ? call.arguments : JSON.stringify(call.arguments ?? {}, null, 2);
   const resultNode = h("pre", { class: "tool-result" }, result ? result.content ?? "" : "…");
-  const summary = h("summary", {}, "Tool call: ", h("code", {}, call.name), result && result.is_error ? h("span", { class: "badge status-failed" }, "error") : null);
+  const meta = toolMeta(); // origin and duration (chat_parts.js)
+  meta.set(call);
+  if (result) meta.set({ ...call, ...result });
+  const summary = h("summary", {}, "Tool call: ", h("code", {}, call.name), meta.el, result && result.is_error ? h("span", { class: "badge status-failed" }, "error") : null);
   const node = h("details", { class: "tool-call", dataset: { callId: call.id || "" } },
     summary,
     h("p", { class: "muted" }, "Arguments"), h("pre", {}, args),
     h("p", { class: "muted" }, "Result"), resultNode);
   node.setResult = (res) => {
     resultNode.textContent = res.content ?? "";
+    meta.set({ ...call, ...res });
     if (res.is_error) summary.append(h("span", { class: "badge status-failed" }, "error"));
   };
   return node;
@@ -35,23 +40,27 @@ function bubble(role, content = "") {
   const tools = h("div", { class: "tool-calls" });
   const meta = h("p", { class: "usage muted" });
   const el = h("article", { class: ["message", `message-${role}`], "aria-label": role === "user" ? "You" : "Agent" },
-    h("p", { class: "who" }, role === "user" ? "You" : "Agent"), tools, body, meta);
+    h("p", { class: "who" }, role === "user" ? "You" : "Agent"), tools, body, meta,
+    h("div", { class: "message-tools" }, copyButton(() => text, role === "user" ? "Copy your message" : "Copy the answer")));
   let text = content;
   let pending = false;
+  let final = true; // code blocks get copy buttons and highlighting once the text is final
   const draw = () => {
     pending = false;
     if (role === "assistant") renderInto(body, text);
     else body.textContent = text;
+    if (final && role === "assistant") enhanceMessageBody(body);
   };
   draw();
   return {
     el,
     tools,
     append(delta) {
+      final = false;
       text += delta;
       if (!pending) { pending = true; window.requestAnimationFrame(draw); }
     },
-    set(full) { text = full; draw(); },
+    set(full) { text = full; final = true; draw(); },
     text: () => text,
     plain: () => body.textContent,
     usage(u) { meta.textContent = usageText(u); },
@@ -94,7 +103,7 @@ async function renderHistory(list, sessionId) {
   for (const m of messages) {
     if (m.role === "tool") {
       const view = calls.get(m.tool_call_id);
-      if (view) view.setResult({ content: m.content, is_error: false });
+      if (view) view.setResult({ content: m.content, is_error: false, ...(m.metadata || {}) });
       continue;
     }
     if (m.role === "system") continue;
@@ -114,6 +123,7 @@ async function renderHistory(list, sessionId) {
       b.tools.append(view);
     }
     if (m.usage) b.usage(m.usage);
+    if (m.metadata?.citations) setSources(b.el, m.metadata.citations);
   }
 }
 
@@ -126,6 +136,7 @@ export async function renderChat(ctx, agentId, sessionId) {
     hasEndpoint("post", "/api/agents/{agent_id}/chat"),
     bodyMaxLength("post", "/api/agents/{agent_id}/chat", "message"),
   ]);
+  const picker = await chatModelPicker(agent, sessions.items.find((s) => s.id === sessionId));
   if (!ctx.isCurrent()) return;
   let current = sessionId || null;
 
@@ -171,7 +182,7 @@ export async function renderChat(ctx, agentId, sessionId) {
   replace(ctx.main,
     h("div", { class: "page-head" },
       h("div", {}, h("p", { class: "crumbs" }, h("a", { href: "#/chat" }, "Chat")), h("h1", {}, `Chat with ${agent.name}`)),
-      h("div", { class: "row-actions" }, sessionTools, h("a", { href: `#/agents/${agentId}`, class: "button small" }, "Edit agent"))),
+      h("div", { class: "row-actions" }, picker?.el, sessionTools, h("a", { href: `#/agents/${agentId}`, class: "button small" }, "Edit agent"))),
     agent.provider_id ? null : h("p", { class: "notice notice-info" },
       h("span", {}, "This agent has no provider yet, so it cannot answer. ", h("a", { href: `#/agents/${agentId}` }, "Choose one in its settings"), ".")),
     h("div", { class: "chat" }, sessionNav,
@@ -224,13 +235,14 @@ export async function renderChat(ctx, agentId, sessionId) {
     const wasNew = !current;
     try {
       await stream("POST", `/api/agents/${encodeURIComponent(agentId)}/chat`, {
-        body: current ? { message: text, session_id: current } : { message: text },
+        body: { ...(current ? { message: text, session_id: current } : { message: text }), ...(picker ? { model: picker.select.value } : {}) },
         signal: controller.signal,
         onEvent: ({ event, data }) => {
           if (event === "session") current = data.session_id;
           else if (event === "delta") { reply.append(data.delta || ""); log.scrollTop = log.scrollHeight; }
           else if (event === "tool_call") { const v = toolCallView(data); calls.set(data.id, v); reply.tools.append(v); }
           else if (event === "tool_result") calls.get(data.id)?.setResult(data);
+          else if (event === "sources") setSources(reply.el, data.items);
           else if (event === "usage") reply.usage(data.total || data);
           else if (event === "progress" && data.turn) status.textContent = `${agent.name} is answering… (turn ${data.turn}${data.max_turns ? ` of ${data.max_turns}` : ""})`;
           else if (event === "error") {
@@ -240,6 +252,7 @@ export async function renderChat(ctx, agentId, sessionId) {
           }
           else if (event === "done") {
             if (data.result && !reply.text()) reply.set(data.result);
+            if (data.citations?.length) setSources(reply.el, data.citations);
             reply.usage(data.usage);
           }
         },
