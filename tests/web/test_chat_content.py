@@ -1,0 +1,149 @@
+"""What a chat message shows beyond its text, against the local OpenAI-protocol server: copy
+buttons (message and code block), highlighted code, the numbered sources of an answer with the
+passage in a dialog, a tool call's MCP origin and duration, and the per-chat model choice (the
+model server receives the chosen model; the session keeps it)."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from typing import Any
+
+from playwright.sync_api import Browser, Page, expect
+
+from tests.engine.mcp_fixtures import SERVERS
+from tests.engine.protocol_server import ProtocolServer, Turn
+from tests.web.conftest import VIEWPORT, Dashboard, shot, sign_in
+from tests.web.ui import api, goto
+
+PASSAGE = "The aurora-42 gateway restarts every night at 03:15 UTC to rotate its certificates."
+CODE_REPLY = (
+    'Here is how:\n\n```python\ndef restart(gateway):\n    return gateway.reboot(at="03:15")\n```\n\n'
+    "See the runbook [1]."
+)
+
+
+def _setup(dashboard: Dashboard, model_server: ProtocolServer) -> dict[str, Any]:
+    suffix = uuid.uuid4().hex[:6]
+    provider = api(
+        dashboard,
+        "POST",
+        "/api/providers",
+        json={"name": f"local-{suffix}", "provider_type": "custom", "auth_type": "none",
+              "base_url": f"{model_server.url}/v1", "default_model": "llama3.1",
+              "models": ["llama3.1", "qwen2.5-coder"]},
+    ).json()  # fmt: skip
+    source = api(
+        dashboard, "POST", "/api/knowledge-sources", json={"name": f"runbooks-{suffix}"}
+    ).json()
+    item = api(
+        dashboard,
+        "POST",
+        "/api/knowledge-items",
+        json={"source_id": source["id"], "name": "Gateway runbook", "text_content": PASSAGE},
+    ).json()
+    assert item["status"] == "indexed"
+    server = api(
+        dashboard,
+        "POST",
+        "/api/mcps",
+        json={"name": f"demo-{suffix}", "connection_config": {
+            "command": sys.executable, "args": [str(SERVERS / "demo_mcp.py"), "stdio"]}},
+    ).json()  # fmt: skip
+    agent = api(
+        dashboard,
+        "POST",
+        "/api/agents",
+        json={"name": f"ops-{suffix}", "provider_id": provider["id"], "model": "llama3.1",
+              "knowledge_source_ids": [source["id"]], "mcp_server_ids": [server["id"]]},
+    ).json()  # fmt: skip
+    return {"agent": agent, "item": item, "server": server, "provider": provider}
+
+
+def test_copy_code_sources_tool_origin_and_model_choice(
+    browser: Browser, dashboard: Dashboard, model_server: ProtocolServer
+) -> None:
+    model_server.reset()
+    setup = _setup(dashboard, model_server)
+    agent, server = setup["agent"], setup["server"]
+    context = browser.new_context(viewport=VIEWPORT)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=dashboard.base)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        _scenario(page, dashboard, model_server, agent, server, setup["item"])
+    finally:
+        context.close()
+    assert not errors, errors
+
+
+def _scenario(
+    page: Page,
+    dashboard: Dashboard,
+    model_server: ProtocolServer,
+    agent: dict[str, Any],
+    server: dict[str, Any],
+    item: dict[str, Any],
+) -> None:
+    sign_in(page, dashboard)
+    goto(page, dashboard, f"chat/{agent['id']}")
+    picker = page.get_by_label("Model", exact=True)
+    expect(picker).to_have_value("llama3.1")
+    picker.select_option("qwen2.5-coder")
+
+    # Turn 1: the model calls the MCP server's `add`, then answers with code and a citation.
+    model_server.script(Turn(tool_calls=[("add", {"a": 2, "b": 3})]), Turn(text=CODE_REPLY))
+    page.get_by_label("Message to").fill("When does the aurora-42 gateway restart?")
+    page.get_by_role("button", name="Send").click()
+    reply = page.locator(".message-assistant").last
+    expect(reply).to_contain_text("See the runbook")
+    expect(reply).not_to_have_attribute("data-streaming", "true")
+    # The chosen model reached the model server, and the passage was in its context.
+    assert {r.body["model"] for r in model_server.requests} == {"qwen2.5-coder"}
+    assert PASSAGE in model_server.requests[0].all_text()
+
+    # Tool call: origin (the MCP server's name) and duration.
+    call = reply.locator("details.tool-call")
+    expect(call.locator(".tool-meta")).to_contain_text(f"MCP server {server['name']}")
+    expect(call.locator(".tool-meta")).to_contain_text(" ms")
+
+    # Code: highlighted spans, and a copy button that puts the code on the clipboard.
+    code = reply.locator(".code-block pre code")
+    expect(code.locator("span.hljs-keyword").first).to_have_text("def")
+    expect(code).to_have_attribute("data-language", "python")
+    reply.get_by_role("button", name="Copy code block 1").click()
+    expect(reply.get_by_role("button", name="Copy code block 1")).to_have_text("Copied")
+    expect(page.locator("#live")).to_contain_text("Copied")
+    clip = page.evaluate("navigator.clipboard.readText()")
+    assert clip == 'def restart(gateway):\n    return gateway.reboot(at="03:15")'
+
+    # The whole answer's copy button copies its Markdown source.
+    reply.get_by_role("button", name="Copy the answer").click()
+    assert page.evaluate("navigator.clipboard.readText()") == CODE_REPLY
+
+    # Sources: numbered under the answer; the passage opens in a dialog.
+    sources = reply.get_by_role("region", name="Sources")
+    expect(sources.locator("li")).to_have_count(1)
+    sources.get_by_role("button", name="Gateway runbook").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog.get_by_role("heading")).to_have_text("[1] Gateway runbook")
+    expect(dialog.locator(".passage-text")).to_have_text(PASSAGE)
+    link = dialog.get_by_role("link", name="Open the knowledge item")
+    expect(link).to_have_attribute("href", f"#/knowledge-items/{item['id']}")
+    shot(page, "chat-content-passage")
+    dialog.get_by_role("button", name="Close").click()
+    expect(dialog).to_have_count(0)
+
+    # The session keeps the choice, and the history shows the same parts after a reload.
+    page.wait_for_url(f"**/#/chat/{agent['id']}/*")
+    session_id = page.url.rsplit("/", 1)[1]
+    session = api(dashboard, "GET", f"/api/chat/sessions/{session_id}").json()
+    assert session["metadata"]["model"] == "qwen2.5-coder"
+    page.reload()
+    expect(page.get_by_label("Model", exact=True)).to_have_value("qwen2.5-coder")
+    reply = page.locator(".message-assistant").last
+    expect(reply.locator(".tool-meta")).to_contain_text(f"MCP server {server['name']}")
+    expect(reply.get_by_role("region", name="Sources").locator("li")).to_have_count(1)
+    expect(reply.locator(".code-block span.hljs-keyword").first).to_have_text("def")
+    shot(page, "chat-content-history")
