@@ -212,12 +212,16 @@ async def chat_stream(
     github_token: str | None = None,
     guarded: GuardedPrompt | None = None,
     model: str | None = None,
+    images: list[dict[str, str]] | None = None,
+    knowledge_source_ids: list[str] | None = None,
 ) -> AsyncIterator[str]:
     """SSE events of one chat turn: session, delta…, tool_call/tool_result, usage, then done,
     with exactly one error before it when the turn failed. `github_token`: the caller's, for an
     agent without provider_id (the default model; kept in memory for this turn only).
     `guarded`: the message as `open_session` checked it (then `text` is its redacted text).
     `model`: this turn's model instead of the agent's (the caller checked it is offered).
+    `images`: image parts sent with the message; `knowledge_source_ids`: sources searched besides
+    the agent's (the session's attachments; services/chat_attachments.py).
     Knowledge passages in the context are sent as a `sources` frame (`items`: the citations,
     each with `snippet`, the passage's text) before the answer streams."""
     frame = _Frames()
@@ -225,7 +229,10 @@ async def chat_stream(
     sink = QueueSink()
     if guarded is not None:
         text = guarded.text
-    inp = RunInput(text, history, session_id=session.id, run_id=session.id, guarded=guarded)
+    inp = RunInput(
+        text, history, session_id=session.id, run_id=session.id, guarded=guarded,
+        images=list(images or []), knowledge_source_ids=list(knowledge_source_ids or []),
+    )  # fmt: skip
     errors = 0
     tools: dict[str, dict[str, Any]] = {}
 

@@ -119,6 +119,10 @@ class RunInput:
     #: storing it; the loop reports these verdicts instead of checking again. None: the loop
     #: checks `prompt` and `request` itself.
     guarded: GuardedPrompt | None = None
+    #: Images sent with the prompt (`Message.images`): a chat turn's image attachments.
+    images: list[dict[str, str]] = field(default_factory=list)
+    #: Knowledge sources searched besides the agent's: a chat session's attachments.
+    knowledge_source_ids: list[str] = field(default_factory=list)
 
 
 def _fit(blocks: list[str], budget: int) -> list[str]:

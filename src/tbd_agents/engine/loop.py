@@ -173,6 +173,10 @@ class AgentLoop:
         spec = self.spec
         passages: list[Passage] = []
         memories: list[MemoryItem] = []
+        if inp.knowledge_source_ids:  # a chat session's attachments, for this run only
+            spec.knowledge_source_ids = list(
+                dict.fromkeys([*spec.knowledge_source_ids, *inp.knowledge_source_ids])
+            )
         if spec.knowledge is not None and (spec.knowledge_source_ids or spec.knowledge_tags):
             passages = await self._knowledge(prompt)
         if spec.memory is not None and spec.agent_id:
@@ -194,7 +198,7 @@ class AgentLoop:
         if prompt is None:
             return self.result.outcome
         messages = await self._context(prompt, inp)
-        user = Message("user", prompt)
+        user = Message("user", prompt, images=list(inp.images))
         messages.append(user)
         self.result.messages.append(user)
         repaired = False

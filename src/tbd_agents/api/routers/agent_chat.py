@@ -31,6 +31,14 @@ from tbd_agents.engine.chat import chat_stream, open_session
 from tbd_agents.engine.inprocess import EngineServices, engine_services
 from tbd_agents.errors import InvalidData
 from tbd_agents.security.github import presented_github_token
+from tbd_agents.services.chat_attachments import (
+    MAX_ATTACHMENTS,
+    AttachmentIn,
+    check_attachments,
+    ingest_files,
+    session_knowledge,
+    session_source,
+)
 from tbd_agents.services.chat_sessions import (
     delete_session,
     ensure_session_of,
@@ -38,6 +46,7 @@ from tbd_agents.services.chat_sessions import (
     session_detail,
     start_chat_workflow,
 )
+from tbd_agents.services.knowledge import KnowledgeServices
 from tbd_agents.services.records import Records
 from tbd_agents.storage.protocol import Repositories
 
@@ -57,6 +66,13 @@ class ChatRequestBody(BaseModel):
         description="This turn's model, one of the agent's provider's models (its `models`, "
         "`default_model` or the agent's own); kept on the session as `metadata.model`. "
         "Omit for the agent's model.",
+    )
+    attachments: list[AttachmentIn] = Field(
+        default_factory=list,
+        max_length=MAX_ATTACHMENTS,
+        description="Files sent with the message: images go to the model as image parts (a "
+        "vision model only: 422 otherwise), other files become knowledge of this session only "
+        "(services/chat_attachments.py).",
     )
 
 
@@ -124,17 +140,35 @@ async def chat(
         )
         if body.model is not None:
             check_model(body.model, await offered_models(repos, agent))
+        model = body.model or agent.model
+        if body.attachments and not model and agent.provider_id:
+            model = (await repos.providers.get(agent.provider_id)).default_model
     if session is not None:
         ensure_session_of(session, agent.id)
     services = await engine_for(ctx)
+    attached = check_attachments(
+        body.attachments, model or services.config.default_model, services.catalog
+    )
+    knowledge = ctx.services.get("knowledge")
+    if attached.files and not isinstance(knowledge, KnowledgeServices):
+        raise InvalidData(
+            "files cannot be attached: the knowledge services are unavailable on this server",
+            details={"field": "attachments"},
+        )
     turn = await open_session(
         services, agent, session, caller.identity, body.message, model=body.model
     )
+    if attached.files:
+        assert isinstance(knowledge, KnowledgeServices)
+        async with ctx.store.unit_of_work() as repos:
+            source_id = await session_source(repos, turn.session)
+        await ingest_files(knowledge, source_id, turn.session, attached.files)
     # A caller signed in with GitHub lends its token to an agent on the default model.
     token = presented_github_token(request.headers.get("authorization"), caller.via)
     stream = chat_stream(
         services, agent, turn.session, turn.history, turn.guarded.text,
-        github_token=token, guarded=turn.guarded, model=body.model,
+        github_token=token, guarded=turn.guarded, model=body.model, images=attached.images,
+        knowledge_source_ids=session_knowledge(turn.session),
     )  # fmt: skip
     return StreamingResponse(
         stream,
