@@ -5,6 +5,7 @@ model server receives the chosen model; the session keeps it)."""
 
 from __future__ import annotations
 
+import base64
 import sys
 import uuid
 from typing import Any
@@ -14,7 +15,7 @@ from playwright.sync_api import Browser, Page, expect
 from tests.engine.mcp_fixtures import SERVERS
 from tests.engine.protocol_server import ProtocolServer, Turn
 from tests.web.conftest import VIEWPORT, Dashboard, shot, sign_in
-from tests.web.ui import api, goto
+from tests.web.ui import api, goto, rendered
 
 PASSAGE = "The aurora-42 gateway restarts every night at 03:15 UTC to rotate its certificates."
 CODE_REPLY = (
@@ -147,3 +148,97 @@ def _scenario(
     expect(reply.get_by_role("region", name="Sources").locator("li")).to_have_count(1)
     expect(reply.locator(".code-block span.hljs-keyword").first).to_have_text("def")
     shot(page, "chat-content-history")
+
+
+#: A 1 by 1 pixel PNG.
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360f8cf000000030101005c2d3a6a0000000049454e44ae426082"
+)
+NOTE = "Zebra enclosure access code: the gate opens with code 7413 after the keeper's call."
+
+
+def test_attachments_text_becomes_session_knowledge_and_images_reach_vision_models(
+    page: Page, dashboard: Dashboard, model_server: ProtocolServer
+) -> None:
+    model_server.reset()
+    suffix = uuid.uuid4().hex[:6]
+    provider = api(
+        dashboard,
+        "POST",
+        "/api/providers",
+        json={"name": f"vision-{suffix}", "provider_type": "custom", "auth_type": "none",
+              "base_url": f"{model_server.url}/v1", "default_model": "llama3.1",
+              "models": ["llama3.1", "gpt-4o"]},
+    ).json()  # fmt: skip
+    agent = api(
+        dashboard,
+        "POST",
+        "/api/agents",
+        json={"name": f"keeper-{suffix}", "provider_id": provider["id"], "model": "llama3.1"},
+    ).json()
+    sign_in(page, dashboard)
+    goto(page, dashboard, f"chat/{agent['id']}")
+    attach = page.get_by_label("Attach files")
+    errors = page.locator(".attach .field-error")
+
+    # Client-side checks: an unsupported type and an image over the limit never leave the page.
+    attach.set_input_files(
+        [
+            {"name": "tool.exe", "mimeType": "application/octet-stream", "buffer": b"MZ"},
+            {"name": "huge.png", "mimeType": "image/png", "buffer": b"\0" * (5 * 1024 * 1024 + 1)},
+        ]
+    )
+    expect(errors).to_contain_text("tool.exe: only text files, PDFs and images can be attached.")
+    expect(errors).to_contain_text("huge.png has 5.0 MB; the limit is 5.0 MB.")
+    expect(page.get_by_role("list", name="Attached files")).to_be_hidden()
+
+    # A text file: indexed for this session; the next turn's context holds its passage.
+    attach.set_input_files(
+        {"name": "zoo-notes.md", "mimeType": "text/markdown", "buffer": NOTE.encode()}
+    )
+    expect(errors).to_be_hidden()
+    expect(page.locator(".attach li")).to_contain_text("zoo-notes.md (1 KB)")
+    model_server.script(Turn(text="The code is 7413 [1]."))
+    page.get_by_label("Message to").fill("What is the zebra enclosure access code?")
+    page.get_by_role("button", name="Send").click()
+    reply = page.locator(".message-assistant").last
+    expect(reply).to_contain_text("The code is 7413")
+    expect(page.locator(".message-user").last.locator(".attachments")).to_have_text("zoo-notes.md")
+    assert NOTE in model_server.requests[-1].all_text()
+    expect(reply.get_by_role("region", name="Sources")).to_contain_text("zoo-notes.md")
+    page.wait_for_url(f"**/#/chat/{agent['id']}/*")
+
+    # An image with a model not known to take images: refused with a clear message.
+    model_server.script(Turn(text="unused"))
+    attach.set_input_files({"name": "map.png", "mimeType": "image/png", "buffer": PNG})
+    expect(page.locator(".attach li img")).to_have_count(1)
+    page.get_by_label("Message to").fill("What does this map show?")
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator(".message-assistant").last.locator(".error")).to_contain_text(
+        "is not known to accept images"
+    )
+    assert len(model_server.requests) == 1
+
+    # With a vision model the image reaches the model as an image part of the user message.
+    page.get_by_label("Model", exact=True).select_option("gpt-4o")
+    attach.set_input_files({"name": "map.png", "mimeType": "image/png", "buffer": PNG})
+    page.get_by_label("Message to").fill("And now?")
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator(".message-assistant").last).to_contain_text("unused")
+    sent = model_server.requests[-1].body
+    assert sent["model"] == "gpt-4o"
+    parts = sent["messages"][-1]["content"]
+    assert parts[0] == {"type": "text", "text": "And now?"}
+    assert parts[1]["image_url"]["url"] == "data:image/png;base64," + base64.b64encode(PNG).decode()
+    assert NOTE in model_server.requests[-1].all_text()  # the session's file is still searched
+
+    # Another chat with the same agent does not see this session's file.
+    model_server.script(Turn(text="No idea."))
+    page.get_by_role("link", name="New chat").click()
+    rendered(page, f"#/chat/{agent['id']}")
+    page.get_by_label("Message to").fill("What is the zebra enclosure access code?")
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator(".message-assistant").last).to_contain_text("No idea.")
+    assert NOTE not in model_server.requests[-1].all_text()
+    shot(page, "chat-attachments")

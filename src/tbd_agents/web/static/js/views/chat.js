@@ -3,7 +3,7 @@
 import { bodyMaxLength, del, get, getPage, hasEndpoint, listAll, patch, stream } from "../api.js";
 import { announce, append, confirmDialog, dialog, h, notify, replace, uid, when } from "../dom.js";
 import { renderInto } from "../markdown.js";
-import { chatModelPicker, copyButton, enhanceMessageBody, setSources, toolMeta } from "./chat_parts.js";
+import { attachmentNames, attachmentPicker, chatModelPicker, copyButton, enhanceMessageBody, setSources, toolMeta } from "./chat_parts.js";
 
 function usageText(usage) {
   if (!usage) return "";
@@ -156,8 +156,9 @@ export async function renderChat(ctx, agentId, sessionId) {
   const err = h("p", { class: "field-error", id: `${inputId}-err`, hidden: true });
   const send = h("button", { type: "submit", class: "primary" }, "Send");
   const stop = h("button", { type: "button", hidden: true }, "Stop");
+  const attach = attachmentPicker(); // chat_parts.js
   const composer = h("form", { class: "composer" },
-    h("label", { for: inputId, class: "label" }, `Message to ${agent.name}`), input, err,
+    h("label", { for: inputId, class: "label" }, `Message to ${agent.name}`), input, err, attach.el,
     h("div", { class: "actions" }, send, stop));
 
   const sessionTools = [];
@@ -219,8 +220,11 @@ export async function renderChat(ctx, agentId, sessionId) {
     const text = input.value.trim();
     err.hidden = true;
     if (!text) { err.textContent = "Write a message first."; err.hidden = false; input.focus(); return; }
+    let attachments = [];
+    try { attachments = await attach.take(); } catch (error) { err.textContent = error.message; err.hidden = false; return; }
     log.querySelector(".empty-chat")?.remove();
     const mine = bubble("user", text);
+    if (attachments.length) mine.el.insertBefore(attachmentNames(attachments.map((a) => a.name)), mine.el.querySelector(".message-tools"));
     const reply = bubble("assistant");
     reply.el.dataset.streaming = "true";
     append(log, [mine.el, reply.el]);
@@ -235,7 +239,7 @@ export async function renderChat(ctx, agentId, sessionId) {
     const wasNew = !current;
     try {
       await stream("POST", `/api/agents/${encodeURIComponent(agentId)}/chat`, {
-        body: { ...(current ? { message: text, session_id: current } : { message: text }), ...(picker ? { model: picker.select.value } : {}) },
+        body: { ...(current ? { message: text, session_id: current } : { message: text }), ...(picker ? { model: picker.select.value } : {}), ...(attachments.length ? { attachments } : {}) },
         signal: controller.signal,
         onEvent: ({ event, data }) => {
           if (event === "session") current = data.session_id;

@@ -143,3 +143,106 @@ export async function chatModelPicker(agent, session) {
   const selected = session?.metadata?.model || agent.model || listing.default_model;
   return modelPicker(models, selected, () => {});
 }
+
+const IMAGE_TYPES = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+const TEXT_EXTENSIONS = /\.(txt|md|markdown|csv|tsv|json|jsonl|ya?ml|toml|ini|cfg|conf|log|xml|html?|css|js|mjs|ts|tsx|jsx|py|rb|go|rs|java|kt|c|h|cc|cpp|hpp|cs|php|sh|bash|zsh|sql|rst|tex|diff|patch)$/i;
+/** The server's limits (services/chat_attachments.py), checked here before anything is sent. */
+export const ATTACHMENT_LIMITS = { files: 8, imageBytes: 5 * 1024 * 1024, fileBytes: 10 * 1024 * 1024, textChars: 1_000_000 };
+
+function kindOf(file) {
+  if (IMAGE_TYPES.includes(file.type)) return "image";
+  if (file.type.startsWith("image/")) return "unsupported-image";
+  if (file.type.startsWith("text/") || TEXT_EXTENSIONS.test(file.name) || file.type === "application/json") return "text";
+  if (file.type === "application/pdf" || /\.pdf$/i.test(file.name)) return "binary";
+  return "unsupported";
+}
+
+function sizeText(bytes) {
+  return bytes < 1024 * 1024 ? `${Math.ceil(bytes / 1024)} KB` : `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+}
+
+function readAs(file, how) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error || new Error(`could not read ${file.name}`));
+    if (how === "text") reader.readAsText(file);
+    else reader.readAsDataURL(file);
+  });
+}
+
+/** Why `file` cannot be attached (null: it can). */
+export function attachmentProblem(file) {
+  const kind = kindOf(file);
+  if (kind === "unsupported-image") return `${file.name}: ${file.type} images are not supported; attach PNG, JPEG, GIF or WebP.`;
+  if (kind === "unsupported") return `${file.name}: only text files, PDFs and images can be attached.`;
+  if (file.size === 0) return `${file.name} is empty.`;
+  const limit = kind === "image" ? ATTACHMENT_LIMITS.imageBytes : ATTACHMENT_LIMITS.fileBytes;
+  if (file.size > limit) return `${file.name} has ${sizeText(file.size)}; the limit is ${sizeText(limit)}.`;
+  return null;
+}
+
+/**
+ * The composer's "Attach files" control: a file input, the chosen files (each removable; images
+ * previewed) and the problems found (too big, unsupported type, too many). `take()` resolves to
+ * the request's `attachments` (text as text, other files as base64) and empties the list.
+ */
+export function attachmentPicker() {
+  const id = uid("attach");
+  const input = h("input", { id, type: "file", multiple: true, class: "attach-input", "aria-describedby": `${id}-err` });
+  const list = h("ul", { class: "attachments", "aria-label": "Attached files" });
+  const err = h("p", { class: "field-error", id: `${id}-err`, role: "alert", hidden: true });
+  let files = [];
+  const draw = () => {
+    list.replaceChildren(...files.map((f, i) => h("li", {},
+      f.preview ? h("img", { src: f.preview, alt: "" }) : null,
+      h("span", {}, `${f.file.name} (${sizeText(f.file.size)})`),
+      h("button", { type: "button", class: "link", "aria-label": `Remove ${f.file.name}`, onClick: () => { files.splice(i, 1); draw(); input.focus(); } }, "×"))));
+    list.hidden = !files.length;
+  };
+  input.addEventListener("change", async () => {
+    const problems = [];
+    for (const file of input.files) {
+      const problem = attachmentProblem(file);
+      if (problem) { problems.push(problem); continue; }
+      if (files.length >= ATTACHMENT_LIMITS.files) { problems.push(`At most ${ATTACHMENT_LIMITS.files} files per message.`); break; }
+      const entry = { file, kind: kindOf(file) };
+      if (entry.kind === "image") entry.preview = await readAs(file, "data");
+      files.push(entry);
+    }
+    input.value = "";
+    err.textContent = problems.join(" ");
+    err.hidden = !problems.length;
+    draw();
+    if (files.length) announce(`${files.length} file${files.length === 1 ? "" : "s"} attached.`);
+  });
+  draw();
+  return {
+    el: h("div", { class: "attach" }, h("label", { for: id, class: "label" }, "Attach files"), input, list, err),
+    count: () => files.length,
+    names: () => files.map((f) => f.file.name),
+    async take() {
+      const out = [];
+      for (const f of files) {
+        if (f.kind === "text") {
+          const text = await readAs(f.file, "text");
+          if (text.length > ATTACHMENT_LIMITS.textChars) throw new Error(`${f.file.name} has ${text.length.toLocaleString()} characters; the limit is ${ATTACHMENT_LIMITS.textChars.toLocaleString()}.`);
+          out.push({ name: f.file.name, media_type: f.file.type || "text/plain", text });
+        } else {
+          const url = f.preview || await readAs(f.file, "data");
+          out.push({ name: f.file.name, media_type: f.file.type || "application/pdf", data: String(url).split(",", 2)[1] || "" });
+        }
+      }
+      files = [];
+      draw();
+      err.hidden = true;
+      return out;
+    },
+  };
+}
+
+/** The names of a message's attachments, shown in its bubble. */
+export function attachmentNames(names) {
+  if (!names || !names.length) return null;
+  return h("ul", { class: "attachments", "aria-label": "Attached files" }, names.map((n) => h("li", {}, n)));
+}
