@@ -103,3 +103,62 @@ async def test_tool_origin_duration_and_sources_are_streamed_and_stored(
     assert tool["metadata"]["duration_ms"] == frames["tool_result"]["duration_ms"]
     answer = messages[-1]
     assert answer["role"] == "assistant" and answer["metadata"]["citations"] == sources
+
+
+def test_images_are_image_parts_on_both_wire_formats_and_the_catalog_knows_vision() -> None:
+    from tbd_agents.engine.catalog import ModelCatalog
+    from tbd_agents.engine.messages import Message
+    from tbd_agents.engine.providers import anthropic, openai_compat
+
+    image = {"media_type": "image/png", "data": "iVBORw0KGgo="}
+    messages = [Message("system", "sys"), Message("user", "What is this?", images=[image])]
+    assert openai_compat.to_wire(messages)[1] == {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "What is this?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+        ],
+    }
+    _, turns = anthropic.to_wire(messages)
+    assert turns == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "source": {"type": "base64", **image}},
+                {"type": "text", "text": "What is this?"},
+            ],
+        }
+    ]
+    assert openai_compat.to_wire([Message("user", "plain")]) == [
+        {"role": "user", "content": "plain"}
+    ]
+    catalog = ModelCatalog.load()
+    assert catalog.get("gpt-4o-2024-08-06").vision and catalog.get("claude-sonnet-4-5").vision
+    assert not catalog.get("llama3.1").vision and not catalog.get("unknown-model").vision
+
+
+async def test_attachments_are_checked_before_anything_is_stored(
+    setup: tuple[httpx.AsyncClient, str, PostgresStore],  # noqa: F811 (the imported fixture)
+    protocol_server: ProtocolServer,
+) -> None:
+    client, agent_id, _store = setup
+    before = (await client.get(f"/api/agents/{agent_id}/chat/sessions")).json()
+    png = {"name": "a.png", "media_type": "image/png", "data": "iVBORw0KGgo="}
+    cases = [
+        (png, "is not known to accept images"),
+        ({"name": "a.bmp", "media_type": "image/bmp", "data": "Qk0="}, "not supported"),
+        ({"name": "a.pdf", "media_type": "application/pdf", "data": "%%%"}, "not valid base64"),
+        ({"name": "a.txt", "media_type": "text/plain"}, "has no content"),
+        ({"name": "a.txt", "media_type": "text/plain", "text": "  "}, "is empty"),
+    ]
+    for attachment, problem in cases:
+        r = await client.post(
+            f"/api/agents/{agent_id}/chat", json={"message": "hi", "attachments": [attachment]}
+        )
+        assert r.status_code == 422 and problem in r.json()["error"]["message"], r.text
+    too_many = await client.post(
+        f"/api/agents/{agent_id}/chat", json={"message": "hi", "attachments": [png] * 9}
+    )
+    assert too_many.status_code == 422
+    assert (await client.get(f"/api/agents/{agent_id}/chat/sessions")).json() == before
+    assert protocol_server.requests == []
