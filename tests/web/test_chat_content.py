@@ -114,7 +114,9 @@ def _scenario(
     expect(code.locator("span.hljs-keyword").first).to_have_text("def")
     expect(code).to_have_attribute("data-language", "python")
     reply.get_by_role("button", name="Copy code block 1").click()
-    expect(reply.get_by_role("button", name="Copy code block 1")).to_have_text("Copied")
+    expect(reply.get_by_role("button", name="Copy code block 1")).to_have_attribute(
+        "data-state", "copied"
+    )
     expect(page.locator("#live")).to_contain_text("Copied")
     clip = page.evaluate("navigator.clipboard.readText()")
     assert clip == 'def restart(gateway):\n    return gateway.reboot(at="03:15")'

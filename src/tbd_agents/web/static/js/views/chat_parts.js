@@ -16,16 +16,19 @@ async function writeClipboard(text) {
   }
 }
 
-/** A visible, focusable "Copy" button copying `getText()`; says "Copied" (aria-live). */
+/**
+ * A visible, focusable "Copy" button copying `getText()`; says "Copied" (aria-live). Its visible
+ * word comes from CSS (`data-state`), so the message's text stays the message's own.
+ */
 export function copyButton(getText, label = "Copy") {
-  const button = h("button", { type: "button", class: "small copy-button", "aria-label": label, title: label }, "Copy");
+  const button = h("button", { type: "button", class: "small copy-button", "aria-label": label, title: label });
   let timer = 0;
   button.addEventListener("click", async () => {
     const ok = await writeClipboard(getText());
-    button.textContent = ok ? "Copied" : "Copy failed";
+    button.dataset.state = ok ? "copied" : "failed";
     announce(ok ? "Copied to the clipboard." : "Could not copy: the browser refused access to the clipboard.");
     window.clearTimeout(timer);
-    timer = window.setTimeout(() => { button.textContent = "Copy"; }, 2000);
+    timer = window.setTimeout(() => { delete button.dataset.state; }, 2000);
   });
   return button;
 }
@@ -42,7 +45,7 @@ export function enhanceMessageBody(body) {
     const lang = code ? [...code.classList].find((c) => c.startsWith("language-"))?.slice(9) : "";
     const wrap = h("div", { class: "code-block" },
       h("div", { class: "code-tools" },
-        h("span", { class: "muted small" }, lang || "code"),
+        h("span", { class: "muted small code-lang", dataset: { lang: lang || "code" } }),
         copyButton(() => (code || pre).textContent, `Copy code block ${i + 1}`)));
     pre.replaceWith(wrap);
     wrap.append(pre);
