@@ -235,6 +235,15 @@ def test_attachments_text_becomes_session_knowledge_and_images_reach_vision_mode
     assert parts[1]["image_url"]["url"] == "data:image/png;base64," + base64.b64encode(PNG).decode()
     assert NOTE in model_server.requests[-1].all_text()  # the session's file is still searched
 
+    # After a reload the history names each message's files (the refused turn stored nothing).
+    page.reload()
+    rendered(page)
+    users = page.locator(".message-user")
+    expect(users).to_have_count(2)
+    expect(users.nth(0).locator(".attachments")).to_have_text("zoo-notes.md")
+    expect(users.nth(1).locator(".attachments")).to_have_text("map.png")
+    expect(page.get_by_label("Model", exact=True)).to_have_value("gpt-4o")
+
     # Another chat with the same agent does not see this session's file.
     model_server.script(Turn(text="No idea."))
     page.get_by_role("link", name="New chat").click()

@@ -99,11 +99,13 @@ async def open_session(
     text: str,
     *,
     model: str | None = None,
+    attachments: list[str] | None = None,
 ) -> OpenedTurn:
     """The session (created when None) and its history; stores the user's message, checked by
     the agent's input guardrails first (GuardrailBlocked, 422, when one blocks: then nothing is
     stored and no session is created). `model`: the chat's model choice, kept on the session
-    (`metadata.model`) for the dashboard to show."""
+    (`metadata.model`) for the dashboard to show; `attachments`: the names of the files sent
+    with the message, kept on it (`metadata.attachments`)."""
     if not text.strip():
         raise InvalidData("message must not be empty", details={"field": "message"})
     async with services.store.unit_of_work() as repos:
@@ -130,8 +132,11 @@ async def open_session(
             session.metadata = metadata
         history = await _history(repos, session.id)
         await repos.chat_messages.create(
-            ChatMessage(session_id=session.id, role=MessageRole.USER, content=text)
-        )
+            ChatMessage(
+                session_id=session.id, role=MessageRole.USER, content=text,
+                metadata={"attachments": attachments} if attachments else {},
+            )
+        )  # fmt: skip
     chat_messages_stored(["user"])
     return OpenedTurn(session, history, guarded)
 

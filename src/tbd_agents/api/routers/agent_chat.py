@@ -156,7 +156,13 @@ async def chat(
             details={"field": "attachments"},
         )
     turn = await open_session(
-        services, agent, session, caller.identity, body.message, model=body.model
+        services,
+        agent,
+        session,
+        caller.identity,
+        body.message,
+        model=body.model,
+        attachments=attached.names,
     )
     if attached.files:
         assert isinstance(knowledge, KnowledgeServices)

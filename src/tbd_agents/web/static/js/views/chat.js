@@ -114,6 +114,7 @@ async function renderHistory(list, sessionId) {
     } else {
       b = bubble(m.role === "user" ? "user" : "assistant", m.content);
       list.append(b.el);
+      if (m.metadata?.attachments?.length) b.el.insertBefore(attachmentNames(m.metadata.attachments), b.el.querySelector(".message-tools"));
     }
     last = m.role === "assistant" ? b : null;
     for (const c of m.tool_calls || []) {
