@@ -151,6 +151,12 @@ def _scenario(
     expect(reply.locator(".code-block span.hljs-keyword").first).to_have_text("def")
     shot(page, "chat-content-history")
 
+    # On a phone the header, code blocks and sources fit the width.
+    page.set_viewport_size({"width": 390, "height": 844})
+    expect(page.get_by_label("Model", exact=True)).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    shot(page, "chat-content-phone")
+
 
 #: A 1 by 1 pixel PNG.
 PNG = bytes.fromhex(
