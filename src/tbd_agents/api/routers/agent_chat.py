@@ -3,7 +3,9 @@
 `POST /api/agents/{agent_id}/chat`: one chat turn, streamed as SSE. Every frame has `id: n`
 (counted per stream), `event: <type>` and `data: {"type": <type>, ...}`. Types: `session`
 (`session_id`, the session created on the first message), `delta` (`content`: answer text as it
-streams; also as `delta`), `tool_call` / `tool_result`, `usage`, `log`, `progress`, then `done`
+streams; also as `delta`), `tool_call` / `tool_result` (with `origin` {kind, name}; the result
+with `duration_ms`), `sources` (`items`: the knowledge passages in the context, each with its
+`snippet`), `usage`, `log`, `progress`, then `done`
 (`usage`, `message_id`, status, citations), preceded by exactly one `error` (`code`, `message`)
 when the turn failed. Closing the connection stops the run and its model call. A session of
 another agent is a 400. The message is checked by the agent's input guardrails before anything
