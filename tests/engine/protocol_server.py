@@ -94,9 +94,12 @@ class Recorded:
                 out.append(entry)
             return out
         for m in self.body["messages"]:
+            content = m.get("content") or ""
+            if isinstance(content, list):  # content parts (text and image_url): the text
+                content = "".join(p.get("text", "") for p in content if p.get("type") == "text")
             entry = {
                 "role": m["role"],
-                "text": m.get("content") or "",
+                "text": content,
                 "tool_calls": [],
                 "tool_results": [],
             }

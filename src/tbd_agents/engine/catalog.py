@@ -30,6 +30,8 @@ class ModelInfo:
     #: GitHub Copilot premium requests one call of this model counts (`premium_multiplier`,
     #: Copilot's per-model multiplier; 1 when the catalog gives none).
     premium_multiplier: float = 1.0
+    #: Accepts images in user messages (`vision = true`): chat attachments that are images.
+    vision: bool = False
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         """US dollars for the given token counts."""
@@ -38,7 +40,7 @@ class ModelInfo:
 
 _FIELDS = ("context_window", "max_output_tokens", "input_per_mtok", "output_per_mtok")
 #: Optional keys of an entry (booleans).
-_FLAGS = ("reasoning", "thinking")
+_FLAGS = ("reasoning", "thinking", "vision")
 #: Optional numeric keys of an entry.
 _OPTIONAL = ("premium_multiplier",)
 
@@ -133,4 +135,5 @@ class ModelCatalog:
             reasoning=bool(merged.get("reasoning", 0.0)),
             thinking=bool(merged.get("thinking", 0.0)),
             premium_multiplier=merged.get("premium_multiplier", 1.0),
+            vision=bool(merged.get("vision", 0.0)),
         )

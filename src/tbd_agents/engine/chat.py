@@ -118,11 +118,16 @@ async def open_session(
     text: str,
     *,
     edit_of: str | None = None,
+    model: str | None = None,
+    attachments: list[str] | None = None,
 ) -> OpenedTurn:
     """The session (created when None) and its history; stores the user's message, checked by
     the agent's input guardrails first (GuardrailBlocked, 422, when one blocks: then nothing is
     stored and no session is created). `edit_of`: the id of an earlier user message of the
-    session this message is a new version of (its history is the branch before that message)."""
+    session this message is a new version of (its history is the branch before that message).
+    `model`: the chat's model choice, kept on the session (`metadata.model`) for the dashboard to
+    show; `attachments`: the names of the files sent with the message, kept on it
+    (`metadata.attachments`)."""
     if not text.strip():
         raise InvalidData("message must not be empty", details={"field": "message"})
     if edit_of is not None and session is None:
@@ -140,10 +145,17 @@ async def open_session(
             # The first 80 characters of the first line, as the existing TBD Agents titled chats.
             title = text.strip().splitlines()[0][:80] if text.strip() else None
             session = await repos.chat_sessions.create(
-                ChatSession(agent_id=agent.id, github_user=owner, title=title or None)
-            )
+                ChatSession(
+                    agent_id=agent.id, github_user=owner, title=title or None,
+                    metadata={"model": model} if model else {},
+                )
+            )  # fmt: skip
         elif session.agent_id != agent.id:
             raise InvalidData(f"chat session {session.id} belongs to another agent")
+        elif model and session.metadata.get("model") != model:
+            metadata = {**session.metadata, "model": model}
+            await repos.chat_sessions.update(session.id, {"metadata": metadata})
+            session.metadata = metadata
         if edit_of is None:
             branch = await _branch(repos, session)
         else:
@@ -152,7 +164,7 @@ async def open_session(
         user = await repos.chat_messages.create(
             ChatMessage(
                 session_id=session.id, role=MessageRole.USER, content=text,
-                metadata={PARENT: parent},
+                metadata={PARENT: parent, **({"attachments": attachments} if attachments else {})},
             )
         )  # fmt: skip
         meta = {**session.metadata, ACTIVE_LEAF: user.id}
@@ -244,6 +256,19 @@ def _to_message(m: ChatMessage) -> Message:
     )  # fmt: skip
 
 
+def _metadata(
+    m: Message, last: bool, tools: dict[str, dict[str, Any]], citations: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """What the dashboard shows besides the text: a tool result's `duration_ms` and `source`
+    (its origin), the citations of the turn's knowledge on its last message."""
+    meta: dict[str, Any] = {}
+    if m.role == "tool" and m.tool_call_id in tools:
+        meta.update(tools[m.tool_call_id])
+    if last and citations:
+        meta["citations"] = citations
+    return meta
+
+
 async def _persist(
     services: EngineServices,
     session: ChatSession,
@@ -252,21 +277,28 @@ async def _persist(
     *,
     parent_id: str | None = None,
     extra: Mapping[str, Any] | None = None,
+    tools: dict[str, dict[str, Any]] | None = None,
+    citations: list[dict[str, Any]] | None = None,
 ) -> str | None:
     """Store the run's messages in their order (numbered together, `ChatMessage.seq`, which
     also counts them in the session's `message_count`), each following the one before it (the
     first follows `parent_id`), and make the last the session's active leaf; its id. `extra`:
-    metadata of every stored message."""
+    metadata of every stored message; `tools`: duration and origin by tool call id;
+    `citations`: the turn's knowledge (on the last message)."""
     records: list[ChatMessage] = []
     parent = parent_id
+    last = len(messages) - 1
     for i, m in enumerate(messages):
-        meta: dict[str, Any] = {**(extra or {})}
+        meta: dict[str, Any] = {
+            **(extra or {}),
+            **_metadata(m, i == last, tools or {}, citations or []),
+        }
         if parent:
             meta[PARENT] = parent
         record = ChatMessage(
             session_id=session.id, role=MessageRole(m.role), content=m.content,
             tool_calls=[c.to_dict() for c in m.tool_calls], tool_call_id=m.tool_call_id,
-            name=m.name, usage=usage if i == len(messages) - 1 else None, metadata=meta,
+            name=m.name, usage=usage if i == last else None, metadata=meta,
         )  # fmt: skip
         records.append(record)
         parent = record.id
@@ -315,13 +347,21 @@ async def chat_stream(
     github_token: str | None = None,
     guarded: GuardedPrompt | None = None,
     parent_id: str | None = None,
+    model: str | None = None,
+    images: list[dict[str, str]] | None = None,
+    knowledge_source_ids: list[str] | None = None,
 ) -> AsyncIterator[str]:
     """SSE events of one chat turn: session, delta…, tool_call/tool_result, usage, then done,
     with exactly one error before it when the turn failed. `github_token`: the caller's, for an
     agent without provider_id (the default model; kept in memory for this turn only).
     `guarded`: the message as `open_session` checked it (then `text` is its redacted text).
     `parent_id`: the stored user message the turn answers (`OpenedTurn.parent_id`). When the
-    stream ends before `done` (the client went away), the text streamed so far is stored."""
+    stream ends before `done` (the client went away), the text streamed so far is stored.
+    `model`: this turn's model instead of the agent's (the caller checked it is offered).
+    `images`: image parts sent with the message; `knowledge_source_ids`: sources searched besides
+    the agent's (the session's attachments; services/chat_attachments.py).
+    Knowledge passages in the context are sent as a `sources` frame (`items`: the citations,
+    each with `snippet`, the passage's text) before the answer streams."""
     frame = _Frames()
     opened: dict[str, Any] = {"session_id": session.id, "agent_id": agent.id}
     if parent_id:
@@ -330,10 +370,14 @@ async def chat_stream(
     sink = QueueSink()
     if guarded is not None:
         text = guarded.text
-    inp = RunInput(text, history, session_id=session.id, run_id=session.id, guarded=guarded)
+    inp = RunInput(
+        text, history, session_id=session.id, run_id=session.id, guarded=guarded,
+        images=list(images or []), knowledge_source_ids=list(knowledge_source_ids or []),
+    )  # fmt: skip
     errors = 0
     streamed: list[str] = []  # the answer's text so far, stored if the client goes away
     ended = False
+    tools: dict[str, dict[str, Any]] = {}
 
     async def work() -> Any:
         try:
@@ -342,7 +386,9 @@ async def chat_stream(
                 chat_turn(agent, session.id, session.github_user) as turn,
             ):
                 scope = UsageScope(user_id=session.github_user, session_id=session.id)
-                result = await run_agent(services, agent, inp, sink, None, usage=scope)
+                result = await run_agent(
+                    services, agent, inp, sink, None, usage=scope, model_override=model
+                )
                 turn.finished(result.model, result.outcome.status.value)
                 return result
         finally:
@@ -354,7 +400,14 @@ async def chat_stream(
             errors += name == "error"
             if name == _DELTA:
                 streamed.append(str(data.get("delta") or data.get("content") or ""))
+            elif name == EventType.TOOL_RESULT.value and data.get("id"):
+                tools[str(data["id"])] = {
+                    "duration_ms": data.get("duration_ms"), "source": data.get("source"),
+                    "origin": data.get("origin"),
+                }  # fmt: skip
             yield frame(name, data)
+            if name == EventType.LOG.value and data.get("event") == "knowledge_loaded":
+                yield frame("sources", {"items": data.get("citations") or []})
         try:
             result = task.result()
         except TbdError as exc:
@@ -371,7 +424,10 @@ async def chat_stream(
             else result.messages
         )
         ended = True
-        message_id = await _persist(services, session, new, usage, parent_id=parent_id)
+        message_id = await _persist(
+            services, session, new, usage, parent_id=parent_id, tools=tools,
+            citations=result.citations,
+        )  # fmt: skip
         if outcome.status is TaskStatus.FAILED and not errors:
             yield frame("error", {"code": "run_failed", "message": outcome.error})
         yield frame("done", {"status": outcome.status.value, "result": outcome.result, "usage": usage,

@@ -119,6 +119,10 @@ class RunInput:
     #: storing it; the loop reports these verdicts instead of checking again. None: the loop
     #: checks `prompt` and `request` itself.
     guarded: GuardedPrompt | None = None
+    #: Images sent with the prompt (`Message.images`): a chat turn's image attachments.
+    images: list[dict[str, str]] = field(default_factory=list)
+    #: Knowledge sources searched besides the agent's: a chat session's attachments.
+    knowledge_source_ids: list[str] = field(default_factory=list)
 
 
 def _fit(blocks: list[str], budget: int) -> list[str]:
@@ -142,10 +146,20 @@ def _clip(text: str, item_tokens: int | None) -> str:
     return text if item_tokens is None else truncate_to_tokens(text, item_tokens)
 
 
+#: Characters of a passage kept in its citation (`snippet`: what the dashboard shows).
+SNIPPET_CHARS = 2000
+
+
+def _snippet(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1].rstrip() + "…"
+
+
 def knowledge_section(
     passages: list[Passage], budget: int, item_tokens: int | None = None
 ) -> tuple[str, list[dict[str, Any]]]:
-    """The numbered knowledge section and the citations of the passages that made it in."""
+    """The numbered knowledge section and the citations of the passages that made it in (each
+    with the passage's text as the prompt has it, up to SNIPPET_CHARS: `snippet`)."""
     if budget <= 0:
         return "", []
     blocks = [
@@ -155,7 +169,10 @@ def knowledge_section(
     kept = _fit(blocks, budget)
     if not kept:
         return "", []
-    citations = [{"ref": i, **p.citation()} for i, p in enumerate(passages[: len(kept)], 1)]
+    citations = [
+        {"ref": i, **p.citation(), "snippet": _snippet(_clip(p.text, item_tokens))}
+        for i, p in enumerate(passages[: len(kept)], 1)
+    ]
     text = (
         "## Knowledge\nUse these passages when they are relevant and cite them by their "
         "number, like [1].\n\n" + "\n\n".join(kept)

@@ -29,7 +29,7 @@ from tbd_agents.engine.progress import watched_progress
 from tbd_agents.engine.providers.base import complete
 from tbd_agents.engine.recall import compress_context, recall_memories
 from tbd_agents.engine.sources import MemoryItem, Passage
-from tbd_agents.engine.tools.base import ToolContext, ToolResult
+from tbd_agents.engine.tools.base import ToolContext, ToolResult, origin_of
 from tbd_agents.engine.tsv import render_tsv
 from tbd_agents.errors import TbdError
 from tbd_agents.observability import engine_signals as signals
@@ -175,6 +175,10 @@ class AgentLoop:
         spec = self.spec
         passages: list[Passage] = []
         memories: list[MemoryItem] = []
+        if inp.knowledge_source_ids:  # a chat session's attachments, for this run only
+            spec.knowledge_source_ids = list(
+                dict.fromkeys([*spec.knowledge_source_ids, *inp.knowledge_source_ids])
+            )
         if spec.knowledge is not None and (spec.knowledge_source_ids or spec.knowledge_tags):
             passages = await self._knowledge(prompt)
         if spec.memory is not None and spec.agent_id:
@@ -200,7 +204,7 @@ class AgentLoop:
         if prompt is None:
             return self.result.outcome
         messages = await self._context(prompt, inp)
-        user = Message("user", prompt)
+        user = Message("user", prompt, images=list(inp.images))
         messages.append(user)
         self.result.messages.append(user)
         repaired = False
@@ -335,7 +339,7 @@ class AgentLoop:
         await self.emit(
             EventType.TOOL_RESULT,
             {"id": call.id, "name": call.name, "content": result.content, "is_error": result.is_error,
-             "duration_ms": round(seconds * 1000, 1), "source": source,
+             "duration_ms": round(seconds * 1000, 1), "source": source, "origin": origin_of(source),
              **({"rendered_as": result.rendered_as} if result.rendered_as else {})},
         )  # fmt: skip
         return result
@@ -344,7 +348,7 @@ class AgentLoop:
         self, call: ToolCall, ctx: ToolContext, source: str
     ) -> tuple[ToolResult, float, bool]:
         """The call's result, its seconds and whether a guardrail blocked it."""
-        await self.emit(EventType.TOOL_CALL, {"id": call.id, "name": call.name, "arguments": call.arguments, "source": source})  # fmt: skip
+        await self.emit(EventType.TOOL_CALL, {"id": call.id, "name": call.name, "arguments": call.arguments, "source": source, "origin": origin_of(source)})  # fmt: skip
         verdict = self.spec.guardrails.check_tool_arguments(call.arguments)
         await self._report(verdict, f"tool {call.name}")
         if verdict.blocked:

@@ -55,6 +55,9 @@ class Message:
     #: Anthropic `thinking` / `redacted_thinking` blocks, signature included) so they can be sent
     #: back unchanged before the turn's tool calls. Opaque to the loop; other providers ignore it.
     reasoning: list[dict[str, Any]] = field(default_factory=list)
+    #: Images of a user message, `{"media_type": "image/png", "data": <base64>}` each (a chat
+    #: turn's attachments): sent as image parts to vision models, never stored.
+    images: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self, with_reasoning: bool = True) -> dict[str, Any]:
         """The stored shape; `with_reasoning=False` for events (thinking is never shown)."""

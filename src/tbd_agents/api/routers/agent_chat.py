@@ -3,7 +3,9 @@
 `POST /api/agents/{agent_id}/chat`: one chat turn, streamed as SSE. Every frame has `id: n`
 (counted per stream), `event: <type>` and `data: {"type": <type>, ...}`. Types: `session`
 (`session_id`, the session created on the first message), `delta` (`content`: answer text as it
-streams; also as `delta`), `tool_call` / `tool_result`, `usage`, `log`, `progress`, then `done`
+streams; also as `delta`), `tool_call` / `tool_result` (with `origin` {kind, name}; the result
+with `duration_ms`), `sources` (`items`: the knowledge passages in the context, each with its
+`snippet`), `usage`, `log`, `progress`, then `done`
 (`usage`, `message_id`, status, citations), preceded by exactly one `error` (`code`, `message`)
 when the turn failed. Closing the connection stops the run and its model call. A session of
 another agent is a 400. The message is checked by the agent's input guardrails before anything
@@ -36,8 +38,17 @@ from tbd_agents.api.preconditions import IfMatch, expected_versions
 from tbd_agents.domain.models import Agent, ChatSession
 from tbd_agents.engine.chat import OpenedTurn, chat_stream, open_regeneration, open_session
 from tbd_agents.engine.inprocess import EngineServices, engine_services
+from tbd_agents.errors import InvalidData
 from tbd_agents.security.github import presented_github_token
 from tbd_agents.services.access import Principal
+from tbd_agents.services.chat_attachments import (
+    MAX_ATTACHMENTS,
+    AttachmentIn,
+    check_attachments,
+    ingest_files,
+    session_knowledge,
+    session_source,
+)
 from tbd_agents.services.chat_sessions import (
     delete_session,
     ensure_session_of,
@@ -47,7 +58,9 @@ from tbd_agents.services.chat_sessions import (
     switch_branch,
     update_session,
 )
+from tbd_agents.services.knowledge import KnowledgeServices
 from tbd_agents.services.records import Records
+from tbd_agents.storage.protocol import Repositories
 
 router = APIRouter(prefix="/api/agents/{agent_id}/chat", tags=["chat"], responses=ERRORS)
 
@@ -63,6 +76,48 @@ class ChatRequestBody(BaseModel):
         max_length=128,
         description="The id of an earlier user message of the session: this message is a new "
         "version of it (a branch), answered with the conversation before that message.",
+    )
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="This turn's model, one of the agent's provider's models (its `models`, "
+        "`default_model` or the agent's own); kept on the session as `metadata.model`. "
+        "Omit for the agent's model.",
+    )
+    attachments: list[AttachmentIn] = Field(
+        default_factory=list,
+        max_length=MAX_ATTACHMENTS,
+        description="Files sent with the message: images go to the model as image parts (a "
+        "vision model only: 422 otherwise), other files become knowledge of this session only "
+        "(services/chat_attachments.py).",
+    )
+
+
+async def offered_models(repos: Repositories, agent: Agent) -> list[str]:
+    """The models a chat with `agent` may choose: its provider's configured `models` and
+    `default_model`, and the agent's own model (empty without a provider)."""
+    if not agent.provider_id:
+        return []
+    provider = await repos.providers.get(agent.provider_id)  # as the run resolves it
+    listed = [*provider.models, provider.default_model, agent.model]
+    return list(dict.fromkeys(m for m in listed if m))
+
+
+def check_model(model: str, offered: list[str]) -> None:
+    """InvalidData (422) unless `model` is one of `offered`."""
+    if model in offered:
+        return
+    if not offered:
+        raise InvalidData(
+            "this agent has no provider whose models a chat could choose from; "
+            "omit `model` to use the agent's",
+            details={"field": "model"},
+        )
+    raise InvalidData(
+        f"model {model!r} is not offered by the agent's provider; choose one of: "
+        + ", ".join(offered),
+        details={"field": "model", "allowed": offered},
     )
 
 
@@ -101,23 +156,53 @@ async def chat(
             if body.session_id
             else None
         )
+        if body.model is not None:
+            check_model(body.model, await offered_models(repos, agent))
+        model = body.model or agent.model
+        if body.attachments and not model and agent.provider_id:
+            model = (await repos.providers.get(agent.provider_id)).default_model
     if session is not None:
         ensure_session_of(session, agent.id)
     services = await engine_for(ctx)
-    turn = await open_session(
-        services, agent, session, caller.identity, body.message, edit_of=body.edit_of
+    attached = check_attachments(
+        body.attachments, model or services.config.default_model, services.catalog
     )
-    return _streamed(services, agent, turn, caller, request)
+    knowledge = ctx.services.get("knowledge")
+    if attached.files and not isinstance(knowledge, KnowledgeServices):
+        raise InvalidData(
+            "files cannot be attached: the knowledge services are unavailable on this server",
+            details={"field": "attachments"},
+        )
+    turn = await open_session(
+        services,
+        agent,
+        session,
+        caller.identity,
+        body.message,
+        edit_of=body.edit_of,
+        model=body.model,
+        attachments=attached.names,
+    )
+    if attached.files:
+        assert isinstance(knowledge, KnowledgeServices)
+        async with ctx.store.unit_of_work() as repos:
+            source_id = await session_source(repos, turn.session)
+        await ingest_files(knowledge, source_id, turn.session, attached.files)
+    return _streamed(
+        services, agent, turn, caller, request, model=body.model, images=attached.images
+    )
 
 
 def _streamed(
-    services: EngineServices, agent: Agent, turn: OpenedTurn, caller: Principal, request: Request
-) -> StreamingResponse:
+    services: EngineServices, agent: Agent, turn: OpenedTurn, caller: Principal, request: Request,
+    *, model: str | None = None, images: list[dict[str, str]] | None = None,
+) -> StreamingResponse:  # fmt: skip
     # A caller signed in with GitHub lends its token to an agent on the default model.
     token = presented_github_token(request.headers.get("authorization"), caller.via)
     stream = chat_stream(
         services, agent, turn.session, turn.history, turn.guarded.text,
-        github_token=token, guarded=turn.guarded, parent_id=turn.parent_id,
+        github_token=token, guarded=turn.guarded, parent_id=turn.parent_id, model=model,
+        images=images, knowledge_source_ids=session_knowledge(turn.session),
     )  # fmt: skip
     return StreamingResponse(
         stream,
@@ -262,7 +347,10 @@ async def regenerate(
     ensure_session_of(found, agent.id)
     services = await engine_for(ctx)
     turn = await open_regeneration(services, agent, found)
-    return _streamed(services, agent, turn, caller, request)
+    chosen = turn.session.metadata.get("model")  # the chat's model choice, checked when made
+    return _streamed(
+        services, agent, turn, caller, request, model=chosen if isinstance(chosen, str) else None
+    )
 
 
 @router.delete(

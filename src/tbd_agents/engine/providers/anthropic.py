@@ -90,6 +90,10 @@ def to_wire(
                 {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}
             )
         else:
+            for image in m.images if m.role == "user" else []:
+                blocks.append(
+                    {"type": "image", "source": {"type": "base64", "media_type": image["media_type"], "data": image["data"]}}
+                )  # fmt: skip
             if m.content:
                 blocks.append({"type": "text", "text": m.content})
             for c in m.tool_calls:

@@ -130,6 +130,14 @@ def to_wire(messages: list[Message]) -> list[dict[str, Any]]:
                     ],
                 }
             )
+        elif m.role == "user" and m.images:
+            parts: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
+            parts += [
+                {"type": "image_url",
+                 "image_url": {"url": f"data:{i['media_type']};base64,{i['data']}"}}
+                for i in m.images
+            ]  # fmt: skip
+            out.append({"role": "user", "content": parts})
         else:
             out.append({"role": m.role, "content": m.content})
     return out

@@ -63,6 +63,17 @@ class FunctionTool:
         return await self.func(arguments, ctx)
 
 
+#: The kinds of `Tool.source`, as people name them.
+_ORIGIN_KINDS = {"builtin": "builtin", "custom": "custom", "mcp": "mcp", "plugin": "plugin"}
+
+
+def origin_of(source: str) -> dict[str, str]:
+    """Where a tool comes from, from its `source`: `{"kind": "builtin" | "custom" | "mcp" |
+    "plugin" | "unknown", "name": <MCP server, custom tool or plugin name; "" for built-ins>}`."""
+    kind, _, name = source.partition(":")
+    return {"kind": _ORIGIN_KINDS.get(kind, "unknown"), "name": name}
+
+
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: max(0, limit - 1)].rstrip() + "…"
 

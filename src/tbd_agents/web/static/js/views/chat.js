@@ -5,6 +5,7 @@
 import { bodyMaxLength, del, get, hasEndpoint, listAll, patch, put, stream } from "../api.js";
 import { announce, append, confirmDialog, dialog, download, h, notify, replace, uid, when } from "../dom.js";
 import { renderInto } from "../markdown.js";
+import { attachmentNames, attachmentPicker, chatModelPicker, copyButton, enhanceMessageBody, setSources, toolMeta } from "./chat_parts.js";
 
 const PAGE = 50; // sessions per page of the sidebar
 
@@ -24,13 +25,17 @@ function toolArgs(call) {
 
 function toolCallView(call, result) {
   const resultNode = h("pre", { class: "tool-result" }, result ? result.content ?? "" : "…");
-  const summary = h("summary", {}, "Tool call: ", h("code", {}, call.name), result && result.is_error ? h("span", { class: "badge status-failed" }, "error") : null);
+  const meta = toolMeta(); // origin and duration (chat_parts.js)
+  meta.set(call);
+  if (result) meta.set({ ...call, ...result });
+  const summary = h("summary", {}, "Tool call: ", h("code", {}, call.name), meta.el, result && result.is_error ? h("span", { class: "badge status-failed" }, "error") : null);
   const node = h("details", { class: "tool-call", dataset: { callId: call.id || "" } },
     summary,
     h("p", { class: "muted" }, "Arguments"), h("pre", {}, toolArgs(call)),
     h("p", { class: "muted" }, "Result"), resultNode);
   node.setResult = (res) => {
     resultNode.textContent = res.content ?? "";
+    meta.set({ ...call, ...res });
     if (res.is_error) summary.append(h("span", { class: "badge status-failed" }, "error"));
   };
   return node;
@@ -47,13 +52,16 @@ function bubble(role, content = "", message = null) {
   const meta = h("p", { class: "usage muted" });
   const bar = h("div", { class: "bubble-bar" });
   const el = h("article", { class: ["message", `message-${role}`], "aria-label": role === "user" ? "You" : "Agent" },
-    h("p", { class: "who" }, role === "user" ? "You" : "Agent"), tools, body, meta, bar);
+    h("p", { class: "who" }, role === "user" ? "You" : "Agent"), tools, body, meta,
+    h("div", { class: "message-tools" }, copyButton(() => text, role === "user" ? "Copy your message" : "Copy the answer")), bar);
   let text = content;
   let pending = false;
+  let final = true; // code blocks get copy buttons and highlighting once the text is final
   const draw = () => {
     pending = false;
     if (role === "assistant") renderInto(body, text);
     else body.textContent = text;
+    if (final && role === "assistant") enhanceMessageBody(body);
   };
   draw();
   const b = {
@@ -64,10 +72,11 @@ function bubble(role, content = "", message = null) {
     body,
     message,
     append(delta) {
+      final = false;
       text += delta;
       if (!pending) { pending = true; window.requestAnimationFrame(draw); }
     },
-    set(full) { text = full; draw(); },
+    set(full) { text = full; final = true; draw(); },
     text: () => text,
     plain: () => body.textContent,
     usage(u) { meta.textContent = usageText(u); },
@@ -149,6 +158,7 @@ export async function renderChat(ctx, agentId, sessionId) {
     hasEndpoint("post", "/api/agents/{agent_id}/chat"),
     bodyMaxLength("post", "/api/agents/{agent_id}/chat", "message"),
   ]);
+  const picker = await chatModelPicker(agent, sessionId ? firstPage.find((s) => s.id === sessionId) : undefined);
   if (!ctx.isCurrent()) return;
   let current = sessionId || null;
   let session = current ? firstPage.find((s) => s.id === current) || null : null;
@@ -207,8 +217,9 @@ export async function renderChat(ctx, agentId, sessionId) {
   const send = h("button", { type: "submit", class: "primary" }, "Send");
   const stop = h("button", { type: "button", hidden: true }, "Stop");
   const retry = h("button", { type: "button", hidden: true }, "Retry");
+  const attach = attachmentPicker(); // chat_parts.js
   const composer = h("form", { class: "composer" },
-    h("label", { for: inputId, class: "label" }, `Message to ${agent.name}`), input, err,
+    h("label", { for: inputId, class: "label" }, `Message to ${agent.name}`), input, err, attach.el,
     h("div", { class: "actions" }, send, retry, stop));
 
   // ---- the session's tools (also shown as soon as a new chat has its session) ----
@@ -223,6 +234,7 @@ export async function renderChat(ctx, agentId, sessionId) {
         h("button", { type: "button", class: "small", onClick: () => exportChat("json") }, "Export JSON"),
         h("button", { type: "button", class: "small danger", onClick: remove }, "Delete chat"),
       ] : null,
+      picker?.el,
       h("a", { href: `#/agents/${agentId}`, class: "button small" }, "Edit agent"));
   };
   async function togglePin() {
@@ -279,7 +291,7 @@ export async function renderChat(ctx, agentId, sessionId) {
     let last = null;
     for (const m of messages) {
       if (m.role === "tool") {
-        calls.get(m.tool_call_id)?.setResult({ content: m.content, is_error: false });
+        calls.get(m.tool_call_id)?.setResult({ content: m.content, is_error: false, ...(m.metadata || {}) });
         continue;
       }
       if (m.role === "system") continue;
@@ -291,6 +303,7 @@ export async function renderChat(ctx, agentId, sessionId) {
       } else {
         b = bubble(m.role === "user" ? "user" : "assistant", m.content, m);
         log.append(b.el);
+        if (m.metadata?.attachments?.length) b.el.insertBefore(attachmentNames(m.metadata.attachments), b.el.querySelector(".message-tools"));
         decorate(b);
       }
       last = m.role === "assistant" ? b : null;
@@ -301,6 +314,7 @@ export async function renderChat(ctx, agentId, sessionId) {
         b.tools.append(view);
       }
       if (m.usage) b.usage(m.usage);
+      if (m.metadata?.citations) setSources(b.el, m.metadata.citations);
     }
     markLast();
     if (!log.children.length) log.append(h("p", { class: "muted empty-chat" }, `Say hello to ${agent.name}. Replies stream in as the model writes them.`));
@@ -365,7 +379,7 @@ export async function renderChat(ctx, agentId, sessionId) {
       // other version).
       while (b.el.nextSibling) b.el.nextSibling.remove();
       b.el.remove();
-      runTurn({ text, body: { message: text, session_id: current, edit_of: b.message.id }, refetch: true });
+      runTurn({ text, body: { message: text, session_id: current, edit_of: b.message.id, ...(picker ? { model: picker.select.value } : {}) }, refetch: true });
     });
     b.body.hidden = true;
     b.bar.hidden = true;
@@ -394,10 +408,11 @@ export async function renderChat(ctx, agentId, sessionId) {
    * alone: the regenerate stream. A send that fails before the server took the message puts
    * the text back in the composer and offers Retry; a run that fails offers Retry (regenerate).
    */
-  async function runTurn({ text = null, body = null, path = `${base}`, refetch = false }) {
+  async function runTurn({ text = null, body = null, path = `${base}`, refetch = false, attachments = [] }) {
     log.querySelector(".empty-chat")?.remove();
     log.querySelectorAll(".regenerate").forEach((x) => x.remove());
     const mine = text !== null ? bubble("user", text) : null;
+    if (mine && attachments.length) mine.el.insertBefore(attachmentNames(attachments.map((a) => a.name)), mine.el.querySelector(".message-tools"));
     const reply = bubble("assistant");
     reply.el.dataset.streaming = "true";
     append(log, [mine && mine.el, reply.el]);
@@ -426,6 +441,7 @@ export async function renderChat(ctx, agentId, sessionId) {
           else if (event === "delta") { reply.append(data.delta || ""); log.scrollTop = log.scrollHeight; }
           else if (event === "tool_call") { const v = toolCallView(data); calls.set(data.id, v); reply.tools.append(v); }
           else if (event === "tool_result") calls.get(data.id)?.setResult(data);
+          else if (event === "sources") setSources(reply.el, data.items);
           else if (event === "usage") reply.usage(data.total || data);
           else if (event === "progress" && data.turn) status.textContent = `${agent.name} is answering… (turn ${data.turn}${data.max_turns ? ` of ${data.max_turns}` : ""})`;
           else if (event === "error") {
@@ -436,6 +452,7 @@ export async function renderChat(ctx, agentId, sessionId) {
           }
           else if (event === "done") {
             if (data.result && !reply.text()) reply.set(data.result);
+            if (data.citations?.length) setSources(reply.el, data.citations);
             reply.usage(data.usage);
           }
         },
@@ -508,7 +525,7 @@ export async function renderChat(ctx, agentId, sessionId) {
   input.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); composer.requestSubmit(); }
   });
-  composer.addEventListener("submit", (e) => {
+  composer.addEventListener("submit", async (e) => {
     e.preventDefault();
     if (busy()) return;
     const problem = tooLong();
@@ -517,8 +534,11 @@ export async function renderChat(ctx, agentId, sessionId) {
     err.hidden = true;
     retry.hidden = true;
     if (!text) { err.textContent = "Write a message first."; err.hidden = false; input.focus(); return; }
+    let attachments = [];
+    try { attachments = await attach.take(); } catch (error) { err.textContent = error.message; err.hidden = false; return; }
     input.value = "";
-    runTurn({ text, body: current ? { message: text, session_id: current } : { message: text } });
+    const body = { message: text, ...(current ? { session_id: current } : {}), ...(picker ? { model: picker.select.value } : {}), ...(attachments.length ? { attachments } : {}) };
+    runTurn({ text, body, attachments });
   });
 
   if (current) {
