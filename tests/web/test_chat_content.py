@@ -72,6 +72,14 @@ def test_copy_code_sources_tool_origin_and_model_choice(
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on(  # as the `page` fixture: an error status is expected, any other error is a bug
+        "console",
+        lambda m: (
+            errors.append(m.text)
+            if m.type == "error" and not m.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
     try:
         _scenario(page, dashboard, model_server, agent, server, setup["item"])
     finally:
