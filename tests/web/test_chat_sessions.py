@@ -240,7 +240,7 @@ def test_stop_regenerate_edit_versions_and_failed_send(
     page.route("**/api/agents/*/chat", refuse)
     box.fill("will this arrive?")
     box.press("Enter")
-    expect(page.locator(".composer .field-error")).to_contain_text("Not sent")
+    expect(page.locator(".composer textarea + .field-error")).to_contain_text("Not sent")
     expect(box).to_have_value("will this arrive?")
     expect(page.locator(".messages")).not_to_contain_text("will this arrive?")
     page.unroute("**/api/agents/*/chat", refuse)

@@ -158,7 +158,9 @@ export async function renderChat(ctx, agentId, sessionId) {
     hasEndpoint("post", "/api/agents/{agent_id}/chat"),
     bodyMaxLength("post", "/api/agents/{agent_id}/chat", "message"),
   ]);
-  const picker = await chatModelPicker(agent, sessionId ? firstPage.find((s) => s.id === sessionId) : undefined);
+  // The model choice kept on the session (its metadata: the session list does not carry it).
+  const chosen = sessionId ? await get(`/api/chat/sessions/${encodeURIComponent(sessionId)}`).catch(() => undefined) : undefined;
+  const picker = await chatModelPicker(agent, chosen);
   if (!ctx.isCurrent()) return;
   let current = sessionId || null;
   let session = current ? firstPage.find((s) => s.id === current) || null : null;
