@@ -85,6 +85,14 @@ def test_builder_tabs_test_chat_context_and_versions(
     assert api(dashboard, "GET", path).json()["system_prompt"] == "First line.\nSaved prompt."
     assert api(dashboard, "GET", f"{path}/chat/sessions").json() == []
 
+    # Leaving with unsaved changes asks first.
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Agents").click()
+    leave = page.get_by_role("dialog", name="Leave without saving?")
+    leave.get_by_role("button", name="Cancel").click()
+    expect(leave).to_have_count(0)
+    assert page.url.endswith(f"#/agents/{agent_id}")
+    expect(prompt).to_have_value("First line.\nYou are the DRAFT prompt.")
+
     # The context view: parts with token counts, following the draft.
     page.get_by_role("tab", name="Context").click()
     parts = page.locator(".context-parts")
