@@ -142,6 +142,21 @@ def test_builder_tabs_test_chat_context_and_versions(
         "First line.\nSaved prompt."
     )
 
+    # The Schedules tab lists the schedules of the agent's workflows.
+    workflow = api(
+        dashboard, "POST", "/api/workflows", json={"title": "nightly-wf", "agent_id": agent_id}
+    ).json()
+    schedule = api(
+        dashboard, "POST", "/api/scheduled-agents",
+        json={"workflow_id": workflow["id"], "name": "nightly-run", "prompt": "go", "enabled": False},
+    ).json()  # fmt: skip
+    page.get_by_role("tab", name="Schedules").click()
+    panel = page.get_by_role("tabpanel", name="Schedules settings")
+    expect(panel.get_by_role("link", name="nightly-run")).to_have_attribute(
+        "href", f"#/scheduled-agents/{schedule['id']}"
+    )
+    expect(panel.get_by_role("link", name="New schedule for “nightly-wf”")).to_be_visible()
+
     # On a phone the test chat is a drawer.
     page.set_viewport_size({"width": 390, "height": 844})
     page.reload()
