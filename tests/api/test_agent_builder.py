@@ -7,6 +7,7 @@ and stores no chat session."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -199,3 +200,21 @@ async def test_preview_chat_runs_the_draft_and_stores_nothing(
             json={**body, "history": [{"role": "system", "content": "x"}]},
         )
         assert refused.status_code == 422
+
+
+async def test_concurrent_saves_get_distinct_version_numbers(
+    app_store: tuple[FastAPI, Any], model_server: ProtocolServer
+) -> None:
+    async with await _client(app_store) as client:
+        agent = await _agent(client, model_server)
+        path = f"/api/agents/{agent['id']}"
+        answers = await asyncio.gather(
+            *(client.patch(path, json={"description": f"edit {i}"}) for i in range(6))
+        )
+        assert [a.status_code for a in answers] == [200] * 6
+        listed = (await client.get(f"{path}/versions")).json()
+        assert sorted(v["number"] for v in listed) == list(range(1, 8))
+        final = (await client.get(path)).json()
+        newest = (await client.get(f"{path}/versions/{listed[0]['number']}")).json()
+        assert newest["number"] == final["version"]
+        assert newest["snapshot"]["description"] == final["description"]

@@ -85,6 +85,14 @@ def test_builder_tabs_test_chat_context_and_versions(
     assert api(dashboard, "GET", path).json()["system_prompt"] == "First line.\nSaved prompt."
     assert api(dashboard, "GET", f"{path}/chat/sessions").json() == []
 
+    # Leaving with unsaved changes asks first.
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Agents").click()
+    leave = page.get_by_role("dialog", name="Leave without saving?")
+    leave.get_by_role("button", name="Cancel").click()
+    expect(leave).to_have_count(0)
+    assert page.url.endswith(f"#/agents/{agent_id}")
+    expect(prompt).to_have_value("First line.\nYou are the DRAFT prompt.")
+
     # The context view: parts with token counts, following the draft.
     page.get_by_role("tab", name="Context").click()
     parts = page.locator(".context-parts")
@@ -133,6 +141,21 @@ def test_builder_tabs_test_chat_context_and_versions(
     expect(page.get_by_label("System prompt", exact=True)).to_have_value(
         "First line.\nSaved prompt."
     )
+
+    # The Schedules tab lists the schedules of the agent's workflows.
+    workflow = api(
+        dashboard, "POST", "/api/workflows", json={"title": "nightly-wf", "agent_id": agent_id}
+    ).json()
+    schedule = api(
+        dashboard, "POST", "/api/scheduled-agents",
+        json={"workflow_id": workflow["id"], "name": "nightly-run", "prompt": "go", "enabled": False},
+    ).json()  # fmt: skip
+    page.get_by_role("tab", name="Schedules").click()
+    panel = page.get_by_role("tabpanel", name="Schedules settings")
+    expect(panel.get_by_role("link", name="nightly-run")).to_have_attribute(
+        "href", f"#/scheduled-agents/{schedule['id']}"
+    )
+    expect(panel.get_by_role("link", name="New schedule for “nightly-wf”")).to_be_visible()
 
     # On a phone the test chat is a drawer.
     page.set_viewport_size({"width": 390, "height": 844})

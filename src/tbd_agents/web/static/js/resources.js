@@ -39,7 +39,7 @@ export const RESOURCES = {
     singular: "agent",
     columns: [["name", "Name"], ["model", "Model"], ["description", "Description"], ["tags", "Tags"]],
     empty: "No agents yet. An agent needs a model provider: add a provider first (and a token holding its API key), then create an agent and chat with it.",
-    deleteNote: "Its memories are deleted with it. Workflows and chat sessions that use it must be deleted first.",
+    deleteNote: "Its memories and its saved versions are deleted with it. Workflows and chat sessions that use it must be deleted first.",
     fields: [
       NAME,
       DESCRIPTION,

@@ -73,6 +73,8 @@ export function lineDiff(a, b) {
   const y = String(b ?? "").split("\n");
   const n = x.length;
   const m = y.length;
+  // Very long texts: every old line removed, every new one added (the table stays bounded).
+  if (n * m > 4_000_000) return [...x.map((text) => ({ op: "-", text })), ...y.map((text) => ({ op: "+", text }))];
   const lcs = Array.from({ length: n + 1 }, () => new Array(m + 1).fill(0));
   for (let i = n - 1; i >= 0; i -= 1) for (let j = m - 1; j >= 0; j -= 1) {
     lcs[i][j] = x[i] === y[j] ? lcs[i + 1][j + 1] + 1 : Math.max(lcs[i + 1][j], lcs[i][j + 1]);
