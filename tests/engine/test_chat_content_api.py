@@ -162,3 +162,25 @@ async def test_attachments_are_checked_before_anything_is_stored(
     assert too_many.status_code == 422
     assert (await client.get(f"/api/agents/{agent_id}/chat/sessions")).json() == before
     assert protocol_server.requests == []
+
+
+async def test_deleting_a_chat_deletes_the_knowledge_of_its_attached_files(
+    setup: tuple[httpx.AsyncClient, str, PostgresStore],  # noqa: F811 (the imported fixture)
+    protocol_server: ProtocolServer,
+) -> None:
+    client, agent_id, _store = setup
+    protocol_server.script(Turn(text="Noted."))
+    note = {"name": "feeding.txt", "media_type": "text/plain", "text": PASSAGE}
+    got = await _turn(client, agent_id, {"message": "keep this", "attachments": [note]})
+    assert got[-1][1]["status"] == "completed"
+    session_id = got[0][1]["session_id"]
+    session = (await client.get(f"/api/chat/sessions/{session_id}")).json()
+    source_id = session["metadata"]["knowledge_source_id"]
+    items = (await client.get("/api/knowledge-items", params={"source_id": source_id})).json()
+    assert (await client.get(f"/api/knowledge-sources/{source_id}")).status_code == 200
+
+    gone = await client.delete(f"/api/agents/{agent_id}/chat/sessions/{session_id}")
+    assert gone.status_code == 204
+    assert (await client.get(f"/api/knowledge-sources/{source_id}")).status_code == 404
+    for item in items if isinstance(items, list) else items.get("items", []):
+        assert (await client.get(f"/api/knowledge-items/{item['id']}")).status_code == 404

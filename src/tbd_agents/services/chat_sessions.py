@@ -207,10 +207,12 @@ async def delete_session(
     session_id: str,
     *,
     expected_versions: Collection[int] | None = None,
-) -> None:
+) -> ChatSession:
+    """Delete the session and its messages; the deleted session."""
     await _session(repos, caller, agent_id, session_id)
     sessions = Records(repos, caller, ChatSession)
-    await sessions.delete(session_id, expected_versions=expected_versions)  # and its messages
+    deleted: ChatSession = await sessions.delete(session_id, expected_versions=expected_versions)
+    return deleted
 
 
 async def start_chat_workflow(

@@ -35,12 +35,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from tbd_agents.api.crud import ERRORS
 from tbd_agents.api.deps import ApiContext, Caller, Ctx
 from tbd_agents.api.preconditions import IfMatch, expected_versions
-from tbd_agents.domain.models import Agent, ChatSession
+from tbd_agents.domain.models import Agent, ChatSession, KnowledgeSource
 from tbd_agents.engine.chat import OpenedTurn, chat_stream, open_regeneration, open_session
 from tbd_agents.engine.inprocess import EngineServices, engine_services
 from tbd_agents.errors import InvalidData
 from tbd_agents.security.github import presented_github_token
 from tbd_agents.services.access import Principal
+from tbd_agents.services.catalog import records_for
 from tbd_agents.services.chat_attachments import (
     MAX_ATTACHMENTS,
     AttachmentIn,
@@ -60,7 +61,7 @@ from tbd_agents.services.chat_sessions import (
 )
 from tbd_agents.services.knowledge import KnowledgeServices
 from tbd_agents.services.records import Records
-from tbd_agents.storage.protocol import Repositories
+from tbd_agents.storage.protocol import Repositories, eq
 
 router = APIRouter(prefix="/api/agents/{agent_id}/chat", tags=["chat"], responses=ERRORS)
 
@@ -361,7 +362,21 @@ async def remove_session(
 ) -> Response:
     expected = expected_versions(if_match)
     async with ctx.store.unit_of_work() as repos:
-        await delete_session(repos, caller, agent_id, session_id, expected_versions=expected)
+        deleted = await delete_session(
+            repos, caller, agent_id, session_id, expected_versions=expected
+        )
+        # the files attached in the chat (its own knowledge source) go with it
+        attached = [
+            source_id
+            for source_id in session_knowledge(deleted)
+            if await repos.knowledge_sources.find_one(eq("id", source_id)) is not None
+        ]
+        for source_id in attached:
+            await records_for(KnowledgeSource, repos, caller, ctx.cipher).delete(source_id)
+    knowledge = ctx.services.get("knowledge")
+    if isinstance(knowledge, KnowledgeServices):
+        for source_id in attached:
+            await knowledge.forget_source_vectors(source_id)
     return Response(status_code=204)
 
 
