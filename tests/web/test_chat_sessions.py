@@ -137,6 +137,12 @@ def wait_streaming(page: Page, at_least: int) -> None:
         page.wait_for_timeout(20)
 
 
+def finished(page: Page) -> None:
+    """The turn has ended (the stream closed), not only shown its text."""
+    expect(page.locator(".message[data-streaming]")).to_have_count(0)
+    expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+
+
 def test_stop_regenerate_edit_versions_and_failed_send(
     page: Page, dashboard: Dashboard, model_server: ProtocolServer
 ) -> None:
@@ -222,6 +228,7 @@ def test_stop_regenerate_edit_versions_and_failed_send(
     box.fill("follow up")
     box.press("Enter")
     expect(answers.last).to_contain_text("noted")
+    finished(page)
     sent = model_server.requests[-1].all_text()
     assert "edited answer" in sent and "follow up" in sent
     assert "alpha answer" not in sent and "story" not in sent
@@ -231,6 +238,7 @@ def test_stop_regenerate_edit_versions_and_failed_send(
     expect(page.locator(".messages")).to_contain_text("a short story")
     users.first.get_by_role("button", name="Next version of this message").click()
     expect(answers.last).to_contain_text("noted")
+    finished(page)
     shot(page, "chat-versions")
 
     # A send that fails keeps the text and offers Retry.

@@ -313,8 +313,8 @@ async def _persist(
     return records[-1].id if records else None
 
 
-#: Stores of stopped answers in flight (a reference keeps each task alive until it ends).
-_STOPPED_STORES: set[asyncio.Task[Any]] = set()
+#: Stores of answers in flight (a reference keeps each task alive until it ends).
+_STORES: set[asyncio.Future[Any]] = set()
 
 
 def _store_stopped(
@@ -333,8 +333,8 @@ def _store_stopped(
             log.exception("chat session %s: the stopped answer could not be stored", session.id)
 
     task = asyncio.get_running_loop().create_task(store())
-    _STOPPED_STORES.add(task)
-    task.add_done_callback(_STOPPED_STORES.discard)
+    _STORES.add(task)
+    task.add_done_callback(_STORES.discard)
 
 
 async def chat_stream(
@@ -424,10 +424,14 @@ async def chat_stream(
             else result.messages
         )
         ended = True
-        message_id = await _persist(
+        # In a task of its own: a client going away now must not cancel the store half-way.
+        store = asyncio.ensure_future(_persist(
             services, session, new, usage, parent_id=parent_id, tools=tools,
             citations=result.citations,
-        )  # fmt: skip
+        ))  # fmt: skip
+        _STORES.add(store)
+        store.add_done_callback(_STORES.discard)
+        message_id = await asyncio.shield(store)
         if outcome.status is TaskStatus.FAILED and not errors:
             yield frame("error", {"code": "run_failed", "message": outcome.error})
         yield frame("done", {"status": outcome.status.value, "result": outcome.result, "usage": usage,

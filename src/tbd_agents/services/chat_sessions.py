@@ -1,9 +1,10 @@
 """Chat sessions of one agent as the existing TBD Agents served them, and its "chat workflow".
 
 - `list_sessions`: the caller's sessions of an agent, most recently updated first, `skip` /
-  `limit` paged, each `{id, agent_id, title, message_count, created_at, updated_at}` (plus
-  `pinned`, `last_message_at`). Ours, optional: `q` keeps the sessions whose title or a
-  message's text contains it (case-insensitive); `pinned_first` lists pinned sessions first.
+  `limit` paged, each `{id, agent_id, title, message_count, created_at, updated_at}`. Ours,
+  optional: `q` keeps the sessions whose title or a message's text contains it
+  (case-insensitive); `pinned_first` lists pinned sessions first; with either, each session
+  also has `pinned` and `last_message_at`.
 - `session_detail`: the same plus `messages [{id, seq, role, content, usage, created_at}]` in
   the conversation's order (`seq`: numbered when stored, never by the clock); each message also
   has `parent_id` and `versions {index, count, ids}` (`services/chat_branches.py`). With
@@ -36,17 +37,22 @@ from tbd_agents.storage.protocol import Query, Repositories, Sort, desc, eq, in_
 CHAT_WORKFLOW_MAX_TURNS = 50
 
 
-def session_json(session: ChatSession) -> dict[str, Any]:
-    return {
+def session_json(session: ChatSession, *, ours: bool = True) -> dict[str, Any]:
+    """The existing fields; with `ours`, also `last_message_at` and `pinned` (a plain listing
+    keeps the existing row's exact keys)."""
+    out: dict[str, Any] = {
         "id": session.id,
         "agent_id": session.agent_id,
         "title": session.title,
         "message_count": session.message_count,
         "created_at": session.created_at.isoformat(),
         "updated_at": session.updated_at.isoformat(),
-        "last_message_at": session.last_message_at.isoformat() if session.last_message_at else None,
-        "pinned": bool(session.metadata.get(PINNED)),
     }
+    if ours:
+        last = session.last_message_at
+        out["last_message_at"] = last.isoformat() if last else None
+        out["pinned"] = bool(session.metadata.get(PINNED))
+    return out
 
 
 def message_json(message: ChatMessage) -> dict[str, Any]:
@@ -93,7 +99,7 @@ async def list_sessions(
     needle = (q or "").strip().casefold()
     if not needle and not pinned_first:
         page = await repos.chat_sessions.list(query)
-        return [session_json(s) for s in page.items[skip : skip + limit]]
+        return [session_json(s, ours=False) for s in page.items[skip : skip + limit]]
     # Search and pinning read every session of the caller with the agent (no text index).
     found = [s async for s in repos.chat_sessions.iterate(_unpaged(query))]
     if needle:

@@ -224,7 +224,8 @@ class SessionOut(BaseModel):
     created_at: str
     updated_at: str
     last_message_at: str | None = None
-    #: Ours: pinned by its owner (`metadata.pinned`).
+    #: Ours: pinned by its owner (`metadata.pinned`). Listings have it (and `last_message_at`)
+    #: with `q` or `pinned_first` only.
     pinned: bool = False
 
 
@@ -252,7 +253,11 @@ class SessionDetailOut(SessionOut):
 
 
 @router.get(
-    "/sessions", response_model=list[SessionOut], summary="The caller's sessions with the agent"
+    "/sessions",
+    response_model=list[SessionOut],
+    # A plain listing answers the existing row's exact keys (ours come with `q`/`pinned_first`).
+    response_model_exclude_unset=True,
+    summary="The caller's sessions with the agent",
 )
 async def sessions(
     agent_id: AgentId,

@@ -215,7 +215,7 @@ export async function renderChat(ctx, agentId, sessionId) {
   const status = h("p", { class: "chat-status muted", role: "status" });
   const inputId = uid("msg");
   const input = h("textarea", { id: inputId, rows: 3, name: "message", autofocus: true, "data-autofocus": true, placeholder: "Write a message (Enter sends, Shift+Enter for a new line)", "aria-describedby": `${inputId}-err` });
-  const err = h("p", { class: "field-error", id: `${inputId}-err`, role: "alert", hidden: true });
+  const err = h("p", { class: "field-error", id: `${inputId}-err`, hidden: true });
   const send = h("button", { type: "submit", class: "primary" }, "Send");
   const stop = h("button", { type: "button", hidden: true }, "Stop");
   const retry = h("button", { type: "button", hidden: true }, "Retry");
@@ -252,7 +252,6 @@ export async function renderChat(ctx, agentId, sessionId) {
     session = await patch(sessionUrl(current), { title });
     const item = currentItem();
     if (item) item.querySelector(".session-title").textContent = session.title;
-    heading.textContent = `Chat with ${agent.name}`;
     notify("Chat renamed.", "success");
   }
   async function remove() {
@@ -336,7 +335,7 @@ export async function renderChat(ctx, agentId, sessionId) {
     const v = m.versions;
     if (v && v.count > 1) {
       const go = (index) => async () => {
-        if (busy()) return;
+        if (busy()) { notify("Wait until the answer has finished (or stop it) to switch versions.", "info"); return; }
         const detail = await put(`${sessionUrl(current)}/branch`, { message_id: v.ids[index - 1] });
         drawConversation(detail.messages);
         announce(`Version ${index} of ${v.count} shown.`);
@@ -473,6 +472,7 @@ export async function renderChat(ctx, agentId, sessionId) {
         if (text !== null && body && !body.edit_of && !input.value) input.value = text;
         err.textContent = `Not sent: ${error.message}`;
         err.hidden = false;
+        announce(`${err.textContent} Your text is still in the message box; Retry sends it again.`);
         retry.hidden = false;
         retry.onclick = () => {
           retry.hidden = true;
