@@ -326,11 +326,13 @@ def test_phone_drawer_and_no_sideways_scrolling(phone: Page, dashboard: Dashboar
     expect(menu).to_have_attribute("aria-expanded", "true")
     expect(nav.get_by_role("link", name="Agents")).to_be_visible()
     assert page.evaluate("document.activeElement.closest('nav') !== null")
+    expect(page.locator(".content")).to_have_js_property("inert", True)
     shot(page, "shell-phone-drawer")
     page.keyboard.press("Escape")
     expect(menu).to_have_attribute("aria-expanded", "false")
     expect(menu).to_be_focused()
     expect(nav.get_by_role("link", name="Agents")).to_be_hidden()
+    expect(page.locator(".content")).to_have_js_property("inert", False)
 
     # Following a link closes the drawer.
     menu.click()
