@@ -251,6 +251,28 @@ def test_errors_say_what_happened_and_what_to_do(page: Page, dashboard: Dashboar
         missing,
     )
     assert status == 404 and f"/api/providers/{missing}" in technical
+    said = page.evaluate(
+        """async () => {
+          const { friendlyMessage: say } = await import('/dashboard/assets/js/api.js');
+          return [
+            say(403, 'forbidden', 'Not your workflow', {}, 'GET', '/api/workflows/w1'),
+            say(413, 'payload_too_large', 'too large', { limit_bytes: 10485760, setting: 'MAX_UPLOAD_BYTES' }, 'POST', '/api/knowledge-items'),
+            say(422, 'validation_error', 'invalid request: body.max_turns: too big',
+              { errors: [{ loc: ['body', 'max_turns'], msg: 'Input should be less than or equal to 2' }] }, 'POST', '/api/agents'),
+            say(409, 'conflict', 'a provider named "x" already exists', {}, 'POST', '/api/providers'),
+            say(404, 'not_found', "provider 'p9' was not found", { id: 'p9' }, 'PATCH', '/api/agents/a1'),
+          ];
+        }"""
+    )
+    assert said == [
+        "You are not allowed to do this with your key (Not your workflow). Ask an admin for access.",
+        "This is too large for the server (the limit is 10 MB). Send something smaller, or ask an "
+        "admin to raise MAX_UPLOAD_BYTES.",
+        "Check these fields: max turns: Input should be less than or equal to 2.",
+        'A provider named "x" already exists.',
+        # Another record the request names is missing, not the agent being edited.
+        "Provider 'p9' was not found.",
+    ]
 
     # The server cannot be reached.
     def cut(route: Route) -> None:
