@@ -66,6 +66,9 @@ function setDrawer(open, { returnFocus = true } = {}) {
   const wasOpen = layout.classList.contains("nav-open");
   layout.classList.toggle("nav-open", open);
   button.setAttribute("aria-expanded", String(open));
+  // While the drawer covers the page, the page behind it is out of reach (keyboard and readers).
+  const content = layout.querySelector(".content");
+  if (content) content.inert = open;
   if (open) document.querySelector("#nav a[aria-current='page'], #nav a")?.focus();
   else if (wasOpen && returnFocus) button.focus();
 }
@@ -130,6 +133,7 @@ async function route() {
   const { parts, query } = parseHash();
   markCurrent(window.location.hash || "#/");
   clearNotices();
+  if (document.querySelector(".layout.nav-open")) setDrawer(false, { returnFocus: false });
   const [first, second, third] = parts;
   const ctx = { main, parts, query, me, isCurrent: () => seq === renderSeq };
   main.replaceChildren(h("p", { class: "muted" }, "Loading…"));
@@ -204,6 +208,10 @@ async function start() {
       e.preventDefault();
       setDrawer(false);
     }
+  });
+  // Widening the window past the phone layout closes the drawer (the sidebar is back).
+  window.matchMedia("(max-width: 760px)").addEventListener("change", (e) => {
+    if (!e.matches) setDrawer(false, { returnFocus: false });
   });
   installShortcuts();
   if (!currentKey()) { showSignIn(""); return; }
