@@ -55,6 +55,9 @@ def test_wizard_from_nothing_to_a_streamed_answer(
         mine == [] and api(dashboard, "GET", "/api/tokens", params={"owner": newcomer}).json() == []
     )
 
+    wizard.get_by_label("API key").fill("sk-\u00e9t\u00e9")  # not something a header carries
+    wizard.get_by_role("button", name="Test connection").click()
+    expect(wizard.get_by_role("alert")).to_contain_text("API key: an API key is printable ASCII")
     wizard.get_by_label("API key").fill(GOOD_KEY)
     wizard.get_by_role("button", name="Test connection").click()
     expect(wizard.get_by_text("The provider offers 2 models.")).to_be_visible()
@@ -100,6 +103,14 @@ def test_wizard_from_nothing_to_a_streamed_answer(
     goto(page, dashboard, "")
     expect(page.get_by_role("region", name="Set up your hub")).to_have_count(0)
     expect(page.locator("[data-step='agents']")).to_contain_text("Done")
+    # the wizard fits a phone screen
+    page.set_viewport_size({"width": 390, "height": 844})
+    goto(page, dashboard, "setup/provider")
+    save = page.get_by_role("button", name="Save and continue")
+    save.scroll_into_view_if_needed()
+    box = save.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
+    shot(page, "setup-provider-phone")
 
 
 def test_provider_from_its_key_in_one_step(

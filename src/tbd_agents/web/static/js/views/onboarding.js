@@ -66,9 +66,17 @@ export function providerStep(onDone) {
     if (url.required && !url.value.trim()) { fail("Enter the server's base URL (for example http://localhost:11434/v1).", url); return false; }
     return true;
   };
+  const controls = { base_url: url, name, api_key: key, provider_type: kind };
+  const labels = { base_url: "Base URL", name: "Name", api_key: "API key", provider_type: "Kind" };
   const focusFor = (e) => {
-    const f = e.details && e.details.field;
-    return f === "base_url" ? url : f === "name" ? name : f === "api_key" ? key : null;
+    const f = (e.details && e.details.field) || (e.fieldErrors ? [...e.fieldErrors().keys()][0] : null);
+    return controls[f] || null;
+  };
+  /** The API's message; a request the schema refused names the form's field instead. */
+  const say = (e) => {
+    const fields = e.code === "validation_error" && e.fieldErrors ? e.fieldErrors() : new Map();
+    if (!fields.size) return e.message;
+    return [...fields].map(([f, msgs]) => `${labels[f] || f}: ${msgs.map((m) => m.replace(/^Value error, /, "")).join("; ")}`).join(" ");
   };
   const test = async () => {
     replace(out, h("p", { class: "muted" }, "Asking the provider for its models…"));
@@ -80,7 +88,7 @@ export function providerStep(onDone) {
       return true;
     } catch (e) {
       replace(out);
-      fail(e.message, focusFor(e));
+      fail(say(e), focusFor(e));
       return false;
     }
   };
@@ -111,7 +119,7 @@ export function providerStep(onDone) {
       });
       await onDone(provider, models);
     } catch (error) {
-      fail(error.status === 409 ? `${error.message} Choose another name.` : error.message, focusFor(error) || (error.status === 409 ? name : null));
+      fail(error.status === 409 ? `${error.message} Choose another name.` : say(error), focusFor(error) || (error.status === 409 ? name : null));
     } finally {
       testButton.disabled = saveButton.disabled = false;
     }
