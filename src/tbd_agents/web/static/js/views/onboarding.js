@@ -231,8 +231,9 @@ export async function renderSetup(ctx) {
     }));
 }
 
-/** Whether the signed-in user has set nothing up yet (no agent of their own). */
+/** Whether the signed-in user has set nothing up yet (no agent of their own) and may. */
 export async function isFirstRun(me) {
+  if (me.scope === "read_only") return false;
   const agents = await getPage("/api/agents", { owner: me.identity, limit: 1 });
   return agents.items.length === 0;
 }
