@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 
+import httpx
 from playwright.sync_api import Page, expect
 
 from tbd_agents.domain.auth import KeyScope
@@ -143,3 +144,26 @@ def test_provider_from_its_key_in_one_step(
     expect(page.get_by_role("alert")).to_contain_text("Choose another name.")
     expect(page.get_by_label("Name")).to_be_focused()
     assert len(api(dashboard, "GET", "/api/tokens").json()) == tokens
+
+
+def test_wizard_with_a_provider_already_there(page: Page, dashboard: Dashboard) -> None:
+    owner = f"returning-{uuid.uuid4().hex[:6]}"
+    key = dashboard.new_key(owner, KeyScope.ADMIN)
+    provider = httpx.post(
+        f"{dashboard.base}/api/providers",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"name": f"kept-{owner}", "provider_type": "custom",
+              "base_url": "http://127.0.0.1:9/v1", "models": ["m-kept"], "auth_type": "none"},
+        timeout=30,
+    ).json()  # fmt: skip
+    sign_in(page, dashboard, key)
+    wizard = page.get_by_role("region", name="Set up your hub")
+    wizard.get_by_label("Provider", exact=True).select_option(label=f"kept-{owner}")
+    wizard.get_by_role("button", name="Use this provider").click()
+    expect(wizard.get_by_role("heading", name="Create your first agent")).to_be_focused()
+    expect(wizard.get_by_label("Model")).to_have_value("m-kept")
+    wizard.get_by_role("button", name="Create agent and start chatting").click()
+    page.wait_for_url("**#/chat/*")
+    (agent,) = api(dashboard, "GET", "/api/agents", params={"owner": owner}).json()
+    assert agent["name"] == "Assistant" and agent["provider_id"] == provider["id"]
+    assert agent["model"] == "m-kept"
