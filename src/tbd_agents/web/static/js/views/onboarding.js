@@ -29,7 +29,7 @@ function field(label, control, hint, err) {
 export function providerStep(onDone) {
   const p = uid("setup");
   const kind = h("select", { id: `${p}-kind` }, KINDS.map(([v, label]) => h("option", { value: v }, label)));
-  const name = h("input", { id: `${p}-name`, required: true, maxlength: 200, value: KINDS[0][2], autocomplete: "off" });
+  const name = h("input", { id: `${p}-name`, type: "text", required: true, maxlength: 200, value: KINDS[0][2], autocomplete: "off" });
   const key = h("input", { id: `${p}-key`, type: "password", required: true, autocomplete: "new-password", spellcheck: "false" });
   const url = h("input", { id: `${p}-url`, type: "url", maxlength: 2048, autocomplete: "off", spellcheck: "false" });
   const urlField = field("Base URL", url, "", null);
@@ -129,11 +129,11 @@ export function providerStep(onDone) {
 
 function agentStep(provider, models, onDone) {
   const p = uid("agent");
-  const name = h("input", { id: `${p}-name`, required: true, maxlength: 200, value: "Assistant", autocomplete: "off" });
+  const name = h("input", { id: `${p}-name`, type: "text", required: true, maxlength: 200, value: "Assistant", autocomplete: "off" });
   const preferred = provider.default_model && models.includes(provider.default_model) ? provider.default_model : models[0];
   const model = models.length
     ? h("select", { id: `${p}-model` }, models.map((m) => h("option", { value: m, selected: m === preferred }, m)))
-    : h("input", { id: `${p}-model`, required: true, maxlength: 512, autocomplete: "off" });
+    : h("input", { id: `${p}-model`, type: "text", required: true, maxlength: 512, autocomplete: "off" });
   const prompt = h("textarea", { id: `${p}-prompt`, rows: 4 }, DEFAULT_PROMPT);
   const err = h("p", { class: "field-error", role: "alert", hidden: true });
   const button = h("button", { type: "submit", class: "primary" }, "Create agent and start chatting");
