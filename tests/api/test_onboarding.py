@@ -80,6 +80,10 @@ async def test_test_connection_says_what_to_fix(
     gone = await alice.post(url, json={**body, "base_url": "http://127.0.0.1:9/v1"})
     assert gone.status_code == 502 and "could not be reached" in gone.json()["error"]["message"]
     assert (await alice.post(url, json={**body, "api_key": ""})).status_code == 422
+    pasted = await alice.post(url, json={**body, "api_key": "sk-\u00d1 key"})  # not sendable
+    assert pasted.status_code == 422 and "printable ASCII" in pasted.text
+    padded = await alice.post(url, json={**body, "api_key": f"  {KEY}\n"})  # pasted with spaces
+    assert padded.status_code == 200
     assert await _token_names(alice) == set()  # a test stores nothing
 
 

@@ -17,6 +17,7 @@ from tbd_agents.storage.protocol import (
     asc,
     contains_all,
     contains_any,
+    contains_text,
     desc,
     eq,
     gt,
@@ -68,6 +69,12 @@ FILTER_CASES: list[tuple[Filter, set[str]]] = [
     (contains_all("tags", ["ops", "prod"]), {"alpha"}),
     (contains_all("tags", ["prod"]), {"alpha", "delta"}),
     (contains_all("tags", []), set(ALL_AGENTS)),
+    (contains_text("name", "LPH"), {"alpha"}),  # any case
+    (contains_text("model", "a"), {"charlie", "echo"}),  # nulls never match
+    (contains_text("name|model", "gpt"), {"alpha", "delta"}),  # any of the fields
+    (contains_text("name|model", "ha"), {"alpha", "charlie"}),
+    (contains_text("name", "%"), set()),  # taken literally, not a wildcard
+    (contains_text("name", "."), set()),
 ]
 
 
@@ -195,6 +202,9 @@ UNSUPPORTED: list[Query] = [
     Query(filters=(eq("max_turns", "many"),)),
     Query(filters=(eq("output_format", "yaml"),)),
     Query(filters=(Filter("model", Op.IN, "gpt"),)),  # a bare string is not a list of values
+    Query(filters=(contains_text("tags", "ops"),)),  # text fields only
+    Query(filters=(contains_text("name|max_turns", "1"),)),
+    Query(filters=(contains_text("name", ""),)),
     Query(sort=(asc("model"),)),  # nullable
     Query(sort=(asc("tags"),)),
     Query(sort=(asc("name"), desc("name"))),

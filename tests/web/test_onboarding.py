@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 
+import httpx
 from playwright.sync_api import Page, expect
 
 from tbd_agents.domain.auth import KeyScope
@@ -55,6 +56,9 @@ def test_wizard_from_nothing_to_a_streamed_answer(
         mine == [] and api(dashboard, "GET", "/api/tokens", params={"owner": newcomer}).json() == []
     )
 
+    wizard.get_by_label("API key").fill("sk-\u00e9t\u00e9")  # not something a header carries
+    wizard.get_by_role("button", name="Test connection").click()
+    expect(wizard.get_by_role("alert")).to_contain_text("API key: an API key is printable ASCII")
     wizard.get_by_label("API key").fill(GOOD_KEY)
     wizard.get_by_role("button", name="Test connection").click()
     expect(wizard.get_by_text("The provider offers 2 models.")).to_be_visible()
@@ -100,6 +104,14 @@ def test_wizard_from_nothing_to_a_streamed_answer(
     goto(page, dashboard, "")
     expect(page.get_by_role("region", name="Set up your hub")).to_have_count(0)
     expect(page.locator("[data-step='agents']")).to_contain_text("Done")
+    # the wizard fits a phone screen
+    page.set_viewport_size({"width": 390, "height": 844})
+    goto(page, dashboard, "setup/provider")
+    save = page.get_by_role("button", name="Save and continue")
+    save.scroll_into_view_if_needed()
+    box = save.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
+    shot(page, "setup-provider-phone")
 
 
 def test_provider_from_its_key_in_one_step(
@@ -132,3 +144,26 @@ def test_provider_from_its_key_in_one_step(
     expect(page.get_by_role("alert")).to_contain_text("Choose another name.")
     expect(page.get_by_label("Name")).to_be_focused()
     assert len(api(dashboard, "GET", "/api/tokens").json()) == tokens
+
+
+def test_wizard_with_a_provider_already_there(page: Page, dashboard: Dashboard) -> None:
+    owner = f"returning-{uuid.uuid4().hex[:6]}"
+    key = dashboard.new_key(owner, KeyScope.ADMIN)
+    provider = httpx.post(
+        f"{dashboard.base}/api/providers",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"name": f"kept-{owner}", "provider_type": "custom",
+              "base_url": "http://127.0.0.1:9/v1", "models": ["m-kept"], "auth_type": "none"},
+        timeout=30,
+    ).json()  # fmt: skip
+    sign_in(page, dashboard, key)
+    wizard = page.get_by_role("region", name="Set up your hub")
+    wizard.get_by_label("Provider", exact=True).select_option(label=f"kept-{owner}")
+    wizard.get_by_role("button", name="Use this provider").click()
+    expect(wizard.get_by_role("heading", name="Create your first agent")).to_be_focused()
+    expect(wizard.get_by_label("Model")).to_have_value("m-kept")
+    wizard.get_by_role("button", name="Create agent and start chatting").click()
+    page.wait_for_url("**#/chat/*")
+    (agent,) = api(dashboard, "GET", "/api/agents", params={"owner": owner}).json()
+    assert agent["name"] == "Assistant" and agent["provider_id"] == provider["id"]
+    assert agent["model"] == "m-kept"

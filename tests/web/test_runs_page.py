@@ -94,6 +94,7 @@ def test_runs_filters_paging_and_detail(page: Page, dashboard: Dashboard) -> Non
     page.get_by_role("button", name="Load more runs").click()
     expect(page.locator("main table.runs tbody tr")).to_have_count(25)
     expect(page.get_by_text("25 runs shown.")).to_be_visible()
+    shot(page, "runs")
 
     # status and trigger as well: failed runs are i % 5 == 1, agent 1 is even i -> i = 6, 16, 26,
     # 36, 46; of those, scheduled ones (i % 3 == 0): 6, 36

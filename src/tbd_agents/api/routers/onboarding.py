@@ -16,7 +16,7 @@ import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tbd_agents.api.crud import ERRORS, outbound_allow_list, record_response
 from tbd_agents.api.deps import Caller, Ctx
@@ -47,10 +47,25 @@ class ConnectionIn(BaseModel):
         max_length=2048,
         description="The API's address (needed for custom, OpenAI-compatible servers).",
     )
-    api_key: str = Field(min_length=1, max_length=8192, description="The provider's API key.")
+    api_key: str = Field(
+        min_length=1,
+        max_length=8192,
+        description="The provider's API key (printable ASCII, as an HTTP header carries it).",
+    )
     auth_type: AuthType = AuthType.X_API_KEY
     azure_deployment: str | None = Field(default=None, max_length=512)
     azure_api_version: str | None = Field(default=None, max_length=64)
+
+    @field_validator("api_key")
+    @classmethod
+    def _sendable(cls, value: str) -> str:
+        value = value.strip()
+        if not value or not all("!" <= c <= "~" for c in value):
+            raise ValueError(
+                "an API key is printable ASCII without spaces: check that the whole key, and "
+                "only the key, was pasted"
+            )
+        return value
 
 
 class ProviderWithKeyIn(ConnectionIn):

@@ -29,7 +29,7 @@ function field(label, control, hint, err) {
 export function providerStep(onDone) {
   const p = uid("setup");
   const kind = h("select", { id: `${p}-kind` }, KINDS.map(([v, label]) => h("option", { value: v }, label)));
-  const name = h("input", { id: `${p}-name`, required: true, maxlength: 200, value: KINDS[0][2], autocomplete: "off" });
+  const name = h("input", { id: `${p}-name`, type: "text", required: true, maxlength: 200, value: KINDS[0][2], autocomplete: "off" });
   const key = h("input", { id: `${p}-key`, type: "password", required: true, autocomplete: "new-password", spellcheck: "false" });
   const url = h("input", { id: `${p}-url`, type: "url", maxlength: 2048, autocomplete: "off", spellcheck: "false" });
   const urlField = field("Base URL", url, "", null);
@@ -66,9 +66,17 @@ export function providerStep(onDone) {
     if (url.required && !url.value.trim()) { fail("Enter the server's base URL (for example http://localhost:11434/v1).", url); return false; }
     return true;
   };
+  const controls = { base_url: url, name, api_key: key, provider_type: kind };
+  const labels = { base_url: "Base URL", name: "Name", api_key: "API key", provider_type: "Kind" };
   const focusFor = (e) => {
-    const f = e.details && e.details.field;
-    return f === "base_url" ? url : f === "name" ? name : f === "api_key" ? key : null;
+    const f = (e.details && e.details.field) || (e.fieldErrors ? [...e.fieldErrors().keys()][0] : null);
+    return controls[f] || null;
+  };
+  /** The API's message; a request the schema refused names the form's field instead. */
+  const say = (e) => {
+    const fields = e.code === "validation_error" && e.fieldErrors ? e.fieldErrors() : new Map();
+    if (!fields.size) return e.message;
+    return [...fields].map(([f, msgs]) => `${labels[f] || f}: ${msgs.map((m) => m.replace(/^Value error, /, "")).join("; ")}`).join(" ");
   };
   const test = async () => {
     replace(out, h("p", { class: "muted" }, "Asking the provider for its models…"));
@@ -80,7 +88,7 @@ export function providerStep(onDone) {
       return true;
     } catch (e) {
       replace(out);
-      fail(e.message, focusFor(e));
+      fail(say(e), focusFor(e));
       return false;
     }
   };
@@ -111,7 +119,7 @@ export function providerStep(onDone) {
       });
       await onDone(provider, models);
     } catch (error) {
-      fail(error.status === 409 ? `${error.message} Choose another name.` : error.message, focusFor(error) || (error.status === 409 ? name : null));
+      fail(error.status === 409 ? `${error.message} Choose another name.` : say(error), focusFor(error) || (error.status === 409 ? name : null));
     } finally {
       testButton.disabled = saveButton.disabled = false;
     }
@@ -121,11 +129,11 @@ export function providerStep(onDone) {
 
 function agentStep(provider, models, onDone) {
   const p = uid("agent");
-  const name = h("input", { id: `${p}-name`, required: true, maxlength: 200, value: "Assistant", autocomplete: "off" });
+  const name = h("input", { id: `${p}-name`, type: "text", required: true, maxlength: 200, value: "Assistant", autocomplete: "off" });
   const preferred = provider.default_model && models.includes(provider.default_model) ? provider.default_model : models[0];
   const model = models.length
     ? h("select", { id: `${p}-model` }, models.map((m) => h("option", { value: m, selected: m === preferred }, m)))
-    : h("input", { id: `${p}-model`, required: true, maxlength: 512, autocomplete: "off" });
+    : h("input", { id: `${p}-model`, type: "text", required: true, maxlength: 512, autocomplete: "off" });
   const prompt = h("textarea", { id: `${p}-prompt`, rows: 4 }, DEFAULT_PROMPT);
   const err = h("p", { class: "field-error", role: "alert", hidden: true });
   const button = h("button", { type: "submit", class: "primary" }, "Create agent and start chatting");
@@ -223,8 +231,9 @@ export async function renderSetup(ctx) {
     }));
 }
 
-/** Whether the signed-in user has set nothing up yet (no agent of their own). */
+/** Whether the signed-in user has set nothing up yet (no agent of their own) and may. */
 export async function isFirstRun(me) {
+  if (me.scope === "read_only") return false;
   const agents = await getPage("/api/agents", { owner: me.identity, limit: 1 });
   return agents.items.length === 0;
 }
