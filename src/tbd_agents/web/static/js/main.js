@@ -89,10 +89,6 @@ function shell() {
     setDrawer(false, { returnFocus: false });
     if (link.getAttribute("href") === (window.location.hash || "#/")) document.getElementById("main")?.focus();
   });
-  // The runs page exists only where views/runs.js has a screen: otherwise its link is hidden.
-  const runsItem = nav.querySelector('[data-nav="#/runs"]').parentElement;
-  runsItem.hidden = true;
-  import("./views/runs.js").then((m) => { runsItem.hidden = typeof m.renderRuns !== "function"; }).catch(() => {});
   const menuButton = h("button", { type: "button", id: "menu-button", class: "menu-button", "aria-controls": "nav", "aria-expanded": "false",
     onClick: () => setDrawer(!document.querySelector(".layout.nav-open")) }, h("span", { "aria-hidden": "true" }, "☰"), h("span", { class: "menu-label" }, " Menu"));
   const header = h("header", { class: "topbar" },
@@ -148,7 +144,6 @@ async function route() {
     else if (first === "transfer") await (await import("./views/transfer.js")).renderTransfer(ctx);
     else if (first === "usage") await (await import("./views/usage.js")).renderUsage(ctx);
     else if (first === "status") await (await import("./views/status.js")).renderStatus(ctx);
-    else if (first === "runs" && (await import("./views/runs.js")).renderRuns) await (await import("./views/runs.js")).renderRuns(ctx, second);
     else if (first === "agents" && second) await (await import("./views/agent_builder.js")).renderAgentBuilder(ctx, second === "new" ? null : second);
     else if (RESOURCES[first]) {
       const views = await import("./views/records.js");
