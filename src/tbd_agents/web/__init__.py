@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -48,6 +50,14 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 #: The first path segment of a hashed address (`asset_hash` length).
 _HASH_SEGMENT = re.compile(r"^[0-9a-f]{16}$")
 #: `href="/dashboard/assets/` or `src='/dashboard/assets/` in the page.
+#: `import ... from "./x.js"`, `export ... from "../x.js"` and `import "./x.js"` (not `import()`).
+_STATIC_IMPORT = re.compile(
+    r"""^\s*(?:import|export)\b[^;'"()]*?\bfrom\s*["'](\.{1,2}/[^"']+)["']"""
+    r"""|^\s*import\s*["'](\.{1,2}/[^"']+)["']""",
+    re.MULTILINE,
+)
+#: The modules a first load needs: the shell and the chat screen (the one to show fastest).
+PRELOAD_ENTRIES = ["js/main.js", "js/views/chat.js"]
 _ASSET_REFERENCE = re.compile(r"""(\b(?:href|src)\s*=\s*["'])/dashboard/assets/""")
 
 
@@ -79,12 +89,34 @@ class _Assets(StaticFiles):
         return response
 
 
-def render_index(html: str, digest: str, openapi_tag: str) -> str:
-    """The page with its asset references moved under the hashed prefix and the OpenAPI
-    document's version in `<meta name="tbd-openapi">` (the client's cache key for it)."""
+def static_imports(entries: list[str], directory: Path = STATIC_DIR) -> list[str]:
+    """`entries` (module paths relative to `directory`) and every module they import statically,
+    directly or not, in a stable order."""
+    seen: list[str] = []
+    todo = list(entries)
+    while todo:
+        name = todo.pop(0)
+        if name in seen:
+            continue
+        seen.append(name)
+        source = (directory / name).read_text(encoding="utf-8")
+        for match in _STATIC_IMPORT.finditer(source):
+            target = (Path(name).parent / (match.group(1) or match.group(2))).as_posix()
+            resolved = os.path.normpath(target)
+            if (directory / resolved).is_file():
+                todo.append(resolved)
+    return seen
+
+
+def render_index(html: str, digest: str, openapi_tag: str, preload: Sequence[str] = ()) -> str:
+    """The page with its asset references moved under the hashed prefix, `<link
+    rel="modulepreload">` for the modules in `preload` (fetched at once, instead of one level of
+    imports after the other) and the OpenAPI document's version in `<meta name="tbd-openapi">`
+    (the client's cache key for it)."""
     page = _ASSET_REFERENCE.sub(rf"\g<1>{ASSETS_PREFIX}/{digest}/", html)
-    meta = f'<meta name="tbd-openapi" content="{openapi_tag}">'
-    return page.replace("</head>", f"  {meta}\n</head>", 1)
+    lines = [f'<link rel="modulepreload" href="{ASSETS_PREFIX}/{digest}/{m}">' for m in preload]
+    lines.append(f'<meta name="tbd-openapi" content="{openapi_tag}">')
+    return page.replace("</head>", "".join(f"  {line}\n" for line in lines) + "</head>", 1)
 
 
 def mount(app: FastAPI) -> None:
@@ -94,6 +126,8 @@ def mount(app: FastAPI) -> None:
     if not (STATIC_DIR / "index.html").is_file():  # pragma: no cover - packaging error
         raise RuntimeError(f"dashboard files missing from the installed package: {STATIC_DIR}")
     digest = asset_hash()
+    # main.js itself is the page's script; everything else is fetched alongside it.
+    preload = [m for m in static_imports(PRELOAD_ENTRIES) if m != "js/main.js"]
     built: dict[str, tuple[bytes, str]] = {}
 
     def build() -> tuple[bytes, str]:
@@ -102,7 +136,7 @@ def mount(app: FastAPI) -> None:
             doc = json.dumps(app.openapi(), separators=(",", ":"), sort_keys=True).encode()
             tag = hashlib.sha256(doc).hexdigest()[:16]
             html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
-            body = render_index(html, digest, tag).encode()
+            body = render_index(html, digest, tag, preload).encode()
             built["page"] = (body, f'"{hashlib.sha256(body).hexdigest()[:32]}"')
         return built["page"]
 
