@@ -66,7 +66,10 @@ new MutationObserver(() => {
 PAINTS = """() => {
   const out = {};
   for (const e of performance.getEntriesByType("paint")) out[e.name] = e.startTime;
-  return { fp: out["first-paint"], fcp: out["first-contentful-paint"], interactive: window.__bench.interactive };
+  const nav = performance.getEntriesByType("navigation")[0];
+  const css = performance.getEntriesByType("resource").find((e) => e.name.endsWith("/app.css"));
+  return { fp: out["first-paint"], fcp: out["first-contentful-paint"], interactive: window.__bench.interactive,
+           html: nav.responseEnd, css: css ? css.responseEnd : NaN };
 }"""
 
 READY = (
@@ -138,7 +141,8 @@ def first_paint(browser: Browser, board: Dashboard, agent_id: str, loads: int) -
     context.close()
     for name, runs in (("cold", cold), ("warm", warm)):
         print(f"chat screen, {name} cache (ms since navigation start):")
-        for key, label in (("fp", "first paint"), ("fcp", "first contentful paint"),
+        for key, label in (("html", "page received"), ("css", "app.css received"),
+                           ("fp", "first paint"), ("fcp", "first contentful paint"),
                            ("interactive", "interactive")):  # fmt: skip
             print(f"  {label:24s} {stats([r[key] for r in runs])}")
 

@@ -46,6 +46,8 @@ def test_page_points_at_hashed_assets_cached_for_a_year(dashboard: Dashboard) ->
         assert hashed.headers["cache-control"] == IMMUTABLE
         assert "script-src 'self'" in hashed.headers["content-security-policy"]
         assert hashed.content == (STATIC_DIR / name).read_bytes()
+        again = fetch(hashed.url, headers={"If-None-Match": hashed.headers["etag"]})
+        assert again.status_code == 304 and again.content == b""
         # The unhashed address still answers, revalidated on every use.
         plain = fetch(f"{dashboard.base}/dashboard/assets/{name}")
         assert plain.status_code == 200 and plain.content == hashed.content
