@@ -91,7 +91,9 @@ class TbdAgentsClient:
             response.read()
         raise error_from_response(response)
 
-    def raw_request(self, method: str, path: str, *, api: bool = True, **kwargs: Any) -> httpx.Response:
+    def raw_request(
+        self, method: str, path: str, *, api: bool = True, **kwargs: Any
+    ) -> httpx.Response:
         """The HTTP response as it is (no status check); `TransportError` when unreachable."""
         try:
             return self._client.request(method, self._url(path, api=api), **kwargs)

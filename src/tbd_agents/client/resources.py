@@ -5,9 +5,9 @@ from __future__ import annotations
 import builtins
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Generic, TypeVar
 
 from pydantic import BaseModel
 
@@ -52,29 +52,29 @@ class Resource:
         return [model.model_validate(item) for item in data or []]
 
 
-class CrudResource(Resource):
-    """list / get / create / update / delete on `/api/<path>`."""
+class CrudResource(Resource, Generic[M]):
+    """list / get / create / update / delete on `/api/<path>`, answering `model` records."""
 
     path = ""
-    model: type[BaseModel] = t.ApiModel
+    model: type[M]
 
-    def create(self, payload: Payload) -> Any:
+    def create(self, payload: Payload) -> M:
         return self._one(self.model, "POST", self.path, json=to_body(payload))
 
-    def list(self) -> builtins.list[Any]:
+    def list(self) -> builtins.list[M]:
         return self._many(self.model, self.path)
 
-    def get(self, record_id: str) -> Any:
+    def get(self, record_id: str) -> M:
         return self._one(self.model, "GET", f"{self.path}/{record_id}")
 
-    def update(self, record_id: str, payload: Payload) -> Any:
+    def update(self, record_id: str, payload: Payload) -> M:
         return self._one(self.model, "PUT", f"{self.path}/{record_id}", json=to_body(payload))
 
     def delete(self, record_id: str) -> None:
         self._client.request("DELETE", f"{self.path}/{record_id}")
 
 
-class _Bundles(CrudResource):
+class _Bundles(CrudResource[M]):
     """Resources with `export` / `import_` bundles."""
 
     def export(self, record_id: str | None = None) -> t.ExportBundle:
@@ -90,27 +90,15 @@ class HealthResource(Resource):
         return t.HealthStatus.model_validate(self._client.request("GET", "/health", api=False))
 
 
-class AgentsResource(_Bundles):
+class AgentsResource(_Bundles[t.Agent]):
     path, model = "/agents", t.Agent
 
-    def create(self, payload: t.AgentCreate | Mapping[str, Any]) -> t.Agent:
-        return super().create(payload)  # type: ignore[no-any-return]
 
-    def list(self) -> builtins.list[t.Agent]:
-        return super().list()
-
-    def get(self, agent_id: str) -> t.Agent:
-        return super().get(agent_id)  # type: ignore[no-any-return]
-
-    def update(self, agent_id: str, payload: t.AgentUpdate | Mapping[str, Any]) -> t.Agent:
-        return super().update(agent_id, payload)  # type: ignore[no-any-return]
-
-
-class SkillsResource(_Bundles):
+class SkillsResource(_Bundles[t.Skill]):
     path, model = "/skills", t.Skill
 
 
-class McpsResource(CrudResource):
+class McpsResource(CrudResource[t.McpServer]):
     path, model = "/mcps", t.McpServer
 
     def test(self, server_id: str) -> t.McpTestResult:
@@ -130,10 +118,10 @@ class McpsResource(CrudResource):
         return self._one(t.AllowedToolsUpdate, "PUT", f"/mcps/{server_id}/tools", json=body)
 
 
-class KnowledgeSourcesResource(_Bundles):
+class KnowledgeSourcesResource(_Bundles[t.KnowledgeSource]):
     path, model = "/knowledge-sources", t.KnowledgeSource
 
-    def list(self, *, tags: builtins.list[str] | None = None) -> builtins.list[Any]:
+    def list(self, *, tags: builtins.list[str] | None = None) -> builtins.list[t.KnowledgeSource]:
         return self._many(t.KnowledgeSource, self.path, _params(tags=_tags(tags)))
 
     def test(self, source_id: str) -> t.KnowledgeSourceTestResult:
@@ -152,7 +140,7 @@ def _file_part(
     return filename or Path(getattr(file, "name", "upload.bin")).name, file, False
 
 
-class KnowledgeItemsResource(CrudResource):
+class KnowledgeItemsResource(CrudResource[t.KnowledgeItem]):
     path, model = "/knowledge-items", t.KnowledgeItem
 
     def list(
@@ -161,7 +149,7 @@ class KnowledgeItemsResource(CrudResource):
         source_id: str | None = None,
         tags: builtins.list[str] | None = None,
         content_type: str | None = None,
-    ) -> builtins.list[Any]:
+    ) -> builtins.list[t.KnowledgeItem]:
         params = _params(source_id=source_id, tags=_tags(tags), content_type=content_type)
         return self._many(t.KnowledgeItem, self.path, params)
 
@@ -187,9 +175,7 @@ class KnowledgeItemsResource(CrudResource):
                 "tags": json.dumps(tags or []),
                 "metadata": json.dumps(metadata or {}),
             }
-            return self._one(
-                t.KnowledgeItem, "POST", f"{self.path}/upload", files=files, data=data
-            )
+            return self._one(t.KnowledgeItem, "POST", f"{self.path}/upload", files=files, data=data)
         finally:
             if opened and not isinstance(content, bytes):
                 content.close()
@@ -208,11 +194,11 @@ class KnowledgeItemsResource(CrudResource):
         )
 
 
-class ProvidersResource(CrudResource):
+class ProvidersResource(CrudResource[t.Provider]):
     path, model = "/providers", t.Provider
 
 
-class TokensResource(CrudResource):
+class TokensResource(CrudResource[t.Token]):
     path, model = "/tokens", t.Token
 
 
@@ -253,7 +239,7 @@ class TasksResource(Resource):
             time.sleep(interval)
 
 
-class WorkflowsResource(_Bundles):
+class WorkflowsResource(_Bundles[t.Workflow]):
     path, model = "/workflows", t.Workflow
     TERMINAL_TASK_STATUSES = t.TERMINAL_TASK_STATUSES
 
@@ -319,7 +305,7 @@ class WorkflowsResource(_Bundles):
         while True:
             workflow = self.get(workflow_id)
             if changed(workflow):
-                return workflow  # type: ignore[no-any-return]
+                return workflow
             if timeout is not None and time.monotonic() - started >= timeout:
                 raise TimeoutError(f"timed out waiting for workflow {workflow_id}")
             time.sleep(interval)
@@ -365,14 +351,16 @@ class WorkflowsResource(_Bundles):
 
 
 class ChatResource(Resource):
-    def send_message(self, agent_id: str, payload: t.ChatRequest | Mapping[str, Any]) -> Iterator[str]:
+    def send_message(
+        self, agent_id: str, payload: t.ChatRequest | Mapping[str, Any]
+    ) -> Iterator[str]:
         """The turn's SSE `data` frames (JSON text) as they arrive."""
         for message in self._frames(agent_id, payload):
             yield message.data
 
     def stream(
         self, agent_id: str, message: str, *, session_id: str | None = None
-    ) -> Iterator[t.ChatEvent]:
+    ) -> Generator[t.ChatEvent, None, None]:
         """The turn as typed events: `session`, `delta` (`data["content"]`), `done`, `error`,
         and tool events. Closing the iterator stops the answer."""
         body = {"message": message, **({"session_id": session_id} if session_id else {})}
@@ -402,7 +390,7 @@ class ChatResource(Resource):
         return self._one(t.ChatStartResponse, "POST", "/chat/start", json=to_body(payload))
 
 
-class MemoriesResource(CrudResource):
+class MemoriesResource(CrudResource[t.Memory]):
     path, model = "/memories", t.Memory
 
     def list(
@@ -411,7 +399,7 @@ class MemoriesResource(CrudResource):
         agent_id: str | None = None,
         scope: str | None = None,
         tags: builtins.list[str] | None = None,
-    ) -> builtins.list[Any]:
+    ) -> builtins.list[t.Memory]:
         params = _params(agent_id=agent_id, scope=scope and str(scope), tags=_tags(tags))
         return self._many(t.Memory, self.path, params)
 
@@ -423,14 +411,14 @@ class MemoriesResource(CrudResource):
         return builtins.list(self._client.request("GET", f"{self.path}/stm/{agent_id}") or [])
 
 
-class GuardrailsResource(CrudResource):
+class GuardrailsResource(CrudResource[t.Guardrail]):
     path, model = "/guardrails", t.Guardrail
 
-    def list(self, *, tag: str | None = None) -> builtins.list[Any]:
+    def list(self, *, tag: str | None = None) -> builtins.list[t.Guardrail]:
         return self._many(t.Guardrail, self.path, _params(tag=tag))
 
 
-class ScheduledAgentsResource(CrudResource):
+class ScheduledAgentsResource(CrudResource[t.ScheduledAgent]):
     path, model = "/scheduled-agents", t.ScheduledAgent
 
     def update(self, sa_id: str, payload: Payload) -> t.ScheduledAgent:
@@ -443,10 +431,10 @@ class ScheduledAgentsResource(CrudResource):
         return self._one(t.ScheduledAgent, "PATCH", f"{self.path}/{sa_id}/disable")
 
 
-class CustomToolsResource(CrudResource):
+class CustomToolsResource(CrudResource[t.CustomTool]):
     path, model = "/custom-tools", t.CustomTool
 
-    def list(self, *, tag: str | None = None) -> builtins.list[Any]:
+    def list(self, *, tag: str | None = None) -> builtins.list[t.CustomTool]:
         return self._many(t.CustomTool, self.path, _params(tag=tag))
 
     def run(self, tool_id: str, payload: Payload) -> t.CustomToolRunResponse:

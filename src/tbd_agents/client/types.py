@@ -9,15 +9,14 @@ fields other than `id` have defaults, so an older or newer server's answer still
 from __future__ import annotations
 
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
-class StringEnum(str, Enum):
-    def __str__(self) -> str:
-        return str(self.value)
+class StringEnum(StrEnum):
+    pass
 
 
 class ApiModel(BaseModel):
