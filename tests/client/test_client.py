@@ -56,7 +56,9 @@ def test_crud_on_every_resource(client: TbdAgentsClient) -> None:
     agent = client.agents.create({"name": uniq("agent"), "description": "first"})
     assert isinstance(agent, Agent) and agent.description == "first"
     crud(client.agents, {"name": uniq("a")}, {"description": "changed"})
-    crud(client.skills, {"name": uniq("s"), "instructions": "be brief"}, {"instructions": "be kind"})
+    crud(
+        client.skills, {"name": uniq("s"), "instructions": "be brief"}, {"instructions": "be kind"}
+    )
     crud(client.guardrails, {"name": uniq("g"), "guardrail_type": "prompt",
                              "prompt_config": {"max_length": 100}}, {"enabled": False})  # fmt: skip
     crud(client.mcps, {"name": uniq("m"), "transport_type": "stdio",
@@ -155,7 +157,9 @@ def test_chat_streams_and_keeps_sessions(
     assert answer == "Hello there, human."
     session_id = events[0].data["session_id"]
     protocol_server.script(Turn(text="Still here."))
-    frames = list(client.chat.send_message(agent_id, {"message": "Still?", "session_id": session_id}))
+    frames = list(
+        client.chat.send_message(agent_id, {"message": "Still?", "session_id": session_id})
+    )
     assert '"Still here."' not in frames[0] and any("Still" in f for f in frames)
     sessions = client.chat.list_sessions(agent_id)
     assert [s.id for s in sessions] == [session_id] and sessions[0].message_count == 4
@@ -204,7 +208,9 @@ def test_a_script_written_for_the_official_sdk_runs_unchanged(
 
 
 def test_import_tbd_agents_stays_light() -> None:
-    code = "import sys, tbd_agents; print('httpx' in sys.modules, 'tbd_agents.client' in sys.modules)"
+    code = (
+        "import sys, tbd_agents; print('httpx' in sys.modules, 'tbd_agents.client' in sys.modules)"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(SRC)}
     )
