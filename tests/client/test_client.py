@@ -104,9 +104,11 @@ def test_errors_carry_status_and_detail(server: Server, client: TbdAgentsClient)
             anonymous.agents.list()
         assert denied.value.status_code == 401
         assert anonymous.health.get().status == "ok"  # /health is outside /api and open
-    with TbdAgentsClient(base_url="http://127.0.0.1:9", token="k") as nowhere:
-        with pytest.raises(TransportError):
-            nowhere.agents.list()
+    with (
+        TbdAgentsClient(base_url="http://127.0.0.1:9", token="k") as nowhere,
+        pytest.raises(TransportError),
+    ):
+        nowhere.agents.list()
     with pytest.raises(ValueError, match="http"):
         TbdAgentsClient(base_url="127.0.0.1:8000", token="k")
 
