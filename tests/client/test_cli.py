@@ -37,8 +37,9 @@ def run(cli: CliRunner, *args: str, input: str | None = None) -> tuple[int, str,
 def test_resources_in_json_and_table(cli: CliRunner, tmp_path: Path) -> None:
     body = tmp_path / "skill.json"
     body.write_text(json.dumps({"name": "cli-skill", "instructions": "be brief", "tags": ["a"]}))
-    code, out, err = run(cli, "skills", "create", "--file", str(body), "--set", "tags=[\"a\",\"b\"]",
-                         "-o", "json")  # fmt: skip
+    code, out, err = run(
+        cli, "skills", "create", "--file", str(body), "--set", 'tags=["a","b"]', "-o", "json"
+    )
     assert code == 0, err
     skill = json.loads(out)
     assert skill["name"] == "cli-skill" and skill["tags"] == ["a", "b"]
@@ -52,17 +53,38 @@ def test_resources_in_json_and_table(cli: CliRunner, tmp_path: Path) -> None:
     code, out, _ = run(cli, "skills", "get", skill["id"], "-o", "table")
     assert "instructions" in out and "be brief" in out
 
-    code, out, _ = run(cli, "skills", "update", skill["id"], "--set", "description=short",
-                       "-o", "json")  # fmt: skip
+    code, out, _ = run(
+        cli, "skills", "update", skill["id"], "--set", "description=short", "-o", "json"
+    )
     assert code == 0 and json.loads(out)["description"] == "short"
 
     # nested --set, the agent group, and the tokens group shared with the key commands
-    code, out, err = run(cli, "mcps", "create", "--set", "name=m1", "--set", "transport_type=stdio",
-                         "--set", "connection_config.command=echo", "-o", "json")  # fmt: skip
+    code, out, err = run(
+        cli,
+        "mcps",
+        "create",
+        "--set",
+        "name=m1",
+        "--set",
+        "transport_type=stdio",
+        "--set",
+        "connection_config.command=echo",
+        "-o",
+        "json",
+    )
     assert code == 0, err
     assert json.loads(out)["connection_config"]["command"] == "echo"
-    code, out, err = run(cli, "tokens", "create", "--set", "name=cli-token",
-                         "--set", "value=a-long-secret-value", "-o", "json")  # fmt: skip
+    code, out, err = run(
+        cli,
+        "tokens",
+        "create",
+        "--set",
+        "name=cli-token",
+        "--set",
+        "value=a-long-secret-value",
+        "-o",
+        "json",
+    )
     assert code == 0, err
     assert json.loads(out)["name"] == "cli-token" and "a-long-secret" not in out
     code, out, _ = run(cli, "tokens", "list")

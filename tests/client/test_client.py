@@ -59,31 +59,59 @@ def test_crud_on_every_resource(client: TbdAgentsClient) -> None:
     crud(
         client.skills, {"name": uniq("s"), "instructions": "be brief"}, {"instructions": "be kind"}
     )
-    crud(client.guardrails, {"name": uniq("g"), "guardrail_type": "prompt",
-                             "prompt_config": {"max_length": 100}}, {"enabled": False})  # fmt: skip
-    crud(client.mcps, {"name": uniq("m"), "transport_type": "stdio",
-                       "connection_config": {"command": "echo"}}, {"tags": ["x"]})  # fmt: skip
+    crud(
+        client.guardrails,
+        {"name": uniq("g"), "guardrail_type": "prompt", "prompt_config": {"max_length": 100}},
+        {"enabled": False},
+    )
+    crud(
+        client.mcps,
+        {"name": uniq("m"), "transport_type": "stdio", "connection_config": {"command": "echo"}},
+        {"tags": ["x"]},
+    )
     crud(client.custom_tools, {"name": uniq("ct")}, {"description": "changed"})
-    token = crud(client.tokens, {"name": uniq("tok"), "value": "a-secret-value-1234"},
-                 {"description": "rotated"})  # fmt: skip
+    token = crud(
+        client.tokens,
+        {"name": uniq("tok"), "value": "a-secret-value-1234"},
+        {"description": "rotated"},
+    )
     assert token.masked_value and "a-secret" not in token.model_dump_json()
     client.tokens.create({"name": "tok-for-provider", "value": "sk-not-real"})
-    crud(client.providers, {"name": uniq("p"), "provider_type": "openai",
-                            "api_key_token_name": "tok-for-provider"}, {"description": "d"})  # fmt: skip
+    crud(
+        client.providers,
+        {"name": uniq("p"), "provider_type": "openai", "api_key_token_name": "tok-for-provider"},
+        {"description": "d"},
+    )
     source = client.knowledge_sources.create({"name": uniq("ks"), "tags": ["docs"]})
     assert source.id in {s.id for s in client.knowledge_sources.list(tags=["docs"])}
-    crud(client.knowledge_items, {"source_id": source.id, "name": "i", "text_content": "hello"},
-         {"name": "renamed"})  # fmt: skip
-    crud(client.memories, {"agent_id": agent.id, "scope": "agent", "key": uniq("k"),
-                           "value": "v"}, {"value": "w"})  # fmt: skip
-    workflow = crud(client.workflows, WorkflowCreate(agent_id=agent.id, title="wf"),
-                    {"title": "renamed"})  # fmt: skip
+    crud(
+        client.knowledge_items,
+        {"source_id": source.id, "name": "i", "text_content": "hello"},
+        {"name": "renamed"},
+    )
+    crud(
+        client.memories,
+        {"agent_id": agent.id, "scope": "agent", "key": uniq("k"), "value": "v"},
+        {"value": "w"},
+    )
+    workflow = crud(
+        client.workflows, WorkflowCreate(agent_id=agent.id, title="wf"), {"title": "renamed"}
+    )
     assert workflow.agent_id == agent.id
     kept = client.workflows.create({"agent_id": agent.id, "title": "scheduled"})
     start = (datetime.now(UTC) + timedelta(days=1)).isoformat()
-    schedule = crud(client.scheduled_agents, {"name": uniq("sched"), "workflow_id": kept.id,
-                    "prompt": "hi", "interval_value": 2, "interval_unit": "hours",
-                    "start_at": start}, {"prompt": "changed"})  # fmt: skip
+    schedule = crud(
+        client.scheduled_agents,
+        {
+            "name": uniq("sched"),
+            "workflow_id": kept.id,
+            "prompt": "hi",
+            "interval_value": 2,
+            "interval_unit": "hours",
+            "start_at": start,
+        },
+        {"prompt": "changed"},
+    )
     assert schedule.interval_value == 2
     bundle = client.agents.export(agent.id)
     assert bundle.resource_type == "agent" and bundle.items[0]["name"] == agent.name
