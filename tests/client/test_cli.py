@@ -136,6 +136,14 @@ def test_workflow_run_runs_and_chat(
     code, _, err = run(cli, "runs", "cancel", runs[0]["id"])
     assert code == ExitCode.REJECTED  # it has ended: nothing to stop
 
+    # logs --follow: a running run's live events until it ends
+    protocol_server.script(Turn(text="Slowly but surely.", chunk_chars=3, delay=0.1))
+    started = client.workflows.send_prompt(workflow.id, prompt="slow")
+    assert started.task_id
+    code, out, err = run(cli, "runs", "logs", started.task_id, "--follow")
+    assert code == 0, err
+    assert "Slowly but surely." in out and out.rstrip().endswith("status: completed")
+
     # chat -m: one message, the answer printed; by name as well as by id
     agent_name = client.agents.get(agent_id).name
     protocol_server.script(Turn(text="One answer."))
