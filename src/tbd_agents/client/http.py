@@ -82,6 +82,8 @@ class TbdAgentsClient:
             return path
         return f"{self.api_base_url if api else self.base_url}/{path.lstrip('/')}"
 
+    _build_url = _url  # the official SDK's name
+
     @staticmethod
     def raise_for_status(response: httpx.Response) -> None:
         """Raise `ApiError` for a status of 400 or more (a streamed body is read first)."""
