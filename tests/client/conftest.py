@@ -44,14 +44,14 @@ class Server:
         return asyncio.run(make())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def protocol_server() -> Iterator[ProtocolServer]:
     server = ProtocolServer().start()
     yield server
     server.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def server(pg18_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     db = pg.create_migrated_database(pg18_server, prefix="client")
     settings = make_settings(
@@ -65,7 +65,7 @@ def server(pg18_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     pg.drop_database(db)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def key(server: Server) -> str:
     return server.key()
 

@@ -112,6 +112,8 @@ def test_errors_name_the_fix(cli: CliRunner, server: Server, tmp_path: Path) -> 
     assert code == ExitCode.USAGE and "not valid JSON" in err
     code, _, err = run(cli, "agents", "create", "--set", "novalue")
     assert code == ExitCode.USAGE and "key=value" in err
+    code, _, err = run(cli, "agents", "list", "--url", "127.0.0.1:8000")
+    assert code == ExitCode.USAGE and "--url" in err and "http://" in err
 
 
 def test_workflow_run_runs_and_chat(

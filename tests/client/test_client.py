@@ -76,10 +76,10 @@ def test_crud_on_every_resource(client: TbdAgentsClient) -> None:
         {"description": "rotated"},
     )
     assert token.masked_value and "a-secret" not in token.model_dump_json()
-    client.tokens.create({"name": "tok-for-provider", "value": "sk-not-real"})
+    provider_token = client.tokens.create({"name": uniq("tok"), "value": "sk-not-real"})
     crud(
         client.providers,
-        {"name": uniq("p"), "provider_type": "openai", "api_key_token_name": "tok-for-provider"},
+        {"name": uniq("p"), "provider_type": "openai", "api_key_token_name": provider_token.name},
         {"description": "d"},
     )
     source = client.knowledge_sources.create({"name": uniq("ks"), "tags": ["docs"]})

@@ -68,6 +68,10 @@ SetOption = Annotated[
 ]
 
 
+class UsageError(Exception):
+    """Bad command input: a --url, --set or --file the command cannot use (exit 2)."""
+
+
 def die(message: str, code: int) -> typer.Exit:
     typer.secho(f"Error: {message}", err=True, fg=typer.colors.RED)
     return typer.Exit(code)
@@ -108,14 +112,17 @@ def api_errors(fn: Callable[P, R]) -> Callable[P, R]:
                 "(`tbd-agents serve`)? Otherwise set TBD_URL or --url",
                 ExitCode.UNREACHABLE,
             ) from None
-        except ValueError as exc:  # a bad --url, --set or body
+        except UsageError as exc:
             raise die(str(exc), ExitCode.USAGE) from None
 
     return wrapper
 
 
-def connect(url: str, key: str | None, *, timeout: float = 30.0) -> TbdAgentsClient:
-    return TbdAgentsClient(base_url=url or DEFAULT_URL, token=key, timeout=timeout)
+def connect(url: str, key: str | None, *, timeout: float | None = 30.0) -> TbdAgentsClient:
+    try:
+        return TbdAgentsClient(base_url=url or DEFAULT_URL, token=key, timeout=timeout)
+    except ValueError as exc:  # the URL
+        raise UsageError(f"--url / TBD_URL: {exc}") from None
 
 
 # --- request bodies -------------------------------------------------------------------------
@@ -135,24 +142,24 @@ def body_from(file: Path | None, assignments: Sequence[str] | None) -> dict[str,
         try:
             text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
         except OSError as exc:
-            raise ValueError(f"cannot read {file}: {exc.strerror}") from None
+            raise UsageError(f"cannot read {file}: {exc.strerror}") from None
         try:
             loaded = json.loads(text)
         except ValueError as exc:
-            raise ValueError(f"{file} is not valid JSON: {exc}") from None
+            raise UsageError(f"{file} is not valid JSON: {exc}") from None
         if not isinstance(loaded, dict):
-            raise ValueError(f"{file} must hold a JSON object")
+            raise UsageError(f"{file} must hold a JSON object")
         body = loaded
     for item in assignments or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--set takes key=value, got {item!r}")
+            raise UsageError(f"--set takes key=value, got {item!r}")
         *parents, leaf = key.strip().split(".")
         target = body
         for part in parents:
             child = target.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ValueError(f"--set {key}: {part} is not an object")
+                raise UsageError(f"--set {key}: {part} is not an object")
             target = child
         target[leaf] = _value(raw)
     return body

@@ -66,7 +66,7 @@ def run_logs(
     output: OutputOption = Output.table,
 ) -> None:
     """Print a run's log (`--follow`: then its live events until it ends)."""
-    with connect(url, key, timeout=None if follow else 30.0) as client:  # type: ignore[arg-type]
+    with connect(url, key, timeout=None if follow else 30.0) as client:
         task = client.tasks.get(run_id)
         if output is Output.json and not follow:
             show(task.logs, output)
