@@ -35,6 +35,11 @@ class Spec:
     noun: str
     columns: tuple[str, ...]
 
+    @property
+    def a(self) -> str:
+        """The noun with its indefinite article."""
+        return f"{'an' if self.noun[0] in 'aeiouAEIOU' or self.noun.startswith('MCP') else 'a'} {self.noun}"
+
 
 SPECS = (
     Spec("agents", "agents", "agent", ("id", "name", "model", "provider_id", "updated_at")),
@@ -77,7 +82,7 @@ def add_commands(app: typer.Typer, spec: Spec) -> None:
         with connect(url, key) as client:
             show(_resource(client, spec).get(record_id), output, spec.columns)
 
-    get.__doc__ = f"Show one {spec.noun}."
+    get.__doc__ = f"Show one {spec.noun} (every field)."
 
     @app.command("create")
     @api_errors
@@ -90,7 +95,10 @@ def add_commands(app: typer.Typer, spec: Spec) -> None:
         with connect(url, key) as client:
             show(_resource(client, spec).create(body), output, spec.columns)
 
-    create.__doc__ = f"Create a {spec.noun} from --file and/or --set key=value."
+    create.__doc__ = (
+        f"Create {spec.a} from --file and/or --set key=value.\n\n"
+        f"Example: tbd-agents {spec.command} create --file body.json --set name=example"
+    )
 
     @app.command("update")
     @api_errors
@@ -103,7 +111,10 @@ def add_commands(app: typer.Typer, spec: Spec) -> None:
         with connect(url, key) as client:
             show(_resource(client, spec).update(record_id, body), output, spec.columns)
 
-    update.__doc__ = f"Change fields of a {spec.noun} (only the fields given change)."
+    update.__doc__ = (
+        f"Change fields of {spec.a} (only the fields given change).\n\n"
+        f"Example: tbd-agents {spec.command} update ID --set description=changed"
+    )
 
     @app.command("delete")
     @api_errors
@@ -113,7 +124,7 @@ def add_commands(app: typer.Typer, spec: Spec) -> None:
             _resource(client, spec).delete(record_id)
         typer.echo(f"Deleted {spec.noun} {record_id}.", err=True)
 
-    delete.__doc__ = f"Delete a {spec.noun}."
+    delete.__doc__ = f"Delete {spec.a}."
 
 
 def register(root: typer.Typer, existing: dict[str, typer.Typer]) -> dict[str, typer.Typer]:
