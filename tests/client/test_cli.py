@@ -89,6 +89,11 @@ def test_resources_in_json_and_table(cli: CliRunner, tmp_path: Path) -> None:
     assert json.loads(out)["name"] == "cli-token" and "a-long-secret" not in out
     code, out, _ = run(cli, "tokens", "list")
     assert "cli-token" in out
+    code, out, err = run(
+        cli, "agents", "create", "--file", "-", "-o", "json", input='{"name": "from-stdin"}'
+    )
+    assert code == 0, err
+    assert json.loads(out)["name"] == "from-stdin"
 
     code, _, err = run(cli, "skills", "delete", skill["id"])
     assert code == 0 and "Deleted" in err
