@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from tbd_agents.cli import backup, db, keys, migrate, models, serve, tokens, vectors
+from tbd_agents.cli import (
+    backup,
+    db,
+    keys,
+    migrate,
+    models,
+    remote_commands,
+    serve,
+    tokens,
+    vectors,
+)
 from tbd_agents.cli import runtime as runtime_cli
 
 app = typer.Typer(
@@ -26,5 +36,7 @@ app.add_typer(tokens.app, name="tokens")
 app.add_typer(vectors.app, name="vectors")
 app.command(name="worker")(runtime_cli.worker)
 app.command(name="scheduler")(runtime_cli.scheduler)
+# Commands that call a running server through the Python client (docs/client.md).
+remote_commands.register(app, existing={"tokens": tokens.app})
 
 __all__ = ["app"]
