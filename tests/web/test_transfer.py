@@ -128,7 +128,7 @@ def test_files_that_are_not_bundles_say_what_is_wrong(
         (
             "other.json",
             json.dumps({"format": "something-else", "resources": {}}),
-            "The server refused this bundle: unknown bundle format",
+            "The server refused this bundle: Unknown bundle format",
         ),
     ]
     for name, content, message in cases:
