@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from playwright.sync_api import Page, Request
+from playwright.sync_api import Page, Request, expect
 
 from tbd_agents.web import IMMUTABLE, STATIC_DIR, asset_hash, render_index, static_imports
 from tests.web.conftest import Dashboard, sign_in
@@ -119,3 +119,10 @@ def test_browser_loads_hashed_modules_and_fetches_openapi_once(
     assert any(p.endswith("/js/views/records.js") for p in assets)
     # Dynamic imports resolve under the prefix too: nothing asked at an unhashed address.
     assert all(HASHED.match(p) for p in assets), assets
+    # Kept in sessionStorage under the document's version, and forgotten on sign-out.
+    version = page.locator('meta[name="tbd-openapi"]').get_attribute("content")
+    kept = page.evaluate("Object.keys(sessionStorage)")
+    assert sorted(kept) == ["tbd-agents.api-key", f"tbd-agents.openapi.{version}"]
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_label("API key")).to_be_visible()
+    assert page.evaluate("sessionStorage.length") == 0

@@ -6,13 +6,15 @@ every screen calls the public API with the API key the user signed in with, so s
 needs no authentication. Responses carry a strict Content-Security-Policy (scripts, styles and
 connections from this origin only), so nothing is ever loaded from elsewhere.
 
-Caching: at start-up the assets are hashed together, and they are served under
-`/dashboard/assets/<hash>/...` for a year (`immutable`); the page (`no-cache`, with an ETag) has its
+Caching: at start-up the assets are read and hashed together, and they are served from memory
+under `/dashboard/assets/<hash>/...` for a year (`immutable`); the page (`no-cache`, with an ETag) has its
 `/dashboard/assets/` references rewritten to that prefix when it is served, so a new release
 changes every address at once and a browser never mixes modules of two releases. The modules import
 each other by relative paths, so they all resolve under the hashed prefix. The unhashed addresses
 keep working (revalidated on every use), as do the addresses of an older hash (a tab opened before
-an upgrade): those get the current file, never cached as immutable.
+an upgrade): those get the current file, never cached as immutable. The page also lists
+`<link rel="modulepreload">` for the modules of the shell and the chat screen, and carries the
+OpenAPI document's version (`<meta name="tbd-openapi">`), the client's key for keeping it.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ export function rememberKey(key) {
 /** Forget the key and tell the app (it shows the sign-in screen). */
 export function forgetKey(reason = "") {
   window.sessionStorage.removeItem(KEY_NAME);
+  forgetOpenapi();
   window.dispatchEvent(new CustomEvent("tbd:signed-out", { detail: { reason } }));
 }
 
@@ -293,11 +294,16 @@ async function loadOpenapi() {
   if (!response.ok) return { paths: {} };
   const text = await response.text();
   if (storeKey) {
-    const older = Object.keys(window.sessionStorage).filter((name) => name.startsWith("tbd-agents.openapi."));
-    for (const name of older) window.sessionStorage.removeItem(name);
+    forgetOpenapi();
     try { window.sessionStorage.setItem(storeKey, text); } catch { /* storage full: page cache only */ }
   }
   return JSON.parse(text);
+}
+
+/** Drop the OpenAPI documents kept in sessionStorage (an older version, or on sign-out). */
+function forgetOpenapi() {
+  const kept = Object.keys(window.sessionStorage).filter((name) => name.startsWith("tbd-agents.openapi."));
+  for (const name of kept) window.sessionStorage.removeItem(name);
 }
 
 /** True when this server has `method` on the OpenAPI path template `path`. */
