@@ -154,7 +154,8 @@ def test_sign_in_and_shell_screens_have_no_serious_violations(
     sign_in(page, dashboard)
     check(page, "start", found)
     for route in ("chat", f"chat/{agent['id']}", f"chat/{agent['id']}/{session['id']}",
-                  "keys", "usage", "transfer", "status", "no-such-page"):  # fmt: skip
+                  "keys", "usage", "transfer", "status", "runs", "setup/provider",
+                  "no-such-page"):  # fmt: skip
         goto(page, dashboard, route)
         if route.count("/") == 2:
             expect(page.locator(".messages .message")).to_have_count(2)
@@ -172,6 +173,15 @@ def test_resource_screens_have_no_serious_violations(page: Page, dashboard: Dash
             goto(page, dashboard, route)
             rendered(page, f"#/{route}")
             check(page, f"#/{route}", found)
+            if route == f"agents/{ids['agents']}":  # every tab of the agent builder
+                tabs = page.get_by_role("tab")
+                assert tabs.count() >= 7  # Basics … Versions
+                for i in range(tabs.count()):
+                    tab = tabs.nth(i)
+                    tab.click()
+                    expect(tab).to_have_attribute("aria-selected", "true")
+                    check(page, f"#/{route} tab {tab.inner_text().strip()}", found)
+                tabs.first.click()
             if route == f"agents/{ids['agents']}":  # and a modal dialog over a record
                 page.get_by_role("button", name="Delete", exact=True).click()
                 expect(page.get_by_role("dialog")).to_be_visible()
