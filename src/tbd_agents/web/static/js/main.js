@@ -210,6 +210,9 @@ async function start() {
   });
   installShortcuts();
   if (!currentKey()) { showSignIn(""); return; }
+  // The shell is drawn before the server says whose key this is: the first paint does not wait
+  // for that round trip (a refused key still ends on the sign-in screen).
+  shell().replaceChildren(h("p", { class: "muted" }, "Loading…"));
   try {
     me = await get("/api/me");
   } catch (error) {
@@ -218,7 +221,8 @@ async function start() {
     return;
   }
   root.removeAttribute("aria-busy");
-  shell();
+  const who = document.getElementById("who");
+  if (who) who.textContent = `${me.identity} (${me.scope.replace("_", " ")})`;
   await route();
 }
 

@@ -222,7 +222,10 @@ export async function renderList(ctx, res) {
     if (value) q.set(name, value); else q.delete(name);
     window.location.hash = `#/${res}${q.toString() ? `?${q}` : ""}`;
   });
-  const header = h("div", { class: "page-head" }, h("h1", {}, def.title), newButton);
+  // Providers: the one-step form (the API key typed in, its token made behind the scenes) first.
+  const fromKey = res === "providers" ? h("a", { href: "#/setup/provider", class: "button" }, "Add a provider from its API key") : null;
+  const header = h("div", { class: "page-head" }, h("h1", {}, def.title),
+    fromKey ? h("div", { class: "row-actions" }, fromKey, newButton) : newButton);
   if (!items.length && !Object.keys(apiQuery).length) {
     replace(ctx.main, header, h("div", { class: "empty card" },
       h("p", {}, def.empty),
