@@ -121,7 +121,9 @@ def test_provider_from_its_key_in_one_step(
     model_server.copilot.issued.append(GOOD_KEY)
     model_server.copilot.models = [{"id": "m1"}]
     sign_in(page, dashboard)
-    goto(page, dashboard, "setup/provider")
+    goto(page, dashboard, "providers")  # the providers list leads to the one-step form
+    page.get_by_role("link", name="Add a provider from its API key").click()
+    rendered(page, "#/setup/provider")
     name = f"keyed-{uuid.uuid4().hex[:6]}"
     page.get_by_label("Kind").select_option("custom")
     page.get_by_label("Name").fill(name)
