@@ -14,7 +14,10 @@ from typing import Any
 
 from playwright.sync_api import Page, expect
 
+from tbd_agents.domain.enums import TaskStatus
+from tbd_agents.domain.models import TaskExecution
 from tests.web.conftest import Dashboard, sign_in
+from tests.web.test_runs_page import seed
 from tests.web.ui import api, goto, rendered
 
 AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"
@@ -151,14 +154,30 @@ def test_sign_in_and_shell_screens_have_no_serious_violations(
             f"/api/chat/sessions/{session['id']}/messages",
             json={"role": role, "content": content},
         )
+    workflow = api(
+        dashboard, "POST", "/api/workflows", json={"agent_id": agent["id"], "title": "a11y runs"}
+    ).json()
+    run = TaskExecution(
+        workflow_id=workflow["id"],
+        agent_id=agent["id"],
+        prompt="Summarise the notes",
+        status=TaskStatus.FAILED,
+        error="the provider refused the key",
+        result="Partial summary",
+        usage={"input_tokens": 120, "output_tokens": 30, "cost_usd": 0.002},
+        logs=[{"timestamp": "2026-12-07T10:00:00+00:00", "event": "tool_call", "detail": "x"}],
+    )
+    seed(dashboard, [run])
     sign_in(page, dashboard)
     check(page, "start", found)
     for route in ("chat", f"chat/{agent['id']}", f"chat/{agent['id']}/{session['id']}",
-                  "keys", "usage", "transfer", "status", "runs", "setup/provider",
-                  "no-such-page"):  # fmt: skip
+                  "keys", "usage", "transfer", "status", "runs", f"runs/{run.id}",
+                  "setup/provider", "no-such-page"):  # fmt: skip
         goto(page, dashboard, route)
         if route.count("/") == 2:
             expect(page.locator(".messages .message")).to_have_count(2)
+        if route.startswith("runs/"):  # the run's detail, not "not found"
+            expect(page.locator("#main")).to_contain_text("the provider refused the key")
         check(page, f"#/{route}", found)
     assert not found, report(found)
 
