@@ -14,6 +14,7 @@ from typing import Any
 
 from playwright.sync_api import Page, expect
 
+from tbd_agents.domain.auth import KeyScope
 from tbd_agents.domain.enums import TaskStatus
 from tbd_agents.domain.models import TaskExecution
 from tests.web.conftest import Dashboard, sign_in
@@ -179,6 +180,11 @@ def test_sign_in_and_shell_screens_have_no_serious_violations(
         if route.startswith("runs/"):  # the run's detail, not "not found"
             expect(page.locator("#main")).to_contain_text("the provider refused the key")
         check(page, f"#/{route}", found)
+    # A newcomer's Start page: the first-run wizard.
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, dashboard, dashboard.new_key(f"a11y-new-{uuid.uuid4().hex[:6]}", KeyScope.ADMIN))
+    expect(page.get_by_role("region", name="Set up your hub")).to_be_visible()
+    check(page, "start (first-run wizard)", found)
     assert not found, report(found)
 
 
