@@ -322,6 +322,12 @@ MAIN_SCREENS = [
     "usage",
     "transfer",
     "status",
+    "runs",
+    "setup/provider",
+    "mcps",
+    "custom-tools",
+    "guardrails",
+    "memories",
 ]
 
 
