@@ -95,7 +95,10 @@ def test_filter_values_are_coerced_to_the_field_type() -> None:
     ("query", "fragment"),
     [
         (Query(filters=(eq("nope", 1),)), "no field 'nope'"),
-        (Query(filters=(contains_any("name", ["a"]),)), "operators for it: eq, in, ne, not_in"),
+        (
+            Query(filters=(contains_any("name", ["a"]),)),
+            "operators for it: contains_text, eq, in, ne, not_in",
+        ),
         (Query(filters=(gt("memory_enabled", True),)), "gt does not apply"),
         (Query(filters=(gt("tool_definitions", 1),)), "json field"),
         (Query(filters=(contains_all("max_turns", [1]),)), "contains_all does not apply"),
