@@ -300,3 +300,37 @@ def test_the_read_gate_traces_at_most_its_rate_and_every_write() -> None:
     assert not gate._records({"type": "http", "method": "GET", "headers": unsampled})
     never = TraceGate(object(), traced=Inner, reads_per_second=0)  # type: ignore[arg-type]
     assert not any(never._records(read) for _ in range(3))
+
+
+async def test_a_read_left_out_runs_with_instrumentation_suppressed_and_the_context_restored() -> (
+    None
+):
+    """What the gate's left-out reads run under: both suppression keys the instrumentations
+    check (so an HTTPX call made while answering opens no span), whatever the context was, and
+    the caller's context is back afterwards."""
+    from opentelemetry import context
+    from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
+    from tbd_agents.observability.tracegate import TraceGate
+
+    seen: list[tuple[bool, object]] = []
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        seen.append((is_instrumentation_enabled(), context.get_value("probe")))
+
+    class Inner:
+        def __init__(self, app: object) -> None:
+            self.app = app
+
+    gate = TraceGate(app, traced=Inner, reads_per_second=0)
+    read = {"type": "http", "method": "GET", "headers": []}
+    assert is_instrumentation_enabled()
+    await gate(read, None, None)  # type: ignore[arg-type]  # an empty context (the usual case)
+    token = context.attach(context.set_value("probe", "kept"))
+    try:
+        await gate(read, None, None)  # type: ignore[arg-type]  # a context with a value in it
+        assert context.get_value("probe") == "kept"
+    finally:
+        context.detach(token)
+    assert seen == [(False, None), (False, "kept")]
+    assert is_instrumentation_enabled()

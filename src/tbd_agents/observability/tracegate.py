@@ -26,8 +26,12 @@ from typing import Any
 
 from opentelemetry import context
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context
-from opentelemetry.instrumentation.utils import _SUPPRESS_INSTRUMENTATION_KEY_PLAIN
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+try:  # the plain-string key the instrumentations also check (a private name of theirs)
+    from opentelemetry.instrumentation.utils import _SUPPRESS_INSTRUMENTATION_KEY_PLAIN
+except ImportError:  # pragma: no cover - another opentelemetry-instrumentation version
+    _SUPPRESS_INSTRUMENTATION_KEY_PLAIN = "suppress_instrumentation"
 
 _READS = frozenset({"GET", "HEAD"})
 #: The keys every OpenTelemetry instrumentation checks (`suppress_instrumentation()` sets both).
