@@ -12,7 +12,9 @@ another agent is a 400. The message is checked by the agent's input guardrails b
 is stored: a `redact` one's redaction is what is stored (message and session title) and what the
 model receives; one that blocks answers 422 and stores nothing.
 
-Ours, additive: `edit_of` (the id of an earlier user message of the session: this message is a
+Ours, additive: `model` (this turn's model among the agent's provider's; kept on the session),
+`attachments` (images to vision models, other files into the session's own knowledge source),
+`edit_of` (the id of an earlier user message of the session: this message is a
 new version of it, answered on the branch before it), `POST …/sessions/{session_id}/regenerate`
 (the same stream, answering the active branch's last user message again), and the stored
 answer of a stream the client closed early (`metadata.stopped`): see `engine/chat.py` and
