@@ -159,7 +159,8 @@ export async function renderChat(ctx, agentId, sessionId) {
     bodyMaxLength("post", "/api/agents/{agent_id}/chat", "message"),
   ]);
   // The model choice kept on the session (its metadata: the session list does not carry it).
-  const chosen = sessionId ? await get(`/api/chat/sessions/${encodeURIComponent(sessionId)}`).catch(() => undefined) : undefined;
+  // (An agent without a provider has no choice to show: no request then.)
+  const chosen = sessionId && agent.provider_id ? await get(`/api/chat/sessions/${encodeURIComponent(sessionId)}`).catch(() => undefined) : undefined;
   const picker = await chatModelPicker(agent, chosen);
   if (!ctx.isCurrent()) return;
   let current = sessionId || null;
