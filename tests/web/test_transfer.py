@@ -188,7 +188,8 @@ def test_export_of_one_agent_with_what_it_uses(
     page.get_by_label("When a name already exists").select_option("rename")
     page.get_by_role("button", name="Preview import").click()
     page.get_by_role("button", name="Import", exact=True).click()
-    report = page.locator(".report")
+    # the preview's report names the same rename: wait for the import's own report
+    report = page.locator('.report[data-dry-run="false"]')
     expect(report).to_contain_text(f"agents: “writer-{suffix}” → “writer-{suffix} (2)”")
     names = sorted(a["name"] for a in call(dashboard, carol, "GET", "/api/agents"))
     assert names == [f"bystander-{suffix}", f"writer-{suffix}", f"writer-{suffix} (2)"]
