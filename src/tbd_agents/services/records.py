@@ -152,6 +152,8 @@ class Records(Generic[E]):
         record = self._validated(values)
         if self.spec.gate is not None:
             self.spec.gate(record, self.principal)
+        if self.spec.verify is not None:
+            await self.spec.verify(self.repos, record)
         if self.spec.derive is not None:
             record = record.model_copy(update=self.spec.derive(None, record))
         created: E = await self.repo.create(record)
@@ -207,6 +209,8 @@ class Records(Generic[E]):
         merged = self._validated({**current.model_dump(), **changes})
         if self.spec.gate is not None:
             self.spec.gate(merged, self.principal)
+        if self.spec.verify is not None:
+            await self.spec.verify(self.repos, merged)
         if self.spec.derive is not None:
             changes = {**changes, **self.spec.derive(current, merged)}
         updated: E = await self.repo.update(record_id, dict(changes), expected_version=expected)
