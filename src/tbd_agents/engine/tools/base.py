@@ -68,12 +68,19 @@ class FunctionTool:
 
 
 #: The kinds of `Tool.source`, as people name them.
-_ORIGIN_KINDS = {"builtin": "builtin", "custom": "custom", "mcp": "mcp", "plugin": "plugin"}
+_ORIGIN_KINDS = {
+    "builtin": "builtin",
+    "custom": "custom",
+    "mcp": "mcp",
+    "plugin": "plugin",
+    "agent": "agent",  # another agent called as a tool (engine/delegation.py)
+}
 
 
 def origin_of(source: str) -> dict[str, str]:
     """Where a tool comes from, from its `source`: `{"kind": "builtin" | "custom" | "mcp" |
-    "plugin" | "unknown", "name": <MCP server, custom tool or plugin name; "" for built-ins>}`."""
+    "plugin" | "agent" | "unknown", "name": <MCP server, custom tool, plugin or agent name; ""
+    for built-ins>}`."""
     kind, _, name = source.partition(":")
     return {"kind": _ORIGIN_KINDS.get(kind, "unknown"), "name": name}
 
