@@ -131,8 +131,12 @@ def relay(calls: dict[str, str], answers: dict[str, str]) -> Callable[[Recorded]
 async def run_workflow(world: dict[str, Any], agent: Agent) -> tuple[TaskExecution, list[Any]]:
     async with world["store"].unit_of_work() as repos:
         workflow = await repos.workflows.create(
-            Workflow(agent_id=agent.id, title="delegation", github_user=OWNER,
-                     output_format=OutputFormat.TEXT)
+            Workflow(
+                agent_id=agent.id,
+                title="delegation",
+                github_user=OWNER,
+                output_format=OutputFormat.TEXT,
+            )
         )
     task = await world["rt"].start_run(workflow.id, "go")
     events = await asyncio.wait_for(_collect(world["rt"], task.id), 90)
@@ -279,7 +283,7 @@ async def test_cycle_in_stored_data_is_refused_at_run_time(
 ) -> None:
     agents = await make_agents(world, "ping", "pong", tools={"ping": ["pong"], "pong": ["ping"]})
     model.responder = relay({"ping": "pong", "pong": "ping"}, {"ping": "ping:", "pong": "pong:"})
-    task, events = await run_workflow(world, agents["ping"])
+    task, _ = await run_workflow(world, agents["ping"])
 
     assert task.status is TaskStatus.COMPLETED, task.error
     [pong_run] = await children(world, task.id)  # pong never ran ping again
@@ -297,9 +301,7 @@ async def test_cycle_in_stored_data_is_refused_at_run_time(
 async def test_depth_limit_returns_an_error_result(
     world: dict[str, Any], model: ProtocolServer
 ) -> None:
-    agents = await make_agents(
-        world, "top", "mid", "leaf", tools={"top": ["mid"], "mid": ["leaf"]}
-    )
+    agents = await make_agents(world, "top", "mid", "leaf", tools={"top": ["mid"], "mid": ["leaf"]})
     model.responder = relay({"top": "mid", "mid": "leaf"}, {"top": "top:", "mid": "mid:"})
     settings = world["settings"].model_copy(update={"delegation_max_depth": 1})
     services = await engine_services(settings, world["store"])
@@ -329,8 +331,10 @@ async def test_child_failure_is_an_error_result(
         if who(rec) == "broken":
             return Turn(status=400, error_body={"error": {"message": "model not available"}})
         results = tool_results(rec)
-        return Turn(text="handled: " + results[0]) if results else Turn(
-            tool_calls=[("broken", {"task": "do it"})]
+        return (
+            Turn(text="handled: " + results[0])
+            if results
+            else Turn(tool_calls=[("broken", {"task": "do it"})])
         )
 
     model.responder = respond

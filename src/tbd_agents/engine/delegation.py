@@ -44,7 +44,7 @@ from tbd_agents.engine.messages import ToolSpec
 from tbd_agents.engine.runrecord import RunLog, last_messages
 from tbd_agents.engine.tools.base import ToolContext, ToolResult, safe_name
 from tbd_agents.observability.usage.records import UsageScope
-from tbd_agents.runtime.contracts import EventType, HaltSignal, RunOutcome, Usage
+from tbd_agents.runtime.contracts import EventType, RunOutcome, Usage
 
 if TYPE_CHECKING:
     from tbd_agents.engine.inprocess import EngineServices
