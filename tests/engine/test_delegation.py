@@ -14,6 +14,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -387,30 +388,48 @@ async def test_halting_the_parent_halts_the_child(
 # --- the save-time check, through the API on a real socket ---------------------------------
 
 
+@dataclass
+class LiveApi:
+    url: str
+    db: Any
+
+    def key(self, owner: str) -> str:
+        """A new API key of `owner`."""
+
+        async def make() -> str:
+            store = PostgresStore(create_engine(self.db, pool_size=1), url=self.db)
+            try:
+                async with store.unit_of_work() as repos:
+                    created = await ApiKeys(repos).create(owner, scope=KeyScope.USER, name="t")
+                return created.plaintext
+            finally:
+                await store.close()
+
+        return asyncio.run(make())
+
+    def client(self, owner: str) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.key(owner)}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+
 @pytest.fixture(scope="module")
-def api(pg18_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+def live(pg18_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
     db = pg.create_migrated_database(pg18_server, prefix="delegation_api")
     settings = make_settings(
         tmp_path_factory.mktemp("delegation"),
         postgres_uri=db.render_as_string(hide_password=False),
         postgres_pool_size=4,
+        outbound_allowed_hosts="127.0.0.1",  # the users' provider is the scripted model
     )
-
-    async def key() -> str:
-        store = PostgresStore(create_engine(db, pool_size=1), url=db)
-        try:
-            async with store.unit_of_work() as repos:
-                created = await ApiKeys(repos).create("erik", scope=KeyScope.USER, name="t")
-            return created.plaintext
-        finally:
-            await store.close()
-
-    plaintext = asyncio.run(key())
     with live_server(settings) as url:
-        headers = {"Authorization": f"Bearer {plaintext}"}
-        with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
-            yield client
+        yield LiveApi(url, db)
     pg.drop_database(db)
+
+
+@pytest.fixture(scope="module")
+def api(live: LiveApi) -> Iterator[httpx.Client]:
+    with live.client("erik") as client:
+        yield client
 
 
 def _agent(api: httpx.Client, name: str, tools: list[str] | None = None) -> dict[str, Any]:
@@ -446,3 +465,68 @@ def test_unknown_agent_tool_refused(api: httpx.Client) -> None:
     response = api.post("/api/agents", json={"name": "x", "agent_tool_ids": ["nope"]})
     assert response.status_code == 422
     assert "agent_tool_ids" in response.text
+
+
+def test_chat_through_the_api_shows_the_child_run_to_the_session_owner(
+    live: LiveApi, model: ProtocolServer
+) -> None:
+    model.reset()
+    with live.client("fiona") as fiona, live.client("gus") as gus:
+        token = fiona.post("/api/tokens", json={"name": "k", "value": "sk-fiona"})
+        assert token.status_code in (200, 201), token.text
+        provider = fiona.post(
+            "/api/providers",
+            json={"name": "p", "provider_type": "openai", "api_key_token_name": "k",
+                  "base_url": f"{model.url}/v1"},
+        ).json()  # fmt: skip
+        agent = {"model": "gpt-4o", "provider_id": provider["id"]}
+        helper = fiona.post(
+            "/api/agents", json={**agent, "name": "helper", "system_prompt": "You are helper."}
+        ).json()
+        lead = fiona.post(
+            "/api/agents",
+            json={**agent, "name": "lead", "system_prompt": "You are lead.",
+                  "agent_tool_ids": [helper["id"]]},
+        ).json()  # fmt: skip
+        model.responder = relay({"lead": "helper"}, {"lead": "lead:", "helper": "helper-7"})
+        with fiona.stream(
+            "POST", f"/api/agents/{lead['id']}/chat", json={"message": "go"}
+        ) as response:
+            assert response.status_code == 200
+            frames = [
+                json.loads(line.removeprefix("data: "))
+                for line in response.iter_lines()
+                if line.startswith("data: ")
+            ]
+        done = frames[-1]
+        assert done["type"] == "done" and done["result"] == "lead: helper-7", frames[-3:]
+        [started] = [f for f in frames if f["type"] == "delegation_started"]
+        [finished] = [f for f in frames if f["type"] == "delegation_finished"]
+        assert finished["status"] == "completed"
+        [call] = [f for f in frames if f["type"] == "tool_call"]
+        assert call["origin"] == {"kind": "agent", "name": "helper"}
+        child_id = started["child_task_id"]
+
+        child = fiona.get(f"/api/tasks/{child_id}")
+        assert child.status_code == 200, child.text
+        body = child.json()
+        assert body["response"] == "helper-7" and body["delegation_depth"] == 1
+        assert body["chat_session_id"] == done["session_id"]
+        listed = fiona.get("/api/tasks", params={"chat_session_id": done["session_id"]})
+        assert listed.status_code == 200, listed.text
+        assert [t["id"] for t in _items(listed.json())] == [child_id]
+        with fiona.stream("GET", f"/api/tasks/{child_id}/events") as events:
+            assert events.status_code == 200
+            text = "".join(events.iter_text())
+        assert '"status": "completed"' in text or '"status":"completed"' in text
+        # nobody else sees it
+        assert gus.get(f"/api/tasks/{child_id}").status_code == 404
+        assert gus.get(f"/api/tasks/{child_id}/events").status_code == 404
+        others = gus.get("/api/tasks", params={"chat_session_id": done["session_id"]})
+        assert _items(others.json()) == []
+
+
+def _items(body: Any) -> list[dict[str, Any]]:
+    """A list answer's records (a bare array, or a page's `items`)."""
+    items: list[dict[str, Any]] = body["items"] if isinstance(body, dict) else body
+    return items

@@ -75,6 +75,9 @@ class ResourceSpec:
     references: tuple[Reference, ...] = ()
     dependants: tuple[Dependant, ...] = ()
     parent: Reference | None = None  # owner comes from this parent (child records)
+    #: A second parent a child record may have instead (a run an agent delegated to from a
+    #: chat turn: its chat session; it has no workflow). Visible to whoever sees that parent.
+    other_parent: Reference | None = None
     managed: frozenset[str] = field(default_factory=frozenset)  # set by the server only
     immutable: frozenset[str] = field(default_factory=frozenset)  # set at creation only
     #: Rules across fields that the model alone cannot check; raises InvalidData naming the fix.
@@ -242,6 +245,7 @@ SPECS: dict[type[Entity], ResourceSpec] = {
             TaskExecution,
             "task",
             parent=Reference("workflow_id", Workflow),
+            other_parent=Reference("chat_session_id", ChatSession),
         ),
         ResourceSpec(
             ScheduledAgent,
