@@ -530,3 +530,57 @@ def _items(body: Any) -> list[dict[str, Any]]:
     """A list answer's records (a bare array, or a page's `items`)."""
     items: list[dict[str, Any]] = body["items"] if isinstance(body, dict) else body
     return items
+
+
+async def test_delegation_on_mongodb(model: ProtocolServer, tmp_path: Any) -> None:
+    """The same chain on the MongoDB backend (its emulation, tests/support/mongo.py): the child
+    runs are stored, leased and logged by the MongoDB run store."""
+    from tbd_agents.storage.mongo.repository import MongoStore
+    from tests.support.mongo import make_mongo_store
+
+    store: MongoStore = await make_mongo_store()
+    settings = make_settings(
+        tmp_path, db_backend="mongo", postgres_uri=None, token_encryption_key=FERNET,
+        outbound_allowed_hosts="127.0.0.1", run_lease_seconds=3.0,
+    )  # fmt: skip
+    cipher = KeyRingProvider(settings).cipher()
+    async with store.unit_of_work() as repos:
+        value, version = cipher.encrypt("sk-dana")
+        await repos.tokens.create(
+            Token(name="openai-key", encrypted_value=value, key_version=version, created_by=OWNER)
+        )
+        provider = await repos.providers.create(
+            Provider(name="p", provider_type=ProviderType.OPENAI, api_key_token_name="openai-key",
+                     base_url=f"{model.url}/v1", created_by=OWNER)
+        )  # fmt: skip
+    world = {"store": store, "provider": provider}
+    agents = await make_agents(
+        world, "one", "two", "three", tools={"one": ["two"], "two": ["three"]}
+    )
+    model.reset()
+    model.responder = relay(
+        {"one": "two", "two": "three"}, {"one": "1:", "two": "2:", "three": "3"}
+    )
+    services = await engine_services(settings, store)
+    frames: list[tuple[str, dict[str, Any]]] = []
+    try:
+        session, history = await open_session(services, agents["one"], None, OWNER, "go")
+        async for frame in chat_stream(services, agents["one"], session, history, "go"):
+            name = frame.split("event: ", 1)[1].split("\n", 1)[0]
+            frames.append((name, json.loads(frame.split("data: ", 1)[1])))
+        done = frames[-1][1]
+        assert done["status"] == "completed" and done["result"] == "1: 2: 3", frames[-3:]
+        assert done["usage"]["input_tokens"] == 5 * CALL_IN
+        [started] = [d for n, d in frames if n == "delegation_started"]
+        kids = await children(world, started["child_task_id"])
+        assert [(k.agent_id, k.delegation_depth, k.status) for k in kids] == [
+            (agents["two"].id, 1, TaskStatus.COMPLETED),
+            (agents["three"].id, 2, TaskStatus.COMPLETED),
+        ]
+        assert kids[1].parent_task_id == kids[0].id
+        logged = await services.run_store().events.read(kids[1].id)
+        assert logged[0].data["status"] == "running"
+        assert logged[-1].type == "status" and logged[-1].data["status"] == "completed"
+    finally:
+        await services.aclose()
+        await store.close()
