@@ -385,6 +385,45 @@ async def test_halting_the_parent_halts_the_child(
     assert finished["status"] == "halted"
 
 
+async def test_halting_the_child_alone_is_an_error_result_for_the_parent(
+    world: dict[str, Any], model: ProtocolServer
+) -> None:
+    agents = await make_agents(world, "manager", "dawdler", tools={"manager": ["dawdler"]})
+
+    def respond(rec: Recorded) -> Turn:
+        if who(rec) == "dawdler":
+            return Turn(text="too late", hang=20)
+        results = tool_results(rec)
+        if results:
+            return Turn(text="gave up: " + results[0])
+        return Turn(tool_calls=[("dawdler", {"task": "take your time"})])
+
+    model.responder = respond
+    async with world["store"].unit_of_work() as repos:
+        workflow = await repos.workflows.create(
+            Workflow(agent_id=agents["manager"].id, title="halt child", github_user=OWNER,
+                     output_format=OutputFormat.TEXT)
+        )  # fmt: skip
+    rt: Runtime = world["rt"]
+    task = await rt.start_run(workflow.id, "go")
+
+    async def halting_the_child() -> list[Any]:
+        seen: list[Any] = []
+        async for event in rt.follow(task.id, 0):
+            seen.append(event)
+            if event.type == "delegation_started":
+                await rt.halt(event.data["child_task_id"])
+        return seen
+
+    events = await asyncio.wait_for(halting_the_child(), 60)
+    assert events[-1].data["status"] == "completed"
+    [child] = await children(world, task.id)
+    assert child.status is TaskStatus.HALTED
+    parent = await stored(world, task.id)
+    assert parent.response is not None
+    assert parent.response.startswith("gave up: Error: the agent 'dawdler' did not complete")
+
+
 # --- the save-time check, through the API on a real socket ---------------------------------
 
 
