@@ -299,7 +299,8 @@ class ChildRun:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
-            assert outcome is not None
+            if outcome is None:  # interrupted by something else than a halt
+                outcome = RunOutcome(TaskStatus.FAILED, error="the delegated run was interrupted")
             # Recorded even while the parent is being cancelled (halted): shielded.
             await asyncio.shield(self._finish(runs, task, sink, outcome, result, started))
         return self._tool_result(task.id, outcome)
