@@ -27,6 +27,7 @@ from tbd_agents.domain.enums import OutputFormat, ProviderType, TaskStatus, Task
 from tbd_agents.domain.models import Agent, Provider, TaskExecution, Token, Workflow
 from tbd_agents.engine.chat import chat_stream, open_session
 from tbd_agents.engine.inprocess import engine_services
+from tbd_agents.runtime.legacy_stream import frame_of
 from tbd_agents.runtime.service import Runtime
 from tbd_agents.security.cipher import KeyRingProvider
 from tbd_agents.services.keys import ApiKeys
@@ -213,6 +214,13 @@ async def test_three_levels_answer_flows_back_with_linked_runs_and_usage(
     assert finished["child_task_id"] == beta_run.id and finished["status"] == "completed"
     assert finished["usage"]["input_tokens"] == 3 * CALL_IN
     assert finished["elapsed"] >= 0
+    # the existing workflow stream shows them as `log` events, a type its clients know
+    legacy = [frame_of(e) for e in events if e.type.startswith("delegation_")]
+    assert [(f["type"], f["data"]["event"]) for f in legacy] == [
+        ("log", "delegation_started"),
+        ("log", "delegation_finished"),
+    ]
+    assert legacy[0]["data"]["detail"] == "beta: help alpha\n\nContext:\nctx"
     [result] = [d for d in of_type(events, "tool_result") if d["name"] == "beta"]
     assert result["content"] == "beta: gamma-fact-42" and not result["is_error"]
     assert result["source"] == "agent:beta"
