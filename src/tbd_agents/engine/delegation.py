@@ -43,6 +43,8 @@ from tbd_agents.engine.context import RunInput, RunSpec
 from tbd_agents.engine.messages import ToolSpec
 from tbd_agents.engine.runrecord import RunLog, last_messages
 from tbd_agents.engine.tools.base import ToolContext, ToolResult, safe_name
+from tbd_agents.observability import logctx
+from tbd_agents.observability.spans import span
 from tbd_agents.observability.usage.records import UsageScope
 from tbd_agents.runtime.contracts import EventType, RunOutcome, Usage
 
@@ -333,9 +335,19 @@ class ChildRun:
             user_id=chain.user_id, workflow_id=chain.workflow_id, task_id=task.id,
             session_id=chain.session_id,
         )  # fmt: skip
-        return await run_agent(
-            self.services, self.agent, inp, sink, self.halt, usage=usage, chain=chain
-        )
+        attrs = {
+            "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.id": self.agent.id,
+            "gen_ai.agent.name": self.agent.name, "tbd.task.id": task.id,
+            "tbd.trigger": TaskTrigger.DELEGATION.value, "tbd.delegation.depth": chain.depth,
+        }  # fmt: skip
+        # The child's span sits under the parent's tool call; its log lines name the child run.
+        with (
+            logctx.bind(run_id=task.id, task_id=task.id, agent_id=self.agent.id),
+            span(f"invoke_agent {self.agent.name}", attrs),
+        ):
+            return await run_agent(
+                self.services, self.agent, inp, sink, self.halt, usage=usage, chain=chain
+            )
 
     async def _keep_lease(self, runs: Any, task_id: str) -> None:
         """Renew the child's lease (the reaper fails a run whose process died) and stop the
