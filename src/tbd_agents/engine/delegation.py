@@ -104,15 +104,8 @@ class Chain:
         user_id: str | None = None,
     ) -> Chain:
         """The chain of a run an entry point started: a workflow run (`task`: the run's task
-        execution, itself possibly a delegated one) or a chat turn (`session_id`)."""
-        if task is not None and task.delegation_depth:
-            # A delegated run executed again through the runtime (not the case today): its
-            # chain is not known beyond its depth; it goes on from there.
-            return cls(
-                (agent.id,), (agent.name,), task.delegation_depth, task.id,
-                task.root_task_id or task.id, task.workflow_id or None,
-                task.chat_session_id, user_id,
-            )  # fmt: skip
+        execution) or a chat turn (`session_id`). (A delegated run is never started by an
+        entry point: it is created running, by the call, and never queued.)"""
         return cls(
             agent_ids=(agent.id,),
             agent_names=(agent.name,),
@@ -276,18 +269,19 @@ class ChildRun:
         task = await self._create()
         chain = self.parent.below(self.agent, task.id)
         started = time.monotonic()
-        await self._emit(
-            EventType.DELEGATION_STARTED,
-            {"child_task_id": task.id, "agent_id": self.agent.id, "agent_name": self.agent.name,
-             "task": self.prompt, "depth": chain.depth, "parent_task_id": self.parent.task_id},
-        )  # fmt: skip
         sink = RunLog(_EventLogSink(runs.events, task.id))
-        await sink.inner.emit(EventType.STATUS, running_status_data(self.worker))
-        sink.add("prompt_received", self.prompt)
         keeper = asyncio.create_task(self._keep_lease(runs, task.id))
         outcome: RunOutcome | None = None
         result: Any = None
-        try:
+        try:  # from here on, the child is recorded as ended whatever happens
+            await self._emit(
+                EventType.DELEGATION_STARTED,
+                {"child_task_id": task.id, "agent_id": self.agent.id,
+                 "agent_name": self.agent.name, "task": self.prompt, "depth": chain.depth,
+                 "parent_task_id": self.parent.task_id},
+            )  # fmt: skip
+            await sink.inner.emit(EventType.STATUS, running_status_data(self.worker))
+            sink.add("prompt_received", self.prompt)
             result = await self._execute(chain, task, sink)
             outcome = result.outcome
         except asyncio.CancelledError:
