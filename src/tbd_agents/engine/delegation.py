@@ -130,11 +130,14 @@ class Chain:
 
 def tool_names(agents: list[Agent], taken: set[str]) -> list[str]:
     """A tool name per agent: the agent's name as providers accept tool names (letters,
-    digits, `_`, `-`; at most 64), unique among `taken` and each other (numbered on a clash)."""
+    digits, `_`, `-`; at most 64; `agent_<id>` for a name without a Latin letter or digit),
+    unique among `taken` and each other (numbered on a clash)."""
     names: list[str] = []
     used = set(taken)
     for agent in agents:
-        base = safe_name(agent.name.strip().replace(" ", "_").lower())[:60] or "agent"
+        base = safe_name(agent.name.strip().replace(" ", "_").lower())[:60]
+        if not any(c.isascii() and c.isalnum() for c in base):  # a name in another script
+            base = f"agent_{safe_name(agent.id)[:12]}"
         name, n = base, 2
         while name in used:
             name = f"{base}_{n}"
