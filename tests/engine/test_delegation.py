@@ -26,7 +26,7 @@ from tbd_agents.domain.auth import KeyScope
 from tbd_agents.domain.enums import OutputFormat, ProviderType, TaskStatus, TaskTrigger
 from tbd_agents.domain.models import Agent, Provider, TaskExecution, Token, Workflow
 from tbd_agents.engine.chat import chat_stream, open_session
-from tbd_agents.engine.inprocess import engine_services
+from tbd_agents.engine.inprocess import engine_services, preview_context
 from tbd_agents.runtime.legacy_stream import frame_of
 from tbd_agents.runtime.service import Runtime
 from tbd_agents.security.cipher import KeyRingProvider
@@ -267,8 +267,13 @@ async def test_chat_turn_delegates_and_streams_the_child(
         async for frame in chat_stream(services, agents["lead"], session, history, "go"):
             name = frame.split("event: ", 1)[1].split("\n", 1)[0]
             frames.append((name, json.loads(frame.split("data: ", 1)[1])))
+        # the agent builder's context view lists the agent tool as a run offers it
+        context = await preview_context(services, agents["lead"], "")
     finally:
         await services.aclose()
+    [offered] = [t["definition"] for t in context["tools"] if t["name"] == "helper"]
+    assert offered["parameters"]["required"] == ["task"]
+    assert offered["description"].startswith("The helper specialist.")
     done = frames[-1][1]
     assert frames[-1][0] == "done" and done["status"] == "completed", frames[-3:]
     assert done["result"] == "lead says helper-42"
