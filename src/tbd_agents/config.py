@@ -698,6 +698,15 @@ class Settings(MetricsSettings, TracingSettings, UsageSettings, BaseSettings):
     auth_failure_window_seconds: float = Field(
         default=60.0, gt=0, description="Window of AUTH_FAILURE_LIMIT, in seconds."
     )
+    delegation_max_depth: int = Field(
+        default=3,
+        ge=0,
+        le=20,
+        description="How deep agents may call other agents as tools (an agent's "
+        "agent_tool_ids): the run a user started is depth 0, the agent it calls depth 1, and "
+        "so on. A call past it returns an error result to the calling model; 0: no "
+        "delegation at all.",
+    )
 
     # --- variables of the existing TBD Agents read only to be converted, refused or warned
     # about (tbd_agents.config_legacy; docs/configuration.md lists what each one does) -------

@@ -156,6 +156,10 @@ def resource_routers() -> list[APIRouter]:
                 _f("scheduled_agent_id", str | None),
                 _f("status", TaskStatus | None),
                 _f("trigger", TaskTrigger | None),
+                # runs agents delegated to (docs/multi-agent.md)
+                _f("parent_task_id", str | None),
+                _f("root_task_id", str | None),
+                _f("chat_session_id", str | None),
                 ListFilter(
                     "q",
                     Annotated[str, StringConstraints(max_length=200)] | None,

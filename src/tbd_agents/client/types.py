@@ -48,6 +48,8 @@ class AgentCreate(ApiModel):
     builtin_tools: list[str] = Field(default_factory=list)
     custom_tool_ids: list[str] = Field(default_factory=list)
     provider_id: str | None = None
+    #: Agents this agent may call as tools (docs/multi-agent.md).
+    agent_tool_ids: list[str] = Field(default_factory=list)
 
 
 class AgentUpdate(ApiModel):
@@ -57,6 +59,7 @@ class AgentUpdate(ApiModel):
     model: str | None = None
     builtin_tools: list[str] | None = None
     provider_id: str | None = None
+    agent_tool_ids: list[str] | None = None
 
 
 class Agent(Record):
@@ -69,6 +72,7 @@ class Agent(Record):
     mcp_server_ids: list[str] = Field(default_factory=list)
     knowledge_source_ids: list[str] = Field(default_factory=list)
     custom_tool_ids: list[str] = Field(default_factory=list)
+    agent_tool_ids: list[str] = Field(default_factory=list)
 
 
 class SkillCreate(ApiModel):
@@ -350,6 +354,10 @@ class TaskExecutionSummary(ApiModel):
     finished_at: datetime | None = None
     elapsed_seconds: float | None = None
     created_at: datetime | None = None
+    #: A run of an agent another agent called as a tool (docs/multi-agent.md).
+    parent_task_id: str | None = None
+    root_task_id: str | None = None
+    delegation_depth: int = 0
 
 
 class TaskExecution(TaskExecutionSummary):

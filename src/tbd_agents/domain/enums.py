@@ -137,6 +137,8 @@ class TaskTrigger(LenientStrEnum):
     API = "api"
     SCHEDULE = "schedule"
     WEBHOOK = "webhook"
+    #: Ours: a run of an agent another agent called as a tool (engine/delegation.py).
+    DELEGATION = "delegation"
 
 
 class IntervalUnit(LenientStrEnum):

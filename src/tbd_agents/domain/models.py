@@ -141,6 +141,9 @@ class Agent(Entity):
     memory_enabled: bool = True
     tags: StrList = Field(default_factory=list)
     created_by: str | None = None
+    #: Agents this agent may call as tools (engine/delegation.py): each is offered to the model
+    #: as a tool named after the agent. The delegation graph may not contain a cycle.
+    agent_tool_ids: StrList = Field(default_factory=list)
 
 
 class ChatSession(Entity):
@@ -403,6 +406,15 @@ class TaskExecution(Entity):
     #: run's span continues that trace in whichever process executes it, however late it is
     #: dispatched (observability/spans.py). Internal: never serialized (`exclude`).
     trace_parent: str | None = Field(default=None, exclude=True, repr=False)
+    #: A run of an agent that another agent called as a tool (engine/delegation.py): the run
+    #: of the calling agent (None: a run a user, schedule or webhook started, or one called
+    #: from a chat turn), the first run of the chain (None for a run that is its own root),
+    #: how deep in the chain it is (0: not delegated), and the chat session of a chain a chat
+    #: turn started.
+    parent_task_id: str | None = None
+    root_task_id: str | None = None
+    delegation_depth: int = Field(default=0, ge=0)
+    chat_session_id: str | None = None
 
 
 class ScheduledAgent(Entity):

@@ -91,6 +91,8 @@ class RunPlan:
     tool_outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
     #: Whether the bash built-in may run (the custom tools' host gate, on the agent's owner).
     shell_allowed: bool = False
+    #: The agents this agent may call as tools (its owner's; engine/delegation.py).
+    agent_tools: list[Agent] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -234,6 +236,12 @@ async def load_plan(
         await apply_credential_overrides(repos, cipher, RunOptions.of_workflow(workflow), plan)
     await _load_mcp(repos, cipher, agent, config, who, plan, outbound)
     await _load_knowledge_scope(repos, agent, who, plan)
+    if agent.agent_tool_ids:
+        found = await _by_ids_and_tags(
+            repos, Agent, agent.agent_tool_ids, [], who, plan.warnings, "agent tool"
+        )
+        order = {agent_id: n for n, agent_id in enumerate(agent.agent_tool_ids)}
+        plan.agent_tools = sorted(found, key=lambda a: order.get(a.id, len(order)))
     plan.tool_outbound = await outbound.policy_for(repos, owner)
     plan.shell_allowed = await config.host.custom_tools_for(repos, owner)
     return plan

@@ -38,6 +38,7 @@ from tbd_agents.domain.types import utcnow
 from tbd_agents.engine.builder import load_guardrails
 from tbd_agents.engine.context import RunInput
 from tbd_agents.engine.default_provider import caller_github_token
+from tbd_agents.engine.delegation import Chain
 from tbd_agents.engine.guardrails import GuardedPrompt, Guardrails, guard_prompt
 from tbd_agents.engine.history import replayable
 from tbd_agents.engine.inprocess import EngineServices, run_agent
@@ -387,8 +388,9 @@ async def chat_stream(
             ):
                 scope = UsageScope(user_id=session.github_user, session_id=session.id)
                 result = await run_agent(
-                    services, agent, inp, sink, None, usage=scope, model_override=model
-                )
+                    services, agent, inp, sink, None, usage=scope, model_override=model,
+                    chain=Chain.root(agent, session_id=session.id, user_id=session.github_user),
+                )  # fmt: skip
                 turn.finished(result.model, result.outcome.status.value)
                 return result
         finally:

@@ -82,6 +82,8 @@ class EngineConfig:
     tool_description_max_chars: int | None = None
     #: ANTHROPIC_GATEWAY_MAX_TOKENS: max_tokens of every Anthropic request (None: the catalog's).
     anthropic_max_tokens: int | None = None
+    #: DELEGATION_MAX_DEPTH: how deep agents may call agents as tools (engine/delegation.py).
+    delegation_max_depth: int = 3
     #: What non-admins' records may run on the host (stdio MCP servers, custom tools) and who
     #: counts as an admin, checked on the record's owner when a run loads it.
     host: HostCapabilities = field(default_factory=HostCapabilities)
@@ -136,4 +138,5 @@ _FROM_SETTINGS = {
     "tool_description_max_chars": "tool_definition_description_max_chars",
     "anthropic_max_tokens": "anthropic_gateway_max_tokens",
     "trace_capture_content": "trace_capture_content",
+    "delegation_max_depth": "delegation_max_depth",
 }

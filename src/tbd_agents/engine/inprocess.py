@@ -23,6 +23,7 @@ from tbd_agents.engine.builder import close_run, load_guardrails, load_plan, ope
 from tbd_agents.engine.catalog import ModelCatalog
 from tbd_agents.engine.config import EngineConfig
 from tbd_agents.engine.context import RunInput
+from tbd_agents.engine.delegation import Chain, add_agent_tools
 from tbd_agents.engine.guardrails import GuardedPrompt, Guardrails, guard_prompt
 from tbd_agents.engine.messages import Message
 from tbd_agents.engine.options import RunOptions
@@ -74,6 +75,19 @@ class EngineServices:
     outbound: OutboundGuard | None = None  # None: no allow-list, admins trusted
     owned_vectors: Any | None = None  # a vector store opened for these services (closed by aclose)
     usage: UsageStore | None = None  # the usage ledger and budgets (None: not kept)
+    #: Seconds of a run's lease (RUN_LEASE_SECONDS): delegated runs renew theirs (engine/
+    #: delegation.py) as the runtime renews a run's.
+    lease_seconds: float = 30.0
+    _runs: Any | None = None  # the run store of `store` (delegated runs), built when needed
+
+    def run_store(self) -> Any:
+        """The run store on `store` (runtime/store.py): where delegated runs keep their event
+        log and lease."""
+        if self._runs is None:
+            from tbd_agents.runtime.store import as_run_store
+
+            self._runs = as_run_store(self.store)
+        return self._runs
 
     async def aclose(self) -> None:
         """Close what these services opened themselves (their vector store)."""
@@ -109,12 +123,15 @@ async def run_agent(
     workspace: Workspace | None = None,
     options: RunOptions | None = None,
     usage: UsageScope | None = None,
+    chain: Chain | None = None,
 ) -> Any:
     """Build the agent's run and execute it within its session time (engine/session.py);
     returns the loop's `RunResult`. For a run of `workflow`, its guardrails join the agent's;
     `options` are the workflow's (engine/options.py; None: the defaults). `workspace`: the
     run's checkout or scratch directory; without one, a run outside a workflow (chat) gets its
-    session's scratch one. `usage`: whom the run's model calls are recorded and budgeted for."""
+    session's scratch one. `usage`: whom the run's model calls are recorded and budgeted for.
+    `chain`: where the run sits in a delegation chain (engine/delegation.py; None: a run of its
+    own, which the agents it lists as tools are called from)."""
     if workspace is None and workflow is None:
         workspace = await chat_workspace(services, agent, inp.session_id)
     async with services.store.unit_of_work() as repos:
@@ -131,6 +148,10 @@ async def run_agent(
     )  # fmt: skip
     if max_turns:
         spec.max_turns = max_turns
+    if plan.agent_tools:
+        user = usage.user_id if usage is not None else None
+        chain = chain or Chain.root(agent, user_id=user, session_id=inp.session_id)
+        add_agent_tools(spec, plan.agent_tools, services, chain)
     if services.usage is not None and usage is not None:
         spec.meter = meter_for(services.usage, usage, plan, spec)
     try:
@@ -203,6 +224,7 @@ class EngineExecutor:
                     self.services, agent, inp, runlog, halt,
                     model_override=workflow.model, max_turns=workflow.max_turns,
                     workflow=workflow, workspace=workspace, options=options, usage=usage,
+                    chain=Chain.root(agent, task=task, user_id=usage.user_id),
                 )  # fmt: skip
             await progress.flush()
         except BaseException as exc:
@@ -295,6 +317,7 @@ async def engine_services(
         sandbox=Sandbox.from_config(config),
         outbound=outbound_guard(settings),
         usage=usage_store_or_none(store),
+        lease_seconds=settings.run_lease_seconds,
     )
     try:
         from tbd_agents.embeddings.factory import load_embedder
@@ -356,6 +379,8 @@ async def preview_context(services: EngineServices, agent: Agent, query: str) ->
         plan, services.config, services.catalog,
         memory=services.memory_for(agent), knowledge=services.knowledge(), sandbox=services.sandbox,
     )  # fmt: skip
+    if plan.agent_tools:  # listed as a run offers them (not called here)
+        add_agent_tools(spec, plan.agent_tools, services, Chain.root(agent))
     try:
         passages: list[Any] = []
         memories: list[Any] = []

@@ -336,6 +336,9 @@ class AgentLoop:
         with signals.tool_call(call, source, capture_content=capture) as measured:
             result, seconds, blocked = await self._tool_result(call, ctx, source)
             measured.ended(result.content, result.is_error, seconds, blocked=blocked)
+        if result.usage is not None:  # an agent called as a tool: its run's usage rolls up
+            self.usage.add(result.usage)
+            await self.emit(EventType.USAGE, {"model": self.spec.model, "purpose": "delegation", "tool": call.name, **_usage_dict(result.usage), "total": _usage_dict(self.usage)})  # fmt: skip
         await self.emit(
             EventType.TOOL_RESULT,
             {"id": call.id, "name": call.name, "content": result.content, "is_error": result.is_error,

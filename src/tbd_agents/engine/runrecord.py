@@ -101,6 +101,10 @@ class RunLog:
             self.add(str(data.get("event") or "log"), str(data.get("message", "")))
         elif kind is EventType.ERROR:
             self.add("error", str(data.get("message", "")))
+        elif kind is EventType.DELEGATION_STARTED:
+            self.add("delegation_started", f"{data.get('agent_name')}: {data.get('task', '')}")
+        elif kind is EventType.DELEGATION_FINISHED:
+            self.add("delegation_finished", f"{data.get('agent_name')}: {data.get('status')}")
 
     def finish(self, status: TaskStatus, detail: str | None) -> None:
         """Log how the run ended (the existing `completed` / `error` / `halted` / … entry)."""

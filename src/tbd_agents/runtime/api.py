@@ -128,6 +128,12 @@ async def _task(ctx: ApiContext, caller: Principal, task_id: str) -> TaskExecuti
     async with ctx.store.unit_of_work() as repos:
         task: TaskExecution = await repos.task_executions.get(task_id)
         workflow = await repos.workflows.find_one(eq("id", task.workflow_id))
+        if workflow is None and task.chat_session_id:
+            # A run an agent delegated to from a chat turn: its session's owner sees it.
+            session = await repos.chat_sessions.find_one(eq("id", task.chat_session_id))
+            if session is not None:
+                ensure_visible(session, caller)
+                return task
     if workflow is None:
         # A run of a deleted workflow (kept from an existing deployment, which never deleted
         # them): it has no owner left, so only admins see it, as with every ownerless record.

@@ -31,6 +31,10 @@ class EventType(StrEnum):
     #: A budget reached its warning ratio / refused a model call (observability/usage).
     BUDGET_WARNING = "budget_warning"
     BUDGET_EXCEEDED = "budget_exceeded"
+    #: An agent called another agent as a tool: the child run started / ended
+    #: (engine/delegation.py).
+    DELEGATION_STARTED = "delegation_started"
+    DELEGATION_FINISHED = "delegation_finished"
 
 
 class EventSink(Protocol):

@@ -8,6 +8,8 @@ tool_output?}`. `frame_of(event)` gives one of our stored run events in that sha
 - `tool_call` / `tool_result` / `error` events become `log` events named `tool_call` /
   `tool_result` / `error` (the existing engine logged them that way), with `tool_input` /
   `tool_output`;
+- `delegation_started` / `delegation_finished` (ours: an agent called another as a tool) become
+  `log` events of those names, `detail` naming the agent and its task or its final status;
 - `log` gets `detail` (our `message`);
 - `status` gets `current_turn` (the run's tool calls so far, as the existing workflow counted);
 - `usage` gets the `UsageStats` totals;
@@ -52,6 +54,10 @@ def _translate(kind: str, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         return _log("tool_result", data.get("name", ""), data, tool_output=data.get("content"))
     if kind == EventType.ERROR:
         return _log("error", data.get("message", ""), data)
+    if kind in (EventType.DELEGATION_STARTED, EventType.DELEGATION_FINISHED):
+        # ours (an agent called as a tool): a `log` event, a type the existing clients know
+        detail = f"{data.get('agent_name', '')}: {data.get('task') or data.get('status') or ''}"
+        return _log(kind, detail, data)
     if kind == EventType.LOG:
         name = str(data.get("event") or "log")
         return _log(name, data.get("detail", data.get("message", "")), data)

@@ -207,6 +207,8 @@ class _Exported:
     redacted: list[str] = field(default_factory=list)
 
     def add(self, kind: Kind, records: Sequence[Entity], where: Callable[[int], str]) -> None:
+        if kind.model is Agent:
+            records = delegates_first(records)
         rows = [_export_record(kind, r, where(i), self.redacted) for i, r in enumerate(records)]
         self.lists[kind.key] = rows
         self.tokens |= referenced_names(rows)
@@ -221,6 +223,43 @@ class _Exported:
 
     def extras(self) -> dict[str, Any]:
         return {"tokens_required": sorted(self.tokens), "redacted": self.redacted}
+
+
+def delegates_first(agents: Sequence[Entity]) -> list[Entity]:
+    """`agents` with every agent after the agents of the list it calls as tools
+    (`agent_tool_ids`), otherwise in their order: an import creates them in this order, and an
+    agent's agent tools must exist when it is created. A cycle (not savable, but data can hold
+    one) is broken where it closes."""
+    by_id = {a.id: a for a in agents}
+    placed: dict[str, Entity] = {}
+    visiting: set[str] = set()
+
+    def place(agent: Entity) -> None:
+        if agent.id in placed or agent.id in visiting:
+            return
+        visiting.add(agent.id)
+        for target in getattr(agent, "agent_tool_ids", []):
+            if target in by_id:
+                place(by_id[target])
+        visiting.discard(agent.id)
+        placed[agent.id] = agent
+
+    for agent in agents:
+        place(agent)
+    return list(placed.values())
+
+
+async def _delegates(repos: Repositories, principal: Principal, agent: Agent) -> list[Entity]:
+    """The agents `agent` calls as tools, theirs, and so on (those the caller can see)."""
+    found: dict[str, Entity] = {agent.id: agent}
+    wanted = [i for i in agent.agent_tool_ids if i not in found]
+    while wanted:
+        query = Query(filters=(in_("id", wanted), *owner_filters(Agent, principal)))
+        batch = [r async for r in repos.agents.iterate(query)]
+        for record in batch:
+            found.setdefault(record.id, record)
+        wanted = sorted({t for r in batch for t in r.agent_tool_ids if t not in found})
+    return list(found.values())
 
 
 async def _visible(repos: Repositories, principal: Principal, kind: Kind) -> list[Entity]:
@@ -297,18 +336,24 @@ async def _used_by(
 async def export_agent(
     repos: Repositories, principal: Principal, agent_id: str, *, include_items: bool = False
 ) -> dict[str, Any]:
-    """A full bundle of one agent and what it uses: its provider, skills, MCP servers, custom
-    tools, guardrails and knowledge sources (named by id, or selected by the agent's tags), and
+    """A full bundle of one agent and what it uses: the agents it calls as tools (and theirs,
+    placed before it), its and their provider, skills, MCP servers, custom tools, guardrails
+    and knowledge sources (named by id, or selected by the agents' tags), and
     on request the sources' knowledge items. Secrets as in every export: tokens by name only,
     passwords removed from connection strings. Records the caller cannot see are left out (an
     import then reports the agent's reference to them)."""
     agent: Agent = await Records(repos, principal, Agent).get(agent_id)
-    picked: dict[type[Entity], list[Entity]] = {Agent: [agent]}
+    agents = await _delegates(repos, principal, agent)  # the agents it calls as tools, too
+    picked: dict[type[Entity], list[Entity]] = {Agent: agents}
     for model, ids_field, tags_field in AGENT_DEPENDENCIES:
-        raw = getattr(agent, ids_field)
-        ids = [raw] if isinstance(raw, str) else list(raw or [])
-        tags = list(getattr(agent, tags_field)) if tags_field else []
-        picked[model] = await _used_by(repos, principal, model, ids, tags)
+        ids, tags = [], []
+        for one in agents:
+            raw = getattr(one, ids_field)
+            ids += [raw] if isinstance(raw, str) else list(raw or [])
+            tags += list(getattr(one, tags_field)) if tags_field else []
+        picked[model] = await _used_by(
+            repos, principal, model, list(dict.fromkeys(ids)), list(dict.fromkeys(tags))
+        )
     if include_items:
         source_ids = [r.id for r in picked[KnowledgeSource]]
         query = Query(filters=(in_("source_id", source_ids),), sort=(Sort("created_at"),))

@@ -113,6 +113,17 @@ class Records(Generic[E]):
         parent = self.spec.parent
         if parent is None:
             return owner_filters(self.model, self.principal)
+        other = self.spec.other_parent
+        by_other = (
+            None
+            if other is None
+            else next((f for f in filters if f.field == other.field and f.op == "eq"), None)
+        )
+        if other is not None and by_other is not None:
+            found = await self.repos.for_model(other.target).find_one(
+                eq("id", by_other.value), *owner_filters(other.target, self.principal)
+            )
+            return () if found is not None else None
         given = next((f for f in filters if f.field == parent.field and f.op == "eq"), None)
         if given is not None:
             parent_record = await self.repos.for_model(parent.target).find_one(
@@ -135,6 +146,11 @@ class Records(Generic[E]):
         found = await self.repos.for_model(parent.target).find_one(
             eq("id", parent_id), *owner_filters(parent.target, self.principal)
         )
+        other = self.spec.other_parent
+        if found is None and other is not None and getattr(record, other.field):
+            found = await self.repos.for_model(other.target).find_one(
+                eq("id", getattr(record, other.field)), *owner_filters(other.target, self.principal)
+            )
         if found is None:
             raise NotFound(self.model.collection, record.id)
 
@@ -152,6 +168,8 @@ class Records(Generic[E]):
         record = self._validated(values)
         if self.spec.gate is not None:
             self.spec.gate(record, self.principal)
+        if self.spec.verify is not None:
+            await self.spec.verify(self.repos, record)
         if self.spec.derive is not None:
             record = record.model_copy(update=self.spec.derive(None, record))
         created: E = await self.repo.create(record)
@@ -207,6 +225,8 @@ class Records(Generic[E]):
         merged = self._validated({**current.model_dump(), **changes})
         if self.spec.gate is not None:
             self.spec.gate(merged, self.principal)
+        if self.spec.verify is not None:
+            await self.spec.verify(self.repos, merged)
         if self.spec.derive is not None:
             changes = {**changes, **self.spec.derive(current, merged)}
         updated: E = await self.repo.update(record_id, dict(changes), expected_version=expected)

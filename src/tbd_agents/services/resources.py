@@ -9,7 +9,7 @@ This table is the single statement of the referential rules the API enforces:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -38,6 +38,8 @@ from tbd_agents.engine.guardrails import validate_guardrail
 from tbd_agents.engine.sandbox import check_tool_policy
 from tbd_agents.runtime.scheduler import occurrence_after, validate_schedule
 from tbd_agents.services.access import Principal
+from tbd_agents.services.delegation import check_delegation_cycle
+from tbd_agents.storage.protocol import Repositories
 
 
 class OnDelete(StrEnum):
@@ -73,6 +75,9 @@ class ResourceSpec:
     references: tuple[Reference, ...] = ()
     dependants: tuple[Dependant, ...] = ()
     parent: Reference | None = None  # owner comes from this parent (child records)
+    #: A second parent a child record may have instead (a run an agent delegated to from a
+    #: chat turn: its chat session; it has no workflow). Visible to whoever sees that parent.
+    other_parent: Reference | None = None
     managed: frozenset[str] = field(default_factory=frozenset)  # set by the server only
     immutable: frozenset[str] = field(default_factory=frozenset)  # set at creation only
     #: Rules across fields that the model alone cannot check; raises InvalidData naming the fix.
@@ -82,6 +87,9 @@ class ResourceSpec:
     #: Managed fields the server computes on a save: (stored record or None on create, record
     #: as it will be stored) -> values to store with it.
     derive: Callable[[Entity | None, Entity], dict[str, Any]] | None = None
+    #: Rules that need other stored records (the agents' delegation graph: no cycle), checked
+    #: on the record as it would be stored; raises InvalidData naming the fix.
+    verify: Callable[[Repositories, Entity], Awaitable[None]] | None = None
 
 
 def _check_schedule(record: Entity) -> None:
@@ -139,6 +147,7 @@ _AGENT_REFS = (
     Reference("custom_tool_ids", CustomTool, many=True),
     Reference("skill_ids", Skill, many=True),
     Reference("guardrail_ids", Guardrail, many=True),
+    Reference("agent_tool_ids", Agent, many=True),
 )
 
 
@@ -157,7 +166,9 @@ SPECS: dict[type[Entity], ResourceSpec] = {
                 Dependant(Workflow, "agent_id", OnDelete.REFUSE),
                 Dependant(ChatSession, "agent_id", OnDelete.REFUSE),
                 Dependant(Memory, "agent_id", OnDelete.CASCADE),
+                _used_by_agents("agent_tool_ids"),
             ),
+            verify=check_delegation_cycle,
         ),
         ResourceSpec(Skill, "skill", dependants=(_used_by_agents("skill_ids"),)),
         ResourceSpec(
@@ -234,6 +245,7 @@ SPECS: dict[type[Entity], ResourceSpec] = {
             TaskExecution,
             "task",
             parent=Reference("workflow_id", Workflow),
+            other_parent=Reference("chat_session_id", ChatSession),
         ),
         ResourceSpec(
             ScheduledAgent,

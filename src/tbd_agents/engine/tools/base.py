@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import jsonschema
 
 from tbd_agents.engine.messages import ToolCall, ToolSpec
+from tbd_agents.runtime.contracts import Usage
 
 _NAME_OK = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -28,6 +29,9 @@ class ToolResult:
     data: Any = None
     #: How `content` was rewritten for the model ("tsv"), None when it is the tool's own.
     rendered_as: str | None = None
+    #: Model usage the tool spent on the run's behalf (an agent called as a tool: its child
+    #: run's), added to the run's usage.
+    usage: Usage | None = None
 
 
 @dataclass(slots=True)
@@ -64,12 +68,19 @@ class FunctionTool:
 
 
 #: The kinds of `Tool.source`, as people name them.
-_ORIGIN_KINDS = {"builtin": "builtin", "custom": "custom", "mcp": "mcp", "plugin": "plugin"}
+_ORIGIN_KINDS = {
+    "builtin": "builtin",
+    "custom": "custom",
+    "mcp": "mcp",
+    "plugin": "plugin",
+    "agent": "agent",  # another agent called as a tool (engine/delegation.py)
+}
 
 
 def origin_of(source: str) -> dict[str, str]:
     """Where a tool comes from, from its `source`: `{"kind": "builtin" | "custom" | "mcp" |
-    "plugin" | "unknown", "name": <MCP server, custom tool or plugin name; "" for built-ins>}`."""
+    "plugin" | "agent" | "unknown", "name": <MCP server, custom tool, plugin or agent name; ""
+    for built-ins>}`."""
     kind, _, name = source.partition(":")
     return {"kind": _ORIGIN_KINDS.get(kind, "unknown"), "name": name}
 
@@ -163,7 +174,9 @@ class Toolset:
         if render is not None and not result.is_error:
             rendered = render(result.content)
             if rendered != result.content:
-                result = ToolResult(rendered, False, result.data, rendered_as="tsv")
+                result = ToolResult(
+                    rendered, False, result.data, rendered_as="tsv", usage=result.usage
+                )
         if len(result.content) > max_chars:
             cut = len(result.content) - max_chars
             result.content = result.content[:max_chars] + f"\n…[{cut} characters cut]"

@@ -71,6 +71,8 @@ BTREE_INDEXES: dict[str, tuple[str, ...]] = {
         "scheduled_agent_id",
         "status",
         "celery_task_id",
+        "parent_task_id",
+        "root_task_id",
     ),
     "scheduled_agents": ("workflow_id", "enabled", "next_run_at", "github_user"),
     "mcp_servers": ("name", "status", "transport_type", "created_by"),
@@ -84,7 +86,7 @@ COMPOSITE_INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
 
 #: GIN indexes on TEXT[] columns queried with containment (tags and tag-based selection).
 GIN_INDEXES: dict[str, tuple[str, ...]] = {
-    "agents": ("tags", "mcp_server_tags", "knowledge_tags", "skill_tags"),
+    "agents": ("tags", "mcp_server_tags", "knowledge_tags", "skill_tags", "agent_tool_ids"),
     "skills": ("tags",),
     "knowledge_items": ("tags",),
     "knowledge_sources": ("tags",),

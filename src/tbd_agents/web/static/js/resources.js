@@ -59,6 +59,7 @@ export const RESOURCES = {
       { name: "knowledge_source_ids", label: "Knowledge sources", kind: "multi", options: named("/api/knowledge-sources"), emptyText: "No knowledge sources yet (add them under Knowledge)." },
       { name: "knowledge_tags", label: "Knowledge by tag", kind: "tags" },
       { name: "guardrail_ids", label: "Guardrails", kind: "multi", options: named("/api/guardrails", (g) => `${g.guardrail_type}, ${g.action}`), emptyText: "No guardrails yet (add them under Guardrails)." },
+      { name: "agent_tool_ids", label: "Agents as tools", kind: "multi", options: named("/api/agents"), emptyText: "No other agents yet.", help: "Agents this agent may hand a task to; each is offered to its model as a tool (an agent may not call itself, directly or through others)." },
       { name: "tool_definitions", label: "Extra tool definitions (JSON list)", kind: "json", emptyValue: [], placeholder: "[]", rows: 3 },
       TAGS,
     ],
