@@ -141,6 +141,8 @@ class Agent(Entity):
     memory_enabled: bool = True
     tags: StrList = Field(default_factory=list)
     created_by: str | None = None
+    #: Ours: offered as a tool of its owner's MCP server at `/mcp` (docs/mcp-server.md).
+    mcp_exposed: bool = False
 
 
 class ChatSession(Entity):
