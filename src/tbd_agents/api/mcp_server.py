@@ -17,6 +17,7 @@ app's lifetime (`McpEndpoint.running`, entered in the app's lifespan).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -225,12 +226,31 @@ class McpEndpoint:
         manager = StreamableHTTPSessionManager(
             build_server(api), stateless=True, security_settings=security
         )
-        async with manager.run():
-            self.api, self.manager = api, manager
-            try:
-                yield
-            finally:
-                self.api = self.manager = None
+        # The manager's task group is entered and left in a task of its own: the lifespan's
+        # start and end may run in different tasks (an async test fixture does), and anyio
+        # refuses to leave a task group from another task than the one that entered it.
+        started, stop = asyncio.Event(), asyncio.Event()
+
+        async def serve() -> None:
+            async with manager.run():
+                self.api, self.manager = api, manager
+                started.set()
+                try:
+                    await stop.wait()
+                finally:
+                    self.api = self.manager = None
+
+        task = asyncio.create_task(serve(), name="mcp-server")
+        ready = asyncio.ensure_future(started.wait())
+        await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if not started.is_set():
+            ready.cancel()
+            task.result()  # the reason it could not start
+        try:
+            yield
+        finally:
+            stop.set()
+            await task
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # pragma: no cover - a route is HTTP only

@@ -50,6 +50,8 @@ async def usable_agents(repos: Repositories, caller: Principal) -> list[Agent]:
 async def resolve_model(repos: Repositories, caller: Principal, model: str) -> Agent:
     """The agent `model` names (its id, else its name when unique for the caller);
     ModelNotFound (404) when none, InvalidData when the name is ambiguous."""
+    if "\x00" in model:  # no agent has it, and PostgreSQL text cannot hold it
+        raise ModelNotFound(model.replace("\x00", ""))
     records = Records(repos, caller, Agent)
     try:
         return await records.get(model)

@@ -32,7 +32,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
 
+from tbd_agents.api.crud import ERRORS
 from tbd_agents.api.deps import Caller, Ctx
 from tbd_agents.api.routers.agent_chat import engine_for
 from tbd_agents.domain.enums import TaskStatus
@@ -108,6 +110,9 @@ class OpenAIRoute(APIRoute):
                 return exc.response()
             except TbdError as exc:
                 return _from_domain(exc).response()
+            except HTTPException as exc:  # a body that is not JSON
+                detail = exc.detail if isinstance(exc.detail, str) else "invalid request"
+                return OpenAIError(exc.status_code, detail, code="invalid_request").response()
             except RequestValidationError as exc:
                 first = exc.errors()[0] if exc.errors() else {}
                 loc = [str(p) for p in first.get("loc", ()) if p != "body"]
@@ -118,7 +123,37 @@ class OpenAIRoute(APIRoute):
         return answer
 
 
-router = APIRouter(prefix="/v1", tags=["openai-compatible"], route_class=OpenAIRoute)
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIErrorOut(BaseModel):
+    error: OpenAIErrorDetail
+
+
+#: The errors of these routes: OpenAI's shape, except unexpected ones (500, and 503: the
+#: database), answered in the API's own shape.
+OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
+    **{
+        status: {"model": OpenAIErrorOut, "description": text}
+        for status, text in (
+            (400, "Invalid request, a refused option, or a guardrail blocked the message/answer"),
+            (401, "Missing or unknown API key"),
+            (403, "The key's scope does not allow this"),
+            (404, "No such model (agent) for this caller"),
+            (429, "Too many failed authentications"),
+            (502, "The agent's run failed (its model provider or tools)"),
+        )
+    },
+    **{status: ERRORS[status] for status in (413, 500, 503) if status in ERRORS},
+}
+
+router = APIRouter(
+    prefix="/v1", tags=["openai-compatible"], route_class=OpenAIRoute, responses=OPENAI_ERRORS
+)
 
 
 class StreamOptions(BaseModel):
