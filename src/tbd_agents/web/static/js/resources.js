@@ -61,6 +61,7 @@ export const RESOURCES = {
       { name: "guardrail_ids", label: "Guardrails", kind: "multi", options: named("/api/guardrails", (g) => `${g.guardrail_type}, ${g.action}`), emptyText: "No guardrails yet (add them under Guardrails)." },
       { name: "tool_definitions", label: "Extra tool definitions (JSON list)", kind: "json", emptyValue: [], placeholder: "[]", rows: 3 },
       TAGS,
+      { name: "mcp_exposed", label: "Offer as an MCP tool", kind: "checkbox", default: false, help: "Your MCP clients (Claude Desktop, IDEs…) connected to /mcp with your API key can ask this agent; its description becomes the tool's." },
     ],
   },
   skills: {
