@@ -13,9 +13,7 @@ from tests.web.ui import api, goto
 
 def test_the_builder_offers_an_agent_as_an_mcp_tool(page: Page, dashboard: Dashboard) -> None:
     sign_in(page, dashboard)
-    created = api(
-        dashboard, "POST", "/api/agents", json={"name": f"mcp-{uuid.uuid4().hex[:6]}"}
-    )
+    created = api(dashboard, "POST", "/api/agents", json={"name": f"mcp-{uuid.uuid4().hex[:6]}"})
     assert created.status_code == 201, created.text
     agent_id = created.json()["id"]
     assert created.json()["mcp_exposed"] is False

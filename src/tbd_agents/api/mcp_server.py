@@ -38,8 +38,10 @@ import tbd_agents
 from tbd_agents.api.deps import ApiContext
 from tbd_agents.api.errors import error_body
 from tbd_agents.domain.models import Agent, ChatSession
-from tbd_agents.engine.chat import chat_stream, open_session
+from tbd_agents.engine.chat import OpenedTurn, chat_stream, open_session
+from tbd_agents.engine.inprocess import EngineServices
 from tbd_agents.errors import TbdError
+from tbd_agents.security.github import presented_github_token
 from tbd_agents.services.access import Principal
 from tbd_agents.services.agent_endpoints import exposed_agents
 from tbd_agents.services.chat_sessions import ensure_session_of
@@ -78,6 +80,12 @@ class ToolFailed(Exception):
     """A tool call that gives no answer: sent to the client as a tool error with this text."""
 
 
+def _header(ctx: ServerRequestContext[Any, Any], name: str) -> str | None:
+    headers = getattr(ctx.request, "headers", None)
+    value = headers.get(name) if headers is not None else None
+    return value if isinstance(value, str) else None
+
+
 def _principal(ctx: ServerRequestContext[Any, Any]) -> Principal:
     request = ctx.request
     principal = getattr(request, "scope", {}).get(PRINCIPAL_KEY)
@@ -111,8 +119,10 @@ def build_server(api: ApiContext) -> Server[Any]:
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         caller = _principal(ctx)
+        # A caller signed in with GitHub lends its token to an agent on the default model.
+        token = presented_github_token(_header(ctx, "authorization"), caller.via)
         try:
-            answer, session_id = await _ask(api, caller, params.name, params.arguments or {})
+            answer, session_id = await _ask(api, caller, params.name, params.arguments or {}, token)
         except ToolFailed as exc:
             return _tool_error(str(exc))
         except TbdError as exc:
@@ -149,8 +159,9 @@ def _arguments(arguments: dict[str, Any]) -> tuple[str, str | None]:
 
 
 async def _ask(
-    api: ApiContext, caller: Principal, tool: str, arguments: dict[str, Any]
-) -> tuple[str, str]:
+    api: ApiContext, caller: Principal, tool: str, arguments: dict[str, Any],
+    github_token: str | None = None,
+) -> tuple[str, str]:  # fmt: skip
     """One chat turn of the agent behind `tool`: (its answer, the chat session's id)."""
     from tbd_agents.api.routers.agent_chat import engine_for
 
@@ -168,17 +179,19 @@ async def _ask(
         ensure_session_of(session, agent.id)
     services = await engine_for(api)
     turn = await open_session(services, agent, session, caller.identity, message)
-    return await _answer_of(services, agent, turn, caller), turn.session.id
+    return await _answer_of(services, agent, turn, github_token), turn.session.id
 
 
-async def _answer_of(services: Any, agent: Agent, turn: Any, caller: Principal) -> str:
+async def _answer_of(
+    services: EngineServices, agent: Agent, turn: OpenedTurn, github_token: str | None
+) -> str:
     """Run the turn as the chat does (`chat_stream`, which also stores it) and read its
     answer from the frames: the `done` frame's result, or the `error` frame's message."""
     error: str | None = None
     done: dict[str, Any] | None = None
     frames = chat_stream(
         services, agent, turn.session, turn.history, turn.guarded.text,
-        guarded=turn.guarded, parent_id=turn.parent_id,
+        github_token=github_token, guarded=turn.guarded, parent_id=turn.parent_id,
     )  # fmt: skip
     async for frame in frames:
         kind, data = _parse(frame)

@@ -130,6 +130,7 @@ class AgentAnswer:
                     self.failure = RunFailure(
                         str(data.get("code") or "run_failed"), str(data.get("message") or "")
                     )
+            await asyncio.wait({task})  # it put _END on its way out: let it end
             self._finish(task)
         finally:
             if not task.done():
