@@ -243,3 +243,47 @@ def test_bad_requests(api: LiveApi, user: User) -> None:
         client.chat.completions.create(model=agent["id"], messages=hello, temperature=9)  # type: ignore[arg-type]
     assert invalid.value.param == "temperature"
     assert user.protocol.requests == []
+
+
+def test_a_failure_after_the_first_text_ends_the_stream_with_an_error(
+    api: LiveApi, user: User
+) -> None:
+    """The answer had started (200, text sent) when the run failed: an error event, as OpenAI
+    sends one, which the SDK raises."""
+    agent = user.agent(mcp_server_ids=[user.demo_mcp_server()])
+    user.protocol.script(
+        Turn(text="Let me add that up.", tool_calls=[("add", {"a": 1, "b": 1})]),
+        Turn(status=401, error_body={"error": {"message": "key revoked"}}),
+    )
+    stream = sdk(api, user.key).chat.completions.create(
+        model=agent["id"], messages=[{"role": "user", "content": "1 + 1?"}], stream=True
+    )
+    received: list[str] = []
+
+    def read_all() -> None:
+        received.extend(chunk.choices[0].delta.content or "" for chunk in stream)
+
+    with pytest.raises(openai.APIError) as failed:
+        read_all()
+    assert "".join(received) == "Let me add that up."
+    assert "401" in failed.value.message
+
+
+def test_an_agent_out_of_turns_finishes_with_length(api: LiveApi, user: User) -> None:
+    agent = user.agent(max_turns=1)
+    user.protocol.script(Turn(text="Partial.", tool_calls=[("lookup", {"q": "x"})]))
+    done = sdk(api, user.key).chat.completions.create(
+        model=agent["id"], messages=[{"role": "user", "content": "look it up"}]
+    )
+    assert done.choices[0].finish_reason == "length"
+    assert done.choices[0].message.content == "Partial."
+
+
+def test_a_name_shared_by_two_agents_needs_the_id(api: LiveApi, user: User) -> None:
+    first = user.agent("twin")
+    user.agent("twin")
+    client = sdk(api, user.key)
+    with pytest.raises(openai.BadRequestError) as ambiguous:
+        client.chat.completions.create(model="twin", messages=[{"role": "user", "content": "hi"}])
+    assert ambiguous.value.param == "model" and "id" in ambiguous.value.message
+    assert client.models.retrieve(first["id"]).name == "twin"  # type: ignore[attr-defined]
