@@ -33,7 +33,7 @@ class LiveApi:
     url: str
     db: URL
 
-    def key(self, owner: str | None = None) -> str:
+    def key(self, owner: str | None = None, scope: KeyScope = KeyScope.USER) -> str:
         """A new API key of `owner` (a fresh user by default)."""
         owner = owner or f"user-{uuid.uuid4().hex[:8]}"
 
@@ -41,7 +41,7 @@ class LiveApi:
             store = PostgresStore(create_engine(self.db, pool_size=1), url=self.db)
             try:
                 async with store.unit_of_work() as repos:
-                    created = await ApiKeys(repos).create(owner, scope=KeyScope.USER, name="t")
+                    created = await ApiKeys(repos).create(owner, scope=scope, name="t")
                 return created.plaintext
             finally:
                 await store.close()
@@ -69,7 +69,8 @@ class User:
     """One user of the live API, making records with its key."""
 
     def __init__(self, api: LiveApi, protocol: ProtocolServer) -> None:
-        self.key = api.key()
+        self.identity = f"user-{uuid.uuid4().hex[:8]}"
+        self.key = api.key(self.identity)
         self.http = httpx.Client(
             base_url=api.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=60
         )

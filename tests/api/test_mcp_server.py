@@ -16,6 +16,7 @@ import pytest
 from mcp import ClientSession, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
+from tbd_agents.domain.auth import KeyScope
 from tests.api.live_agents import LiveApi, User, running_api
 from tests.engine.protocol_server import ProtocolServer, Turn
 
@@ -164,3 +165,12 @@ def test_keys_are_checked_before_mcp(api: LiveApi) -> None:
     with pytest.raises(ExceptionGroup) as refused:  # the SDK's client fails to initialise
         tools_of(api, "tbd_not-a-real-key")
     assert refused.group_contains(MCPError, depth=None)
+
+
+def test_a_read_only_key_lists_but_does_not_call(api: LiveApi, user: User) -> None:
+    user.agent("Desk", mcp_exposed=True)
+    key = api.key(user.identity, KeyScope.READ_ONLY)
+    assert set(tools_of(api, key)) == {"Desk"}
+    refused = call(api, key, "Desk", {"message": "hello"})
+    assert refused.is_error and "read-only" in text_of(refused)
+    assert user.protocol.requests == []

@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 
+from tbd_agents.domain.auth import KeyScope
 from tests.api.live_agents import LiveApi, User, running_api
 from tests.engine.protocol_server import ProtocolServer, Turn
 
@@ -287,3 +288,14 @@ def test_a_name_shared_by_two_agents_needs_the_id(api: LiveApi, user: User) -> N
         client.chat.completions.create(model="twin", messages=[{"role": "user", "content": "hi"}])
     assert ambiguous.value.param == "model" and "id" in ambiguous.value.message
     assert client.models.retrieve(first["id"]).name == "twin"  # type: ignore[attr-defined]
+
+
+def test_a_read_only_key_lists_but_does_not_run(api: LiveApi, user: User) -> None:
+    agent = user.agent()
+    client = sdk(api, api.key(user.identity, KeyScope.READ_ONLY))
+    assert agent["id"] in [m.id for m in client.models.list().data]
+    with pytest.raises(openai.PermissionDeniedError):
+        client.chat.completions.create(
+            model=agent["id"], messages=[{"role": "user", "content": "hi"}]
+        )
+    assert user.protocol.requests == []
