@@ -58,6 +58,7 @@ class OpenAIError(Exception):
         self.status, self.message, self.type, self.param, self.code = (
             status, message, type_, param, code,
         )  # fmt: skip
+        self.headers: dict[str, str] = {}
 
     def body(self) -> dict[str, Any]:
         return {
@@ -67,8 +68,10 @@ class OpenAIError(Exception):
         }  # fmt: skip
 
     def response(self) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
-        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else {}
+        return JSONResponse(
+            self.body(), status_code=self.status, headers={**headers, **self.headers}
+        )
 
 
 def _from_domain(exc: TbdError) -> OpenAIError:
@@ -82,7 +85,10 @@ def _from_domain(exc: TbdError) -> OpenAIError:
     if status == 403:
         return OpenAIError(403, exc.message, type_="permission_error", code=exc.code)
     if status == 429:
-        return OpenAIError(429, exc.message, type_="rate_limit_error", code=exc.code)
+        error = OpenAIError(429, exc.message, type_="rate_limit_error", code=exc.code)
+        retry_after = getattr(exc, "retry_after", None)  # TooManyAttempts
+        error.headers = {"Retry-After": str(retry_after)} if isinstance(retry_after, int) else {}
+        return error
     if status >= 500:
         return OpenAIError(status, exc.message, type_="server_error", code=exc.code)
     return OpenAIError(400 if status == 422 else status, exc.message, param=param, code=exc.code)
