@@ -299,3 +299,18 @@ def test_a_read_only_key_lists_but_does_not_run(api: LiveApi, user: User) -> Non
             model=agent["id"], messages=[{"role": "user", "content": "hi"}]
         )
     assert user.protocol.requests == []
+
+
+def test_max_tokens_never_raises_the_models_limit(api: LiveApi, user: User) -> None:
+    agent = user.agent()
+    user.protocol.script(Turn(text="short"), Turn(text="short"))
+    client = sdk(api, user.key)
+    hello = [{"role": "user", "content": "hello"}]
+    client.chat.completions.create(model=agent["id"], messages=hello)  # type: ignore[arg-type]
+    limit = user.protocol.requests[-1].body["max_tokens"]
+    client.chat.completions.create(
+        model=agent["id"],
+        messages=hello,  # type: ignore[arg-type]
+        max_completion_tokens=limit + 1000,
+    )
+    assert user.protocol.requests[-1].body["max_tokens"] == limit
