@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 from fastapi import Depends, FastAPI, Request
+from starlette.routing import Route
 
 import tbd_agents
 from tbd_agents.api.crud import CrudRouter
@@ -27,6 +28,7 @@ from tbd_agents.api.docs import SecurityHeaders, install_cached_openapi, install
 from tbd_agents.api.errors import install_error_handlers
 from tbd_agents.api.fastpath import CrudFastPath
 from tbd_agents.api.limits import RequestLimits
+from tbd_agents.api.mcp_server import McpEndpoint
 from tbd_agents.config import Settings
 from tbd_agents.engine.sandbox import Ceilings, set_save_ceilings
 from tbd_agents.errors import ConfigurationError, InvalidData, StorageError
@@ -107,6 +109,8 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
     set_default_max_turns(settings.default_max_turns)
     tracing = configure_tracing(settings, API_SERVICE)  # None without an OTLP endpoint
 
+    mcp_endpoint = McpEndpoint()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = store is None
@@ -144,7 +148,8 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
             # (~70 ms on this heap) in the middle of whichever request allocates enough to
             # trigger one (a year of usage by day: every few requests; benchmarks/RESULTS.md).
             gc.freeze()
-            yield
+            async with mcp_endpoint.running(ctx):  # the agents' MCP server at /mcp
+                yield
         finally:
             gc.unfreeze()
             for task in (sweeper, plugin_sync):
@@ -188,6 +193,8 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
     install_metrics_route(app, settings)  # GET /metrics (its own access rule), before the routers
     for router in routers:
         app.include_router(router)
+    # The agents' MCP server (api/mcp_server.py): an ASGI app of its own, every method.
+    app.router.routes.append(Route("/mcp", mcp_endpoint, include_in_schema=False))
     from tbd_agents.web import mount as mount_dashboard
 
     mount_dashboard(app)  # the web dashboard at / and /dashboard

@@ -144,6 +144,8 @@ class Agent(Entity):
     #: Agents this agent may call as tools (engine/delegation.py): each is offered to the model
     #: as a tool named after the agent. The delegation graph may not contain a cycle.
     agent_tool_ids: StrList = Field(default_factory=list)
+    #: Ours: offered as a tool of its owner's MCP server at `/mcp` (docs/mcp-server.md).
+    mcp_exposed: bool = False
 
 
 class ChatSession(Entity):

@@ -123,6 +123,12 @@ class RunInput:
     images: list[dict[str, str]] = field(default_factory=list)
     #: Knowledge sources searched besides the agent's: a chat session's attachments.
     knowledge_source_ids: list[str] = field(default_factory=list)
+    #: This run's temperature instead of the agent's (the OpenAI-compatible endpoint's
+    #: `temperature`); None: the agent's.
+    temperature: float | None = None
+    #: A cap on each model call's output tokens below the model's own (`max_tokens` of the
+    #: OpenAI-compatible endpoint); None: the model's limit.
+    max_output_tokens: int | None = None
 
 
 def _fit(blocks: list[str], budget: int) -> list[str]:

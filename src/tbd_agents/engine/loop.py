@@ -17,7 +17,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from tbd_agents.domain.enums import OutputFormat, TaskStatus
@@ -199,7 +199,17 @@ class AgentLoop:
             await self.emit(EventType.LOG, {"level": "info", "event": "memories_loaded", "message": f"{len(memories)} memories in context", "memories": [m.key for m in memories]})  # fmt: skip
         return [Message("system", system), *inp.history]
 
+    def _apply_request_options(self, inp: RunInput) -> None:
+        """A caller's per-run `temperature` and output cap (the OpenAI-compatible endpoint):
+        the cap lowers the model's `max_output_tokens`, never raises it."""
+        if inp.temperature is not None:
+            self.spec.temperature = inp.temperature
+        info = self.spec.model_info
+        if inp.max_output_tokens is not None and inp.max_output_tokens < info.max_output_tokens:
+            self.spec.model_info = replace(info, max_output_tokens=inp.max_output_tokens)
+
     async def _run(self, inp: RunInput) -> RunOutcome:
+        self._apply_request_options(inp)
         prompt = await self._guard_input(inp)
         if prompt is None:
             return self.result.outcome

@@ -62,6 +62,7 @@ export const RESOURCES = {
       { name: "agent_tool_ids", label: "Agents as tools", kind: "multi", options: named("/api/agents"), emptyText: "No other agents yet.", help: "Agents this agent may hand a task to; each is offered to its model as a tool (an agent may not call itself, directly or through others)." },
       { name: "tool_definitions", label: "Extra tool definitions (JSON list)", kind: "json", emptyValue: [], placeholder: "[]", rows: 3 },
       TAGS,
+      { name: "mcp_exposed", label: "Offer as an MCP tool", kind: "checkbox", default: false, help: "Your MCP clients (Claude Desktop, IDEs…) connected to /mcp with your API key can ask this agent; its description becomes the tool's." },
     ],
   },
   skills: {

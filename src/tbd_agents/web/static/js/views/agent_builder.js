@@ -16,7 +16,7 @@ import { renderRecord } from "./records.js";
 const FIELD_TABS = [
   ["Basics", ["name", "description", "system_prompt", "tags"]],
   ["Model", ["provider_id", "model", "temperature", "max_turns", "output_format"]],
-  ["Tools", ["builtin_tools", "mcp_server_ids", "mcp_server_tags", "custom_tool_ids", "agent_tool_ids", "tool_definitions"]],
+  ["Tools", ["builtin_tools", "mcp_server_ids", "mcp_server_tags", "custom_tool_ids", "agent_tool_ids", "tool_definitions", "mcp_exposed"]],
   ["Knowledge", ["knowledge_source_ids", "knowledge_tags", "skill_ids", "skill_tags"]],
   ["Memory", ["memory_enabled"]],
   ["Safety", ["guardrail_ids"]],
