@@ -141,6 +141,9 @@ class Agent(Entity):
     memory_enabled: bool = True
     tags: StrList = Field(default_factory=list)
     created_by: str | None = None
+    #: Which tool calls run, are refused or wait for a human (`domain/approvals.ToolPolicy`);
+    #: None: every call runs, as before.
+    tool_policy: Json | None = None
 
 
 class ChatSession(Entity):
@@ -365,6 +368,8 @@ class Workflow(Entity):
     description: str = ""
     last_run_at: UtcDatetime | None = None
     tags: StrList = Field(default_factory=list)
+    #: The workflow's tool policy (`domain/approvals.ToolPolicy`), checked before the agent's.
+    tool_policy: Json | None = None
 
 
 class TaskExecution(Entity):
@@ -403,6 +408,10 @@ class TaskExecution(Entity):
     #: run's span continues that trace in whichever process executes it, however late it is
     #: dispatched (observability/spans.py). Internal: never serialized (`exclude`).
     trace_parent: str | None = Field(default=None, exclude=True, repr=False)
+    #: What a run paused for approval needs to resume (the conversation so far, ending with
+    #: the assistant message whose calls wait, and the counters): set when it pauses, cleared
+    #: when it resumes. Internal: never serialized (`exclude`).
+    paused_state: Json | None = Field(default=None, exclude=True, repr=False)
 
 
 class ScheduledAgent(Entity):
