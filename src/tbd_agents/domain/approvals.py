@@ -69,7 +69,9 @@ class PolicyRule(BaseModel):
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise ValueError(f"args.{name}: {pattern!r} is not a regular expression: {exc}")
+                raise ValueError(
+                    f"args.{name}: {pattern!r} is not a regular expression: {exc}"
+                ) from None
         return value
 
     def matches(self, tool: str, origins: frozenset[str], arguments: dict[str, Any]) -> bool:

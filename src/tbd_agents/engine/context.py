@@ -123,6 +123,11 @@ class RunInput:
     images: list[dict[str, str]] = field(default_factory=list)
     #: Knowledge sources searched besides the agent's: a chat session's attachments.
     knowledge_source_ids: list[str] = field(default_factory=list)
+    #: The tool policy of the run and the decisions it resumes with (engine/approval.py);
+    #: None: every call runs.
+    approvals: Any = None
+    #: The state a run paused for approval resumes from (`RunResult.paused`); None: a new run.
+    resume: dict[str, Any] | None = None
 
 
 def _fit(blocks: list[str], budget: int) -> list[str]:

@@ -63,6 +63,10 @@ class RunHaltSignal:
             self._event.set()
 
 
+#: Runs no worker executes: a halt ends them on the spot (queued, or waiting for approval).
+_NOT_EXECUTING = frozenset({TaskStatus.PENDING, TaskStatus.AWAITING_APPROVAL})
+
+
 class HaltResult(StrEnum):
     HALTED = "halted"  # the run was queued: it is halted and will not start
     HALTING = "halting"  # the run is executing: its worker was told to stop
@@ -91,7 +95,7 @@ async def halt_on_sql(
             .values(task_id=task_id, requested_by=requested_by)
             .on_conflict_do_nothing()
         )
-        if status is not TaskStatus.PENDING:
+        if status not in _NOT_EXECUTING:
             return None
         await conn.execute(
             update(tasks)

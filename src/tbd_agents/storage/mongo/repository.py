@@ -34,9 +34,9 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from tbd_agents.domain.approvals import ToolApproval
 from tbd_agents.domain.auth import ApiKey
 from tbd_agents.domain.models import ENTITIES, ENTITY_BY_COLLECTION, Entity, Numbering
-from tbd_agents.domain.approvals import ToolApproval
 from tbd_agents.domain.versions import AgentVersion
 from tbd_agents.errors import (
     DuplicateKey,
