@@ -174,19 +174,15 @@ def pending_approval(c: httpx.Client, task_id: str) -> dict[str, Any]:
 
 
 def tool_results(model: ProtocolServer) -> list[str]:
-    """The tool results the model received, in order."""
-    return [
-        text
-        for rec in model.requests
-        for m in rec.conversation()
-        for _id, text in m["tool_results"]
-    ]
+    """The tool results in the conversation the model last received (the workflow's
+    conversation: earlier runs' results included), in order."""
+    if not model.requests:
+        return []
+    return [text for m in model.requests[-1].conversation() for _id, text in m["tool_results"]]
 
 
 def lookup_then_answer(model: ProtocolServer, order_id: str = "42") -> None:
-    model.script(
-        Turn(tool_calls=[("lookup_order", {"order_id": order_id})]), Turn(text="all done")
-    )
+    model.script(Turn(tool_calls=[("lookup_order", {"order_id": order_id})]), Turn(text="all done"))
 
 
 # --- pausing and deciding ---------------------------------------------------------------------
@@ -238,7 +234,7 @@ def test_edited_arguments_are_what_the_tool_receives(env: Env, model: ProtocolSe
         approval = pending_approval(c, task_id)
         bad = c.post(f"/api/approvals/{approval['id']}/approve", json={"arguments": {"x": 1}})
         assert bad.status_code == 422, bad.text
-        assert "order_id" in bad.json()["message"]
+        assert "order_id" in bad.text
         resp = c.post(
             f"/api/approvals/{approval['id']}/approve", json={"arguments": {"order_id": "99"}}
         )
@@ -311,7 +307,7 @@ def test_the_signed_link_decides_once_without_an_api_key(env: Env, model: Protoc
         page = anonymous.get(link)
         assert page.status_code == 200, page.text
         assert "lookup_order" in page.text and "Approve" in page.text and "42" in page.text
-        forged = anonymous.post(link[: -4] + "AAAA", data={"decision": "approve"})
+        forged = anonymous.post(link[:-4] + "AAAA", data={"decision": "approve"})
         assert forged.status_code == 403, forged.text
         assert anonymous.get(link.replace("?token=", "/x?token=")).status_code in (404, 405)
         decided = anonymous.post(link, data={"decision": "approve"})
@@ -357,9 +353,7 @@ def test_on_timeout_fail_fails_the_run(env: Env, model: ProtocolServer) -> None:
 def test_a_workflow_webhook_gets_an_approval_requested_delivery(
     env: Env, model: ProtocolServer
 ) -> None:
-    workflow = make_workflow(
-        env, agent_policy=ASK_LOOKUP, webhook_url="http://127.0.0.1:9/hook"
-    )
+    workflow = make_workflow(env, agent_policy=ASK_LOOKUP, webhook_url="http://127.0.0.1:9/hook")
     lookup_then_answer(model)
     with env.client() as c:
         task_id = start_run(c, workflow)

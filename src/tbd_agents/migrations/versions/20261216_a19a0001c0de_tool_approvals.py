@@ -1,6 +1,7 @@
 """tool_approvals: human approval of tool calls (tool policies, paused runs, approval records)
 
-Adds `agents.tool_policy` and `workflows.tool_policy` (NULL: no approvals, as before),
+Also lets `webhook_deliveries.event` hold `approval_requested/<approval id>`. Adds
+`agents.tool_policy` and `workflows.tool_policy` (NULL: no approvals, as before),
 `task_executions.paused_state` (what a run paused for approval resumes from), the task status
 `awaiting_approval`, and the `tool_approvals` table (`domain/approvals.py`). Downgrade drops
 them; a run still awaiting approval is marked failed first (the older schema has no such
@@ -25,6 +26,9 @@ depends_on: str | Sequence[str] | None = None
 
 _STATUSES_BEFORE = ("pending", "running", "completed", "failed", "halted", "max_turns_reached")
 _STATUSES_AFTER = (*_STATUSES_BEFORE, "awaiting_approval")
+_EVENTS_BEFORE = "event IN ('task.completed', 'task.failed')"
+#: An approval_requested webhook per approval (`approval_requested/<approval id>`).
+_EVENTS_AFTER = f"{_EVENTS_BEFORE} OR event LIKE 'approval_requested/%'"
 _INDEXED = ("created_at", "task_id", "workflow_id", "owner", "status", "expires_at")
 
 
@@ -44,6 +48,10 @@ def upgrade() -> None:
     op.drop_constraint(op.f("ck_task_executions_status"), "task_executions", type_="check")
     op.create_check_constraint(
         op.f("ck_task_executions_status"), "task_executions", _in("status", _STATUSES_AFTER)
+    )
+    op.drop_constraint(op.f("ck_webhook_deliveries_event"), "webhook_deliveries", type_="check")
+    op.create_check_constraint(
+        op.f("ck_webhook_deliveries_event"), "webhook_deliveries", _EVENTS_AFTER
     )
     op.create_table(
         "tool_approvals",
@@ -107,6 +115,11 @@ def downgrade() -> None:
     op.drop_constraint(op.f("ck_task_executions_status"), "task_executions", type_="check")
     op.create_check_constraint(
         op.f("ck_task_executions_status"), "task_executions", _in("status", _STATUSES_BEFORE)
+    )
+    op.execute("DELETE FROM webhook_deliveries WHERE event LIKE 'approval_requested/%'")
+    op.drop_constraint(op.f("ck_webhook_deliveries_event"), "webhook_deliveries", type_="check")
+    op.create_check_constraint(
+        op.f("ck_webhook_deliveries_event"), "webhook_deliveries", _EVENTS_BEFORE
     )
     op.drop_column("task_executions", "paused_state")
     op.drop_column("workflows", "tool_policy")
