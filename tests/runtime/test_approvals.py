@@ -147,6 +147,11 @@ def make_workflow(
         return str(_created(c.post("/api/workflows", json=body))["id"])
 
 
+def agent_of(env: Env, workflow_id: str) -> str:
+    with env.client() as c:
+        return str(c.get(f"/api/workflows/{workflow_id}").json()["agent_id"])
+
+
 def start_run(c: httpx.Client, workflow_id: str, prompt: str = "where is order 42?") -> str:
     resp = c.post(f"/api/workflows/{workflow_id}/runs", json={"prompt": prompt})
     assert resp.status_code == 202, resp.text
@@ -194,6 +199,7 @@ def test_ask_pauses_the_run_and_approval_runs_the_tool(env: Env, model: Protocol
         paused = wait_status(c, task_id, {"awaiting_approval", "completed", "failed"})
         assert paused["status"] == "awaiting_approval"
         assert paused["worker"] is None  # no worker holds a waiting run
+        assert [e["event"] for e in paused["logs"]][-1] == "approval_requested"
         assert len(model.requests) == 1 and tool_results(model) == []  # the tool did not run
         approval = pending_approval(c, task_id)
         assert approval["tool_name"] == "lookup_order"
@@ -210,6 +216,8 @@ def test_ask_pauses_the_run_and_approval_runs_the_tool(env: Env, model: Protocol
         assert done["status"] == "completed", done
         assert done["response"] == "all done"
         assert tool_results(model) == ["order 42: shipped"]
+        logged = [e["event"] for e in done["logs"]]  # the log spans the pause
+        assert logged.index("approval_requested") < logged.index("tool_result")
         stream = events(c, task_id)
     kinds = [k for k, _ in stream]
     requested = next(d for k, d in stream if k == "approval_requested")
@@ -293,6 +301,19 @@ def test_argument_patterns_select_the_calls_that_ask(env: Env, model: ProtocolSe
         c.post(f"/api/approvals/{pending_approval(c, second)['id']}/approve")
         assert wait_status(c, second, {"completed", "failed"})["status"] == "completed"
     assert tool_results(model) == ["order 42: shipped", "order 977: shipped"]
+
+
+def test_a_chat_turn_cannot_wait_so_ask_is_refused_there(env: Env, model: ProtocolServer) -> None:
+    agent = agent_of(env, make_workflow(env, agent_policy=ASK_LOOKUP))
+    lookup_then_answer(model)
+    with env.client() as c:
+        with c.stream("POST", f"/api/agents/{agent}/chat", json={"message": "order 42?"}) as r:
+            assert r.status_code == 200
+            body = "".join(r.iter_text())
+        assert "all done" in body
+        assert c.get("/api/approvals", params={"status": "all"}).status_code == 200
+    (result,) = tool_results(model)
+    assert "needs a person's approval" in result and "run it in a workflow" in result
 
 
 # --- the signed link ----------------------------------------------------------------------------

@@ -48,10 +48,13 @@ class ApprovalGate:
     #: MCP server name → id, so a rule may name a server by either.
     server_ids: dict[str, str] = field(default_factory=dict)
     decisions: dict[str, Decision] = field(default_factory=dict)
+    #: False where a run cannot pause (a chat turn streams to a waiting client): an `ask` is
+    #: then refused, with the reason, instead of waiting.
+    can_pause: bool = True
 
     @property
     def active(self) -> bool:
-        return any(p is not None for _, p in self.policies)
+        return self.can_pause and any(p is not None for _, p in self.policies)
 
     def origins(self, source: str) -> frozenset[str]:
         name = origin_of(source)["name"]
@@ -86,5 +89,11 @@ class ApprovalGate:
         verdict = self.verdict(call, source)
         if verdict.action is ToolAction.NEVER:
             refusal = f"Error: the call to {call.name} was refused by policy ({verdict.rule})"
+            return call, ToolResult(refusal, True)
+        if verdict.action is ToolAction.ASK:  # only reached where the run cannot pause
+            refusal = (
+                f"Error: the call to {call.name} needs a person's approval ({verdict.rule}), "
+                "which a chat turn cannot wait for: run it in a workflow to have it approved"
+            )
             return call, ToolResult(refusal, True)
         return call, None

@@ -250,6 +250,7 @@ class EngineExecutor:
             )
         inp.approvals.decisions = decisions
         inp.resume = paused["loop"]
+        runlog.entries = [*paused["loop"].get("log", []), *runlog.entries]
         return None
 
     async def _pause(
@@ -258,13 +259,17 @@ class EngineExecutor:
         """Store the waiting calls as approval records and the state to resume from, and
         announce each (`approval_requested`); the runtime then parks the run."""
         services = self.services
+        for call in result.pending:
+            runlog.add("approval_requested", call.call.name, tool_input=call.call.arguments)
+        state = {**result.paused, "log": runlog.entries}
         payloads = await open_pause(
-            services.store, task, workflow, result.pending, result.paused,
+            services.store, task, workflow, result.pending, state,
             key=services.cipher.derive_key(LINK_PURPOSE), base_url=services.public_base_url,
         )  # fmt: skip
         for item in payloads:
-            runlog.add("approval_requested", f"{item['tool']} (approval {item['approval_id']})")
             await runlog.emit(EventType.APPROVAL_REQUESTED, item)
+        async with services.store.unit_of_work() as repos:  # the log so far, while it waits
+            await repos.task_executions.update(task.id, {"logs": runlog.entries})
         outcome: RunOutcome = result.outcome
         outcome.approvals = payloads
         return outcome

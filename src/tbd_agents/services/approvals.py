@@ -92,11 +92,17 @@ def payload(approval: ToolApproval, urls: dict[str, str]) -> dict[str, Any]:
 
 
 # --- opening a pause --------------------------------------------------------------------------
-async def gate_for(store: DocumentStore, agent: Agent, workflow: Workflow) -> ApprovalGate:
-    """The run's gate: the workflow's policy, then the agent's, with the MCP servers the rules
-    name by id resolved to their names."""
+async def gate_for(
+    store: DocumentStore, agent: Agent, workflow: Workflow | None, *, can_pause: bool = True
+) -> ApprovalGate:
+    """The run's gate: the workflow's policy (for a workflow run), then the agent's, with the
+    MCP servers the rules name by id resolved to their names. `can_pause=False` for a chat
+    turn: its `ask` calls are refused with the reason (engine/approval.py)."""
     policies = [
-        ("workflow", parse_policy(workflow.tool_policy, "workflow.tool_policy")),
+        (
+            "workflow",
+            parse_policy(workflow.tool_policy, "workflow.tool_policy") if workflow else None,
+        ),
         ("agent", parse_policy(agent.tool_policy, "agent.tool_policy")),
     ]
     named = {r.server for _, p in policies if p is not None for r in p.rules if r.server}
@@ -105,7 +111,7 @@ async def gate_for(store: DocumentStore, agent: Agent, workflow: Workflow) -> Ap
         async with store.unit_of_work(readonly=True) as repos:
             page = await repos.mcp_servers.list(Query(filters=(in_("id", sorted(named)),)))
         server_ids = {s.name: s.id for s in page.items}
-    return ApprovalGate(policies, server_ids)
+    return ApprovalGate(policies, server_ids, can_pause=can_pause)
 
 
 async def open_pause(

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from tbd_agents.api.crud import ERRORS
+from tbd_agents.api.crud import ERRORS, ErrorOut
 from tbd_agents.api.deps import ApiContext, Caller, Ctx
 from tbd_agents.domain.approvals import ApprovalStatus, ToolApproval
 from tbd_agents.errors import InvalidData
@@ -26,7 +26,10 @@ from tbd_agents.runtime.api import runtime_of
 from tbd_agents.services import approvals as service
 from tbd_agents.services.access import ensure_visible, owner_filters
 
-router = APIRouter(tags=["approvals"], responses=ERRORS)
+router = APIRouter(
+    tags=["approvals"],
+    responses={**ERRORS, 410: {"model": ErrorOut, "description": "The approval expired"}},
+)
 
 
 class ApproveIn(BaseModel):
@@ -224,6 +227,12 @@ async def _link_decision(request: Request) -> tuple[str, str | None]:
 @router.post(
     "/api/approvals/{approval_id}/decide",
     summary="Decide through the signed link (no API key; once)",
+    responses={
+        200: {
+            "description": "The decided approval (an HTML page for a browser's form post)",
+            "content": {"application/json": {}, "text/html": {}},
+        }
+    },
 )
 async def decide_link(
     approval_id: str,
