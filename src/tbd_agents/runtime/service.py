@@ -30,7 +30,7 @@ from typing import Any, Protocol, cast
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tbd_agents.config import Settings
-from tbd_agents.domain.enums import TaskTrigger
+from tbd_agents.domain.enums import TaskStatus, TaskTrigger
 from tbd_agents.domain.models import TaskExecution
 from tbd_agents.errors import TbdError
 from tbd_agents.observability.metrics import RUN_DISPATCHES
@@ -299,9 +299,14 @@ class Runtime:
         pending approval left; True if it resumed."""
         from tbd_agents.services.approvals import undecided
 
+        task = await self.runs.load(task_id)
+        if task is None or task.status not in _MAY_RESUME:
+            return False  # ended meanwhile (halted): nothing to report on or resume
         await PersistingEventSink(self.events, self.bus, task_id).emit(
             EventType.APPROVAL_DECIDED, data
         )
+        if task.status is not TaskStatus.AWAITING_APPROVAL:
+            return False  # still pausing: the upkeep resumes it once it is parked
         if self.store is None or await undecided(self.store, task_id):
             return False
         return await self.resume_run(task_id, f"approval {data.get('approval_id')} decided")
@@ -314,7 +319,6 @@ class Runtime:
         from tbd_agents.services.approvals import expire_due
 
         expired = await expire_due(self.store)
-        await self._resume_stranded()
         for approval in expired:
             data = {"approval_id": approval.id, "tool": approval.tool_name, "status": "expired",
                     "on_timeout": approval.on_timeout}  # fmt: skip
@@ -324,7 +328,6 @@ class Runtime:
     async def _resume_stranded(self) -> None:
         """Resume the paused runs with nothing left to decide: the last decision came while
         the run was still pausing, or its process stopped between deciding and resuming."""
-        from tbd_agents.domain.enums import TaskStatus
         from tbd_agents.services.approvals import undecided
         from tbd_agents.storage.protocol import Query, eq
 
@@ -393,6 +396,8 @@ class Runtime:
                 await self.expire_approvals()
                 if (now - last_sweep).total_seconds() >= sweep_every:
                     await self.sweep_undispatched()
+                    if self.store is not None:
+                        await self._resume_stranded()
                     last_sweep = now
                 if now - last_purge >= PURGE_EVERY:
                     cutoff = now - timedelta(days=self.settings.run_event_retention_days)
@@ -445,6 +450,11 @@ class Runtime:
         if self._executor is not None:
             await self._executor.aclose()
         await self.bus.aclose()
+
+
+#: Runs a decision may concern: waiting, or still pausing (its executor stored the approvals
+#: and the runner has not parked it yet).
+_MAY_RESUME = frozenset({TaskStatus.AWAITING_APPROVAL, TaskStatus.RUNNING})
 
 
 class _NoExecutor:

@@ -309,7 +309,8 @@ async def ensure_run_waits(store: DocumentStore, approval: ToolApproval) -> None
             eq("id", approval.task_id)
         )
     status = task.status if task is not None else None
-    if status is not TaskStatus.AWAITING_APPROVAL:
+    # RUNNING: the run is still pausing (the approval exists, the runner parks it next).
+    if status not in (TaskStatus.AWAITING_APPROVAL, TaskStatus.RUNNING):
         shown = status.value if status is not None else "deleted"
         raise Conflict(
             f"the run {approval.task_id} of approval {approval.id} is {shown}: there is "
