@@ -9,6 +9,8 @@ one conditional UPDATE, so two processes can never both own a run:
 - `finish` records the outcome only if the worker still owns the run.
 - `reap_expired` marks failed every running run whose lease ran out (its worker died or lost the
   database). It never re-executes a run: tool calls may have had side effects already.
+- `park_on` pauses a running run for approval (awaiting_approval, lease released) and
+  `resume_on` makes it pending again once decided (docs/approvals.md).
 
 Times come from the database clock (`now()`), so the workers' clocks do not matter.
 """
