@@ -8,6 +8,7 @@ tests/runtime/test_approvals.py covers the engine and the API end to end."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -19,10 +20,17 @@ from tbd_agents.domain.enums import TaskStatus
 from tbd_agents.errors import Conflict
 from tbd_agents.runtime.events import RunEvent
 from tbd_agents.runtime.service import Runtime
+from tbd_agents.runtime.webhooks import (
+    EVENT_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    verify_signature,
+)
 from tbd_agents.services import approvals
 from tbd_agents.storage.postgres.repository import PostgresStore
 from tbd_agents.storage.protocol import Query, eq
 from tests.runtime.conftest import RtBackend, WorkerPool, make_workflow
+from tests.runtime.test_webhooks import Receiver, receiver  # noqa: F401  (the fixture)
 
 EXECUTOR = "tests.runtime.approval_executor:build_executor"
 
@@ -155,3 +163,36 @@ async def test_a_celery_worker_killed_while_the_run_waits_loses_nothing(
         assert done.worker is not None and f":{worker_pool.workers[1].proc.pid}:" in done.worker
     finally:
         await runtime.aclose(drain_seconds=2)
+
+
+async def test_the_approval_requested_webhook_is_sent_signed(
+    rt: RtBackend,
+    receiver: Receiver,  # noqa: F811  (the fixture of test_webhooks.py)
+) -> None:
+    config = rt.settings(run_executor=EXECUTOR, webhook_allowed_hosts="127.0.0.1")
+    runtime = await rt.runtime(config)
+    try:
+        workflow = await make_workflow(rt, webhook_url=receiver.url())
+        task = await runtime.start_run(workflow, "ask")
+        await wait_status(rt, task.id, TaskStatus.AWAITING_APPROVAL)
+        approval = await the_approval(rt, task.id)
+
+        async def delivered() -> None:
+            while not receiver.requests:
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(delivered(), 20)
+        secret = await runtime.webhooks.secret(workflow)
+        await decide(runtime, approval, approve=False, by="ann", reason="no")
+        await collect(runtime, task.id)
+    finally:
+        await runtime.aclose(drain_seconds=2)
+    headers, body, _path = receiver.requests[0]
+    assert headers[EVENT_HEADER] == "approval_requested"
+    assert verify_signature(secret, headers[TIMESTAMP_HEADER], body, headers[SIGNATURE_HEADER])
+    payload = json.loads(body)
+    assert payload["event"] == "approval_requested"
+    assert payload["approval_id"] == approval.id and payload["task_id"] == task.id
+    assert payload["tool"] == "delete_file" and payload["arguments"] == {"path": "/etc/passwd"}
+    assert payload["deny_url"] == f"/api/approvals/{approval.id}/deny"
+    assert payload["decide_url"].startswith(f"/api/approvals/{approval.id}/decide?token=")
