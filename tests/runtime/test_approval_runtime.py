@@ -128,7 +128,9 @@ async def test_halting_a_waiting_run_ends_it_on_the_spot(rt: RtBackend) -> None:
         await wait_status(rt, task.id, TaskStatus.AWAITING_APPROVAL)
         result = await runtime.halt(task.id, requested_by="ann")
         assert result.value == "halted"
-        assert (await rt.task(task.id)).status is TaskStatus.HALTED
+        halted = await rt.task(task.id)
+        assert halted.status is TaskStatus.HALTED
+        assert halted.error == "halted while it awaited approval"
         store = runtime.store
         assert store is not None
         waiting = await the_approval(rt, task.id)

@@ -60,7 +60,7 @@ from tbd_agents.runtime.events import (
     resumed_status_data,
     running_status_data,
 )
-from tbd_agents.runtime.halt import HALTED_BEFORE_START, HALTED_BEFORE_START_EVENT, ended
+from tbd_agents.runtime.halt import ended, halted_on_the_spot
 from tbd_agents.runtime.leases import Heartbeat, undispatched_error
 from tbd_agents.runtime.mongo_docs import (
     _APPEND_RETRIES,
@@ -593,7 +593,7 @@ class MongoRunStore:
         halted = current.model_copy(
             update={
                 "status": TaskStatus.HALTED,
-                "error": HALTED_BEFORE_START,
+                "error": halted_on_the_spot(status)[0],
                 FINISHED_AT: now,
                 "updated_at": now,
                 "caller_credential": None,
@@ -602,7 +602,7 @@ class MongoRunStore:
         written = await self._end(
             {**_by_id(task_id), "status": status.value},
             halted,
-            [(EventType.STATUS.value, HALTED_BEFORE_START_EVENT)],
+            [(EventType.STATUS.value, halted_on_the_spot(status)[1])],
             webhook=False,
             changed=("status", "error", FINISHED_AT, "updated_at", "caller_credential"),
         )

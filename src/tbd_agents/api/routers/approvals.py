@@ -190,7 +190,7 @@ async def _linked(ctx: ApiContext, approval_id: str, token: str) -> ToolApproval
 @router.get(
     "/api/approvals/{approval_id}/decide",
     summary="The signed decision page (no API key: the token authorises)",
-    response_class=HTMLResponse,
+    responses={200: {"description": "The decision page", "content": {"text/html": {}}}},
 )
 async def decide_page(
     approval_id: str, ctx: Ctx, token: Annotated[str, Query(max_length=200)]
