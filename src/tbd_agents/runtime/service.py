@@ -39,7 +39,7 @@ from tbd_agents.runtime import leases
 from tbd_agents.runtime.backoff import Backoff
 from tbd_agents.runtime.bus import EventBus, InProcessBus, RedisBus
 from tbd_agents.runtime.contracts import EventSink, EventType, HaltSignal, RunOutcome
-from tbd_agents.runtime.events import PersistingEventSink, RunEvent, follow
+from tbd_agents.runtime.events import TERMINAL_STATUSES, PersistingEventSink, RunEvent, follow
 from tbd_agents.runtime.executor import ExecutorContext, RunExecutor, build_executor
 from tbd_agents.runtime.halt import HaltResult, request_halt
 from tbd_agents.runtime.runner import (
@@ -300,13 +300,15 @@ class Runtime:
         from tbd_agents.services.approvals import undecided
 
         task = await self.runs.load(task_id)
-        if task is None or task.status not in _MAY_RESUME:
+        if task is None or task.status in TERMINAL_STATUSES:
             return False  # ended meanwhile (halted): nothing to report on or resume
         await PersistingEventSink(self.events, self.bus, task_id).emit(
             EventType.APPROVAL_DECIDED, data
         )
         if task.status is not TaskStatus.AWAITING_APPROVAL:
-            return False  # still pausing: the upkeep resumes it once it is parked
+            # Still pausing (the upkeep resumes it once it is parked), or already resumed by
+            # the upkeep's sweep between the decision and this call.
+            return False
         if self.store is None or await undecided(self.store, task_id):
             return False
         return await self.resume_run(task_id, f"approval {data.get('approval_id')} decided")
@@ -450,11 +452,6 @@ class Runtime:
         if self._executor is not None:
             await self._executor.aclose()
         await self.bus.aclose()
-
-
-#: Runs a decision may concern: waiting, or still pausing (its executor stored the approvals
-#: and the runner has not parked it yet).
-_MAY_RESUME = frozenset({TaskStatus.AWAITING_APPROVAL, TaskStatus.RUNNING})
 
 
 class _NoExecutor:
