@@ -708,6 +708,14 @@ class Settings(MetricsSettings, TracingSettings, UsageSettings, BaseSettings):
         "delegation at all.",
     )
 
+    # --- human approval of tool calls (docs/approvals.md) ------------------------------------
+    public_base_url: str | None = Field(
+        default=None,
+        description="The address people reach this server at (e.g. https://agents.example.com): "
+        "approval events and webhooks carry absolute approve/deny links under it. Unset: the "
+        "links are paths (/api/approvals/...), to be joined to the address by the receiver.",
+    )
+
     # --- variables of the existing TBD Agents read only to be converted, refused or warned
     # about (tbd_agents.config_legacy; docs/configuration.md lists what each one does) -------
     session_timeout: float | None = _old()

@@ -20,6 +20,7 @@ from pydantic.fields import FieldInfo
 from starlette.datastructures import URL
 
 from tbd_agents.domain.models import (
+    Agent,
     Entity,
     McpServer,
     Memory,
@@ -31,11 +32,18 @@ from tbd_agents.domain.models import (
 )
 from tbd_agents.services.resources import spec_of
 from tbd_agents.services.tokens import MASK
-from tbd_agents.services.validation import Input, McpServerInput, ProviderInput, WorkflowInput
+from tbd_agents.services.validation import (
+    AgentInput,
+    Input,
+    McpServerInput,
+    ProviderInput,
+    WorkflowInput,
+)
 from tbd_agents.storage.common import records_json
 
 #: Request bases with checks beyond the field types (the stored model stays lenient on read).
 INPUT_BASES: dict[type[Entity], type[Input]] = {
+    Agent: AgentInput,
     McpServer: McpServerInput,
     Provider: ProviderInput,
     Workflow: WorkflowInput,

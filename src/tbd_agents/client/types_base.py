@@ -28,6 +28,8 @@ class TaskStatus(StringEnum):
     FAILED = "failed"
     HALTED = "halted"
     MAX_TURNS_REACHED = "max_turns_reached"
+    #: Paused on a tool call that waits for a person (not final: see docs/approvals.md).
+    AWAITING_APPROVAL = "awaiting_approval"
 
 
 TERMINAL_TASK_STATUSES = frozenset(

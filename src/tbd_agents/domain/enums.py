@@ -130,6 +130,9 @@ class TaskStatus(LenientStrEnum):
     FAILED = "failed"
     HALTED = "halted"
     MAX_TURNS_REACHED = "max_turns_reached"
+    #: Paused on a tool call a policy sends to a human (domain/approvals.py); no worker holds
+    #: it. Not final: a decision makes it pending again and it resumes where it stopped.
+    AWAITING_APPROVAL = "awaiting_approval"
 
 
 class TaskTrigger(LenientStrEnum):

@@ -146,6 +146,9 @@ class Agent(Entity):
     agent_tool_ids: StrList = Field(default_factory=list)
     #: Ours: offered as a tool of its owner's MCP server at `/mcp` (docs/mcp-server.md).
     mcp_exposed: bool = False
+    #: Which tool calls run, are refused or wait for a human (`domain/approvals.ToolPolicy`);
+    #: None: every call runs, as before.
+    tool_policy: Json | None = None
 
 
 class ChatSession(Entity):
@@ -370,6 +373,8 @@ class Workflow(Entity):
     description: str = ""
     last_run_at: UtcDatetime | None = None
     tags: StrList = Field(default_factory=list)
+    #: The workflow's tool policy (`domain/approvals.ToolPolicy`), checked before the agent's.
+    tool_policy: Json | None = None
 
 
 class TaskExecution(Entity):
@@ -417,6 +422,10 @@ class TaskExecution(Entity):
     root_task_id: str | None = None
     delegation_depth: int = Field(default=0, ge=0)
     chat_session_id: str | None = None
+    #: What a run paused for approval needs to resume (the conversation so far, ending with
+    #: the assistant message whose calls wait, and the counters): set when it pauses, cleared
+    #: when it resumes. Internal: never serialized (`exclude`).
+    paused_state: Json | None = Field(default=None, exclude=True, repr=False)
 
 
 class ScheduledAgent(Entity):

@@ -47,6 +47,7 @@ from tbd_agents.errors import GuardrailBlocked, InvalidData, TbdError
 from tbd_agents.observability.runs import chat_messages_stored, chat_turn
 from tbd_agents.observability.usage.records import UsageScope
 from tbd_agents.runtime.contracts import EventType
+from tbd_agents.services.approvals import gate_for
 from tbd_agents.services.chat_branches import (
     ACTIVE_LEAF,
     BRANCHED,
@@ -374,6 +375,7 @@ async def chat_stream(
     inp = RunInput(
         text, history, session_id=session.id, run_id=session.id, guarded=guarded,
         images=list(images or []), knowledge_source_ids=list(knowledge_source_ids or []),
+        approvals=await gate_for(services.store, agent, None, can_pause=False),
     )  # fmt: skip
     errors = 0
     streamed: list[str] = []  # the answer's text so far, stored if the client goes away
@@ -482,7 +484,9 @@ async def preview_stream(
     frame = _Frames()
     yield frame("preview", {"agent_id": agent.id})
     sink = QueueSink()
-    inp = RunInput(text, history)
+    inp = RunInput(
+        text, history, approvals=await gate_for(services.store, agent, None, can_pause=False)
+    )
     errors = 0
 
     async def work() -> Any:

@@ -129,6 +129,11 @@ class RunInput:
     #: A cap on each model call's output tokens below the model's own (`max_tokens` of the
     #: OpenAI-compatible endpoint); None: the model's limit.
     max_output_tokens: int | None = None
+    #: The tool policy of the run and the decisions it resumes with (engine/approval.py);
+    #: None: every call runs.
+    approvals: Any = None
+    #: The state a run paused for approval resumes from (`RunResult.paused`); None: a new run.
+    resume: dict[str, Any] | None = None
 
 
 def _fit(blocks: list[str], budget: int) -> list[str]:

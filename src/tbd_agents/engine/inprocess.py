@@ -39,9 +39,10 @@ from tbd_agents.observability.runs import describe_agent
 from tbd_agents.observability.usage.meter import meter_for
 from tbd_agents.observability.usage.records import UsageScope
 from tbd_agents.observability.usage.store import UsageStore, usage_store_or_none
-from tbd_agents.runtime.contracts import EventSink, HaltSignal, RunOutcome
+from tbd_agents.runtime.contracts import EventSink, EventType, HaltSignal, RunOutcome
 from tbd_agents.security.cipher import KeyRingProvider, TokenCipher
 from tbd_agents.security.outbound import OutboundGuard
+from tbd_agents.services.approvals import LINK_PURPOSE, decisions_of, gate_for, open_pause
 from tbd_agents.services.caller_credential import caller_credential_of
 from tbd_agents.services.privilege import outbound_guard
 from tbd_agents.services.workflow_runs import ensure_accepts_prompts, status_after_run
@@ -88,6 +89,8 @@ class EngineServices:
 
             self._runs = as_run_store(self.store)
         return self._runs
+
+    public_base_url: str | None = None  # PUBLIC_BASE_URL: absolute approval links
 
     async def aclose(self) -> None:
         """Close what these services opened themselves (their vector store)."""
@@ -191,8 +194,12 @@ class EngineExecutor:
             logctx.bind_here(user=workflow.github_user, agent_id=agent.id)
             effort = task.reasoning_effort or workflow.reasoning_effort
             guarded = await self._guard(repos, agent, workflow, task.prompt, request)
+            resuming = task.paused_state is not None
             await repos.workflows.update(
-                workflow.id, {"status": WorkflowStatus.RUNNING, "logs": [], "current_turn": 0}
+                workflow.id,
+                {"status": WorkflowStatus.RUNNING}
+                if resuming
+                else {"status": WorkflowStatus.RUNNING, "logs": [], "current_turn": 0},
             )
             changes: dict[str, Any] = {
                 "model": workflow.model or agent.model or task.model,
@@ -217,6 +224,11 @@ class EngineExecutor:
             user_id=workflow.github_user or agent.created_by, workflow_id=workflow.id,
             schedule_id=task.scheduled_agent_id, task_id=task.id,
         )  # fmt: skip
+        inp.approvals = await gate_for(store, agent, workflow)
+        if task.paused_state is not None:
+            failed = await self._resume(task, inp, runlog)
+            if failed is not None:
+                return failed
         try:
             async with caller_credential_of(store, self.services.cipher, task):
                 workspace = await prepare_workspace(self.services, agent, workflow, runlog)
@@ -235,12 +247,54 @@ class EngineExecutor:
                 log.exception("run %s: recording the failed run's log failed", task.id)
             raise
         outcome: RunOutcome = result.outcome
+        if outcome.status is TaskStatus.AWAITING_APPROVAL:
+            return await self._pause(task, workflow, result, runlog)
         outcome.result = wrap_response(outcome.result, workflow.output_format)
         runlog.finish(outcome.status, outcome.error or outcome.result)
         added = [m.to_dict() | {"task_id": task.id} for m in result.messages]
         await self._record(
             task, workflow.id, runlog, added=added, model=result.model, outcome=outcome
         )
+        return outcome
+
+    async def _resume(
+        self, task: TaskExecution, inp: RunInput, runlog: RunLog
+    ) -> RunOutcome | None:
+        """Set up a run paused for approval to resume (`inp.resume`, the decisions on its
+        gate); the failed outcome instead when an approval expired with `on_timeout: fail`."""
+        paused = task.paused_state or {}
+        decisions, failure = await decisions_of(self.services.store, paused)
+        async with self.services.store.unit_of_work() as repos:
+            await repos.task_executions.update(task.id, {"paused_state": None})
+        if failure is not None:
+            await runlog.emit(EventType.ERROR, {"code": "approval_expired", "message": failure})
+            return RunOutcome(
+                TaskStatus.FAILED, error=failure, turns=task.turns, tool_calls=task.tool_calls
+            )
+        inp.approvals.decisions = decisions
+        inp.resume = paused["loop"]
+        runlog.entries = [*paused["loop"].get("log", []), *runlog.entries]
+        return None
+
+    async def _pause(
+        self, task: TaskExecution, workflow: Workflow, result: Any, runlog: RunLog
+    ) -> RunOutcome:
+        """Store the waiting calls as approval records and the state to resume from, and
+        announce each (`approval_requested`); the runtime then parks the run."""
+        services = self.services
+        for call in result.pending:
+            runlog.add("approval_requested", call.call.name, tool_input=call.call.arguments)
+        state = {**result.paused, "log": runlog.entries}
+        payloads = await open_pause(
+            services.store, task, workflow, result.pending, state,
+            key=services.cipher.derive_key(LINK_PURPOSE), base_url=services.public_base_url,
+        )  # fmt: skip
+        for item in payloads:
+            await runlog.emit(EventType.APPROVAL_REQUESTED, item)
+        async with services.store.unit_of_work() as repos:  # the log so far, while it waits
+            await repos.task_executions.update(task.id, {"logs": runlog.entries})
+        outcome: RunOutcome = result.outcome
+        outcome.approvals = payloads
         return outcome
 
     async def _guard(
@@ -318,6 +372,7 @@ async def engine_services(
         outbound=outbound_guard(settings),
         usage=usage_store_or_none(store),
         lease_seconds=settings.run_lease_seconds,
+        public_base_url=settings.public_base_url,
     )
     try:
         from tbd_agents.embeddings.factory import load_embedder

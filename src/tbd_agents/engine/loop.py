@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from tbd_agents.domain.enums import OutputFormat, TaskStatus
+from tbd_agents.engine.approval import ApprovalGate, PendingCall
 from tbd_agents.engine.compaction import compact, summary_request
 from tbd_agents.engine.context import RunInput, RunSpec, assemble_system_prompt
 from tbd_agents.engine.guardrails import Verdict, guard_prompt
@@ -53,6 +54,10 @@ class RunResult:
     messages: list[Message] = field(default_factory=list)
     citations: list[dict[str, Any]] = field(default_factory=list)
     violations: list[dict[str, str]] = field(default_factory=list)
+    #: Set when the run paused for approval (status awaiting_approval): the calls that wait
+    #: (`engine/approval.PendingCall`) and `state`, what `RunInput.resume` takes back.
+    pending: list[Any] = field(default_factory=list)
+    paused: dict[str, Any] | None = None
 
 
 class _NoHalt:
@@ -210,15 +215,19 @@ class AgentLoop:
 
     async def _run(self, inp: RunInput) -> RunOutcome:
         self._apply_request_options(inp)
-        prompt = await self._guard_input(inp)
-        if prompt is None:
-            return self.result.outcome
-        messages = await self._context(prompt, inp)
-        user = Message("user", prompt, images=list(inp.images))
-        messages.append(user)
-        self.result.messages.append(user)
+        if inp.resume is not None:
+            messages, first = await self._resume(inp)
+        else:
+            prompt = await self._guard_input(inp)
+            if prompt is None:
+                return self.result.outcome
+            messages = await self._context(prompt, inp)
+            user = Message("user", prompt, images=list(inp.images))
+            messages.append(user)
+            self.result.messages.append(user)
+            first = 1
         repaired = False
-        for turn in range(1, self.spec.max_turns + 1):
+        for turn in range(first, self.spec.max_turns + 1):
             if self.halt.is_set():
                 raise Halted
             if self.spec.compaction.enabled:
@@ -237,6 +246,9 @@ class AgentLoop:
                     names = ", ".join(c.name for c in reply.tool_calls)
                     return self._outcome(TaskStatus.MAX_TURNS_REACHED, reply.content or None,
                                          f"max_turns ({self.spec.max_turns}) reached with tool calls pending: {names}")  # fmt: skip
+                waiting = self._waiting(reply.tool_calls, inp)
+                if waiting:
+                    return self._pause(messages, turn, waiting)
                 results = await race(self._run_tools(reply.tool_calls, inp), self.halt)
                 messages.extend(results)
                 self.result.messages.extend(results)
@@ -259,6 +271,59 @@ class AgentLoop:
         return self._outcome(
             TaskStatus.MAX_TURNS_REACHED, None, f"max_turns ({self.spec.max_turns}) reached"
         )
+
+    # --- approvals (engine/approval.py) ---------------------------------------------------
+    def _waiting(self, calls: list[ToolCall], inp: RunInput) -> list[PendingCall]:
+        """The calls of the batch that wait for a human decision."""
+        gate: ApprovalGate | None = inp.approvals
+        if gate is None or not gate.active:
+            return []
+        waiting: list[PendingCall] = []
+        for call in calls:
+            tool = self.spec.tools.tools.get(call.name)
+            source = tool.source if tool else "unknown"
+            verdict = gate.waiting(call, source)
+            if verdict is not None:
+                schema = dict(tool.spec.parameters) if tool is not None else None
+                waiting.append(PendingCall(call, source, verdict, schema))
+        return waiting
+
+    def _pause(self, messages: list[Message], turn: int, waiting: list[PendingCall]) -> RunOutcome:
+        """End this execution awaiting approval, with what resuming needs (no call of the batch
+        has run: the conversation resumes at the assistant message that asked for them)."""
+        self.result.pending = waiting
+        self.result.paused = {
+            "messages": [m.to_dict() for m in messages],
+            "added": [m.to_dict() for m in self.result.messages],
+            "turn": turn,
+            "tool_calls": self.tool_calls,
+            "usage": _usage_dict(self.usage),
+        }
+        names = ", ".join(p.call.name for p in waiting)
+        return self._outcome(TaskStatus.AWAITING_APPROVAL, None, f"awaiting approval of {names}")
+
+    async def _resume(self, inp: RunInput) -> tuple[list[Message], int]:
+        """Restore a paused run and answer the calls it paused on (run, denied or refused per
+        the decisions); the conversation and the next turn."""
+        state = inp.resume
+        assert state is not None
+        messages = [Message.from_dict(m) for m in state["messages"]]
+        self.result.messages = [Message.from_dict(m) for m in state["added"]]
+        self.turns = int(state["turn"])
+        self.tool_calls = int(state["tool_calls"])
+        used = state.get("usage") or {}
+        self.usage = Usage(
+            int(used.get("input_tokens", 0)),
+            int(used.get("output_tokens", 0)),
+            float(used.get("cost_usd", 0.0)),
+        )
+        reply = messages[-1]
+        results = await race(self._run_tools(reply.tool_calls, inp), self.halt)
+        messages.extend(results)
+        self.result.messages.extend(results)
+        if inp.approvals is not None:  # later calls (call ids repeat) are asked again
+            inp.approvals.decisions = {}
+        return messages, self.turns + 1
 
     async def _finish(self, answer: str, reply: Message, turn: int) -> RunOutcome:
         verdict = self.spec.guardrails.check_output(answer)
@@ -333,18 +398,28 @@ class AgentLoop:
 
         ctx = ToolContext(self.spec.agent_id, inp.session_id, self.spec.owner, inp.run_id, emit)
         self.tool_calls += len(calls)
-        results = await asyncio.gather(*(self._one_tool(call, ctx) for call in calls))
+        gate: ApprovalGate | None = inp.approvals
+        results = await asyncio.gather(*(self._one_tool(call, ctx, gate) for call in calls))
         return [
             Message("tool", res.content, tool_call_id=call.id, name=call.name)
             for call, res in zip(calls, results, strict=True)
         ]
 
-    async def _one_tool(self, call: ToolCall, ctx: ToolContext) -> ToolResult:
+    async def _one_tool(
+        self, call: ToolCall, ctx: ToolContext, gate: ApprovalGate | None = None
+    ) -> ToolResult:
         tool = self.spec.tools.tools.get(call.name)
         source = tool.source if tool else "unknown"
         capture = self.spec.config.trace_capture_content
         with signals.tool_call(call, source, capture_content=capture) as measured:
-            result, seconds, blocked = await self._tool_result(call, ctx, source)
+            ruled: ToolResult | None = None
+            if gate is not None:
+                call, ruled = gate.ruling(call, source)
+            if ruled is not None:
+                await self.emit(EventType.TOOL_CALL, {"id": call.id, "name": call.name, "arguments": call.arguments, "source": source, "origin": origin_of(source)})  # fmt: skip
+                result, seconds, blocked = ruled, 0.0, True
+            else:
+                result, seconds, blocked = await self._tool_result(call, ctx, source)
             measured.ended(result.content, result.is_error, seconds, blocked=blocked)
         if result.usage is not None:  # an agent called as a tool: its run's usage rolls up
             self.usage.add(result.usage)

@@ -303,7 +303,8 @@ async def halt_task(task_id: str, ctx: Ctx, caller: Caller) -> dict[str, str]:
 
 # --- the workflow-level paths existing TBD Agents clients call ----------------------------------
 
-_ACTIVE = (TaskStatus.PENDING, TaskStatus.RUNNING)
+#: A run awaiting approval is still in progress: it resumes where it paused.
+_ACTIVE = (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.AWAITING_APPROVAL)
 #: The existing workflow stream sent a keepalive comment after this long without events.
 WORKFLOW_KEEPALIVE_SECONDS = 30.0
 #: How often a workflow stream opened before the workflow's first run looks for one.

@@ -28,6 +28,10 @@ class EventType(StrEnum):
     TOOL_CALL = "tool_call"
     TOOL_RESULT = "tool_result"
     ERROR = "error"
+    #: A tool call waits for a human decision (services/approvals.py).
+    APPROVAL_REQUESTED = "approval_requested"
+    #: A human decided a waiting call (or it expired).
+    APPROVAL_DECIDED = "approval_decided"
     #: A budget reached its warning ratio / refused a model call (observability/usage).
     BUDGET_WARNING = "budget_warning"
     BUDGET_EXCEEDED = "budget_exceeded"
@@ -84,7 +88,8 @@ class Usage:
 
 @dataclass(slots=True)
 class RunOutcome:
-    """How a run ended: one of completed / failed / halted / max_turns_reached."""
+    """How a run ended: one of completed / failed / halted / max_turns_reached; or how it
+    paused (awaiting_approval, with the approvals it waits on)."""
 
     status: TaskStatus
     result: str | None = None
@@ -92,3 +97,6 @@ class RunOutcome:
     turns: int = 0
     tool_calls: int = 0
     usage: Usage = field(default_factory=Usage)
+    #: Status awaiting_approval: the approval records the run waits on (their webhook and
+    #: event payloads, `services/approvals.py`). Empty for every other status.
+    approvals: list[dict[str, Any]] = field(default_factory=list)

@@ -29,7 +29,7 @@ from tbd_agents.domain.enums import TaskStatus
 from tbd_agents.domain.models import TaskExecution
 from tbd_agents.errors import NotFound, StorageError
 from tbd_agents.runtime.bus import BusUnavailable, EventBus, events_channel
-from tbd_agents.runtime.contracts import EventType
+from tbd_agents.runtime.contracts import EventType, RunOutcome
 from tbd_agents.storage.postgres.errors import sqlstate_of
 from tbd_agents.storage.postgres.schema import TABLES
 from tbd_agents.storage.postgres.schema_runtime import run_events
@@ -216,6 +216,22 @@ def final_status_data(task: TaskExecution) -> dict[str, object]:
         "tool_calls": task.tool_calls,
         "usage": task.usage,
     }
+
+
+def paused_status_data(task: TaskExecution, outcome: RunOutcome) -> dict[str, object]:
+    """The data of the `status` event of a run that paused for approval (not final)."""
+    return {
+        "status": task.status.value,
+        "message": outcome.error,
+        "approval_ids": [a.get("approval_id") for a in outcome.approvals],
+        "turns": task.turns,
+        "tool_calls": task.tool_calls,
+    }
+
+
+def resumed_status_data(reason: str) -> dict[str, object]:
+    """The data of the `status` event of a paused run handed back to the run queue."""
+    return {"status": TaskStatus.PENDING.value, "resumed": True, "reason": reason}
 
 
 class PersistingEventSink:

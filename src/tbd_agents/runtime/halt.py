@@ -42,6 +42,15 @@ _log = logging.getLogger(__name__)
 HALTED_BEFORE_START = "halted before it started"
 #: The final event of a run halted while it was queued.
 HALTED_BEFORE_START_EVENT = {"status": TaskStatus.HALTED.value, "reason": HALTED_BEFORE_START}
+HALTED_AWAITING_APPROVAL = "halted while it awaited approval"
+
+
+def halted_on_the_spot(status: TaskStatus) -> tuple[str, dict[str, str]]:
+    """The error and final event data of a run halted where no worker executes it."""
+    reason = (
+        HALTED_AWAITING_APPROVAL if status is TaskStatus.AWAITING_APPROVAL else HALTED_BEFORE_START
+    )
+    return reason, {"status": TaskStatus.HALTED.value, "reason": reason}
 
 
 class RunHaltSignal:
@@ -61,6 +70,10 @@ class RunHaltSignal:
         if not self._event.is_set():
             self.reason = reason
             self._event.set()
+
+
+#: Runs no worker executes: a halt ends them on the spot (queued, or waiting for approval).
+_NOT_EXECUTING = frozenset({TaskStatus.PENDING, TaskStatus.AWAITING_APPROVAL})
 
 
 class HaltResult(StrEnum):
@@ -91,14 +104,14 @@ async def halt_on_sql(
             .values(task_id=task_id, requested_by=requested_by)
             .on_conflict_do_nothing()
         )
-        if status is not TaskStatus.PENDING:
+        if status not in _NOT_EXECUTING:
             return None
         await conn.execute(
             update(tasks)
             .where(tasks.c.id == task_id)
             .values(
                 status=TaskStatus.HALTED.value,
-                error=HALTED_BEFORE_START,
+                error=halted_on_the_spot(status)[0],
                 finished_at=func.now(),
                 updated_at=func.now(),
                 caller_credential=None,  # the caller's sealed GitHub token is not needed
@@ -116,7 +129,7 @@ async def halt_on_sql(
             )
         )
         return await events.append_on(
-            conn, task_id, EventType.STATUS.value, HALTED_BEFORE_START_EVENT
+            conn, task_id, EventType.STATUS.value, halted_on_the_spot(status)[1]
         )
 
 

@@ -9,6 +9,8 @@ one conditional UPDATE, so two processes can never both own a run:
 - `finish` records the outcome only if the worker still owns the run.
 - `reap_expired` marks failed every running run whose lease ran out (its worker died or lost the
   database). It never re-executes a run: tool calls may have had side effects already.
+- `park_on` pauses a running run for approval (awaiting_approval, lease released) and
+  `resume_on` makes it pending again once decided (docs/approvals.md).
 
 Times come from the database clock (`now()`), so the workers' clocks do not matter.
 """
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, timedelta
 from typing import Any
 
-from sqlalchemy import exists, func, select, text, update
+from sqlalchemy import and_, exists, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tbd_agents.domain.enums import TaskStatus, WorkflowStatus
@@ -154,6 +156,53 @@ async def finish_on(
     return task_from_row(row)
 
 
+async def park_on(
+    conn: AsyncConnection, task_id: str, worker_id: str, outcome: RunOutcome
+) -> TaskExecution | None:
+    """Pause the run for approval, on `conn`, if `worker_id` still owns it: status
+    awaiting_approval, the lease released (no worker holds a waiting run; the reaper, which
+    only looks at running runs, leaves it alone). The workflow stays `running`."""
+    stmt = (
+        update(tasks)
+        .where(
+            tasks.c.id == task_id,
+            tasks.c.worker == worker_id,
+            tasks.c.status == TaskStatus.RUNNING.value,
+        )
+        .values(
+            status=TaskStatus.AWAITING_APPROVAL.value,
+            worker=None,
+            heartbeat_at=None,
+            turns=outcome.turns,
+            tool_calls=outcome.tool_calls,
+            usage=outcome.usage.stats(),
+            updated_at=func.now(),
+            version=tasks.c.version + 1,
+        )
+        .returning(*tasks.c)
+    )
+    row = (await conn.execute(stmt)).one_or_none()
+    return task_from_row(row) if row is not None else None
+
+
+async def resume_on(conn: AsyncConnection, task_id: str) -> TaskExecution | None:
+    """Make a run awaiting approval pending again (once, whoever asks), to be dispatched like
+    a new one; its queue id is cleared so the sweep re-queues it if this dispatch is lost."""
+    stmt = (
+        update(tasks)
+        .where(tasks.c.id == task_id, tasks.c.status == TaskStatus.AWAITING_APPROVAL.value)
+        .values(
+            status=TaskStatus.PENDING.value,
+            celery_task_id=None,
+            updated_at=func.now(),
+            version=tasks.c.version + 1,
+        )
+        .returning(*tasks.c)
+    )
+    row = (await conn.execute(stmt)).one_or_none()
+    return task_from_row(row) if row is not None else None
+
+
 async def finish(
     engine: AsyncEngine, task_id: str, worker_id: str, outcome: RunOutcome
 ) -> TaskExecution | None:
@@ -215,12 +264,19 @@ async def load(engine: AsyncEngine, task_id: str) -> TaskExecution | None:
 
 
 def _undispatched(older_than_seconds: float) -> Any:
-    """Pending runs created more than `older_than_seconds` ago that no backend took."""
+    """Pending runs created more than `older_than_seconds` ago that no backend took. A run
+    that resumed after an approval (it has started before) counts from its resumption."""
+    cutoff = func.now() - timedelta(seconds=older_than_seconds)
     return (
         select(tasks)
         .where(tasks.c.status == TaskStatus.PENDING.value)
         .where(tasks.c.celery_task_id.is_(None))
-        .where(tasks.c.created_at < func.now() - timedelta(seconds=older_than_seconds))
+        .where(
+            or_(
+                and_(tasks.c.started_at.is_(None), tasks.c.created_at < cutoff),
+                and_(tasks.c.started_at.is_not(None), tasks.c.updated_at < cutoff),
+            )
+        )
         .order_by(tasks.c.created_at)
     )
 

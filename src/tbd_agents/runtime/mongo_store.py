@@ -56,9 +56,11 @@ from tbd_agents.runtime.events import (
     TERMINAL_STATUSES,
     RunEvent,
     final_status_data,
+    paused_status_data,
+    resumed_status_data,
     running_status_data,
 )
-from tbd_agents.runtime.halt import HALTED_BEFORE_START, HALTED_BEFORE_START_EVENT, ended
+from tbd_agents.runtime.halt import ended, halted_on_the_spot
 from tbd_agents.runtime.leases import Heartbeat, undispatched_error
 from tbd_agents.runtime.mongo_docs import (
     _APPEND_RETRIES,
@@ -385,6 +387,54 @@ class MongoRunStore:
         await self._set_workflow_status(task.workflow_id, WorkflowStatus.ACTIVE)
         return Transition(task, await self._follow_up(task, outbox))
 
+    async def park(self, task_id: str, worker_id: str, outcome: RunOutcome) -> Transition | None:
+        owned = {**_by_id(task_id), WORKER: worker_id, "status": TaskStatus.RUNNING.value}
+        current = await self.tasks.find_one(owned)
+        if current is None:
+            return None
+        parked = from_document(TaskExecution, current).model_copy(
+            update={
+                "status": TaskStatus.AWAITING_APPROVAL,
+                WORKER: None,
+                "heartbeat_at": None,
+                "turns": outcome.turns,
+                "tool_calls": outcome.tool_calls,
+                "usage": outcome.usage.stats(),
+                "updated_at": utcnow(),
+            }
+        )
+        written = await self._end(
+            owned,
+            parked,
+            [(EventType.STATUS.value, paused_status_data(parked, outcome))],
+            webhook=False,
+            changed=("status", WORKER, "heartbeat_at", "turns", "tool_calls", "usage",
+                     "updated_at"),
+        )  # fmt: skip
+        if written is None:
+            return None
+        task, outbox = written
+        return Transition(task, await self._follow_up(task, outbox))
+
+    async def resume(self, task_id: str, reason: str) -> Transition | None:
+        current = await self.load(task_id)
+        if current is None or current.status is not TaskStatus.AWAITING_APPROVAL:
+            return None
+        resumed = current.model_copy(
+            update={"status": TaskStatus.PENDING, "celery_task_id": None, "updated_at": utcnow()}
+        )
+        written = await self._end(
+            {**_by_id(task_id), "status": TaskStatus.AWAITING_APPROVAL.value},
+            resumed,
+            [(EventType.STATUS.value, resumed_status_data(reason))],
+            webhook=False,
+            changed=("status", "celery_task_id", "updated_at"),
+        )
+        if written is None:
+            return None  # resumed (or halted) by another process meanwhile
+        task, outbox = written
+        return Transition(task, await self._follow_up(task, outbox))
+
     async def reap_expired(self, lease_seconds: float) -> list[Transition]:
         now = utcnow()
         cutoff = now - timedelta(seconds=lease_seconds)
@@ -465,10 +515,15 @@ class MongoRunStore:
     @staticmethod
     def _undispatched(older_than_seconds: float) -> Doc:
         """Pending runs created more than `older_than_seconds` ago that no backend took."""
+        cutoff = utcnow() - timedelta(seconds=older_than_seconds)
         return {
             "status": TaskStatus.PENDING.value,
             "celery_task_id": None,
-            "created_at": {"$lt": utcnow() - timedelta(seconds=older_than_seconds)},
+            # A run that resumed after an approval (it started before) counts from then.
+            "$or": [
+                {"started_at": None, "created_at": {"$lt": cutoff}},
+                {"started_at": {"$ne": None}, "updated_at": {"$lt": cutoff}},
+            ],
         }
 
     async def orphaned_pending(self, older_than_seconds: float, limit: int = 100) -> list[str]:
@@ -529,7 +584,7 @@ class MongoRunStore:
             await self.halts.insert_one(
                 {"_id": task_id, "requested_by": requested_by, "requested_at": utcnow()}
             )
-        if status is not TaskStatus.PENDING:
+        if status not in (TaskStatus.PENDING, TaskStatus.AWAITING_APPROVAL):
             return None
         current = await self.load(task_id)
         if current is None:
@@ -538,16 +593,16 @@ class MongoRunStore:
         halted = current.model_copy(
             update={
                 "status": TaskStatus.HALTED,
-                "error": HALTED_BEFORE_START,
+                "error": halted_on_the_spot(status)[0],
                 FINISHED_AT: now,
                 "updated_at": now,
                 "caller_credential": None,
             }
         )
         written = await self._end(
-            {**_by_id(task_id), "status": TaskStatus.PENDING.value},
+            {**_by_id(task_id), "status": status.value},
             halted,
-            [(EventType.STATUS.value, HALTED_BEFORE_START_EVENT)],
+            [(EventType.STATUS.value, halted_on_the_spot(status)[1])],
             webhook=False,
             changed=("status", "error", FINISHED_AT, "updated_at", "caller_credential"),
         )

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Mapping
 from datetime import timedelta
@@ -19,7 +20,13 @@ from tbd_agents.runtime.mongo_docs import (
     _by_id,
 )
 from tbd_agents.runtime.store import DueDelivery
-from tbd_agents.runtime.webhooks import Attempt, Delivery, event_of, json_payload
+from tbd_agents.runtime.webhooks import (
+    Attempt,
+    Delivery,
+    event_of,
+    json_payload,
+    keyed_event,
+)
 from tbd_agents.storage.mongo.codec import (
     id_text,
     plain_value,
@@ -29,6 +36,7 @@ from tbd_agents.storage.mongo.runtime_schema import (
     WEBHOOK_DELIVERIES,
     WEBHOOK_SECRETS,
 )
+from tbd_agents.storage.postgres.engine import json_dumps
 
 _log = logging.getLogger(__name__)
 
@@ -108,6 +116,38 @@ class MongoWebhookStore:
             )
         except DuplicateKeyError:
             return None  # already queued for this run and event
+        return delivery_id
+
+    async def enqueue_event(
+        self, task: TaskExecution, event: str, key: str, payload: dict[str, Any]
+    ) -> str | None:
+        workflow = await self.workflows.find_one(_by_id(task.workflow_id), {"webhook_url": 1})
+        url = workflow.get("webhook_url") if workflow is not None else None
+        if not url:
+            return None
+        now = utcnow()
+        delivery_id = new_id()
+        try:
+            await self.deliveries.insert_one(
+                {
+                    "_id": delivery_id,
+                    "task_id": task.id,
+                    "workflow_id": task.workflow_id,
+                    "event": keyed_event(event, key),
+                    "url": str(url),
+                    "payload": json.loads(json_dumps(payload)),
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "last_status_code": None,
+                    "last_error": None,
+                    "delivered_at": None,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        except DuplicateKeyError:
+            return None  # already queued
         return delivery_id
 
     async def claim_due(self, limit: int, hold: timedelta) -> list[DueDelivery]:

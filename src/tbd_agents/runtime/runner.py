@@ -139,6 +139,8 @@ async def _execute_claimed(
         outcome = await _run_executor(services, task, sink, halt)
     if outcome is None:
         return None
+    if outcome.status is TaskStatus.AWAITING_APPROVAL and outcome.approvals:
+        return await _park(services, task, sink, outcome)
     if outcome.status not in TERMINAL_STATUSES:
         outcome.error = outcome.error or f"executor returned non-final status {outcome.status}"
         outcome.status = TaskStatus.FAILED
@@ -153,6 +155,24 @@ async def _execute_claimed(
     for event in finished.events:
         await sink.publish(event)
     return finished.task, outcome
+
+
+async def _park(
+    services: RunServices, task: TaskExecution, sink: PersistingEventSink, outcome: RunOutcome
+) -> tuple[TaskExecution, RunOutcome] | None:
+    """Pause the run for approval: lease released, `awaiting_approval` status event, and one
+    `approval_requested` webhook per waiting call (services/approvals.py made the records)."""
+    parked = await services.runs.park(task.id, services.worker_id, outcome)
+    if parked is None:
+        _log.error("run %s paused for approval after its lease was lost", task.id)
+        return None
+    for event in parked.events:
+        await sink.publish(event)
+    for approval in outcome.approvals:
+        await services.webhooks.enqueue_event(
+            parked.task, "approval_requested", str(approval["approval_id"]), approval
+        )
+    return parked.task, outcome
 
 
 async def announce(services: RunServices, events: list[RunEvent]) -> None:

@@ -30,7 +30,7 @@ from typing import Any, Protocol, cast
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tbd_agents.config import Settings
-from tbd_agents.domain.enums import TaskTrigger
+from tbd_agents.domain.enums import TaskStatus, TaskTrigger
 from tbd_agents.domain.models import TaskExecution
 from tbd_agents.errors import TbdError
 from tbd_agents.observability.metrics import RUN_DISPATCHES
@@ -38,8 +38,8 @@ from tbd_agents.observability.runs import count_lost_runs
 from tbd_agents.runtime import leases
 from tbd_agents.runtime.backoff import Backoff
 from tbd_agents.runtime.bus import EventBus, InProcessBus, RedisBus
-from tbd_agents.runtime.contracts import EventSink, HaltSignal, RunOutcome
-from tbd_agents.runtime.events import RunEvent, follow
+from tbd_agents.runtime.contracts import EventSink, EventType, HaltSignal, RunOutcome
+from tbd_agents.runtime.events import TERMINAL_STATUSES, PersistingEventSink, RunEvent, follow
 from tbd_agents.runtime.executor import ExecutorContext, RunExecutor, build_executor
 from tbd_agents.runtime.halt import HaltResult, request_halt
 from tbd_agents.runtime.runner import (
@@ -283,6 +283,64 @@ class Runtime:
             if not await self.dispatch(task_id):
                 break  # the backend is down: the others wait for the next sweep
 
+    # --- approvals (services/approvals.py) ----------------------------------------------------
+    async def resume_run(self, task_id: str, reason: str) -> bool:
+        """Hand a run awaiting approval back to the backend, to resume where it paused (once,
+        whoever asks: False when it is not awaiting approval any more)."""
+        resumed = await self.runs.resume(task_id, reason)
+        if resumed is None:
+            return False
+        await announce(await self._maintenance_services(), resumed.events)
+        await self.dispatch(task_id)
+        return True
+
+    async def approval_decided(self, task_id: str, data: dict[str, Any]) -> bool:
+        """Report a decision on the run's events and resume the run once its pause has no
+        pending approval left; True if it resumed."""
+        from tbd_agents.services.approvals import undecided
+
+        task = await self.runs.load(task_id)
+        if task is None or task.status in TERMINAL_STATUSES:
+            return False  # ended meanwhile (halted): nothing to report on or resume
+        await PersistingEventSink(self.events, self.bus, task_id).emit(
+            EventType.APPROVAL_DECIDED, data
+        )
+        if task.status is not TaskStatus.AWAITING_APPROVAL:
+            # Still pausing (the upkeep resumes it once it is parked), or already resumed by
+            # the upkeep's sweep between the decision and this call.
+            return False
+        if self.store is None or await undecided(self.store, task_id):
+            return False
+        return await self.resume_run(task_id, f"approval {data.get('approval_id')} decided")
+
+    async def expire_approvals(self) -> int:
+        """Expire the approvals nobody decided in time (their policy's `on_timeout` is applied
+        when the run resumes); return how many."""
+        if self.store is None:
+            return 0
+        from tbd_agents.services.approvals import expire_due
+
+        expired = await expire_due(self.store)
+        for approval in expired:
+            data = {"approval_id": approval.id, "tool": approval.tool_name, "status": "expired",
+                    "on_timeout": approval.on_timeout}  # fmt: skip
+            await self.approval_decided(approval.task_id, data)
+        return len(expired)
+
+    async def _resume_stranded(self) -> None:
+        """Resume the paused runs with nothing left to decide: the last decision came while
+        the run was still pausing, or its process stopped between deciding and resuming."""
+        from tbd_agents.services.approvals import undecided
+        from tbd_agents.storage.protocol import Query, eq
+
+        assert self.store is not None
+        query = Query(filters=(eq("status", TaskStatus.AWAITING_APPROVAL.value),), limit=50)
+        async with self.store.unit_of_work(readonly=True) as repos:
+            waiting = list((await repos.task_executions.list(query)).items)
+        for task in waiting:
+            if task.paused_state is not None and not await undecided(self.store, task.id):
+                await self.resume_run(task.id, "every approval of its pause is decided")
+
     async def halt(self, task_id: str, requested_by: str | None = None) -> HaltResult:
         """Stop a run wherever it executes (NotFound / Conflict for unknown or finished runs)."""
         return await request_halt(self.runs, self.bus, task_id, requested_by)
@@ -337,8 +395,11 @@ class Runtime:
                     await complete_followups(services, FOLLOWUP_STALE_SECONDS)
                     last_reap = now
                 await self.webhooks.deliver_due()
+                await self.expire_approvals()
                 if (now - last_sweep).total_seconds() >= sweep_every:
                     await self.sweep_undispatched()
+                    if self.store is not None:
+                        await self._resume_stranded()
                     last_sweep = now
                 if now - last_purge >= PURGE_EVERY:
                     cutoff = now - timedelta(days=self.settings.run_event_retention_days)

@@ -18,6 +18,8 @@ from tbd_agents.runtime.events import (
     EventStore,
     RunEvent,
     final_status_data,
+    paused_status_data,
+    resumed_status_data,
     running_status_data,
 )
 from tbd_agents.runtime.halt import halt_on_sql
@@ -94,6 +96,26 @@ class SqlRunStore:
             )
             await SqlWebhookStore.enqueue_on(conn, finished)
         return Transition(finished, [final])
+
+    async def park(self, task_id: str, worker_id: str, outcome: RunOutcome) -> Transition | None:
+        async with self.engine.begin() as conn:
+            parked = await leases.park_on(conn, task_id, worker_id, outcome)
+            if parked is None:
+                return None
+            event = await self.events.append_on(
+                conn, task_id, EventType.STATUS.value, paused_status_data(parked, outcome)
+            )
+        return Transition(parked, [event])
+
+    async def resume(self, task_id: str, reason: str) -> Transition | None:
+        async with self.engine.begin() as conn:
+            resumed = await leases.resume_on(conn, task_id)
+            if resumed is None:
+                return None
+            event = await self.events.append_on(
+                conn, task_id, EventType.STATUS.value, resumed_status_data(reason)
+            )
+        return Transition(resumed, [event])
 
     async def reap_expired(self, lease_seconds: float) -> list[Transition]:
         done: list[Transition] = []

@@ -88,6 +88,13 @@ class WebhookStore(Protocol):
         the delivery id, None when nothing was queued."""
         ...
 
+    async def enqueue_event(
+        self, task: TaskExecution, event: str, key: str, payload: dict[str, Any]
+    ) -> str | None:
+        """Queue a webhook about `task` that is not its end (`approval_requested`) to the
+        workflow's `webhook_url`, once per (`event`, `key`); the delivery id or None."""
+        ...
+
     async def claim_due(self, limit: int, hold: timedelta) -> list[DueDelivery]:
         """Take up to `limit` due deliveries for one attempt each, holding them for `hold`."""
         ...
@@ -216,6 +223,16 @@ class RunStore(Protocol):
     async def finish(self, task_id: str, worker_id: str, outcome: RunOutcome) -> Transition | None:
         """Record the outcome if `worker_id` still owns the run, with the final status event and
         the queued webhook; None if the lease was lost."""
+        ...
+
+    async def park(self, task_id: str, worker_id: str, outcome: RunOutcome) -> Transition | None:
+        """Pause the run for approval if `worker_id` still owns it (status awaiting_approval,
+        lease released), with its `status` event; None if the lease was lost."""
+        ...
+
+    async def resume(self, task_id: str, reason: str) -> Transition | None:
+        """Make a run awaiting approval pending again (once, whoever asks), with its `status`
+        event; None when it is not awaiting approval (resumed already, halted)."""
         ...
 
     async def reap_expired(self, lease_seconds: float) -> list[Transition]:

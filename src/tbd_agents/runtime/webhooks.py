@@ -147,6 +147,16 @@ class Delivery:
     log: tuple[Attempt, ...] = ()
 
 
+def keyed_event(event: str, key: str) -> str:
+    """The stored event of a delivery sent more than once per run (one per `key`): the
+    `X-TBD-Event` header carries `event` alone (`header_event`)."""
+    return f"{event}/{key}"
+
+
+def header_event(stored: str) -> str:
+    return stored.partition("/")[0]
+
+
 def event_of(task: TaskExecution) -> str:
     """The webhook event of a finished run."""
     return "task.failed" if task.status is TaskStatus.FAILED else "task.completed"
@@ -298,6 +308,34 @@ class SqlWebhookStore:
             .returning(webhook_deliveries.c.id)
         )
         delivery_id: str | None = (await conn.execute(stmt)).scalar_one_or_none()
+        return delivery_id
+
+    async def enqueue_event(
+        self, task: TaskExecution, event: str, key: str, payload: dict[str, Any]
+    ) -> str | None:
+        """Queue a webhook about `task` that is not its end (`approval_requested`) to the
+        workflow's `webhook_url`, once per `key`; the delivery id (None: no URL, or queued)."""
+        async with self.engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    select(_workflows.c.webhook_url).where(_workflows.c.id == task.workflow_id)
+                )
+            ).one_or_none()
+            if row is None or not row[0]:
+                return None
+            stmt = (
+                insert(webhook_deliveries)
+                .values(
+                    task_id=task.id,
+                    workflow_id=task.workflow_id,
+                    event=keyed_event(event, key),
+                    url=row[0],
+                    payload=json.loads(json_dumps(payload)),
+                )
+                .on_conflict_do_nothing()
+                .returning(webhook_deliveries.c.id)
+            )
+            delivery_id: str | None = (await conn.execute(stmt)).scalar_one_or_none()
         return delivery_id
 
     async def claim_due(self, limit: int, hold: timedelta) -> list[DueDelivery]:
@@ -457,6 +495,12 @@ class WebhookService:
         """Queue the webhook of a finished run, if its workflow has one; the delivery id."""
         return await self.store.enqueue(task)
 
+    async def enqueue_event(
+        self, task: TaskExecution, event: str, key: str, payload: dict[str, Any]
+    ) -> str | None:
+        """Queue a webhook about a run that is not its end (see `WebhookStore.enqueue_event`)."""
+        return await self.store.enqueue_event(task, event, key, payload)
+
     enqueue_on = staticmethod(SqlWebhookStore.enqueue_on)
 
     # --- sending ----------------------------------------------------------------------------
@@ -482,7 +526,7 @@ class WebhookService:
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
             "Host": host if port in (80, 443) else f"{host}:{port}",
-            EVENT_HEADER: row.event,
+            EVENT_HEADER: header_event(row.event),
             DELIVERY_HEADER: row.id,
             TIMESTAMP_HEADER: stamp,
             SIGNATURE_HEADER: sign(secret, stamp, body),

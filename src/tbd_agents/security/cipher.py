@@ -87,6 +87,15 @@ class TokenCipher:
     def versions(self) -> tuple[int, ...]:
         return tuple(self._versions)
 
+    def derive_key(self, purpose: str) -> bytes:
+        """A key for `purpose` (e.g. signing approval links) derived from the newest key of
+        the ring: no second secret to configure; rotating the ring changes it."""
+        import hashlib
+        import hmac
+
+        secret = self._ring[self.current_version].encode("ascii")
+        return hmac.new(secret, f"tbd-agents:{purpose}".encode(), hashlib.sha256).digest()
+
     def encrypt(self, plaintext: str) -> tuple[str, int]:
         """(ciphertext, key version) of `plaintext`."""
         return self._multi.encrypt(plaintext.encode("utf-8")).decode("ascii"), self.current_version

@@ -130,6 +130,26 @@ def check_provider(base_url: str | None, extra_headers: dict[str, str] | None) -
     check_headers(extra_headers or {}, "extra_headers")
 
 
+class ToolPolicyInput(Input):
+    """A body with a `tool_policy` (agents, workflows): checked here so a bad rule is a 422
+    naming it (`tool_policy.rules.2.args.path: ...`), and stored in its normal form."""
+
+    @model_validator(mode="after")
+    def _tool_policy(self) -> Any:
+        from tbd_agents.domain.approvals import parse_policy
+
+        raw = getattr(self, "tool_policy", None)
+        if isinstance(raw, dict):
+            policy = parse_policy(raw)
+            assert policy is not None
+            self.__dict__["tool_policy"] = policy.model_dump(mode="json", exclude_none=True)
+        return self
+
+
+class AgentInput(ToolPolicyInput):
+    pass
+
+
 class McpServerInput(Input):
     @model_validator(mode="after")
     def _mcp_config(self) -> Any:
@@ -160,7 +180,7 @@ def set_default_max_turns(value: int) -> None:
     _default_max_turns = value
 
 
-class WorkflowInput(Input):
+class WorkflowInput(ToolPolicyInput):
     @model_validator(mode="after")
     def _default_max_turns(self) -> Any:
         """A create body without max_turns gets DEFAULT_MAX_TURNS (an update body without it

@@ -12,6 +12,7 @@ def all_routers() -> list[APIRouter]:
     from tbd_agents.api.routers import (
         agent_builder,
         agent_chat,
+        approvals,
         bundle,
         chat,
         custom_tools,
@@ -49,6 +50,7 @@ def all_routers() -> list[APIRouter]:
         workflow_skills.router,
         usage.router,
         openai_compat.router,
+        approvals.router,
         *resource_routers(),
         bundle.router,
         runtime_api.router,

@@ -34,6 +34,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from tbd_agents.domain.approvals import ToolApproval
 from tbd_agents.domain.auth import ApiKey
 from tbd_agents.domain.models import ENTITIES, ENTITY_BY_COLLECTION, Entity, Numbering
 from tbd_agents.domain.versions import AgentVersion
@@ -477,7 +478,7 @@ def _key_filters(record: Entity, key: Sequence[str]) -> builtins.list[Filter]:
 
 
 #: Entities stored beside the 15 collections (their indexes are created by `open()` too).
-EXTRA_ENTITIES: tuple[type[Entity], ...] = (ApiKey, AgentVersion)
+EXTRA_ENTITIES: tuple[type[Entity], ...] = (ApiKey, AgentVersion, ToolApproval)
 
 
 class MongoRepositories:

@@ -76,6 +76,7 @@ BTREE_INDEXES: dict[str, tuple[str, ...]] = {
     ),
     "scheduled_agents": ("workflow_id", "enabled", "next_run_at", "github_user"),
     "mcp_servers": ("name", "status", "transport_type", "created_by"),
+    "tool_approvals": ("task_id", "workflow_id", "owner", "status", "expires_at"),
 }
 
 #: B-tree indexes on several columns (named idx_<table>_<col1>_<col2>…): a session's messages in

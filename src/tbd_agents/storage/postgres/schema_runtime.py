@@ -44,11 +44,19 @@ def _ts(name: str, *, nullable: bool = False, now: bool = True) -> Column[object
 
 OCCURRENCE_OUTCOMES = ("fired", "skipped_overlap", "skipped_missed")
 DELIVERY_EVENTS = ("task.completed", "task.failed")
+#: Deliveries sent more than once per run carry a key: `approval_requested/<approval id>`.
+KEYED_DELIVERY_EVENTS = ("approval_requested",)
 DELIVERY_STATUSES = ("pending", "delivered", "failed")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+#: The `event` check of `webhook_deliveries`.
+DELIVERY_EVENT_CHECK = " OR ".join(
+    [_in("event", DELIVERY_EVENTS), *(f"event LIKE '{e}/%'" for e in KEYED_DELIVERY_EVENTS)]
+)
 
 
 run_events = Table(
@@ -148,7 +156,7 @@ webhook_deliveries = Table(
     _ts("created_at"),
     _ts("updated_at"),
     UniqueConstraint("task_id", "event"),
-    CheckConstraint(_in("event", DELIVERY_EVENTS), name="event"),
+    CheckConstraint(DELIVERY_EVENT_CHECK, name="event"),
     CheckConstraint(_in("status", DELIVERY_STATUSES), name="status"),
     CheckConstraint("attempts >= 0", name="attempts_range"),
 )

@@ -5,6 +5,7 @@ events, knowledge chunks, migration checkpoints…) live in their own modules an
 """
 
 from tbd_agents.storage.postgres import (
+    schema_approvals,  # noqa: F401  (registers its tables)
     schema_auth,  # noqa: F401  (registers its tables)
     schema_migration,  # noqa: F401  (registers its tables)
     schema_runtime,  # noqa: F401  (registers its tables)

@@ -1,7 +1,7 @@
 // Run history (task executions): status, trigger, when, duration, tokens and cost. The runs page
 // (`#/runs`) lists every run with filters kept in the address; `#/runs/<id>` shows one run.
 
-import { del, get, getPage, listAll } from "../api.js";
+import { ApiError, del, get, getPage, listAll, post } from "../api.js";
 import { confirmDialog, duration, h, notify, replace, uid, when } from "../dom.js";
 
 // Usage of runs made here carries both key sets; runs moved from the existing TBD Agents only
@@ -86,7 +86,7 @@ export async function runsTable(box, query, emptyText, onOpen, opts = {}) {
 
 // --- the runs page -------------------------------------------------------------------------
 
-const STATUSES = ["pending", "running", "completed", "failed", "halted", "max_turns_reached"];
+const STATUSES = ["pending", "running", "awaiting_approval", "completed", "failed", "halted", "max_turns_reached"];
 const TRIGGERS = ["manual", "api", "schedule", "webhook"];
 /** Filters of the runs page: address parameter → list parameter of GET /api/tasks. */
 const FILTERS = ["status", "agent_id", "workflow_id", "scheduled_agent_id", "trigger", "from", "to", "q"];
@@ -193,6 +193,53 @@ function logEntry(entry) {
     entry.detail || entry.message || "", extra);
 }
 
+/** One waiting tool call: its arguments (editable JSON), a reason, Approve / Deny. */
+function approvalCard(approval, after) {
+  const p = uid("approval");
+  const args = h("textarea", { id: `${p}-args`, rows: 6, spellcheck: false, class: "mono" },
+    JSON.stringify(approval.arguments || {}, null, 2));
+  const reason = h("input", { id: `${p}-reason`, maxlength: 2000, placeholder: "optional" });
+  const err = h("p", { class: "field-error", role: "alert", hidden: true });
+  const fail = (message) => { err.textContent = message; err.hidden = false; };
+  const decide = async (verb) => {
+    err.hidden = true;
+    const body = { reason: reason.value.trim() || null };
+    if (verb === "approve") {
+      let edited;
+      try { edited = JSON.parse(args.value); } catch (e) { fail(`The arguments are not valid JSON: ${e.message}`); args.focus(); return; }
+      if (!edited || typeof edited !== "object" || Array.isArray(edited)) { fail("The arguments must be a JSON object."); args.focus(); return; }
+      if (JSON.stringify(edited) !== JSON.stringify(approval.arguments || {})) body.arguments = edited;
+    }
+    try {
+      await post(`/api/approvals/${encodeURIComponent(approval.id)}/${verb}`, body);
+    } catch (e) {
+      if (e instanceof ApiError) { fail(e.message); return; }
+      throw e;
+    }
+    notify(verb === "approve" ? "Approved: the run resumes." : "Denied: the run resumes without the call.", "success");
+    await after();
+  };
+  return h("div", { class: "approval", dataset: { approvalId: approval.id } },
+    h("p", {}, h("strong", {}, approval.tool_name), ` (${approval.origin || "unknown origin"}) — `,
+      h("span", { class: "muted small" }, `${approval.rule}; expires ${when(approval.expires_at)}`)),
+    h("div", { class: "field" }, h("label", { for: args.id, class: "label" }, "Arguments (edit before approving if needed)"), args),
+    h("div", { class: "field" }, h("label", { for: reason.id, class: "label" }, "Reason"), reason),
+    err,
+    h("div", { class: "actions" },
+      h("button", { type: "button", class: "primary", onClick: () => decide("approve") }, "Approve"),
+      h("button", { type: "button", class: "danger", onClick: () => decide("deny") }, "Deny")));
+}
+
+async function approvalsSection(task, after) {
+  if (task.status !== "awaiting_approval") return null;
+  const waiting = await get("/api/approvals", { task_id: task.id });
+  return h("section", { class: "card", "aria-labelledby": "run-approvals" },
+    h("h2", { id: "run-approvals" }, "Awaiting approval"),
+    waiting.length
+      ? waiting.map((a) => approvalCard(a, after))
+      : h("p", { class: "muted" }, "Every call is decided: the run resumes shortly."));
+}
+
 async function renderRun(ctx, runId) {
   const task = await get(`/api/tasks/${encodeURIComponent(runId)}`);
   const [agent, workflow] = await Promise.all([
@@ -202,6 +249,8 @@ async function renderRun(ctx, runId) {
   if (!ctx.isCurrent()) return;
   const usage = task.usage || {};
   const logs = task.logs || [];
+  const approvals = await approvalsSection(task, () => renderRun(ctx, runId));
+  if (!ctx.isCurrent()) return;
   replace(ctx.main,
     h("p", {}, h("a", { href: "#/runs" }, "← All runs")),
     h("h1", {}, `Run of ${when(task.started_at || task.created_at)}`),
@@ -218,6 +267,7 @@ async function renderRun(ctx, runId) {
         fact("Turns / tool calls", `${task.turns ?? 0} / ${task.tool_calls ?? 0}`),
         fact("Tokens", tokensOf(usage)),
         fact("Cost", costOf(usage)))),
+    approvals,
     task.error ? h("section", { class: "card", "aria-labelledby": "run-error" }, h("h2", { id: "run-error" }, "Error"),
       h("p", { class: "error" }, task.error)) : null,
     h("section", { class: "card", "aria-labelledby": "run-prompt" }, h("h2", { id: "run-prompt" }, "Prompt"),
