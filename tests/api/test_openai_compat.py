@@ -169,6 +169,23 @@ def test_the_agents_own_tools_run_on_the_server(api: LiveApi, user: User) -> Non
     assert done.usage.prompt_tokens == 100 + 50  # both model calls of the run
 
 
+def test_the_agents_tool_policy_applies_and_an_ask_is_refused(api: LiveApi, user: User) -> None:
+    """A request cannot wait for a person: an `ask` rule of the agent answers the model with a
+    refusal that says why and what to do, and the tool never runs."""
+    policy = {"rules": [{"tool": "add", "action": "ask"}]}
+    agent = user.agent(mcp_server_ids=[user.demo_mcp_server()], tool_policy=policy)
+    user.protocol.script(
+        Turn(tool_calls=[("add", {"a": 2, "b": 3})]), Turn(text="I may not compute that here.")
+    )
+    done = sdk(api, user.key).chat.completions.create(
+        model=agent["id"], messages=[{"role": "user", "content": "What is 2 + 3?"}]
+    )
+    assert done.choices[0].message.content == "I may not compute that here."
+    [(_, result)] = user.protocol.requests[1].conversation()[-1]["tool_results"]
+    assert "needs a person's approval" in result and "run it in a workflow" in result
+    assert result != "5"
+
+
 def test_a_blocked_message_is_a_400(api: LiveApi, user: User) -> None:
     rail = user.blocking_guardrail("input", r"forbidden")
     agent = user.agent(guardrail_ids=[rail])

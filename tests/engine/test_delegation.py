@@ -336,6 +336,24 @@ async def test_depth_limit_returns_an_error_result(
     assert not [r for r in model.requests if who(r) == "leaf"]  # leaf never ran
 
 
+async def test_a_delegated_run_obeys_its_agents_tool_policy(
+    world: dict[str, Any], model: ProtocolServer
+) -> None:
+    """The child runs under its own agent's policy: mid may not call leaf (`never`), so leaf
+    never runs and mid's model is told why; a run inside a tool call cannot pause either."""
+    agents = await make_agents(world, "top", "mid", "leaf", tools={"top": ["mid"], "mid": ["leaf"]})
+    async with world["store"].unit_of_work() as repos:
+        await repos.agents.update(
+            agents["mid"].id, {"tool_policy": {"rules": [{"tool": "leaf", "action": "never"}]}}
+        )
+    model.responder = relay({"top": "mid", "mid": "leaf"}, {"top": "top:", "mid": "mid:"})
+    task, _ = await run_workflow(world, agents["top"])
+    assert task.status is TaskStatus.COMPLETED
+    [mid_run] = await children(world, task.id)
+    assert mid_run.response is not None and "refused by policy" in mid_run.response
+    assert not [r for r in model.requests if who(r) == "leaf"]
+
+
 async def test_child_failure_is_an_error_result(
     world: dict[str, Any], model: ProtocolServer
 ) -> None:

@@ -137,6 +137,13 @@ async def run_agent(
     own, which the agents it lists as tools are called from)."""
     if workspace is None and workflow is None:
         workspace = await chat_workspace(services, agent, inp.session_id)
+    if inp.approvals is None and agent.tool_policy is not None:
+        # An entry point that set no gate (a delegated run, the OpenAI-compatible endpoint, the
+        # MCP server) still obeys the agent's policy: `never` refuses, and `ask` is refused with
+        # the reason, since only a workflow run can pause for a person.
+        from tbd_agents.services.approvals import gate_for
+
+        inp.approvals = await gate_for(services.store, agent, None, can_pause=False)
     async with services.store.unit_of_work() as repos:
         plan = await load_plan(
             repos, services.cipher, agent, services.config,
