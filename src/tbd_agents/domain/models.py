@@ -365,6 +365,9 @@ class Workflow(Entity):
     description: str = ""
     last_run_at: UtcDatetime | None = None
     tags: StrList = Field(default_factory=list)
+    #: When the conversation was last forgotten (`POST /api/workflows/{id}/reset`): the next
+    #: run continues the runs created after it (all of them while None).
+    conversation_reset_at: UtcDatetime | None = None
 
 
 class TaskExecution(Entity):
@@ -403,6 +406,11 @@ class TaskExecution(Entity):
     #: run's span continues that trace in whichever process executes it, however late it is
     #: dispatched (observability/spans.py). Internal: never serialized (`exclude`).
     trace_parent: str | None = Field(default=None, exclude=True, repr=False)
+    #: Every message this run added to its workflow's conversation (user, assistant and tool
+    #: messages, each tagged with `task_id`). A workflow's next run continues the conversation
+    #: made of these, so the workflow row holds only the last run's view (`Workflow.messages`)
+    #: and no longer grows by the whole conversation on every run.
+    run_messages: list[Json] = Field(default_factory=list)
 
 
 class ScheduledAgent(Entity):

@@ -71,6 +71,7 @@ BTREE_INDEXES: dict[str, tuple[str, ...]] = {
         "scheduled_agent_id",
         "status",
         "celery_task_id",
+        "finished_at",  # retention: runs that ended before a cut-off
     ),
     "scheduled_agents": ("workflow_id", "enabled", "next_run_at", "github_user"),
     "mcp_servers": ("name", "status", "transport_type", "created_by"),
