@@ -29,7 +29,6 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -140,13 +139,17 @@ class Soak:
 
     async def sample(self, done: int, started: float) -> dict[str, Any]:
         async with self.engine.connect() as conn:
-            size = (await conn.execute(select(func.pg_database_size(func.current_database())))).scalar_one()
+            size = (
+                await conn.execute(select(func.pg_database_size(func.current_database())))
+            ).scalar_one()
             counts = {}
             for name, table in (("task_executions", TABLES["task_executions"]),
                                 ("run_events", run_events),
                                 ("webhook_deliveries", webhook_deliveries),
                                 ("usage_calls", usage_calls)):  # fmt: skip
-                counts[name] = (await conn.execute(select(func.count()).select_from(table))).scalar_one()
+                counts[name] = (
+                    await conn.execute(select(func.count()).select_from(table))
+                ).scalar_one()
             dead = (await conn.execute(text(
                 "SELECT coalesce(sum(n_dead_tup), 0) FROM pg_stat_user_tables "
                 "WHERE relname = ANY(:names)"), {"names": list(TABLES_WATCHED)})).scalar_one()  # fmt: skip

@@ -46,7 +46,12 @@ async def test_each_run_keeps_its_messages_and_the_workflow_only_the_last_runs(
     assert said(protocol_server.requests[2])[-5:] == ["first", "one", "second", "two", "third"]
     # the task's existing `messages` view: the last 20 of the conversation, as before
     assert [m["content"] for m in tasks[2].messages] == [
-        "first", "one", "second", "two", "third", "three"
+        "first",
+        "one",
+        "second",
+        "two",
+        "third",
+        "three",
     ]
 
 

@@ -124,7 +124,9 @@ async def test_runs_ended_before_the_cutoff_go_with_their_events_and_deliveries(
     assert await run_ids(be) == {recent, pending, running}
     for task_id in old:
         assert await be.runs.events.read(task_id) == []
-        assert await be.runs.webhooks.list_deliveries(workflow_id=None, task_id=task_id, limit=5) == []
+        assert (
+            await be.runs.webhooks.list_deliveries(workflow_id=None, task_id=task_id, limit=5) == []
+        )
     assert await be.runs.events.read(recent) != []
     # idempotent: a second pass finds nothing
     assert (await retention(be, run_days=30).prune(now=NOW)).total == 0
@@ -153,9 +155,9 @@ async def test_a_dry_run_counts_and_deletes_nothing(be: RtBackend) -> None:
     await add_calls(be, [NOW - 100 * DAY, NOW - 1 * DAY])
     before = await run_ids(be)
 
-    report = await retention(
-        be, run_days=30, usage_call_days=30, webhook_delivery_days=30
-    ).prune(dry_run=True, now=NOW)
+    report = await retention(be, run_days=30, usage_call_days=30, webhook_delivery_days=30).prune(
+        dry_run=True, now=NOW
+    )
 
     assert report.dry_run and report.counts["runs"] == 2 and report.counts["usage_calls"] == 1
     assert "would delete" in report.describe()
@@ -256,9 +258,7 @@ async def age_deliveries(be: RtBackend, days: float, status: str) -> None:
     moved = NOW - timedelta(days=days)
     if be.engine is not None:
         async with be.engine.begin() as conn:
-            await conn.execute(
-                update(webhook_deliveries).values(created_at=moved, status=status)
-            )
+            await conn.execute(update(webhook_deliveries).values(created_at=moved, status=status))
         return
     database: Any = be.store.database  # type: ignore[attr-defined]
     await database.get_collection(WEBHOOK_DELIVERIES).update_many(

@@ -11,7 +11,8 @@ Rules (settings in `services/retention_config.py`, `0` turns one off):
   the RETENTION_CHATS_PER_OWNER most recently active of a user, with their messages and the
   knowledge source holding their attached files;
 - chat sessions with more than RETENTION_CHAT_SUMMARY_AFTER_MESSAGES messages: the older ones
-  are replaced by one summary written by the agent's model (`ChatSummariser`);
+  are replaced by one summary written by the agent's model (`ChatSummariser`; a session that
+  branched is left whole);
 - webhook deliveries (delivered or failed) created more than RETENTION_WEBHOOK_DELIVERY_DAYS ago;
 - per-call usage rows older than RETENTION_USAGE_CALL_DAYS, cut at a UTC midnight so that a
   kept day keeps all its calls; the day / month aggregates the totals come from are kept.
@@ -41,6 +42,7 @@ from tbd_agents.engine.compaction import SUMMARY_PREFIX
 from tbd_agents.observability.metrics import RETENTION_DELETED
 from tbd_agents.observability.usage.store import UsageStore
 from tbd_agents.runtime.store import WebhookStore
+from tbd_agents.services.chat_branches import BRANCHED
 from tbd_agents.services.retention_config import RetentionSettings
 from tbd_agents.storage.protocol import (
     DocumentStore,
@@ -215,7 +217,11 @@ class Retention:
         p = self.policy
         long = Query(filters=(gt("message_count", p.summary_after_messages),))
         async with self.store.unit_of_work(readonly=True) as repos:
-            sessions = [s async for s in repos.chat_sessions.iterate(long)]
+            # A session that branched is a tree (services/chat_branches.py): cutting it by `seq`
+            # could orphan a kept branch, so it is left whole.
+            sessions = [
+                s async for s in repos.chat_sessions.iterate(long) if not s.metadata.get(BRANCHED)
+            ]
         if not sessions:
             return
         if self.summariser is None and not report.dry_run:
