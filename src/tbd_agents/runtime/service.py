@@ -10,7 +10,7 @@ same with or without Redis, on either database.
 Use from the API process::
 
     runtime = await Runtime.open(settings, store, role="api")  # PostgreSQL or MongoDB
-    await runtime.start()                      # reaper, webhooks, event purge (+ scheduler)
+    await runtime.start()                      # reaper, webhooks, purge, retention (+ scheduler)
     task = await runtime.start_run(workflow_id, "prompt")
     async for event in runtime.follow(task.id, after_seq=last_event_id): ...
     await runtime.halt(task.id)
@@ -385,7 +385,8 @@ class Runtime:
                 await asyncio.wait_for(self._stop.wait(), pause)
 
     async def start(self, *, scheduler: bool = False, clock: Clock | None = None) -> None:
-        """Start the upkeep loop (reaper, webhooks, purge) and, if asked, the scheduler loop."""
+        """Start the upkeep loop (reaper, webhooks, event purge, retention: `prune`) and, if
+        asked, the scheduler loop."""
         self._stop.clear()
         self._loops.append(asyncio.create_task(self._maintenance_loop(), name="runtime-upkeep"))
         if scheduler:
