@@ -33,6 +33,7 @@ from tbd_agents.storage.postgres.engine import create_engine
 from tbd_agents.storage.postgres.repository import PostgresStore
 from tbd_agents.storage.postgres.schema_runtime import webhook_deliveries
 from tbd_agents.storage.protocol import Query, asc, eq
+from tests.faults.redis_support import eventually
 from tests.runtime.conftest import TBD_AGENTS, RtBackend, make_workflow, settings_env
 from tests.support import pg
 from tests.support.mongo import make_mongo_store
@@ -323,6 +324,22 @@ async def test_the_upkeep_loop_applies_the_settings(be: RtBackend) -> None:
     assert report is not None and report.counts["runs"] == 1
     assert await run_ids(be) == {recent}
     assert old not in await run_ids(be)
+
+
+async def test_a_started_runtime_prunes_in_its_upkeep_loop(be: RtBackend) -> None:
+    wf = await make_workflow(be)
+    old = await ended_run(be, wf, ended_days_ago=100)
+    recent = await ended_run(be, wf, ended_days_ago=1)
+    runtime = await be.runtime(be.settings(retention_run_days=30))  # first pass at start
+
+    async def pruned() -> bool:
+        return old not in await run_ids(be)
+
+    try:
+        await eventually(pruned, 60, "the upkeep loop's retention pass")
+    finally:
+        await runtime.aclose()
+    assert await run_ids(be) == {recent}
 
 
 async def test_settings_build_the_policy(be: RtBackend) -> None:
