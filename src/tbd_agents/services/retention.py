@@ -232,7 +232,11 @@ class Retention:
             )
             return
         for session in sessions:
-            report.add("chat_messages", await self._summarise(session, report.dry_run))
+            try:
+                report.add("chat_messages", await self._summarise(session, report.dry_run))
+            except Exception as exc:  # one session's model failing must not stop the others
+                log.exception("chat session %s could not be summarised", session.id)
+                report.skipped.append(f"chat session {session.id} not summarised: {exc}")
 
     async def _summarise(self, session: ChatSession, dry_run: bool) -> int:
         """Replace the session's messages before its last `summary_keep_recent` by one summary
@@ -267,8 +271,9 @@ class Retention:
         log.info("chat session %s: %d older messages summarised", session.id, len(older))
         return deleted
 
-    async def _delete_sessions(self, repos: Repositories, ids: list[str]) -> int:
-        """Delete chat sessions with their messages and attached files' knowledge source."""
+    async def _delete_sessions(self, repos: Repositories, ids: list[str]) -> tuple[int, list[str]]:
+        """Delete chat sessions with their messages and attached files' knowledge source; how
+        many sessions went, and the deleted sources (their vectors to forget)."""
         sources = []
         async for session in repos.chat_sessions.iterate(Query(filters=(in_("id", ids),))):
             known = session.metadata.get("knowledge_source_id")
@@ -277,8 +282,7 @@ class Retention:
         deleted = await repos.chat_sessions.delete_where(in_("id", ids))
         if sources:
             await repos.knowledge_sources.delete_where(in_("id", sources))
-            self._pending_vectors.extend(sources)
-        return deleted
+        return deleted, sources
 
     # --- webhook deliveries and usage ---------------------------------------------------------
     async def _deliveries(self, cutoff: datetime, report: PruneReport) -> None:
@@ -306,19 +310,18 @@ class Retention:
                 break
 
     # --- batches ------------------------------------------------------------------------------
-    _pending_vectors: list[str]
-
     async def _delete_batch(self, model: type[Any], ids: list[str]) -> int:
-        self._pending_vectors = []
+        """Delete one batch in one transaction (runs: only if still finished)."""
+        sources: list[str] = []
         async with self.store.unit_of_work() as repos:
             if model is ChatSession:
-                deleted = await self._delete_sessions(repos, ids)
+                deleted, sources = await self._delete_sessions(repos, ids)
             else:
                 deleted = await repos.for_model(model).delete_where(
                     in_("id", ids), in_("status", ENDED)
                 )
-        if self.forget_vectors is not None:
-            for source_id in self._pending_vectors:
+        if self.forget_vectors is not None:  # after the commit: the rows are gone for good
+            for source_id in sources:
                 await self.forget_vectors(source_id)
         return deleted
 
