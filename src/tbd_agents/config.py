@@ -23,6 +23,7 @@ from tbd_agents.errors import ConfigurationError
 from tbd_agents.observability.metrics_config import MetricsSettings
 from tbd_agents.observability.tracing_config import TracingSettings
 from tbd_agents.observability.usage_config import UsageSettings
+from tbd_agents.services.retention_config import RetentionSettings
 
 
 class DbBackend(StrEnum):
@@ -75,7 +76,7 @@ def redact_url(url: str) -> str:
     return parsed.render_as_string(hide_password=True)
 
 
-class Settings(MetricsSettings, TracingSettings, UsageSettings, BaseSettings):
+class Settings(MetricsSettings, TracingSettings, UsageSettings, RetentionSettings, BaseSettings):
     """Every setting of TBD Agents, from the environment or a `.env` file (the observability
     parts' fields come from their own modules: `tbd_agents.observability.*_config`)."""
 

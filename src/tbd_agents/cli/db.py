@@ -1,4 +1,5 @@
-"""`tbd-agents db ...`: the database schema (Alembic migrations) of the PostgreSQL backend.
+"""`tbd-agents db ...`: the database schema (Alembic migrations) of the PostgreSQL backend, and
+`db prune`: the retention rules applied once (either backend).
 
 The target database comes from the settings, as for `alembic ...`: DB_BACKEND=mongo makes the
 commands no-ops that say so; POSTGRES_URI (+ POSTGRES_DB_NAME) names an external server; without
@@ -12,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from sqlalchemy.engine import URL
@@ -22,6 +23,9 @@ from tbd_agents.errors import InvalidData
 from tbd_agents.storage.postgres import migrate
 from tbd_agents.storage.postgres.engine import asyncpg_url
 from tbd_agents.storage.postgres.errors import where
+
+if TYPE_CHECKING:
+    from tbd_agents.services.retention import PruneReport
 
 app = typer.Typer(
     help=(
@@ -203,3 +207,47 @@ def reset_password() -> None:
 
     path = reset(config)
     typer.echo(f"New password of the embedded PostgreSQL written to {path}.")
+
+
+@app.command()
+@friendly_errors
+def prune(
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Count what would be deleted; delete nothing."),
+    ] = False,
+) -> None:
+    """Apply the retention rules once (RETENTION_* settings; docs/retention.md) and print what
+    was deleted.
+
+    Works on either backend (PostgreSQL or DB_BACKEND=mongo). The upkeep loop of a running
+    server applies the same rules every RETENTION_INTERVAL_SECONDS; running this meanwhile is
+    safe (each batch is its own transaction, and a rule deletes by condition).
+    """
+    report = asyncio.run(_prune(dry_run))
+    verb = "would delete" if dry_run else "deleted"
+    for kind, count in report.counts.items():
+        typer.echo(f"{kind.replace('_', ' ')}: {count} {verb}")
+    for reason in report.skipped:
+        typer.echo(f"skipped: {reason}", err=True)
+
+
+async def _prune(dry_run: bool) -> PruneReport:
+    from tbd_agents.services.retention import retention_for
+    from tbd_agents.storage.factory import prepared_store
+
+    config = settings()
+    async with prepared_store(config) as store:
+        summariser = engine = None
+        if config.retention_chat_summary_after_messages > 0 and not dry_run:
+            from tbd_agents.engine.chat_summary import engine_chat_summariser
+            from tbd_agents.engine.inprocess import engine_services
+
+            engine = await engine_services(config, store)
+            summariser = engine_chat_summariser(engine)
+        try:
+            retention = retention_for(config, store, summariser=summariser)
+            return await retention.prune(dry_run=dry_run)
+        finally:
+            if engine is not None:
+                await engine.aclose()

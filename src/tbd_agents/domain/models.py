@@ -375,6 +375,9 @@ class Workflow(Entity):
     tags: StrList = Field(default_factory=list)
     #: The workflow's tool policy (`domain/approvals.ToolPolicy`), checked before the agent's.
     tool_policy: Json | None = None
+    #: When the conversation was last forgotten (`POST /api/workflows/{id}/reset`): the next
+    #: run continues the runs created after it (all of them while None).
+    conversation_reset_at: UtcDatetime | None = None
 
 
 class TaskExecution(Entity):
@@ -426,6 +429,11 @@ class TaskExecution(Entity):
     #: the assistant message whose calls wait, and the counters): set when it pauses, cleared
     #: when it resumes. Internal: never serialized (`exclude`).
     paused_state: Json | None = Field(default=None, exclude=True, repr=False)
+    #: Every message this run added to its workflow's conversation (user, assistant and tool
+    #: messages, each tagged with `task_id`). A workflow's next run continues the conversation
+    #: made of these, so the workflow row holds only the last run's view (`Workflow.messages`)
+    #: and no longer grows by the whole conversation on every run.
+    run_messages: list[Json] = Field(default_factory=list)
 
 
 class ScheduledAgent(Entity):

@@ -3,8 +3,8 @@
 
 The runtime (`tbd_agents.runtime`) owns the task execution row, the persisted event log, leases
 and halts; this executor loads the workflow's agent, runs the agent loop with the sink and halt
-signal it is given, appends the run's messages to the workflow's conversation (so the next
-prompt continues it; the reset endpoint clears it), records the run's log, messages, model and
+signal it is given, keeps the run's messages on the task (the next prompt continues the
+conversation made of the workflow's runs; the reset endpoint starts a new one), records the run's log, messages, model and
 usage on the task and the workflow (`EngineExecutor`) and returns the outcome.
 """
 
@@ -45,7 +45,11 @@ from tbd_agents.security.outbound import OutboundGuard
 from tbd_agents.services.approvals import LINK_PURPOSE, decisions_of, gate_for, open_pause
 from tbd_agents.services.caller_credential import caller_credential_of
 from tbd_agents.services.privilege import outbound_guard
-from tbd_agents.services.workflow_runs import ensure_accepts_prompts, status_after_run
+from tbd_agents.services.workflow_runs import (
+    conversation_of,
+    ensure_accepts_prompts,
+    status_after_run,
+)
 from tbd_agents.storage.protocol import DocumentStore
 
 log = logging.getLogger(__name__)
@@ -175,7 +179,8 @@ class EngineExecutor:
 
     Besides the outcome (which the runtime records), a run leaves what the existing TBD Agents
     showed: on the task its `model`, `reasoning_effort` (the task's, else the workflow's),
-    `logs` and last 20 `messages`; on the workflow its conversation, `logs`, `current_turn`
+    `logs`, last 20 `messages` and its own `run_messages`; on the workflow the last run's
+    `messages` (the conversation is the runs'), `logs`, `current_turn`
     (the run's tool calls), `usage` and a status back to `active` (unless made `inactive`).
     A workflow that is `inactive` when the run starts (a schedule fired) fails it (409 text).
     The workflow's `output_format` `json` wraps the answer as `{"response": text}`. The
@@ -222,7 +227,9 @@ class EngineExecutor:
         progress = ProgressRecorder.for_task(store, task.id)
         runlog = RunLog(sink, on_progress=progress.record)
         runlog.add("prompt_received", prompt)
-        history = [Message.from_dict(m) for m in workflow.messages]
+        async with store.unit_of_work(readonly=True) as repos:
+            earlier, carried = await conversation_of(repos, workflow, task.id)
+        history = [Message.from_dict(m) for m in earlier]
         inp = RunInput(
             prompt, history, request=request,
             session_id=workflow.id, run_id=task.id, guarded=guarded,
@@ -249,7 +256,10 @@ class EngineExecutor:
         except BaseException as exc:
             runlog.finish(TaskStatus.FAILED, getattr(exc, "message", None) or repr(exc))
             try:
-                await self._record(task, workflow.id, runlog, added=[], model=None, outcome=None)
+                await self._record(
+                    task, workflow.id, runlog, added=[], model=None, outcome=None,
+                    earlier=earlier, carried=carried,
+                )  # fmt: skip
             except Exception:  # the run's own error is the one to report; this one is logged
                 log.exception("run %s: recording the failed run's log failed", task.id)
             raise
@@ -260,8 +270,9 @@ class EngineExecutor:
         runlog.finish(outcome.status, outcome.error or outcome.result)
         added = [m.to_dict() | {"task_id": task.id} for m in result.messages]
         await self._record(
-            task, workflow.id, runlog, added=added, model=result.model, outcome=outcome
-        )
+            task, workflow.id, runlog, added=added, model=result.model, outcome=outcome,
+            earlier=earlier, carried=carried,
+        )  # fmt: skip
         return outcome
 
     async def _resume(
@@ -328,13 +339,20 @@ class EngineExecutor:
         added: list[dict[str, Any]],
         model: str | None,
         outcome: RunOutcome | None,
+        earlier: list[dict[str, Any]],
+        carried: list[dict[str, Any]],
     ) -> None:
-        """Write the run's record on the workflow and the task (see the class docstring)."""
+        """Write the run's record on the workflow and the task (see the class docstring).
+
+        The run's own messages go on the task (`run_messages`, with `carried`: a conversation
+        recorded before runs kept their messages, see `conversation_of`); the workflow keeps
+        the last run's messages only, so its row stays the same size however many runs it
+        has."""
+        conversation = [*earlier, *added]
         async with self.services.store.unit_of_work() as repos:
             current = await repos.workflows.get(workflow_id)
-            conversation = [*current.messages, *added]
             changes: dict[str, Any] = {
-                "messages": conversation,
+                "messages": added,
                 "logs": runlog.entries,
                 "status": status_after_run(current.status),
                 "last_run_at": utcnow(),
@@ -345,6 +363,7 @@ class EngineExecutor:
             recorded: dict[str, Any] = {
                 "logs": runlog.entries,
                 "messages": last_messages(conversation),
+                "run_messages": [*carried, *added],
             }
             if model is not None:
                 recorded["model"] = model

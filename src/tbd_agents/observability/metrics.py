@@ -256,3 +256,9 @@ BUDGET_EXCEEDED = Counter(
     "Model calls refused because a budget was used up, by scope.",
     ["scope"],
 )
+RETENTION_DELETED = Counter(
+    "tbd_retention_deleted_total",
+    "Records deleted by the retention rules (services/retention.py), by kind (runs, "
+    "chat_sessions, chat_messages, webhook_deliveries, usage_calls).",
+    ["kind"],
+)

@@ -28,6 +28,7 @@ from tbd_agents.api.deps import ApiContext, Caller, Ctx
 from tbd_agents.api.present import present_one
 from tbd_agents.domain.enums import TaskStatus
 from tbd_agents.domain.models import ScheduledAgent, TaskExecution, Workflow
+from tbd_agents.domain.types import utcnow
 from tbd_agents.errors import ConfigurationError, Conflict, InvalidData, NotFound
 from tbd_agents.runtime.events import RunEvent
 from tbd_agents.runtime.legacy_stream import sse_frame
@@ -507,7 +508,12 @@ async def reset_workflow(workflow_id: str, ctx: Ctx, caller: Caller) -> dict[str
         except (Conflict, NotFound):
             continue  # it ended meanwhile
         aborted += 1
-    changes = {"messages": [], "logs": [], "current_turn": 0}
+    changes = {
+        "messages": [],
+        "logs": [],
+        "current_turn": 0,
+        "conversation_reset_at": utcnow(),  # the next run starts a new conversation
+    }
     async with ctx.store.unit_of_work() as repos:
         reset: Workflow = await repos.workflows.update(
             workflow_id, {**changes, "status": status_after_run(workflow.status)}

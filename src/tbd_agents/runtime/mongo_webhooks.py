@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ReturnDocument
@@ -252,3 +252,17 @@ class MongoWebhookStore:
             )
             for delivery_id, d in zip(ids, docs, strict=True)
         ]
+
+    async def prune_deliveries(
+        self, created_before: datetime, limit: int, *, dry_run: bool = False
+    ) -> int:
+        over = {"status": {"$in": ["delivered", "failed"]}, "created_at": {"$lt": created_before}}
+        if dry_run:
+            return int(await self.deliveries.count_documents(over))
+        oldest = self.deliveries.find(over, {"_id": 1}, sort=[("created_at", 1)], limit=limit)
+        ids = [d["_id"] for d in await oldest.to_list(None)]
+        if not ids:
+            return 0
+        result = await self.deliveries.delete_many({"_id": {"$in": ids}})
+        await self.attempts.delete_many({"delivery_id": {"$in": [str(i) for i in ids]}})
+        return int(result.deleted_count)

@@ -10,7 +10,7 @@ same with or without Redis, on either database.
 Use from the API process::
 
     runtime = await Runtime.open(settings, store, role="api")  # PostgreSQL or MongoDB
-    await runtime.start()                      # reaper, webhooks, event purge (+ scheduler)
+    await runtime.start()                      # reaper, webhooks, purge, retention (+ scheduler)
     task = await runtime.start_run(workflow_id, "prompt")
     async for event in runtime.follow(task.id, after_seq=last_event_id): ...
     await runtime.halt(task.id)
@@ -52,6 +52,7 @@ from tbd_agents.runtime.runner import (
 from tbd_agents.runtime.scheduler import Clock, Scheduler
 from tbd_agents.runtime.store import RunStore, as_run_store
 from tbd_agents.runtime.webhooks import SecretCipher, WebhookService
+from tbd_agents.services.retention import PruneReport, retention_for
 from tbd_agents.storage.protocol import DocumentStore
 
 _log = logging.getLogger(__name__)
@@ -367,6 +368,32 @@ class Runtime:
         await complete_followups(services, FOLLOWUP_STALE_SECONDS)
         await self.webhooks.deliver_due()
 
+    async def prune(self, *, dry_run: bool = False) -> PruneReport | None:
+        """One pass of the retention rules (services/retention.py), logged with its counts;
+        None without a document store (a runtime opened on an engine only)."""
+        if self.store is None:
+            return None
+        summariser = None
+        if self.settings.retention_chat_summary_after_messages > 0:
+            services = await self.services()
+            engine = getattr(services.executor, "services", None)
+            if engine is not None:
+                from tbd_agents.engine.chat_summary import engine_chat_summariser
+
+                summariser = engine_chat_summariser(engine)
+        retention = retention_for(
+            self.settings,
+            self.store,
+            webhooks=self.runs.webhooks,
+            summariser=summariser,
+            vectors=self.vectors,
+        )
+        report = await retention.prune(dry_run=dry_run)
+        _log.log(logging.INFO if report.total else logging.DEBUG, "%s", report.describe())
+        for reason in report.skipped:
+            _log.warning("retention: %s", reason)
+        return report
+
     async def _maintenance_services(self) -> RunServices:
         # Reaping needs no executor: avoid building the engine in processes that never run one.
         if self._services is not None:
@@ -384,7 +411,8 @@ class Runtime:
     async def _maintenance_loop(self) -> None:
         reap_every = max(self.settings.run_lease_seconds / 3.0, MAINTENANCE_SECONDS)
         sweep_every = min(self.settings.run_dispatch_retry_seconds, reap_every)
-        last_reap = last_purge = last_sweep = datetime.min.replace(tzinfo=UTC)
+        last_reap = last_purge = last_sweep = last_prune = datetime.min.replace(tzinfo=UTC)
+        prune_every = timedelta(seconds=self.settings.retention_interval_seconds)
         failures = Backoff("runtime upkeep", MAINTENANCE_SECONDS, MAINTENANCE_MAX_BACKOFF_SECONDS)
         while not self._stop.is_set():
             now = datetime.now(UTC)
@@ -407,6 +435,9 @@ class Runtime:
                     if purged:
                         _log.info("purged %d events of runs that ended before %s", purged, cutoff)
                     last_purge = now
+                if self.settings.retention_enabled and now - last_prune >= prune_every:
+                    last_prune = now  # a failing pass waits for the next interval too
+                    await self.prune()
             except Exception as exc:
                 pause = failures.failed(exc)
             else:
@@ -415,7 +446,8 @@ class Runtime:
                 await asyncio.wait_for(self._stop.wait(), pause)
 
     async def start(self, *, scheduler: bool = False, clock: Clock | None = None) -> None:
-        """Start the upkeep loop (reaper, webhooks, purge) and, if asked, the scheduler loop."""
+        """Start the upkeep loop (reaper, webhooks, event purge, retention: `prune`) and, if
+        asked, the scheduler loop."""
         self._stop.clear()
         self._loops.append(asyncio.create_task(self._maintenance_loop(), name="runtime-upkeep"))
         if scheduler:

@@ -117,6 +117,14 @@ class WebhookStore(Protocol):
         self, *, workflow_id: str | None, task_id: str | None, limit: int
     ) -> list[Delivery]: ...
 
+    async def prune_deliveries(
+        self, created_before: datetime, limit: int, *, dry_run: bool = False
+    ) -> int:
+        """Delete up to `limit` of the oldest deliveries created before `created_before` that
+        are over (delivered or failed), with their attempts; how many. `dry_run`: count all
+        of them, delete nothing. Pending ones are never deleted."""
+        ...
+
 
 class ScheduleSession(Protocol):
     """One scheduler tick's view of the schedules (a transaction on PostgreSQL)."""

@@ -32,13 +32,13 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
 from opentelemetry.trace import SpanKind
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -430,6 +430,18 @@ class SqlWebhookStore:
                 Attempt(a.attempt, a.status_code, a.error, a.duration_ms)
             )
         return [delivery_of(r, by_delivery.get(r.id, ())) for r in rows]
+
+    async def prune_deliveries(
+        self, created_before: datetime, limit: int, *, dry_run: bool = False
+    ) -> int:
+        t = webhook_deliveries
+        over = (t.c.status.in_(("delivered", "failed")), t.c.created_at < created_before)
+        async with self.engine.begin() as conn:
+            if dry_run:
+                return int((await conn.execute(select(func.count()).where(*over))).scalar_one())
+            oldest = select(t.c.id).where(*over).order_by(t.c.created_at).limit(limit)
+            result = await conn.execute(delete(t).where(t.c.id.in_(oldest.scalar_subquery())))
+        return int(result.rowcount or 0)  # attempts go by their foreign key's cascade
 
 
 class WebhookService:

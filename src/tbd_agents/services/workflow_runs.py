@@ -24,7 +24,7 @@ from tbd_agents.engine.builder import load_guardrails
 from tbd_agents.engine.guardrails import Guardrails
 from tbd_agents.errors import Conflict, InvalidData
 from tbd_agents.services.privilege import AdminDirectory
-from tbd_agents.storage.protocol import Repositories
+from tbd_agents.storage.protocol import Query, Repositories, eq, gt, ne
 
 
 class RunStateRefused(Conflict):
@@ -129,3 +129,29 @@ def prompt_response(workflow: Workflow, task: TaskExecution) -> dict[str, Any]:
         "messages": [],
         "task": task.model_dump(mode="json", exclude={"extras"}),
     }
+
+
+async def conversation_of(
+    repos: Repositories, workflow: Workflow, task_id: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The conversation a new run `task_id` of `workflow` continues, and the part of it to carry
+    onto that run.
+
+    The conversation is the messages of the workflow's earlier runs (`run_messages`), oldest run
+    first, since the last reset (`conversation_reset_at`); runs deleted by retention drop out
+    of it. A workflow whose runs were recorded before runs kept their messages holds its whole
+    conversation on its row: that is the conversation then, and it is carried onto the new run
+    (the second list) so that it survives the row being overwritten with the last run's view."""
+    filters = [eq("workflow_id", workflow.id), ne("id", task_id)]
+    if workflow.conversation_reset_at is not None:
+        filters.append(gt("created_at", workflow.conversation_reset_at))
+    earlier: list[dict[str, Any]] = []
+    recorded = False
+    async for run in repos.task_executions.iterate(Query(filters=tuple(filters))):
+        if run.run_messages:
+            recorded = True
+            earlier.extend(run.run_messages)
+    if recorded or not workflow.messages:
+        return earlier, []
+    legacy = list(workflow.messages)
+    return legacy, legacy

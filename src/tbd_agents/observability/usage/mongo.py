@@ -184,6 +184,18 @@ class MongoUsageStore:
         cursor = self.calls_c.find(spec, sort=[("at", -1), ("_id", -1)]).limit(limit)
         return [_call(d) for d in await cursor.to_list(None)]
 
+    async def prune_calls(self, before: datetime, limit: int, *, dry_run: bool = False) -> int:
+        # A call whose day aggregate is not applied yet (a crash between the two writes) stays:
+        # deleting it would lose it from the totals.
+        old = {"at": {"$lt": before}, "daily_applied": True}
+        if dry_run:
+            return int(await self.calls_c.count_documents(old))
+        oldest = self.calls_c.find(old, {"_id": 1}, sort=[("at", 1)], limit=limit)
+        ids = [d["_id"] for d in await oldest.to_list(None)]
+        if not ids:
+            return 0
+        return int((await self.calls_c.delete_many({"_id": {"$in": ids}})).deleted_count)
+
     async def stream_calls(self, where: UsageFilter) -> AsyncIterator[UsageCall]:
         async for doc in self.calls_c.find(
             self._calls_filter(where), sort=[("at", -1), ("_id", -1)]

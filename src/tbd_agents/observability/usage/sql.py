@@ -237,6 +237,16 @@ class SqlUsageStore:
         t = usage_calls
         return select(t).where(*_calls_where(where)).order_by(t.c.at.desc(), t.c.id.desc())
 
+    async def prune_calls(self, before: datetime, limit: int, *, dry_run: bool = False) -> int:
+        t = usage_calls
+        async with self.engine.begin() as conn:
+            if dry_run:
+                count = select(func.count()).where(t.c.at < before)
+                return int((await conn.execute(count)).scalar_one())
+            oldest = select(t.c.id).where(t.c.at < before).order_by(t.c.at).limit(limit)
+            result = await conn.execute(delete(t).where(t.c.id.in_(oldest.scalar_subquery())))
+        return int(result.rowcount or 0)
+
     async def stream_calls(self, where: UsageFilter) -> AsyncIterator[UsageCall]:
         async with self.engine.connect() as conn:
             result = await conn.stream(

@@ -49,6 +49,12 @@ class UsageStore(Protocol):
         """Calls newest first (`at`, `id` descending), after the cursor position `after`."""
         ...
 
+    async def prune_calls(self, before: datetime, limit: int, *, dry_run: bool = False) -> int:
+        """Delete up to `limit` of the oldest call rows made before `before`; how many. The day
+        and month aggregates stay: the usage totals of every period do not change. `dry_run`:
+        count all of them, delete nothing."""
+        ...
+
     def stream_calls(self, where: UsageFilter) -> AsyncIterator[UsageCall]:
         """Every matching call, newest first, read in batches (for CSV exports)."""
         ...

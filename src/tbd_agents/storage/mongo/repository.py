@@ -438,7 +438,10 @@ class MongoRepository(Generic[E]):
                 "deleting every record must be asked for with a real condition"
             )
         spec = filter_document(self.model, check_filters(self.model, filters))
-        if not CHILDREN.get(self.model.collection):
+        if (
+            not CHILDREN.get(self.model.collection)
+            and self.model.collection not in RUNTIME_CHILDREN
+        ):
             with self._driver():
                 return (await self.collection.delete_many(spec)).deleted_count
         with self._driver():

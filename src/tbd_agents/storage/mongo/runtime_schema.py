@@ -76,6 +76,7 @@ RUNTIME_INDEXES: dict[str, tuple[IndexSpec, ...]] = {
             ("status", 1),
             ("next_attempt_at", 1),
         ),
+        _spec("idx_webhook_deliveries_created_at", ("created_at", 1)),  # retention
     ),
     WEBHOOK_ATTEMPTS: (
         _spec(

@@ -73,6 +73,7 @@ BTREE_INDEXES: dict[str, tuple[str, ...]] = {
         "celery_task_id",
         "parent_task_id",
         "root_task_id",
+        "finished_at",  # retention: runs that ended before a cut-off
     ),
     "scheduled_agents": ("workflow_id", "enabled", "next_run_at", "github_user"),
     "mcp_servers": ("name", "status", "transport_type", "created_by"),

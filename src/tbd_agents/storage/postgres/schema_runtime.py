@@ -167,6 +167,9 @@ Index(
     webhook_deliveries.c.next_attempt_at,
 )
 
+#: Retention deletes deliveries by age (services/retention.py).
+Index("idx_webhook_deliveries_created_at", webhook_deliveries.c.created_at)
+
 webhook_attempts = Table(
     "webhook_attempts",
     metadata,
