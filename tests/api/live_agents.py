@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy.engine import URL
 
 from tbd_agents.domain.auth import KeyScope
@@ -134,3 +135,20 @@ class User:
 
     def close(self) -> None:
         self.http.close()
+
+
+@pytest.fixture(scope="module")
+def protocol_server() -> Iterator[ProtocolServer]:
+    """The scripted model server of a module's live API tests."""
+    server = ProtocolServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def user(api: LiveApi, protocol_server: ProtocolServer) -> Iterator[User]:
+    """A fresh user of the module's live API (its `api` fixture), on a reset model server."""
+    protocol_server.reset()
+    u = User(api, protocol_server)
+    yield u
+    u.close()

@@ -13,29 +13,14 @@ import openai
 import pytest
 
 from tbd_agents.domain.auth import KeyScope
-from tests.api.live_agents import LiveApi, User, running_api
-from tests.engine.protocol_server import ProtocolServer, Turn
-
-
-@pytest.fixture(scope="module")
-def protocol_server() -> Iterator[ProtocolServer]:
-    server = ProtocolServer().start()
-    yield server
-    server.stop()
+from tests.api.live_agents import LiveApi, User, protocol_server, running_api, user  # noqa: F401
+from tests.engine.protocol_server import Turn
 
 
 @pytest.fixture(scope="module")
 def api(pg18_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
     with running_api(pg18_server, Path(tmp_path_factory.mktemp("v1")), "openai") as live:
         yield live
-
-
-@pytest.fixture
-def user(api: LiveApi, protocol_server: ProtocolServer) -> Iterator[User]:
-    protocol_server.reset()
-    u = User(api, protocol_server)
-    yield u
-    u.close()
 
 
 def sdk(api: LiveApi, key: str) -> openai.OpenAI:

@@ -289,26 +289,25 @@ class Retention:
 
     # --- webhook deliveries and usage ---------------------------------------------------------
     async def _deliveries(self, cutoff: datetime, report: PruneReport) -> None:
-        if self.webhooks is None:
-            return
-        hooks = self.webhooks
-        if report.dry_run:
-            report.add("webhook_deliveries", await hooks.prune_deliveries(cutoff, 0, dry_run=True))
-            return
-        while n := await hooks.prune_deliveries(cutoff, self.policy.batch_size):
-            report.add("webhook_deliveries", n)
-            if n < self.policy.batch_size:
-                break
+        if self.webhooks is not None:
+            await self._prune_by_age(
+                "webhook_deliveries", self.webhooks.prune_deliveries, cutoff, report
+            )
 
     async def _usage(self, cutoff: datetime, report: PruneReport) -> None:
-        if self.usage is None:
-            return
-        usage = self.usage
+        if self.usage is not None:
+            await self._prune_by_age("usage_calls", self.usage.prune_calls, cutoff, report)
+
+    async def _prune_by_age(
+        self, kind: str, prune: Callable[..., Awaitable[int]], cutoff: datetime, report: PruneReport
+    ) -> None:
+        """Drain a store's `prune(cutoff, batch, dry_run=)` a batch at a time (a dry run
+        only counts)."""
         if report.dry_run:
-            report.add("usage_calls", await usage.prune_calls(cutoff, 0, dry_run=True))
+            report.add(kind, await prune(cutoff, 0, dry_run=True))
             return
-        while n := await usage.prune_calls(cutoff, self.policy.batch_size):
-            report.add("usage_calls", n)
+        while n := await prune(cutoff, self.policy.batch_size):
+            report.add(kind, n)
             if n < self.policy.batch_size:
                 break
 
