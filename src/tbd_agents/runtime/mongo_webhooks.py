@@ -93,6 +93,23 @@ class MongoWebhookStore:
         url = workflow.get(field) if workflow is not None else None
         if not url:
             return None
+        return await self._insert(task, event, str(url), json_payload(task, _title(workflow)))
+
+    async def enqueue_event(
+        self, task: TaskExecution, event: str, key: str, payload: dict[str, Any]
+    ) -> str | None:
+        workflow = await self.workflows.find_one(_by_id(task.workflow_id), {"webhook_url": 1})
+        url = workflow.get("webhook_url") if workflow is not None else None
+        if not url:
+            return None
+        payload = json.loads(json_dumps(payload))
+        return await self._insert(task, keyed_event(event, key), str(url), payload)
+
+    async def _insert(
+        self, task: TaskExecution, event: str, url: str, payload: dict[str, Any]
+    ) -> str | None:
+        """Queue a pending delivery; None when this run already has one for `event` (the
+        unique (task_id, event) index)."""
         now = utcnow()
         delivery_id = new_id()
         try:
@@ -102,8 +119,8 @@ class MongoWebhookStore:
                     "task_id": task.id,
                     "workflow_id": task.workflow_id,
                     "event": event,
-                    "url": str(url),
-                    "payload": json_payload(task, _title(workflow)),
+                    "url": url,
+                    "payload": payload,
                     "status": "pending",
                     "attempts": 0,
                     "next_attempt_at": now,
@@ -116,38 +133,6 @@ class MongoWebhookStore:
             )
         except DuplicateKeyError:
             return None  # already queued for this run and event
-        return delivery_id
-
-    async def enqueue_event(
-        self, task: TaskExecution, event: str, key: str, payload: dict[str, Any]
-    ) -> str | None:
-        workflow = await self.workflows.find_one(_by_id(task.workflow_id), {"webhook_url": 1})
-        url = workflow.get("webhook_url") if workflow is not None else None
-        if not url:
-            return None
-        now = utcnow()
-        delivery_id = new_id()
-        try:
-            await self.deliveries.insert_one(
-                {
-                    "_id": delivery_id,
-                    "task_id": task.id,
-                    "workflow_id": task.workflow_id,
-                    "event": keyed_event(event, key),
-                    "url": str(url),
-                    "payload": json.loads(json_dumps(payload)),
-                    "status": "pending",
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "last_status_code": None,
-                    "last_error": None,
-                    "delivered_at": None,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-        except DuplicateKeyError:
-            return None  # already queued
         return delivery_id
 
     async def claim_due(self, limit: int, hold: timedelta) -> list[DueDelivery]:
