@@ -26,6 +26,7 @@ from tbd_agents.domain.models import (
     Workflow,
 )
 from tests.api.conftest import Api
+from tests.support.statements import from_background
 
 N = 60
 OWNER = "statements-owner"
@@ -55,7 +56,8 @@ def counting(api: Api) -> Iterator[list[str]]:
     statements: list[str] = []
 
     def record(conn: object, cursor: object, statement: str, *args: object) -> None:
-        statements.append(statement)
+        if not from_background():
+            statements.append(statement)
 
     engine = api.store.engine.sync_engine
     event.listen(engine, "before_cursor_execute", record)

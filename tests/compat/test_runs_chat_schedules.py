@@ -28,6 +28,7 @@ from tbd_agents.services.task_views import summary_fields
 from tbd_agents.storage.postgres.schema_runtime import webhook_deliveries
 from tests.compat.conftest import CompatApi
 from tests.engine.protocol_server import ProtocolServer, Turn
+from tests.support.statements import from_background
 
 # Field sets of the SDK's response types (packages/python/src/tbd_agents/types.py).
 PROMPT_RESPONSE = {
@@ -274,7 +275,8 @@ async def test_summary_fields_take_two_statements_whatever_the_number_of_runs(
     statements: list[str] = []
 
     def record(conn: object, cursor: object, statement: str, *args: object) -> None:
-        statements.append(statement)
+        if not from_background():
+            statements.append(statement)
 
     engine = pg_api.store.engine.sync_engine  # type: ignore[attr-defined]
     async with pg_api.store.unit_of_work(readonly=True) as repos:

@@ -79,7 +79,11 @@ async def _migrate(
     return {
         "rows": rows,
         "checkpoints": [tuple(r) for r in checkpoints],
-        "quarantine": [{k: v for k, v in q.items() if k != "run"} for q in read_report(report)],
+        # worker processes append to the report as they go: its order is not the data's
+        "quarantine": sorted(
+            ({k: v for k, v in q.items() if k != "run"} for q in read_report(report)),
+            key=lambda q: (q["collection"], q["id"], q["reason"]),
+        ),
         "counts": [(c.name, c.read, c.inserted, c.quarantined) for c in result.collections],
         "during": dropped,
         "after": after,

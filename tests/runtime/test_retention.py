@@ -351,7 +351,8 @@ async def test_a_started_runtime_prunes_in_its_upkeep_loop(be: RtBackend) -> Non
     wf = await make_workflow(be)
     old = await ended_run(be, wf, ended_days_ago=100)
     recent = await ended_run(be, wf, ended_days_ago=1)
-    runtime = await be.runtime(be.settings(retention_run_days=30))  # first pass at start
+    # the first pass comes one interval after start (the shortest allowed: 10 s)
+    runtime = await be.runtime(be.settings(retention_run_days=30, retention_interval_seconds=10))
 
     async def pruned() -> bool:
         return old not in await run_ids(be)

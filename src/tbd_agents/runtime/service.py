@@ -58,6 +58,8 @@ from tbd_agents.storage.protocol import DocumentStore
 _log = logging.getLogger(__name__)
 
 MAINTENANCE_SECONDS = 1.0
+#: The longest wait after start before the first retention pass.
+RETENTION_FIRST_DELAY = timedelta(minutes=5)
 #: Longest pause of the upkeep loop after failed rounds (database down): 1, 2, 4 … this many s.
 MAINTENANCE_MAX_BACKOFF_SECONDS = 30.0
 PURGE_EVERY = timedelta(hours=1)
@@ -411,8 +413,12 @@ class Runtime:
     async def _maintenance_loop(self) -> None:
         reap_every = max(self.settings.run_lease_seconds / 3.0, MAINTENANCE_SECONDS)
         sweep_every = min(self.settings.run_dispatch_retry_seconds, reap_every)
-        last_reap = last_purge = last_sweep = last_prune = datetime.min.replace(tzinfo=UTC)
+        last_reap = last_purge = last_sweep = datetime.min.replace(tzinfo=UTC)
         prune_every = timedelta(seconds=self.settings.retention_interval_seconds)
+        # The first retention pass comes a while after start (at most RETENTION_FIRST_DELAY),
+        # not at once: a fleet restarting together does not prune all at the same moment,
+        # and a starting process has other work first.
+        last_prune = datetime.now(UTC) - prune_every + min(prune_every, RETENTION_FIRST_DELAY)
         failures = Backoff("runtime upkeep", MAINTENANCE_SECONDS, MAINTENANCE_MAX_BACKOFF_SECONDS)
         while not self._stop.is_set():
             now = datetime.now(UTC)
@@ -423,8 +429,9 @@ class Runtime:
                     await complete_followups(services, FOLLOWUP_STALE_SECONDS)
                     last_reap = now
                 await self.webhooks.deliver_due()
-                await self.expire_approvals()
                 if (now - last_sweep).total_seconds() >= sweep_every:
+                    # Approvals expire at this cadence (seconds late at most), not every tick.
+                    await self.expire_approvals()
                     await self.sweep_undispatched()
                     if self.store is not None:
                         await self._resume_stranded()

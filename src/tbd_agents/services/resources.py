@@ -238,7 +238,15 @@ SPECS: dict[type[Entity], ResourceSpec] = {
             ),
             # `status` is writable as active/inactive only (WorkflowInput); runs set the rest.
             managed=frozenset(
-                {"messages", "logs", "last_run_at", "current_turn", "usage", "session_id"}
+                {
+                    "messages",
+                    "logs",
+                    "last_run_at",
+                    "current_turn",
+                    "usage",
+                    "session_id",
+                    "conversation_reset_at",
+                }
             ),
         ),
         ResourceSpec(

@@ -63,6 +63,7 @@ export const RESOURCES = {
       { name: "tool_definitions", label: "Extra tool definitions (JSON list)", kind: "json", emptyValue: [], placeholder: "[]", rows: 3 },
       TAGS,
       { name: "mcp_exposed", label: "Offer as an MCP tool", kind: "checkbox", default: false, help: "Your MCP clients (Claude Desktop, IDEs…) connected to /mcp with your API key can ask this agent; its description becomes the tool's." },
+      { name: "tool_policy", label: "Tool approval policy (JSON)", kind: "json", rows: 4, emptyValue: null, placeholder: "none: every call runs", help: '{"rules": [{"tool": "write_*", "action": "ask"}, {"server": "files", "args": {"path": "^/etc/"}, "action": "never"}], "default": "always", "timeout_seconds": 3600, "on_timeout": "deny"}: which tool calls run, are refused or wait for a person (docs/approvals.md). Empty: every call runs.' },
     ],
   },
   skills: {
@@ -233,6 +234,7 @@ export const RESOURCES = {
       { name: "output_format", label: "Output format", kind: "select", options: [{ value: "json", label: "json (the answer wrapped as {\"response\": …})" }, { value: "markdown", label: "markdown (the answer as it is)" }], default: "json" },
       { name: "reasoning_effort", label: "Reasoning effort", kind: "text", nullable: true, placeholder: "low / medium / high", help: "Recorded on each run." },
       { name: "guardrail_ids", label: "Guardrails", kind: "multi", options: named("/api/guardrails", (g) => `${g.guardrail_type}, ${g.action}`), emptyText: "No guardrails yet (add them under Guardrails)." },
+      { name: "tool_policy", label: "Tool approval policy (JSON)", kind: "json", rows: 4, emptyValue: null, placeholder: "none: every call runs", help: '{"rules": [{"tool": "write_*", "action": "ask"}, {"server": "files", "args": {"path": "^/etc/"}, "action": "never"}], "default": "always", "timeout_seconds": 3600, "on_timeout": "deny"}: which tool calls run, are refused or wait for a person (docs/approvals.md). Empty: every call runs.' },
       { name: "guardrail_tags", label: "Guardrails by tag", kind: "tags" },
       { name: "skill_ids", label: "Skills", kind: "multi", options: named("/api/skills"), emptyText: "No skills yet (add them under Skills)." },
       { name: "skill_tags", label: "Skills by tag", kind: "tags" },

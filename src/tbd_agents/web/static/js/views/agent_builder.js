@@ -19,7 +19,7 @@ const FIELD_TABS = [
   ["Tools", ["builtin_tools", "mcp_server_ids", "mcp_server_tags", "custom_tool_ids", "agent_tool_ids", "tool_definitions", "mcp_exposed"]],
   ["Knowledge", ["knowledge_source_ids", "knowledge_tags", "skill_ids", "skill_tags"]],
   ["Memory", ["memory_enabled"]],
-  ["Safety", ["guardrail_ids"]],
+  ["Safety", ["guardrail_ids", "tool_policy"]],
 ];
 const PART_LABELS = {
   prompt: "System prompt",
