@@ -189,6 +189,25 @@ class Soak:
         return samples
 
 
+async def largest_relations(engine: Any, top: int = 12) -> str:
+    """The largest relations at the end (tables with their TOAST, and indexes apart), as a
+    Markdown table: where the remaining size is."""
+    query = text(
+        "SELECT c.relname, c.relkind, pg_relation_size(c.oid) AS main,"
+        " CASE WHEN c.reltoastrelid <> 0 THEN pg_total_relation_size(c.reltoastrelid) ELSE 0 END"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'i')"
+        " ORDER BY pg_relation_size(c.oid) DESC LIMIT :top"
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query, {"top": top})).all()
+    lines = ["| relation | kind | size (MB) | TOAST (MB) |", "|---|---|---|---|"]
+    for name, kind, main, toast in rows:
+        kind_name = "index" if kind == "i" else "table"
+        lines.append(f"| {name} | {kind_name} | {main / 2**20:.1f} | {toast / 2**20:.1f} |")
+    return "\n".join(lines)
+
+
 async def main(args: argparse.Namespace) -> None:
     from tbd_agents.security.cipher import generate_fernet_key
     from tbd_agents.storage.postgres.migrate import prepare_database
@@ -209,6 +228,7 @@ async def main(args: argparse.Namespace) -> None:
             print(f"| {s['runs']} | {s['sim_day']} | {s['db_mb']} | {s['task_executions']} | "
                   f"{s['run_events']} | {s['webhook_deliveries']} | {s['usage_calls']} | "
                   f"{s['dead_tuples']} | {s['elapsed_s']} |")  # fmt: skip
+        print(await largest_relations(engine))
     finally:
         await engine.dispose()
         await prepared.aclose()
