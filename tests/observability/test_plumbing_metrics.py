@@ -13,13 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
 from sqlalchemy.engine import URL
 
 from tbd_agents.api import create_app
-from tbd_agents.observability import metrics
+from tbd_agents.observability import httpmetrics, metrics
 from tbd_agents.observability.gauges import QueueLengthPoller
 from tbd_agents.observability.httpmetrics import HttpMetrics
 from tbd_agents.storage.postgres.engine import create_engine
@@ -113,6 +114,9 @@ async def test_disabled_metrics_have_no_endpoint(store: PostgresStore, tmp_path:
     app = app_with(store, tmp_path, metrics_enabled=False)
     async with loopback_client(app) as client:
         assert (await client.get("/metrics")).status_code == 404
+    # and requests pay nothing for them (without tracing, nothing else needs the middleware)
+    assert HttpMetrics not in [m.cls for m in app.user_middleware]
+    assert HttpMetrics in [m.cls for m in app_with(store, tmp_path).user_middleware]
 
 
 async def test_metrics_is_not_in_the_openapi_document(obs_api: Api) -> None:
@@ -209,10 +213,12 @@ async def test_an_event_stream_counts_as_open_until_it_ends_and_is_counted_at_it
     call = asyncio.create_task(HttpMetrics(stream)(scope, receive, send))  # type: ignore[arg-type]
     await opened.wait()
     assert metrics.SSE_CONNECTIONS._value.get() == open_before + 1
+    httpmetrics.flush()
     assert requests._value.get() == count_before  # not counted before its end
     release.set()
     await call
     assert metrics.SSE_CONNECTIONS._value.get() == open_before
+    httpmetrics.flush()  # requests are tallied, then added to the values in one go
     assert requests._value.get() == count_before + 1
     assert len(sent) == 3
 
@@ -312,3 +318,80 @@ def test_multiprocess_mode_after_import_keeps_every_value(tmp_path: Path) -> Non
         assert value(found, "tool_calls_total", tool_name="after") == 2
         assert value(found, "tool_calls_total", tool_name="before") == 0
         assert value(found, "http_request_duration_highr_seconds_count") == 1
+
+
+def test_tallied_requests_add_up_to_what_observe_would_record() -> None:
+    """The middleware tallies requests and adds them in one go: every bucket, sum and count is
+    what one `observe` per request gives, values on a bucket's bound included (`le` is ≤)."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    reference = CollectorRegistry()
+    handler = f"/tally-{uuid.uuid4().hex[:8]}"
+    twins = {
+        "http_requests": Counter("http_requests", "", ["handler", "method", "status"],
+                                 registry=reference),
+        "http_request_size_bytes": Histogram("http_request_size_bytes", "", ["handler"],
+                                             buckets=httpmetrics._SIZE_BOUNDS, registry=reference),
+        "http_response_size_bytes": Histogram("http_response_size_bytes", "", ["handler"],
+                                              buckets=httpmetrics._RESPONSE_BOUNDS,
+                                              registry=reference),
+        "http_request_duration_seconds": Histogram("http_request_duration_seconds", "",
+                                                   ["handler", "method"],
+                                                   buckets=httpmetrics._DURATION_BOUNDS,
+                                                   registry=reference),
+    }  # fmt: skip
+    requests = [  # (status, request bytes, response bytes, seconds): on and around the bounds
+        (200, 0, 0, 0.0), (200, 100, 1_000, 0.1), (201, 101, 999, 0.5000001),
+        (404, 10_000_000, 10_000_001, 1.0), (503, 7, 123_456, 42.0), (200, 1_000, 100, 0.099),
+    ]  # fmt: skip
+    scope = {"method": "POST", metrics_route_key(): handler}
+    for status, request_size, response_size, seconds in requests:
+        httpmetrics._record(scope, status, [request_size, response_size], seconds)
+        twins["http_requests"].labels(handler, "POST", httpmetrics.status_class(status)).inc()
+        twins["http_request_size_bytes"].labels(handler).observe(request_size)
+        twins["http_response_size_bytes"].labels(handler).observe(response_size)
+        twins["http_request_duration_seconds"].labels(handler, "POST").observe(seconds)
+    httpmetrics.flush()
+    expected = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in reference.collect()
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
+    assert len(expected) == 29  # 3 status classes, two size histograms of 10, duration 6
+    for (name, labels), number in expected.items():
+        found = REGISTRY.get_sample_value(name, dict(labels))
+        assert found == pytest.approx(number), (name, labels)
+
+
+def metrics_route_key() -> str:
+    return httpmetrics.ROUTE_KEY
+
+
+def test_pool_events_are_followed_only_in_multiprocess_mode(tmp_path: Path) -> None:
+    """In one process a scrape reads the pools itself, so no listener costs every checkout;
+    after the switch to multiprocess mode (prefork children) the pools watched before and after
+    set their gauges from their events."""
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from sqlalchemy.ext.asyncio import create_async_engine\n"
+        "from tbd_agents.observability import gauges\n"
+        "from tbd_agents.observability.exposition import enable_multiprocess\n"
+        "url = 'postgresql+asyncpg://nobody@127.0.0.1:1/none'\n"
+        "before = create_async_engine(url)\n"
+        "gauges.watch_pool(before, 'app')\n"
+        "print(len(before.sync_engine.pool.dispatch.checkout))\n"
+        "enable_multiprocess(Path(sys.argv[1]))\n"
+        "after = create_async_engine(url)\n"
+        "gauges.watch_pool(after, 'app')\n"
+        "print(len(before.sync_engine.pool.dispatch.checkout),"
+        " len(after.sync_engine.pool.dispatch.checkout))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root / "src")}
+    result = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", script, str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert result.stdout.split("\n")[:2] == ["0", "1 1"]

@@ -198,7 +198,8 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> FastAP
     from tbd_agents.web import mount as mount_dashboard
 
     mount_dashboard(app)  # the web dashboard at / and /dashboard
-    app.add_middleware(HttpMetrics)  # outermost: error answers are counted too
+    if settings.metrics_enabled or tracing is not None:  # it also names the server spans
+        app.add_middleware(HttpMetrics)  # outermost: error answers are counted too
     instrument_app(app, settings.trace_reads_per_second)  # server spans, when tracing is on
     return app
 

@@ -151,6 +151,9 @@ def enable_multiprocess(directory: Path | None) -> Path:
     values.close_all_multiprocess_files()  # type: ignore[no-untyped-call]
     values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
     _recreate_values()
+    gauges = sys.modules.get("tbd_agents.observability.gauges")
+    if gauges is not None:  # pools watched before the switch now follow their events
+        gauges.follow_multiprocess()
     with _multi_lock:
         _multi_registry = None
     if owned:

@@ -2,8 +2,8 @@
 
 - `tbd_db_pool_connections{pool,state}`: `watch_pool(engine, "app")` registers a SQLAlchemy
   engine under a pool name; the gauge is the sum over the process's engines of that name. A
-  scrape sets it from the pools (single-process mode: nothing is done per checkout). In
-  multiprocess mode (prefork worker children, where nothing runs at scrape time) the pool's
+  scrape sets it from the pools (single-process mode: no listener, nothing is done per checkout).
+  In multiprocess mode (prefork worker children, where nothing runs at scrape time) the pool's
   checkout/checkin/connect/close events set it as they happen (~6 µs per event, measured).
 - `celery_queue_length`: `QueueLengthPoller` reads the length of the run queue in Redis every
   CELERY_QUEUE_POLL_SECONDS in the API. Redis being down is logged once (and once more when it
@@ -73,15 +73,37 @@ def watch_pool(engine: AsyncEngine, name: str) -> None:
     sync_engine = engine.sync_engine
     with _lock:
         _engines.setdefault(name, weakref.WeakSet()).add(sync_engine)
+    if exposition.is_multiprocess():
+        _follow_events(sync_engine, name)
+    exposition.on_scrape(refresh_pools)
+    refresh_pool(name)
+
+
+#: Engines whose pool events set the gauge (multiprocess mode only: in one process a scrape reads
+#: the pools itself, and a listener would cost every checkout and checkin, i.e. every request).
+_following: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _follow_events(sync_engine: Any, name: str) -> None:
+    with _lock:
+        if sync_engine in _following:
+            return
+        _following.add(sync_engine)
 
     def changed(*_: Any) -> None:
-        if exposition.is_multiprocess():  # else the scrape reads the pool itself
-            refresh_pool(name)
+        refresh_pool(name)
 
     for name_of_event in _POOL_EVENTS:
         event.listen(sync_engine, name_of_event, changed)
-    exposition.on_scrape(refresh_pools)
-    refresh_pool(name)
+
+
+def follow_multiprocess() -> None:
+    """The process switched to multiprocess mode (`exposition.enable_multiprocess`): the pools
+    watched until now set their gauges from their events from here on."""
+    with _lock:
+        watched = [(name, engine) for name, engines in _engines.items() for engine in engines]
+    for name, sync_engine in watched:
+        _follow_events(sync_engine, name)
 
 
 class QueueLengthPoller:

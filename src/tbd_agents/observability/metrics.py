@@ -20,8 +20,36 @@ before this module creates any value; gauges say how they are combined (`multipr
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+
+class _BeforeCollect(Collector):
+    """Registered on the default registry before every metric below, so collected first:
+    runs the hooks that bring values up to date (`httpmetrics.flush`) for whoever reads the
+    registry (`exposition.scrape`, `get_sample_value`)."""
+
+    def __init__(self) -> None:
+        self.hooks: list[Callable[[], None]] = []
+
+    def collect(self) -> Iterable[Metric]:
+        for hook in list(self.hooks):
+            hook()
+        return ()
+
+
+_before_collect = _BeforeCollect()
+REGISTRY.register(_before_collect)
+
+
+def before_collect(hook: Callable[[], None]) -> None:
+    """Call `hook` whenever the default registry is collected, before any metric is read."""
+    if hook not in _before_collect.hooks:
+        _before_collect.hooks.append(hook)
+
 
 #: Most distinct values one bounded label keeps; later new values are reported as `OTHER`.
 MAX_LABEL_VALUES = 200

@@ -15,7 +15,8 @@ class MetricsSettings(BaseSettings):
     metrics_enabled: bool = Field(
         default=True,
         description="Serve Prometheus metrics: `GET /metrics` on the API, and the worker's and "
-        "scheduler's metrics ports. false: no endpoint, no port (the series are still counted).",
+        "scheduler's metrics ports. false: no endpoint, no port; the API stops counting HTTP "
+        "requests (unless tracing is on); other series are still counted in memory.",
     )
     metrics_token: SecretStr | None = Field(
         default=None,
