@@ -65,6 +65,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (404, "Unknown (or malformed) id"),
         (409, "Conflict: duplicate name, or dependants block a delete"),
         (412, "If-Match names another version than the record's current one (nothing changed)"),
+        (413, "The request body is larger than the route's limit (MAX_REQUEST_BODY_MB)"),
         (422, "Invalid body, parameter or reference (details.errors has field paths)"),
         (500, "Internal error"),
         (502, "An upstream service failed"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Collection, Mapping
+from functools import cached_property
 from typing import Any
 
 from tbd_agents.domain.models import Agent
@@ -23,7 +24,7 @@ from tbd_agents.domain.versions import AgentVersion
 from tbd_agents.errors import NotFound, VersionConflict
 from tbd_agents.services.access import Principal
 from tbd_agents.services.records import MODIFY_ATTEMPTS, Records
-from tbd_agents.storage.protocol import Query, Repositories, Sort, eq
+from tbd_agents.storage.protocol import Query, Repositories, Repository, Sort, eq
 
 #: Agent fields that are not part of a snapshot (server-managed, or the owner).
 NOT_SNAPSHOT = frozenset({"id", "created_at", "updated_at", "version", "extras", "created_by"})
@@ -46,7 +47,11 @@ class AgentRecords(Records[Agent]):
 
     def __init__(self, repos: Repositories, principal: Principal) -> None:
         super().__init__(repos, principal, Agent)
-        self.versions = repos.for_model(AgentVersion)
+
+    @cached_property
+    def versions(self) -> Repository[AgentVersion]:
+        """The versions' repository, looked up by the writes that need it (not by every read)."""
+        return self.repos.for_model(AgentVersion)
 
     async def _record(
         self, agent: Agent, before: Mapping[str, Any] | None, summary: str
