@@ -64,7 +64,8 @@ async def runtime(ws_db, tmp_path: Path) -> AsyncIterator[tuple[Runtime, Postgre
         outbound_allowed_hosts="127.0.0.1",  # the scripted model and the git server
         repo_allow_insecure_urls=True,  # the test git server speaks http://
         redis_url=None,
-        run_lease_seconds=5.0,
+        # the default lease (30 s): with 5 s a run on a loaded machine once lost its lease
+        # mid-run (no heartbeat for 5 s) and was failed; nothing here is about leases
     )
     engine = create_engine(ws_db, application_name="workspace-run-tests", pool_size=4)
     store = PostgresStore(engine, owns_engine=False)

@@ -3,9 +3,10 @@
 The hooks in tests/conftest.py call these functions; this module imports xdist only inside them,
 so the suite also runs without the plugin (`-p no:xdist`).
 
-* Workers: one per CPU this process may run on, at most `MAX_WORKERS` (each worker starts its own
-  embedded PostgreSQL 18 and migrates its own template databases, so more workers than CPUs only
-  add start-up work). `PYTEST_XDIST_AUTO_NUM_WORKERS=N` overrides the count, `-n N` too, and
+* Workers: one per CPU this process may run on plus one, at most `MAX_WORKERS`. Much of the
+  suite waits (subprocesses, restarts, signals, timeouts, the browser): on 2 cores two workers
+  kept the CPUs 58 % busy (655 s) and three 69 % (584 s), all else equal. Each worker starts its
+  own embedded PostgreSQL 18 and migrates its own template databases, a few seconds each. `PYTEST_XDIST_AUTO_NUM_WORKERS=N` overrides the count, `-n N` too, and
   `-n 0` (or `-p no:xdist`) runs everything in this process.
 * Units of work: a whole test module goes to one worker, so module-scoped fixtures (a migrated
   database, a live server) are set up once and the module's tests keep their order; every test
@@ -50,7 +51,7 @@ def auto_workers() -> int:
                 f"PYTEST_XDIST_AUTO_NUM_WORKERS={override!r} is not a number: "
                 "set it to a worker count such as 2, or unset it"
             ) from None
-    return max(1, min(usable_cpus(), MAX_WORKERS))
+    return max(1, min(usable_cpus() + 1, MAX_WORKERS))
 
 
 def default_to_parallel(config: pytest.Config) -> None:
