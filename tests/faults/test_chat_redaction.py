@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -36,7 +37,9 @@ from tests.faults import chat_hub
 from tests.faults.chat_hub import OWNER, Hub, PgHub, chat, frames, legacy_frames, listed, pg_hub
 
 CARD = "4111 1111 1111 1111"  # a test number that passes the Luhn check
-DIGITS = "4111"
+# Any run of its first eight digits, whatever the separators ("4111" alone also matched a
+# random id once: `41113c1a-…`).
+DIGITS = re.compile(r"4111[\s-]*1111")
 MESSAGE = f"My card is {CARD}, please remember it"
 
 
@@ -83,7 +86,7 @@ def echo_into_memory(rec: Recorded) -> Turn:
 
 def nowhere(what: Any, where: str) -> None:
     text = what if isinstance(what, str) else json.dumps(what, default=str)
-    assert DIGITS not in text, f"the card number is in {where}: {text[:400]}"
+    assert not DIGITS.search(text), f"the card number is in {where}: {text[:400]}"
 
 
 @pytest.mark.parametrize("backend", ["postgres", "mongo"])
