@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import httpx
 import pytest
 
+from tbd_agents.domain.approvals import ToolApproval
 from tbd_agents.domain.models import TaskExecution
 from tbd_agents.storage.protocol import eq
 from tests.api.conftest import Api
@@ -146,6 +149,20 @@ async def test_cascades(api: Api, alice: httpx.AsyncClient) -> None:
     workflow_id = schedule["workflow_id"]
     async with api.store.unit_of_work() as repos:
         task = await repos.task_executions.create(TaskExecution(workflow_id=workflow_id))
+        other = await repos.task_executions.create(TaskExecution(workflow_id=workflow_id))
+        approvals = repos.for_model(ToolApproval)
+        for run in (task, other):
+            await approvals.create(
+                ToolApproval(task_id=run.id, workflow_id=workflow_id, tool_name="search",
+                             expires_at=datetime.now(UTC) + timedelta(hours=1))
+            )  # fmt: skip
+    # a run deleted alone takes its approvals with it; a workflow, those of all its runs
+    assert (await alice.delete(f"/api/tasks/{other.id}")).status_code == 204
+    async with api.store.unit_of_work() as repos:
+        assert await repos.for_model(ToolApproval).count(eq("task_id", other.id)) == 0
+        assert await repos.for_model(ToolApproval).count(eq("task_id", task.id)) == 1
     assert (await alice.delete(f"/api/workflows/{workflow_id}")).status_code == 204
     assert (await alice.get(f"/api/scheduled-agents/{schedule['id']}")).status_code == 404
     assert (await alice.get(f"/api/tasks/{task.id}")).status_code == 404
+    async with api.store.unit_of_work() as repos:
+        assert await repos.for_model(ToolApproval).count(eq("workflow_id", workflow_id)) == 0

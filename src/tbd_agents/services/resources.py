@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from tbd_agents.domain.approvals import ToolApproval
 from tbd_agents.domain.enums import McpTransport
 from tbd_agents.domain.models import (
     Agent,
@@ -235,6 +236,8 @@ SPECS: dict[type[Entity], ResourceSpec] = {
             dependants=(
                 Dependant(ScheduledAgent, "workflow_id", OnDelete.CASCADE),
                 Dependant(TaskExecution, "workflow_id", OnDelete.CASCADE),
+                # the approvals of its runs, decided or waiting (a deleted run resumes nowhere)
+                Dependant(ToolApproval, "workflow_id", OnDelete.CASCADE),
             ),
             # `status` is writable as active/inactive only (WorkflowInput); runs set the rest.
             managed=frozenset(
@@ -254,6 +257,7 @@ SPECS: dict[type[Entity], ResourceSpec] = {
             "task",
             parent=Reference("workflow_id", Workflow),
             other_parent=Reference("chat_session_id", ChatSession),
+            dependants=(Dependant(ToolApproval, "task_id", OnDelete.CASCADE),),
         ),
         ResourceSpec(
             ScheduledAgent,
