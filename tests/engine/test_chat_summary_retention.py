@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
+
 from tbd_agents.domain.enums import MessageRole
 from tbd_agents.domain.models import ChatMessage, ChatSession
 from tbd_agents.engine.chat_summary import engine_chat_summariser
@@ -14,6 +16,7 @@ from tbd_agents.engine.inprocess import engine_services
 from tbd_agents.services.retention import Retention, RetentionPolicy
 from tbd_agents.storage.postgres.engine import create_engine
 from tbd_agents.storage.postgres.repository import PostgresStore
+from tbd_agents.storage.postgres.schema_usage import usage_calls
 from tbd_agents.storage.protocol import Query, asc, eq
 from tests.engine.protocol_server import ProtocolServer, Turn
 from tests.engine.test_workflow_runs import runs_db, seed, settings_for  # noqa: F401
@@ -66,6 +69,24 @@ async def test_the_agents_model_summarises_a_long_chats_older_messages(
         (request,) = protocol_server.requests
         sent = str(request.body["messages"])
         assert all(f"topic {i}" in sent for i in range(6)) and "topic 6" not in sent
+        # the summary is a model call like any other: in the usage ledger, once, for the owner
+        async with store.engine.connect() as conn:
+            calls = (
+                await conn.execute(
+                    select(usage_calls.c.purpose, usage_calls.c.session_id,
+                           usage_calls.c.user_id, usage_calls.c.agent_id,
+                           usage_calls.c.input_tokens, usage_calls.c.output_tokens)
+                )
+            ).all()  # fmt: skip
+        assert len(calls) == 1
+        purpose, session_id, user_id, agent_id, tokens_in, tokens_out = calls[0]
+        assert (purpose, session_id, user_id, agent_id) == (
+            "chat_summary",
+            long,
+            "dana",
+            wf.agent_id,
+        )
+        assert tokens_in > 0 and tokens_out > 0
     finally:
         await engine.aclose()
         await store.close()

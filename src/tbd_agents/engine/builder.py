@@ -508,7 +508,7 @@ async def open_plan(
     warnings += [f"built-in tool {n!r} not offered: {why}" for n, why in missing]
     rails = Guardrails.from_records(plan.guardrails)
     warnings += rails.warnings
-    model_info = _priced_for(plan.provider, catalog.get(plan.model))
+    model_info = priced_for(plan.provider, catalog.get(plan.model))
     provider = instrumented(  # every model call measured: metrics and a `chat` span
         build_provider(plan.provider, config), plan.provider.provider_type, model_info,
         capture_content=config.trace_capture_content,
@@ -547,7 +547,7 @@ async def open_plan(
     return spec, conns
 
 
-def _priced_for(provider: ProviderSettings, info: ModelInfo) -> ModelInfo:
+def priced_for(provider: ProviderSettings, info: ModelInfo) -> ModelInfo:
     """`info` with the prices that apply through `provider`: GitHub Copilot bills premium
     requests per call, not tokens, so a Copilot run costs no token dollars even for a model the
     catalog prices at its maker's API rates (gpt-4.1, gpt-4o…)."""
