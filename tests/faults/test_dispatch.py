@@ -157,7 +157,12 @@ async def test_a_run_that_cannot_be_queued_fails_with_the_reason_at_its_deadline
             assert "RUN_DISPATCH_DEADLINE_SECONDS (2 s)" in failed.error
             assert "Connection refused" in failed.error  # the last error this process met
 
-            events = await rt.runs.events.read(task.id)
+            # on MongoDB the events follow the status through the task's outbox: wait for both
+            async def both_events() -> list[Any] | None:
+                found = await rt.runs.events.read(task.id)
+                return found if len(found) >= 2 else None
+
+            events = await eventually(both_events, 10, "the run's error and status events")
             assert [e.type for e in events] == ["error", "status"]
             assert events[0].data["message"] == failed.error
             assert events[1].data["status"] == "failed"
