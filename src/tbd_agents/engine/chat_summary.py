@@ -18,7 +18,7 @@ from tbd_agents.engine.compaction import summary_request
 from tbd_agents.engine.messages import ChatRequest, Message
 from tbd_agents.engine.providers import build_provider
 from tbd_agents.engine.providers.base import complete
-from tbd_agents.observability.usage.meter import Meter, NoMeter, UsageMeter
+from tbd_agents.observability.usage.meter import Meter, NoMeter, meter_for
 from tbd_agents.observability.usage.records import UsageScope
 from tbd_agents.runtime.contracts import EventType, Usage
 
@@ -49,12 +49,8 @@ def engine_chat_summariser(services: EngineServices) -> ChatSummariser:
         model_info = priced_for(plan.provider, services.catalog.get(plan.model))
         meter: Meter = NoMeter()
         if services.usage is not None:  # recorded and budgeted for the session's owner
-            meter = UsageMeter(
-                services.usage, UsageScope(user_id=session.github_user, session_id=session.id),
-                agent_id=agent.id, provider_id=agent.provider_id,
-                provider_type=plan.provider.provider_type.value, model=plan.model,
-                model_info=model_info,
-            )  # fmt: skip
+            scope = UsageScope(user_id=session.github_user, session_id=session.id)
+            meter = meter_for(services.usage, scope, plan, model_info)
         provider = build_provider(plan.provider, services.config)
         try:
             limit = services.config.summary_max_chars

@@ -167,7 +167,7 @@ async def run_agent(
         chain = chain or Chain.root(agent, user_id=user, session_id=inp.session_id)
         add_agent_tools(spec, plan.agent_tools, services, chain)
     if services.usage is not None and usage is not None:
-        spec.meter = meter_for(services.usage, usage, plan, spec)
+        spec.meter = meter_for(services.usage, usage, plan, spec.model_info)
     try:
         return await bounded_run(spec, sink, halt, inp)
     finally:

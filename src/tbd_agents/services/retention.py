@@ -339,8 +339,12 @@ class Retention:
         if dry_run:
             async with self.store.unit_of_work(readonly=True) as repos:
                 return await _repo(repos, model).count(*rule)
+        return await self._delete_pages(model, Query(filters=tuple(rule), limit=self._batch(model)))
+
+    async def _delete_pages(self, model: type[Any], query: Query) -> int:
+        """Delete the records of `query`'s first page, a transaction per page, until it is empty
+        (each deleted page brings the next records to the same place); how many."""
         total = 0
-        query = Query(filters=tuple(rule), limit=self._batch(model))
         while True:
             async with self.store.unit_of_work(readonly=True) as repos:
                 page = await _repo(repos, model).list(query)
@@ -374,17 +378,7 @@ class Retention:
         older = Query(filters=tuple(rule), sort=(desc(newest_by),), limit=self._batch(model)).after(
             kept.next_cursor
         )
-        total = 0
-        while True:
-            async with self.store.unit_of_work(readonly=True) as repos:
-                page = await _repo(repos, model).list(older)
-            ids = [r.id for r in page.items]
-            if not ids:
-                return total
-            deleted = await self._delete_batch(model, ids)
-            total += deleted
-            if page.next_cursor is None or not deleted:  # not deleted: changed meanwhile
-                return total
+        return await self._delete_pages(model, older)
 
 
 def _repo(repos: Repositories, model: type[Any]) -> Repository[Any]:

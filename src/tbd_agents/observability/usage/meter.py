@@ -175,12 +175,12 @@ class UsageMeter:
         return False
 
 
-def meter_for(store: UsageStore, scope: UsageScope, plan: Any, spec: Any) -> UsageMeter:
-    """The meter of a run built from `plan` (`engine.builder.RunPlan`) into `spec`: its agent,
-    provider and model. A workflow run's calls are keyed by its task id; a chat turn's by a
-    fresh id (its session has many turns)."""
+def meter_for(store: UsageStore, scope: UsageScope, plan: Any, model_info: ModelInfo) -> UsageMeter:
+    """The meter of calls made with `plan` (`engine.builder.RunPlan`): its agent, provider and
+    model, priced by `model_info`. A workflow run's calls are keyed by its task id; any other
+    (a chat turn, a chat summary) by a fresh id."""
     return UsageMeter(
         store, scope, agent_id=plan.agent.id, provider_id=plan.agent.provider_id,
-        provider_type=plan.provider.provider_type.value, model=spec.model,
-        model_info=spec.model_info, run_key=scope.task_id or uuid.uuid4().hex,
+        provider_type=plan.provider.provider_type.value, model=plan.model,
+        model_info=model_info, run_key=scope.task_id or uuid.uuid4().hex,
     )  # fmt: skip
