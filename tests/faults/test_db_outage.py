@@ -99,8 +99,13 @@ async def _our_backends(admin: asyncpg.Connection, database: str) -> list[int]:
 
 
 async def _blocked_backend(admin: asyncpg.Connection, database: str) -> int:
-    """The pid of the app's backend waiting on a lock (the request in flight)."""
+    """The pid of the app's backend waiting on a lock (the request in flight).
+
+    `admin` holds the lock in an open transaction, and PostgreSQL reads pg_stat_activity once
+    per transaction: without `pg_stat_clear_snapshot()` every poll after the first would see
+    the first one's picture, and a request slower than that first poll would never show up."""
     for _ in range(300):
+        await admin.execute("SELECT pg_stat_clear_snapshot()")
         pid = await admin.fetchval(
             "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND "
             "application_name LIKE 'tbd-agents%' AND wait_event_type = 'Lock'",
