@@ -19,15 +19,14 @@ FERNET = "1:LAxPrfUxh9QHu1Rkb4AMfBjCIhnQI6ZKBMbhJYdRNBo="
 
 
 def approval_settings(data_dir: Path, postgres_uri: str, **overrides: Any) -> Settings:
-    return make_settings(
-        data_dir,
-        postgres_uri=postgres_uri,
-        postgres_pool_size=4,
-        token_encryption_key=FERNET,
-        outbound_allowed_hosts="127.0.0.1",  # the scripted model and the webhook receiver
-        run_lease_seconds=5.0,
-        **overrides,
-    )
+    values: dict[str, Any] = {
+        "postgres_uri": postgres_uri,
+        "postgres_pool_size": 4,
+        "token_encryption_key": FERNET,
+        "outbound_allowed_hosts": "127.0.0.1",  # the scripted model and the webhook receiver
+        "run_lease_seconds": 5.0,
+    }
+    return make_settings(data_dir, **{**values, **overrides})
 
 
 def demo_mcp() -> dict[str, Any]:

@@ -27,9 +27,10 @@ import httpx
 import pytest
 from sqlalchemy.engine import URL
 
+from tbd_agents.security.cipher import generate_fernet_key
 from tests.api.live import free_port, live_server
 from tests.engine.protocol_server import ProtocolServer, Turn
-from tests.runtime.approval_support import approval_settings, demo_mcp, wait_status
+from tests.runtime.approval_support import FERNET, approval_settings, demo_mcp, wait_status
 from tests.support import pg
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -452,6 +453,38 @@ def test_a_waiting_run_survives_a_server_restart(env: Env, model: ProtocolServer
     with live_server(settings) as second, env.client(url=second) as c:
         assert c.post(f"/api/approvals/{approval['id']}/approve").status_code == 200
         done = wait_status(c, task_id, {"completed", "failed"})
+    assert done["status"] == "completed", done
+    assert tool_results(model) == ["order 42: shipped"]
+
+
+def test_a_link_sent_before_a_key_rotation_still_decides(env: Env, model: ProtocolServer) -> None:
+    """Rotating TOKEN_ENCRYPTION_KEY (a newer version in front of the old one) keeps the links
+    already sent working; a ring without the version that signed a link refuses it (403)."""
+    workflow = make_workflow(env, agent_policy=ASK_LOOKUP)
+    lookup_then_answer(model)
+    old = approval_settings(env.data_dir, env.postgres_uri)
+    with live_server(old) as first, env.client(url=first) as c:
+        task_id = start_run(c, workflow)
+        wait_status(c, task_id, {"awaiting_approval"})
+        link = pending_approval(c, task_id)["links"]["decide_url"]
+    newest = f"2:{generate_fernet_key()}"
+    without_old = approval_settings(env.data_dir, env.postgres_uri, token_encryption_key=newest)
+    with live_server(without_old) as second, httpx.Client(base_url=second, timeout=30) as anon:
+        refused = anon.post(link, data={"decision": "approve"})
+        assert refused.status_code == 403, refused.text
+        assert "no longer in the server's key ring" in refused.text
+    rotated = approval_settings(
+        env.data_dir, env.postgres_uri, token_encryption_key=f"{newest},{FERNET}"
+    )
+    with live_server(rotated) as third:
+        with env.client(url=third) as c:
+            fresh = pending_approval(c, task_id)["links"]["decide_url"]
+        assert fresh != link  # new links are signed with the newest version
+        with httpx.Client(base_url=third, timeout=30) as anonymous:
+            decided = anonymous.post(link, data={"decision": "approve"})
+            assert decided.status_code == 200, decided.text
+        with env.client(url=third) as c:
+            done = wait_status(c, task_id, {"completed", "failed"})
     assert done["status"] == "completed", done
     assert tool_results(model) == ["order 42: shipped"]
 

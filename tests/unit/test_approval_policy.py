@@ -12,6 +12,7 @@ from tbd_agents.domain.approvals import ToolAction, ToolApproval, ToolPolicy, ev
 from tbd_agents.engine.approval import ApprovalGate, Decision
 from tbd_agents.engine.messages import ToolCall
 from tbd_agents.errors import PermissionDenied
+from tbd_agents.security.cipher import TokenCipher, generate_fernet_key
 from tbd_agents.services.approvals import check_token, link_token, links
 
 
@@ -99,15 +100,26 @@ def test_the_link_token_is_bound_to_the_approval_and_its_expiry() -> None:
     )  # fmt: skip
     key = b"k" * 32
     token = link_token(key, approval)
-    check_token(key, approval, token)
+    check_token([key], approval, token)
+    check_token([b"n" * 32, key], approval, token)  # an older key of the ring
     with pytest.raises(PermissionDenied):
-        check_token(b"x" * 32, approval, token)
+        check_token([b"x" * 32], approval, token)
     later = approval.model_copy(update={"expires_at": approval.expires_at + timedelta(hours=1)})
     with pytest.raises(PermissionDenied):
-        check_token(key, later, token)
+        check_token([key], later, token)
     urls = links(approval, key, "https://hub.example/")
     assert (
         urls["decide_url"]
         == f"https://hub.example/api/approvals/{approval.id}/decide?token={token}"
     )
     assert urls["approve_url"].endswith(f"/api/approvals/{approval.id}/approve")
+
+
+def test_link_keys_follow_the_key_ring_newest_first() -> None:
+    old, new = generate_fernet_key(), generate_fernet_key()
+    before = TokenCipher({1: old})
+    after = TokenCipher({2: new, 1: old})
+    assert after.derive_keys("links") == (TokenCipher({2: new}).derive_key("links"),
+                                          before.derive_key("links"))  # fmt: skip
+    assert after.derive_key("links") != before.derive_key("links")
+    assert after.derive_key("other") != after.derive_key("links")

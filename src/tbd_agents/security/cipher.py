@@ -15,6 +15,8 @@ Where the ring comes from:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import threading
 from collections.abc import Mapping
@@ -90,11 +92,17 @@ class TokenCipher:
     def derive_key(self, purpose: str) -> bytes:
         """A key for `purpose` (e.g. signing approval links) derived from the newest key of
         the ring: no second secret to configure; rotating the ring changes it."""
-        import hashlib
-        import hmac
+        return self.derive_keys(purpose)[0]
 
-        secret = self._ring[self.current_version].encode("ascii")
-        return hmac.new(secret, f"tbd-agents:{purpose}".encode(), hashlib.sha256).digest()
+    def derive_keys(self, purpose: str) -> tuple[bytes, ...]:
+        """The keys for `purpose` of every version of the ring, newest first: what was signed
+        before a rotation still verifies while its key stays in the ring (removing the old
+        version revokes it)."""
+        label = f"tbd-agents:{purpose}".encode()
+        return tuple(
+            hmac.new(self._ring[v].encode("ascii"), label, hashlib.sha256).digest()
+            for v in self._versions
+        )
 
     def encrypt(self, plaintext: str) -> tuple[str, int]:
         """(ciphertext, key version) of `plaintext`."""

@@ -7,8 +7,10 @@ and the ids of the approvals of that pause. The run is resumed (made pending and
 
 Signed links: `/api/approvals/{id}/decide?token=…`, where the token is an HMAC-SHA256 of the
 approval id and its expiry under a key derived from the server's token-encryption key ring
-(`TokenCipher.derive_key`), so no new secret is configured. A link is valid until the approval
-expires and serves one decision: the first one decides, any later one is 409 (the approval is
+(`TokenCipher.derive_key`), so no new secret is configured. Links are signed with the newest
+key version and checked against every version of the ring, so rotating the ring (adding a newer
+key) keeps the links already sent working; removing a version revokes the links it signed. A link
+is valid until the approval expires and serves one decision: the first one decides, any later one is 409 (the approval is
 no longer pending).
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -52,12 +55,15 @@ def link_token(key: bytes, approval: ToolApproval) -> str:
     return _signature(key, approval)
 
 
-def check_token(key: bytes, approval: ToolApproval, token: str) -> None:
-    """PermissionDenied unless `token` is the approval's link token."""
-    if not hmac.compare_digest(_signature(key, approval), token.strip()):
+def check_token(keys: Sequence[bytes], approval: ToolApproval, token: str) -> None:
+    """PermissionDenied unless `token` is the approval's link token under one of `keys` (the
+    link keys of every version of the key ring: a link sent before a rotation stays valid
+    until its key version is removed from the ring)."""
+    given = token.strip()
+    if not any(hmac.compare_digest(_signature(key, approval), given) for key in keys):
         raise PermissionDenied(
-            "this approval link is not valid (altered, or the server's key ring was rotated): "
-            "decide through the API or the dashboard instead"
+            "this approval link is not valid (altered, or signed with a key that is no longer "
+            "in the server's key ring): decide through the API or the dashboard instead"
         )
 
 

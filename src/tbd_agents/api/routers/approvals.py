@@ -183,7 +183,7 @@ def _page(approval: ToolApproval, body: str) -> str:
 
 async def _linked(ctx: ApiContext, approval_id: str, token: str) -> ToolApproval:
     approval = await service.get(ctx.store, approval_id)
-    service.check_token(_key(ctx), approval, token)
+    service.check_token(ctx.cipher().derive_keys(service.LINK_PURPOSE), approval, token)
     return approval
 
 
