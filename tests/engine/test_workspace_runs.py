@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,13 +18,17 @@ import pytest
 from cryptography.fernet import Fernet
 
 from tbd_agents.config import Settings
+from tbd_agents.domain.approvals import ToolApproval
 from tbd_agents.domain.enums import ProviderType, TaskStatus
 from tbd_agents.domain.models import Agent, CustomTool, Provider, Token, Workflow
+from tbd_agents.engine.workspace import WorkspaceConfig, checkout_path
 from tbd_agents.runtime import leases
 from tbd_agents.runtime.service import Runtime
 from tbd_agents.security.cipher import KeyRingProvider
+from tbd_agents.services import approvals
 from tbd_agents.storage.postgres.engine import create_engine
 from tbd_agents.storage.postgres.repository import PostgresStore
+from tbd_agents.storage.protocol import Query, eq
 from tests.engine.git_server import GitServer, Repo, all_files_text, make_repo
 from tests.engine.protocol_server import ProtocolServer, Turn
 from tests.engine.test_workspace import TOKEN, secret_forms
@@ -78,7 +83,7 @@ async def runtime(ws_db, tmp_path: Path) -> AsyncIterator[tuple[Runtime, Postgre
 
 async def seed(
     store: PostgresStore, settings: Settings, kind: str, model_url: str, repo_url: str,
-    token_name: str | None = "repo-pat",
+    token_name: str | None = "repo-pat", tool_policy: dict[str, Any] | None = None,
 ) -> Workflow:  # fmt: skip
     cipher = KeyRingProvider(settings).cipher()
     suffix = uuid.uuid4().hex[:8]
@@ -107,6 +112,7 @@ async def seed(
             Agent(
                 name=f"coder-{kind}-{suffix}", model="m-1", provider_id=provider.id, created_by="alice",
                 builtin_tools=["read", "grep", "edit", "bash"], custom_tool_ids=[tool.id],
+                tool_policy=tool_policy,
             )
         )  # fmt: skip
         return await repos.workflows.create(
@@ -186,6 +192,69 @@ async def test_an_agent_reads_greps_edits_and_runs_bash_on_the_checkout(
     assert logs_of(events, "repo_synced")[0]["commit"] != synced[0]["commit"]
     read = next(e.data["content"] for e in events if e.type == "tool_result")
     assert "second version" in read
+
+
+async def _until_status(rt: Runtime, task_id: str, wanted: set[TaskStatus]) -> Any:
+    for _ in range(600):
+        row = await leases.load(rt.db, task_id)
+        if row.status in wanted:
+            return row
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"run {task_id} stayed {row.status}")
+
+
+@pytest.mark.parametrize("checkout", ["kept", "deleted during the pause"])
+async def test_a_run_resumed_after_an_approval_keeps_its_edits_in_the_checkout(
+    checkout: str, runtime, protocol_server: ProtocolServer, repo: Repo, git_server: GitServer
+) -> None:
+    """The agent edits a file, then its bash call waits for approval. Meanwhile upstream moves
+    on. After the approval the run goes on in the checkout as it left it: the edit is there and
+    the upstream commit is not fetched (old code synced again: fetch, hard reset, clean). A
+    checkout that is gone by then is synced again, with a warning that the edits are lost."""
+    rt, store, settings = runtime
+    protocol_server.reset()
+    wf = await seed(
+        store, settings, "openai", protocol_server.url, f"{git_server.url}/project.git",
+        tool_policy={"rules": [{"tool": "bash", "action": "ask"}]},
+    )  # fmt: skip
+    protocol_server.script(
+        Turn(tool_calls=[
+            ("edit", {"path": "README.md", "old_string": "hello", "new_string": "edited"}),
+        ]),
+        Turn(tool_calls=[("bash", {"command": "cat README.md; git log --oneline | wc -l"})]),
+        Turn(text="done"),
+    )  # fmt: skip
+    task = await rt.start_run(wf.id, "edit, then show")
+    await _until_status(rt, task.id, {TaskStatus.AWAITING_APPROVAL})
+    repo.commit({"README.md": "upstream moved on\n"}, "second")
+    if checkout != "kept":
+        root = WorkspaceConfig.from_settings(settings).root
+        path = checkout_path(root, wf.id, f"{git_server.url}/project.git")
+        assert (path / "README.md").read_text() == "edited from the repo\n"
+        shutil.rmtree(path)
+    async with store.unit_of_work() as repos:
+        (pending,) = (
+            await repos.for_model(ToolApproval).list(Query(filters=[eq("task_id", task.id)]))
+        ).items
+    decided = await approvals.decide(store, pending, approve=True, by="alice")
+    assert await rt.approval_decided(task.id, {"approval_id": decided.id, "status": "approved"})
+    row = await _until_status(rt, task.id, {TaskStatus.COMPLETED, TaskStatus.FAILED})
+    assert row.status is TaskStatus.COMPLETED, row.error
+    events = [e async for e in rt.follow(task.id, 0)]
+    kept, synced = logs_of(events, "repo_kept"), logs_of(events, "repo_synced")
+    bash = [
+        e.data["content"] for e in events if e.type == "tool_result" and e.data["name"] == "bash"
+    ]
+    if checkout == "kept":
+        assert len(synced) == 1 and len(kept) == 1  # synced before the pause only
+        assert kept[0]["commit"] == synced[0]["commit"]
+        assert bash and "edited from the repo" in bash[-1] and "upstream" not in bash[-1], bash
+        assert bash[-1].split()[-1] == "1"  # still the first commit
+    else:
+        assert not kept and len(synced) == 2
+        (lost,) = logs_of(events, "repo_sync_failed")
+        assert "earlier changes are lost" in lost["message"]
+        assert bash and "upstream moved on" in bash[-1], bash
 
 
 async def test_a_failed_sync_is_logged_and_the_run_goes_on(

@@ -245,7 +245,9 @@ class EngineExecutor:
                 return failed
         try:
             async with caller_credential_of(store, self.services.cipher, task):
-                workspace = await prepare_workspace(self.services, agent, workflow, runlog)
+                workspace = await prepare_workspace(
+                    self.services, agent, workflow, runlog, resuming=resuming
+                )
                 result = await run_agent(
                     self.services, agent, inp, runlog, halt,
                     model_override=workflow.model, max_turns=workflow.max_turns,

@@ -5,6 +5,9 @@
   `{{token:NAME}}`), then the run logs `repo_synced` (path, commit, branch). A failed sync logs
   `repo_sync_failed` with the reason and the run goes on without the repository (the existing
   TBD Agents logged a warning and continued): its file tools then get the scratch directory.
+  A run resumed after an approval keeps the checkout as it left it (`repo_kept`): the edits it
+  made before the pause are what the approved call acts on. (A checkout is per workflow: another
+  run of the same workflow during the pause syncs it, as it would between any two runs.)
 - Otherwise, when the agent lists a workspace tool (bash, read, write, edit, glob, grep), a
   scratch directory: one per workflow (kept between its runs, like a checkout) or per chat
   session. WORKSPACE_RETENTION_HOURS > 0 prunes workspaces unused for that long, here before
@@ -24,6 +27,7 @@ from tbd_agents.engine.workspace import (
     WorkspaceConfig,
     chown_tree,
     prune_workspaces,
+    reuse_checkout,
     scratch_workspace,
     sync_repository,
 )
@@ -57,16 +61,33 @@ async def _log(sink: EventSink, event: str, message: str, **data: Any) -> None:
 
 
 async def prepare_workspace(
-    services: Any, agent: Agent, workflow: Workflow, sink: EventSink
+    services: Any, agent: Agent, workflow: Workflow, sink: EventSink, *, resuming: bool = False
 ) -> Workspace | None:
     """The workspace of a run of `workflow` (None when the run needs none). `services`: the
-    engine's EngineServices."""
+    engine's EngineServices. `resuming`: the run goes on after an approval, in the checkout
+    as it left it (no fetch, no reset: its edits before the pause are kept)."""
     config: WorkspaceConfig = services.config.workspace
     owner = services.sandbox.confiner.drop
     if config.retention_hours > 0:
         removed = await asyncio.to_thread(prune_workspaces, config.root, config.retention_hours)
         if removed:
             log.info("pruned %d workspaces unused for %g h", len(removed), config.retention_hours)
+    if workflow.repo_url and resuming:
+        kept = await reuse_checkout(config, workflow.id, workflow.repo_url)
+        if kept is not None:
+            await _log(
+                sink, "repo_kept",
+                f"resumed in {kept.path} as the run left it ({kept.branch} at "
+                f"{(kept.commit or '')[:12]}, not synced again)",
+                path=str(kept.path), commit=kept.commit, branch=kept.branch,
+            )  # fmt: skip
+            return kept
+        await _log(
+            sink, "repo_sync_failed",
+            "the checkout this run worked in before its pause is gone (deleted, or pruned by "
+            "WORKSPACE_RETENTION_HOURS): syncing again, its earlier changes are lost",
+            reason="checkout missing on resume",
+        )  # fmt: skip
     if workflow.repo_url:
         try:
             ws = await _sync(services, workflow, config, owner)

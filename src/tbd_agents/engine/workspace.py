@@ -318,6 +318,29 @@ async def sync_repository(
         return workspace
 
 
+async def reuse_checkout(config: WorkspaceConfig, workflow_id: str, url: str) -> Workspace | None:
+    """The checkout of `url` for `workflow_id` as it is, without fetching or resetting it (a run
+    resumed after an approval goes on with the changes it made before its pause); None when
+    there is no usable checkout (pruned, deleted, or a clone that never finished)."""
+    url = url.strip()
+    path = checkout_path(config.root, workflow_id, url)
+    async with _LOCKS.setdefault(path, asyncio.Lock()):
+        if not await asyncio.to_thread((path / ".git").is_dir):
+            return None
+        home = tempfile.mkdtemp(prefix="tbd-git-home-")
+        try:
+            git = _Git(git_env(home, "file", None, []), None, time.monotonic() + 30.0)
+            commit = await git("rev-parse", "HEAD", cwd=path)
+            branch = await git("rev-parse", "--abbrev-ref", "HEAD", cwd=path)
+        except RepoSyncError as exc:
+            log.warning("the checkout in %s cannot be reused: %s", path, exc.message)
+            return None
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+        os.utime(path)
+        return Workspace(path, repo_url=url, branch=branch, commit=commit)
+
+
 async def _sync(
     config: WorkspaceConfig,
     workflow_id: str,
