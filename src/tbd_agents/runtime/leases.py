@@ -122,11 +122,12 @@ async def heartbeat(engine: AsyncEngine, task_id: str, worker_id: str) -> Heartb
     return Heartbeat(owned=True, halt_requested=bool(row[0]))
 
 
-async def finish_on(
-    conn: AsyncConnection, task_id: str, worker_id: str, outcome: RunOutcome
-) -> TaskExecution | None:
-    """Record how the run ended, on `conn`, if `worker_id` still owns it; the updated run."""
-    usage = outcome.usage.stats()
+async def _update_owned(
+    conn: AsyncConnection, task_id: str, worker_id: str, **values: Any
+) -> Any | None:
+    """Apply `values` to the run, on `conn`, only while `worker_id` owns it and it is running
+    (one conditional UPDATE; `updated_at` and `version` move with it); the updated row, or None
+    when the worker lost the run."""
     stmt = (
         update(tasks)
         .where(
@@ -134,21 +135,29 @@ async def finish_on(
             tasks.c.worker == worker_id,
             tasks.c.status == TaskStatus.RUNNING.value,
         )
-        .values(
-            status=outcome.status.value,
-            response=outcome.result,
-            error=outcome.error,
-            turns=outcome.turns,
-            tool_calls=outcome.tool_calls,
-            usage=usage,
-            finished_at=func.now(),
-            updated_at=func.now(),
-            caller_credential=None,  # the caller's sealed GitHub token ends with the run
-            version=tasks.c.version + 1,
-        )
+        .values(**values, updated_at=func.now(), version=tasks.c.version + 1)
         .returning(*tasks.c)
     )
-    row = (await conn.execute(stmt)).one_or_none()
+    return (await conn.execute(stmt)).one_or_none()
+
+
+async def finish_on(
+    conn: AsyncConnection, task_id: str, worker_id: str, outcome: RunOutcome
+) -> TaskExecution | None:
+    """Record how the run ended, on `conn`, if `worker_id` still owns it; the updated run."""
+    row = await _update_owned(
+        conn,
+        task_id,
+        worker_id,
+        status=outcome.status.value,
+        response=outcome.result,
+        error=outcome.error,
+        turns=outcome.turns,
+        tool_calls=outcome.tool_calls,
+        usage=outcome.usage.stats(),
+        finished_at=func.now(),
+        caller_credential=None,  # the caller's sealed GitHub token ends with the run
+    )
     if row is None:
         return None
     # The outcome stays on the task; the workflow accepts the next prompt again.
@@ -162,26 +171,17 @@ async def park_on(
     """Pause the run for approval, on `conn`, if `worker_id` still owns it: status
     awaiting_approval, the lease released (no worker holds a waiting run; the reaper, which
     only looks at running runs, leaves it alone). The workflow stays `running`."""
-    stmt = (
-        update(tasks)
-        .where(
-            tasks.c.id == task_id,
-            tasks.c.worker == worker_id,
-            tasks.c.status == TaskStatus.RUNNING.value,
-        )
-        .values(
-            status=TaskStatus.AWAITING_APPROVAL.value,
-            worker=None,
-            heartbeat_at=None,
-            turns=outcome.turns,
-            tool_calls=outcome.tool_calls,
-            usage=outcome.usage.stats(),
-            updated_at=func.now(),
-            version=tasks.c.version + 1,
-        )
-        .returning(*tasks.c)
+    row = await _update_owned(
+        conn,
+        task_id,
+        worker_id,
+        status=TaskStatus.AWAITING_APPROVAL.value,
+        worker=None,
+        heartbeat_at=None,
+        turns=outcome.turns,
+        tool_calls=outcome.tool_calls,
+        usage=outcome.usage.stats(),
     )
-    row = (await conn.execute(stmt)).one_or_none()
     return task_from_row(row) if row is not None else None
 
 

@@ -1,4 +1,4 @@
-"""Export / import in the existing bundle format (see services/bundle.py).
+"""Export / import in the existing bundle format (see services/bundle/).
 
 * `GET /api/export`, `POST /api/import`: the full bundle.
 * `GET /api/<resource>/export`, `GET /api/<resource>/{id}/export`, `POST /api/<resource>/import`

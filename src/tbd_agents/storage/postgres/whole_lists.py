@@ -1,7 +1,7 @@
 """Whole lists served again while their rows are unchanged.
 
 A whole list (no `limit`, equality filters only) is built by PostgreSQL as one JSON array
-(`repository._direct_whole_list`). Building ~1,000 JSON objects is the costly part; checking
+(`statements.direct_whole_list`). Building ~1,000 JSON objects is the costly part; checking
 whether any of those rows changed is one cheap aggregate. `WHOLE_LISTS` keeps the arrays this
 process built, each with the version of its rows (`whole_list_version`), and the repository
 serves one again only when the version it reads in the request's transaction is the same.
@@ -22,7 +22,7 @@ from tbd_agents.storage.postgres.direct import DirectStatement, compile_direct
 
 @functools.lru_cache(maxsize=256)
 def whole_list_version(table: Table, equal: tuple[str, ...], dialect: Dialect) -> DirectStatement:
-    """The version of the rows `_direct_whole_list` reads: their count, a 64-bit hash summed
+    """The version of the rows `statements.direct_whole_list` reads: their count, a 64-bit hash summed
     over (id, xmin) — every insert, update and delete changes it, as each row version written
     carries its transaction's new xid — and whether this transaction has written (then its own
     uncommitted rows may be in view and nothing is cached)."""
