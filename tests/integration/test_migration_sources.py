@@ -149,7 +149,7 @@ async def test_wrong_or_empty_sources_are_refused_with_the_fix(
     with pytest.raises(InvalidData, match="holds no documents in the collections to migrate"):
         await Migration(empty, conns[0], Options(), log).run()
     result = await Migration(empty, conns[0], Options(allow_empty=True), log).run()
-    assert result.read == 0 and len(result.collections) == 16  # the 15 and GridFS
+    assert result.read == 0 and len(result.collections) == 19  # the 15, our 3 entities and GridFS
     with pytest.raises(
         InvalidData,
         match=r"unknown collection agent; the collections are: agents, .*, fs.files \(GridFS files\), and qdrant:knowledge_chunks, qdrant:memories \(vectors\)",

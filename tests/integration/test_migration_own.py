@@ -1,0 +1,246 @@
+"""The migration moves TBD Agents' own collections too (API keys, agent versions, tool approvals,
+the usage ledger and budgets, webhook and run-time records): written by our MongoDB backend's own
+code, migrated from a live database and from a mongodump directory, verified by content, and the
+PostgreSQL hub works with them afterwards (the key authenticates, the versions are listed, the
+budget is enforced)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import bson
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.engine import URL
+
+from tbd_agents.api import create_app
+from tbd_agents.domain.approvals import ToolApproval
+from tbd_agents.domain.auth import KeyScope
+from tbd_agents.services.keys import ApiKeys
+from tbd_agents.storage.mongo.repository import EXTRA_ENTITIES, MongoStore
+from tbd_agents.storage.postgres.engine import create_engine, libpq_url
+from tbd_agents.storage.postgres.repository import PostgresStore
+from tbd_agents.tools.migration.report import ReportLog, read_report
+from tbd_agents.tools.migration.runner import Migration, Options, check_source
+from tbd_agents.tools.migration.sources import DumpSource, MongoSource, Source
+from tbd_agents.tools.migration.transform import OWN_ENTITIES
+from tbd_agents.tools.migration.verify import Verifier, VerifyResult
+from tests.api.conftest import make_settings
+from tests.support import pg
+from tests.support.dumps import _SourceDatabase
+from tests.support.mongo import EMULATION_TARGET, EmulatedClient
+
+DB_NAME = "own_hub"
+
+
+@dataclass
+class MongoHub:
+    """A hub on MongoDB (the in-process emulation) and what was done through it."""
+
+    client: EmulatedClient
+    store: MongoStore
+    app: FastAPI
+    keys: dict[str, str] = field(default_factory=dict)
+    ids: dict[str, str] = field(default_factory=dict)
+
+    def http(self, key: str) -> httpx.AsyncClient:
+        return _http(self.app, key)
+
+
+def _http(app: FastAPI, key: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://hub",
+        headers={"Authorization": f"Bearer {key}"},
+    )
+
+
+async def _key(store: Any, owner: str, scope: KeyScope = KeyScope.USER) -> str:
+    async with store.unit_of_work() as repos:
+        return (await ApiKeys(repos).create(owner, scope=scope, name=f"{owner}'s key")).plaintext
+
+
+async def _fill(hub: MongoHub) -> None:
+    """API keys, an agent saved three times (three versions), a pending tool approval."""
+    hub.keys["alice"] = await _key(hub.store, "alice")
+    hub.keys["admin"] = await _key(hub.store, "root", KeyScope.ADMIN)
+    async with hub.http(hub.keys["alice"]) as alice:
+        created = await alice.post("/api/agents", json={"name": "writer", "system_prompt": "One."})
+        assert created.status_code == 201, created.text
+        agent_id = created.json()["id"]
+        path = f"/api/agents/{agent_id}"
+        assert (await alice.patch(path, json={"system_prompt": "Two."})).status_code == 200
+        assert (await alice.patch(path, json={"description": "three"})).status_code == 200
+        workflow = await alice.post("/api/workflows", json={"agent_id": agent_id})
+        assert workflow.status_code == 201, workflow.text
+    hub.ids["agent"] = agent_id
+    hub.ids["workflow"] = workflow.json()["id"]
+    async with hub.store.unit_of_work() as repos:
+        approval = await repos.for_model(ToolApproval).create(
+            ToolApproval(
+                task_id="run-that-was-never-migrated",
+                workflow_id=hub.ids["workflow"],
+                owner="alice",
+                tool_name="shell",
+                arguments={"cmd": "ls -la", "n": 3},
+                rule="tool=shell",
+                expires_at=datetime.now(UTC) + timedelta(hours=1),
+            )
+        )
+    hub.ids["approval"] = approval.id
+
+
+@pytest.fixture
+async def mongo_hub(tmp_path: Path) -> AsyncIterator[MongoHub]:
+    client = EmulatedClient(tz_aware=True)
+    store = MongoStore(client.get_database(DB_NAME), client=client, target=EMULATION_TARGET)  # type: ignore[arg-type]
+    await store.open()
+    settings = make_settings(tmp_path / "mongo", db_backend="mongo", postgres_uri=None)
+    app = create_app(settings, store)
+    async with app.router.lifespan_context(app):
+        hub = MongoHub(client, store, app)
+        await _fill(hub)
+        yield hub
+    await store.close()
+
+
+@pytest.fixture
+def target(pg18_server: str) -> Iterator[URL]:
+    url = pg.create_migrated_database(pg18_server, "own")
+    yield url
+    pg.drop_database(url)
+
+
+@pytest.fixture
+async def conns(target: URL) -> AsyncIterator[tuple[asyncpg.Connection, asyncpg.Connection]]:
+    a, b = await asyncpg.connect(libpq_url(target)), await asyncpg.connect(libpq_url(target))
+    yield a, b
+    await a.close()
+    await b.close()
+
+
+def live_source(hub: MongoHub) -> Source:
+    """The hub's database through the pymongo-like API (naive datetimes, as the driver's
+    default)."""
+    database = _SourceDatabase(EmulatedClient(tz_aware=False, sibling_of=hub.client), DB_NAME)
+    return MongoSource(database, label="emulated MongoDB", identity="mongodb:emulated/own_hub")
+
+
+def dump_source(hub: MongoHub, root: Path) -> Source:
+    """The hub's database written as `mongodump --out=root` writes it (one BSON file each)."""
+    directory = root / DB_NAME
+    directory.mkdir(parents=True)
+    sync = hub.client.sync.get_database(DB_NAME)
+    for name in sync.list_collection_names():
+        documents = sync.get_collection(name).find()
+        (directory / f"{name}.bson").write_bytes(b"".join(bson.encode(d) for d in documents))
+    return DumpSource(root, DB_NAME)
+
+
+SOURCES = {
+    "live": lambda hub, tmp: live_source(hub),
+    "dump": lambda hub, tmp: dump_source(hub, tmp / "dump"),
+}
+
+
+async def migrate(
+    source: Source,
+    conn: asyncpg.Connection,
+    report: Path,
+    *,
+    collections: list[str] | None = None,
+    dry_run: bool = False,
+    batch_size: int = 2,
+) -> Any:
+    log = ReportLog(report)
+    try:
+        options = Options(collections=collections, batch_size=batch_size, dry_run=dry_run)
+        return await Migration(source, conn, options, log).run()
+    finally:
+        log.close()
+
+
+def assert_verified(result: VerifyResult) -> None:
+    failures = {
+        c.name: (c.missing_ids, c.extra_ids, c.differing_ids, c.differences)
+        for c in result.collections
+        if not c.ok
+    }
+    assert result.ok, failures
+
+
+def test_the_own_entities_are_the_mongo_backends_extra_ones() -> None:
+    assert set(OWN_ENTITIES) == set(EXTRA_ENTITIES)
+
+
+@pytest.mark.parametrize("kind", sorted(SOURCES))
+async def test_keys_versions_and_approvals_migrate_verify_and_work(
+    kind: str,
+    mongo_hub: MongoHub,
+    conns: tuple[asyncpg.Connection, asyncpg.Connection],
+    target: URL,
+    tmp_path: Path,
+) -> None:
+    source = SOURCES[kind](mongo_hub, tmp_path)
+    own = ["api_keys", "agent_versions", "tool_approvals"]
+    # None of them is "not migrated" any more.
+    ignored = await check_source(source, own, allow_empty=False)
+    assert not set(ignored) & set(own), ignored
+
+    dry = await migrate(source, conns[0], tmp_path / "dry.jsonl", dry_run=True)
+    by_name = {c.name: c for c in dry.collections}
+    assert by_name["api_keys"].would_insert == 2
+    assert by_name["agent_versions"].would_insert == 3
+    assert await conns[0].fetchval("SELECT count(*) FROM api_keys") == 0  # nothing written
+
+    result = await migrate(source, conns[0], tmp_path / "q.jsonl")
+    counts = {c.name: c.inserted for c in result.collections}
+    assert (counts["api_keys"], counts["agent_versions"], counts["tool_approvals"]) == (2, 3, 1)
+    assert not list(read_report(tmp_path / "q.jsonl"))
+    assert_verified(await Verifier(source, *conns).run())
+    # Idempotent: a second run rewrites nothing.
+    again = await migrate(source, conns[0], tmp_path / "q2.jsonl")
+    assert {c.name: c.unchanged for c in again.collections if c.name in own} == {
+        "api_keys": 2,
+        "agent_versions": 3,
+        "tool_approvals": 1,
+    }
+
+    store = PostgresStore(create_engine(target, pool_size=2, max_overflow=2), url=target)
+    app = create_app(make_settings(tmp_path / "pg"), store)
+    try:
+        async with app.router.lifespan_context(app):
+            agent = f"/api/agents/{mongo_hub.ids['agent']}"
+            async with _http(app, mongo_hub.keys["alice"]) as alice:
+                # The key made on MongoDB authenticates against the migrated database.
+                me = await alice.get(agent)
+                assert me.status_code == 200, me.text
+                versions = (await alice.get(f"{agent}/versions")).json()
+                assert [v["number"] for v in versions] == [3, 2, 1]
+                assert versions[1]["changed_fields"] == ["system_prompt"]
+                one = (await alice.get(f"{agent}/versions/1")).json()
+                assert one["snapshot"]["system_prompt"] == "One."
+                pending = (await alice.get("/api/approvals")).json()
+                assert [a["id"] for a in pending] == [mongo_hub.ids["approval"]]
+                assert pending[0]["arguments"] == {"cmd": "ls -la", "n": 3}
+            async with _http(app, "tbd_not-a-key") as stranger:
+                assert (await stranger.get(agent)).status_code == 401
+    finally:
+        await store.close()
+
+
+async def test_collections_flag_takes_the_own_collections(
+    mongo_hub: MongoHub, conns: tuple[asyncpg.Connection, asyncpg.Connection], tmp_path: Path
+) -> None:
+    source = live_source(mongo_hub)
+    result = await migrate(source, conns[0], tmp_path / "q.jsonl", collections=["api_keys"])
+    assert [c.name for c in result.collections] == ["api_keys"]
+    assert await conns[0].fetchval("SELECT count(*) FROM api_keys") == 2
+    assert await conns[0].fetchval("SELECT count(*) FROM agent_versions") == 0
+    assert_verified(await Verifier(source, *conns).run(["api_keys"]))
