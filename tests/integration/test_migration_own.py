@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,12 @@ from sqlalchemy.engine import URL
 from tbd_agents.api import create_app
 from tbd_agents.domain.approvals import ToolApproval
 from tbd_agents.domain.auth import KeyScope
+from tbd_agents.engine.messages import ChatRequest, Message
+from tbd_agents.observability.usage.budgets import BudgetExceeded
+from tbd_agents.observability.usage.meter import UsageMeter
+from tbd_agents.observability.usage.mongo import BUDGETS, CALLS, DAILY, MongoUsageStore
+from tbd_agents.observability.usage.records import UsageCall, UsageScope
+from tbd_agents.observability.usage.sql import SqlUsageStore
 from tbd_agents.services.keys import ApiKeys
 from tbd_agents.storage.mongo.repository import EXTRA_ENTITIES, MongoStore
 from tbd_agents.storage.postgres.engine import create_engine, libpq_url
@@ -35,6 +42,7 @@ from tests.api.conftest import make_settings
 from tests.support import pg
 from tests.support.dumps import _SourceDatabase
 from tests.support.mongo import EMULATION_TARGET, EmulatedClient
+from tests.usage.runs import PRICE
 
 DB_NAME = "own_hub"
 
@@ -244,3 +252,91 @@ async def test_collections_flag_takes_the_own_collections(
     assert await conns[0].fetchval("SELECT count(*) FROM api_keys") == 2
     assert await conns[0].fetchval("SELECT count(*) FROM agent_versions") == 0
     assert_verified(await Verifier(source, *conns).run(["api_keys"]))
+
+
+# ------------------------------------------------------------------------------ usage, budgets
+
+
+async def _fill_usage(hub: MongoHub) -> None:
+    """A budget made over the API and calls recorded by the MongoDB usage store: alice has used
+    her 1000 tokens of the month; one call of a crash between its two writes (not in the day's
+    totals on the source)."""
+    async with hub.http(hub.keys["admin"]) as admin:
+        made = await admin.post(
+            "/api/budgets",
+            json={"name": "alice monthly", "scope": "user", "target_id": "alice",
+                  "metric": "tokens", "period": "month", "limit": 1000},
+        )  # fmt: skip
+        assert made.status_code == 201, made.text
+    hub.ids["budget"] = made.json()["id"]
+    usage = MongoUsageStore(hub.store.database)
+    at = datetime.now(UTC)
+    for n, (tokens, agent) in enumerate([((600, 100), hub.ids["agent"]), ((200, 100), None)]):
+        await usage.record(
+            UsageCall(call_key=f"run-{n}:1", at=at, model="gpt-4o", purpose="turn",
+                      input_tokens=tokens[0], output_tokens=tokens[1],
+                      cost_usd=Decimal("0.000123456789"), user_id="alice", agent_id=agent)
+        )  # fmt: skip
+    await hub.store.database.get_collection(CALLS).insert_one(
+        {"_id": "crashed", "call_key": "run-9:1", "at": at, "user_id": "bob", "agent_id": None,
+         "workflow_id": None, "schedule_id": None, "task_id": None, "session_id": None,
+         "provider_id": None, "provider_type": None, "model": "gpt-4o", "purpose": "turn",
+         "input_tokens": 5, "output_tokens": 5, "cost_pico": 7, "day": at.date().isoformat(),
+         "daily_applied": False}
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(SOURCES))
+async def test_usage_and_budgets_migrate_verify_and_the_budget_is_enforced(
+    kind: str,
+    mongo_hub: MongoHub,
+    conns: tuple[asyncpg.Connection, asyncpg.Connection],
+    target: URL,
+    tmp_path: Path,
+) -> None:
+    await _fill_usage(mongo_hub)
+    source = SOURCES[kind](mongo_hub, tmp_path)
+    own = [BUDGETS, CALLS, DAILY]
+    assert not set(await check_source(source, own, allow_empty=False)) & set(own)
+
+    dry = await migrate(source, conns[0], tmp_path / "dry.jsonl", collections=own, dry_run=True)
+    assert {c.name: c.would_insert for c in dry.collections} == {BUDGETS: 1, CALLS: 3, DAILY: 2}
+    assert await conns[0].fetchval("SELECT count(*) FROM usage_calls") == 0
+
+    result = await migrate(source, conns[0], tmp_path / "q.jsonl", collections=own)
+    by_name = {c.name: c for c in result.collections}
+    assert {n: c.inserted for n, c in by_name.items()} == {BUDGETS: 1, CALLS: 3, DAILY: 2}
+    assert sum(by_name[CALLS].warnings.values()) == 1  # the crashed call, migrated as it is
+    assert_verified(await Verifier(source, *conns).run(own))
+    again = await migrate(source, conns[0], tmp_path / "q2.jsonl", collections=own)
+    assert {c.name: c.unchanged for c in again.collections} == {BUDGETS: 1, CALLS: 3, DAILY: 2}
+
+    conn = conns[0]
+    assert await conn.fetchval("SELECT cost_usd FROM usage_calls WHERE id = 'crashed'") == Decimal(
+        "0.000000000007"
+    )
+    # The aggregates PostgreSQL keeps beside usage_daily are rebuilt from it.
+    assert (
+        await conn.fetchval(
+            "SELECT calls FROM usage_rollup WHERE dimension = 'user' AND grain = 'month' "
+            "AND key = 'alice'"
+        )
+        == 2
+    )
+    assert await conn.fetchval("SELECT sum(input_tokens) FROM usage_monthly") == 800
+
+    engine = create_engine(target, pool_size=1, max_overflow=1)
+    try:
+        usage = SqlUsageStore(engine)
+        meter = UsageMeter(usage, UsageScope(user_id="alice"), None, None, None, "gpt-4o", PRICE)
+
+        async def emit(kind: Any, data: dict[str, Any]) -> None:
+            return None
+
+        with pytest.raises(BudgetExceeded) as refused:
+            await meter.before_call(ChatRequest("gpt-4o", [Message("user", "hi")]), emit)
+        assert refused.value.message.startswith("budget_exceeded: alice monthly: used 1000 of 1000")
+        bob = UsageMeter(usage, UsageScope(user_id="bob"), None, None, None, "gpt-4o", PRICE)
+        await bob.before_call(ChatRequest("gpt-4o", [Message("user", "hi")]), emit)
+    finally:
+        await engine.dispose()
