@@ -6,6 +6,7 @@ budget is enforced)."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,14 +24,23 @@ from sqlalchemy.engine import URL
 from tbd_agents.api import create_app
 from tbd_agents.domain.approvals import ToolApproval
 from tbd_agents.domain.auth import KeyScope
+from tbd_agents.domain.enums import TaskTrigger
 from tbd_agents.engine.messages import ChatRequest, Message
 from tbd_agents.observability.usage.budgets import BudgetExceeded
 from tbd_agents.observability.usage.meter import UsageMeter
 from tbd_agents.observability.usage.mongo import BUDGETS, CALLS, DAILY, MongoUsageStore
 from tbd_agents.observability.usage.records import UsageCall, UsageScope
 from tbd_agents.observability.usage.sql import SqlUsageStore
+from tbd_agents.runtime.service import default_cipher
+from tbd_agents.runtime.store import as_run_store
+from tbd_agents.runtime.webhooks import WebhookService
 from tbd_agents.services.keys import ApiKeys
 from tbd_agents.storage.mongo.repository import EXTRA_ENTITIES, MongoStore
+from tbd_agents.storage.mongo.runtime_schema import (
+    WEBHOOK_ATTEMPTS,
+    WEBHOOK_DELIVERIES,
+    WEBHOOK_SECRETS,
+)
 from tbd_agents.storage.postgres.engine import create_engine, libpq_url
 from tbd_agents.storage.postgres.repository import PostgresStore
 from tbd_agents.tools.migration.report import ReportLog, read_report
@@ -45,6 +55,9 @@ from tests.support.mongo import EMULATION_TARGET, EmulatedClient
 from tests.usage.runs import PRICE
 
 DB_NAME = "own_hub"
+#: Both hubs' settings use the tests' TOKEN_ENCRYPTION_KEY (`make_settings`).
+SETTINGS = make_settings(Path(tempfile.gettempdir()) / "tbd-own-migration")
+CIPHER = default_cipher(SETTINGS)
 
 
 @dataclass
@@ -338,5 +351,83 @@ async def test_usage_and_budgets_migrate_verify_and_the_budget_is_enforced(
         assert refused.value.message.startswith("budget_exceeded: alice monthly: used 1000 of 1000")
         bob = UsageMeter(usage, UsageScope(user_id="bob"), None, None, None, "gpt-4o", PRICE)
         await bob.before_call(ChatRequest("gpt-4o", [Message("user", "hi")]), emit)
+    finally:
+        await engine.dispose()
+
+
+# ---------------------------------------------------------------------------------- webhooks
+
+
+async def _fill_webhooks(hub: MongoHub) -> None:
+    """A workflow's signing secret (encrypted by the MongoDB hub), a delivery of a run's event
+    and its failed attempt, all through the run-time's MongoDB stores."""
+    async with hub.http(hub.keys["alice"]) as alice:
+        changed = await alice.patch(
+            f"/api/workflows/{hub.ids['workflow']}",
+            json={"webhook_url": "https://hooks.example.com/tbd"},
+        )
+        assert changed.status_code == 200, changed.text
+    runs = as_run_store(hub.store)
+    hub.ids["secret"] = await WebhookService(runs.webhooks, SETTINGS, CIPHER).secret(
+        hub.ids["workflow"]
+    )
+    task = await runs.create_run(hub.ids["workflow"], "hello", trigger=TaskTrigger.API)
+    hub.ids["task"] = task.id
+    delivery = await runs.webhooks.enqueue_event(task, "approval_requested", "a1", {"n": 1.5})
+    assert delivery is not None
+    hub.ids["delivery"] = delivery
+    (due,) = await runs.webhooks.claim_due(10, timedelta(seconds=60))
+    await runs.webhooks.record_attempt(
+        due, 503, "unavailable", 12.5, exhausted=False, retry_after=timedelta(seconds=30)
+    )
+
+
+@pytest.mark.parametrize("kind", sorted(SOURCES))
+async def test_webhooks_migrate_verify_and_the_secret_reads_the_same(
+    kind: str,
+    mongo_hub: MongoHub,
+    conns: tuple[asyncpg.Connection, asyncpg.Connection],
+    target: URL,
+    tmp_path: Path,
+) -> None:
+    await _fill_webhooks(mongo_hub)
+    source = SOURCES[kind](mongo_hub, tmp_path)
+    own = [WEBHOOK_SECRETS, WEBHOOK_DELIVERIES, WEBHOOK_ATTEMPTS]
+    needed = ["agents", "workflows", "task_executions", *own]
+    assert not set(await check_source(source, own, allow_empty=False)) & set(own)
+
+    # Without their workflow and run, the rows are orphans: quarantined, and verification
+    # counts them as such.
+    alone = await migrate(source, conns[0], tmp_path / "alone.jsonl", collections=own)
+    assert {c.name: dict(c.quarantined) for c in alone.collections} == {
+        WEBHOOK_SECRETS: {"orphan": 1},
+        WEBHOOK_DELIVERIES: {"orphan": 1},
+        WEBHOOK_ATTEMPTS: {"orphan": 1},
+    }
+    alone_check = await Verifier(source, *conns).run(own)
+    assert_verified(alone_check)
+    assert [dict(c.excluded) for c in alone_check.collections] == [{"orphan": 1}] * 3
+
+    dry = await migrate(source, conns[0], tmp_path / "dry.jsonl", collections=needed, dry_run=True)
+    assert {c.name: c.would_insert for c in dry.collections if c.name in own} == dict.fromkeys(
+        own, 1
+    )
+    result = await migrate(source, conns[0], tmp_path / "q.jsonl", collections=needed)
+    assert {c.name: c.inserted for c in result.collections if c.name in own} == dict.fromkeys(
+        own, 1
+    )
+    assert_verified(await Verifier(source, *conns).run(needed))
+    # The secret is copied as stored: the same TOKEN_ENCRYPTION_KEY reads it on PostgreSQL.
+    engine = create_engine(target, pool_size=1, max_overflow=1)
+    try:
+        service = WebhookService(engine, SETTINGS, CIPHER)
+        assert await service.secret(mongo_hub.ids["workflow"]) == mongo_hub.ids["secret"]
+        (listed,) = await service.store.list_deliveries(
+            workflow_id=mongo_hub.ids["workflow"], task_id=None, limit=10
+        )
+        assert listed.id == mongo_hub.ids["delivery"]
+        assert [(a.attempt, a.status_code, a.error) for a in listed.log] == [
+            (1, 503, "unavailable")
+        ]
     finally:
         await engine.dispose()
