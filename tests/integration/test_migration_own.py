@@ -31,12 +31,16 @@ from tbd_agents.observability.usage.meter import UsageMeter
 from tbd_agents.observability.usage.mongo import BUDGETS, CALLS, DAILY, MongoUsageStore
 from tbd_agents.observability.usage.records import UsageCall, UsageScope
 from tbd_agents.observability.usage.sql import SqlUsageStore
+from tbd_agents.runtime.scheduler import Outcome
 from tbd_agents.runtime.service import default_cipher
 from tbd_agents.runtime.store import as_run_store
 from tbd_agents.runtime.webhooks import WebhookService
 from tbd_agents.services.keys import ApiKeys
 from tbd_agents.storage.mongo.repository import EXTRA_ENTITIES, MongoStore
 from tbd_agents.storage.mongo.runtime_schema import (
+    RUN_EVENTS,
+    RUN_HALTS,
+    SCHEDULE_OCCURRENCES,
     WEBHOOK_ATTEMPTS,
     WEBHOOK_DELIVERIES,
     WEBHOOK_SECRETS,
@@ -428,6 +432,86 @@ async def test_webhooks_migrate_verify_and_the_secret_reads_the_same(
         assert listed.id == mongo_hub.ids["delivery"]
         assert [(a.attempt, a.status_code, a.error) for a in listed.log] == [
             (1, 503, "unavailable")
+        ]
+    finally:
+        await engine.dispose()
+
+
+# ------------------------------------------------------------------------- run-time records
+
+
+async def _fill_runtime(hub: MongoHub) -> None:
+    """Events of a run, a halt asked of a running run, two claimed occurrences of a schedule
+    (one fired, whose run is then removed), through the run-time's MongoDB stores."""
+    runs = as_run_store(hub.store)
+    task = await runs.create_run(hub.ids["workflow"], "hello", trigger=TaskTrigger.API)
+    hub.ids["task"] = task.id
+    assert await runs.claim(task.id, "worker-1") is not None
+    await runs.events.append(task.id, "log", {"line": "working", "at": datetime.now(UTC)})
+    await runs.halt(task.id, "alice")
+    async with hub.http(hub.keys["alice"]) as alice:
+        made = await alice.post(
+            "/api/scheduled-agents", json={"workflow_id": hub.ids["workflow"], "name": "nightly"}
+        )
+        assert made.status_code == 201, made.text
+    hub.ids["schedule"] = made.json()["id"]
+    async with hub.store.unit_of_work() as repos:
+        schedule = await repos.scheduled_agents.get(hub.ids["schedule"])
+    first = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
+    async with runs.scheduling() as session:
+        assert (await session.claim(schedule, first, Outcome.SKIPPED_MISSED, 3, "sched-1"))[0]
+        fired = await session.claim(schedule, first + timedelta(days=1), Outcome.FIRED, 0, "s-1")
+        assert fired[0] and fired[1] is not None
+    # The fired run is not in the source any more (removed by hand, outside the hub).
+    tasks = hub.store.database.get_collection("task_executions")
+    assert (await tasks.delete_one({"_id": fired[1]})).deleted_count == 1
+
+
+@pytest.mark.parametrize("kind", sorted(SOURCES))
+async def test_run_events_halts_and_occurrences_migrate_verify_and_work(
+    kind: str,
+    mongo_hub: MongoHub,
+    conns: tuple[asyncpg.Connection, asyncpg.Connection],
+    target: URL,
+    tmp_path: Path,
+) -> None:
+    await _fill_runtime(mongo_hub)
+    source = SOURCES[kind](mongo_hub, tmp_path)
+    own = [RUN_EVENTS, RUN_HALTS, SCHEDULE_OCCURRENCES]
+    assert not set(await check_source(source, own, allow_empty=False)) & set(own)
+    task_id = mongo_hub.ids["task"]
+    mongo_events = await as_run_store(mongo_hub.store).events.read(task_id)
+    assert mongo_events
+
+    result = await migrate(source, conns[0], tmp_path / "q.jsonl")
+    by_name = {c.name: c for c in result.collections}
+    assert by_name[RUN_EVENTS].inserted == await mongo_hub.store.database.get_collection(
+        RUN_EVENTS
+    ).count_documents({})
+    assert (by_name[RUN_HALTS].inserted, by_name[SCHEDULE_OCCURRENCES].inserted) == (1, 2)
+    # The fired occurrence's run is not in the source: its reference is cleared, as
+    # PostgreSQL's ON DELETE SET NULL would, and the user is told.
+    assert sum(by_name[SCHEDULE_OCCURRENCES].warnings.values()) == 1
+    assert_verified(await Verifier(source, *conns).run())
+    again = await migrate(source, conns[0], tmp_path / "q2.jsonl")
+    assert {c.name: c.inserted + c.updated for c in again.collections if c.name in own} == (
+        dict.fromkeys(own, 0)
+    )
+
+    engine = create_engine(target, pool_size=1, max_overflow=1)
+    try:
+        runs = as_run_store(engine)
+        migrated = await runs.events.read(task_id)
+        assert [(e.seq, e.type, e.data) for e in migrated] == [
+            (e.seq, e.type, e.data) for e in mongo_events
+        ]
+        # The halt asked on MongoDB reaches the run's worker on PostgreSQL.
+        beat = await runs.heartbeat(task_id, "worker-1")
+        assert beat.owned and beat.halt_requested
+        history = await runs.schedule_history(mongo_hub.ids["schedule"])
+        assert [(h.outcome, h.missed, h.task_id) for h in history] == [
+            ("fired", 0, None),
+            ("skipped_missed", 3, None),
         ]
     finally:
         await engine.dispose()
