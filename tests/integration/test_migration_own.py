@@ -48,6 +48,7 @@ from tbd_agents.storage.mongo.runtime_schema import (
 from tbd_agents.storage.postgres.engine import create_engine, libpq_url
 from tbd_agents.storage.postgres.repository import PostgresStore
 from tbd_agents.tools.migration.report import ReportLog, read_report
+from tbd_agents.tools.migration.results import BatchStep, CollectionResult, SilentReporter
 from tbd_agents.tools.migration.runner import Migration, Options, check_source
 from tbd_agents.tools.migration.sources import DumpSource, MongoSource, Source
 from tbd_agents.tools.migration.transform import OWN_ENTITIES
@@ -515,3 +516,81 @@ async def test_run_events_halts_and_occurrences_migrate_verify_and_work(
         ]
     finally:
         await engine.dispose()
+
+
+# ------------------------------------------------------------- resume, bad documents, dry run
+
+
+class _Killed(Exception):
+    """Stands for the process dying right after a batch's commit."""
+
+
+class _KillAfter(SilentReporter):
+    def __init__(self, collection: str, batches: int) -> None:
+        self.collection, self.left = collection, batches
+
+    def batch_done(self, result: CollectionResult, step: BatchStep) -> None:
+        if result.name == self.collection:
+            self.left -= 1
+            if self.left == 0:
+                raise _Killed
+
+
+async def test_a_killed_run_resumes_and_bad_documents_are_quarantined_not_dropped(
+    mongo_hub: MongoHub, conns: tuple[asyncpg.Connection, asyncpg.Connection], tmp_path: Path
+) -> None:
+    usage = MongoUsageStore(mongo_hub.store.database)
+    at = datetime(2026, 10, 30, 23, 59, tzinfo=UTC)
+    for n in range(7):
+        await usage.record(
+            UsageCall(call_key=f"r{n}:1", at=at + timedelta(minutes=n), model="m", purpose="turn",
+                      input_tokens=n, output_tokens=1, cost_usd=Decimal("0.5"), user_id="u")
+        )  # fmt: skip
+    database = mongo_hub.store.database
+    await database.get_collection(CALLS).insert_one(
+        {"_id": "zz-bad", "call_key": "bad:1", "at": at, "model": "m", "purpose": "turn",
+         "input_tokens": "many", "output_tokens": 1, "cost_pico": 1}
+    )  # fmt: skip
+    await database.get_collection(BUDGETS).insert_one(
+        {"_id": "b-bad", "name": "x", "scope": "user", "target_id": "u", "metric": "tokens",
+         "period": "week", "limit": "lots", "warn_ratio": 0.8, "enabled": True}
+    )  # fmt: skip
+    source = live_source(mongo_hub)
+    own = [BUDGETS, CALLS, DAILY]
+
+    log = ReportLog(tmp_path / "killed.jsonl")
+    with pytest.raises(_Killed):
+        await Migration(
+            source, conns[0], Options(collections=own, batch_size=2), log, _KillAfter(CALLS, 2)
+        ).run()
+    log.close()
+    assert await conns[0].fetchval("SELECT count(*) FROM usage_calls") == 4
+
+    result = await migrate(source, conns[0], tmp_path / "q.jsonl", collections=own)
+    calls = next(c for c in result.collections if c.name == CALLS)
+    assert (calls.resumed_from, calls.read, calls.inserted) == (4, 4, 3)
+    assert dict(calls.quarantined) == {"invalid": 1}
+    budgets = next(c for c in result.collections if c.name == BUDGETS)
+    assert dict(budgets.quarantined) == {"invalid": 1}
+    reasons = {(q["collection"], q["id"]): q["reason"] for q in read_report(tmp_path / "q.jsonl")}
+    assert "input_tokens: not an integer (got 'many')" in str(reasons[(CALLS, "zz-bad")])
+    assert "limit_value: not a number (got 'lots')" in str(reasons[(BUDGETS, "b-bad")])
+    check = await Verifier(source, *conns).run(own)
+    assert_verified(check)
+    assert {c.name: dict(c.excluded) for c in check.collections} == {
+        BUDGETS: {"invalid": 1},
+        CALLS: {"invalid": 1},
+        DAILY: {},
+    }
+    assert await conns[0].fetchval("SELECT sum(calls) FROM usage_monthly") == 7
+
+    # Verification sees a changed value and a row the source does not have.
+    await conns[0].execute("UPDATE usage_calls SET input_tokens = 99 WHERE call_key = 'r3:1'")
+    await conns[0].execute(
+        "INSERT INTO budgets (name, scope, target_id, metric, period, limit_value) "
+        "VALUES ('new', 'user', 'v', 'tokens', 'day', 5)"
+    )
+    failed = {c.name: c for c in (await Verifier(source, *conns).run(own)).collections}
+    assert (failed[CALLS].differing, failed[BUDGETS].extra) == (1, 1)
+    (differences,) = failed[CALLS].differences.values()
+    assert [(d.field, d.source, d.target) for d in differences] == [("input_tokens", "3", "99")]
