@@ -9,7 +9,9 @@ numbered per session in their original order (`numbering`).
 A dry run reads and converts everything the same way and asks the target only read-only
 questions (which ids exist, which parents exist); it opens no write transaction.
 
-Vectors come after the documents: from Qdrant when a Qdrant source is given (`vectors`), else the
+Our own non-entity collections (usage, webhooks, run-time records: `tables`) are migrated after
+GridFS by `tablestep`, with the same checkpoints, quarantine and dry run. Vectors come after
+the documents: from Qdrant when a Qdrant source is given (`vectors`), else the
 memories' own embeddings (`memvectors`, step `embedding:memories`).
 """
 

@@ -15,7 +15,7 @@ PostgreSQL they always equal its sums; MongoDB has neither).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -287,6 +287,3 @@ async def rebuild_usage_aggregates(conn: asyncpg.Connection) -> None:
                     f"{column}, {_SUMS} FROM {table} GROUP BY {keys}"
                 )
 
-
-def as_rows(records: Iterable[Mapping[str, Any]]) -> list[Row]:
-    return [dict(r) for r in records]
