@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
+from functools import cached_property
 from typing import Any
 
 from bson import Decimal128, Int64, ObjectId
@@ -81,15 +82,15 @@ class TableSpec:
     numbered: frozenset[str] = frozenset()
     parent: None = None
 
-    @property
+    @cached_property
     def table(self) -> Table:
         return metadata.tables[self.name]
 
-    @property
+    @cached_property
     def columns(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.table.columns)
 
-    @property
+    @cached_property
     def json_columns(self) -> frozenset[str]:
         return frozenset(c.name for c in self.table.columns if isinstance(c.type, JSONB))
 
@@ -108,7 +109,7 @@ def _dollars(document: Mapping[str, Any]) -> Any:
     pico = document.get("cost_pico", _MISSING)
     if pico is _MISSING:
         return _MISSING
-    return (Decimal(int(pico)) / _PICO).quantize(Decimal("1e-12"))
+    return (_decimal(pico) / _PICO).quantize(Decimal("1e-12"))
 
 
 def _unapplied(document: Mapping[str, Any]) -> str | None:
@@ -232,7 +233,7 @@ def convert_row(spec: TableSpec, document: Mapping[str, Any]) -> ConvertedRow:
             row[name] = None if value is None else _coerce(column.type, value)
         except _Refused as exc:
             problems.append(f"{name}: {exc} (got {_shown(value)})")
-    known = {*row, *spec.renamed, *spec.ignored, "_id"}
+    known = {*spec.columns, *spec.renamed, *spec.ignored, "_id"}
     dropped = tuple(k for k in document if k not in known)
     if problems:
         return ConvertedRow(id=doc_id, problem="invalid: " + "; ".join(problems), dropped=dropped)
