@@ -286,4 +286,3 @@ async def rebuild_usage_aggregates(conn: asyncpg.Connection) -> None:
                     f"output_tokens, cost_usd) SELECT '{dimension}', '{grain}', {period}, "
                     f"{column}, {_SUMS} FROM {table} GROUP BY {keys}"
                 )
-
