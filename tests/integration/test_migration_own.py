@@ -226,6 +226,7 @@ async def test_keys_versions_and_approvals_migrate_verify_and_work(
     assert await conns[0].fetchval("SELECT count(*) FROM api_keys") == 0  # nothing written
 
     result = await migrate(source, conns[0], tmp_path / "q.jsonl")
+    assert not {c.name: c.extra_dropped for c in result.collections if c.extra_dropped}
     counts = {c.name: c.inserted for c in result.collections}
     assert (counts["api_keys"], counts["agent_versions"], counts["tool_approvals"]) == (2, 3, 1)
     assert not list(read_report(tmp_path / "q.jsonl"))
@@ -322,6 +323,7 @@ async def test_usage_and_budgets_migrate_verify_and_the_budget_is_enforced(
     assert await conns[0].fetchval("SELECT count(*) FROM usage_calls") == 0
 
     result = await migrate(source, conns[0], tmp_path / "q.jsonl", collections=own)
+    assert not {c.name: c.extra_dropped for c in result.collections if c.extra_dropped}
     by_name = {c.name: c for c in result.collections}
     assert {n: c.inserted for n, c in by_name.items()} == {BUDGETS: 1, CALLS: 3, DAILY: 2}
     assert sum(by_name[CALLS].warnings.values()) == 1  # the crashed call, migrated as it is
@@ -418,6 +420,7 @@ async def test_webhooks_migrate_verify_and_the_secret_reads_the_same(
         own, 1
     )
     result = await migrate(source, conns[0], tmp_path / "q.jsonl", collections=needed)
+    assert not {c.name: c.extra_dropped for c in result.collections if c.extra_dropped}
     assert {c.name: c.inserted for c in result.collections if c.name in own} == dict.fromkeys(
         own, 1
     )
@@ -485,6 +488,7 @@ async def test_run_events_halts_and_occurrences_migrate_verify_and_work(
     assert mongo_events
 
     result = await migrate(source, conns[0], tmp_path / "q.jsonl")
+    assert not {c.name: c.extra_dropped for c in result.collections if c.extra_dropped}
     by_name = {c.name: c for c in result.collections}
     assert by_name[RUN_EVENTS].inserted == await mongo_hub.store.database.get_collection(
         RUN_EVENTS
