@@ -54,12 +54,13 @@ from tbd_agents.tools.migration.sources import DumpSource, MongoSource, Source
 from tbd_agents.tools.migration.transform import OWN_ENTITIES
 from tbd_agents.tools.migration.verify import Verifier, VerifyResult
 from tests.api.conftest import make_settings
+from tests.integration.test_migration import MIGRATE, VERIFY, run_script
 from tests.support import pg
-from tests.support.dumps import _SourceDatabase
+from tests.support.dumps import DB, _SourceDatabase
 from tests.support.mongo import EMULATION_TARGET, EmulatedClient
 from tests.usage.runs import PRICE
 
-DB_NAME = "own_hub"
+DB_NAME = DB  # the default MONGO_DB_NAME, which the scripts read
 #: Both hubs' settings use the tests' TOKEN_ENCRYPTION_KEY (`make_settings`).
 SETTINGS = make_settings(Path(tempfile.gettempdir()) / "tbd-own-migration")
 CIPHER = default_cipher(SETTINGS)
@@ -598,3 +599,27 @@ async def test_a_killed_run_resumes_and_bad_documents_are_quarantined_not_droppe
     assert (failed[CALLS].differing, failed[BUDGETS].extra) == (1, 1)
     (differences,) = failed[CALLS].differences.values()
     assert [(d.field, d.source, d.target) for d in differences] == [("input_tokens", "3", "99")]
+
+
+async def test_the_guides_scripts_migrate_and_verify_everything_of_ours(
+    mongo_hub: MongoHub, target: URL, tmp_path: Path
+) -> None:
+    """The commands a user runs, on a dump holding every kind of our own collections."""
+    await _fill_usage(mongo_hub)
+    await _fill_webhooks(mongo_hub)
+    await _fill_runtime(mongo_hub)
+    dump_source(mongo_hub, tmp_path / "dump")
+    args = ("--from-dump", str(tmp_path / "dump"))
+    report = str(tmp_path / "q.jsonl")
+    migrated = run_script(MIGRATE, *args, "--quarantine-file", report, url=target, cwd=tmp_path)
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    assert "Not migrated" not in migrated.stdout
+    assert "usage_calls: 1 x call not in usage_daily on the source (daily_applied false)" in (
+        migrated.stdout
+    )
+    assert "schedule_occurrences: 1 x task_id cleared" in migrated.stdout
+    for name in ("api_keys", "budgets", "usage_daily", "webhook_attempts", "run_halts"):
+        assert name in migrated.stdout
+    verified = run_script(VERIFY, *args, url=target, cwd=tmp_path)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "RESULT: PASS" in verified.stdout

@@ -115,8 +115,8 @@ def _dollars(document: Mapping[str, Any]) -> Any:
 def _unapplied(document: Mapping[str, Any]) -> str | None:
     if document.get("daily_applied") is False:
         return (
-            "call not counted in usage_daily on the source (daily_applied false: the write "
-            "stopped between the call and its day's totals); migrated as it is"
+            "call not in usage_daily on the source (daily_applied false): its write stopped "
+            "between the call and its day's totals; migrated as it is"
         )
     return None
 
