@@ -6,10 +6,15 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 
 from bson import Decimal128, Int64, ObjectId
 
+from tbd_agents.tools.migration.report import ReportLog
+from tbd_agents.tools.migration.results import SilentReporter
+from tbd_agents.tools.migration.sources import DumpSource
 from tbd_agents.tools.migration.tables import TABLE_SPECS, convert_row
+from tbd_agents.tools.migration.tablestep import TableStep
 from tbd_agents.tools.migration.tableverify import compare_row
 
 AT = datetime(2026, 3, 4, 5, 6, 7, 8000, tzinfo=UTC)
@@ -79,3 +84,24 @@ def test_comparison_is_by_value_and_names_the_column() -> None:
     assert compare_row(spec, row, same) == []
     differences = compare_row(spec, row, {**row, "error": "other"})
     assert [(d.field, d.source, d.target) for d in differences] == [("error", "'boom'", "'other'")]
+
+
+async def test_a_key_held_twice_in_a_batch_quarantines_the_second(tmp_path: Path) -> None:
+    """Our MongoDB backend keeps the key unique; a dump that breaks it does not stop the run."""
+    spec = TABLE_SPECS["usage_daily"]
+    day = {"day": "2026-03-04", "model": "m", "calls": 1, "input_tokens": 2,
+           "output_tokens": 3, "cost_pico": 5}  # fmt: skip
+    first, second = ObjectId(), ObjectId()
+    log = ReportLog(tmp_path / "q.jsonl")
+    (tmp_path / "db").mkdir()
+    step = TableStep(
+        DumpSource(tmp_path, "db"), None, batch_size=10, dry_run=True, log=log,
+        reporter=SilentReporter(), start=None, dry_parents={},  # type: ignore[arg-type]
+    )  # fmt: skip
+    batch = await step._prepare(spec, [{"_id": first, **day}, {"_id": second, **day}])
+    log.close()
+    assert batch.ids == [str(first)]
+    assert [(r.id, r.reason) for r in batch.rejected] == [
+        (str(second), f"duplicate key, same day, user_id, agent_id, workflow_id, schedule_id, "
+                      f"provider_id, model as {first}")
+    ]  # fmt: skip

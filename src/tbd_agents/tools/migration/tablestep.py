@@ -189,7 +189,18 @@ class TableStep:
             accepted.append((document, outcome.row, outcome.id))
         rows = [row for _, row, _ in accepted]
         missing = await self._missing_parents(spec, rows)
+        #: Key → the document holding it in this batch (our MongoDB backend keeps these keys
+        #: unique; one upsert statement cannot write a key twice).
+        holders: dict[str, str] = {}
         for document, row, doc_id in accepted:
+            holder = holders.setdefault(spec.key_text(row), doc_id)
+            if holder != doc_id:
+                batch.rejected.append(
+                    Rejection(
+                        doc_id, f"duplicate key, same {', '.join(spec.key)} as {holder}", document
+                    )
+                )
+                continue
             orphan = next(
                 (
                     f"orphan: {p} {row[c]} not found"
