@@ -43,8 +43,9 @@ def _sample(name: str, info: FieldInfo) -> Any:
         return 20  # within every int field's bounds (ge 0/1/16, le 3600/65536)
     if annotation is float:
         return 1.5
-    if annotation is str:
-        return f"{name}-välue"
+    if annotation is str:  # at least as long as the field's min_length (an API key's hash)
+        least = max((getattr(m, "min_length", 0) or 0 for m in info.metadata), default=0)
+        return f"{name}-välue".ljust(least, "x")
     if origin is list:
         (item,) = get_args(annotation)
         if item is str:

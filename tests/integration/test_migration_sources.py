@@ -149,10 +149,11 @@ async def test_wrong_or_empty_sources_are_refused_with_the_fix(
     with pytest.raises(InvalidData, match="holds no documents in the collections to migrate"):
         await Migration(empty, conns[0], Options(), log).run()
     result = await Migration(empty, conns[0], Options(allow_empty=True), log).run()
-    assert result.read == 0 and len(result.collections) == 16  # the 15 and GridFS
+    # The 15, our 3 entities, GridFS and our 9 tables.
+    assert result.read == 0 and len(result.collections) == 28
     with pytest.raises(
         InvalidData,
-        match=r"unknown collection agent; the collections are: agents, .*, fs.files \(GridFS files\), and qdrant:knowledge_chunks, qdrant:memories \(vectors\)",
+        match=r"unknown collection agent; the collections are: agent_versions, agents, .*, fs.files \(GridFS files\), and qdrant:knowledge_chunks, qdrant:memories \(vectors\)",
     ):
         await Migration(empty, conns[0], Options(collections=["agent"]), log).run()
     log.close()

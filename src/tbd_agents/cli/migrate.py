@@ -52,7 +52,8 @@ CollectionOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--collection",
-        help="Only this collection (repeatable). Default: all 15.",
+        help="Only this collection (repeatable). Default: all of them (the 15, our own, GridFS, "
+        "vectors; see docs/migration.md).",
         show_default=False,
     ),
 ]

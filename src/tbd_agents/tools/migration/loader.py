@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg  # type: ignore[import-untyped]
 
@@ -31,7 +31,22 @@ from tbd_agents.tools.migration.convert import extended_json
 from tbd_agents.tools.migration.copybin import one_chunk
 from tbd_agents.tools.migration.deferred import ParentCheck
 from tbd_agents.tools.migration.quarantine import QuarantineRecord
-from tbd_agents.tools.migration.transform import CollectionSpec
+
+
+class LoadSpec(Protocol):
+    """What the loader needs of a collection: a `transform.CollectionSpec`, or a
+    `tables.TableSpec` (TBD Agents' own non-entity collections, keyed by their primary key)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def columns(self) -> tuple[str, ...]: ...
+    @property
+    def numbered(self) -> frozenset[str]: ...
+    @property
+    def parent(self) -> tuple[str, str] | None: ...
+    @property
+    def key(self) -> tuple[str, ...]: ...
 
 
 def _q(name: str) -> str:
@@ -82,7 +97,7 @@ class TableLoader:
     """Loads one collection's batches into its table over one asyncpg connection."""
 
     def __init__(
-        self, conn: asyncpg.Connection, spec: CollectionSpec, source: str, run: str = "-"
+        self, conn: asyncpg.Connection, spec: LoadSpec, source: str, run: str = "-"
     ) -> None:
         self.conn = conn
         self.spec = spec
@@ -95,7 +110,8 @@ class TableLoader:
         # `version` is not copied over an existing row: a changed row gets its next version
         # (an ETag read before must not match again), an unchanged one is left alone.
         # Numbered columns (`spec.numbered`) keep the target's value: they are not the source's.
-        updates = [c for c in spec.columns if c not in ("id", VERSION) and c not in spec.numbered]
+        key = spec.key
+        updates = [c for c in spec.columns if c not in (*key, VERSION) and c not in spec.numbered]
         assignments = ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in updates)
         if VERSION in spec.columns:
             assignments += f", {_q(VERSION)} = t.{_q(VERSION)} + 1"
@@ -103,7 +119,7 @@ class TableLoader:
         new = ", ".join(f"EXCLUDED.{_q(c)}" for c in updates)
         self._upsert_sql = (
             f"WITH written AS (INSERT INTO {self.table} AS t ({cols}) SELECT {cols} FROM {self.stage} "
-            f"ON CONFLICT (id) DO UPDATE SET {assignments} WHERE ({old}) IS DISTINCT FROM ({new}) "
+            f"ON CONFLICT ({', '.join(_q(c) for c in key)}) DO UPDATE SET {assignments} WHERE ({old}) IS DISTINCT FROM ({new}) "
             "RETURNING (xmax = 0) AS inserted) "
             "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written"
         )

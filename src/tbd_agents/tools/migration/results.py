@@ -45,7 +45,7 @@ class CollectionResult:
 @dataclass
 class MigrationResult:
     collections: list[CollectionResult] = field(default_factory=list)
-    #: Source collections that are not among the 15 (reported, not migrated).
+    #: Source collections that are not TBD Agents' (reported, not migrated).
     ignored: list[str] = field(default_factory=list)
     #: What needs the user's attention beyond quarantined documents (each says how to fix it);
     #: the command exits 1 when there is any.

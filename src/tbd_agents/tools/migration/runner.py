@@ -9,7 +9,9 @@ numbered per session in their original order (`numbering`).
 A dry run reads and converts everything the same way and asks the target only read-only
 questions (which ids exist, which parents exist); it opens no write transaction.
 
-Vectors come after the documents: from Qdrant when a Qdrant source is given (`vectors`), else the
+Our own non-entity collections (usage, webhooks, run-time records: `tables`) are migrated after
+GridFS by `tablestep`, with the same checkpoints, quarantine and dry run. Vectors come after
+the documents: from Qdrant when a Qdrant source is given (`vectors`), else the
 memories' own embeddings (`memvectors`, step `embedding:memories`).
 """
 
@@ -25,12 +27,10 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 
 from tbd_agents.errors import InvalidData
-from tbd_agents.tools.migration.batch import PreparedBatch, Rejection, classify, prepare_batch
-from tbd_agents.tools.migration.bsonio import SourceDocument
+from tbd_agents.tools.migration.batch import PreparedBatch, Rejection, prepare_batch
 from tbd_agents.tools.migration.convert import id_from_extended_json
 from tbd_agents.tools.migration.deferred import DEFERRED_FROM, DeferredSchema, ParentCheck
 from tbd_agents.tools.migration.gridfs import (
-    CHUNKS,
     FILES,
     ChunkSpool,
     FileBatch,
@@ -58,18 +58,23 @@ from tbd_agents.tools.migration.results import (
     Reporter,
     SilentReporter,
 )
-from tbd_agents.tools.migration.sources import Resume, Source
-from tbd_agents.tools.migration.transform import (
-    LOAD_ORDER,
-    SPECS,
-    CollectionSpec,
-    UniqueKeyResolver,
+from tbd_agents.tools.migration.selection import (
+    ALL_COLLECTIONS,
+    check_source,
+    find_superseded,
+    wanted_collections,
 )
+from tbd_agents.tools.migration.sources import Resume, Source
+from tbd_agents.tools.migration.tables import TABLE_PARENTS, TABLE_SPECS
+from tbd_agents.tools.migration.tablestep import TableStep
+from tbd_agents.tools.migration.transform import SPECS, CollectionSpec
 from tbd_agents.tools.migration.vectors import COLLECTION_NAMES as VECTOR_COLLECTIONS
 from tbd_agents.tools.migration.vectors import PREFIX, VectorSource, column_type, prepare_target
 from tbd_agents.tools.migration.vectors import batches as vector_batches
 from tbd_agents.tools.migration.vectors import write as write_vectors
 from tbd_agents.tools.migration.worker import in_worker
+
+__all__ = ["ALL_COLLECTIONS", "Migration", "Options", "check_source", "wanted_collections"]
 
 
 @dataclass(frozen=True)
@@ -86,61 +91,6 @@ class Options:
     #: A first load of at least this many documents builds the table's secondary indexes and
     #: foreign key after the load (see `deferred`).
     defer_schema_from: int = DEFERRED_FROM
-
-
-#: Everything a run can migrate, in order: the 15 collections, the GridFS files, the memory
-#: vectors from the memories' embeddings (without a Qdrant source) and the Qdrant collections
-#: (copied when a Qdrant source is given).
-ALL_COLLECTIONS: tuple[str, ...] = (*LOAD_ORDER, FILES, MEMORY_VECTORS, *VECTOR_COLLECTIONS)
-
-
-def wanted_collections(names: Sequence[str] | None) -> list[str]:
-    """`names` (default: everything) in load order, the memory vectors with `memories`; unknown
-    names raise."""
-    if not names:
-        return list(ALL_COLLECTIONS)
-    unknown = sorted(set(names) - set(ALL_COLLECTIONS))
-    if unknown:
-        raise InvalidData(
-            f"unknown collection {', '.join(unknown)}; the collections are: "
-            f"{', '.join(sorted(LOAD_ORDER))}, {FILES} (GridFS files), and "
-            f"{', '.join(VECTOR_COLLECTIONS)} (vectors); {MEMORY_VECTORS} (the memory vectors "
-            "from the memories' embeddings) comes with memories"
-        )
-    wanted = {*names, MEMORY_VECTORS} if "memories" in names else set(names)
-    return [n for n in ALL_COLLECTIONS if n in wanted]
-
-
-async def check_source(source: Source, names: Sequence[str], allow_empty: bool) -> list[str]:
-    """Refuse a source that holds none of the wanted collections (unless `allow_empty`); return
-    the source collections that are not migrated."""
-    present = await source.collections()
-    if not present & set(names) and not allow_empty:
-        held = ", ".join(sorted(present)) or "no collections at all"
-        raise InvalidData(
-            f"{source.label} has none of the collections to migrate ({held}). Check MONGO_DB_NAME "
-            "(the application's default is copilot_agent_hub) or the dump path; pass "
-            "--allow-empty to accept an empty source."
-        )
-    ours = {*ALL_COLLECTIONS, CHUNKS}
-    return sorted(n for n in present - ours if not n.startswith("system."))
-
-
-async def find_superseded(source: Source, spec: CollectionSpec, batch_size: int) -> dict[str, str]:
-    """For a collection with unique keys: losing id → winning id (newest wins)."""
-    if not spec.unique_keys:
-        return {}
-    resolver = UniqueKeyResolver(spec)
-
-    def offer(documents: list[SourceDocument]) -> None:
-        for document in documents:
-            converted = classify(spec, document, {})
-            if converted.row is not None:
-                resolver.offer(converted.row)
-
-    async for documents in source.batches(spec.name, batch_size):
-        await in_worker(offer, documents)
-    return resolver.superseded()
 
 
 class Migration:
@@ -212,6 +162,10 @@ class Migration:
                     )
             elif name == FILES:
                 result.collections.append(await self._files(name in present))
+            elif name in TABLE_SPECS:
+                result.collections.append(
+                    await self._tables().run(TABLE_SPECS[name], name in present)
+                )
             else:
                 result.collections.append(await self._collection(SPECS[name], name in present))
         if result.read == 0 and not self.options.allow_empty:
@@ -399,9 +353,21 @@ class Migration:
             self.reporter.batch_done(result, BatchStep(batch.read, len(ids), len(batch.rejected)))
         self.log.sync()
 
+    def _tables(self) -> TableStep:
+        return TableStep(
+            self.source,
+            self.conn,
+            batch_size=self.options.batch_size,
+            dry_run=self.options.dry_run,
+            log=self.log,
+            reporter=self.reporter,
+            start=self._start,
+            dry_parents=self._dry_parents,
+        )
+
     @staticmethod
     def _is_parent(spec: CollectionSpec) -> bool:
-        return spec.name == "knowledge_items" or any(
+        return spec.name in ("knowledge_items", *TABLE_PARENTS) or any(
             s.parent and s.parent[1] == spec.name for s in SPECS.values()
         )
 

@@ -31,7 +31,10 @@ from bson import ObjectId
 from pydantic import ValidationError
 from sqlalchemy import Table
 
+from tbd_agents.domain.approvals import ToolApproval
+from tbd_agents.domain.auth import ApiKey
 from tbd_agents.domain.models import ENTITIES, Entity
+from tbd_agents.domain.versions import AgentVersion
 from tbd_agents.storage.postgres.schema import enforced_parent
 from tbd_agents.storage.postgres.tables import TABLES
 from tbd_agents.tools.migration.convert import EXACT, Findings, exact_originals, id_text, plain
@@ -76,6 +79,8 @@ class CollectionSpec:
     #: session's `message_seq`), after the load (`numbering.number_rows`): an upsert never
     #: overwrites them, and verification does not compare them with the source.
     numbered: frozenset[str] = frozenset()
+    #: The conflict key of the table's upserts (its primary key).
+    key: tuple[str, ...] = ("id",)
 
 
 def _numbered_columns(model: type[Entity]) -> frozenset[str]:
@@ -117,7 +122,13 @@ def _spec(model: type[Entity]) -> CollectionSpec:
     )
 
 
-SPECS: dict[str, CollectionSpec] = {model.collection: _spec(model) for model in ENTITIES}
+#: Entities our own backends store beside the 15 (`storage/mongo/repository.EXTRA_ENTITIES`),
+#: each with its table derived from the model like theirs: migrated by the same rules.
+OWN_ENTITIES: tuple[type[Entity], ...] = (ApiKey, AgentVersion, ToolApproval)
+
+SPECS: dict[str, CollectionSpec] = {
+    model.collection: _spec(model) for model in (*ENTITIES, *OWN_ENTITIES)
+}
 
 #: Collections in load order: every parent before its children (the guide's order otherwise).
 LOAD_ORDER: tuple[str, ...] = tuple(sorted(SPECS, key=lambda name: SPECS[name].parent is not None))

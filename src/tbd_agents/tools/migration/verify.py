@@ -1,6 +1,7 @@
 """Verification by content: does PostgreSQL hold every value of the source?
 
-The 15 collections are checked from the source documents themselves, not by converting them
+The 15 collections (and our own entities: API keys, agent versions, tool approvals) are checked
+from the source documents themselves, not by converting them
 again: each batch of documents is read from the source, the rows with their ids are read from the
 target in one query (`WHERE id = ANY($1)`), and every document is compared with its row field by
 field (`compare.DocumentComparer`: the column of the key's name, or `extras[key]`, under the
@@ -9,6 +10,9 @@ document lacks). A document without a row is either recorded by the migration as
 (`migration_quarantine`: expected to be absent, and counted with its reason) or missing. The ids
 seen are copied to a temporary table, which then gives the target rows no document has (extra)
 and the ids the source holds twice. Memory stays bounded by the batch size.
+
+Our own non-entity collections (usage, webhooks, run-time records) are compared row by row with
+their conversion (`tableverify`).
 
 GridFS files are compared by metadata and by the SHA-256 PostgreSQL computes from the stored
 bytes. The pgvector tables are compared with where their vectors came from: the Qdrant
@@ -49,6 +53,8 @@ from tbd_agents.tools.migration.quarantine import key_of, recorded
 from tbd_agents.tools.migration.rows import parse_json
 from tbd_agents.tools.migration.runner import check_source, wanted_collections
 from tbd_agents.tools.migration.sources import Source
+from tbd_agents.tools.migration.tables import TABLE_SPECS
+from tbd_agents.tools.migration.tableverify import TableVerifier
 from tbd_agents.tools.migration.transform import SPECS, CollectionSpec, Row
 from tbd_agents.tools.migration.vectors import COLLECTION_NAMES as VECTOR_COLLECTIONS
 from tbd_agents.tools.migration.vectors import PREFIX as VECTOR_PREFIX
@@ -184,6 +190,13 @@ class Verifier:
                     result.collections.append(await self._memory_vectors())
             elif name == FILES:
                 result.collections.append(await self._files(name in present))
+            elif name in TABLE_SPECS:
+                check = CollectionCheck(name=name)
+                tables = TableVerifier(
+                    self.source, self.conn, self.reader, batch_size=self.batch_size, show=self.show
+                )
+                await tables.run(TABLE_SPECS[name], name in present, check)
+                result.collections.append(check)
             else:
                 result.collections.append(await self._collection(SPECS[name], name in present))
         return result
