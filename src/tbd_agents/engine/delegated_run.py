@@ -1,0 +1,295 @@
+"""One call of an agent tool (engine/delegation.py): the child's task execution, its run and its
+record, with the runtime's guarantees of any run.
+
+Like a run the runtime executes (runtime/runner.py), the child run:
+
+- stores every event in its own event log and then publishes it on the process's event bus
+  (`PersistingEventSink`), so a client following the child (`GET /api/tasks/{child}/events`)
+  sees it live, over Redis or on the in-process bus without it;
+- holds a lease it renews, and stops when it is halted on its own: at once when the halt is
+  announced on the bus, at its next heartbeat otherwise;
+- is counted and traced as a run (`run_signals`: the active gauge, the run series, the
+  `invoke_agent` span — here under the parent's tool call);
+- pauses for a person's approval when the chain's or its agent's tool policy says `ask`, in a
+  chain a workflow started: the approval records are made on the child run (under the
+  chain's workflow and owner, so they are listed and decided like any), and the child waits
+  *in place*, still running and holding the parent's tool call, until every approval of the
+  pause is decided (or expires, or the child is halted), then resumes where it paused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from tbd_agents.domain.enums import TaskStatus, TaskTrigger
+from tbd_agents.domain.models import Agent, TaskExecution
+from tbd_agents.domain.types import utcnow
+from tbd_agents.engine.context import RunInput
+from tbd_agents.engine.runrecord import RunLog, last_messages
+from tbd_agents.engine.tools.base import ToolContext, ToolResult
+from tbd_agents.observability.runs import run_signals
+from tbd_agents.observability.usage.records import UsageScope
+from tbd_agents.runtime.bus import InProcessBus
+from tbd_agents.runtime.contracts import EventType, RunOutcome, Usage
+from tbd_agents.runtime.events import PersistingEventSink, final_status_data, running_status_data
+from tbd_agents.runtime.halt import RunHaltSignal, listening_for_halt
+
+if TYPE_CHECKING:
+    from tbd_agents.engine.delegation import Chain
+    from tbd_agents.engine.inprocess import EngineServices
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two looks at the approvals a paused child waits for.
+APPROVAL_POLL_SECONDS = 1.0
+
+
+class ChildRun:
+    """One call of an agent tool: the child's task execution, its run and its record."""
+
+    def __init__(
+        self, services: EngineServices, chain: Chain, agent: Agent, prompt: str, ctx: ToolContext
+    ) -> None:
+        self.services = services
+        self.parent = chain
+        self.agent = agent
+        self.prompt = prompt
+        self.ctx = ctx
+        self.worker = f"delegation:{uuid.uuid4().hex[:12]}"
+        self.halt = RunHaltSignal()
+        # No runtime in this process (a command-line tool): nobody here can follow the run
+        # live, so its events are stored only (a bus without subscribers drops them).
+        self.bus: Any = services.bus if services.bus is not None else InProcessBus()
+
+    async def run(self) -> ToolResult:
+        runs = self.services.run_store()
+        task = await self._create()
+        chain = self.parent.below(self.agent, task.id)
+        started = time.monotonic()
+        sink = RunLog(PersistingEventSink(runs.events, self.bus, task.id))
+        outcome: RunOutcome | None = None
+        result: Any = None
+        with run_signals(task) as signals:  # span, log context, active gauge, run series
+            signals.span.set_attribute("tbd.delegation.depth", chain.depth)
+            signals.span.update_name(f"invoke_agent {self.agent.name}")
+            keeper = asyncio.create_task(self._keep_lease(runs, task.id))
+            try:  # from here on, the child is recorded as ended whatever happens
+                await self._emit(
+                    EventType.DELEGATION_STARTED,
+                    {"child_task_id": task.id, "agent_id": self.agent.id,
+                     "agent_name": self.agent.name, "task": self.prompt, "depth": chain.depth,
+                     "parent_task_id": self.parent.task_id},
+                )  # fmt: skip
+                await sink.inner.emit(EventType.STATUS, running_status_data(self.worker))
+                sink.add("prompt_received", self.prompt)
+                async with listening_for_halt(self.bus, task.id, self.halt):
+                    result = await self._execute(chain, task, sink)
+                outcome = result.outcome
+            except asyncio.CancelledError:
+                outcome = RunOutcome(TaskStatus.HALTED, error="halted: the calling run was halted")
+                raise
+            except Exception as exc:
+                message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "delegated run %s of agent %s failed: %s", task.id, self.agent.id, message
+                )
+                outcome = RunOutcome(TaskStatus.FAILED, error=message)
+            finally:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
+                if outcome is None:  # interrupted by something else than a halt
+                    outcome = RunOutcome(
+                        TaskStatus.FAILED, error="the delegated run was interrupted"
+                    )
+                # Recorded even while the parent is being cancelled (halted): shielded.
+                await asyncio.shield(self._finish(runs, task, sink, outcome, result, started))
+                model = result.model if result is not None else task.model
+                signals.finished(outcome.status.value, model, None, outcome)
+        return self._tool_result(task.id, outcome)
+
+    async def _create(self) -> TaskExecution:
+        """The child's task execution, running under this call's lease from the start."""
+        now = utcnow()
+        parent = self.parent
+        async with self.services.store.unit_of_work() as repos:
+            task: TaskExecution = await repos.task_executions.create(
+                TaskExecution(
+                    workflow_id=parent.workflow_id or "", prompt=self.prompt,
+                    status=TaskStatus.RUNNING, worker=self.worker, started_at=now,
+                    heartbeat_at=now, agent_id=self.agent.id, model=self.agent.model,
+                    trigger=TaskTrigger.DELEGATION, parent_task_id=parent.task_id,
+                    root_task_id=parent.root_task_id, delegation_depth=parent.depth + 1,
+                    chat_session_id=parent.session_id, scheduled_agent_id=parent.schedule_id,
+                )
+            )  # fmt: skip
+        if task.root_task_id is None:  # the first task execution of a chat turn's chain
+            async with self.services.store.unit_of_work() as repos:
+                task = await repos.task_executions.update(task.id, {"root_task_id": task.id})
+        return task
+
+    async def _execute(self, chain: Chain, task: TaskExecution, sink: RunLog) -> Any:
+        """The child's run, with what it inherits from its chain (delegation.py's docstring);
+        resumed in place after each pause for approval."""
+        from tbd_agents.engine.inprocess import run_agent
+        from tbd_agents.services.approvals import gate_for
+
+        inp = RunInput(self.prompt, session_id=task.id, run_id=task.id)
+        # The chain's workflow policy first, then the child agent's own.
+        inp.approvals = await gate_for(
+            self.services.store, self.agent, chain.workflow, can_pause=chain.can_pause
+        )
+        usage = UsageScope(
+            user_id=chain.user_id, workflow_id=chain.workflow_id, task_id=task.id,
+            session_id=chain.session_id, schedule_id=chain.schedule_id,
+        )  # fmt: skip
+        options = chain.inherited_options()
+        while True:
+            result = await run_agent(
+                self.services, self.agent, inp, sink, self.halt,
+                usage=usage, chain=chain, options=options,
+            )  # fmt: skip
+            if result.outcome.status is not TaskStatus.AWAITING_APPROVAL or not result.pending:
+                return result
+            if not await self._await_decisions(chain, task, result, inp, sink):
+                return result
+
+    async def _await_decisions(
+        self, chain: Chain, task: TaskExecution, result: Any, inp: RunInput, sink: RunLog
+    ) -> bool:
+        """Open the pause (approval records, `approval_requested` events on the child's and
+        the parent's streams), wait for every decision, and set `inp` up to resume; False,
+        with `result.outcome` ended, when the child was halted meanwhile or an approval
+        expired with `on_timeout: fail`."""
+        from tbd_agents.services.approvals import (
+            LINK_PURPOSE,
+            decisions_of,
+            open_pause,
+            undecided,
+        )
+
+        services, store = self.services, self.services.store
+        assert chain.workflow is not None  # only a workflow's chain pauses (`can_pause`)
+        for call in result.pending:
+            sink.add("approval_requested", call.call.name, tool_input=call.call.arguments)
+        payloads = await open_pause(
+            store, task, chain.workflow, result.pending, {**result.paused, "log": sink.entries},
+            key=services.cipher.derive_key(LINK_PURPOSE), base_url=services.public_base_url,
+        )  # fmt: skip
+        for item in payloads:
+            await sink.emit(EventType.APPROVAL_REQUESTED, item)
+            await self._emit(EventType.APPROVAL_REQUESTED, {**item, "child_task_id": task.id})
+        async with store.unit_of_work() as repos:  # the log so far, while it waits
+            await repos.task_executions.update(task.id, {"logs": sink.entries})
+        while await undecided(store, task.id):
+            if self.halt.is_set():
+                result.outcome = _ended(result.outcome, TaskStatus.HALTED, "halted while it "
+                                        "awaited approval")  # fmt: skip
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.halt.wait(), APPROVAL_POLL_SECONDS)
+        decisions, failure = await decisions_of(
+            store, {"approval_ids": [p["approval_id"] for p in payloads]}
+        )
+        async with store.unit_of_work() as repos:
+            await repos.task_executions.update(task.id, {"paused_state": None})
+        if failure is not None:
+            await sink.emit(EventType.ERROR, {"code": "approval_expired", "message": failure})
+            result.outcome = _ended(result.outcome, TaskStatus.FAILED, failure)
+            return False
+        inp.approvals.decisions = decisions
+        inp.resume = result.paused
+        return True
+
+    async def _keep_lease(self, runs: Any, task_id: str) -> None:
+        """Renew the child's lease (the reaper fails a run whose process died) and stop the
+        child when it is halted on its own (POST /api/tasks/{child}/halt) and the bus did not
+        say so."""
+        interval = max(self.services.lease_seconds / 3.0, 0.2)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                beat = await runs.heartbeat(task_id, self.worker)
+            except Exception:
+                log.warning("delegated run %s: lease renewal failed", task_id, exc_info=True)
+                continue
+            if beat.halt_requested or not beat.owned:
+                self.halt.set("halt requested" if beat.halt_requested else "lease lost")
+                return
+
+    async def _finish(
+        self,
+        runs: Any,
+        task: TaskExecution,
+        sink: RunLog,
+        outcome: RunOutcome,
+        result: Any,
+        started: float,
+    ) -> None:
+        """Record how the child ended (as the runtime records a run: status, answer, usage,
+        its log and messages, the final status event) and tell the parent's stream."""
+        sink.finish(outcome.status, outcome.error or outcome.result)
+        changes: dict[str, Any] = {
+            "status": outcome.status, "response": outcome.result, "error": outcome.error,
+            "turns": outcome.turns, "tool_calls": outcome.tool_calls,
+            "usage": outcome.usage.stats(), "finished_at": utcnow(), "logs": sink.entries,
+            "paused_state": None,
+        }  # fmt: skip
+        if result is not None:
+            changes["model"] = result.model
+            changes["messages"] = last_messages([m.to_dict() for m in result.messages])
+        try:
+            async with self.services.store.unit_of_work() as repos:
+                current: TaskExecution = await repos.task_executions.get(task.id)
+                if current.status is TaskStatus.RUNNING:  # not reaped meanwhile
+                    current = await repos.task_executions.update(task.id, changes)
+            await sink.inner.emit(EventType.STATUS, final_status_data(current))
+        except Exception:
+            log.exception("delegated run %s: recording its outcome failed", task.id)
+        await self._emit(
+            EventType.DELEGATION_FINISHED,
+            {"child_task_id": task.id, "agent_id": self.agent.id, "agent_name": self.agent.name,
+             "status": outcome.status.value, "usage": usage_data(outcome.usage),
+             "elapsed": round(time.monotonic() - started, 3)},
+        )  # fmt: skip
+
+    async def _emit(self, kind: EventType, data: dict[str, Any]) -> None:
+        if self.ctx.emit is not None:
+            await self.ctx.emit(kind.value, data)
+
+    def _tool_result(self, task_id: str, outcome: RunOutcome) -> ToolResult:
+        """The child's answer for the calling model; an error result unless it completed."""
+        usage = Usage(
+            outcome.usage.input_tokens, outcome.usage.output_tokens, outcome.usage.cost_usd
+        )
+        data = {"child_task_id": task_id, "status": outcome.status.value}
+        if outcome.status is TaskStatus.COMPLETED:
+            return ToolResult(outcome.result or "", False, data, usage=usage)
+        why = outcome.error or outcome.status.value
+        partial = f"\nIts last answer: {outcome.result}" if outcome.result else ""
+        return ToolResult(
+            f"Error: the agent {self.agent.name!r} did not complete the task "
+            f"({outcome.status.value}: {why}; run {task_id}).{partial}",
+            True,
+            data,
+            usage=usage,
+        )
+
+
+def _ended(outcome: RunOutcome, status: TaskStatus, error: str) -> RunOutcome:
+    """`outcome` (of a run paused for approval) ended with `status` and `error`."""
+    return replace(outcome, status=status, error=error)
+
+
+def usage_data(u: Usage) -> dict[str, Any]:
+    return {
+        "input_tokens": u.input_tokens,
+        "output_tokens": u.output_tokens,
+        "cost_usd": round(u.cost_usd, 6),
+    }
