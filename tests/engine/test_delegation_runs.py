@@ -1,0 +1,348 @@
+"""Delegated (agent-as-tool) child runs behave like every other run (engine/delegated_run.py):
+a real parent and child executed by the runtime in-process, through the engine and the real
+`openai` SDK against the scripted protocol server, on PostgreSQL and on the MongoDB emulation.
+
+- A client following the child run (opened from the parent's `delegation_started`) receives
+  its events live, before the child finishes, on the in-process bus and over Redis: the
+  follower's store polling is set far longer than the scripted child waits for it, so only the
+  bus can bring the events in time.
+- The child inherits its chain's workflow tool policy (an `ask` pauses the child, in place,
+  until a person decides; a `never` refuses) and the workflow's guardrails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import aclosing, asynccontextmanager
+from typing import Any
+
+import pytest
+from cryptography.fernet import Fernet
+
+from tbd_agents.config import Settings
+from tbd_agents.domain.approvals import ToolApproval
+from tbd_agents.domain.enums import (
+    GuardrailAction,
+    GuardrailType,
+    OutputFormat,
+    ProviderType,
+    TaskStatus,
+)
+from tbd_agents.domain.models import Agent, Guardrail, Provider, TaskExecution, Token, Workflow
+from tbd_agents.runtime.bus import EventBus, InProcessBus, RedisBus
+from tbd_agents.runtime.events import RunEvent, follow
+from tbd_agents.runtime.service import Runtime, default_cipher
+from tbd_agents.security.cipher import KeyRingProvider
+from tbd_agents.services import approvals
+from tbd_agents.storage.postgres.engine import create_engine
+from tbd_agents.storage.postgres.repository import PostgresStore
+from tbd_agents.storage.protocol import Query, eq
+from tests.engine.protocol_server import ProtocolServer, Recorded, Turn
+from tests.runtime.conftest import REDIS_TEST_URL, redis_available
+from tests.support import pg
+from tests.support.mongo import make_mongo_store
+
+FERNET = f"1:{Fernet.generate_key().decode()}"
+OWNER = "dana"
+TODOS = [{"id": 1, "title": "Look it up", "status": "in-progress"}]
+#: How long the scripted child waits for the follower before it answers anyway.
+CHILD_WAITS = 20.0
+#: The follower's store polling: longer than CHILD_WAITS, so a follower that only polls the
+#: store would see the child's events after the child ended, never while it waits.
+FOLLOWER_POLL = 60.0
+
+
+@pytest.fixture(scope="module")
+def model() -> Iterator[ProtocolServer]:
+    server = ProtocolServer().start()
+    yield server
+    server.stop()
+
+
+@asynccontextmanager
+async def hub(backend: str, bus_kind: str, pg18_server: str, tmp: Any) -> AsyncIterator[Runtime]:
+    """A runtime executing runs in-process on `backend` ("pg" / "mongo") whose events travel
+    on `bus_kind` ("inprocess", or "redis": Redis pub/sub without the Celery backend)."""
+    url = pg.create_migrated_database(pg18_server, prefix="deleg_runs") if backend == "pg" else None
+    settings = Settings(
+        postgres_uri=url.render_as_string(hide_password=False) if url else None,
+        db_backend="postgres" if url else "mongo",
+        token_encryption_key=FERNET, outbound_allowed_hosts="127.0.0.1", redis_url=None,
+        run_lease_seconds=5.0, embedding_provider="hashing", data_dir=tmp,
+        memory_expiry_sweep_seconds=0,
+    )  # fmt: skip
+    engine = None
+    if url is not None:
+        engine = create_engine(url, application_name="delegation-runs-tests", pool_size=4)
+        store: Any = PostgresStore(engine, owns_engine=False)
+    else:
+        store = await make_mongo_store()
+    if bus_kind == "redis" and not redis_available():
+        pytest.fail(f"Redis is not reachable at {REDIS_TEST_URL}")
+    bus: EventBus = RedisBus(REDIS_TEST_URL) if bus_kind == "redis" else InProcessBus()
+    rt = Runtime(
+        settings, engine or store, bus, role="api", store=store, cipher=default_cipher(settings)
+    )
+    await rt.start()
+    try:
+        yield rt
+    finally:
+        await rt.aclose(drain_seconds=5)
+        if engine is not None:
+            await engine.dispose()
+            assert url is not None
+            pg.drop_database(url)
+        else:
+            await store.close()
+
+
+async def seed(
+    rt: Runtime, model: ProtocolServer, *, child: dict[str, Any] | None = None,
+    workflow: dict[str, Any] | None = None,
+) -> Workflow:  # fmt: skip
+    """Agents `lead` and `helper` (lead lists helper as a tool) and a workflow of lead."""
+    store: Any = rt.store
+    cipher = KeyRingProvider(rt.settings).cipher()
+    key = f"key-{uuid.uuid4().hex[:8]}"
+    async with store.unit_of_work() as repos:
+        value, version = cipher.encrypt("sk-dana")
+        await repos.tokens.create(
+            Token(name=key, encrypted_value=value, key_version=version, created_by=OWNER)
+        )
+        provider = await repos.providers.create(
+            Provider(name=f"p-{key}", provider_type=ProviderType.OPENAI, api_key_token_name=key,
+                     base_url=f"{model.url}/v1", created_by=OWNER)
+        )  # fmt: skip
+        common = {"model": "gpt-4o", "provider_id": provider.id, "created_by": OWNER,
+                  "max_turns": 5}  # fmt: skip
+        helper = await repos.agents.create(
+            Agent(name="helper", system_prompt="You are helper.", **common, **(child or {}))
+        )
+        lead = await repos.agents.create(
+            Agent(name="lead", system_prompt="You are lead.", agent_tool_ids=[helper.id],
+                  **common)
+        )  # fmt: skip
+        created: Workflow = await repos.workflows.create(
+            Workflow(agent_id=lead.id, title="delegation", github_user=OWNER,
+                     output_format=OutputFormat.TEXT, **(workflow or {}))
+        )  # fmt: skip
+    return created
+
+
+def who(rec: Recorded) -> str:
+    system = rec.conversation()[0]["text"]
+    return system.split("You are ", 1)[1].split(".", 1)[0]
+
+
+def tool_results(rec: Recorded) -> list[str]:
+    return [text for e in rec.conversation() for _, text in e["tool_results"]]
+
+
+def calls_of(model: ProtocolServer, name: str) -> list[Recorded]:
+    return [r for r in model.requests if who(r) == name]
+
+
+async def events_of(rt: Runtime, task_id: str) -> list[RunEvent]:
+    async def gather() -> list[RunEvent]:
+        return [e async for e in rt.follow(task_id, 0)]
+
+    return await asyncio.wait_for(gather(), 90)
+
+
+async def task_of(rt: Runtime, task_id: str) -> TaskExecution:
+    store: Any = rt.store
+    async with store.unit_of_work(readonly=True) as repos:
+        task: TaskExecution = await repos.task_executions.get(task_id)
+    return task
+
+
+async def child_id_of(rt: Runtime, task_id: str) -> str:
+    """The child run's id, from the parent's `delegation_started` (as a client learns it)."""
+
+    async def first() -> str:
+        async with aclosing(rt.follow(task_id, 0)) as events:
+            async for event in events:
+                if event.type == "delegation_started":
+                    return str(event.data["child_task_id"])
+        raise AssertionError("the parent ended without delegating")
+
+    return await asyncio.wait_for(first(), 60)
+
+
+def lead_then_answer(helper: Callable[[Recorded], Turn]) -> Callable[[Recorded], Turn]:
+    """lead calls helper, then answers "lead done"; helper's turns come from `helper`."""
+
+    def respond(rec: Recorded) -> Turn:
+        if who(rec) == "helper":
+            return helper(rec)
+        if tool_results(rec):
+            return Turn(text="lead done")
+        return Turn(tool_calls=[("helper", {"task": "look it up"})])
+
+    return respond
+
+
+@pytest.mark.parametrize("bus_kind", ["inprocess", "redis"])
+@pytest.mark.parametrize("backend", ["pg", "mongo"])
+async def test_a_follower_of_the_child_receives_its_events_while_it_runs(
+    backend: str, bus_kind: str, pg18_server: str, model: ProtocolServer, tmp_path: Any
+) -> None:
+    subscribed, received = threading.Event(), threading.Event()
+    released: list[bool] = []
+
+    def helper(rec: Recorded) -> Turn:
+        if not tool_results(rec):  # first call: once the follower listens, call a tool
+            subscribed.wait(CHILD_WAITS)
+            return Turn(tool_calls=[("manage_todo_list", {"todoList": TODOS})])
+        # second call: wait until the follower has received the tool's result
+        released.append(received.wait(CHILD_WAITS))
+        return Turn(text="helper done")
+
+    model.reset()
+    model.responder = lead_then_answer(helper)
+    async with hub(backend, bus_kind, pg18_server, tmp_path) as rt:
+        workflow = await seed(rt, model, child={"builtin_tools": ["manage_todo_list"]})
+        task = await rt.start_run(workflow.id, "go")
+        child_id = await child_id_of(rt, task.id)
+
+        async def follow_child() -> list[RunEvent]:
+            seen: list[RunEvent] = []
+            async for event in follow(rt.events, rt.bus, child_id, 0, poll_seconds=FOLLOWER_POLL):
+                seen.append(event)
+                subscribed.set()  # subscribed (follow subscribes before it replays)
+                if event.type == "tool_result":
+                    received.set()
+            return seen
+
+        seen = await asyncio.wait_for(follow_child(), 2 * FOLLOWER_POLL)
+        parent = await events_of(rt, task.id)
+        child = await task_of(rt, child_id)
+
+    assert released == [True], "the follower did not receive the child's tool result live"
+    assert child.status is TaskStatus.COMPLETED and child.response == "helper done"
+    kinds = [e.type for e in seen]
+    assert kinds[0] == "status" and seen[0].data["status"] == "running"
+    assert "tool_call" in kinds and "tool_result" in kinds
+    assert seen[-1].type == "status" and seen[-1].data["status"] == "completed"
+    assert [e.seq for e in seen] == list(range(1, len(seen) + 1))  # each once, in order
+    assert parent[-1].data["status"] == "completed"
+    [finished] = [e.data for e in parent if e.type == "delegation_finished"]
+    assert finished["child_task_id"] == child_id and finished["status"] == "completed"
+
+
+@pytest.mark.parametrize("backend", ["pg", "mongo"])
+async def test_the_workflows_ask_rule_pauses_the_child_until_a_person_approves(
+    backend: str, pg18_server: str, model: ProtocolServer, tmp_path: Any
+) -> None:
+    """The child agent has no policy of its own: the workflow's `ask` rule is the chain's."""
+
+    def helper(rec: Recorded) -> Turn:
+        results = tool_results(rec)
+        if not results:
+            return Turn(tool_calls=[("manage_todo_list", {"todoList": TODOS})])
+        return Turn(text="helper saw: " + results[0][:40])
+
+    model.reset()
+    model.responder = lead_then_answer(helper)
+    policy = {"rules": [{"tool": "manage_todo_list", "action": "ask"}]}
+    async with hub(backend, "inprocess", pg18_server, tmp_path) as rt:
+        workflow = await seed(
+            rt, model, child={"builtin_tools": ["manage_todo_list"]},
+            workflow={"tool_policy": policy},
+        )  # fmt: skip
+        task = await rt.start_run(workflow.id, "go")
+        waiting: list[dict[str, Any]] = []
+        helper_calls_before: list[int] = []
+        status_before: list[TaskStatus] = []
+
+        async def approve_when_asked() -> list[RunEvent]:
+            seen: list[RunEvent] = []
+            async for event in rt.follow(task.id, 0):
+                seen.append(event)
+                if event.type == "approval_requested":
+                    waiting.append(dict(event.data))
+                    child = await task_of(rt, event.data["child_task_id"])
+                    status_before.append(child.status)
+                    helper_calls_before.append(len(calls_of(model, "helper")))
+                    # as POST /api/approvals/{id}/approve does
+                    store: Any = rt.store
+                    approval = await approvals.get(store, event.data["approval_id"])
+                    await approvals.ensure_run_waits(store, approval)
+                    decided = await approvals.decide(store, approval, approve=True, by=OWNER)
+                    await rt.approval_decided(
+                        decided.task_id, {"approval_id": decided.id, "status": "approved"}
+                    )
+            return seen
+
+        parent = await asyncio.wait_for(approve_when_asked(), 90)
+        [started] = [e.data for e in parent if e.type == "delegation_started"]
+        child_id = started["child_task_id"]
+        child_events = await events_of(rt, child_id)
+        child = await task_of(rt, child_id)
+        store: Any = rt.store
+        async with store.unit_of_work(readonly=True) as repos:
+            records = (
+                await repos.for_model(ToolApproval).list(Query(filters=(eq("task_id", child_id),)))
+            ).items
+
+    assert len(waiting) == 1, "the child did not ask for approval"
+    assert waiting[0]["child_task_id"] == child_id and waiting[0]["tool"] == "manage_todo_list"
+    # it waited in place: still running, its tool not run and its model not called again
+    assert status_before == [TaskStatus.RUNNING] and helper_calls_before == [1]
+    [record] = records
+    assert (record.workflow_id, record.owner, record.status.value) == (
+        workflow.id, OWNER, "approved",
+    )  # fmt: skip
+    assert [e.data["approval_id"] for e in child_events if e.type == "approval_requested"] == [
+        record.id
+    ]
+    assert [e.data["status"] for e in child_events if e.type == "approval_decided"] == ["approved"]
+    [result] = [e.data for e in child_events if e.type == "tool_result"]
+    assert result["name"] == "manage_todo_list" and not result["is_error"], result
+    assert child.status is TaskStatus.COMPLETED and child.response is not None
+    assert child.response.startswith("helper saw:") and "approval" not in child.response
+    assert parent[-1].data["status"] == "completed"
+
+
+async def test_the_workflows_never_rule_and_guardrails_hold_in_the_child(
+    pg18_server: str, model: ProtocolServer, tmp_path: Any
+) -> None:
+    """The workflow refuses manage_todo_list and blocks answers naming "s3cr3t": the child,
+    whose agent has neither rule, is refused the tool and has its answer blocked."""
+
+    def helper(rec: Recorded) -> Turn:
+        results = tool_results(rec)
+        if not results:
+            return Turn(tool_calls=[("manage_todo_list", {"todoList": TODOS})])
+        return Turn(text="the code is s3cr3t; " + results[0][:80])
+
+    model.reset()
+    model.responder = lead_then_answer(helper)
+    async with hub("pg", "inprocess", pg18_server, tmp_path) as rt:
+        store: Any = rt.store
+        async with store.unit_of_work() as repos:
+            rail = await repos.guardrails.create(
+                Guardrail(name="no-secrets", guardrail_type=GuardrailType.OUTPUT,
+                          action=GuardrailAction.BLOCK, created_by=OWNER,
+                          output_config={"forbidden_patterns": ["s3cr3t"]})
+            )  # fmt: skip
+        workflow = await seed(
+            rt, model, child={"builtin_tools": ["manage_todo_list"]},
+            workflow={"tool_policy": {"rules": [{"tool": "manage_todo_list", "action": "never"}]},
+                      "guardrail_ids": [rail.id]},
+        )  # fmt: skip
+        task = await rt.start_run(workflow.id, "go")
+        parent = await events_of(rt, task.id)
+        [started] = [e.data for e in parent if e.type == "delegation_started"]
+        child_events = await events_of(rt, started["child_task_id"])
+        child = await task_of(rt, started["child_task_id"])
+
+    [result] = [e.data for e in child_events if e.type == "tool_result"]
+    assert result["is_error"] and "refused by policy" in result["content"], result
+    assert child.status is TaskStatus.FAILED, child.response
+    assert child.error is not None and "no-secrets" in child.error
+    assert child.response is None or "s3cr3t" not in child.response
+    assert parent[-1].data["status"] == "completed"
