@@ -48,6 +48,8 @@ from tests.support.mongo import make_mongo_store
 FERNET = f"1:{Fernet.generate_key().decode()}"
 OWNER = "dana"
 TODOS = [{"id": 1, "title": "Look it up", "status": "in-progress"}]
+#: A card number (a test Visa number) an input guardrail redacts.
+CARD = "4111 1111 1111 1111"
 #: How long the scripted child waits for the follower before it answers anyway.
 CHILD_WAITS = 20.0
 #: The follower's store polling: longer than CHILD_WAITS, so a follower that only polls the
@@ -172,15 +174,18 @@ async def child_id_of(rt: Runtime, task_id: str) -> str:
     return await asyncio.wait_for(first(), 60)
 
 
-def lead_then_answer(helper: Callable[[Recorded], Turn]) -> Callable[[Recorded], Turn]:
-    """lead calls helper, then answers "lead done"; helper's turns come from `helper`."""
+def lead_then_answer(
+    helper: Callable[[Recorded], Turn], task: str = "look it up"
+) -> Callable[[Recorded], Turn]:
+    """lead calls helper with `task`, then answers "lead done"; helper's turns come from
+    `helper`."""
 
     def respond(rec: Recorded) -> Turn:
         if who(rec) == "helper":
             return helper(rec)
         if tool_results(rec):
             return Turn(text="lead done")
-        return Turn(tool_calls=[("helper", {"task": "look it up"})])
+        return Turn(tool_calls=[("helper", {"task": task})])
 
     return respond
 
@@ -310,8 +315,10 @@ async def test_the_workflows_ask_rule_pauses_the_child_until_a_person_approves(
 async def test_the_workflows_never_rule_and_guardrails_hold_in_the_child(
     pg18_server: str, model: ProtocolServer, tmp_path: Any
 ) -> None:
-    """The workflow refuses manage_todo_list and blocks answers naming "s3cr3t": the child,
-    whose agent has neither rule, is refused the tool and has its answer blocked."""
+    """The workflow refuses manage_todo_list, redacts card numbers from prompts and blocks
+    answers naming "s3cr3t": the child, whose agent has none of these rules, gets its task
+    with the card number redacted (as its record shows it), is refused the tool and has its
+    answer blocked."""
 
     def helper(rec: Recorded) -> Turn:
         results = tool_results(rec)
@@ -320,7 +327,7 @@ async def test_the_workflows_never_rule_and_guardrails_hold_in_the_child(
         return Turn(text="the code is s3cr3t; " + results[0][:80])
 
     model.reset()
-    model.responder = lead_then_answer(helper)
+    model.responder = lead_then_answer(helper, task=f"charge {CARD} for the order")
     async with hub("pg", "inprocess", pg18_server, tmp_path) as rt:
         store: Any = rt.store
         async with store.unit_of_work() as repos:
@@ -329,10 +336,15 @@ async def test_the_workflows_never_rule_and_guardrails_hold_in_the_child(
                           action=GuardrailAction.BLOCK, created_by=OWNER,
                           output_config={"forbidden_patterns": ["s3cr3t"]})
             )  # fmt: skip
+            cards = await repos.guardrails.create(
+                Guardrail(name="cards", guardrail_type=GuardrailType.INPUT,
+                          action=GuardrailAction.REDACT, created_by=OWNER,
+                          prompt_config={"pii": ["credit_card"]})
+            )  # fmt: skip
         workflow = await seed(
             rt, model, child={"builtin_tools": ["manage_todo_list"]},
             workflow={"tool_policy": {"rules": [{"tool": "manage_todo_list", "action": "never"}]},
-                      "guardrail_ids": [rail.id]},
+                      "guardrail_ids": [rail.id, cards.id]},
         )  # fmt: skip
         task = await rt.start_run(workflow.id, "go")
         parent = await events_of(rt, task.id)
@@ -340,6 +352,10 @@ async def test_the_workflows_never_rule_and_guardrails_hold_in_the_child(
         child_events = await events_of(rt, started["child_task_id"])
         child = await task_of(rt, started["child_task_id"])
 
+    [helper_first, *_] = calls_of(model, "helper")
+    received = helper_first.conversation()[-1]["text"]
+    assert received.startswith("charge ") and "1111" not in received, received
+    assert child.prompt == received and "1111" not in started["task"]
     [result] = [e.data for e in child_events if e.type == "tool_result"]
     assert result["is_error"] and "refused by policy" in result["content"], result
     assert child.status is TaskStatus.FAILED, child.response

@@ -8,8 +8,9 @@ Like a run the runtime executes (runtime/runner.py), the child run:
   sees it live, over Redis or on the in-process bus without it;
 - holds a lease it renews, and stops when it is halted on its own: at once when the halt is
   announced on the bus, at its next heartbeat otherwise;
-- is counted and traced as a run (`run_signals`: the active gauge, the run series, the
-  `invoke_agent` span — here under the parent's tool call);
+- is traced in an `invoke_agent <agent>` span under the parent's tool call, with its log lines
+  naming the child run (it is not counted in the run metrics: its cost is part of the run that
+  called it already, docs/multi-agent.md);
 - pauses for a person's approval when the chain's or its agent's tool policy says `ask`, in a
   chain a workflow started: the approval records are made on the child run (under the
   chain's workflow and owner, so they are listed and decided like any), and the child waits
@@ -31,9 +32,11 @@ from tbd_agents.domain.enums import TaskStatus, TaskTrigger
 from tbd_agents.domain.models import Agent, TaskExecution
 from tbd_agents.domain.types import utcnow
 from tbd_agents.engine.context import RunInput
+from tbd_agents.engine.guardrails import GuardedPrompt, Guardrails, guard_prompt
 from tbd_agents.engine.runrecord import RunLog, last_messages
 from tbd_agents.engine.tools.base import ToolContext, ToolResult
-from tbd_agents.observability.runs import run_signals
+from tbd_agents.observability import logctx
+from tbd_agents.observability.spans import span
 from tbd_agents.observability.usage.records import UsageScope
 from tbd_agents.runtime.bus import InProcessBus
 from tbd_agents.runtime.contracts import EventType, RunOutcome, Usage
@@ -69,50 +72,58 @@ class ChildRun:
 
     async def run(self) -> ToolResult:
         runs = self.services.run_store()
+        guarded = await self._guard()
         task = await self._create()
         chain = self.parent.below(self.agent, task.id)
         started = time.monotonic()
         sink = RunLog(PersistingEventSink(runs.events, self.bus, task.id))
         outcome: RunOutcome | None = None
         result: Any = None
-        with run_signals(task) as signals:  # span, log context, active gauge, run series
-            signals.span.set_attribute("tbd.delegation.depth", chain.depth)
-            signals.span.update_name(f"invoke_agent {self.agent.name}")
-            keeper = asyncio.create_task(self._keep_lease(runs, task.id))
-            try:  # from here on, the child is recorded as ended whatever happens
-                await self._emit(
-                    EventType.DELEGATION_STARTED,
-                    {"child_task_id": task.id, "agent_id": self.agent.id,
-                     "agent_name": self.agent.name, "task": self.prompt, "depth": chain.depth,
-                     "parent_task_id": self.parent.task_id},
-                )  # fmt: skip
-                await sink.inner.emit(EventType.STATUS, running_status_data(self.worker))
-                sink.add("prompt_received", self.prompt)
-                async with listening_for_halt(self.bus, task.id, self.halt):
-                    result = await self._execute(chain, task, sink)
-                outcome = result.outcome
-            except asyncio.CancelledError:
-                outcome = RunOutcome(TaskStatus.HALTED, error="halted: the calling run was halted")
-                raise
-            except Exception as exc:
-                message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-                log.warning(
-                    "delegated run %s of agent %s failed: %s", task.id, self.agent.id, message
-                )
-                outcome = RunOutcome(TaskStatus.FAILED, error=message)
-            finally:
-                keeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await keeper
-                if outcome is None:  # interrupted by something else than a halt
-                    outcome = RunOutcome(
-                        TaskStatus.FAILED, error="the delegated run was interrupted"
-                    )
-                # Recorded even while the parent is being cancelled (halted): shielded.
-                await asyncio.shield(self._finish(runs, task, sink, outcome, result, started))
-                model = result.model if result is not None else task.model
-                signals.finished(outcome.status.value, model, None, outcome)
+        keeper = asyncio.create_task(self._keep_lease(runs, task.id))
+        try:  # from here on, the child is recorded as ended whatever happens
+            await self._emit(
+                EventType.DELEGATION_STARTED,
+                {"child_task_id": task.id, "agent_id": self.agent.id,
+                 "agent_name": self.agent.name, "task": self.prompt, "depth": chain.depth,
+                 "parent_task_id": self.parent.task_id},
+            )  # fmt: skip
+            await sink.inner.emit(EventType.STATUS, running_status_data(self.worker))
+            sink.add("prompt_received", self.prompt)
+            async with listening_for_halt(self.bus, task.id, self.halt):
+                result = await self._execute(chain, task, sink, guarded)
+            outcome = result.outcome
+        except asyncio.CancelledError:
+            outcome = RunOutcome(TaskStatus.HALTED, error="halted: the calling run was halted")
+            raise
+        except Exception as exc:
+            message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            log.warning("delegated run %s of agent %s failed: %s", task.id, self.agent.id, message)
+            outcome = RunOutcome(TaskStatus.FAILED, error=message)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            if outcome is None:  # interrupted by something else than a halt
+                outcome = RunOutcome(TaskStatus.FAILED, error="the delegated run was interrupted")
+            # Recorded even while the parent is being cancelled (halted): shielded.
+            await asyncio.shield(self._finish(runs, task, sink, outcome, result, started))
         return self._tool_result(task.id, outcome)
+
+    async def _guard(self) -> GuardedPrompt:
+        """The task after the input guardrails of the child's run (its agent's and its chain's
+        workflow's), checked before the task is stored, as an entry point checks a prompt: the
+        child's record, its log and the parent's `delegation_started` show the redacted task
+        its model receives."""
+        from tbd_agents.engine.builder import load_guardrails
+
+        async with self.services.store.unit_of_work(readonly=True) as repos:
+            records, _ = await load_guardrails(
+                repos, self.agent, self.services.config.host.admins, workflow=self.parent.workflow
+            )
+        guarded = guard_prompt(Guardrails.from_records(records), self.prompt)
+        if guarded.blocking is None:
+            self.prompt = guarded.text
+        return guarded
 
     async def _create(self) -> TaskExecution:
         """The child's task execution, running under this call's lease from the start."""
@@ -134,13 +145,15 @@ class ChildRun:
                 task = await repos.task_executions.update(task.id, {"root_task_id": task.id})
         return task
 
-    async def _execute(self, chain: Chain, task: TaskExecution, sink: RunLog) -> Any:
+    async def _execute(
+        self, chain: Chain, task: TaskExecution, sink: RunLog, guarded: GuardedPrompt
+    ) -> Any:
         """The child's run, with what it inherits from its chain (delegation.py's docstring);
         resumed in place after each pause for approval."""
         from tbd_agents.engine.inprocess import run_agent
         from tbd_agents.services.approvals import gate_for
 
-        inp = RunInput(self.prompt, session_id=task.id, run_id=task.id)
+        inp = RunInput(self.prompt, session_id=task.id, run_id=task.id, guarded=guarded)
         # The chain's workflow policy first, then the child agent's own.
         inp.approvals = await gate_for(
             self.services.store, self.agent, chain.workflow, can_pause=chain.can_pause
@@ -150,15 +163,27 @@ class ChildRun:
             session_id=chain.session_id, schedule_id=chain.schedule_id,
         )  # fmt: skip
         options = chain.inherited_options()
-        while True:
-            result = await run_agent(
-                self.services, self.agent, inp, sink, self.halt,
-                usage=usage, chain=chain, options=options,
-            )  # fmt: skip
-            if result.outcome.status is not TaskStatus.AWAITING_APPROVAL or not result.pending:
-                return result
-            if not await self._await_decisions(chain, task, result, inp, sink):
-                return result
+        attrs = {
+            "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.id": self.agent.id,
+            "gen_ai.agent.name": self.agent.name, "tbd.task.id": task.id,
+            "tbd.workflow.id": chain.workflow_id, "tbd.trigger": TaskTrigger.DELEGATION.value,
+            "tbd.delegation.depth": chain.depth,
+        }  # fmt: skip
+        # The child's span sits under the parent's tool call; its log lines name the child run.
+        with (
+            logctx.bind(run_id=task.id, task_id=task.id, agent_id=self.agent.id),
+            span(f"invoke_agent {self.agent.name}", attrs),
+        ):
+            while True:
+                result = await run_agent(
+                    self.services, self.agent, inp, sink, self.halt,
+                    usage=usage, chain=chain, options=options,
+                )  # fmt: skip
+                status = result.outcome.status
+                if status is not TaskStatus.AWAITING_APPROVAL or not result.pending:
+                    return result
+                if not await self._await_decisions(chain, task, result, inp, sink):
+                    return result
 
     async def _await_decisions(
         self, chain: Chain, task: TaskExecution, result: Any, inp: RunInput, sink: RunLog

@@ -147,9 +147,10 @@ async def run_agent(
     if workspace is None and workflow is None:
         workspace = await chat_workspace(services, agent, inp.session_id)
     if inp.approvals is None and agent.tool_policy is not None:
-        # An entry point that set no gate (a delegated run, the OpenAI-compatible endpoint, the
-        # MCP server) still obeys the agent's policy: `never` refuses, and `ask` is refused with
-        # the reason, since only a workflow run can pause for a person.
+        # An entry point that set no gate (the OpenAI-compatible endpoint, the MCP server)
+        # still obeys the agent's policy: `never` refuses, and `ask` is refused with the
+        # reason, since only a workflow run (and the runs it delegates to) can pause for a
+        # person. A delegated run sets its gate itself (engine/delegated_run.py).
         from tbd_agents.services.approvals import gate_for
 
         inp.approvals = await gate_for(services.store, agent, None, can_pause=False)
