@@ -35,6 +35,7 @@ from tbd_agents.domain.models import Agent, Guardrail, Provider, TaskExecution, 
 from tbd_agents.runtime.bus import EventBus, InProcessBus, RedisBus
 from tbd_agents.runtime.events import RunEvent, follow
 from tbd_agents.runtime.service import Runtime, default_cipher
+from tbd_agents.runtime.webhooks import keyed_event
 from tbd_agents.security.cipher import KeyRingProvider
 from tbd_agents.services import approvals
 from tbd_agents.storage.postgres.engine import create_engine
@@ -256,7 +257,7 @@ async def test_the_workflows_ask_rule_pauses_the_child_until_a_person_approves(
     async with hub(backend, "inprocess", pg18_server, tmp_path) as rt:
         workflow = await seed(
             rt, model, child={"builtin_tools": ["manage_todo_list"]},
-            workflow={"tool_policy": policy},
+            workflow={"tool_policy": policy, "webhook_url": "http://127.0.0.1:9/hook"},
         )  # fmt: skip
         task = await rt.start_run(workflow.id, "go")
         waiting: list[dict[str, Any]] = []
@@ -292,6 +293,7 @@ async def test_the_workflows_ask_rule_pauses_the_child_until_a_person_approves(
             records = (
                 await repos.for_model(ToolApproval).list(Query(filters=(eq("task_id", child_id),)))
             ).items
+        hooks = await rt.runs.webhooks.list_deliveries(workflow_id=None, task_id=child_id, limit=10)
 
     assert len(waiting) == 1, "the child did not ask for approval"
     assert waiting[0]["child_task_id"] == child_id and waiting[0]["tool"] == "manage_todo_list"
@@ -301,6 +303,8 @@ async def test_the_workflows_ask_rule_pauses_the_child_until_a_person_approves(
     assert (record.workflow_id, record.owner, record.status.value) == (
         workflow.id, OWNER, "approved",
     )  # fmt: skip
+    [hook] = hooks  # the workflow's approval_requested webhook, about the child run
+    assert hook.event == keyed_event("approval_requested", record.id)
     assert [e.data["approval_id"] for e in child_events if e.type == "approval_requested"] == [
         record.id
     ]

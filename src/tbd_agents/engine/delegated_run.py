@@ -13,7 +13,8 @@ Like a run the runtime executes (runtime/runner.py), the child run:
   called it already, docs/multi-agent.md);
 - pauses for a person's approval when the chain's or its agent's tool policy says `ask`, in a
   chain a workflow started: the approval records are made on the child run (under the
-  chain's workflow and owner, so they are listed and decided like any), and the child waits
+  chain's workflow and owner, so they are listed, announced by the workflow's
+  `approval_requested` webhook and decided like any), and the child waits
   *in place*, still running and holding the parent's tool call, until every approval of the
   pause is decided (or expires, or the child is halted), then resumes where it paused.
 """
@@ -189,7 +190,8 @@ class ChildRun:
         self, chain: Chain, task: TaskExecution, result: Any, inp: RunInput, sink: RunLog
     ) -> bool:
         """Open the pause (approval records, `approval_requested` events on the child's and
-        the parent's streams), wait for every decision, and set `inp` up to resume; False,
+        the parent's streams and webhooks), wait for every decision, and set `inp` up to
+        resume; False,
         with `result.outcome` ended, when the child was halted meanwhile or an approval
         expired with `on_timeout: fail`."""
         from tbd_agents.services.approvals import (
@@ -207,9 +209,12 @@ class ChildRun:
             store, task, chain.workflow, result.pending, {**result.paused, "log": sink.entries},
             key=services.cipher.derive_key(LINK_PURPOSE), base_url=services.public_base_url,
         )  # fmt: skip
+        webhooks = services.run_store().webhooks
         for item in payloads:
             await sink.emit(EventType.APPROVAL_REQUESTED, item)
             await self._emit(EventType.APPROVAL_REQUESTED, {**item, "child_task_id": task.id})
+            # The workflow's `approval_requested` webhook, as for a run the runtime parks.
+            await webhooks.enqueue_event(task, "approval_requested", str(item["approval_id"]), item)
         async with store.unit_of_work() as repos:  # the log so far, while it waits
             await repos.task_executions.update(task.id, {"logs": sink.entries})
         while await undecided(store, task.id):
