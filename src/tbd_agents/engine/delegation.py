@@ -9,8 +9,22 @@ tool result.
 The child run is a task execution of its own, linked to the run that called it
 (`parent_task_id`, `root_task_id`, `delegation_depth`; `chat_session_id` when a chat turn
 started the chain), with its own event log, lease and halt flag, so it is listed, followed and
-halted like any run. It is executed here, inside the parent's tool call, not queued: a parent
-waiting for a queued child could wait for ever for the worker slot it holds itself.
+halted like any run: its events are stored, then published on the process's event bus
+(`EngineServices.bus`, the runtime's), so its followers see them live (engine/delegated_run.py).
+It is executed inside the parent's tool call, not queued: a parent waiting for a queued child
+could wait for ever for the worker slot it holds itself.
+
+What a child inherits (`Chain`): what the person who started the chain set to govern everything
+done on their behalf. From the workflow of a chain a workflow run started (`Chain.workflow`), at
+every depth: its tool policy (checked before the child agent's; `ask` pauses the child in place
+until decided, delegated_run.py), its guardrails (joining the child agent's; input ones redact
+the task before the child is stored), its session bound (`infinite_session`) and
+`bypass_memory` (`Chain.inherited_options`); and the usage attribution of the chain (user,
+workflow, schedule, chat session). The child keeps its own agent's provider, model, reasoning
+effort, tools, skills, knowledge, max_turns, answer style (caveman, TSV results, auto memory,
+todo tool) and output format; the workflow's credential overrides stay with the workflow's
+agent (they hand the workflow owner's tokens to that agent's custom tools). A chat turn's chain
+passes down its session and user only, and, like the chat turn, cannot pause for approval.
 
 What the parent's stream shows: `delegation_started {child_task_id, agent_id, agent_name, task,
 depth}` before the child starts and `delegation_finished {child_task_id, agent_id, status,
