@@ -3,9 +3,10 @@ a real parent and child executed by the runtime in-process, through the engine a
 `openai` SDK against the scripted protocol server, on PostgreSQL and on the MongoDB emulation.
 
 - A client following the child run (opened from the parent's `delegation_started`) receives
-  its events live, before the child finishes, on the in-process bus and over Redis: the
-  follower's store polling is set far longer than the scripted child waits for it, so only the
-  bus can bring the events in time.
+  its events live, before the child finishes, on the in-process bus and over Redis, and so
+  does one following the child of a chat turn in the app (whose chat engine uses the bus of
+  the app's runtime): the follower's store polling is set far longer than the scripted child
+  waits for it, so only the bus can bring the events in time.
 - The child inherits its chain's workflow tool policy (an `ask` pauses the child, in place,
   until a person decides; a `never` refuses) and the workflow's guardrails.
 """
@@ -13,6 +14,7 @@ a real parent and child executed by the runtime in-process, through the engine a
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -22,6 +24,8 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
+from tbd_agents.api import create_app
+from tbd_agents.api.routers.agent_chat import engine_for
 from tbd_agents.config import Settings
 from tbd_agents.domain.approvals import ToolApproval
 from tbd_agents.domain.enums import (
@@ -32,6 +36,7 @@ from tbd_agents.domain.enums import (
     TaskStatus,
 )
 from tbd_agents.domain.models import Agent, Guardrail, Provider, TaskExecution, Token, Workflow
+from tbd_agents.engine.chat import chat_stream, open_session
 from tbd_agents.runtime.bus import EventBus, InProcessBus, RedisBus
 from tbd_agents.runtime.events import RunEvent, follow
 from tbd_agents.runtime.service import Runtime, default_cipher
@@ -41,6 +46,7 @@ from tbd_agents.services import approvals
 from tbd_agents.storage.postgres.engine import create_engine
 from tbd_agents.storage.postgres.repository import PostgresStore
 from tbd_agents.storage.protocol import Query, eq
+from tests.api.conftest import make_settings
 from tests.engine.protocol_server import ProtocolServer, Recorded, Turn
 from tests.runtime.conftest import REDIS_TEST_URL, redis_available
 from tests.support import pg
@@ -191,52 +197,111 @@ def lead_then_answer(
     return respond
 
 
-@pytest.mark.parametrize("bus_kind", ["inprocess", "redis"])
-@pytest.mark.parametrize("backend", ["pg", "mongo"])
-async def test_a_follower_of_the_child_receives_its_events_while_it_runs(
-    backend: str, bus_kind: str, pg18_server: str, model: ProtocolServer, tmp_path: Any
-) -> None:
-    subscribed, received = threading.Event(), threading.Event()
-    released: list[bool] = []
+class LiveProbe:
+    """helper's scripted turns and a follower of its run that tell whether the follower
+    received the child's events while the child ran: helper's first model call waits until the
+    follower listens, then calls a tool; its second waits until the follower has received the
+    tool's result (each at most CHILD_WAITS) and records whether it did."""
 
-    def helper(rec: Recorded) -> Turn:
-        if not tool_results(rec):  # first call: once the follower listens, call a tool
-            subscribed.wait(CHILD_WAITS)
+    def __init__(self) -> None:
+        self.subscribed, self.received = threading.Event(), threading.Event()
+        self.released: list[bool] = []
+
+    def helper(self, rec: Recorded) -> Turn:
+        if not tool_results(rec):
+            self.subscribed.wait(CHILD_WAITS)
             return Turn(tool_calls=[("manage_todo_list", {"todoList": TODOS})])
-        # second call: wait until the follower has received the tool's result
-        released.append(received.wait(CHILD_WAITS))
+        self.released.append(self.received.wait(CHILD_WAITS))
         return Turn(text="helper done")
 
-    model.reset()
-    model.responder = lead_then_answer(helper)
-    async with hub(backend, bus_kind, pg18_server, tmp_path) as rt:
-        workflow = await seed(rt, model, child={"builtin_tools": ["manage_todo_list"]})
-        task = await rt.start_run(workflow.id, "go")
-        child_id = await child_id_of(rt, task.id)
+    async def follow(self, rt: Runtime, child_id: str) -> list[RunEvent]:
+        """The child's events as a client following it gets them (`follow` on the runtime's
+        store and bus, which subscribes before it replays)."""
+        seen: list[RunEvent] = []
+        async for event in follow(rt.events, rt.bus, child_id, 0, poll_seconds=FOLLOWER_POLL):
+            seen.append(event)
+            self.subscribed.set()
+            if event.type == "tool_result":
+                self.received.set()
+        return seen
 
-        async def follow_child() -> list[RunEvent]:
-            seen: list[RunEvent] = []
-            async for event in follow(rt.events, rt.bus, child_id, 0, poll_seconds=FOLLOWER_POLL):
-                seen.append(event)
-                subscribed.set()  # subscribed (follow subscribes before it replays)
-                if event.type == "tool_result":
-                    received.set()
-            return seen
 
-        seen = await asyncio.wait_for(follow_child(), 2 * FOLLOWER_POLL)
-        parent = await events_of(rt, task.id)
-        child = await task_of(rt, child_id)
-
-    assert released == [True], "the follower did not receive the child's tool result live"
-    assert child.status is TaskStatus.COMPLETED and child.response == "helper done"
+def assert_followed_live(probe: LiveProbe, seen: list[RunEvent]) -> None:
+    assert probe.released == [True], "the follower did not receive the child's tool result live"
     kinds = [e.type for e in seen]
     assert kinds[0] == "status" and seen[0].data["status"] == "running"
     assert "tool_call" in kinds and "tool_result" in kinds
     assert seen[-1].type == "status" and seen[-1].data["status"] == "completed"
     assert [e.seq for e in seen] == list(range(1, len(seen) + 1))  # each once, in order
+
+
+@pytest.mark.parametrize("bus_kind", ["inprocess", "redis"])
+@pytest.mark.parametrize("backend", ["pg", "mongo"])
+async def test_a_follower_of_the_child_receives_its_events_while_it_runs(
+    backend: str, bus_kind: str, pg18_server: str, model: ProtocolServer, tmp_path: Any
+) -> None:
+    probe = LiveProbe()
+    model.reset()
+    model.responder = lead_then_answer(probe.helper)
+    async with hub(backend, bus_kind, pg18_server, tmp_path) as rt:
+        workflow = await seed(rt, model, child={"builtin_tools": ["manage_todo_list"]})
+        task = await rt.start_run(workflow.id, "go")
+        child_id = await child_id_of(rt, task.id)
+        seen = await asyncio.wait_for(probe.follow(rt, child_id), 2 * FOLLOWER_POLL)
+        parent = await events_of(rt, task.id)
+        child = await task_of(rt, child_id)
+
+    assert_followed_live(probe, seen)
+    assert child.status is TaskStatus.COMPLETED and child.response == "helper done"
     assert parent[-1].data["status"] == "completed"
     [finished] = [e.data for e in parent if e.type == "delegation_finished"]
     assert finished["child_task_id"] == child_id and finished["status"] == "completed"
+
+
+async def test_the_child_of_a_chat_turn_in_the_app_is_followed_live(
+    model: ProtocolServer, tmp_path: Any
+) -> None:
+    """The app's chat engine publishes on the bus of the app's runtime (`engine_for`): a
+    client following the child of a chat turn sees its events live (MongoDB profile)."""
+    store = await make_mongo_store()
+    settings = make_settings(
+        tmp_path, db_backend="mongo", postgres_uri=None, token_encryption_key=FERNET,
+        outbound_allowed_hosts="127.0.0.1",
+    )  # fmt: skip
+    app = create_app(settings, store)
+    probe = LiveProbe()
+    model.reset()
+    model.responder = lead_then_answer(probe.helper)
+    child: list[str] = []
+    started = asyncio.Event()
+    try:
+        async with app.router.lifespan_context(app):
+            ctx = app.state.ctx
+            rt: Runtime = ctx.services["runtime"]
+            workflow = await seed(rt, model, child={"builtin_tools": ["manage_todo_list"]})
+            async with store.unit_of_work() as repos:
+                lead = await repos.agents.get(workflow.agent_id)
+            services = await engine_for(ctx)
+            session, history = await open_session(services, lead, None, OWNER, "go")
+
+            async def turn() -> list[str]:
+                frames: list[str] = []
+                async for frame in chat_stream(services, lead, session, history, "go"):
+                    frames.append(frame)
+                    if "delegation_started" in frame and not child:
+                        child.append(json.loads(frame.split("data: ", 1)[1])["child_task_id"])
+                        started.set()
+                return frames
+
+            chat = asyncio.create_task(turn())
+            await asyncio.wait_for(started.wait(), 60)
+            seen = await asyncio.wait_for(probe.follow(rt, child[0]), 2 * FOLLOWER_POLL)
+            frames = await asyncio.wait_for(chat, 60)
+    finally:
+        await store.close()
+
+    assert_followed_live(probe, seen)
+    assert "event: done" in frames[-1] and '"status": "completed"' in frames[-1], frames[-1]
 
 
 @pytest.mark.parametrize("backend", ["pg", "mongo"])
