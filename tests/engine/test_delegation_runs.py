@@ -72,17 +72,19 @@ def model() -> Iterator[ProtocolServer]:
 
 
 @asynccontextmanager
-async def hub(backend: str, bus_kind: str, pg18_server: str, tmp: Any) -> AsyncIterator[Runtime]:
+async def hub(
+    backend: str, bus_kind: str, pg18_server: str, tmp: Any, **overrides: Any
+) -> AsyncIterator[Runtime]:
     """A runtime executing runs in-process on `backend` ("pg" / "mongo") whose events travel
     on `bus_kind` ("inprocess", or "redis": Redis pub/sub without the Celery backend)."""
     url = pg.create_migrated_database(pg18_server, prefix="deleg_runs") if backend == "pg" else None
-    settings = Settings(
-        postgres_uri=url.render_as_string(hide_password=False) if url else None,
-        db_backend="postgres" if url else "mongo",
-        token_encryption_key=FERNET, outbound_allowed_hosts="127.0.0.1", redis_url=None,
-        run_lease_seconds=5.0, embedding_provider="hashing", data_dir=tmp,
-        memory_expiry_sweep_seconds=0,
-    )  # fmt: skip
+    values: dict[str, Any] = {
+        "postgres_uri": url.render_as_string(hide_password=False) if url else None,
+        "db_backend": "postgres" if url else "mongo", "token_encryption_key": FERNET,
+        "outbound_allowed_hosts": "127.0.0.1", "redis_url": None, "run_lease_seconds": 5.0,
+        "embedding_provider": "hashing", "data_dir": tmp, "memory_expiry_sweep_seconds": 0,
+    }  # fmt: skip
+    settings = Settings(**(values | overrides))
     engine = None
     if url is not None:
         engine = create_engine(url, application_name="delegation-runs-tests", pool_size=4)
@@ -378,6 +380,45 @@ async def test_the_workflows_ask_rule_pauses_the_child_until_a_person_approves(
     assert result["name"] == "manage_todo_list" and not result["is_error"], result
     assert child.status is TaskStatus.COMPLETED and child.response is not None
     assert child.response.startswith("helper saw:") and "approval" not in child.response
+    assert parent[-1].data["status"] == "completed"
+
+
+async def test_halting_a_child_that_waits_for_approval_ends_it_at_once(
+    pg18_server: str, model: ProtocolServer, tmp_path: Any
+) -> None:
+    """The halt reaches the waiting child on the bus: its lease is renewed far too rarely
+    (RUN_LEASE_SECONDS=600) for a heartbeat to bring it within the test's bound."""
+
+    def helper(rec: Recorded) -> Turn:
+        return Turn(tool_calls=[("manage_todo_list", {"todoList": TODOS})])
+
+    model.reset()
+    model.responder = lead_then_answer(helper)
+    policy = {"rules": [{"tool": "manage_todo_list", "action": "ask"}]}
+    async with hub("pg", "inprocess", pg18_server, tmp_path, run_lease_seconds=600.0) as rt:
+        workflow = await seed(
+            rt, model, child={"builtin_tools": ["manage_todo_list"]},
+            workflow={"tool_policy": policy},
+        )  # fmt: skip
+        task = await rt.start_run(workflow.id, "go")
+
+        async def halt_when_asked() -> list[RunEvent]:
+            seen: list[RunEvent] = []
+            async for event in rt.follow(task.id, 0):
+                seen.append(event)
+                if event.type == "approval_requested":
+                    await rt.halt(event.data["child_task_id"])
+            return seen
+
+        parent = await asyncio.wait_for(halt_when_asked(), 90)
+        [finished] = [e.data for e in parent if e.type == "delegation_finished"]
+        child = await task_of(rt, finished["child_task_id"])
+
+    assert finished["status"] == "halted"
+    assert child.status is TaskStatus.HALTED and child.error == "halted while it awaited approval"
+    assert len(calls_of(model, "helper")) == 1  # its tool never ran, its model was not asked again
+    [result] = [e.data for e in parent if e.type == "tool_result"]
+    assert result["is_error"] and "did not complete" in result["content"]
     assert parent[-1].data["status"] == "completed"
 
 
