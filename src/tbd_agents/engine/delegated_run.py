@@ -189,44 +189,19 @@ class ChildRun:
     async def _await_decisions(
         self, chain: Chain, task: TaskExecution, result: Any, inp: RunInput, sink: RunLog
     ) -> bool:
-        """Open the pause (approval records, `approval_requested` events on the child's and
-        the parent's streams and webhooks), wait for every decision, and set `inp` up to
-        resume; False,
-        with `result.outcome` ended, when the child was halted meanwhile or an approval
-        expired with `on_timeout: fail`."""
-        from tbd_agents.services.approvals import (
-            LINK_PURPOSE,
-            decisions_of,
-            open_pause,
-            undecided,
-        )
+        """Open the pause, wait for every decision, and set `inp` up to resume; False, with
+        `result.outcome` ended, when the child was halted meanwhile or an approval expired with
+        `on_timeout: fail`."""
+        from tbd_agents.services.approvals import decisions_of
 
-        services, store = self.services, self.services.store
-        assert chain.workflow is not None  # only a workflow's chain pauses (`can_pause`)
-        for call in result.pending:
-            sink.add("approval_requested", call.call.name, tool_input=call.call.arguments)
-        payloads = await open_pause(
-            store, task, chain.workflow, result.pending, {**result.paused, "log": sink.entries},
-            key=services.cipher.derive_key(LINK_PURPOSE), base_url=services.public_base_url,
-        )  # fmt: skip
-        webhooks = services.run_store().webhooks
-        for item in payloads:
-            await sink.emit(EventType.APPROVAL_REQUESTED, item)
-            await self._emit(EventType.APPROVAL_REQUESTED, {**item, "child_task_id": task.id})
-            # The workflow's `approval_requested` webhook, as for a run the runtime parks.
-            await webhooks.enqueue_event(task, "approval_requested", str(item["approval_id"]), item)
-        async with store.unit_of_work() as repos:  # the log so far, while it waits
-            await repos.task_executions.update(task.id, {"logs": sink.entries})
-        while await undecided(store, task.id):
-            if self.halt.is_set():
-                result.outcome = _ended(result.outcome, TaskStatus.HALTED, "halted while it "
-                                        "awaited approval")  # fmt: skip
-                return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.halt.wait(), APPROVAL_POLL_SECONDS)
-        decisions, failure = await decisions_of(
-            store, {"approval_ids": [p["approval_id"] for p in payloads]}
-        )
+        ids = await self._open_pause(chain, task, result, sink)
+        if not await self._decided(task.id):
+            result.outcome = _ended(
+                result.outcome, TaskStatus.HALTED, "halted while it awaited approval"
+            )
+            return False
+        store = self.services.store
+        decisions, failure = await decisions_of(store, {"approval_ids": ids})
         async with store.unit_of_work() as repos:
             await repos.task_executions.update(task.id, {"paused_state": None})
         if failure is not None:
@@ -236,6 +211,52 @@ class ChildRun:
         inp.approvals.decisions = decisions
         inp.resume = result.paused
         return True
+
+    async def _open_pause(
+        self, chain: Chain, task: TaskExecution, result: Any, sink: RunLog
+    ) -> list[str]:
+        """Store the approvals of the waiting calls and the state to resume from, and announce
+        each: `approval_requested` on the child's and the parent's streams and the workflow's
+        webhook (as for a run the runtime parks); their ids."""
+        from tbd_agents.services.approvals import LINK_PURPOSE, open_pause
+
+        services = self.services
+        assert chain.workflow is not None  # only a workflow's chain pauses (`can_pause`)
+        for call in result.pending:
+            sink.add("approval_requested", call.call.name, tool_input=call.call.arguments)
+        payloads = await open_pause(
+            services.store, task, chain.workflow, result.pending,
+            {**result.paused, "log": sink.entries},
+            key=services.cipher.derive_key(LINK_PURPOSE), base_url=services.public_base_url,
+        )  # fmt: skip
+        webhooks = services.run_store().webhooks
+        for item in payloads:
+            await sink.emit(EventType.APPROVAL_REQUESTED, item)
+            await self._emit(EventType.APPROVAL_REQUESTED, {**item, "child_task_id": task.id})
+            await webhooks.enqueue_event(task, "approval_requested", str(item["approval_id"]), item)
+        async with services.store.unit_of_work() as repos:  # the log so far, while it waits
+            await repos.task_executions.update(task.id, {"logs": sink.entries})
+        return [str(p["approval_id"]) for p in payloads]
+
+    async def _decided(self, task_id: str) -> bool:
+        """Wait until no approval of the child's pause is pending (True) or the child is
+        halted (False). A failed look (the database away for a moment) is logged and tried
+        again: the decisions are stored, the wait goes on."""
+        from tbd_agents.services.approvals import undecided
+
+        while not self.halt.is_set():
+            try:
+                if not await undecided(self.services.store, task_id):
+                    return True
+            except Exception:
+                log.warning(
+                    "delegated run %s: reading its pending approvals failed; trying again",
+                    task_id,
+                    exc_info=True,
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.halt.wait(), APPROVAL_POLL_SECONDS)
+        return False
 
     async def _keep_lease(self, runs: Any, task_id: str) -> None:
         """Renew the child's lease (the reaper fails a run whose process died) and stop the
