@@ -8,7 +8,10 @@ a real parent and child executed by the runtime in-process, through the engine a
   the app's runtime): the follower's store polling is set far longer than the scripted child
   waits for it, so only the bus can bring the events in time.
 - The child inherits its chain's workflow tool policy (an `ask` pauses the child, in place,
-  until a person decides; a `never` refuses) and the workflow's guardrails.
+  until a person decides, and a halt reaches it there at once; a `never` refuses), the
+  workflow's guardrails (input ones redact the stored task) and bypass_memory. (The session
+  bound it inherits is not tested here: the calling run's, as long and started earlier, always
+  ends first.)
 """
 
 from __future__ import annotations
@@ -472,3 +475,31 @@ async def test_the_workflows_never_rule_and_guardrails_hold_in_the_child(
     assert child.error is not None and "no-secrets" in child.error
     assert child.response is None or "s3cr3t" not in child.response
     assert parent[-1].data["status"] == "completed"
+
+
+async def test_the_workflows_bypass_memory_holds_in_the_child(
+    pg18_server: str, model: ProtocolServer, tmp_path: Any
+) -> None:
+    """helper lists store_memory (memory is available: pgvector, hashing embedder): its run
+    offers it under a workflow that uses memory, and not under one with bypass_memory."""
+
+    def helper(rec: Recorded) -> Turn:
+        return Turn(text="helper done")
+
+    offered: dict[bool, list[str]] = {}
+    async with hub("pg", "inprocess", pg18_server, tmp_path) as rt:
+        for bypass in (False, True):
+            model.reset()
+            model.responder = lead_then_answer(helper)
+            workflow = await seed(
+                rt, model, child={"builtin_tools": ["store_memory"], "memory_enabled": True},
+                workflow={"bypass_memory": bypass},
+            )  # fmt: skip
+            task = await rt.start_run(workflow.id, "go")
+            parent = await events_of(rt, task.id)
+            assert parent[-1].data["status"] == "completed"
+            [first] = calls_of(model, "helper")
+            offered[bypass] = first.tool_names()
+
+    assert "store_memory" in offered[False]
+    assert "store_memory" not in offered[True]
