@@ -340,7 +340,8 @@ async def test_a_delegated_run_obeys_its_agents_tool_policy(
     world: dict[str, Any], model: ProtocolServer
 ) -> None:
     """The child runs under its own agent's policy: mid may not call leaf (`never`), so leaf
-    never runs and mid's model is told why; a run inside a tool call cannot pause either."""
+    never runs and mid's model is told why (an `ask` would pause it in place, as
+    test_delegation_runs.py shows for the workflow's policy)."""
     agents = await make_agents(world, "top", "mid", "leaf", tools={"top": ["mid"], "mid": ["leaf"]})
     async with world["store"].unit_of_work() as repos:
         await repos.agents.update(

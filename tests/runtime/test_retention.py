@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import update
 
 from tbd_agents.domain.approvals import ApprovalStatus, ToolApproval
-from tbd_agents.domain.enums import MessageRole, TaskStatus
+from tbd_agents.domain.enums import MessageRole, TaskStatus, TaskTrigger
 from tbd_agents.domain.models import (
     ChatMessage,
     ChatSession,
@@ -168,6 +168,49 @@ async def test_runs_beyond_the_newest_n_of_an_owner_go(be: RtBackend) -> None:
 
     assert dry.counts["runs"] == report.counts["runs"] == 3
     assert await run_ids(be) == {runs[1], runs[2], runs[3], *bobs, running}
+
+
+async def delegated_run(be: RtBackend, root: str, parent: str, workflow_id: str) -> str:
+    """A finished run an agent of `parent`'s chain delegated to (engine/delegated_run.py),
+    created just after its parent, as a call of an agent tool creates it."""
+    async with be.store.unit_of_work(readonly=True) as repos:
+        above: TaskExecution = await repos.task_executions.get(parent)
+    async with be.store.unit_of_work() as repos:
+        child = await repos.task_executions.create(
+            TaskExecution(workflow_id=workflow_id, status=TaskStatus.COMPLETED,
+                          trigger=TaskTrigger.DELEGATION, parent_task_id=parent,
+                          root_task_id=root, delegation_depth=above.delegation_depth + 1)
+        )  # fmt: skip
+        await repos.for_model(ToolApproval).create(
+            ToolApproval(task_id=child.id, workflow_id=workflow_id, tool_name="add",
+                         status=ApprovalStatus.APPROVED, expires_at=NOW + DAY)
+        )  # fmt: skip
+    created = above.created_at + timedelta(seconds=1)
+    await be.set_fields("task_executions", child.id, created_at=created, finished_at=created)
+    return str(child.id)
+
+
+async def test_runs_an_agent_delegated_to_go_with_their_chain_and_do_not_count(
+    be: RtBackend,
+) -> None:
+    """Keeping alice's 2 newest runs keeps them with the runs their agents delegated to (not
+    counted: they are part of the run that called them); the older run's chain goes whole,
+    with its children's decided approvals."""
+    wf = await make_workflow(be, owner="alice")
+    roots = [await ended_run(be, wf, ended_days_ago=d) for d in (3, 2, 1)]  # oldest first
+    chains: dict[str, list[str]] = {}
+    for root in roots:
+        child = await delegated_run(be, root, root, wf)
+        chains[root] = [child, await delegated_run(be, root, child, wf)]
+
+    report = await retention(be, runs_per_owner=2, batch_size=2).prune(now=NOW)
+
+    kept = {roots[1], roots[2], *chains[roots[1]], *chains[roots[2]]}
+    assert await run_ids(be) == kept
+    assert report.counts["runs"] == 3  # the oldest run and its two delegated runs
+    async with be.store.unit_of_work(readonly=True) as repos:
+        left = {a.task_id async for a in repos.for_model(ToolApproval).iterate(Query())}
+    assert left == set(chains[roots[1]] + chains[roots[2]])
 
 
 async def test_a_dry_run_counts_and_deletes_nothing(be: RtBackend) -> None:

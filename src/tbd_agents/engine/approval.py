@@ -93,8 +93,8 @@ class ApprovalGate:
         if verdict.action is ToolAction.ASK:  # only reached where the run cannot pause
             refusal = (
                 f"Error: the call to {call.name} needs a person's approval ({verdict.rule}), "
-                "which this run cannot wait for (a chat turn, a delegated run, a /v1 or /mcp request): "
-                "run it in a workflow to have it approved"
+                "which this run cannot wait for (a chat turn or a run it delegated to, a /v1 "
+                "or /mcp request): run it in a workflow to have it approved"
             )
             return call, ToolResult(refusal, True)
         return call, None

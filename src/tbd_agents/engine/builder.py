@@ -163,6 +163,7 @@ async def load_plan(
     model_override: str | None = None,
     outbound: OutboundGuard | None = None,
     workflow: Workflow | None = None,
+    inherited: Workflow | None = None,
 ) -> RunPlan:
     """Everything `agent` uses, with secrets resolved; raises InvalidData naming what is missing.
 
@@ -171,7 +172,8 @@ async def load_plan(
     record owner, which addresses its provider and MCP servers may reach (default: no
     allow-list, admins and ownerless records trusted). For a run of `workflow`, its skills and
     guardrails join the agent's (`_workflow_records`: the existing TBD Agents kept them on the
-    workflow)."""
+    workflow). For a delegated run, `inherited` is the workflow of its chain: its guardrails
+    join the agent's too, its skills do not (engine/delegation.py)."""
     outbound = outbound or OutboundGuard(HostPolicy(), AdminDirectory())
     owner: str | None = getattr(agent, Agent.owner_field or "created_by")
     who = _Owner(owner, owner is None or await config.host.admins.is_admin(repos, owner))
@@ -228,7 +230,7 @@ async def load_plan(
                 known.add(skill.id)
                 plan.skills.append(skill)
     plan.guardrails, skipped = await load_guardrails(
-        repos, agent, config.host.admins, workflow=workflow
+        repos, agent, config.host.admins, workflow=workflow or inherited
     )
     plan.warnings += skipped
     await _load_custom_tools(repos, cipher, agent, config, who, plan, outbound)

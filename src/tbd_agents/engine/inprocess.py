@@ -83,6 +83,10 @@ class EngineServices:
     #: Seconds of a run's lease (RUN_LEASE_SECONDS): delegated runs renew theirs (engine/
     #: delegation.py) as the runtime renews a run's.
     lease_seconds: float = 30.0
+    #: The event bus of this process's runtime (runtime/bus.py): delegated runs publish their
+    #: events on it, as the runtime publishes a run's. None: no runtime in this process (a
+    #: command-line tool), so nobody here follows a run live; their events are stored only.
+    bus: Any | None = None
     _runs: Any | None = None  # the run store of `store` (delegated runs), built when needed
 
     def run_store(self) -> Any:
@@ -138,13 +142,15 @@ async def run_agent(
     run's checkout or scratch directory; without one, a run outside a workflow (chat) gets its
     session's scratch one. `usage`: whom the run's model calls are recorded and budgeted for.
     `chain`: where the run sits in a delegation chain (engine/delegation.py; None: a run of its
-    own, which the agents it lists as tools are called from)."""
+    own, which the agents it lists as tools are called from); a delegated run takes the
+    guardrails of its chain's workflow besides its agent's."""
     if workspace is None and workflow is None:
         workspace = await chat_workspace(services, agent, inp.session_id)
     if inp.approvals is None and agent.tool_policy is not None:
-        # An entry point that set no gate (a delegated run, the OpenAI-compatible endpoint, the
-        # MCP server) still obeys the agent's policy: `never` refuses, and `ask` is refused with
-        # the reason, since only a workflow run can pause for a person.
+        # An entry point that set no gate (the OpenAI-compatible endpoint, the MCP server)
+        # still obeys the agent's policy: `never` refuses, and `ask` is refused with the
+        # reason, since only a workflow run (and the runs it delegates to) can pause for a
+        # person. A delegated run sets its gate itself (engine/delegated_run.py).
         from tbd_agents.services.approvals import gate_for
 
         inp.approvals = await gate_for(services.store, agent, None, can_pause=False)
@@ -152,7 +158,7 @@ async def run_agent(
         plan = await load_plan(
             repos, services.cipher, agent, services.config,
             model_override=model_override, outbound=services.outbound,
-            workflow=workflow,
+            workflow=workflow, inherited=chain.workflow if chain and chain.delegated else None,
         )  # fmt: skip
     spec, conns = await open_plan(
         plan, services.config, services.catalog,
@@ -252,7 +258,7 @@ class EngineExecutor:
                     self.services, agent, inp, runlog, halt,
                     model_override=workflow.model, max_turns=workflow.max_turns,
                     workflow=workflow, workspace=workspace, options=options, usage=usage,
-                    chain=Chain.root(agent, task=task, user_id=usage.user_id),
+                    chain=Chain.root(agent, task=task, workflow=workflow, user_id=usage.user_id),
                 )  # fmt: skip
             await progress.flush()
         except BaseException as exc:
@@ -383,13 +389,15 @@ async def engine_services(
     *,
     vectors: Any | None = None,
     embedder: Any | None = None,
+    bus: Any | None = None,
 ) -> EngineServices:
     """Engine services for `settings`: memory and knowledge when their stores can be built.
 
     Memory and knowledge use the vector store of the settings (`vectors.factory`: pgvector on
     the PostgreSQL store, Qdrant with the MongoDB profile), whatever the document store is.
     `vectors` / `embedder`: the process's own, when it has them open already (the API's
-    knowledge services); otherwise they are opened here and closed with the executor."""
+    knowledge services); otherwise they are opened here and closed with the executor. `bus`:
+    the process's runtime bus (`EngineServices.bus`)."""
     config = EngineConfig.from_settings(settings)
     services = EngineServices(
         store=store,
@@ -400,6 +408,7 @@ async def engine_services(
         outbound=outbound_guard(settings),
         usage=usage_store_or_none(store),
         lease_seconds=settings.run_lease_seconds,
+        bus=bus,
         public_base_url=settings.public_base_url,
     )
     try:
@@ -434,7 +443,10 @@ async def build_executor(context: Any) -> EngineExecutor:
 
         store = await open_store(context.settings)
     services = await engine_services(
-        context.settings, store, vectors=getattr(context, "vectors", None)
+        context.settings,
+        store,
+        vectors=getattr(context, "vectors", None),
+        bus=getattr(context, "bus", None),
     )
     return EngineExecutor(services, owns_store=owns)
 

@@ -37,12 +37,15 @@ class ExecutorContext:
     """What a factory may use to build its executor (all owned by the runtime).
 
     `db`: the PostgreSQL engine of the run store (None on MongoDB). `vectors`: the process's
-    vector store when one is already open (the API's), else None."""
+    vector store when one is already open (the API's), else None. `bus`: the runtime's event
+    bus (`runtime/bus.py`), on which runs the executor starts itself (delegated runs) publish
+    their events as the runtime publishes a run's."""
 
     settings: Settings
     db: AsyncEngine | None
     store: DocumentStore | None = None
     vectors: Any = None
+    bus: Any = None
 
 
 ExecutorFactory = Callable[[ExecutorContext], "RunExecutor | Awaitable[RunExecutor]"]

@@ -174,7 +174,7 @@ class Runtime:
         async with self._services_lock:
             if self._services is None:
                 executor = self._executor or await build_executor(
-                    ExecutorContext(self.settings, self.db, self.store, self.vectors)
+                    ExecutorContext(self.settings, self.db, self.store, self.vectors, self.bus)
                 )
                 self._executor = executor
                 self._services = RunServices(

@@ -3,10 +3,12 @@
 Rules (settings in `services/retention_config.py`, `0` turns one off):
 
 - runs (task executions) that ended more than RETENTION_RUN_DAYS ago, and beyond the newest
-  RETENTION_RUNS_PER_OWNER finished runs of an owner (the workflow's `github_user`). Only
+  RETENTION_RUNS_PER_OWNER finished runs of an owner (the workflow's `github_user`; runs an
+  agent delegated to are not counted: they go with the run that started their chain). Only
   finished runs (completed, failed, halted, max_turns_reached): a pending, running or
   awaiting-approval run is never touched. Its events, halts and webhook deliveries go with it
-  (foreign-key cascades on PostgreSQL, `runtime_schema.RUNTIME_CHILDREN` on MongoDB);
+  (foreign-key cascades on PostgreSQL, `runtime_schema.RUNTIME_CHILDREN` on MongoDB), and so
+  do the runs its agents delegated to (engine/delegation.py);
 - chat sessions whose last activity (`updated_at`) is older than RETENTION_CHAT_DAYS, and beyond
   the RETENTION_CHATS_PER_OWNER most recently active of a user, with their messages and the
   knowledge source holding their attached files;
@@ -197,7 +199,11 @@ class Retention:
             async for wf in repos.workflows.iterate(Query(sort=(asc("created_at"),))):
                 owners.setdefault(wf.github_user or "", []).append(wf.id)
         for workflow_ids in owners.values():
-            rule = (in_("workflow_id", workflow_ids), in_("status", ENDED))
+            # The runs a user (or a schedule, a webhook) started: the runs their agents
+            # delegated to are not counted, and go with them (`_delete_runs`).
+            rule = (
+                in_("workflow_id", workflow_ids), in_("status", ENDED), is_null("parent_task_id")
+            )  # fmt: skip
             deleted = await self._beyond_newest(TaskExecution, rule, "created_at", keep, report)
             report.add("runs", deleted)
 
@@ -274,6 +280,19 @@ class Retention:
         log.info("chat session %s: %d older messages summarised", session.id, len(older))
         return deleted
 
+    async def _delete_runs(self, repos: Repositories, ids: list[str]) -> int:
+        """Delete finished runs with the finished runs their agents delegated to (the rest of
+        their delegation chains: `root_task_id`) and the decided approvals of all of them; how
+        many runs went."""
+        chained = Query(filters=(in_("root_task_id", ids), in_("status", ENDED)))
+        children = [t.id async for t in repos.task_executions.iterate(chained)]
+        every = list(dict.fromkeys([*ids, *children]))
+        deleted = await repos.task_executions.delete_where(in_("id", every), in_("status", ENDED))
+        await repos.for_model(ToolApproval).delete_where(
+            in_("task_id", every), in_("status", DECIDED)
+        )
+        return deleted
+
     async def _delete_sessions(self, repos: Repositories, ids: list[str]) -> tuple[int, list[str]]:
         """Delete chat sessions with their messages and attached files' knowledge source; how
         many sessions went, and the deleted sources (their vectors to forget)."""
@@ -318,14 +337,12 @@ class Retention:
         async with self.store.unit_of_work() as repos:
             if model is ChatSession:
                 deleted, sources = await self._delete_sessions(repos, ids)
+            elif model is TaskExecution:
+                deleted = await self._delete_runs(repos, ids)
             else:
                 deleted = await repos.for_model(model).delete_where(
                     in_("id", ids), in_("status", ENDED)
                 )
-                if model is TaskExecution:  # the decided approvals of those runs go with them
-                    await repos.for_model(ToolApproval).delete_where(
-                        in_("task_id", ids), in_("status", DECIDED)
-                    )
         if self.forget_vectors is not None:  # after the commit: the rows are gone for good
             for source_id in sources:
                 await self.forget_vectors(source_id)

@@ -44,7 +44,8 @@ class RetentionSettings(BaseSettings):
         default=0,
         ge=0,
         description="Keep only this many newest finished runs per owner (the workflow's "
-        "`github_user`); older ones are deleted. 0: no limit.",
+        "`github_user`); older ones are deleted. Runs an agent delegated to are not counted: "
+        "they go with the run that started their chain. 0: no limit.",
     )
     retention_chat_days: float = Field(
         default=0.0,

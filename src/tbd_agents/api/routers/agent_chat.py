@@ -126,7 +126,8 @@ def check_model(model: str, offered: list[str]) -> None:
 
 async def engine_for(ctx: ApiContext) -> EngineServices:
     """The engine services of this app, built on first use (sharing the vector store and the
-    embedder of the app's knowledge services when they are up)."""
+    embedder of the app's knowledge services when they are up, and the event bus of the app's
+    runtime, on which the runs its agents delegate to publish their events)."""
     services = ctx.services.get("engine")
     if services is None:
         knowledge = ctx.services.get("knowledge")
@@ -138,6 +139,8 @@ async def engine_for(ctx: ApiContext) -> EngineServices:
         )
         ctx.services["engine"] = services
     assert isinstance(services, EngineServices)
+    if services.bus is None:  # the runtime starts with the app, but may come up later
+        services.bus = getattr(ctx.services.get("runtime"), "bus", None)
     return services
 
 
