@@ -34,10 +34,8 @@ Field names of `task_executions` that this module writes are the model's (`TaskE
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -49,7 +47,7 @@ from pymongo.errors import DuplicateKeyError
 from tbd_agents.domain.enums import TaskStatus, TaskTrigger, WorkflowStatus
 from tbd_agents.domain.models import TaskExecution
 from tbd_agents.domain.types import utcnow
-from tbd_agents.errors import InvalidData, NotFound, StorageError
+from tbd_agents.errors import InvalidData, NotFound
 from tbd_agents.observability.spans import current_traceparent
 from tbd_agents.runtime.contracts import EventType, RunOutcome
 from tbd_agents.runtime.events import (
@@ -63,24 +61,21 @@ from tbd_agents.runtime.events import (
 from tbd_agents.runtime.halt import ended, halted_on_the_spot
 from tbd_agents.runtime.leases import Heartbeat, undispatched_error
 from tbd_agents.runtime.mongo_docs import (
-    _APPEND_RETRIES,
-    _PURGE_BATCH,
     FINISHED_AT,
     RESULT,
     WORKER,
     Doc,
     _already_stored,
     _by_id,
-    _event,
-    _json,
     _outbox,
     _set,
     _status,
 )
+from tbd_agents.runtime.mongo_events import MongoEventLog
 from tbd_agents.runtime.mongo_schedules import MongoScheduleSession
 from tbd_agents.runtime.mongo_webhooks import MongoWebhookStore
 from tbd_agents.runtime.scheduler import OccurrenceRecord
-from tbd_agents.runtime.store import Transition, chunks
+from tbd_agents.runtime.store import Transition
 from tbd_agents.storage.mongo.codec import (
     from_document,
     id_forms,
@@ -90,7 +85,6 @@ from tbd_agents.storage.mongo.codec import (
 )
 from tbd_agents.storage.mongo.runtime_schema import (
     OUTBOX_FIELD,
-    RUN_EVENTS,
     RUN_HALTS,
     SCHEDULE_OCCURRENCES,
 )
@@ -100,98 +94,6 @@ _log = logging.getLogger(__name__)
 #: Every change of a task or workflow raises its version (`$inc` of a missing key sets 1, one
 #: more than a legacy document's 0), as the repositories do.
 _NEXT_VERSION: Doc = {"version": 1}
-
-
-class MongoEventLog:
-    """`runtime.store.EventLog` on the `run_events` collection."""
-
-    def __init__(self, database: Any) -> None:
-        self.collection = database.get_collection(RUN_EVENTS)
-        self.tasks = database.get_collection(TaskExecution.collection)
-
-    async def append(self, task_id: str, event_type: str, data: Mapping[str, Any]) -> RunEvent:
-        """Store one event as the run's next `seq`. Concurrent writers on the same run retry on
-        the unique key (task_id, seq), after a short random pause that spreads them out."""
-        body = _json(data)
-        for attempt in range(_APPEND_RETRIES):
-            last = await self.collection.find(
-                {"task_id": task_id}, {"seq": 1}, sort=[("seq", -1)], limit=1
-            ).to_list(None)
-            seq = int(last[0]["seq"]) + 1 if last else 1
-            if seq == 1 and await self.tasks.find_one(_by_id(task_id), {"_id": 1}) is None:
-                raise NotFound("task execution", task_id)
-            created = utcnow()
-            try:
-                await self.collection.insert_one(
-                    {
-                        "task_id": task_id,
-                        "seq": seq,
-                        "type": event_type,
-                        "data": body,
-                        "created_at": created,
-                    }
-                )
-            except DuplicateKeyError:
-                await asyncio.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))  # noqa: S311
-                continue
-            return RunEvent(task_id, seq, event_type, body, created)
-        raise StorageError(
-            f"could not append an event to run {task_id}: too many concurrent writers"
-        )
-
-    async def read(self, task_id: str, after_seq: int = 0, limit: int = 1000) -> list[RunEvent]:
-        docs = await self.collection.find(
-            {"task_id": task_id, "seq": {"$gt": after_seq}}, sort=[("seq", 1)], limit=limit
-        ).to_list(None)
-        return [_event(d) for d in docs]
-
-    async def tail(self, task_id: str, count: int) -> list[RunEvent]:
-        """The run's last `count` events, in order."""
-        if count <= 0:
-            return []
-        docs = await self.collection.find(
-            {"task_id": task_id}, sort=[("seq", -1)], limit=count
-        ).to_list(None)
-        return [_event(d) for d in reversed(docs)]
-
-    async def task_status(self, task_id: str) -> TaskStatus:
-        doc = await self.tasks.find_one(_by_id(task_id), {"status": 1})
-        if doc is None:
-            raise NotFound("task execution", task_id)
-        return _status(doc.get("status", TaskStatus.PENDING.value))
-
-    async def purge(self, finished_before: datetime) -> int:
-        """Delete the events of runs that ended before `finished_before` (and of runs that no
-        longer exist). Only runs with events older than the cut-off are looked at, so the cost
-        follows what there is to purge, not the number of past runs."""
-        candidates = await self.collection.distinct(
-            "task_id", {"created_at": {"$lt": finished_before}}
-        )
-        purged = 0
-        for batch in chunks([str(c) for c in candidates], _PURGE_BATCH):
-            forms = [f for task_id in batch for f in id_forms(task_id, include_int=True)]
-            docs = await self.tasks.find(
-                {"_id": {"$in": forms}},
-                {"status": 1, FINISHED_AT: 1, "updated_at": 1},
-            ).to_list(None)
-            found = {id_text(d["_id"]): d for d in docs}
-            ended_ids = []
-            for task_id in batch:
-                doc = found.get(task_id)
-                if doc is None:
-                    ended_ids.append(task_id)  # the run was deleted: its events go too
-                    continue
-                end = doc.get(FINISHED_AT) or doc.get("updated_at")
-                if (
-                    _status(doc.get("status")) in TERMINAL_STATUSES
-                    and end is not None
-                    and plain_value(end) < finished_before
-                ):
-                    ended_ids.append(task_id)
-            if ended_ids:
-                result = await self.collection.delete_many({"task_id": {"$in": ended_ids}})
-                purged += int(result.deleted_count)
-        return purged
 
 
 class MongoRunStore:
