@@ -27,7 +27,10 @@ class ProbeExecutor:
             if step == "count":
                 metrics.TOOL_CALLS.labels("probe").inc(int(arg))
             elif step == "marker":
-                Path(arg).write_text(str(os.getpid()))
+                # Written whole, then renamed: a test waiting for the file never reads it empty.
+                partial = Path(f"{arg}.partial")
+                partial.write_text(str(os.getpid()))
+                partial.replace(arg)
             elif step == "wait":
                 deadline = time.monotonic() + 60
                 while not Path(arg).exists() and time.monotonic() < deadline:
