@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from tbd_agents.domain.approvals import ToolApproval
+from tbd_agents.domain.enums import TaskTrigger
 from tbd_agents.domain.models import TaskExecution
 from tbd_agents.storage.protocol import eq
 from tests.api.conftest import Api
@@ -135,9 +136,15 @@ async def test_cascades(api: Api, alice: httpx.AsyncClient) -> None:
     assert counted["message_count"] == 2 and counted["last_message_at"] is not None
     messages = (await alice.get(path)).json()
     assert [m["content"] for m in messages] == ["one", "two"]
+    async with api.store.unit_of_work() as repos:  # a run a turn of the chat delegated to
+        child = await repos.task_executions.create(
+            TaskExecution(workflow_id="", trigger=TaskTrigger.DELEGATION,
+                          chat_session_id=session["id"], delegation_depth=1)
+        )  # fmt: skip
     assert (await alice.delete(f"/api/chat/sessions/{session['id']}")).status_code == 204
     async with api.store.unit_of_work() as repos:
         left = await repos.chat_messages.count(eq("session_id", session["id"]))
+        assert await repos.task_executions.count(eq("id", child.id)) == 0
     assert left == 0
 
     source = await create(alice, "knowledge-sources")

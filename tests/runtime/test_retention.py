@@ -261,9 +261,21 @@ async def chat_state(be: RtBackend) -> tuple[set[str], int, int, int]:
         )
 
 
+async def chat_child(be: RtBackend, session_id: str) -> str:
+    """A finished run a turn of the chat session delegated to (a chat chain's child)."""
+    async with be.store.unit_of_work() as repos:
+        child = await repos.task_executions.create(
+            TaskExecution(workflow_id="", status=TaskStatus.COMPLETED, prompt="look it up",
+                          trigger=TaskTrigger.DELEGATION, chat_session_id=session_id,
+                          delegation_depth=1, started_at=NOW, finished_at=NOW)
+        )  # fmt: skip
+    return str(child.id)
+
+
 async def test_idle_chats_go_with_their_messages_and_attached_files(be: RtBackend) -> None:
     old = await chat(be, "alice", idle_days=40, messages=3)
     kept = await chat(be, "alice", idle_days=2)
+    children = {await chat_child(be, old), await chat_child(be, kept)}
 
     assert (await retention(be).prune(now=NOW)).total == 0  # chats are kept by default
     report = await retention(be, chat_days=30, batch_size=10).prune(now=NOW)
@@ -271,6 +283,13 @@ async def test_idle_chats_go_with_their_messages_and_attached_files(be: RtBacken
     assert report.counts["chat_sessions"] == 1
     assert await chat_state(be) == ({kept}, 2, 1, 1)
     assert old not in (await chat_state(be))[0]
+    # the runs the deleted chat's turns delegated to went with it; the kept chat's stayed
+    async with be.store.unit_of_work(readonly=True) as repos:
+        left = {t.id async for t in repos.task_executions.iterate(Query())}
+    assert len(left) == 1 and left < children, left
+    (survivor,) = left
+    async with be.store.unit_of_work(readonly=True) as repos:
+        assert (await repos.task_executions.get(survivor)).chat_session_id == kept
 
 
 async def test_only_the_most_recently_active_chats_of_a_user_are_kept(be: RtBackend) -> None:

@@ -271,7 +271,12 @@ SPECS: dict[type[Entity], ResourceSpec] = {
             ChatSession,
             "chat session",
             references=(Reference("agent_id", Agent),),
-            dependants=(Dependant(ChatMessage, "session_id", OnDelete.CASCADE),),
+            dependants=(
+                Dependant(ChatMessage, "session_id", OnDelete.CASCADE),
+                # the runs its turns delegated to (agent-as-tool children): their tasks and
+                # answers are the conversation's content
+                Dependant(TaskExecution, "chat_session_id", OnDelete.CASCADE),
+            ),
             managed=frozenset({"message_count", "last_message_at", "message_seq"}),
             immutable=frozenset({"agent_id"}),
         ),

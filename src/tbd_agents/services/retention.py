@@ -294,14 +294,18 @@ class Retention:
         return deleted
 
     async def _delete_sessions(self, repos: Repositories, ids: list[str]) -> tuple[int, list[str]]:
-        """Delete chat sessions with their messages and attached files' knowledge source; how
-        many sessions went, and the deleted sources (their vectors to forget)."""
+        """Delete chat sessions with their messages, delegated runs and attached files'
+        knowledge source; how many sessions went, and the deleted sources (their vectors to
+        forget)."""
         sources = []
         async for session in repos.chat_sessions.iterate(Query(filters=(in_("id", ids),))):
             known = session.metadata.get("knowledge_source_id")
             if isinstance(known, str) and known:
                 sources.append(known)
         deleted = await repos.chat_sessions.delete_where(in_("id", ids))
+        # The runs the sessions' turns delegated to go with them (a chat chain never pauses, so
+        # they hold no approval).
+        await repos.task_executions.delete_where(in_("chat_session_id", ids))
         if sources:
             await repos.knowledge_sources.delete_where(in_("id", sources))
         return deleted, sources
