@@ -13,19 +13,21 @@ import asyncio
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from sqlalchemy.engine import URL
 
-from tbd_agents.cli.common import friendly_errors, settings
+from tbd_agents.cli.common import fail, friendly_errors, settings
 from tbd_agents.errors import InvalidData
 from tbd_agents.storage.postgres import migrate
 from tbd_agents.storage.postgres.engine import asyncpg_url
 from tbd_agents.storage.postgres.errors import where
 
 if TYPE_CHECKING:
+    from tbd_agents.config import Settings
     from tbd_agents.services.retention import PruneReport
+    from tbd_agents.vectors.base import VectorStore
 
 app = typer.Typer(
     help=(
@@ -233,21 +235,51 @@ def prune(
 
 
 async def _prune(dry_run: bool) -> PruneReport:
-    from tbd_agents.services.retention import retention_for
     from tbd_agents.storage.factory import prepared_store
 
     config = settings()
     async with prepared_store(config) as store:
-        summariser = engine = None
+        return await prune_once(config, store, dry_run)
+
+
+async def prune_once(config: Settings, store: Any, dry_run: bool) -> PruneReport:
+    """One retention pass on `store` as the command runs it: with the chat summariser when
+    summaries are on, and with the Qdrant store when pruned chats' attachments have vectors."""
+    from tbd_agents.services.retention import retention_for
+
+    summariser = engine = None
+    vectors = None if dry_run else _attachment_vectors(config, store)
+    try:
         if config.retention_chat_summary_after_messages > 0 and not dry_run:
             from tbd_agents.engine.chat_summary import engine_chat_summariser
             from tbd_agents.engine.inprocess import engine_services
 
             engine = await engine_services(config, store)
             summariser = engine_chat_summariser(engine)
-        try:
-            retention = retention_for(config, store, summariser=summariser)
-            return await retention.prune(dry_run=dry_run)
-        finally:
-            if engine is not None:
-                await engine.aclose()
+        retention = retention_for(config, store, summariser=summariser, vectors=vectors)
+        return await retention.prune(dry_run=dry_run)
+    finally:
+        if engine is not None:
+            await engine.aclose()
+        if vectors is not None:
+            await vectors.close()
+
+
+def _attachment_vectors(config: Settings, store: Any) -> VectorStore | None:
+    """The Qdrant store that holds the vectors of chat attachments, when chat sessions may be
+    deleted (their attached files' chunks must go too; on pgvector they go with their rows)."""
+    from tbd_agents.config import VectorBackend
+    from tbd_agents.vectors.factory import open_vector_store
+
+    chats_pruned = config.retention_chat_days > 0 or config.retention_chats_per_owner > 0
+    if config.vector_backend is VectorBackend.PGVECTOR or not chats_pruned:
+        return None
+    try:
+        return open_vector_store(config, store)
+    except RuntimeError as exc:  # local mode: the folder is locked by another process
+        raise fail(
+            f"cannot open the Qdrant store to delete the vectors of pruned chats' attachments "
+            f"({exc}). A running server applies the same rules in its upkeep loop every "
+            "RETENTION_INTERVAL_SECONDS; otherwise stop it first, or use a Qdrant server "
+            "(QDRANT_URL), which several processes can share."
+        ) from exc
