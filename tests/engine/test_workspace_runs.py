@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import shutil
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -68,6 +70,7 @@ async def runtime(ws_db, tmp_path: Path) -> AsyncIterator[tuple[Runtime, Postgre
         allow_user_custom_tools=True,
         outbound_allowed_hosts="127.0.0.1",  # the scripted model and the git server
         repo_allow_insecure_urls=True,  # the test git server speaks http://
+        workspace_retention_hours=1.0,  # a checkout used within the hour is never pruned
         redis_url=None,
         # the default lease (30 s): with 5 s a run on a loaded machine once lost its lease
         # mid-run (no heartbeat for 5 s) and was failed; nothing here is about leases
@@ -227,10 +230,13 @@ async def test_a_run_resumed_after_an_approval_keeps_its_edits_in_the_checkout(
     task = await rt.start_run(wf.id, "edit, then show")
     await _until_status(rt, task.id, {TaskStatus.AWAITING_APPROVAL})
     repo.commit({"README.md": "upstream moved on\n"}, "second")
-    if checkout != "kept":
-        root = WorkspaceConfig.from_settings(settings).root
-        path = checkout_path(root, wf.id, f"{git_server.url}/project.git")
-        assert (path / "README.md").read_text() == "edited from the repo\n"
+    root = WorkspaceConfig.from_settings(settings).root
+    path = checkout_path(root, wf.id, f"{git_server.url}/project.git")
+    assert (path / "README.md").read_text() == "edited from the repo\n"
+    if checkout == "kept":  # the wait outlasted WORKSPACE_RETENTION_HOURS: resuming keeps it
+        two_hours_ago = time.time() - 7200
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    else:
         shutil.rmtree(path)
     async with store.unit_of_work() as repos:
         (pending,) = (

@@ -68,12 +68,15 @@ async def prepare_workspace(
     as it left it (no fetch, no reset: its edits before the pause are kept)."""
     config: WorkspaceConfig = services.config.workspace
     owner = services.sandbox.confiner.drop
+    # Before the pruning below: the wait for an approval may have outlasted the retention.
+    kept = None
+    if workflow.repo_url and resuming:
+        kept = await reuse_checkout(config, workflow.id, workflow.repo_url)
     if config.retention_hours > 0:
         removed = await asyncio.to_thread(prune_workspaces, config.root, config.retention_hours)
         if removed:
             log.info("pruned %d workspaces unused for %g h", len(removed), config.retention_hours)
     if workflow.repo_url and resuming:
-        kept = await reuse_checkout(config, workflow.id, workflow.repo_url)
         if kept is not None:
             await _log(
                 sink, "repo_kept",
@@ -85,7 +88,8 @@ async def prepare_workspace(
         await _log(
             sink, "repo_sync_failed",
             "the checkout this run worked in before its pause is gone (deleted, or pruned by "
-            "WORKSPACE_RETENTION_HOURS): syncing again, its earlier changes are lost",
+            "WORKSPACE_RETENTION_HOURS while no run used it): syncing again, its earlier "
+            "changes are lost",
             reason="checkout missing on resume",
         )  # fmt: skip
     if workflow.repo_url:
