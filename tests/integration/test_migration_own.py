@@ -193,6 +193,15 @@ async def migrate(
         log.close()
 
 
+async def migrate_all_kept(
+    source: Source, conn: asyncpg.Connection, report: Path, **options: Any
+) -> dict[str, CollectionResult]:
+    """`migrate`, asserting no field was dropped; the collections' results by name."""
+    result = await migrate(source, conn, report, **options)
+    assert not {c.name: c.extra_dropped for c in result.collections if c.extra_dropped}
+    return {c.name: c for c in result.collections}
+
+
 def assert_verified(result: VerifyResult) -> None:
     failures = {
         c.name: (c.missing_ids, c.extra_ids, c.differing_ids, c.differences)
@@ -226,9 +235,8 @@ async def test_keys_versions_and_approvals_migrate_verify_and_work(
     assert by_name["agent_versions"].would_insert == 3
     assert await conns[0].fetchval("SELECT count(*) FROM api_keys") == 0  # nothing written
 
-    result = await migrate(source, conns[0], tmp_path / "q.jsonl")
-    assert not {c.name: c.extra_dropped for c in result.collections if c.extra_dropped}
-    counts = {c.name: c.inserted for c in result.collections}
+    by_name = await migrate_all_kept(source, conns[0], tmp_path / "q.jsonl")
+    counts = {n: c.inserted for n, c in by_name.items()}
     assert (counts["api_keys"], counts["agent_versions"], counts["tool_approvals"]) == (2, 3, 1)
     assert not list(read_report(tmp_path / "q.jsonl"))
     assert_verified(await Verifier(source, *conns).run())
@@ -323,9 +331,7 @@ async def test_usage_and_budgets_migrate_verify_and_the_budget_is_enforced(
     assert {c.name: c.would_insert for c in dry.collections} == {BUDGETS: 1, CALLS: 3, DAILY: 2}
     assert await conns[0].fetchval("SELECT count(*) FROM usage_calls") == 0
 
-    result = await migrate(source, conns[0], tmp_path / "q.jsonl", collections=own)
-    assert not {c.name: c.extra_dropped for c in result.collections if c.extra_dropped}
-    by_name = {c.name: c for c in result.collections}
+    by_name = await migrate_all_kept(source, conns[0], tmp_path / "q.jsonl", collections=own)
     assert {n: c.inserted for n, c in by_name.items()} == {BUDGETS: 1, CALLS: 3, DAILY: 2}
     assert sum(by_name[CALLS].warnings.values()) == 1  # the crashed call, migrated as it is
     assert_verified(await Verifier(source, *conns).run(own))
@@ -420,11 +426,8 @@ async def test_webhooks_migrate_verify_and_the_secret_reads_the_same(
     assert {c.name: c.would_insert for c in dry.collections if c.name in own} == dict.fromkeys(
         own, 1
     )
-    result = await migrate(source, conns[0], tmp_path / "q.jsonl", collections=needed)
-    assert not {c.name: c.extra_dropped for c in result.collections if c.extra_dropped}
-    assert {c.name: c.inserted for c in result.collections if c.name in own} == dict.fromkeys(
-        own, 1
-    )
+    by_name = await migrate_all_kept(source, conns[0], tmp_path / "q.jsonl", collections=needed)
+    assert {n: c.inserted for n, c in by_name.items() if n in own} == dict.fromkeys(own, 1)
     assert_verified(await Verifier(source, *conns).run(needed))
     # The secret is copied as stored: the same TOKEN_ENCRYPTION_KEY reads it on PostgreSQL.
     engine = create_engine(target, pool_size=1, max_overflow=1)
@@ -488,9 +491,7 @@ async def test_run_events_halts_and_occurrences_migrate_verify_and_work(
     mongo_events = await as_run_store(mongo_hub.store).events.read(task_id)
     assert mongo_events
 
-    result = await migrate(source, conns[0], tmp_path / "q.jsonl")
-    assert not {c.name: c.extra_dropped for c in result.collections if c.extra_dropped}
-    by_name = {c.name: c for c in result.collections}
+    by_name = await migrate_all_kept(source, conns[0], tmp_path / "q.jsonl")
     assert by_name[RUN_EVENTS].inserted == await mongo_hub.store.database.get_collection(
         RUN_EVENTS
     ).count_documents({})

@@ -22,6 +22,8 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.dialects import postgresql
 
 from tbd_agents.observability.usage.mongo import DAILY
+from tbd_agents.observability.usage.records import COLUMN
+from tbd_agents.observability.usage.rollup import ALL
 from tbd_agents.tools.migration.batch import PreparedBatch, Rejection, Warning, document_id
 from tbd_agents.tools.migration.bsonio import SourceDocument, Undecodable
 from tbd_agents.tools.migration.loader import Checkpoints, Progress, TableLoader
@@ -262,16 +264,8 @@ class _Batch(PreparedBatch):
 
 
 #: usage_rollup's dimensions and the usage_daily / usage_monthly column of each ('' for `all`).
-_ROLLUP = {
-    "all": "''",
-    "user": "user_id",
-    "agent": "agent_id",
-    "workflow": "workflow_id",
-    "schedule": "schedule_id",
-    "provider": "provider_id",
-    "model": "model",
-}
-_DIMS = "user_id, agent_id, workflow_id, schedule_id, provider_id, model"
+_ROLLUP = {ALL: "''", **COLUMN}
+_DIMS = ", ".join(COLUMN.values())
 _SUMS = "sum(calls), sum(input_tokens), sum(output_tokens), sum(cost_usd)"
 
 

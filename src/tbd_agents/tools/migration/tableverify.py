@@ -135,20 +135,40 @@ class TableVerifier:
         return out
 
     async def _account(self, collection: str, check: Any, found: _Compared) -> None:
-        if found.seen:
-            await self.conn.copy_records_to_table(_SEEN, records=[(k,) for k in found.seen])
-        for key, differences in found.differing.items():
-            check.differing += 1
-            if len(check.differing_ids) < self.show:
-                check.differing_ids.append(key)
-                check.differences[key] = differences
-        entries = await recorded(self.conn, collection, list(found.absent))
-        for key, what in found.absent.items():
-            entry = entries.get(key)
-            if entry is not None:
-                check.excluded[entry.category] += 1
-                check.reasons.setdefault(entry.category, entry.reason)
-                continue
-            check.missing += 1
-            if len(check.missing_ids) < self.show:
-                check.missing_ids.append(f"{key} ({what})")
+        await account_batch(
+            self.conn, _SEEN, self.show, collection, check, found.seen, found.differing,
+            found.absent,
+        )  # fmt: skip
+
+
+async def account_batch(
+    conn: asyncpg.Connection,
+    seen_table: str,
+    show: int,
+    collection: str,
+    check: Any,
+    seen: Sequence[str],
+    differing: Mapping[str, list[Difference]],
+    absent: Mapping[str, str | None],
+) -> None:
+    """Count one compared batch into `check` (a `verify.CollectionCheck`; this and `verify`
+    share it): the keys seen (into `seen_table`), the differences, and the absent documents
+    (key → what is known of it, or None) split into quarantined, as the migration recorded
+    them, and missing. At most `show` ids of each kind are listed."""
+    if seen:
+        await conn.copy_records_to_table(seen_table, records=[(k,) for k in seen])
+    for key, differences in differing.items():
+        check.differing += 1
+        if len(check.differing_ids) < show:
+            check.differing_ids.append(key)
+            check.differences[key] = differences
+    entries = await recorded(conn, collection, list(absent))
+    for key, what in absent.items():
+        entry = entries.get(key)
+        if entry is not None:
+            check.excluded[entry.category] += 1
+            check.reasons.setdefault(entry.category, entry.reason)
+            continue
+        check.missing += 1
+        if len(check.missing_ids) < show:
+            check.missing_ids.append(key if what is None else f"{key} ({what})")

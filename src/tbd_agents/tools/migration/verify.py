@@ -49,12 +49,12 @@ from tbd_agents.tools.migration.memvectors import (
     target_memories,
 )
 from tbd_agents.tools.migration.memvectors import STEP as MEMORY_VECTORS
-from tbd_agents.tools.migration.quarantine import key_of, recorded
+from tbd_agents.tools.migration.quarantine import key_of
 from tbd_agents.tools.migration.rows import parse_json
 from tbd_agents.tools.migration.runner import check_source, wanted_collections
 from tbd_agents.tools.migration.sources import Source
 from tbd_agents.tools.migration.tables import TABLE_SPECS
-from tbd_agents.tools.migration.tableverify import TableVerifier
+from tbd_agents.tools.migration.tableverify import TableVerifier, account_batch
 from tbd_agents.tools.migration.transform import SPECS, CollectionSpec, Row
 from tbd_agents.tools.migration.vectors import COLLECTION_NAMES as VECTOR_COLLECTIONS
 from tbd_agents.tools.migration.vectors import PREFIX as VECTOR_PREFIX
@@ -236,25 +236,10 @@ class Verifier:
     ) -> None:
         """Count a compared batch: seen ids, differences, and the absent documents split into
         quarantined (recorded by the migration) and missing."""
-        if found.seen:
-            await self.conn.copy_records_to_table(_SEEN, records=[(i,) for i in found.seen])
-        for doc_id, differences in found.differing.items():
-            check.differing += 1
-            if len(check.differing_ids) < self.show:
-                check.differing_ids.append(doc_id)
-                check.differences[doc_id] = differences
-        keys = [*found.absent, *found.unidentified]
-        records = await recorded(self.conn, collection, keys)
-        for key in keys:
-            entry = records.get(key)
-            if entry is not None:
-                check.excluded[entry.category] += 1
-                check.reasons.setdefault(entry.category, entry.reason)
-                continue
-            check.missing += 1
-            if len(check.missing_ids) < self.show:
-                what = found.unidentified.get(key)
-                check.missing_ids.append(key if what is None else f"{key} ({what})")
+        absent: dict[str, str | None] = {**dict.fromkeys(found.absent), **found.unidentified}
+        await account_batch(
+            self.conn, _SEEN, self.show, collection, check, found.seen, found.differing, absent
+        )
 
     async def _extra_rows(self, table: str, check: CollectionCheck) -> None:
         """Target rows no source document has, and ids the source holds more than once."""
